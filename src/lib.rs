@@ -1,1 +1,8 @@
+//! Portcullis: just-in-time IP allowlisting for cloud firewalls, over gRPC.
+
+pub mod config;
+pub mod domain;
+pub mod error;
 pub mod pb;
+pub mod service;
+pub mod store;

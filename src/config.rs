@@ -1,0 +1,208 @@
+//! Layered configuration: defaults → `portcullis.toml` (or `--config`) → `PORTCULLIS_*`
+//! environment variables → command-line flags.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// The default config file, read from the working directory when present.
+pub const DEFAULT_CONFIG_FILE: &str = "portcullis.toml";
+
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "listen",
+    "database_url",
+    "database_max_connections",
+    "health_check_interval_secs",
+    "log_format",
+    "auth",
+    "sessions",
+    "network",
+];
+
+/// Everything the server can be told.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the gRPC server listens on.
+    pub listen: SocketAddr,
+    /// Database URL: `sqlite://FILE?mode=rwc` or `postgres://USER:PASSWORD@HOST/DB`.
+    pub database_url: Secret,
+    /// Connections in the database pool.
+    pub database_max_connections: u32,
+    /// Seconds between database health probes.
+    pub health_check_interval_secs: u64,
+    /// Log format: `text` or `json`.
+    pub log_format: LogFormat,
+    pub auth: AuthConfig,
+    pub sessions: SessionConfig,
+    pub network: NetworkConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            database_url: Secret("sqlite://portcullis.db?mode=rwc".to_owned()),
+            database_max_connections: 16,
+            health_check_interval_secs: 5,
+            log_format: LogFormat::Text,
+            auth: AuthConfig::default(),
+            sessions: SessionConfig::default(),
+            network: NetworkConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Access token settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 signing secret. Absent: a key is generated and kept in the database.
+    pub jwt_secret: Option<Secret>,
+    /// `iss` of issued tokens, required of presented ones.
+    pub jwt_issuer: String,
+    /// `aud` of issued tokens, required of presented ones.
+    pub jwt_audience: String,
+    /// Lifetime of access tokens, in minutes.
+    pub access_token_minutes: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            jwt_secret: None,
+            jwt_issuer: "portcullis".to_owned(),
+            jwt_audience: "portcullis".to_owned(),
+            access_token_minutes: 15,
+        }
+    }
+}
+
+/// Session limits beyond the organization tier's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// Duration of a session started without one.
+    pub default_duration_hours: u32,
+    /// Longest session a USER may start.
+    pub max_hours_user: u32,
+    /// Longest session an ADMIN may start.
+    pub max_hours_admin: u32,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig { default_duration_hours: 1, max_hours_user: 24, max_hours_admin: 24 }
+    }
+}
+
+/// How client addresses are found.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// Peers whose `x-forwarded-for` / `x-real-ip` are believed (CIDRs, e.g. "10.0.0.0/8").
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl Config {
+    /// Reads the layers below the command line: defaults, then the config file, then the environment.
+    /// An explicitly named file must exist; the default one is optional.
+    pub fn load(file: Option<&Path>) -> Result<Config, Box<figment::Error>> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        figment = match file {
+            Some(path) => figment.merge(Toml::file_exact(path)),
+            None => figment.merge(Toml::file(DEFAULT_CONFIG_FILE)),
+        };
+        // PORTCULLIS_DATABASE_URL → database_url; PORTCULLIS_AUTH__JWT_ISSUER → auth.jwt_issuer.
+        // Other PORTCULLIS_* variables (for example the test suite's) are not ours to reject.
+        let env = Env::prefixed("PORTCULLIS_")
+            .filter(|key| TOP_LEVEL_KEYS.iter().any(|known| key.as_str().split("__").next() == Some(*known)))
+            .split("__");
+        figment = figment.merge(env);
+        figment.extract().map_err(Box::new)
+    }
+}
+
+/// A value that never appears in logs or `Debug` output. For URLs, only the password is hidden.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact_url_password(&self.0).unwrap_or_else(|| "[redacted]".to_owned()))
+    }
+}
+
+/// `scheme://user:password@host/…` → `scheme://user:[redacted]@host/…`; `None` for anything
+/// that is not a URL with a password-free shape we can show safely.
+fn redact_url_password(value: &str) -> Option<String> {
+    let (scheme, rest) = value.split_once("://")?;
+    let Some((credentials, host)) = rest.rsplit_once('@') else {
+        return Some(value.to_owned());
+    };
+    let user = credentials.split_once(':').map_or(credentials, |(user, _)| user);
+    Some(format!("{scheme}://{user}:[redacted]@{host}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let config = Config {
+            database_url: Secret("postgres://app:hunter2@db/portcullis".into()),
+            auth: AuthConfig { jwt_secret: Some(Secret("jwt-key".into())), ..AuthConfig::default() },
+            ..Config::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("jwt-key"), "{shown}");
+        assert!(shown.contains("postgres://app:[redacted]@db/portcullis"), "{shown}");
+        assert!(format!("{:?}", Config::default().database_url).contains("sqlite://portcullis.db"));
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(DEFAULT_CONFIG_FILE, "listen = \"127.0.0.1:6000\"\n[sessions]\nmax_hours_user = 4\n")?;
+            jail.set_env("PORTCULLIS_LISTEN", "127.0.0.1:7000");
+            jail.set_env("PORTCULLIS_AUTH__JWT_ISSUER", "issuer-from-env");
+            jail.set_env("PORTCULLIS_TEST_DATABASE_URL", "postgres://elsewhere");
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(config.listen.port(), 7000);
+            assert_eq!(config.sessions.max_hours_user, 4);
+            assert_eq!(config.auth.jwt_issuer, "issuer-from-env");
+            assert_eq!(config.sessions.default_duration_hours, 1);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("custom.toml", "lisen = \"127.0.0.1:6000\"\n")?;
+            assert!(Config::load(Some(Path::new("custom.toml"))).is_err());
+            assert!(Config::load(Some(Path::new("missing.toml"))).is_err());
+            Ok(())
+        });
+    }
+}

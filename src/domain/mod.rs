@@ -1,0 +1,140 @@
+//! Pure types and rules of Portcullis: no tonic, no sea-orm, no I/O.
+
+mod permission;
+mod resource;
+mod validate;
+
+use std::fmt;
+use std::str::FromStr;
+
+pub use permission::Permission;
+pub use resource::{AwsSecurityGroup, GcpFirewall, MemoryProvider, ProviderConfig};
+pub use validate::{FieldViolation, Violations, normalize_email, validate_name};
+
+/// A new identifier: a UUIDv7, so identifiers sort in creation order (keyset pagination relies on it).
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Whether `value` is an identifier this service could have issued.
+pub fn is_valid_id(value: &str) -> bool {
+    uuid::Uuid::try_parse(value).is_ok()
+}
+
+/// The current time, truncated to microseconds: what PostgreSQL stores, so every backend returns
+/// exactly the value that was written.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    use chrono::{DurationRound, TimeDelta};
+    let now = chrono::Utc::now();
+    now.duration_trunc(TimeDelta::microseconds(1)).unwrap_or(now)
+}
+
+/// An error from parsing one of the enums below out of its stored name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownVariant(pub String);
+
+impl fmt::Display for UnknownVariant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown value {:?}", self.0)
+    }
+}
+
+impl std::error::Error for UnknownVariant {}
+
+/// Declares an enum stored by name, with `as_str`, `Display` and `FromStr`.
+macro_rules! named_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
+
+        impl $name {
+            /// Every variant, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The stored name of the variant.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = $crate::domain::UnknownVariant;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err($crate::domain::UnknownVariant(other.to_owned())),
+                }
+            }
+        }
+    };
+}
+pub(crate) use named_enum;
+
+named_enum!(
+    /// What a user may do in its organization.
+    Role {
+        /// Starts and manages its own sessions.
+        User => "USER",
+        /// Also manages users, resources, the organization and everyone's sessions.
+        Admin => "ADMIN",
+    }
+);
+
+named_enum!(
+    /// The plan of an organization; it bounds session length.
+    Tier {
+        Free => "FREE",
+        Business => "BUSINESS",
+        Enterprise => "ENTERPRISE",
+    }
+);
+
+impl Tier {
+    /// The longest session an organization on this tier may start.
+    pub fn max_session_hours(self) -> u32 {
+        match self {
+            Tier::Free => 2,
+            Tier::Business | Tier::Enterprise => 24,
+        }
+    }
+}
+
+named_enum!(
+    /// The roll-up of a session's rules.
+    SessionStatus {
+        Pending => "PENDING",
+        Active => "ACTIVE",
+        Partial => "PARTIAL",
+        Failed => "FAILED",
+        Expiring => "EXPIRING",
+        Expired => "EXPIRED",
+        Cancelled => "CANCELLED",
+    }
+);
+
+named_enum!(
+    /// The lifecycle of one rule on one resource.
+    ResourceIpStatus {
+        Pending => "PENDING",
+        Applied => "APPLIED",
+        Failed => "FAILED",
+        Removing => "REMOVING",
+        Removed => "REMOVED",
+    }
+);
+
+named_enum!(
+    /// Why a session ended.
+    EndedReason {
+        Expired => "EXPIRED",
+        Manual => "MANUAL",
+        Admin => "ADMIN",
+    }
+);

@@ -1,0 +1,67 @@
+use super::{Role, named_enum};
+use std::fmt;
+use std::str::FromStr;
+
+named_enum!(
+    /// A capability an API key may carry. A user's role grants a set of them; a key grants
+    /// at most what its user's role grants.
+    Permission {
+        SessionsRead => "sessions:read",
+        SessionsWrite => "sessions:write",
+        ResourcesRead => "resources:read",
+        ResourcesWrite => "resources:write",
+        UsersWrite => "users:write",
+        AuditRead => "audit:read",
+    }
+);
+
+impl Permission {
+    /// Whether `role` grants this permission.
+    pub fn granted_to(self, role: Role) -> bool {
+        match role {
+            Role::Admin => true,
+            Role::User => matches!(
+                self,
+                Permission::SessionsRead | Permission::SessionsWrite | Permission::ResourcesRead
+            ),
+        }
+    }
+
+    /// Every permission `role` grants.
+    pub fn for_role(role: Role) -> Vec<Permission> {
+        Permission::ALL.iter().copied().filter(|p| p.granted_to(role)).collect()
+    }
+
+    /// Encodes a set of permissions for storage: names separated by single spaces.
+    pub fn join(permissions: &[Permission]) -> String {
+        permissions.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(" ")
+    }
+
+    /// Decodes [`Permission::join`]'s output; unknown names (from a newer version) are skipped.
+    pub fn split(stored: &str) -> Vec<Permission> {
+        stored.split_whitespace().filter_map(|p| p.parse().ok()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_cannot_administer() {
+        assert!(Permission::SessionsWrite.granted_to(Role::User));
+        assert!(!Permission::ResourcesWrite.granted_to(Role::User));
+        assert!(!Permission::UsersWrite.granted_to(Role::User));
+        assert!(!Permission::AuditRead.granted_to(Role::User));
+        assert_eq!(Permission::for_role(Role::Admin), Permission::ALL);
+    }
+
+    #[test]
+    fn storage_round_trip() {
+        let stored = Permission::join(&[Permission::SessionsRead, Permission::AuditRead]);
+        assert_eq!(stored, "sessions:read audit:read");
+        assert_eq!(Permission::split(&stored), vec![Permission::SessionsRead, Permission::AuditRead]);
+        assert_eq!("users:write".parse(), Ok(Permission::UsersWrite));
+        assert!("users:delete".parse::<Permission>().is_err());
+    }
+}

@@ -1,0 +1,97 @@
+/// One bad field of a request, reported to the caller as a `google.rpc.BadRequest` violation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// The field path, in the request's proto field names (for example `resource.name`).
+    pub field: String,
+    /// What is wrong with it, for people.
+    pub description: String,
+}
+
+/// Collects every violation of a request so the caller can fix them all at once.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Violations(pub Vec<FieldViolation>);
+
+impl Violations {
+    /// Records that `field` is wrong.
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push(FieldViolation { field: field.into(), description: description.into() });
+    }
+
+    /// Records a violation when `result` is an error.
+    pub fn check<T>(&mut self, field: &str, result: Result<T, String>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(description) => {
+                self.add(field, description);
+                None
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+const MAX_NAME_CHARS: usize = 200;
+const MAX_EMAIL_CHARS: usize = 254;
+
+/// Trims a display name and checks it is present and of reasonable length.
+pub fn validate_name(value: &str) -> Result<String, String> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if trimmed.chars().count() > MAX_NAME_CHARS {
+        return Err(format!("must be at most {MAX_NAME_CHARS} characters"));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// Lower-cases an email address and checks its shape: one `@`, a non-empty local part,
+/// and a domain with a dot. Delivery is the only real test; this catches typos and junk.
+pub fn normalize_email(value: &str) -> Result<String, String> {
+    let email = value.trim().to_lowercase();
+    if email.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if email.len() > MAX_EMAIL_CHARS {
+        return Err(format!("must be at most {MAX_EMAIL_CHARS} characters"));
+    }
+    let valid = match email.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.contains('@')
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        }
+        None => false,
+    };
+    if valid { Ok(email) } else { Err("must be an email address like name@example.com".into()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_normalized_and_checked() {
+        assert_eq!(normalize_email(" Ada@Example.COM "), Ok("ada@example.com".into()));
+        for bad in ["", "ada", "ada@", "@example.com", "ada@example", "a b@example.com", "a@b@c.com"] {
+            assert!(normalize_email(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn names_are_trimmed_and_bounded() {
+        assert_eq!(validate_name("  prod db "), Ok("prod db".into()));
+        assert!(validate_name("   ").is_err());
+        assert!(validate_name(&"x".repeat(201)).is_err());
+        assert!(validate_name("a\u{0}b").is_err());
+    }
+}

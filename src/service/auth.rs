@@ -1,0 +1,199 @@
+//! Who is calling: turns presented credentials into a [`Caller`], and decides what it may do.
+
+use super::credentials::{self, Claims, SigningKey, TokenKeys};
+use crate::config::AuthConfig;
+use crate::domain::{Permission, Role};
+use crate::error::{Error, Result};
+use crate::pb::v1::ErrorReason;
+use crate::store::entity::{organization, signing_key, user};
+use crate::store::{StoreError, queries};
+use sea_orm::DatabaseConnection;
+use std::net::IpAddr;
+
+/// The authenticated principal of a call.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user_id: String,
+    pub organization_id: String,
+    pub email: String,
+    pub full_name: String,
+    pub role: Role,
+    /// What this call may do: the role's permissions, narrowed by the API key's.
+    pub permissions: Vec<Permission>,
+    pub api_key_id: Option<String>,
+    pub login_session_id: Option<String>,
+    /// The TCP peer of the call.
+    pub peer_ip: Option<IpAddr>,
+    pub organization_suspended: bool,
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    /// PERMISSION_DENIED unless the call may use `permission`.
+    pub fn require(&self, permission: Permission) -> Result<()> {
+        if self.permissions.contains(&permission) {
+            return Ok(());
+        }
+        let (reason, message) = if permission.granted_to(self.role) {
+            (ErrorReason::PermissionMissing, format!("the API key lacks the {permission} permission"))
+        } else {
+            (ErrorReason::AdminRequired, format!("{permission} requires the ADMIN role"))
+        };
+        Err(Error::PermissionDenied { reason, message })
+    }
+
+    /// PERMISSION_DENIED when the caller's organization is suspended.
+    pub fn require_active_organization(&self) -> Result<()> {
+        if self.organization_suspended {
+            return Err(Error::PermissionDenied {
+                reason: ErrorReason::OrganizationSuspended,
+                message: "the organization is suspended".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A credential as it arrived in the call's metadata.
+pub enum Credential<'a> {
+    ApiKey(&'a str),
+    Bearer(&'a str),
+}
+
+/// Checks credentials against the database.
+#[derive(Clone)]
+pub struct Authenticator {
+    db: DatabaseConnection,
+    keys: TokenKeys,
+}
+
+fn invalid_credentials() -> Error {
+    Error::Unauthenticated { reason: ErrorReason::InvalidCredentials, message: "invalid credentials".into() }
+}
+
+/// Authentication lookups fail closed: a row that is missing means the credential is invalid.
+fn or_invalid(err: StoreError) -> Error {
+    match err {
+        StoreError::NotFound => invalid_credentials(),
+        other => other.into(),
+    }
+}
+
+impl Authenticator {
+    /// Loads the token keys: the configured secret, or the keys kept in the database (one is
+    /// generated on first start, so every replica on the database shares it).
+    pub async fn new(db: DatabaseConnection, config: &AuthConfig) -> Result<Authenticator> {
+        let keys = match &config.jwt_secret {
+            Some(secret) => vec![SigningKey { kid: "config".into(), secret: secret.expose().as_bytes().to_vec() }],
+            None => load_or_create_keys(&db).await?,
+        };
+        let keys = TokenKeys::new(keys, config.jwt_issuer.clone(), config.jwt_audience.clone())
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("no token signing key")))?;
+        Ok(Authenticator { db, keys })
+    }
+
+    pub fn token_keys(&self) -> &TokenKeys {
+        &self.keys
+    }
+
+    /// The caller behind `credential`, or UNAUTHENTICATED.
+    pub async fn authenticate(&self, credential: Credential<'_>, peer_ip: Option<IpAddr>) -> Result<Caller> {
+        match credential {
+            Credential::ApiKey(secret) => self.authenticate_api_key(secret, peer_ip).await,
+            Credential::Bearer(token) => self.authenticate_token(token, peer_ip).await,
+        }
+    }
+
+    async fn authenticate_api_key(&self, secret: &str, peer_ip: Option<IpAddr>) -> Result<Caller> {
+        let lookup = credentials::parse_api_key(secret).ok_or_else(invalid_credentials)?;
+        let key = queries::api_keys::find_by_prefix(&self.db, lookup).await.map_err(or_invalid)?;
+        if !credentials::secret_matches(secret, &key.secret_hash) {
+            return Err(invalid_credentials());
+        }
+        let now = crate::domain::now();
+        if key.revoked_at.is_some() || key.expires_at.is_some_and(|at| at <= now) {
+            return Err(invalid_credentials());
+        }
+        let user = queries::users::get_any(&self.db, &key.user_id).await.map_err(or_invalid)?;
+        let granted = Permission::split(&key.permissions);
+        let mut caller = self.caller_for(user, peer_ip).await?;
+        caller.permissions.retain(|p| granted.contains(p));
+        caller.api_key_id = Some(key.id.clone());
+        // Best effort: a failed bookkeeping write must not fail the call.
+        if let Err(err) = queries::api_keys::touch(&self.db, &key.id, now, chrono::TimeDelta::minutes(1)).await {
+            tracing::warn!(api_key_id = %key.id, error = %err, "recording api key use failed");
+        }
+        Ok(caller)
+    }
+
+    async fn authenticate_token(&self, token: &str, peer_ip: Option<IpAddr>) -> Result<Caller> {
+        let claims: Claims = self.keys.verify(token).map_err(|err| {
+            tracing::debug!(error = %err, "access token rejected");
+            invalid_credentials()
+        })?;
+        let login = queries::login_sessions::get(&self.db, &claims.sid).await.map_err(or_invalid)?;
+        let now = crate::domain::now();
+        let idle_deadline = login.active_at + chrono::TimeDelta::minutes(i64::from(login.idle_timeout_minutes));
+        if login.user_id != claims.sub || login.closed_at.is_some() || login.expires_at <= now || idle_deadline <= now {
+            return Err(invalid_credentials());
+        }
+        let user = queries::users::get_any(&self.db, &claims.sub).await.map_err(or_invalid)?;
+        if user.organization_id != claims.org {
+            return Err(invalid_credentials());
+        }
+        let mut caller = self.caller_for(user, peer_ip).await?;
+        caller.login_session_id = Some(login.id);
+        Ok(caller)
+    }
+
+    async fn caller_for(&self, user: user::Model, peer_ip: Option<IpAddr>) -> Result<Caller> {
+        if user.disabled {
+            return Err(invalid_credentials());
+        }
+        let role: Role = user.role.parse().map_err(Error::internal)?;
+        let organization: organization::Model =
+            queries::organizations::get(&self.db, &user.organization_id).await.map_err(or_invalid)?;
+        Ok(Caller {
+            user_id: user.id,
+            organization_id: user.organization_id,
+            email: user.email,
+            full_name: user.full_name,
+            role,
+            permissions: Permission::for_role(role),
+            api_key_id: None,
+            login_session_id: None,
+            peer_ip,
+            organization_suspended: organization.suspended,
+        })
+    }
+}
+
+async fn load_or_create_keys(db: &DatabaseConnection) -> Result<Vec<SigningKey>> {
+    let stored = queries::signing_keys::active(db).await?;
+    if stored.is_empty() {
+        let key = SigningKey::generate();
+        queries::signing_keys::insert(
+            db,
+            signing_key::Model {
+                id: key.kid.clone(),
+                algorithm: "HS256".into(),
+                secret: key.encoded_secret(),
+                created_at: crate::domain::now(),
+                retired_at: None,
+            },
+        )
+        .await?;
+        tracing::info!(kid = %key.kid, "generated token signing key");
+        return Ok(vec![key]);
+    }
+    stored
+        .into_iter()
+        .map(|row| {
+            SigningKey::from_encoded(row.id.clone(), &row.secret)
+                .ok_or_else(|| Error::internal(anyhow::anyhow!("signing key {} is not valid base64", row.id)))
+        })
+        .collect()
+}

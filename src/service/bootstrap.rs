@@ -1,0 +1,87 @@
+//! `portcullis init`: the first organization, its admin, and the admin's API key.
+
+use super::audit::AuditRecord;
+use super::credentials::generate_api_key;
+use crate::domain::{Permission, Role, Tier, new_id, normalize_email, now, validate_name};
+use crate::error::{Error, Result};
+use crate::pb::v1::ErrorReason;
+use crate::store::entity::{api_key, organization, user};
+use crate::store::{self, queries};
+use sea_orm::DatabaseConnection;
+
+/// What `init` created.
+pub struct Bootstrap {
+    pub organization: organization::Model,
+    pub admin: user::Model,
+    /// The admin's API key secret, shown once.
+    pub api_key: String,
+}
+
+/// Creates the organization and its admin on an empty database; FAILED_PRECONDITION otherwise.
+pub async fn initialize(db: &DatabaseConnection, admin_email: &str, organization_name: &str) -> Result<Bootstrap> {
+    let email = normalize_email(admin_email).map_err(|d| Error::invalid("admin_email", d))?;
+    let name = validate_name(organization_name).map_err(|d| Error::invalid("organization", d))?;
+    let txn = store::begin(db).await?;
+    if queries::organizations::count(&txn).await? > 0 {
+        return Err(Error::failed_precondition(
+            ErrorReason::InvalidState,
+            "the database already has an organization; init only runs on an empty database",
+        ));
+    }
+    let at = now();
+    let organization = queries::organizations::insert(
+        &txn,
+        organization::Model {
+            id: new_id(),
+            name,
+            tier: Tier::Free.as_str().to_owned(),
+            suspended: false,
+            allow_private_addresses: false,
+            created_at: at,
+            updated_at: at,
+        },
+    )
+    .await?;
+    let admin = queries::users::insert(
+        &txn,
+        user::Model {
+            id: new_id(),
+            organization_id: organization.id.clone(),
+            email,
+            full_name: String::new(),
+            role: Role::Admin.as_str().to_owned(),
+            disabled: false,
+            locked: false,
+            failed_login_count: 0,
+            password_hash: None,
+            created_at: at,
+            updated_at: at,
+        },
+    )
+    .await?;
+    let key = generate_api_key();
+    let stored_key = queries::api_keys::insert(
+        &txn,
+        api_key::Model {
+            id: new_id(),
+            organization_id: organization.id.clone(),
+            user_id: admin.id.clone(),
+            name: "bootstrap admin key".into(),
+            prefix: key.lookup.clone(),
+            secret_hash: key.secret_hash.clone(),
+            permissions: Permission::join(Permission::ALL),
+            created_at: at,
+            last_used_at: None,
+            expires_at: None,
+            revoked_at: None,
+        },
+    )
+    .await?;
+    AuditRecord::new("organization.initialized", "organization", &organization.id)
+        .detail("admin_email", &admin.email)
+        .detail("api_key_id", &stored_key.id)
+        .write_as(&txn, &organization.id, None)
+        .await?;
+    store::commit(txn).await?;
+    Ok(Bootstrap { organization, admin, api_key: key.secret })
+}

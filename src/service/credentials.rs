@@ -1,0 +1,218 @@
+//! API key secrets and access tokens: minting and checking, no storage.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use subtle::ConstantTimeEq;
+
+/// Every API key starts with this, so a leaked key is easy to spot (and to scan for).
+pub const API_KEY_PREFIX: &str = "pcl_";
+const BODY_LEN: usize = 40;
+const LOOKUP_LEN: usize = 12;
+const CHECKSUM_LEN: usize = 6;
+const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// A freshly generated API key: the secret to show once, and what is stored.
+pub struct NewApiKey {
+    pub secret: String,
+    pub lookup: String,
+    pub secret_hash: String,
+}
+
+/// Generates an API key: `pcl_` + 40 random base62 characters + a 6-character CRC32 checksum.
+pub fn generate_api_key() -> NewApiKey {
+    let mut rng = rand::rng();
+    let body: String = (0..BODY_LEN).map(|_| char::from(BASE62[rng.random_range(0..BASE62.len())])).collect();
+    let secret = format!("{API_KEY_PREFIX}{body}{}", checksum(&body));
+    NewApiKey { lookup: lookup_of(&secret).to_owned(), secret_hash: hash_secret(&secret), secret }
+}
+
+/// The public part of a well-formed key used to find its row, or `None` when the key is
+/// malformed or its checksum is wrong (a typo or a forgery: no database lookup needed).
+pub fn parse_api_key(secret: &str) -> Option<&str> {
+    let body = secret.strip_prefix(API_KEY_PREFIX)?;
+    if body.len() != BODY_LEN + CHECKSUM_LEN || !body.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    let (random, sum) = body.split_at(BODY_LEN);
+    (checksum(random) == sum).then(|| lookup_of(secret))
+}
+
+fn lookup_of(secret: &str) -> &str {
+    &secret[..API_KEY_PREFIX.len() + LOOKUP_LEN]
+}
+
+fn checksum(body: &str) -> String {
+    let mut value = u64::from(crc32fast::hash(body.as_bytes()));
+    let mut out = [b'0'; CHECKSUM_LEN];
+    for slot in out.iter_mut().rev() {
+        *slot = BASE62[(value % 62) as usize];
+        value /= 62;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// SHA-256 of a high-entropy secret (API keys): a slow hash adds nothing when the input is random.
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Compares a presented secret with a stored hash in constant time.
+pub fn secret_matches(secret: &str, stored_hash: &str) -> bool {
+    hash_secret(secret).as_bytes().ct_eq(stored_hash.as_bytes()).into()
+}
+
+/// The claims of an access token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    /// The user.
+    pub sub: String,
+    /// The user's organization.
+    pub org: String,
+    /// The login session the token belongs to; closing it revokes the token.
+    pub sid: String,
+    pub iss: String,
+    pub aud: String,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+}
+
+/// The only algorithm tokens are signed and accepted with; `alg` in a token header is never trusted.
+pub const TOKEN_ALGORITHM: Algorithm = Algorithm::HS256;
+const LEEWAY_SECS: u64 = 30;
+
+/// One HS256 key with its id.
+#[derive(Clone)]
+pub struct SigningKey {
+    pub kid: String,
+    pub secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey").field("kid", &self.kid).field("secret", &"[redacted]").finish()
+    }
+}
+
+impl SigningKey {
+    /// A new random 256-bit key.
+    pub fn generate() -> SigningKey {
+        let mut secret = vec![0u8; 32];
+        rand::rng().fill(secret.as_mut_slice());
+        SigningKey { kid: crate::domain::new_id(), secret }
+    }
+
+    /// The stored form of the secret.
+    pub fn encoded_secret(&self) -> String {
+        STANDARD.encode(&self.secret)
+    }
+
+    pub fn from_encoded(kid: String, encoded: &str) -> Option<SigningKey> {
+        STANDARD.decode(encoded).ok().map(|secret| SigningKey { kid, secret })
+    }
+}
+
+/// Why a token was refused; only logged, the caller just learns it is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("token header unreadable or without kid")]
+    Header,
+    #[error("unknown signing key {0}")]
+    UnknownKey(String),
+    #[error("token rejected: {0}")]
+    Invalid(#[from] jsonwebtoken::errors::Error),
+}
+
+/// Signs with the newest key and verifies with any key that is not retired.
+#[derive(Clone, Debug)]
+pub struct TokenKeys {
+    signing: SigningKey,
+    verifying: HashMap<String, SigningKey>,
+    issuer: String,
+    audience: String,
+}
+
+impl TokenKeys {
+    /// `keys` newest first; the first one signs.
+    pub fn new(keys: Vec<SigningKey>, issuer: String, audience: String) -> Option<TokenKeys> {
+        let signing = keys.first()?.clone();
+        let verifying = keys.into_iter().map(|key| (key.kid.clone(), key)).collect();
+        Some(TokenKeys { signing, verifying, issuer, audience })
+    }
+
+    /// Issues a token for `claims` (issuer and audience are filled in).
+    pub fn sign(&self, mut claims: Claims) -> Result<String, jsonwebtoken::errors::Error> {
+        claims.iss = self.issuer.clone();
+        claims.aud = self.audience.clone();
+        let mut header = Header::new(TOKEN_ALGORITHM);
+        header.kid = Some(self.signing.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(&self.signing.secret))
+    }
+
+    /// Checks signature, algorithm, issuer, audience, expiry and not-before.
+    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Header)?;
+        let kid = header.kid.ok_or(TokenError::Header)?;
+        let key = self.verifying.get(&kid).ok_or_else(|| TokenError::UnknownKey(kid.clone()))?;
+        let mut validation = Validation::new(TOKEN_ALGORITHM);
+        validation.algorithms = vec![TOKEN_ALGORITHM];
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        Ok(jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&key.secret), &validation)?.claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_keys_parse_and_verify() {
+        let key = generate_api_key();
+        assert!(key.secret.starts_with(API_KEY_PREFIX));
+        assert_eq!(key.secret.len(), 50);
+        assert_eq!(parse_api_key(&key.secret), Some(key.lookup.as_str()));
+        assert!(secret_matches(&key.secret, &key.secret_hash));
+        assert!(!key.secret_hash.contains(&key.secret[4..]));
+        // One changed character breaks the checksum.
+        let mut typo = key.secret.clone().into_bytes();
+        typo[10] = if typo[10] == b'a' { b'b' } else { b'a' };
+        assert_eq!(parse_api_key(&String::from_utf8(typo).unwrap()), None);
+        assert_eq!(parse_api_key("pcl_short"), None);
+        assert_eq!(parse_api_key(""), None);
+    }
+
+    fn claims(exp_offset: i64) -> Claims {
+        let now = chrono::Utc::now().timestamp();
+        Claims {
+            sub: "u".into(),
+            org: "o".into(),
+            sid: "s".into(),
+            iss: String::new(),
+            aud: String::new(),
+            iat: now,
+            nbf: now,
+            exp: now + exp_offset,
+        }
+    }
+
+    #[test]
+    fn tokens_verify_only_with_matching_keys_and_claims() {
+        let keys = TokenKeys::new(vec![SigningKey::generate()], "iss".into(), "aud".into()).unwrap();
+        let token = keys.sign(claims(60)).unwrap();
+        assert_eq!(keys.verify(&token).unwrap().sub, "u");
+        assert!(keys.verify(&keys.sign(claims(-120)).unwrap()).is_err(), "expired");
+        let other_aud = TokenKeys::new(vec![keys.signing.clone()], "iss".into(), "other".into()).unwrap();
+        assert!(other_aud.verify(&token).is_err(), "audience");
+        let other_key = TokenKeys::new(vec![SigningKey::generate()], "iss".into(), "aud".into()).unwrap();
+        assert!(matches!(other_key.verify(&token), Err(TokenError::UnknownKey(_))));
+    }
+}

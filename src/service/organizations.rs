@@ -1,0 +1,65 @@
+//! The caller's organization.
+
+use super::Caller;
+use super::audit::AuditRecord;
+use crate::domain::{Permission, Tier, now, validate_name};
+use crate::error::{Error, Result, StoreResultExt};
+use crate::store::entity::organization;
+use crate::store::{self, queries};
+use sea_orm::{ActiveValue::Set, DatabaseConnection, IntoActiveModel};
+
+/// Changes requested by UpdateOrganization; `None` leaves a field alone.
+#[derive(Debug, Default)]
+pub struct OrganizationChanges {
+    pub name: Option<String>,
+    pub tier: Option<Tier>,
+    pub suspended: Option<bool>,
+    pub allow_private_addresses: Option<bool>,
+}
+
+#[derive(Clone)]
+pub struct OrganizationManager {
+    db: DatabaseConnection,
+}
+
+impl OrganizationManager {
+    pub fn new(db: DatabaseConnection) -> OrganizationManager {
+        OrganizationManager { db }
+    }
+
+    pub async fn get(&self, caller: &Caller) -> Result<organization::Model> {
+        queries::organizations::get(&self.db, &caller.organization_id).await.or_not_found("organization")
+    }
+
+    /// Applies `changes` (admins only). Suspension is allowed here even while suspended, so an
+    /// admin can lift it.
+    pub async fn update(&self, caller: &Caller, changes: OrganizationChanges) -> Result<organization::Model> {
+        caller.require(Permission::UsersWrite)?;
+        let name = changes.name.as_deref().map(validate_name).transpose().map_err(|d| Error::invalid("organization.name", d))?;
+        let txn = store::begin(&self.db).await?;
+        let current = queries::organizations::get(&txn, &caller.organization_id).await.or_not_found("organization")?;
+        let mut record = AuditRecord::new("organization.updated", "organization", &current.id);
+        let mut active = current.into_active_model();
+        if let Some(name) = name {
+            record = record.detail("name", &name);
+            active.name = Set(name);
+        }
+        if let Some(tier) = changes.tier {
+            record = record.detail("tier", tier);
+            active.tier = Set(tier.as_str().to_owned());
+        }
+        if let Some(suspended) = changes.suspended {
+            record = record.detail("suspended", suspended);
+            active.suspended = Set(suspended);
+        }
+        if let Some(allow) = changes.allow_private_addresses {
+            record = record.detail("allow_private_addresses", allow);
+            active.allow_private_addresses = Set(allow);
+        }
+        active.updated_at = Set(now());
+        let updated = queries::organizations::update(&txn, active).await?;
+        record.write(&txn, caller).await?;
+        store::commit(txn).await?;
+        Ok(updated)
+    }
+}

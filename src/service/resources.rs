@@ -1,0 +1,233 @@
+//! Firewall resources and who may open them.
+
+use super::Caller;
+use super::audit::AuditRecord;
+use crate::domain::{Permission, ProviderConfig, Violations, new_id, now, validate_name};
+use crate::error::{Error, Result, StoreResultExt};
+use crate::pb::v1::ErrorReason;
+use crate::store::entity::{resource, resource_assignment};
+use crate::store::{self, Page, PageRequest, StoreError, queries};
+use sea_orm::{ActiveValue::Set, DatabaseConnection, IntoActiveModel};
+
+/// A resource to create.
+#[derive(Debug)]
+pub struct NewResource {
+    pub name: String,
+    pub description: String,
+    pub provider: Option<ProviderConfig>,
+}
+
+/// Changes requested by UpdateResource; `None` leaves a field alone.
+#[derive(Debug, Default)]
+pub struct ResourceChanges {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub provider: Option<ProviderConfig>,
+}
+
+/// What CheckResource found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckOutcome {
+    Ok(String),
+    NotFound(String),
+    AccessDenied(String),
+    Unreachable(String),
+    Unsupported(String),
+}
+
+const MAX_DESCRIPTION_CHARS: usize = 2000;
+
+#[derive(Clone)]
+pub struct ResourceManager {
+    db: DatabaseConnection,
+}
+
+fn validate_description(value: &str) -> Result<String, String> {
+    if value.chars().count() > MAX_DESCRIPTION_CHARS {
+        return Err(format!("must be at most {MAX_DESCRIPTION_CHARS} characters"));
+    }
+    Ok(value.trim().to_owned())
+}
+
+/// Checks a provider configuration; `field` is where it sits in the request.
+fn validate_provider(violations: &mut Violations, field: &str, provider: &ProviderConfig) {
+    let (name, errors) = match provider {
+        ProviderConfig::Memory(_) => ("memory", Vec::new()),
+        ProviderConfig::AwsSecurityGroup(aws) => ("aws_security_group", aws.validate()),
+        ProviderConfig::GcpFirewall(gcp) => ("gcp_firewall", gcp.validate()),
+    };
+    for (sub_field, description) in errors {
+        violations.add(format!("{field}.{name}.{sub_field}"), description);
+    }
+}
+
+fn encode_provider(provider: &ProviderConfig) -> Result<String> {
+    serde_json::to_string(provider).map_err(Error::internal)
+}
+
+/// The provider configuration of a stored resource.
+pub fn provider_of(resource: &resource::Model) -> Result<ProviderConfig, StoreError> {
+    serde_json::from_str(&resource.provider_config)
+        .map_err(|err| StoreError::Corrupt(format!("provider_config of resource {}: {err}", resource.id)))
+}
+
+impl ResourceManager {
+    pub fn new(db: DatabaseConnection) -> ResourceManager {
+        ResourceManager { db }
+    }
+
+    pub async fn create(&self, caller: &Caller, new: NewResource) -> Result<resource::Model> {
+        caller.require(Permission::ResourcesWrite)?;
+        let mut violations = Violations::default();
+        let name = violations.check("resource.name", validate_name(&new.name));
+        let description = violations.check("resource.description", validate_description(&new.description));
+        match &new.provider {
+            Some(provider) => validate_provider(&mut violations, "resource", provider),
+            None => violations.add("resource.provider", "one of memory, aws_security_group, gcp_firewall is required"),
+        }
+        let (Some(name), Some(description), Some(provider), true) = (name, description, new.provider, violations.is_empty())
+        else {
+            return Err(violations.into());
+        };
+        let at = now();
+        let txn = store::begin(&self.db).await?;
+        let created = queries::resources::insert(
+            &txn,
+            resource::Model {
+                id: new_id(),
+                organization_id: caller.organization_id.clone(),
+                name,
+                description,
+                provider_kind: provider.kind().to_owned(),
+                provider_config: encode_provider(&provider)?,
+                created_at: at,
+                updated_at: at,
+            },
+        )
+        .await
+        .or_already_exists("a resource with this name already exists")?;
+        AuditRecord::new("resource.created", "resource", &created.id)
+            .detail("name", &created.name)
+            .detail("provider", provider.kind())
+            .write(&txn, caller)
+            .await?;
+        store::commit(txn).await?;
+        Ok(created)
+    }
+
+    /// A resource of the caller's organization; non-admins only see resources assigned to them.
+    pub async fn get(&self, caller: &Caller, id: &str) -> Result<resource::Model> {
+        caller.require(Permission::ResourcesRead)?;
+        let resource = queries::resources::get(&self.db, &caller.organization_id, id).await.or_not_found("resource")?;
+        if !caller.is_admin() && !queries::resources::is_assigned(&self.db, id, &caller.user_id).await? {
+            return Err(Error::not_found("resource"));
+        }
+        Ok(resource)
+    }
+
+    /// Resources of the caller's organization; non-admins only see their own assignments.
+    pub async fn list(&self, caller: &Caller, assigned_to: Option<&str>, page: &PageRequest) -> Result<Page<resource::Model>> {
+        caller.require(Permission::ResourcesRead)?;
+        let assigned_to = if caller.is_admin() { assigned_to } else { Some(caller.user_id.as_str()) };
+        Ok(queries::resources::list(&self.db, &caller.organization_id, assigned_to, page).await?)
+    }
+
+    pub async fn update(&self, caller: &Caller, id: &str, changes: ResourceChanges) -> Result<resource::Model> {
+        caller.require(Permission::ResourcesWrite)?;
+        let mut violations = Violations::default();
+        let name = changes.name.as_deref().and_then(|n| violations.check("resource.name", validate_name(n)));
+        let description =
+            changes.description.as_deref().and_then(|d| violations.check("resource.description", validate_description(d)));
+        if let Some(provider) = &changes.provider {
+            validate_provider(&mut violations, "resource", provider);
+        }
+        if !violations.is_empty() {
+            return Err(violations.into());
+        }
+        let txn = store::begin(&self.db).await?;
+        let current = queries::resources::get(&txn, &caller.organization_id, id).await.or_not_found("resource")?;
+        let mut record = AuditRecord::new("resource.updated", "resource", id);
+        let mut active = current.into_active_model();
+        if let Some(name) = name {
+            record = record.detail("name", &name);
+            active.name = Set(name);
+        }
+        if let Some(description) = description {
+            active.description = Set(description);
+        }
+        if let Some(provider) = &changes.provider {
+            record = record.detail("provider", provider.kind());
+            active.provider_kind = Set(provider.kind().to_owned());
+            active.provider_config = Set(encode_provider(provider)?);
+        }
+        active.updated_at = Set(now());
+        let updated =
+            queries::resources::update(&txn, active).await.or_already_exists("a resource with this name already exists")?;
+        record.write(&txn, caller).await?;
+        store::commit(txn).await?;
+        Ok(updated)
+    }
+
+    /// Deletes a resource that holds no rule of a live session.
+    pub async fn delete(&self, caller: &Caller, id: &str) -> Result<()> {
+        caller.require(Permission::ResourcesWrite)?;
+        let txn = store::begin(&self.db).await?;
+        let current = queries::resources::get(&txn, &caller.organization_id, id).await.or_not_found("resource")?;
+        if queries::resources::has_live_rules(&txn, id).await? {
+            return Err(Error::failed_precondition(
+                ErrorReason::ResourceInUse,
+                "the resource still holds rules of live sessions; stop them first",
+            ));
+        }
+        queries::resources::delete(&txn, id).await?;
+        AuditRecord::new("resource.deleted", "resource", id).detail("name", &current.name).write(&txn, caller).await?;
+        store::commit(txn).await?;
+        Ok(())
+    }
+
+    pub async fn assign(&self, caller: &Caller, resource_id: &str, user_id: &str) -> Result<()> {
+        caller.require(Permission::ResourcesWrite)?;
+        let txn = store::begin(&self.db).await?;
+        queries::resources::get(&txn, &caller.organization_id, resource_id).await.or_not_found("resource")?;
+        queries::users::get(&txn, &caller.organization_id, user_id).await.or_not_found("user")?;
+        let assignment = resource_assignment::Model {
+            resource_id: resource_id.to_owned(),
+            user_id: user_id.to_owned(),
+            organization_id: caller.organization_id.clone(),
+            created_at: now(),
+        };
+        if queries::resources::assign(&txn, assignment).await? {
+            AuditRecord::new("resource.assigned", "resource", resource_id).detail("user_id", user_id).write(&txn, caller).await?;
+        }
+        store::commit(txn).await?;
+        Ok(())
+    }
+
+    pub async fn unassign(&self, caller: &Caller, resource_id: &str, user_id: &str) -> Result<()> {
+        caller.require(Permission::ResourcesWrite)?;
+        let txn = store::begin(&self.db).await?;
+        queries::resources::get(&txn, &caller.organization_id, resource_id).await.or_not_found("resource")?;
+        queries::users::get(&txn, &caller.organization_id, user_id).await.or_not_found("user")?;
+        if queries::resources::unassign(&txn, resource_id, user_id).await? {
+            AuditRecord::new("resource.unassigned", "resource", resource_id)
+                .detail("user_id", user_id)
+                .write(&txn, caller)
+                .await?;
+        }
+        store::commit(txn).await?;
+        Ok(())
+    }
+
+    /// Checks that the resource's firewall is reachable with its credentials.
+    pub async fn check(&self, caller: &Caller, id: &str) -> Result<CheckOutcome> {
+        let resource = self.get(caller, id).await?;
+        Ok(match provider_of(&resource)? {
+            ProviderConfig::Memory(_) => CheckOutcome::Ok("the memory provider is always reachable".into()),
+            other => CheckOutcome::Unsupported(format!(
+                "this server cannot reach {} resources yet (the {} provider is not built in)",
+                other.kind(),
+                other.kind()
+            )),
+        })
+    }
+}

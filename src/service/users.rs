@@ -1,0 +1,176 @@
+//! Users of an organization.
+
+use super::Caller;
+use super::audit::AuditRecord;
+use crate::domain::{Permission, Role, Violations, new_id, normalize_email, now, validate_name};
+use crate::error::{Result, StoreResultExt};
+use crate::store::entity::user;
+use crate::store::{self, Page, PageRequest, queries};
+use sea_orm::{ActiveValue::Set, DatabaseConnection, IntoActiveModel};
+
+/// A user to create.
+#[derive(Debug)]
+pub struct NewUser {
+    pub email: String,
+    pub full_name: String,
+    pub role: Option<Role>,
+}
+
+/// Changes requested by UpdateUser; `None` leaves a field alone.
+#[derive(Debug, Default)]
+pub struct UserChanges {
+    pub full_name: Option<String>,
+    pub role: Option<Role>,
+    pub disabled: Option<bool>,
+}
+
+#[derive(Clone)]
+pub struct UserManager {
+    db: DatabaseConnection,
+}
+
+impl UserManager {
+    pub fn new(db: DatabaseConnection) -> UserManager {
+        UserManager { db }
+    }
+
+    pub async fn create(&self, caller: &Caller, new: NewUser) -> Result<user::Model> {
+        caller.require(Permission::UsersWrite)?;
+        let mut violations = Violations::default();
+        let email = violations.check("user.email", normalize_email(&new.email));
+        let full_name = if new.full_name.trim().is_empty() {
+            Some(String::new())
+        } else {
+            violations.check("user.full_name", validate_name(&new.full_name))
+        };
+        if new.role.is_none() {
+            violations.add("user.role", "must be ROLE_USER or ROLE_ADMIN");
+        }
+        let (Some(email), Some(full_name), Some(role), true) = (email, full_name, new.role, violations.is_empty()) else {
+            return Err(violations.into());
+        };
+        let at = now();
+        let txn = store::begin(&self.db).await?;
+        let created = queries::users::insert(
+            &txn,
+            user::Model {
+                id: new_id(),
+                organization_id: caller.organization_id.clone(),
+                email,
+                full_name,
+                role: role.as_str().to_owned(),
+                disabled: false,
+                locked: false,
+                failed_login_count: 0,
+                password_hash: None,
+                created_at: at,
+                updated_at: at,
+            },
+        )
+        .await
+        .or_already_exists("a user with this email already exists")?;
+        AuditRecord::new("user.created", "user", &created.id)
+            .detail("email", &created.email)
+            .detail("role", role)
+            .write(&txn, caller)
+            .await?;
+        store::commit(txn).await?;
+        Ok(created)
+    }
+
+    /// A user of the caller's organization: admins see everyone, others only themselves.
+    pub async fn get(&self, caller: &Caller, id: &str) -> Result<user::Model> {
+        if !caller.is_admin() && id != caller.user_id {
+            return Err(crate::error::Error::not_found("user"));
+        }
+        queries::users::get(&self.db, &caller.organization_id, id).await.or_not_found("user")
+    }
+
+    pub async fn get_current(&self, caller: &Caller) -> Result<user::Model> {
+        queries::users::get(&self.db, &caller.organization_id, &caller.user_id).await.or_not_found("user")
+    }
+
+    pub async fn list(&self, caller: &Caller, page: &PageRequest) -> Result<Page<user::Model>> {
+        caller.require(Permission::UsersWrite)?;
+        Ok(queries::users::list(&self.db, &caller.organization_id, page).await?)
+    }
+
+    pub async fn update(&self, caller: &Caller, id: &str, changes: UserChanges) -> Result<user::Model> {
+        caller.require(Permission::UsersWrite)?;
+        let full_name = changes
+            .full_name
+            .as_deref()
+            .map(|name| if name.trim().is_empty() { Ok(String::new()) } else { validate_name(name) })
+            .transpose()
+            .map_err(|d| crate::error::Error::invalid("user.full_name", d))?;
+        if id == caller.user_id && (changes.disabled == Some(true) || changes.role == Some(Role::User)) {
+            return Err(cannot_lock_out_self());
+        }
+        self.change(caller, id, "user.updated", |active, record| {
+            let mut record = record;
+            if let Some(full_name) = full_name {
+                record = record.detail("full_name", &full_name);
+                active.full_name = Set(full_name);
+            }
+            if let Some(role) = changes.role {
+                record = record.detail("role", role);
+                active.role = Set(role.as_str().to_owned());
+            }
+            if let Some(disabled) = changes.disabled {
+                record = record.detail("disabled", disabled);
+                active.disabled = Set(disabled);
+            }
+            record
+        })
+        .await
+    }
+
+    pub async fn disable(&self, caller: &Caller, id: &str) -> Result<user::Model> {
+        caller.require(Permission::UsersWrite)?;
+        if id == caller.user_id {
+            return Err(cannot_lock_out_self());
+        }
+        self.change(caller, id, "user.disabled", |active, record| {
+            active.disabled = Set(true);
+            record
+        })
+        .await
+    }
+
+    pub async fn unlock(&self, caller: &Caller, id: &str) -> Result<user::Model> {
+        caller.require(Permission::UsersWrite)?;
+        self.change(caller, id, "user.unlocked", |active, record| {
+            active.locked = Set(false);
+            active.failed_login_count = Set(0);
+            record
+        })
+        .await
+    }
+
+    /// Loads a user of the caller's organization, applies `edit`, and saves it with its audit event.
+    async fn change(
+        &self,
+        caller: &Caller,
+        id: &str,
+        event_type: &'static str,
+        edit: impl FnOnce(&mut user::ActiveModel, AuditRecord) -> AuditRecord,
+    ) -> Result<user::Model> {
+        let txn = store::begin(&self.db).await?;
+        let current = queries::users::get(&txn, &caller.organization_id, id).await.or_not_found("user")?;
+        let mut active = current.into_active_model();
+        let record = edit(&mut active, AuditRecord::new(event_type, "user", id));
+        active.updated_at = Set(now());
+        let updated = queries::users::update(&txn, active).await?;
+        record.write(&txn, caller).await?;
+        store::commit(txn).await?;
+        Ok(updated)
+    }
+}
+
+/// Admins may not disable or demote themselves: it could leave the organization without an admin.
+fn cannot_lock_out_self() -> crate::error::Error {
+    crate::error::Error::failed_precondition(
+        crate::pb::v1::ErrorReason::InvalidState,
+        "admins cannot disable or demote themselves; ask another admin",
+    )
+}

@@ -1,0 +1,13 @@
+//! sea-orm entities, one per table.
+
+pub mod api_key;
+pub mod audit_event;
+pub mod login_session;
+pub mod organization;
+pub mod resource;
+pub mod resource_assignment;
+pub mod resource_ip;
+pub mod session;
+pub mod signing_key;
+pub mod user;
+pub mod verification_code;

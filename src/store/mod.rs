@@ -1,0 +1,92 @@
+//! Persistence: sea-orm entities, migrations and the queries the services run.
+//!
+//! Every query function takes `&impl ConnectionTrait`, so a service can run several of them in
+//! one transaction (an admin action and its audit event commit together).
+
+pub mod entity;
+mod migration;
+mod page;
+pub mod queries;
+
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbErr, SqlErr,
+    TransactionTrait,
+};
+use sea_orm_migration::MigratorTrait;
+use std::time::Duration;
+
+pub use migration::Migrator;
+pub use page::{Page, PageRequest};
+
+/// A failed store operation, already translated into what it means for the caller.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("row not found")]
+    NotFound,
+    #[error("unique constraint violated: {0}")]
+    AlreadyExists(String),
+    #[error("referenced row missing: {0}")]
+    MissingReference(String),
+    #[error("database unreachable: {0}")]
+    Unavailable(DbErr),
+    #[error("database error: {0}")]
+    Database(DbErr),
+    #[error("stored value unreadable: {0}")]
+    Corrupt(String),
+}
+
+impl From<DbErr> for StoreError {
+    fn from(err: DbErr) -> Self {
+        match err.sql_err() {
+            Some(SqlErr::UniqueConstraintViolation(detail)) => return StoreError::AlreadyExists(detail),
+            Some(SqlErr::ForeignKeyConstraintViolation(detail)) => return StoreError::MissingReference(detail),
+            _ => {}
+        }
+        match err {
+            DbErr::RecordNotFound(_) => StoreError::NotFound,
+            DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => StoreError::Unavailable(err),
+            other => StoreError::Database(other),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Opens a connection pool on `url` (`sqlite://…` or `postgres://…`).
+pub async fn connect(url: &str, max_connections: u32) -> StoreResult<DatabaseConnection> {
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .max_connections(max_connections)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(5))
+        .sqlx_logging(false);
+    let db = Database::connect(options).await?;
+    if db.get_database_backend() == sea_orm::DbBackend::Sqlite {
+        // WAL lets readers proceed while the engine writes; busy_timeout makes concurrent
+        // writers wait for each other instead of failing with SQLITE_BUSY.
+        db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON;")
+            .await?;
+    }
+    Ok(db)
+}
+
+/// Applies every pending migration.
+pub async fn migrate(db: &DatabaseConnection) -> StoreResult<()> {
+    Migrator::up(db, None).await?;
+    Ok(())
+}
+
+/// Whether the database answers a trivial query.
+pub async fn ping(db: &DatabaseConnection) -> bool {
+    db.ping().await.is_ok()
+}
+
+/// Starts a transaction.
+pub async fn begin(db: &DatabaseConnection) -> StoreResult<DatabaseTransaction> {
+    Ok(db.begin().await?)
+}
+
+/// Commits a transaction.
+pub async fn commit(txn: DatabaseTransaction) -> StoreResult<()> {
+    Ok(txn.commit().await?)
+}

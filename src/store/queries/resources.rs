@@ -1,0 +1,82 @@
+use super::{fetch_page, found};
+use crate::store::entity::resource::{self, ActiveModel, Column, Entity, Model};
+use crate::store::entity::resource_assignment;
+use crate::store::{Page, PageRequest, StoreResult};
+use sea_orm::sea_query::{OnConflict, Query};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+
+pub async fn insert(db: &impl ConnectionTrait, model: Model) -> StoreResult<Model> {
+    Ok(resource::ActiveModel::from(model).insert(db).await?)
+}
+
+/// A resource of `organization_id`; resources of other organizations are not found.
+pub async fn get(db: &impl ConnectionTrait, organization_id: &str, id: &str) -> StoreResult<Model> {
+    found(Entity::find_by_id(id).filter(Column::OrganizationId.eq(organization_id)).one(db).await?)
+}
+
+/// Resources of `organization_id`, or only those assigned to `assigned_to`.
+pub async fn list(
+    db: &impl ConnectionTrait,
+    organization_id: &str,
+    assigned_to: Option<&str>,
+    request: &PageRequest,
+) -> StoreResult<Page<Model>> {
+    let mut select = Entity::find().filter(Column::OrganizationId.eq(organization_id));
+    if let Some(user_id) = assigned_to {
+        select = select.filter(
+            Column::Id.in_subquery(
+                Query::select()
+                    .column(resource_assignment::Column::ResourceId)
+                    .from(resource_assignment::Entity)
+                    .and_where(resource_assignment::Column::UserId.eq(user_id))
+                    .to_owned(),
+            ),
+        );
+    }
+    fetch_page(db, select, Column::Id, request, false, |m| &m.id).await
+}
+
+pub async fn update(db: &impl ConnectionTrait, changes: ActiveModel) -> StoreResult<Model> {
+    Ok(changes.update(db).await?)
+}
+
+pub async fn delete(db: &impl ConnectionTrait, id: &str) -> StoreResult<()> {
+    Entity::delete_by_id(id).exec(db).await?;
+    Ok(())
+}
+
+/// Whether `user_id` is assigned `resource_id`.
+pub async fn is_assigned(db: &impl ConnectionTrait, resource_id: &str, user_id: &str) -> StoreResult<bool> {
+    Ok(resource_assignment::Entity::find_by_id((resource_id.to_owned(), user_id.to_owned())).one(db).await?.is_some())
+}
+
+/// Assigns the resource; returns whether the assignment is new.
+pub async fn assign(db: &impl ConnectionTrait, assignment: resource_assignment::Model) -> StoreResult<bool> {
+    let inserted = resource_assignment::Entity::insert(resource_assignment::ActiveModel::from(assignment))
+        .on_conflict(
+            OnConflict::columns([resource_assignment::Column::ResourceId, resource_assignment::Column::UserId])
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    Ok(inserted > 0)
+}
+
+/// Removes the assignment; returns whether there was one.
+pub async fn unassign(db: &impl ConnectionTrait, resource_id: &str, user_id: &str) -> StoreResult<bool> {
+    let result = resource_assignment::Entity::delete_by_id((resource_id.to_owned(), user_id.to_owned())).exec(db).await?;
+    Ok(result.rows_affected > 0)
+}
+
+/// Whether any rule on the resource belongs to a session that has not finished removing it.
+pub async fn has_live_rules(db: &impl ConnectionTrait, resource_id: &str) -> StoreResult<bool> {
+    use crate::domain::ResourceIpStatus;
+    use crate::store::entity::resource_ip;
+    let live = resource_ip::Entity::find()
+        .filter(resource_ip::Column::ResourceId.eq(resource_id))
+        .filter(resource_ip::Column::Status.is_not_in([ResourceIpStatus::Removed.as_str(), ResourceIpStatus::Failed.as_str()]))
+        .one(db)
+        .await?;
+    Ok(live.is_some())
+}

@@ -1,0 +1,27 @@
+use super::{fetch_page, found};
+use crate::store::entity::user::{self, ActiveModel, Column, Entity, Model};
+use crate::store::{Page, PageRequest, StoreResult};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+
+pub async fn insert(db: &impl ConnectionTrait, model: Model) -> StoreResult<Model> {
+    Ok(user::ActiveModel::from(model).insert(db).await?)
+}
+
+/// A user of `organization_id`; users of other organizations are not found.
+pub async fn get(db: &impl ConnectionTrait, organization_id: &str, id: &str) -> StoreResult<Model> {
+    found(Entity::find_by_id(id).filter(Column::OrganizationId.eq(organization_id)).one(db).await?)
+}
+
+/// A user by id, whatever its organization: for authentication only.
+pub async fn get_any(db: &impl ConnectionTrait, id: &str) -> StoreResult<Model> {
+    found(Entity::find_by_id(id).one(db).await?)
+}
+
+pub async fn list(db: &impl ConnectionTrait, organization_id: &str, request: &PageRequest) -> StoreResult<Page<Model>> {
+    let select = Entity::find().filter(Column::OrganizationId.eq(organization_id));
+    fetch_page(db, select, Column::Id, request, false, |m| &m.id).await
+}
+
+pub async fn update(db: &impl ConnectionTrait, changes: ActiveModel) -> StoreResult<Model> {
+    Ok(changes.update(db).await?)
+}
