@@ -3,6 +3,8 @@
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod grpc;
 pub mod pb;
 pub mod service;
 pub mod store;
+pub mod telemetry;

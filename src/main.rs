@@ -1,1 +1,139 @@
-fn main() {}
+//! The `portcullis` command: `serve`, `migrate` and `init`.
+
+use clap::{Parser, Subcommand};
+use portcullis::config::{Config, LogFormat, Secret};
+use portcullis::service::{Services, initialize};
+use portcullis::{grpc, store, telemetry};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(version, about = "Just-in-time IP allowlisting for cloud firewalls, over gRPC")]
+struct Cli {
+    /// Config file (default: ./portcullis.toml when present).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Database URL, e.g. sqlite://portcullis.db?mode=rwc or postgres://user:pass@host/db.
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+    /// Address to listen on, e.g. 127.0.0.1:50051.
+    #[arg(long, global = true)]
+    listen: Option<SocketAddr>,
+    /// Log format.
+    #[arg(long, global = true, value_parser = ["text", "json"])]
+    log_format: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gRPC server (applies pending migrations first).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Create the first organization and its admin; prints the admin's API key on stdout.
+    Init {
+        /// Email address of the first admin.
+        #[arg(long)]
+        admin_email: String,
+        /// Name of the organization.
+        #[arg(long, default_value = "Default")]
+        organization: String,
+    },
+}
+
+impl Cli {
+    /// The last configuration layer: flags override file and environment.
+    fn config(&self) -> Result<Config, String> {
+        let mut config = Config::load(self.config.as_deref()).map_err(|err| format!("configuration: {err}"))?;
+        if let Some(url) = &self.database_url {
+            config.database_url = Secret(url.clone());
+        }
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        match self.log_format.as_deref() {
+            Some("json") => config.log_format = LogFormat::Json,
+            Some("text") => config.log_format = LogFormat::Text,
+            _ => {}
+        }
+        Ok(config)
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match cli.config() {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    telemetry::init(config.log_format);
+    match run(cli.command, config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %format!("{err:#}"), "portcullis failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    let db = store::connect(config.database_url.expose(), config.database_max_connections).await?;
+    store::migrate(&db).await?;
+    match command {
+        Command::Migrate => {
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Init { admin_email, organization } => {
+            let created = initialize(&db, &admin_email, &organization).await?;
+            tracing::info!(
+                organization_id = %created.organization.id,
+                admin_id = %created.admin.id,
+                "organization initialized; the admin api key follows on stdout"
+            );
+            println!("{}", created.api_key);
+            Ok(())
+        }
+        Command::Serve => {
+            tracing::debug!(?config, "configuration");
+            let services = Services::new(db, &config).await?;
+            let listener = tokio::net::TcpListener::bind(config.listen).await?;
+            tracing::info!(address = %listener.local_addr()?, "listening");
+            let interval = Duration::from_secs(config.health_check_interval_secs.max(1));
+            grpc::serve(listener, services, interval, shutdown_signal()).await?;
+            tracing::info!("stopped");
+            Ok(())
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => tracing::info!("interrupt received; shutting down"),
+        _ = terminate => tracing::info!("terminate received; shutting down"),
+    }
+}

@@ -1,0 +1,138 @@
+//! The authentication layer: every call except login, health and reflection must carry
+//! `x-api-key: <key>` or `authorization: Bearer <token>`. The resulting [`Caller`] travels to the
+//! handlers in the request extensions.
+
+use crate::error::Error;
+use crate::pb::v1::ErrorReason;
+use crate::service::{Authenticator, Caller, Credential};
+use http::{Request, Response};
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tonic::Status;
+use tonic::transport::server::TcpConnectInfo;
+use tower::{Layer, Service};
+
+/// Paths served without credentials.
+const PUBLIC_PREFIXES: &[&str] = &[
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    "/portcullis.v1.AuthService/StartLogin",
+    "/portcullis.v1.AuthService/VerifyLogin",
+];
+
+/// Admins of a suspended organization may still read and change it, so they can lift the suspension.
+const SUSPENSION_EXEMPT_PREFIX: &str = "/portcullis.v1.OrganizationService/";
+
+#[derive(Clone)]
+pub struct AuthLayer {
+    authenticator: Authenticator,
+}
+
+impl AuthLayer {
+    pub fn new(authenticator: Authenticator) -> AuthLayer {
+        AuthLayer { authenticator }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthMiddleware<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthMiddleware { inner, authenticator: self.authenticator.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct AuthMiddleware<S> {
+    inner: S,
+    authenticator: Authenticator,
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for AuthMiddleware<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        // The service that was polled ready is the one to call; leave a fresh clone behind.
+        let fresh = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, fresh);
+        let authenticator = self.authenticator.clone();
+        Box::pin(async move {
+            let path = request.uri().path().to_owned();
+            if PUBLIC_PREFIXES.iter().any(|prefix| path.starts_with(prefix)) {
+                return inner.call(request).await;
+            }
+            let peer_ip = request.extensions().get::<TcpConnectInfo>().and_then(|info| info.remote_addr()).map(|a| a.ip());
+            match authorize(&authenticator, request.headers(), &path, peer_ip).await {
+                Ok(caller) => {
+                    request.extensions_mut().insert(caller);
+                    inner.call(request).await
+                }
+                Err(err) => Ok(Status::from(err).into_http()),
+            }
+        })
+    }
+}
+
+async fn authorize(
+    authenticator: &Authenticator,
+    headers: &http::HeaderMap,
+    path: &str,
+    peer_ip: Option<IpAddr>,
+) -> Result<Caller, Error> {
+    let credential = credential_from(headers)?;
+    let caller = authenticator.authenticate(credential, peer_ip).await?;
+    if !(caller.is_admin() && path.starts_with(SUSPENSION_EXEMPT_PREFIX)) {
+        caller.require_active_organization()?;
+    }
+    Ok(caller)
+}
+
+fn unauthenticated(reason: ErrorReason, message: &str) -> Error {
+    Error::Unauthenticated { reason, message: message.to_owned() }
+}
+
+fn credential_from(headers: &http::HeaderMap) -> Result<Credential<'_>, Error> {
+    let text = |name: &str| headers.get(name).map(|v| v.to_str().map(str::trim));
+    match (text("x-api-key"), text("authorization")) {
+        (None, None) => Err(unauthenticated(
+            ErrorReason::MissingCredentials,
+            "send `x-api-key: <key>` or `authorization: Bearer <token>`",
+        )),
+        (Some(_), Some(_)) => Err(unauthenticated(
+            ErrorReason::InvalidCredentials,
+            "send either x-api-key or authorization, not both",
+        )),
+        (Some(Ok(key)), None) => Ok(Credential::ApiKey(key)),
+        (None, Some(Ok(value))) => match value.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+                Ok(Credential::Bearer(token.trim()))
+            }
+            _ => Err(unauthenticated(ErrorReason::InvalidCredentials, "authorization must be `Bearer <token>`")),
+        },
+        _ => Err(unauthenticated(ErrorReason::InvalidCredentials, "credentials must be visible ASCII")),
+    }
+}
+
+/// The authenticated caller of a request that passed [`AuthLayer`].
+pub fn caller<T>(request: &tonic::Request<T>) -> Result<&Caller, Status> {
+    request.extensions().get::<Caller>().ok_or_else(|| {
+        Status::from(unauthenticated(ErrorReason::MissingCredentials, "the call was not authenticated"))
+    })
+}

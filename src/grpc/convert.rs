@@ -1,0 +1,224 @@
+//! Translations between protobuf messages and domain/store types.
+
+use crate::domain::{self, ProviderConfig, Violations};
+use crate::error::{Error, Result};
+use crate::pb::v1 as pb;
+use crate::service::audit::details_of;
+use crate::service::resources::provider_of;
+use crate::store::entity::{audit_event, organization, resource, user};
+use crate::store::{PageRequest, StoreError};
+use chrono::{DateTime, Utc};
+use prost_types::{FieldMask, Timestamp};
+use std::net::IpAddr;
+
+pub fn timestamp(at: DateTime<Utc>) -> Timestamp {
+    Timestamp { seconds: at.timestamp(), nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0) }
+}
+
+/// A request timestamp, or a violation on `field`.
+pub fn parse_timestamp(field: &str, value: &Timestamp) -> Result<DateTime<Utc>> {
+    u32::try_from(value.nanos)
+        .ok()
+        .and_then(|nanos| DateTime::from_timestamp(value.seconds, nanos))
+        .ok_or_else(|| Error::invalid(field, "is not a valid timestamp"))
+}
+
+/// Reads the list fields common to every List method.
+pub fn page_request(page_size: i32, page_token: &str) -> Result<PageRequest> {
+    PageRequest::parse(page_size, page_token).map_err(|err| {
+        let reason = if err.field == "page_token" { pb::ErrorReason::InvalidPageToken } else { pb::ErrorReason::InvalidInput };
+        Error::InvalidArgument {
+            reason,
+            violations: vec![domain::FieldViolation { field: err.field.into(), description: err.description }],
+        }
+    })
+}
+
+/// An object id from a request: present and well-formed, else a violation on `field`.
+pub fn require_id<'a>(field: &str, value: &'a str) -> Result<&'a str> {
+    if value.is_empty() {
+        return Err(Error::invalid(field, "is required"));
+    }
+    if !domain::is_valid_id(value) {
+        return Err(Error::invalid(field, "is not a valid id"));
+    }
+    Ok(value)
+}
+
+/// The fields an update names: each must be one of `allowed`; an empty mask means all of them.
+pub struct UpdateMask(Vec<String>);
+
+impl UpdateMask {
+    pub fn parse(mask: Option<&FieldMask>, allowed: &[&str]) -> Result<UpdateMask> {
+        let paths: Vec<String> = mask.map(|m| m.paths.clone()).unwrap_or_default();
+        if let Some(unknown) = paths.iter().find(|p| !allowed.contains(&p.as_str())) {
+            return Err(Error::invalid("update_mask", format!("{unknown:?} cannot be updated; use {}", allowed.join(", "))));
+        }
+        Ok(UpdateMask(if paths.is_empty() { allowed.iter().map(|p| (*p).to_owned()).collect() } else { paths }))
+    }
+
+    pub fn contains(&self, field: &str) -> bool {
+        self.0.iter().any(|p| p == field)
+    }
+}
+
+pub fn role_to_pb(stored: &str) -> pb::Role {
+    match stored.parse() {
+        Ok(domain::Role::Admin) => pb::Role::Admin,
+        Ok(domain::Role::User) => pb::Role::User,
+        Err(_) => pb::Role::Unspecified,
+    }
+}
+
+/// A role from a request; `None` for ROLE_UNSPECIFIED or an unknown number.
+pub fn role_from_pb(value: i32) -> Option<domain::Role> {
+    match pb::Role::try_from(value) {
+        Ok(pb::Role::Admin) => Some(domain::Role::Admin),
+        Ok(pb::Role::User) => Some(domain::Role::User),
+        _ => None,
+    }
+}
+
+pub fn tier_from_pb(value: i32) -> Option<domain::Tier> {
+    match pb::Tier::try_from(value) {
+        Ok(pb::Tier::Free) => Some(domain::Tier::Free),
+        Ok(pb::Tier::Business) => Some(domain::Tier::Business),
+        Ok(pb::Tier::Enterprise) => Some(domain::Tier::Enterprise),
+        _ => None,
+    }
+}
+
+fn tier_to_pb(stored: &str) -> pb::Tier {
+    match stored.parse() {
+        Ok(domain::Tier::Free) => pb::Tier::Free,
+        Ok(domain::Tier::Business) => pb::Tier::Business,
+        Ok(domain::Tier::Enterprise) => pb::Tier::Enterprise,
+        Err(_) => pb::Tier::Unspecified,
+    }
+}
+
+pub fn organization_to_pb(model: organization::Model) -> pb::Organization {
+    pb::Organization {
+        tier: tier_to_pb(&model.tier).into(),
+        id: model.id,
+        name: model.name,
+        suspended: model.suspended,
+        allow_private_addresses: model.allow_private_addresses,
+        created_at: Some(timestamp(model.created_at)),
+        updated_at: Some(timestamp(model.updated_at)),
+    }
+}
+
+pub fn user_to_pb(model: user::Model) -> pb::User {
+    pb::User {
+        role: role_to_pb(&model.role).into(),
+        id: model.id,
+        organization_id: model.organization_id,
+        email: model.email,
+        full_name: model.full_name,
+        disabled: model.disabled,
+        locked: model.locked,
+        created_at: Some(timestamp(model.created_at)),
+        updated_at: Some(timestamp(model.updated_at)),
+    }
+}
+
+pub fn audit_event_to_pb(model: audit_event::Model) -> pb::AuditEvent {
+    pb::AuditEvent {
+        details: details_of(&model).into_iter().collect(),
+        id: model.id,
+        time: Some(timestamp(model.time)),
+        r#type: model.event_type,
+        actor_id: model.actor_id.unwrap_or_default(),
+        actor_api_key_id: model.actor_api_key_id.unwrap_or_default(),
+        target_type: model.target_type,
+        target_id: model.target_id,
+        client_ip: model.client_ip.unwrap_or_default(),
+    }
+}
+
+pub fn resource_to_pb(model: resource::Model) -> Result<pb::Resource, StoreError> {
+    let provider = match provider_of(&model)? {
+        ProviderConfig::Memory(memory) => pb::resource::Provider::Memory(pb::MemoryProvider {
+            latency_ms: memory.latency_ms,
+            fail_addresses: memory.fail_addresses.iter().map(ToString::to_string).collect(),
+        }),
+        ProviderConfig::AwsSecurityGroup(aws) => pb::resource::Provider::AwsSecurityGroup(pb::AwsSecurityGroup {
+            region: aws.region,
+            group_id: aws.group_id,
+            protocol: aws.protocol,
+            from_port: u32::from(aws.from_port),
+            to_port: u32::from(aws.to_port),
+            endpoint_url: aws.endpoint_url,
+            role_arn: aws.role_arn,
+        }),
+        ProviderConfig::GcpFirewall(gcp) => pb::resource::Provider::GcpFirewall(pb::GcpFirewall {
+            project: gcp.project,
+            network: gcp.network,
+            protocol: gcp.protocol,
+            ports: gcp.ports,
+            target_tags: gcp.target_tags,
+            target_service_accounts: gcp.target_service_accounts,
+            priority: u32::from(gcp.priority),
+            endpoint_url: gcp.endpoint_url,
+        }),
+    };
+    Ok(pb::Resource {
+        id: model.id,
+        name: model.name,
+        description: model.description,
+        provider: Some(provider),
+        created_at: Some(timestamp(model.created_at)),
+        updated_at: Some(timestamp(model.updated_at)),
+    })
+}
+
+/// The provider of a request's resource, or violations under `resource.<provider>.…`.
+pub fn provider_from_pb(provider: pb::resource::Provider) -> Result<ProviderConfig> {
+    let mut violations = Violations::default();
+    let port = |violations: &mut Violations, field: &str, value: u32| -> u16 {
+        u16::try_from(value).unwrap_or_else(|_| {
+            violations.add(field, "must be at most 65535");
+            0
+        })
+    };
+    let config = match provider {
+        pb::resource::Provider::Memory(memory) => {
+            let mut fail_addresses = Vec::new();
+            for (index, address) in memory.fail_addresses.iter().enumerate() {
+                match address.parse::<IpAddr>() {
+                    Ok(ip) => fail_addresses.push(ip),
+                    Err(_) => violations.add(format!("resource.memory.fail_addresses[{index}]"), "must be an IP address"),
+                }
+            }
+            ProviderConfig::Memory(domain::MemoryProvider { latency_ms: memory.latency_ms, fail_addresses })
+        }
+        pb::resource::Provider::AwsSecurityGroup(aws) => {
+            let from_port = port(&mut violations, "resource.aws_security_group.from_port", aws.from_port);
+            let to_port = port(&mut violations, "resource.aws_security_group.to_port", aws.to_port);
+            ProviderConfig::AwsSecurityGroup(domain::AwsSecurityGroup {
+                region: aws.region,
+                group_id: aws.group_id,
+                protocol: aws.protocol,
+                from_port,
+                to_port,
+                endpoint_url: aws.endpoint_url,
+                role_arn: aws.role_arn,
+            })
+        }
+        pb::resource::Provider::GcpFirewall(gcp) => {
+            let priority = port(&mut violations, "resource.gcp_firewall.priority", gcp.priority);
+            ProviderConfig::GcpFirewall(domain::GcpFirewall {
+                project: gcp.project,
+                network: gcp.network,
+                protocol: gcp.protocol,
+                ports: gcp.ports,
+                target_tags: gcp.target_tags,
+                target_service_accounts: gcp.target_service_accounts,
+                priority,
+                endpoint_url: gcp.endpoint_url,
+            })
+        }
+    };
+    if violations.is_empty() { Ok(config) } else { Err(violations.into()) }
+}

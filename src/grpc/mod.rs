@@ -1,0 +1,110 @@
+//! The gRPC server: thin adapters from protobuf to the use-cases in `service`, the
+//! authentication layer, health and reflection.
+
+mod audit;
+pub mod auth;
+mod convert;
+mod organizations;
+mod pending;
+mod resources;
+pub mod status;
+mod users;
+
+use crate::pb::{self, v1};
+use crate::service::Services;
+use std::future::Future;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::server::NamedService;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+/// Every service name reported by the health service (besides "" for the whole server).
+const SERVICE_NAMES: &[&str] = &[
+    <v1::session_service_server::SessionServiceServer<pending::PendingApi> as NamedService>::NAME,
+    <v1::resource_ip_service_server::ResourceIpServiceServer<pending::PendingApi> as NamedService>::NAME,
+    <v1::auth_service_server::AuthServiceServer<pending::PendingApi> as NamedService>::NAME,
+    <v1::resource_service_server::ResourceServiceServer<resources::ResourceApi> as NamedService>::NAME,
+    <v1::user_service_server::UserServiceServer<users::UserApi> as NamedService>::NAME,
+    <v1::organization_service_server::OrganizationServiceServer<organizations::OrganizationApi> as NamedService>::NAME,
+    <v1::audit_service_server::AuditServiceServer<audit::AuditApi> as NamedService>::NAME,
+];
+
+/// Serves every service on `listener` until `shutdown` completes, then drains in-flight calls.
+pub async fn serve(
+    listener: TcpListener,
+    services: Services,
+    health_check_interval: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let (stop_health, health_stopped) = tokio::sync::watch::channel(false);
+    let health_task =
+        tokio::spawn(watch_database(services.db.clone(), reporter, health_check_interval, health_stopped));
+
+    let reflection_v1 = reflection().build_v1()?;
+    // grpcurl before 1.9 and some other clients only speak the v1alpha protocol.
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    let result = Server::builder()
+        .layer(auth::AuthLayer::new(services.auth.clone()))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(v1::session_service_server::SessionServiceServer::new(pending::PendingApi))
+        .add_service(v1::resource_ip_service_server::ResourceIpServiceServer::new(pending::PendingApi))
+        .add_service(v1::auth_service_server::AuthServiceServer::new(pending::PendingApi))
+        .add_service(v1::resource_service_server::ResourceServiceServer::new(resources::ResourceApi(
+            services.resources.clone(),
+        )))
+        .add_service(v1::user_service_server::UserServiceServer::new(users::UserApi(services.users.clone())))
+        .add_service(v1::organization_service_server::OrganizationServiceServer::new(organizations::OrganizationApi(
+            services.organizations.clone(),
+        )))
+        .add_service(v1::audit_service_server::AuditServiceServer::new(audit::AuditApi(services.audit.clone())))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    let _ = stop_health.send(true);
+    let _ = health_task.await;
+    result.map_err(Into::into)
+}
+
+/// Reflection over our services, health, and the google.rpc error details, so grpcurl can
+/// describe every service and print ErrorInfo / BadRequest details in errors.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// Reports SERVING while the database answers and NOT_SERVING while it does not.
+async fn watch_database(
+    db: sea_orm::DatabaseConnection,
+    reporter: HealthReporter,
+    interval: Duration,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut last = None;
+    loop {
+        let status = if crate::store::ping(&db).await { ServingStatus::Serving } else { ServingStatus::NotServing };
+        if last != Some(status) {
+            if status == ServingStatus::NotServing {
+                tracing::warn!("database unreachable; reporting NOT_SERVING");
+            } else if last.is_some() {
+                tracing::info!("database reachable again; reporting SERVING");
+            }
+            reporter.set_service_status("", status).await;
+            for name in SERVICE_NAMES {
+                reporter.set_service_status(*name, status).await;
+            }
+            last = Some(status);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stopped.changed() => return,
+        }
+    }
+}
