@@ -1,0 +1,260 @@
+//! Shared test harness: a fresh database per test on every configured backend, and a real
+//! server on 127.0.0.1:0.
+
+#![allow(dead_code)]
+
+use portcullis::config::Config;
+use portcullis::domain::{Permission, new_id, now};
+use portcullis::service::credentials::generate_api_key;
+use portcullis::service::{Services, initialize};
+use portcullis::store::entity::{api_key, organization, user};
+use portcullis::store::{self, queries};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+/// A fresh, empty database on one backend.
+pub struct TestDb {
+    pub backend: &'static str,
+    pub url: String,
+    /// PostgreSQL: the server-level URL and the database name, to drop it afterwards.
+    postgres: Option<(String, String)>,
+    _dir: Option<TempDir>,
+}
+
+/// Runs `test` once per backend: SQLite always, PostgreSQL when `PORTCULLIS_TEST_DATABASE_URL` is set.
+pub async fn each_backend<F, Fut>(test: F)
+where
+    F: Fn(TestDb) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    test(TestDb::sqlite()).await;
+    if let Ok(url) = std::env::var("PORTCULLIS_TEST_DATABASE_URL") {
+        test(TestDb::postgres(&url).await).await;
+    }
+}
+
+impl TestDb {
+    pub fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("portcullis.db").display());
+        TestDb { backend: "sqlite", url, postgres: None, _dir: Some(dir) }
+    }
+
+    /// Creates a database of its own on the server at `server_url`, so tests never share state.
+    pub async fn postgres(server_url: &str) -> TestDb {
+        let name = format!("portcullis_test_{}", new_id().replace('-', ""));
+        let admin = store::connect(server_url, 1).await.expect("connect to PORTCULLIS_TEST_DATABASE_URL");
+        admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.expect("create test database");
+        TestDb { backend: "postgres", url: with_database(server_url, &name), postgres: Some((server_url.to_owned(), name)), _dir: None }
+    }
+
+    pub async fn connect(&self) -> DatabaseConnection {
+        store::connect(&self.url, 8).await.expect("connect to test database")
+    }
+
+    /// Drops the database (PostgreSQL only), terminating its connections: the database "goes away".
+    pub async fn drop_database(&self) {
+        if let Some((server, name)) = &self.postgres {
+            let admin = store::connect(server, 1).await.expect("connect");
+            admin.execute_unprepared(&format!("DROP DATABASE \"{name}\" WITH (FORCE)")).await.expect("drop");
+        }
+    }
+
+    /// Creates the database again after [`TestDb::drop_database`].
+    pub async fn recreate_database(&self) {
+        if let Some((server, name)) = &self.postgres {
+            let admin = store::connect(server, 1).await.expect("connect");
+            admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.expect("create");
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.postgres.is_some()
+    }
+}
+
+/// `postgres://host/olddb?opts` → `postgres://host/NAME?opts`.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let host_part = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{host_part}/{name}?{q}"),
+        None => format!("{host_part}/{name}"),
+    }
+}
+
+/// A running server with an initialized organization.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub db: DatabaseConnection,
+    pub admin_key: String,
+    pub admin_id: String,
+    pub organization_id: String,
+    pub services: Services,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub fn test_config() -> Config {
+    let mut config = Config::default();
+    config.auth.jwt_secret = Some(portcullis::config::Secret("test-secret-with-enough-entropy-0123456789".into()));
+    config
+}
+
+impl TestServer {
+    pub async fn start(db: &TestDb) -> TestServer {
+        let connection = db.connect().await;
+        store::migrate(&connection).await.expect("migrate");
+        let created = initialize(&connection, "admin@example.com", "Acme").await.expect("init");
+        let services = Services::new(connection.clone(), &test_config()).await.expect("services");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let served = services.clone();
+        let task = tokio::spawn(async move {
+            portcullis::grpc::serve(listener, served, Duration::from_millis(200), async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("serve");
+        });
+        TestServer {
+            addr,
+            db: connection,
+            admin_key: created.api_key,
+            admin_id: created.admin.id,
+            organization_id: created.organization.id,
+            services,
+            shutdown: Some(shutdown),
+            task: Some(task),
+        }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr)).expect("uri").connect().await.expect("connect")
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// Inserts a user straight into the store (no audit event), returning its id.
+    pub async fn insert_user(&self, organization_id: &str, email: &str, role: &str) -> String {
+        let at = now();
+        queries::users::insert(
+            &self.db,
+            user::Model {
+                id: new_id(),
+                organization_id: organization_id.to_owned(),
+                email: email.to_owned(),
+                full_name: String::new(),
+                role: role.to_owned(),
+                disabled: false,
+                locked: false,
+                failed_login_count: 0,
+                password_hash: None,
+                created_at: at,
+                updated_at: at,
+            },
+        )
+        .await
+        .expect("insert user")
+        .id
+    }
+
+    /// Inserts a second organization with an admin; returns (organization id, admin key).
+    pub async fn insert_organization(&self, name: &str, admin_email: &str) -> (String, String) {
+        let at = now();
+        let org = queries::organizations::insert(
+            &self.db,
+            organization::Model {
+                id: new_id(),
+                name: name.to_owned(),
+                tier: "FREE".into(),
+                suspended: false,
+                allow_private_addresses: false,
+                created_at: at,
+                updated_at: at,
+            },
+        )
+        .await
+        .expect("insert organization");
+        let admin = self.insert_user(&org.id, admin_email, "ADMIN").await;
+        let key = self.insert_api_key(&admin, Permission::ALL, None).await;
+        (org.id, key)
+    }
+
+    /// Inserts an API key for `user_id`; returns the secret.
+    pub async fn insert_api_key(
+        &self,
+        user_id: &str,
+        permissions: &[Permission],
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> String {
+        let user = queries::users::get_any(&self.db, user_id).await.expect("user");
+        let key = generate_api_key();
+        queries::api_keys::insert(
+            &self.db,
+            api_key::Model {
+                id: new_id(),
+                organization_id: user.organization_id,
+                user_id: user_id.to_owned(),
+                name: "test".into(),
+                prefix: key.lookup.clone(),
+                secret_hash: key.secret_hash.clone(),
+                permissions: Permission::join(permissions),
+                created_at: now(),
+                last_used_at: None,
+                expires_at,
+                revoked_at: None,
+            },
+        )
+        .await
+        .expect("insert api key");
+        key.secret
+    }
+}
+
+/// Wraps `message` with an `x-api-key` header.
+pub fn with_key<T>(message: T, key: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("x-api-key", key.parse().expect("ascii key"));
+    request
+}
+
+/// Wraps `message` with an `authorization: Bearer` header.
+pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ascii token"));
+    request
+}
+
+/// The ErrorInfo reason of a failed call.
+pub fn reason(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    status.get_error_details().error_info().map(|info| info.reason.clone()).unwrap_or_default()
+}
+
+/// The BadRequest field names of a failed call.
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|br| br.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}
