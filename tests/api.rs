@@ -16,12 +16,19 @@ use portcullis::store::queries;
 use prost_types::FieldMask;
 use std::time::Duration;
 use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 fn new_user(email: &str, role: Role) -> CreateUserRequest {
-    CreateUserRequest { user: Some(User { email: email.into(), full_name: "Test User".into(), role: role.into(), ..Default::default() }) }
+    CreateUserRequest {
+        user: Some(User {
+            email: email.into(),
+            full_name: "Test User".into(),
+            role: role.into(),
+            ..Default::default()
+        }),
+    }
 }
 
 fn memory_resource(name: &str) -> CreateResourceRequest {
@@ -60,16 +67,21 @@ async fn authentication_matrix() {
         let err = client.get_current_user(with_key(GetCurrentUserRequest {}, &unknown)).await.unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated, "{backend}: unknown key");
 
-        let me = client.get_current_user(with_key(GetCurrentUserRequest {}, &server.admin_key)).await.unwrap().into_inner();
+        let me =
+            client.get_current_user(with_key(GetCurrentUserRequest {}, &server.admin_key)).await.unwrap().into_inner();
         assert_eq!(me.user.unwrap().email, "admin@example.com");
         assert_eq!(me.permissions.len(), Permission::ALL.len());
 
-        let expired = server.insert_api_key(&server.admin_id, Permission::ALL, Some(now() - chrono::TimeDelta::minutes(1))).await;
+        let expired =
+            server.insert_api_key(&server.admin_id, Permission::ALL, Some(now() - chrono::TimeDelta::minutes(1))).await;
         let err = client.get_current_user(with_key(GetCurrentUserRequest {}, &expired)).await.unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated, "{backend}: expired key");
 
         let revoked = server.insert_api_key(&server.admin_id, Permission::ALL, None).await;
-        client.get_current_user(with_key(GetCurrentUserRequest {}, &revoked)).await.expect("key works before revocation");
+        client
+            .get_current_user(with_key(GetCurrentUserRequest {}, &revoked))
+            .await
+            .expect("key works before revocation");
         let key_row = queries::api_keys::find_by_prefix(&server.db, &revoked[..16]).await.unwrap();
         queries::api_keys::revoke(&server.db, &key_row.id, now()).await.unwrap();
         let err = client.get_current_user(with_key(GetCurrentUserRequest {}, &revoked)).await.unwrap_err();
@@ -148,14 +160,20 @@ async fn bearer_tokens_are_checked() {
         assert_eq!(me.into_inner().user.unwrap().id, server.admin_id);
 
         let expired = keys.sign(claims(-300)).unwrap();
-        assert_eq!(client.get_current_user(with_token(GetCurrentUserRequest {}, &expired)).await.unwrap_err().code(), Code::Unauthenticated);
+        assert_eq!(
+            client.get_current_user(with_token(GetCurrentUserRequest {}, &expired)).await.unwrap_err().code(),
+            Code::Unauthenticated
+        );
 
         // alg=none: header and payload with an empty signature.
         use base64::Engine;
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let payload = token.split('.').nth(1).unwrap();
         let none = format!("{}.{payload}.", b64.encode(r#"{"alg":"none","typ":"JWT","kid":"config"}"#));
-        assert_eq!(client.get_current_user(with_token(GetCurrentUserRequest {}, &none)).await.unwrap_err().code(), Code::Unauthenticated);
+        assert_eq!(
+            client.get_current_user(with_token(GetCurrentUserRequest {}, &none)).await.unwrap_err().code(),
+            Code::Unauthenticated
+        );
 
         // Tampered payload: another user id under the original signature.
         let mut forged_claims = claims(300);
@@ -163,14 +181,20 @@ async fn bearer_tokens_are_checked() {
         let forged_payload = b64.encode(serde_json_payload(&forged_claims));
         let parts: Vec<&str> = token.split('.').collect();
         let tampered = format!("{}.{forged_payload}.{}", parts[0], parts[2]);
-        assert_eq!(client.get_current_user(with_token(GetCurrentUserRequest {}, &tampered)).await.unwrap_err().code(), Code::Unauthenticated);
+        assert_eq!(
+            client.get_current_user(with_token(GetCurrentUserRequest {}, &tampered)).await.unwrap_err().code(),
+            Code::Unauthenticated
+        );
 
         // A closed login session's token stops working at once.
         use sea_orm::{ActiveModelTrait, ActiveValue::Set, IntoActiveModel};
         let mut login = queries::login_sessions::get(&server.db, &login_id).await.unwrap().into_active_model();
         login.closed_at = Set(Some(now()));
         login.update(&server.db).await.unwrap();
-        assert_eq!(client.get_current_user(with_token(GetCurrentUserRequest {}, &token)).await.unwrap_err().code(), Code::Unauthenticated);
+        assert_eq!(
+            client.get_current_user(with_token(GetCurrentUserRequest {}, &token)).await.unwrap_err().code(),
+            Code::Unauthenticated
+        );
         server.stop().await;
     })
     .await;
@@ -190,11 +214,21 @@ async fn other_organizations_are_invisible() {
         let (_, other_key) = server.insert_organization("Other", "boss@other.example").await;
         let mut resources = ResourceServiceClient::new(server.channel().await);
         let mut client = users(&server).await;
-        let resource = resources.create_resource(with_key(memory_resource("ours"), &server.admin_key)).await.unwrap().into_inner().resource.unwrap();
+        let resource = resources
+            .create_resource(with_key(memory_resource("ours"), &server.admin_key))
+            .await
+            .unwrap()
+            .into_inner()
+            .resource
+            .unwrap();
 
-        let err = client.get_user(with_key(GetUserRequest { id: server.admin_id.clone() }, &other_key)).await.unwrap_err();
+        let err =
+            client.get_user(with_key(GetUserRequest { id: server.admin_id.clone() }, &other_key)).await.unwrap_err();
         assert_eq!(err.code(), Code::NotFound, "{}: user of another org", db.backend);
-        let err = resources.get_resource(with_key(GetResourceRequest { id: resource.id.clone() }, &other_key)).await.unwrap_err();
+        let err = resources
+            .get_resource(with_key(GetResourceRequest { id: resource.id.clone() }, &other_key))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::NotFound);
         let err = resources
             .delete_resource(with_key(DeleteResourceRequest { id: resource.id.clone() }, &other_key))
@@ -203,7 +237,8 @@ async fn other_organizations_are_invisible() {
         assert_eq!(err.code(), Code::NotFound);
         let listed = client.list_users(with_key(ListUsersRequest::default(), &other_key)).await.unwrap().into_inner();
         assert_eq!(listed.users.len(), 1, "only the other org's admin");
-        let listed = resources.list_resources(with_key(ListResourcesRequest::default(), &other_key)).await.unwrap().into_inner();
+        let listed =
+            resources.list_resources(with_key(ListResourcesRequest::default(), &other_key)).await.unwrap().into_inner();
         assert!(listed.resources.is_empty());
         let events = AuditServiceClient::new(server.channel().await)
             .list_audit_events(with_key(ListAuditEventsRequest::default(), &other_key))
@@ -222,7 +257,10 @@ async fn lists_are_keyset_paginated() {
         let server = TestServer::start(&db).await;
         let mut client = users(&server).await;
         for i in 0..7 {
-            client.create_user(with_key(new_user(&format!("user{i}@example.com"), Role::User), &server.admin_key)).await.unwrap();
+            client
+                .create_user(with_key(new_user(&format!("user{i}@example.com"), Role::User), &server.admin_key))
+                .await
+                .unwrap();
         }
         let mut seen = Vec::new();
         let mut token = String::new();
@@ -246,32 +284,46 @@ async fn lists_are_keyset_paginated() {
         expected.extend((0..7).map(|i| format!("user{i}@example.com")));
         assert_eq!(seen, expected, "creation order, no duplicates, nothing missed");
 
-        let all = client.list_users(with_key(ListUsersRequest::default(), &server.admin_key)).await.unwrap().into_inner();
+        let all =
+            client.list_users(with_key(ListUsersRequest::default(), &server.admin_key)).await.unwrap().into_inner();
         assert_eq!(all.users.len(), 8);
         assert!(all.next_page_token.is_empty());
 
         let err = client
-            .list_users(with_key(ListUsersRequest { page_size: 3, page_token: "not-a-token".into() }, &server.admin_key))
+            .list_users(with_key(
+                ListUsersRequest { page_size: 3, page_token: "not-a-token".into() },
+                &server.admin_key,
+            ))
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
         assert_eq!(reason(&err), "ERROR_REASON_INVALID_PAGE_TOKEN");
         assert_eq!(violated_fields(&err), ["page_token"]);
-        let err = client.list_users(with_key(ListUsersRequest { page_size: -1, ..Default::default() }, &server.admin_key)).await.unwrap_err();
+        let err = client
+            .list_users(with_key(ListUsersRequest { page_size: -1, ..Default::default() }, &server.admin_key))
+            .await
+            .unwrap_err();
         assert_eq!(violated_fields(&err), ["page_size"]);
 
         // Audit events come newest first, in pages too.
         let mut audit = AuditServiceClient::new(server.channel().await);
         let first = audit
-            .list_audit_events(with_key(ListAuditEventsRequest { page_size: 2, ..Default::default() }, &server.admin_key))
+            .list_audit_events(with_key(
+                ListAuditEventsRequest { page_size: 2, ..Default::default() },
+                &server.admin_key,
+            ))
             .await
             .unwrap()
             .into_inner();
         assert_eq!(first.audit_events.len(), 2);
-        assert_eq!(first.audit_events[0].target_id.is_empty(), false);
+        assert_eq!(first.audit_events[0].details.get("email").map(String::as_str), Some("user6@example.com"));
         let second = audit
             .list_audit_events(with_key(
-                ListAuditEventsRequest { page_size: 2, page_token: first.next_page_token.clone(), ..Default::default() },
+                ListAuditEventsRequest {
+                    page_size: 2,
+                    page_token: first.next_page_token.clone(),
+                    ..Default::default()
+                },
                 &server.admin_key,
             ))
             .await
@@ -302,30 +354,53 @@ async fn bad_input_is_refused_with_field_violations() {
         assert_eq!(violated_fields(&err), ["user.email", "user.role"]);
 
         client.create_user(with_key(new_user("dup@example.com", Role::User), &server.admin_key)).await.unwrap();
-        let err = client.create_user(with_key(new_user("DUP@example.com", Role::Admin), &server.admin_key)).await.unwrap_err();
+        let err = client
+            .create_user(with_key(new_user("DUP@example.com", Role::Admin), &server.admin_key))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::AlreadyExists, "emails are unique, case-insensitively");
         assert_eq!(reason(&err), "ERROR_REASON_ALREADY_EXISTS");
 
         let err = resources
-            .create_resource(with_key(CreateResourceRequest { resource: Some(Resource { name: "x".into(), ..Default::default() }) }, &server.admin_key))
+            .create_resource(with_key(
+                CreateResourceRequest { resource: Some(Resource { name: "x".into(), ..Default::default() }) },
+                &server.admin_key,
+            ))
             .await
             .unwrap_err();
         assert_eq!(violated_fields(&err), ["resource.provider"]);
 
-        let aws = AwsSecurityGroup { region: "eu-west-1".into(), group_id: "sg-1".into(), protocol: "tcp".into(), from_port: 70000, to_port: 22, ..Default::default() };
+        let aws = AwsSecurityGroup {
+            region: "eu-west-1".into(),
+            group_id: "sg-1".into(),
+            protocol: "tcp".into(),
+            from_port: 70000,
+            to_port: 22,
+            ..Default::default()
+        };
         let err = resources
             .create_resource(with_key(
-                CreateResourceRequest { resource: Some(Resource { name: "aws".into(), provider: Some(resource::Provider::AwsSecurityGroup(aws)), ..Default::default() }) },
+                CreateResourceRequest {
+                    resource: Some(Resource {
+                        name: "aws".into(),
+                        provider: Some(resource::Provider::AwsSecurityGroup(aws)),
+                        ..Default::default()
+                    }),
+                },
                 &server.admin_key,
             ))
             .await
             .unwrap_err();
         assert_eq!(violated_fields(&err), ["resource.aws_security_group.from_port"]);
 
-        let err = resources.get_resource(with_key(GetResourceRequest { id: "../etc/passwd".into() }, &server.admin_key)).await.unwrap_err();
+        let err = resources
+            .get_resource(with_key(GetResourceRequest { id: "../etc/passwd".into() }, &server.admin_key))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
         assert_eq!(violated_fields(&err), ["id"]);
-        let err = resources.get_resource(with_key(GetResourceRequest { id: new_id() }, &server.admin_key)).await.unwrap_err();
+        let err =
+            resources.get_resource(with_key(GetResourceRequest { id: new_id() }, &server.admin_key)).await.unwrap_err();
         assert_eq!(err.code(), Code::NotFound);
 
         resources.create_resource(with_key(memory_resource("db"), &server.admin_key)).await.unwrap();
@@ -345,12 +420,19 @@ async fn bad_input_is_refused_with_field_violations() {
         assert_eq!(violated_fields(&err), ["update_mask"]);
 
         // An admin cannot lock itself out.
-        let err = client.disable_user(with_key(DisableUserRequest { id: server.admin_id.clone() }, &server.admin_key)).await.unwrap_err();
+        let err = client
+            .disable_user(with_key(DisableUserRequest { id: server.admin_id.clone() }, &server.admin_key))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::FailedPrecondition);
 
         // Nothing was lost: the admin still works and only the valid objects exist.
-        let listed = client.list_users(with_key(ListUsersRequest::default(), &server.admin_key)).await.unwrap().into_inner();
-        assert_eq!(listed.users.iter().map(|u| u.email.as_str()).collect::<Vec<_>>(), ["admin@example.com", "dup@example.com"]);
+        let listed =
+            client.list_users(with_key(ListUsersRequest::default(), &server.admin_key)).await.unwrap().into_inner();
+        assert_eq!(
+            listed.users.iter().map(|u| u.email.as_str()).collect::<Vec<_>>(),
+            ["admin@example.com", "dup@example.com"]
+        );
         server.stop().await;
     })
     .await;
@@ -366,20 +448,53 @@ async fn resources_users_and_audit_end_to_end() {
         let mut audit = AuditServiceClient::new(server.channel().await);
         let started = now();
 
-        let ada = client.create_user(with_key(new_user("ada@example.com", Role::User), key)).await.unwrap().into_inner().user.unwrap();
-        let ada_key = server.insert_api_key(&ada.id, &[Permission::ResourcesRead, Permission::SessionsRead], None).await;
-        let db_res = resources.create_resource(with_key(memory_resource("db"), key)).await.unwrap().into_inner().resource.unwrap();
-        let web = resources.create_resource(with_key(memory_resource("web"), key)).await.unwrap().into_inner().resource.unwrap();
+        let ada = client
+            .create_user(with_key(new_user("ada@example.com", Role::User), key))
+            .await
+            .unwrap()
+            .into_inner()
+            .user
+            .unwrap();
+        let ada_key =
+            server.insert_api_key(&ada.id, &[Permission::ResourcesRead, Permission::SessionsRead], None).await;
+        let db_res = resources
+            .create_resource(with_key(memory_resource("db"), key))
+            .await
+            .unwrap()
+            .into_inner()
+            .resource
+            .unwrap();
+        let web = resources
+            .create_resource(with_key(memory_resource("web"), key))
+            .await
+            .unwrap()
+            .into_inner()
+            .resource
+            .unwrap();
         assert!(matches!(db_res.provider, Some(resource::Provider::Memory(_))));
 
-        resources.assign_resource(with_key(AssignResourceRequest { resource_id: db_res.id.clone(), user_id: ada.id.clone() }, key)).await.unwrap();
+        resources
+            .assign_resource(with_key(
+                AssignResourceRequest { resource_id: db_res.id.clone(), user_id: ada.id.clone() },
+                key,
+            ))
+            .await
+            .unwrap();
         // Assigning twice is fine and records one event.
-        resources.assign_resource(with_key(AssignResourceRequest { resource_id: db_res.id.clone(), user_id: ada.id.clone() }, key)).await.unwrap();
+        resources
+            .assign_resource(with_key(
+                AssignResourceRequest { resource_id: db_res.id.clone(), user_id: ada.id.clone() },
+                key,
+            ))
+            .await
+            .unwrap();
 
         // Ada sees only what is assigned to her.
-        let hers = resources.list_resources(with_key(ListResourcesRequest::default(), &ada_key)).await.unwrap().into_inner();
+        let hers =
+            resources.list_resources(with_key(ListResourcesRequest::default(), &ada_key)).await.unwrap().into_inner();
         assert_eq!(hers.resources.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["db"]);
-        let err = resources.get_resource(with_key(GetResourceRequest { id: web.id.clone() }, &ada_key)).await.unwrap_err();
+        let err =
+            resources.get_resource(with_key(GetResourceRequest { id: web.id.clone() }, &ada_key)).await.unwrap_err();
         assert_eq!(err.code(), Code::NotFound);
         let filtered = resources
             .list_resources(with_key(ListResourcesRequest { user_id: ada.id.clone(), ..Default::default() }, key))
@@ -391,7 +506,12 @@ async fn resources_users_and_audit_end_to_end() {
         let renamed = resources
             .update_resource(with_key(
                 UpdateResourceRequest {
-                    resource: Some(Resource { id: web.id.clone(), name: "web-2".into(), description: "ignored".into(), ..Default::default() }),
+                    resource: Some(Resource {
+                        id: web.id.clone(),
+                        name: "web-2".into(),
+                        description: "ignored".into(),
+                        ..Default::default()
+                    }),
                     update_mask: Some(FieldMask { paths: vec!["name".into()] }),
                 },
                 key,
@@ -405,11 +525,22 @@ async fn resources_users_and_audit_end_to_end() {
         assert_eq!(renamed.description, "", "fields outside the mask are untouched");
         assert!(matches!(renamed.provider, Some(resource::Provider::Memory(_))));
 
-        let checked = resources.check_resource(with_key(CheckResourceRequest { id: db_res.id.clone() }, key)).await.unwrap().into_inner();
+        let checked = resources
+            .check_resource(with_key(CheckResourceRequest { id: db_res.id.clone() }, key))
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(checked.status(), CheckStatus::Ok);
 
-        resources.unassign_resource(with_key(UnassignResourceRequest { resource_id: db_res.id.clone(), user_id: ada.id.clone() }, key)).await.unwrap();
-        let hers = resources.list_resources(with_key(ListResourcesRequest::default(), &ada_key)).await.unwrap().into_inner();
+        resources
+            .unassign_resource(with_key(
+                UnassignResourceRequest { resource_id: db_res.id.clone(), user_id: ada.id.clone() },
+                key,
+            ))
+            .await
+            .unwrap();
+        let hers =
+            resources.list_resources(with_key(ListResourcesRequest::default(), &ada_key)).await.unwrap().into_inner();
         assert!(hers.resources.is_empty());
         resources.delete_resource(with_key(DeleteResourceRequest { id: web.id.clone() }, key)).await.unwrap();
         let err = resources.get_resource(with_key(GetResourceRequest { id: web.id.clone() }, key)).await.unwrap_err();
@@ -418,7 +549,12 @@ async fn resources_users_and_audit_end_to_end() {
         let promoted = client
             .update_user(with_key(
                 UpdateUserRequest {
-                    user: Some(User { id: ada.id.clone(), role: Role::Admin.into(), full_name: "Ada L".into(), ..Default::default() }),
+                    user: Some(User {
+                        id: ada.id.clone(),
+                        role: Role::Admin.into(),
+                        full_name: "Ada L".into(),
+                        ..Default::default()
+                    }),
                     update_mask: Some(FieldMask { paths: vec!["role".into()] }),
                 },
                 key,
@@ -432,7 +568,12 @@ async fn resources_users_and_audit_end_to_end() {
         assert_eq!(promoted.full_name, "Test User");
 
         // Every admin action is in the audit trail, with actor, target and time.
-        let events = audit.list_audit_events(with_key(ListAuditEventsRequest::default(), key)).await.unwrap().into_inner().audit_events;
+        let events = audit
+            .list_audit_events(with_key(ListAuditEventsRequest::default(), key))
+            .await
+            .unwrap()
+            .into_inner()
+            .audit_events;
         let types: Vec<&str> = events.iter().map(|e| e.r#type.as_str()).collect();
         assert_eq!(
             types,
@@ -456,14 +597,21 @@ async fn resources_users_and_audit_end_to_end() {
         assert_eq!(assigned.details.get("user_id"), Some(&ada.id));
 
         let only_created = audit
-            .list_audit_events(with_key(ListAuditEventsRequest { types: vec!["resource.created".into()], ..Default::default() }, key))
+            .list_audit_events(with_key(
+                ListAuditEventsRequest { types: vec!["resource.created".into()], ..Default::default() },
+                key,
+            ))
             .await
             .unwrap()
             .into_inner();
         assert_eq!(only_created.audit_events.len(), 2);
         let by_admin = audit
             .list_audit_events(with_key(
-                ListAuditEventsRequest { actor_id: server.admin_id.clone(), start_time: Some(timestamp(started)), ..Default::default() },
+                ListAuditEventsRequest {
+                    actor_id: server.admin_id.clone(),
+                    start_time: Some(timestamp(started)),
+                    ..Default::default()
+                },
                 key,
             ))
             .await
@@ -471,11 +619,17 @@ async fn resources_users_and_audit_end_to_end() {
             .into_inner();
         assert_eq!(by_admin.audit_events.len(), 8, "everything but the initialization, which has no actor");
         let before_start = audit
-            .list_audit_events(with_key(ListAuditEventsRequest { end_time: Some(timestamp(started)), ..Default::default() }, key))
+            .list_audit_events(with_key(
+                ListAuditEventsRequest { end_time: Some(timestamp(started)), ..Default::default() },
+                key,
+            ))
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(before_start.audit_events.iter().map(|e| e.r#type.as_str()).collect::<Vec<_>>(), ["organization.initialized"]);
+        assert_eq!(
+            before_start.audit_events.iter().map(|e| e.r#type.as_str()).collect::<Vec<_>>(),
+            ["organization.initialized"]
+        );
 
         let err = audit.list_audit_events(with_key(ListAuditEventsRequest::default(), &ada_key)).await.unwrap_err();
         assert_eq!(err.code(), Code::PermissionDenied, "audit:read is for admins");
@@ -496,13 +650,22 @@ async fn organization_tier_and_suspension() {
         let user_id = server.insert_user(&server.organization_id, "user@example.com", "USER").await;
         let user_key = server.insert_api_key(&user_id, &[Permission::SessionsRead], None).await;
 
-        let org = orgs.get_organization(with_key(GetOrganizationRequest {}, &server.admin_key)).await.unwrap().into_inner().organization.unwrap();
+        let org = orgs
+            .get_organization(with_key(GetOrganizationRequest {}, &server.admin_key))
+            .await
+            .unwrap()
+            .into_inner()
+            .organization
+            .unwrap();
         assert_eq!(org.tier(), Tier::Free);
         assert_eq!(org.name, "Acme");
 
         let err = orgs
             .update_organization(with_key(
-                UpdateOrganizationRequest { organization: Some(Organization { tier: Tier::Enterprise.into(), ..Default::default() }), update_mask: Some(FieldMask { paths: vec!["tier".into()] }) },
+                UpdateOrganizationRequest {
+                    organization: Some(Organization { tier: Tier::Enterprise.into(), ..Default::default() }),
+                    update_mask: Some(FieldMask { paths: vec!["tier".into()] }),
+                },
                 &user_key,
             ))
             .await
@@ -511,7 +674,10 @@ async fn organization_tier_and_suspension() {
 
         let updated = orgs
             .update_organization(with_key(
-                UpdateOrganizationRequest { organization: Some(Organization { tier: Tier::Business.into(), ..Default::default() }), update_mask: Some(FieldMask { paths: vec!["tier".into()] }) },
+                UpdateOrganizationRequest {
+                    organization: Some(Organization { tier: Tier::Business.into(), ..Default::default() }),
+                    update_mask: Some(FieldMask { paths: vec!["tier".into()] }),
+                },
                 &server.admin_key,
             ))
             .await

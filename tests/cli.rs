@@ -39,7 +39,11 @@ fn flags_override_environment_and_bad_config_fails_clearly() {
     std::fs::write(dir.path().join("portcullis.toml"), "listen = \"not an address\"\n").unwrap();
     let output = portcullis(dir.path(), &["migrate"]).output().unwrap();
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("configuration"), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("configuration"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 
     std::fs::write(dir.path().join("portcullis.toml"), "database_url = \"sqlite://from-file.db?mode=rwc\"\n").unwrap();
     let output = portcullis(dir.path(), &["migrate"])

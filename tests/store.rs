@@ -26,7 +26,9 @@ const TABLES: &[&str] = &[
 async fn table_exists(db: &sea_orm::DatabaseConnection, table: &str) -> bool {
     let sql = match db.get_database_backend() {
         sea_orm::DbBackend::Sqlite => format!("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{table}'"),
-        _ => format!("SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = '{table}'"),
+        _ => format!(
+            "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = '{table}'"
+        ),
     };
     db.query_one_raw(sea_orm::Statement::from_string(db.get_database_backend(), sql)).await.unwrap().is_some()
 }

@@ -20,10 +20,9 @@ impl Permission {
     pub fn granted_to(self, role: Role) -> bool {
         match role {
             Role::Admin => true,
-            Role::User => matches!(
-                self,
-                Permission::SessionsRead | Permission::SessionsWrite | Permission::ResourcesRead
-            ),
+            Role::User => {
+                matches!(self, Permission::SessionsRead | Permission::SessionsWrite | Permission::ResourcesRead)
+            }
         }
     }
 

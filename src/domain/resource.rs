@@ -72,15 +72,11 @@ impl AwsSecurityGroup {
         if self.from_port > self.to_port {
             errors.push(("to_port", "must not be below from_port".to_owned()));
         }
-        if let Some(url) = &self.endpoint_url {
-            if !is_http_url(url) {
-                errors.push(("endpoint_url", "must be an http:// or https:// URL".to_owned()));
-            }
-        }
-        if let Some(arn) = &self.role_arn {
-            if !arn.starts_with("arn:") {
-                errors.push(("role_arn", "must be an IAM role ARN".to_owned()));
-            }
+        check_endpoint(&self.endpoint_url, &mut errors);
+        if let Some(arn) = &self.role_arn
+            && !arn.starts_with("arn:")
+        {
+            errors.push(("role_arn", "must be an IAM role ARN".to_owned()));
         }
         errors
     }
@@ -102,11 +98,7 @@ impl GcpFirewall {
         if self.ports.iter().any(|p| !is_port_or_range(p)) {
             errors.push(("ports", "each must be a port (22) or a range (5432-5433)".to_owned()));
         }
-        if let Some(url) = &self.endpoint_url {
-            if !is_http_url(url) {
-                errors.push(("endpoint_url", "must be an http:// or https:// URL".to_owned()));
-            }
-        }
+        check_endpoint(&self.endpoint_url, &mut errors);
         errors
     }
 }
@@ -115,6 +107,14 @@ fn is_token(value: &str) -> bool {
     !value.is_empty()
         && value.len() <= 128
         && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
+
+fn check_endpoint(endpoint_url: &Option<String>, errors: &mut Vec<(&'static str, String)>) {
+    if let Some(url) = endpoint_url
+        && !is_http_url(url)
+    {
+        errors.push(("endpoint_url", "must be an http:// or https:// URL".to_owned()));
+    }
 }
 
 fn is_http_url(value: &str) -> bool {

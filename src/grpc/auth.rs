@@ -78,7 +78,8 @@ where
             if PUBLIC_PREFIXES.iter().any(|prefix| path.starts_with(prefix)) {
                 return inner.call(request).await;
             }
-            let peer_ip = request.extensions().get::<TcpConnectInfo>().and_then(|info| info.remote_addr()).map(|a| a.ip());
+            let peer_ip =
+                request.extensions().get::<TcpConnectInfo>().and_then(|info| info.remote_addr()).map(|a| a.ip());
             match authorize(&authenticator, request.headers(), &path, peer_ip).await {
                 Ok(caller) => {
                     request.extensions_mut().insert(caller);
@@ -115,10 +116,9 @@ fn credential_from(headers: &http::HeaderMap) -> Result<Credential<'_>, Error> {
             ErrorReason::MissingCredentials,
             "send `x-api-key: <key>` or `authorization: Bearer <token>`",
         )),
-        (Some(_), Some(_)) => Err(unauthenticated(
-            ErrorReason::InvalidCredentials,
-            "send either x-api-key or authorization, not both",
-        )),
+        (Some(_), Some(_)) => {
+            Err(unauthenticated(ErrorReason::InvalidCredentials, "send either x-api-key or authorization, not both"))
+        }
         (Some(Ok(key)), None) => Ok(Credential::ApiKey(key)),
         (None, Some(Ok(value))) => match value.split_once(' ') {
             Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
@@ -132,7 +132,8 @@ fn credential_from(headers: &http::HeaderMap) -> Result<Credential<'_>, Error> {
 
 /// The authenticated caller of a request that passed [`AuthLayer`].
 pub fn caller<T>(request: &tonic::Request<T>) -> Result<&Caller, Status> {
-    request.extensions().get::<Caller>().ok_or_else(|| {
-        Status::from(unauthenticated(ErrorReason::MissingCredentials, "the call was not authenticated"))
-    })
+    request
+        .extensions()
+        .get::<Caller>()
+        .ok_or_else(|| Status::from(unauthenticated(ErrorReason::MissingCredentials, "the call was not authenticated")))
 }

@@ -26,7 +26,8 @@ pub fn parse_timestamp(field: &str, value: &Timestamp) -> Result<DateTime<Utc>> 
 /// Reads the list fields common to every List method.
 pub fn page_request(page_size: i32, page_token: &str) -> Result<PageRequest> {
     PageRequest::parse(page_size, page_token).map_err(|err| {
-        let reason = if err.field == "page_token" { pb::ErrorReason::InvalidPageToken } else { pb::ErrorReason::InvalidInput };
+        let reason =
+            if err.field == "page_token" { pb::ErrorReason::InvalidPageToken } else { pb::ErrorReason::InvalidInput };
         Error::InvalidArgument {
             reason,
             violations: vec![domain::FieldViolation { field: err.field.into(), description: err.description }],
@@ -52,7 +53,10 @@ impl UpdateMask {
     pub fn parse(mask: Option<&FieldMask>, allowed: &[&str]) -> Result<UpdateMask> {
         let paths: Vec<String> = mask.map(|m| m.paths.clone()).unwrap_or_default();
         if let Some(unknown) = paths.iter().find(|p| !allowed.contains(&p.as_str())) {
-            return Err(Error::invalid("update_mask", format!("{unknown:?} cannot be updated; use {}", allowed.join(", "))));
+            return Err(Error::invalid(
+                "update_mask",
+                format!("{unknown:?} cannot be updated; use {}", allowed.join(", ")),
+            ));
         }
         Ok(UpdateMask(if paths.is_empty() { allowed.iter().map(|p| (*p).to_owned()).collect() } else { paths }))
     }
@@ -188,7 +192,9 @@ pub fn provider_from_pb(provider: pb::resource::Provider) -> Result<ProviderConf
             for (index, address) in memory.fail_addresses.iter().enumerate() {
                 match address.parse::<IpAddr>() {
                     Ok(ip) => fail_addresses.push(ip),
-                    Err(_) => violations.add(format!("resource.memory.fail_addresses[{index}]"), "must be an IP address"),
+                    Err(_) => {
+                        violations.add(format!("resource.memory.fail_addresses[{index}]"), "must be an IP address")
+                    }
                 }
             }
             ProviderConfig::Memory(domain::MemoryProvider { latency_ms: memory.latency_ms, fail_addresses })

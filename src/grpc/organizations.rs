@@ -2,7 +2,9 @@ use super::auth::caller;
 use super::convert::{UpdateMask, organization_to_pb, tier_from_pb};
 use crate::error::Error;
 use crate::pb::v1::organization_service_server::OrganizationService;
-use crate::pb::v1::{GetOrganizationRequest, GetOrganizationResponse, UpdateOrganizationRequest, UpdateOrganizationResponse};
+use crate::pb::v1::{
+    GetOrganizationRequest, GetOrganizationResponse, UpdateOrganizationRequest, UpdateOrganizationResponse,
+};
 use crate::service::{OrganizationChanges, OrganizationManager};
 use tonic::{Request, Response, Status};
 
@@ -39,7 +41,9 @@ impl OrganizationService for OrganizationApi {
             name: mask.contains("name").then_some(organization.name),
             tier,
             suspended: mask.contains("suspended").then_some(organization.suspended),
-            allow_private_addresses: mask.contains("allow_private_addresses").then_some(organization.allow_private_addresses),
+            allow_private_addresses: mask
+                .contains("allow_private_addresses")
+                .then_some(organization.allow_private_addresses),
         };
         let updated = self.0.update(caller, changes).await?;
         Ok(Response::new(UpdateOrganizationResponse { organization: Some(organization_to_pb(updated)) }))

@@ -28,7 +28,10 @@ impl ResourceService for ResourceApi {
         Ok(Response::new(CreateResourceResponse { resource: Some(to_pb(created)?) }))
     }
 
-    async fn get_resource(&self, request: Request<GetResourceRequest>) -> Result<Response<GetResourceResponse>, Status> {
+    async fn get_resource(
+        &self,
+        request: Request<GetResourceRequest>,
+    ) -> Result<Response<GetResourceResponse>, Status> {
         let id = require_id("id", &request.get_ref().id)?;
         let resource = self.0.get(caller(&request)?, id).await?;
         Ok(Response::new(GetResourceResponse { resource: Some(to_pb(resource)?) }))

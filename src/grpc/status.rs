@@ -25,15 +25,22 @@ impl From<Error> for Status {
                 (Code::InvalidArgument, reason, message, details)
             }
             Error::Unauthenticated { reason, message } => (Code::Unauthenticated, reason, message, ErrorDetails::new()),
-            Error::PermissionDenied { reason, message } => (Code::PermissionDenied, reason, message, ErrorDetails::new()),
-            Error::NotFound { kind } => (Code::NotFound, ErrorReason::NotFound, format!("{kind} not found"), ErrorDetails::new()),
+            Error::PermissionDenied { reason, message } => {
+                (Code::PermissionDenied, reason, message, ErrorDetails::new())
+            }
+            Error::NotFound { kind } => {
+                (Code::NotFound, ErrorReason::NotFound, format!("{kind} not found"), ErrorDetails::new())
+            }
             Error::AlreadyExists { reason, message } => (Code::AlreadyExists, reason, message, ErrorDetails::new()),
             Error::FailedPrecondition { reason, message } => {
                 (Code::FailedPrecondition, reason, message, ErrorDetails::new())
             }
-            Error::ResourceExhausted { message, retry_after } => {
-                (Code::ResourceExhausted, ErrorReason::RateLimited, message, ErrorDetails::with_retry_info(Some(retry_after)))
-            }
+            Error::ResourceExhausted { message, retry_after } => (
+                Code::ResourceExhausted,
+                ErrorReason::RateLimited,
+                message,
+                ErrorDetails::with_retry_info(Some(retry_after)),
+            ),
             Error::Unimplemented(method) => (
                 Code::Unimplemented,
                 ErrorReason::NotImplemented,
@@ -42,7 +49,12 @@ impl From<Error> for Status {
             ),
             Error::Unavailable(cause) => {
                 tracing::warn!(error = %cause, "dependency unavailable");
-                (Code::Unavailable, ErrorReason::Unavailable, "a dependency is unavailable; retry later".into(), ErrorDetails::new())
+                (
+                    Code::Unavailable,
+                    ErrorReason::Unavailable,
+                    "a dependency is unavailable; retry later".into(),
+                    ErrorDetails::new(),
+                )
             }
             Error::Internal(cause) => {
                 tracing::error!(error = ?cause, "internal error");

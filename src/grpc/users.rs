@@ -67,7 +67,10 @@ impl UserService for UserApi {
         Ok(Response::new(UpdateUserResponse { user: Some(user_to_pb(updated)) }))
     }
 
-    async fn disable_user(&self, request: Request<DisableUserRequest>) -> Result<Response<DisableUserResponse>, Status> {
+    async fn disable_user(
+        &self,
+        request: Request<DisableUserRequest>,
+    ) -> Result<Response<DisableUserResponse>, Status> {
         let id = require_id("id", &request.get_ref().id)?;
         let user = self.0.disable(caller(&request)?, id).await?;
         Ok(Response::new(DisableUserResponse { user: Some(user_to_pb(user)) }))

@@ -34,7 +34,12 @@ impl AuditRecord {
     }
 
     /// Writes the event for `organization_id`, by `caller` or by the server itself.
-    pub async fn write_as(self, db: &impl ConnectionTrait, organization_id: &str, caller: Option<&Caller>) -> StoreResult<()> {
+    pub async fn write_as(
+        self,
+        db: &impl ConnectionTrait,
+        organization_id: &str,
+        caller: Option<&Caller>,
+    ) -> StoreResult<()> {
         let details = serde_json::to_string(&self.details).unwrap_or_else(|_| "{}".to_owned());
         audit_events::insert(
             db,
@@ -68,7 +73,12 @@ impl AuditLog {
     }
 
     /// Events of the caller's organization, newest first (needs `audit:read`).
-    pub async fn list(&self, caller: &Caller, filter: &AuditFilter, page: &PageRequest) -> Result<Page<audit_event::Model>> {
+    pub async fn list(
+        &self,
+        caller: &Caller,
+        filter: &AuditFilter,
+        page: &PageRequest,
+    ) -> Result<Page<audit_event::Model>> {
         caller.require(Permission::AuditRead)?;
         Ok(audit_events::list(&self.db, &caller.organization_id, filter, page).await?)
     }

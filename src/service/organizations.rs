@@ -35,7 +35,12 @@ impl OrganizationManager {
     /// admin can lift it.
     pub async fn update(&self, caller: &Caller, changes: OrganizationChanges) -> Result<organization::Model> {
         caller.require(Permission::UsersWrite)?;
-        let name = changes.name.as_deref().map(validate_name).transpose().map_err(|d| Error::invalid("organization.name", d))?;
+        let name = changes
+            .name
+            .as_deref()
+            .map(validate_name)
+            .transpose()
+            .map_err(|d| Error::invalid("organization.name", d))?;
         let txn = store::begin(&self.db).await?;
         let current = queries::organizations::get(&txn, &caller.organization_id).await.or_not_found("organization")?;
         let mut record = AuditRecord::new("organization.updated", "organization", &current.id);

@@ -85,7 +85,8 @@ impl ResourceManager {
             Some(provider) => validate_provider(&mut violations, "resource", provider),
             None => violations.add("resource.provider", "one of memory, aws_security_group, gcp_firewall is required"),
         }
-        let (Some(name), Some(description), Some(provider), true) = (name, description, new.provider, violations.is_empty())
+        let (Some(name), Some(description), Some(provider), true) =
+            (name, description, new.provider, violations.is_empty())
         else {
             return Err(violations.into());
         };
@@ -126,7 +127,12 @@ impl ResourceManager {
     }
 
     /// Resources of the caller's organization; non-admins only see their own assignments.
-    pub async fn list(&self, caller: &Caller, assigned_to: Option<&str>, page: &PageRequest) -> Result<Page<resource::Model>> {
+    pub async fn list(
+        &self,
+        caller: &Caller,
+        assigned_to: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Page<resource::Model>> {
         caller.require(Permission::ResourcesRead)?;
         let assigned_to = if caller.is_admin() { assigned_to } else { Some(caller.user_id.as_str()) };
         Ok(queries::resources::list(&self.db, &caller.organization_id, assigned_to, page).await?)
@@ -136,8 +142,10 @@ impl ResourceManager {
         caller.require(Permission::ResourcesWrite)?;
         let mut violations = Violations::default();
         let name = changes.name.as_deref().and_then(|n| violations.check("resource.name", validate_name(n)));
-        let description =
-            changes.description.as_deref().and_then(|d| violations.check("resource.description", validate_description(d)));
+        let description = changes
+            .description
+            .as_deref()
+            .and_then(|d| violations.check("resource.description", validate_description(d)));
         if let Some(provider) = &changes.provider {
             validate_provider(&mut violations, "resource", provider);
         }
@@ -161,8 +169,9 @@ impl ResourceManager {
             active.provider_config = Set(encode_provider(provider)?);
         }
         active.updated_at = Set(now());
-        let updated =
-            queries::resources::update(&txn, active).await.or_already_exists("a resource with this name already exists")?;
+        let updated = queries::resources::update(&txn, active)
+            .await
+            .or_already_exists("a resource with this name already exists")?;
         record.write(&txn, caller).await?;
         store::commit(txn).await?;
         Ok(updated)
@@ -197,7 +206,10 @@ impl ResourceManager {
             created_at: now(),
         };
         if queries::resources::assign(&txn, assignment).await? {
-            AuditRecord::new("resource.assigned", "resource", resource_id).detail("user_id", user_id).write(&txn, caller).await?;
+            AuditRecord::new("resource.assigned", "resource", resource_id)
+                .detail("user_id", user_id)
+                .write(&txn, caller)
+                .await?;
         }
         store::commit(txn).await?;
         Ok(())

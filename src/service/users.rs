@@ -46,7 +46,8 @@ impl UserManager {
         if new.role.is_none() {
             violations.add("user.role", "must be ROLE_USER or ROLE_ADMIN");
         }
-        let (Some(email), Some(full_name), Some(role), true) = (email, full_name, new.role, violations.is_empty()) else {
+        let (Some(email), Some(full_name), Some(role), true) = (email, full_name, new.role, violations.is_empty())
+        else {
             return Err(violations.into());
         };
         let at = now();

@@ -9,8 +9,7 @@ mod page;
 pub mod queries;
 
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbErr, SqlErr,
-    TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbErr, SqlErr, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 use std::time::Duration;
@@ -64,8 +63,7 @@ pub async fn connect(url: &str, max_connections: u32) -> StoreResult<DatabaseCon
     if db.get_database_backend() == sea_orm::DbBackend::Sqlite {
         // WAL lets readers proceed while the engine writes; busy_timeout makes concurrent
         // writers wait for each other instead of failing with SQLITE_BUSY.
-        db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON;")
-            .await?;
+        db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON;").await?;
     }
     Ok(db)
 }

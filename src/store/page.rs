@@ -61,7 +61,9 @@ impl<T> Page<T> {
         let size = usize::try_from(request.size).unwrap_or(usize::MAX);
         let next_page_token = if rows.len() > size {
             rows.truncate(size);
-            rows.last().map(|last| URL_SAFE_NO_PAD.encode(format!("{TOKEN_VERSION}:{}", id_of(last)))).unwrap_or_default()
+            rows.last()
+                .map(|last| URL_SAFE_NO_PAD.encode(format!("{TOKEN_VERSION}:{}", id_of(last))))
+                .unwrap_or_default()
         } else {
             String::new()
         };

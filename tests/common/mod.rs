@@ -33,8 +33,9 @@ where
     Fut: Future<Output = ()>,
 {
     test(TestDb::sqlite()).await;
-    if let Ok(url) = std::env::var("PORTCULLIS_TEST_DATABASE_URL") {
-        test(TestDb::postgres(&url).await).await;
+    match std::env::var("PORTCULLIS_TEST_DATABASE_URL") {
+        Ok(url) => test(TestDb::postgres(&url).await).await,
+        Err(_) => eprintln!("PORTCULLIS_TEST_DATABASE_URL is not set: PostgreSQL not tested"),
     }
 }
 
@@ -50,7 +51,12 @@ impl TestDb {
         let name = format!("portcullis_test_{}", new_id().replace('-', ""));
         let admin = store::connect(server_url, 1).await.expect("connect to PORTCULLIS_TEST_DATABASE_URL");
         admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.expect("create test database");
-        TestDb { backend: "postgres", url: with_database(server_url, &name), postgres: Some((server_url.to_owned(), name)), _dir: None }
+        TestDb {
+            backend: "postgres",
+            url: with_database(server_url, &name),
+            postgres: Some((server_url.to_owned(), name)),
+            _dir: None,
+        }
     }
 
     pub async fn connect(&self) -> DatabaseConnection {

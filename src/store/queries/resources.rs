@@ -65,7 +65,8 @@ pub async fn assign(db: &impl ConnectionTrait, assignment: resource_assignment::
 
 /// Removes the assignment; returns whether there was one.
 pub async fn unassign(db: &impl ConnectionTrait, resource_id: &str, user_id: &str) -> StoreResult<bool> {
-    let result = resource_assignment::Entity::delete_by_id((resource_id.to_owned(), user_id.to_owned())).exec(db).await?;
+    let result =
+        resource_assignment::Entity::delete_by_id((resource_id.to_owned(), user_id.to_owned())).exec(db).await?;
     Ok(result.rows_affected > 0)
 }
 
@@ -75,7 +76,10 @@ pub async fn has_live_rules(db: &impl ConnectionTrait, resource_id: &str) -> Sto
     use crate::store::entity::resource_ip;
     let live = resource_ip::Entity::find()
         .filter(resource_ip::Column::ResourceId.eq(resource_id))
-        .filter(resource_ip::Column::Status.is_not_in([ResourceIpStatus::Removed.as_str(), ResourceIpStatus::Failed.as_str()]))
+        .filter(
+            resource_ip::Column::Status
+                .is_not_in([ResourceIpStatus::Removed.as_str(), ResourceIpStatus::Failed.as_str()]),
+        )
         .one(db)
         .await?;
     Ok(live.is_some())
