@@ -753,3 +753,35 @@ async fn health_follows_the_database() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn generated_token_key_survives_restarts() {
+    each_backend(|db: TestDb| async move {
+        let connection = db.connect().await;
+        portcullis::store::migrate(&connection).await.unwrap();
+        let config = portcullis::config::Config::default();
+        assert!(config.auth.jwt_secret.is_none());
+        let first = portcullis::service::Services::new(connection.clone(), &config).await.unwrap();
+        let claims = Claims {
+            sub: "u".into(),
+            org: "o".into(),
+            sid: "s".into(),
+            iss: String::new(),
+            aud: String::new(),
+            iat: now().timestamp(),
+            nbf: now().timestamp(),
+            exp: now().timestamp() + 60,
+        };
+        let token = first.auth.token_keys().sign(claims).unwrap();
+        // A restarted server (or another replica) on the same database verifies it.
+        let second = portcullis::service::Services::new(connection.clone(), &config).await.unwrap();
+        assert_eq!(second.auth.token_keys().verify(&token).unwrap().sub, "u", "{}", db.backend);
+        // A server with a different database does not.
+        let other_db = TestDb::sqlite();
+        let other_connection = other_db.connect().await;
+        portcullis::store::migrate(&other_connection).await.unwrap();
+        let stranger = portcullis::service::Services::new(other_connection, &config).await.unwrap();
+        assert!(stranger.auth.token_keys().verify(&token).is_err());
+    })
+    .await;
+}
