@@ -127,7 +127,10 @@ impl Config {
         // PORTCULLIS_DATABASE_URL → database_url; PORTCULLIS_AUTH__JWT_ISSUER → auth.jwt_issuer.
         // Other PORTCULLIS_* variables (for example the test suite's) are not ours to reject.
         let env = Env::prefixed("PORTCULLIS_")
-            .filter(|key| TOP_LEVEL_KEYS.iter().any(|known| key.as_str().split("__").next() == Some(*known)))
+            .filter(|key| {
+                let top = key.as_str().split("__").next().unwrap_or_default();
+                TOP_LEVEL_KEYS.iter().any(|known| top.eq_ignore_ascii_case(known))
+            })
             .split("__");
         figment = figment.merge(env);
         figment.extract().map_err(Box::new)

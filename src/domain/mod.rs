@@ -1,5 +1,6 @@
 //! Pure types and rules of Portcullis: no tonic, no sea-orm, no I/O.
 
+mod ip;
 mod permission;
 mod resource;
 mod validate;
@@ -7,6 +8,7 @@ mod validate;
 use std::fmt;
 use std::str::FromStr;
 
+pub use ip::{IpVersion, check_session_address, client_address, normalize, parse_session_address};
 pub use permission::Permission;
 pub use resource::{AwsSecurityGroup, GcpFirewall, MemoryProvider, ProviderConfig};
 pub use validate::{FieldViolation, Violations, normalize_email, validate_name};
