@@ -21,6 +21,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "auth",
     "sessions",
     "network",
+    "providers",
 ];
 
 /// Everything the server can be told.
@@ -40,6 +41,15 @@ pub struct Config {
     pub auth: AuthConfig,
     pub sessions: SessionConfig,
     pub network: NetworkConfig,
+    pub providers: ProvidersConfig,
+}
+
+/// Provider settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProvidersConfig {
+    /// Mirror the memory provider's rules to this JSON file, so they survive restarts.
+    pub memory_state_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -53,6 +63,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             sessions: SessionConfig::default(),
             network: NetworkConfig::default(),
+            providers: ProvidersConfig::default(),
         }
     }
 }

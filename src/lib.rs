@@ -2,9 +2,11 @@
 
 pub mod config;
 pub mod domain;
+pub mod engine;
 pub mod error;
 pub mod grpc;
 pub mod pb;
+pub mod provider;
 pub mod service;
 pub mod store;
 pub mod telemetry;

@@ -2,6 +2,8 @@
 
 use clap::{Parser, Subcommand};
 use portcullis::config::{Config, LogFormat, Secret};
+use portcullis::provider::Providers;
+use portcullis::provider::memory::MemoryFirewall;
 use portcullis::service::{Services, initialize};
 use portcullis::{grpc, store, telemetry};
 use std::net::SocketAddr;
@@ -104,11 +106,16 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Serve => {
             tracing::debug!(?config, "configuration");
-            let services = Services::new(db, &config).await?;
+            let memory = match &config.providers.memory_state_file {
+                Some(path) => MemoryFirewall::with_state_file(path.clone())?,
+                None => MemoryFirewall::in_process(),
+            };
+            let services = Services::new(db, &config, Providers::new(memory)).await?;
             let listener = tokio::net::TcpListener::bind(config.listen).await?;
             tracing::info!(address = %listener.local_addr()?, "listening");
             let interval = Duration::from_secs(config.health_check_interval_secs.max(1));
-            grpc::serve(listener, services, interval, shutdown_signal()).await?;
+            let options = grpc::ServeOptions { health_check_interval: interval, network: config.network.clone() };
+            grpc::serve(listener, services, options, shutdown_signal()).await?;
             tracing::info!("stopped");
             Ok(())
         }

@@ -5,11 +5,13 @@ mod common;
 use common::{TestDb, TestServer, each_backend, reason, violated_fields, with_key, with_token};
 use portcullis::domain::{Permission, new_id, now};
 use portcullis::pb::v1::audit_service_client::AuditServiceClient;
+use portcullis::pb::v1::auth_service_client::AuthServiceClient;
 use portcullis::pb::v1::organization_service_client::OrganizationServiceClient;
 use portcullis::pb::v1::resource_service_client::ResourceServiceClient;
-use portcullis::pb::v1::session_service_client::SessionServiceClient;
 use portcullis::pb::v1::user_service_client::UserServiceClient;
 use portcullis::pb::v1::*;
+use portcullis::provider::Providers;
+use portcullis::provider::memory::MemoryFirewall;
 use portcullis::service::credentials::Claims;
 use portcullis::store::entity::login_session;
 use portcullis::store::queries;
@@ -713,8 +715,9 @@ async fn organization_tier_and_suspension() {
 async fn pending_services_answer_unimplemented() {
     let db = TestDb::sqlite();
     let server = TestServer::start(&db).await;
-    let mut sessions = SessionServiceClient::new(server.channel().await);
-    let err = sessions.start_session(with_key(StartSessionRequest::default(), &server.admin_key)).await.unwrap_err();
+    let mut auth = AuthServiceClient::new(server.channel().await);
+    let err =
+        auth.start_login(StartLoginRequest { email: "admin@example.com".into(), password: None }).await.unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
     assert_eq!(reason(&err), "ERROR_REASON_NOT_IMPLEMENTED");
     server.stop().await;
@@ -761,7 +764,8 @@ async fn generated_token_key_survives_restarts() {
         portcullis::store::migrate(&connection).await.unwrap();
         let config = portcullis::config::Config::default();
         assert!(config.auth.jwt_secret.is_none());
-        let first = portcullis::service::Services::new(connection.clone(), &config).await.unwrap();
+        let providers = || Providers::new(MemoryFirewall::in_process());
+        let first = portcullis::service::Services::new(connection.clone(), &config, providers()).await.unwrap();
         let claims = Claims {
             sub: "u".into(),
             org: "o".into(),
@@ -774,13 +778,13 @@ async fn generated_token_key_survives_restarts() {
         };
         let token = first.auth.token_keys().sign(claims).unwrap();
         // A restarted server (or another replica) on the same database verifies it.
-        let second = portcullis::service::Services::new(connection.clone(), &config).await.unwrap();
+        let second = portcullis::service::Services::new(connection.clone(), &config, providers()).await.unwrap();
         assert_eq!(second.auth.token_keys().verify(&token).unwrap().sub, "u", "{}", db.backend);
         // A server with a different database does not.
         let other_db = TestDb::sqlite();
         let other_connection = other_db.connect().await;
         portcullis::store::migrate(&other_connection).await.unwrap();
-        let stranger = portcullis::service::Services::new(other_connection, &config).await.unwrap();
+        let stranger = portcullis::service::Services::new(other_connection, &config, providers()).await.unwrap();
         assert!(stranger.auth.token_keys().verify(&token).is_err());
     })
     .await;

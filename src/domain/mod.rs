@@ -3,6 +3,7 @@
 mod ip;
 mod permission;
 mod resource;
+mod session;
 mod validate;
 
 use std::fmt;
@@ -11,6 +12,7 @@ use std::str::FromStr;
 pub use ip::{IpVersion, check_session_address, client_address, normalize, parse_session_address};
 pub use permission::Permission;
 pub use resource::{AwsSecurityGroup, GcpFirewall, MemoryProvider, ProviderConfig};
+pub use session::roll_up;
 pub use validate::{FieldViolation, Violations, normalize_email, validate_name};
 
 /// A new identifier: a UUIDv7, so identifiers sort in creation order (keyset pagination relies on it).

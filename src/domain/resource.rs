@@ -15,6 +15,8 @@ pub enum ProviderConfig {
 pub struct MemoryProvider {
     pub latency_ms: u32,
     pub fail_addresses: Vec<IpAddr>,
+    #[serde(default)]
+    pub transient_failures: u32,
 }
 
 /// An EC2 security group.

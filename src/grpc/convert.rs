@@ -5,7 +5,8 @@ use crate::error::{Error, Result};
 use crate::pb::v1 as pb;
 use crate::service::audit::details_of;
 use crate::service::resources::provider_of;
-use crate::store::entity::{audit_event, organization, resource, user};
+use crate::store::entity::{audit_event, organization, resource, resource_ip, user};
+use crate::store::queries::sessions::SessionRecord;
 use crate::store::{PageRequest, StoreError};
 use chrono::{DateTime, Utc};
 use prost_types::{FieldMask, Timestamp};
@@ -146,6 +147,7 @@ pub fn resource_to_pb(model: resource::Model) -> Result<pb::Resource, StoreError
         ProviderConfig::Memory(memory) => pb::resource::Provider::Memory(pb::MemoryProvider {
             latency_ms: memory.latency_ms,
             fail_addresses: memory.fail_addresses.iter().map(ToString::to_string).collect(),
+            transient_failures: memory.transient_failures,
         }),
         ProviderConfig::AwsSecurityGroup(aws) => pb::resource::Provider::AwsSecurityGroup(pb::AwsSecurityGroup {
             region: aws.region,
@@ -197,7 +199,11 @@ pub fn provider_from_pb(provider: pb::resource::Provider) -> Result<ProviderConf
                     }
                 }
             }
-            ProviderConfig::Memory(domain::MemoryProvider { latency_ms: memory.latency_ms, fail_addresses })
+            ProviderConfig::Memory(domain::MemoryProvider {
+                latency_ms: memory.latency_ms,
+                fail_addresses,
+                transient_failures: memory.transient_failures,
+            })
         }
         pb::resource::Provider::AwsSecurityGroup(aws) => {
             let from_port = port(&mut violations, "resource.aws_security_group.from_port", aws.from_port);
@@ -227,4 +233,105 @@ pub fn provider_from_pb(provider: pb::resource::Provider) -> Result<ProviderConf
         }
     };
     if violations.is_empty() { Ok(config) } else { Err(violations.into()) }
+}
+
+fn session_status_to_pb(stored: &str) -> pb::SessionStatus {
+    use domain::SessionStatus as S;
+    match stored.parse() {
+        Ok(S::Pending) => pb::SessionStatus::Pending,
+        Ok(S::Active) => pb::SessionStatus::Active,
+        Ok(S::Partial) => pb::SessionStatus::Partial,
+        Ok(S::Failed) => pb::SessionStatus::Failed,
+        Ok(S::Expiring) => pb::SessionStatus::Expiring,
+        Ok(S::Expired) => pb::SessionStatus::Expired,
+        Ok(S::Cancelled) => pb::SessionStatus::Cancelled,
+        Err(_) => pb::SessionStatus::Unspecified,
+    }
+}
+
+/// A session status from a request filter; `None` for UNSPECIFIED or unknown numbers.
+pub fn session_status_from_pb(value: i32) -> Option<domain::SessionStatus> {
+    use domain::SessionStatus as S;
+    Some(match pb::SessionStatus::try_from(value).ok()? {
+        pb::SessionStatus::Unspecified => return None,
+        pb::SessionStatus::Pending => S::Pending,
+        pb::SessionStatus::Active => S::Active,
+        pb::SessionStatus::Partial => S::Partial,
+        pb::SessionStatus::Failed => S::Failed,
+        pb::SessionStatus::Expiring => S::Expiring,
+        pb::SessionStatus::Expired => S::Expired,
+        pb::SessionStatus::Cancelled => S::Cancelled,
+    })
+}
+
+fn resource_ip_status_to_pb(stored: &str) -> pb::ResourceIpStatus {
+    use domain::ResourceIpStatus as R;
+    match stored.parse() {
+        Ok(R::Pending) => pb::ResourceIpStatus::Pending,
+        Ok(R::Applied) => pb::ResourceIpStatus::Applied,
+        Ok(R::Failed) => pb::ResourceIpStatus::Failed,
+        Ok(R::Removing) => pb::ResourceIpStatus::Removing,
+        Ok(R::Removed) => pb::ResourceIpStatus::Removed,
+        Err(_) => pb::ResourceIpStatus::Unspecified,
+    }
+}
+
+/// A rule status from a request filter; `None` for UNSPECIFIED or unknown numbers.
+pub fn resource_ip_status_from_pb(value: i32) -> Option<domain::ResourceIpStatus> {
+    use domain::ResourceIpStatus as R;
+    Some(match pb::ResourceIpStatus::try_from(value).ok()? {
+        pb::ResourceIpStatus::Unspecified => return None,
+        pb::ResourceIpStatus::Pending => R::Pending,
+        pb::ResourceIpStatus::Applied => R::Applied,
+        pb::ResourceIpStatus::Failed => R::Failed,
+        pb::ResourceIpStatus::Removing => R::Removing,
+        pb::ResourceIpStatus::Removed => R::Removed,
+    })
+}
+
+fn ended_reason_to_pb(stored: Option<&str>) -> pb::EndedReason {
+    match stored.map(str::parse) {
+        Some(Ok(domain::EndedReason::Expired)) => pb::EndedReason::Expired,
+        Some(Ok(domain::EndedReason::Manual)) => pb::EndedReason::Manual,
+        Some(Ok(domain::EndedReason::Admin)) => pb::EndedReason::Admin,
+        _ => pb::EndedReason::Unspecified,
+    }
+}
+
+pub fn resource_ip_to_pb(model: &resource_ip::Model) -> pb::ResourceIp {
+    pb::ResourceIp {
+        id: model.id.clone(),
+        session_id: model.session_id.clone(),
+        resource_id: model.resource_id.clone(),
+        resource_name: model.resource_name.clone(),
+        ip_version: u32::try_from(model.ip_version).unwrap_or_default(),
+        ip_address: model.ip_address.clone(),
+        status: resource_ip_status_to_pb(&model.status).into(),
+        provider_rule_id: model.provider_rule_id.clone().unwrap_or_default(),
+        applied_at: model.applied_at.map(timestamp),
+        removed_at: model.removed_at.map(timestamp),
+        error_message: model.error_message.clone().unwrap_or_default(),
+        created_at: Some(timestamp(model.created_at)),
+    }
+}
+
+pub fn session_to_pb(record: &SessionRecord) -> pb::Session {
+    let session = &record.session;
+    pb::Session {
+        id: session.id.clone(),
+        user_id: session.user_id.clone(),
+        user_name: record.user_name.clone(),
+        user_email: record.user_email.clone(),
+        ipv4_address: session.ipv4_address.clone().unwrap_or_default(),
+        ipv6_address: session.ipv6_address.clone().unwrap_or_default(),
+        status: session_status_to_pb(&session.status).into(),
+        started_at: Some(timestamp(session.started_at)),
+        expires_at: Some(timestamp(session.expires_at)),
+        ended_at: session.ended_at.map(timestamp),
+        ended_reason: ended_reason_to_pb(session.ended_reason.as_deref()).into(),
+        resource_ips: record.rules.iter().map(resource_ip_to_pb).collect(),
+        created_at: Some(timestamp(session.created_at)),
+        revision: u64::try_from(session.revision).unwrap_or_default(),
+        organization_id: session.organization_id.clone(),
+    }
 }

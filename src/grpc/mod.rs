@@ -6,10 +6,13 @@ pub mod auth;
 mod convert;
 mod organizations;
 mod pending;
+mod resource_ips;
 mod resources;
+mod sessions;
 pub mod status;
 mod users;
 
+use crate::config::NetworkConfig;
 use crate::pb::{self, v1};
 use crate::service::Services;
 use std::future::Future;
@@ -23,8 +26,8 @@ use tonic_health::server::HealthReporter;
 
 /// Every service name reported by the health service (besides "" for the whole server).
 const SERVICE_NAMES: &[&str] = &[
-    <v1::session_service_server::SessionServiceServer<pending::PendingApi> as NamedService>::NAME,
-    <v1::resource_ip_service_server::ResourceIpServiceServer<pending::PendingApi> as NamedService>::NAME,
+    <v1::session_service_server::SessionServiceServer<sessions::SessionApi> as NamedService>::NAME,
+    <v1::resource_ip_service_server::ResourceIpServiceServer<resource_ips::ResourceIpApi> as NamedService>::NAME,
     <v1::auth_service_server::AuthServiceServer<pending::PendingApi> as NamedService>::NAME,
     <v1::resource_service_server::ResourceServiceServer<resources::ResourceApi> as NamedService>::NAME,
     <v1::user_service_server::UserServiceServer<users::UserApi> as NamedService>::NAME,
@@ -32,17 +35,31 @@ const SERVICE_NAMES: &[&str] = &[
     <v1::audit_service_server::AuditServiceServer<audit::AuditApi> as NamedService>::NAME,
 ];
 
-/// Serves every service on `listener` until `shutdown` completes, then drains in-flight calls.
+/// How the server runs, beyond the services themselves.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub health_check_interval: Duration,
+    pub network: NetworkConfig,
+}
+
+/// Serves every service on `listener` and runs the session engine until `shutdown` completes;
+/// then stops accepting calls, drains in-flight ones and lets in-flight provider calls finish.
 pub async fn serve(
     listener: TcpListener,
     services: Services,
-    health_check_interval: Duration,
+    options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (reporter, health_service) = tonic_health::server::health_reporter();
-    let (stop_health, health_stopped) = tokio::sync::watch::channel(false);
-    let health_task =
-        tokio::spawn(watch_database(services.db.clone(), reporter, health_check_interval, health_stopped));
+    let (stop_background, background_stopped) = tokio::sync::watch::channel(false);
+    let health_task = tokio::spawn(watch_database(
+        services.db.clone(),
+        reporter,
+        options.health_check_interval,
+        background_stopped.clone(),
+    ));
+    let engine = services.engine.clone();
+    let engine_task = tokio::spawn(async move { engine.run(background_stopped).await });
 
     let reflection_v1 = reflection().build_v1()?;
     // grpcurl before 1.9 and some other clients only speak the v1alpha protocol.
@@ -53,8 +70,13 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(v1::session_service_server::SessionServiceServer::new(pending::PendingApi))
-        .add_service(v1::resource_ip_service_server::ResourceIpServiceServer::new(pending::PendingApi))
+        .add_service(v1::session_service_server::SessionServiceServer::new(sessions::SessionApi {
+            sessions: services.sessions.clone(),
+            trusted_proxies: options.network.trusted_proxies.clone(),
+        }))
+        .add_service(v1::resource_ip_service_server::ResourceIpServiceServer::new(resource_ips::ResourceIpApi(
+            services.sessions.clone(),
+        )))
         .add_service(v1::auth_service_server::AuthServiceServer::new(pending::PendingApi))
         .add_service(v1::resource_service_server::ResourceServiceServer::new(resources::ResourceApi(
             services.resources.clone(),
@@ -66,8 +88,9 @@ pub async fn serve(
         .add_service(v1::audit_service_server::AuditServiceServer::new(audit::AuditApi(services.audit.clone())))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
-    let _ = stop_health.send(true);
+    let _ = stop_background.send(true);
     let _ = health_task.await;
+    let _ = engine_task.await;
     result.map_err(Into::into)
 }
 

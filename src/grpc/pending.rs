@@ -3,11 +3,7 @@
 
 use crate::error::Error;
 use crate::pb::v1::auth_service_server::AuthService;
-use crate::pb::v1::resource_ip_service_server::ResourceIpService;
-use crate::pb::v1::session_service_server::SessionService;
 use crate::pb::v1::*;
-use std::pin::Pin;
-use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 pub struct PendingApi;
@@ -18,10 +14,9 @@ fn pending<T>(method: &'static str) -> Result<Response<T>, Status> {
 
 /// Implements `$service` for [`PendingApi`] with every listed method answering [`pending`].
 macro_rules! pending_service {
-    ($service:ident { $($item:item)* } $($method:ident($request:ty) -> $response:ty;)+) => {
+    ($service:ident $($method:ident($request:ty) -> $response:ty;)+) => {
         #[tonic::async_trait]
         impl $service for PendingApi {
-            $($item)*
             $(
                 async fn $method(&self, _request: Request<$request>) -> Result<Response<$response>, Status> {
                     pending(concat!(stringify!($service), ".", stringify!($method)))
@@ -31,24 +26,7 @@ macro_rules! pending_service {
     };
 }
 
-pending_service! { SessionService {
-        type WatchSessionStream = Pin<Box<dyn Stream<Item = Result<WatchSessionResponse, Status>> + Send>>;
-    }
-    start_session(StartSessionRequest) -> StartSessionResponse;
-    get_session(GetSessionRequest) -> GetSessionResponse;
-    list_sessions(ListSessionsRequest) -> ListSessionsResponse;
-    stop_session(StopSessionRequest) -> StopSessionResponse;
-    extend_session(ExtendSessionRequest) -> ExtendSessionResponse;
-    watch_session(WatchSessionRequest) -> Self::WatchSessionStream;
-}
-
-pending_service! { ResourceIpService {}
-    get_resource_ip(GetResourceIpRequest) -> GetResourceIpResponse;
-    list_resource_ips(ListResourceIpsRequest) -> ListResourceIpsResponse;
-    retry_resource_ip(RetryResourceIpRequest) -> RetryResourceIpResponse;
-}
-
-pending_service! { AuthService {}
+pending_service! { AuthService
     start_login(StartLoginRequest) -> StartLoginResponse;
     verify_login(VerifyLoginRequest) -> VerifyLoginResponse;
     get_current_login(GetCurrentLoginRequest) -> GetCurrentLoginResponse;

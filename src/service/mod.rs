@@ -7,6 +7,7 @@ mod bootstrap;
 pub mod credentials;
 pub mod organizations;
 pub mod resources;
+pub mod sessions;
 pub mod users;
 
 pub use audit::{AuditLog, AuditRecord};
@@ -14,10 +15,13 @@ pub use auth::{Authenticator, Caller, Credential};
 pub use bootstrap::{Bootstrap, initialize};
 pub use organizations::{OrganizationChanges, OrganizationManager};
 pub use resources::{CheckOutcome, NewResource, ResourceChanges, ResourceManager};
+pub use sessions::{SessionManager, StartRequest};
 pub use users::{NewUser, UserChanges, UserManager};
 
 use crate::config::Config;
+use crate::engine::{Engine, EngineConfig};
 use crate::error::Result;
+use crate::provider::Providers;
 use sea_orm::DatabaseConnection;
 
 /// Every use-case, sharing one connection pool.
@@ -29,11 +33,16 @@ pub struct Services {
     pub users: UserManager,
     pub resources: ResourceManager,
     pub audit: AuditLog,
+    pub sessions: SessionManager,
+    pub engine: Engine,
 }
 
 impl Services {
-    pub async fn new(db: DatabaseConnection, config: &Config) -> Result<Services> {
+    pub async fn new(db: DatabaseConnection, config: &Config, providers: Providers) -> Result<Services> {
+        let engine = Engine::new(db.clone(), providers, EngineConfig::default());
         Ok(Services {
+            sessions: SessionManager::new(db.clone(), engine.clone(), config.sessions.clone()),
+            engine,
             auth: Authenticator::new(db.clone(), &config.auth).await?,
             organizations: OrganizationManager::new(db.clone()),
             users: UserManager::new(db.clone()),

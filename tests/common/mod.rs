@@ -5,6 +5,9 @@
 
 use portcullis::config::Config;
 use portcullis::domain::{Permission, new_id, now};
+use portcullis::grpc::ServeOptions;
+use portcullis::provider::Providers;
+use portcullis::provider::memory::MemoryFirewall;
 use portcullis::service::credentials::generate_api_key;
 use portcullis::service::{Services, initialize};
 use portcullis::store::entity::{api_key, organization, user};
@@ -118,16 +121,23 @@ pub fn test_config() -> Config {
 
 impl TestServer {
     pub async fn start(db: &TestDb) -> TestServer {
+        TestServer::start_with(db, test_config()).await
+    }
+
+    pub async fn start_with(db: &TestDb, config: Config) -> TestServer {
         let connection = db.connect().await;
         store::migrate(&connection).await.expect("migrate");
         let created = initialize(&connection, "admin@example.com", "Acme").await.expect("init");
-        let services = Services::new(connection.clone(), &test_config()).await.expect("services");
+        let providers = Providers::new(MemoryFirewall::in_process());
+        let services = Services::new(connection.clone(), &config, providers).await.expect("services");
+        let options =
+            ServeOptions { health_check_interval: Duration::from_millis(200), network: config.network.clone() };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (shutdown, stopped) = oneshot::channel::<()>();
         let served = services.clone();
         let task = tokio::spawn(async move {
-            portcullis::grpc::serve(listener, served, Duration::from_millis(200), async {
+            portcullis::grpc::serve(listener, served, options, async {
                 let _ = stopped.await;
             })
             .await
@@ -143,6 +153,11 @@ impl TestServer {
             shutdown: Some(shutdown),
             task: Some(task),
         }
+    }
+
+    /// The rules the memory provider holds on a resource.
+    pub fn memory_rules(&self, resource_id: &str) -> Vec<std::net::IpAddr> {
+        self.services.engine.providers().memory().rules(resource_id).into_keys().collect()
     }
 
     pub async fn channel(&self) -> Channel {

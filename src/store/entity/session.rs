@@ -15,6 +15,8 @@ pub struct Model {
     pub ended_at: Option<DateTimeUtc>,
     pub ended_reason: Option<String>,
     pub revision: i64,
+    pub live_ipv4_key: Option<String>,
+    pub live_ipv6_key: Option<String>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -21,6 +21,10 @@ impl MigrationTrait for Migration {
                     .col(timestamp_with_time_zone_null("ended_at"))
                     .col(string_null("ended_reason"))
                     .col(big_integer("revision"))
+                    // "user|address" while the session is live, NULL afterwards: a unique index on
+                    // these enforces one live session per user and address on every backend.
+                    .col(string_null("live_ipv4_key"))
+                    .col(string_null("live_ipv6_key"))
                     .col(timestamp_with_time_zone("created_at"))
                     .col(timestamp_with_time_zone("updated_at"))
                     .foreign_key(&mut super::cascade("sessions", "organization_id", "organizations"))
@@ -31,6 +35,8 @@ impl MigrationTrait for Migration {
         manager.create_index(super::index("sessions", &["organization_id", "id"], false)).await?;
         manager.create_index(super::index("sessions", &["user_id", "status"], false)).await?;
         manager.create_index(super::index("sessions", &["status", "expires_at"], false)).await?;
+        manager.create_index(super::index("sessions", &["live_ipv4_key"], true)).await?;
+        manager.create_index(super::index("sessions", &["live_ipv6_key"], true)).await?;
         manager
             .create_table(
                 Table::create()

@@ -5,6 +5,7 @@ pub mod audit_events;
 pub mod login_sessions;
 pub mod organizations;
 pub mod resources;
+pub mod sessions;
 pub mod signing_keys;
 pub mod users;
 

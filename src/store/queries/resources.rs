@@ -84,3 +84,24 @@ pub async fn has_live_rules(db: &impl ConnectionTrait, resource_id: &str) -> Sto
         .await?;
     Ok(live.is_some())
 }
+
+/// A resource by id, whatever its organization: for the engine only.
+pub async fn get_by_id(db: &impl ConnectionTrait, id: &str) -> StoreResult<Model> {
+    found(Entity::find_by_id(id).one(db).await?)
+}
+
+/// Every resource assigned to `user_id`.
+pub async fn assigned_to(db: &impl ConnectionTrait, user_id: &str) -> StoreResult<Vec<Model>> {
+    Ok(Entity::find()
+        .filter(
+            Column::Id.in_subquery(
+                Query::select()
+                    .column(resource_assignment::Column::ResourceId)
+                    .from(resource_assignment::Entity)
+                    .and_where(resource_assignment::Column::UserId.eq(user_id))
+                    .to_owned(),
+            ),
+        )
+        .all(db)
+        .await?)
+}

@@ -1,0 +1,83 @@
+//! Fan-out of session changes to WatchSession streams.
+//!
+//! One `watch` channel per watched session holds only the latest state: a slow watcher skips
+//! intermediate states and gets the newest one, and never blocks the engine or other watchers.
+//! States only move forward (by revision), so a late publisher cannot make a watcher go back.
+//! Whatever learns of a change can publish it: today the engine after each commit; with several
+//! replicas, a PostgreSQL LISTEN/NOTIFY listener that reloads the session would call the same
+//! [`Hub::publish`].
+
+use crate::store::queries::sessions::SessionRecord;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+type Slot = watch::Sender<Option<Arc<SessionRecord>>>;
+
+#[derive(Clone, Default)]
+pub struct Hub {
+    channels: Arc<Mutex<HashMap<String, Slot>>>,
+}
+
+impl Hub {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        self.channels.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Offers a new state of a session to its watchers (a no-op when nobody watches it).
+    pub fn publish(&self, record: Arc<SessionRecord>) {
+        let channels = self.lock();
+        if let Some(slot) = channels.get(&record.session.id) {
+            slot.send_if_modified(|current| {
+                let newer = current.as_ref().is_none_or(|c| c.session.revision < record.session.revision);
+                if newer {
+                    *current = Some(record.clone());
+                }
+                newer
+            });
+        }
+    }
+
+    /// Starts receiving the states of `session_id` published from now on.
+    pub fn subscribe(&self, session_id: &str) -> Subscription {
+        let mut channels = self.lock();
+        let slot = channels.entry(session_id.to_owned()).or_insert_with(|| watch::channel(None).0);
+        Subscription { receiver: slot.subscribe(), hub: self.clone(), session_id: session_id.to_owned() }
+    }
+
+    /// How many sessions have watchers (for tests and metrics).
+    pub fn watched_sessions(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// One watcher's view of a session; the channel is dropped with its last watcher.
+pub struct Subscription {
+    receiver: watch::Receiver<Option<Arc<SessionRecord>>>,
+    hub: Hub,
+    session_id: String,
+}
+
+impl Subscription {
+    /// Waits for a state newer than the last one seen; `None` if the hub is gone.
+    pub async fn next(&mut self) -> Option<Arc<SessionRecord>> {
+        loop {
+            self.receiver.changed().await.ok()?;
+            if let Some(record) = self.receiver.borrow_and_update().clone() {
+                return Some(record);
+            }
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut channels = self.hub.lock();
+        if let Some(slot) = channels.get(&self.session_id) {
+            // This subscription's receiver is still counted while it is being dropped.
+            if slot.receiver_count() <= 1 {
+                channels.remove(&self.session_id);
+            }
+        }
+    }
+}

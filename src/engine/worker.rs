@@ -1,0 +1,301 @@
+//! The rule worker: claims due rules, calls providers once per resource, records outcomes.
+
+use super::Engine;
+use crate::domain::{ResourceIpStatus, new_id, now};
+use crate::provider::{FirewallProvider, ProviderError, RuleRef, RuleRequest, Target};
+use crate::service::resources::provider_of;
+use crate::store::entity::resource_ip;
+use crate::store::queries::{resources, sessions};
+use crate::store::{self, StoreError, StoreResult};
+use chrono::TimeDelta;
+use rand::Rng;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+const LONGEST_IDLE: Duration = Duration::from_secs(1);
+
+pub(super) async fn run(engine: Engine, mut stop: watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let idle = match process_batch(&engine).await {
+            Ok(0) => match sessions::next_due(&engine.inner.db).await {
+                Ok(Some(at)) => {
+                    (at - now()).to_std().unwrap_or(Duration::ZERO).clamp(Duration::from_millis(5), LONGEST_IDLE)
+                }
+                Ok(None) => LONGEST_IDLE,
+                Err(err) => {
+                    tracing::warn!(error = %err, "reading next due rule failed");
+                    LONGEST_IDLE
+                }
+            },
+            Ok(_) => continue,
+            Err(err) => {
+                tracing::warn!(error = %err, "rule batch failed");
+                LONGEST_IDLE
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(idle) => {}
+            _ = engine.inner.work.notified() => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// What happened to one claimed rule.
+enum Outcome {
+    Applied {
+        rule_id: String,
+    },
+    Failed {
+        message: String,
+    },
+    Removed,
+    /// Try again later (a transient error, or any error while removing: removal never gives up).
+    Retry {
+        message: String,
+    },
+}
+
+async fn process_batch(engine: &Engine) -> StoreResult<usize> {
+    let inner = &engine.inner;
+    let token = format!("{}:{}", inner.owner, new_id());
+    let at = now();
+    let lease_until = at + TimeDelta::from_std(inner.config.lease).unwrap_or(TimeDelta::seconds(30));
+    let claimed = sessions::claim_due_rules(&inner.db, &token, at, lease_until, inner.config.batch).await?;
+    if claimed.is_empty() {
+        return Ok(0);
+    }
+    let count = claimed.len();
+    let mut by_resource: BTreeMap<String, Vec<resource_ip::Model>> = BTreeMap::new();
+    for rule in claimed {
+        by_resource.entry(rule.resource_id.clone()).or_default().push(rule);
+    }
+    let results = futures::future::join_all(
+        by_resource.into_iter().map(|(id, rules)| process_resource(engine, &token, id, rules)),
+    )
+    .await;
+    let mut touched = BTreeSet::new();
+    for result in results {
+        match result {
+            Ok(sessions) => touched.extend(sessions),
+            Err(err) => {
+                tracing::warn!(error = %err, "recording provider results failed; the lease will expire and retry")
+            }
+        }
+    }
+    for session_id in touched {
+        engine.settle(&session_id).await?;
+        engine.publish(&session_id).await;
+    }
+    Ok(count)
+}
+
+/// Works one resource's claimed rules: removals first (so a shared rule is only revoked when
+/// nobody else wants it), then applications, each in one provider call.
+async fn process_resource(
+    engine: &Engine,
+    token: &str,
+    resource_id: String,
+    rules: Vec<resource_ip::Model>,
+) -> StoreResult<Vec<String>> {
+    let db = &engine.inner.db;
+    let provider = match resources::get_by_id(db, &resource_id).await {
+        Ok(resource) => match provider_of(&resource) {
+            Ok(config) => engine
+                .providers()
+                .for_config(&config)
+                .map(|provider| (provider, Target { resource_id: resource_id.clone(), config })),
+            Err(err) => Err(ProviderError::Rejected(err.to_string())),
+        },
+        Err(StoreError::NotFound) => Err(ProviderError::Rejected("the resource was deleted".into())),
+        Err(err) => return Err(err),
+    };
+    let (removing, pending): (Vec<_>, Vec<_>) =
+        rules.into_iter().partition(|rule| rule.status == ResourceIpStatus::Removing.as_str());
+    let mut outcomes = Vec::new();
+    outcomes.extend(remove(engine, provider.as_ref(), removing).await?);
+    outcomes.extend(apply(engine, provider.as_ref(), pending).await?);
+    record(engine, token, outcomes).await
+}
+
+type ProviderTarget = (Arc<dyn FirewallProvider>, Target);
+
+async fn remove(
+    engine: &Engine,
+    provider: Result<&ProviderTarget, &ProviderError>,
+    rules: Vec<resource_ip::Model>,
+) -> StoreResult<Vec<(resource_ip::Model, Outcome)>> {
+    let mut outcomes = Vec::new();
+    let mut to_revoke = Vec::new();
+    for rule in rules {
+        if !sessions::other_holders(&engine.inner.db, &rule).await?.is_empty() {
+            // Another live session holds the same address here: the shared rule stays.
+            outcomes.push((rule, Outcome::Removed));
+        } else {
+            to_revoke.push(rule);
+        }
+    }
+    if to_revoke.is_empty() {
+        return Ok(outcomes);
+    }
+    let (provider, target) = match provider {
+        Ok(found) => found,
+        // Nothing reachable was ever opened through a provider we cannot reach.
+        Err(_) => {
+            outcomes.extend(to_revoke.into_iter().map(|rule| (rule, Outcome::Removed)));
+            return Ok(outcomes);
+        }
+    };
+    let refs: Vec<RuleRef> = to_revoke
+        .iter()
+        .filter_map(|rule| {
+            let address = rule.ip_address.parse::<IpAddr>().ok()?;
+            Some(RuleRef { address, rule_id: rule.provider_rule_id.clone() })
+        })
+        .collect();
+    let results = if refs.len() == to_revoke.len() {
+        provider.revoke(target, &refs).await
+    } else {
+        to_revoke.iter().map(|_| Err(ProviderError::Rejected("stored address is unreadable".into()))).collect()
+    };
+    for (rule, result) in to_revoke.into_iter().zip(results) {
+        let outcome = match result {
+            Ok(()) => Outcome::Removed,
+            Err(err) => {
+                tracing::warn!(resource_ip_id = %rule.id, error = %err, "revoke failed; will retry");
+                Outcome::Retry { message: err.to_string() }
+            }
+        };
+        outcomes.push((rule, outcome));
+    }
+    Ok(outcomes)
+}
+
+async fn apply(
+    engine: &Engine,
+    provider: Result<&ProviderTarget, &ProviderError>,
+    rules: Vec<resource_ip::Model>,
+) -> StoreResult<Vec<(resource_ip::Model, Outcome)>> {
+    let mut outcomes = Vec::new();
+    let (provider, target) = match provider {
+        Ok(found) => found,
+        Err(err) => {
+            return Ok(rules.into_iter().map(|rule| (rule, Outcome::Failed { message: err.to_string() })).collect());
+        }
+    };
+    let mut to_apply = Vec::new();
+    let mut requests = Vec::new();
+    for rule in rules {
+        let holders = sessions::other_holders(&engine.inner.db, &rule).await?;
+        if let Some(rule_id) = holders
+            .into_iter()
+            .find_map(|h| h.provider_rule_id.filter(|_| h.status == ResourceIpStatus::Applied.as_str()))
+        {
+            // The address is already open here for another session: share its rule.
+            outcomes.push((rule, Outcome::Applied { rule_id }));
+            continue;
+        }
+        match rule.ip_address.parse::<IpAddr>() {
+            Ok(address) => {
+                requests.push(RuleRequest { address, description: format!("portcullis session {}", rule.session_id) });
+                to_apply.push(rule);
+            }
+            Err(_) => outcomes.push((rule, Outcome::Failed { message: "stored address is unreadable".into() })),
+        }
+    }
+    if requests.is_empty() {
+        return Ok(outcomes);
+    }
+    let results = provider.apply(target, &requests).await;
+    for (rule, result) in to_apply.into_iter().zip(results) {
+        let outcome = match result {
+            Ok(rule_id) => Outcome::Applied { rule_id },
+            Err(ProviderError::Transient(message)) => {
+                tracing::warn!(resource_ip_id = %rule.id, error = %message, "apply failed; will retry");
+                Outcome::Retry { message }
+            }
+            Err(ProviderError::Rejected(message)) => {
+                tracing::warn!(resource_ip_id = %rule.id, error = %message, "apply rejected");
+                Outcome::Failed { message }
+            }
+        };
+        outcomes.push((rule, outcome));
+    }
+    Ok(outcomes)
+}
+
+/// Saves outcomes and releases the leases. A rule whose session ended while it was being applied
+/// (PENDING became REMOVING under our lease) keeps REMOVING but records the rule id, so the
+/// removal that follows revokes exactly what was opened. Returns the sessions that changed.
+async fn record(
+    engine: &Engine,
+    token: &str,
+    outcomes: Vec<(resource_ip::Model, Outcome)>,
+) -> StoreResult<Vec<String>> {
+    let inner = &engine.inner;
+    let txn = store::begin(&inner.db).await?;
+    let mut touched = Vec::new();
+    let at = now();
+    for (claimed, outcome) in outcomes {
+        let current = match sessions::rules_by_ids(&txn, &[claimed.id.as_str()]).await?.pop() {
+            Some(current) if current.lease_owner.as_deref() == Some(token) => current,
+            _ => continue,
+        };
+        let mut next = current.clone();
+        next.lease_owner = None;
+        next.lease_expires_at = None;
+        next.updated_at = at;
+        let status_unchanged = current.status == claimed.status;
+        match outcome {
+            Outcome::Applied { rule_id } => {
+                next.provider_rule_id = Some(rule_id);
+                next.applied_at = Some(at);
+                next.error_message = None;
+                if status_unchanged {
+                    next.status = ResourceIpStatus::Applied.as_str().to_owned();
+                } else {
+                    next.next_attempt_at = at;
+                }
+            }
+            Outcome::Failed { message } if status_unchanged => {
+                next.status = ResourceIpStatus::Failed.as_str().to_owned();
+                next.error_message = Some(message);
+            }
+            Outcome::Removed if status_unchanged => {
+                next.status = ResourceIpStatus::Removed.as_str().to_owned();
+                next.removed_at = Some(at);
+                next.error_message = None;
+            }
+            Outcome::Retry { message } if status_unchanged => {
+                next.attempts = current.attempts.saturating_add(1);
+                next.next_attempt_at = at + backoff(&inner.config, current.attempts);
+                next.error_message = Some(message);
+            }
+            // The status moved under us (the session ended): its new work is due now.
+            _ => next.next_attempt_at = at,
+        }
+        let visible = next.status != current.status
+            || next.provider_rule_id != current.provider_rule_id
+            || next.error_message != current.error_message;
+        if sessions::save_claimed_rule(&txn, token, next).await? && visible {
+            touched.push(current.session_id);
+        }
+    }
+    store::commit(txn).await?;
+    touched.dedup();
+    Ok(touched)
+}
+
+/// Exponential backoff with jitter: base · 2^attempts, capped, times a random 50–100 %.
+fn backoff(config: &super::EngineConfig, attempts: i32) -> TimeDelta {
+    let exponent = u32::try_from(attempts.clamp(0, 20)).unwrap_or(20);
+    let delay = config.backoff_base.saturating_mul(2u32.saturating_pow(exponent)).min(config.backoff_max);
+    let jittered = delay.mul_f64(rand::rng().random_range(0.5..=1.0));
+    TimeDelta::from_std(jittered).unwrap_or(TimeDelta::seconds(60))
+}

@@ -1,0 +1,148 @@
+//! Rules kept in memory (optionally mirrored to a JSON file so they survive a restart):
+//! for development, demos and tests, with configurable latency and failure injection.
+
+use super::{FirewallProvider, ProviderError, RuleRef, RuleRequest, Target};
+use crate::domain::ProviderConfig;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    /// resource id → address → rule.
+    rules: BTreeMap<String, BTreeMap<IpAddr, MemoryRule>>,
+    /// resource id → calls made, for transient failure injection.
+    #[serde(default)]
+    calls: BTreeMap<String, u32>,
+    next_rule: u64,
+}
+
+/// One rule held by the memory provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryRule {
+    pub rule_id: String,
+    pub description: String,
+}
+
+pub struct MemoryFirewall {
+    state: Mutex<State>,
+    state_file: Option<PathBuf>,
+}
+
+impl MemoryFirewall {
+    /// A provider whose rules live only in this process.
+    pub fn in_process() -> MemoryFirewall {
+        MemoryFirewall { state: Mutex::new(State::default()), state_file: None }
+    }
+
+    /// A provider whose rules are mirrored to `path`, loaded from it when it exists.
+    pub fn with_state_file(path: PathBuf) -> std::io::Result<MemoryFirewall> {
+        let state = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(std::io::Error::other)?,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => State::default(),
+            Err(err) => return Err(err),
+        };
+        Ok(MemoryFirewall { state: Mutex::new(state), state_file: Some(path) })
+    }
+
+    /// The rules now held on a resource.
+    pub fn rules(&self, resource_id: &str) -> BTreeMap<IpAddr, MemoryRule> {
+        self.lock().rules.get(resource_id).cloned().unwrap_or_default()
+    }
+
+    /// Every rule held, by resource.
+    pub fn all_rules(&self) -> BTreeMap<String, BTreeMap<IpAddr, MemoryRule>> {
+        self.lock().rules.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // The state stays consistent even if a holder panicked: every change is one insert or remove.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn persist(&self, state: &State) -> Result<(), ProviderError> {
+        let Some(path) = &self.state_file else { return Ok(()) };
+        let bytes = serde_json::to_vec(state).map_err(|e| ProviderError::Transient(e.to_string()))?;
+        let temporary = path.with_extension("tmp");
+        std::fs::write(&temporary, bytes)
+            .and_then(|()| std::fs::rename(&temporary, path))
+            .map_err(|e| ProviderError::Transient(format!("saving memory provider state: {e}")))
+    }
+
+    /// Applies latency and transient-failure injection for one call on `target`.
+    async fn enter(&self, target: &Target) -> Result<(), ProviderError> {
+        let ProviderConfig::Memory(config) = &target.config else {
+            return Err(ProviderError::Rejected("not a memory resource".into()));
+        };
+        if config.latency_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(u64::from(config.latency_ms))).await;
+        }
+        let mut state = self.lock();
+        let calls = state.calls.entry(target.resource_id.clone()).or_default();
+        *calls += 1;
+        if *calls <= config.transient_failures {
+            return Err(ProviderError::Transient(format!("injected transient failure {calls}")));
+        }
+        Ok(())
+    }
+}
+
+fn refused(target: &Target, address: IpAddr) -> bool {
+    matches!(&target.config, ProviderConfig::Memory(config) if config.fail_addresses.contains(&address))
+}
+
+#[async_trait]
+impl FirewallProvider for MemoryFirewall {
+    async fn apply(&self, target: &Target, rules: &[RuleRequest]) -> Vec<Result<String, ProviderError>> {
+        if let Err(err) = self.enter(target).await {
+            return rules.iter().map(|_| Err(err.clone())).collect();
+        }
+        let mut state = self.lock();
+        let mut results = Vec::with_capacity(rules.len());
+        for rule in rules {
+            if refused(target, rule.address) {
+                results.push(Err(ProviderError::Rejected(format!("{} refused by failure injection", rule.address))));
+                continue;
+            }
+            let existing = state.rules.get(&target.resource_id).and_then(|held| held.get(&rule.address)).cloned();
+            let rule_id = match existing {
+                Some(held) => held.rule_id,
+                None => {
+                    state.next_rule += 1;
+                    let rule_id = format!("mem-{}", state.next_rule);
+                    let held = MemoryRule { rule_id: rule_id.clone(), description: rule.description.clone() };
+                    state.rules.entry(target.resource_id.clone()).or_default().insert(rule.address, held);
+                    rule_id
+                }
+            };
+            results.push(Ok(rule_id));
+        }
+        if let Err(err) = self.persist(&state) {
+            return rules.iter().map(|_| Err(err.clone())).collect();
+        }
+        results
+    }
+
+    async fn revoke(&self, target: &Target, rules: &[RuleRef]) -> Vec<Result<(), ProviderError>> {
+        if let Err(err) = self.enter(target).await {
+            return rules.iter().map(|_| Err(err.clone())).collect();
+        }
+        let mut state = self.lock();
+        if let Some(held) = state.rules.get_mut(&target.resource_id) {
+            for rule in rules {
+                held.remove(&rule.address);
+            }
+            if held.is_empty() {
+                state.rules.remove(&target.resource_id);
+            }
+        }
+        match self.persist(&state) {
+            Ok(()) => rules.iter().map(|_| Ok(())).collect(),
+            Err(err) => rules.iter().map(|_| Err(err.clone())).collect(),
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! Sessions: start, read, stop, extend, watch; and their individual rules.
+
+use super::Caller;
+use super::audit::AuditRecord;
+use crate::config::SessionConfig;
+use crate::domain::{
+    EndedReason, IpVersion, Permission, ResourceIpStatus, Role, SessionStatus, Tier, Violations, check_session_address,
+    new_id, now, parse_session_address,
+};
+use crate::engine::{Engine, Subscription};
+use crate::error::{Error, Result, StoreResultExt};
+use crate::pb::v1::ErrorReason;
+use crate::store::entity::{resource_ip, session};
+use crate::store::queries::sessions::{self, RuleFilter, SessionFilter, SessionRecord};
+use crate::store::queries::{organizations, resources};
+use crate::store::{self, Page, PageRequest, StoreError};
+use chrono::TimeDelta;
+use sea_orm::{ActiveValue::Set, DatabaseConnection, IntoActiveModel};
+use std::net::IpAddr;
+
+/// What StartSession asked for, and where the call came from.
+#[derive(Debug, Default)]
+pub struct StartRequest {
+    pub duration_hours: Option<u32>,
+    pub ipv4_address: Option<String>,
+    pub ipv6_address: Option<String>,
+    /// The caller's address as seen by the server (see `domain::client_address`).
+    pub detected_address: Option<IpAddr>,
+}
+
+#[derive(Clone)]
+pub struct SessionManager {
+    db: DatabaseConnection,
+    engine: Engine,
+    config: SessionConfig,
+}
+
+impl SessionManager {
+    pub fn new(db: DatabaseConnection, engine: Engine, config: SessionConfig) -> SessionManager {
+        SessionManager { db, engine, config }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The longest session the caller may start.
+    fn max_hours(&self, role: Role, tier: Tier) -> u32 {
+        let role_max = match role {
+            Role::User => self.config.max_hours_user,
+            Role::Admin => self.config.max_hours_admin,
+        };
+        tier.max_session_hours().min(role_max)
+    }
+
+    pub async fn start(&self, caller: &Caller, request: StartRequest) -> Result<SessionRecord> {
+        caller.require(Permission::SessionsWrite)?;
+        let organization = organizations::get(&self.db, &caller.organization_id).await.or_not_found("organization")?;
+        let tier: Tier = organization.tier.parse().map_err(Error::internal)?;
+        let max_hours = self.max_hours(caller.role, tier);
+        let allow_private = organization.allow_private_addresses;
+
+        let mut violations = Violations::default();
+        let duration_hours = request.duration_hours.unwrap_or(self.config.default_duration_hours);
+        if duration_hours == 0 {
+            violations.add("duration_hours", "must be at least 1");
+        } else if duration_hours > max_hours {
+            violations.add("duration_hours", format!("must be at most {max_hours} for this organization and role"));
+        }
+        let explicit = |field: &str, value: &Option<String>, version, violations: &mut Violations| {
+            value
+                .as_deref()
+                .and_then(|text| violations.check(field, parse_session_address(text, version, allow_private)))
+        };
+        let mut ipv4 = explicit("ipv4_address", &request.ipv4_address, IpVersion::V4, &mut violations);
+        let mut ipv6 = explicit("ipv6_address", &request.ipv6_address, IpVersion::V6, &mut violations);
+        if request.ipv4_address.is_none() && request.ipv6_address.is_none() {
+            match request.detected_address {
+                Some(address) => {
+                    let version = IpVersion::of(address);
+                    let field = if version == IpVersion::V4 { "ipv4_address" } else { "ipv6_address" };
+                    match check_session_address(address, version, allow_private) {
+                        Ok(()) if version == IpVersion::V4 => ipv4 = Some(address),
+                        Ok(()) => ipv6 = Some(address),
+                        Err(problem) => violations.add(field, format!("not given, and the detected address {problem}")),
+                    }
+                }
+                None => violations.add("ipv4_address", "not given, and the caller's address is unknown"),
+            }
+        }
+        if !violations.is_empty() {
+            let duration_only = violations.0.iter().all(|v| v.field == "duration_hours");
+            let reason =
+                if duration_only { ErrorReason::DurationExceedsMaximum } else { ErrorReason::InvalidIpAddress };
+            return Err(Error::InvalidArgument { reason, violations: violations.0 });
+        }
+
+        let assigned = resources::assigned_to(&self.db, &caller.user_id).await?;
+        if assigned.is_empty() {
+            return Err(Error::failed_precondition(
+                ErrorReason::NoAssignedResources,
+                "no resource is assigned to you; ask an admin to assign one",
+            ));
+        }
+        let at = now();
+        let session_id = new_id();
+        let live_key = |address: Option<IpAddr>| address.map(|a| format!("{}|{a}", caller.user_id));
+        let session = session::Model {
+            id: session_id.clone(),
+            organization_id: caller.organization_id.clone(),
+            user_id: caller.user_id.clone(),
+            ipv4_address: ipv4.map(|a| a.to_string()),
+            ipv6_address: ipv6.map(|a| a.to_string()),
+            status: SessionStatus::Pending.as_str().to_owned(),
+            started_at: at,
+            expires_at: at + TimeDelta::hours(i64::from(duration_hours)),
+            ended_at: None,
+            ended_reason: None,
+            revision: 1,
+            live_ipv4_key: live_key(ipv4),
+            live_ipv6_key: live_key(ipv6),
+            created_at: at,
+            updated_at: at,
+        };
+        let rules = assigned
+            .iter()
+            .flat_map(|resource| ipv4.iter().chain(ipv6.iter()).map(move |address| (resource, address)))
+            .map(|(resource, address)| resource_ip::Model {
+                id: new_id(),
+                session_id: session_id.clone(),
+                organization_id: caller.organization_id.clone(),
+                resource_id: resource.id.clone(),
+                resource_name: resource.name.clone(),
+                ip_version: i16::from(IpVersion::of(*address).number()),
+                ip_address: address.to_string(),
+                status: ResourceIpStatus::Pending.as_str().to_owned(),
+                provider_rule_id: None,
+                applied_at: None,
+                removed_at: None,
+                error_message: None,
+                attempts: 0,
+                lease_owner: None,
+                lease_expires_at: None,
+                next_attempt_at: at,
+                created_at: at,
+                updated_at: at,
+            })
+            .collect();
+        let txn = store::begin(&self.db).await?;
+        sessions::insert(&txn, session, rules).await.map_err(|err| match err {
+            StoreError::AlreadyExists(_) => Error::AlreadyExists {
+                reason: ErrorReason::SessionAlreadyActive,
+                message: "you already have a live session for this address; extend or stop it".into(),
+            },
+            other => other.into(),
+        })?;
+        let mut record =
+            AuditRecord::new("session.started", "session", &session_id).detail("duration_hours", duration_hours);
+        for (key, address) in [("ipv4_address", ipv4), ("ipv6_address", ipv6)] {
+            if let Some(address) = address {
+                record = record.detail(key, address);
+            }
+        }
+        record.write(&txn, caller).await?;
+        store::commit(txn).await?;
+        self.engine.wake();
+        self.engine.reschedule_expiry();
+        Ok(sessions::load(&self.db, &session_id).await?)
+    }
+
+    /// A session the caller may see: its own, or any of the organization's for admins.
+    async fn visible(&self, caller: &Caller, id: &str) -> Result<session::Model> {
+        let session = sessions::get(&self.db, id).await.or_not_found("session")?;
+        if session.organization_id != caller.organization_id
+            || (!caller.is_admin() && session.user_id != caller.user_id)
+        {
+            return Err(Error::not_found("session"));
+        }
+        Ok(session)
+    }
+
+    pub async fn get(&self, caller: &Caller, id: &str) -> Result<SessionRecord> {
+        caller.require(Permission::SessionsRead)?;
+        self.visible(caller, id).await?;
+        Ok(sessions::load(&self.db, id).await?)
+    }
+
+    pub async fn list(
+        &self,
+        caller: &Caller,
+        mut filter: SessionFilter,
+        page: &PageRequest,
+    ) -> Result<Page<SessionRecord>> {
+        caller.require(Permission::SessionsRead)?;
+        if !caller.is_admin() {
+            filter.user_id = Some(caller.user_id.clone());
+        }
+        Ok(sessions::list(&self.db, &caller.organization_id, &filter, page).await?)
+    }
+
+    /// Ends the session (MANUAL by its owner, ADMIN by an admin); stopping an ended one changes nothing.
+    pub async fn stop(&self, caller: &Caller, id: &str) -> Result<SessionRecord> {
+        caller.require(Permission::SessionsWrite)?;
+        let session = self.visible(caller, id).await?;
+        let reason = if session.user_id == caller.user_id { EndedReason::Manual } else { EndedReason::Admin };
+        self.engine.end_session(id, reason, Some(caller)).await?;
+        Ok(sessions::load(&self.db, id).await?)
+    }
+
+    pub async fn extend(&self, caller: &Caller, id: &str, additional_hours: u32) -> Result<SessionRecord> {
+        caller.require(Permission::SessionsWrite)?;
+        if additional_hours == 0 {
+            return Err(Error::invalid("additional_hours", "must be at least 1"));
+        }
+        self.visible(caller, id).await?;
+        let organization = organizations::get(&self.db, &caller.organization_id).await.or_not_found("organization")?;
+        let tier: Tier = organization.tier.parse().map_err(Error::internal)?;
+        let txn = store::begin(&self.db).await?;
+        let session = sessions::get(&txn, id).await.or_not_found("session")?;
+        let owner_role = if session.user_id == caller.user_id {
+            caller.role
+        } else {
+            crate::store::queries::users::get(&txn, &caller.organization_id, &session.user_id)
+                .await
+                .or_not_found("user")?
+                .role
+                .parse()
+                .map_err(Error::internal)?
+        };
+        let status: SessionStatus = session.status.parse().map_err(Error::internal)?;
+        if !matches!(status, SessionStatus::Active | SessionStatus::Partial) {
+            return Err(Error::failed_precondition(
+                ErrorReason::InvalidState,
+                format!("only ACTIVE or PARTIAL sessions can be extended; this one is {status}"),
+            ));
+        }
+        let max_hours = self.max_hours(owner_role, tier);
+        let expires_at = session.expires_at + TimeDelta::hours(i64::from(additional_hours));
+        if expires_at - session.started_at > TimeDelta::hours(i64::from(max_hours)) {
+            return Err(Error::InvalidArgument {
+                reason: ErrorReason::DurationExceedsMaximum,
+                violations: vec![crate::domain::FieldViolation {
+                    field: "additional_hours".into(),
+                    description: format!("the session would last longer than the maximum of {max_hours} hours"),
+                }],
+            });
+        }
+        let revision = session.revision;
+        let mut active = session.into_active_model();
+        active.expires_at = Set(expires_at);
+        active.revision = Set(revision + 1);
+        active.updated_at = Set(now());
+        sessions::update(&txn, active).await?;
+        AuditRecord::new("session.extended", "session", id)
+            .detail("additional_hours", additional_hours)
+            .detail("expires_at", expires_at.to_rfc3339())
+            .write(&txn, caller)
+            .await?;
+        store::commit(txn).await?;
+        self.engine.reschedule_expiry();
+        self.engine.publish(id).await;
+        Ok(sessions::load(&self.db, id).await?)
+    }
+
+    /// Subscribes to the session's changes, then reads its current state: nothing between the
+    /// two can be missed.
+    pub async fn watch(&self, caller: &Caller, id: &str) -> Result<(SessionRecord, Subscription)> {
+        caller.require(Permission::SessionsRead)?;
+        self.visible(caller, id).await?;
+        let subscription = self.engine.hub().subscribe(id);
+        let current = sessions::load(&self.db, id).await?;
+        Ok((current, subscription))
+    }
+
+    pub async fn get_rule(&self, caller: &Caller, id: &str) -> Result<resource_ip::Model> {
+        caller.require(Permission::SessionsRead)?;
+        let rule = sessions::get_rule(&self.db, &caller.organization_id, id).await.or_not_found("resource ip")?;
+        self.visible(caller, &rule.session_id).await.map_err(|_| Error::not_found("resource ip"))?;
+        Ok(rule)
+    }
+
+    pub async fn list_rules(
+        &self,
+        caller: &Caller,
+        filter: RuleFilter,
+        page: &PageRequest,
+    ) -> Result<Page<resource_ip::Model>> {
+        caller.require(Permission::SessionsRead)?;
+        match (&filter.session_id, &filter.resource_id) {
+            (Some(session_id), _) => {
+                self.visible(caller, session_id).await?;
+            }
+            (None, Some(_)) if caller.is_admin() => {}
+            (None, Some(_)) => {
+                return Err(Error::PermissionDenied {
+                    reason: ErrorReason::AdminRequired,
+                    message: "listing a resource's rules requires the ADMIN role".into(),
+                });
+            }
+            (None, None) => return Err(Error::invalid("session_id", "session_id or resource_id is required")),
+        }
+        Ok(sessions::list_rules(&self.db, &caller.organization_id, &filter, page).await?)
+    }
+
+    /// Re-applies a FAILED rule of a live session.
+    pub async fn retry_rule(&self, caller: &Caller, id: &str) -> Result<resource_ip::Model> {
+        caller.require(Permission::SessionsWrite)?;
+        let rule = self.get_rule(caller, id).await?;
+        let session = sessions::get(&self.db, &rule.session_id).await.or_not_found("session")?;
+        let live = session.status.parse::<SessionStatus>().is_ok_and(SessionStatus::is_live);
+        if !live || rule.status != ResourceIpStatus::Failed.as_str() {
+            return Err(Error::failed_precondition(
+                ErrorReason::InvalidState,
+                "only a FAILED rule of a live session can be retried",
+            ));
+        }
+        let txn = store::begin(&self.db).await?;
+        if !sessions::retry_rule(&txn, id, now()).await? {
+            return Err(Error::failed_precondition(ErrorReason::InvalidState, "the rule is no longer FAILED"));
+        }
+        AuditRecord::new("resource_ip.retried", "resource_ip", id).write(&txn, caller).await?;
+        store::commit(txn).await?;
+        self.engine.wake();
+        Ok(sessions::get_rule(&self.db, &caller.organization_id, id).await?)
+    }
+}

@@ -1,0 +1,298 @@
+//! Sessions and their rules (`resource_ips`), and the engine's work claims.
+
+use super::{fetch_page, found};
+use crate::domain::{ResourceIpStatus, SessionStatus};
+use crate::store::entity::{resource_ip, session, user};
+use crate::store::{Page, PageRequest, StoreResult};
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
+};
+use std::collections::HashMap;
+
+/// A session with what its API representation needs: its user and its rules.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRecord {
+    pub session: session::Model,
+    pub user_name: String,
+    pub user_email: String,
+    pub rules: Vec<resource_ip::Model>,
+}
+
+pub async fn insert(
+    db: &impl ConnectionTrait,
+    session: session::Model,
+    rules: Vec<resource_ip::Model>,
+) -> StoreResult<()> {
+    session::ActiveModel::from(session).insert(db).await?;
+    if !rules.is_empty() {
+        resource_ip::Entity::insert_many(rules.into_iter().map(resource_ip::ActiveModel::from)).exec(db).await?;
+    }
+    Ok(())
+}
+
+pub async fn get(db: &impl ConnectionTrait, id: &str) -> StoreResult<session::Model> {
+    found(session::Entity::find_by_id(id).one(db).await?)
+}
+
+/// A session with its user and rules.
+pub async fn load(db: &impl ConnectionTrait, id: &str) -> StoreResult<SessionRecord> {
+    let session = get(db, id).await?;
+    let mut records = complete(db, vec![session]).await?;
+    records.pop().ok_or(crate::store::StoreError::NotFound)
+}
+
+/// Adds users and rules to sessions, in two queries whatever their number.
+async fn complete(db: &impl ConnectionTrait, sessions: Vec<session::Model>) -> StoreResult<Vec<SessionRecord>> {
+    if sessions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<&str> = sessions.iter().map(|s| s.id.as_str()).collect();
+    let mut rules: HashMap<String, Vec<resource_ip::Model>> = HashMap::new();
+    for rule in resource_ip::Entity::find()
+        .filter(resource_ip::Column::SessionId.is_in(ids))
+        .order_by_asc(resource_ip::Column::Id)
+        .all(db)
+        .await?
+    {
+        rules.entry(rule.session_id.clone()).or_default().push(rule);
+    }
+    let user_ids: Vec<&str> = sessions.iter().map(|s| s.user_id.as_str()).collect();
+    let users: HashMap<String, user::Model> = user::Entity::find()
+        .filter(user::Column::Id.is_in(user_ids))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|u| (u.id.clone(), u))
+        .collect();
+    Ok(sessions
+        .into_iter()
+        .map(|session| {
+            let user = users.get(&session.user_id);
+            SessionRecord {
+                user_name: user.map(|u| u.full_name.clone()).unwrap_or_default(),
+                user_email: user.map(|u| u.email.clone()).unwrap_or_default(),
+                rules: rules.remove(&session.id).unwrap_or_default(),
+                session,
+            }
+        })
+        .collect())
+}
+
+/// Which sessions of an organization to list.
+#[derive(Debug, Default, Clone)]
+pub struct SessionFilter {
+    pub user_id: Option<String>,
+    pub statuses: Vec<SessionStatus>,
+}
+
+/// Sessions of `organization_id`, newest first.
+pub async fn list(
+    db: &impl ConnectionTrait,
+    organization_id: &str,
+    filter: &SessionFilter,
+    request: &PageRequest,
+) -> StoreResult<Page<SessionRecord>> {
+    let mut select = session::Entity::find().filter(session::Column::OrganizationId.eq(organization_id));
+    if let Some(user_id) = &filter.user_id {
+        select = select.filter(session::Column::UserId.eq(user_id.as_str()));
+    }
+    if !filter.statuses.is_empty() {
+        select = select.filter(session::Column::Status.is_in(filter.statuses.iter().map(|s| s.as_str())));
+    }
+    let page = fetch_page(db, select, session::Column::Id, request, true, |m| &m.id).await?;
+    let records = complete(db, page.items).await?;
+    Ok(Page { items: records, next_page_token: page.next_page_token })
+}
+
+pub async fn update(db: &impl ConnectionTrait, changes: session::ActiveModel) -> StoreResult<session::Model> {
+    Ok(changes.update(db).await?)
+}
+
+/// Live sessions whose time is up.
+pub async fn due_to_expire(
+    db: &impl ConnectionTrait,
+    now: DateTime<Utc>,
+    limit: u64,
+) -> StoreResult<Vec<session::Model>> {
+    Ok(session::Entity::find()
+        .filter(session::Column::Status.is_in(live_statuses()))
+        .filter(session::Column::ExpiresAt.lte(now))
+        .order_by_asc(session::Column::ExpiresAt)
+        .limit(limit)
+        .all(db)
+        .await?)
+}
+
+/// When the next live session expires.
+pub async fn next_expiry(db: &impl ConnectionTrait) -> StoreResult<Option<DateTime<Utc>>> {
+    Ok(session::Entity::find()
+        .filter(session::Column::Status.is_in(live_statuses()))
+        .order_by_asc(session::Column::ExpiresAt)
+        .one(db)
+        .await?
+        .map(|s| s.expires_at))
+}
+
+fn live_statuses() -> [&'static str; 3] {
+    [SessionStatus::Pending.as_str(), SessionStatus::Active.as_str(), SessionStatus::Partial.as_str()]
+}
+
+pub async fn rules_of(db: &impl ConnectionTrait, session_id: &str) -> StoreResult<Vec<resource_ip::Model>> {
+    Ok(resource_ip::Entity::find()
+        .filter(resource_ip::Column::SessionId.eq(session_id))
+        .order_by_asc(resource_ip::Column::Id)
+        .all(db)
+        .await?)
+}
+
+pub async fn get_rule(db: &impl ConnectionTrait, organization_id: &str, id: &str) -> StoreResult<resource_ip::Model> {
+    found(
+        resource_ip::Entity::find_by_id(id)
+            .filter(resource_ip::Column::OrganizationId.eq(organization_id))
+            .one(db)
+            .await?,
+    )
+}
+
+/// Which rules of an organization to list.
+#[derive(Debug, Default, Clone)]
+pub struct RuleFilter {
+    pub session_id: Option<String>,
+    pub resource_id: Option<String>,
+    pub statuses: Vec<ResourceIpStatus>,
+}
+
+/// Rules of `organization_id`, newest first.
+pub async fn list_rules(
+    db: &impl ConnectionTrait,
+    organization_id: &str,
+    filter: &RuleFilter,
+    request: &PageRequest,
+) -> StoreResult<Page<resource_ip::Model>> {
+    let mut select = resource_ip::Entity::find().filter(resource_ip::Column::OrganizationId.eq(organization_id));
+    if let Some(session_id) = &filter.session_id {
+        select = select.filter(resource_ip::Column::SessionId.eq(session_id.as_str()));
+    }
+    if let Some(resource_id) = &filter.resource_id {
+        select = select.filter(resource_ip::Column::ResourceId.eq(resource_id.as_str()));
+    }
+    if !filter.statuses.is_empty() {
+        select = select.filter(resource_ip::Column::Status.is_in(filter.statuses.iter().map(|s| s.as_str())));
+    }
+    fetch_page(db, select, resource_ip::Column::Id, request, true, |m| &m.id).await
+}
+
+/// Moves the session's unfinished rules to REMOVING, due now.
+pub async fn begin_removal(db: &impl ConnectionTrait, session_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
+    resource_ip::Entity::update_many()
+        .col_expr(resource_ip::Column::Status, Expr::value(ResourceIpStatus::Removing.as_str()))
+        .col_expr(resource_ip::Column::NextAttemptAt, Expr::value(now))
+        .col_expr(resource_ip::Column::Attempts, Expr::value(0))
+        .col_expr(resource_ip::Column::UpdatedAt, Expr::value(now))
+        .filter(resource_ip::Column::SessionId.eq(session_id))
+        .filter(resource_ip::Column::Status.ne(ResourceIpStatus::Removed.as_str()))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Claims up to `limit` due PENDING/REMOVING rules for `token` until `lease_until`, and
+/// returns them. Safe with several claimers: the lease condition is re-checked on update.
+pub async fn claim_due_rules(
+    db: &impl ConnectionTrait,
+    token: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: u64,
+) -> StoreResult<Vec<resource_ip::Model>> {
+    let lease_free = || resource_ip::Column::LeaseExpiresAt.is_null().or(resource_ip::Column::LeaseExpiresAt.lt(now));
+    let due = Query::select()
+        .column(resource_ip::Column::Id)
+        .from(resource_ip::Entity)
+        .and_where(
+            resource_ip::Column::Status
+                .is_in([ResourceIpStatus::Pending.as_str(), ResourceIpStatus::Removing.as_str()]),
+        )
+        .and_where(resource_ip::Column::NextAttemptAt.lte(now))
+        .and_where(lease_free())
+        .order_by(resource_ip::Column::NextAttemptAt, sea_orm::Order::Asc)
+        .limit(limit)
+        .to_owned();
+    resource_ip::Entity::update_many()
+        .col_expr(resource_ip::Column::LeaseOwner, Expr::value(token))
+        .col_expr(resource_ip::Column::LeaseExpiresAt, Expr::value(lease_until))
+        .filter(resource_ip::Column::Id.in_subquery(due))
+        .filter(lease_free())
+        .exec(db)
+        .await?;
+    Ok(resource_ip::Entity::find()
+        .filter(resource_ip::Column::LeaseOwner.eq(token))
+        .order_by_asc(resource_ip::Column::Id)
+        .all(db)
+        .await?)
+}
+
+/// The earliest time a PENDING/REMOVING rule becomes due (for the worker's sleep).
+pub async fn next_due(db: &impl ConnectionTrait) -> StoreResult<Option<DateTime<Utc>>> {
+    Ok(resource_ip::Entity::find()
+        .filter(
+            resource_ip::Column::Status
+                .is_in([ResourceIpStatus::Pending.as_str(), ResourceIpStatus::Removing.as_str()]),
+        )
+        .order_by_asc(resource_ip::Column::NextAttemptAt)
+        .one(db)
+        .await?
+        .map(|r| std::cmp::Ord::max(r.next_attempt_at, r.lease_expires_at.unwrap_or(r.next_attempt_at))))
+}
+
+/// Other rules on the same resource and address that still want it open (PENDING or APPLIED):
+/// the provider rule is shared between them.
+pub async fn other_holders(
+    db: &impl ConnectionTrait,
+    rule: &resource_ip::Model,
+) -> StoreResult<Vec<resource_ip::Model>> {
+    Ok(resource_ip::Entity::find()
+        .filter(resource_ip::Column::ResourceId.eq(rule.resource_id.as_str()))
+        .filter(resource_ip::Column::IpAddress.eq(rule.ip_address.as_str()))
+        .filter(resource_ip::Column::Id.ne(rule.id.as_str()))
+        .filter(
+            resource_ip::Column::Status.is_in([ResourceIpStatus::Pending.as_str(), ResourceIpStatus::Applied.as_str()]),
+        )
+        .all(db)
+        .await?)
+}
+
+/// Saves a rule the engine worked on, if the engine still holds its lease.
+pub async fn save_claimed_rule(db: &impl ConnectionTrait, token: &str, rule: resource_ip::Model) -> StoreResult<bool> {
+    let id = rule.id.clone();
+    let mut active = rule.into_active_model().reset_all();
+    active.id = sea_orm::ActiveValue::Unchanged(id.clone());
+    let result = resource_ip::Entity::update_many()
+        .set(active)
+        .filter(resource_ip::Column::Id.eq(id))
+        .filter(resource_ip::Column::LeaseOwner.eq(token))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected > 0)
+}
+
+/// Re-queues a FAILED rule for another attempt.
+pub async fn retry_rule(db: &impl ConnectionTrait, id: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+    let result = resource_ip::Entity::update_many()
+        .col_expr(resource_ip::Column::Status, Expr::value(ResourceIpStatus::Pending.as_str()))
+        .col_expr(resource_ip::Column::ErrorMessage, Expr::value(Option::<String>::None))
+        .col_expr(resource_ip::Column::NextAttemptAt, Expr::value(now))
+        .col_expr(resource_ip::Column::Attempts, Expr::value(0))
+        .col_expr(resource_ip::Column::UpdatedAt, Expr::value(now))
+        .filter(resource_ip::Column::Id.eq(id))
+        .filter(resource_ip::Column::Status.eq(ResourceIpStatus::Failed.as_str()))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected > 0)
+}
+
+pub async fn rules_by_ids(db: &impl ConnectionTrait, ids: &[&str]) -> StoreResult<Vec<resource_ip::Model>> {
+    Ok(resource_ip::Entity::find().filter(resource_ip::Column::Id.is_in(ids.iter().copied())).all(db).await?)
+}
