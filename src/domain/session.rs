@@ -34,7 +34,7 @@ pub fn roll_up(current: SessionStatus, ended_reason: Option<EndedReason>, rules:
         }
         status if status.is_terminal() => status,
         status => {
-            if rules.iter().any(|s| *s == ResourceIpStatus::Pending) {
+            if rules.contains(&ResourceIpStatus::Pending) {
                 return status;
             }
             let applied = rules.iter().filter(|s| **s == ResourceIpStatus::Applied).count();
