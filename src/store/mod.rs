@@ -52,18 +52,24 @@ impl From<DbErr> for StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Opens a connection pool on `url` (`sqlite://…` or `postgres://…`).
+///
+/// SQLite gets a single connection: it has one writer anyway, and two connections whose
+/// transactions both read and then write deadlock (SQLite answers "database is locked" at once).
+/// One connection serializes all statements, which for a local file is fast, and an abandoned
+/// transaction is rolled back before the connection's next use instead of holding the lock.
 pub async fn connect(url: &str, max_connections: u32) -> StoreResult<DatabaseConnection> {
+    let sqlite = url.starts_with("sqlite:");
     let mut options = ConnectOptions::new(url.to_owned());
     options
-        .max_connections(max_connections)
+        .max_connections(if sqlite { 1 } else { max_connections })
+        .min_connections(if sqlite { 1 } else { 0 })
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(5))
         .sqlx_logging(false);
     let db = Database::connect(options).await?;
-    if db.get_database_backend() == sea_orm::DbBackend::Sqlite {
-        // WAL lets readers proceed while the engine writes; busy_timeout makes concurrent
-        // writers wait for each other instead of failing with SQLITE_BUSY.
-        db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON;").await?;
+    if sqlite {
+        // WAL with synchronous=NORMAL: fast commits that never corrupt the file.
+        db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;").await?;
     }
     Ok(db)
 }

@@ -1,0 +1,541 @@
+//! The session engine end to end over gRPC, with the memory provider, on every backend.
+
+mod common;
+
+use common::{TestDb, TestServer, each_backend, reason, violated_fields, with_key};
+use portcullis::domain::Permission;
+use portcullis::pb::v1::organization_service_client::OrganizationServiceClient;
+use portcullis::pb::v1::resource_ip_service_client::ResourceIpServiceClient;
+use portcullis::pb::v1::resource_service_client::ResourceServiceClient;
+use portcullis::pb::v1::session_service_client::SessionServiceClient;
+use portcullis::pb::v1::*;
+use prost_types::FieldMask;
+use std::net::IpAddr;
+use std::time::Duration;
+use tonic::Code;
+use tonic::transport::Channel;
+
+const IPV4: &str = "203.0.113.10";
+const IPV6: &str = "2001:db8::10";
+
+struct Fixture {
+    server: TestServer,
+    sessions: SessionServiceClient<Channel>,
+    resources: ResourceServiceClient<Channel>,
+    user_id: String,
+    user_key: String,
+}
+
+impl Fixture {
+    async fn new(db: &TestDb) -> Fixture {
+        Fixture::with_server(TestServer::start(db).await).await
+    }
+
+    async fn with_server(server: TestServer) -> Fixture {
+        let user_id = server.insert_user(&server.organization_id, "user@example.com", "USER").await;
+        let user_key = server.insert_api_key(&user_id, Permission::ALL, None).await;
+        let channel = server.channel().await;
+        Fixture {
+            sessions: SessionServiceClient::new(channel.clone()),
+            resources: ResourceServiceClient::new(channel),
+            server,
+            user_id,
+            user_key,
+        }
+    }
+
+    /// Creates a memory resource and assigns it to the fixture's user.
+    async fn resource(&mut self, name: &str, memory: MemoryProvider) -> String {
+        let key = self.server.admin_key.clone();
+        let request = CreateResourceRequest {
+            resource: Some(Resource {
+                name: name.into(),
+                provider: Some(resource::Provider::Memory(memory)),
+                ..Default::default()
+            }),
+        };
+        let id =
+            self.resources.create_resource(with_key(request, &key)).await.unwrap().into_inner().resource.unwrap().id;
+        self.assign(&id, &self.user_id.clone()).await;
+        id
+    }
+
+    async fn assign(&mut self, resource_id: &str, user_id: &str) {
+        let request = AssignResourceRequest { resource_id: resource_id.into(), user_id: user_id.into() };
+        self.resources.assign_resource(with_key(request, &self.server.admin_key)).await.unwrap();
+    }
+
+    async fn start(&mut self, key: &str, ipv4: Option<&str>, ipv6: Option<&str>) -> Result<Session, tonic::Status> {
+        let request = StartSessionRequest {
+            duration_hours: None,
+            ipv4_address: ipv4.map(str::to_owned),
+            ipv6_address: ipv6.map(str::to_owned),
+        };
+        self.sessions.start_session(with_key(request, key)).await.map(|r| r.into_inner().session.unwrap())
+    }
+
+    /// Watches a session until it reaches a terminal state or `until`, returning every message.
+    async fn watch_until(&mut self, key: &str, id: &str, until: SessionStatus) -> Vec<Session> {
+        let mut stream = self
+            .sessions
+            .watch_session(with_key(WatchSessionRequest { id: id.into() }, key))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while let Ok(Some(message)) = tokio::time::timeout_at(deadline, stream.message())
+            .await
+            .unwrap_or_else(|_| panic!("watch timed out waiting for {until:?}; saw {seen:#?}"))
+        {
+            let session = message.session.unwrap();
+            let status = session.status();
+            seen.push(session);
+            if status == until {
+                break;
+            }
+        }
+        seen
+    }
+
+    async fn stop(&mut self, key: &str, id: &str) -> Session {
+        self.sessions
+            .stop_session(with_key(StopSessionRequest { id: id.into() }, key))
+            .await
+            .unwrap()
+            .into_inner()
+            .session
+            .unwrap()
+    }
+}
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+#[tokio::test]
+async fn session_opens_every_resource_and_closes_on_stop() {
+    each_backend(|db: TestDb| async move {
+        let mut f = Fixture::new(&db).await;
+        let db_resource = f.resource("db", MemoryProvider::default()).await;
+        let web_resource = f.resource("web", MemoryProvider { latency_ms: 20, ..Default::default() }).await;
+        let key = f.user_key.clone();
+
+        let started = f.start(&key, Some(IPV4), Some(IPV6)).await.unwrap();
+        assert_eq!(started.status(), SessionStatus::Pending, "{}: StartSession returns at once", db.backend);
+        assert_eq!(started.resource_ips.len(), 4, "one rule per resource per address");
+        assert!(started.resource_ips.iter().all(|r| r.status() == ResourceIpStatus::Pending));
+        assert_eq!(started.user_email, "user@example.com");
+        let expected_duration = started.expires_at.unwrap().seconds - started.started_at.unwrap().seconds;
+        assert_eq!(expected_duration, 3600, "the configured default duration");
+
+        let seen = f.watch_until(&key, &started.id, SessionStatus::Active).await;
+        let active = seen.last().unwrap();
+        assert_eq!(active.status(), SessionStatus::Active);
+        assert!(
+            active
+                .resource_ips
+                .iter()
+                .all(|r| r.status() == ResourceIpStatus::Applied && !r.provider_rule_id.is_empty())
+        );
+        assert_eq!(f.server.memory_rules(&db_resource), vec![ip(IPV4), ip(IPV6)]);
+        assert_eq!(f.server.memory_rules(&web_resource), vec![ip(IPV4), ip(IPV6)]);
+
+        let stopping = f.stop(&key, &started.id).await;
+        assert!(matches!(stopping.status(), SessionStatus::Expiring | SessionStatus::Cancelled));
+        assert_eq!(stopping.ended_reason(), EndedReason::Manual);
+        let seen = f.watch_until(&key, &started.id, SessionStatus::Cancelled).await;
+        let ended = seen.last().unwrap();
+        assert_eq!(ended.status(), SessionStatus::Cancelled);
+        assert!(ended.ended_at.is_some());
+        assert!(ended.resource_ips.iter().all(|r| r.status() == ResourceIpStatus::Removed && r.removed_at.is_some()));
+        assert!(f.server.memory_rules(&db_resource).is_empty(), "no rule outlives the session");
+        assert!(f.server.memory_rules(&web_resource).is_empty());
+
+        // Stopping again changes nothing.
+        let again = f.stop(&key, &started.id).await;
+        assert_eq!(again.status(), SessionStatus::Cancelled);
+        assert_eq!(again.revision, ended.revision);
+
+        // Every transition is in the audit trail.
+        let events = portcullis::pb::v1::audit_service_client::AuditServiceClient::new(f.server.channel().await)
+            .list_audit_events(with_key(ListAuditEventsRequest::default(), &f.server.admin_key))
+            .await
+            .unwrap()
+            .into_inner()
+            .audit_events;
+        let for_session: Vec<&str> =
+            events.iter().filter(|e| e.target_id == started.id).map(|e| e.r#type.as_str()).collect();
+        assert_eq!(for_session, ["session.cancelled", "session.expiring", "session.active", "session.started"]);
+        f.server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn failures_roll_up_to_partial_and_failed_and_can_be_retried() {
+    each_backend(|db: TestDb| async move {
+        let mut f = Fixture::new(&db).await;
+        f.resource("good", MemoryProvider::default()).await;
+        let bad = f.resource("bad", MemoryProvider { fail_addresses: vec![IPV4.into()], ..Default::default() }).await;
+        let key = f.user_key.clone();
+        let session = f.start(&key, Some(IPV4), None).await.unwrap();
+        let partial = f.watch_until(&key, &session.id, SessionStatus::Partial).await.pop().unwrap();
+        assert_eq!(partial.status(), SessionStatus::Partial, "{}", db.backend);
+        let failed_rule = partial.resource_ips.iter().find(|r| r.resource_id == bad).unwrap();
+        assert_eq!(failed_rule.status(), ResourceIpStatus::Failed);
+        assert!(failed_rule.error_message.contains("refused"), "{}", failed_rule.error_message);
+
+        // Fix the resource and retry the failed rule: the session becomes ACTIVE.
+        let fixed = UpdateResourceRequest {
+            resource: Some(Resource {
+                id: bad.clone(),
+                provider: Some(resource::Provider::Memory(MemoryProvider::default())),
+                ..Default::default()
+            }),
+            update_mask: Some(FieldMask { paths: vec!["provider".into()] }),
+        };
+        f.resources.update_resource(with_key(fixed, &f.server.admin_key)).await.unwrap();
+        let mut rules = ResourceIpServiceClient::new(f.server.channel().await);
+        let retried = rules
+            .retry_resource_ip(with_key(RetryResourceIpRequest { id: failed_rule.id.clone() }, &key))
+            .await
+            .unwrap();
+        assert_eq!(retried.into_inner().resource_ip.unwrap().status(), ResourceIpStatus::Pending);
+        let active = f.watch_until(&key, &session.id, SessionStatus::Active).await.pop().unwrap();
+        assert_eq!(active.status(), SessionStatus::Active);
+        let err = rules
+            .retry_resource_ip(with_key(RetryResourceIpRequest { id: failed_rule.id.clone() }, &key))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "only FAILED rules are retried");
+        f.stop(&key, &session.id).await;
+
+        // Every rule refused: FAILED, terminal, and the address can start again.
+        let refusing = MemoryProvider { fail_addresses: vec![IPV6.into()], ..Default::default() };
+        let only_bad = TestServer::start(&TestDb::sqlite()).await;
+        let mut g = Fixture::with_server(only_bad).await;
+        g.resource("refusing", refusing).await;
+        let key = g.user_key.clone();
+        let session = g.start(&key, None, Some(IPV6)).await.unwrap();
+        let seen = g.watch_until(&key, &session.id, SessionStatus::Failed).await;
+        assert_eq!(seen.last().unwrap().status(), SessionStatus::Failed);
+        let again = g.start(&key, None, Some(IPV6)).await;
+        assert!(again.is_ok(), "a FAILED session does not block the address: {again:?}");
+        g.server.stop().await;
+        f.server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn transient_provider_errors_are_retried_not_failed() {
+    each_backend(|db: TestDb| async move {
+        let mut f = Fixture::new(&db).await;
+        let resource = f.resource("flaky", MemoryProvider { transient_failures: 3, ..Default::default() }).await;
+        let key = f.user_key.clone();
+        let session = f.start(&key, Some(IPV4), None).await.unwrap();
+        let seen = f.watch_until(&key, &session.id, SessionStatus::Active).await;
+        assert_eq!(seen.last().unwrap().status(), SessionStatus::Active, "{}", db.backend);
+        assert!(seen.iter().all(|s| s.status() != SessionStatus::Failed));
+        assert_eq!(f.server.memory_rules(&resource), vec![ip(IPV4)]);
+        f.server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn start_session_refuses_what_it_must() {
+    each_backend(|db: TestDb| async move {
+        let mut f = Fixture::new(&db).await;
+        let key = f.user_key.clone();
+
+        let err = f.start(&key, Some(IPV4), None).await.unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{}: no resource assigned", db.backend);
+        assert_eq!(reason(&err), "ERROR_REASON_NO_ASSIGNED_RESOURCES");
+
+        f.resource("db", MemoryProvider::default()).await;
+        for (bad, field) in [
+            ("127.0.0.1", "ipv4_address"),
+            ("10.0.0.1", "ipv4_address"),
+            ("203.0.113.0/24", "ipv4_address"),
+            ("nonsense", "ipv4_address"),
+        ] {
+            let err = f.start(&key, Some(bad), None).await.unwrap_err();
+            assert_eq!(err.code(), Code::InvalidArgument, "{bad}");
+            assert_eq!(violated_fields(&err), [field]);
+            assert_eq!(reason(&err), "ERROR_REASON_INVALID_IP_ADDRESS");
+        }
+        let err = f.start(&key, None, Some("fe80::1")).await.unwrap_err();
+        assert_eq!(violated_fields(&err), ["ipv6_address"]);
+        // Without explicit addresses the peer (loopback here) is used, and refused.
+        let err = f.start(&key, None, None).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains("127.0.0.1") || violated_fields(&err) == ["ipv4_address"]);
+
+        // FREE tier: 2 hours at most, never silently capped.
+        let too_long =
+            StartSessionRequest { duration_hours: Some(3), ipv4_address: Some(IPV4.into()), ipv6_address: None };
+        let err = f.sessions.start_session(with_key(too_long.clone(), &key)).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert_eq!(reason(&err), "ERROR_REASON_DURATION_EXCEEDS_MAXIMUM");
+        assert_eq!(violated_fields(&err), ["duration_hours"]);
+        let mut orgs = OrganizationServiceClient::new(f.server.channel().await);
+        let business = UpdateOrganizationRequest {
+            organization: Some(Organization { tier: Tier::Business.into(), ..Default::default() }),
+            update_mask: Some(FieldMask { paths: vec!["tier".into()] }),
+        };
+        orgs.update_organization(with_key(business, &f.server.admin_key)).await.unwrap();
+        let session = f.sessions.start_session(with_key(too_long, &key)).await.unwrap().into_inner().session.unwrap();
+        assert_eq!(session.expires_at.unwrap().seconds - session.started_at.unwrap().seconds, 3 * 3600);
+
+        let err = f.start(&key, Some(IPV4), None).await.unwrap_err();
+        assert_eq!(err.code(), Code::AlreadyExists, "same user and address while live");
+        assert_eq!(reason(&err), "ERROR_REASON_SESSION_ALREADY_ACTIVE");
+
+        let read_only = f.server.insert_api_key(&f.user_id, &[Permission::SessionsRead], None).await;
+        let err = f.start(&read_only, Some("203.0.113.99"), None).await.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied);
+
+        let suspend = UpdateOrganizationRequest {
+            organization: Some(Organization { suspended: true, ..Default::default() }),
+            update_mask: Some(FieldMask { paths: vec!["suspended".into()] }),
+        };
+        orgs.update_organization(with_key(suspend, &f.server.admin_key)).await.unwrap();
+        let err = f.start(&key, Some("203.0.113.98"), None).await.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied);
+        assert_eq!(reason(&err), "ERROR_REASON_ORGANIZATION_SUSPENDED");
+        f.server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn admins_see_and_stop_sessions_of_their_organization_only() {
+    each_backend(|db: TestDb| async move {
+        let mut f = Fixture::new(&db).await;
+        f.resource("db", MemoryProvider::default()).await;
+        let key = f.user_key.clone();
+        let session = f.start(&key, Some(IPV4), None).await.unwrap();
+        f.watch_until(&key, &session.id, SessionStatus::Active).await;
+
+        // Another user of the same organization cannot see it.
+        let other = f.server.insert_user(&f.server.organization_id, "other@example.com", "USER").await;
+        let other_key = f.server.insert_api_key(&other, Permission::ALL, None).await;
+        let err = f
+            .sessions
+            .get_session(with_key(GetSessionRequest { id: session.id.clone() }, &other_key))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{}", db.backend);
+        let listed =
+            f.sessions.list_sessions(with_key(ListSessionsRequest::default(), &other_key)).await.unwrap().into_inner();
+        assert!(listed.sessions.is_empty());
+        // Nor can another organization's admin.
+        let (_, foreign_admin) = f.server.insert_organization("Other", "boss@other.example").await;
+        let err = f
+            .sessions
+            .stop_session(with_key(StopSessionRequest { id: session.id.clone() }, &foreign_admin))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+
+        // The organization's admin lists it and stops it: ended_reason ADMIN.
+        let admin_key = f.server.admin_key.clone();
+        let listed = f
+            .sessions
+            .list_sessions(with_key(
+                ListSessionsRequest { statuses: vec![SessionStatus::Active.into()], ..Default::default() },
+                &admin_key,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(listed.sessions.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), [session.id.as_str()]);
+        let stopped = f.stop(&admin_key, &session.id).await;
+        assert_eq!(stopped.ended_reason(), EndedReason::Admin);
+        let ended = f.watch_until(&key, &session.id, SessionStatus::Cancelled).await.pop().unwrap();
+        assert_eq!(ended.status(), SessionStatus::Cancelled);
+        f.server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn extend_only_live_sessions_within_the_maximum() {
+    each_backend(|db: TestDb| async move {
+        let mut f = Fixture::new(&db).await;
+        f.resource("db", MemoryProvider::default()).await;
+        let key = f.user_key.clone();
+        let session = f.start(&key, Some(IPV4), None).await.unwrap();
+        f.watch_until(&key, &session.id, SessionStatus::Active).await;
+        let extend = |hours| ExtendSessionRequest { id: session.id.clone(), additional_hours: hours };
+
+        let extended =
+            f.sessions.extend_session(with_key(extend(1), &key)).await.unwrap().into_inner().session.unwrap();
+        assert_eq!(extended.expires_at.unwrap().seconds - session.expires_at.unwrap().seconds, 3600, "{}", db.backend);
+        assert!(extended.revision > session.revision);
+        // FREE tier: 2 hours in all.
+        let err = f.sessions.extend_session(with_key(extend(1), &key)).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert_eq!(violated_fields(&err), ["additional_hours"]);
+        let err = f.sessions.extend_session(with_key(extend(0), &key)).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+
+        f.stop(&key, &session.id).await;
+        let err = f.sessions.extend_session(with_key(extend(1), &key)).await.unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "ended sessions cannot be extended");
+        f.server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sessions_expire_on_time() {
+    each_backend(|db: TestDb| async move {
+        let mut f = Fixture::new(&db).await;
+        let resource = f.resource("db", MemoryProvider::default()).await;
+        let key = f.user_key.clone();
+        let session = f.start(&key, Some(IPV4), None).await.unwrap();
+        f.watch_until(&key, &session.id, SessionStatus::Active).await;
+        // Move the expiry into the past, as if the hour had gone by.
+        use sea_orm::{ActiveModelTrait, ActiveValue::Set, IntoActiveModel};
+        let row = portcullis::store::queries::sessions::get(&f.server.db, &session.id).await.unwrap();
+        let mut active = row.into_active_model();
+        active.expires_at = Set(portcullis::domain::now() - chrono::TimeDelta::seconds(1));
+        active.update(&f.server.db).await.unwrap();
+        f.server.services.engine.reschedule_expiry();
+
+        let ended = f.watch_until(&key, &session.id, SessionStatus::Expired).await.pop().unwrap();
+        assert_eq!(ended.status(), SessionStatus::Expired, "{}", db.backend);
+        assert_eq!(ended.ended_reason(), EndedReason::Expired);
+        assert!(f.server.memory_rules(&resource).is_empty());
+        f.server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn shared_addresses_share_one_rule_until_the_last_session_ends() {
+    each_backend(|db: TestDb| async move {
+        let mut f = Fixture::new(&db).await;
+        let resource = f.resource("db", MemoryProvider::default()).await;
+        let second = f.server.insert_user(&f.server.organization_id, "colleague@example.com", "USER").await;
+        let second_key = f.server.insert_api_key(&second, Permission::ALL, None).await;
+        f.assign(&resource, &second).await;
+        let key = f.user_key.clone();
+
+        // Two people behind one NAT.
+        let first_session = f.start(&key, Some(IPV4), None).await.unwrap();
+        let second_session = f.start(&second_key, Some(IPV4), None).await.unwrap();
+        let a = f.watch_until(&key, &first_session.id, SessionStatus::Active).await.pop().unwrap();
+        let b = f.watch_until(&second_key, &second_session.id, SessionStatus::Active).await.pop().unwrap();
+        assert_eq!(
+            a.resource_ips[0].provider_rule_id, b.resource_ips[0].provider_rule_id,
+            "{}: one shared rule",
+            db.backend
+        );
+        assert_eq!(f.server.memory_rules(&resource), vec![ip(IPV4)]);
+
+        f.stop(&key, &first_session.id).await;
+        f.watch_until(&key, &first_session.id, SessionStatus::Cancelled).await;
+        assert_eq!(f.server.memory_rules(&resource), vec![ip(IPV4)], "still held by the second session");
+
+        f.stop(&second_key, &second_session.id).await;
+        f.watch_until(&second_key, &second_session.id, SessionStatus::Cancelled).await;
+        assert!(f.server.memory_rules(&resource).is_empty(), "removed with its last holder");
+        f.server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn watch_streams_every_change_in_order_and_ends_at_a_terminal_state() {
+    each_backend(|db: TestDb| async move {
+        let mut f = Fixture::new(&db).await;
+        f.resource("a", MemoryProvider { latency_ms: 30, ..Default::default() }).await;
+        f.resource("b", MemoryProvider { latency_ms: 60, ..Default::default() }).await;
+        let key = f.user_key.clone();
+        let session = f.start(&key, Some(IPV4), None).await.unwrap();
+
+        let mut stream = f
+            .sessions
+            .watch_session(with_key(WatchSessionRequest { id: session.id.clone() }, &key))
+            .await
+            .unwrap()
+            .into_inner();
+        let first = stream.message().await.unwrap().unwrap().session.unwrap();
+        assert_eq!(first.id, session.id, "{}: the first message is the session as it is", db.backend);
+        assert!(first.revision >= session.revision);
+
+        // A thousand more watchers, all of which must see the end.
+        let mut watchers = Vec::new();
+        for _ in 0..1000 {
+            let mut client = f.sessions.clone();
+            let request = with_key(WatchSessionRequest { id: session.id.clone() }, &key);
+            watchers.push(tokio::spawn(async move {
+                let mut stream = client.watch_session(request).await.unwrap().into_inner();
+                let mut last = None;
+                while let Some(message) = stream.message().await.unwrap() {
+                    last = Some(message.session.unwrap().status());
+                }
+                last
+            }));
+        }
+
+        let mut revisions = vec![first.revision];
+        let mut statuses = vec![first.status()];
+        let mut stopped = false;
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(20), stream.message()).await.expect("timely");
+            let Some(message) = message.unwrap() else { break };
+            let current = message.session.unwrap();
+            revisions.push(current.revision);
+            statuses.push(current.status());
+            if current.status() == SessionStatus::Active && !stopped {
+                stopped = true;
+                f.stop(&key, &session.id).await;
+            }
+        }
+        assert!(revisions.windows(2).all(|w| w[0] < w[1]), "strictly increasing revisions: {revisions:?}");
+        assert_eq!(statuses.last(), Some(&SessionStatus::Cancelled), "the stream ends after the terminal state");
+        assert!(statuses.contains(&SessionStatus::Active));
+        assert!(statuses.contains(&SessionStatus::Expiring));
+        for watcher in watchers {
+            assert_eq!(watcher.await.unwrap(), Some(SessionStatus::Cancelled));
+        }
+
+        // A watcher that connects after the end gets the final state and the stream ends.
+        let late = f.watch_until(&key, &session.id, SessionStatus::Cancelled).await;
+        assert_eq!(late.len(), 1);
+        f.server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
+    let db = TestDb::sqlite();
+    let mut config = common::test_config();
+    config.network.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    let mut f = Fixture::with_server(TestServer::start_with(&db, config).await).await;
+    f.resource("db", MemoryProvider::default()).await;
+    let key = f.user_key.clone();
+    let mut request = with_key(StartSessionRequest::default(), &key);
+    request.metadata_mut().insert("x-forwarded-for", "198.51.100.200, 203.0.113.77, 127.0.0.1".parse().unwrap());
+    let session = f.sessions.start_session(request).await.unwrap().into_inner().session.unwrap();
+    assert_eq!(session.ipv4_address, "203.0.113.77", "the rightmost untrusted hop");
+    assert_eq!(session.resource_ips[0].ip_address, "203.0.113.77");
+    f.server.stop().await;
+
+    // From an untrusted peer, a spoofed header is ignored: the (loopback) peer address is used.
+    let mut g = Fixture::new(&TestDb::sqlite()).await;
+    g.resource("db", MemoryProvider::default()).await;
+    let key = g.user_key.clone();
+    let mut request = with_key(StartSessionRequest::default(), &key);
+    request.metadata_mut().insert("x-forwarded-for", "203.0.113.77".parse().unwrap());
+    let err = g.sessions.start_session(request).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("127.0.0.1"), "{}", err.message());
+    g.server.stop().await;
+}
