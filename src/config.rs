@@ -22,6 +22,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "sessions",
     "network",
     "providers",
+    "engine",
 ];
 
 /// Everything the server can be told.
@@ -42,6 +43,23 @@ pub struct Config {
     pub sessions: SessionConfig,
     pub network: NetworkConfig,
     pub providers: ProvidersConfig,
+    pub engine: EngineSettings,
+}
+
+/// Session engine tuning.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineSettings {
+    /// Seconds a worker's claim on rules lasts; after a crash, claimed rules wait this long.
+    pub lease_secs: u64,
+    /// Most rules one worker pass claims.
+    pub batch: u64,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings { lease_secs: 30, batch: 500 }
+    }
 }
 
 /// Provider settings.
@@ -64,6 +82,7 @@ impl Default for Config {
             sessions: SessionConfig::default(),
             network: NetworkConfig::default(),
             providers: ProvidersConfig::default(),
+            engine: EngineSettings::default(),
         }
     }
 }

@@ -39,7 +39,12 @@ pub struct Services {
 
 impl Services {
     pub async fn new(db: DatabaseConnection, config: &Config, providers: Providers) -> Result<Services> {
-        let engine = Engine::new(db.clone(), providers, EngineConfig::default());
+        let engine_config = EngineConfig {
+            lease: std::time::Duration::from_secs(config.engine.lease_secs.max(1)),
+            batch: config.engine.batch.max(1),
+            ..EngineConfig::default()
+        };
+        let engine = Engine::new(db.clone(), providers, engine_config);
         Ok(Services {
             sessions: SessionManager::new(db.clone(), engine.clone(), config.sessions.clone()),
             engine,
