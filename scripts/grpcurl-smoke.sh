@@ -57,6 +57,28 @@ check "audit" '"type": "resource.created"' "$grpcurl" -plaintext -H "x-api-key: 
 check "bad input" '"field": "resource.name"' "$grpcurl" -plaintext -H "x-api-key: $KEY" \
     -d '{"resource": {"memory": {}}}' "$addr" portcullis.v1.ResourceService/CreateResource
 
-passed=$((9 - failures))
+# Sessions: assign the resource to the admin, start, stop, and watch the session to its end.
+json() { python3 -c "import json, sys; print(json.load(sys.stdin)$1)"; }
+RESOURCE_ID=$("$grpcurl" -plaintext -H "x-api-key: $KEY" "$addr" portcullis.v1.ResourceService/ListResources | json "['resources'][0]['id']")
+ADMIN_ID=$("$grpcurl" -plaintext -H "x-api-key: $KEY" "$addr" portcullis.v1.UserService/GetCurrentUser | json "['user']['id']")
+check "assign" "{}" "$grpcurl" -plaintext -H "x-api-key: $KEY" \
+    -d "{\"resource_id\": \"$RESOURCE_ID\", \"user_id\": \"$ADMIN_ID\"}" \
+    "$addr" portcullis.v1.ResourceService/AssignResource
+START=$("$grpcurl" -plaintext -H "x-api-key: $KEY" -d '{"ipv4_address": "203.0.113.7", "duration_hours": 1}' \
+    "$addr" portcullis.v1.SessionService/StartSession)
+check "start session" '"status": "SESSION_STATUS_PENDING"' echo "$START"
+SESSION_ID=$(json "['session']['id']" <<<"$START")
+check "watch to active" '"status": "SESSION_STATUS_ACTIVE"' timeout 3 "$grpcurl" -plaintext -H "x-api-key: $KEY" \
+    -d "{\"id\": \"$SESSION_ID\"}" "$addr" portcullis.v1.SessionService/WatchSession
+check "stop session" '"endedReason": "ENDED_REASON_MANUAL"' "$grpcurl" -plaintext -H "x-api-key: $KEY" \
+    -d "{\"id\": \"$SESSION_ID\"}" "$addr" portcullis.v1.SessionService/StopSession
+check "watch to the end" '"status": "SESSION_STATUS_CANCELLED"' timeout 10 "$grpcurl" -plaintext -H "x-api-key: $KEY" \
+    -d "{\"id\": \"$SESSION_ID\"}" "$addr" portcullis.v1.SessionService/WatchSession
+check "start again after the end" '"status": "SESSION_STATUS_PENDING"' "$grpcurl" -plaintext -H "x-api-key: $KEY" \
+    -d '{"ipv4_address": "203.0.113.7"}' "$addr" portcullis.v1.SessionService/StartSession
+check "same address twice" "Code: AlreadyExists" "$grpcurl" -plaintext -H "x-api-key: $KEY" \
+    -d '{"ipv4_address": "203.0.113.7"}' "$addr" portcullis.v1.SessionService/StartSession
+
+passed=$((17 - failures))
 echo "grpcurl: $passed passed, $failures failed"
 [ "$failures" = 0 ]
