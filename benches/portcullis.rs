@@ -50,14 +50,21 @@ fn start_server() -> Server {
         .unwrap_or_else(|_| format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display()));
     let command = |args: &[&str]| {
         let mut command = Command::new(BIN);
-        command.args(args).current_dir(dir.path()).env("PORTCULLIS_DATABASE_URL", &database_url).env("RUST_LOG", "warn,portcullis=info");
+        command
+            .args(args)
+            .current_dir(dir.path())
+            .env("PORTCULLIS_DATABASE_URL", &database_url)
+            .env("RUST_LOG", "warn,portcullis=info");
         command
     };
     let init = command(&["init", "--admin-email", "bench@example.com"]).output().expect("init");
     assert!(init.status.success(), "init failed: {}", String::from_utf8_lossy(&init.stderr));
     let key = String::from_utf8_lossy(&init.stdout).trim().to_owned();
-    let mut child =
-        command(&["serve", "--listen", "127.0.0.1:0"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("serve");
+    let mut child = command(&["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve");
     let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
     let address = loop {
         let line = lines.next().expect("server exited").expect("log line");
@@ -66,7 +73,10 @@ fn start_server() -> Server {
         }
     };
     std::thread::spawn(move || for _ in lines.by_ref() {});
-    println!("server: {BIN} on {address}, database {}", if database_url.starts_with("sqlite") { "SQLite" } else { "PostgreSQL" });
+    println!(
+        "server: {BIN} on {address}, database {}",
+        if database_url.starts_with("sqlite") { "SQLite" } else { "PostgreSQL" }
+    );
     Server { child, address, key, _dir: dir }
 }
 
@@ -100,11 +110,21 @@ fn address(n: u32) -> String {
 async fn setup(server: &Server) {
     let channel = channel(&server.address).await;
     let key = &server.key;
-    let me = UserServiceClient::new(channel.clone()).get_current_user(authed(GetCurrentUserRequest {}, key)).await.expect("me");
+    let me = UserServiceClient::new(channel.clone())
+        .get_current_user(authed(GetCurrentUserRequest {}, key))
+        .await
+        .expect("me");
     let user_id = me.into_inner().user.expect("user").id;
-    let resource = Resource { name: "bench".into(), provider: Some(resource::Provider::Memory(MemoryProvider::default())), ..Default::default() };
+    let resource = Resource {
+        name: "bench".into(),
+        provider: Some(resource::Provider::Memory(MemoryProvider::default())),
+        ..Default::default()
+    };
     let mut resources = ResourceServiceClient::new(channel.clone());
-    let created = resources.create_resource(authed(CreateResourceRequest { resource: Some(resource) }, key)).await.expect("resource");
+    let created = resources
+        .create_resource(authed(CreateResourceRequest { resource: Some(resource) }, key))
+        .await
+        .expect("resource");
     let resource_id = created.into_inner().resource.expect("resource").id;
     resources.assign_resource(authed(AssignResourceRequest { resource_id, user_id }, key)).await.expect("assign");
     let enterprise = UpdateOrganizationRequest {
@@ -117,8 +137,10 @@ async fn setup(server: &Server) {
 async fn start_and_wait_active(client: &mut SessionServiceClient<Channel>, key: &str, n: u32) -> Duration {
     let began = Instant::now();
     let request = StartSessionRequest { ipv4_address: Some(address(n)), duration_hours: Some(1), ipv6_address: None };
-    let session = client.start_session(authed(request, key)).await.expect("start").into_inner().session.expect("session");
-    let mut stream = client.watch_session(authed(WatchSessionRequest { id: session.id }, key)).await.expect("watch").into_inner();
+    let session =
+        client.start_session(authed(request, key)).await.expect("start").into_inner().session.expect("session");
+    let mut stream =
+        client.watch_session(authed(WatchSessionRequest { id: session.id }, key)).await.expect("watch").into_inner();
     while let Some(message) = stream.message().await.expect("message") {
         let status = message.session.expect("session").status();
         if status == SessionStatus::Active {
@@ -165,7 +187,11 @@ async fn bench_start(server: &Server, counter: &Arc<AtomicU32>) {
 
 fn server_rss_kib(server: &Server) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap_or_default();
-    status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
 }
 
 async fn bench_watch(server: &Server, counter: &Arc<AtomicU32>) {
@@ -175,8 +201,16 @@ async fn bench_watch(server: &Server, counter: &Arc<AtomicU32>) {
     for watchers in [1usize, 1_000, 10_000] {
         let mut client = SessionServiceClient::new(control.clone());
         let n = counter.fetch_add(1, Ordering::Relaxed);
-        let request = StartSessionRequest { ipv4_address: Some(address(n)), duration_hours: Some(1), ipv6_address: None };
-        let id = client.start_session(authed(request, &server.key)).await.expect("start").into_inner().session.expect("s").id;
+        let request =
+            StartSessionRequest { ipv4_address: Some(address(n)), duration_hours: Some(1), ipv6_address: None };
+        let id = client
+            .start_session(authed(request, &server.key))
+            .await
+            .expect("start")
+            .into_inner()
+            .session
+            .expect("s")
+            .id;
         start_watchers_until_active(&mut client, &server.key, &id).await;
 
         let rss_before = server_rss_kib(server);
@@ -220,7 +254,8 @@ async fn bench_watch(server: &Server, counter: &Arc<AtomicU32>) {
                 .expect("session");
             let mut received = 0;
             while received < watchers {
-                let Ok(Some((revision, at))) = tokio::time::timeout(Duration::from_secs(30), receiver.recv()).await else {
+                let Ok(Some((revision, at))) = tokio::time::timeout(Duration::from_secs(30), receiver.recv()).await
+                else {
                     break;
                 };
                 if revision >= extended.revision {
@@ -245,7 +280,8 @@ async fn bench_watch(server: &Server, counter: &Arc<AtomicU32>) {
 }
 
 async fn start_watchers_until_active(client: &mut SessionServiceClient<Channel>, key: &str, id: &str) {
-    let mut stream = client.watch_session(authed(WatchSessionRequest { id: id.into() }, key)).await.expect("watch").into_inner();
+    let mut stream =
+        client.watch_session(authed(WatchSessionRequest { id: id.into() }, key)).await.expect("watch").into_inner();
     while let Some(message) = stream.message().await.expect("message") {
         if message.session.expect("session").status() == SessionStatus::Active {
             return;
@@ -280,7 +316,8 @@ async fn bench_unary(server: &Server, counter: &Arc<AtomicU32>) {
     let mut client = SessionServiceClient::new(channel(&server.address).await);
     let n = counter.fetch_add(1, Ordering::Relaxed);
     let request = StartSessionRequest { ipv4_address: Some(address(n)), duration_hours: Some(1), ipv6_address: None };
-    let id = client.start_session(authed(request, &server.key)).await.expect("start").into_inner().session.expect("s").id;
+    let id =
+        client.start_session(authed(request, &server.key)).await.expect("start").into_inner().session.expect("s").id;
 
     // A bare tonic server with only the health service, on its own runtime in this process.
     let hello_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

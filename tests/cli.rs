@@ -1,5 +1,9 @@
 //! The `portcullis` binary: init, serve, graceful shutdown.
 
+use portcullis::pb::v1::resource_service_client::ResourceServiceClient;
+use portcullis::pb::v1::session_service_client::SessionServiceClient;
+use portcullis::pb::v1::user_service_client::UserServiceClient;
+use portcullis::pb::v1::*;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -61,6 +65,8 @@ fn flags_override_environment_and_bad_config_fails_clearly() {
 #[tokio::test]
 async fn serve_answers_health_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
+    let init = portcullis(dir.path(), &["init", "--admin-email", "admin@example.com"]).output().unwrap();
+    let key = String::from_utf8(init.stdout).unwrap().trim().to_owned();
     let mut child = portcullis(dir.path(), &["serve", "--listen", "127.0.0.1:0"])
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -81,14 +87,52 @@ async fn serve_answers_health_and_stops_on_sigterm() {
         }
     };
     let channel = tonic::transport::Channel::from_shared(format!("http://{address}")).unwrap().connect().await.unwrap();
-    let mut health = HealthClient::new(channel);
+    let mut health = HealthClient::new(channel.clone());
     let status = health.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
     assert_eq!(status.status(), ServingStatus::Serving);
 
+    // An open WatchSession stream must not hold up the shutdown.
+    let mut watch = open_watch(channel.clone(), &key).await;
+    assert!(watch.message().await.unwrap().is_some(), "the first message arrives");
+
     let pid = i32::try_from(child.id()).unwrap();
     Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    let ended = watch.message().await.expect_err("the stream ends with a status");
+    assert_eq!(ended.code(), tonic::Code::Unavailable, "watchers are told to reconnect");
     let exit = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
     assert!(exit.success(), "graceful shutdown exits 0: {exit:?}");
     let logged: Vec<String> = rx.try_iter().collect();
     assert!(logged.iter().any(|l| l.contains("terminate received")), "{logged:?}");
+}
+
+fn authed<T>(message: T, key: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("x-api-key", key.parse().unwrap());
+    request
+}
+
+/// Creates a memory resource, assigns it to the admin, starts a session and watches it.
+async fn open_watch(channel: tonic::transport::Channel, key: &str) -> tonic::Streaming<WatchSessionResponse> {
+    let me =
+        UserServiceClient::new(channel.clone()).get_current_user(authed(GetCurrentUserRequest {}, key)).await.unwrap();
+    let user_id = me.into_inner().user.unwrap().id;
+    let mut resources = ResourceServiceClient::new(channel.clone());
+    let resource = Resource {
+        name: "r".into(),
+        provider: Some(resource::Provider::Memory(MemoryProvider::default())),
+        ..Default::default()
+    };
+    let resource_id = resources
+        .create_resource(authed(CreateResourceRequest { resource: Some(resource) }, key))
+        .await
+        .unwrap()
+        .into_inner()
+        .resource
+        .unwrap()
+        .id;
+    resources.assign_resource(authed(AssignResourceRequest { resource_id, user_id }, key)).await.unwrap();
+    let mut sessions = SessionServiceClient::new(channel);
+    let start = StartSessionRequest { ipv4_address: Some("203.0.113.50".into()), ..Default::default() };
+    let id = sessions.start_session(authed(start, key)).await.unwrap().into_inner().session.unwrap().id;
+    sessions.watch_session(authed(WatchSessionRequest { id }, key)).await.unwrap().into_inner()
 }

@@ -204,7 +204,7 @@ impl Engine {
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}
                 _ = self.inner.expiry.notified() => {}
-                _ = stop.changed() => {}
+                _ = stopping(&mut stop) => return,
             }
         }
     }
@@ -216,6 +216,15 @@ impl Engine {
             self.end_session(&session.id, EndedReason::Expired, None).await?;
         }
         Ok(count)
+    }
+}
+
+/// Completes once `stop` turns true (or its sender is gone).
+pub async fn stopping(stop: &mut watch::Receiver<bool>) {
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            return;
+        }
     }
 }
 

@@ -42,7 +42,7 @@ pub(super) async fn run(engine: Engine, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = tokio::time::sleep(idle) => {}
             _ = engine.inner.work.notified() => {}
-            _ = stop.changed() => {}
+            _ = super::stopping(&mut stop) => return,
         }
     }
 }

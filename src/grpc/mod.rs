@@ -51,7 +51,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (reporter, health_service) = tonic_health::server::health_reporter();
+    // Turns true when shutdown begins: watch streams end (so connections can drain), then the
+    // engine finishes its in-flight provider calls and stops.
     let (stop_background, background_stopped) = tokio::sync::watch::channel(false);
+    let stop_background = std::sync::Arc::new(stop_background);
+    let stop_on_signal = stop_background.clone();
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_on_signal.send(true);
+    };
     let health_task = tokio::spawn(watch_database(
         services.db.clone(),
         reporter,
@@ -73,6 +81,7 @@ pub async fn serve(
         .add_service(v1::session_service_server::SessionServiceServer::new(sessions::SessionApi {
             sessions: services.sessions.clone(),
             trusted_proxies: options.network.trusted_proxies.clone(),
+            shutdown: stop_background.subscribe(),
         }))
         .add_service(v1::resource_ip_service_server::ResourceIpServiceServer::new(resource_ips::ResourceIpApi(
             services.sessions.clone(),
@@ -127,7 +136,7 @@ async fn watch_database(
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
-            _ = stopped.changed() => return,
+            _ = crate::engine::stopping(&mut stopped) => return,
         }
     }
 }

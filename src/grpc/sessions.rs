@@ -14,6 +14,8 @@ use tonic::{Request, Response, Status};
 pub struct SessionApi {
     pub sessions: SessionManager,
     pub trusted_proxies: Vec<IpNet>,
+    /// Turns true when the server shuts down: open watch streams end so connections can drain.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchSessionResponse, Status>> + Send>>;
@@ -105,6 +107,7 @@ impl SessionService for SessionApi {
     ) -> Result<Response<Self::WatchSessionStream>, Status> {
         let id = require_id("id", &request.get_ref().id)?;
         let (current, mut subscription) = self.sessions.watch(caller(&request)?, id).await?;
+        let mut shutdown = self.shutdown.clone();
         let stream = async_stream_of(move |sender| async move {
             let first = session_to_pb(&current);
             let mut last_revision = first.revision;
@@ -112,7 +115,17 @@ impl SessionService for SessionApi {
             if sender.send(Ok(WatchSessionResponse { session: Some(first) })).await.is_err() || done {
                 return;
             }
-            while let Some(record) = subscription.next().await {
+            loop {
+                let record = tokio::select! {
+                    record = subscription.next() => match record {
+                        Some(record) => record,
+                        None => return,
+                    },
+                    _ = crate::engine::stopping(&mut shutdown) => {
+                        let _ = sender.send(Err(Status::unavailable("the server is shutting down; watch again"))).await;
+                        return;
+                    }
+                };
                 let session = session_to_pb(&record);
                 if session.revision <= last_revision {
                     continue;
