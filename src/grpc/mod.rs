@@ -60,6 +60,8 @@ pub async fn serve(
         shutdown.await;
         let _ = stop_on_signal.send(true);
     };
+    // The server has just reached its database; the probe loop reports any change from here on.
+    report(&reporter, ServingStatus::Serving).await;
     let health_task = tokio::spawn(watch_database(
         services.db.clone(),
         reporter,
@@ -112,31 +114,40 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
         .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
 }
 
-/// Reports SERVING while the database answers and NOT_SERVING while it does not.
+/// Reports SERVING while the database answers and NOT_SERVING while it does not. The first
+/// report is made before the server accepts calls, so health never answers NOT_FOUND.
 async fn watch_database(
     db: sea_orm::DatabaseConnection,
     reporter: HealthReporter,
     interval: Duration,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut last = None;
+    let mut last = ServingStatus::Serving;
     loop {
-        let status = if crate::store::ping(&db).await { ServingStatus::Serving } else { ServingStatus::NotServing };
-        if last != Some(status) {
-            if status == ServingStatus::NotServing {
-                tracing::warn!("database unreachable; reporting NOT_SERVING");
-            } else if last.is_some() {
-                tracing::info!("database reachable again; reporting SERVING");
-            }
-            reporter.set_service_status("", status).await;
-            for name in SERVICE_NAMES {
-                reporter.set_service_status(*name, status).await;
-            }
-            last = Some(status);
-        }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = crate::engine::stopping(&mut stopped) => return,
         }
+        let status = probe(&db).await;
+        if status != last {
+            if status == ServingStatus::NotServing {
+                tracing::warn!("database unreachable; reporting NOT_SERVING");
+            } else {
+                tracing::info!("database reachable again; reporting SERVING");
+            }
+            report(&reporter, status).await;
+            last = status;
+        }
+    }
+}
+
+async fn probe(db: &sea_orm::DatabaseConnection) -> ServingStatus {
+    if crate::store::ping(db).await { ServingStatus::Serving } else { ServingStatus::NotServing }
+}
+
+async fn report(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    for name in SERVICE_NAMES {
+        reporter.set_service_status(*name, status).await;
     }
 }
