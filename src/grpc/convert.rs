@@ -335,3 +335,15 @@ pub fn session_to_pb(record: &SessionRecord) -> pb::Session {
         organization_id: session.organization_id.clone(),
     }
 }
+
+/// A repeated enum filter from a request: every value must be known and not UNSPECIFIED.
+pub fn enum_filter<T>(field: &str, values: &[i32], convert: fn(i32) -> Option<T>) -> Result<Vec<T>> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(index, value)| {
+            convert(*value)
+                .ok_or_else(|| Error::invalid(format!("{field}[{index}]"), "is not one of the enum's values"))
+        })
+        .collect()
+}

@@ -1,5 +1,5 @@
 use super::auth::caller;
-use super::convert::{page_request, require_id, resource_ip_status_from_pb, resource_ip_to_pb};
+use super::convert::{enum_filter, page_request, require_id, resource_ip_status_from_pb, resource_ip_to_pb};
 use crate::error::Error;
 use crate::pb::v1::resource_ip_service_server::ResourceIpService;
 use crate::pb::v1::*;
@@ -29,13 +29,7 @@ impl ResourceIpService for ResourceIpApi {
         let optional_id = |field: &str, value: &str| -> Result<Option<String>, Error> {
             if value.is_empty() { Ok(None) } else { require_id(field, value).map(|id| Some(id.to_owned())) }
         };
-        let mut statuses = Vec::new();
-        for (index, value) in message.statuses.iter().enumerate() {
-            statuses.push(
-                resource_ip_status_from_pb(*value)
-                    .ok_or_else(|| Error::invalid(format!("statuses[{index}]"), "is not a resource ip status"))?,
-            );
-        }
+        let statuses = enum_filter("statuses", &message.statuses, resource_ip_status_from_pb)?;
         let filter = RuleFilter {
             session_id: optional_id("session_id", &message.session_id)?,
             resource_id: optional_id("resource_id", &message.resource_id)?,

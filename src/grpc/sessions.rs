@@ -1,7 +1,6 @@
 use super::auth::caller;
-use super::convert::{page_request, require_id, session_status_from_pb, session_to_pb};
+use super::convert::{enum_filter, page_request, require_id, session_status_from_pb, session_to_pb};
 use crate::domain::{SessionStatus, client_address};
-use crate::error::Error;
 use crate::pb::v1::session_service_server::SessionService;
 use crate::pb::v1::*;
 use crate::service::{SessionManager, StartRequest};
@@ -65,13 +64,7 @@ impl SessionService for SessionApi {
     ) -> Result<Response<ListSessionsResponse>, Status> {
         let message = request.get_ref();
         let page = page_request(message.page_size, &message.page_token)?;
-        let mut statuses: Vec<SessionStatus> = Vec::new();
-        for (index, value) in message.statuses.iter().enumerate() {
-            statuses.push(
-                session_status_from_pb(*value)
-                    .ok_or_else(|| Error::invalid(format!("statuses[{index}]"), "is not a session status"))?,
-            );
-        }
+        let statuses = enum_filter("statuses", &message.statuses, session_status_from_pb)?;
         let user_id =
             if message.user_id.is_empty() { None } else { Some(require_id("user_id", &message.user_id)?.to_owned()) };
         let filter = SessionFilter { user_id, statuses };

@@ -23,15 +23,7 @@ pub async fn list(
 ) -> StoreResult<Page<Model>> {
     let mut select = Entity::find().filter(Column::OrganizationId.eq(organization_id));
     if let Some(user_id) = assigned_to {
-        select = select.filter(
-            Column::Id.in_subquery(
-                Query::select()
-                    .column(resource_assignment::Column::ResourceId)
-                    .from(resource_assignment::Entity)
-                    .and_where(resource_assignment::Column::UserId.eq(user_id))
-                    .to_owned(),
-            ),
-        );
+        select = select.filter(Column::Id.in_subquery(assigned_ids(user_id)));
     }
     fetch_page(db, select, Column::Id, request, false, |m| &m.id).await
 }
@@ -92,16 +84,14 @@ pub async fn get_by_id(db: &impl ConnectionTrait, id: &str) -> StoreResult<Model
 
 /// Every resource assigned to `user_id`.
 pub async fn assigned_to(db: &impl ConnectionTrait, user_id: &str) -> StoreResult<Vec<Model>> {
-    Ok(Entity::find()
-        .filter(
-            Column::Id.in_subquery(
-                Query::select()
-                    .column(resource_assignment::Column::ResourceId)
-                    .from(resource_assignment::Entity)
-                    .and_where(resource_assignment::Column::UserId.eq(user_id))
-                    .to_owned(),
-            ),
-        )
-        .all(db)
-        .await?)
+    Ok(Entity::find().filter(Column::Id.in_subquery(assigned_ids(user_id))).all(db).await?)
+}
+
+/// The ids of the resources assigned to `user_id`, as a subquery.
+fn assigned_ids(user_id: &str) -> sea_orm::sea_query::SelectStatement {
+    Query::select()
+        .column(resource_assignment::Column::ResourceId)
+        .from(resource_assignment::Entity)
+        .and_where(resource_assignment::Column::UserId.eq(user_id))
+        .to_owned()
 }
