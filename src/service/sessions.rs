@@ -171,18 +171,15 @@ impl SessionManager {
     /// A session the caller may see: its own, or any of the organization's for admins.
     async fn visible(&self, caller: &Caller, id: &str) -> Result<session::Model> {
         let session = sessions::get(&self.db, id).await.or_not_found("session")?;
-        if session.organization_id != caller.organization_id
-            || (!caller.is_admin() && session.user_id != caller.user_id)
-        {
-            return Err(Error::not_found("session"));
-        }
+        check_visible(caller, &session)?;
         Ok(session)
     }
 
     pub async fn get(&self, caller: &Caller, id: &str) -> Result<SessionRecord> {
         caller.require(Permission::SessionsRead)?;
-        self.visible(caller, id).await?;
-        Ok(sessions::load(&self.db, id).await?)
+        let record = sessions::load(&self.db, id).await.or_not_found("session")?;
+        check_visible(caller, &record.session)?;
+        Ok(record)
     }
 
     pub async fn list(
@@ -323,4 +320,12 @@ impl SessionManager {
         self.engine.wake();
         Ok(sessions::get_rule(&self.db, &caller.organization_id, id).await?)
     }
+}
+
+/// NOT_FOUND unless the session is the caller's, or the caller administers its organization.
+fn check_visible(caller: &Caller, session: &session::Model) -> Result<()> {
+    if session.organization_id != caller.organization_id || (!caller.is_admin() && session.user_id != caller.user_id) {
+        return Err(Error::not_found("session"));
+    }
+    Ok(())
 }
