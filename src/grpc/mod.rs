@@ -18,9 +18,9 @@ use crate::service::Services;
 use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::server::NamedService;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -97,7 +97,8 @@ pub async fn serve(
             services.organizations.clone(),
         )))
         .add_service(v1::audit_service_server::AuditServiceServer::new(audit::AuditApi(services.audit.clone())))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        // Small gRPC frames must not wait for Nagle's algorithm (tens of milliseconds each).
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown)
         .await;
     let _ = stop_background.send(true);
     let _ = health_task.await;
