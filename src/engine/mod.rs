@@ -15,7 +15,7 @@ use crate::service::{AuditRecord, Caller};
 use crate::store::entity::session;
 use crate::store::queries::sessions::{self, SessionRecord};
 use crate::store::{self, StoreResult};
-use sea_orm::{ActiveValue::Set, DatabaseConnection, IntoActiveModel};
+use sea_orm::{ActiveValue::Set, DatabaseConnection, DatabaseTransaction, IntoActiveModel};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
@@ -116,7 +116,7 @@ impl Engine {
     ) -> StoreResult<bool> {
         let db = &self.inner.db;
         let txn = store::begin(db).await?;
-        let current = sessions::get(&txn, session_id).await?;
+        let current = sessions::get_for_update(&txn, session_id).await?;
         let live = current.status.parse::<SessionStatus>().is_ok_and(SessionStatus::is_live);
         if !live {
             return Ok(false);
@@ -144,12 +144,12 @@ impl Engine {
         Ok(true)
     }
 
-    /// Recomputes a session's status from its rules after they changed, bumps its revision,
+    /// Recomputes a session's status from its rules after they changed (inside the transaction
+    /// that changed them, so a crash can never leave rules and status apart), bumps its revision,
     /// and records a status change in the audit trail.
-    async fn settle(&self, session_id: &str) -> StoreResult<()> {
-        let txn = store::begin(&self.inner.db).await?;
-        let current = sessions::get(&txn, session_id).await?;
-        let rules = sessions::rules_of(&txn, session_id).await?;
+    async fn settle(txn: &DatabaseTransaction, session_id: &str) -> StoreResult<()> {
+        let current = sessions::get_for_update(txn, session_id).await?;
+        let rules = sessions::rules_of(txn, session_id).await?;
         let statuses: Vec<_> = rules.iter().filter_map(|r| r.status.parse().ok()).collect();
         let status: SessionStatus = current.status.parse().unwrap_or(SessionStatus::Pending);
         let reason = current.ended_reason.as_deref().and_then(|r| r.parse().ok());
@@ -169,11 +169,11 @@ impl Engine {
                 active.ended_at = Set(Some(now()));
             }
         }
-        sessions::update(&txn, active).await?;
+        sessions::update(txn, active).await?;
         if next != status {
-            AuditRecord::new(session_event(next), "session", session_id).write_as(&txn, &organization_id, None).await?;
+            AuditRecord::new(session_event(next), "session", session_id).write_as(txn, &organization_id, None).await?;
         }
-        store::commit(txn).await
+        Ok(())
     }
 
     async fn run_expiry(&self, mut stop: watch::Receiver<bool>) {

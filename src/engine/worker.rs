@@ -90,7 +90,6 @@ async fn process_batch(engine: &Engine) -> StoreResult<usize> {
         }
     }
     for session_id in touched {
-        engine.settle(&session_id).await?;
         engine.publish(&session_id).await;
     }
     Ok(count)
@@ -232,7 +231,8 @@ async fn apply(
 
 /// Saves outcomes and releases the leases. A rule whose session ended while it was being applied
 /// (PENDING became REMOVING under our lease) keeps REMOVING but records the rule id, so the
-/// removal that follows revokes exactly what was opened. Returns the sessions that changed.
+/// removal that follows revokes exactly what was opened. The sessions whose rules changed are
+/// rolled up in the same transaction. Returns them.
 async fn record(
     engine: &Engine,
     token: &str,
@@ -240,6 +240,11 @@ async fn record(
 ) -> StoreResult<Vec<String>> {
     let inner = &engine.inner;
     let txn = store::begin(&inner.db).await?;
+    // Sessions before rules, as everywhere else that changes both: no lock-order deadlocks.
+    let mut sessions_of: Vec<&str> = outcomes.iter().map(|(rule, _)| rule.session_id.as_str()).collect();
+    sessions_of.sort_unstable();
+    sessions_of.dedup();
+    sessions::lock_all(&txn, &sessions_of).await?;
     let mut touched = Vec::new();
     let at = now();
     for (claimed, outcome) in outcomes {
@@ -287,8 +292,12 @@ async fn record(
             touched.push(current.session_id);
         }
     }
-    store::commit(txn).await?;
+    touched.sort();
     touched.dedup();
+    for session_id in &touched {
+        Engine::settle(&txn, session_id).await?;
+    }
+    store::commit(txn).await?;
     Ok(touched)
 }
 

@@ -213,7 +213,7 @@ impl SessionManager {
         let organization = organizations::get(&self.db, &caller.organization_id).await.or_not_found("organization")?;
         let tier: Tier = organization.tier.parse().map_err(Error::internal)?;
         let txn = store::begin(&self.db).await?;
-        let session = sessions::get(&txn, id).await.or_not_found("session")?;
+        let session = sessions::get_for_update(&txn, id).await.or_not_found("session")?;
         let owner_role = if session.user_id == caller.user_id {
             caller.role
         } else {

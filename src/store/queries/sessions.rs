@@ -36,6 +36,25 @@ pub async fn get(db: &impl ConnectionTrait, id: &str) -> StoreResult<session::Mo
     found(session::Entity::find_by_id(id).one(db).await?)
 }
 
+/// Locks sessions (PostgreSQL; in id order, so concurrent lockers never deadlock) before their
+/// rules change in the same transaction.
+pub async fn lock_all(db: &impl ConnectionTrait, ids: &[&str]) -> StoreResult<()> {
+    session::Entity::find()
+        .filter(session::Column::Id.is_in(ids.iter().copied()))
+        .order_by_asc(session::Column::Id)
+        .lock_exclusive()
+        .all(db)
+        .await?;
+    Ok(())
+}
+
+/// Reads a session inside a transaction that is about to change it: on PostgreSQL the row stays
+/// locked until the transaction ends, so concurrent changes (a stop and a roll-up) serialize.
+/// SQLite serializes every write anyway.
+pub async fn get_for_update(db: &impl ConnectionTrait, id: &str) -> StoreResult<session::Model> {
+    found(session::Entity::find_by_id(id).lock_exclusive().one(db).await?)
+}
+
 /// A session with its user and rules.
 pub async fn load(db: &impl ConnectionTrait, id: &str) -> StoreResult<SessionRecord> {
     let session = get(db, id).await?;
