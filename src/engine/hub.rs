@@ -45,6 +45,11 @@ impl Hub {
         Subscription { receiver: slot.subscribe(), hub: self.clone(), session_id: session_id.to_owned() }
     }
 
+    /// Whether anybody watches `session_id` (loading a state nobody watches is wasted work).
+    pub fn is_watched(&self, session_id: &str) -> bool {
+        self.lock().contains_key(session_id)
+    }
+
     /// How many sessions have watchers (for tests and metrics).
     pub fn watched_sessions(&self) -> usize {
         self.lock().len()

@@ -99,11 +99,16 @@ impl Engine {
         tokio::join!(worker::run(self.clone(), stop.clone()), self.run_expiry(stop));
     }
 
-    /// Loads a session and offers it to its watchers.
-    pub async fn publish(&self, session_id: &str) {
-        match sessions::load(&self.inner.db, session_id).await {
-            Ok(record) => self.inner.hub.publish(Arc::new(record)),
-            Err(err) => tracing::warn!(session_id, error = %err, "loading session for watchers failed"),
+    /// Loads the watched ones of `session_ids` and offers them to their watchers. A watcher that
+    /// subscribes after this check reads the committed state itself, so nothing is missed.
+    pub async fn publish(&self, session_ids: &[&str]) {
+        let watched: Vec<&str> = session_ids.iter().copied().filter(|id| self.inner.hub.is_watched(id)).collect();
+        if watched.is_empty() {
+            return;
+        }
+        match sessions::load_many(&self.inner.db, &watched).await {
+            Ok(records) => records.into_iter().for_each(|record| self.inner.hub.publish(Arc::new(record))),
+            Err(err) => tracing::warn!(sessions = watched.len(), error = %err, "loading sessions for watchers failed"),
         }
     }
 
@@ -140,7 +145,7 @@ impl Engine {
             .await?;
         store::commit(txn).await?;
         self.wake();
-        self.publish(session_id).await;
+        self.publish(&[session_id]).await;
         Ok(true)
     }
 

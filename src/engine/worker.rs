@@ -89,9 +89,8 @@ async fn process_batch(engine: &Engine) -> StoreResult<usize> {
             }
         }
     }
-    for session_id in touched {
-        engine.publish(&session_id).await;
-    }
+    let touched: Vec<&str> = touched.iter().map(String::as_str).collect();
+    engine.publish(&touched).await;
     Ok(count)
 }
 
@@ -132,8 +131,9 @@ async fn remove(
 ) -> StoreResult<Vec<(resource_ip::Model, Outcome)>> {
     let mut outcomes = Vec::new();
     let mut to_revoke = Vec::new();
+    let holders = Holders::load(engine, &rules).await?;
     for rule in rules {
-        if !sessions::other_holders(&engine.inner.db, &rule).await?.is_empty() {
+        if holders.others(&rule).next().is_some() {
             // Another live session holds the same address here: the shared rule stays.
             outcomes.push((rule, Outcome::Removed));
         } else {
@@ -190,12 +190,13 @@ async fn apply(
     };
     let mut to_apply = Vec::new();
     let mut requests = Vec::new();
+    let holders = Holders::load(engine, &rules).await?;
     for rule in rules {
-        let holders = sessions::other_holders(&engine.inner.db, &rule).await?;
-        if let Some(rule_id) = holders
-            .into_iter()
-            .find_map(|h| h.provider_rule_id.filter(|_| h.status == ResourceIpStatus::Applied.as_str()))
-        {
+        let shared = holders
+            .others(&rule)
+            .find(|h| h.status == ResourceIpStatus::Applied.as_str())
+            .and_then(|h| h.provider_rule_id.clone());
+        if let Some(rule_id) = shared {
             // The address is already open here for another session: share its rule.
             outcomes.push((rule, Outcome::Applied { rule_id }));
             continue;
@@ -307,4 +308,20 @@ fn backoff(config: &super::EngineConfig, attempts: i32) -> TimeDelta {
     let delay = config.backoff_base.saturating_mul(2u32.saturating_pow(exponent)).min(config.backoff_max);
     let jittered = delay.mul_f64(rand::rng().random_range(0.5..=1.0));
     TimeDelta::from_std(jittered).unwrap_or(TimeDelta::seconds(60))
+}
+
+/// The rules that hold the same addresses on the same resource as a group of claimed rules.
+struct Holders(Vec<resource_ip::Model>);
+
+impl Holders {
+    async fn load(engine: &Engine, rules: &[resource_ip::Model]) -> StoreResult<Holders> {
+        let Some(first) = rules.first() else { return Ok(Holders(Vec::new())) };
+        let addresses: Vec<&str> = rules.iter().map(|r| r.ip_address.as_str()).collect();
+        Ok(Holders(sessions::holders(&engine.inner.db, &first.resource_id, &addresses).await?))
+    }
+
+    /// The holders of `rule`'s address other than `rule` itself.
+    fn others<'a>(&'a self, rule: &'a resource_ip::Model) -> impl Iterator<Item = &'a resource_ip::Model> + 'a {
+        self.0.iter().filter(move |h| h.ip_address == rule.ip_address && h.id != rule.id)
+    }
 }

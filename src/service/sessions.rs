@@ -122,7 +122,7 @@ impl SessionManager {
             created_at: at,
             updated_at: at,
         };
-        let rules = assigned
+        let rules: Vec<resource_ip::Model> = assigned
             .iter()
             .flat_map(|resource| ipv4.iter().chain(ipv6.iter()).map(move |address| (resource, address)))
             .map(|(resource, address)| resource_ip::Model {
@@ -146,6 +146,13 @@ impl SessionManager {
                 updated_at: at,
             })
             .collect();
+        // What was written is what the caller gets back: no need to read it again.
+        let started = SessionRecord {
+            session: session.clone(),
+            user_name: caller.full_name.clone(),
+            user_email: caller.email.clone(),
+            rules: rules.clone(),
+        };
         let txn = store::begin(&self.db).await?;
         sessions::insert(&txn, session, rules).await.map_err(|err| match err {
             StoreError::AlreadyExists(_) => Error::AlreadyExists {
@@ -165,7 +172,7 @@ impl SessionManager {
         store::commit(txn).await?;
         self.engine.wake();
         self.engine.reschedule_expiry();
-        Ok(sessions::load(&self.db, &session_id).await?)
+        Ok(started)
     }
 
     /// A session the caller may see: its own, or any of the organization's for admins.
@@ -255,7 +262,7 @@ impl SessionManager {
             .await?;
         store::commit(txn).await?;
         self.engine.reschedule_expiry();
-        self.engine.publish(id).await;
+        self.engine.publish(&[id]).await;
         Ok(sessions::load(&self.db, id).await?)
     }
 

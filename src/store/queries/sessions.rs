@@ -62,6 +62,12 @@ pub async fn load(db: &impl ConnectionTrait, id: &str) -> StoreResult<SessionRec
     records.pop().ok_or(crate::store::StoreError::NotFound)
 }
 
+/// Sessions with their users and rules, in three queries whatever their number.
+pub async fn load_many(db: &impl ConnectionTrait, ids: &[&str]) -> StoreResult<Vec<SessionRecord>> {
+    let sessions = session::Entity::find().filter(session::Column::Id.is_in(ids.iter().copied())).all(db).await?;
+    complete(db, sessions).await
+}
+
 /// Adds users and rules to sessions, in two queries whatever their number.
 async fn complete(db: &impl ConnectionTrait, sessions: Vec<session::Model>) -> StoreResult<Vec<SessionRecord>> {
     if sessions.is_empty() {
@@ -266,16 +272,16 @@ pub async fn next_due(db: &impl ConnectionTrait) -> StoreResult<Option<DateTime<
         .map(|r| std::cmp::Ord::max(r.next_attempt_at, r.lease_expires_at.unwrap_or(r.next_attempt_at))))
 }
 
-/// Other rules on the same resource and address that still want it open (PENDING or APPLIED):
-/// the provider rule is shared between them.
-pub async fn other_holders(
+/// The rules on `resource_id` for any of `addresses` that still want the address open (PENDING
+/// or APPLIED): a provider rule is shared between the rules holding the same address.
+pub async fn holders(
     db: &impl ConnectionTrait,
-    rule: &resource_ip::Model,
+    resource_id: &str,
+    addresses: &[&str],
 ) -> StoreResult<Vec<resource_ip::Model>> {
     Ok(resource_ip::Entity::find()
-        .filter(resource_ip::Column::ResourceId.eq(rule.resource_id.as_str()))
-        .filter(resource_ip::Column::IpAddress.eq(rule.ip_address.as_str()))
-        .filter(resource_ip::Column::Id.ne(rule.id.as_str()))
+        .filter(resource_ip::Column::ResourceId.eq(resource_id))
+        .filter(resource_ip::Column::IpAddress.is_in(addresses.iter().copied()))
         .filter(
             resource_ip::Column::Status.is_in([ResourceIpStatus::Pending.as_str(), ResourceIpStatus::Applied.as_str()]),
         )
