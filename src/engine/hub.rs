@@ -86,3 +86,63 @@ impl Drop for Subscription {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::entity::session;
+
+    fn record(id: &str, revision: i64) -> Arc<SessionRecord> {
+        let at = chrono::Utc::now();
+        Arc::new(SessionRecord {
+            session: session::Model {
+                id: id.into(),
+                organization_id: "o".into(),
+                user_id: "u".into(),
+                ipv4_address: None,
+                ipv6_address: None,
+                status: "PENDING".into(),
+                started_at: at,
+                expires_at: at,
+                ended_at: None,
+                ended_reason: None,
+                revision,
+                live_ipv4_key: None,
+                live_ipv6_key: None,
+                created_at: at,
+                updated_at: at,
+            },
+            user_name: String::new(),
+            user_email: String::new(),
+            rules: Vec::new(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_slow_watcher_gets_the_latest_state_and_never_an_older_one() {
+        let hub = Hub::default();
+        let mut slow = hub.subscribe("s");
+        // Publishing never waits for the watcher, however many states it misses.
+        for revision in 1..=1000 {
+            hub.publish(record("s", revision));
+        }
+        hub.publish(record("s", 7)); // a late publisher with an old state
+        assert_eq!(slow.next().await.map(|r| r.session.revision), Some(1000));
+        hub.publish(record("s", 1001));
+        assert_eq!(slow.next().await.map(|r| r.session.revision), Some(1001));
+    }
+
+    #[tokio::test]
+    async fn channels_exist_only_while_watched() {
+        let hub = Hub::default();
+        hub.publish(record("s", 1));
+        assert!(!hub.is_watched("s"));
+        let first = hub.subscribe("s");
+        let second = hub.subscribe("s");
+        assert_eq!(hub.watched_sessions(), 1);
+        drop(first);
+        assert!(hub.is_watched("s"));
+        drop(second);
+        assert!(!hub.is_watched("s"));
+    }
+}
