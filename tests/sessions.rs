@@ -213,7 +213,8 @@ async fn failures_roll_up_to_partial_and_failed_and_can_be_retried() {
 
         // Every rule refused: FAILED, terminal, and the address can start again.
         let refusing = MemoryProvider { fail_addresses: vec![IPV6.into()], ..Default::default() };
-        let only_bad = TestServer::start(&TestDb::sqlite()).await;
+        let only_bad_db = TestDb::sqlite();
+        let only_bad = TestServer::start(&only_bad_db).await;
         let mut g = Fixture::with_server(only_bad).await;
         g.resource("refusing", refusing).await;
         let key = g.user_key.clone();
@@ -529,7 +530,8 @@ async fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
     f.server.stop().await;
 
     // From an untrusted peer, a spoofed header is ignored: the (loopback) peer address is used.
-    let mut g = Fixture::new(&TestDb::sqlite()).await;
+    let untrusted_db = TestDb::sqlite();
+    let mut g = Fixture::new(&untrusted_db).await;
     g.resource("db", MemoryProvider::default()).await;
     let key = g.user_key.clone();
     let mut request = with_key(StartSessionRequest::default(), &key);

@@ -67,6 +67,8 @@ pub enum Credential<'a> {
 #[derive(Clone)]
 pub struct Authenticator {
     db: DatabaseConnection,
+    /// Lookups go to read connections, so they never queue behind the writer.
+    reader: DatabaseConnection,
     keys: TokenKeys,
 }
 
@@ -85,14 +87,14 @@ fn or_invalid(err: StoreError) -> Error {
 impl Authenticator {
     /// Loads the token keys: the configured secret, or the keys kept in the database (one is
     /// generated on first start, so every replica on the database shares it).
-    pub async fn new(db: DatabaseConnection, config: &AuthConfig) -> Result<Authenticator> {
+    pub async fn new(db: DatabaseConnection, reader: DatabaseConnection, config: &AuthConfig) -> Result<Authenticator> {
         let keys = match &config.jwt_secret {
             Some(secret) => vec![SigningKey { kid: "config".into(), secret: secret.expose().as_bytes().to_vec() }],
             None => load_or_create_keys(&db).await?,
         };
         let keys = TokenKeys::new(keys, config.jwt_issuer.clone(), config.jwt_audience.clone())
             .ok_or_else(|| Error::internal(anyhow::anyhow!("no token signing key")))?;
-        Ok(Authenticator { db, keys })
+        Ok(Authenticator { db, reader, keys })
     }
 
     pub fn token_keys(&self) -> &TokenKeys {
@@ -109,7 +111,7 @@ impl Authenticator {
 
     async fn authenticate_api_key(&self, secret: &str, peer_ip: Option<IpAddr>) -> Result<Caller> {
         let lookup = credentials::parse_api_key(secret).ok_or_else(invalid_credentials)?;
-        let key = queries::api_keys::find_by_prefix(&self.db, lookup).await.map_err(or_invalid)?;
+        let key = queries::api_keys::find_by_prefix(&self.reader, lookup).await.map_err(or_invalid)?;
         if !credentials::secret_matches(secret, &key.secret_hash) {
             return Err(invalid_credentials());
         }
@@ -117,7 +119,7 @@ impl Authenticator {
         if key.revoked_at.is_some() || key.expires_at.is_some_and(|at| at <= now) {
             return Err(invalid_credentials());
         }
-        let user = queries::users::get_any(&self.db, &key.user_id).await.map_err(or_invalid)?;
+        let user = queries::users::get_any(&self.reader, &key.user_id).await.map_err(or_invalid)?;
         let granted = Permission::split(&key.permissions);
         let mut caller = self.caller_for(user, peer_ip).await?;
         caller.permissions.retain(|p| granted.contains(p));
@@ -134,13 +136,13 @@ impl Authenticator {
             tracing::debug!(error = %err, "access token rejected");
             invalid_credentials()
         })?;
-        let login = queries::login_sessions::get(&self.db, &claims.sid).await.map_err(or_invalid)?;
+        let login = queries::login_sessions::get(&self.reader, &claims.sid).await.map_err(or_invalid)?;
         let now = crate::domain::now();
         let idle_deadline = login.active_at + chrono::TimeDelta::minutes(i64::from(login.idle_timeout_minutes));
         if login.user_id != claims.sub || login.closed_at.is_some() || login.expires_at <= now || idle_deadline <= now {
             return Err(invalid_credentials());
         }
-        let user = queries::users::get_any(&self.db, &claims.sub).await.map_err(or_invalid)?;
+        let user = queries::users::get_any(&self.reader, &claims.sub).await.map_err(or_invalid)?;
         if user.organization_id != claims.org {
             return Err(invalid_credentials());
         }
@@ -155,7 +157,7 @@ impl Authenticator {
         }
         let role: Role = user.role.parse().map_err(Error::internal)?;
         let organization: organization::Model =
-            queries::organizations::get(&self.db, &user.organization_id).await.map_err(or_invalid)?;
+            queries::organizations::get(&self.reader, &user.organization_id).await.map_err(or_invalid)?;
         Ok(Caller {
             user_id: user.id,
             organization_id: user.organization_id,

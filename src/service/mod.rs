@@ -38,7 +38,18 @@ pub struct Services {
 }
 
 impl Services {
+    /// Every use-case on one connection pool.
     pub async fn new(db: DatabaseConnection, config: &Config, providers: Providers) -> Result<Services> {
+        Services::with_reader(db.clone(), db, config, providers).await
+    }
+
+    /// Every use-case, with hot-path reads on `reader` (see [`crate::store::connect_reader`]).
+    pub async fn with_reader(
+        db: DatabaseConnection,
+        reader: DatabaseConnection,
+        config: &Config,
+        providers: Providers,
+    ) -> Result<Services> {
         let engine_config = EngineConfig {
             lease: std::time::Duration::from_secs(config.engine.lease_secs.max(1)),
             batch: config.engine.batch.max(1),
@@ -46,9 +57,9 @@ impl Services {
         };
         let engine = Engine::new(db.clone(), providers, engine_config);
         Ok(Services {
-            sessions: SessionManager::new(db.clone(), engine.clone(), config.sessions.clone()),
+            sessions: SessionManager::new(db.clone(), reader.clone(), engine.clone(), config.sessions.clone()),
             engine,
-            auth: Authenticator::new(db.clone(), &config.auth).await?,
+            auth: Authenticator::new(db.clone(), reader, &config.auth).await?,
             organizations: OrganizationManager::new(db.clone()),
             users: UserManager::new(db.clone()),
             resources: ResourceManager::new(db.clone()),

@@ -31,13 +31,20 @@ pub struct StartRequest {
 #[derive(Clone)]
 pub struct SessionManager {
     db: DatabaseConnection,
+    /// Plain reads go to read connections, so they never queue behind the writer.
+    reader: DatabaseConnection,
     engine: Engine,
     config: SessionConfig,
 }
 
 impl SessionManager {
-    pub fn new(db: DatabaseConnection, engine: Engine, config: SessionConfig) -> SessionManager {
-        SessionManager { db, engine, config }
+    pub fn new(
+        db: DatabaseConnection,
+        reader: DatabaseConnection,
+        engine: Engine,
+        config: SessionConfig,
+    ) -> SessionManager {
+        SessionManager { db, reader, engine, config }
     }
 
     pub fn engine(&self) -> &Engine {
@@ -55,7 +62,8 @@ impl SessionManager {
 
     pub async fn start(&self, caller: &Caller, request: StartRequest) -> Result<SessionRecord> {
         caller.require(Permission::SessionsWrite)?;
-        let organization = organizations::get(&self.db, &caller.organization_id).await.or_not_found("organization")?;
+        let organization =
+            organizations::get(&self.reader, &caller.organization_id).await.or_not_found("organization")?;
         let tier: Tier = organization.tier.parse().map_err(Error::internal)?;
         let max_hours = self.max_hours(caller.role, tier);
         let allow_private = organization.allow_private_addresses;
@@ -95,7 +103,7 @@ impl SessionManager {
             return Err(Error::InvalidArgument { reason, violations: violations.0 });
         }
 
-        let assigned = resources::assigned_to(&self.db, &caller.user_id).await?;
+        let assigned = resources::assigned_to(&self.reader, &caller.user_id).await?;
         if assigned.is_empty() {
             return Err(Error::failed_precondition(
                 ErrorReason::NoAssignedResources,
@@ -177,14 +185,14 @@ impl SessionManager {
 
     /// A session the caller may see: its own, or any of the organization's for admins.
     async fn visible(&self, caller: &Caller, id: &str) -> Result<session::Model> {
-        let session = sessions::get(&self.db, id).await.or_not_found("session")?;
+        let session = sessions::get(&self.reader, id).await.or_not_found("session")?;
         check_visible(caller, &session)?;
         Ok(session)
     }
 
     pub async fn get(&self, caller: &Caller, id: &str) -> Result<SessionRecord> {
         caller.require(Permission::SessionsRead)?;
-        let record = sessions::load(&self.db, id).await.or_not_found("session")?;
+        let record = sessions::load(&self.reader, id).await.or_not_found("session")?;
         check_visible(caller, &record.session)?;
         Ok(record)
     }
@@ -199,7 +207,7 @@ impl SessionManager {
         if !caller.is_admin() {
             filter.user_id = Some(caller.user_id.clone());
         }
-        Ok(sessions::list(&self.db, &caller.organization_id, &filter, page).await?)
+        Ok(sessions::list(&self.reader, &caller.organization_id, &filter, page).await?)
     }
 
     /// Ends the session (MANUAL by its owner, ADMIN by an admin); stopping an ended one changes nothing.
@@ -208,7 +216,7 @@ impl SessionManager {
         let session = self.visible(caller, id).await?;
         let reason = if session.user_id == caller.user_id { EndedReason::Manual } else { EndedReason::Admin };
         self.engine.end_session(id, reason, Some(caller)).await?;
-        Ok(sessions::load(&self.db, id).await?)
+        Ok(sessions::load(&self.reader, id).await?)
     }
 
     pub async fn extend(&self, caller: &Caller, id: &str, additional_hours: u32) -> Result<SessionRecord> {
@@ -217,7 +225,8 @@ impl SessionManager {
             return Err(Error::invalid("additional_hours", "must be at least 1"));
         }
         self.visible(caller, id).await?;
-        let organization = organizations::get(&self.db, &caller.organization_id).await.or_not_found("organization")?;
+        let organization =
+            organizations::get(&self.reader, &caller.organization_id).await.or_not_found("organization")?;
         let tier: Tier = organization.tier.parse().map_err(Error::internal)?;
         let txn = store::begin(&self.db).await?;
         let session = sessions::get_for_update(&txn, id).await.or_not_found("session")?;
@@ -263,7 +272,7 @@ impl SessionManager {
         store::commit(txn).await?;
         self.engine.reschedule_expiry();
         self.engine.publish(&[id]).await;
-        Ok(sessions::load(&self.db, id).await?)
+        Ok(sessions::load(&self.reader, id).await?)
     }
 
     /// Subscribes to the session's changes, then reads its current state: nothing between the
@@ -272,13 +281,13 @@ impl SessionManager {
         caller.require(Permission::SessionsRead)?;
         self.visible(caller, id).await?;
         let subscription = self.engine.hub().subscribe(id);
-        let current = sessions::load(&self.db, id).await?;
+        let current = sessions::load(&self.reader, id).await?;
         Ok((current, subscription))
     }
 
     pub async fn get_rule(&self, caller: &Caller, id: &str) -> Result<resource_ip::Model> {
         caller.require(Permission::SessionsRead)?;
-        let rule = sessions::get_rule(&self.db, &caller.organization_id, id).await.or_not_found("resource ip")?;
+        let rule = sessions::get_rule(&self.reader, &caller.organization_id, id).await.or_not_found("resource ip")?;
         self.visible(caller, &rule.session_id).await.map_err(|_| Error::not_found("resource ip"))?;
         Ok(rule)
     }
@@ -303,14 +312,14 @@ impl SessionManager {
             }
             (None, None) => return Err(Error::invalid("session_id", "session_id or resource_id is required")),
         }
-        Ok(sessions::list_rules(&self.db, &caller.organization_id, &filter, page).await?)
+        Ok(sessions::list_rules(&self.reader, &caller.organization_id, &filter, page).await?)
     }
 
     /// Re-applies a FAILED rule of a live session.
     pub async fn retry_rule(&self, caller: &Caller, id: &str) -> Result<resource_ip::Model> {
         caller.require(Permission::SessionsWrite)?;
         let rule = self.get_rule(caller, id).await?;
-        let session = sessions::get(&self.db, &rule.session_id).await.or_not_found("session")?;
+        let session = sessions::get(&self.reader, &rule.session_id).await.or_not_found("session")?;
         let live = session.status.parse::<SessionStatus>().is_ok_and(SessionStatus::is_live);
         if !live || rule.status != ResourceIpStatus::Failed.as_str() {
             return Err(Error::failed_precondition(
@@ -325,7 +334,7 @@ impl SessionManager {
         AuditRecord::new("resource_ip.retried", "resource_ip", id).write(&txn, caller).await?;
         store::commit(txn).await?;
         self.engine.wake();
-        Ok(sessions::get_rule(&self.db, &caller.organization_id, id).await?)
+        Ok(sessions::get_rule(&self.reader, &caller.organization_id, id).await?)
     }
 }
 

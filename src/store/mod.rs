@@ -72,6 +72,25 @@ pub async fn connect(url: &str, max_connections: u32) -> StoreResult<DatabaseCon
     Ok(Database::connect(options).await?)
 }
 
+/// Read connections for `url`, beside [`connect`]'s writer. SQLite in WAL mode lets readers run
+/// while the single writer works, so the hot read paths (authentication, session reads) get a
+/// small pool of read-only connections; other databases share the writer's pool, which is
+/// returned as is.
+pub async fn connect_reader(url: &str, writer: &DatabaseConnection, readers: u32) -> StoreResult<DatabaseConnection> {
+    if !url.starts_with("sqlite:") {
+        return Ok(writer.clone());
+    }
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .max_connections(readers.max(1))
+        .min_connections(0)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(5))
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(|sqlite| sqlite.pragma("query_only", "ON"));
+    Ok(Database::connect(options).await?)
+}
+
 /// Applies every pending migration.
 pub async fn migrate(db: &DatabaseConnection) -> StoreResult<()> {
     Migrator::up(db, None).await?;

@@ -125,11 +125,14 @@ impl TestServer {
     }
 
     pub async fn start_with(db: &TestDb, config: Config) -> TestServer {
+        // Server logs show up with a failing test's output.
+        portcullis::telemetry::init(portcullis::config::LogFormat::Text);
         let connection = db.connect().await;
         store::migrate(&connection).await.expect("migrate");
         let created = initialize(&connection, "admin@example.com", "Acme").await.expect("init");
         let providers = Providers::new(MemoryFirewall::in_process());
-        let services = Services::new(connection.clone(), &config, providers).await.expect("services");
+        let reader = store::connect_reader(&db.url, &connection, 4).await.expect("reader");
+        let services = Services::with_reader(connection.clone(), reader, &config, providers).await.expect("services");
         let options =
             ServeOptions { health_check_interval: Duration::from_millis(200), network: config.network.clone() };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
