@@ -541,3 +541,101 @@ async fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
     assert!(err.message().contains("127.0.0.1"), "{}", err.message());
     g.server.stop().await;
 }
+
+#[tokio::test]
+async fn resource_ips_are_listed_by_session_or_resource() {
+    each_backend(|db: TestDb| async move {
+        let mut f = Fixture::new(&db).await;
+        let first = f.resource("a", MemoryProvider::default()).await;
+        f.resource("b", MemoryProvider { fail_addresses: vec![IPV6.into()], ..Default::default() }).await;
+        let key = f.user_key.clone();
+        let session = f.start(&key, Some(IPV4), Some(IPV6)).await.unwrap();
+        f.watch_until(&key, &session.id, SessionStatus::Partial).await;
+        let mut rules = ResourceIpServiceClient::new(f.server.channel().await);
+
+        let all = rules
+            .list_resource_ips(with_key(
+                ListResourceIpsRequest { session_id: session.id.clone(), ..Default::default() },
+                &key,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(all.resource_ips.len(), 4, "{}", db.backend);
+        let failed = rules
+            .list_resource_ips(with_key(
+                ListResourceIpsRequest {
+                    session_id: session.id.clone(),
+                    statuses: vec![ResourceIpStatus::Failed.into()],
+                    ..Default::default()
+                },
+                &key,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(failed.resource_ips.len(), 1);
+        assert_eq!(failed.resource_ips[0].ip_address, IPV6);
+        assert_eq!(failed.resource_ips[0].ip_version, 6);
+
+        // Pages of one, newest first, nothing lost.
+        let mut token = String::new();
+        let mut seen = Vec::new();
+        loop {
+            let page = rules
+                .list_resource_ips(with_key(
+                    ListResourceIpsRequest {
+                        session_id: session.id.clone(),
+                        page_size: 1,
+                        page_token: token,
+                        ..Default::default()
+                    },
+                    &key,
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            seen.extend(page.resource_ips.into_iter().map(|r| r.id));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        let mut expected: Vec<String> = all.resource_ips.iter().map(|r| r.id.clone()).collect();
+        expected.sort();
+        expected.reverse();
+        assert_eq!(seen, expected);
+
+        let one = rules.get_resource_ip(with_key(GetResourceIpRequest { id: seen[0].clone() }, &key)).await.unwrap();
+        assert_eq!(one.into_inner().resource_ip.unwrap().session_id, session.id);
+
+        // By resource: admins only.
+        let by_resource = ListResourceIpsRequest { resource_id: first.clone(), ..Default::default() };
+        let err = rules.list_resource_ips(with_key(by_resource.clone(), &key)).await.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied);
+        let listed = rules.list_resource_ips(with_key(by_resource, &f.server.admin_key)).await.unwrap().into_inner();
+        assert_eq!(listed.resource_ips.len(), 2);
+        assert!(listed.resource_ips.iter().all(|r| r.resource_id == first));
+        let err = rules.list_resource_ips(with_key(ListResourceIpsRequest::default(), &key)).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+
+        // Another user sees none of it.
+        let other = f.server.insert_user(&f.server.organization_id, "other@example.com", "USER").await;
+        let other_key = f.server.insert_api_key(&other, Permission::ALL, None).await;
+        let err = rules
+            .get_resource_ip(with_key(GetResourceIpRequest { id: seen[0].clone() }, &other_key))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+        let err = rules
+            .list_resource_ips(with_key(
+                ListResourceIpsRequest { session_id: session.id.clone(), ..Default::default() },
+                &other_key,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+        f.server.stop().await;
+    })
+    .await;
+}
