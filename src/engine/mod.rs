@@ -51,6 +51,8 @@ pub struct Engine {
 
 struct Inner {
     db: DatabaseConnection,
+    /// Plain reads (watcher loads, provider lookups, scheduling) stay off the writer.
+    reader: DatabaseConnection,
     providers: Providers,
     hub: Hub,
     config: EngineConfig,
@@ -61,10 +63,16 @@ struct Inner {
 }
 
 impl Engine {
-    pub fn new(db: DatabaseConnection, providers: Providers, config: EngineConfig) -> Engine {
+    pub fn new(
+        db: DatabaseConnection,
+        reader: DatabaseConnection,
+        providers: Providers,
+        config: EngineConfig,
+    ) -> Engine {
         Engine {
             inner: Arc::new(Inner {
                 db,
+                reader,
                 providers,
                 hub: Hub::default(),
                 config,
@@ -106,7 +114,7 @@ impl Engine {
         if watched.is_empty() {
             return;
         }
-        match sessions::load_many(&self.inner.db, &watched).await {
+        match sessions::load_many(&self.inner.reader, &watched).await {
             Ok(records) => records.into_iter().for_each(|record| self.inner.hub.publish(Arc::new(record))),
             Err(err) => tracing::warn!(sessions = watched.len(), error = %err, "loading sessions for watchers failed"),
         }
@@ -190,7 +198,7 @@ impl Engine {
             }
             let sleep = match self.expire_due(BATCH).await {
                 Ok(expired) if expired >= BATCH => Duration::ZERO,
-                Ok(_) => match sessions::next_expiry(&self.inner.db).await {
+                Ok(_) => match sessions::next_expiry(&self.inner.reader).await {
                     Ok(Some(at)) => (at - now()).to_std().unwrap_or(Duration::ZERO).min(LONGEST_SLEEP),
                     Ok(None) => LONGEST_SLEEP,
                     Err(err) => {
@@ -215,7 +223,7 @@ impl Engine {
     }
 
     async fn expire_due(&self, limit: u64) -> StoreResult<u64> {
-        let due = sessions::due_to_expire(&self.inner.db, now(), limit).await?;
+        let due = sessions::due_to_expire(&self.inner.reader, now(), limit).await?;
         let count = due.len() as u64;
         for session in due {
             self.end_session(&session.id, EndedReason::Expired, None).await?;

@@ -9,7 +9,7 @@ use crate::store::queries::{resources, sessions};
 use crate::store::{self, StoreError, StoreResult};
 use chrono::TimeDelta;
 use rand::Rng;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +23,7 @@ pub(super) async fn run(engine: Engine, mut stop: watch::Receiver<bool>) {
             return;
         }
         let idle = match process_batch(&engine).await {
-            Ok(0) => match sessions::next_due(&engine.inner.db).await {
+            Ok(0) => match sessions::next_due(&engine.inner.reader).await {
                 Ok(Some(at)) => {
                     (at - now()).to_std().unwrap_or(Duration::ZERO).clamp(Duration::from_millis(5), LONGEST_IDLE)
                 }
@@ -102,7 +102,7 @@ async fn process_resource(
     resource_id: String,
     rules: Vec<resource_ip::Model>,
 ) -> StoreResult<Vec<String>> {
-    let db = &engine.inner.db;
+    let db = &engine.inner.reader;
     let provider = match resources::get_by_id(db, &resource_id).await {
         Ok(resource) => match provider_of(&resource) {
             Ok(config) => engine
@@ -246,10 +246,13 @@ async fn record(
     sessions_of.sort_unstable();
     sessions_of.dedup();
     sessions::lock_all(&txn, &sessions_of).await?;
+    let ids: Vec<&str> = outcomes.iter().map(|(rule, _)| rule.id.as_str()).collect();
+    let mut current_rows: HashMap<String, resource_ip::Model> =
+        sessions::rules_by_ids(&txn, &ids).await?.into_iter().map(|row| (row.id.clone(), row)).collect();
     let mut touched = Vec::new();
     let at = now();
     for (claimed, outcome) in outcomes {
-        let current = match sessions::rules_by_ids(&txn, &[claimed.id.as_str()]).await?.pop() {
+        let current = match current_rows.remove(&claimed.id) {
             Some(current) if current.lease_owner.as_deref() == Some(token) => current,
             _ => continue,
         };
@@ -317,7 +320,7 @@ impl Holders {
     async fn load(engine: &Engine, rules: &[resource_ip::Model]) -> StoreResult<Holders> {
         let Some(first) = rules.first() else { return Ok(Holders(Vec::new())) };
         let addresses: Vec<&str> = rules.iter().map(|r| r.ip_address.as_str()).collect();
-        Ok(Holders(sessions::holders(&engine.inner.db, &first.resource_id, &addresses).await?))
+        Ok(Holders(sessions::holders(&engine.inner.reader, &first.resource_id, &addresses).await?))
     }
 
     /// The holders of `rule`'s address other than `rule` itself.

@@ -55,7 +55,7 @@ impl Services {
             batch: config.engine.batch.max(1),
             ..EngineConfig::default()
         };
-        let engine = Engine::new(db.clone(), providers, engine_config);
+        let engine = Engine::new(db.clone(), reader.clone(), providers, engine_config);
         Ok(Services {
             sessions: SessionManager::new(db.clone(), reader.clone(), engine.clone(), config.sessions.clone()),
             engine,
