@@ -1,6 +1,7 @@
 use super::auth::caller;
 use super::convert::{enum_filter, page_request, require_id, session_status_from_pb, session_to_pb};
 use crate::domain::{SessionStatus, client_address};
+use crate::engine::Subscription;
 use crate::pb::v1::session_service_server::SessionService;
 use crate::pb::v1::*;
 use crate::service::{SessionManager, StartRequest};
@@ -99,49 +100,53 @@ impl SessionService for SessionApi {
         request: Request<WatchSessionRequest>,
     ) -> Result<Response<Self::WatchSessionStream>, Status> {
         let id = require_id("id", &request.get_ref().id)?;
-        let (current, mut subscription) = self.sessions.watch(caller(&request)?, id).await?;
-        let mut shutdown = self.shutdown.clone();
-        let stream = async_stream_of(move |sender| async move {
-            let first = session_to_pb(&current);
-            let mut last_revision = first.revision;
-            let done = is_terminal(&first);
-            if sender.send(Ok(WatchSessionResponse { session: Some(first) })).await.is_err() || done {
-                return;
-            }
-            loop {
-                let record = tokio::select! {
-                    record = subscription.next() => match record {
-                        Some(record) => record,
-                        None => return,
-                    },
-                    _ = crate::engine::stopping(&mut shutdown) => {
-                        let _ = sender.send(Err(Status::unavailable("the server is shutting down; watch again"))).await;
-                        return;
-                    }
-                };
-                let session = session_to_pb(&record);
-                if session.revision <= last_revision {
-                    continue;
-                }
-                last_revision = session.revision;
-                let done = is_terminal(&session);
-                if sender.send(Ok(WatchSessionResponse { session: Some(session) })).await.is_err() || done {
-                    return;
-                }
-            }
-        });
+        let (current, subscription) = self.sessions.watch(caller(&request)?, id).await?;
+        let state = WatchState {
+            first: Some(session_to_pb(&current)),
+            subscription,
+            shutdown: self.shutdown.clone(),
+            last_revision: 0,
+            finished: false,
+        };
+        // A stream polled by the connection itself: no task or channel per watcher, and the
+        // subscription goes away the moment the client does.
+        let stream: WatchStream = Box::pin(futures::stream::unfold(state, next_message));
         Ok(Response::new(stream))
     }
 }
 
-/// Runs `produce` as a task feeding a bounded channel, as a response stream. The task ends
-/// when the client goes away (the send fails).
-fn async_stream_of<F, Fut>(produce: F) -> WatchStream
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<Result<WatchSessionResponse, Status>>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (sender, receiver) = tokio::sync::mpsc::channel(4);
-    tokio::spawn(produce(sender));
-    Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))
+/// What one WatchSession stream has sent so far.
+struct WatchState {
+    first: Option<Session>,
+    subscription: Subscription,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    last_revision: u64,
+    finished: bool,
+}
+
+/// The next message of a watch stream: the current state first, then every newer revision,
+/// ending after a terminal state (or with UNAVAILABLE when the server shuts down).
+async fn next_message(mut state: WatchState) -> Option<(Result<WatchSessionResponse, Status>, WatchState)> {
+    if state.finished {
+        return None;
+    }
+    let session = match state.first.take() {
+        Some(first) => first,
+        None => loop {
+            let record = tokio::select! {
+                record = state.subscription.next() => record?,
+                _ = crate::engine::stopping(&mut state.shutdown) => {
+                    state.finished = true;
+                    return Some((Err(Status::unavailable("the server is shutting down; watch again")), state));
+                }
+            };
+            let session = session_to_pb(&record);
+            if session.revision > state.last_revision {
+                break session;
+            }
+        },
+    };
+    state.last_revision = session.revision;
+    state.finished = is_terminal(&session);
+    Some((Ok(WatchSessionResponse { session: Some(session) }), state))
 }
