@@ -13,7 +13,7 @@ use crate::domain::{EndedReason, SessionStatus, now, roll_up};
 use crate::provider::Providers;
 use crate::service::{AuditRecord, Caller};
 use crate::store::entity::session;
-use crate::store::queries::sessions::{self, SessionRecord};
+use crate::store::queries::sessions;
 use crate::store::{self, StoreResult};
 use sea_orm::{ActiveValue::Set, DatabaseConnection, DatabaseTransaction, IntoActiveModel};
 use std::sync::Arc;
@@ -253,6 +253,3 @@ fn session_event(status: SessionStatus) -> &'static str {
         SessionStatus::Cancelled => "session.cancelled",
     }
 }
-
-/// A loaded session, ready for watchers and API answers.
-pub type SharedRecord = Arc<SessionRecord>;
