@@ -639,3 +639,44 @@ async fn resource_ips_are_listed_by_session_or_resource() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_reconnecting_watcher_misses_nothing() {
+    each_backend(|db: TestDb| async move {
+        let mut f = Fixture::new(&db).await;
+        f.resource("db", MemoryProvider { latency_ms: 50, ..Default::default() }).await;
+        let key = f.user_key.clone();
+        let session = f.start(&key, Some(IPV4), None).await.unwrap();
+        let watch = || with_key(WatchSessionRequest { id: session.id.clone() }, &key);
+
+        let mut first = f.sessions.watch_session(watch()).await.unwrap().into_inner();
+        let seen = first.message().await.unwrap().unwrap().session.unwrap();
+        drop(first); // the connection drops mid-session
+        f.watch_until(&key, &session.id, SessionStatus::Active).await;
+        f.stop(&key, &session.id).await;
+
+        // Reconnecting: the current state comes first, newer than anything seen before.
+        let mut again = f.sessions.watch_session(watch()).await.unwrap().into_inner();
+        let current = again.message().await.unwrap().unwrap().session.unwrap();
+        assert!(current.revision > seen.revision, "{}", db.backend);
+        assert!(matches!(current.status(), SessionStatus::Expiring | SessionStatus::Cancelled));
+        let mut last = current;
+        while let Some(message) = again.message().await.unwrap() {
+            last = message.session.unwrap();
+        }
+        assert_eq!(last.status(), SessionStatus::Cancelled);
+        // Streams that clients dropped are released by the server shortly after.
+        let hub = f.server.services.engine.hub().clone();
+        let mut remaining = hub.watched_sessions();
+        for _ in 0..50 {
+            if remaining == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            remaining = hub.watched_sessions();
+        }
+        assert_eq!(remaining, 0, "no channel outlives its watchers");
+        f.server.stop().await;
+    })
+    .await;
+}
