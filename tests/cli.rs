@@ -1,5 +1,7 @@
 //! The `portcullis` binary: init, serve, graceful shutdown.
 
+mod common;
+
 use portcullis::pb::v1::resource_service_client::ResourceServiceClient;
 use portcullis::pb::v1::session_service_client::SessionServiceClient;
 use portcullis::pb::v1::user_service_client::UserServiceClient;
@@ -112,16 +114,12 @@ async fn serve_answers_health_and_stops_on_sigterm() {
     assert!(logged.iter().any(|l| l.contains("terminate received")), "{logged:?}");
 }
 
-fn authed<T>(message: T, key: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert("x-api-key", key.parse().unwrap());
-    request
-}
-
 /// Creates a memory resource, assigns it to the admin, starts a session and watches it.
 async fn open_watch(channel: tonic::transport::Channel, key: &str) -> tonic::Streaming<WatchSessionResponse> {
-    let me =
-        UserServiceClient::new(channel.clone()).get_current_user(authed(GetCurrentUserRequest {}, key)).await.unwrap();
+    let me = UserServiceClient::new(channel.clone())
+        .get_current_user(common::with_key(GetCurrentUserRequest {}, key))
+        .await
+        .unwrap();
     let user_id = me.into_inner().user.unwrap().id;
     let mut resources = ResourceServiceClient::new(channel.clone());
     let resource = Resource {
@@ -130,16 +128,16 @@ async fn open_watch(channel: tonic::transport::Channel, key: &str) -> tonic::Str
         ..Default::default()
     };
     let resource_id = resources
-        .create_resource(authed(CreateResourceRequest { resource: Some(resource) }, key))
+        .create_resource(common::with_key(CreateResourceRequest { resource: Some(resource) }, key))
         .await
         .unwrap()
         .into_inner()
         .resource
         .unwrap()
         .id;
-    resources.assign_resource(authed(AssignResourceRequest { resource_id, user_id }, key)).await.unwrap();
+    resources.assign_resource(common::with_key(AssignResourceRequest { resource_id, user_id }, key)).await.unwrap();
     let mut sessions = SessionServiceClient::new(channel);
     let start = StartSessionRequest { ipv4_address: Some("203.0.113.50".into()), ..Default::default() };
-    let id = sessions.start_session(authed(start, key)).await.unwrap().into_inner().session.unwrap().id;
-    sessions.watch_session(authed(WatchSessionRequest { id }, key)).await.unwrap().into_inner()
+    let id = sessions.start_session(common::with_key(start, key)).await.unwrap().into_inner().session.unwrap().id;
+    sessions.watch_session(common::with_key(WatchSessionRequest { id }, key)).await.unwrap().into_inner()
 }

@@ -62,12 +62,6 @@ fn memory_rules(dir: &Path) -> usize {
         .map_or(0, |resources| resources.values().map(|r| r.as_object().map_or(0, |m| m.len())).sum())
 }
 
-fn authed<T>(message: T, key: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert("x-api-key", key.parse().unwrap());
-    request
-}
-
 async fn channel(address: &str) -> Channel {
     Channel::from_shared(format!("http://{address}")).unwrap().connect().await.unwrap()
 }
@@ -76,7 +70,7 @@ async fn statuses(address: &str, key: &str, ids: &[String]) -> Vec<SessionStatus
     let mut sessions = SessionServiceClient::new(channel(address).await);
     let mut out = Vec::new();
     for id in ids {
-        let session = sessions.get_session(authed(GetSessionRequest { id: id.clone() }, key)).await.unwrap();
+        let session = sessions.get_session(common::with_key(GetSessionRequest { id: id.clone() }, key)).await.unwrap();
         out.push(session.into_inner().session.unwrap().status());
     }
     out
@@ -108,7 +102,7 @@ async fn crash_and_recover(db: &common::TestDb) {
 
     let (mut server, address) = serve(dir.path(), database_url);
     let me = UserServiceClient::new(channel(&address).await)
-        .get_current_user(authed(GetCurrentUserRequest {}, &key))
+        .get_current_user(common::with_key(GetCurrentUserRequest {}, &key))
         .await
         .unwrap()
         .into_inner()
@@ -121,11 +115,13 @@ async fn crash_and_recover(db: &common::TestDb) {
             provider: Some(resource::Provider::Memory(MemoryProvider { latency_ms: 400, ..Default::default() })),
             ..Default::default()
         };
-        let created =
-            resources.create_resource(authed(CreateResourceRequest { resource: Some(resource) }, &key)).await.unwrap();
+        let created = resources
+            .create_resource(common::with_key(CreateResourceRequest { resource: Some(resource) }, &key))
+            .await
+            .unwrap();
         let id = created.into_inner().resource.unwrap().id;
         resources
-            .assign_resource(authed(AssignResourceRequest { resource_id: id, user_id: me.id.clone() }, &key))
+            .assign_resource(common::with_key(AssignResourceRequest { resource_id: id, user_id: me.id.clone() }, &key))
             .await
             .unwrap();
     }
@@ -133,7 +129,9 @@ async fn crash_and_recover(db: &common::TestDb) {
     let mut ids = Vec::new();
     for i in 0..SESSIONS {
         let request = StartSessionRequest { ipv4_address: Some(format!("203.0.113.{}", 20 + i)), ..Default::default() };
-        ids.push(sessions.start_session(authed(request, &key)).await.unwrap().into_inner().session.unwrap().id);
+        ids.push(
+            sessions.start_session(common::with_key(request, &key)).await.unwrap().into_inner().session.unwrap().id,
+        );
     }
 
     // Killed while the provider calls are in flight.
@@ -146,7 +144,7 @@ async fn crash_and_recover(db: &common::TestDb) {
 
     let mut sessions = SessionServiceClient::new(channel(&address).await);
     for id in &ids {
-        sessions.stop_session(authed(StopSessionRequest { id: id.clone() }, &key)).await.unwrap();
+        sessions.stop_session(common::with_key(StopSessionRequest { id: id.clone() }, &key)).await.unwrap();
     }
     // Killed while the removals are in flight.
     tokio::time::sleep(Duration::from_millis(250)).await;

@@ -10,7 +10,7 @@ use crate::domain::{
 use crate::engine::{Engine, Subscription};
 use crate::error::{Error, Result, StoreResultExt};
 use crate::pb::v1::ErrorReason;
-use crate::store::entity::{resource_ip, session};
+use crate::store::entity::{organization, resource_ip, session};
 use crate::store::queries::sessions::{self, RuleFilter, SessionFilter, SessionRecord};
 use crate::store::queries::{organizations, resources};
 use crate::store::{self, Page, PageRequest, StoreError};
@@ -60,11 +60,17 @@ impl SessionManager {
         tier.max_session_hours().min(role_max)
     }
 
-    pub async fn start(&self, caller: &Caller, request: StartRequest) -> Result<SessionRecord> {
-        caller.require(Permission::SessionsWrite)?;
+    /// The caller's organization and its tier.
+    async fn organization_of(&self, caller: &Caller) -> Result<(organization::Model, Tier)> {
         let organization =
             organizations::get(&self.reader, &caller.organization_id).await.or_not_found("organization")?;
-        let tier: Tier = organization.tier.parse().map_err(Error::internal)?;
+        let tier = organization.tier.parse().map_err(Error::internal)?;
+        Ok((organization, tier))
+    }
+
+    pub async fn start(&self, caller: &Caller, request: StartRequest) -> Result<SessionRecord> {
+        caller.require(Permission::SessionsWrite)?;
+        let (organization, tier) = self.organization_of(caller).await?;
         let max_hours = self.max_hours(caller.role, tier);
         let allow_private = organization.allow_private_addresses;
 
@@ -225,9 +231,7 @@ impl SessionManager {
             return Err(Error::invalid("additional_hours", "must be at least 1"));
         }
         self.visible(caller, id).await?;
-        let organization =
-            organizations::get(&self.reader, &caller.organization_id).await.or_not_found("organization")?;
-        let tier: Tier = organization.tier.parse().map_err(Error::internal)?;
+        let (_, tier) = self.organization_of(caller).await?;
         let txn = store::begin(&self.db).await?;
         let session = sessions::get_for_update(&txn, id).await.or_not_found("session")?;
         let owner_role = if session.user_id == caller.user_id {

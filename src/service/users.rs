@@ -38,11 +38,7 @@ impl UserManager {
         caller.require(Permission::UsersWrite)?;
         let mut violations = Violations::default();
         let email = violations.check("user.email", normalize_email(&new.email));
-        let full_name = if new.full_name.trim().is_empty() {
-            Some(String::new())
-        } else {
-            violations.check("user.full_name", validate_name(&new.full_name))
-        };
+        let full_name = violations.check("user.full_name", validate_full_name(&new.full_name));
         if new.role.is_none() {
             violations.add("user.role", "must be ROLE_USER or ROLE_ADMIN");
         }
@@ -101,7 +97,7 @@ impl UserManager {
         let full_name = changes
             .full_name
             .as_deref()
-            .map(|name| if name.trim().is_empty() { Ok(String::new()) } else { validate_name(name) })
+            .map(validate_full_name)
             .transpose()
             .map_err(|d| crate::error::Error::invalid("user.full_name", d))?;
         if id == caller.user_id && (changes.disabled == Some(true) || changes.role == Some(Role::User)) {
@@ -174,4 +170,9 @@ fn cannot_lock_out_self() -> crate::error::Error {
         crate::pb::v1::ErrorReason::InvalidState,
         "admins cannot disable or demote themselves; ask another admin",
     )
+}
+
+/// A full name is optional: blank means none, anything else must be a valid name.
+fn validate_full_name(value: &str) -> Result<String, String> {
+    if value.trim().is_empty() { Ok(String::new()) } else { validate_name(value) }
 }
