@@ -106,6 +106,9 @@ pub struct AuthConfig {
     pub jwt_audience: String,
     /// Lifetime of access tokens, in minutes.
     pub access_token_minutes: u32,
+    /// Seconds an authenticated caller is remembered; a revocation, disable or suspension made
+    /// on another replica takes up to this long to apply here. 0 disables the cache.
+    pub caller_cache_secs: u64,
 }
 
 impl Default for AuthConfig {
@@ -115,6 +118,7 @@ impl Default for AuthConfig {
             jwt_issuer: "portcullis".to_owned(),
             jwt_audience: "portcullis".to_owned(),
             access_token_minutes: 15,
+            caller_cache_secs: 5,
         }
     }
 }

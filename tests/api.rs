@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{TestDb, TestServer, each_backend, reason, violated_fields, with_key, with_token};
+use common::{CALLER_CACHE_TTL, TestDb, TestServer, each_backend, reason, violated_fields, with_key, with_token};
 use portcullis::domain::{Permission, new_id, now};
 use portcullis::pb::v1::audit_service_client::AuditServiceClient;
 use portcullis::pb::v1::auth_service_client::AuthServiceClient;
@@ -84,8 +84,11 @@ async fn authentication_matrix() {
             .get_current_user(with_key(GetCurrentUserRequest {}, &revoked))
             .await
             .expect("key works before revocation");
+        // Revoked straight in the database, as another replica would: effective once this
+        // server's remembered caller is older than the cache TTL.
         let key_row = queries::api_keys::find_by_prefix(&server.db, &revoked[..16]).await.unwrap();
         queries::api_keys::revoke(&server.db, &key_row.id, now()).await.unwrap();
+        tokio::time::sleep(CALLER_CACHE_TTL + std::time::Duration::from_millis(100)).await;
         let err = client.get_current_user(with_key(GetCurrentUserRequest {}, &revoked)).await.unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated, "{backend}: revoked key");
 
@@ -188,11 +191,13 @@ async fn bearer_tokens_are_checked() {
             Code::Unauthenticated
         );
 
-        // A closed login session's token stops working at once.
+        // A login session closed straight in the database, as another replica would: its token
+        // stops working once this server's remembered caller is older than the cache TTL.
         use sea_orm::{ActiveModelTrait, ActiveValue::Set, IntoActiveModel};
         let mut login = queries::login_sessions::get(&server.db, &login_id).await.unwrap().into_active_model();
         login.closed_at = Set(Some(now()));
         login.update(&server.db).await.unwrap();
+        tokio::time::sleep(CALLER_CACHE_TTL + std::time::Duration::from_millis(100)).await;
         assert_eq!(
             client.get_current_user(with_token(GetCurrentUserRequest {}, &token)).await.unwrap_err().code(),
             Code::Unauthenticated

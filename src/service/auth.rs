@@ -1,5 +1,6 @@
 //! Who is calling: turns presented credentials into a [`Caller`], and decides what it may do.
 
+use super::caller_cache::CallerCache;
 use super::credentials::{self, Claims, SigningKey, TokenKeys};
 use crate::config::AuthConfig;
 use crate::domain::{Permission, Role};
@@ -7,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::pb::v1::ErrorReason;
 use crate::store::entity::{organization, signing_key, user};
 use crate::store::{StoreError, queries};
+use chrono::{DateTime, Utc};
 use sea_orm::DatabaseConnection;
 use std::net::IpAddr;
 
@@ -70,6 +72,7 @@ pub struct Authenticator {
     /// Lookups go to read connections, so they never queue behind the writer.
     reader: DatabaseConnection,
     keys: TokenKeys,
+    cache: CallerCache,
 }
 
 fn invalid_credentials() -> Error {
@@ -87,14 +90,19 @@ fn or_invalid(err: StoreError) -> Error {
 impl Authenticator {
     /// Loads the token keys: the configured secret, or the keys kept in the database (one is
     /// generated on first start, so every replica on the database shares it).
-    pub async fn new(db: DatabaseConnection, reader: DatabaseConnection, config: &AuthConfig) -> Result<Authenticator> {
+    pub async fn new(
+        db: DatabaseConnection,
+        reader: DatabaseConnection,
+        config: &AuthConfig,
+        cache: CallerCache,
+    ) -> Result<Authenticator> {
         let keys = match &config.jwt_secret {
             Some(secret) => vec![SigningKey { kid: "config".into(), secret: secret.expose().as_bytes().to_vec() }],
             None => load_or_create_keys(&db).await?,
         };
         let keys = TokenKeys::new(keys, config.jwt_issuer.clone(), config.jwt_audience.clone())
             .ok_or_else(|| Error::internal(anyhow::anyhow!("no token signing key")))?;
-        Ok(Authenticator { db, reader, keys })
+        Ok(Authenticator { db, reader, keys, cache })
     }
 
     pub fn token_keys(&self) -> &TokenKeys {
@@ -103,13 +111,24 @@ impl Authenticator {
 
     /// The caller behind `credential`, or UNAUTHENTICATED.
     pub async fn authenticate(&self, credential: Credential<'_>, peer_ip: Option<IpAddr>) -> Result<Caller> {
-        match credential {
-            Credential::ApiKey(secret) => self.authenticate_api_key(secret, peer_ip).await,
-            Credential::Bearer(token) => self.authenticate_token(token, peer_ip).await,
+        let secret = match credential {
+            Credential::ApiKey(secret) | Credential::Bearer(secret) => secret,
+        };
+        if let Some(mut caller) = self.cache.get(secret) {
+            caller.peer_ip = peer_ip;
+            return Ok(caller);
         }
+        let (mut caller, valid_until) = match credential {
+            Credential::ApiKey(secret) => self.authenticate_api_key(secret).await?,
+            Credential::Bearer(token) => self.authenticate_token(token).await?,
+        };
+        self.cache.put(secret, &caller, valid_until);
+        caller.peer_ip = peer_ip;
+        Ok(caller)
     }
 
-    async fn authenticate_api_key(&self, secret: &str, peer_ip: Option<IpAddr>) -> Result<Caller> {
+    /// The key's caller and when the key expires.
+    async fn authenticate_api_key(&self, secret: &str) -> Result<(Caller, Option<DateTime<Utc>>)> {
         let lookup = credentials::parse_api_key(secret).ok_or_else(invalid_credentials)?;
         let key = queries::api_keys::find_by_prefix(&self.reader, lookup).await.map_err(or_invalid)?;
         if !credentials::secret_matches(secret, &key.secret_hash) {
@@ -121,17 +140,18 @@ impl Authenticator {
         }
         let user = queries::users::get_any(&self.reader, &key.user_id).await.map_err(or_invalid)?;
         let granted = Permission::split(&key.permissions);
-        let mut caller = self.caller_for(user, peer_ip).await?;
+        let mut caller = self.caller_for(user).await?;
         caller.permissions.retain(|p| granted.contains(p));
         caller.api_key_id = Some(key.id.clone());
         // Best effort: a failed bookkeeping write must not fail the call.
         if let Err(err) = queries::api_keys::touch(&self.db, &key.id, now, chrono::TimeDelta::minutes(1)).await {
             tracing::warn!(api_key_id = %key.id, error = %err, "recording api key use failed");
         }
-        Ok(caller)
+        Ok((caller, key.expires_at))
     }
 
-    async fn authenticate_token(&self, token: &str, peer_ip: Option<IpAddr>) -> Result<Caller> {
+    /// The token's caller and when the token or its login session stops being valid.
+    async fn authenticate_token(&self, token: &str) -> Result<(Caller, Option<DateTime<Utc>>)> {
         let claims: Claims = self.keys.verify(token).map_err(|err| {
             tracing::debug!(error = %err, "access token rejected");
             invalid_credentials()
@@ -146,12 +166,13 @@ impl Authenticator {
         if user.organization_id != claims.org {
             return Err(invalid_credentials());
         }
-        let mut caller = self.caller_for(user, peer_ip).await?;
+        let mut caller = self.caller_for(user).await?;
         caller.login_session_id = Some(login.id);
-        Ok(caller)
+        let token_expiry = DateTime::from_timestamp(claims.exp, 0).unwrap_or(now);
+        Ok((caller, Some(token_expiry.min(login.expires_at).min(idle_deadline))))
     }
 
-    async fn caller_for(&self, user: user::Model, peer_ip: Option<IpAddr>) -> Result<Caller> {
+    async fn caller_for(&self, user: user::Model) -> Result<Caller> {
         if user.disabled {
             return Err(invalid_credentials());
         }
@@ -167,7 +188,7 @@ impl Authenticator {
             permissions: Permission::for_role(role),
             api_key_id: None,
             login_session_id: None,
-            peer_ip,
+            peer_ip: None,
             organization_suspended: organization.suspended,
         })
     }

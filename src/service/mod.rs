@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod auth;
 mod bootstrap;
+mod caller_cache;
 pub mod credentials;
 pub mod organizations;
 pub mod resources;
@@ -13,6 +14,7 @@ pub mod users;
 pub use audit::{AuditLog, AuditRecord};
 pub use auth::{Authenticator, Caller, Credential};
 pub use bootstrap::{Bootstrap, initialize};
+pub use caller_cache::CallerCache;
 pub use organizations::{OrganizationChanges, OrganizationManager};
 pub use resources::{CheckOutcome, NewResource, ResourceChanges, ResourceManager};
 pub use sessions::{SessionManager, StartRequest};
@@ -56,12 +58,13 @@ impl Services {
             ..EngineConfig::default()
         };
         let engine = Engine::new(db.clone(), reader.clone(), providers, engine_config);
+        let callers = CallerCache::new(std::time::Duration::from_secs(config.auth.caller_cache_secs));
         Ok(Services {
             sessions: SessionManager::new(db.clone(), reader.clone(), engine.clone(), config.sessions.clone()),
             engine,
-            auth: Authenticator::new(db.clone(), reader, &config.auth).await?,
-            organizations: OrganizationManager::new(db.clone()),
-            users: UserManager::new(db.clone()),
+            auth: Authenticator::new(db.clone(), reader, &config.auth, callers.clone()).await?,
+            organizations: OrganizationManager::new(db.clone(), callers.clone()),
+            users: UserManager::new(db.clone(), callers),
             resources: ResourceManager::new(db.clone()),
             audit: AuditLog::new(db.clone()),
             db,

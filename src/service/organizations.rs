@@ -1,6 +1,6 @@
 //! The caller's organization.
 
-use super::Caller;
+use super::{Caller, CallerCache};
 use super::audit::AuditRecord;
 use crate::domain::{Permission, Tier, now, validate_name};
 use crate::error::{Error, Result, StoreResultExt};
@@ -20,11 +20,12 @@ pub struct OrganizationChanges {
 #[derive(Clone)]
 pub struct OrganizationManager {
     db: DatabaseConnection,
+    callers: CallerCache,
 }
 
 impl OrganizationManager {
-    pub fn new(db: DatabaseConnection) -> OrganizationManager {
-        OrganizationManager { db }
+    pub fn new(db: DatabaseConnection, callers: CallerCache) -> OrganizationManager {
+        OrganizationManager { db, callers }
     }
 
     pub async fn get(&self, caller: &Caller) -> Result<organization::Model> {
@@ -65,6 +66,8 @@ impl OrganizationManager {
         let updated = queries::organizations::update(&txn, active).await?;
         record.write(&txn, caller).await?;
         store::commit(txn).await?;
+        // Cached callers carry roles, disabled and suspended flags.
+        self.callers.clear();
         Ok(updated)
     }
 }

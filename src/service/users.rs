@@ -1,6 +1,6 @@
 //! Users of an organization.
 
-use super::Caller;
+use super::{Caller, CallerCache};
 use super::audit::AuditRecord;
 use crate::domain::{Permission, Role, Violations, new_id, normalize_email, now, validate_name};
 use crate::error::{Result, StoreResultExt};
@@ -27,11 +27,12 @@ pub struct UserChanges {
 #[derive(Clone)]
 pub struct UserManager {
     db: DatabaseConnection,
+    callers: CallerCache,
 }
 
 impl UserManager {
-    pub fn new(db: DatabaseConnection) -> UserManager {
-        UserManager { db }
+    pub fn new(db: DatabaseConnection, callers: CallerCache) -> UserManager {
+        UserManager { db, callers }
     }
 
     pub async fn create(&self, caller: &Caller, new: NewUser) -> Result<user::Model> {
@@ -160,6 +161,8 @@ impl UserManager {
         let updated = queries::users::update(&txn, active).await?;
         record.write(&txn, caller).await?;
         store::commit(txn).await?;
+        // Cached callers carry roles, disabled and suspended flags.
+        self.callers.clear();
         Ok(updated)
     }
 }

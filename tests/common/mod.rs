@@ -113,8 +113,12 @@ pub struct TestServer {
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// Short, so a test can outwait a change made behind the server's back.
+pub const CALLER_CACHE_TTL: Duration = Duration::from_secs(1);
+
 pub fn test_config() -> Config {
     let mut config = Config::default();
+    config.auth.caller_cache_secs = CALLER_CACHE_TTL.as_secs();
     config.auth.jwt_secret = Some(portcullis::config::Secret("test-secret-with-enough-entropy-0123456789".into()));
     config
 }
