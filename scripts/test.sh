@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: unit and integration tests on SQLite and on a throwaway PostgreSQL
 # (started here unless PORTCULLIS_TEST_DATABASE_URL is already set), then the README's grpcurl
-# walkthrough against a live server. Installs grpcurl and PostgreSQL when they are missing.
+# walkthrough against a live server. The AWS provider tests run against moto's EC2 server (started
+# here unless PORTCULLIS_TEST_MOTO_URL is set). Installs grpcurl, PostgreSQL and moto when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,11 +14,16 @@ if ! command -v grpcurl >/dev/null; then
 fi
 
 pgdir=$(mktemp -d -u "${TMPDIR:-/tmp}/portcullis-pg.XXXXXX")
-trap 'scripts/postgres.sh stop "$pgdir"' EXIT
+motodir=$(mktemp -d -u "${TMPDIR:-/tmp}/portcullis-moto.XXXXXX")
+trap 'scripts/postgres.sh stop "$pgdir"; scripts/moto.sh stop "$motodir"' EXIT
 if [ -z "${PORTCULLIS_TEST_DATABASE_URL:-}" ]; then
     eval "$(scripts/postgres.sh start "$pgdir")"
 fi
 echo "PostgreSQL for tests: $PORTCULLIS_TEST_DATABASE_URL"
+if [ -z "${PORTCULLIS_TEST_MOTO_URL:-}" ]; then
+    eval "$(scripts/moto.sh start "$motodir")"
+fi
+echo "moto (EC2) for tests: $PORTCULLIS_TEST_MOTO_URL"
 
 cargo test --all-targets
 scripts/grpcurl-smoke.sh "${CARGO_TARGET_DIR:-target}/debug/portcullis"

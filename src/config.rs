@@ -54,11 +54,13 @@ pub struct EngineSettings {
     pub lease_secs: u64,
     /// Most rules one worker pass claims.
     pub batch: u64,
+    /// Seconds between orphan sweeps (one also runs at start); 0 disables them.
+    pub sweep_interval_secs: u64,
 }
 
 impl Default for EngineSettings {
     fn default() -> Self {
-        EngineSettings { lease_secs: 30, batch: 500 }
+        EngineSettings { lease_secs: 30, batch: 500, sweep_interval_secs: 300 }
     }
 }
 

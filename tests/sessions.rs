@@ -2,112 +2,18 @@
 
 mod common;
 
-use common::{TestDb, TestServer, each_backend, reason, violated_fields, with_key};
+use common::{Fixture, TestDb, TestServer, each_backend, reason, violated_fields, with_key};
 use portcullis::domain::Permission;
 use portcullis::pb::v1::organization_service_client::OrganizationServiceClient;
 use portcullis::pb::v1::resource_ip_service_client::ResourceIpServiceClient;
-use portcullis::pb::v1::resource_service_client::ResourceServiceClient;
-use portcullis::pb::v1::session_service_client::SessionServiceClient;
 use portcullis::pb::v1::*;
 use prost_types::FieldMask;
 use std::net::IpAddr;
 use std::time::Duration;
 use tonic::Code;
-use tonic::transport::Channel;
 
 const IPV4: &str = "203.0.113.10";
 const IPV6: &str = "2001:db8::10";
-
-struct Fixture {
-    server: TestServer,
-    sessions: SessionServiceClient<Channel>,
-    resources: ResourceServiceClient<Channel>,
-    user_id: String,
-    user_key: String,
-}
-
-impl Fixture {
-    async fn new(db: &TestDb) -> Fixture {
-        Fixture::with_server(TestServer::start(db).await).await
-    }
-
-    async fn with_server(server: TestServer) -> Fixture {
-        let user_id = server.insert_user(&server.organization_id, "user@example.com", "USER").await;
-        let user_key = server.insert_api_key(&user_id, Permission::ALL, None).await;
-        let channel = server.channel().await;
-        Fixture {
-            sessions: SessionServiceClient::new(channel.clone()),
-            resources: ResourceServiceClient::new(channel),
-            server,
-            user_id,
-            user_key,
-        }
-    }
-
-    /// Creates a memory resource and assigns it to the fixture's user.
-    async fn resource(&mut self, name: &str, memory: MemoryProvider) -> String {
-        let key = self.server.admin_key.clone();
-        let request = CreateResourceRequest {
-            resource: Some(Resource {
-                name: name.into(),
-                provider: Some(resource::Provider::Memory(memory)),
-                ..Default::default()
-            }),
-        };
-        let id =
-            self.resources.create_resource(with_key(request, &key)).await.unwrap().into_inner().resource.unwrap().id;
-        self.assign(&id, &self.user_id.clone()).await;
-        id
-    }
-
-    async fn assign(&mut self, resource_id: &str, user_id: &str) {
-        let request = AssignResourceRequest { resource_id: resource_id.into(), user_id: user_id.into() };
-        self.resources.assign_resource(with_key(request, &self.server.admin_key)).await.unwrap();
-    }
-
-    async fn start(&mut self, key: &str, ipv4: Option<&str>, ipv6: Option<&str>) -> Result<Session, tonic::Status> {
-        let request = StartSessionRequest {
-            duration_hours: None,
-            ipv4_address: ipv4.map(str::to_owned),
-            ipv6_address: ipv6.map(str::to_owned),
-        };
-        self.sessions.start_session(with_key(request, key)).await.map(|r| r.into_inner().session.unwrap())
-    }
-
-    /// Watches a session until it reaches a terminal state or `until`, returning every message.
-    async fn watch_until(&mut self, key: &str, id: &str, until: SessionStatus) -> Vec<Session> {
-        let mut stream = self
-            .sessions
-            .watch_session(with_key(WatchSessionRequest { id: id.into() }, key))
-            .await
-            .unwrap()
-            .into_inner();
-        let mut seen = Vec::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while let Ok(Some(message)) = tokio::time::timeout_at(deadline, stream.message())
-            .await
-            .unwrap_or_else(|_| panic!("watch timed out waiting for {until:?}; saw {seen:#?}"))
-        {
-            let session = message.session.unwrap();
-            let status = session.status();
-            seen.push(session);
-            if status == until {
-                break;
-            }
-        }
-        seen
-    }
-
-    async fn stop(&mut self, key: &str, id: &str) -> Session {
-        self.sessions
-            .stop_session(with_key(StopSessionRequest { id: id.into() }, key))
-            .await
-            .unwrap()
-            .into_inner()
-            .session
-            .unwrap()
-    }
-}
 
 fn ip(text: &str) -> IpAddr {
     text.parse().unwrap()
@@ -676,6 +582,36 @@ async fn a_reconnecting_watcher_misses_nothing() {
             remaining = hub.watched_sessions();
         }
         assert_eq!(remaining, 0, "no channel outlives its watchers");
+        f.server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_sweep_removes_orphans_and_never_foreign_rules() {
+    each_backend(|db| async move {
+        let mut config = common::test_config();
+        config.engine.sweep_interval_secs = 1;
+        let mut f = Fixture::with_server(TestServer::start_with(&db, config).await).await;
+        let resource_id = f.resource("db", MemoryProvider::default()).await;
+        let key = f.user_key.clone();
+        let session = f.start(&key, Some(IPV4), None).await.unwrap();
+        f.watch_until(&key, &session.id, SessionStatus::Active).await;
+
+        let memory = f.server.services.engine.providers().memory().clone();
+        let orphan = ip("198.51.100.1");
+        memory.plant(&resource_id, orphan, "portcullis session 0192-lost until 2026-01-01T00:00:00Z").unwrap();
+        memory.plant(&resource_id, ip("198.51.100.2"), "office VPN").unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while f.server.memory_rules(&resource_id).contains(&orphan) {
+            assert!(tokio::time::Instant::now() < deadline, "the orphan outlived two sweeps");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            f.server.memory_rules(&resource_id),
+            [ip("198.51.100.2"), ip(IPV4)],
+            "the live session's rule and the foreign rule stay"
+        );
         f.server.stop().await;
     })
     .await;

@@ -134,6 +134,12 @@ named_enum!(
     }
 );
 
+impl ResourceIpStatus {
+    /// Rules that hold, or may yet hold, a provider rule.
+    pub const LIVE: [ResourceIpStatus; 3] =
+        [ResourceIpStatus::Pending, ResourceIpStatus::Applied, ResourceIpStatus::Removing];
+}
+
 named_enum!(
     /// Why a session ended.
     EndedReason {

@@ -29,6 +29,9 @@ pub struct AwsSecurityGroup {
     pub to_port: u16,
     pub endpoint_url: Option<String>,
     pub role_arn: Option<String>,
+    /// Ingress rules the group may hold per address family; `None` means the AWS default.
+    #[serde(default)]
+    pub max_rules: Option<u32>,
 }
 
 /// GCP VPC firewall rules on one network.
@@ -59,6 +62,13 @@ const AWS_PROTOCOLS: &[&str] = &["tcp", "udp", "icmp", "icmpv6", "-1"];
 const GCP_PROTOCOLS: &[&str] = &["tcp", "udp", "icmp", "sctp", "all"];
 
 impl AwsSecurityGroup {
+    /// The AWS default quota of inbound rules per security group and address family.
+    pub const DEFAULT_MAX_RULES: u32 = 60;
+
+    pub fn max_rules(&self) -> u32 {
+        self.max_rules.unwrap_or(Self::DEFAULT_MAX_RULES)
+    }
+
     /// Checks the fields; each error names the field relative to the provider message.
     pub fn validate(&self) -> Vec<(&'static str, String)> {
         let mut errors = Vec::new();
@@ -79,6 +89,9 @@ impl AwsSecurityGroup {
             && !arn.starts_with("arn:")
         {
             errors.push(("role_arn", "must be an IAM role ARN".to_owned()));
+        }
+        if self.max_rules.is_some_and(|max| !(1..=1000).contains(&max)) {
+            errors.push(("max_rules", "must be between 1 and 1000".to_owned()));
         }
         errors
     }
@@ -144,6 +157,7 @@ mod tests {
             to_port: 22,
             endpoint_url: None,
             role_arn: None,
+            max_rules: None,
         }
     }
 

@@ -5,6 +5,7 @@
 //! rows that the next start picks up once their lease runs out.
 
 pub mod hub;
+mod sweep;
 mod worker;
 
 pub use hub::{Hub, Subscription};
@@ -31,6 +32,8 @@ pub struct EngineConfig {
     pub backoff_base: Duration,
     /// Longest retry delay.
     pub backoff_max: Duration,
+    /// How often the orphan sweep runs (and once at start); `None` never.
+    pub sweep_interval: Option<Duration>,
 }
 
 impl Default for EngineConfig {
@@ -40,6 +43,7 @@ impl Default for EngineConfig {
             batch: 500,
             backoff_base: Duration::from_millis(200),
             backoff_max: Duration::from_secs(60),
+            sweep_interval: Some(Duration::from_secs(300)),
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use super::Engine;
 use crate::domain::{ResourceIpStatus, new_id, now};
-use crate::provider::{FirewallProvider, ProviderError, RuleRef, RuleRequest, Target};
+use crate::provider::{FirewallProvider, Owner, ProviderError, RuleRef, RuleRequest, Target, is_unmanaged};
 use crate::service::resources::provider_of;
 use crate::store::entity::resource_ip;
 use crate::store::queries::{resources, sessions};
@@ -18,9 +18,18 @@ use tokio::sync::watch;
 const LONGEST_IDLE: Duration = Duration::from_secs(1);
 
 pub(super) async fn run(engine: Engine, mut stop: watch::Receiver<bool>) {
+    let mut next_sweep = engine.inner.config.sweep_interval.map(|_| tokio::time::Instant::now());
     loop {
         if *stop.borrow() {
             return;
+        }
+        if let (Some(due), Some(interval)) = (next_sweep, engine.inner.config.sweep_interval)
+            && due <= tokio::time::Instant::now()
+        {
+            if let Err(err) = super::sweep::sweep(&engine).await {
+                tracing::warn!(error = %err, "orphan sweep failed");
+            }
+            next_sweep = Some(tokio::time::Instant::now() + interval);
         }
         let idle = match process_batch(&engine).await {
             Ok(0) => match sessions::next_due(&engine.inner.reader).await {
@@ -39,6 +48,7 @@ pub(super) async fn run(engine: Engine, mut stop: watch::Receiver<bool>) {
                 LONGEST_IDLE
             }
         };
+        let idle = next_sweep.map_or(idle, |due| idle.min(due.saturating_duration_since(tokio::time::Instant::now())));
         tokio::select! {
             _ = tokio::time::sleep(idle) => {}
             _ = engine.inner.work.notified() => {}
@@ -136,6 +146,9 @@ async fn remove(
         if holders.others(&rule).next().is_some() {
             // Another live session holds the same address here: the shared rule stays.
             outcomes.push((rule, Outcome::Removed));
+        } else if rule.provider_rule_id.as_deref().is_some_and(is_unmanaged) {
+            // The session rode on someone else's rule: it is theirs to remove.
+            outcomes.push((rule, Outcome::Removed));
         } else {
             to_revoke.push(rule);
         }
@@ -191,6 +204,8 @@ async fn apply(
     let mut to_apply = Vec::new();
     let mut requests = Vec::new();
     let holders = Holders::load(engine, &rules).await?;
+    let session_ids: Vec<&str> = rules.iter().map(|rule| rule.session_id.as_str()).collect();
+    let expiries = sessions::expiries(&engine.inner.reader, &session_ids).await?;
     for rule in rules {
         let shared = holders
             .others(&rule)
@@ -201,19 +216,30 @@ async fn apply(
             outcomes.push((rule, Outcome::Applied { rule_id }));
             continue;
         }
-        match rule.ip_address.parse::<IpAddr>() {
-            Ok(address) => {
-                requests.push(RuleRequest { address, description: format!("portcullis session {}", rule.session_id) });
-                to_apply.push(rule);
+        let (Ok(address), Some(expires_at)) = (rule.ip_address.parse::<IpAddr>(), expiries.get(&rule.session_id))
+        else {
+            outcomes.push((rule, Outcome::Failed { message: "stored address or session is unreadable".into() }));
+            continue;
+        };
+        // Two sessions wanting one address in the same batch share one request.
+        let slot = match requests.iter().position(|request: &RuleRequest| request.address == address) {
+            Some(slot) => slot,
+            None => {
+                let owner = Owner { session_id: rule.session_id.clone(), expires_at: *expires_at };
+                requests.push(RuleRequest { address, owner });
+                requests.len() - 1
             }
-            Err(_) => outcomes.push((rule, Outcome::Failed { message: "stored address is unreadable".into() })),
-        }
+        };
+        to_apply.push((rule, slot));
     }
     if requests.is_empty() {
         return Ok(outcomes);
     }
     let results = provider.apply(target, &requests).await;
-    for (rule, result) in to_apply.into_iter().zip(results) {
+    for (rule, slot) in to_apply {
+        let result = results.get(slot).cloned().unwrap_or_else(|| {
+            Err(ProviderError::Transient("the provider answered fewer results than requests".into()))
+        });
         let outcome = match result {
             Ok(rule_id) => Outcome::Applied { rule_id },
             Err(ProviderError::Transient(message)) => {

@@ -157,6 +157,7 @@ pub fn resource_to_pb(model: resource::Model) -> Result<pb::Resource, StoreError
             to_port: u32::from(aws.to_port),
             endpoint_url: aws.endpoint_url,
             role_arn: aws.role_arn,
+            max_rules: aws.max_rules,
         }),
         ProviderConfig::GcpFirewall(gcp) => pb::resource::Provider::GcpFirewall(pb::GcpFirewall {
             project: gcp.project,
@@ -216,6 +217,7 @@ pub fn provider_from_pb(provider: pb::resource::Provider) -> Result<ProviderConf
                 to_port,
                 endpoint_url: aws.endpoint_url,
                 role_arn: aws.role_arn,
+                max_rules: aws.max_rules,
             })
         }
         pb::resource::Provider::GcpFirewall(gcp) => {

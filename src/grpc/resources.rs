@@ -3,7 +3,8 @@ use super::convert::{UpdateMask, page_request, provider_from_pb, require_id, res
 use crate::error::Error;
 use crate::pb::v1::resource_service_server::ResourceService;
 use crate::pb::v1::*;
-use crate::service::{CheckOutcome, NewResource, ResourceChanges, ResourceManager};
+use crate::provider::CheckOutcome;
+use crate::service::{NewResource, ResourceChanges, ResourceManager};
 use tonic::{Request, Response, Status};
 
 pub struct ResourceApi(pub ResourceManager);

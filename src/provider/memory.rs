@@ -1,7 +1,10 @@
 //! Rules kept in memory (optionally mirrored to a JSON file so they survive a restart):
 //! for development, demos and tests, with configurable latency and failure injection.
 
-use super::{FirewallProvider, ProviderError, RuleRef, RuleRequest, Target};
+use super::{
+    CheckOutcome, FirewallProvider, OwnedRule, ProviderError, RuleRef, RuleRequest, Target, fail_all,
+    is_owned_description, unmanaged_rule_id,
+};
 use crate::domain::ProviderConfig;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -59,6 +62,17 @@ impl MemoryFirewall {
         self.lock().rules.clone()
     }
 
+    /// Adds a rule the way someone else would, outside Portcullis (for tests of the orphan sweep).
+    pub fn plant(&self, resource_id: &str, address: IpAddr, description: &str) -> Result<String, ProviderError> {
+        let mut state = self.lock();
+        state.next_rule += 1;
+        let rule_id = format!("mem-{}", state.next_rule);
+        let held = MemoryRule { rule_id: rule_id.clone(), description: description.to_owned() };
+        state.rules.entry(resource_id.to_owned()).or_default().insert(address, held);
+        self.persist(&state)?;
+        Ok(rule_id)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // The state stays consistent even if a holder panicked: every change is one insert or remove.
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -99,7 +113,7 @@ fn refused(target: &Target, address: IpAddr) -> bool {
 impl FirewallProvider for MemoryFirewall {
     async fn apply(&self, target: &Target, rules: &[RuleRequest]) -> Vec<Result<String, ProviderError>> {
         if let Err(err) = self.enter(target).await {
-            return rules.iter().map(|_| Err(err.clone())).collect();
+            return fail_all(rules.len(), &err);
         }
         let mut state = self.lock();
         let mut results = Vec::with_capacity(rules.len());
@@ -110,11 +124,12 @@ impl FirewallProvider for MemoryFirewall {
             }
             let existing = state.rules.get(&target.resource_id).and_then(|held| held.get(&rule.address)).cloned();
             let rule_id = match existing {
-                Some(held) => held.rule_id,
+                Some(held) if is_owned_description(&held.description) => held.rule_id,
+                Some(foreign) => unmanaged_rule_id(&foreign.rule_id),
                 None => {
                     state.next_rule += 1;
                     let rule_id = format!("mem-{}", state.next_rule);
-                    let held = MemoryRule { rule_id: rule_id.clone(), description: rule.description.clone() };
+                    let held = MemoryRule { rule_id: rule_id.clone(), description: rule.owner.description() };
                     state.rules.entry(target.resource_id.clone()).or_default().insert(rule.address, held);
                     rule_id
                 }
@@ -122,19 +137,25 @@ impl FirewallProvider for MemoryFirewall {
             results.push(Ok(rule_id));
         }
         if let Err(err) = self.persist(&state) {
-            return rules.iter().map(|_| Err(err.clone())).collect();
+            return fail_all(rules.len(), &err);
         }
         results
     }
 
     async fn revoke(&self, target: &Target, rules: &[RuleRef]) -> Vec<Result<(), ProviderError>> {
         if let Err(err) = self.enter(target).await {
-            return rules.iter().map(|_| Err(err.clone())).collect();
+            return fail_all(rules.len(), &err);
         }
         let mut state = self.lock();
         if let Some(held) = state.rules.get_mut(&target.resource_id) {
             for rule in rules {
-                held.remove(&rule.address);
+                let ours = held.get(&rule.address).is_some_and(|found| match &rule.rule_id {
+                    Some(id) => *id == found.rule_id,
+                    None => is_owned_description(&found.description),
+                });
+                if ours {
+                    held.remove(&rule.address);
+                }
             }
             if held.is_empty() {
                 state.rules.remove(&target.resource_id);
@@ -142,7 +163,21 @@ impl FirewallProvider for MemoryFirewall {
         }
         match self.persist(&state) {
             Ok(()) => rules.iter().map(|_| Ok(())).collect(),
-            Err(err) => rules.iter().map(|_| Err(err.clone())).collect(),
+            Err(err) => fail_all(rules.len(), &err),
         }
+    }
+
+    async fn list_owned(&self, target: &Target) -> Result<Vec<OwnedRule>, ProviderError> {
+        self.enter(target).await?;
+        Ok(self
+            .rules(&target.resource_id)
+            .into_iter()
+            .filter(|(_, rule)| is_owned_description(&rule.description))
+            .map(|(address, rule)| OwnedRule { rule_id: rule.rule_id, address, description: rule.description })
+            .collect())
+    }
+
+    async fn check(&self, _target: &Target) -> CheckOutcome {
+        CheckOutcome::Ok("the memory provider is always reachable".into())
     }
 }

@@ -1,12 +1,18 @@
-//! Cloud firewalls behind one trait. Each provider lives in its own module; the engine only
-//! sees [`FirewallProvider`].
+//! Cloud firewalls behind one trait. Each provider lives in its own module (and, for the cloud
+//! ones, behind a Cargo feature); the engine only sees [`FirewallProvider`].
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod memory;
 
 use crate::domain::ProviderConfig;
 use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
 use std::net::IpAddr;
 use std::sync::Arc;
+
+/// Starts the description of every rule Portcullis opens; rules without it are never touched.
+pub const OWNERSHIP_MARKER: &str = "portcullis";
 
 /// The firewall a call is about.
 #[derive(Debug, Clone)]
@@ -15,12 +21,58 @@ pub struct Target {
     pub config: ProviderConfig,
 }
 
-/// A rule to open: one host address, and the ownership marker the provider stores with it.
+/// The session a rule is opened for; providers store it with the rule as the ownership marker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub session_id: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl Owner {
+    /// `portcullis session <id> until <RFC 3339>`: within the character set and length every
+    /// provider accepts in a rule description.
+    pub fn description(&self) -> String {
+        format!(
+            "{OWNERSHIP_MARKER} session {} until {}",
+            self.session_id,
+            self.expires_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+        )
+    }
+
+    pub fn expires_at_text(&self) -> String {
+        self.expires_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+    }
+}
+
+/// Whether a provider-side description carries our ownership marker.
+pub fn is_owned_description(description: &str) -> bool {
+    description.strip_prefix(OWNERSHIP_MARKER).is_some_and(|rest| rest.starts_with(' '))
+}
+
+/// Marks the id of a rule someone else opened for the same address: a session may ride on it,
+/// but Portcullis never removes it.
+const UNMANAGED_PREFIX: &str = "unmanaged:";
+
+/// The rule id to record for a foreign rule that already opens the address.
+pub fn unmanaged_rule_id(provider_rule_id: &str) -> String {
+    format!("{UNMANAGED_PREFIX}{provider_rule_id}")
+}
+
+/// Whether a recorded rule id belongs to a foreign rule (see [`unmanaged_rule_id`]).
+pub fn is_unmanaged(rule_id: &str) -> bool {
+    rule_id.starts_with(UNMANAGED_PREFIX)
+}
+
+/// The same error for each of `count` items of a batch that failed as a whole.
+pub(crate) fn fail_all<T>(count: usize, err: &ProviderError) -> Vec<Result<T, ProviderError>> {
+    (0..count).map(|_| Err(err.clone())).collect()
+}
+
+/// A rule to open: one host address and its owner.
 #[derive(Debug, Clone)]
 pub struct RuleRequest {
     pub address: IpAddr,
-    /// Names the owner (session, expiry) so orphans can be found and foreign rules left alone.
-    pub description: String,
+    pub owner: Owner,
 }
 
 /// A rule to remove: by its provider id when known, else by address.
@@ -28,6 +80,14 @@ pub struct RuleRequest {
 pub struct RuleRef {
     pub address: IpAddr,
     pub rule_id: Option<String>,
+}
+
+/// A rule on a firewall that carries our ownership marker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedRule {
+    pub rule_id: String,
+    pub address: IpAddr,
+    pub description: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,7 +100,18 @@ pub enum ProviderError {
     Rejected(String),
 }
 
+/// What CheckResource found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckOutcome {
+    Ok(String),
+    NotFound(String),
+    AccessDenied(String),
+    Unreachable(String),
+    Unsupported(String),
+}
+
 /// One firewall API. Calls are batched: one call carries every address for one resource.
+/// Callers serialize calls per resource (see the engine), so a provider need not.
 #[async_trait]
 pub trait FirewallProvider: Send + Sync {
     /// Opens each address. Idempotent: an address that is already open answers with its
@@ -49,17 +120,29 @@ pub trait FirewallProvider: Send + Sync {
 
     /// Removes each rule. A rule that is already gone counts as removed. One result per rule, in order.
     async fn revoke(&self, target: &Target, rules: &[RuleRef]) -> Vec<Result<(), ProviderError>>;
+
+    /// Every rule on the firewall that carries our ownership marker (never any other).
+    async fn list_owned(&self, target: &Target) -> Result<Vec<OwnedRule>, ProviderError>;
+
+    /// Whether the firewall exists and the configured credentials can read it.
+    async fn check(&self, target: &Target) -> CheckOutcome;
 }
 
 /// The providers this server was built with.
 #[derive(Clone)]
 pub struct Providers {
     memory: Arc<memory::MemoryFirewall>,
+    #[cfg(feature = "aws")]
+    aws: Arc<aws::AwsFirewall>,
 }
 
 impl Providers {
     pub fn new(memory: memory::MemoryFirewall) -> Providers {
-        Providers { memory: Arc::new(memory) }
+        Providers {
+            memory: Arc::new(memory),
+            #[cfg(feature = "aws")]
+            aws: Arc::new(aws::AwsFirewall::new()),
+        }
     }
 
     /// The in-memory provider (tests and demos read its rules).
@@ -71,9 +154,29 @@ impl Providers {
     pub fn for_config(&self, config: &ProviderConfig) -> Result<Arc<dyn FirewallProvider>, ProviderError> {
         match config {
             ProviderConfig::Memory(_) => Ok(self.memory.clone()),
+            #[cfg(feature = "aws")]
+            ProviderConfig::AwsSecurityGroup(_) => Ok(self.aws.clone()),
+            #[allow(unreachable_patterns)]
             other => {
                 Err(ProviderError::Rejected(format!("this server was built without the {} provider", other.kind())))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_carry_the_marker() {
+        let owner = Owner {
+            session_id: "0192".into(),
+            expires_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default(),
+        };
+        assert_eq!(owner.description(), "portcullis session 0192 until 2027-01-15T08:00:00Z");
+        assert!(is_owned_description(&owner.description()));
+        assert!(!is_owned_description("portcullisX session"));
+        assert!(!is_owned_description("ssh from the office"));
     }
 }

@@ -44,8 +44,8 @@ impl CallerCache {
         let key = digest(secret);
         let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let entry = entries.get(&key)?;
-        let fresh = entry.stored_at.elapsed() < self.ttl
-            && entry.valid_until.is_none_or(|until| crate::domain::now() < until);
+        let fresh =
+            entry.stored_at.elapsed() < self.ttl && entry.valid_until.is_none_or(|until| crate::domain::now() < until);
         if fresh {
             Some(entry.caller.clone())
         } else {

@@ -16,7 +16,7 @@ pub use auth::{Authenticator, Caller, Credential};
 pub use bootstrap::{Bootstrap, initialize};
 pub use caller_cache::CallerCache;
 pub use organizations::{OrganizationChanges, OrganizationManager};
-pub use resources::{CheckOutcome, NewResource, ResourceChanges, ResourceManager};
+pub use resources::{NewResource, ResourceChanges, ResourceManager};
 pub use sessions::{SessionManager, StartRequest};
 pub use users::{NewUser, UserChanges, UserManager};
 
@@ -55,9 +55,11 @@ impl Services {
         let engine_config = EngineConfig {
             lease: std::time::Duration::from_secs(config.engine.lease_secs.max(1)),
             batch: config.engine.batch.max(1),
+            sweep_interval: (config.engine.sweep_interval_secs > 0)
+                .then(|| std::time::Duration::from_secs(config.engine.sweep_interval_secs)),
             ..EngineConfig::default()
         };
-        let engine = Engine::new(db.clone(), reader.clone(), providers, engine_config);
+        let engine = Engine::new(db.clone(), reader.clone(), providers.clone(), engine_config);
         let callers = CallerCache::new(std::time::Duration::from_secs(config.auth.caller_cache_secs));
         Ok(Services {
             sessions: SessionManager::new(db.clone(), reader.clone(), engine.clone(), config.sessions.clone()),
@@ -65,7 +67,7 @@ impl Services {
             auth: Authenticator::new(db.clone(), reader, &config.auth, callers.clone()).await?,
             organizations: OrganizationManager::new(db.clone(), callers.clone()),
             users: UserManager::new(db.clone(), callers),
-            resources: ResourceManager::new(db.clone()),
+            resources: ResourceManager::new(db.clone(), providers.clone()),
             audit: AuditLog::new(db.clone()),
             db,
         })

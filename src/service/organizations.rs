@@ -1,7 +1,7 @@
 //! The caller's organization.
 
-use super::{Caller, CallerCache};
 use super::audit::AuditRecord;
+use super::{Caller, CallerCache};
 use crate::domain::{Permission, Tier, now, validate_name};
 use crate::error::{Error, Result, StoreResultExt};
 use crate::store::entity::organization;

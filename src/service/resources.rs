@@ -5,6 +5,7 @@ use super::audit::AuditRecord;
 use crate::domain::{Permission, ProviderConfig, Violations, new_id, now, validate_name};
 use crate::error::{Error, Result, StoreResultExt};
 use crate::pb::v1::ErrorReason;
+use crate::provider::{CheckOutcome, Providers, Target};
 use crate::store::entity::{resource, resource_assignment};
 use crate::store::{self, Page, PageRequest, StoreError, queries};
 use sea_orm::{ActiveValue::Set, DatabaseConnection, IntoActiveModel};
@@ -25,21 +26,12 @@ pub struct ResourceChanges {
     pub provider: Option<ProviderConfig>,
 }
 
-/// What CheckResource found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CheckOutcome {
-    Ok(String),
-    NotFound(String),
-    AccessDenied(String),
-    Unreachable(String),
-    Unsupported(String),
-}
-
 const MAX_DESCRIPTION_CHARS: usize = 2000;
 
 #[derive(Clone)]
 pub struct ResourceManager {
     db: DatabaseConnection,
+    providers: Providers,
 }
 
 fn validate_description(value: &str) -> Result<String, String> {
@@ -72,8 +64,8 @@ pub fn provider_of(resource: &resource::Model) -> Result<ProviderConfig, StoreEr
 }
 
 impl ResourceManager {
-    pub fn new(db: DatabaseConnection) -> ResourceManager {
-        ResourceManager { db }
+    pub fn new(db: DatabaseConnection, providers: Providers) -> ResourceManager {
+        ResourceManager { db, providers }
     }
 
     pub async fn create(&self, caller: &Caller, new: NewResource) -> Result<resource::Model> {
@@ -233,13 +225,10 @@ impl ResourceManager {
     /// Checks that the resource's firewall is reachable with its credentials.
     pub async fn check(&self, caller: &Caller, id: &str) -> Result<CheckOutcome> {
         let resource = self.get(caller, id).await?;
-        Ok(match provider_of(&resource)? {
-            ProviderConfig::Memory(_) => CheckOutcome::Ok("the memory provider is always reachable".into()),
-            other => CheckOutcome::Unsupported(format!(
-                "this server cannot reach {} resources yet (the {} provider is not built in)",
-                other.kind(),
-                other.kind()
-            )),
+        let config = provider_of(&resource)?;
+        Ok(match self.providers.for_config(&config) {
+            Ok(provider) => provider.check(&Target { resource_id: resource.id, config }).await,
+            Err(err) => CheckOutcome::Unsupported(err.to_string()),
         })
     }
 }

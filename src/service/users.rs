@@ -1,7 +1,7 @@
 //! Users of an organization.
 
-use super::{Caller, CallerCache};
 use super::audit::AuditRecord;
+use super::{Caller, CallerCache};
 use crate::domain::{Permission, Role, Violations, new_id, normalize_email, now, validate_name};
 use crate::error::{Result, StoreResultExt};
 use crate::store::entity::user;

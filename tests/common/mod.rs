@@ -6,6 +6,9 @@
 use portcullis::config::Config;
 use portcullis::domain::{Permission, new_id, now};
 use portcullis::grpc::ServeOptions;
+use portcullis::pb::v1::resource_service_client::ResourceServiceClient;
+use portcullis::pb::v1::session_service_client::SessionServiceClient;
+use portcullis::pb::v1::*;
 use portcullis::provider::Providers;
 use portcullis::provider::memory::MemoryFirewall;
 use portcullis::service::credentials::generate_api_key;
@@ -285,4 +288,97 @@ pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
         .bad_request()
         .map(|br| br.field_violations.iter().map(|v| v.field.clone()).collect())
         .unwrap_or_default()
+}
+
+/// A server with a USER holding an all-permission key, and clients for sessions and resources.
+pub struct Fixture {
+    pub server: TestServer,
+    pub sessions: SessionServiceClient<Channel>,
+    pub resources: ResourceServiceClient<Channel>,
+    pub user_id: String,
+    pub user_key: String,
+}
+
+impl Fixture {
+    pub async fn new(db: &TestDb) -> Fixture {
+        Fixture::with_server(TestServer::start(db).await).await
+    }
+
+    pub async fn with_server(server: TestServer) -> Fixture {
+        let user_id = server.insert_user(&server.organization_id, "user@example.com", "USER").await;
+        let user_key = server.insert_api_key(&user_id, Permission::ALL, None).await;
+        let channel = server.channel().await;
+        Fixture {
+            sessions: SessionServiceClient::new(channel.clone()),
+            resources: ResourceServiceClient::new(channel),
+            server,
+            user_id,
+            user_key,
+        }
+    }
+
+    /// Creates a memory resource and assigns it to the fixture's user.
+    pub async fn resource(&mut self, name: &str, memory: MemoryProvider) -> String {
+        self.resource_on(name, resource::Provider::Memory(memory)).await
+    }
+
+    /// Creates a resource on any provider and assigns it to the fixture's user.
+    pub async fn resource_on(&mut self, name: &str, provider: resource::Provider) -> String {
+        let key = self.server.admin_key.clone();
+        let request = CreateResourceRequest {
+            resource: Some(Resource { name: name.into(), provider: Some(provider), ..Default::default() }),
+        };
+        let id =
+            self.resources.create_resource(with_key(request, &key)).await.unwrap().into_inner().resource.unwrap().id;
+        self.assign(&id, &self.user_id.clone()).await;
+        id
+    }
+
+    pub async fn assign(&mut self, resource_id: &str, user_id: &str) {
+        let request = AssignResourceRequest { resource_id: resource_id.into(), user_id: user_id.into() };
+        self.resources.assign_resource(with_key(request, &self.server.admin_key)).await.unwrap();
+    }
+
+    pub async fn start(&mut self, key: &str, ipv4: Option<&str>, ipv6: Option<&str>) -> Result<Session, tonic::Status> {
+        let request = StartSessionRequest {
+            duration_hours: None,
+            ipv4_address: ipv4.map(str::to_owned),
+            ipv6_address: ipv6.map(str::to_owned),
+        };
+        self.sessions.start_session(with_key(request, key)).await.map(|r| r.into_inner().session.unwrap())
+    }
+
+    /// Watches a session until it reaches a terminal state or `until`, returning every message.
+    pub async fn watch_until(&mut self, key: &str, id: &str, until: SessionStatus) -> Vec<Session> {
+        let mut stream = self
+            .sessions
+            .watch_session(with_key(WatchSessionRequest { id: id.into() }, key))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while let Ok(Some(message)) = tokio::time::timeout_at(deadline, stream.message())
+            .await
+            .unwrap_or_else(|_| panic!("watch timed out waiting for {until:?}; saw {seen:#?}"))
+        {
+            let session = message.session.unwrap();
+            let status = session.status();
+            seen.push(session);
+            if status == until {
+                break;
+            }
+        }
+        seen
+    }
+
+    pub async fn stop(&mut self, key: &str, id: &str) -> Session {
+        self.sessions
+            .stop_session(with_key(StopSessionRequest { id: id.into() }, key))
+            .await
+            .unwrap()
+            .into_inner()
+            .session
+            .unwrap()
+    }
 }

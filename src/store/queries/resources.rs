@@ -3,7 +3,7 @@ use crate::store::entity::resource::{self, ActiveModel, Column, Entity, Model};
 use crate::store::entity::resource_assignment;
 use crate::store::{Page, PageRequest, StoreResult};
 use sea_orm::sea_query::{OnConflict, Query};
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 
 pub async fn insert(db: &impl ConnectionTrait, model: Model) -> StoreResult<Model> {
     Ok(resource::ActiveModel::from(model).insert(db).await?)
@@ -75,6 +75,11 @@ pub async fn has_live_rules(db: &impl ConnectionTrait, resource_id: &str) -> Sto
         .one(db)
         .await?;
     Ok(live.is_some())
+}
+
+/// Every resource of every organization: for the engine only.
+pub async fn all(db: &impl ConnectionTrait) -> StoreResult<Vec<Model>> {
+    Ok(Entity::find().order_by_asc(Column::Id).all(db).await?)
 }
 
 /// A resource by id, whatever its organization: for the engine only.

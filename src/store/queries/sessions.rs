@@ -55,6 +55,30 @@ pub async fn get_for_update(db: &impl ConnectionTrait, id: &str) -> StoreResult<
     found(session::Entity::find_by_id(id).lock_exclusive().one(db).await?)
 }
 
+/// When each of `ids` expires.
+pub async fn expiries(db: &impl ConnectionTrait, ids: &[&str]) -> StoreResult<HashMap<String, DateTime<Utc>>> {
+    Ok(session::Entity::find()
+        .filter(session::Column::Id.is_in(ids.iter().copied()))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|session| (session.id, session.expires_at))
+        .collect())
+}
+
+/// The rules on `resource_id` in one of `statuses`.
+pub async fn rules_on(
+    db: &impl ConnectionTrait,
+    resource_id: &str,
+    statuses: &[ResourceIpStatus],
+) -> StoreResult<Vec<resource_ip::Model>> {
+    Ok(resource_ip::Entity::find()
+        .filter(resource_ip::Column::ResourceId.eq(resource_id))
+        .filter(resource_ip::Column::Status.is_in(statuses.iter().map(|status| status.as_str())))
+        .all(db)
+        .await?)
+}
+
 /// A session with its user and rules.
 pub async fn load(db: &impl ConnectionTrait, id: &str) -> StoreResult<SessionRecord> {
     let session = get(db, id).await?;

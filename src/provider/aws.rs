@@ -1,0 +1,400 @@
+//! EC2 security groups: one ingress rule per address (IPv4 /32, IPv6 /128), all of a batch
+//! opened in one `AuthorizeSecurityGroupIngress` call and removed in one
+//! `RevokeSecurityGroupIngress` call by rule id.
+//!
+//! Ownership: each rule's description is the owner's ([`Owner::description`]) and the rule is
+//! tagged `portcullis:resource=<resource id>`, so two Portcullis resources on one group never take
+//! each other's rules for orphans. Tags are set per call, and a call carries many sessions, so the
+//! session and expiry live in the per-rule description rather than in tags.
+
+use super::{
+    CheckOutcome, FirewallProvider, OwnedRule, Owner, ProviderError, RuleRef, RuleRequest, Target, fail_all,
+    is_owned_description, unmanaged_rule_id,
+};
+use crate::domain::{AwsSecurityGroup, ProviderConfig};
+use async_trait::async_trait;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_ec2::Client;
+use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ec2::types::{
+    Filter, IpPermission, IpRange, Ipv6Range, ResourceType, SecurityGroupRule, Tag, TagSpecification,
+};
+use ipnet::IpNet;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+/// Tag naming the Portcullis resource a rule was opened for.
+pub const RESOURCE_TAG: &str = "portcullis:resource";
+
+/// Error codes worth retrying: throttling and EC2's own failures.
+const TRANSIENT_CODES: &[&str] = &[
+    "RequestLimitExceeded",
+    "Throttling",
+    "ThrottlingException",
+    "InternalError",
+    "InternalFailure",
+    "ServiceUnavailable",
+    "Unavailable",
+];
+const NOT_FOUND_CODES: &[&str] = &["InvalidGroup.NotFound", "InvalidGroupId.Malformed", "InvalidGroupId.NotFound"];
+const ACCESS_CODES: &[&str] =
+    &["UnauthorizedOperation", "AuthFailure", "InvalidClientTokenId", "SignatureDoesNotMatch", "OptInRequired"];
+
+/// One EC2 client per region, endpoint and role, built on first use.
+#[derive(Default)]
+pub struct AwsFirewall {
+    clients: Mutex<HashMap<ClientKey, Client>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ClientKey {
+    region: String,
+    endpoint_url: Option<String>,
+    role_arn: Option<String>,
+}
+
+impl AwsFirewall {
+    pub fn new() -> AwsFirewall {
+        AwsFirewall::default()
+    }
+
+    async fn client(&self, group: &AwsSecurityGroup) -> Client {
+        let key = ClientKey {
+            region: group.region.clone(),
+            endpoint_url: group.endpoint_url.clone(),
+            role_arn: group.role_arn.clone(),
+        };
+        let mut clients = self.clients.lock().await;
+        if let Some(client) = clients.get(&key) {
+            return client.clone();
+        }
+        let client = build_client(&key).await;
+        clients.insert(key, client.clone());
+        client
+    }
+}
+
+/// Credentials come from the default chain (environment, profile, web identity, instance
+/// role), optionally exchanged for the resource's role.
+async fn build_client(key: &ClientKey) -> Client {
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .operation_timeout(Duration::from_secs(30))
+        .build();
+    let shared = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(key.region.clone()))
+        .timeout_config(timeouts)
+        .load()
+        .await;
+    let mut config = aws_sdk_ec2::config::Builder::from(&shared);
+    if let Some(url) = &key.endpoint_url {
+        config = config.endpoint_url(url);
+    }
+    if let Some(role_arn) = &key.role_arn {
+        let role = aws_config::sts::AssumeRoleProvider::builder(role_arn)
+            .session_name("portcullis")
+            .configure(&shared)
+            .build()
+            .await;
+        config = config.credentials_provider(role);
+    }
+    Client::from_conf(config.build())
+}
+
+fn group_of(target: &Target) -> Result<&AwsSecurityGroup, ProviderError> {
+    match &target.config {
+        ProviderConfig::AwsSecurityGroup(group) => Ok(group),
+        _ => Err(ProviderError::Rejected("not an AWS security group resource".into())),
+    }
+}
+
+/// Throttling, EC2's own failures and anything that never got an answer are transient;
+/// an answered refusal is not.
+fn classify<E, R>(err: &SdkError<E, R>) -> ProviderError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let text = DisplayErrorContext(err).to_string();
+    match err {
+        SdkError::ServiceError(_) => match err.code() {
+            Some(code) if TRANSIENT_CODES.contains(&code) => ProviderError::Transient(text),
+            Some(code) => ProviderError::Rejected(format!("{code}: {}", err.message().unwrap_or("refused by EC2"))),
+            None => ProviderError::Transient(text),
+        },
+        SdkError::ConstructionFailure(_) => ProviderError::Rejected(text),
+        _ => ProviderError::Transient(text),
+    }
+}
+
+fn cidr_of(address: IpAddr) -> String {
+    match address {
+        IpAddr::V4(v4) => format!("{v4}/32"),
+        IpAddr::V6(v6) => format!("{v6}/128"),
+    }
+}
+
+/// The single host a rule opens, if it opens exactly one.
+fn host_of(rule: &SecurityGroupRule) -> Option<IpAddr> {
+    let net: IpNet = rule.cidr_ipv4().or(rule.cidr_ipv6())?.parse().ok()?;
+    (net.prefix_len() == net.max_prefix_len()).then(|| net.addr())
+}
+
+/// Whether a rule grants the resource's protocol and ports.
+fn same_grant(rule: &SecurityGroupRule, group: &AwsSecurityGroup) -> bool {
+    if rule.ip_protocol() != Some(group.protocol.as_str()) {
+        return false;
+    }
+    group.protocol == "-1"
+        || (rule.from_port() == Some(i32::from(group.from_port)) && rule.to_port() == Some(i32::from(group.to_port)))
+}
+
+fn is_ours(rule: &SecurityGroupRule, resource_id: &str) -> bool {
+    rule.description().is_some_and(is_owned_description)
+        && rule.tags().iter().any(|tag| tag.key() == Some(RESOURCE_TAG) && tag.value() == Some(resource_id))
+}
+
+/// Every ingress rule of the group, foreign ones included (the quota counts them all).
+async fn ingress_rules(client: &Client, group_id: &str) -> Result<Vec<SecurityGroupRule>, ProviderError> {
+    let mut rules = Vec::new();
+    let mut next_token = None;
+    loop {
+        let page = client
+            .describe_security_group_rules()
+            .filters(Filter::builder().name("group-id").values(group_id).build())
+            .max_results(1000)
+            .set_next_token(next_token)
+            .send()
+            .await
+            .map_err(|err| classify(&err))?;
+        rules.extend(page.security_group_rules().iter().filter(|rule| rule.is_egress() != Some(true)).cloned());
+        match page.next_token() {
+            Some(token) if !token.is_empty() => next_token = Some(token.to_owned()),
+            _ => return Ok(rules),
+        }
+    }
+}
+
+impl AwsFirewall {
+    async fn apply_batch(
+        &self,
+        target: &Target,
+        group: &AwsSecurityGroup,
+        requests: &[RuleRequest],
+    ) -> Result<Vec<Result<String, ProviderError>>, ProviderError> {
+        let client = self.client(group).await;
+        let existing = ingress_rules(&client, &group.group_id).await?;
+        let mut results = fail_all(requests.len(), &ProviderError::Transient("not attempted".into()));
+        // Quota pre-flight: addresses beyond the group's room fail alone instead of failing the call.
+        let held = |v4: bool| existing.iter().filter(|rule| rule.cidr_ipv4().is_some() == v4).count();
+        let max = group.max_rules() as usize;
+        let mut room_v4 = max.saturating_sub(held(true));
+        let mut room_v6 = max.saturating_sub(held(false));
+        let mut to_open = Vec::new();
+        for (index, request) in requests.iter().enumerate() {
+            let present =
+                existing.iter().find(|rule| same_grant(rule, group) && host_of(rule) == Some(request.address));
+            if let Some(rule) = present {
+                let id = rule.security_group_rule_id().unwrap_or_default();
+                results[index] =
+                    Ok(if is_ours(rule, &target.resource_id) { id.to_owned() } else { unmanaged_rule_id(id) });
+                continue;
+            }
+            let room = if request.address.is_ipv4() { &mut room_v4 } else { &mut room_v6 };
+            if *room == 0 {
+                let family = if request.address.is_ipv4() { "IPv4" } else { "IPv6" };
+                results[index] = Err(ProviderError::Rejected(format!(
+                    "security group {} is full: it already holds {max} {family} ingress rules (max_rules)",
+                    group.group_id
+                )));
+                continue;
+            }
+            *room -= 1;
+            to_open.push(index);
+        }
+        if to_open.is_empty() {
+            return Ok(results);
+        }
+        let batch: Vec<&RuleRequest> = to_open.iter().map(|&index| &requests[index]).collect();
+        match authorize(&client, target, group, &batch).await {
+            Ok(created) => {
+                for (&index, request) in to_open.iter().zip(&batch) {
+                    results[index] = created.get(&request.address).cloned().ok_or_else(|| {
+                        ProviderError::Transient(format!("EC2 returned no rule for {}", request.address))
+                    });
+                }
+            }
+            Err(err) => {
+                for &index in &to_open {
+                    results[index] = Err(err.clone());
+                }
+            }
+        }
+        Ok(results)
+    }
+
+    async fn revoke_batch(
+        &self,
+        target: &Target,
+        group: &AwsSecurityGroup,
+        refs: &[RuleRef],
+    ) -> Result<Vec<Result<(), ProviderError>>, ProviderError> {
+        let client = self.client(group).await;
+        let existing = ingress_rules(&client, &group.group_id).await?;
+        let mut ids: Vec<String> = Vec::new();
+        for rule in refs {
+            let found = existing.iter().find(|held| match &rule.rule_id {
+                Some(id) => held.security_group_rule_id() == Some(id.as_str()),
+                // Opened before a crash, its id never recorded: find it by address, ours only.
+                None => {
+                    is_ours(held, &target.resource_id) && same_grant(held, group) && host_of(held) == Some(rule.address)
+                }
+            });
+            if let Some(id) = found.and_then(SecurityGroupRule::security_group_rule_id)
+                && !ids.iter().any(|known| known == id)
+            {
+                ids.push(id.to_owned());
+            }
+        }
+        if !ids.is_empty() {
+            client
+                .revoke_security_group_ingress()
+                .group_id(&group.group_id)
+                .set_security_group_rule_ids(Some(ids))
+                .send()
+                .await
+                .map_err(|err| match classify(&err) {
+                    // Removed by someone else since the listing: the next pass sees it gone.
+                    ProviderError::Rejected(message) if message.contains("NotFound") => {
+                        ProviderError::Transient(message)
+                    }
+                    other => other,
+                })?;
+        }
+        Ok(refs.iter().map(|_| Ok(())).collect())
+    }
+}
+
+/// Opens `batch` in one call; returns the created rule id by address.
+async fn authorize(
+    client: &Client,
+    target: &Target,
+    group: &AwsSecurityGroup,
+    batch: &[&RuleRequest],
+) -> Result<HashMap<IpAddr, String>, ProviderError> {
+    let description = |owner: &Owner| owner.description();
+    let mut permission = IpPermission::builder()
+        .ip_protocol(&group.protocol)
+        .from_port(i32::from(group.from_port))
+        .to_port(i32::from(group.to_port));
+    for request in batch {
+        let cidr = cidr_of(request.address);
+        permission = match request.address {
+            IpAddr::V4(_) => {
+                permission.ip_ranges(IpRange::builder().cidr_ip(cidr).description(description(&request.owner)).build())
+            }
+            IpAddr::V6(_) => permission
+                .ipv6_ranges(Ipv6Range::builder().cidr_ipv6(cidr).description(description(&request.owner)).build()),
+        };
+    }
+    let tags = TagSpecification::builder()
+        .resource_type(ResourceType::SecurityGroupRule)
+        .tags(Tag::builder().key(RESOURCE_TAG).value(&target.resource_id).build())
+        .build();
+    let output = client
+        .authorize_security_group_ingress()
+        .group_id(&group.group_id)
+        .ip_permissions(permission.build())
+        .tag_specifications(tags)
+        .send()
+        .await
+        .map_err(|err| match classify(&err) {
+            // Someone opened one of the addresses since the listing: the retry adopts it.
+            ProviderError::Rejected(message) if message.starts_with("InvalidPermission.Duplicate") => {
+                ProviderError::Transient(message)
+            }
+            other => other,
+        })?;
+    Ok(output
+        .security_group_rules()
+        .iter()
+        .filter_map(|rule| Some((host_of(rule)?, rule.security_group_rule_id()?.to_owned())))
+        .collect())
+}
+
+#[async_trait]
+impl FirewallProvider for AwsFirewall {
+    #[tracing::instrument(name = "provider.aws.apply", skip_all, fields(resource_id = %target.resource_id, count = rules.len()))]
+    async fn apply(&self, target: &Target, rules: &[RuleRequest]) -> Vec<Result<String, ProviderError>> {
+        let outcome = match group_of(target) {
+            Ok(group) => self.apply_batch(target, group, rules).await,
+            Err(err) => Err(err),
+        };
+        outcome.unwrap_or_else(|err| fail_all(rules.len(), &err))
+    }
+
+    #[tracing::instrument(name = "provider.aws.revoke", skip_all, fields(resource_id = %target.resource_id, count = rules.len()))]
+    async fn revoke(&self, target: &Target, rules: &[RuleRef]) -> Vec<Result<(), ProviderError>> {
+        let outcome = match group_of(target) {
+            Ok(group) => self.revoke_batch(target, group, rules).await,
+            Err(err) => Err(err),
+        };
+        outcome.unwrap_or_else(|err| fail_all(rules.len(), &err))
+    }
+
+    #[tracing::instrument(name = "provider.aws.list", skip_all, fields(resource_id = %target.resource_id))]
+    async fn list_owned(&self, target: &Target) -> Result<Vec<OwnedRule>, ProviderError> {
+        let group = group_of(target)?;
+        let client = self.client(group).await;
+        Ok(ingress_rules(&client, &group.group_id)
+            .await?
+            .iter()
+            .filter(|rule| is_ours(rule, &target.resource_id))
+            .filter_map(|rule| {
+                Some(OwnedRule {
+                    rule_id: rule.security_group_rule_id()?.to_owned(),
+                    address: host_of(rule)?,
+                    description: rule.description().unwrap_or_default().to_owned(),
+                })
+            })
+            .collect())
+    }
+
+    #[tracing::instrument(name = "provider.aws.check", skip_all, fields(resource_id = %target.resource_id))]
+    async fn check(&self, target: &Target) -> CheckOutcome {
+        let group = match group_of(target) {
+            Ok(group) => group,
+            Err(err) => return CheckOutcome::Unsupported(err.to_string()),
+        };
+        let client = self.client(group).await;
+        match client.describe_security_groups().group_ids(&group.group_id).send().await {
+            Ok(output) => match output.security_groups().first() {
+                Some(found) => CheckOutcome::Ok(format!(
+                    "security group {} ({}) in {} is readable; it has {} inbound permission sets",
+                    group.group_id,
+                    found.group_name().unwrap_or("unnamed"),
+                    group.region,
+                    found.ip_permissions().len()
+                )),
+                None => {
+                    CheckOutcome::NotFound(format!("security group {} not found in {}", group.group_id, group.region))
+                }
+            },
+            Err(err) => {
+                let text = DisplayErrorContext(&err).to_string();
+                match err.code() {
+                    Some(code) if NOT_FOUND_CODES.contains(&code) => CheckOutcome::NotFound(format!(
+                        "security group {} not found in {}: {code}",
+                        group.group_id, group.region
+                    )),
+                    Some(code) if ACCESS_CODES.contains(&code) => {
+                        CheckOutcome::AccessDenied(format!("the credentials cannot read the security group: {code}"))
+                    }
+                    _ => CheckOutcome::Unreachable(format!("EC2 did not answer: {text}")),
+                }
+            }
+        }
+    }
+}
