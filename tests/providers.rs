@@ -5,12 +5,9 @@
 mod common;
 
 use chrono::TimeDelta;
-use common::{Fixture, TestDb};
 use portcullis::domain::{MemoryProvider, ProviderConfig, now};
 use portcullis::provider::memory::MemoryFirewall;
-use portcullis::provider::{
-    CheckOutcome, FirewallProvider, Owner, ProviderError, RuleRef, RuleRequest, Target, is_unmanaged,
-};
+use portcullis::provider::{CheckOutcome, FirewallProvider, Owner, RuleRef, RuleRequest, Target, is_unmanaged};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
@@ -80,8 +77,10 @@ async fn memory_provider_conforms() {
 #[cfg(feature = "aws")]
 mod aws {
     use super::*;
+    use common::{Fixture, TestDb, TestServer};
     use portcullis::domain::AwsSecurityGroup;
     use portcullis::pb::v1::{self as pb, SessionStatus};
+    use portcullis::provider::ProviderError;
     use portcullis::provider::aws::{AwsFirewall, RESOURCE_TAG};
     use serde_json::Value;
 
@@ -141,6 +140,19 @@ mod aws {
         }
     }
 
+    /// A ResourceService provider for `group_id` on moto: SSH.
+    fn resource_on_moto(endpoint: &str, group_id: &str) -> pb::resource::Provider {
+        pb::resource::Provider::AwsSecurityGroup(pb::AwsSecurityGroup {
+            region: REGION.into(),
+            group_id: group_id.into(),
+            protocol: "tcp".into(),
+            from_port: 22,
+            to_port: 22,
+            endpoint_url: Some(endpoint.into()),
+            ..Default::default()
+        })
+    }
+
     fn target(config: AwsSecurityGroup) -> Target {
         Target { resource_id: portcullis::domain::new_id(), config: ProviderConfig::AwsSecurityGroup(config) }
     }
@@ -189,16 +201,7 @@ mod aws {
         let group_id = new_group(&endpoint);
         let db = TestDb::sqlite();
         let mut f = Fixture::new(&db).await;
-        let provider = pb::AwsSecurityGroup {
-            region: REGION.into(),
-            group_id: group_id.clone(),
-            protocol: "tcp".into(),
-            from_port: 22,
-            to_port: 22,
-            endpoint_url: Some(endpoint.clone()),
-            ..Default::default()
-        };
-        let resource_id = f.resource_on("bastion", pb::resource::Provider::AwsSecurityGroup(provider)).await;
+        let resource_id = f.resource_on("bastion", resource_on_moto(&endpoint, &group_id)).await;
         let key = f.user_key.clone();
         let session = f.start(&key, Some(V4), Some(V6)).await.unwrap();
         let seen = f.watch_until(&key, &session.id, SessionStatus::Active).await;
@@ -221,6 +224,38 @@ mod aws {
         let seen = f.watch_until(&key, &session.id, SessionStatus::Cancelled).await;
         assert_eq!(seen.last().unwrap().status(), SessionStatus::Cancelled);
         assert_eq!(rules_in(&endpoint, &group_id), BTreeSet::new(), "every rule is gone");
+        f.server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn aws_sweep_removes_orphans_and_never_foreign_rules() {
+        let Some(endpoint) = moto() else { return };
+        let group_id = new_group(&endpoint);
+        let db = TestDb::sqlite();
+        let mut config = common::test_config();
+        config.engine.sweep_interval_secs = 1;
+        let mut f = Fixture::with_server(TestServer::start_with(&db, config).await).await;
+        let resource_id = f.resource_on("bastion", resource_on_moto(&endpoint, &group_id)).await;
+        let key = f.user_key.clone();
+        let session = f.start(&key, Some(V4), None).await.unwrap();
+        f.watch_until(&key, &session.id, SessionStatus::Active).await;
+
+        let ours = format!("{RESOURCE_TAG}={resource_id}");
+        let lost = "portcullis session 0192-lost until 2026-01-01T00:00:00Z";
+        ec2(&endpoint, &["plant", &group_id, "198.51.100.1/32", lost, &ours]);
+        ec2(&endpoint, &["plant", &group_id, "198.51.100.2/32", "office VPN"]);
+        // Marked, but for another Portcullis resource on the same group: not this resource's orphan.
+        let other = format!("{RESOURCE_TAG}=another-resource");
+        ec2(&endpoint, &["plant", &group_id, "198.51.100.3/32", lost, &other]);
+        let cidrs =
+            || -> BTreeSet<String> { rules_in(&endpoint, &group_id).into_iter().map(|(cidr, _, _)| cidr).collect() };
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+        while cidrs().contains("198.51.100.1/32") {
+            assert!(tokio::time::Instant::now() < deadline, "the orphan outlived the sweeps");
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+        let expected = ["198.51.100.2/32", "198.51.100.3/32", "203.0.113.10/32"].map(String::from);
+        assert_eq!(cidrs(), BTreeSet::from(expected));
         f.server.stop().await;
     }
 }
