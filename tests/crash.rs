@@ -1,6 +1,7 @@
 //! Crash safety: the real server binary is killed with SIGKILL while rules are being applied
 //! and again while they are being removed; restarted on the same database, it brings every
-//! session to its correct final state and leaves no rule behind in the provider.
+//! session to its correct final state and leaves no rule behind in the provider: the memory
+//! provider (state file) and, with moto, AWS security groups.
 
 use portcullis::pb::v1::resource_service_client::ResourceServiceClient;
 use portcullis::pb::v1::session_service_client::SessionServiceClient;
@@ -87,12 +88,54 @@ async fn wait_for(address: &str, key: &str, ids: &[String], wanted: SessionStatu
     panic!("sessions never all reached {wanted:?}: {:?}", statuses(address, key, ids).await);
 }
 
-#[tokio::test]
-async fn sigkill_during_apply_and_remove_leaves_nothing_behind() {
-    common::each_backend(|db: common::TestDb| async move { crash_and_recover(&db).await }).await;
+/// Where the crash test opens its rules.
+enum Firewall {
+    /// The memory provider, slowed to 400 ms per call, mirrored to a state file.
+    Memory,
+    /// Security groups on moto, reached through a proxy that holds each call 400 ms.
+    #[cfg(feature = "aws")]
+    Moto { endpoint: String, proxy: String, groups: Vec<String> },
 }
 
-async fn crash_and_recover(db: &common::TestDb) {
+impl Firewall {
+    fn provider(&self, index: usize) -> resource::Provider {
+        match self {
+            Firewall::Memory => resource::Provider::Memory(MemoryProvider { latency_ms: 400, ..Default::default() }),
+            #[cfg(feature = "aws")]
+            Firewall::Moto { proxy, groups, .. } => common::moto::resource_on_moto(proxy, &groups[index]),
+        }
+    }
+
+    fn rules_left(&self, dir: &Path) -> usize {
+        match self {
+            Firewall::Memory => memory_rules(dir),
+            #[cfg(feature = "aws")]
+            Firewall::Moto { endpoint, groups, .. } => {
+                groups.iter().map(|group| common::moto::rules_in(endpoint, group).len()).sum()
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn sigkill_during_apply_and_remove_leaves_nothing_behind() {
+    common::each_backend(|db: common::TestDb| async move { crash_and_recover(&db, &Firewall::Memory).await }).await;
+}
+
+#[cfg(feature = "aws")]
+#[tokio::test]
+async fn sigkill_with_aws_security_groups_leaves_nothing_behind() {
+    let Some(endpoint) = common::moto::moto() else { return };
+    let proxy = common::moto::slow_proxy(&endpoint, Duration::from_millis(400)).await;
+    common::each_backend(|db: common::TestDb| {
+        let groups = vec![common::moto::new_group(&endpoint), common::moto::new_group(&endpoint)];
+        let firewall = Firewall::Moto { endpoint: endpoint.clone(), proxy: proxy.clone(), groups };
+        async move { crash_and_recover(&db, &firewall).await }
+    })
+    .await;
+}
+
+async fn crash_and_recover(db: &common::TestDb, firewall: &Firewall) {
     let database_url = db.url.as_str();
     let dir = tempfile::tempdir().unwrap();
     let init =
@@ -109,12 +152,8 @@ async fn crash_and_recover(db: &common::TestDb) {
         .user
         .unwrap();
     let mut resources = ResourceServiceClient::new(channel(&address).await);
-    for name in ["slow-a", "slow-b"] {
-        let resource = Resource {
-            name: name.into(),
-            provider: Some(resource::Provider::Memory(MemoryProvider { latency_ms: 400, ..Default::default() })),
-            ..Default::default()
-        };
+    for (index, name) in ["slow-a", "slow-b"].into_iter().enumerate() {
+        let resource = Resource { name: name.into(), provider: Some(firewall.provider(index)), ..Default::default() };
         let created = resources
             .create_resource(common::with_key(CreateResourceRequest { resource: Some(resource) }, &key))
             .await
@@ -140,7 +179,7 @@ async fn crash_and_recover(db: &common::TestDb) {
 
     let (mut server, address) = serve(dir.path(), database_url);
     wait_for(&address, &key, &ids, SessionStatus::Active).await;
-    assert_eq!(memory_rules(dir.path()), 2 * SESSIONS, "one rule per session per resource");
+    assert_eq!(firewall.rules_left(dir.path()), 2 * SESSIONS, "one rule per session per resource");
 
     let mut sessions = SessionServiceClient::new(channel(&address).await);
     for id in &ids {
@@ -152,6 +191,6 @@ async fn crash_and_recover(db: &common::TestDb) {
 
     let (mut server, address) = serve(dir.path(), database_url);
     wait_for(&address, &key, &ids, SessionStatus::Cancelled).await;
-    assert_eq!(memory_rules(dir.path()), 0, "no rule outlives its session");
+    assert_eq!(firewall.rules_left(dir.path()), 0, "no rule outlives its session");
     kill_hard(&mut server);
 }

@@ -77,55 +77,12 @@ async fn memory_provider_conforms() {
 #[cfg(feature = "aws")]
 mod aws {
     use super::*;
+    use common::moto::{REGION, ec2, moto, new_group, resource_on_moto, rules_in};
     use common::{Fixture, TestDb, TestServer};
     use portcullis::domain::AwsSecurityGroup;
-    use portcullis::pb::v1::{self as pb, SessionStatus};
+    use portcullis::pb::v1::SessionStatus;
     use portcullis::provider::ProviderError;
     use portcullis::provider::aws::{AwsFirewall, RESOURCE_TAG};
-    use serde_json::Value;
-
-    const REGION: &str = "us-east-1";
-
-    /// moto's endpoint, or None (the test is skipped) when the suite runs without it.
-    fn moto() -> Option<String> {
-        let url = std::env::var("PORTCULLIS_TEST_MOTO_URL").ok();
-        if url.is_none() {
-            eprintln!("skipped: PORTCULLIS_TEST_MOTO_URL is not set (scripts/test.sh starts moto)");
-        }
-        url
-    }
-
-    /// Runs tests/support/ec2.py, the independent boto3 client.
-    fn ec2(endpoint: &str, args: &[&str]) -> Value {
-        let python = std::env::var("PORTCULLIS_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/ec2.py");
-        let output = std::process::Command::new(python)
-            .arg(script)
-            .args([endpoint, REGION])
-            .args(args)
-            .output()
-            .expect("run tests/support/ec2.py");
-        assert!(output.status.success(), "ec2.py {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-        serde_json::from_slice(&output.stdout).unwrap()
-    }
-
-    fn new_group(endpoint: &str) -> String {
-        let name = format!("portcullis-{}", portcullis::domain::new_id());
-        ec2(endpoint, &["create-group", &name])["group_id"].as_str().unwrap().to_owned()
-    }
-
-    /// The group's ingress rules as boto3 sees them: (cidr, description, resource tag).
-    fn rules_in(endpoint: &str, group_id: &str) -> BTreeSet<(String, String, String)> {
-        ec2(endpoint, &["rules", group_id])
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|rule| {
-                let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
-                (text(&rule["cidr"]), text(&rule["description"]), text(&rule["tags"][RESOURCE_TAG]))
-            })
-            .collect()
-    }
 
     fn group(endpoint: &str, group_id: &str) -> AwsSecurityGroup {
         AwsSecurityGroup {
@@ -138,19 +95,6 @@ mod aws {
             role_arn: None,
             max_rules: None,
         }
-    }
-
-    /// A ResourceService provider for `group_id` on moto: SSH.
-    fn resource_on_moto(endpoint: &str, group_id: &str) -> pb::resource::Provider {
-        pb::resource::Provider::AwsSecurityGroup(pb::AwsSecurityGroup {
-            region: REGION.into(),
-            group_id: group_id.into(),
-            protocol: "tcp".into(),
-            from_port: 22,
-            to_port: 22,
-            endpoint_url: Some(endpoint.into()),
-            ..Default::default()
-        })
     }
 
     fn target(config: AwsSecurityGroup) -> Target {

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+#[cfg(feature = "aws")]
+pub mod moto;
+
 use portcullis::config::Config;
 use portcullis::domain::{Permission, new_id, now};
 use portcullis::grpc::ServeOptions;

@@ -1,0 +1,98 @@
+//! moto's EC2 server for the AWS tests (`PORTCULLIS_TEST_MOTO_URL`, started by scripts/moto.sh),
+//! an independent boto3 client to look at it, and a slow proxy to hold calls in flight.
+
+use portcullis::pb::v1 as pb;
+use portcullis::provider::aws::RESOURCE_TAG;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub const REGION: &str = "us-east-1";
+
+/// moto's endpoint, or None (the test is skipped) when the suite runs without it.
+pub fn moto() -> Option<String> {
+    let url = std::env::var("PORTCULLIS_TEST_MOTO_URL").ok();
+    if url.is_none() {
+        eprintln!("skipped: PORTCULLIS_TEST_MOTO_URL is not set (scripts/test.sh starts moto)");
+    }
+    url
+}
+
+/// Runs tests/support/ec2.py, the independent boto3 client.
+pub fn ec2(endpoint: &str, args: &[&str]) -> Value {
+    let python = std::env::var("PORTCULLIS_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/ec2.py");
+    let output = std::process::Command::new(python)
+        .arg(script)
+        .args([endpoint, REGION])
+        .args(args)
+        .output()
+        .expect("run tests/support/ec2.py");
+    assert!(output.status.success(), "ec2.py {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+pub fn new_group(endpoint: &str) -> String {
+    let name = format!("portcullis-{}", portcullis::domain::new_id());
+    ec2(endpoint, &["create-group", &name])["group_id"].as_str().unwrap().to_owned()
+}
+
+/// The group's ingress rules as boto3 sees them: (cidr, description, resource tag).
+pub fn rules_in(endpoint: &str, group_id: &str) -> BTreeSet<(String, String, String)> {
+    ec2(endpoint, &["rules", group_id])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|rule| {
+            let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+            (text(&rule["cidr"]), text(&rule["description"]), text(&rule["tags"][RESOURCE_TAG]))
+        })
+        .collect()
+}
+
+/// A ResourceService provider for `group_id` on moto: SSH.
+pub fn resource_on_moto(endpoint: &str, group_id: &str) -> pb::resource::Provider {
+    pb::resource::Provider::AwsSecurityGroup(pb::AwsSecurityGroup {
+        region: REGION.into(),
+        group_id: group_id.into(),
+        protocol: "tcp".into(),
+        from_port: 22,
+        to_port: 22,
+        endpoint_url: Some(endpoint.into()),
+        ..Default::default()
+    })
+}
+
+/// A loopback proxy to `endpoint` that holds every request for `delay` before passing it on, so a
+/// test can kill the server while its EC2 calls are in flight. Returns the proxy's URL.
+pub async fn slow_proxy(endpoint: &str, delay: Duration) -> String {
+    let upstream = endpoint.trim_start_matches("http://").to_owned();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let Ok(server) = TcpStream::connect(&upstream).await else { return };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let requests = async {
+                    let mut buffer = vec![0; 64 * 1024];
+                    while let Ok(n @ 1..) = client_read.read(&mut buffer).await {
+                        tokio::time::sleep(delay).await;
+                        if server_write.write_all(&buffer[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                let answers = async {
+                    let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+                };
+                tokio::join!(requests, answers);
+            });
+        }
+    });
+    url
+}
