@@ -70,6 +70,8 @@ impl Default for EngineSettings {
 pub struct ProvidersConfig {
     /// Mirror the memory provider's rules to this JSON file, so they survive restarts.
     pub memory_state_file: Option<std::path::PathBuf>,
+    /// Call GCP without credentials: only for emulators and fakes (with `endpoint_url`).
+    pub gcp_anonymous: bool,
 }
 
 impl Default for Config {

@@ -98,6 +98,8 @@ enum Firewall {
 }
 
 impl Firewall {
+    /// The provider of the crash test's `index`th resource.
+    #[cfg_attr(not(feature = "aws"), allow(unused_variables))]
     fn provider(&self, index: usize) -> resource::Provider {
         match self {
             Firewall::Memory => resource::Provider::Memory(MemoryProvider { latency_ms: 400, ..Default::default() }),

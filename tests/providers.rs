@@ -7,7 +7,9 @@ mod common;
 use chrono::TimeDelta;
 use portcullis::domain::{MemoryProvider, ProviderConfig, now};
 use portcullis::provider::memory::MemoryFirewall;
-use portcullis::provider::{CheckOutcome, FirewallProvider, Owner, RuleRef, RuleRequest, Target, is_unmanaged};
+use portcullis::provider::{
+    CheckOutcome, FirewallProvider, Owner, RuleRef, RuleRequest, Target, is_owned_description, is_unmanaged,
+};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
@@ -27,9 +29,19 @@ fn request(address: &str, session_id: &str) -> RuleRequest {
     }
 }
 
+/// How a provider keeps its rules, where providers legitimately differ.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rules {
+    /// A rule per address, described with its owner; a foreign rule for an address is ridden on.
+    PerAddress,
+    /// Many addresses share one rule per family (GCP), described with the resource.
+    #[cfg_attr(not(feature = "gcp"), allow(dead_code))]
+    Shared,
+}
+
 /// What every provider must do, whatever its API. `target` must hold the FOREIGN rule and no
-/// rule of ours.
-async fn conformance(provider: &dyn FirewallProvider, target: &Target) {
+/// rule of ours; the caller checks afterwards that the foreign rule is intact.
+async fn conformance(provider: &dyn FirewallProvider, target: &Target, rules: Rules) {
     assert!(matches!(provider.check(target).await, CheckOutcome::Ok(_)), "check of an existing firewall");
     assert_eq!(provider.list_owned(target).await.unwrap(), [], "foreign rules are never listed as ours");
 
@@ -39,22 +51,30 @@ async fn conformance(provider: &dyn FirewallProvider, target: &Target) {
     assert_eq!(opened.len(), 2);
     assert_ne!(opened[0], opened[1]);
     let owned = provider.list_owned(target).await.unwrap();
-    let listed: BTreeSet<(IpAddr, String, String)> =
-        owned.into_iter().map(|rule| (rule.address, rule.rule_id, rule.description)).collect();
-    let expected: BTreeSet<(IpAddr, String, String)> = batch
-        .iter()
-        .zip(&opened)
-        .map(|(request, id)| (request.address, id.clone(), request.owner.description()))
-        .collect();
-    assert_eq!(listed, expected, "listed rules carry their owner's description");
+    assert!(owned.iter().all(|rule| is_owned_description(&rule.description)), "{owned:?}");
+    if rules == Rules::PerAddress {
+        let descriptions: BTreeSet<String> = owned.iter().map(|rule| rule.description.clone()).collect();
+        let owners: BTreeSet<String> = batch.iter().map(|request| request.owner.description()).collect();
+        assert_eq!(descriptions, owners, "each rule names its owner");
+    }
+    let listed: BTreeSet<(IpAddr, String)> = owned.into_iter().map(|rule| (rule.address, rule.rule_id)).collect();
+    let expected: BTreeSet<(IpAddr, String)> =
+        batch.iter().zip(&opened).map(|(request, id)| (request.address, id.clone())).collect();
+    assert_eq!(listed, expected, "listed rules are the opened ones");
 
     // Applying again answers the existing rule: after a crash the engine may re-apply.
     let again = provider.apply(target, &[request(V4, "session-c")]).await;
     assert_eq!(again, [Ok(opened[0].clone())]);
 
-    // An address a foreign rule already opens is ridden on, never taken over.
+    // An address a foreign rule already opens: ridden on (never taken over), or opened in our own
+    // rule and removed from it again; either way the foreign rule stays.
     let foreign = provider.apply(target, &[request(FOREIGN, "session-d")]).await;
-    assert!(matches!(&foreign[..], [Ok(id)] if is_unmanaged(id)), "foreign rule adopted as unmanaged: {foreign:?}");
+    let [Ok(foreign_id)] = &foreign[..] else { panic!("foreign address: {foreign:?}") };
+    assert_eq!(is_unmanaged(foreign_id), rules == Rules::PerAddress, "{foreign_id}");
+    if !is_unmanaged(foreign_id) {
+        let ours = RuleRef { address: ip(FOREIGN), rule_id: Some(foreign_id.clone()) };
+        assert_eq!(provider.revoke(target, &[ours]).await, [Ok(())]);
+    }
 
     // Revoke by id, and by address when the id was never recorded; then once more: already gone.
     let refs =
@@ -69,7 +89,7 @@ async fn memory_provider_conforms() {
     let memory = MemoryFirewall::in_process();
     let target = Target { resource_id: "memory-1".into(), config: ProviderConfig::Memory(MemoryProvider::default()) };
     memory.plant(&target.resource_id, ip(FOREIGN), "office VPN").unwrap();
-    conformance(&memory, &target).await;
+    conformance(&memory, &target, Rules::PerAddress).await;
     let left: Vec<IpAddr> = memory.rules(&target.resource_id).into_keys().collect();
     assert_eq!(left, [ip(FOREIGN)], "only the foreign rule is left");
 }
@@ -82,6 +102,7 @@ mod aws {
     use portcullis::domain::AwsSecurityGroup;
     use portcullis::pb::v1::SessionStatus;
     use portcullis::provider::ProviderError;
+
     use portcullis::provider::aws::{AwsFirewall, RESOURCE_TAG};
 
     fn group(endpoint: &str, group_id: &str) -> AwsSecurityGroup {
@@ -106,7 +127,7 @@ mod aws {
         let Some(endpoint) = moto() else { return };
         let group_id = new_group(&endpoint);
         ec2(&endpoint, &["plant", &group_id, &format!("{FOREIGN}/32"), "office VPN"]);
-        conformance(&AwsFirewall::new(), &target(group(&endpoint, &group_id))).await;
+        conformance(&AwsFirewall::new(), &target(group(&endpoint, &group_id)), Rules::PerAddress).await;
         let left = rules_in(&endpoint, &group_id);
         assert_eq!(left, BTreeSet::from([(format!("{FOREIGN}/32"), "office VPN".into(), String::new())]));
     }
@@ -200,6 +221,191 @@ mod aws {
         }
         let expected = ["198.51.100.2/32", "198.51.100.3/32", "203.0.113.10/32"].map(String::from);
         assert_eq!(cidrs(), BTreeSet::from(expected));
+        f.server.stop().await;
+    }
+}
+
+#[cfg(feature = "gcp")]
+mod gcp {
+    use super::*;
+    use common::gcp_fake::FakeCompute;
+    use common::{Fixture, TestDb};
+    use portcullis::domain::GcpFirewall as GcpConfig;
+    use portcullis::pb::v1::{self as pb, SessionStatus};
+    use portcullis::provider::ProviderError;
+    use portcullis::provider::gcp::GcpFirewall;
+    use serde_json::{Value, json};
+
+    const PROJECT: &str = "acme-prod";
+
+    fn config(endpoint: &str) -> GcpConfig {
+        GcpConfig {
+            project: PROJECT.into(),
+            network: "default".into(),
+            protocol: "tcp".into(),
+            ports: vec!["22".into()],
+            target_tags: vec!["bastion".into()],
+            target_service_accounts: Vec::new(),
+            priority: 900,
+            endpoint_url: Some(endpoint.into()),
+        }
+    }
+
+    fn resource_on_fake(endpoint: &str) -> pb::resource::Provider {
+        pb::resource::Provider::GcpFirewall(pb::GcpFirewall {
+            project: PROJECT.into(),
+            network: "default".into(),
+            protocol: "tcp".into(),
+            ports: vec!["22".into()],
+            target_tags: vec!["bastion".into()],
+            priority: 900,
+            endpoint_url: Some(endpoint.into()),
+            ..Default::default()
+        })
+    }
+
+    fn office_vpn() -> Value {
+        json!({"name": "office-vpn", "description": "office VPN", "direction": "INGRESS",
+               "network": format!("projects/{PROJECT}/global/networks/default"),
+               "allowed": [{"IPProtocol": "tcp", "ports": ["22"]}], "sourceRanges": [format!("{FOREIGN}/32")]})
+    }
+
+    /// The single hosts a rule lets in, as the API shows them.
+    fn ranges(rule: &Value) -> BTreeSet<String> {
+        rule["sourceRanges"].as_array().unwrap().iter().map(|range| range.as_str().unwrap().to_owned()).collect()
+    }
+
+    fn rule_name(resource_id: &str, family: &str) -> String {
+        format!("portcullis-{}-{family}", resource_id.replace('-', ""))
+    }
+
+    #[tokio::test]
+    async fn gcp_provider_conforms() {
+        let fake = FakeCompute::start().await;
+        fake.put_rule(PROJECT, office_vpn());
+        let target = Target {
+            resource_id: portcullis::domain::new_id(),
+            config: ProviderConfig::GcpFirewall(config(&fake.url)),
+        };
+        conformance(&GcpFirewall::new(true), &target, Rules::Shared).await;
+        assert_eq!(fake.rule_names(PROJECT), ["office-vpn"], "emptied rules are deleted, never left open to all");
+        assert_eq!(fake.rule(PROJECT, "office-vpn").unwrap(), office_vpn(), "the foreign rule is untouched");
+    }
+
+    #[tokio::test]
+    async fn gcp_rules_carry_the_resource_settings_one_family_each() {
+        let fake = FakeCompute::start().await;
+        let target = Target {
+            resource_id: portcullis::domain::new_id(),
+            config: ProviderConfig::GcpFirewall(config(&fake.url)),
+        };
+        let results = GcpFirewall::new(true).apply(&target, &[request(V4, "s"), request(V6, "s")]).await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        let v4 = fake.rule(PROJECT, &rule_name(&target.resource_id, "v4")).expect("IPv4 rule");
+        assert_eq!(v4["direction"], "INGRESS");
+        assert_eq!(v4["network"], format!("projects/{PROJECT}/global/networks/default"));
+        assert_eq!(v4["priority"], 900);
+        assert_eq!(v4["allowed"], json!([{"IPProtocol": "tcp", "ports": ["22"]}]));
+        assert_eq!(v4["targetTags"], json!(["bastion"]));
+        assert_eq!(ranges(&v4), BTreeSet::from([format!("{V4}/32")]));
+        let v6 = fake.rule(PROJECT, &rule_name(&target.resource_id, "v6")).expect("IPv6 rule");
+        assert_eq!(ranges(&v6), BTreeSet::from([format!("{V6}/128")]));
+    }
+
+    #[tokio::test]
+    async fn gcp_never_changes_a_foreign_rule_under_our_name() {
+        let fake = FakeCompute::start().await;
+        let target = Target {
+            resource_id: portcullis::domain::new_id(),
+            config: ProviderConfig::GcpFirewall(config(&fake.url)),
+        };
+        let squatter = json!({"name": rule_name(&target.resource_id, "v4"), "description": "hand made",
+                              "sourceRanges": ["0.0.0.0/0"]});
+        fake.put_rule(PROJECT, squatter.clone());
+        let results = GcpFirewall::new(true).apply(&target, &[request(V4, "s")]).await;
+        assert!(
+            matches!(&results[..], [Err(ProviderError::Rejected(message))] if message.contains("not managed by Portcullis")),
+            "{results:?}"
+        );
+        assert_eq!(fake.rule(PROJECT, &rule_name(&target.resource_id, "v4")).unwrap(), squatter);
+    }
+
+    /// Fifty sessions started and stopped at once against one resource, with the API throttling
+    /// some calls: the rule always holds exactly the live addresses (no lost update).
+    #[tokio::test]
+    async fn gcp_fifty_concurrent_sessions_keep_exactly_the_live_addresses() {
+        let fake = FakeCompute::start().await;
+        let db = TestDb::sqlite();
+        let mut f = Fixture::new(&db).await;
+        let resource_id = f.resource_on("bastion", resource_on_fake(&fake.url)).await;
+        let key = f.user_key.clone();
+        fake.rate_limit_next(3);
+        let addresses: Vec<String> = (1..=50).map(|n| format!("203.0.113.{n}")).collect();
+        let started = futures::future::join_all(addresses.iter().map(|address| {
+            let mut sessions = f.sessions.clone();
+            let key = key.clone();
+            async move {
+                let request = pb::StartSessionRequest { ipv4_address: Some(address.clone()), ..Default::default() };
+                sessions.start_session(common::with_key(request, &key)).await.unwrap().into_inner().session.unwrap().id
+            }
+        }))
+        .await;
+        for id in &started {
+            let seen = f.watch_until(&key, id, SessionStatus::Active).await;
+            assert_eq!(seen.last().unwrap().status(), SessionStatus::Active);
+        }
+        let rule = || fake.rule(PROJECT, &rule_name(&resource_id, "v4"));
+        let cidrs =
+            |addresses: &[String]| -> BTreeSet<String> { addresses.iter().map(|a| format!("{a}/32")).collect() };
+        assert_eq!(ranges(&rule().unwrap()), cidrs(&addresses));
+
+        let (stopping, staying) = started.split_at(25);
+        futures::future::join_all(stopping.iter().map(|id| {
+            let mut sessions = f.sessions.clone();
+            let key = key.clone();
+            async move {
+                sessions.stop_session(common::with_key(pb::StopSessionRequest { id: id.clone() }, &key)).await.unwrap()
+            }
+        }))
+        .await;
+        for id in stopping {
+            f.watch_until(&key, id, SessionStatus::Cancelled).await;
+        }
+        assert_eq!(ranges(&rule().unwrap()), cidrs(&addresses[25..]));
+        for id in staying {
+            f.stop(&key, id).await;
+            f.watch_until(&key, id, SessionStatus::Cancelled).await;
+        }
+        assert_eq!(rule(), None, "the last removal deletes the rule");
+        let writes = fake.calls().iter().filter(|call| !call.starts_with("GET")).count();
+        eprintln!("gcp: 50 sessions started and stopped with {writes} write calls");
+        f.server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn gcp_sweep_removes_orphans_and_never_foreign_rules() {
+        let fake = FakeCompute::start().await;
+        fake.put_rule(PROJECT, office_vpn());
+        let db = TestDb::sqlite();
+        let mut config = common::test_config();
+        config.engine.sweep_interval_secs = 1;
+        let mut f = Fixture::with_server(common::TestServer::start_with(&db, config).await).await;
+        let resource_id = f.resource_on("bastion", resource_on_fake(&fake.url)).await;
+        let key = f.user_key.clone();
+        let session = f.start(&key, Some(V4), None).await.unwrap();
+        f.watch_until(&key, &session.id, SessionStatus::Active).await;
+
+        let name = rule_name(&resource_id, "v4");
+        let mut ours = fake.rule(PROJECT, &name).unwrap();
+        ours["sourceRanges"] = json!([format!("{V4}/32"), "198.51.100.1/32"]);
+        fake.put_rule(PROJECT, ours);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while ranges(&fake.rule(PROJECT, &name).unwrap()).contains("198.51.100.1/32") {
+            assert!(tokio::time::Instant::now() < deadline, "the orphan outlived the sweeps");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(ranges(&fake.rule(PROJECT, &name).unwrap()), BTreeSet::from([format!("{V4}/32")]));
+        assert_eq!(fake.rule(PROJECT, "office-vpn").unwrap(), office_vpn());
         f.server.stop().await;
     }
 }

@@ -34,12 +34,8 @@ pub(super) async fn sweep(engine: &Engine) -> StoreResult<usize> {
         let live = sessions::rules_on(&inner.reader, &resource.id, &ResourceIpStatus::LIVE).await?;
         let orphans: Vec<RuleRef> = owned
             .into_iter()
-            .filter(|rule| {
-                !live.iter().any(|held| {
-                    held.provider_rule_id.as_deref() == Some(rule.rule_id.as_str())
-                        || held.ip_address.parse::<IpAddr>().ok() == Some(rule.address)
-                })
-            })
+            // By address: a provider may keep many addresses under one rule id (GCP).
+            .filter(|rule| !live.iter().any(|held| held.ip_address.parse::<IpAddr>().ok() == Some(rule.address)))
             .map(|rule| RuleRef { address: rule.address, rule_id: Some(rule.rule_id) })
             .collect();
         if orphans.is_empty() {

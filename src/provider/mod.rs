@@ -3,8 +3,11 @@
 
 #[cfg(feature = "aws")]
 pub mod aws;
+#[cfg(feature = "gcp")]
+pub mod gcp;
 pub mod memory;
 
+use crate::config::ProvidersConfig;
 use crate::domain::ProviderConfig;
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -134,14 +137,20 @@ pub struct Providers {
     memory: Arc<memory::MemoryFirewall>,
     #[cfg(feature = "aws")]
     aws: Arc<aws::AwsFirewall>,
+    #[cfg(feature = "gcp")]
+    gcp: Arc<gcp::GcpFirewall>,
 }
 
 impl Providers {
-    pub fn new(memory: memory::MemoryFirewall) -> Providers {
+    pub fn new(memory: memory::MemoryFirewall, config: &ProvidersConfig) -> Providers {
+        #[cfg(not(feature = "gcp"))]
+        let _ = config;
         Providers {
             memory: Arc::new(memory),
             #[cfg(feature = "aws")]
             aws: Arc::new(aws::AwsFirewall::new()),
+            #[cfg(feature = "gcp")]
+            gcp: Arc::new(gcp::GcpFirewall::new(config.gcp_anonymous)),
         }
     }
 
@@ -156,6 +165,8 @@ impl Providers {
             ProviderConfig::Memory(_) => Ok(self.memory.clone()),
             #[cfg(feature = "aws")]
             ProviderConfig::AwsSecurityGroup(_) => Ok(self.aws.clone()),
+            #[cfg(feature = "gcp")]
+            ProviderConfig::GcpFirewall(_) => Ok(self.gcp.clone()),
             #[allow(unreachable_patterns)]
             other => {
                 Err(ProviderError::Rejected(format!("this server was built without the {} provider", other.kind())))

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+#[cfg(feature = "gcp")]
+pub mod gcp_fake;
 #[cfg(feature = "aws")]
 pub mod moto;
 
@@ -125,6 +127,8 @@ pub const CALLER_CACHE_TTL: Duration = Duration::from_secs(1);
 pub fn test_config() -> Config {
     let mut config = Config::default();
     config.auth.caller_cache_secs = CALLER_CACHE_TTL.as_secs();
+    // The GCP tests talk to a fake Compute API that takes no credentials.
+    config.providers.gcp_anonymous = true;
     config.auth.jwt_secret = Some(portcullis::config::Secret("test-secret-with-enough-entropy-0123456789".into()));
     config
 }
@@ -140,7 +144,7 @@ impl TestServer {
         let connection = db.connect().await;
         store::migrate(&connection).await.expect("migrate");
         let created = initialize(&connection, "admin@example.com", "Acme").await.expect("init");
-        let providers = Providers::new(MemoryFirewall::in_process());
+        let providers = Providers::new(MemoryFirewall::in_process(), &config.providers);
         let reader = store::connect_reader(&db.url, &connection, 4).await.expect("reader");
         let services = Services::with_reader(connection.clone(), reader, &config, providers).await.expect("services");
         let options =

@@ -1,0 +1,392 @@
+//! GCP VPC firewall rules.
+//!
+//! Strategy: one rule per resource and address family (GCP allows one family per rule), named
+//! `portcullis-<resource id>-v4` / `-v6`, whose `sourceRanges` hold every live address. A
+//! project has a quota of firewall rules, so a rule per grant would run out where this does not.
+//! The price is that classic firewalls have no fingerprint: a PATCH replaces the whole list, so
+//! writes to one resource must never interleave — the engine serializes them, across replicas too
+//! (a database lease per resource). Every write carries a fresh `requestId` (the client's own
+//! retries are then idempotent) and waits for its operation to finish. A list that would become
+//! empty deletes the rule instead: an ingress rule without sources would allow everyone.
+//!
+//! Ownership: the rule's name is derived from the resource id and its description starts with
+//! the marker; a rule of that name without the marker is someone else's and is never changed.
+
+use super::{
+    CheckOutcome, FirewallProvider, OWNERSHIP_MARKER, OwnedRule, ProviderError, RuleRef, RuleRequest, Target, fail_all,
+};
+use crate::domain::{GcpFirewall as GcpFirewallConfig, ProviderConfig};
+use async_trait::async_trait;
+use google_cloud_compute_v1::client::Firewalls;
+use google_cloud_compute_v1::model::Firewall;
+use google_cloud_compute_v1::model::firewall::{Allowed, Direction};
+use google_cloud_gax::error::rpc::{Code, StatusDetails};
+use google_cloud_lro::Poller;
+use ipnet::IpNet;
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+type GcpError = google_cloud_compute_v1::Error;
+
+/// One client per endpoint, built on first use.
+pub struct GcpFirewall {
+    anonymous: bool,
+    clients: Mutex<HashMap<Option<String>, Firewalls>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn of(address: IpAddr) -> Family {
+        if address.is_ipv4() { Family::V4 } else { Family::V6 }
+    }
+
+    fn suffix(self) -> &'static str {
+        match self {
+            Family::V4 => "v4",
+            Family::V6 => "v6",
+        }
+    }
+}
+
+/// The rule holding a resource's addresses of one family.
+fn rule_name(resource_id: &str, family: Family) -> String {
+    let id: String = resource_id.chars().filter(char::is_ascii_alphanumeric).collect();
+    format!("{OWNERSHIP_MARKER}-{}-{}", id.to_ascii_lowercase(), family.suffix())
+}
+
+fn rule_description(resource_id: &str) -> String {
+    format!("{OWNERSHIP_MARKER} resource {resource_id}: managed by Portcullis, manual edits are overwritten")
+}
+
+fn is_ours(rule: &Firewall, resource_id: &str) -> bool {
+    rule.description.as_deref() == Some(rule_description(resource_id).as_str())
+}
+
+fn cidr_of(address: IpAddr) -> String {
+    match address {
+        IpAddr::V4(v4) => format!("{v4}/32"),
+        IpAddr::V6(v6) => format!("{v6}/128"),
+    }
+}
+
+/// The single hosts a rule lets in.
+fn hosts_of(rule: &Firewall) -> BTreeSet<IpAddr> {
+    rule.source_ranges
+        .iter()
+        .filter_map(|range| {
+            let net: IpNet = range.parse().or_else(|_| range.parse::<IpAddr>().map(IpNet::from)).ok()?;
+            (net.prefix_len() == net.max_prefix_len()).then(|| net.addr())
+        })
+        .collect()
+}
+
+fn config_of(target: &Target) -> Result<&GcpFirewallConfig, ProviderError> {
+    match &target.config {
+        ProviderConfig::GcpFirewall(config) => Ok(config),
+        _ => Err(ProviderError::Rejected("not a GCP firewall resource".into())),
+    }
+}
+
+fn network_url(config: &GcpFirewallConfig) -> String {
+    if config.network.contains("/networks/") {
+        config.network.clone()
+    } else {
+        format!("projects/{}/global/networks/{}", config.project, config.network)
+    }
+}
+
+fn is_not_found(err: &GcpError) -> bool {
+    err.http_status_code() == Some(404)
+}
+
+/// Reasons Compute gives for throttling and its own failures: worth retrying.
+const TRANSIENT_REASONS: &[&str] = &["rateLimitExceeded", "userRateLimitExceeded", "backendError", "internalError"];
+
+/// The `errors[].reason` values of a Compute error (the client keeps them as ErrorInfo details).
+fn reasons(err: &GcpError) -> Vec<&str> {
+    err.status()
+        .map(|status| {
+            status
+                .details
+                .iter()
+                .filter_map(|detail| match detail {
+                    StatusDetails::ErrorInfo(info) => Some(info.reason.as_str()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Throttling (403 `rateLimitExceeded`, 429), 5xx and anything that never got an answer are
+/// transient; an answered refusal is not.
+fn classify(err: &GcpError) -> ProviderError {
+    let text = err.to_string();
+    if reasons(err).iter().any(|reason| TRANSIENT_REASONS.contains(reason)) {
+        return ProviderError::Transient(text);
+    }
+    match (err.http_status_code(), err.status().map(|status| status.code)) {
+        (Some(429 | 500..), _) => ProviderError::Transient(text),
+        (Some(_), _) => ProviderError::Rejected(text),
+        // A failed operation: its status says why.
+        (None, Some(Code::ResourceExhausted | Code::Unavailable | Code::Internal | Code::DeadlineExceeded)) => {
+            ProviderError::Transient(text)
+        }
+        (None, Some(_)) => ProviderError::Rejected(text),
+        (None, None) if err.is_authentication() => ProviderError::Rejected(text),
+        (None, None) => ProviderError::Transient(text),
+    }
+}
+
+/// What [`GcpFirewall::update`] did.
+enum Updated {
+    Written(String),
+    Foreign(String),
+}
+
+/// GCP wants a UUID; ours are time-ordered, which also reads well in its audit logs.
+fn request_id() -> String {
+    crate::domain::new_id()
+}
+
+impl GcpFirewall {
+    /// `anonymous` sends no credentials (emulators and fakes); otherwise Application Default
+    /// Credentials are used.
+    pub fn new(anonymous: bool) -> GcpFirewall {
+        GcpFirewall { anonymous, clients: Mutex::default() }
+    }
+
+    async fn client(&self, config: &GcpFirewallConfig) -> Result<Firewalls, ProviderError> {
+        let mut clients = self.clients.lock().await;
+        if let Some(client) = clients.get(&config.endpoint_url) {
+            return Ok(client.clone());
+        }
+        // Firewall operations finish in seconds: poll briskly at first.
+        let polling = google_cloud_gax::exponential_backoff::ExponentialBackoffBuilder::new()
+            .with_initial_delay(Duration::from_millis(100))
+            .with_maximum_delay(Duration::from_secs(5))
+            .clamp();
+        let mut builder = Firewalls::builder().with_polling_backoff_policy(polling);
+        if let Some(endpoint) = &config.endpoint_url {
+            builder = builder.with_endpoint(endpoint);
+        }
+        if self.anonymous {
+            builder = builder.with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build());
+        }
+        let client = builder
+            .build()
+            .await
+            .map_err(|err| ProviderError::Transient(format!("building the GCP client failed: {err}")))?;
+        clients.insert(config.endpoint_url.clone(), client.clone());
+        Ok(client)
+    }
+
+    /// The rule, or None when it does not exist.
+    async fn get(
+        &self,
+        client: &Firewalls,
+        config: &GcpFirewallConfig,
+        name: &str,
+    ) -> Result<Option<Firewall>, ProviderError> {
+        match client.get().set_project(&config.project).set_firewall(name).send().await {
+            Ok(rule) => Ok(Some(rule)),
+            Err(err) if is_not_found(&err) => Ok(None),
+            Err(err) => Err(classify(&err)),
+        }
+    }
+
+    /// Makes the family's rule hold exactly `hosts`: inserts, patches or deletes it, and waits.
+    async fn write(
+        &self,
+        client: &Firewalls,
+        target: &Target,
+        config: &GcpFirewallConfig,
+        family: Family,
+        current: Option<&Firewall>,
+        hosts: &BTreeSet<IpAddr>,
+    ) -> Result<(), ProviderError> {
+        let name = rule_name(&target.resource_id, family);
+        let ranges: Vec<String> = hosts.iter().copied().map(cidr_of).collect();
+        let outcome = match (current, hosts.is_empty()) {
+            (None, true) => return Ok(()),
+            (Some(rule), false) if hosts_of(rule) == *hosts => return Ok(()),
+            (None, false) => {
+                let allowed = Allowed::new().set_ip_protocol(&config.protocol).set_ports(config.ports.clone());
+                let rule = Firewall::new()
+                    .set_name(&name)
+                    .set_description(rule_description(&target.resource_id))
+                    .set_network(network_url(config))
+                    .set_direction(Direction::Ingress)
+                    .set_priority(i32::from(config.priority))
+                    .set_allowed([allowed])
+                    .set_source_ranges(ranges)
+                    .set_target_tags(config.target_tags.clone())
+                    .set_target_service_accounts(config.target_service_accounts.clone());
+                client
+                    .insert()
+                    .set_project(&config.project)
+                    .set_request_id(request_id())
+                    .set_body(rule)
+                    .poller()
+                    .until_done()
+                    .await
+            }
+            (Some(_), true) => {
+                client
+                    .delete()
+                    .set_project(&config.project)
+                    .set_firewall(&name)
+                    .set_request_id(request_id())
+                    .poller()
+                    .until_done()
+                    .await
+            }
+            (Some(_), false) => {
+                client
+                    .patch()
+                    .set_project(&config.project)
+                    .set_firewall(&name)
+                    .set_request_id(request_id())
+                    .set_body(Firewall::new().set_source_ranges(ranges))
+                    .poller()
+                    .until_done()
+                    .await
+            }
+        };
+        match outcome {
+            Ok(_) => Ok(()),
+            // Deleted meanwhile: nothing is left to remove.
+            Err(err) if hosts.is_empty() && is_not_found(&err) => Ok(()),
+            // Created meanwhile (409) or any other race: the retry starts from a fresh read.
+            Err(err) if err.http_status_code() == Some(409) => Err(ProviderError::Transient(err.to_string())),
+            Err(err) => Err(classify(&err)),
+        }
+    }
+
+    /// Reads the family's rule, lets `change` edit its hosts, and writes the result. Answers the
+    /// rule's name, or `Foreign` when a rule of that name is not ours (it is left alone).
+    async fn update(
+        &self,
+        target: &Target,
+        family: Family,
+        change: impl FnOnce(&mut BTreeSet<IpAddr>),
+    ) -> Result<Updated, ProviderError> {
+        let config = config_of(target)?;
+        let client = self.client(config).await?;
+        let name = rule_name(&target.resource_id, family);
+        let current = self.get(&client, config, &name).await?;
+        if let Some(rule) = &current
+            && !is_ours(rule, &target.resource_id)
+        {
+            return Ok(Updated::Foreign(name));
+        }
+        let mut hosts = current.as_ref().map(hosts_of).unwrap_or_default();
+        change(&mut hosts);
+        self.write(&client, target, config, family, current.as_ref(), &hosts).await?;
+        Ok(Updated::Written(name))
+    }
+}
+
+#[async_trait]
+impl FirewallProvider for GcpFirewall {
+    #[tracing::instrument(name = "provider.gcp.apply", skip_all, fields(resource_id = %target.resource_id, count = rules.len()))]
+    async fn apply(&self, target: &Target, rules: &[RuleRequest]) -> Vec<Result<String, ProviderError>> {
+        let mut results = fail_all(rules.len(), &ProviderError::Transient("not attempted".into()));
+        for family in [Family::V4, Family::V6] {
+            let wanted: Vec<usize> = (0..rules.len()).filter(|&i| Family::of(rules[i].address) == family).collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            let outcome =
+                match self.update(target, family, |hosts| hosts.extend(wanted.iter().map(|&i| rules[i].address))).await
+                {
+                    Ok(Updated::Written(name)) => Ok(name),
+                    Ok(Updated::Foreign(name)) => Err(ProviderError::Rejected(format!(
+                        "firewall rule {name} exists but is not managed by Portcullis; rename or delete it"
+                    ))),
+                    Err(err) => Err(err),
+                };
+            for &index in &wanted {
+                results[index] = outcome.clone();
+            }
+        }
+        results
+    }
+
+    #[tracing::instrument(name = "provider.gcp.revoke", skip_all, fields(resource_id = %target.resource_id, count = rules.len()))]
+    async fn revoke(&self, target: &Target, rules: &[RuleRef]) -> Vec<Result<(), ProviderError>> {
+        let mut results = fail_all(rules.len(), &ProviderError::Transient("not attempted".into()));
+        for family in [Family::V4, Family::V6] {
+            let gone: Vec<usize> = (0..rules.len()).filter(|&i| Family::of(rules[i].address) == family).collect();
+            if gone.is_empty() {
+                continue;
+            }
+            let outcome = match self
+                .update(target, family, |hosts| {
+                    for &index in &gone {
+                        hosts.remove(&rules[index].address);
+                    }
+                })
+                .await
+            {
+                // Someone else's rule under our name holds nothing of ours to remove.
+                Ok(Updated::Written(_) | Updated::Foreign(_)) => Ok(()),
+                Err(err) => Err(err),
+            };
+            for &index in &gone {
+                results[index] = outcome.clone();
+            }
+        }
+        results
+    }
+
+    #[tracing::instrument(name = "provider.gcp.list", skip_all, fields(resource_id = %target.resource_id))]
+    async fn list_owned(&self, target: &Target) -> Result<Vec<OwnedRule>, ProviderError> {
+        let config = config_of(target)?;
+        let client = self.client(config).await?;
+        let mut owned = Vec::new();
+        for family in [Family::V4, Family::V6] {
+            let name = rule_name(&target.resource_id, family);
+            let Some(rule) = self.get(&client, config, &name).await? else { continue };
+            if !is_ours(&rule, &target.resource_id) {
+                continue;
+            }
+            let description = rule.description.clone().unwrap_or_default();
+            owned.extend(hosts_of(&rule).into_iter().map(|address| OwnedRule {
+                rule_id: name.clone(),
+                address,
+                description: description.clone(),
+            }));
+        }
+        Ok(owned)
+    }
+
+    #[tracing::instrument(name = "provider.gcp.check", skip_all, fields(resource_id = %target.resource_id))]
+    async fn check(&self, target: &Target) -> CheckOutcome {
+        let config = match config_of(target) {
+            Ok(config) => config,
+            Err(err) => return CheckOutcome::Unsupported(err.to_string()),
+        };
+        let client = match self.client(config).await {
+            Ok(client) => client,
+            Err(err) => return CheckOutcome::Unreachable(err.to_string()),
+        };
+        match client.list().set_project(&config.project).set_max_results(1_u32).send().await {
+            Ok(_) => CheckOutcome::Ok(format!("firewall rules of project {} are readable", config.project)),
+            Err(err) => match err.http_status_code() {
+                Some(404) => CheckOutcome::NotFound(format!("project {} not found", config.project)),
+                Some(401 | 403) => {
+                    CheckOutcome::AccessDenied(format!("the credentials cannot read project {}: {err}", config.project))
+                }
+                _ => CheckOutcome::Unreachable(format!("Compute Engine did not answer: {err}")),
+            },
+        }
+    }
+}
