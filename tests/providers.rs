@@ -408,4 +408,47 @@ mod gcp {
         assert_eq!(fake.rule(PROJECT, "office-vpn").unwrap(), office_vpn());
         f.server.stop().await;
     }
+
+    /// Two replicas on one database work the same resource at once: the resource lease keeps
+    /// their whole-list writes from interleaving, so no address is lost.
+    #[tokio::test]
+    async fn gcp_two_replicas_never_lose_each_others_addresses() {
+        common::each_backend(|db: TestDb| async move {
+            let fake = FakeCompute::start().await;
+            let mut f = Fixture::new(&db).await;
+            let resource_id = f.resource_on("bastion", resource_on_fake(&fake.url)).await;
+            // A second engine on the same database, as another replica would run.
+            let second = portcullis::engine::Engine::new(
+                f.server.db.clone(),
+                f.server.db.clone(),
+                portcullis::provider::Providers::new(
+                    portcullis::provider::memory::MemoryFirewall::in_process(),
+                    &common::test_config().providers,
+                ),
+                portcullis::engine::EngineConfig::default(),
+            );
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let replica = tokio::spawn(async move { second.run(stopped).await });
+
+            let key = f.user_key.clone();
+            let addresses: Vec<String> = (1..=40).map(|n| format!("203.0.113.{n}")).collect();
+            let mut started = Vec::new();
+            for address in &addresses {
+                started.push(f.start(&key, Some(address), None).await.unwrap().id);
+            }
+            for id in &started {
+                assert_eq!(
+                    f.watch_until(&key, id, SessionStatus::Active).await.last().unwrap().status(),
+                    SessionStatus::Active
+                );
+            }
+            let rule = fake.rule(PROJECT, &rule_name(&resource_id, "v4")).unwrap();
+            let expected: BTreeSet<String> = addresses.iter().map(|a| format!("{a}/32")).collect();
+            assert_eq!(ranges(&rule), expected);
+            stop.send(true).unwrap();
+            replica.await.unwrap();
+            f.server.stop().await;
+        })
+        .await;
+    }
 }

@@ -4,7 +4,7 @@ mod common;
 
 use common::{TestDb, each_backend};
 use portcullis::domain::{new_id, now};
-use portcullis::store::entity::{organization, user};
+use portcullis::store::entity::{organization, resource, user};
 use portcullis::store::{self, Migrator, StoreError, queries};
 use sea_orm::ConnectionTrait;
 use sea_orm_migration::MigratorTrait;
@@ -21,6 +21,7 @@ const TABLES: &[&str] = &[
     "verification_codes",
     "audit_events",
     "signing_keys",
+    "resource_leases",
 ];
 
 async fn table_exists(db: &sea_orm::DatabaseConnection, table: &str) -> bool {
@@ -84,6 +85,20 @@ fn user_row(organization_id: &str, email: &str) -> user::Model {
     }
 }
 
+fn resource_row(organization_id: &str) -> resource::Model {
+    let at = now();
+    resource::Model {
+        id: new_id(),
+        organization_id: organization_id.into(),
+        name: "bastion".into(),
+        description: String::new(),
+        provider_kind: "memory".into(),
+        provider_config: r#"{"kind":"memory","latency_ms":0,"fail_addresses":[]}"#.into(),
+        created_at: at,
+        updated_at: at,
+    }
+}
+
 #[tokio::test]
 async fn database_errors_are_translated_where_they_arise() {
     each_backend(|test_db: TestDb| async move {
@@ -113,6 +128,29 @@ async fn rows_round_trip_exactly() {
         let read = queries::organizations::get(&db, &written.id).await.unwrap();
         assert_eq!(read, written, "{}: timestamps and text come back as written", test_db.backend);
         assert_eq!(queries::organizations::count(&db).await.unwrap(), 1);
+    })
+    .await;
+}
+
+/// Replicas take turns on a resource: a lease is exclusive until it expires or is released.
+#[tokio::test]
+async fn resource_leases_are_exclusive_until_expired_or_released() {
+    use portcullis::store::queries::resource_leases::{acquire, release};
+    each_backend(|test_db: TestDb| async move {
+        let db = test_db.connect().await;
+        store::migrate(&db).await.unwrap();
+        let organization = queries::organizations::insert(&db, organization_row("Acme")).await.unwrap();
+        let resource = queries::resources::insert(&db, resource_row(&organization.id)).await.unwrap();
+        let (id, at) = (resource.id.as_str(), now());
+        let later = |secs: i64| at + chrono::TimeDelta::seconds(secs);
+        assert!(acquire(&db, id, "replica-a", at, later(30)).await.unwrap(), "a free lease is taken");
+        assert!(!acquire(&db, id, "replica-b", at, later(30)).await.unwrap(), "a held lease is not");
+        assert!(acquire(&db, id, "replica-a", at, later(60)).await.unwrap(), "its holder renews it");
+        release(&db, id, "replica-b").await.unwrap();
+        assert!(!acquire(&db, id, "replica-b", later(59), later(90)).await.unwrap(), "only the holder releases");
+        assert!(acquire(&db, id, "replica-b", later(61), later(90)).await.unwrap(), "an expired lease is taken over");
+        release(&db, id, "replica-b").await.unwrap();
+        assert!(acquire(&db, id, "replica-a", later(62), later(90)).await.unwrap(), "a released lease is free");
     })
     .await;
 }

@@ -14,7 +14,7 @@ use crate::domain::{EndedReason, SessionStatus, now, roll_up};
 use crate::provider::Providers;
 use crate::service::{AuditRecord, Caller};
 use crate::store::entity::session;
-use crate::store::queries::sessions;
+use crate::store::queries::{resource_leases, sessions};
 use crate::store::{self, StoreResult};
 use sea_orm::{ActiveValue::Set, DatabaseConnection, DatabaseTransaction, IntoActiveModel};
 use std::sync::Arc;
@@ -237,6 +237,24 @@ impl Engine {
 }
 
 /// Completes once `stop` turns true (or its sender is gone).
+impl Engine {
+    /// Takes the lease on a resource for this process, so provider writes to it never
+    /// interleave across replicas. Answers false while another replica holds it.
+    async fn lease_resource(&self, resource_id: &str) -> StoreResult<bool> {
+        let inner = &self.inner;
+        let at = now();
+        let until = at + chrono::TimeDelta::from_std(inner.config.lease).unwrap_or(chrono::TimeDelta::seconds(30));
+        resource_leases::acquire(&inner.db, resource_id, &inner.owner, at, until).await
+    }
+
+    /// Gives a resource's lease back; if that fails, it simply expires.
+    async fn release_resource(&self, resource_id: &str) {
+        if let Err(err) = resource_leases::release(&self.inner.db, resource_id, &self.inner.owner).await {
+            tracing::warn!(resource_id, error = %err, "releasing resource lease failed");
+        }
+    }
+}
+
 pub async fn stopping(stop: &mut watch::Receiver<bool>) {
     while !*stop.borrow_and_update() {
         if stop.changed().await.is_err() {

@@ -70,6 +70,8 @@ enum Outcome {
     Retry {
         message: String,
     },
+    /// Not attempted: another replica holds the resource's lease.
+    Busy,
 }
 
 async fn process_batch(engine: &Engine) -> StoreResult<usize> {
@@ -124,12 +126,22 @@ async fn process_resource(
         Err(StoreError::NotFound) => Err(ProviderError::Rejected("the resource was deleted".into())),
         Err(err) => return Err(err),
     };
+    if !engine.lease_resource(&resource_id).await? {
+        // Another replica is writing to this firewall: come back when it is done.
+        let outcomes = rules.into_iter().map(|rule| (rule, Outcome::Busy)).collect();
+        return record(engine, token, outcomes).await;
+    }
     let (removing, pending): (Vec<_>, Vec<_>) =
         rules.into_iter().partition(|rule| rule.status == ResourceIpStatus::Removing.as_str());
     let mut outcomes = Vec::new();
-    outcomes.extend(remove(engine, provider.as_ref(), removing).await?);
-    outcomes.extend(apply(engine, provider.as_ref(), pending).await?);
-    record(engine, token, outcomes).await
+    let worked = async {
+        outcomes.extend(remove(engine, provider.as_ref(), removing).await?);
+        outcomes.extend(apply(engine, provider.as_ref(), pending).await?);
+        record(engine, token, outcomes).await
+    }
+    .await;
+    engine.release_resource(&resource_id).await;
+    worked
 }
 
 type ProviderTarget = (Arc<dyn FirewallProvider>, Target);
@@ -312,6 +324,7 @@ async fn record(
                 next.next_attempt_at = at + backoff(&inner.config, current.attempts);
                 next.error_message = Some(message);
             }
+            Outcome::Busy => next.next_attempt_at = at + busy_delay(),
             // The status moved under us (the session ended): its new work is due now.
             _ => next.next_attempt_at = at,
         }
@@ -329,6 +342,11 @@ async fn record(
     }
     store::commit(txn).await?;
     Ok(touched)
+}
+
+/// How long a rule waits for a resource another replica is writing to: about one provider call.
+fn busy_delay() -> TimeDelta {
+    TimeDelta::milliseconds(rand::rng().random_range(100..=300))
 }
 
 /// Exponential backoff with jitter: base · 2^attempts, capped, times a random 50–100 %.

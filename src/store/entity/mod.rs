@@ -7,6 +7,7 @@ pub mod organization;
 pub mod resource;
 pub mod resource_assignment;
 pub mod resource_ip;
+pub mod resource_lease;
 pub mod session;
 pub mod signing_key;
 pub mod user;

@@ -11,6 +11,7 @@ mod m20261122_000005_create_sessions;
 mod m20261122_000006_create_login_sessions;
 mod m20261122_000007_create_audit_events;
 mod m20261122_000008_create_signing_keys;
+mod m20261123_000009_create_resource_leases;
 
 pub struct Migrator;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000006_create_login_sessions::Migration),
             Box::new(m20261122_000007_create_audit_events::Migration),
             Box::new(m20261122_000008_create_signing_keys::Migration),
+            Box::new(m20261123_000009_create_resource_leases::Migration),
         ]
     }
 }
