@@ -94,7 +94,7 @@ enum Firewall {
     Memory,
     /// Security groups on moto, reached through a proxy that holds each call 400 ms.
     #[cfg(feature = "aws")]
-    Moto { endpoint: String, proxy: String, groups: Vec<String> },
+    Moto { endpoint: String, proxy: common::moto::Ec2Proxy, groups: Vec<String> },
 }
 
 impl Firewall {
@@ -104,7 +104,7 @@ impl Firewall {
         match self {
             Firewall::Memory => resource::Provider::Memory(MemoryProvider { latency_ms: 400, ..Default::default() }),
             #[cfg(feature = "aws")]
-            Firewall::Moto { proxy, groups, .. } => common::moto::resource_on_moto(proxy, &groups[index]),
+            Firewall::Moto { proxy, groups, .. } => common::moto::resource_on_moto(&proxy.url, &groups[index]),
         }
     }
 
@@ -128,11 +128,13 @@ async fn sigkill_during_apply_and_remove_leaves_nothing_behind() {
 #[tokio::test]
 async fn sigkill_with_aws_security_groups_leaves_nothing_behind() {
     let Some(endpoint) = common::moto::moto() else { return };
-    let proxy = common::moto::slow_proxy(&endpoint, Duration::from_millis(400)).await;
     common::each_backend(|db: common::TestDb| {
-        let groups = vec![common::moto::new_group(&endpoint), common::moto::new_group(&endpoint)];
-        let firewall = Firewall::Moto { endpoint: endpoint.clone(), proxy: proxy.clone(), groups };
-        async move { crash_and_recover(&db, &firewall).await }
+        let endpoint = endpoint.clone();
+        async move {
+            let proxy = common::moto::Ec2Proxy::start(&endpoint, Duration::from_millis(400)).await;
+            let groups = vec![common::moto::new_group(&endpoint), common::moto::new_group(&endpoint)];
+            crash_and_recover(&db, &Firewall::Moto { endpoint, proxy, groups }).await
+        }
     })
     .await;
 }

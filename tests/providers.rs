@@ -97,10 +97,10 @@ async fn memory_provider_conforms() {
 #[cfg(feature = "aws")]
 mod aws {
     use super::*;
-    use common::moto::{REGION, ec2, moto, new_group, resource_on_moto, rules_in};
+    use common::moto::{Ec2Proxy, REGION, ec2, moto, new_group, resource_on_moto, rules_in};
     use common::{Fixture, TestDb, TestServer};
     use portcullis::domain::AwsSecurityGroup;
-    use portcullis::pb::v1::SessionStatus;
+    use portcullis::pb::v1::{self as pb, SessionStatus};
     use portcullis::provider::ProviderError;
 
     use portcullis::provider::aws::{AwsFirewall, RESOURCE_TAG};
@@ -189,6 +189,52 @@ mod aws {
         let seen = f.watch_until(&key, &session.id, SessionStatus::Cancelled).await;
         assert_eq!(seen.last().unwrap().status(), SessionStatus::Cancelled);
         assert_eq!(rules_in(&endpoint, &group_id), BTreeSet::new(), "every rule is gone");
+        f.server.stop().await;
+    }
+
+    /// Sessions started together share EC2 calls: one describe and one authorize per batch.
+    #[tokio::test]
+    async fn aws_sessions_started_together_share_calls() {
+        let Some(endpoint) = moto() else { return };
+        let group_id = new_group(&endpoint);
+        let proxy = Ec2Proxy::start(&endpoint, std::time::Duration::ZERO).await;
+        let db = TestDb::sqlite();
+        let mut f = Fixture::new(&db).await;
+        f.resource_on("bastion", resource_on_moto(&proxy.url, &group_id)).await;
+        let key = f.user_key.clone();
+        const SESSIONS: usize = 50;
+        let started = futures::future::join_all((1..=SESSIONS).map(|n| {
+            let mut sessions = f.sessions.clone();
+            let key = key.clone();
+            async move {
+                let request =
+                    pb::StartSessionRequest { ipv4_address: Some(format!("203.0.113.{n}")), ..Default::default() };
+                sessions.start_session(common::with_key(request, &key)).await.unwrap().into_inner().session.unwrap().id
+            }
+        }))
+        .await;
+        for id in &started {
+            f.watch_until(&key, id, SessionStatus::Active).await;
+        }
+        let opened = proxy.actions();
+        futures::future::join_all(started.iter().map(|id| {
+            let mut sessions = f.sessions.clone();
+            let key = key.clone();
+            async move {
+                sessions.stop_session(common::with_key(pb::StopSessionRequest { id: id.clone() }, &key)).await.unwrap()
+            }
+        }))
+        .await;
+        for id in &started {
+            f.watch_until(&key, id, SessionStatus::Cancelled).await;
+        }
+        let all = proxy.actions();
+        let authorize = opened.get("AuthorizeSecurityGroupIngress").copied().unwrap_or(0);
+        let revoke = all.get("RevokeSecurityGroupIngress").copied().unwrap_or(0);
+        eprintln!("aws: {SESSIONS} sessions started together: {opened:?}; after stopping them together: {all:?}");
+        assert!((1..SESSIONS).contains(&authorize), "{authorize} authorize calls for {SESSIONS} sessions");
+        assert!((1..SESSIONS).contains(&revoke), "{revoke} revoke calls for {SESSIONS} sessions");
+        assert_eq!(rules_in(&endpoint, &group_id), BTreeSet::new());
         f.server.stop().await;
     }
 

@@ -1,10 +1,11 @@
 //! moto's EC2 server for the AWS tests (`PORTCULLIS_TEST_MOTO_URL`, started by scripts/moto.sh),
-//! an independent boto3 client to look at it, and a slow proxy to hold calls in flight.
+//! an independent boto3 client to look at it, and a proxy that holds calls in flight and counts them.
 
 use portcullis::pb::v1 as pb;
 use portcullis::provider::aws::RESOURCE_TAG;
 use serde_json::Value;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -65,34 +66,57 @@ pub fn resource_on_moto(endpoint: &str, group_id: &str) -> pb::resource::Provide
     })
 }
 
-/// A loopback proxy to `endpoint` that holds every request for `delay` before passing it on, so a
-/// test can kill the server while its EC2 calls are in flight. Returns the proxy's URL.
-pub async fn slow_proxy(endpoint: &str, delay: Duration) -> String {
-    let upstream = endpoint.trim_start_matches("http://").to_owned();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let upstream = upstream.clone();
-            tokio::spawn(async move {
-                let Ok(server) = TcpStream::connect(&upstream).await else { return };
-                let (mut client_read, mut client_write) = client.into_split();
-                let (mut server_read, mut server_write) = server.into_split();
-                let requests = async {
-                    let mut buffer = vec![0; 64 * 1024];
-                    while let Ok(n @ 1..) = client_read.read(&mut buffer).await {
-                        tokio::time::sleep(delay).await;
-                        if server_write.write_all(&buffer[..n]).await.is_err() {
-                            break;
+/// A loopback proxy to moto that holds every request for a delay before passing it on (so a
+/// test can kill the server while its EC2 calls are in flight) and counts the EC2 actions called.
+pub struct Ec2Proxy {
+    pub url: String,
+    actions: Arc<Mutex<BTreeMap<String, usize>>>,
+}
+
+impl Ec2Proxy {
+    pub async fn start(endpoint: &str, delay: Duration) -> Ec2Proxy {
+        let upstream = endpoint.trim_start_matches("http://").to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let actions: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
+        let counted = actions.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (upstream, counted) = (upstream.clone(), counted.clone());
+                tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(&upstream).await else { return };
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let requests = async {
+                        let mut buffer = vec![0; 64 * 1024];
+                        while let Ok(n @ 1..) = client_read.read(&mut buffer).await {
+                            count_actions(&buffer[..n], &counted);
+                            tokio::time::sleep(delay).await;
+                            if server_write.write_all(&buffer[..n]).await.is_err() {
+                                break;
+                            }
                         }
-                    }
-                };
-                let answers = async {
-                    let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
-                };
-                tokio::join!(requests, answers);
-            });
-        }
-    });
-    url
+                    };
+                    let answers = async {
+                        let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+                    };
+                    tokio::join!(requests, answers);
+                });
+            }
+        });
+        Ec2Proxy { url, actions }
+    }
+
+    /// How many times each EC2 action was called through the proxy.
+    pub fn actions(&self) -> BTreeMap<String, usize> {
+        self.actions.lock().unwrap().clone()
+    }
+}
+
+/// EC2's query protocol names the action in the form body: `Action=AuthorizeSecurityGroupIngress&…`.
+fn count_actions(bytes: &[u8], counted: &Mutex<BTreeMap<String, usize>>) {
+    let text = String::from_utf8_lossy(bytes);
+    for part in text.split(['&', '\n']).filter_map(|part| part.trim().strip_prefix("Action=")) {
+        *counted.lock().unwrap().entry(part.to_owned()).or_default() += 1;
+    }
 }
