@@ -192,6 +192,28 @@ mod aws {
         f.server.stop().await;
     }
 
+    /// EC2 throttling (more than the SDK's own retries absorb) delays a session, never fails it.
+    #[tokio::test]
+    async fn aws_throttling_is_retried_not_failed() {
+        let Some(endpoint) = moto() else { return };
+        let group_id = new_group(&endpoint);
+        let proxy = Ec2Proxy::start(&endpoint, std::time::Duration::ZERO).await;
+        proxy.throttle_next(5);
+        let db = TestDb::sqlite();
+        let mut f = Fixture::new(&db).await;
+        f.resource_on("bastion", resource_on_moto(&proxy.url, &group_id)).await;
+        let key = f.user_key.clone();
+        let session = f.start(&key, Some(V4), None).await.unwrap();
+        let seen = f.watch_until(&key, &session.id, SessionStatus::Active).await;
+        let statuses: Vec<SessionStatus> = seen.iter().map(|s| s.status()).collect();
+        assert_eq!(statuses.last(), Some(&SessionStatus::Active), "{statuses:?}");
+        let retried =
+            seen.iter().flat_map(|s| &s.resource_ips).any(|rule| rule.error_message.contains("RequestLimitExceeded"));
+        assert!(retried, "the throttling reached the engine, which retried it");
+        assert_eq!(rules_in(&endpoint, &group_id).len(), 1);
+        f.server.stop().await;
+    }
+
     /// Sessions started together share EC2 calls: one describe and one authorize per batch.
     #[tokio::test]
     async fn aws_sessions_started_together_share_calls() {

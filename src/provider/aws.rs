@@ -120,8 +120,15 @@ where
     let text = DisplayErrorContext(err).to_string();
     match err {
         SdkError::ServiceError(_) => match err.code() {
-            Some(code) if TRANSIENT_CODES.contains(&code) => ProviderError::Transient(text),
-            Some(code) => ProviderError::Rejected(format!("{code}: {}", err.message().unwrap_or("refused by EC2"))),
+            Some(code) => {
+                // What a user reads in error_message: EC2's code and message, not the raw response.
+                let message = format!("{code}: {}", err.message().unwrap_or("refused by EC2"));
+                if TRANSIENT_CODES.contains(&code) {
+                    ProviderError::Transient(message)
+                } else {
+                    ProviderError::Rejected(message)
+                }
+            }
             None => ProviderError::Transient(text),
         },
         SdkError::ConstructionFailure(_) => ProviderError::Rejected(text),

@@ -5,6 +5,7 @@ use portcullis::pb::v1 as pb;
 use portcullis::provider::aws::RESOURCE_TAG;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -71,6 +72,17 @@ pub fn resource_on_moto(endpoint: &str, group_id: &str) -> pb::resource::Provide
 pub struct Ec2Proxy {
     pub url: String,
     actions: Arc<Mutex<BTreeMap<String, usize>>>,
+    throttled: Arc<std::sync::atomic::AtomicU32>,
+}
+
+/// What EC2 answers a client that calls too fast.
+fn throttled_response() -> String {
+    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>RequestLimitExceeded</Code>\
+                <Message>Request limit exceeded.</Message></Error></Errors><RequestID>1</RequestID></Response>";
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/xml\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
 }
 
 impl Ec2Proxy {
@@ -79,11 +91,20 @@ impl Ec2Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let actions: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
-        let counted = actions.clone();
+        let throttled: Arc<std::sync::atomic::AtomicU32> = Arc::default();
+        let (counted, throttling) = (actions.clone(), throttled.clone());
         tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let (upstream, counted) = (upstream.clone(), counted.clone());
+            while let Ok((mut client, _)) = listener.accept().await {
+                let (upstream, counted, throttling) = (upstream.clone(), counted.clone(), throttling.clone());
                 tokio::spawn(async move {
+                    // Each EC2 call is a POST; while throttling, answer it ourselves and hang up.
+                    let mut first = [0; 4];
+                    if client.peek(&mut first).await.is_ok_and(|n| n == 4 && &first == b"POST")
+                        && throttling.fetch_update(SeqCst, SeqCst, |left| left.checked_sub(1)).is_ok()
+                    {
+                        let _ = client.write_all(throttled_response().as_bytes()).await;
+                        return;
+                    }
                     let Ok(server) = TcpStream::connect(&upstream).await else { return };
                     let (mut client_read, mut client_write) = client.into_split();
                     let (mut server_read, mut server_write) = server.into_split();
@@ -104,7 +125,12 @@ impl Ec2Proxy {
                 });
             }
         });
-        Ec2Proxy { url, actions }
+        Ec2Proxy { url, actions, throttled }
+    }
+
+    /// The next `count` calls answer 503 RequestLimitExceeded, as EC2 does under throttling.
+    pub fn throttle_next(&self, count: u32) {
+        self.throttled.store(count, SeqCst);
     }
 
     /// How many times each EC2 action was called through the proxy.
