@@ -8,7 +8,7 @@
 //! session and expiry live in the per-rule description rather than in tags.
 
 use super::{
-    CheckOutcome, FirewallProvider, OwnedRule, Owner, ProviderError, RuleRef, RuleRequest, Target, fail_all,
+    CheckOutcome, FirewallProvider, OwnedRule, Owner, ProviderError, RuleRef, RuleRequest, Target, fail_all, host_cidr,
     is_owned_description, unmanaged_rule_id,
 };
 use crate::domain::{AwsSecurityGroup, ProviderConfig};
@@ -136,10 +136,16 @@ where
     }
 }
 
-fn cidr_of(address: IpAddr) -> String {
-    match address {
-        IpAddr::V4(v4) => format!("{v4}/32"),
-        IpAddr::V6(v6) => format!("{v6}/128"),
+/// Like [`classify`], but a refusal whose code says the group changed since our listing
+/// (`raced`) is retried: the retry starts from a fresh listing.
+fn classify_race<E, R>(err: &SdkError<E, R>, raced: impl Fn(&str) -> bool) -> ProviderError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match classify(err) {
+        ProviderError::Rejected(message) if err.code().is_some_and(raced) => ProviderError::Transient(message),
+        other => other,
     }
 }
 
@@ -272,13 +278,8 @@ impl AwsFirewall {
                 .set_security_group_rule_ids(Some(ids))
                 .send()
                 .await
-                .map_err(|err| match classify(&err) {
-                    // Removed by someone else since the listing: the next pass sees it gone.
-                    ProviderError::Rejected(message) if message.contains("NotFound") => {
-                        ProviderError::Transient(message)
-                    }
-                    other => other,
-                })?;
+                // Removed by someone else since the listing: the next pass sees it gone.
+                .map_err(|err| classify_race(&err, |code| code.ends_with(".NotFound")))?;
         }
         Ok(refs.iter().map(|_| Ok(())).collect())
     }
@@ -297,7 +298,7 @@ async fn authorize(
         .from_port(i32::from(group.from_port))
         .to_port(i32::from(group.to_port));
     for request in batch {
-        let cidr = cidr_of(request.address);
+        let cidr = host_cidr(request.address);
         permission = match request.address {
             IpAddr::V4(_) => {
                 permission.ip_ranges(IpRange::builder().cidr_ip(cidr).description(description(&request.owner)).build())
@@ -317,13 +318,8 @@ async fn authorize(
         .tag_specifications(tags)
         .send()
         .await
-        .map_err(|err| match classify(&err) {
-            // Someone opened one of the addresses since the listing: the retry adopts it.
-            ProviderError::Rejected(message) if message.starts_with("InvalidPermission.Duplicate") => {
-                ProviderError::Transient(message)
-            }
-            other => other,
-        })?;
+        // Someone opened one of the addresses since the listing: the retry adopts it.
+        .map_err(|err| classify_race(&err, |code| code == "InvalidPermission.Duplicate"))?;
     Ok(output
         .security_group_rules()
         .iter()

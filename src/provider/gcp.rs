@@ -14,6 +14,7 @@
 
 use super::{
     CheckOutcome, FirewallProvider, OWNERSHIP_MARKER, OwnedRule, ProviderError, RuleRef, RuleRequest, Target, fail_all,
+    host_cidr,
 };
 use crate::domain::{GcpFirewall as GcpFirewallConfig, ProviderConfig};
 use async_trait::async_trait;
@@ -67,13 +68,6 @@ fn rule_description(resource_id: &str) -> String {
 
 fn is_ours(rule: &Firewall, resource_id: &str) -> bool {
     rule.description.as_deref() == Some(rule_description(resource_id).as_str())
-}
-
-fn cidr_of(address: IpAddr) -> String {
-    match address {
-        IpAddr::V4(v4) => format!("{v4}/32"),
-        IpAddr::V6(v6) => format!("{v6}/128"),
-    }
 }
 
 /// The single hosts a rule lets in.
@@ -213,7 +207,7 @@ impl GcpFirewall {
         hosts: &BTreeSet<IpAddr>,
     ) -> Result<(), ProviderError> {
         let name = rule_name(&target.resource_id, family);
-        let ranges: Vec<String> = hosts.iter().copied().map(cidr_of).collect();
+        let ranges: Vec<String> = hosts.iter().copied().map(host_cidr).collect();
         let outcome = match (current, hosts.is_empty()) {
             (None, true) => return Ok(()),
             (Some(rule), false) if hosts_of(rule) == *hosts => return Ok(()),

@@ -66,6 +66,15 @@ pub fn is_unmanaged(rule_id: &str) -> bool {
     rule_id.starts_with(UNMANAGED_PREFIX)
 }
 
+/// The one-host network of an address: `/32` or `/128`.
+#[cfg(any(feature = "aws", feature = "gcp"))]
+pub(crate) fn host_cidr(address: IpAddr) -> String {
+    match address {
+        IpAddr::V4(v4) => format!("{v4}/32"),
+        IpAddr::V6(v6) => format!("{v6}/128"),
+    }
+}
+
 /// The same error for each of `count` items of a batch that failed as a whole.
 pub(crate) fn fail_all<T>(count: usize, err: &ProviderError) -> Vec<Result<T, ProviderError>> {
     (0..count).map(|_| Err(err.clone())).collect()
