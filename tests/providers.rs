@@ -504,11 +504,19 @@ mod gcp {
             for address in &addresses {
                 started.push(f.start(&key, Some(address), None).await.unwrap().id);
             }
+            // Polled, not watched: a change the other replica's engine makes reaches only its own
+            // watchers until the hub is fed across replicas.
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
             for id in &started {
-                assert_eq!(
-                    f.watch_until(&key, id, SessionStatus::Active).await.last().unwrap().status(),
-                    SessionStatus::Active
-                );
+                loop {
+                    let request = common::with_key(pb::GetSessionRequest { id: id.clone() }, &key);
+                    let session = f.sessions.get_session(request).await.unwrap().into_inner().session.unwrap();
+                    if session.status() == SessionStatus::Active {
+                        break;
+                    }
+                    assert!(tokio::time::Instant::now() < deadline, "{session:#?}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
             }
             let rule = fake.rule(PROJECT, &rule_name(&resource_id, "v4")).unwrap();
             let expected: BTreeSet<String> = addresses.iter().map(|a| format!("{a}/32")).collect();
