@@ -79,6 +79,20 @@ check "start again after the end" '"status": "SESSION_STATUS_PENDING"' "$grpcurl
 check "same address twice" "Code: AlreadyExists" "$grpcurl" -plaintext -H "x-api-key: $KEY" \
     -d '{"ipv4_address": "203.0.113.7"}' "$addr" portcullis.v1.SessionService/StartSession
 
-passed=$((17 - failures))
+# API keys: create one for a CI job, see it listed, revoke it; it stops working at once.
+CREATED=$("$grpcurl" -plaintext -H "x-api-key: $KEY" \
+    -d '{"name": "deploy-bot", "permissions": ["sessions:read", "sessions:write"]}' \
+    "$addr" portcullis.v1.AuthService/CreateApiKey)
+check "create api key" '"secret": "pcl_' echo "$CREATED"
+BOT_KEY=$(json "['secret']" <<<"$CREATED")
+KEY_ID=$(json "['apiKey']['id']" <<<"$CREATED")
+check "list api keys" '"name": "deploy-bot"' "$grpcurl" -plaintext -H "x-api-key: $KEY" \
+    "$addr" portcullis.v1.AuthService/ListApiKeys
+check "revoke api key" '"revokedAt"' "$grpcurl" -plaintext -H "x-api-key: $KEY" \
+    -d "{\"id\": \"$KEY_ID\"}" "$addr" portcullis.v1.AuthService/RevokeApiKey
+check "revoked key refused" "Code: Unauthenticated" "$grpcurl" -plaintext -H "x-api-key: $BOT_KEY" \
+    "$addr" portcullis.v1.SessionService/ListSessions
+
+passed=$((21 - failures))
 echo "grpcurl: $passed passed, $failures failed"
 [ "$failures" = 0 ]

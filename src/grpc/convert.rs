@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::pb::v1 as pb;
 use crate::service::audit::details_of;
 use crate::service::resources::provider_of;
-use crate::store::entity::{audit_event, organization, resource, resource_ip, user};
+use crate::store::entity::{api_key, audit_event, organization, resource, resource_ip, user};
 use crate::store::queries::sessions::SessionRecord;
 use crate::store::{PageRequest, StoreError};
 use chrono::{DateTime, Utc};
@@ -125,6 +125,21 @@ pub fn user_to_pb(model: user::Model) -> pb::User {
         locked: model.locked,
         created_at: Some(timestamp(model.created_at)),
         updated_at: Some(timestamp(model.updated_at)),
+    }
+}
+
+/// A key as listed: never its secret or hash.
+pub fn api_key_to_pb(model: api_key::Model) -> pb::ApiKey {
+    pb::ApiKey {
+        permissions: model.permissions.split_whitespace().map(str::to_owned).collect(),
+        id: model.id,
+        user_id: model.user_id,
+        name: model.name,
+        prefix: model.prefix,
+        created_at: Some(timestamp(model.created_at)),
+        last_used_at: model.last_used_at.map(timestamp),
+        expires_at: model.expires_at.map(timestamp),
+        revoked_at: model.revoked_at.map(timestamp),
     }
 }
 

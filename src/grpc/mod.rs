@@ -4,8 +4,8 @@
 mod audit;
 pub mod auth;
 mod convert;
+mod logins;
 mod organizations;
-mod pending;
 mod resource_ips;
 mod resources;
 mod sessions;
@@ -28,7 +28,7 @@ use tonic_health::server::HealthReporter;
 const SERVICE_NAMES: &[&str] = &[
     <v1::session_service_server::SessionServiceServer<sessions::SessionApi> as NamedService>::NAME,
     <v1::resource_ip_service_server::ResourceIpServiceServer<resource_ips::ResourceIpApi> as NamedService>::NAME,
-    <v1::auth_service_server::AuthServiceServer<pending::PendingApi> as NamedService>::NAME,
+    <v1::auth_service_server::AuthServiceServer<logins::AuthApi> as NamedService>::NAME,
     <v1::resource_service_server::ResourceServiceServer<resources::ResourceApi> as NamedService>::NAME,
     <v1::user_service_server::UserServiceServer<users::UserApi> as NamedService>::NAME,
     <v1::organization_service_server::OrganizationServiceServer<organizations::OrganizationApi> as NamedService>::NAME,
@@ -88,7 +88,9 @@ pub async fn serve(
         .add_service(v1::resource_ip_service_server::ResourceIpServiceServer::new(resource_ips::ResourceIpApi(
             services.sessions.clone(),
         )))
-        .add_service(v1::auth_service_server::AuthServiceServer::new(pending::PendingApi))
+        .add_service(v1::auth_service_server::AuthServiceServer::new(logins::AuthApi {
+            api_keys: services.api_keys.clone(),
+        }))
         .add_service(v1::resource_service_server::ResourceServiceServer::new(resources::ResourceApi(
             services.resources.clone(),
         )))

@@ -17,18 +17,18 @@ const CHECKSUM_LEN: usize = 6;
 const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 /// A freshly generated API key: the secret to show once, and what is stored.
-pub struct NewApiKey {
+pub struct GeneratedApiKey {
     pub secret: String,
     pub lookup: String,
     pub secret_hash: String,
 }
 
 /// Generates an API key: `pcl_` + 40 random base62 characters + a 6-character CRC32 checksum.
-pub fn generate_api_key() -> NewApiKey {
+pub fn generate_api_key() -> GeneratedApiKey {
     let mut rng = rand::rng();
     let body: String = (0..BODY_LEN).map(|_| char::from(BASE62[rng.random_range(0..BASE62.len())])).collect();
     let secret = format!("{API_KEY_PREFIX}{body}{}", checksum(&body));
-    NewApiKey { lookup: lookup_of(&secret).to_owned(), secret_hash: hash_secret(&secret), secret }
+    GeneratedApiKey { lookup: lookup_of(&secret).to_owned(), secret_hash: hash_secret(&secret), secret }
 }
 
 /// The public part of a well-formed key used to find its row, or `None` when the key is

@@ -1,6 +1,7 @@
 //! Use-cases. Each manager checks who may do what, validates input, runs its queries in one
 //! transaction with the audit event, and returns store models; the gRPC layer only translates.
 
+pub mod api_keys;
 pub mod audit;
 pub mod auth;
 mod bootstrap;
@@ -11,6 +12,7 @@ pub mod resources;
 pub mod sessions;
 pub mod users;
 
+pub use api_keys::{ApiKeyManager, NewApiKey};
 pub use audit::{AuditLog, AuditRecord};
 pub use auth::{Authenticator, Caller, Credential};
 pub use bootstrap::{Bootstrap, initialize};
@@ -35,6 +37,7 @@ pub struct Services {
     pub users: UserManager,
     pub resources: ResourceManager,
     pub audit: AuditLog,
+    pub api_keys: ApiKeyManager,
     pub sessions: SessionManager,
     pub engine: Engine,
 }
@@ -66,7 +69,8 @@ impl Services {
             engine,
             auth: Authenticator::new(db.clone(), reader, &config.auth, callers.clone()).await?,
             organizations: OrganizationManager::new(db.clone(), callers.clone()),
-            users: UserManager::new(db.clone(), callers),
+            users: UserManager::new(db.clone(), callers.clone()),
+            api_keys: ApiKeyManager::new(db.clone(), callers),
             resources: ResourceManager::new(db.clone(), providers.clone()),
             audit: AuditLog::new(db.clone()),
             db,

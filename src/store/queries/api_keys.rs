@@ -1,12 +1,28 @@
-use super::found;
-use crate::store::StoreResult;
+use super::{fetch_page, found};
 use crate::store::entity::api_key::{self, Column, Entity, Model};
+use crate::store::{Page, PageRequest, StoreResult};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 
 pub async fn insert(db: &impl ConnectionTrait, model: Model) -> StoreResult<Model> {
     Ok(api_key::ActiveModel::from(model).insert(db).await?)
+}
+
+/// A key of `organization_id`.
+pub async fn get(db: &impl ConnectionTrait, organization_id: &str, id: &str) -> StoreResult<Model> {
+    found(Entity::find_by_id(id).filter(Column::OrganizationId.eq(organization_id)).one(db).await?)
+}
+
+/// The keys of one user, newest first.
+pub async fn list_for_user(
+    db: &impl ConnectionTrait,
+    organization_id: &str,
+    user_id: &str,
+    request: &PageRequest,
+) -> StoreResult<Page<Model>> {
+    let select = Entity::find().filter(Column::OrganizationId.eq(organization_id)).filter(Column::UserId.eq(user_id));
+    fetch_page(db, select, Column::Id, request, true, |m| &m.id).await
 }
 
 pub async fn find_by_prefix(db: &impl ConnectionTrait, prefix: &str) -> StoreResult<Model> {

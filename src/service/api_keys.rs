@@ -1,0 +1,112 @@
+//! API keys through AuthService: a caller creates keys for itself, never stronger than itself.
+
+use super::audit::AuditRecord;
+use super::credentials::generate_api_key;
+use super::{Caller, CallerCache};
+use crate::domain::{Permission, Violations, new_id, now, validate_name};
+use crate::error::{Error, Result, StoreResultExt};
+use crate::pb::v1::ErrorReason;
+use crate::store::entity::api_key;
+use crate::store::{self, Page, PageRequest, queries};
+use chrono::{DateTime, Utc};
+use sea_orm::DatabaseConnection;
+
+/// A key to create.
+#[derive(Debug)]
+pub struct NewApiKey {
+    pub name: String,
+    pub permissions: Vec<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone)]
+pub struct ApiKeyManager {
+    db: DatabaseConnection,
+    callers: CallerCache,
+}
+
+impl ApiKeyManager {
+    pub fn new(db: DatabaseConnection, callers: CallerCache) -> ApiKeyManager {
+        ApiKeyManager { db, callers }
+    }
+
+    /// Creates a key acting as the caller; returns it with its secret, shown this once.
+    pub async fn create(&self, caller: &Caller, new: NewApiKey) -> Result<(api_key::Model, String)> {
+        let mut violations = Violations::default();
+        let name = violations.check("name", validate_name(&new.name));
+        let mut permissions = Vec::new();
+        for (index, name) in new.permissions.iter().enumerate() {
+            match name.parse::<Permission>() {
+                Ok(permission) if !permissions.contains(&permission) => permissions.push(permission),
+                Ok(_) => {}
+                Err(_) => violations.add(
+                    format!("permissions[{index}]"),
+                    format!("must be one of {}", Permission::join(Permission::ALL).replace(' ', ", ")),
+                ),
+            }
+        }
+        if new.permissions.is_empty() {
+            violations.add("permissions", "must name at least one permission");
+        }
+        if new.expires_at.is_some_and(|at| at <= now()) {
+            violations.add("expires_at", "must be in the future");
+        }
+        let Some(name) = name.filter(|_| violations.is_empty()) else { return Err(violations.into()) };
+        // A key never holds more than its creator: the role's permissions, narrowed by the key in use.
+        if let Some(missing) = permissions.iter().find(|p| !caller.permissions.contains(p)) {
+            return Err(Error::PermissionDenied {
+                reason: ErrorReason::PermissionMissing,
+                message: format!("a key cannot grant {missing}: the caller does not hold it"),
+            });
+        }
+        let key = generate_api_key();
+        let txn = store::begin(&self.db).await?;
+        let created = queries::api_keys::insert(
+            &txn,
+            api_key::Model {
+                id: new_id(),
+                organization_id: caller.organization_id.clone(),
+                user_id: caller.user_id.clone(),
+                name,
+                prefix: key.lookup,
+                secret_hash: key.secret_hash,
+                permissions: Permission::join(&permissions),
+                created_at: now(),
+                last_used_at: None,
+                expires_at: new.expires_at,
+                revoked_at: None,
+            },
+        )
+        .await?;
+        AuditRecord::new("api_key.created", "api_key", &created.id)
+            .detail("name", &created.name)
+            .detail("permissions", &created.permissions)
+            .write(&txn, caller)
+            .await?;
+        store::commit(txn).await?;
+        Ok((created, key.secret))
+    }
+
+    /// The caller's own keys, newest first.
+    pub async fn list(&self, caller: &Caller, page: &PageRequest) -> Result<Page<api_key::Model>> {
+        Ok(queries::api_keys::list_for_user(&self.db, &caller.organization_id, &caller.user_id, page).await?)
+    }
+
+    /// Revokes one of the caller's keys (admins: any key of the organization). Revoking a
+    /// revoked key changes nothing; the key stops working at once on this server.
+    pub async fn revoke(&self, caller: &Caller, id: &str) -> Result<api_key::Model> {
+        let txn = store::begin(&self.db).await?;
+        let key = queries::api_keys::get(&txn, &caller.organization_id, id).await.or_not_found("api key")?;
+        if key.user_id != caller.user_id && !caller.is_admin() {
+            return Err(Error::not_found("api key"));
+        }
+        if key.revoked_at.is_none() {
+            queries::api_keys::revoke(&txn, id, now()).await?;
+            AuditRecord::new("api_key.revoked", "api_key", id).detail("name", &key.name).write(&txn, caller).await?;
+        }
+        let revoked = queries::api_keys::get(&txn, &caller.organization_id, id).await?;
+        store::commit(txn).await?;
+        self.callers.clear();
+        Ok(revoked)
+    }
+}
