@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts moto's EC2 server (a real EC2 API implementation from PyPI) on a free loopback port and
-# prints the environment the AWS tests read. Installs moto and boto3 into a virtualenv under the
-# tools directory the first time.
+# prints the environment the AWS tests read. Installs the tests' Python peers (moto and boto3,
+# and aiosmtpd for the login tests' SMTP server) into a virtualenv under the tools directory.
 # Usage: eval "$(scripts/moto.sh start DIR)"   ...   scripts/moto.sh stop DIR
 set -euo pipefail
 
@@ -9,11 +9,11 @@ action=${1:?start or stop}
 dir=${2:?state directory}
 tools=${PORTCULLIS_TOOLS:-$HOME/.cache/portcullis/tools}
 venv="$tools/venv"
-requirements=("moto[server,ec2]==5.2.5" "boto3==1.44.5")
+requirements=("moto[server,ec2]==5.2.5" "boto3==1.44.5" "aiosmtpd==1.4.6")
 
 case "$action" in
 start)
-    if ! "$venv/bin/python" -c 'import moto, boto3' 2>/dev/null; then
+    if ! "$venv/bin/python" -c 'import moto, boto3, aiosmtpd' 2>/dev/null; then
         echo "installing moto into $venv" >&2
         python3 -m venv "$venv" >&2
         "$venv/bin/pip" install -q "${requirements[@]}" >&2

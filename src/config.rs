@@ -19,6 +19,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "health_check_interval_secs",
     "log_format",
     "auth",
+    "login",
+    "mail",
     "sessions",
     "network",
     "providers",
@@ -40,6 +42,8 @@ pub struct Config {
     /// Log format: `text` or `json`.
     pub log_format: LogFormat,
     pub auth: AuthConfig,
+    pub login: LoginConfig,
+    pub mail: MailConfig,
     pub sessions: SessionConfig,
     pub network: NetworkConfig,
     pub providers: ProvidersConfig,
@@ -83,6 +87,8 @@ impl Default for Config {
             health_check_interval_secs: 5,
             log_format: LogFormat::Text,
             auth: AuthConfig::default(),
+            login: LoginConfig::default(),
+            mail: MailConfig::default(),
             sessions: SessionConfig::default(),
             network: NetworkConfig::default(),
             providers: ProvidersConfig::default(),
@@ -125,6 +131,85 @@ impl Default for AuthConfig {
             caller_cache_secs: 5,
         }
     }
+}
+
+/// The emailed one-time-code login.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoginConfig {
+    /// Minutes a mailed code stays valid.
+    pub code_minutes: u32,
+    /// Wrong tries that use a code up.
+    pub max_code_attempts: u32,
+    /// Consecutive failed logins that lock the account until an admin unlocks it.
+    pub lock_after_failures: u32,
+    /// Longest life of a login session, in hours.
+    pub session_hours: u32,
+    /// A login session unused this long is over.
+    pub idle_timeout_minutes: u32,
+    /// StartLogin calls allowed per email address per hour.
+    pub starts_per_email_per_hour: u32,
+    /// StartLogin calls allowed per client address per hour.
+    pub starts_per_ip_per_hour: u32,
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        LoginConfig {
+            code_minutes: 10,
+            max_code_attempts: 5,
+            lock_after_failures: 100,
+            session_hours: 12,
+            idle_timeout_minutes: 60,
+            starts_per_email_per_hour: 5,
+            starts_per_ip_per_hour: 30,
+        }
+    }
+}
+
+/// How login codes are delivered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MailConfig {
+    /// `log` prints codes to the server log (development); `smtp` sends mail.
+    pub transport: MailTransport,
+    /// The From address of login mails.
+    pub from: String,
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    /// `starttls` (upgrade after connecting), `tls` (TLS from the start) or `none` (loopback relays only).
+    pub smtp_security: SmtpSecurity,
+    pub smtp_username: Option<String>,
+    pub smtp_password: Option<Secret>,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        MailConfig {
+            transport: MailTransport::Log,
+            from: "Portcullis <portcullis@localhost>".to_owned(),
+            smtp_host: "localhost".to_owned(),
+            smtp_port: 587,
+            smtp_security: SmtpSecurity::Starttls,
+            smtp_username: None,
+            smtp_password: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailTransport {
+    Log,
+    Smtp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    Starttls,
+    Tls,
+    None,
 }
 
 /// Session limits beyond the organization tier's.

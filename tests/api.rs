@@ -722,7 +722,7 @@ async fn pending_services_answer_unimplemented() {
     let server = TestServer::start(&db).await;
     let mut auth = AuthServiceClient::new(server.channel().await);
     let err =
-        auth.start_login(StartLoginRequest { email: "admin@example.com".into(), password: None }).await.unwrap_err();
+        auth.list_login_sessions(with_key(ListLoginSessionsRequest::default(), &server.admin_key)).await.unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
     assert_eq!(reason(&err), "ERROR_REASON_NOT_IMPLEMENTED");
     server.stop().await;

@@ -1,9 +1,11 @@
-//! AuthService over gRPC on every backend: API keys (created, listed, revoked; never stronger
-//! than their creator; their secret shown once).
+//! AuthService over gRPC on every backend: the email-code login through a real SMTP server
+//! (aiosmtpd), and API keys (created, listed, revoked; never stronger than their creator; their
+//! secret shown once).
 
 mod common;
 
-use common::{TestDb, TestServer, each_backend, violated_fields, with_key};
+use common::smtp::MailServer;
+use common::{TestDb, TestServer, each_backend, reason, violated_fields, with_key, with_token};
 use portcullis::domain::{Permission, now};
 use portcullis::pb::v1::auth_service_client::AuthServiceClient;
 use portcullis::pb::v1::user_service_client::UserServiceClient;
@@ -114,4 +116,145 @@ async fn a_revoked_key_stops_working_at_once() {
         server.stop().await;
     })
     .await;
+}
+
+const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+
+/// A server that mails login codes through `mail`.
+async fn server_with_mail(db: &TestDb, mail: &MailServer, lock_after_failures: u32) -> TestServer {
+    let mut config = common::test_config();
+    config.mail.transport = portcullis::config::MailTransport::Smtp;
+    config.mail.smtp_host = "127.0.0.1".into();
+    config.mail.smtp_port = mail.port;
+    config.mail.smtp_security = portcullis::config::SmtpSecurity::None;
+    config.login.lock_after_failures = lock_after_failures;
+    TestServer::start_with(db, config).await
+}
+
+fn start(email: &str) -> tonic::Request<StartLoginRequest> {
+    let mut request = tonic::Request::new(StartLoginRequest { email: email.into(), password: None });
+    request.metadata_mut().insert("user-agent", FIREFOX.parse().unwrap());
+    request
+}
+
+fn verify(id: &str, code: &str) -> tonic::Request<VerifyLoginRequest> {
+    let mut request = tonic::Request::new(VerifyLoginRequest { verification_code_id: id.into(), code: code.into() });
+    request.metadata_mut().insert("user-agent", FIREFOX.parse().unwrap());
+    request
+}
+
+/// A wrong guess at a 6-digit code.
+fn wrong(code: &str) -> String {
+    format!("{:06}", (code.parse::<u32>().unwrap() + 1) % 1_000_000)
+}
+
+#[tokio::test]
+async fn a_mailed_code_logs_in_once() {
+    let Some(mail) = MailServer::start().await else { return };
+    each_backend(|db: TestDb| {
+        let mail = &mail;
+        async move {
+            let server = server_with_mail(&db, mail, 100).await;
+            let (mut auth, mut users) = clients(&server).await;
+            let email = format!("ada-{}@example.com", db.backend);
+            server.insert_user(&server.organization_id, &email, "USER").await;
+
+            let started = auth.start_login(start(&email)).await.unwrap().into_inner();
+            assert!(started.expires_at.is_some());
+            let code = mail.wait_for_code(&email).await;
+            assert_eq!(code.len(), 6, "{code}");
+
+            let verified = auth.verify_login(verify(&started.verification_code_id, &code)).await.unwrap().into_inner();
+            let login = verified.login_session.unwrap();
+            assert!(login.current);
+            assert_eq!(login.authenticators, ["otp"]);
+            assert_eq!(login.ip, "127.0.0.1");
+            assert_eq!(login.browser.unwrap().name, "Firefox", "the user agent is parsed");
+            assert_eq!(login.operating_system.unwrap().name, "Linux");
+            let me =
+                users.get_current_user(with_token(GetCurrentUserRequest {}, &verified.access_token)).await.unwrap();
+            assert_eq!(me.into_inner().user.unwrap().email, email);
+
+            let err = auth.verify_login(verify(&started.verification_code_id, &code)).await.unwrap_err();
+            assert_eq!(err.code(), Code::Unauthenticated, "a code works once");
+            server.stop().await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn wrong_codes_use_a_code_up_and_many_lock_the_account() {
+    let Some(mail) = MailServer::start().await else { return };
+    each_backend(|db: TestDb| {
+        let mail = &mail;
+        async move {
+            let server = server_with_mail(&db, mail, 7).await;
+            let (mut auth, mut users) = clients(&server).await;
+            let email = format!("grace-{}@example.com", db.backend);
+            let user_id = server.insert_user(&server.organization_id, &email, "USER").await;
+
+            // Five wrong tries use the code up: the right one no longer works.
+            let first = auth.start_login(start(&email)).await.unwrap().into_inner().verification_code_id;
+            let code = mail.wait_for_code(&email).await;
+            for _ in 0..5 {
+                let err = auth.verify_login(verify(&first, &wrong(&code))).await.unwrap_err();
+                assert_eq!(err.code(), Code::Unauthenticated);
+            }
+            let err = auth.verify_login(verify(&first, &code)).await.unwrap_err();
+            assert_eq!(err.code(), Code::Unauthenticated, "the code is used up");
+
+            // Seven failures in a row (lock_after_failures = 7) lock the account.
+            let second = auth.start_login(start(&email)).await.unwrap().into_inner().verification_code_id;
+            let err = auth.verify_login(verify(&second, "000000")).await.unwrap_err();
+            assert_eq!(err.code(), Code::Unauthenticated);
+            let user = users
+                .get_user(with_key(GetUserRequest { id: user_id.clone() }, &server.admin_key))
+                .await
+                .unwrap()
+                .into_inner()
+                .user
+                .unwrap();
+            assert!(user.locked, "locked after 7 failures");
+            server.stop().await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unknown_and_known_emails_look_alike() {
+    let Some(mail) = MailServer::start().await else { return };
+    let db = TestDb::sqlite();
+    let server = server_with_mail(&db, &mail, 100).await;
+    let (mut auth, _) = clients(&server).await;
+    server.insert_user(&server.organization_id, "known@example.com", "USER").await;
+
+    let known = auth.start_login(start("known@example.com")).await.unwrap().into_inner();
+    let unknown = auth.start_login(start("nobody@example.com")).await.unwrap().into_inner();
+    assert_eq!(known.verification_code_id.len(), unknown.verification_code_id.len());
+    let lifetime = |r: &StartLoginResponse| r.expires_at.as_ref().unwrap().seconds;
+    assert!((lifetime(&known) - lifetime(&unknown)).abs() <= 1, "same expiry");
+    mail.wait_for_code("known@example.com").await;
+    let err_unknown = auth.verify_login(verify(&unknown.verification_code_id, "123456")).await.unwrap_err();
+    let err_missing = auth.verify_login(verify(&portcullis::domain::new_id(), "123456")).await.unwrap_err();
+    assert_eq!((err_unknown.code(), err_unknown.message()), (err_missing.code(), err_missing.message()));
+    assert!(mail.codes_for("nobody@example.com").is_empty(), "nothing is mailed to an unknown address");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn start_login_is_rate_limited_per_email() {
+    let db = TestDb::sqlite();
+    let server = TestServer::start(&db).await;
+    let (mut auth, _) = clients(&server).await;
+    for _ in 0..5 {
+        auth.start_login(start("someone@example.com")).await.unwrap();
+    }
+    let err = auth.start_login(start("someone@example.com")).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert_eq!(reason(&err), "ERROR_REASON_RATE_LIMITED");
+    let details = tonic_types::StatusExt::get_error_details(&err);
+    assert!(details.retry_info().and_then(|info| info.retry_delay).is_some(), "tells when to retry");
+    server.stop().await;
 }

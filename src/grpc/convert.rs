@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::pb::v1 as pb;
 use crate::service::audit::details_of;
 use crate::service::resources::provider_of;
-use crate::store::entity::{api_key, audit_event, organization, resource, resource_ip, user};
+use crate::store::entity::{api_key, audit_event, login_session, organization, resource, resource_ip, user};
 use crate::store::queries::sessions::SessionRecord;
 use crate::store::{PageRequest, StoreError};
 use chrono::{DateTime, Utc};
@@ -125,6 +125,29 @@ pub fn user_to_pb(model: user::Model) -> pb::User {
         locked: model.locked,
         created_at: Some(timestamp(model.created_at)),
         updated_at: Some(timestamp(model.updated_at)),
+    }
+}
+
+/// A login session, with what its user agent says about browser, system and device.
+pub fn login_session_to_pb(model: login_session::Model, current: bool) -> pb::LoginSession {
+    let parsed = woothee::parser::Parser::new().parse(&model.user_agent);
+    let known = |value: &str| if value == woothee::woothee::VALUE_UNKNOWN { String::new() } else { value.to_owned() };
+    pb::LoginSession {
+        browser: parsed.as_ref().map(|ua| pb::Browser { name: known(ua.name), version: known(ua.version) }),
+        operating_system: parsed
+            .as_ref()
+            .map(|ua| pb::OperatingSystem { name: known(ua.os), version: known(&ua.os_version) }),
+        device: parsed.as_ref().map(|ua| pb::Device { r#type: known(ua.category) }),
+        authenticators: model.authenticators.split_whitespace().map(str::to_owned).collect(),
+        id: model.id,
+        user_id: model.user_id,
+        created_at: Some(timestamp(model.created_at)),
+        active_at: Some(timestamp(model.active_at)),
+        expires_at: Some(timestamp(model.expires_at)),
+        idle_timeout_minutes: u32::try_from(model.idle_timeout_minutes).unwrap_or(0),
+        ip: model.ip,
+        user_agent: model.user_agent,
+        current,
     }
 }
 

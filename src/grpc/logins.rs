@@ -1,16 +1,34 @@
-//! AuthService: API keys today; the email-code login and login-session RPCs answer
+//! AuthService: the email-code login and API keys. Passwords and the login-session RPCs answer
 //! UNIMPLEMENTED (ErrorInfo reason ERROR_REASON_NOT_IMPLEMENTED) until they land.
 
 use super::auth::caller;
-use super::convert::{api_key_to_pb, page_request, parse_timestamp, require_id};
+use super::convert::{api_key_to_pb, login_session_to_pb, page_request, parse_timestamp, require_id, timestamp};
+use crate::domain::client_address;
 use crate::error::Error;
 use crate::pb::v1::auth_service_server::AuthService;
 use crate::pb::v1::*;
-use crate::service::{ApiKeyManager, NewApiKey};
+use crate::service::{ApiKeyManager, LoginClient, LoginManager, NewApiKey};
+use ipnet::IpNet;
 use tonic::{Request, Response, Status};
 
 pub struct AuthApi {
     pub api_keys: ApiKeyManager,
+    pub logins: LoginManager,
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl AuthApi {
+    /// The login's client: its address (through trusted proxies only) and user agent.
+    fn client<T>(&self, request: &Request<T>) -> Result<LoginClient, Status> {
+        let header = |name: &str| request.metadata().get(name).and_then(|v| v.to_str().ok());
+        let peer = request
+            .remote_addr()
+            .map(|addr| addr.ip())
+            .ok_or_else(|| Status::failed_precondition("the client address is unknown"))?;
+        let ip = client_address(peer, header("x-forwarded-for"), header("x-real-ip"), &self.trusted_proxies);
+        let user_agent = header("user-agent").unwrap_or_default().chars().take(512).collect();
+        Ok(LoginClient { ip, user_agent })
+    }
 }
 
 fn pending<T>(method: &'static str) -> Result<Response<T>, Status> {
@@ -19,12 +37,32 @@ fn pending<T>(method: &'static str) -> Result<Response<T>, Status> {
 
 #[tonic::async_trait]
 impl AuthService for AuthApi {
-    async fn start_login(&self, _: Request<StartLoginRequest>) -> Result<Response<StartLoginResponse>, Status> {
-        pending("AuthService.StartLogin")
+    async fn start_login(&self, request: Request<StartLoginRequest>) -> Result<Response<StartLoginResponse>, Status> {
+        let client = self.client(&request)?;
+        let message = request.get_ref();
+        if message.password.is_some() {
+            return pending("AuthService.StartLogin with a password");
+        }
+        let started = self.logins.start(&message.email, &client).await?;
+        Ok(Response::new(StartLoginResponse {
+            verification_code_id: started.verification_code_id,
+            expires_at: Some(timestamp(started.expires_at)),
+        }))
     }
 
-    async fn verify_login(&self, _: Request<VerifyLoginRequest>) -> Result<Response<VerifyLoginResponse>, Status> {
-        pending("AuthService.VerifyLogin")
+    async fn verify_login(
+        &self,
+        request: Request<VerifyLoginRequest>,
+    ) -> Result<Response<VerifyLoginResponse>, Status> {
+        let client = self.client(&request)?;
+        let message = request.get_ref();
+        let id = require_id("verification_code_id", &message.verification_code_id)?;
+        let verified = self.logins.verify(id, &message.code, &client).await?;
+        Ok(Response::new(VerifyLoginResponse {
+            access_token: verified.access_token,
+            expires_at: Some(timestamp(verified.token_expires_at)),
+            login_session: Some(login_session_to_pb(verified.login_session, true)),
+        }))
     }
 
     async fn get_current_login(

@@ -90,6 +90,8 @@ pub async fn serve(
         )))
         .add_service(v1::auth_service_server::AuthServiceServer::new(logins::AuthApi {
             api_keys: services.api_keys.clone(),
+            logins: services.logins.clone(),
+            trusted_proxies: options.network.trusted_proxies.clone(),
         }))
         .add_service(v1::resource_service_server::ResourceServiceServer::new(resources::ResourceApi(
             services.resources.clone(),

@@ -7,7 +7,10 @@ pub mod auth;
 mod bootstrap;
 mod caller_cache;
 pub mod credentials;
+pub mod logins;
+pub mod mail;
 pub mod organizations;
+mod rate_limit;
 pub mod resources;
 pub mod sessions;
 pub mod users;
@@ -17,6 +20,7 @@ pub use audit::{AuditLog, AuditRecord};
 pub use auth::{Authenticator, Caller, Credential};
 pub use bootstrap::{Bootstrap, initialize};
 pub use caller_cache::CallerCache;
+pub use logins::{LoginClient, LoginManager};
 pub use organizations::{OrganizationChanges, OrganizationManager};
 pub use resources::{NewResource, ResourceChanges, ResourceManager};
 pub use sessions::{SessionManager, StartRequest};
@@ -38,6 +42,7 @@ pub struct Services {
     pub resources: ResourceManager,
     pub audit: AuditLog,
     pub api_keys: ApiKeyManager,
+    pub logins: LoginManager,
     pub sessions: SessionManager,
     pub engine: Engine,
 }
@@ -64,10 +69,19 @@ impl Services {
         };
         let engine = Engine::new(db.clone(), reader.clone(), providers.clone(), engine_config);
         let callers = CallerCache::new(std::time::Duration::from_secs(config.auth.caller_cache_secs));
+        let auth = Authenticator::new(db.clone(), reader.clone(), &config.auth, callers.clone()).await?;
+        let logins = LoginManager::new(
+            db.clone(),
+            auth.token_keys().clone(),
+            mail::mailer(&config.mail)?,
+            config.login.clone(),
+            config.auth.access_token_minutes,
+        );
         Ok(Services {
-            sessions: SessionManager::new(db.clone(), reader.clone(), engine.clone(), config.sessions.clone()),
+            sessions: SessionManager::new(db.clone(), reader, engine.clone(), config.sessions.clone()),
             engine,
-            auth: Authenticator::new(db.clone(), reader, &config.auth, callers.clone()).await?,
+            auth,
+            logins,
             organizations: OrganizationManager::new(db.clone(), callers.clone()),
             users: UserManager::new(db.clone(), callers.clone()),
             api_keys: ApiKeyManager::new(db.clone(), callers),

@@ -7,6 +7,7 @@
 pub mod gcp_fake;
 #[cfg(feature = "aws")]
 pub mod moto;
+pub mod smtp;
 
 use portcullis::config::Config;
 use portcullis::domain::{Permission, new_id, now};

@@ -17,6 +17,11 @@ pub async fn get_any(db: &impl ConnectionTrait, id: &str) -> StoreResult<Model> 
     found(Entity::find_by_id(id).one(db).await?)
 }
 
+/// The user with this (normalized) email address, in any organization: emails are unique.
+pub async fn find_by_email(db: &impl ConnectionTrait, email: &str) -> StoreResult<Model> {
+    found(Entity::find().filter(Column::Email.eq(email)).one(db).await?)
+}
+
 pub async fn list(db: &impl ConnectionTrait, organization_id: &str, request: &PageRequest) -> StoreResult<Page<Model>> {
     let select = Entity::find().filter(Column::OrganizationId.eq(organization_id));
     fetch_page(db, select, Column::Id, request, false, |m| &m.id).await

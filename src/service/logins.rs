@@ -1,0 +1,243 @@
+//! The emailed one-time-code login: StartLogin mails a code, VerifyLogin trades it for a login
+//! session and an access token.
+//!
+//! Probing is pointless: an unknown, disabled or locked email gets the same answer as a known
+//! one (a code id and expiry; the row is stored either way), and mail goes out after the answer.
+//! Only a hash of each code is kept. A code works once, for `login.code_minutes`, and is used
+//! up after `login.max_code_attempts` wrong tries; `login.lock_after_failures` failed logins in a
+//! row lock the account until an admin unlocks it.
+
+use super::audit::AuditRecord;
+use super::credentials::{Claims, TokenKeys, hash_secret, secret_matches};
+use super::mail::Mailer;
+use super::rate_limit::RateLimiter;
+use crate::config::LoginConfig;
+use crate::domain::{new_id, normalize_email, now};
+use crate::error::{Error, Result};
+use crate::pb::v1::ErrorReason;
+use crate::store::entity::{login_session, user, verification_code};
+use crate::store::{self, StoreError, queries};
+use chrono::{DateTime, TimeDelta, Utc};
+use rand::Rng;
+use sea_orm::{ActiveValue::Set, DatabaseConnection, IntoActiveModel};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where a login request came from.
+#[derive(Debug, Clone)]
+pub struct LoginClient {
+    pub ip: IpAddr,
+    pub user_agent: String,
+}
+
+/// What StartLogin answers, whoever asked.
+#[derive(Debug, Clone)]
+pub struct StartedLogin {
+    pub verification_code_id: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A verified login.
+#[derive(Debug, Clone)]
+pub struct VerifiedLogin {
+    pub access_token: String,
+    pub token_expires_at: DateTime<Utc>,
+    pub login_session: login_session::Model,
+}
+
+#[derive(Clone)]
+pub struct LoginManager {
+    db: DatabaseConnection,
+    keys: TokenKeys,
+    mailer: Arc<dyn Mailer>,
+    config: LoginConfig,
+    access_token_minutes: u32,
+    per_email: RateLimiter,
+    per_ip: RateLimiter,
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn invalid_code() -> Error {
+    Error::Unauthenticated { reason: ErrorReason::InvalidCredentials, message: "invalid or expired code".into() }
+}
+
+/// Codes are hashed with their id, so equal codes never share a hash.
+fn code_secret(code_id: &str, code: &str) -> String {
+    format!("{code_id}:{code}")
+}
+
+impl LoginManager {
+    pub fn new(
+        db: DatabaseConnection,
+        keys: TokenKeys,
+        mailer: Arc<dyn Mailer>,
+        config: LoginConfig,
+        access_token_minutes: u32,
+    ) -> LoginManager {
+        LoginManager {
+            per_email: RateLimiter::new(config.starts_per_email_per_hour.max(1), HOUR),
+            per_ip: RateLimiter::new(config.starts_per_ip_per_hour.max(1), HOUR),
+            db,
+            keys,
+            mailer,
+            config,
+            access_token_minutes,
+        }
+    }
+
+    /// Mails a code to `email` when it belongs to an active user; answers the same either way.
+    pub async fn start(&self, email: &str, client: &LoginClient) -> Result<StartedLogin> {
+        let email = normalize_email(email).map_err(|message| Error::invalid("email", message))?;
+        for (limiter, key) in [(&self.per_ip, client.ip.to_string()), (&self.per_email, email.clone())] {
+            if let Err(retry_after) = limiter.hit(&key) {
+                return Err(Error::ResourceExhausted {
+                    message: "too many login attempts; try again later".into(),
+                    retry_after,
+                });
+            }
+        }
+        let user = match queries::users::find_by_email(&self.db, &email).await {
+            Ok(user) if !user.disabled && !user.locked => Some(user),
+            Ok(_) | Err(StoreError::NotFound) => None,
+            Err(err) => return Err(err.into()),
+        };
+        let id = new_id();
+        let code = format!("{:06}", rand::rng().random_range(0..1_000_000));
+        let at = now();
+        let expires_at = at + TimeDelta::minutes(i64::from(self.config.code_minutes.max(1)));
+        queries::login_sessions::insert_code(
+            &self.db,
+            verification_code::Model {
+                id: id.clone(),
+                user_id: user.as_ref().map(|u| u.id.clone()),
+                email: email.clone(),
+                code_hash: hash_secret(&code_secret(&id, &code)),
+                failed_attempts: 0,
+                client_ip: client.ip.to_string(),
+                authenticators: "otp".into(),
+                created_at: at,
+                expires_at,
+                consumed_at: None,
+            },
+        )
+        .await?;
+        if user.is_some() {
+            // After the answer: how long mail takes must not tell whether the address is known.
+            let mailer = self.mailer.clone();
+            tokio::spawn(async move {
+                if let Err(err) = mailer.send_login_code(&email, &code, expires_at).await {
+                    tracing::warn!(email = %email, error = %err, "sending login code failed");
+                }
+            });
+        }
+        Ok(StartedLogin { verification_code_id: id, expires_at })
+    }
+
+    /// Trades a code for a login session and an access token.
+    pub async fn verify(&self, code_id: &str, code: &str, client: &LoginClient) -> Result<VerifiedLogin> {
+        let txn = store::begin(&self.db).await?;
+        let mut row = match queries::login_sessions::get_code_for_update(&txn, code_id).await {
+            Ok(row) => row,
+            Err(StoreError::NotFound) => return Err(invalid_code()),
+            Err(err) => return Err(err.into()),
+        };
+        let at = now();
+        let usable = row.consumed_at.is_none()
+            && row.expires_at > at
+            && row.failed_attempts < i32::try_from(self.config.max_code_attempts).unwrap_or(i32::MAX);
+        let user = match &row.user_id {
+            Some(user_id) => Some(queries::users::get_any(&txn, user_id).await?),
+            None => None,
+        };
+        let matches = secret_matches(&code_secret(&row.id, code.trim()), &row.code_hash);
+        let Some(user) = user.filter(|user| usable && matches && !user.disabled && !user.locked) else {
+            if usable && !matches {
+                row.failed_attempts += 1;
+                queries::login_sessions::save_code(&txn, row.clone()).await?;
+            }
+            if let Some(user_id) = &row.user_id {
+                self.record_failure(&txn, user_id).await?;
+            }
+            store::commit(txn).await?;
+            return Err(invalid_code());
+        };
+        row.consumed_at = Some(at);
+        queries::login_sessions::save_code(&txn, row.clone()).await?;
+        let session = queries::login_sessions::insert(
+            &txn,
+            login_session::Model {
+                id: new_id(),
+                organization_id: user.organization_id.clone(),
+                user_id: user.id.clone(),
+                created_at: at,
+                active_at: at,
+                expires_at: at + TimeDelta::hours(i64::from(self.config.session_hours.max(1))),
+                idle_timeout_minutes: i32::try_from(self.config.idle_timeout_minutes.max(1)).unwrap_or(i32::MAX),
+                ip: client.ip.to_string(),
+                user_agent: client.user_agent.clone(),
+                authenticators: row.authenticators.clone(),
+                closed_at: None,
+            },
+        )
+        .await?;
+        if user.failed_login_count != 0 {
+            let mut active = user.clone().into_active_model();
+            active.failed_login_count = Set(0);
+            queries::users::update(&txn, active).await?;
+        }
+        AuditRecord::new("login.succeeded", "login_session", &session.id)
+            .detail("user_id", &user.id)
+            .detail("ip", client.ip)
+            .write_as(&txn, &user.organization_id, None)
+            .await?;
+        store::commit(txn).await?;
+        let (access_token, token_expires_at) = self.issue(&user, &session)?;
+        Ok(VerifiedLogin { access_token, token_expires_at, login_session: session })
+    }
+
+    /// Counts a failed login against the user; locks the account at the configured limit.
+    async fn record_failure(&self, txn: &sea_orm::DatabaseTransaction, user_id: &str) -> Result<()> {
+        let user = queries::users::get_any(txn, user_id).await?;
+        let failures = user.failed_login_count.saturating_add(1);
+        let lock = !user.locked && failures >= i32::try_from(self.config.lock_after_failures).unwrap_or(i32::MAX);
+        let organization_id = user.organization_id.clone();
+        let mut active = user.into_active_model();
+        active.failed_login_count = Set(failures);
+        if lock {
+            active.locked = Set(true);
+        }
+        queries::users::update(txn, active).await?;
+        AuditRecord::new("login.failed", "user", user_id)
+            .detail("failures", failures)
+            .write_as(txn, &organization_id, None)
+            .await?;
+        if lock {
+            tracing::warn!(user_id, failures, "account locked after failed logins");
+            AuditRecord::new("user.locked", "user", user_id)
+                .detail("failures", failures)
+                .write_as(txn, &organization_id, None)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// An access token for `session`: lives `auth.access_token_minutes`, never past the session.
+    fn issue(&self, user: &user::Model, session: &login_session::Model) -> Result<(String, DateTime<Utc>)> {
+        let at = now();
+        let expires_at = (at + TimeDelta::minutes(i64::from(self.access_token_minutes.max(1)))).min(session.expires_at);
+        let claims = Claims {
+            sub: user.id.clone(),
+            org: user.organization_id.clone(),
+            sid: session.id.clone(),
+            iss: String::new(),
+            aud: String::new(),
+            iat: at.timestamp(),
+            nbf: at.timestamp(),
+            exp: expires_at.timestamp(),
+        };
+        let token = self.keys.sign(claims).map_err(Error::internal)?;
+        Ok((token, expires_at))
+    }
+}

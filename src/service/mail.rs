@@ -1,0 +1,87 @@
+//! Delivery of login codes: SMTP for real, the server log for development.
+
+use crate::config::{MailConfig, MailTransport, SmtpSecurity};
+use crate::error::{Error, Result};
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use lettre::message::Mailbox;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use std::sync::Arc;
+
+#[async_trait]
+pub trait Mailer: Send + Sync {
+    /// Sends `code` to `to`; the error says why it could not be sent.
+    async fn send_login_code(&self, to: &str, code: &str, expires_at: DateTime<Utc>)
+    -> std::result::Result<(), String>;
+}
+
+/// The mailer `config` asks for.
+pub fn mailer(config: &MailConfig) -> Result<Arc<dyn Mailer>> {
+    match config.transport {
+        MailTransport::Log => Ok(Arc::new(LogMailer)),
+        MailTransport::Smtp => Ok(Arc::new(SmtpMailer::new(config)?)),
+    }
+}
+
+/// Prints codes to the server log: development only, never in production.
+pub struct LogMailer;
+
+#[async_trait]
+impl Mailer for LogMailer {
+    async fn send_login_code(
+        &self,
+        to: &str,
+        code: &str,
+        expires_at: DateTime<Utc>,
+    ) -> std::result::Result<(), String> {
+        tracing::warn!(email = %to, code, expires_at = %expires_at, "login code (mail.transport = log: development only)");
+        Ok(())
+    }
+}
+
+pub struct SmtpMailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+}
+
+impl SmtpMailer {
+    pub fn new(config: &MailConfig) -> Result<SmtpMailer> {
+        let from: Mailbox = config.from.parse().map_err(|_| Error::invalid("mail.from", "must be an email address"))?;
+        let host = config.smtp_host.as_str();
+        let builder = match config.smtp_security {
+            SmtpSecurity::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host),
+            SmtpSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host),
+            SmtpSecurity::None => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)),
+        }
+        .map_err(|err| Error::internal(anyhow::anyhow!("smtp setup: {err}")))?;
+        let mut builder = builder.port(config.smtp_port);
+        if let (Some(username), Some(password)) = (&config.smtp_username, &config.smtp_password) {
+            builder = builder.credentials(Credentials::new(username.clone(), password.expose().to_owned()));
+        }
+        Ok(SmtpMailer { transport: builder.build(), from })
+    }
+}
+
+#[async_trait]
+impl Mailer for SmtpMailer {
+    async fn send_login_code(
+        &self,
+        to: &str,
+        code: &str,
+        expires_at: DateTime<Utc>,
+    ) -> std::result::Result<(), String> {
+        let to: Mailbox = to.parse().map_err(|err| format!("bad recipient: {err}"))?;
+        let expiry = expires_at.to_rfc3339_opts(SecondsFormat::Secs, true);
+        let message = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(format!("Your Portcullis login code: {code}"))
+            .body(format!(
+                "Your Portcullis login code is {code}\n\nIt works once, until {expiry}.\n\
+                 If you did not try to log in, ignore this mail.\n"
+            ))
+            .map_err(|err| err.to_string())?;
+        self.transport.send(message).await.map(|_| ()).map_err(|err| err.to_string())
+    }
+}
