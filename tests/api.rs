@@ -717,12 +717,12 @@ async fn organization_tier_and_suspension() {
 }
 
 #[tokio::test]
-async fn pending_services_answer_unimplemented() {
+async fn password_logins_answer_unimplemented() {
     let db = TestDb::sqlite();
     let server = TestServer::start(&db).await;
     let mut auth = AuthServiceClient::new(server.channel().await);
-    let err =
-        auth.list_login_sessions(with_key(ListLoginSessionsRequest::default(), &server.admin_key)).await.unwrap_err();
+    let request = StartLoginRequest { email: "admin@example.com".into(), password: Some("hunter2".into()) };
+    let err = auth.start_login(request).await.unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
     assert_eq!(reason(&err), "ERROR_REASON_NOT_IMPLEMENTED");
     server.stop().await;

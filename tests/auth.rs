@@ -161,7 +161,7 @@ async fn a_mailed_code_logs_in_once() {
 
             let started = auth.start_login(start(&email)).await.unwrap().into_inner();
             assert!(started.expires_at.is_some());
-            let code = mail.wait_for_code(&email).await;
+            let code = mail.wait_for_code(&email, &[]).await;
             assert_eq!(code.len(), 6, "{code}");
 
             let verified = auth.verify_login(verify(&started.verification_code_id, &code)).await.unwrap().into_inner();
@@ -196,7 +196,7 @@ async fn wrong_codes_use_a_code_up_and_many_lock_the_account() {
 
             // Five wrong tries use the code up: the right one no longer works.
             let first = auth.start_login(start(&email)).await.unwrap().into_inner().verification_code_id;
-            let code = mail.wait_for_code(&email).await;
+            let code = mail.wait_for_code(&email, &[]).await;
             for _ in 0..5 {
                 let err = auth.verify_login(verify(&first, &wrong(&code))).await.unwrap_err();
                 assert_eq!(err.code(), Code::Unauthenticated);
@@ -235,7 +235,7 @@ async fn unknown_and_known_emails_look_alike() {
     assert_eq!(known.verification_code_id.len(), unknown.verification_code_id.len());
     let lifetime = |r: &StartLoginResponse| r.expires_at.as_ref().unwrap().seconds;
     assert!((lifetime(&known) - lifetime(&unknown)).abs() <= 1, "same expiry");
-    mail.wait_for_code("known@example.com").await;
+    mail.wait_for_code("known@example.com", &[]).await;
     let err_unknown = auth.verify_login(verify(&unknown.verification_code_id, "123456")).await.unwrap_err();
     let err_missing = auth.verify_login(verify(&portcullis::domain::new_id(), "123456")).await.unwrap_err();
     assert_eq!((err_unknown.code(), err_unknown.message()), (err_missing.code(), err_missing.message()));
@@ -257,4 +257,129 @@ async fn start_login_is_rate_limited_per_email() {
     let details = tonic_types::StatusExt::get_error_details(&err);
     assert!(details.retry_info().and_then(|info| info.retry_delay).is_some(), "tells when to retry");
     server.stop().await;
+}
+
+/// Logs `email` in through the mail; returns the access token and login session id.
+async fn log_in(
+    auth: &mut AuthServiceClient<Channel>,
+    mail: &MailServer,
+    email: &str,
+    seen: &mut Vec<String>,
+) -> (String, String) {
+    let started = auth.start_login(start(email)).await.unwrap().into_inner();
+    let code = mail.wait_for_code(email, seen).await;
+    seen.push(code.clone());
+    let verified = auth.verify_login(verify(&started.verification_code_id, &code)).await.unwrap().into_inner();
+    (verified.access_token, verified.login_session.unwrap().id)
+}
+
+#[tokio::test]
+async fn login_sessions_are_listed_extended_and_closed() {
+    let Some(mail) = MailServer::start().await else { return };
+    each_backend(|db: TestDb| {
+        let mail = &mail;
+        async move {
+            let server = server_with_mail(&db, mail, 100).await;
+            let (mut auth, mut users) = clients(&server).await;
+            let email = format!("lin-{}@example.com", db.backend);
+            server.insert_user(&server.organization_id, &email, "USER").await;
+            let mut seen = Vec::new();
+            let (laptop, laptop_id) = log_in(&mut auth, mail, &email, &mut seen).await;
+            let (phone, phone_id) = log_in(&mut auth, mail, &email, &mut seen).await;
+
+            let current =
+                auth.get_current_login(with_token(GetCurrentLoginRequest {}, &laptop)).await.unwrap().into_inner();
+            assert_eq!(current.alias, email);
+            assert!(current.verified);
+            assert_eq!(current.roles, [i32::from(Role::User)]);
+            assert_eq!(current.login_session.unwrap().id, laptop_id);
+
+            let listed = auth
+                .list_login_sessions(with_token(ListLoginSessionsRequest::default(), &laptop))
+                .await
+                .unwrap()
+                .into_inner()
+                .login_sessions;
+            let mut flags: Vec<(String, bool)> = listed.into_iter().map(|l| (l.id, l.current)).collect();
+            flags.sort();
+            let mut expected = vec![(laptop_id.clone(), true), (phone_id.clone(), false)];
+            expected.sort();
+            assert_eq!(flags, expected, "both sessions, the caller's marked current");
+
+            // Closing the phone's session from the laptop: the phone's token stops at once.
+            users.get_current_user(with_token(GetCurrentUserRequest {}, &phone)).await.expect("phone works, cached");
+            auth.close_login_session(with_token(CloseLoginSessionRequest { id: phone_id.clone() }, &laptop))
+                .await
+                .unwrap();
+            let err = users.get_current_user(with_token(GetCurrentUserRequest {}, &phone)).await.unwrap_err();
+            assert_eq!(err.code(), Code::Unauthenticated, "a closed session's token is refused at once");
+
+            // Another user's session is not found; an API key has no login to describe.
+            let err = auth
+                .close_login_session(with_key(CloseLoginSessionRequest { id: laptop_id.clone() }, &server.admin_key))
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), Code::NotFound);
+            let err = auth.get_current_login(with_key(GetCurrentLoginRequest {}, &server.admin_key)).await.unwrap_err();
+            assert_eq!(err.code(), Code::FailedPrecondition);
+
+            // Extending gives a fresh token and a later end.
+            let before = auth.get_current_login(with_token(GetCurrentLoginRequest {}, &laptop)).await.unwrap();
+            let extended = auth
+                .extend_login_session(with_token(ExtendLoginSessionRequest {}, &laptop))
+                .await
+                .unwrap()
+                .into_inner();
+            let after = extended.login_session.unwrap();
+            assert!(after.expires_at.unwrap().seconds >= before.into_inner().expires_at.unwrap().seconds);
+            users
+                .get_current_user(with_token(GetCurrentUserRequest {}, &extended.access_token))
+                .await
+                .expect("new token");
+            server.stop().await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn idle_and_expired_logins_and_codes_stop_working() {
+    use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait, IntoActiveModel};
+    let Some(mail) = MailServer::start().await else { return };
+    each_backend(|db: TestDb| {
+        let mail = &mail;
+        async move {
+            let server = server_with_mail(&db, mail, 100).await;
+            let (mut auth, mut users) = clients(&server).await;
+            let email = format!("idle-{}@example.com", db.backend);
+            server.insert_user(&server.organization_id, &email, "USER").await;
+            let mut seen = Vec::new();
+            let (token, login_id) = log_in(&mut auth, mail, &email, &mut seen).await;
+
+            // Unused for longer than its idle timeout (as another replica would see it).
+            let stored = portcullis::store::queries::login_sessions::get(&server.db, &login_id).await.unwrap();
+            let mut idle = stored.into_active_model();
+            idle.active_at = Set(now() - chrono::TimeDelta::hours(2));
+            idle.update(&server.db).await.unwrap();
+            tokio::time::sleep(common::CALLER_CACHE_TTL + std::time::Duration::from_millis(100)).await;
+            let err = users.get_current_user(with_token(GetCurrentUserRequest {}, &token)).await.unwrap_err();
+            assert_eq!(err.code(), Code::Unauthenticated, "an idle login is over");
+
+            // A code past its expiry is refused, right as it is.
+            let started = auth.start_login(start(&email)).await.unwrap().into_inner();
+            let code = mail.wait_for_code(&email, &seen).await;
+            let row = portcullis::store::entity::verification_code::Entity::find_by_id(&started.verification_code_id)
+                .one(&server.db)
+                .await
+                .unwrap()
+                .unwrap();
+            let mut expired = row.into_active_model();
+            expired.expires_at = Set(now() - chrono::TimeDelta::seconds(1));
+            expired.update(&server.db).await.unwrap();
+            let err = auth.verify_login(verify(&started.verification_code_id, &code)).await.unwrap_err();
+            assert_eq!(err.code(), Code::Unauthenticated, "an expired code is refused");
+            server.stop().await;
+        }
+    })
+    .await;
 }

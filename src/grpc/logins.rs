@@ -1,8 +1,10 @@
-//! AuthService: the email-code login and API keys. Passwords and the login-session RPCs answer
+//! AuthService: the email-code login, login sessions and API keys. Password logins answer
 //! UNIMPLEMENTED (ErrorInfo reason ERROR_REASON_NOT_IMPLEMENTED) until they land.
 
 use super::auth::caller;
-use super::convert::{api_key_to_pb, login_session_to_pb, page_request, parse_timestamp, require_id, timestamp};
+use super::convert::{
+    api_key_to_pb, login_session_to_pb, page_request, parse_timestamp, require_id, role_to_pb, timestamp,
+};
 use crate::domain::client_address;
 use crate::error::Error;
 use crate::pb::v1::auth_service_server::AuthService;
@@ -67,30 +69,65 @@ impl AuthService for AuthApi {
 
     async fn get_current_login(
         &self,
-        _: Request<GetCurrentLoginRequest>,
+        request: Request<GetCurrentLoginRequest>,
     ) -> Result<Response<GetCurrentLoginResponse>, Status> {
-        pending("AuthService.GetCurrentLogin")
+        let caller = caller(&request)?;
+        let login = self.logins.current(caller).await?;
+        Ok(Response::new(GetCurrentLoginResponse {
+            user_id: caller.user_id.clone(),
+            alias: caller.email.clone(),
+            full_name: caller.full_name.clone(),
+            roles: vec![role_to_pb(caller.role.as_str()).into()],
+            groups: Vec::new(),
+            expires_at: Some(timestamp(login.expires_at)),
+            ip: login.ip.clone(),
+            user_agent: login.user_agent.clone(),
+            verified: true,
+            login_session: Some(login_session_to_pb(login, true)),
+        }))
     }
 
     async fn list_login_sessions(
         &self,
-        _: Request<ListLoginSessionsRequest>,
+        request: Request<ListLoginSessionsRequest>,
     ) -> Result<Response<ListLoginSessionsResponse>, Status> {
-        pending("AuthService.ListLoginSessions")
+        let caller = caller(&request)?;
+        let message = request.get_ref();
+        let page = page_request(message.page_size, &message.page_token)?;
+        let logins = self.logins.list(caller, &page).await?;
+        let current = caller.login_session_id.as_deref();
+        Ok(Response::new(ListLoginSessionsResponse {
+            login_sessions: logins
+                .items
+                .into_iter()
+                .map(|login| {
+                    let is_current = current == Some(login.id.as_str());
+                    login_session_to_pb(login, is_current)
+                })
+                .collect(),
+            next_page_token: logins.next_page_token,
+        }))
     }
 
     async fn extend_login_session(
         &self,
-        _: Request<ExtendLoginSessionRequest>,
+        request: Request<ExtendLoginSessionRequest>,
     ) -> Result<Response<ExtendLoginSessionResponse>, Status> {
-        pending("AuthService.ExtendLoginSession")
+        let extended = self.logins.extend(caller(&request)?).await?;
+        Ok(Response::new(ExtendLoginSessionResponse {
+            login_session: Some(login_session_to_pb(extended.login_session, true)),
+            access_token: extended.access_token,
+            expires_at: Some(timestamp(extended.token_expires_at)),
+        }))
     }
 
     async fn close_login_session(
         &self,
-        _: Request<CloseLoginSessionRequest>,
+        request: Request<CloseLoginSessionRequest>,
     ) -> Result<Response<CloseLoginSessionResponse>, Status> {
-        pending("AuthService.CloseLoginSession")
+        let id = require_id("id", &request.get_ref().id)?;
+        self.logins.close(caller(&request)?, id).await?;
+        Ok(Response::new(CloseLoginSessionResponse {}))
     }
 
     async fn create_api_key(

@@ -2,6 +2,7 @@
 
 use super::caller_cache::CallerCache;
 use super::credentials::{self, Claims, SigningKey, TokenKeys};
+use super::logins::{login_deadline, login_is_live};
 use crate::config::AuthConfig;
 use crate::domain::{Permission, Role};
 use crate::error::{Error, Result};
@@ -158,8 +159,7 @@ impl Authenticator {
         })?;
         let login = queries::login_sessions::get(&self.reader, &claims.sid).await.map_err(or_invalid)?;
         let now = crate::domain::now();
-        let idle_deadline = login.active_at + chrono::TimeDelta::minutes(i64::from(login.idle_timeout_minutes));
-        if login.user_id != claims.sub || login.closed_at.is_some() || login.expires_at <= now || idle_deadline <= now {
+        if login.user_id != claims.sub || !login_is_live(&login, now) {
             return Err(invalid_credentials());
         }
         let user = queries::users::get_any(&self.reader, &claims.sub).await.map_err(or_invalid)?;
@@ -167,9 +167,15 @@ impl Authenticator {
             return Err(invalid_credentials());
         }
         let mut caller = self.caller_for(user).await?;
-        caller.login_session_id = Some(login.id);
+        // Use keeps a login session from going idle. Best effort, like an API key's last use.
+        if let Err(err) = queries::login_sessions::touch(&self.db, &login.id, now, chrono::TimeDelta::minutes(1)).await
+        {
+            tracing::warn!(login_session_id = %login.id, error = %err, "recording login session use failed");
+        }
         let token_expiry = DateTime::from_timestamp(claims.exp, 0).unwrap_or(now);
-        Ok((caller, Some(token_expiry.min(login.expires_at).min(idle_deadline))))
+        let valid_until = token_expiry.min(login_deadline(&login));
+        caller.login_session_id = Some(login.id);
+        Ok((caller, Some(valid_until)))
     }
 
     async fn caller_for(&self, user: user::Model) -> Result<Caller> {

@@ -11,12 +11,13 @@ use super::audit::AuditRecord;
 use super::credentials::{Claims, TokenKeys, hash_secret, secret_matches};
 use super::mail::Mailer;
 use super::rate_limit::RateLimiter;
+use super::{Caller, CallerCache};
 use crate::config::LoginConfig;
 use crate::domain::{new_id, normalize_email, now};
 use crate::error::{Error, Result};
 use crate::pb::v1::ErrorReason;
 use crate::store::entity::{login_session, user, verification_code};
-use crate::store::{self, StoreError, queries};
+use crate::store::{self, Page, PageRequest, StoreError, queries};
 use chrono::{DateTime, TimeDelta, Utc};
 use rand::Rng;
 use sea_orm::{ActiveValue::Set, DatabaseConnection, IntoActiveModel};
@@ -55,12 +56,29 @@ pub struct LoginManager {
     access_token_minutes: u32,
     per_email: RateLimiter,
     per_ip: RateLimiter,
+    callers: CallerCache,
 }
 
 const HOUR: Duration = Duration::from_secs(3600);
 
 fn invalid_code() -> Error {
     Error::Unauthenticated { reason: ErrorReason::InvalidCredentials, message: "invalid or expired code".into() }
+}
+
+/// When a login session stops working unless used again: the earlier of its expiry and its
+/// idle deadline.
+pub fn login_deadline(login: &login_session::Model) -> DateTime<Utc> {
+    let idle = login.active_at + TimeDelta::minutes(i64::from(login.idle_timeout_minutes));
+    idle.min(login.expires_at)
+}
+
+/// Whether a login session still authenticates calls at `at`.
+pub fn login_is_live(login: &login_session::Model, at: DateTime<Utc>) -> bool {
+    login.closed_at.is_none() && at < login_deadline(login)
+}
+
+fn not_a_login() -> Error {
+    Error::failed_precondition(ErrorReason::InvalidState, "the call is not made with a login's access token")
 }
 
 /// Codes are hashed with their id, so equal codes never share a hash.
@@ -75,6 +93,7 @@ impl LoginManager {
         mailer: Arc<dyn Mailer>,
         config: LoginConfig,
         access_token_minutes: u32,
+        callers: CallerCache,
     ) -> LoginManager {
         LoginManager {
             per_email: RateLimiter::new(config.starts_per_email_per_hour.max(1), HOUR),
@@ -84,6 +103,7 @@ impl LoginManager {
             mailer,
             config,
             access_token_minutes,
+            callers,
         }
     }
 
@@ -195,6 +215,60 @@ impl LoginManager {
         store::commit(txn).await?;
         let (access_token, token_expires_at) = self.issue(&user, &session)?;
         Ok(VerifiedLogin { access_token, token_expires_at, login_session: session })
+    }
+
+    /// The caller's own login session (calls made with an API key have none).
+    pub async fn current(&self, caller: &Caller) -> Result<login_session::Model> {
+        let id = caller.login_session_id.as_deref().ok_or_else(not_a_login)?;
+        Ok(queries::login_sessions::get(&self.db, id).await?)
+    }
+
+    /// The caller's live login sessions, newest first; `current` names the caller's own.
+    pub async fn list(&self, caller: &Caller, page: &PageRequest) -> Result<Page<login_session::Model>> {
+        let at = now();
+        let mut open = queries::login_sessions::list_open(&self.db, &caller.user_id, at, page).await?;
+        open.items.retain(|login| login_is_live(login, at));
+        Ok(open)
+    }
+
+    /// Extends the caller's login session by `login.session_hours` from now, with a fresh token.
+    pub async fn extend(&self, caller: &Caller) -> Result<VerifiedLogin> {
+        let mut login = self.current(caller).await?;
+        let at = now();
+        if !login_is_live(&login, at) {
+            return Err(not_a_login());
+        }
+        login.expires_at = at + TimeDelta::hours(i64::from(self.config.session_hours.max(1)));
+        login.active_at = at;
+        let txn = store::begin(&self.db).await?;
+        let login = queries::login_sessions::update(&txn, login).await?;
+        AuditRecord::new("login.extended", "login_session", &login.id)
+            .detail("expires_at", login.expires_at.to_rfc3339())
+            .write(&txn, caller)
+            .await?;
+        store::commit(txn).await?;
+        let user = queries::users::get_any(&self.db, &caller.user_id).await?;
+        let (access_token, token_expires_at) = self.issue(&user, &login)?;
+        Ok(VerifiedLogin { access_token, token_expires_at, login_session: login })
+    }
+
+    /// Closes one of the caller's login sessions; its tokens stop working at once on this
+    /// server (within `auth.caller_cache_secs` on others). Closing a closed one changes nothing.
+    pub async fn close(&self, caller: &Caller, id: &str) -> Result<()> {
+        let txn = store::begin(&self.db).await?;
+        let mut login = match queries::login_sessions::get(&txn, id).await {
+            Ok(login) if login.user_id == caller.user_id => login,
+            Ok(_) | Err(StoreError::NotFound) => return Err(Error::not_found("login session")),
+            Err(err) => return Err(err.into()),
+        };
+        if login.closed_at.is_none() {
+            login.closed_at = Some(now());
+            queries::login_sessions::update(&txn, login).await?;
+            AuditRecord::new("login.closed", "login_session", id).write(&txn, caller).await?;
+        }
+        store::commit(txn).await?;
+        self.callers.clear();
+        Ok(())
     }
 
     /// Counts a failed login against the user; locks the account at the configured limit.

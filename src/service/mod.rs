@@ -76,6 +76,7 @@ impl Services {
             mail::mailer(&config.mail)?,
             config.login.clone(),
             config.auth.access_token_minutes,
+            callers.clone(),
         );
         Ok(Services {
             sessions: SessionManager::new(db.clone(), reader, engine.clone(), config.sessions.clone()),

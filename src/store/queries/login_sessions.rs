@@ -1,8 +1,10 @@
-use super::found;
-use crate::store::StoreResult;
+use super::{fetch_page, found};
 use crate::store::entity::login_session::{self, Entity, Model};
 use crate::store::entity::verification_code;
-use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, IntoActiveModel};
+use crate::store::{Page, PageRequest, StoreResult};
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter};
 
 pub async fn insert(db: &impl ConnectionTrait, model: Model) -> StoreResult<Model> {
     Ok(login_session::ActiveModel::from(model).insert(db).await?)
@@ -10,6 +12,42 @@ pub async fn insert(db: &impl ConnectionTrait, model: Model) -> StoreResult<Mode
 
 pub async fn get(db: &impl ConnectionTrait, id: &str) -> StoreResult<Model> {
     found(Entity::find_by_id(id).one(db).await?)
+}
+
+pub async fn update(db: &impl ConnectionTrait, model: Model) -> StoreResult<Model> {
+    Ok(model.into_active_model().reset_all().update(db).await?)
+}
+
+/// The open, unexpired login sessions of a user, newest first (idleness is judged by the caller).
+pub async fn list_open(
+    db: &impl ConnectionTrait,
+    user_id: &str,
+    now: DateTime<Utc>,
+    request: &PageRequest,
+) -> StoreResult<Page<Model>> {
+    use login_session::Column;
+    let select = Entity::find()
+        .filter(Column::UserId.eq(user_id))
+        .filter(Column::ClosedAt.is_null())
+        .filter(Column::ExpiresAt.gt(now));
+    fetch_page(db, select, Column::Id, request, true, |m| &m.id).await
+}
+
+/// Records use of a login session, at most once per `granularity`.
+pub async fn touch(
+    db: &impl ConnectionTrait,
+    id: &str,
+    now: DateTime<Utc>,
+    granularity: chrono::TimeDelta,
+) -> StoreResult<()> {
+    use login_session::Column;
+    Entity::update_many()
+        .col_expr(Column::ActiveAt, Expr::value(now))
+        .filter(Column::Id.eq(id))
+        .filter(Column::ActiveAt.lt(now - granularity))
+        .exec(db)
+        .await?;
+    Ok(())
 }
 
 pub async fn insert_code(
