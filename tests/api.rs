@@ -191,6 +191,53 @@ async fn bearer_tokens_are_checked() {
             Code::Unauthenticated
         );
 
+        // Signed with the right secret but wrong in one claim or header field each.
+        let secret = common::test_config().auth.jwt_secret.unwrap();
+        let forge = |alg: jsonwebtoken::Algorithm, kid: &str, iss: &str, aud: &str, nbf_offset: i64, key: &[u8]| {
+            let mut header = jsonwebtoken::Header::new(alg);
+            header.kid = Some(kid.to_owned());
+            let mut forged = claims(300);
+            forged.iss = iss.to_owned();
+            forged.aud = aud.to_owned();
+            forged.nbf += nbf_offset;
+            jsonwebtoken::encode(&header, &forged, &jsonwebtoken::EncodingKey::from_secret(key)).unwrap()
+        };
+        let hs256 = jsonwebtoken::Algorithm::HS256;
+        let right = secret.expose().as_bytes();
+        assert!(
+            client
+                .get_current_user(with_token(
+                    GetCurrentUserRequest {},
+                    &forge(hs256, "config", "portcullis", "portcullis", 0, right)
+                ))
+                .await
+                .is_ok(),
+            "the forging itself is right"
+        );
+        let attacks = [
+            ("wrong aud", forge(hs256, "config", "portcullis", "someone-else", 0, right)),
+            ("wrong iss", forge(hs256, "config", "evil", "portcullis", 0, right)),
+            ("unknown kid", forge(hs256, "retired", "portcullis", "portcullis", 0, right)),
+            ("not yet valid", forge(hs256, "config", "portcullis", "portcullis", 600, right)),
+            (
+                "other secret",
+                forge(hs256, "config", "portcullis", "portcullis", 0, b"guessed-secret-guessed-secret-00"),
+            ),
+            (
+                "HS384 instead of the pinned HS256",
+                forge(jsonwebtoken::Algorithm::HS384, "config", "portcullis", "portcullis", 0, right),
+            ),
+            // Algorithm confusion: an RS256 header over an HMAC signature.
+            (
+                "RS256 header",
+                format!("{}.{}.{}", b64.encode(r#"{"alg":"RS256","typ":"JWT","kid":"config"}"#), parts[1], parts[2]),
+            ),
+        ];
+        for (name, token) in attacks {
+            let err = client.get_current_user(with_token(GetCurrentUserRequest {}, &token)).await.unwrap_err();
+            assert_eq!(err.code(), Code::Unauthenticated, "{name}");
+        }
+
         // A login session closed straight in the database, as another replica would: its token
         // stops working once this server's remembered caller is older than the cache TTL.
         use sea_orm::{ActiveModelTrait, ActiveValue::Set, IntoActiveModel};
