@@ -22,8 +22,6 @@ pub enum Error {
     FailedPrecondition { reason: ErrorReason, message: String },
     #[error("rate limited: {message}")]
     ResourceExhausted { message: String, retry_after: Duration },
-    #[error("{0} is not implemented by this server yet")]
-    Unimplemented(&'static str),
     #[error("unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0:#}")]

@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 use portcullis::config::{Config, LogFormat, Secret};
 use portcullis::provider::Providers;
 use portcullis::provider::memory::MemoryFirewall;
-use portcullis::service::{Services, initialize};
+use portcullis::service::{Services, initialize, set_password};
 use portcullis::{grpc, store, telemetry};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -44,6 +44,16 @@ enum Command {
         /// Name of the organization.
         #[arg(long, default_value = "Default")]
         organization: String,
+    },
+    /// Set a user's password, read from the first line of stdin (logins then need it before a
+    /// code is mailed); `--clear` removes it.
+    SetPassword {
+        /// Email address of the user.
+        #[arg(long)]
+        email: String,
+        /// Remove the password instead.
+        #[arg(long)]
+        clear: bool,
     },
 }
 
@@ -102,6 +112,18 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 "organization initialized; the admin api key follows on stdout"
             );
             println!("{}", created.api_key);
+            Ok(())
+        }
+        Command::SetPassword { email, clear } => {
+            let password = if clear {
+                None
+            } else {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                Some(line.trim_end_matches(['\r', '\n']).to_owned())
+            };
+            let user = set_password(&db, &email, password.as_deref()).await?;
+            tracing::info!(user_id = %user.id, cleared = clear, "password updated");
             Ok(())
         }
         Command::Serve => {

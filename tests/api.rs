@@ -5,7 +5,6 @@ mod common;
 use common::{CALLER_CACHE_TTL, TestDb, TestServer, each_backend, reason, violated_fields, with_key, with_token};
 use portcullis::domain::{Permission, new_id, now};
 use portcullis::pb::v1::audit_service_client::AuditServiceClient;
-use portcullis::pb::v1::auth_service_client::AuthServiceClient;
 use portcullis::pb::v1::organization_service_client::OrganizationServiceClient;
 use portcullis::pb::v1::resource_service_client::ResourceServiceClient;
 use portcullis::pb::v1::user_service_client::UserServiceClient;
@@ -761,18 +760,6 @@ async fn organization_tier_and_suspension() {
         server.stop().await;
     })
     .await;
-}
-
-#[tokio::test]
-async fn password_logins_answer_unimplemented() {
-    let db = TestDb::sqlite();
-    let server = TestServer::start(&db).await;
-    let mut auth = AuthServiceClient::new(server.channel().await);
-    let request = StartLoginRequest { email: "admin@example.com".into(), password: Some("hunter2".into()) };
-    let err = auth.start_login(request).await.unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented);
-    assert_eq!(reason(&err), "ERROR_REASON_NOT_IMPLEMENTED");
-    server.stop().await;
 }
 
 async fn wait_for_health(server: &TestServer, service: &str, wanted: ServingStatus) {

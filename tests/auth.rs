@@ -424,3 +424,38 @@ async fn a_database_dump_holds_no_secret() {
     assert!(row.code_hash.len() == 64 && !row.code_hash.contains(&code), "the code is stored as a SHA-256 hash");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_password_is_needed_before_a_code_is_sent() {
+    let Some(mail) = MailServer::start().await else { return };
+    each_backend(|db: TestDb| {
+        let mail = &mail;
+        async move {
+            let server = server_with_mail(&db, mail, 100).await;
+            let (mut auth, _) = clients(&server).await;
+            let email = format!("pat-{}@example.com", db.backend);
+            server.insert_user(&server.organization_id, &email, "USER").await;
+            let err = portcullis::service::set_password(&server.db, &email, Some("short")).await.unwrap_err();
+            assert!(matches!(err, portcullis::error::Error::InvalidArgument { .. }), "{err:?}");
+            portcullis::service::set_password(&server.db, &email, Some("correct horse battery staple")).await.unwrap();
+
+            let with = |password: Option<&str>| {
+                let mut request = start(&email);
+                request.get_mut().password = password.map(str::to_owned);
+                request
+            };
+            // Without it, or wrong: the same answer as ever, and no mail.
+            auth.start_login(with(None)).await.unwrap();
+            auth.start_login(with(Some("wrong horse battery staple"))).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            assert!(mail.codes_for(&email).is_empty(), "no code without the right password");
+
+            let started = auth.start_login(with(Some("correct horse battery staple"))).await.unwrap().into_inner();
+            let code = mail.wait_for_code(&email, &[]).await;
+            let verified = auth.verify_login(verify(&started.verification_code_id, &code)).await.unwrap().into_inner();
+            assert_eq!(verified.login_session.unwrap().authenticators, ["pwd", "otp"]);
+            server.stop().await;
+        }
+    })
+    .await;
+}

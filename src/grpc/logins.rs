@@ -1,12 +1,10 @@
-//! AuthService: the email-code login, login sessions and API keys. Password logins answer
-//! UNIMPLEMENTED (ErrorInfo reason ERROR_REASON_NOT_IMPLEMENTED) until they land.
+//! AuthService: the email-code login (with an optional password), login sessions and API keys.
 
 use super::auth::caller;
 use super::convert::{
     api_key_to_pb, login_session_to_pb, page_request, parse_timestamp, require_id, role_to_pb, timestamp,
 };
 use crate::domain::client_address;
-use crate::error::Error;
 use crate::pb::v1::auth_service_server::AuthService;
 use crate::pb::v1::*;
 use crate::service::{ApiKeyManager, LoginClient, LoginManager, NewApiKey};
@@ -33,19 +31,12 @@ impl AuthApi {
     }
 }
 
-fn pending<T>(method: &'static str) -> Result<Response<T>, Status> {
-    Err(Error::Unimplemented(method).into())
-}
-
 #[tonic::async_trait]
 impl AuthService for AuthApi {
     async fn start_login(&self, request: Request<StartLoginRequest>) -> Result<Response<StartLoginResponse>, Status> {
         let client = self.client(&request)?;
         let message = request.get_ref();
-        if message.password.is_some() {
-            return pending("AuthService.StartLogin with a password");
-        }
-        let started = self.logins.start(&message.email, &client).await?;
+        let started = self.logins.start(&message.email, message.password.as_deref(), &client).await?;
         Ok(Response::new(StartLoginResponse {
             verification_code_id: started.verification_code_id,
             expires_at: Some(timestamp(started.expires_at)),

@@ -41,12 +41,6 @@ impl From<Error> for Status {
                 message,
                 ErrorDetails::with_retry_info(Some(retry_after)),
             ),
-            Error::Unimplemented(method) => (
-                Code::Unimplemented,
-                ErrorReason::NotImplemented,
-                format!("{method} is not implemented by this server yet"),
-                ErrorDetails::new(),
-            ),
             Error::Unavailable(cause) => {
                 tracing::warn!(error = %cause, "dependency unavailable");
                 (

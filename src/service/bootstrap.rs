@@ -85,3 +85,25 @@ pub async fn initialize(db: &DatabaseConnection, admin_email: &str, organization
     store::commit(txn).await?;
     Ok(Bootstrap { organization, admin, api_key: key.secret })
 }
+
+/// `portcullis set-password`: gives a user a password (or, with `None`, takes it away). With one,
+/// a login needs the password before a code is mailed.
+pub async fn set_password(db: &DatabaseConnection, email: &str, password: Option<&str>) -> Result<user::Model> {
+    use sea_orm::{ActiveValue::Set, IntoActiveModel};
+    let email = normalize_email(email).map_err(|d| Error::invalid("email", d))?;
+    let hash = password
+        .map(super::credentials::hash_password)
+        .transpose()
+        .map_err(|description| Error::invalid("password", description))?;
+    let txn = store::begin(db).await?;
+    let user = queries::users::find_by_email(&txn, &email).await.map_err(|_| Error::not_found("user"))?;
+    let (organization_id, user_id) = (user.organization_id.clone(), user.id.clone());
+    let mut active = user.into_active_model();
+    active.password_hash = Set(hash.clone());
+    active.updated_at = Set(now());
+    let updated = queries::users::update(&txn, active).await?;
+    let event = if hash.is_some() { "user.password_set" } else { "user.password_cleared" };
+    AuditRecord::new(event, "user", &user_id).write_as(&txn, &organization_id, None).await?;
+    store::commit(txn).await?;
+    Ok(updated)
+}

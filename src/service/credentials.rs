@@ -66,6 +66,29 @@ pub fn secret_matches(secret: &str, stored_hash: &str) -> bool {
     hash_secret(secret).as_bytes().ct_eq(stored_hash.as_bytes()).into()
 }
 
+/// Shortest password accepted: long passphrases beat complexity rules.
+pub const MIN_PASSWORD_CHARS: usize = 12;
+
+/// An argon2id hash (PHC string, with its own salt) of a user's password.
+pub fn hash_password(password: &str) -> Result<String, String> {
+    use argon2::PasswordHasher;
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(format!("must be at least {MIN_PASSWORD_CHARS} characters"));
+    }
+    let salt = argon2::password_hash::SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Checks a password against its stored argon2id hash (the comparison is constant-time).
+pub fn password_matches(password: &str, stored: &str) -> bool {
+    use argon2::PasswordVerifier;
+    argon2::password_hash::PasswordHash::new(stored)
+        .is_ok_and(|hash| argon2::Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
+}
+
 /// The claims of an access token.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Claims {

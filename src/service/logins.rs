@@ -1,14 +1,15 @@
 //! The emailed one-time-code login: StartLogin mails a code, VerifyLogin trades it for a login
 //! session and an access token.
 //!
-//! Probing is pointless: an unknown, disabled or locked email gets the same answer as a known
-//! one (a code id and expiry; the row is stored either way), and mail goes out after the answer.
+//! Probing is pointless: an unknown, disabled or locked email — or a wrong password — gets the
+//! same answer as a good one (a code id and expiry; the row is stored either way), and mail goes
+//! out after the answer. A user with a password (argon2id) must give it before a code is sent.
 //! Only a hash of each code is kept. A code works once, for `login.code_minutes`, and is used
 //! up after `login.max_code_attempts` wrong tries; `login.lock_after_failures` failed logins in a
 //! row lock the account until an admin unlocks it.
 
 use super::audit::AuditRecord;
-use super::credentials::{Claims, TokenKeys, hash_secret, secret_matches};
+use super::credentials::{Claims, TokenKeys, hash_password, hash_secret, password_matches, secret_matches};
 use super::mail::Mailer;
 use super::rate_limit::RateLimiter;
 use super::{Caller, CallerCache};
@@ -61,6 +62,10 @@ pub struct LoginManager {
 
 const HOUR: Duration = Duration::from_secs(3600);
 
+/// Checked when the address has no password, so a password check always costs the same.
+static STAND_IN_HASH: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| hash_password("portcullis stand-in password").unwrap_or_default());
+
 fn invalid_code() -> Error {
     Error::Unauthenticated { reason: ErrorReason::InvalidCredentials, message: "invalid or expired code".into() }
 }
@@ -107,8 +112,9 @@ impl LoginManager {
         }
     }
 
-    /// Mails a code to `email` when it belongs to an active user; answers the same either way.
-    pub async fn start(&self, email: &str, client: &LoginClient) -> Result<StartedLogin> {
+    /// Mails a code to `email` when it belongs to an active user (who gave the right password,
+    /// if they have one); answers the same either way.
+    pub async fn start(&self, email: &str, password: Option<&str>, client: &LoginClient) -> Result<StartedLogin> {
         let email = normalize_email(email).map_err(|message| Error::invalid("email", message))?;
         for (limiter, key) in [(&self.per_ip, client.ip.to_string()), (&self.per_email, email.clone())] {
             if let Err(retry_after) = limiter.hit(&key) {
@@ -123,6 +129,19 @@ impl LoginManager {
             Ok(_) | Err(StoreError::NotFound) => None,
             Err(err) => return Err(err.into()),
         };
+        let has_password = user.as_ref().is_some_and(|user| user.password_hash.is_some());
+        // Checked whoever asks (against a stand-in hash for unknown addresses): the slow hash
+        // takes the same time either way.
+        let password_ok = match (user.as_ref().and_then(|user| user.password_hash.as_deref()), password) {
+            (Some(stored), Some(given)) => password_matches(given, stored),
+            (Some(_), None) => false,
+            (None, Some(given)) => password_matches(given, &STAND_IN_HASH) && user.is_some(),
+            (None, None) => user.is_some(),
+        };
+        if let Some(user) = user.as_ref().filter(|_| !password_ok) {
+            self.record_failure(&self.db, &user.id).await?;
+        }
+        let user = user.filter(|_| password_ok);
         let id = new_id();
         let code = format!("{:06}", rand::rng().random_range(0..1_000_000));
         let at = now();
@@ -136,7 +155,7 @@ impl LoginManager {
                 code_hash: hash_secret(&code_secret(&id, &code)),
                 failed_attempts: 0,
                 client_ip: client.ip.to_string(),
-                authenticators: "otp".into(),
+                authenticators: if has_password { "pwd otp" } else { "otp" }.into(),
                 created_at: at,
                 expires_at,
                 consumed_at: None,
@@ -272,7 +291,7 @@ impl LoginManager {
     }
 
     /// Counts a failed login against the user; locks the account at the configured limit.
-    async fn record_failure(&self, txn: &sea_orm::DatabaseTransaction, user_id: &str) -> Result<()> {
+    async fn record_failure(&self, txn: &impl sea_orm::ConnectionTrait, user_id: &str) -> Result<()> {
         let user = queries::users::get_any(txn, user_id).await?;
         let failures = user.failed_login_count.saturating_add(1);
         let lock = !user.locked && failures >= i32::try_from(self.config.lock_after_failures).unwrap_or(i32::MAX);
