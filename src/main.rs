@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 use portcullis::config::{Config, LogFormat, Secret};
 use portcullis::provider::Providers;
 use portcullis::provider::memory::MemoryFirewall;
-use portcullis::service::{Services, initialize, set_password};
+use portcullis::service::{Services, initialize, retire_token_key, rotate_token_key, set_password};
 use portcullis::{grpc, store, telemetry};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -54,6 +54,14 @@ enum Command {
         /// Remove the password instead.
         #[arg(long)]
         clear: bool,
+    },
+    /// Add a new access-token signing key (used from the next start); prints its id.
+    RotateTokenKey,
+    /// Retire a signing key: its tokens are refused from the next start.
+    RetireTokenKey {
+        /// The key's id (the `kid` of its tokens).
+        #[arg(long)]
+        kid: String,
     },
 }
 
@@ -124,6 +132,16 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             };
             let user = set_password(&db, &email, password.as_deref()).await?;
             tracing::info!(user_id = %user.id, cleared = clear, "password updated");
+            Ok(())
+        }
+        Command::RotateTokenKey => {
+            println!("{}", rotate_token_key(&db).await?);
+            tracing::info!("signing key added; servers sign with it from their next start");
+            Ok(())
+        }
+        Command::RetireTokenKey { kid } => {
+            retire_token_key(&db, &kid).await?;
+            tracing::info!(kid = %kid, "signing key retired; servers refuse its tokens from their next start");
             Ok(())
         }
         Command::Serve => {

@@ -815,7 +815,7 @@ async fn generated_token_key_survives_restarts() {
             nbf: now().timestamp(),
             exp: now().timestamp() + 60,
         };
-        let token = first.auth.token_keys().sign(claims).unwrap();
+        let token = first.auth.token_keys().sign(claims.clone()).unwrap();
         // A restarted server (or another replica) on the same database verifies it.
         let second = portcullis::service::Services::new(connection.clone(), &config, providers()).await.unwrap();
         assert_eq!(second.auth.token_keys().verify(&token).unwrap().sub, "u", "{}", db.backend);
@@ -825,6 +825,25 @@ async fn generated_token_key_survives_restarts() {
         portcullis::store::migrate(&other_connection).await.unwrap();
         let stranger = portcullis::service::Services::new(other_connection, &config, providers()).await.unwrap();
         assert!(stranger.auth.token_keys().verify(&token).is_err());
+
+        // Rotation: a restarted server signs with the new key and still accepts the old one's
+        // tokens, until that key is retired.
+        let kid = portcullis::service::rotate_token_key(&connection).await.unwrap();
+        let rotated = portcullis::service::Services::new(connection.clone(), &config, providers()).await.unwrap();
+        assert!(rotated.auth.token_keys().verify(&token).is_ok(), "the old key still verifies");
+        let fresh = rotated.auth.token_keys().sign(claims.clone()).unwrap();
+        assert_eq!(
+            jsonwebtoken::decode_header(&fresh).unwrap().kid.as_deref(),
+            Some(kid.as_str()),
+            "the new key signs"
+        );
+        let old_kid = jsonwebtoken::decode_header(&token).unwrap().kid.unwrap();
+        portcullis::service::retire_token_key(&connection, &old_kid).await.unwrap();
+        let retired = portcullis::service::Services::new(connection.clone(), &config, providers()).await.unwrap();
+        assert!(retired.auth.token_keys().verify(&token).is_err(), "a retired key's tokens are refused");
+        assert!(retired.auth.token_keys().verify(&fresh).is_ok());
+        let err = portcullis::service::retire_token_key(&connection, &kid).await.unwrap_err();
+        assert!(matches!(err, portcullis::error::Error::FailedPrecondition { .. }), "the last key stays");
     })
     .await;
 }

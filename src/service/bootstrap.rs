@@ -5,7 +5,7 @@ use super::credentials::generate_api_key;
 use crate::domain::{Permission, Role, Tier, new_id, normalize_email, now, validate_name};
 use crate::error::{Error, Result};
 use crate::pb::v1::ErrorReason;
-use crate::store::entity::{api_key, organization, user};
+use crate::store::entity::{api_key, organization, signing_key, user};
 use crate::store::{self, queries};
 use sea_orm::DatabaseConnection;
 
@@ -106,4 +106,40 @@ pub async fn set_password(db: &DatabaseConnection, email: &str, password: Option
     AuditRecord::new(event, "user", &user_id).write_as(&txn, &organization_id, None).await?;
     store::commit(txn).await?;
     Ok(updated)
+}
+
+/// `portcullis rotate-token-key`: adds a signing key for access tokens. Servers sign with it from
+/// their next start; tokens signed with older keys keep verifying until those are retired.
+/// Answers the new key's id.
+pub async fn rotate_token_key(db: &DatabaseConnection) -> Result<String> {
+    let key = super::credentials::SigningKey::generate();
+    queries::signing_keys::insert(
+        db,
+        signing_key::Model {
+            id: key.kid.clone(),
+            algorithm: "HS256".into(),
+            secret: key.encoded_secret(),
+            created_at: now(),
+            retired_at: None,
+        },
+    )
+    .await?;
+    Ok(key.kid)
+}
+
+/// `portcullis retire-token-key`: tokens signed with `kid` are refused once servers restart. The
+/// last active key cannot be retired (no token could be issued).
+pub async fn retire_token_key(db: &DatabaseConnection, kid: &str) -> Result<()> {
+    let active = queries::signing_keys::active(db).await?;
+    if !active.iter().any(|key| key.id == kid) {
+        return Err(Error::not_found("signing key"));
+    }
+    if active.len() == 1 {
+        return Err(Error::failed_precondition(
+            ErrorReason::InvalidState,
+            "the last active signing key cannot be retired; rotate first",
+        ));
+    }
+    queries::signing_keys::retire(db, kid, now()).await?;
+    Ok(())
 }

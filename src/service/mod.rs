@@ -18,7 +18,7 @@ pub mod users;
 pub use api_keys::{ApiKeyManager, NewApiKey};
 pub use audit::{AuditLog, AuditRecord};
 pub use auth::{Authenticator, Caller, Credential};
-pub use bootstrap::{Bootstrap, initialize, set_password};
+pub use bootstrap::{Bootstrap, initialize, retire_token_key, rotate_token_key, set_password};
 pub use caller_cache::CallerCache;
 pub use logins::{LoginClient, LoginManager};
 pub use organizations::{OrganizationChanges, OrganizationManager};

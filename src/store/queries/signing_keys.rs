@@ -1,5 +1,7 @@
 use crate::store::StoreResult;
 use crate::store::entity::signing_key::{self, Column, Entity, Model};
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 
 /// Keys not yet retired, newest first: the first signs, all of them verify.
@@ -9,4 +11,15 @@ pub async fn active(db: &impl ConnectionTrait) -> StoreResult<Vec<Model>> {
 
 pub async fn insert(db: &impl ConnectionTrait, model: Model) -> StoreResult<Model> {
     Ok(signing_key::ActiveModel::from(model).insert(db).await?)
+}
+
+/// Marks a key retired: it no longer verifies tokens.
+pub async fn retire(db: &impl ConnectionTrait, id: &str, at: DateTime<Utc>) -> StoreResult<()> {
+    Entity::update_many()
+        .col_expr(Column::RetiredAt, Expr::value(at))
+        .filter(Column::Id.eq(id))
+        .filter(Column::RetiredAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(())
 }
