@@ -108,6 +108,8 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
+    /// Algorithm of issued access tokens: `HS256` or `EdDSA` (Ed25519).
+    pub jwt_algorithm: TokenAlgorithm,
     /// HS256 signing secret. Absent: a key is generated and kept in the database.
     pub jwt_secret: Option<Secret>,
     /// `iss` of issued tokens, required of presented ones.
@@ -124,6 +126,7 @@ pub struct AuthConfig {
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
+            jwt_algorithm: TokenAlgorithm::HS256,
             jwt_secret: None,
             jwt_issuer: "portcullis".to_owned(),
             jwt_audience: "portcullis".to_owned(),
@@ -210,6 +213,33 @@ pub enum SmtpSecurity {
     Starttls,
     Tls,
     None,
+}
+
+/// The algorithms access tokens may be signed with: one per key, chosen by configuration, and
+/// pinned per key at verification (`alg` in a token header is never trusted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TokenAlgorithm {
+    /// HMAC-SHA256 with a shared secret.
+    HS256,
+    /// Ed25519 signatures: other services can verify with the public key alone.
+    EdDSA,
+}
+
+impl TokenAlgorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenAlgorithm::HS256 => "HS256",
+            TokenAlgorithm::EdDSA => "EdDSA",
+        }
+    }
+
+    pub fn parse(stored: &str) -> Option<TokenAlgorithm> {
+        match stored {
+            "HS256" => Some(TokenAlgorithm::HS256),
+            "EdDSA" => Some(TokenAlgorithm::EdDSA),
+            _ => None,
+        }
+    }
 }
 
 /// Session limits beyond the organization tier's.

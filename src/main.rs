@@ -55,7 +55,8 @@ enum Command {
         #[arg(long)]
         clear: bool,
     },
-    /// Add a new access-token signing key (used from the next start); prints its id.
+    /// Add a new access-token signing key of `auth.jwt_algorithm` (used from the next start);
+    /// prints its id.
     RotateTokenKey,
     /// Retire a signing key: its tokens are refused from the next start.
     RetireTokenKey {
@@ -135,7 +136,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::RotateTokenKey => {
-            println!("{}", rotate_token_key(&db).await?);
+            println!("{}", rotate_token_key(&db, config.auth.jwt_algorithm).await?);
             tracing::info!("signing key added; servers sign with it from their next start");
             Ok(())
         }

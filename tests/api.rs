@@ -828,7 +828,7 @@ async fn generated_token_key_survives_restarts() {
 
         // Rotation: a restarted server signs with the new key and still accepts the old one's
         // tokens, until that key is retired.
-        let kid = portcullis::service::rotate_token_key(&connection).await.unwrap();
+        let kid = portcullis::service::rotate_token_key(&connection, config.auth.jwt_algorithm).await.unwrap();
         let rotated = portcullis::service::Services::new(connection.clone(), &config, providers()).await.unwrap();
         assert!(rotated.auth.token_keys().verify(&token).is_ok(), "the old key still verifies");
         let fresh = rotated.auth.token_keys().sign(claims.clone()).unwrap();
@@ -844,6 +844,15 @@ async fn generated_token_key_survives_restarts() {
         assert!(retired.auth.token_keys().verify(&fresh).is_ok());
         let err = portcullis::service::retire_token_key(&connection, &kid).await.unwrap_err();
         assert!(matches!(err, portcullis::error::Error::FailedPrecondition { .. }), "the last key stays");
+
+        // Switching to EdDSA: an Ed25519 key is generated and signs; HS256 tokens still verify.
+        let mut ed_config = config.clone();
+        ed_config.auth.jwt_algorithm = portcullis::config::TokenAlgorithm::EdDSA;
+        let ed = portcullis::service::Services::new(connection.clone(), &ed_config, providers()).await.unwrap();
+        let ed_token = ed.auth.token_keys().sign(claims.clone()).unwrap();
+        assert_eq!(jsonwebtoken::decode_header(&ed_token).unwrap().alg, jsonwebtoken::Algorithm::EdDSA);
+        assert!(ed.auth.token_keys().verify(&ed_token).is_ok());
+        assert!(ed.auth.token_keys().verify(&fresh).is_ok(), "HS256 tokens of a live key still verify");
     })
     .await;
 }

@@ -1,7 +1,7 @@
 //! Who is calling: turns presented credentials into a [`Caller`], and decides what it may do.
 
 use super::caller_cache::CallerCache;
-use super::credentials::{self, Claims, SigningKey, TokenKeys};
+use super::credentials::{self, Claims, SigningKey, TokenAlgorithm, TokenKeys};
 use super::logins::{login_deadline, login_is_live};
 use crate::config::AuthConfig;
 use crate::domain::{Permission, Role};
@@ -89,17 +89,24 @@ fn or_invalid(err: StoreError) -> Error {
 }
 
 impl Authenticator {
-    /// Loads the token keys: the configured secret, or the keys kept in the database (one is
-    /// generated on first start, so every replica on the database shares it).
+    /// Loads the token keys: the configured secret, or the keys kept in the database (one of the
+    /// configured algorithm is generated on first start, so every replica on the database shares it).
     pub async fn new(
         db: DatabaseConnection,
         reader: DatabaseConnection,
         config: &AuthConfig,
         cache: CallerCache,
     ) -> Result<Authenticator> {
-        let keys = match &config.jwt_secret {
-            Some(secret) => vec![SigningKey { kid: "config".into(), secret: secret.expose().as_bytes().to_vec() }],
-            None => load_or_create_keys(&db).await?,
+        let keys = match (&config.jwt_secret, config.jwt_algorithm) {
+            (Some(secret), TokenAlgorithm::HS256) => vec![SigningKey {
+                kid: "config".into(),
+                algorithm: TokenAlgorithm::HS256,
+                secret: secret.expose().as_bytes().to_vec(),
+            }],
+            (Some(_), TokenAlgorithm::EdDSA) => {
+                return Err(Error::invalid("auth.jwt_secret", "is an HMAC secret: use it with jwt_algorithm HS256"));
+            }
+            (None, algorithm) => load_or_create_keys(&db, algorithm).await?,
         };
         let keys = TokenKeys::new(keys, config.jwt_issuer.clone(), config.jwt_audience.clone())
             .ok_or_else(|| Error::internal(anyhow::anyhow!("no token signing key")))?;
@@ -200,29 +207,42 @@ impl Authenticator {
     }
 }
 
-async fn load_or_create_keys(db: &DatabaseConnection) -> Result<Vec<SigningKey>> {
-    let stored = queries::signing_keys::active(db).await?;
-    if stored.is_empty() {
-        let key = SigningKey::generate();
-        queries::signing_keys::insert(
-            db,
-            signing_key::Model {
-                id: key.kid.clone(),
-                algorithm: "HS256".into(),
-                secret: key.encoded_secret(),
-                created_at: crate::domain::now(),
-                retired_at: None,
-            },
-        )
-        .await?;
-        tracing::info!(kid = %key.kid, "generated token signing key");
-        return Ok(vec![key]);
-    }
-    stored
+/// The stored keys not yet retired, the signing one first: the newest of `algorithm`, generated
+/// (and stored, for every replica) when there is none.
+async fn load_or_create_keys(db: &DatabaseConnection, algorithm: TokenAlgorithm) -> Result<Vec<SigningKey>> {
+    let mut keys = queries::signing_keys::active(db)
+        .await?
         .into_iter()
         .map(|row| {
-            SigningKey::from_encoded(row.id.clone(), &row.secret)
-                .ok_or_else(|| Error::internal(anyhow::anyhow!("signing key {} is not valid base64", row.id)))
+            TokenAlgorithm::parse(&row.algorithm)
+                .and_then(|stored| SigningKey::from_encoded(row.id.clone(), stored, &row.secret))
+                .ok_or_else(|| Error::internal(anyhow::anyhow!("signing key {} is unreadable", row.id)))
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    match keys.iter().position(|key| key.algorithm == algorithm) {
+        Some(newest) => keys[..=newest].rotate_right(1),
+        None => {
+            let key = store_new_key(db, algorithm).await?;
+            tracing::info!(kid = %key.kid, algorithm = algorithm.as_str(), "generated token signing key");
+            keys.insert(0, key);
+        }
+    }
+    Ok(keys)
+}
+
+/// Generates a token key and stores it for every replica on the database.
+pub async fn store_new_key(db: &DatabaseConnection, algorithm: TokenAlgorithm) -> Result<SigningKey> {
+    let key = SigningKey::generate(algorithm);
+    queries::signing_keys::insert(
+        db,
+        signing_key::Model {
+            id: key.kid.clone(),
+            algorithm: algorithm.as_str().to_owned(),
+            secret: key.encoded_secret(),
+            created_at: crate::domain::now(),
+            retired_at: None,
+        },
+    )
+    .await?;
+    Ok(key)
 }

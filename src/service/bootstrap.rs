@@ -1,11 +1,11 @@
 //! `portcullis init`: the first organization, its admin, and the admin's API key.
 
 use super::audit::AuditRecord;
-use super::credentials::generate_api_key;
+use super::credentials::{TokenAlgorithm, generate_api_key};
 use crate::domain::{Permission, Role, Tier, new_id, normalize_email, now, validate_name};
 use crate::error::{Error, Result};
 use crate::pb::v1::ErrorReason;
-use crate::store::entity::{api_key, organization, signing_key, user};
+use crate::store::entity::{api_key, organization, user};
 use crate::store::{self, queries};
 use sea_orm::DatabaseConnection;
 
@@ -108,23 +108,11 @@ pub async fn set_password(db: &DatabaseConnection, email: &str, password: Option
     Ok(updated)
 }
 
-/// `portcullis rotate-token-key`: adds a signing key for access tokens. Servers sign with it from
-/// their next start; tokens signed with older keys keep verifying until those are retired.
-/// Answers the new key's id.
-pub async fn rotate_token_key(db: &DatabaseConnection) -> Result<String> {
-    let key = super::credentials::SigningKey::generate();
-    queries::signing_keys::insert(
-        db,
-        signing_key::Model {
-            id: key.kid.clone(),
-            algorithm: "HS256".into(),
-            secret: key.encoded_secret(),
-            created_at: now(),
-            retired_at: None,
-        },
-    )
-    .await?;
-    Ok(key.kid)
+/// `portcullis rotate-token-key`: adds a signing key for access tokens. Servers configured for
+/// its algorithm sign with it from their next start; tokens signed with older keys keep
+/// verifying until those are retired. Answers the new key's id.
+pub async fn rotate_token_key(db: &DatabaseConnection, algorithm: TokenAlgorithm) -> Result<String> {
+    Ok(super::auth::store_new_key(db, algorithm).await?.kid)
 }
 
 /// `portcullis retire-token-key`: tokens signed with `kid` are refused once servers restart. The

@@ -1,5 +1,6 @@
 //! API key secrets and access tokens: minting and checking, no storage.
 
+pub use crate::config::TokenAlgorithm;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -105,29 +106,40 @@ pub struct Claims {
     pub exp: i64,
 }
 
-/// The only algorithm tokens are signed and accepted with; `alg` in a token header is never trusted.
-pub const TOKEN_ALGORITHM: Algorithm = Algorithm::HS256;
 const LEEWAY_SECS: u64 = 30;
 
-/// One HS256 key with its id.
+/// The jsonwebtoken algorithm of a configured token algorithm.
+fn jwt_algorithm(algorithm: TokenAlgorithm) -> Algorithm {
+    match algorithm {
+        TokenAlgorithm::HS256 => Algorithm::HS256,
+        TokenAlgorithm::EdDSA => Algorithm::EdDSA,
+    }
+}
+
+/// One token key with its id: an HMAC secret, or an Ed25519 seed.
 #[derive(Clone)]
 pub struct SigningKey {
     pub kid: String,
+    pub algorithm: TokenAlgorithm,
     pub secret: Vec<u8>,
 }
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).field("secret", &"[redacted]").finish()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .field("secret", &"[redacted]")
+            .finish()
     }
 }
 
 impl SigningKey {
-    /// A new random 256-bit key.
-    pub fn generate() -> SigningKey {
+    /// A new random 256-bit key (HMAC secret or Ed25519 seed).
+    pub fn generate(algorithm: TokenAlgorithm) -> SigningKey {
         let mut secret = vec![0u8; 32];
         rand::rng().fill(secret.as_mut_slice());
-        SigningKey { kid: crate::domain::new_id(), secret }
+        SigningKey { kid: crate::domain::new_id(), algorithm, secret }
     }
 
     /// The stored form of the secret.
@@ -135,8 +147,33 @@ impl SigningKey {
         STANDARD.encode(&self.secret)
     }
 
-    pub fn from_encoded(kid: String, encoded: &str) -> Option<SigningKey> {
-        STANDARD.decode(encoded).ok().map(|secret| SigningKey { kid, secret })
+    pub fn from_encoded(kid: String, algorithm: TokenAlgorithm, encoded: &str) -> Option<SigningKey> {
+        STANDARD.decode(encoded).ok().map(|secret| SigningKey { kid, algorithm, secret })
+    }
+
+    fn encoding_key(&self) -> Result<EncodingKey, jsonwebtoken::errors::Error> {
+        match self.algorithm {
+            TokenAlgorithm::HS256 => Ok(EncodingKey::from_secret(&self.secret)),
+            TokenAlgorithm::EdDSA => {
+                use ed25519_dalek::pkcs8::EncodePrivateKey;
+                let der =
+                    self.ed25519()?.to_pkcs8_der().map_err(|_| jsonwebtoken::errors::ErrorKind::InvalidEddsaKey)?;
+                Ok(EncodingKey::from_ed_der(der.as_bytes()))
+            }
+        }
+    }
+
+    fn decoding_key(&self) -> Result<DecodingKey, jsonwebtoken::errors::Error> {
+        match self.algorithm {
+            TokenAlgorithm::HS256 => Ok(DecodingKey::from_secret(&self.secret)),
+            TokenAlgorithm::EdDSA => Ok(DecodingKey::from_ed_der(self.ed25519()?.verifying_key().as_bytes())),
+        }
+    }
+
+    fn ed25519(&self) -> Result<ed25519_dalek::SigningKey, jsonwebtoken::errors::Error> {
+        let seed: [u8; 32] =
+            self.secret.as_slice().try_into().map_err(|_| jsonwebtoken::errors::ErrorKind::InvalidEddsaKey)?;
+        Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
     }
 }
 
@@ -172,9 +209,9 @@ impl TokenKeys {
     pub fn sign(&self, mut claims: Claims) -> Result<String, jsonwebtoken::errors::Error> {
         claims.iss = self.issuer.clone();
         claims.aud = self.audience.clone();
-        let mut header = Header::new(TOKEN_ALGORITHM);
+        let mut header = Header::new(jwt_algorithm(self.signing.algorithm));
         header.kid = Some(self.signing.kid.clone());
-        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(&self.signing.secret))
+        jsonwebtoken::encode(&header, &claims, &self.signing.encoding_key()?)
     }
 
     /// Checks signature, algorithm, issuer, audience, expiry and not-before.
@@ -182,14 +219,15 @@ impl TokenKeys {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Header)?;
         let kid = header.kid.ok_or(TokenError::Header)?;
         let key = self.verifying.get(&kid).ok_or_else(|| TokenError::UnknownKey(kid.clone()))?;
-        let mut validation = Validation::new(TOKEN_ALGORITHM);
-        validation.algorithms = vec![TOKEN_ALGORITHM];
+        // The key decides the algorithm: a token claiming another one fails.
+        let mut validation = Validation::new(jwt_algorithm(key.algorithm));
+        validation.algorithms = vec![jwt_algorithm(key.algorithm)];
         validation.leeway = LEEWAY_SECS;
         validation.validate_nbf = true;
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-        Ok(jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&key.secret), &validation)?.claims)
+        Ok(jsonwebtoken::decode::<Claims>(token, &key.decoding_key()?, &validation)?.claims)
     }
 }
 
@@ -229,13 +267,26 @@ mod tests {
 
     #[test]
     fn tokens_verify_only_with_matching_keys_and_claims() {
-        let keys = TokenKeys::new(vec![SigningKey::generate()], "iss".into(), "aud".into()).unwrap();
-        let token = keys.sign(claims(60)).unwrap();
-        assert_eq!(keys.verify(&token).unwrap().sub, "u");
-        assert!(keys.verify(&keys.sign(claims(-120)).unwrap()).is_err(), "expired");
-        let other_aud = TokenKeys::new(vec![keys.signing.clone()], "iss".into(), "other".into()).unwrap();
-        assert!(other_aud.verify(&token).is_err(), "audience");
-        let other_key = TokenKeys::new(vec![SigningKey::generate()], "iss".into(), "aud".into()).unwrap();
-        assert!(matches!(other_key.verify(&token), Err(TokenError::UnknownKey(_))));
+        for algorithm in [TokenAlgorithm::HS256, TokenAlgorithm::EdDSA] {
+            let keys = TokenKeys::new(vec![SigningKey::generate(algorithm)], "iss".into(), "aud".into()).unwrap();
+            let token = keys.sign(claims(60)).unwrap();
+            assert_eq!(keys.verify(&token).unwrap().sub, "u", "{algorithm:?}");
+            assert!(keys.verify(&keys.sign(claims(-120)).unwrap()).is_err(), "expired");
+            let other_aud = TokenKeys::new(vec![keys.signing.clone()], "iss".into(), "other".into()).unwrap();
+            assert!(other_aud.verify(&token).is_err(), "audience");
+            let other_key = TokenKeys::new(vec![SigningKey::generate(algorithm)], "iss".into(), "aud".into()).unwrap();
+            assert!(matches!(other_key.verify(&token), Err(TokenError::UnknownKey(_))));
+        }
+    }
+
+    /// A token whose header claims another algorithm than its key's is refused, both ways.
+    #[test]
+    fn a_key_accepts_only_its_own_algorithm() {
+        let ed = SigningKey::generate(TokenAlgorithm::EdDSA);
+        // The same kid, but an HMAC key: the HS256 token must not pass as the EdDSA key's.
+        let hs = SigningKey { algorithm: TokenAlgorithm::HS256, ..ed.clone() };
+        let forged = TokenKeys::new(vec![hs], "iss".into(), "aud".into()).unwrap().sign(claims(60)).unwrap();
+        let keys = TokenKeys::new(vec![ed], "iss".into(), "aud".into()).unwrap();
+        assert!(keys.verify(&forged).is_err());
     }
 }
