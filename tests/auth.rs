@@ -131,6 +131,23 @@ async fn server_with_mail(db: &TestDb, mail: &MailServer, lock_after_failures: u
     TestServer::start_with(db, config).await
 }
 
+/// A server mailing through `mail`, its clients, and a USER `<name>-<backend>@example.com`.
+struct LoginSetup {
+    server: TestServer,
+    auth: AuthServiceClient<Channel>,
+    users: UserServiceClient<Channel>,
+    email: String,
+    user_id: String,
+}
+
+async fn login_setup(db: &TestDb, mail: &MailServer, name: &str, lock_after_failures: u32) -> LoginSetup {
+    let server = server_with_mail(db, mail, lock_after_failures).await;
+    let (auth, users) = clients(&server).await;
+    let email = format!("{name}-{}@example.com", db.backend);
+    let user_id = server.insert_user(&server.organization_id, &email, "USER").await;
+    LoginSetup { server, auth, users, email, user_id }
+}
+
 fn start(email: &str) -> tonic::Request<StartLoginRequest> {
     let mut request = tonic::Request::new(StartLoginRequest { email: email.into(), password: None });
     request.metadata_mut().insert("user-agent", FIREFOX.parse().unwrap());
@@ -154,10 +171,7 @@ async fn a_mailed_code_logs_in_once() {
     each_backend(|db: TestDb| {
         let mail = &mail;
         async move {
-            let server = server_with_mail(&db, mail, 100).await;
-            let (mut auth, mut users) = clients(&server).await;
-            let email = format!("ada-{}@example.com", db.backend);
-            server.insert_user(&server.organization_id, &email, "USER").await;
+            let LoginSetup { server, mut auth, mut users, email, .. } = login_setup(&db, mail, "ada", 100).await;
 
             let started = auth.start_login(start(&email)).await.unwrap().into_inner();
             assert!(started.expires_at.is_some());
@@ -189,10 +203,7 @@ async fn wrong_codes_use_a_code_up_and_many_lock_the_account() {
     each_backend(|db: TestDb| {
         let mail = &mail;
         async move {
-            let server = server_with_mail(&db, mail, 7).await;
-            let (mut auth, mut users) = clients(&server).await;
-            let email = format!("grace-{}@example.com", db.backend);
-            let user_id = server.insert_user(&server.organization_id, &email, "USER").await;
+            let LoginSetup { server, mut auth, mut users, email, user_id } = login_setup(&db, mail, "grace", 7).await;
 
             // Five wrong tries use the code up: the right one no longer works.
             let first = auth.start_login(start(&email)).await.unwrap().into_inner().verification_code_id;
@@ -279,10 +290,7 @@ async fn login_sessions_are_listed_extended_and_closed() {
     each_backend(|db: TestDb| {
         let mail = &mail;
         async move {
-            let server = server_with_mail(&db, mail, 100).await;
-            let (mut auth, mut users) = clients(&server).await;
-            let email = format!("lin-{}@example.com", db.backend);
-            server.insert_user(&server.organization_id, &email, "USER").await;
+            let LoginSetup { server, mut auth, mut users, email, .. } = login_setup(&db, mail, "lin", 100).await;
             let mut seen = Vec::new();
             let (laptop, laptop_id) = log_in(&mut auth, mail, &email, &mut seen).await;
             let (phone, phone_id) = log_in(&mut auth, mail, &email, &mut seen).await;
@@ -349,10 +357,7 @@ async fn idle_and_expired_logins_and_codes_stop_working() {
     each_backend(|db: TestDb| {
         let mail = &mail;
         async move {
-            let server = server_with_mail(&db, mail, 100).await;
-            let (mut auth, mut users) = clients(&server).await;
-            let email = format!("idle-{}@example.com", db.backend);
-            server.insert_user(&server.organization_id, &email, "USER").await;
+            let LoginSetup { server, mut auth, mut users, email, .. } = login_setup(&db, mail, "idle", 100).await;
             let mut seen = Vec::new();
             let (token, login_id) = log_in(&mut auth, mail, &email, &mut seen).await;
 
@@ -431,10 +436,7 @@ async fn a_password_is_needed_before_a_code_is_sent() {
     each_backend(|db: TestDb| {
         let mail = &mail;
         async move {
-            let server = server_with_mail(&db, mail, 100).await;
-            let (mut auth, _) = clients(&server).await;
-            let email = format!("pat-{}@example.com", db.backend);
-            server.insert_user(&server.organization_id, &email, "USER").await;
+            let LoginSetup { server, mut auth, email, .. } = login_setup(&db, mail, "pat", 100).await;
             let err = portcullis::service::set_password(&server.db, &email, Some("short")).await.unwrap_err();
             assert!(matches!(err, portcullis::error::Error::InvalidArgument { .. }), "{err:?}");
             portcullis::service::set_password(&server.db, &email, Some("correct horse battery staple")).await.unwrap();
