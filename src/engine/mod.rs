@@ -226,6 +226,25 @@ impl Engine {
         }
     }
 
+    /// When a lease taken at `at` runs out: claims on rules and on resources last as long.
+    fn lease_end(&self, at: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+        at + chrono::TimeDelta::from_std(self.inner.config.lease).unwrap_or(chrono::TimeDelta::seconds(30))
+    }
+
+    /// Takes the lease on a resource for this process, so provider writes to it never
+    /// interleave across replicas. Answers false while another replica holds it.
+    async fn lease_resource(&self, resource_id: &str) -> StoreResult<bool> {
+        let at = now();
+        resource_leases::acquire(&self.inner.db, resource_id, &self.inner.owner, at, self.lease_end(at)).await
+    }
+
+    /// Gives a resource's lease back; if that fails, it simply expires.
+    async fn release_resource(&self, resource_id: &str) {
+        if let Err(err) = resource_leases::release(&self.inner.db, resource_id, &self.inner.owner).await {
+            tracing::warn!(resource_id, error = %err, "releasing resource lease failed");
+        }
+    }
+
     async fn expire_due(&self, limit: u64) -> StoreResult<u64> {
         let due = sessions::due_to_expire(&self.inner.reader, now(), limit).await?;
         let count = due.len() as u64;
@@ -237,24 +256,6 @@ impl Engine {
 }
 
 /// Completes once `stop` turns true (or its sender is gone).
-impl Engine {
-    /// Takes the lease on a resource for this process, so provider writes to it never
-    /// interleave across replicas. Answers false while another replica holds it.
-    async fn lease_resource(&self, resource_id: &str) -> StoreResult<bool> {
-        let inner = &self.inner;
-        let at = now();
-        let until = at + chrono::TimeDelta::from_std(inner.config.lease).unwrap_or(chrono::TimeDelta::seconds(30));
-        resource_leases::acquire(&inner.db, resource_id, &inner.owner, at, until).await
-    }
-
-    /// Gives a resource's lease back; if that fails, it simply expires.
-    async fn release_resource(&self, resource_id: &str) {
-        if let Err(err) = resource_leases::release(&self.inner.db, resource_id, &self.inner.owner).await {
-            tracing::warn!(resource_id, error = %err, "releasing resource lease failed");
-        }
-    }
-}
-
 pub async fn stopping(stop: &mut watch::Receiver<bool>) {
     while !*stop.borrow_and_update() {
         if stop.changed().await.is_err() {

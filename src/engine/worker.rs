@@ -78,8 +78,7 @@ async fn process_batch(engine: &Engine) -> StoreResult<usize> {
     let inner = &engine.inner;
     let token = format!("{}:{}", inner.owner, new_id());
     let at = now();
-    let lease_until = at + TimeDelta::from_std(inner.config.lease).unwrap_or(TimeDelta::seconds(30));
-    let claimed = sessions::claim_due_rules(&inner.db, &token, at, lease_until, inner.config.batch).await?;
+    let claimed = sessions::claim_due_rules(&inner.db, &token, at, engine.lease_end(at), inner.config.batch).await?;
     if claimed.is_empty() {
         return Ok(0);
     }
