@@ -139,7 +139,7 @@ impl LoginManager {
             (None, None) => user.is_some(),
         };
         if let Some(user) = user.as_ref().filter(|_| !password_ok) {
-            self.record_failure(&self.db, &user.id).await?;
+            self.record_failure(&self.db, user).await?;
         }
         let user = user.filter(|_| password_ok);
         let id = new_id();
@@ -191,16 +191,19 @@ impl LoginManager {
             None => None,
         };
         let matches = secret_matches(&code_secret(&row.id, code.trim()), &row.code_hash);
-        let Some(user) = user.filter(|user| usable && matches && !user.disabled && !user.locked) else {
-            if usable && !matches {
-                row.failed_attempts += 1;
-                queries::login_sessions::save_code(&txn, row.clone()).await?;
+        let user = match user {
+            Some(user) if usable && matches && !user.disabled && !user.locked => user,
+            refused => {
+                if usable && !matches {
+                    row.failed_attempts += 1;
+                    queries::login_sessions::save_code(&txn, row.clone()).await?;
+                }
+                if let Some(user) = &refused {
+                    self.record_failure(&txn, user).await?;
+                }
+                store::commit(txn).await?;
+                return Err(invalid_code());
             }
-            if let Some(user_id) = &row.user_id {
-                self.record_failure(&txn, user_id).await?;
-            }
-            store::commit(txn).await?;
-            return Err(invalid_code());
         };
         row.consumed_at = Some(at);
         queries::login_sessions::save_code(&txn, row.clone()).await?;
@@ -291,12 +294,12 @@ impl LoginManager {
     }
 
     /// Counts a failed login against the user; locks the account at the configured limit.
-    async fn record_failure(&self, txn: &impl sea_orm::ConnectionTrait, user_id: &str) -> Result<()> {
-        let user = queries::users::get_any(txn, user_id).await?;
+    async fn record_failure(&self, txn: &impl sea_orm::ConnectionTrait, user: &user::Model) -> Result<()> {
+        let user_id = user.id.as_str();
         let failures = user.failed_login_count.saturating_add(1);
         let lock = !user.locked && failures >= i32::try_from(self.config.lock_after_failures).unwrap_or(i32::MAX);
         let organization_id = user.organization_id.clone();
-        let mut active = user.into_active_model();
+        let mut active = user.clone().into_active_model();
         active.failed_login_count = Set(failures);
         if lock {
             active.locked = Set(true);
