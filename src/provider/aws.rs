@@ -9,7 +9,7 @@
 
 use super::{
     CheckOutcome, FirewallProvider, OwnedRule, Owner, ProviderError, RuleRef, RuleRequest, Target, fail_all, host_cidr,
-    is_owned_description, unmanaged_rule_id,
+    is_owned_description, single_host, unmanaged_rule_id,
 };
 use crate::domain::{AwsSecurityGroup, ProviderConfig};
 use async_trait::async_trait;
@@ -19,7 +19,6 @@ use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{
     Filter, IpPermission, IpRange, Ipv6Range, ResourceType, SecurityGroupRule, Tag, TagSpecification,
 };
-use ipnet::IpNet;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -151,8 +150,7 @@ where
 
 /// The single host a rule opens, if it opens exactly one.
 fn host_of(rule: &SecurityGroupRule) -> Option<IpAddr> {
-    let net: IpNet = rule.cidr_ipv4().or(rule.cidr_ipv6())?.parse().ok()?;
-    (net.prefix_len() == net.max_prefix_len()).then(|| net.addr())
+    single_host(rule.cidr_ipv4().or(rule.cidr_ipv6())?)
 }
 
 /// Whether a rule grants the resource's protocol and ports.

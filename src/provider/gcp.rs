@@ -14,7 +14,7 @@
 
 use super::{
     CheckOutcome, FirewallProvider, OWNERSHIP_MARKER, OwnedRule, ProviderError, RuleRef, RuleRequest, Target, fail_all,
-    host_cidr,
+    host_cidr, single_host,
 };
 use crate::domain::{GcpFirewall as GcpFirewallConfig, ProviderConfig};
 use async_trait::async_trait;
@@ -23,7 +23,6 @@ use google_cloud_compute_v1::model::Firewall;
 use google_cloud_compute_v1::model::firewall::{Allowed, Direction};
 use google_cloud_gax::error::rpc::{Code, StatusDetails};
 use google_cloud_lro::Poller;
-use ipnet::IpNet;
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::time::Duration;
@@ -72,13 +71,7 @@ fn is_ours(rule: &Firewall, resource_id: &str) -> bool {
 
 /// The single hosts a rule lets in.
 fn hosts_of(rule: &Firewall) -> BTreeSet<IpAddr> {
-    rule.source_ranges
-        .iter()
-        .filter_map(|range| {
-            let net: IpNet = range.parse().or_else(|_| range.parse::<IpAddr>().map(IpNet::from)).ok()?;
-            (net.prefix_len() == net.max_prefix_len()).then(|| net.addr())
-        })
-        .collect()
+    rule.source_ranges.iter().filter_map(|range| single_host(range)).collect()
 }
 
 fn config_of(target: &Target) -> Result<&GcpFirewallConfig, ProviderError> {

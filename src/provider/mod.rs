@@ -41,10 +41,6 @@ impl Owner {
             self.expires_at.to_rfc3339_opts(SecondsFormat::Secs, true)
         )
     }
-
-    pub fn expires_at_text(&self) -> String {
-        self.expires_at.to_rfc3339_opts(SecondsFormat::Secs, true)
-    }
 }
 
 /// Whether a provider-side description carries our ownership marker.
@@ -73,6 +69,14 @@ pub(crate) fn host_cidr(address: IpAddr) -> String {
         IpAddr::V4(v4) => format!("{v4}/32"),
         IpAddr::V6(v6) => format!("{v6}/128"),
     }
+}
+
+/// The host a provider range names, if it names exactly one: `a.b.c.d/32`, `x::y/128` or a bare
+/// address (GCP accepts those).
+#[cfg(any(feature = "aws", feature = "gcp"))]
+pub(crate) fn single_host(range: &str) -> Option<IpAddr> {
+    let net: ipnet::IpNet = range.parse().or_else(|_| range.parse::<IpAddr>().map(ipnet::IpNet::from)).ok()?;
+    (net.prefix_len() == net.max_prefix_len()).then(|| net.addr())
 }
 
 /// The same error for each of `count` items of a batch that failed as a whole.
