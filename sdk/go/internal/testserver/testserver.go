@@ -1,0 +1,141 @@
+// Package testserver runs the real Portcullis server binary for the SDK's live tests: a fresh
+// SQLite database, `portcullis init` for an admin API key, and `portcullis serve` on a free port.
+package testserver
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	portcullisv1 "github.com/portcullis/portcullis/sdk/go/gen/portcullis/v1"
+	"github.com/portcullis/portcullis/sdk/go/portcullis"
+)
+
+// BinaryEnv names the environment variable holding the path of the server binary.
+const BinaryEnv = "PORTCULLIS_BIN"
+
+// Server is one running server; Stop (registered as a cleanup) ends it.
+type Server struct {
+	// Addr is the server's host:port on loopback.
+	Addr string
+	// AdminKey is the API key `portcullis init` printed for admin@example.com.
+	AdminKey string
+
+	t      testing.TB
+	binary string
+	dir    string
+	cmd    *exec.Cmd
+}
+
+// Start initializes a database and starts a server on it.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	binary := os.Getenv(BinaryEnv)
+	if binary == "" {
+		t.Fatalf("%s must name the server binary (cargo build; see the README's SDK section)", BinaryEnv)
+	}
+	s := &Server{t: t, binary: binary, dir: t.TempDir()}
+	init := s.command("init", "--admin-email", "admin@example.com")
+	var stderr bytes.Buffer
+	init.Stderr = &stderr
+	key, err := init.Output()
+	if err != nil {
+		t.Fatalf("portcullis init: %v\n%s", err, stderr.String())
+	}
+	s.AdminKey = strings.TrimSpace(string(key))
+	s.Addr = freeAddr(t)
+	s.serve()
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// Restart kills the server without warning, as a crash would, and starts it again on the same
+// address and database.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.Stop()
+	s.serve()
+}
+
+// Stop kills the server.
+func (s *Server) Stop() {
+	if s.cmd != nil {
+		_ = s.cmd.Process.Kill()
+		_ = s.cmd.Wait()
+		s.cmd = nil
+	}
+}
+
+func (s *Server) serve() {
+	s.t.Helper()
+	s.cmd = s.command("serve", "--listen", s.Addr)
+	log, err := os.OpenFile(filepath.Join(s.dir, "server.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer log.Close()
+	s.cmd.Stdout, s.cmd.Stderr = log, log
+	if err := s.cmd.Start(); err != nil {
+		s.t.Fatalf("portcullis serve: %v", err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if conn, err := net.Dial("tcp", s.Addr); err == nil {
+			conn.Close()
+			return
+		}
+	}
+	logged, _ := os.ReadFile(filepath.Join(s.dir, "server.log"))
+	s.t.Fatalf("the server did not listen on %s:\n%s", s.Addr, logged)
+}
+
+func (s *Server) command(args ...string) *exec.Cmd {
+	cmd := exec.Command(s.binary, args...)
+	cmd.Dir = s.dir
+	cmd.Env = append(os.Environ(), "PORTCULLIS_DATABASE_URL=sqlite://"+filepath.Join(s.dir, "portcullis.db")+"?mode=rwc")
+	return cmd
+}
+
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listener.Close()
+	return listener.Addr().String()
+}
+
+// AssignMemoryResource creates an in-memory resource and assigns it to the admin, so that the
+// admin's sessions have a rule to apply.
+func (s *Server) AssignMemoryResource(name string) {
+	s.t.Helper()
+	client, err := portcullis.Dial(s.Addr, portcullis.WithAPIKey(s.AdminKey), portcullis.WithInsecure())
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer client.Close()
+	ctx := context.Background()
+	created, err := client.Resources.CreateResource(ctx, &portcullisv1.CreateResourceRequest{Resource: &portcullisv1.Resource{
+		Name:     name,
+		Provider: &portcullisv1.Resource_Memory{Memory: &portcullisv1.MemoryProvider{}},
+	}})
+	if err != nil {
+		s.t.Fatalf("create resource: %v", err)
+	}
+	me, err := client.Users.GetCurrentUser(ctx, &portcullisv1.GetCurrentUserRequest{})
+	if err != nil {
+		s.t.Fatalf("current user: %v", err)
+	}
+	if _, err := client.Resources.AssignResource(ctx, &portcullisv1.AssignResourceRequest{
+		ResourceId: created.GetResource().GetId(),
+		UserId:     me.GetUser().GetId(),
+	}); err != nil {
+		s.t.Fatalf("assign resource: %v", err)
+	}
+}

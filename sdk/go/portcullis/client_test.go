@@ -1,0 +1,195 @@
+package portcullis_test
+
+import (
+	"context"
+	"errors"
+	"iter"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	portcullisv1 "github.com/portcullis/portcullis/sdk/go/gen/portcullis/v1"
+	"github.com/portcullis/portcullis/sdk/go/internal/testserver"
+	"github.com/portcullis/portcullis/sdk/go/portcullis"
+)
+
+const address = "203.0.113.7"
+
+func dial(t *testing.T, srv *testserver.Server, opts ...portcullis.Option) *portcullis.Client {
+	t.Helper()
+	opts = append([]portcullis.Option{
+		portcullis.WithInsecure(),
+		portcullis.WithWatchBackoff(portcullis.Backoff{Initial: 50 * time.Millisecond, Max: 500 * time.Millisecond}),
+	}, opts...)
+	client, err := portcullis.Dial(srv.Addr, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	return client
+}
+
+func context30s(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func startSession(ctx context.Context, t *testing.T, client *portcullis.Client) *portcullisv1.Session {
+	t.Helper()
+	resp, err := client.Sessions.StartSession(ctx, &portcullisv1.StartSessionRequest{
+		Ipv4Address:   new(address),
+		DurationHours: new(uint32(1)),
+	})
+	if err != nil {
+		t.Fatalf("start session: %v", err)
+	}
+	return resp.GetSession()
+}
+
+// next pulls states until one has the wanted status, failing on an error, an end or a terminal
+// state that is not the one wanted.
+func next(t *testing.T, pull func() (*portcullisv1.Session, error, bool), want portcullisv1.SessionStatus) *portcullisv1.Session {
+	t.Helper()
+	for {
+		session, err, ok := pull()
+		switch {
+		case !ok:
+			t.Fatalf("the watch ended before %s", want)
+		case err != nil:
+			t.Fatalf("watch: %v", err)
+		case session.GetStatus() == want:
+			return session
+		case portcullis.IsTerminal(session.GetStatus()):
+			t.Fatalf("the session ended %s, waiting for %s", session.GetStatus(), want)
+		}
+	}
+}
+
+func TestSessionLifecycle(t *testing.T) {
+	srv := testserver.Start(t)
+	srv.AssignMemoryResource("staging-db")
+	client := dial(t, srv, portcullis.WithAPIKey(srv.AdminKey))
+	ctx := context30s(t)
+
+	session := startSession(ctx, t, client)
+	if session.GetStatus() != portcullisv1.SessionStatus_SESSION_STATUS_PENDING || len(session.GetResourceIps()) != 1 {
+		t.Fatalf("a new session is PENDING with one rule, got %v", session)
+	}
+
+	pull, stop := iter.Pull2(client.WatchSession(ctx, session.GetId()))
+	active := next(t, pull, portcullisv1.SessionStatus_SESSION_STATUS_ACTIVE)
+	stop()
+	rule := active.GetResourceIps()[0]
+	if rule.GetStatus() != portcullisv1.ResourceIpStatus_RESOURCE_IP_STATUS_APPLIED || rule.GetResourceName() != "staging-db" {
+		t.Fatalf("an ACTIVE session has its rule applied, got %v", rule)
+	}
+
+	stopped, err := client.Sessions.StopSession(ctx, &portcullisv1.StopSessionRequest{Id: session.GetId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stopped.GetSession().GetEndedReason() != portcullisv1.EndedReason_ENDED_REASON_MANUAL {
+		t.Fatalf("the owner's stop is MANUAL, got %v", stopped.GetSession().GetEndedReason())
+	}
+
+	// A fresh watch starts from the current state and ends by itself after CANCELLED.
+	var last *portcullisv1.Session
+	var previous uint64
+	for s, err := range client.WatchSession(ctx, session.GetId()) {
+		if err != nil {
+			t.Fatalf("watch: %v", err)
+		}
+		if s.GetRevision() <= previous {
+			t.Fatalf("revisions go forward: %d after %d", s.GetRevision(), previous)
+		}
+		previous, last = s.GetRevision(), s
+	}
+	if last.GetStatus() != portcullisv1.SessionStatus_SESSION_STATUS_CANCELLED {
+		t.Fatalf("the watch ends with CANCELLED, got %v", last.GetStatus())
+	}
+	if rule := last.GetResourceIps()[0]; rule.GetStatus() != portcullisv1.ResourceIpStatus_RESOURCE_IP_STATUS_REMOVED {
+		t.Fatalf("a CANCELLED session's rule is removed, got %v", rule.GetStatus())
+	}
+}
+
+func TestWatchSessionReconnectsAcrossARestart(t *testing.T) {
+	srv := testserver.Start(t)
+	srv.AssignMemoryResource("staging-db")
+	client := dial(t, srv, portcullis.WithAPIKey(srv.AdminKey))
+	ctx := context30s(t)
+	session := startSession(ctx, t, client)
+
+	pull, stop := iter.Pull2(client.WatchSession(ctx, session.GetId()))
+	defer stop()
+	active := next(t, pull, portcullisv1.SessionStatus_SESSION_STATUS_ACTIVE)
+
+	srv.Restart()
+	// The connection is being re-established: wait for it rather than fail fast.
+	if _, err := client.Sessions.StopSession(ctx, &portcullisv1.StopSessionRequest{Id: session.GetId()}, grpc.WaitForReady(true)); err != nil {
+		t.Fatal(err)
+	}
+
+	cancelled := next(t, pull, portcullisv1.SessionStatus_SESSION_STATUS_CANCELLED)
+	if cancelled.GetRevision() <= active.GetRevision() {
+		t.Fatalf("revision %d after %d", cancelled.GetRevision(), active.GetRevision())
+	}
+	if _, err, ok := pull(); ok {
+		t.Fatalf("the watch goes on after CANCELLED (err %v)", err)
+	}
+}
+
+func TestErrorsCarryCodeAndReason(t *testing.T) {
+	srv := testserver.Start(t)
+	srv.AssignMemoryResource("staging-db")
+	ctx := context30s(t)
+
+	anonymous := dial(t, srv)
+	_, err := anonymous.Sessions.ListSessions(ctx, &portcullisv1.ListSessionsRequest{})
+	var perr *portcullis.Error
+	if !errors.As(err, &perr) || perr.Code != codes.Unauthenticated || perr.Reason != "ERROR_REASON_MISSING_CREDENTIALS" {
+		t.Fatalf("no credentials: want Unauthenticated/MISSING_CREDENTIALS, got %v", err)
+	}
+
+	forged := dial(t, srv, portcullis.WithAPIKey("pcl_not-a-real-key"))
+	_, err = forged.Sessions.ListSessions(ctx, &portcullisv1.ListSessionsRequest{})
+	if !portcullis.HasReason(err, portcullisv1.ErrorReason_ERROR_REASON_INVALID_CREDENTIALS) {
+		t.Fatalf("unknown key: want INVALID_CREDENTIALS, got %v", err)
+	}
+
+	client := dial(t, srv, portcullis.WithAPIKey(srv.AdminKey))
+	startSession(ctx, t, client)
+	_, err = client.Sessions.StartSession(ctx, &portcullisv1.StartSessionRequest{Ipv4Address: new(address)})
+	if portcullis.Code(err) != codes.AlreadyExists || status.Code(err) != codes.AlreadyExists ||
+		!portcullis.HasReason(err, portcullisv1.ErrorReason_ERROR_REASON_SESSION_ALREADY_ACTIVE) {
+		t.Fatalf("same address twice: want AlreadyExists/SESSION_ALREADY_ACTIVE, got %v", err)
+	}
+
+	_, err = client.Resources.CreateResource(ctx, &portcullisv1.CreateResourceRequest{Resource: &portcullisv1.Resource{
+		Provider: &portcullisv1.Resource_Memory{Memory: &portcullisv1.MemoryProvider{}},
+	}})
+	if !errors.As(err, &perr) || perr.Code != codes.InvalidArgument || perr.ErrorReason() != portcullisv1.ErrorReason_ERROR_REASON_INVALID_INPUT {
+		t.Fatalf("nameless resource: want InvalidArgument/INVALID_INPUT, got %v", err)
+	}
+	if len(perr.FieldViolations) == 0 || perr.FieldViolations[0].Field != "resource.name" {
+		t.Fatalf("the BadRequest names resource.name, got %+v", perr.FieldViolations)
+	}
+
+	// A watch of a session that does not exist fails once, with the server's answer.
+	var watchErr error
+	for _, err := range client.WatchSession(ctx, "0190b8a0-0000-7000-8000-000000000000") {
+		watchErr = err
+	}
+	if portcullis.Code(watchErr) != codes.NotFound {
+		t.Fatalf("watching an unknown session: want NotFound, got %v", watchErr)
+	}
+}
+
+func TestDialRefusesAnEmptyCredential(t *testing.T) {
+	if _, err := portcullis.Dial("localhost:1", portcullis.WithBearerToken("")); err == nil {
+		t.Fatal("an empty bearer token is a configuration mistake, not an anonymous client")
+	}
+}

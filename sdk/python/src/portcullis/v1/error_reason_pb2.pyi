@@ -1,0 +1,52 @@
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from typing import ClassVar as _ClassVar
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ERROR_REASON_UNSPECIFIED: _ClassVar[ErrorReason]
+    ERROR_REASON_INVALID_INPUT: _ClassVar[ErrorReason]
+    ERROR_REASON_INVALID_IP_ADDRESS: _ClassVar[ErrorReason]
+    ERROR_REASON_DURATION_EXCEEDS_MAXIMUM: _ClassVar[ErrorReason]
+    ERROR_REASON_INVALID_PAGE_TOKEN: _ClassVar[ErrorReason]
+    ERROR_REASON_MISSING_CREDENTIALS: _ClassVar[ErrorReason]
+    ERROR_REASON_INVALID_CREDENTIALS: _ClassVar[ErrorReason]
+    ERROR_REASON_PERMISSION_MISSING: _ClassVar[ErrorReason]
+    ERROR_REASON_ADMIN_REQUIRED: _ClassVar[ErrorReason]
+    ERROR_REASON_ORGANIZATION_SUSPENDED: _ClassVar[ErrorReason]
+    ERROR_REASON_NOT_FOUND: _ClassVar[ErrorReason]
+    ERROR_REASON_ALREADY_EXISTS: _ClassVar[ErrorReason]
+    ERROR_REASON_SESSION_ALREADY_ACTIVE: _ClassVar[ErrorReason]
+    ERROR_REASON_NO_ASSIGNED_RESOURCES: _ClassVar[ErrorReason]
+    ERROR_REASON_INVALID_STATE: _ClassVar[ErrorReason]
+    ERROR_REASON_RESOURCE_IN_USE: _ClassVar[ErrorReason]
+    ERROR_REASON_ACCOUNT_LOCKED: _ClassVar[ErrorReason]
+    ERROR_REASON_VERIFICATION_FAILED: _ClassVar[ErrorReason]
+    ERROR_REASON_RATE_LIMITED: _ClassVar[ErrorReason]
+    ERROR_REASON_NOT_IMPLEMENTED: _ClassVar[ErrorReason]
+    ERROR_REASON_UNAVAILABLE: _ClassVar[ErrorReason]
+    ERROR_REASON_INTERNAL: _ClassVar[ErrorReason]
+ERROR_REASON_UNSPECIFIED: ErrorReason
+ERROR_REASON_INVALID_INPUT: ErrorReason
+ERROR_REASON_INVALID_IP_ADDRESS: ErrorReason
+ERROR_REASON_DURATION_EXCEEDS_MAXIMUM: ErrorReason
+ERROR_REASON_INVALID_PAGE_TOKEN: ErrorReason
+ERROR_REASON_MISSING_CREDENTIALS: ErrorReason
+ERROR_REASON_INVALID_CREDENTIALS: ErrorReason
+ERROR_REASON_PERMISSION_MISSING: ErrorReason
+ERROR_REASON_ADMIN_REQUIRED: ErrorReason
+ERROR_REASON_ORGANIZATION_SUSPENDED: ErrorReason
+ERROR_REASON_NOT_FOUND: ErrorReason
+ERROR_REASON_ALREADY_EXISTS: ErrorReason
+ERROR_REASON_SESSION_ALREADY_ACTIVE: ErrorReason
+ERROR_REASON_NO_ASSIGNED_RESOURCES: ErrorReason
+ERROR_REASON_INVALID_STATE: ErrorReason
+ERROR_REASON_RESOURCE_IN_USE: ErrorReason
+ERROR_REASON_ACCOUNT_LOCKED: ErrorReason
+ERROR_REASON_VERIFICATION_FAILED: ErrorReason
+ERROR_REASON_RATE_LIMITED: ErrorReason
+ERROR_REASON_NOT_IMPLEMENTED: ErrorReason
+ERROR_REASON_UNAVAILABLE: ErrorReason
+ERROR_REASON_INTERNAL: ErrorReason

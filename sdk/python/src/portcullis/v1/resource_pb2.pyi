@@ -1,0 +1,201 @@
+import datetime
+
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class CheckStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CHECK_STATUS_UNSPECIFIED: _ClassVar[CheckStatus]
+    CHECK_STATUS_OK: _ClassVar[CheckStatus]
+    CHECK_STATUS_NOT_FOUND: _ClassVar[CheckStatus]
+    CHECK_STATUS_ACCESS_DENIED: _ClassVar[CheckStatus]
+    CHECK_STATUS_UNREACHABLE: _ClassVar[CheckStatus]
+    CHECK_STATUS_UNSUPPORTED: _ClassVar[CheckStatus]
+CHECK_STATUS_UNSPECIFIED: CheckStatus
+CHECK_STATUS_OK: CheckStatus
+CHECK_STATUS_NOT_FOUND: CheckStatus
+CHECK_STATUS_ACCESS_DENIED: CheckStatus
+CHECK_STATUS_UNREACHABLE: CheckStatus
+CHECK_STATUS_UNSUPPORTED: CheckStatus
+
+class MemoryProvider(_message.Message):
+    __slots__ = ("latency_ms", "fail_addresses", "transient_failures")
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    FAIL_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    TRANSIENT_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    latency_ms: int
+    fail_addresses: _containers.RepeatedScalarFieldContainer[str]
+    transient_failures: int
+    def __init__(self, latency_ms: _Optional[int] = ..., fail_addresses: _Optional[_Iterable[str]] = ..., transient_failures: _Optional[int] = ...) -> None: ...
+
+class AwsSecurityGroup(_message.Message):
+    __slots__ = ("region", "group_id", "protocol", "from_port", "to_port", "endpoint_url", "role_arn", "max_rules")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    FROM_PORT_FIELD_NUMBER: _ClassVar[int]
+    TO_PORT_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_URL_FIELD_NUMBER: _ClassVar[int]
+    ROLE_ARN_FIELD_NUMBER: _ClassVar[int]
+    MAX_RULES_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    group_id: str
+    protocol: str
+    from_port: int
+    to_port: int
+    endpoint_url: str
+    role_arn: str
+    max_rules: int
+    def __init__(self, region: _Optional[str] = ..., group_id: _Optional[str] = ..., protocol: _Optional[str] = ..., from_port: _Optional[int] = ..., to_port: _Optional[int] = ..., endpoint_url: _Optional[str] = ..., role_arn: _Optional[str] = ..., max_rules: _Optional[int] = ...) -> None: ...
+
+class GcpFirewall(_message.Message):
+    __slots__ = ("project", "network", "protocol", "ports", "target_tags", "target_service_accounts", "priority", "endpoint_url")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_TAGS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_SERVICE_ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_URL_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    network: str
+    protocol: str
+    ports: _containers.RepeatedScalarFieldContainer[str]
+    target_tags: _containers.RepeatedScalarFieldContainer[str]
+    target_service_accounts: _containers.RepeatedScalarFieldContainer[str]
+    priority: int
+    endpoint_url: str
+    def __init__(self, project: _Optional[str] = ..., network: _Optional[str] = ..., protocol: _Optional[str] = ..., ports: _Optional[_Iterable[str]] = ..., target_tags: _Optional[_Iterable[str]] = ..., target_service_accounts: _Optional[_Iterable[str]] = ..., priority: _Optional[int] = ..., endpoint_url: _Optional[str] = ...) -> None: ...
+
+class Resource(_message.Message):
+    __slots__ = ("id", "name", "description", "memory", "aws_security_group", "gcp_firewall", "created_at", "updated_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FIELD_NUMBER: _ClassVar[int]
+    AWS_SECURITY_GROUP_FIELD_NUMBER: _ClassVar[int]
+    GCP_FIREWALL_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    description: str
+    memory: MemoryProvider
+    aws_security_group: AwsSecurityGroup
+    gcp_firewall: GcpFirewall
+    created_at: _timestamp_pb2.Timestamp
+    updated_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., memory: _Optional[_Union[MemoryProvider, _Mapping]] = ..., aws_security_group: _Optional[_Union[AwsSecurityGroup, _Mapping]] = ..., gcp_firewall: _Optional[_Union[GcpFirewall, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CreateResourceRequest(_message.Message):
+    __slots__ = ("resource",)
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    resource: Resource
+    def __init__(self, resource: _Optional[_Union[Resource, _Mapping]] = ...) -> None: ...
+
+class CreateResourceResponse(_message.Message):
+    __slots__ = ("resource",)
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    resource: Resource
+    def __init__(self, resource: _Optional[_Union[Resource, _Mapping]] = ...) -> None: ...
+
+class GetResourceRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class GetResourceResponse(_message.Message):
+    __slots__ = ("resource",)
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    resource: Resource
+    def __init__(self, resource: _Optional[_Union[Resource, _Mapping]] = ...) -> None: ...
+
+class ListResourcesRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "user_id")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    user_id: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
+
+class ListResourcesResponse(_message.Message):
+    __slots__ = ("resources", "next_page_token")
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    resources: _containers.RepeatedCompositeFieldContainer[Resource]
+    next_page_token: str
+    def __init__(self, resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UpdateResourceRequest(_message.Message):
+    __slots__ = ("resource", "update_mask")
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    resource: Resource
+    update_mask: _field_mask_pb2.FieldMask
+    def __init__(self, resource: _Optional[_Union[Resource, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+
+class UpdateResourceResponse(_message.Message):
+    __slots__ = ("resource",)
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    resource: Resource
+    def __init__(self, resource: _Optional[_Union[Resource, _Mapping]] = ...) -> None: ...
+
+class DeleteResourceRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class DeleteResourceResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AssignResourceRequest(_message.Message):
+    __slots__ = ("resource_id", "user_id")
+    RESOURCE_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    resource_id: str
+    user_id: str
+    def __init__(self, resource_id: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
+
+class AssignResourceResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class UnassignResourceRequest(_message.Message):
+    __slots__ = ("resource_id", "user_id")
+    RESOURCE_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    resource_id: str
+    user_id: str
+    def __init__(self, resource_id: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
+
+class UnassignResourceResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CheckResourceRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class CheckResourceResponse(_message.Message):
+    __slots__ = ("status", "message")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    status: CheckStatus
+    message: str
+    def __init__(self, status: _Optional[_Union[CheckStatus, str]] = ..., message: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,162 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from portcullis.v1 import resource_ip_pb2 as _resource_ip_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class SessionStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SESSION_STATUS_UNSPECIFIED: _ClassVar[SessionStatus]
+    SESSION_STATUS_PENDING: _ClassVar[SessionStatus]
+    SESSION_STATUS_ACTIVE: _ClassVar[SessionStatus]
+    SESSION_STATUS_PARTIAL: _ClassVar[SessionStatus]
+    SESSION_STATUS_FAILED: _ClassVar[SessionStatus]
+    SESSION_STATUS_EXPIRING: _ClassVar[SessionStatus]
+    SESSION_STATUS_EXPIRED: _ClassVar[SessionStatus]
+    SESSION_STATUS_CANCELLED: _ClassVar[SessionStatus]
+
+class EndedReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ENDED_REASON_UNSPECIFIED: _ClassVar[EndedReason]
+    ENDED_REASON_EXPIRED: _ClassVar[EndedReason]
+    ENDED_REASON_MANUAL: _ClassVar[EndedReason]
+    ENDED_REASON_ADMIN: _ClassVar[EndedReason]
+SESSION_STATUS_UNSPECIFIED: SessionStatus
+SESSION_STATUS_PENDING: SessionStatus
+SESSION_STATUS_ACTIVE: SessionStatus
+SESSION_STATUS_PARTIAL: SessionStatus
+SESSION_STATUS_FAILED: SessionStatus
+SESSION_STATUS_EXPIRING: SessionStatus
+SESSION_STATUS_EXPIRED: SessionStatus
+SESSION_STATUS_CANCELLED: SessionStatus
+ENDED_REASON_UNSPECIFIED: EndedReason
+ENDED_REASON_EXPIRED: EndedReason
+ENDED_REASON_MANUAL: EndedReason
+ENDED_REASON_ADMIN: EndedReason
+
+class Session(_message.Message):
+    __slots__ = ("id", "user_id", "user_name", "user_email", "ipv4_address", "ipv6_address", "status", "started_at", "expires_at", "ended_at", "ended_reason", "resource_ips", "created_at", "revision", "organization_id")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_NAME_FIELD_NUMBER: _ClassVar[int]
+    USER_EMAIL_FIELD_NUMBER: _ClassVar[int]
+    IPV4_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    IPV6_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    ENDED_AT_FIELD_NUMBER: _ClassVar[int]
+    ENDED_REASON_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_IPS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    user_id: str
+    user_name: str
+    user_email: str
+    ipv4_address: str
+    ipv6_address: str
+    status: SessionStatus
+    started_at: _timestamp_pb2.Timestamp
+    expires_at: _timestamp_pb2.Timestamp
+    ended_at: _timestamp_pb2.Timestamp
+    ended_reason: EndedReason
+    resource_ips: _containers.RepeatedCompositeFieldContainer[_resource_ip_pb2.ResourceIp]
+    created_at: _timestamp_pb2.Timestamp
+    revision: int
+    organization_id: str
+    def __init__(self, id: _Optional[str] = ..., user_id: _Optional[str] = ..., user_name: _Optional[str] = ..., user_email: _Optional[str] = ..., ipv4_address: _Optional[str] = ..., ipv6_address: _Optional[str] = ..., status: _Optional[_Union[SessionStatus, str]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_reason: _Optional[_Union[EndedReason, str]] = ..., resource_ips: _Optional[_Iterable[_Union[_resource_ip_pb2.ResourceIp, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revision: _Optional[int] = ..., organization_id: _Optional[str] = ...) -> None: ...
+
+class StartSessionRequest(_message.Message):
+    __slots__ = ("duration_hours", "ipv4_address", "ipv6_address")
+    DURATION_HOURS_FIELD_NUMBER: _ClassVar[int]
+    IPV4_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    IPV6_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    duration_hours: int
+    ipv4_address: str
+    ipv6_address: str
+    def __init__(self, duration_hours: _Optional[int] = ..., ipv4_address: _Optional[str] = ..., ipv6_address: _Optional[str] = ...) -> None: ...
+
+class StartSessionResponse(_message.Message):
+    __slots__ = ("session",)
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    session: Session
+    def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ...) -> None: ...
+
+class GetSessionRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class GetSessionResponse(_message.Message):
+    __slots__ = ("session",)
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    session: Session
+    def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ...) -> None: ...
+
+class ListSessionsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "statuses", "user_id")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    STATUSES_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    statuses: _containers.RepeatedScalarFieldContainer[SessionStatus]
+    user_id: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., statuses: _Optional[_Iterable[_Union[SessionStatus, str]]] = ..., user_id: _Optional[str] = ...) -> None: ...
+
+class ListSessionsResponse(_message.Message):
+    __slots__ = ("sessions", "next_page_token")
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    sessions: _containers.RepeatedCompositeFieldContainer[Session]
+    next_page_token: str
+    def __init__(self, sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class StopSessionRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class StopSessionResponse(_message.Message):
+    __slots__ = ("session",)
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    session: Session
+    def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ...) -> None: ...
+
+class ExtendSessionRequest(_message.Message):
+    __slots__ = ("id", "additional_hours")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ADDITIONAL_HOURS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    additional_hours: int
+    def __init__(self, id: _Optional[str] = ..., additional_hours: _Optional[int] = ...) -> None: ...
+
+class ExtendSessionResponse(_message.Message):
+    __slots__ = ("session",)
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    session: Session
+    def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ...) -> None: ...
+
+class WatchSessionRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class WatchSessionResponse(_message.Message):
+    __slots__ = ("session",)
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    session: Session
+    def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,98 @@
+"""The synchronous client against a live server."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from conftest import Server
+
+import portcullis
+from portcullis.v1 import error_reason_pb2, resource_ip_pb2, resource_pb2, session_pb2
+
+ADDRESS = "203.0.113.7"
+FAST = portcullis.Backoff(initial=0.05, maximum=0.5)
+
+
+def client_for(server: Server, api_key: str | None = None) -> portcullis.Client:
+    return portcullis.Client(server.addr, api_key=api_key, insecure=True, watch_backoff=FAST)
+
+
+def start(client: portcullis.Client) -> session_pb2.Session:
+    request = session_pb2.StartSessionRequest(ipv4_address=ADDRESS, duration_hours=1)
+    return client.sessions.StartSession(request).session
+
+
+def test_session_lifecycle(server: Server) -> None:
+    with client_for(server, api_key=server.admin_key) as client:
+        session = start(client)
+        assert session.status == session_pb2.SESSION_STATUS_PENDING
+        assert len(session.resource_ips) == 1
+
+        for state in client.watch_session(session.id):
+            if state.status == session_pb2.SESSION_STATUS_ACTIVE:
+                break
+            assert not portcullis.is_terminal(state.status), state
+        assert state.resource_ips[0].status == resource_ip_pb2.RESOURCE_IP_STATUS_APPLIED
+        assert state.resource_ips[0].resource_name == "staging-db"
+
+        stopped = client.sessions.StopSession(session_pb2.StopSessionRequest(id=session.id)).session
+        assert stopped.ended_reason == session_pb2.ENDED_REASON_MANUAL
+
+        # A fresh watch starts from the current state and ends by itself after CANCELLED.
+        states = list(client.watch_session(session.id))
+        revisions = [s.revision for s in states]
+        assert revisions == sorted(set(revisions))
+        assert states[-1].status == session_pb2.SESSION_STATUS_CANCELLED
+        assert states[-1].resource_ips[0].status == resource_ip_pb2.RESOURCE_IP_STATUS_REMOVED
+
+
+def test_watch_reconnects_across_a_restart(server: Server) -> None:
+    with client_for(server, api_key=server.admin_key) as client:
+        session = start(client)
+        watch = client.watch_session(session.id)
+        active = next(s for s in watch if s.status == session_pb2.SESSION_STATUS_ACTIVE)
+
+        server.restart()
+        # The channel is reconnecting: wait for it rather than fail fast.
+        client.sessions.StopSession(session_pb2.StopSessionRequest(id=session.id), wait_for_ready=True, timeout=30)
+
+        rest = list(watch)
+        assert rest, "the watch ended without the stop"
+        assert rest[-1].status == session_pb2.SESSION_STATUS_CANCELLED
+        assert all(s.revision > active.revision for s in rest)
+
+
+def test_errors_carry_code_and_reason(server: Server) -> None:
+    with client_for(server) as anonymous:
+        with pytest.raises(portcullis.Unauthenticated) as missing:
+            anonymous.sessions.ListSessions(session_pb2.ListSessionsRequest())
+        assert missing.value.reason == "ERROR_REASON_MISSING_CREDENTIALS"
+        assert missing.value.code == grpc.StatusCode.UNAUTHENTICATED
+
+    with client_for(server, api_key="pcl_not-a-real-key") as forged:
+        with pytest.raises(portcullis.Unauthenticated) as invalid:
+            forged.sessions.ListSessions(session_pb2.ListSessionsRequest())
+        assert invalid.value.error_reason == error_reason_pb2.ERROR_REASON_INVALID_CREDENTIALS
+
+    with client_for(server, api_key=server.admin_key) as client:
+        start(client)
+        with pytest.raises(portcullis.AlreadyExists) as duplicate:
+            start(client)
+        assert duplicate.value.reason == "ERROR_REASON_SESSION_ALREADY_ACTIVE"
+
+        with pytest.raises(portcullis.InvalidArgument) as bad:
+            client.resources.CreateResource(
+                resource_pb2.CreateResourceRequest(resource=resource_pb2.Resource(memory=resource_pb2.MemoryProvider()))
+            )
+        assert bad.value.reason == "ERROR_REASON_INVALID_INPUT"
+        assert [v.field for v in bad.value.field_violations] == ["resource.name"]
+
+        with pytest.raises(portcullis.NotFound):
+            list(client.watch_session("0190b8a0-0000-7000-8000-000000000000"))
+
+
+def test_credentials_are_checked_before_any_call() -> None:
+    with pytest.raises(ValueError):
+        portcullis.Client("localhost:1", api_key="", insecure=True)
+    with pytest.raises(ValueError):
+        portcullis.Client("localhost:1", api_key="pcl_x", bearer_token="t", insecure=True)
