@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: unit and integration tests on SQLite and on a throwaway PostgreSQL
 # (started here unless PORTCULLIS_TEST_DATABASE_URL is already set), then the README's grpcurl
-# walkthrough against a live server. The AWS provider tests run against moto's EC2 server (started
-# here unless PORTCULLIS_TEST_MOTO_URL is set). Installs grpcurl, PostgreSQL and moto when missing.
+# walkthrough and the Go and Python SDKs' live tests against the server binary. The AWS provider
+# tests run against moto's EC2 server (started here unless PORTCULLIS_TEST_MOTO_URL is set).
+# Installs grpcurl, PostgreSQL, moto and the SDKs' dependencies when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,3 +28,4 @@ echo "moto (EC2) for tests: $PORTCULLIS_TEST_MOTO_URL"
 
 cargo test --all-targets
 scripts/grpcurl-smoke.sh "${CARGO_TARGET_DIR:-target}/debug/portcullis"
+scripts/sdk-tests.sh "${CARGO_TARGET_DIR:-target}/debug/portcullis"
