@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/status"
 
 	portcullisv1 "github.com/portcullis/portcullis/sdk/go/gen/portcullis/v1"
@@ -23,6 +25,10 @@ func dial(t *testing.T, srv *testserver.Server, opts ...portcullis.Option) *port
 	opts = append([]portcullis.Option{
 		portcullis.WithInsecure(),
 		portcullis.WithWatchBackoff(portcullis.Backoff{Initial: 50 * time.Millisecond, Max: 500 * time.Millisecond}),
+		// Reconnect to a restarted server quickly rather than after grpc's default second.
+		portcullis.WithDialOptions(grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, MaxDelay: 500 * time.Millisecond},
+		})),
 	}, opts...)
 	client, err := portcullis.Dial(srv.Addr, opts...)
 	if err != nil {
@@ -30,6 +36,16 @@ func dial(t *testing.T, srv *testserver.Server, opts ...portcullis.Option) *port
 	}
 	t.Cleanup(func() { client.Close() })
 	return client
+}
+
+func waitForReady(ctx context.Context, t *testing.T, conn *grpc.ClientConn) {
+	t.Helper()
+	conn.Connect()
+	for state := conn.GetState(); state != connectivity.Ready; state = conn.GetState() {
+		if !conn.WaitForStateChange(ctx, state) {
+			t.Fatalf("the connection did not come back: %v", state)
+		}
+	}
 }
 
 func context30s(t *testing.T) context.Context {
@@ -128,17 +144,31 @@ func TestWatchSessionReconnectsAcrossARestart(t *testing.T) {
 	active := next(t, pull, portcullisv1.SessionStatus_SESSION_STATUS_ACTIVE)
 
 	srv.Restart()
-	// The connection is being re-established: wait for it rather than fail fast.
-	if _, err := client.Sessions.StopSession(ctx, &portcullisv1.StopSessionRequest{Id: session.GetId()}, grpc.WaitForReady(true)); err != nil {
+	// Once the connection is back and the watch's backoff (≤ 500 ms) has passed, the watch has
+	// reconnected and been sent ACTIVE again, which it must not yield a second time.
+	waitForReady(ctx, t, client.Conn())
+	time.Sleep(time.Second)
+	if _, err := client.Sessions.StopSession(ctx, &portcullisv1.StopSessionRequest{Id: session.GetId()}); err != nil {
 		t.Fatal(err)
 	}
 
-	cancelled := next(t, pull, portcullisv1.SessionStatus_SESSION_STATUS_CANCELLED)
-	if cancelled.GetRevision() <= active.GetRevision() {
-		t.Fatalf("revision %d after %d", cancelled.GetRevision(), active.GetRevision())
+	previous := active.GetRevision()
+	var last *portcullisv1.Session
+	for {
+		session, err, ok := pull()
+		if !ok {
+			break
+		}
+		if err != nil {
+			t.Fatalf("watch: %v", err)
+		}
+		if session.GetRevision() <= previous {
+			t.Fatalf("revision %d (%s) yielded after %d", session.GetRevision(), session.GetStatus(), previous)
+		}
+		previous, last = session.GetRevision(), session
 	}
-	if _, err, ok := pull(); ok {
-		t.Fatalf("the watch goes on after CANCELLED (err %v)", err)
+	if last.GetStatus() != portcullisv1.SessionStatus_SESSION_STATUS_CANCELLED {
+		t.Fatalf("the watch ends with CANCELLED, got %v", last)
 	}
 }
 

@@ -8,16 +8,18 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
 	portcullisv1 "github.com/portcullis/portcullis/sdk/go/gen/portcullis/v1"
 )
 
 // WatchSession yields the session as it is now and after every change, and stops after a
-// terminal state (FAILED, EXPIRED or CANCELLED) has been yielded. When the connection breaks
-// (UNAVAILABLE, or the stream ends early) it reconnects with backoff and carries on; the server
-// resends the current state, and states not newer than the last one yielded are skipped.
-// Any other error is yielded once, as the last element. Breaking out of the loop ends the watch.
+// terminal state (FAILED, EXPIRED or CANCELLED) has been yielded. When the stream breaks
+// (UNAVAILABLE, or an early end) it waits for the connection, retries with backoff and carries
+// on; the server resends the current state, and states not newer than the last one yielded are
+// skipped. Any other error, or the context's, is yielded once, as the last element. Breaking out
+// of the loop ends the watch.
 func (c *Client) WatchSession(ctx context.Context, id string) iter.Seq2[*portcullisv1.Session, error] {
 	return func(yield func(*portcullisv1.Session, error) bool) {
 		ctx, cancel := context.WithCancel(ctx)
@@ -56,7 +58,9 @@ var errWatchDone = errors.New("watch done")
 // watchOnce follows one stream. It returns errWatchDone when the watch is over, nil when the
 // stream ended before a terminal state (a server shutting down), or the stream's error.
 func (c *Client) watchOnce(ctx context.Context, id string, lastRevision *uint64, yield func(*portcullisv1.Session) bool) error {
-	stream, err := c.Sessions.WatchSession(ctx, &portcullisv1.WatchSessionRequest{Id: id})
+	// Waiting for the connection (rather than failing fast while it is re-established) lets the
+	// channel's own reconnection pace a server outage.
+	stream, err := c.Sessions.WatchSession(ctx, &portcullisv1.WatchSessionRequest{Id: id}, grpc.WaitForReady(true))
 	if err != nil {
 		return err
 	}
