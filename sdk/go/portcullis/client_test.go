@@ -10,7 +10,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/status"
 
 	portcullisv1 "github.com/portcullis/portcullis/sdk/go/gen/portcullis/v1"
@@ -36,16 +35,6 @@ func dial(t *testing.T, srv *testserver.Server, opts ...portcullis.Option) *port
 	}
 	t.Cleanup(func() { client.Close() })
 	return client
-}
-
-func waitForReady(ctx context.Context, t *testing.T, conn *grpc.ClientConn) {
-	t.Helper()
-	conn.Connect()
-	for state := conn.GetState(); state != connectivity.Ready; state = conn.GetState() {
-		if !conn.WaitForStateChange(ctx, state) {
-			t.Fatalf("the connection did not come back: %v", state)
-		}
-	}
 }
 
 func context30s(t *testing.T) context.Context {
@@ -144,28 +133,40 @@ func TestWatchSessionReconnectsAcrossARestart(t *testing.T) {
 	active := next(t, pull, portcullisv1.SessionStatus_SESSION_STATUS_ACTIVE)
 
 	srv.Restart()
-	// Once the connection is back and the watch's backoff (≤ 500 ms) has passed, the watch has
-	// reconnected and been sent ACTIVE again, which it must not yield a second time.
-	waitForReady(ctx, t, client.Conn())
-	time.Sleep(time.Second)
-	if _, err := client.Sessions.StopSession(ctx, &portcullisv1.StopSessionRequest{Id: session.GetId()}); err != nil {
+	// The next state is awaited in the background, so the watch notices the broken stream and
+	// reconnects now; the server then resends ACTIVE, which must not be yielded a second time.
+	type pulled struct {
+		session *portcullisv1.Session
+		err     error
+		ok      bool
+	}
+	afterRestart := make(chan pulled, 1)
+	go func() {
+		session, err, ok := pull()
+		afterRestart <- pulled{session, err, ok}
+	}()
+	time.Sleep(time.Second) // reconnection takes well under this with the test's backoff
+	if _, err := client.Sessions.StopSession(ctx, &portcullisv1.StopSessionRequest{Id: session.GetId()}, grpc.WaitForReady(true)); err != nil {
 		t.Fatal(err)
 	}
 
-	previous := active.GetRevision()
-	var last *portcullisv1.Session
-	for {
-		session, err, ok := pull()
-		if !ok {
-			break
-		}
-		if err != nil {
-			t.Fatalf("watch: %v", err)
-		}
+	first := <-afterRestart
+	if !first.ok || first.err != nil {
+		t.Fatalf("the watch ended after the restart: %v", first.err)
+	}
+	previous, last := active.GetRevision(), first.session
+	for session := first.session; ; {
 		if session.GetRevision() <= previous {
 			t.Fatalf("revision %d (%s) yielded after %d", session.GetRevision(), session.GetStatus(), previous)
 		}
 		previous, last = session.GetRevision(), session
+		var err error
+		var ok bool
+		if session, err, ok = pull(); !ok {
+			break
+		} else if err != nil {
+			t.Fatalf("watch: %v", err)
+		}
 	}
 	if last.GetStatus() != portcullisv1.SessionStatus_SESSION_STATUS_CANCELLED {
 		t.Fatalf("the watch ends with CANCELLED, got %v", last)
