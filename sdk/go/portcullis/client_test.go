@@ -150,23 +150,16 @@ func TestWatchSessionReconnectsAcrossARestart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	first := <-afterRestart
-	if !first.ok || first.err != nil {
-		t.Fatalf("the watch ended after the restart: %v", first.err)
-	}
-	previous, last := active.GetRevision(), first.session
-	for session := first.session; ; {
-		if session.GetRevision() <= previous {
-			t.Fatalf("revision %d (%s) yielded after %d", session.GetRevision(), session.GetStatus(), previous)
+	previous, last := active.GetRevision(), (*portcullisv1.Session)(nil)
+	for state := <-afterRestart; state.ok; {
+		if state.err != nil {
+			t.Fatalf("watch: %v", state.err)
 		}
-		previous, last = session.GetRevision(), session
-		var err error
-		var ok bool
-		if session, err, ok = pull(); !ok {
-			break
-		} else if err != nil {
-			t.Fatalf("watch: %v", err)
+		if state.session.GetRevision() <= previous {
+			t.Fatalf("revision %d (%s) yielded after %d", state.session.GetRevision(), state.session.GetStatus(), previous)
 		}
+		previous, last = state.session.GetRevision(), state.session
+		state.session, state.err, state.ok = pull()
 	}
 	if last.GetStatus() != portcullisv1.SessionStatus_SESSION_STATUS_CANCELLED {
 		t.Fatalf("the watch ends with CANCELLED, got %v", last)
