@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 from conftest import Server
+from test_client import FAST, FAST_RECONNECT
 
 import portcullis
 import portcullis.aio
@@ -34,27 +35,31 @@ def test_session_lifecycle(server: Server) -> None:
 
 
 def test_watch_reconnects_across_a_restart(server: Server) -> None:
-    async def scenario() -> list[session_pb2.Session]:
-        backoff = portcullis.Backoff(initial=0.05, maximum=0.5)
+    async def scenario() -> tuple[session_pb2.Session, list[session_pb2.Session]]:
         async with portcullis.aio.Client(
-            server.addr, api_key=server.admin_key, insecure=True, watch_backoff=backoff
+            server.addr, api_key=server.admin_key, insecure=True, watch_backoff=FAST, options=FAST_RECONNECT
         ) as client:
             request = session_pb2.StartSessionRequest(ipv4_address=ADDRESS)
             session = (await client.sessions.StartSession(request)).session
-            states = []
-            async for state in client.watch_session(session.id):
-                states.append(state)
-                if state.status == session_pb2.SESSION_STATUS_ACTIVE:
-                    await asyncio.to_thread(server.restart)
-                    await client.sessions.StopSession(
-                        session_pb2.StopSessionRequest(id=session.id), wait_for_ready=True, timeout=30
-                    )
-            return states
+            watch = client.watch_session(session.id)
+            active = await anext(watch)
+            while active.status != session_pb2.SESSION_STATUS_ACTIVE:
+                active = await anext(watch)
 
-    states = asyncio.run(scenario())
-    assert states[-1].status == session_pb2.SESSION_STATUS_CANCELLED
+            await asyncio.to_thread(server.restart)
+            # Awaiting the next state now makes the watch reconnect at once; the server then
+            # resends ACTIVE, which must not be yielded a second time.
+            after_restart = asyncio.ensure_future(anext(watch))
+            await asyncio.sleep(1)  # reconnection takes well under this with the test's backoff
+            await client.sessions.StopSession(
+                session_pb2.StopSessionRequest(id=session.id), wait_for_ready=True, timeout=30
+            )
+            return active, [await after_restart, *[state async for state in watch]]
+
+    active, states = asyncio.run(scenario())
     revisions = [s.revision for s in states]
-    assert revisions == sorted(set(revisions))
+    assert revisions == sorted(set(revisions)) and revisions[0] > active.revision, revisions
+    assert states[-1].status == session_pb2.SESSION_STATUS_CANCELLED
 
 
 def test_errors_carry_code_and_reason(server: Server) -> None:

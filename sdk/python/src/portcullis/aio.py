@@ -48,7 +48,8 @@ class Client:
     ) -> None:
         """Connect to ``target`` over TLS (system roots unless ``credentials``), or in plaintext
         with ``insecure=True`` for a local server. ``api_key`` or ``bearer_token`` authenticates."""
-        interceptors = [_Interceptor(credential_metadata(api_key, bearer_token))]
+        metadata = credential_metadata(api_key, bearer_token)
+        interceptors: list[aio.ClientInterceptor] = [_UnaryInterceptor(metadata), _StreamInterceptor(metadata)]
         if insecure:
             self.channel = aio.insecure_channel(target, options=options, interceptors=interceptors)
         else:
@@ -66,11 +67,14 @@ class Client:
 
     async def watch_session(self, session_id: str) -> AsyncIterator[session_pb2.Session]:
         """Yield the session as it is now and after every change, ending after a terminal state
-        (FAILED, EXPIRED, CANCELLED). A broken connection is re-established with backoff; states
-        already yielded are not yielded again. Other errors are raised."""
+        (FAILED, EXPIRED, CANCELLED). When the stream breaks (UNAVAILABLE or an early end) it waits
+        for the connection, retries with backoff and carries on; the server resends the current
+        state, and states not newer than the last one yielded are skipped. Other errors raise."""
         revisions, delays = Revisions(), self._watch_backoff.delays()
         while True:
-            call = self.sessions.WatchSession(session_pb2.WatchSessionRequest(id=session_id))
+            # Waiting for the connection, rather than failing fast while it is re-established,
+            # lets the channel's own reconnection pace a server outage.
+            call = self.sessions.WatchSession(session_pb2.WatchSessionRequest(id=session_id), wait_for_ready=True)
             try:
                 async for response in call:
                     delays.reset()
@@ -99,8 +103,8 @@ def _mapped(error: aio.AioRpcError) -> PortcullisError:
     return from_status(error.code(), error.details() or "", error.trailing_metadata())
 
 
-class _Interceptor(aio.UnaryUnaryClientInterceptor, aio.UnaryStreamClientInterceptor):
-    """Adds the credentials to every call and turns failures into PortcullisError."""
+class _Credentials:
+    """Adds the credentials to every call's metadata."""
 
     def __init__(self, metadata: Sequence[tuple[str, str]]) -> None:
         self._metadata = metadata
@@ -114,6 +118,11 @@ class _Interceptor(aio.UnaryUnaryClientInterceptor, aio.UnaryStreamClientInterce
             wait_for_ready=details.wait_for_ready,
         )
 
+
+# grpc.aio files each interceptor under one kind of call only, hence one class per kind.
+class _UnaryInterceptor(_Credentials, aio.UnaryUnaryClientInterceptor):
+    """Authenticates unary calls and turns their failures into PortcullisError."""
+
     async def intercept_unary_unary(
         self, continuation: Callable[[aio.ClientCallDetails, Any], Any], details: aio.ClientCallDetails, request: Any
     ) -> Any:
@@ -123,6 +132,10 @@ class _Interceptor(aio.UnaryUnaryClientInterceptor, aio.UnaryStreamClientInterce
         except aio.AioRpcError as error:
             raise _mapped(error) from None
         return call
+
+
+class _StreamInterceptor(_Credentials, aio.UnaryStreamClientInterceptor):
+    """Authenticates server-streaming calls and turns their failures into PortcullisError."""
 
     async def intercept_unary_stream(
         self, continuation: Callable[[aio.ClientCallDetails, Any], Any], details: aio.ClientCallDetails, request: Any

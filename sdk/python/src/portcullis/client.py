@@ -65,11 +65,14 @@ class Client:
 
     def watch_session(self, session_id: str) -> Iterator[session_pb2.Session]:
         """Yield the session as it is now and after every change, ending after a terminal state
-        (FAILED, EXPIRED, CANCELLED). A broken connection is re-established with backoff; states
-        already yielded are not yielded again. Other errors are raised."""
+        (FAILED, EXPIRED, CANCELLED). When the stream breaks (UNAVAILABLE or an early end) it waits
+        for the connection, retries with backoff and carries on; the server resends the current
+        state, and states not newer than the last one yielded are skipped. Other errors raise."""
         revisions, delays = Revisions(), self._watch_backoff.delays()
         while True:
-            call = self.sessions.WatchSession(session_pb2.WatchSessionRequest(id=session_id))
+            # Waiting for the connection, rather than failing fast while it is re-established,
+            # lets the channel's own reconnection pace a server outage.
+            call = self.sessions.WatchSession(session_pb2.WatchSessionRequest(id=session_id), wait_for_ready=True)
             try:
                 for response in call:
                     delays.reset()
