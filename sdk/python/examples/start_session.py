@@ -10,7 +10,7 @@ import os
 import sys
 
 import portcullis
-from portcullis.v1 import session_pb2
+from portcullis.v1 import resource_ip_pb2, session_pb2
 
 
 def main() -> int:
@@ -39,7 +39,8 @@ def main() -> int:
         for state in client.watch_session(session.id):
             print(session_pb2.SessionStatus.Name(state.status))
             for rule in state.resource_ips:
-                print(f"  {rule.resource_name} {rule.ip_address} {rule.status} {rule.error_message}")
+                status = resource_ip_pb2.ResourceIpStatus.Name(rule.status)
+                print(f"  {rule.resource_name} {rule.ip_address} {status} {rule.error_message}")
             if state.status in (session_pb2.SESSION_STATUS_ACTIVE, session_pb2.SESSION_STATUS_PARTIAL):
                 print(f"open until {state.expires_at.ToDatetime().isoformat()}Z")
                 if args.stop:
