@@ -37,10 +37,13 @@ func dial(t *testing.T, srv *testserver.Server, opts ...portcullis.Option) *port
 	return client
 }
 
-func context30s(t *testing.T) context.Context {
+// startAsAdmin starts a server whose admin has a memory resource, and dials it as the admin.
+func startAsAdmin(t *testing.T) (*testserver.Server, *portcullis.Client, context.Context) {
+	srv := testserver.Start(t)
+	srv.AssignMemoryResource("staging-db")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
-	return ctx
+	return srv, dial(t, srv, portcullis.WithAPIKey(srv.AdminKey)), ctx
 }
 
 func startSession(ctx context.Context, t *testing.T, client *portcullis.Client) *portcullisv1.Session {
@@ -75,10 +78,7 @@ func next(t *testing.T, pull func() (*portcullisv1.Session, error, bool), want p
 }
 
 func TestSessionLifecycle(t *testing.T) {
-	srv := testserver.Start(t)
-	srv.AssignMemoryResource("staging-db")
-	client := dial(t, srv, portcullis.WithAPIKey(srv.AdminKey))
-	ctx := context30s(t)
+	_, client, ctx := startAsAdmin(t)
 
 	session := startSession(ctx, t, client)
 	if session.GetStatus() != portcullisv1.SessionStatus_SESSION_STATUS_PENDING || len(session.GetResourceIps()) != 1 {
@@ -122,10 +122,7 @@ func TestSessionLifecycle(t *testing.T) {
 }
 
 func TestWatchSessionReconnectsAcrossARestart(t *testing.T) {
-	srv := testserver.Start(t)
-	srv.AssignMemoryResource("staging-db")
-	client := dial(t, srv, portcullis.WithAPIKey(srv.AdminKey))
-	ctx := context30s(t)
+	srv, client, ctx := startAsAdmin(t)
 	session := startSession(ctx, t, client)
 
 	pull, stop := iter.Pull2(client.WatchSession(ctx, session.GetId()))
@@ -167,9 +164,7 @@ func TestWatchSessionReconnectsAcrossARestart(t *testing.T) {
 }
 
 func TestErrorsCarryCodeAndReason(t *testing.T) {
-	srv := testserver.Start(t)
-	srv.AssignMemoryResource("staging-db")
-	ctx := context30s(t)
+	srv, client, ctx := startAsAdmin(t)
 
 	anonymous := dial(t, srv)
 	_, err := anonymous.Sessions.ListSessions(ctx, &portcullisv1.ListSessionsRequest{})
@@ -184,7 +179,6 @@ func TestErrorsCarryCodeAndReason(t *testing.T) {
 		t.Fatalf("unknown key: want INVALID_CREDENTIALS, got %v", err)
 	}
 
-	client := dial(t, srv, portcullis.WithAPIKey(srv.AdminKey))
 	startSession(ctx, t, client)
 	_, err = client.Sessions.StartSession(ctx, &portcullisv1.StartSessionRequest{Ipv4Address: new(address)})
 	if portcullis.Code(err) != codes.AlreadyExists || status.Code(err) != codes.AlreadyExists ||

@@ -98,8 +98,13 @@ def test_errors_carry_code_and_reason(server: Server) -> None:
         assert bad.value.reason == "ERROR_REASON_INVALID_INPUT"
         assert [v.field for v in bad.value.field_violations] == ["resource.name"]
 
+        unknown = "0190b8a0-0000-7000-8000-000000000000"
         with pytest.raises(portcullis.NotFound):
-            list(client.watch_session("0190b8a0-0000-7000-8000-000000000000"))
+            list(client.watch_session(unknown))
+        future = client.sessions.GetSession.future(session_pb2.GetSessionRequest(id=unknown))
+        assert isinstance(future.exception(timeout=30), portcullis.NotFound)
+        with pytest.raises(portcullis.NotFound):
+            future.result()
 
 
 def test_credentials_are_checked_before_any_call() -> None:

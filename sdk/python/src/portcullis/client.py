@@ -26,7 +26,7 @@ class Client:
     """Client holds one channel to a Portcullis server and a stub for each of its services.
 
     Every call carries the credentials as metadata and raises a ``PortcullisError`` subclass
-    on failure. Calls through a stub's ``.future()`` complete before it returns.
+    on failure (from ``.result()`` for a stub's ``.future()``).
 
     >>> with Client("localhost:50051", api_key=key, insecure=True) as client:
     ...     session = client.sessions.StartSession(StartSessionRequest()).session
@@ -124,26 +124,32 @@ class _Interceptor(
     def intercept_unary_unary(
         self, continuation: Callable[[grpc.ClientCallDetails, Any], Any], details: grpc.ClientCallDetails, request: Any
     ) -> Any:
-        outcome = continuation(_CallDetails(details, self._metadata), request)
-        try:
-            outcome.result()
-        except grpc.RpcError as error:
-            raise _mapped(error) from None
-        return outcome
+        return _MappedCall(continuation(_CallDetails(details, self._metadata), request))
 
     def intercept_unary_stream(
         self, continuation: Callable[[grpc.ClientCallDetails, Any], Any], details: grpc.ClientCallDetails, request: Any
     ) -> Any:
-        return _MappedStream(continuation(_CallDetails(details, self._metadata), request))
+        return _MappedCall(continuation(_CallDetails(details, self._metadata), request))
 
 
-class _MappedStream:
-    """A server stream whose failure surfaces as PortcullisError; everything else is the call's."""
+class _MappedCall:
+    """A call whose failure surfaces as PortcullisError, whether read as a unary outcome or
+    future (``result``, ``exception``) or as a server stream; everything else is the call's."""
 
     def __init__(self, call: Any) -> None:
         self._call = call
 
-    def __iter__(self) -> _MappedStream:
+    def result(self, timeout: float | None = None) -> Any:
+        try:
+            return self._call.result(timeout)
+        except grpc.RpcError as error:
+            raise _mapped(error) from None
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        error = self._call.exception(timeout)
+        return _mapped(error) if isinstance(error, grpc.RpcError) else error
+
+    def __iter__(self) -> _MappedCall:
         return self
 
     def __next__(self) -> Any:
