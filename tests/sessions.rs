@@ -6,6 +6,7 @@ use common::{Fixture, TestDb, TestServer, each_backend, reason, violated_fields,
 use portcullis::domain::Permission;
 use portcullis::pb::v1::organization_service_client::OrganizationServiceClient;
 use portcullis::pb::v1::resource_ip_service_client::ResourceIpServiceClient;
+use portcullis::pb::v1::session_service_client::SessionServiceClient;
 use portcullis::pb::v1::*;
 use prost_types::FieldMask;
 use std::net::IpAddr;
@@ -585,6 +586,47 @@ async fn a_reconnecting_watcher_misses_nothing() {
         f.server.stop().await;
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_watch_on_one_replica_sees_changes_made_on_another() {
+    // Replicas share a database only on PostgreSQL.
+    let Ok(url) = std::env::var("PORTCULLIS_TEST_DATABASE_URL") else {
+        eprintln!("PORTCULLIS_TEST_DATABASE_URL is not set: replicas not tested");
+        return;
+    };
+    let db = TestDb::postgres(&url).await;
+    let mut f = Fixture::new(&db).await;
+    f.resource("db", MemoryProvider::default()).await;
+    let key = f.user_key.clone();
+    let session = f.start(&key, Some(IPV4), None).await.unwrap();
+    let active = f.watch_until(&key, &session.id, SessionStatus::Active).await.pop().unwrap();
+
+    let other = f.server.replica(&db).await;
+    let mut other_sessions = SessionServiceClient::new(other.channel().await);
+    let watch = with_key(WatchSessionRequest { id: session.id.clone() }, &key);
+    let mut stream = other_sessions.watch_session(watch).await.unwrap().into_inner();
+    let mut next = async || {
+        let message = tokio::time::timeout(Duration::from_secs(10), stream.message()).await;
+        message.expect("the other replica's watch heard of the change").unwrap().map(|m| m.session.unwrap())
+    };
+    assert_eq!(next().await.unwrap().revision, active.revision);
+
+    // Extending involves no engine: only the announcement tells the other replica.
+    let extend = ExtendSessionRequest { id: session.id.clone(), additional_hours: 1 };
+    let extended = f.sessions.extend_session(with_key(extend, &key)).await.unwrap().into_inner().session.unwrap();
+    let seen = next().await.unwrap();
+    assert_eq!((seen.revision, seen.expires_at), (extended.revision, extended.expires_at));
+
+    f.stop(&key, &session.id).await;
+    let mut last = seen;
+    while let Some(session) = next().await {
+        assert!(session.revision > last.revision);
+        last = session;
+    }
+    assert_eq!(last.status(), SessionStatus::Cancelled);
+    other.stop().await;
+    f.server.stop().await;
 }
 
 #[tokio::test]

@@ -3,9 +3,8 @@
 //! One `watch` channel per watched session holds only the latest state: a slow watcher skips
 //! intermediate states and gets the newest one, and never blocks the engine or other watchers.
 //! States only move forward (by revision), so a late publisher cannot make a watcher go back.
-//! Whatever learns of a change can publish it: today the engine after each commit; with several
-//! replicas, a PostgreSQL LISTEN/NOTIFY listener that reloads the session would call the same
-//! [`Hub::publish`].
+//! Whatever learns of a change publishes it: the engine and the session service after each
+//! commit, and on PostgreSQL a LISTEN/NOTIFY listener for changes committed by other replicas.
 
 use crate::store::queries::sessions::SessionRecord;
 use std::collections::HashMap;
@@ -48,6 +47,18 @@ impl Hub {
     /// Whether anybody watches `session_id` (loading a state nobody watches is wasted work).
     pub fn is_watched(&self, session_id: &str) -> bool {
         self.lock().contains_key(session_id)
+    }
+
+    /// Whether `session_id` is watched and its watchers have not been offered `revision` yet.
+    pub fn lags_behind(&self, session_id: &str, revision: i64) -> bool {
+        self.lock()
+            .get(session_id)
+            .is_some_and(|slot| slot.borrow().as_ref().is_none_or(|current| current.session.revision < revision))
+    }
+
+    /// The sessions that have watchers.
+    pub fn watched(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
     }
 
     /// How many sessions have watchers (for tests and metrics).
@@ -130,6 +141,19 @@ mod tests {
         assert_eq!(slow.next().await.map(|r| r.session.revision), Some(1000));
         hub.publish(record("s", 1001));
         assert_eq!(slow.next().await.map(|r| r.session.revision), Some(1001));
+    }
+
+    #[tokio::test]
+    async fn only_a_watched_session_missing_a_revision_lags_behind() {
+        let hub = Hub::default();
+        assert!(!hub.lags_behind("s", 1), "nobody watches it");
+        let _watcher = hub.subscribe("s");
+        assert!(hub.lags_behind("s", 1), "nothing was offered yet");
+        hub.publish(record("s", 3));
+        assert!(!hub.lags_behind("s", 3));
+        assert!(!hub.lags_behind("s", 2));
+        assert!(hub.lags_behind("s", 4));
+        assert_eq!(hub.watched(), vec!["s".to_owned()]);
     }
 
     #[tokio::test]

@@ -122,6 +122,13 @@ pub struct TestServer {
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// What `portcullis init` created, which every replica of a server shares.
+struct Identity {
+    admin_key: String,
+    admin_id: String,
+    organization_id: String,
+}
+
 /// Short, so a test can outwait a change made behind the server's back.
 pub const CALLER_CACHE_TTL: Duration = Duration::from_secs(1);
 
@@ -145,6 +152,25 @@ impl TestServer {
         let connection = db.connect().await;
         store::migrate(&connection).await.expect("migrate");
         let created = initialize(&connection, "admin@example.com", "Acme").await.expect("init");
+        let identity = Identity {
+            admin_key: created.api_key,
+            admin_id: created.admin.id,
+            organization_id: created.organization.id,
+        };
+        TestServer::serve(db, connection, config, identity).await
+    }
+
+    /// Another server on the same database, as a second replica behind a load balancer is.
+    pub async fn replica(&self, db: &TestDb) -> TestServer {
+        let identity = Identity {
+            admin_key: self.admin_key.clone(),
+            admin_id: self.admin_id.clone(),
+            organization_id: self.organization_id.clone(),
+        };
+        TestServer::serve(db, db.connect().await, test_config(), identity).await
+    }
+
+    async fn serve(db: &TestDb, connection: DatabaseConnection, config: Config, identity: Identity) -> TestServer {
         let providers = Providers::new(MemoryFirewall::in_process(), &config.providers);
         let reader = store::connect_reader(&db.url, &connection, 4).await.expect("reader");
         let services = Services::with_reader(connection.clone(), reader, &config, providers).await.expect("services");
@@ -164,9 +190,9 @@ impl TestServer {
         TestServer {
             addr,
             db: connection,
-            admin_key: created.api_key,
-            admin_id: created.admin.id,
-            organization_id: created.organization.id,
+            admin_key: identity.admin_key,
+            admin_id: identity.admin_id,
+            organization_id: identity.organization_id,
             services,
             shutdown: Some(shutdown),
             task: Some(task),
