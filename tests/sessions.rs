@@ -9,6 +9,7 @@ use portcullis::pb::v1::resource_ip_service_client::ResourceIpServiceClient;
 use portcullis::pb::v1::session_service_client::SessionServiceClient;
 use portcullis::pb::v1::*;
 use prost_types::FieldMask;
+use sea_orm::ConnectionTrait;
 use std::net::IpAddr;
 use std::time::Duration;
 use tonic::Code;
@@ -611,6 +612,18 @@ async fn a_watch_on_one_replica_sees_changes_made_on_another() {
         message.expect("the other replica's watch heard of the change").unwrap().map(|m| m.session.unwrap())
     };
     assert_eq!(next().await.unwrap().revision, active.revision);
+
+    // The replicas' listening connections drop; they listen again and catch up by themselves.
+    let terminated = f
+        .server
+        .db
+        .execute_unprepared(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND query LIKE 'LISTEN %'",
+        )
+        .await
+        .unwrap();
+    assert_eq!(terminated.rows_affected(), 2, "one listener per replica");
 
     // Extending involves no engine: only the announcement tells the other replica.
     let extend = ExtendSessionRequest { id: session.id.clone(), additional_hours: 1 };

@@ -6,8 +6,8 @@
 
 use super::{Engine, stopping};
 use crate::store::queries::sessions::{CHANGES_CHANNEL, parse_announcement};
-use sea_orm::sqlx::postgres::{PgListener, PgPoolOptions};
 use sea_orm::DbBackend;
+use sea_orm::sqlx::postgres::{PgListener, PgPoolOptions};
 use std::time::Duration;
 use tokio::sync::watch;
 
