@@ -154,3 +154,26 @@ async fn resource_leases_are_exclusive_until_expired_or_released() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn racing_failed_logins_are_all_counted_and_lock_once() {
+    use portcullis::store::queries::users::{count_failed_login, lock};
+    each_backend(|test_db: TestDb| async move {
+        let db = test_db.connect().await;
+        store::migrate(&db).await.unwrap();
+        let organization = queries::organizations::insert(&db, organization_row("Acme")).await.unwrap();
+        let user = queries::users::insert(&db, user_row(&organization.id, "ada@example.com")).await.unwrap();
+        let failures = (0..20).map(|_| {
+            let (db, id) = (db.clone(), user.id.clone());
+            tokio::spawn(async move { count_failed_login(&db, &id, now()).await.unwrap().failed_login_count })
+        });
+        let mut counts: Vec<i32> = futures::future::join_all(failures).await.into_iter().map(Result::unwrap).collect();
+        counts.sort_unstable();
+        assert_eq!(counts, (1..=20).collect::<Vec<_>>(), "{}: every failure counted once", test_db.backend);
+
+        assert!(lock(&db, &user.id, now()).await.unwrap(), "the first lock locks");
+        assert!(!lock(&db, &user.id, now()).await.unwrap(), "a second one finds it locked");
+        assert!(queries::users::get_any(&db, &user.id).await.unwrap().locked);
+    })
+    .await;
+}

@@ -296,15 +296,11 @@ impl LoginManager {
     /// Counts a failed login against the user; locks the account at the configured limit.
     async fn record_failure(&self, txn: &impl sea_orm::ConnectionTrait, user: &user::Model) -> Result<()> {
         let user_id = user.id.as_str();
-        let failures = user.failed_login_count.saturating_add(1);
-        let lock = !user.locked && failures >= i32::try_from(self.config.lock_after_failures).unwrap_or(i32::MAX);
+        let at = now();
+        let failures = queries::users::count_failed_login(txn, user_id, at).await?.failed_login_count;
+        let lock = failures >= i32::try_from(self.config.lock_after_failures).unwrap_or(i32::MAX)
+            && queries::users::lock(txn, user_id, at).await?;
         let organization_id = user.organization_id.clone();
-        let mut active = user.clone().into_active_model();
-        active.failed_login_count = Set(failures);
-        if lock {
-            active.locked = Set(true);
-        }
-        queries::users::update(txn, active).await?;
         AuditRecord::new("login.failed", "user", user_id)
             .detail("failures", failures)
             .write_as(txn, &organization_id, None)

@@ -1,6 +1,8 @@
 use super::{fetch_page, found};
 use crate::store::entity::user::{self, ActiveModel, Column, Entity, Model};
 use crate::store::{Page, PageRequest, StoreResult};
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 
 pub async fn insert(db: &impl ConnectionTrait, model: Model) -> StoreResult<Model> {
@@ -29,4 +31,28 @@ pub async fn list(db: &impl ConnectionTrait, organization_id: &str, request: &Pa
 
 pub async fn update(db: &impl ConnectionTrait, changes: ActiveModel) -> StoreResult<Model> {
     Ok(changes.update(db).await?)
+}
+
+/// Counts one more failed login in a single statement, so failures racing each other are all
+/// counted; returns the user as updated.
+pub async fn count_failed_login(db: &impl ConnectionTrait, id: &str, at: DateTime<Utc>) -> StoreResult<Model> {
+    let updated = Entity::update_many()
+        .col_expr(Column::FailedLoginCount, Expr::col(Column::FailedLoginCount).add(1))
+        .col_expr(Column::UpdatedAt, Expr::value(at))
+        .filter(Column::Id.eq(id))
+        .exec_with_returning(db)
+        .await?;
+    found(updated.into_iter().next())
+}
+
+/// Locks an unlocked user; false when it already was locked, so only one caller reports it.
+pub async fn lock(db: &impl ConnectionTrait, id: &str, at: DateTime<Utc>) -> StoreResult<bool> {
+    let result = Entity::update_many()
+        .col_expr(Column::Locked, Expr::value(true))
+        .col_expr(Column::UpdatedAt, Expr::value(at))
+        .filter(Column::Id.eq(id))
+        .filter(Column::Locked.eq(false))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected == 1)
 }
