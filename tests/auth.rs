@@ -255,19 +255,32 @@ async fn unknown_and_known_emails_look_alike() {
 }
 
 #[tokio::test]
-async fn start_login_is_rate_limited_per_email() {
-    let db = TestDb::sqlite();
-    let server = TestServer::start(&db).await;
-    let (mut auth, _) = clients(&server).await;
-    for _ in 0..5 {
-        auth.start_login(start("someone@example.com")).await.unwrap();
-    }
-    let err = auth.start_login(start("someone@example.com")).await.unwrap_err();
-    assert_eq!(err.code(), Code::ResourceExhausted);
-    assert_eq!(reason(&err), "ERROR_REASON_RATE_LIMITED");
-    let details = tonic_types::StatusExt::get_error_details(&err);
-    assert!(details.retry_info().and_then(|info| info.retry_delay).is_some(), "tells when to retry");
-    server.stop().await;
+async fn start_login_is_rate_limited_per_email_across_replicas() {
+    each_backend(|db: TestDb| async move {
+        let server = TestServer::start(&db).await;
+        // Replicas share a database only on PostgreSQL; on SQLite one server takes every call.
+        let replica = if db.is_postgres() { Some(server.replica(&db).await) } else { None };
+        let (mut first, _) = clients(&server).await;
+        let (mut second, _) = clients(replica.as_ref().unwrap_or(&server)).await;
+        for attempt in 0..5 {
+            let auth = if attempt % 2 == 0 { &mut first } else { &mut second };
+            auth.start_login(start("someone@example.com")).await.unwrap();
+        }
+        for auth in [&mut first, &mut second] {
+            let err = auth.start_login(start("someone@example.com")).await.unwrap_err();
+            assert_eq!(err.code(), Code::ResourceExhausted, "{}", db.backend);
+            assert_eq!(reason(&err), "ERROR_REASON_RATE_LIMITED");
+            let details = tonic_types::StatusExt::get_error_details(&err);
+            let delay = details.retry_info().and_then(|info| info.retry_delay).expect("tells when to retry");
+            assert!((3500..=3600).contains(&delay.as_secs()), "the hour's window ends in {delay:?}");
+        }
+        first.start_login(start("someone-else@example.com")).await.expect("other addresses are counted apart");
+        if let Some(replica) = replica {
+            replica.stop().await;
+        }
+        server.stop().await;
+    })
+    .await;
 }
 
 /// Logs `email` in through the mail; returns the access token and login session id.

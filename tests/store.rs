@@ -22,6 +22,7 @@ const TABLES: &[&str] = &[
     "audit_events",
     "signing_keys",
     "resource_leases",
+    "rate_limits",
 ];
 
 async fn table_exists(db: &sea_orm::DatabaseConnection, table: &str) -> bool {

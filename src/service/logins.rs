@@ -101,8 +101,8 @@ impl LoginManager {
         callers: CallerCache,
     ) -> LoginManager {
         LoginManager {
-            per_email: RateLimiter::new(config.starts_per_email_per_hour.max(1), HOUR),
-            per_ip: RateLimiter::new(config.starts_per_ip_per_hour.max(1), HOUR),
+            per_email: RateLimiter::new(db.clone(), "login-email", config.starts_per_email_per_hour.max(1), HOUR),
+            per_ip: RateLimiter::new(db.clone(), "login-ip", config.starts_per_ip_per_hour.max(1), HOUR),
             db,
             keys,
             mailer,
@@ -117,7 +117,7 @@ impl LoginManager {
     pub async fn start(&self, email: &str, password: Option<&str>, client: &LoginClient) -> Result<StartedLogin> {
         let email = normalize_email(email).map_err(|message| Error::invalid("email", message))?;
         for (limiter, key) in [(&self.per_ip, client.ip.to_string()), (&self.per_email, email.clone())] {
-            if let Err(retry_after) = limiter.hit(&key) {
+            if let Err(retry_after) = limiter.hit(&key).await? {
                 return Err(Error::ResourceExhausted {
                     message: "too many login attempts; try again later".into(),
                     retry_after,

@@ -1,54 +1,54 @@
-//! Sliding-window rate limits kept in memory (per replica).
+//! Fixed-window rate limits kept in the database, so every replica counts the same hits.
 
-use std::collections::{HashMap, VecDeque};
+use crate::domain::now;
+use crate::store::{StoreResult, queries};
+use chrono::TimeDelta;
+use sea_orm::DatabaseConnection;
+use sha2::{Digest, Sha256};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Allows `limit` hits per key within any `window`.
+/// Allows `limit` hits per key in each `window`, counted from a key's first hit.
 #[derive(Clone)]
 pub struct RateLimiter {
-    limit: usize,
+    db: DatabaseConnection,
+    /// Keeps keys of different limiters apart in the shared table.
+    scope: &'static str,
+    limit: u32,
     window: Duration,
-    hits: Arc<Mutex<HashMap<String, VecDeque<Instant>>>>,
+    /// When this replica last forgot ended windows.
+    purged: Arc<Mutex<Instant>>,
 }
 
 impl RateLimiter {
-    pub fn new(limit: u32, window: Duration) -> RateLimiter {
-        RateLimiter { limit: limit as usize, window, hits: Arc::default() }
+    pub fn new(db: DatabaseConnection, scope: &'static str, limit: u32, window: Duration) -> RateLimiter {
+        RateLimiter { db, scope, limit, window, purged: Arc::new(Mutex::new(Instant::now())) }
     }
 
     /// Records a hit on `key`, or answers how long until one is allowed.
-    pub fn hit(&self, key: &str) -> Result<(), Duration> {
-        let now = Instant::now();
-        let mut hits = self.hits.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        // Forget keys that went quiet, so the map does not grow without bound.
-        if hits.len() > 100_000 {
-            hits.retain(|_, times| times.back().is_some_and(|last| now.duration_since(*last) < self.window));
+    pub async fn hit(&self, key: &str) -> StoreResult<Result<(), Duration>> {
+        let at = now();
+        let window = TimeDelta::from_std(self.window).unwrap_or(TimeDelta::MAX);
+        let cutoff = at - window;
+        if self.purge_is_due() {
+            queries::rate_limits::purge(&self.db, cutoff).await?;
         }
-        let times = hits.entry(key.to_owned()).or_default();
-        while times.front().is_some_and(|first| now.duration_since(*first) >= self.window) {
-            times.pop_front();
+        // Keys are emails and addresses: only their hashes are kept.
+        let stored_key = hex::encode(Sha256::digest(format!("{}\n{key}", self.scope)));
+        let counted = queries::rate_limits::hit(&self.db, &stored_key, at, cutoff).await?;
+        if u32::try_from(counted.hits).unwrap_or(u32::MAX) <= self.limit {
+            return Ok(Ok(()));
         }
-        if times.len() >= self.limit {
-            let oldest = times.front().copied().unwrap_or(now);
-            return Err(self.window.saturating_sub(now.duration_since(oldest)));
-        }
-        times.push_back(now);
-        Ok(())
+        Ok(Err((counted.window_start + window - at).to_std().unwrap_or_default()))
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn allows_the_limit_then_says_how_long_to_wait() {
-        let limiter = RateLimiter::new(2, Duration::from_secs(60));
-        assert!(limiter.hit("a").is_ok());
-        assert!(limiter.hit("a").is_ok());
-        let wait = limiter.hit("a").unwrap_err();
-        assert!(wait > Duration::from_secs(59) && wait <= Duration::from_secs(60), "{wait:?}");
-        assert!(limiter.hit("b").is_ok(), "keys are counted apart");
+    /// Whether a window has passed since this replica last purged.
+    fn purge_is_due(&self) -> bool {
+        let mut purged = self.purged.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let due = purged.elapsed() >= self.window;
+        if due {
+            *purged = Instant::now();
+        }
+        due
     }
 }

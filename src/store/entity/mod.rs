@@ -4,6 +4,7 @@ pub mod api_key;
 pub mod audit_event;
 pub mod login_session;
 pub mod organization;
+pub mod rate_limit;
 pub mod resource;
 pub mod resource_assignment;
 pub mod resource_ip;

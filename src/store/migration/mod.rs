@@ -12,6 +12,7 @@ mod m20261122_000006_create_login_sessions;
 mod m20261122_000007_create_audit_events;
 mod m20261122_000008_create_signing_keys;
 mod m20261123_000009_create_resource_leases;
+mod m20261123_000010_create_rate_limits;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000007_create_audit_events::Migration),
             Box::new(m20261122_000008_create_signing_keys::Migration),
             Box::new(m20261123_000009_create_resource_leases::Migration),
+            Box::new(m20261123_000010_create_rate_limits::Migration),
         ]
     }
 }

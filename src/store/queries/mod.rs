@@ -4,6 +4,7 @@ pub mod api_keys;
 pub mod audit_events;
 pub mod login_sessions;
 pub mod organizations;
+pub mod rate_limits;
 pub mod resource_leases;
 pub mod resources;
 pub mod sessions;
