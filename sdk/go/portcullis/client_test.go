@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"iter"
+	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	portcullisv1 "github.com/portcullis/portcullis/sdk/go/gen/portcullis/v1"
@@ -209,5 +211,26 @@ func TestErrorsCarryCodeAndReason(t *testing.T) {
 func TestDialRefusesAnEmptyCredential(t *testing.T) {
 	if _, err := portcullis.Dial("localhost:1", portcullis.WithBearerToken("")); err == nil {
 		t.Fatal("an empty bearer token is a configuration mistake, not an anonymous client")
+	}
+}
+
+func TestCredentialsAreNotSentInPlaintextUnlessAskedTo(t *testing.T) {
+	srv, _, ctx := startAsAdmin(t)
+	// A plaintext transport slipped in through raw dial options, without WithInsecure.
+	_, err := portcullis.Dial(srv.Addr, portcullis.WithAPIKey(srv.AdminKey),
+		portcullis.WithDialOptions(grpc.WithTransportCredentials(insecure.NewCredentials())))
+	if err == nil || !strings.Contains(err.Error(), "transport level security") {
+		t.Fatalf("an API key must not go out over plaintext, got %v", err)
+	}
+	// TLS is the default: a plaintext server never sees the key either.
+	tlsClient, err := portcullis.Dial(srv.Addr, portcullis.WithAPIKey(srv.AdminKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tlsClient.Close()
+	short, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := tlsClient.Sessions.ListSessions(short, &portcullisv1.ListSessionsRequest{}); portcullis.Code(err) != codes.Unavailable {
+		t.Fatalf("a TLS client against a plaintext server: want Unavailable, got %v", err)
 	}
 }
