@@ -5,7 +5,7 @@
 mod common;
 
 use common::smtp::MailServer;
-use common::{TestDb, TestServer, each_backend, reason, violated_fields, with_key, with_token};
+use common::{TestDb, TestServer, each_backend, reason, test_config, violated_fields, with_key, with_token};
 use portcullis::domain::{Permission, now};
 use portcullis::pb::v1::auth_service_client::AuthServiceClient;
 use portcullis::pb::v1::user_service_client::UserServiceClient;
@@ -116,6 +116,41 @@ async fn a_revoked_key_stops_working_at_once() {
         server.stop().await;
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_revoked_key_stops_working_at_once_on_every_replica() {
+    // Replicas share a database only on PostgreSQL.
+    let Ok(url) = std::env::var("PORTCULLIS_TEST_DATABASE_URL") else {
+        eprintln!("PORTCULLIS_TEST_DATABASE_URL is not set: replicas not tested");
+        return;
+    };
+    let db = TestDb::postgres(&url).await;
+    let mut config = test_config();
+    // Long enough that only the announcement can empty the other replica's cache in time.
+    config.auth.caller_cache_secs = 600;
+    let server = TestServer::start_with(&db, config.clone()).await;
+    let replica = server.replica(&db, config).await;
+    let (mut auth, _) = clients(&server).await;
+    let (_, mut replica_users) = clients(&replica).await;
+    let created = auth.create_api_key(with_key(create("ci", &["sessions:read"]), &server.admin_key)).await.unwrap();
+    let CreateApiKeyResponse { secret, api_key } = created.into_inner();
+    let me = || with_key(GetCurrentUserRequest {}, &secret);
+    replica_users.get_current_user(me()).await.expect("works on the replica, which now caches it");
+
+    let revoke = RevokeApiKeyRequest { id: api_key.unwrap().id };
+    auth.revoke_api_key(with_key(revoke, &server.admin_key)).await.unwrap();
+    let mut outcome = replica_users.get_current_user(me()).await;
+    for _ in 0..50 {
+        if outcome.is_err() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        outcome = replica_users.get_current_user(me()).await;
+    }
+    assert_eq!(outcome.unwrap_err().code(), Code::Unauthenticated, "the replica forgot the revoked key");
+    replica.stop().await;
+    server.stop().await;
 }
 
 const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
@@ -259,7 +294,7 @@ async fn start_login_is_rate_limited_per_email_across_replicas() {
     each_backend(|db: TestDb| async move {
         let server = TestServer::start(&db).await;
         // Replicas share a database only on PostgreSQL; on SQLite one server takes every call.
-        let replica = if db.is_postgres() { Some(server.replica(&db).await) } else { None };
+        let replica = if db.is_postgres() { Some(server.replica(&db, test_config()).await) } else { None };
         let (mut first, _) = clients(&server).await;
         let (mut second, _) = clients(replica.as_ref().unwrap_or(&server)).await;
         for attempt in 0..5 {

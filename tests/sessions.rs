@@ -603,7 +603,7 @@ async fn a_watch_on_one_replica_sees_changes_made_on_another() {
     let session = f.start(&key, Some(IPV4), None).await.unwrap();
     let active = f.watch_until(&key, &session.id, SessionStatus::Active).await.pop().unwrap();
 
-    let other = f.server.replica(&db).await;
+    let other = f.server.replica(&db, common::test_config()).await;
     let mut other_sessions = SessionServiceClient::new(other.channel().await);
     let watch = with_key(WatchSessionRequest { id: session.id.clone() }, &key);
     let mut stream = other_sessions.watch_session(watch).await.unwrap().into_inner();

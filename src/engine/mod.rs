@@ -5,7 +5,6 @@
 //! rows that the next start picks up once their lease runs out.
 
 pub mod hub;
-mod listener;
 mod sweep;
 mod worker;
 
@@ -106,14 +105,10 @@ impl Engine {
         self.inner.expiry.notify_one();
     }
 
-    /// Runs the worker, the expiry scheduler and (on PostgreSQL) the listener for other replicas'
-    /// changes until `stop` turns true; in-flight provider calls finish first.
+    /// Runs the worker and the expiry scheduler until `stop` turns true; in-flight provider
+    /// calls finish first.
     pub async fn run(&self, stop: watch::Receiver<bool>) {
-        tokio::join!(
-            worker::run(self.clone(), stop.clone()),
-            listener::run(self.clone(), stop.clone()),
-            self.run_expiry(stop)
-        );
+        tokio::join!(worker::run(self.clone(), stop.clone()), self.run_expiry(stop));
     }
 
     /// Loads the watched ones of `session_ids` and offers them to their watchers. A watcher that

@@ -69,6 +69,12 @@ pub async fn serve(
         background_stopped.clone(),
     ));
     let engine = services.engine.clone();
+    let follow_task = tokio::spawn(crate::service::changes::follow(
+        services.db.clone(),
+        services.engine.clone(),
+        services.callers.clone(),
+        background_stopped.clone(),
+    ));
     let engine_task = tokio::spawn(async move { engine.run(background_stopped).await });
 
     let reflection_v1 = reflection().build_v1()?;
@@ -107,6 +113,7 @@ pub async fn serve(
     let _ = stop_background.send(true);
     let _ = health_task.await;
     let _ = engine_task.await;
+    let _ = follow_task.await;
     result.map_err(Into::into)
 }
 

@@ -1,11 +1,13 @@
 //! Recently authenticated callers, so a busy client's calls skip the credential lookups.
 //!
 //! An entry lives at most the configured TTL and never past its credential's own expiry. Any
-//! change to users, organizations or credentials made through this process empties the cache at
-//! once; changes made by another replica take effect here within the TTL.
+//! change to users, organizations or credentials empties the cache at once: this replica's
+//! directly, the others' through an announcement (see [`super::changes`]).
 
 use super::Caller;
+use crate::store::{StoreResult, changes};
 use chrono::{DateTime, Utc};
+use sea_orm::ConnectionTrait;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -69,6 +71,11 @@ impl CallerCache {
     /// Forgets every caller: a user, organization or credential changed.
     pub fn clear(&self) {
         self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clear();
+    }
+
+    /// Tells the other replicas' caches to forget their callers once `txn` commits.
+    pub async fn announce_change(txn: &impl ConnectionTrait) -> StoreResult<()> {
+        changes::announce(txn, changes::CREDENTIALS_CHANNEL, "").await
     }
 }
 

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth;
 mod bootstrap;
 mod caller_cache;
+pub mod changes;
 pub mod credentials;
 pub mod logins;
 pub mod mail;
@@ -45,6 +46,7 @@ pub struct Services {
     pub logins: LoginManager,
     pub sessions: SessionManager,
     pub engine: Engine,
+    pub callers: CallerCache,
 }
 
 impl Services {
@@ -85,7 +87,8 @@ impl Services {
             logins,
             organizations: OrganizationManager::new(db.clone(), callers.clone()),
             users: UserManager::new(db.clone(), callers.clone()),
-            api_keys: ApiKeyManager::new(db.clone(), callers),
+            api_keys: ApiKeyManager::new(db.clone(), callers.clone()),
+            callers,
             resources: ResourceManager::new(db.clone(), providers.clone()),
             audit: AuditLog::new(db.clone()),
             db,

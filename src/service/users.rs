@@ -160,6 +160,7 @@ impl UserManager {
         active.updated_at = Set(now());
         let updated = queries::users::update(&txn, active).await?;
         record.write(&txn, caller).await?;
+        CallerCache::announce_change(&txn).await?;
         store::commit(txn).await?;
         // Cached callers carry roles, disabled and suspended flags.
         self.callers.clear();

@@ -161,13 +161,13 @@ impl TestServer {
     }
 
     /// Another server on the same database, as a second replica behind a load balancer is.
-    pub async fn replica(&self, db: &TestDb) -> TestServer {
+    pub async fn replica(&self, db: &TestDb, config: Config) -> TestServer {
         let identity = Identity {
             admin_key: self.admin_key.clone(),
             admin_id: self.admin_id.clone(),
             organization_id: self.organization_id.clone(),
         };
-        TestServer::serve(db, db.connect().await, test_config(), identity).await
+        TestServer::serve(db, db.connect().await, config, identity).await
     }
 
     async fn serve(db: &TestDb, connection: DatabaseConnection, config: Config, identity: Identity) -> TestServer {

@@ -3,12 +3,11 @@
 use super::{fetch_page, found};
 use crate::domain::{ResourceIpStatus, SessionStatus};
 use crate::store::entity::{resource_ip, session, user};
-use crate::store::{Page, PageRequest, StoreResult};
+use crate::store::{Page, PageRequest, StoreResult, changes};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
-    QuerySelect, Statement,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
 };
 use std::collections::HashMap;
 
@@ -156,31 +155,12 @@ pub async fn list(
     Ok(Page { items: records, next_page_token: page.next_page_token })
 }
 
-/// The PostgreSQL channel on which every session update is announced as "<id> <revision>", so
-/// that each replica can pass changes made by the others to its own watchers.
-pub const CHANGES_CHANNEL: &str = "portcullis_session_changes";
-
-/// Saves a session change and announces it to the other replicas. PostgreSQL delivers the
-/// announcement when the transaction commits, and never if it rolls back; SQLite serves a single
-/// process, whose engine publishes to its watchers itself.
+/// Saves a session change and announces it to the other replicas (delivered on commit).
 pub async fn update(db: &impl ConnectionTrait, changes: session::ActiveModel) -> StoreResult<session::Model> {
     let updated = changes.update(db).await?;
-    if db.get_database_backend() == DbBackend::Postgres {
-        let announcement = format!("{} {}", updated.id, updated.revision);
-        let notify = Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT pg_notify($1, $2)",
-            [CHANGES_CHANNEL.into(), announcement.into()],
-        );
-        db.query_one_raw(notify).await?;
-    }
+    let announcement = format!("{} {}", updated.id, updated.revision);
+    changes::announce(db, changes::SESSIONS_CHANNEL, &announcement).await?;
     Ok(updated)
-}
-
-/// Reads an announcement made by [`update`]: the session id and its new revision.
-pub fn parse_announcement(payload: &str) -> Option<(&str, i64)> {
-    let (id, revision) = payload.split_once(' ')?;
-    Some((id, revision.parse().ok()?))
 }
 
 /// Live sessions whose time is up.

@@ -1,0 +1,84 @@
+//! Follows what other replicas commit (PostgreSQL only): session updates reach this replica's
+//! watchers, and credential changes empty its caller cache, so a revoked key or disabled user
+//! stops working here too at once. Announcements made while the listening connection is down are
+//! lost, so after every (re)connection all watched sessions are reloaded and the cache emptied.
+
+use super::CallerCache;
+use crate::engine::{Engine, stopping};
+use crate::store::changes::{CREDENTIALS_CHANNEL, SESSIONS_CHANNEL, parse_session_change};
+use sea_orm::sqlx::postgres::{PgListener, PgNotification, PgPoolOptions};
+use sea_orm::{DatabaseConnection, DbBackend};
+use std::time::Duration;
+use tokio::sync::watch;
+
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+const RETRY_LONGEST: Duration = Duration::from_secs(30);
+
+/// Runs until `stop` turns true; returns at once on a database other than PostgreSQL.
+pub async fn follow(db: DatabaseConnection, engine: Engine, callers: CallerCache, mut stop: watch::Receiver<bool>) {
+    if db.get_database_backend() != DbBackend::Postgres {
+        return;
+    }
+    // A connection of its own: LISTEN holds it for good, and the shared pool may be small.
+    let options = db.get_postgres_connection_pool().connect_options();
+    let pool = PgPoolOptions::new().max_connections(1).connect_lazy_with((*options).clone());
+    let mut retry = RETRY_FIRST;
+    loop {
+        let connected = tokio::select! {
+            connected = listen(&pool) => connected,
+            _ = stopping(&mut stop) => return,
+        };
+        let mut listener = match connected {
+            Ok(listener) => listener,
+            Err(err) => {
+                tracing::warn!(error = %err, retry_in = ?retry, "cannot listen for other replicas' changes");
+                tokio::select! {
+                    _ = tokio::time::sleep(retry) => {}
+                    _ = stopping(&mut stop) => return,
+                }
+                retry = (retry * 2).min(RETRY_LONGEST);
+                continue;
+            }
+        };
+        retry = RETRY_FIRST;
+        callers.clear();
+        let watched = engine.hub().watched();
+        engine.publish(&watched.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        loop {
+            let received = tokio::select! {
+                received = listener.try_recv() => received,
+                _ = stopping(&mut stop) => return,
+            };
+            match received {
+                Ok(Some(notification)) => apply(&notification, &engine, &callers).await,
+                Ok(None) => {
+                    tracing::warn!("lost the connection listening for other replicas' changes; reconnecting");
+                    break;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "listening for other replicas' changes failed; reconnecting");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn listen(pool: &sea_orm::sqlx::PgPool) -> Result<PgListener, sea_orm::sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen_all([SESSIONS_CHANNEL, CREDENTIALS_CHANNEL]).await?;
+    Ok(listener)
+}
+
+async fn apply(notification: &PgNotification, engine: &Engine, callers: &CallerCache) {
+    match notification.channel() {
+        CREDENTIALS_CHANNEL => callers.clear(),
+        _ => {
+            if let Some((id, revision)) = parse_session_change(notification.payload())
+                && engine.hub().lags_behind(id, revision)
+            {
+                engine.publish(&[id]).await;
+            }
+        }
+    }
+}

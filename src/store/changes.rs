@@ -1,0 +1,29 @@
+//! Announcements to the other replicas, over PostgreSQL's LISTEN/NOTIFY. An announcement made
+//! inside a transaction is delivered when it commits and never if it rolls back. SQLite serves a
+//! single process, so there announcing is a no-op.
+
+use crate::store::StoreResult;
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+
+/// Every session update, as "<id> <revision>": replicas pass it to their watchers.
+pub const SESSIONS_CHANNEL: &str = "portcullis_session_changes";
+/// Any change to users, organizations or credentials: replicas forget their cached callers.
+pub const CREDENTIALS_CHANNEL: &str = "portcullis_credential_changes";
+
+pub async fn announce(db: &impl ConnectionTrait, channel: &str, payload: &str) -> StoreResult<()> {
+    if db.get_database_backend() == DbBackend::Postgres {
+        let notify = Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_notify($1, $2)",
+            [channel.into(), payload.into()],
+        );
+        db.query_one_raw(notify).await?;
+    }
+    Ok(())
+}
+
+/// Reads a [`SESSIONS_CHANNEL`] announcement: the session id and its new revision.
+pub fn parse_session_change(payload: &str) -> Option<(&str, i64)> {
+    let (id, revision) = payload.split_once(' ')?;
+    Some((id, revision.parse().ok()?))
+}
