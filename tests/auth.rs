@@ -120,12 +120,7 @@ async fn a_revoked_key_stops_working_at_once() {
 
 #[tokio::test]
 async fn a_revoked_key_stops_working_at_once_on_every_replica() {
-    // Replicas share a database only on PostgreSQL.
-    let Ok(url) = std::env::var("PORTCULLIS_TEST_DATABASE_URL") else {
-        eprintln!("PORTCULLIS_TEST_DATABASE_URL is not set: replicas not tested");
-        return;
-    };
-    let db = TestDb::postgres(&url).await;
+    let Some(db) = common::postgres_for_replicas().await else { return };
     let mut config = test_config();
     // Long enough that only the announcement can empty the other replica's cache in time.
     config.auth.caller_cache_secs = 600;

@@ -591,12 +591,7 @@ async fn a_reconnecting_watcher_misses_nothing() {
 
 #[tokio::test]
 async fn a_watch_on_one_replica_sees_changes_made_on_another() {
-    // Replicas share a database only on PostgreSQL.
-    let Ok(url) = std::env::var("PORTCULLIS_TEST_DATABASE_URL") else {
-        eprintln!("PORTCULLIS_TEST_DATABASE_URL is not set: replicas not tested");
-        return;
-    };
-    let db = TestDb::postgres(&url).await;
+    let Some(db) = common::postgres_for_replicas().await else { return };
     let mut f = Fixture::new(&db).await;
     f.resource("db", MemoryProvider::default()).await;
     let key = f.user_key.clone();

@@ -51,6 +51,18 @@ where
     }
 }
 
+/// A PostgreSQL database for a test that needs one shared by several servers (replicas share a
+/// database only on PostgreSQL), or None when `PORTCULLIS_TEST_DATABASE_URL` is not set.
+pub async fn postgres_for_replicas() -> Option<TestDb> {
+    match std::env::var("PORTCULLIS_TEST_DATABASE_URL") {
+        Ok(url) => Some(TestDb::postgres(&url).await),
+        Err(_) => {
+            eprintln!("PORTCULLIS_TEST_DATABASE_URL is not set: replicas not tested");
+            None
+        }
+    }
+}
+
 impl TestDb {
     pub fn sqlite() -> TestDb {
         let dir = tempfile::tempdir().expect("temp dir");
