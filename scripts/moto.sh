@@ -32,6 +32,8 @@ start)
     echo "export PORTCULLIS_TEST_PYTHON=$venv/bin/python"
     # moto accepts any credentials; the SDK's default chain must find some, and no instance metadata.
     echo "export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true"
+    # A resource's role_arn is assumed through STS, which moto serves too.
+    echo "export AWS_ENDPOINT_URL_STS=http://127.0.0.1:$port"
     ;;
 stop)
     [ -f "$dir/pid" ] && kill "$(cat "$dir/pid")" 2>/dev/null || true

@@ -139,6 +139,26 @@ mod aws {
         assert!(matches!(outcome, CheckOutcome::NotFound(_)), "{outcome:?}");
     }
 
+    /// A resource's role is assumed through STS (moto's, via AWS_ENDPOINT_URL_STS from
+    /// scripts/moto.sh) and its temporary credentials sign every EC2 call.
+    #[tokio::test]
+    async fn aws_role_arn_is_assumed_for_ec2_calls() {
+        let Some(endpoint) = moto() else { return };
+        assert!(std::env::var("AWS_ENDPOINT_URL_STS").is_ok(), "scripts/moto.sh exports AWS_ENDPOINT_URL_STS");
+        let group_id = new_group(&endpoint);
+        let proxy = Ec2Proxy::start(&endpoint, std::time::Duration::ZERO).await;
+        let role = AwsSecurityGroup {
+            role_arn: Some("arn:aws:iam::123456789012:role/portcullis".into()),
+            ..group(&proxy.url, &group_id)
+        };
+        let results = AwsFirewall::new().apply(&target(role), &[request(V4, "session-r")]).await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(rules_in(&endpoint, &group_id).len(), 1);
+        let signers = proxy.access_keys();
+        // STS hands out temporary keys (ASIA…); the environment's own key is "testing".
+        assert!(!signers.is_empty() && signers.iter().all(|key| key.starts_with("ASIA")), "{signers:?}");
+    }
+
     /// moto enforces EC2's 60-rule quota: a batch past it fails only the addresses beyond it.
     #[tokio::test]
     async fn aws_quota_fails_only_what_does_not_fit() {

@@ -72,6 +72,7 @@ pub fn resource_on_moto(endpoint: &str, group_id: &str) -> pb::resource::Provide
 pub struct Ec2Proxy {
     pub url: String,
     actions: Arc<Mutex<BTreeMap<String, usize>>>,
+    access_keys: Arc<Mutex<BTreeSet<String>>>,
     throttled: Arc<std::sync::atomic::AtomicU32>,
 }
 
@@ -91,11 +92,13 @@ impl Ec2Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let actions: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
+        let access_keys: Arc<Mutex<BTreeSet<String>>> = Arc::default();
         let throttled: Arc<std::sync::atomic::AtomicU32> = Arc::default();
-        let (counted, throttling) = (actions.clone(), throttled.clone());
+        let (counted, signers, throttling) = (actions.clone(), access_keys.clone(), throttled.clone());
         tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
-                let (upstream, counted, throttling) = (upstream.clone(), counted.clone(), throttling.clone());
+                let (upstream, counted, signers, throttling) =
+                    (upstream.clone(), counted.clone(), signers.clone(), throttling.clone());
                 tokio::spawn(async move {
                     // Each EC2 call is a POST; while throttling, answer it ourselves and hang up.
                     let mut first = [0; 4];
@@ -112,6 +115,7 @@ impl Ec2Proxy {
                         let mut buffer = vec![0; 64 * 1024];
                         while let Ok(n @ 1..) = client_read.read(&mut buffer).await {
                             count_actions(&buffer[..n], &counted);
+                            record_signers(&buffer[..n], &signers);
                             tokio::time::sleep(delay).await;
                             if server_write.write_all(&buffer[..n]).await.is_err() {
                                 break;
@@ -125,7 +129,7 @@ impl Ec2Proxy {
                 });
             }
         });
-        Ec2Proxy { url, actions, throttled }
+        Ec2Proxy { url, actions, access_keys, throttled }
     }
 
     /// The next `count` calls answer 503 RequestLimitExceeded, as EC2 does under throttling.
@@ -136,6 +140,21 @@ impl Ec2Proxy {
     /// How many times each EC2 action was called through the proxy.
     pub fn actions(&self) -> BTreeMap<String, usize> {
         self.actions.lock().unwrap().clone()
+    }
+
+    /// The access key ids that signed the calls through the proxy.
+    pub fn access_keys(&self) -> BTreeSet<String> {
+        self.access_keys.lock().unwrap().clone()
+    }
+}
+
+/// SigV4 names the signer in the Authorization header: `Credential=<access key id>/<scope>`.
+fn record_signers(bytes: &[u8], signers: &Mutex<BTreeSet<String>>) {
+    let text = String::from_utf8_lossy(bytes);
+    for signed in text.split("Credential=").skip(1) {
+        if let Some((key, _)) = signed.split_once('/') {
+            signers.lock().unwrap().insert(key.to_owned());
+        }
     }
 }
 
