@@ -56,6 +56,14 @@ async fn migrations_go_up_down_and_up_again() {
     .await;
 }
 
+/// A migrated database holding one organization.
+async fn migrated_with_organization(test_db: &TestDb) -> (sea_orm::DatabaseConnection, organization::Model) {
+    let db = test_db.connect().await;
+    store::migrate(&db).await.unwrap();
+    let organization = queries::organizations::insert(&db, organization_row("Acme")).await.unwrap();
+    (db, organization)
+}
+
 fn organization_row(name: &str) -> organization::Model {
     let at = now();
     organization::Model {
@@ -103,9 +111,7 @@ fn resource_row(organization_id: &str) -> resource::Model {
 #[tokio::test]
 async fn database_errors_are_translated_where_they_arise() {
     each_backend(|test_db: TestDb| async move {
-        let db = test_db.connect().await;
-        store::migrate(&db).await.unwrap();
-        let org = queries::organizations::insert(&db, organization_row("Acme")).await.unwrap();
+        let (db, org) = migrated_with_organization(&test_db).await;
         queries::users::insert(&db, user_row(&org.id, "a@example.com")).await.unwrap();
 
         let duplicate = queries::users::insert(&db, user_row(&org.id, "a@example.com")).await.unwrap_err();
@@ -138,9 +144,7 @@ async fn rows_round_trip_exactly() {
 async fn resource_leases_are_exclusive_until_expired_or_released() {
     use portcullis::store::queries::resource_leases::{acquire, release};
     each_backend(|test_db: TestDb| async move {
-        let db = test_db.connect().await;
-        store::migrate(&db).await.unwrap();
-        let organization = queries::organizations::insert(&db, organization_row("Acme")).await.unwrap();
+        let (db, organization) = migrated_with_organization(&test_db).await;
         let resource = queries::resources::insert(&db, resource_row(&organization.id)).await.unwrap();
         let (id, at) = (resource.id.as_str(), now());
         let later = |secs: i64| at + chrono::TimeDelta::seconds(secs);
@@ -160,9 +164,7 @@ async fn resource_leases_are_exclusive_until_expired_or_released() {
 async fn racing_failed_logins_are_all_counted_and_lock_once() {
     use portcullis::store::queries::users::{count_failed_login, lock};
     each_backend(|test_db: TestDb| async move {
-        let db = test_db.connect().await;
-        store::migrate(&db).await.unwrap();
-        let organization = queries::organizations::insert(&db, organization_row("Acme")).await.unwrap();
+        let (db, organization) = migrated_with_organization(&test_db).await;
         let user = queries::users::insert(&db, user_row(&organization.id, "ada@example.com")).await.unwrap();
         let failures = (0..20).map(|_| {
             let (db, id) = (db.clone(), user.id.clone());

@@ -336,9 +336,12 @@ impl SessionManager {
             return Err(Error::failed_precondition(ErrorReason::InvalidState, "the rule is no longer FAILED"));
         }
         AuditRecord::new("resource_ip.retried", "resource_ip", id).write(&txn, caller).await?;
+        // Read before the engine is woken: the answer is the rule as retried (PENDING), not
+        // whatever the engine has made of it by then.
+        let retried = sessions::get_rule(&txn, &caller.organization_id, id).await?;
         store::commit(txn).await?;
         self.engine.wake();
-        Ok(sessions::get_rule(&self.reader, &caller.organization_id, id).await?)
+        Ok(retried)
     }
 }
 
