@@ -105,9 +105,7 @@ impl ApiKeyManager {
             AuditRecord::new("api_key.revoked", "api_key", id).detail("name", &key.name).write(&txn, caller).await?;
         }
         let revoked = queries::api_keys::get(&txn, &caller.organization_id, id).await?;
-        CallerCache::announce_change(&txn).await?;
-        store::commit(txn).await?;
-        self.callers.clear();
+        self.callers.commit_change(txn).await?;
         Ok(revoked)
     }
 }

@@ -5,9 +5,9 @@
 //! directly, the others' through an announcement (see [`super::changes`]).
 
 use super::Caller;
-use crate::store::{StoreResult, changes};
+use crate::store::{self, StoreResult, changes};
 use chrono::{DateTime, Utc};
-use sea_orm::ConnectionTrait;
+use sea_orm::DatabaseTransaction;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -73,9 +73,14 @@ impl CallerCache {
         self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clear();
     }
 
-    /// Tells the other replicas' caches to forget their callers once `txn` commits.
-    pub async fn announce_change(txn: &impl ConnectionTrait) -> StoreResult<()> {
-        changes::announce(txn, changes::CREDENTIALS_CHANNEL, "").await
+    /// Commits a change to users, organizations or credentials and forgets every caller: here
+    /// once committed (so no stale caller is cached again in between), on the other replicas
+    /// through an announcement that the commit delivers.
+    pub async fn commit_change(&self, txn: DatabaseTransaction) -> StoreResult<()> {
+        changes::announce(&txn, changes::CREDENTIALS_CHANNEL, "").await?;
+        store::commit(txn).await?;
+        self.clear();
+        Ok(())
     }
 }
 

@@ -288,9 +288,7 @@ impl LoginManager {
             queries::login_sessions::update(&txn, login).await?;
             AuditRecord::new("login.closed", "login_session", id).write(&txn, caller).await?;
         }
-        CallerCache::announce_change(&txn).await?;
-        store::commit(txn).await?;
-        self.callers.clear();
+        self.callers.commit_change(txn).await?;
         Ok(())
     }
 

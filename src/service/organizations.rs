@@ -65,10 +65,8 @@ impl OrganizationManager {
         active.updated_at = Set(now());
         let updated = queries::organizations::update(&txn, active).await?;
         record.write(&txn, caller).await?;
-        CallerCache::announce_change(&txn).await?;
-        store::commit(txn).await?;
         // Cached callers carry roles, disabled and suspended flags.
-        self.callers.clear();
+        self.callers.commit_change(txn).await?;
         Ok(updated)
     }
 }
