@@ -120,7 +120,7 @@ async fn a_revoked_key_stops_working_at_once() {
 
 #[tokio::test]
 async fn a_revoked_key_stops_working_at_once_on_every_replica() {
-    let Some(db) = common::postgres_for_replicas().await else { return };
+    let Some(db) = common::postgres_if_configured("replicas").await else { return };
     let mut config = test_config();
     // Long enough that only the announcement can empty the other replica's cache in time.
     config.auth.caller_cache_secs = 600;

@@ -591,7 +591,7 @@ async fn a_reconnecting_watcher_misses_nothing() {
 
 #[tokio::test]
 async fn a_watch_on_one_replica_sees_changes_made_on_another() {
-    let Some(db) = common::postgres_for_replicas().await else { return };
+    let Some(db) = common::postgres_if_configured("replicas").await else { return };
     let mut f = Fixture::new(&db).await;
     f.resource("db", MemoryProvider::default()).await;
     let key = f.user_key.clone();

@@ -45,19 +45,18 @@ where
     Fut: Future<Output = ()>,
 {
     test(TestDb::sqlite()).await;
-    match std::env::var("PORTCULLIS_TEST_DATABASE_URL") {
-        Ok(url) => test(TestDb::postgres(&url).await).await,
-        Err(_) => eprintln!("PORTCULLIS_TEST_DATABASE_URL is not set: PostgreSQL not tested"),
+    if let Some(db) = postgres_if_configured("PostgreSQL").await {
+        test(db).await;
     }
 }
 
-/// A PostgreSQL database for a test that needs one shared by several servers (replicas share a
-/// database only on PostgreSQL), or None when `PORTCULLIS_TEST_DATABASE_URL` is not set.
-pub async fn postgres_for_replicas() -> Option<TestDb> {
+/// A fresh PostgreSQL database when `PORTCULLIS_TEST_DATABASE_URL` is set; otherwise says that
+/// `what` is not tested. Replicas share a database only on PostgreSQL, so their tests need one.
+pub async fn postgres_if_configured(what: &str) -> Option<TestDb> {
     match std::env::var("PORTCULLIS_TEST_DATABASE_URL") {
         Ok(url) => Some(TestDb::postgres(&url).await),
         Err(_) => {
-            eprintln!("PORTCULLIS_TEST_DATABASE_URL is not set: replicas not tested");
+            eprintln!("PORTCULLIS_TEST_DATABASE_URL is not set: {what} not tested");
             None
         }
     }

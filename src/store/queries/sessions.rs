@@ -2,8 +2,9 @@
 
 use super::{fetch_page, found};
 use crate::domain::{ResourceIpStatus, SessionStatus};
+use crate::store::changes::{SESSIONS_CHANNEL, announce};
 use crate::store::entity::{resource_ip, session, user};
-use crate::store::{Page, PageRequest, StoreResult, changes};
+use crate::store::{Page, PageRequest, StoreResult};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
@@ -159,7 +160,7 @@ pub async fn list(
 pub async fn update(db: &impl ConnectionTrait, changes: session::ActiveModel) -> StoreResult<session::Model> {
     let updated = changes.update(db).await?;
     let announcement = format!("{} {}", updated.id, updated.revision);
-    changes::announce(db, changes::SESSIONS_CHANNEL, &announcement).await?;
+    announce(db, SESSIONS_CHANNEL, &announcement).await?;
     Ok(updated)
 }
 
