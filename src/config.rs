@@ -54,17 +54,36 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EngineSettings {
-    /// Seconds a worker's claim on rules lasts; after a crash, claimed rules wait this long.
+    /// Seconds a claim on a resource and its rules lasts unless renewed (it is renewed every
+    /// quarter of it while work runs); after a crash, the dead process's claims wait this long.
     pub lease_secs: u64,
-    /// Most rules one worker pass claims.
+    /// Seconds any one provider call may take before it is abandoned and retried; with the
+    /// renewal interval it must stay below `lease_secs`.
+    pub provider_timeout_secs: u64,
+    /// Most resources worked on at once; each works independently of the others.
+    pub max_concurrent_resources: usize,
+    /// Most rules of one resource claimed at once.
     pub batch: u64,
     /// Seconds between orphan sweeps (one also runs at start); 0 disables them.
     pub sweep_interval_secs: u64,
 }
 
+impl EngineSettings {
+    /// The deadline of every provider call.
+    pub fn provider_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.provider_timeout_secs.max(1))
+    }
+}
+
 impl Default for EngineSettings {
     fn default() -> Self {
-        EngineSettings { lease_secs: 30, batch: 500, sweep_interval_secs: 300 }
+        EngineSettings {
+            lease_secs: 12,
+            provider_timeout_secs: 8,
+            max_concurrent_resources: 32,
+            batch: 500,
+            sweep_interval_secs: 300,
+        }
     }
 }
 

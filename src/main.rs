@@ -152,8 +152,13 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 None => MemoryFirewall::in_process(),
             };
             let reader = store::connect_reader(config.database_url.expose(), &db, 4).await?;
-            let services =
-                Services::with_reader(db, reader, &config, Providers::new(memory, &config.providers)).await?;
+            let services = Services::with_reader(
+                db,
+                reader,
+                &config,
+                Providers::new(memory, &config.providers, config.engine.provider_timeout()),
+            )
+            .await?;
             let listener = tokio::net::TcpListener::bind(config.listen).await?;
             tracing::info!(address = %listener.local_addr()?, "listening");
             let interval = Duration::from_secs(config.health_check_interval_secs.max(1));

@@ -803,7 +803,7 @@ async fn generated_token_key_survives_restarts() {
         portcullis::store::migrate(&connection).await.unwrap();
         let config = portcullis::config::Config::default();
         assert!(config.auth.jwt_secret.is_none());
-        let providers = || Providers::new(MemoryFirewall::in_process(), &Default::default());
+        let providers = || Providers::new(MemoryFirewall::in_process(), &Default::default(), Duration::from_secs(8));
         let first = portcullis::service::Services::new(connection.clone(), &config, providers()).await.unwrap();
         let claims = Claims {
             sub: "u".into(),

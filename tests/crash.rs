@@ -19,20 +19,30 @@ const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 const SESSIONS: usize = 6;
 
 fn portcullis(dir: &Path, database_url: &str) -> Command {
+    portcullis_with_lease(dir, database_url, 4, 2)
+}
+
+/// The server binary with the given claim lease and provider deadline.
+fn portcullis_with_lease(dir: &Path, database_url: &str, lease_secs: u64, provider_timeout_secs: u64) -> Command {
     let mut command = Command::new(BIN);
     command
         .current_dir(dir)
         .env("PORTCULLIS_DATABASE_URL", database_url)
         .env("PORTCULLIS_PROVIDERS__MEMORY_STATE_FILE", dir.join("memory-rules.json"))
         // Claims of the killed process expire quickly so the restarted one resumes them.
-        .env("PORTCULLIS_ENGINE__LEASE_SECS", "2")
+        .env("PORTCULLIS_ENGINE__LEASE_SECS", lease_secs.to_string())
+        .env("PORTCULLIS_ENGINE__PROVIDER_TIMEOUT_SECS", provider_timeout_secs.to_string())
         .env("RUST_LOG", "info");
     command
 }
 
 /// Starts `serve` on a free port and returns the process and its address.
 fn serve(dir: &Path, database_url: &str) -> (Child, String) {
-    let mut child = portcullis(dir, database_url)
+    serve_command(portcullis(dir, database_url))
+}
+
+fn serve_command(mut command: Command) -> (Child, String) {
+    let mut child = command
         .args(["serve", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -79,7 +89,12 @@ async fn statuses(address: &str, key: &str, ids: &[String]) -> Vec<SessionStatus
 
 /// Polls until every session is in `wanted` (bounded: 60 s).
 async fn wait_for(address: &str, key: &str, ids: &[String], wanted: SessionStatus) {
-    for _ in 0..300 {
+    wait_for_within(address, key, ids, wanted, Duration::from_secs(60)).await
+}
+
+async fn wait_for_within(address: &str, key: &str, ids: &[String], wanted: SessionStatus, bound: Duration) {
+    let deadline = tokio::time::Instant::now() + bound;
+    while tokio::time::Instant::now() < deadline {
         if statuses(address, key, ids).await.iter().all(|s| *s == wanted) {
             return;
         }
@@ -197,4 +212,97 @@ async fn crash_and_recover(db: &common::TestDb, firewall: &Firewall) {
     wait_for(&address, &key, &ids, SessionStatus::Cancelled).await;
     assert_eq!(firewall.rules_left(dir.path()), 0, "no rule outlives its session");
     kill_hard(&mut server);
+}
+
+/// The hung call's injected latency: far beyond what any wait below allows.
+const HUNG_MS: u32 = 60_000;
+
+/// One resource's provider hangs (every call sleeps a minute). While that call is pending,
+/// another user's session on a healthy resource still opens and closes, and SIGTERM still ends
+/// the server by the provider deadline, the hung rule left PENDING for the next start.
+#[tokio::test]
+async fn a_hung_provider_delays_only_its_own_rules_and_shutdown() {
+    let db = common::TestDb::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let command = || portcullis_with_lease(dir.path(), &db.url, 10, 5);
+    let init = command().args(["init", "--admin-email", "admin@example.com"]).output().unwrap();
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    let admin_key = String::from_utf8(init.stdout).unwrap().trim().to_owned();
+    let (mut server, address) = serve_command(command());
+
+    let mut users = UserServiceClient::new(channel(&address).await);
+    let admin = users.get_current_user(common::with_key(GetCurrentUserRequest {}, &admin_key)).await.unwrap();
+    let admin_id = admin.into_inner().user.unwrap().id;
+    let ada = User { email: "ada@example.com".into(), role: Role::User.into(), ..Default::default() };
+    let ada = users.create_user(common::with_key(CreateUserRequest { user: Some(ada) }, &admin_key)).await.unwrap();
+    let ada_id = ada.into_inner().user.unwrap().id;
+    let ada_key = common::insert_api_key(&db.connect().await, &ada_id, portcullis::domain::Permission::ALL, None).await;
+
+    let mut resources = ResourceServiceClient::new(channel(&address).await);
+    let mut create = async |name: &str, latency_ms: u32, user_id: &str| {
+        let provider = resource::Provider::Memory(MemoryProvider { latency_ms, ..Default::default() });
+        let resource = Resource { name: name.into(), provider: Some(provider), ..Default::default() };
+        let request = common::with_key(CreateResourceRequest { resource: Some(resource) }, &admin_key);
+        let id = resources.create_resource(request).await.unwrap().into_inner().resource.unwrap().id;
+        let assign = AssignResourceRequest { resource_id: id.clone(), user_id: user_id.into() };
+        resources.assign_resource(common::with_key(assign, &admin_key)).await.unwrap();
+        id
+    };
+    let hung = create("hung", HUNG_MS, &ada_id).await;
+    create("healthy", 0, &admin_id).await;
+
+    let mut sessions = SessionServiceClient::new(channel(&address).await);
+    let mut start = async |key: &str, ip: &str| {
+        let request = StartSessionRequest { ipv4_address: Some(ip.into()), ..Default::default() };
+        sessions.start_session(common::with_key(request, key)).await.unwrap().into_inner().session.unwrap().id
+    };
+    let stuck = vec![start(&ada_key, "203.0.113.30").await];
+    let healthy = vec![start(&admin_key, "203.0.113.31").await];
+
+    let bound = Duration::from_secs(20);
+    wait_for_within(&address, &admin_key, &healthy, SessionStatus::Active, bound).await;
+    SessionServiceClient::new(channel(&address).await)
+        .stop_session(common::with_key(StopSessionRequest { id: healthy[0].clone() }, &admin_key))
+        .await
+        .unwrap();
+    wait_for_within(&address, &admin_key, &healthy, SessionStatus::Cancelled, bound).await;
+    assert_eq!(statuses(&address, &ada_key, &stuck).await, [SessionStatus::Pending], "the hung rule is still pending");
+    assert_eq!(memory_rules(dir.path()), 0, "the hung call never returned; the healthy rule is gone");
+
+    // SIGTERM: the server stops within the provider deadline (5 s) and a margin, long before
+    // the hung call would have returned.
+    let signalled = std::time::Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap().success());
+    let exit = loop {
+        if let Some(status) = server.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_millis(u64::from(HUNG_MS) / 2),
+            "SIGTERM waited for the hung call"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(exit.success(), "{exit:?}");
+    assert_eq!(memory_rules(dir.path()), 0, "nothing was opened on the hung firewall");
+
+    // The unfinished rule is picked up by the next start, once the firewall answers again.
+    let (mut server, address) = serve_command(command());
+    let fixed = Resource {
+        id: hung,
+        provider: Some(resource::Provider::Memory(MemoryProvider::default())),
+        ..Default::default()
+    };
+    let update = UpdateResourceRequest { resource: Some(fixed), update_mask: Some(mask(&["provider"])) };
+    ResourceServiceClient::new(channel(&address).await)
+        .update_resource(common::with_key(update, &admin_key))
+        .await
+        .unwrap();
+    wait_for(&address, &ada_key, &stuck, SessionStatus::Active).await;
+    assert_eq!(memory_rules(dir.path()), 1);
+    kill_hard(&mut server);
+}
+
+fn mask(paths: &[&str]) -> prost_types::FieldMask {
+    prost_types::FieldMask { paths: paths.iter().map(|p| (*p).to_owned()).collect() }
 }

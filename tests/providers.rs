@@ -512,6 +512,7 @@ mod gcp {
                 portcullis::provider::Providers::new(
                     portcullis::provider::memory::MemoryFirewall::in_process(),
                     &common::test_config().providers,
+                    common::test_config().engine.provider_timeout(),
                 ),
                 portcullis::engine::EngineConfig::default(),
             );

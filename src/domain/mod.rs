@@ -1,5 +1,6 @@
 //! Pure types and rules of Portcullis: no tonic, no sea-orm, no I/O.
 
+mod actor;
 mod ip;
 mod permission;
 mod resource;
@@ -9,6 +10,7 @@ mod validate;
 use std::fmt;
 use std::str::FromStr;
 
+pub use actor::Actor;
 pub use ip::{IpVersion, check_session_address, client_address, normalize, parse_session_address};
 pub use permission::Permission;
 pub use resource::{AwsSecurityGroup, GcpFirewall, MemoryProvider, ProviderConfig};

@@ -58,6 +58,25 @@ impl ProviderConfig {
     }
 }
 
+impl MemoryProvider {
+    /// The longest injected latency: enough to show a slow firewall, not to park a worker.
+    pub const MAX_LATENCY_MS: u32 = 60_000;
+    /// The most injected transient failures.
+    pub const MAX_TRANSIENT_FAILURES: u32 = 1_000;
+
+    /// Checks the fields; each error names the field relative to the provider message.
+    pub fn validate(&self) -> Vec<(&'static str, String)> {
+        let mut errors = Vec::new();
+        if self.latency_ms > Self::MAX_LATENCY_MS {
+            errors.push(("latency_ms", format!("must be at most {}", Self::MAX_LATENCY_MS)));
+        }
+        if self.transient_failures > Self::MAX_TRANSIENT_FAILURES {
+            errors.push(("transient_failures", format!("must be at most {}", Self::MAX_TRANSIENT_FAILURES)));
+        }
+        errors
+    }
+}
+
 const AWS_PROTOCOLS: &[&str] = &["tcp", "udp", "icmp", "icmpv6", "-1"];
 const GCP_PROTOCOLS: &[&str] = &["tcp", "udp", "icmp", "sctp", "all"];
 

@@ -5,18 +5,18 @@
 //! rows that the next start picks up once their lease runs out.
 
 pub mod hub;
+mod lease;
 mod sweep;
+pub mod transitions;
 mod worker;
 
 pub use hub::{Hub, Subscription};
 
-use crate::domain::{EndedReason, SessionStatus, now, roll_up};
-use crate::provider::Providers;
-use crate::service::{AuditRecord, Caller};
-use crate::store::entity::session;
-use crate::store::queries::{resource_leases, sessions};
-use crate::store::{self, StoreResult};
-use sea_orm::{ActiveValue::Set, DatabaseConnection, DatabaseTransaction, IntoActiveModel};
+use crate::domain::{Actor, EndedReason, now};
+use crate::provider::{ProviderError, Providers, Target};
+use crate::store::queries::{resources, sessions};
+use crate::store::{self, StoreError, StoreResult};
+use sea_orm::DatabaseConnection;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
@@ -24,9 +24,15 @@ use tokio::sync::{Notify, watch};
 /// Engine tuning.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// How long a claim protects rules from other workers.
+    /// How long a claim on a resource and its rules lasts unless renewed; after a crash, the
+    /// claims of the dead process wait this long.
     pub lease: Duration,
-    /// Most rules claimed at once.
+    /// The longest any one provider call may take; a call still running then is abandoned and
+    /// retried like a transient error.
+    pub provider_timeout: Duration,
+    /// Most resources worked at once.
+    pub max_concurrent_resources: usize,
+    /// Most rules of one resource claimed at once.
     pub batch: u64,
     /// First retry delay after a transient provider error; doubles per attempt, with jitter.
     pub backoff_base: Duration,
@@ -36,10 +42,34 @@ pub struct EngineConfig {
     pub sweep_interval: Option<Duration>,
 }
 
+impl EngineConfig {
+    /// How often a held lease is renewed.
+    pub fn renew_every(&self) -> Duration {
+        self.lease / 4
+    }
+
+    /// A call that was running when a renewal failed must end before the lease runs out, or
+    /// two workers could write to one firewall at once.
+    pub fn check(&self) -> Result<(), String> {
+        if self.provider_timeout + self.renew_every() >= self.lease {
+            return Err(format!(
+                "engine.provider_timeout_secs ({}s) plus the lease renewal interval (a quarter of engine.lease_secs, {:.1}s) \
+                 must be below engine.lease_secs ({}s)",
+                self.provider_timeout.as_secs(),
+                self.renew_every().as_secs_f64(),
+                self.lease.as_secs()
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            lease: Duration::from_secs(30),
+            lease: Duration::from_secs(12),
+            provider_timeout: Duration::from_secs(8),
+            max_concurrent_resources: 32,
             batch: 500,
             backoff_base: Duration::from_millis(200),
             backoff_max: Duration::from_secs(60),
@@ -105,10 +135,14 @@ impl Engine {
         self.inner.expiry.notify_one();
     }
 
-    /// Runs the worker and the expiry scheduler until `stop` turns true; in-flight provider
-    /// calls finish first.
+    /// Runs the worker, the orphan sweep and the expiry scheduler, each on its own, until
+    /// `stop` turns true; in-flight provider calls end by their deadline first.
     pub async fn run(&self, stop: watch::Receiver<bool>) {
-        tokio::join!(worker::run(self.clone(), stop.clone()), self.run_expiry(stop));
+        tokio::join!(
+            worker::run(self.clone(), stop.clone()),
+            sweep::run(self.clone(), stop.clone()),
+            self.run_expiry(stop)
+        );
     }
 
     /// Loads the watched ones of `session_ids` and offers them to their watchers. A watcher that
@@ -124,73 +158,17 @@ impl Engine {
         }
     }
 
-    /// Ends a live session: EXPIRING, its rules REMOVING. Returns false when it was not live.
-    pub async fn end_session(
-        &self,
-        session_id: &str,
-        reason: EndedReason,
-        actor: Option<&Caller>,
-    ) -> StoreResult<bool> {
-        let db = &self.inner.db;
-        let txn = store::begin(db).await?;
-        let current = sessions::get_for_update(&txn, session_id).await?;
-        let live = current.status.parse::<SessionStatus>().is_ok_and(SessionStatus::is_live);
-        if !live {
-            return Ok(false);
-        }
-        let at = now();
-        let organization_id = current.organization_id.clone();
-        let revision = current.revision;
-        let mut active = current.into_active_model();
-        active.status = Set(SessionStatus::Expiring.as_str().to_owned());
-        active.ended_reason = Set(Some(reason.as_str().to_owned()));
-        active.ended_at = Set(Some(at));
-        active.live_ipv4_key = Set(None);
-        active.live_ipv6_key = Set(None);
-        active.revision = Set(revision + 1);
-        active.updated_at = Set(at);
-        sessions::update(&txn, active).await?;
-        sessions::begin_removal(&txn, session_id, at).await?;
-        AuditRecord::new("session.expiring", "session", session_id)
-            .detail("reason", reason)
-            .write_as(&txn, &organization_id, actor)
-            .await?;
+    /// Ends a live session in a transaction of its own, then wakes the worker and tells the
+    /// watchers. Returns false when it was not live.
+    pub async fn end_session(&self, session_id: &str, reason: EndedReason, actor: &Actor) -> StoreResult<bool> {
+        let txn = store::begin(&self.inner.db).await?;
+        let ended = transitions::end(&txn, session_id, reason, actor, None).await?;
         store::commit(txn).await?;
-        self.wake();
-        self.publish(&[session_id]).await;
-        Ok(true)
-    }
-
-    /// Recomputes a session's status from its rules after they changed (inside the transaction
-    /// that changed them, so a crash can never leave rules and status apart), bumps its revision,
-    /// and records a status change in the audit trail.
-    async fn settle(txn: &DatabaseTransaction, session_id: &str) -> StoreResult<()> {
-        let current = sessions::get_for_update(txn, session_id).await?;
-        let rules = sessions::rules_of(txn, session_id).await?;
-        let statuses: Vec<_> = rules.iter().filter_map(|r| r.status.parse().ok()).collect();
-        let status: SessionStatus = current.status.parse().unwrap_or(SessionStatus::Pending);
-        let reason = current.ended_reason.as_deref().and_then(|r| r.parse().ok());
-        let next = roll_up(status, reason, &statuses);
-        let organization_id = current.organization_id.clone();
-        let revision = current.revision;
-        let mut active: session::ActiveModel = current.into_active_model();
-        active.revision = Set(revision + 1);
-        active.updated_at = Set(now());
-        if next != status {
-            active.status = Set(next.as_str().to_owned());
-            if !next.is_live() {
-                active.live_ipv4_key = Set(None);
-                active.live_ipv6_key = Set(None);
-            }
-            if next == SessionStatus::Failed {
-                active.ended_at = Set(Some(now()));
-            }
+        if ended {
+            self.wake();
+            self.publish(&[session_id]).await;
         }
-        sessions::update(txn, active).await?;
-        if next != status {
-            AuditRecord::new(session_event(next), "session", session_id).write_as(txn, &organization_id, None).await?;
-        }
-        Ok(())
+        Ok(ended)
     }
 
     async fn run_expiry(&self, mut stop: watch::Receiver<bool>) {
@@ -231,25 +209,27 @@ impl Engine {
         at + chrono::TimeDelta::from_std(self.inner.config.lease).unwrap_or(chrono::TimeDelta::seconds(30))
     }
 
-    /// Takes the lease on a resource for this process, so provider writes to it never
-    /// interleave across replicas. Answers false while another replica holds it.
-    async fn lease_resource(&self, resource_id: &str) -> StoreResult<bool> {
-        let at = now();
-        resource_leases::acquire(&self.inner.db, resource_id, &self.inner.owner, at, self.lease_end(at)).await
-    }
-
-    /// Gives a resource's lease back; if that fails, it simply expires.
-    async fn release_resource(&self, resource_id: &str) {
-        if let Err(err) = resource_leases::release(&self.inner.db, resource_id, &self.inner.owner).await {
-            tracing::warn!(resource_id, error = %err, "releasing resource lease failed");
-        }
+    /// The provider of a resource and what to call it with, or why it cannot be reached.
+    async fn provider_for(&self, resource_id: &str) -> StoreResult<Result<worker::ProviderTarget, ProviderError>> {
+        let config = match resources::get_by_id(&self.inner.reader, resource_id).await {
+            Ok(resource) => match resources::provider_config(&resource) {
+                Ok(config) => config,
+                Err(err) => return Ok(Err(ProviderError::Rejected(err.to_string()))),
+            },
+            Err(StoreError::NotFound) => return Ok(Err(ProviderError::Rejected("the resource was deleted".into()))),
+            Err(err) => return Err(err),
+        };
+        Ok(self
+            .providers()
+            .for_config(&config)
+            .map(|provider| (provider, Target { resource_id: resource_id.to_owned(), config })))
     }
 
     async fn expire_due(&self, limit: u64) -> StoreResult<u64> {
         let due = sessions::due_to_expire(&self.inner.reader, now(), limit).await?;
         let count = due.len() as u64;
         for session in due {
-            self.end_session(&session.id, EndedReason::Expired, None).await?;
+            self.end_session(&session.id, EndedReason::Expired, &Actor::server(&session.organization_id)).await?;
         }
         Ok(count)
     }
@@ -261,18 +241,5 @@ pub async fn stopping(stop: &mut watch::Receiver<bool>) {
         if stop.changed().await.is_err() {
             return;
         }
-    }
-}
-
-/// The audit event type of a session reaching `status`.
-fn session_event(status: SessionStatus) -> &'static str {
-    match status {
-        SessionStatus::Pending => "session.pending",
-        SessionStatus::Active => "session.active",
-        SessionStatus::Partial => "session.partial",
-        SessionStatus::Failed => "session.failed",
-        SessionStatus::Expiring => "session.expiring",
-        SessionStatus::Expired => "session.expired",
-        SessionStatus::Cancelled => "session.cancelled",
     }
 }

@@ -1,32 +1,49 @@
 //! The orphan sweep: removes rules that carry our ownership marker but that no live rule in the
 //! database accounts for (left by a lost database, a restore, or a crash between opening a rule
-//! and recording it). Rules without our marker are never touched. It runs on the worker's task
+//! and recording it). Rules without our marker are never touched. It runs on a task of its own
 //! and under the resource's lease, so it never races an apply or removal on any replica.
 
 use super::Engine;
+use super::lease::ResourceLease;
 use crate::domain::ResourceIpStatus;
 use crate::provider::{FirewallProvider, RuleRef, Target};
-use crate::service::resources::provider_of;
 use crate::store::StoreResult;
 use crate::store::queries::{resources, sessions};
 use std::net::IpAddr;
+use tokio::sync::watch;
+
+/// Sweeps at start and every `sweep_interval`, on a task of its own, so a slow firewall never
+/// holds up the worker.
+pub(super) async fn run(engine: Engine, mut stop: watch::Receiver<bool>) {
+    let Some(interval) = engine.inner.config.sweep_interval else { return };
+    loop {
+        if let Err(err) = sweep(&engine).await {
+            tracing::warn!(error = %err, "orphan sweep failed");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = super::stopping(&mut stop) => return,
+        }
+    }
+}
 
 /// One pass over every resource; returns how many orphan rules were removed.
-pub(super) async fn sweep(engine: &Engine) -> StoreResult<usize> {
-    let inner = &engine.inner;
+async fn sweep(engine: &Engine) -> StoreResult<usize> {
     let mut removed = 0;
-    for resource in resources::all(&inner.reader).await? {
-        let Ok(config) = provider_of(&resource) else { continue };
-        // Resources of providers this server was built without are someone else's to sweep.
-        let Ok(provider) = inner.providers.for_config(&config) else { continue };
-        let target = Target { resource_id: resource.id.clone(), config };
-        // Another replica is writing to it; the next sweep comes soon enough.
-        if !engine.lease_resource(&resource.id).await? {
-            continue;
-        }
-        let swept = sweep_resource(engine, provider.as_ref(), &target).await;
-        engine.release_resource(&resource.id).await;
-        removed += swept?;
+    for resource in resources::all(&engine.inner.reader).await? {
+        // Another worker is writing to it; the next sweep comes soon enough.
+        let Some(lease) = ResourceLease::acquire(engine, &resource.id).await? else { continue };
+        let swept = lease
+            .hold(async {
+                match engine.provider_for(&resource.id).await? {
+                    Ok((provider, target)) => sweep_resource(engine, provider.as_ref(), &target).await,
+                    // Resources of providers this server was built without are someone else's to sweep.
+                    Err(_) => Ok(0),
+                }
+            })
+            .await;
+        lease.release().await;
+        removed += swept.transpose()?.unwrap_or(0);
     }
     Ok(removed)
 }

@@ -1,60 +1,91 @@
 //! The rule worker: claims due rules, calls providers once per resource, records outcomes.
 
 use super::Engine;
-use crate::domain::{ResourceIpStatus, new_id, now};
+use super::lease::ResourceLease;
+use crate::domain::{ResourceIpStatus, now};
 use crate::provider::{FirewallProvider, Owner, ProviderError, RuleRef, RuleRequest, Target, is_unmanaged};
-use crate::service::resources::provider_of;
 use crate::store::entity::resource_ip;
-use crate::store::queries::{resources, sessions};
-use crate::store::{self, StoreError, StoreResult};
+use crate::store::queries::sessions;
+use crate::store::{self, StoreResult};
 use chrono::TimeDelta;
 use rand::Rng;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio::task::{JoinError, JoinSet};
 
 const LONGEST_IDLE: Duration = Duration::from_secs(1);
 
+/// Finds resources with due rules and works each in a task of its own (at most
+/// `max_concurrent_resources` at once), so a slow firewall only holds up its own rules.
+/// On stop, claims no more and waits for the tasks in flight, which end by their provider
+/// deadline; whatever is unfinished then is left for the next start.
 pub(super) async fn run(engine: Engine, mut stop: watch::Receiver<bool>) {
-    let mut next_sweep = engine.inner.config.sweep_interval.map(|_| tokio::time::Instant::now());
+    let inner = &engine.inner;
+    let mut tasks = JoinSet::new();
+    // Which resource each task works on.
+    let mut busy: HashMap<tokio::task::Id, String> = HashMap::new();
     loop {
         if *stop.borrow() {
-            return;
+            break;
         }
-        if let (Some(due), Some(interval)) = (next_sweep, engine.inner.config.sweep_interval)
-            && due <= tokio::time::Instant::now()
-        {
-            if let Err(err) = super::sweep::sweep(&engine).await {
-                tracing::warn!(error = %err, "orphan sweep failed");
+        let room = inner.config.max_concurrent_resources.saturating_sub(tasks.len());
+        if room > 0 {
+            let working: Vec<&str> = busy.values().map(String::as_str).collect();
+            match sessions::due_resources(&inner.reader, now(), &working, room as u64).await {
+                Ok(due) => {
+                    for resource_id in due {
+                        let task = tasks.spawn(work_resource(engine.clone(), resource_id.clone()));
+                        busy.insert(task.id(), resource_id);
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, "looking for due rules failed"),
             }
-            next_sweep = Some(tokio::time::Instant::now() + interval);
         }
-        let idle = match process_batch(&engine).await {
-            Ok(0) => match sessions::next_due(&engine.inner.reader).await {
-                Ok(Some(at)) => {
-                    (at - now()).to_std().unwrap_or(Duration::ZERO).clamp(Duration::from_millis(5), LONGEST_IDLE)
-                }
-                Ok(None) => LONGEST_IDLE,
-                Err(err) => {
-                    tracing::warn!(error = %err, "reading next due rule failed");
-                    LONGEST_IDLE
-                }
-            },
-            Ok(_) => continue,
+        let idle = match sessions::next_due(&inner.reader, now()).await {
+            Ok(Some(at)) => {
+                (at - now()).to_std().unwrap_or(Duration::ZERO).clamp(Duration::from_millis(5), LONGEST_IDLE)
+            }
+            Ok(None) => LONGEST_IDLE,
             Err(err) => {
-                tracing::warn!(error = %err, "rule batch failed");
+                tracing::warn!(error = %err, "reading next due rule failed");
                 LONGEST_IDLE
             }
         };
-        let idle = next_sweep.map_or(idle, |due| idle.min(due.saturating_duration_since(tokio::time::Instant::now())));
         tokio::select! {
+            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => finished(&mut busy, done),
             _ = tokio::time::sleep(idle) => {}
-            _ = engine.inner.work.notified() => {}
-            _ = super::stopping(&mut stop) => return,
+            _ = inner.work.notified() => {}
+            _ = super::stopping(&mut stop) => break,
         }
     }
+    let grace = inner.config.provider_timeout + SHUTDOWN_MARGIN;
+    let drained = tokio::time::timeout(grace, async {
+        while let Some(done) = tasks.join_next_with_id().await {
+            finished(&mut busy, done);
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(resources = tasks.len(), "resource work still running at shutdown; left for the next start");
+        tasks.abort_all();
+    }
+}
+
+/// Beyond the provider deadline, what a resource task may need to record its outcome.
+const SHUTDOWN_MARGIN: Duration = Duration::from_secs(2);
+
+fn finished(busy: &mut HashMap<tokio::task::Id, String>, done: Result<(tokio::task::Id, ()), JoinError>) {
+    let id = match done {
+        Ok((id, ())) => id,
+        Err(err) => {
+            tracing::error!(error = %err, "resource task failed");
+            err.id()
+        }
+    };
+    busy.remove(&id);
 }
 
 /// What happened to one claimed rule.
@@ -70,80 +101,61 @@ enum Outcome {
     Retry {
         message: String,
     },
-    /// Not attempted: another replica holds the resource's lease.
-    Busy,
 }
 
-async fn process_batch(engine: &Engine) -> StoreResult<usize> {
-    let inner = &engine.inner;
-    let token = format!("{}:{}", inner.owner, new_id());
-    let at = now();
-    let claimed = sessions::claim_due_rules(&inner.db, &token, at, engine.lease_end(at), inner.config.batch).await?;
-    if claimed.is_empty() {
-        return Ok(0);
-    }
-    let count = claimed.len();
-    let mut by_resource: BTreeMap<String, Vec<resource_ip::Model>> = BTreeMap::new();
-    for rule in claimed {
-        by_resource.entry(rule.resource_id.clone()).or_default().push(rule);
-    }
-    let results = futures::future::join_all(
-        by_resource.into_iter().map(|(id, rules)| process_resource(engine, &token, id, rules)),
-    )
-    .await;
-    let mut touched = BTreeSet::new();
-    for result in results {
-        match result {
-            Ok(sessions) => touched.extend(sessions),
-            Err(err) => {
-                tracing::warn!(error = %err, "recording provider results failed; the lease will expire and retry")
-            }
+/// Works one resource under its lease: claims its due rules, reads its provider config (under
+/// the lease, so a change made before it is seen), removes then applies, records the outcome
+/// and tells the watchers.
+async fn work_resource(engine: Engine, resource_id: String) {
+    let lease = match ResourceLease::acquire(&engine, &resource_id).await {
+        Ok(Some(lease)) => lease,
+        // Taken meanwhile by another worker: its rules are looked at again when it is done.
+        Ok(None) => return,
+        Err(err) => {
+            tracing::warn!(resource_id, error = %err, "taking the resource lease failed");
+            return;
         }
-    }
-    let touched: Vec<&str> = touched.iter().map(String::as_str).collect();
-    engine.publish(&touched).await;
-    Ok(count)
-}
-
-/// Works one resource's claimed rules: removals first (so a shared rule is only revoked when
-/// nobody else wants it), then applications, each in one provider call.
-async fn process_resource(
-    engine: &Engine,
-    token: &str,
-    resource_id: String,
-    rules: Vec<resource_ip::Model>,
-) -> StoreResult<Vec<String>> {
-    let db = &engine.inner.reader;
-    let provider = match resources::get_by_id(db, &resource_id).await {
-        Ok(resource) => match provider_of(&resource) {
-            Ok(config) => engine
-                .providers()
-                .for_config(&config)
-                .map(|provider| (provider, Target { resource_id: resource_id.clone(), config })),
-            Err(err) => Err(ProviderError::Rejected(err.to_string())),
-        },
-        Err(StoreError::NotFound) => Err(ProviderError::Rejected("the resource was deleted".into())),
-        Err(err) => return Err(err),
     };
-    if !engine.lease_resource(&resource_id).await? {
-        // Another replica is writing to this firewall: come back when it is done.
-        let outcomes = rules.into_iter().map(|rule| (rule, Outcome::Busy)).collect();
-        return record(engine, token, outcomes).await;
+    let worked = lease.hold(work_leased(&engine, &lease)).await;
+    lease.release().await;
+    match worked {
+        Some(Ok(touched)) => {
+            let touched: Vec<&str> = touched.iter().map(String::as_str).collect();
+            engine.publish(&touched).await;
+        }
+        Some(Err(err)) => {
+            tracing::warn!(resource_id, error = %err, "recording provider results failed; the claims will run out and retry")
+        }
+        None => {}
     }
-    let (removing, pending): (Vec<_>, Vec<_>) =
-        rules.into_iter().partition(|rule| rule.status == ResourceIpStatus::Removing.as_str());
-    let mut outcomes = Vec::new();
-    let worked = async {
-        outcomes.extend(remove(engine, provider.as_ref(), removing).await?);
-        outcomes.extend(apply(engine, provider.as_ref(), pending).await?);
-        record(engine, token, outcomes).await
-    }
-    .await;
-    engine.release_resource(&resource_id).await;
-    worked
 }
 
-type ProviderTarget = (Arc<dyn FirewallProvider>, Target);
+/// Removals first (so a shared rule is only revoked when nobody else wants it), then
+/// applications, each in one provider call. Returns the sessions whose rules changed.
+async fn work_leased(engine: &Engine, lease: &ResourceLease) -> StoreResult<Vec<String>> {
+    let inner = &engine.inner;
+    let at = now();
+    let claimed = sessions::claim_due_rules(
+        &inner.db,
+        &lease.resource_id,
+        &lease.holder,
+        at,
+        engine.lease_end(at),
+        inner.config.batch,
+    )
+    .await?;
+    if claimed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let provider = engine.provider_for(&lease.resource_id).await?;
+    let (removing, pending): (Vec<_>, Vec<_>) =
+        claimed.into_iter().partition(|rule| rule.status == ResourceIpStatus::Removing.as_str());
+    let mut outcomes = remove(engine, provider.as_ref(), removing).await?;
+    outcomes.extend(apply(engine, provider.as_ref(), pending).await?);
+    record(engine, &lease.holder, outcomes).await
+}
+
+pub(super) type ProviderTarget = (Arc<dyn FirewallProvider>, Target);
 
 async fn remove(
     engine: &Engine,
@@ -169,9 +181,12 @@ async fn remove(
     }
     let (provider, target) = match provider {
         Ok(found) => found,
-        // Nothing reachable was ever opened through a provider we cannot reach.
-        Err(_) => {
-            outcomes.extend(to_revoke.into_iter().map(|rule| (rule, Outcome::Removed)));
+        // Only the provider can confirm a rule is gone: until this server can reach it (a
+        // replica built with its feature, a readable config), the rule stays REMOVING.
+        Err(err) => {
+            let message = format!("cannot remove the rule: {err}");
+            tracing::warn!(count = to_revoke.len(), error = %message, "removal waits for a reachable provider");
+            outcomes.extend(to_revoke.into_iter().map(|rule| (rule, Outcome::Retry { message: message.clone() })));
             return Ok(outcomes);
         }
     };
@@ -323,7 +338,6 @@ async fn record(
                 next.next_attempt_at = at + backoff(&inner.config, current.attempts);
                 next.error_message = Some(message);
             }
-            Outcome::Busy => next.next_attempt_at = at + busy_delay(),
             // The status moved under us (the session ended): its new work is due now.
             _ => next.next_attempt_at = at,
         }
@@ -337,15 +351,10 @@ async fn record(
     touched.sort();
     touched.dedup();
     for session_id in &touched {
-        Engine::settle(&txn, session_id).await?;
+        super::transitions::settle(&txn, session_id).await?;
     }
     store::commit(txn).await?;
     Ok(touched)
-}
-
-/// How long a rule waits for a resource another replica is writing to: about one provider call.
-fn busy_delay() -> TimeDelta {
-    TimeDelta::milliseconds(rand::rng().random_range(100..=300))
 }
 
 /// Exponential backoff with jitter: base · 2^attempts, capped, times a random 50–100 %.

@@ -4,8 +4,8 @@ use crate::domain::{self, ProviderConfig, Violations};
 use crate::error::{Error, Result};
 use crate::pb::v1 as pb;
 use crate::service::audit::details_of;
-use crate::service::resources::provider_of;
 use crate::store::entity::{api_key, audit_event, login_session, organization, resource, resource_ip, user};
+use crate::store::queries::resources;
 use crate::store::queries::sessions::SessionRecord;
 use crate::store::{PageRequest, StoreError};
 use chrono::{DateTime, Utc};
@@ -181,7 +181,7 @@ pub fn audit_event_to_pb(model: audit_event::Model) -> pb::AuditEvent {
 }
 
 pub fn resource_to_pb(model: resource::Model) -> Result<pb::Resource, StoreError> {
-    let provider = match provider_of(&model)? {
+    let provider = match resources::provider_config(&model)? {
         ProviderConfig::Memory(memory) => pb::resource::Provider::Memory(pb::MemoryProvider {
             latency_ms: memory.latency_ms,
             fail_addresses: memory.fail_addresses.iter().map(ToString::to_string).collect(),

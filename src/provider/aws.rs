@@ -167,11 +167,15 @@ fn is_ours(rule: &SecurityGroupRule, resource_id: &str) -> bool {
         && rule.tags().iter().any(|tag| tag.key() == Some(RESOURCE_TAG) && tag.value() == Some(resource_id))
 }
 
+/// Pages of 1,000 rules read at most: a security group holds at most 1,000 rules per
+/// direction and family, so an endpoint that pages on beyond this is broken or hostile.
+const MAX_PAGES: usize = 10;
+
 /// Every ingress rule of the group, foreign ones included (the quota counts them all).
 async fn ingress_rules(client: &Client, group_id: &str) -> Result<Vec<SecurityGroupRule>, ProviderError> {
     let mut rules = Vec::new();
     let mut next_token = None;
-    loop {
+    for _ in 0..MAX_PAGES {
         let page = client
             .describe_security_group_rules()
             .filters(Filter::builder().name("group-id").values(group_id).build())
@@ -186,6 +190,9 @@ async fn ingress_rules(client: &Client, group_id: &str) -> Result<Vec<SecurityGr
             _ => return Ok(rules),
         }
     }
+    Err(ProviderError::Transient(format!(
+        "EC2 listed the rules of {group_id} in more than {MAX_PAGES} pages; a security group cannot hold that many"
+    )))
 }
 
 impl AwsFirewall {

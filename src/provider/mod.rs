@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Starts the description of every rule Portcullis opens; rules without it are never touched.
 pub const OWNERSHIP_MARKER: &str = "portcullis";
@@ -144,6 +145,47 @@ pub trait FirewallProvider: Send + Sync {
     async fn check(&self, target: &Target) -> CheckOutcome;
 }
 
+/// Wraps a provider so every call ends by a deadline: a call still running then is abandoned
+/// (dropping it cancels its request) and answers a transient error, retried with backoff. This
+/// bounds whatever the provider does inside a call: paging, operation polling, latency.
+struct Bounded {
+    inner: Arc<dyn FirewallProvider>,
+    deadline: Duration,
+}
+
+impl Bounded {
+    fn timed_out(&self) -> ProviderError {
+        ProviderError::Transient(format!("the provider did not answer within {}s", self.deadline.as_secs_f64()))
+    }
+}
+
+#[async_trait]
+impl FirewallProvider for Bounded {
+    async fn apply(&self, target: &Target, rules: &[RuleRequest]) -> Vec<Result<String, ProviderError>> {
+        tokio::time::timeout(self.deadline, self.inner.apply(target, rules))
+            .await
+            .unwrap_or_else(|_| fail_all(rules.len(), &self.timed_out()))
+    }
+
+    async fn revoke(&self, target: &Target, rules: &[RuleRef]) -> Vec<Result<(), ProviderError>> {
+        tokio::time::timeout(self.deadline, self.inner.revoke(target, rules))
+            .await
+            .unwrap_or_else(|_| fail_all(rules.len(), &self.timed_out()))
+    }
+
+    async fn list_owned(&self, target: &Target) -> Result<Vec<OwnedRule>, ProviderError> {
+        tokio::time::timeout(self.deadline, self.inner.list_owned(target))
+            .await
+            .unwrap_or_else(|_| Err(self.timed_out()))
+    }
+
+    async fn check(&self, target: &Target) -> CheckOutcome {
+        tokio::time::timeout(self.deadline, self.inner.check(target))
+            .await
+            .unwrap_or_else(|_| CheckOutcome::Unreachable(self.timed_out().to_string()))
+    }
+}
+
 /// The providers this server was built with.
 #[derive(Clone)]
 pub struct Providers {
@@ -152,10 +194,13 @@ pub struct Providers {
     aws: Arc<aws::AwsFirewall>,
     #[cfg(feature = "gcp")]
     gcp: Arc<gcp::GcpFirewall>,
+    /// The longest any one call may take.
+    deadline: Duration,
 }
 
 impl Providers {
-    pub fn new(memory: memory::MemoryFirewall, config: &ProvidersConfig) -> Providers {
+    /// Every provider this server was built with; each call ends within `deadline`.
+    pub fn new(memory: memory::MemoryFirewall, config: &ProvidersConfig, deadline: Duration) -> Providers {
         #[cfg(not(feature = "gcp"))]
         let _ = config;
         Providers {
@@ -164,6 +209,7 @@ impl Providers {
             aws: Arc::new(aws::AwsFirewall::new()),
             #[cfg(feature = "gcp")]
             gcp: Arc::new(gcp::GcpFirewall::new(config.gcp_anonymous)),
+            deadline,
         }
     }
 
@@ -172,19 +218,24 @@ impl Providers {
         &self.memory
     }
 
-    /// The provider for a resource, or a rejection when this server cannot reach it.
+    /// The provider for a resource, its calls bounded by the deadline, or a rejection when this
+    /// server cannot reach it.
     pub fn for_config(&self, config: &ProviderConfig) -> Result<Arc<dyn FirewallProvider>, ProviderError> {
-        match config {
-            ProviderConfig::Memory(_) => Ok(self.memory.clone()),
+        let inner: Arc<dyn FirewallProvider> = match config {
+            ProviderConfig::Memory(_) => self.memory.clone(),
             #[cfg(feature = "aws")]
-            ProviderConfig::AwsSecurityGroup(_) => Ok(self.aws.clone()),
+            ProviderConfig::AwsSecurityGroup(_) => self.aws.clone(),
             #[cfg(feature = "gcp")]
-            ProviderConfig::GcpFirewall(_) => Ok(self.gcp.clone()),
+            ProviderConfig::GcpFirewall(_) => self.gcp.clone(),
             #[allow(unreachable_patterns)]
             other => {
-                Err(ProviderError::Rejected(format!("this server was built without the {} provider", other.kind())))
+                return Err(ProviderError::Rejected(format!(
+                    "this server was built without the {} provider",
+                    other.kind()
+                )));
             }
-        }
+        };
+        Ok(Arc::new(Bounded { inner, deadline: self.deadline }))
     }
 }
 

@@ -1,11 +1,11 @@
 //! API keys through AuthService: a caller creates keys for itself, never stronger than itself.
 
-use super::audit::AuditRecord;
 use super::credentials::generate_api_key;
 use super::{Caller, CallerCache};
 use crate::domain::{Permission, Violations, new_id, now, validate_name};
 use crate::error::{Error, Result, StoreResultExt};
 use crate::pb::v1::ErrorReason;
+use crate::store::audit::AuditRecord;
 use crate::store::entity::api_key;
 use crate::store::{self, Page, PageRequest, queries};
 use chrono::{DateTime, Utc};
@@ -81,7 +81,7 @@ impl ApiKeyManager {
         AuditRecord::new("api_key.created", "api_key", &created.id)
             .detail("name", &created.name)
             .detail("permissions", &created.permissions)
-            .write(&txn, caller)
+            .write(&txn, &caller.actor())
             .await?;
         store::commit(txn).await?;
         Ok((created, key.secret))
@@ -102,7 +102,10 @@ impl ApiKeyManager {
         }
         if key.revoked_at.is_none() {
             queries::api_keys::revoke(&txn, id, now()).await?;
-            AuditRecord::new("api_key.revoked", "api_key", id).detail("name", &key.name).write(&txn, caller).await?;
+            AuditRecord::new("api_key.revoked", "api_key", id)
+                .detail("name", &key.name)
+                .write(&txn, &caller.actor())
+                .await?;
         }
         let revoked = queries::api_keys::get(&txn, &caller.organization_id, id).await?;
         self.callers.commit_change(txn).await?;

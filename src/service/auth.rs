@@ -4,7 +4,7 @@ use super::caller_cache::CallerCache;
 use super::credentials::{self, Claims, SigningKey, TokenAlgorithm, TokenKeys};
 use super::logins::{login_deadline, login_is_live};
 use crate::config::AuthConfig;
-use crate::domain::{Permission, Role};
+use crate::domain::{Actor, Permission, Role};
 use crate::error::{Error, Result};
 use crate::pb::v1::ErrorReason;
 use crate::store::entity::{organization, signing_key, user};
@@ -31,6 +31,16 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The caller as the author of a change in the audit trail.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            organization_id: self.organization_id.clone(),
+            user_id: Some(self.user_id.clone()),
+            api_key_id: self.api_key_id.clone(),
+            client_ip: self.peer_ip,
+        }
+    }
+
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
     }

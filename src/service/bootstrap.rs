@@ -1,10 +1,11 @@
 //! `portcullis init`: the first organization, its admin, and the admin's API key.
 
-use super::audit::AuditRecord;
 use super::credentials::{TokenAlgorithm, generate_api_key};
+use crate::domain::Actor;
 use crate::domain::{Permission, Role, Tier, new_id, normalize_email, now, validate_name};
 use crate::error::{Error, Result};
 use crate::pb::v1::ErrorReason;
+use crate::store::audit::AuditRecord;
 use crate::store::entity::{api_key, organization, user};
 use crate::store::{self, queries};
 use sea_orm::DatabaseConnection;
@@ -80,7 +81,7 @@ pub async fn initialize(db: &DatabaseConnection, admin_email: &str, organization
     AuditRecord::new("organization.initialized", "organization", &organization.id)
         .detail("admin_email", &admin.email)
         .detail("api_key_id", &stored_key.id)
-        .write_as(&txn, &organization.id, None)
+        .write(&txn, &Actor::server(&organization.id))
         .await?;
     store::commit(txn).await?;
     Ok(Bootstrap { organization, admin, api_key: key.secret })
@@ -103,7 +104,7 @@ pub async fn set_password(db: &DatabaseConnection, email: &str, password: Option
     active.updated_at = Set(now());
     let updated = queries::users::update(&txn, active).await?;
     let event = if hash.is_some() { "user.password_set" } else { "user.password_cleared" };
-    AuditRecord::new(event, "user", &user_id).write_as(&txn, &organization_id, None).await?;
+    AuditRecord::new(event, "user", &user_id).write(&txn, &Actor::server(&organization_id)).await?;
     store::commit(txn).await?;
     Ok(updated)
 }

@@ -8,15 +8,16 @@
 //! up after `login.max_code_attempts` wrong tries; `login.lock_after_failures` failed logins in a
 //! row lock the account until an admin unlocks it.
 
-use super::audit::AuditRecord;
 use super::credentials::{Claims, TokenKeys, hash_password, hash_secret, password_matches, secret_matches};
 use super::mail::Mailer;
 use super::rate_limit::RateLimiter;
 use super::{Caller, CallerCache};
 use crate::config::LoginConfig;
+use crate::domain::Actor;
 use crate::domain::{new_id, normalize_email, now};
 use crate::error::{Error, Result};
 use crate::pb::v1::ErrorReason;
+use crate::store::audit::AuditRecord;
 use crate::store::entity::{login_session, user, verification_code};
 use crate::store::{self, Page, PageRequest, StoreError, queries};
 use chrono::{DateTime, TimeDelta, Utc};
@@ -232,7 +233,7 @@ impl LoginManager {
         AuditRecord::new("login.succeeded", "login_session", &session.id)
             .detail("user_id", &user.id)
             .detail("ip", client.ip)
-            .write_as(&txn, &user.organization_id, None)
+            .write(&txn, &Actor::server(&user.organization_id))
             .await?;
         store::commit(txn).await?;
         let (access_token, token_expires_at) = self.issue(&user, &session)?;
@@ -266,7 +267,7 @@ impl LoginManager {
         let login = queries::login_sessions::update(&txn, login).await?;
         AuditRecord::new("login.extended", "login_session", &login.id)
             .detail("expires_at", login.expires_at.to_rfc3339())
-            .write(&txn, caller)
+            .write(&txn, &caller.actor())
             .await?;
         store::commit(txn).await?;
         let user = queries::users::get_any(&self.db, &caller.user_id).await?;
@@ -286,7 +287,7 @@ impl LoginManager {
         if login.closed_at.is_none() {
             login.closed_at = Some(now());
             queries::login_sessions::update(&txn, login).await?;
-            AuditRecord::new("login.closed", "login_session", id).write(&txn, caller).await?;
+            AuditRecord::new("login.closed", "login_session", id).write(&txn, &caller.actor()).await?;
         }
         self.callers.commit_change(txn).await?;
         Ok(())
@@ -302,13 +303,13 @@ impl LoginManager {
         let organization_id = user.organization_id.clone();
         AuditRecord::new("login.failed", "user", user_id)
             .detail("failures", failures)
-            .write_as(txn, &organization_id, None)
+            .write(txn, &Actor::server(&organization_id))
             .await?;
         if lock {
             tracing::warn!(user_id, failures, "account locked after failed logins");
             AuditRecord::new("user.locked", "user", user_id)
                 .detail("failures", failures)
-                .write_as(txn, &organization_id, None)
+                .write(txn, &Actor::server(&organization_id))
                 .await?;
         }
         Ok(())

@@ -17,7 +17,7 @@ pub mod sessions;
 pub mod users;
 
 pub use api_keys::{ApiKeyManager, NewApiKey};
-pub use audit::{AuditLog, AuditRecord};
+pub use audit::AuditLog;
 pub use auth::{Authenticator, Caller, Credential};
 pub use bootstrap::{Bootstrap, initialize, retire_token_key, rotate_token_key, set_password};
 pub use caller_cache::CallerCache;
@@ -29,7 +29,7 @@ pub use users::{NewUser, UserChanges, UserManager};
 
 use crate::config::Config;
 use crate::engine::{Engine, EngineConfig};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::provider::Providers;
 use sea_orm::DatabaseConnection;
 
@@ -64,11 +64,14 @@ impl Services {
     ) -> Result<Services> {
         let engine_config = EngineConfig {
             lease: std::time::Duration::from_secs(config.engine.lease_secs.max(1)),
+            provider_timeout: config.engine.provider_timeout(),
+            max_concurrent_resources: config.engine.max_concurrent_resources.max(1),
             batch: config.engine.batch.max(1),
             sweep_interval: (config.engine.sweep_interval_secs > 0)
                 .then(|| std::time::Duration::from_secs(config.engine.sweep_interval_secs)),
             ..EngineConfig::default()
         };
+        engine_config.check().map_err(|message| Error::Internal(anyhow::anyhow!("configuration: {message}")))?;
         let engine = Engine::new(db.clone(), reader.clone(), providers.clone(), engine_config);
         let callers = CallerCache::new(std::time::Duration::from_secs(config.auth.caller_cache_secs));
         let auth = Authenticator::new(db.clone(), reader.clone(), &config.auth, callers.clone()).await?;

@@ -1,9 +1,9 @@
 //! The caller's organization.
 
-use super::audit::AuditRecord;
 use super::{Caller, CallerCache};
 use crate::domain::{Permission, Tier, now, validate_name};
 use crate::error::{Error, Result, StoreResultExt};
+use crate::store::audit::AuditRecord;
 use crate::store::entity::organization;
 use crate::store::{self, queries};
 use sea_orm::{ActiveValue::Set, DatabaseConnection, IntoActiveModel};
@@ -64,7 +64,7 @@ impl OrganizationManager {
         }
         active.updated_at = Set(now());
         let updated = queries::organizations::update(&txn, active).await?;
-        record.write(&txn, caller).await?;
+        record.write(&txn, &caller.actor()).await?;
         // Cached callers carry roles, disabled and suspended flags.
         self.callers.commit_change(txn).await?;
         Ok(updated)

@@ -1,13 +1,13 @@
 //! Firewall resources and who may open them.
 
 use super::Caller;
-use super::audit::AuditRecord;
 use crate::domain::{Permission, ProviderConfig, Violations, new_id, now, validate_name};
 use crate::error::{Error, Result, StoreResultExt};
 use crate::pb::v1::ErrorReason;
 use crate::provider::{CheckOutcome, Providers, Target};
+use crate::store::audit::AuditRecord;
 use crate::store::entity::{resource, resource_assignment};
-use crate::store::{self, Page, PageRequest, StoreError, queries};
+use crate::store::{self, Page, PageRequest, queries};
 use sea_orm::{ActiveValue::Set, DatabaseConnection, IntoActiveModel};
 
 /// A resource to create.
@@ -44,23 +44,13 @@ fn validate_description(value: &str) -> Result<String, String> {
 /// Checks a provider configuration; `field` is where it sits in the request.
 fn validate_provider(violations: &mut Violations, field: &str, provider: &ProviderConfig) {
     let (name, errors) = match provider {
-        ProviderConfig::Memory(_) => ("memory", Vec::new()),
+        ProviderConfig::Memory(memory) => ("memory", memory.validate()),
         ProviderConfig::AwsSecurityGroup(aws) => ("aws_security_group", aws.validate()),
         ProviderConfig::GcpFirewall(gcp) => ("gcp_firewall", gcp.validate()),
     };
     for (sub_field, description) in errors {
         violations.add(format!("{field}.{name}.{sub_field}"), description);
     }
-}
-
-fn encode_provider(provider: &ProviderConfig) -> Result<String> {
-    serde_json::to_string(provider).map_err(Error::internal)
-}
-
-/// The provider configuration of a stored resource.
-pub fn provider_of(resource: &resource::Model) -> Result<ProviderConfig, StoreError> {
-    serde_json::from_str(&resource.provider_config)
-        .map_err(|err| StoreError::Corrupt(format!("provider_config of resource {}: {err}", resource.id)))
 }
 
 impl ResourceManager {
@@ -92,7 +82,7 @@ impl ResourceManager {
                 name,
                 description,
                 provider_kind: provider.kind().to_owned(),
-                provider_config: encode_provider(&provider)?,
+                provider_config: queries::resources::encode_provider(&provider),
                 created_at: at,
                 updated_at: at,
             },
@@ -102,7 +92,7 @@ impl ResourceManager {
         AuditRecord::new("resource.created", "resource", &created.id)
             .detail("name", &created.name)
             .detail("provider", provider.kind())
-            .write(&txn, caller)
+            .write(&txn, &caller.actor())
             .await?;
         store::commit(txn).await?;
         Ok(created)
@@ -158,13 +148,13 @@ impl ResourceManager {
         if let Some(provider) = &changes.provider {
             record = record.detail("provider", provider.kind());
             active.provider_kind = Set(provider.kind().to_owned());
-            active.provider_config = Set(encode_provider(provider)?);
+            active.provider_config = Set(queries::resources::encode_provider(provider));
         }
         active.updated_at = Set(now());
         let updated = queries::resources::update(&txn, active)
             .await
             .or_already_exists("a resource with this name already exists")?;
-        record.write(&txn, caller).await?;
+        record.write(&txn, &caller.actor()).await?;
         store::commit(txn).await?;
         Ok(updated)
     }
@@ -181,7 +171,10 @@ impl ResourceManager {
             ));
         }
         queries::resources::delete(&txn, id).await?;
-        AuditRecord::new("resource.deleted", "resource", id).detail("name", &current.name).write(&txn, caller).await?;
+        AuditRecord::new("resource.deleted", "resource", id)
+            .detail("name", &current.name)
+            .write(&txn, &caller.actor())
+            .await?;
         store::commit(txn).await?;
         Ok(())
     }
@@ -200,7 +193,7 @@ impl ResourceManager {
         if queries::resources::assign(&txn, assignment).await? {
             AuditRecord::new("resource.assigned", "resource", resource_id)
                 .detail("user_id", user_id)
-                .write(&txn, caller)
+                .write(&txn, &caller.actor())
                 .await?;
         }
         store::commit(txn).await?;
@@ -215,7 +208,7 @@ impl ResourceManager {
         if queries::resources::unassign(&txn, resource_id, user_id).await? {
             AuditRecord::new("resource.unassigned", "resource", resource_id)
                 .detail("user_id", user_id)
-                .write(&txn, caller)
+                .write(&txn, &caller.actor())
                 .await?;
         }
         store::commit(txn).await?;
@@ -225,7 +218,7 @@ impl ResourceManager {
     /// Checks that the resource's firewall is reachable with its credentials.
     pub async fn check(&self, caller: &Caller, id: &str) -> Result<CheckOutcome> {
         let resource = self.get(caller, id).await?;
-        let config = provider_of(&resource)?;
+        let config = queries::resources::provider_config(&resource)?;
         Ok(match self.providers.for_config(&config) {
             Ok(provider) => provider.check(&Target { resource_id: resource.id, config }).await,
             Err(err) => CheckOutcome::Unsupported(err.to_string()),

@@ -1,21 +1,21 @@
 //! Sessions: start, read, stop, extend, watch; and their individual rules.
 
 use super::Caller;
-use super::audit::AuditRecord;
 use crate::config::SessionConfig;
 use crate::domain::{
     EndedReason, IpVersion, Permission, ResourceIpStatus, Role, SessionStatus, Tier, Violations, check_session_address,
     new_id, now, parse_session_address,
 };
-use crate::engine::{Engine, Subscription};
+use crate::engine::{Engine, Subscription, transitions};
 use crate::error::{Error, Result, StoreResultExt};
 use crate::pb::v1::ErrorReason;
+use crate::store::audit::AuditRecord;
 use crate::store::entity::{organization, resource_ip, session};
 use crate::store::queries::sessions::{self, RuleFilter, SessionFilter, SessionRecord};
 use crate::store::queries::{organizations, resources};
 use crate::store::{self, Page, PageRequest, StoreError};
 use chrono::TimeDelta;
-use sea_orm::{ActiveValue::Set, DatabaseConnection, IntoActiveModel};
+use sea_orm::DatabaseConnection;
 use std::net::IpAddr;
 
 /// What StartSession asked for, and where the call came from.
@@ -168,21 +168,13 @@ impl SessionManager {
             rules: rules.clone(),
         };
         let txn = store::begin(&self.db).await?;
-        sessions::insert(&txn, session, rules).await.map_err(|err| match err {
+        transitions::start(&txn, session, rules, &caller.actor()).await.map_err(|err| match err {
             StoreError::AlreadyExists(_) => Error::AlreadyExists {
                 reason: ErrorReason::SessionAlreadyActive,
                 message: "you already have a live session for this address; extend or stop it".into(),
             },
             other => other.into(),
         })?;
-        let mut record =
-            AuditRecord::new("session.started", "session", &session_id).detail("duration_hours", duration_hours);
-        for (key, address) in [("ipv4_address", ipv4), ("ipv6_address", ipv6)] {
-            if let Some(address) = address {
-                record = record.detail(key, address);
-            }
-        }
-        record.write(&txn, caller).await?;
         store::commit(txn).await?;
         self.engine.wake();
         self.engine.reschedule_expiry();
@@ -221,7 +213,7 @@ impl SessionManager {
         caller.require(Permission::SessionsWrite)?;
         let session = self.visible(caller, id).await?;
         let reason = if session.user_id == caller.user_id { EndedReason::Manual } else { EndedReason::Admin };
-        self.engine.end_session(id, reason, Some(caller)).await?;
+        self.engine.end_session(id, reason, &caller.actor()).await?;
         Ok(sessions::load(&self.reader, id).await?)
     }
 
@@ -262,17 +254,8 @@ impl SessionManager {
                 }],
             });
         }
-        let revision = session.revision;
-        let mut active = session.into_active_model();
-        active.expires_at = Set(expires_at);
-        active.revision = Set(revision + 1);
-        active.updated_at = Set(now());
-        sessions::update(&txn, active).await?;
-        AuditRecord::new("session.extended", "session", id)
-            .detail("additional_hours", additional_hours)
-            .detail("expires_at", expires_at.to_rfc3339())
-            .write(&txn, caller)
-            .await?;
+        let record = AuditRecord::new("session.extended", "session", id).detail("additional_hours", additional_hours);
+        transitions::extend(&txn, session, expires_at, &caller.actor(), record).await?;
         store::commit(txn).await?;
         self.engine.reschedule_expiry();
         self.engine.publish(&[id]).await;
@@ -335,7 +318,7 @@ impl SessionManager {
         if !sessions::retry_rule(&txn, id, now()).await? {
             return Err(Error::failed_precondition(ErrorReason::InvalidState, "the rule is no longer FAILED"));
         }
-        AuditRecord::new("resource_ip.retried", "resource_ip", id).write(&txn, caller).await?;
+        AuditRecord::new("resource_ip.retried", "resource_ip", id).write(&txn, &caller.actor()).await?;
         // Read before the engine is woken: the answer is the rule as retried (PENDING), not
         // whatever the engine has made of it by then.
         let retried = sessions::get_rule(&txn, &caller.organization_id, id).await?;

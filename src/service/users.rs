@@ -1,9 +1,9 @@
 //! Users of an organization.
 
-use super::audit::AuditRecord;
 use super::{Caller, CallerCache};
 use crate::domain::{Permission, Role, Violations, new_id, normalize_email, now, validate_name};
 use crate::error::{Result, StoreResultExt};
+use crate::store::audit::AuditRecord;
 use crate::store::entity::user;
 use crate::store::{self, Page, PageRequest, queries};
 use sea_orm::{ActiveValue::Set, DatabaseConnection, IntoActiveModel};
@@ -70,7 +70,7 @@ impl UserManager {
         AuditRecord::new("user.created", "user", &created.id)
             .detail("email", &created.email)
             .detail("role", role)
-            .write(&txn, caller)
+            .write(&txn, &caller.actor())
             .await?;
         store::commit(txn).await?;
         Ok(created)
@@ -159,7 +159,7 @@ impl UserManager {
         let record = edit(&mut active, AuditRecord::new(event_type, "user", id));
         active.updated_at = Set(now());
         let updated = queries::users::update(&txn, active).await?;
-        record.write(&txn, caller).await?;
+        record.write(&txn, &caller.actor()).await?;
         // Cached callers carry roles, disabled and suspended flags.
         self.callers.commit_change(txn).await?;
         Ok(updated)

@@ -3,6 +3,7 @@
 //! Every query function takes `&impl ConnectionTrait`, so a service can run several of them in
 //! one transaction (an admin action and its audit event commit together).
 
+pub mod audit;
 pub mod changes;
 pub mod entity;
 mod migration;

@@ -182,7 +182,8 @@ impl TestServer {
     }
 
     async fn serve(db: &TestDb, connection: DatabaseConnection, config: Config, identity: Identity) -> TestServer {
-        let providers = Providers::new(MemoryFirewall::in_process(), &config.providers);
+        let providers =
+            Providers::new(MemoryFirewall::in_process(), &config.providers, config.engine.provider_timeout());
         let reader = store::connect_reader(&db.url, &connection, 4).await.expect("reader");
         let services = Services::with_reader(connection.clone(), reader, &config, providers).await.expect("services");
         let options =
@@ -281,28 +282,38 @@ impl TestServer {
         permissions: &[Permission],
         expires_at: Option<chrono::DateTime<chrono::Utc>>,
     ) -> String {
-        let user = queries::users::get_any(&self.db, user_id).await.expect("user");
-        let key = generate_api_key();
-        queries::api_keys::insert(
-            &self.db,
-            api_key::Model {
-                id: new_id(),
-                organization_id: user.organization_id,
-                user_id: user_id.to_owned(),
-                name: "test".into(),
-                prefix: key.lookup.clone(),
-                secret_hash: key.secret_hash.clone(),
-                permissions: Permission::join(permissions),
-                created_at: now(),
-                last_used_at: None,
-                expires_at,
-                revoked_at: None,
-            },
-        )
-        .await
-        .expect("insert api key");
-        key.secret
+        insert_api_key(&self.db, user_id, permissions, expires_at).await
     }
+}
+
+/// Inserts an API key for `user_id` straight into the store; returns the secret.
+pub async fn insert_api_key(
+    db: &DatabaseConnection,
+    user_id: &str,
+    permissions: &[Permission],
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
+) -> String {
+    let user = queries::users::get_any(db, user_id).await.expect("user");
+    let key = generate_api_key();
+    queries::api_keys::insert(
+        db,
+        api_key::Model {
+            id: new_id(),
+            organization_id: user.organization_id,
+            user_id: user_id.to_owned(),
+            name: "test".into(),
+            prefix: key.lookup.clone(),
+            secret_hash: key.secret_hash.clone(),
+            permissions: Permission::join(permissions),
+            created_at: now(),
+            last_used_at: None,
+            expires_at,
+            revoked_at: None,
+        },
+    )
+    .await
+    .expect("insert api key");
+    key.secret
 }
 
 /// Wraps `message` with an `x-api-key` header.

@@ -33,3 +33,22 @@ pub async fn release(db: &impl ConnectionTrait, resource_id: &str, holder: &str)
     Entity::delete_many().filter(Column::ResourceId.eq(resource_id)).filter(Column::Holder.eq(holder)).exec(db).await?;
     Ok(())
 }
+
+/// Extends `holder`'s lease to `until`, if it still holds it and it has not run out. Answers
+/// false when the lease is lost: another worker may be writing to the firewall by now.
+pub async fn renew(
+    db: &impl ConnectionTrait,
+    resource_id: &str,
+    holder: &str,
+    now: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> StoreResult<bool> {
+    let renewed = Entity::update_many()
+        .col_expr(Column::ExpiresAt, Expr::value(until))
+        .filter(Column::ResourceId.eq(resource_id))
+        .filter(Column::Holder.eq(holder))
+        .filter(Column::ExpiresAt.gte(now))
+        .exec(db)
+        .await?;
+    Ok(renewed.rows_affected == 1)
+}

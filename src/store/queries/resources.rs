@@ -1,9 +1,23 @@
 use super::{fetch_page, found};
+use crate::domain::ProviderConfig;
+use crate::store::StoreError;
 use crate::store::entity::resource::{self, ActiveModel, Column, Entity, Model};
 use crate::store::entity::resource_assignment;
 use crate::store::{Page, PageRequest, StoreResult};
 use sea_orm::sea_query::{OnConflict, Query};
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
+
+/// The provider configuration of a stored resource.
+pub fn provider_config(resource: &Model) -> StoreResult<ProviderConfig> {
+    serde_json::from_str(&resource.provider_config)
+        .map_err(|err| StoreError::Corrupt(format!("provider_config of resource {}: {err}", resource.id)))
+}
+
+/// A provider configuration as it is stored.
+pub fn encode_provider(provider: &ProviderConfig) -> String {
+    // Plain data of strings, numbers and lists: serializing it cannot fail.
+    serde_json::to_string(provider).unwrap_or_default()
+}
 
 pub async fn insert(db: &impl ConnectionTrait, model: Model) -> StoreResult<Model> {
     Ok(resource::ActiveModel::from(model).insert(db).await?)

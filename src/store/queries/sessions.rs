@@ -3,7 +3,7 @@
 use super::{fetch_page, found};
 use crate::domain::{ResourceIpStatus, SessionStatus};
 use crate::store::changes::{SESSIONS_CHANNEL, announce};
-use crate::store::entity::{resource_ip, session, user};
+use crate::store::entity::{resource_ip, resource_lease, session, user};
 use crate::store::{Page, PageRequest, StoreResult};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
@@ -252,25 +252,63 @@ pub async fn begin_removal(db: &impl ConnectionTrait, session_id: &str, now: Dat
     Ok(())
 }
 
-/// Claims up to `limit` due PENDING/REMOVING rules for `token` until `lease_until`, and
-/// returns them. Safe with several claimers: the lease condition is re-checked on update.
+/// Rules that wait for a provider call.
+fn unsettled() -> [&'static str; 2] {
+    [ResourceIpStatus::Pending.as_str(), ResourceIpStatus::Removing.as_str()]
+}
+
+fn rule_lease_free(now: DateTime<Utc>) -> sea_orm::sea_query::SimpleExpr {
+    resource_ip::Column::LeaseExpiresAt.is_null().or(resource_ip::Column::LeaseExpiresAt.lt(now))
+}
+
+/// Up to `limit` resources with due, unclaimed rules, longest waiting first, leaving out those
+/// in `busy` (worked on by this process) and those whose lease another worker holds.
+pub async fn due_resources(
+    db: &impl ConnectionTrait,
+    now: DateTime<Utc>,
+    busy: &[&str],
+    limit: u64,
+) -> StoreResult<Vec<String>> {
+    let leased = Query::select()
+        .column(resource_lease::Column::ResourceId)
+        .from(resource_lease::Entity)
+        .and_where(resource_lease::Column::ExpiresAt.gte(now))
+        .to_owned();
+    let rows = resource_ip::Entity::find()
+        .select_only()
+        .column(resource_ip::Column::ResourceId)
+        .filter(resource_ip::Column::Status.is_in(unsettled()))
+        .filter(resource_ip::Column::NextAttemptAt.lte(now))
+        .filter(rule_lease_free(now))
+        .filter(resource_ip::Column::ResourceId.is_not_in(busy.iter().copied()))
+        .filter(resource_ip::Column::ResourceId.not_in_subquery(leased))
+        .group_by(resource_ip::Column::ResourceId)
+        .order_by_asc(Expr::col(resource_ip::Column::NextAttemptAt).min())
+        .limit(limit)
+        .into_tuple::<String>()
+        .all(db)
+        .await?;
+    Ok(rows)
+}
+
+/// Claims up to `limit` due PENDING/REMOVING rules of one resource for `token` until
+/// `lease_until`, and returns them. Safe with several claimers: the lease condition is
+/// re-checked on update.
 pub async fn claim_due_rules(
     db: &impl ConnectionTrait,
+    resource_id: &str,
     token: &str,
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
     limit: u64,
 ) -> StoreResult<Vec<resource_ip::Model>> {
-    let lease_free = || resource_ip::Column::LeaseExpiresAt.is_null().or(resource_ip::Column::LeaseExpiresAt.lt(now));
     let due = Query::select()
         .column(resource_ip::Column::Id)
         .from(resource_ip::Entity)
-        .and_where(
-            resource_ip::Column::Status
-                .is_in([ResourceIpStatus::Pending.as_str(), ResourceIpStatus::Removing.as_str()]),
-        )
+        .and_where(resource_ip::Column::ResourceId.eq(resource_id))
+        .and_where(resource_ip::Column::Status.is_in(unsettled()))
         .and_where(resource_ip::Column::NextAttemptAt.lte(now))
-        .and_where(lease_free())
+        .and_where(rule_lease_free(now))
         .order_by(resource_ip::Column::NextAttemptAt, sea_orm::Order::Asc)
         .limit(limit)
         .to_owned();
@@ -278,7 +316,7 @@ pub async fn claim_due_rules(
         .col_expr(resource_ip::Column::LeaseOwner, Expr::value(token))
         .col_expr(resource_ip::Column::LeaseExpiresAt, Expr::value(lease_until))
         .filter(resource_ip::Column::Id.in_subquery(due))
-        .filter(lease_free())
+        .filter(rule_lease_free(now))
         .exec(db)
         .await?;
     Ok(resource_ip::Entity::find()
@@ -288,17 +326,26 @@ pub async fn claim_due_rules(
         .await?)
 }
 
-/// The earliest time a PENDING/REMOVING rule becomes due (for the worker's sleep).
-pub async fn next_due(db: &impl ConnectionTrait) -> StoreResult<Option<DateTime<Utc>>> {
+/// Extends the claims `token` holds to `lease_until`.
+pub async fn renew_claims(db: &impl ConnectionTrait, token: &str, lease_until: DateTime<Utc>) -> StoreResult<()> {
+    resource_ip::Entity::update_many()
+        .col_expr(resource_ip::Column::LeaseExpiresAt, Expr::value(lease_until))
+        .filter(resource_ip::Column::LeaseOwner.eq(token))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// When the next PENDING/REMOVING rule that is not due yet becomes due (for the worker's sleep;
+/// rules due already but held by someone are looked at again on the worker's next round).
+pub async fn next_due(db: &impl ConnectionTrait, now: DateTime<Utc>) -> StoreResult<Option<DateTime<Utc>>> {
     Ok(resource_ip::Entity::find()
-        .filter(
-            resource_ip::Column::Status
-                .is_in([ResourceIpStatus::Pending.as_str(), ResourceIpStatus::Removing.as_str()]),
-        )
+        .filter(resource_ip::Column::Status.is_in(unsettled()))
+        .filter(resource_ip::Column::NextAttemptAt.gt(now))
         .order_by_asc(resource_ip::Column::NextAttemptAt)
         .one(db)
         .await?
-        .map(|r| std::cmp::Ord::max(r.next_attempt_at, r.lease_expires_at.unwrap_or(r.next_attempt_at))))
+        .map(|r| r.next_attempt_at))
 }
 
 /// The rules on `resource_id` for any of `addresses` that still want the address open (PENDING

@@ -1,0 +1,132 @@
+//! Session transitions: the one home of the session state machine's writes. Every use-case
+//! (start, stop, extend, revocations) and the worker (settle) call these inside their own
+//! transaction, so a session and its rules never drift apart; waking the engine and publishing
+//! to watchers is the caller's business once the transaction has committed.
+
+use crate::domain::{Actor, EndedReason, SessionStatus, now, roll_up};
+use crate::store::StoreResult;
+use crate::store::audit::AuditRecord;
+use crate::store::entity::{resource_ip, session};
+use crate::store::queries::sessions;
+use chrono::{DateTime, Utc};
+use sea_orm::{ActiveValue::Set, DatabaseTransaction, IntoActiveModel};
+
+/// Records a new session (PENDING) and its rules, with its audit event.
+pub async fn start(
+    txn: &DatabaseTransaction,
+    session: session::Model,
+    rules: Vec<resource_ip::Model>,
+    actor: &Actor,
+) -> StoreResult<()> {
+    let minutes = (session.expires_at - session.started_at).num_minutes();
+    let mut record = AuditRecord::new("session.started", "session", &session.id).detail("duration_minutes", minutes);
+    for (key, address) in [("ipv4_address", &session.ipv4_address), ("ipv6_address", &session.ipv6_address)] {
+        if let Some(address) = address {
+            record = record.detail(key, address);
+        }
+    }
+    sessions::insert(txn, session, rules).await?;
+    record.write(txn, actor).await
+}
+
+/// Ends a live session: EXPIRING, its unfinished rules REMOVING. `cause` says why, in the audit
+/// trail, when the session ended because access was taken away. Answers false when the
+/// session was not live (ending is idempotent).
+pub async fn end(
+    txn: &DatabaseTransaction,
+    session_id: &str,
+    reason: EndedReason,
+    actor: &Actor,
+    cause: Option<&str>,
+) -> StoreResult<bool> {
+    let current = sessions::get_for_update(txn, session_id).await?;
+    let live = current.status.parse::<SessionStatus>().is_ok_and(SessionStatus::is_live);
+    if !live {
+        return Ok(false);
+    }
+    let at = now();
+    let organization_id = current.organization_id.clone();
+    let revision = current.revision;
+    let mut active = current.into_active_model();
+    active.status = Set(SessionStatus::Expiring.as_str().to_owned());
+    active.ended_reason = Set(Some(reason.as_str().to_owned()));
+    active.ended_at = Set(Some(at));
+    active.live_ipv4_key = Set(None);
+    active.live_ipv6_key = Set(None);
+    active.revision = Set(revision + 1);
+    active.updated_at = Set(at);
+    sessions::update(txn, active).await?;
+    sessions::begin_removal(txn, session_id, at).await?;
+    let mut record = AuditRecord::new("session.expiring", "session", session_id).detail("reason", reason);
+    if let Some(cause) = cause {
+        record = record.detail("cause", cause);
+    }
+    // The trail belongs to the session's organization, whoever ended it.
+    let actor = Actor { organization_id, ..actor.clone() };
+    record.write(txn, &actor).await?;
+    Ok(true)
+}
+
+/// Moves a live session's end to `expires_at`, with its audit event.
+pub async fn extend(
+    txn: &DatabaseTransaction,
+    session: session::Model,
+    expires_at: DateTime<Utc>,
+    actor: &Actor,
+    record: AuditRecord,
+) -> StoreResult<()> {
+    let revision = session.revision;
+    let mut active = session.into_active_model();
+    active.expires_at = Set(expires_at);
+    active.revision = Set(revision + 1);
+    active.updated_at = Set(now());
+    sessions::update(txn, active).await?;
+    record.detail("expires_at", expires_at.to_rfc3339()).write(txn, actor).await
+}
+
+/// Recomputes a session's status from its rules after they changed (inside the transaction
+/// that changed them, so a crash can never leave rules and status apart), bumps its revision,
+/// and records a status change in the audit trail.
+pub async fn settle(txn: &DatabaseTransaction, session_id: &str) -> StoreResult<()> {
+    let current = sessions::get_for_update(txn, session_id).await?;
+    let rules = sessions::rules_of(txn, session_id).await?;
+    let statuses: Vec<_> = rules.iter().filter_map(|r| r.status.parse().ok()).collect();
+    let status: SessionStatus = current.status.parse().unwrap_or(SessionStatus::Pending);
+    let reason = current.ended_reason.as_deref().and_then(|r| r.parse().ok());
+    let next = roll_up(status, reason, &statuses);
+    let organization_id = current.organization_id.clone();
+    let revision = current.revision;
+    let mut active: session::ActiveModel = current.into_active_model();
+    active.revision = Set(revision + 1);
+    active.updated_at = Set(now());
+    if next != status {
+        active.status = Set(next.as_str().to_owned());
+        if !next.is_live() {
+            active.live_ipv4_key = Set(None);
+            active.live_ipv6_key = Set(None);
+        }
+        if next == SessionStatus::Failed {
+            active.ended_at = Set(Some(now()));
+        }
+    }
+    sessions::update(txn, active).await?;
+    if next != status {
+        AuditRecord::new(session_event(next), "session", session_id)
+            .write(txn, &Actor::server(organization_id))
+            .await?;
+    }
+    Ok(())
+}
+
+/// The audit event type of a session reaching `status`.
+fn session_event(status: SessionStatus) -> &'static str {
+    match status {
+        SessionStatus::Pending => "session.pending",
+        SessionStatus::Active => "session.active",
+        SessionStatus::Partial => "session.partial",
+        SessionStatus::Failed => "session.failed",
+        SessionStatus::Expiring => "session.expiring",
+        SessionStatus::Expired => "session.expired",
+        SessionStatus::Cancelled => "session.cancelled",
+    }
+}

@@ -1,0 +1,51 @@
+//! Writing the audit trail: every use-case and the engine record what they changed, in the
+//! transaction that changed it.
+
+use crate::domain::{Actor, new_id, now};
+use crate::store::StoreResult;
+use crate::store::entity::audit_event;
+use crate::store::queries::audit_events;
+use sea_orm::ConnectionTrait;
+use std::collections::BTreeMap;
+
+/// An event about to be recorded.
+pub struct AuditRecord {
+    event_type: &'static str,
+    target_type: &'static str,
+    target_id: String,
+    details: BTreeMap<String, String>,
+}
+
+impl AuditRecord {
+    pub fn new(event_type: &'static str, target_type: &'static str, target_id: impl Into<String>) -> AuditRecord {
+        AuditRecord { event_type, target_type, target_id: target_id.into(), details: BTreeMap::new() }
+    }
+
+    /// Adds a fact about the event (for example the new role).
+    pub fn detail(mut self, key: &str, value: impl ToString) -> AuditRecord {
+        self.details.insert(key.to_owned(), value.to_string());
+        self
+    }
+
+    /// Writes the event as done by `actor` (usually inside the action's transaction).
+    pub async fn write(self, db: &impl ConnectionTrait, actor: &Actor) -> StoreResult<()> {
+        let details = serde_json::to_string(&self.details).unwrap_or_else(|_| "{}".to_owned());
+        audit_events::insert(
+            db,
+            audit_event::Model {
+                id: new_id(),
+                organization_id: actor.organization_id.clone(),
+                time: now(),
+                event_type: self.event_type.to_owned(),
+                actor_id: actor.user_id.clone(),
+                actor_api_key_id: actor.api_key_id.clone(),
+                target_type: self.target_type.to_owned(),
+                target_id: self.target_id,
+                details,
+                client_ip: actor.client_ip.map(|ip| ip.to_string()),
+            },
+        )
+        .await?;
+        Ok(())
+    }
+}
