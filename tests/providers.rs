@@ -98,7 +98,7 @@ async fn memory_provider_conforms() {
 mod aws {
     use super::*;
     use common::moto::{Ec2Proxy, REGION, ec2, moto, new_group, resource_on_moto, rules_in};
-    use common::{Fixture, TestDb, TestServer};
+    use common::{Fixture, TestDb, TestServer, with_key};
     use portcullis::domain::AwsSecurityGroup;
     use portcullis::pb::v1::{self as pb, SessionStatus};
     use portcullis::provider::ProviderError;
@@ -209,6 +209,54 @@ mod aws {
         let seen = f.watch_until(&key, &session.id, SessionStatus::Cancelled).await;
         assert_eq!(seen.last().unwrap().status(), SessionStatus::Cancelled);
         assert_eq!(rules_in(&endpoint, &group_id), BTreeSet::new(), "every rule is gone");
+        f.server.stop().await;
+    }
+
+    /// Moving a resource to another security group (or another port) while a session holds
+    /// rules on it is refused, so the old group never keeps a rule nobody removes; the name
+    /// and the quota stay editable, and once the session has ended the move is allowed.
+    #[tokio::test]
+    async fn aws_resource_cannot_move_away_from_its_live_rules() {
+        let Some(endpoint) = moto() else { return };
+        let (old_group, new_group_id) = (new_group(&endpoint), new_group(&endpoint));
+        let db = TestDb::sqlite();
+        let mut f = Fixture::new(&db).await;
+        let resource_id = f.resource_on("bastion", resource_on_moto(&endpoint, &old_group)).await;
+        let key = f.user_key.clone();
+        let session = f.start(&key, Some(V4), None).await.unwrap();
+        f.watch_until(&key, &session.id, SessionStatus::Active).await;
+
+        let admin = f.server.admin_key.clone();
+        let update = |provider: pb::resource::Provider, paths: &[&str]| pb::UpdateResourceRequest {
+            resource: Some(pb::Resource {
+                id: resource_id.clone(),
+                name: "bastion-renamed".into(),
+                provider: Some(provider),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask { paths: paths.iter().map(|p| (*p).to_owned()).collect() }),
+        };
+        let moved = resource_on_moto(&endpoint, &new_group_id);
+        let pb::resource::Provider::AwsSecurityGroup(old) = resource_on_moto(&endpoint, &old_group) else {
+            unreachable!()
+        };
+        let other_port = pb::resource::Provider::AwsSecurityGroup(pb::AwsSecurityGroup { to_port: 23, ..old.clone() });
+        for refused in [moved.clone(), other_port] {
+            let err = f.resources.update_resource(with_key(update(refused, &["provider"]), &admin)).await.unwrap_err();
+            assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+            assert_eq!(common::reason(&err), "ERROR_REASON_RESOURCE_IN_USE");
+        }
+        let quota = pb::resource::Provider::AwsSecurityGroup(pb::AwsSecurityGroup { max_rules: Some(50), ..old });
+        f.resources.update_resource(with_key(update(quota.clone(), &["name", "provider"]), &admin)).await.unwrap();
+
+        f.stop(&key, &session.id).await;
+        f.watch_until(&key, &session.id, SessionStatus::Cancelled).await;
+        assert_eq!(rules_in(&endpoint, &old_group), BTreeSet::new(), "the old group holds no rule of ours");
+        f.resources.update_resource(with_key(update(moved, &["provider"]), &admin)).await.unwrap();
+        let again = f.start(&key, Some(V4), None).await.unwrap();
+        f.watch_until(&key, &again.id, SessionStatus::Active).await;
+        assert_eq!(rules_in(&endpoint, &old_group), BTreeSet::new());
+        assert_eq!(rules_in(&endpoint, &new_group_id).len(), 1, "the next session opens the new group");
         f.server.stop().await;
     }
 

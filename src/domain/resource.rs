@@ -48,6 +48,20 @@ pub struct GcpFirewall {
 }
 
 impl ProviderConfig {
+    /// Whether rules opened under `self` are exactly the rules `other` would open: the same
+    /// firewall and the same grant. Settings that only tune how Portcullis works (the memory
+    /// provider's injections, an AWS quota) may differ; anything else would leave live rules
+    /// where removal no longer looks, or granting what their sessions never asked for.
+    pub fn opens_same_rules_as(&self, other: &ProviderConfig) -> bool {
+        match (self, other) {
+            (ProviderConfig::Memory(_), ProviderConfig::Memory(_)) => true,
+            (ProviderConfig::AwsSecurityGroup(a), ProviderConfig::AwsSecurityGroup(b)) => {
+                AwsSecurityGroup { max_rules: None, ..a.clone() } == AwsSecurityGroup { max_rules: None, ..b.clone() }
+            }
+            (a, b) => a == b,
+        }
+    }
+
     /// The provider's short name, as used in logs and Cargo features.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -194,6 +208,27 @@ mod tests {
         let json = serde_json::to_string(&config).unwrap();
         assert!(json.contains(r#""kind":"aws_security_group""#));
         assert_eq!(serde_json::from_str::<ProviderConfig>(&json).unwrap(), config);
+    }
+
+    #[test]
+    fn only_tuning_settings_keep_the_same_rules() {
+        let group = ProviderConfig::AwsSecurityGroup(aws());
+        let quota = ProviderConfig::AwsSecurityGroup(AwsSecurityGroup { max_rules: Some(100), ..aws() });
+        assert!(group.opens_same_rules_as(&quota));
+        for other in [
+            AwsSecurityGroup { group_id: "sg-0456".into(), ..aws() },
+            AwsSecurityGroup { to_port: 23, ..aws() },
+            AwsSecurityGroup { region: "us-east-1".into(), ..aws() },
+            AwsSecurityGroup { endpoint_url: Some("https://ec2.example.com".into()), ..aws() },
+            AwsSecurityGroup { role_arn: Some("arn:aws:iam::1:role/x".into()), ..aws() },
+        ] {
+            assert!(!group.opens_same_rules_as(&ProviderConfig::AwsSecurityGroup(other)));
+        }
+        let memory = ProviderConfig::Memory(MemoryProvider::default());
+        assert!(!group.opens_same_rules_as(&memory));
+        assert!(
+            memory.opens_same_rules_as(&ProviderConfig::Memory(MemoryProvider { latency_ms: 5, ..Default::default() }))
+        );
     }
 
     #[test]

@@ -137,7 +137,7 @@ impl ResourceManager {
         let txn = store::begin(&self.db).await?;
         let current = queries::resources::get(&txn, &caller.organization_id, id).await.or_not_found("resource")?;
         let mut record = AuditRecord::new("resource.updated", "resource", id);
-        let mut active = current.into_active_model();
+        let mut active = current.clone().into_active_model();
         if let Some(name) = name {
             record = record.detail("name", &name);
             active.name = Set(name);
@@ -146,6 +146,14 @@ impl ResourceManager {
             active.description = Set(description);
         }
         if let Some(provider) = &changes.provider {
+            let rules_stay = queries::resources::provider_config(&current)?.opens_same_rules_as(provider);
+            if !rules_stay && queries::resources::has_live_rules(&txn, id).await? {
+                return Err(Error::failed_precondition(
+                    ErrorReason::ResourceInUse,
+                    "live sessions hold rules on this firewall as configured; stop them before changing where or \
+                     what the resource opens (name and description stay editable)",
+                ));
+            }
             record = record.detail("provider", provider.kind());
             active.provider_kind = Set(provider.kind().to_owned());
             active.provider_config = Set(queries::resources::encode_provider(provider));
