@@ -273,6 +273,16 @@ pub struct SessionConfig {
     pub max_hours_admin: u32,
 }
 
+impl SessionConfig {
+    /// The longest session a user of `role` may hold, on top of the tier's limit.
+    pub fn max_hours_for(&self, role: crate::domain::Role) -> u32 {
+        match role {
+            crate::domain::Role::User => self.max_hours_user,
+            crate::domain::Role::Admin => self.max_hours_admin,
+        }
+    }
+}
+
 impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig { default_duration_hours: 1, max_hours_user: 24, max_hours_admin: 24 }

@@ -666,3 +666,276 @@ async fn the_sweep_removes_orphans_and_never_foreign_rules() {
     })
     .await;
 }
+
+/// Polls the store until the session reaches `status` (bounded: 20 s).
+async fn settled(
+    server: &TestServer,
+    id: &str,
+    status: SessionStatus,
+) -> portcullis::store::queries::sessions::SessionRecord {
+    let wanted = status.as_str_name().trim_start_matches("SESSION_STATUS_");
+    for _ in 0..200 {
+        let record = portcullis::store::queries::sessions::load(&server.db, id).await.unwrap();
+        if record.session.status == wanted {
+            return record;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("session {id} never reached {status:?}");
+}
+
+/// The `details` of the audit events about `target_id` of type `event_type`.
+async fn audit_details(
+    server: &TestServer,
+    target_id: &str,
+    event_type: &str,
+) -> Vec<std::collections::HashMap<String, String>> {
+    let request = ListAuditEventsRequest { types: vec![event_type.into()], ..Default::default() };
+    portcullis::pb::v1::audit_service_client::AuditServiceClient::new(server.channel().await)
+        .list_audit_events(with_key(request, &server.admin_key))
+        .await
+        .unwrap()
+        .into_inner()
+        .audit_events
+        .into_iter()
+        .filter(|event| event.target_id == target_id)
+        .map(|event| event.details)
+        .collect()
+}
+
+fn update_organization(organization: Organization, paths: &[&str]) -> UpdateOrganizationRequest {
+    UpdateOrganizationRequest {
+        organization: Some(organization),
+        update_mask: Some(FieldMask { paths: paths.iter().map(|p| (*p).to_owned()).collect() }),
+    }
+}
+
+/// Disabling a user ends its live sessions at once and closes their rules; so does suspending
+/// its organization. Their open watches end too.
+#[tokio::test]
+async fn disabling_a_user_or_suspending_its_organization_closes_the_firewall() {
+    each_backend(|db: TestDb| async move {
+        let mut f = Fixture::new(&db).await;
+        let resource = f.resource("db", MemoryProvider::default()).await;
+        let key = f.user_key.clone();
+        let admin = f.server.admin_key.clone();
+        let session = f.start(&key, Some(IPV4), None).await.unwrap();
+        f.watch_until(&key, &session.id, SessionStatus::Active).await;
+        let mut watch = f
+            .sessions
+            .watch_session(with_key(WatchSessionRequest { id: session.id.clone() }, &key))
+            .await
+            .unwrap()
+            .into_inner();
+        watch.message().await.unwrap();
+
+        let mut users = portcullis::pb::v1::user_service_client::UserServiceClient::new(f.server.channel().await);
+        users.disable_user(with_key(DisableUserRequest { id: f.user_id.clone() }, &admin)).await.unwrap();
+        let ended = settled(&f.server, &session.id, SessionStatus::Cancelled).await;
+        assert_eq!(ended.session.ended_reason.as_deref(), Some("ADMIN"), "{}", db.backend);
+        assert!(f.server.memory_rules(&resource).is_empty(), "{}: the disabled user's address is closed", db.backend);
+        let causes = audit_details(&f.server, &session.id, "session.expiring").await;
+        assert_eq!(causes[0].get("cause").map(String::as_str), Some("user disabled"));
+        // The watch ends: with the session's end, or refused once the credential is re-checked.
+        loop {
+            match tokio::time::timeout(Duration::from_secs(20), watch.message()).await.expect("the watch stayed open") {
+                Ok(Some(message)) if message.session.as_ref().unwrap().status() == SessionStatus::Cancelled => break,
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the watch ended before the session did"),
+                Err(err) => {
+                    assert_eq!(err.code(), Code::Unauthenticated, "{}: {err:?}", db.backend);
+                    break;
+                }
+            }
+        }
+
+        // Suspension ends every live session of the organization.
+        let other = f.server.insert_user(&f.server.organization_id, "other@example.com", "USER").await;
+        let other_key = f.server.insert_api_key(&other, Permission::ALL, None).await;
+        f.assign(&resource, &other).await;
+        let second = f.start(&other_key, Some("203.0.113.11"), None).await.unwrap();
+        f.watch_until(&other_key, &second.id, SessionStatus::Active).await;
+        let mut organizations = OrganizationServiceClient::new(f.server.channel().await);
+        let suspend = Organization { suspended: true, ..Default::default() };
+        organizations
+            .update_organization(with_key(update_organization(suspend, &["suspended"]), &admin))
+            .await
+            .unwrap();
+        let ended = settled(&f.server, &second.id, SessionStatus::Cancelled).await;
+        assert_eq!(ended.session.ended_reason.as_deref(), Some("ADMIN"));
+        assert!(
+            f.server.memory_rules(&resource).is_empty(),
+            "{}: the suspended organization's addresses are closed",
+            db.backend
+        );
+        let lift = Organization { suspended: false, ..Default::default() };
+        organizations.update_organization(with_key(update_organization(lift, &["suspended"]), &admin)).await.unwrap();
+        let causes = audit_details(&f.server, &second.id, "session.expiring").await;
+        assert_eq!(causes[0].get("cause").map(String::as_str), Some("organization suspended"));
+        f.server.stop().await;
+    })
+    .await;
+}
+
+/// Unassigning a resource takes its rules out of the user's live sessions at once; the session
+/// rolls up from what it keeps, and one left with nothing ends.
+#[tokio::test]
+async fn unassigning_a_resource_removes_its_rules_from_live_sessions() {
+    each_backend(|db: TestDb| async move {
+        let mut f = Fixture::new(&db).await;
+        let first = f.resource("db", MemoryProvider::default()).await;
+        let second = f.resource("web", MemoryProvider::default()).await;
+        let key = f.user_key.clone();
+        let admin = f.server.admin_key.clone();
+        let session = f.start(&key, Some(IPV4), None).await.unwrap();
+        f.watch_until(&key, &session.id, SessionStatus::Active).await;
+
+        let unassign =
+            |resource_id: &str| UnassignResourceRequest { resource_id: resource_id.into(), user_id: f.user_id.clone() };
+        let request = unassign(&first);
+        f.resources.unassign_resource(with_key(request, &admin)).await.unwrap();
+        for _ in 0..200 {
+            if f.server.memory_rules(&first).is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(f.server.memory_rules(&first).is_empty(), "{}: the unassigned resource is closed", db.backend);
+        assert_eq!(f.server.memory_rules(&second), vec![ip(IPV4)], "the other resource stays open");
+        let kept = settled(&f.server, &session.id, SessionStatus::Active).await;
+        let by_resource = |id: &str| kept.rules.iter().find(|rule| rule.resource_id == id).unwrap().status.clone();
+        assert_eq!(by_resource(&second), "APPLIED");
+        assert!(matches!(by_resource(&first).as_str(), "REMOVING" | "REMOVED"));
+
+        let request = unassign(&second);
+        f.resources.unassign_resource(with_key(request, &admin)).await.unwrap();
+        let ended = settled(&f.server, &session.id, SessionStatus::Cancelled).await;
+        assert_eq!(ended.session.ended_reason.as_deref(), Some("ADMIN"), "{}: nothing left to keep", db.backend);
+        assert!(f.server.memory_rules(&second).is_empty());
+        f.server.stop().await;
+    })
+    .await;
+}
+
+/// ExtendSession checks that the session's resources are still assigned to its user.
+#[tokio::test]
+async fn extending_needs_the_resources_still_assigned() {
+    each_backend(|db: TestDb| async move {
+        let mut f = Fixture::new(&db).await;
+        f.resource("db", MemoryProvider::default()).await;
+        let key = f.user_key.clone();
+        let session = f.start(&key, Some(IPV4), None).await.unwrap();
+        f.watch_until(&key, &session.id, SessionStatus::Active).await;
+        // Unassigned behind the server's back, as a racing replica's unassignment might be.
+        f.server.db.execute_unprepared("DELETE FROM resource_assignments").await.unwrap();
+        let request = ExtendSessionRequest { id: session.id.clone(), additional_hours: 1 };
+        let err = f.sessions.extend_session(with_key(request, &key)).await.unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{}: {err:?}", db.backend);
+        assert_eq!(reason(&err), "ERROR_REASON_NO_ASSIGNED_RESOURCES");
+        f.server.stop().await;
+    })
+    .await;
+}
+
+/// A lower maximum (tier or role) shortens live sessions to it, counted from their start; a
+/// session already past it ends.
+#[tokio::test]
+async fn a_lower_maximum_shortens_live_sessions() {
+    each_backend(|db: TestDb| async move {
+        let mut config = common::test_config();
+        config.sessions.max_hours_user = 4;
+        let server = TestServer::start_with(&db, config).await;
+        let mut f = Fixture::with_server(server).await;
+        let resource = f.resource("db", MemoryProvider::default()).await;
+        let admin = f.server.admin_key.clone();
+        let mut organizations = OrganizationServiceClient::new(f.server.channel().await);
+        let business = Organization { tier: Tier::Business.into(), ..Default::default() };
+        organizations.update_organization(with_key(update_organization(business, &["tier"]), &admin)).await.unwrap();
+
+        // An admin's 10-hour session; demoted to USER (4 h at most) it ends 4 hours after it began.
+        let boss = f.server.insert_user(&f.server.organization_id, "boss@example.com", "ADMIN").await;
+        let boss_key = f.server.insert_api_key(&boss, Permission::ALL, None).await;
+        f.assign(&resource, &boss).await;
+        let start = |ip: &str| StartSessionRequest {
+            duration_hours: Some(10),
+            ipv4_address: Some(ip.into()),
+            ipv6_address: None,
+        };
+        let long =
+            f.sessions.start_session(with_key(start(IPV4), &boss_key)).await.unwrap().into_inner().session.unwrap();
+        f.watch_until(&boss_key, &long.id, SessionStatus::Active).await;
+        let demote = User { id: boss.clone(), role: Role::User.into(), ..Default::default() };
+        let update =
+            UpdateUserRequest { user: Some(demote), update_mask: Some(FieldMask { paths: vec!["role".into()] }) };
+        portcullis::pb::v1::user_service_client::UserServiceClient::new(f.server.channel().await)
+            .update_user(with_key(update, &admin))
+            .await
+            .unwrap();
+        let shortened = portcullis::store::queries::sessions::get(&f.server.db, &long.id).await.unwrap();
+        assert_eq!(shortened.expires_at - shortened.started_at, chrono::TimeDelta::hours(4), "{}", db.backend);
+        assert_eq!(shortened.status, "ACTIVE");
+
+        // The tier goes back to FREE (2 h): a 3-hour-old session ends at once, a new one is cut to 2 h.
+        let old = f.start(&f.user_key.clone(), Some("203.0.113.12"), None).await.unwrap();
+        f.watch_until(&f.user_key.clone(), &old.id, SessionStatus::Active).await;
+        f.server
+            .db
+            .execute_unprepared(&format!(
+                "UPDATE sessions SET started_at = '{}' WHERE id = '{}'",
+                (portcullis::domain::now() - chrono::TimeDelta::hours(3)).format("%Y-%m-%d %H:%M:%S%.6f+00:00"),
+                old.id
+            ))
+            .await
+            .unwrap();
+        let free = Organization { tier: Tier::Free.into(), ..Default::default() };
+        organizations.update_organization(with_key(update_organization(free, &["tier"]), &admin)).await.unwrap();
+        let ended = settled(&f.server, &old.id, SessionStatus::Expired).await;
+        assert_eq!(ended.session.ended_reason.as_deref(), Some("EXPIRED"));
+        let cut = portcullis::store::queries::sessions::get(&f.server.db, &long.id).await.unwrap();
+        assert_eq!(cut.expires_at - cut.started_at, chrono::TimeDelta::hours(2), "{}", db.backend);
+        assert_eq!(f.server.memory_rules(&resource), vec![ip(IPV4)], "only the session within the maximum stays open");
+        let causes = audit_details(&f.server, &long.id, "session.shortened").await;
+        assert_eq!(causes.len(), 2);
+        f.server.stop().await;
+    })
+    .await;
+}
+
+/// A watch whose API key is revoked ends with UNAUTHENTICATED within the caller cache's life.
+#[tokio::test]
+async fn a_watch_ends_when_its_key_is_revoked() {
+    each_backend(|db: TestDb| async move {
+        let mut f = Fixture::new(&db).await;
+        f.resource("db", MemoryProvider::default()).await;
+        let mut keys = portcullis::pb::v1::auth_service_client::AuthServiceClient::new(f.server.channel().await);
+        let request = CreateApiKeyRequest {
+            name: "watcher".into(),
+            permissions: vec!["sessions:read".into(), "sessions:write".into()],
+            expires_at: None,
+        };
+        let created = keys.create_api_key(with_key(request, &f.user_key)).await.unwrap().into_inner();
+        let session = f.start(&created.secret, Some(IPV4), None).await.unwrap();
+        let mut watch = f
+            .sessions
+            .watch_session(with_key(WatchSessionRequest { id: session.id.clone() }, &created.secret))
+            .await
+            .unwrap()
+            .into_inner();
+        watch.message().await.unwrap();
+        let revoke = RevokeApiKeyRequest { id: created.api_key.unwrap().id };
+        keys.revoke_api_key(with_key(revoke, &f.server.admin_key)).await.unwrap();
+        let err = loop {
+            match tokio::time::timeout(Duration::from_secs(20), watch.message())
+                .await
+                .expect("the watch outlived its key")
+            {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the watch ended without an error"),
+                Err(err) => break err,
+            }
+        };
+        assert_eq!(err.code(), Code::Unauthenticated, "{}", db.backend);
+        f.server.stop().await;
+    })
+    .await;
+}

@@ -18,7 +18,8 @@ impl SessionStatus {
 ///
 /// While live: any rule still PENDING keeps a PENDING session PENDING (an ACTIVE or PARTIAL
 /// session whose failed rule is being retried keeps its status); otherwise all APPLIED → ACTIVE,
-/// all FAILED → FAILED, a mix → PARTIAL. While EXPIRING: once every rule is REMOVED, the session
+/// all FAILED → FAILED, a mix → PARTIAL; rules being removed from a live session are left out
+/// (none left keeps the status: the session is being ended). While EXPIRING: once every rule is REMOVED, the session
 /// ends as EXPIRED or CANCELLED according to why it ended.
 pub fn roll_up(current: SessionStatus, ended_reason: Option<EndedReason>, rules: &[ResourceIpStatus]) -> SessionStatus {
     match current {
@@ -37,9 +38,11 @@ pub fn roll_up(current: SessionStatus, ended_reason: Option<EndedReason>, rules:
             if rules.contains(&ResourceIpStatus::Pending) {
                 return status;
             }
+            // Rules withdrawn from a live session (its resource was unassigned) no longer count.
             let applied = rules.iter().filter(|s| **s == ResourceIpStatus::Applied).count();
             let failed = rules.iter().filter(|s| **s == ResourceIpStatus::Failed).count();
             match (applied, failed) {
+                (0, 0) => status,
                 (_, 0) => SessionStatus::Active,
                 (0, _) => SessionStatus::Failed,
                 _ => SessionStatus::Partial,
@@ -62,6 +65,10 @@ mod tests {
         // A retried rule of a PARTIAL session keeps it PARTIAL until the retry settles.
         assert_eq!(roll_up(SessionStatus::Partial, None, &[Applied, Pending]), SessionStatus::Partial);
         assert_eq!(roll_up(SessionStatus::Partial, None, &[Applied, Applied]), SessionStatus::Active);
+        // A withdrawn resource's rule leaves the roll-up to the others.
+        assert_eq!(roll_up(SessionStatus::Partial, None, &[Applied, Removing]), SessionStatus::Active);
+        assert_eq!(roll_up(SessionStatus::Active, None, &[Failed, Removed]), SessionStatus::Failed);
+        assert_eq!(roll_up(SessionStatus::Active, None, &[Removed]), SessionStatus::Active);
     }
 
     #[test]

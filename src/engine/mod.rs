@@ -145,6 +145,18 @@ impl Engine {
         );
     }
 
+    /// Sessions changed in a committed transaction: wake the worker for their rules, the expiry
+    /// scheduler for their ends, and tell their watchers.
+    pub async fn announce(&self, session_ids: &[String]) {
+        if session_ids.is_empty() {
+            return;
+        }
+        self.wake();
+        self.reschedule_expiry();
+        let ids: Vec<&str> = session_ids.iter().map(String::as_str).collect();
+        self.publish(&ids).await;
+    }
+
     /// Loads the watched ones of `session_ids` and offers them to their watchers. A watcher that
     /// subscribes after this check reads the committed state itself, so nothing is missed.
     pub async fn publish(&self, session_ids: &[&str]) {

@@ -3,12 +3,12 @@
 //! transaction, so a session and its rules never drift apart; waking the engine and publishing
 //! to watchers is the caller's business once the transaction has committed.
 
-use crate::domain::{Actor, EndedReason, SessionStatus, now, roll_up};
+use crate::domain::{Actor, EndedReason, ResourceIpStatus, SessionStatus, now, roll_up};
 use crate::store::StoreResult;
 use crate::store::audit::AuditRecord;
 use crate::store::entity::{resource_ip, session};
-use crate::store::queries::sessions;
-use chrono::{DateTime, Utc};
+use crate::store::queries::sessions::{self, Holder};
+use chrono::{DateTime, TimeDelta, Utc};
 use sea_orm::{ActiveValue::Set, DatabaseTransaction, IntoActiveModel};
 
 /// Records a new session (PENDING) and its rules, with its audit event.
@@ -56,7 +56,7 @@ pub async fn end(
     active.revision = Set(revision + 1);
     active.updated_at = Set(at);
     sessions::update(txn, active).await?;
-    sessions::begin_removal(txn, session_id, at).await?;
+    sessions::begin_removal(txn, session_id, None, at).await?;
     let mut record = AuditRecord::new("session.expiring", "session", session_id).detail("reason", reason);
     if let Some(cause) = cause {
         record = record.detail("cause", cause);
@@ -65,6 +65,87 @@ pub async fn end(
     let actor = Actor { organization_id, ..actor.clone() };
     record.write(txn, &actor).await?;
     Ok(true)
+}
+
+/// Ends every live session of `holder` (ended_reason ADMIN) because its right was taken away
+/// (`cause`: "user disabled", "organization suspended"). Answers the sessions ended.
+pub async fn end_live(
+    txn: &DatabaseTransaction,
+    holder: Holder<'_>,
+    actor: &Actor,
+    cause: &str,
+) -> StoreResult<Vec<String>> {
+    let mut ended = Vec::new();
+    for session in sessions::live_of(txn, &holder).await? {
+        if end(txn, &session.id, EndedReason::Admin, actor, Some(cause)).await? {
+            ended.push(session.id);
+        }
+    }
+    Ok(ended)
+}
+
+/// Takes a resource away from a user's live sessions: its rules there go REMOVING, and each
+/// session rolls up from the rules it keeps; one left with none ends (ADMIN). Answers the
+/// sessions changed.
+pub async fn withdraw_resource(
+    txn: &DatabaseTransaction,
+    user_id: &str,
+    resource_id: &str,
+    actor: &Actor,
+) -> StoreResult<Vec<String>> {
+    let mut changed = Vec::new();
+    for session in sessions::live_of(txn, &Holder::User(user_id)).await? {
+        sessions::get_for_update(txn, &session.id).await?;
+        if sessions::begin_removal(txn, &session.id, Some(resource_id), now()).await? == 0 {
+            continue;
+        }
+        let kept =
+            sessions::rules_of(txn, &session.id).await?.iter().any(|rule| !is_withdrawn(rule.status.parse().ok()));
+        if kept {
+            AuditRecord::new("session.resource_withdrawn", "session", &session.id)
+                .detail("resource_id", resource_id)
+                .write(txn, actor)
+                .await?;
+            settle(txn, &session.id).await?;
+        } else {
+            end(txn, &session.id, EndedReason::Admin, actor, Some("resource unassigned")).await?;
+        }
+        changed.push(session.id);
+    }
+    Ok(changed)
+}
+
+fn is_withdrawn(status: Option<ResourceIpStatus>) -> bool {
+    matches!(status, Some(ResourceIpStatus::Removing | ResourceIpStatus::Removed))
+}
+
+/// Shortens `holder`'s live sessions that last longer than `max_hours` from their start to
+/// that maximum; those already past it end (EXPIRED) at once. Answers the sessions changed.
+pub async fn cap_duration(
+    txn: &DatabaseTransaction,
+    holder: Holder<'_>,
+    max_hours: u32,
+    actor: &Actor,
+    cause: &str,
+) -> StoreResult<Vec<String>> {
+    let at = now();
+    let mut changed = Vec::new();
+    for session in sessions::live_of(txn, &holder).await? {
+        let latest = session.started_at + TimeDelta::hours(i64::from(max_hours));
+        if session.expires_at <= latest {
+            continue;
+        }
+        let session = sessions::get_for_update(txn, &session.id).await?;
+        let id = session.id.clone();
+        if latest <= at {
+            end(txn, &id, EndedReason::Expired, actor, Some(cause)).await?;
+        } else {
+            let record = AuditRecord::new("session.shortened", "session", &id).detail("cause", cause);
+            extend(txn, session, latest, actor, record).await?;
+        }
+        changed.push(id);
+    }
+    Ok(changed)
 }
 
 /// Moves a live session's end to `expires_at`, with its audit event.

@@ -23,6 +23,27 @@ const PUBLIC_PREFIXES: &[&str] = &[
     "/portcullis.v1.AuthService/VerifyLogin",
 ];
 
+/// Long-lived calls that check their credential again while they run (see [`Recheck`]).
+const RECHECKED_PATHS: &[&str] = &["/portcullis.v1.SessionService/WatchSession"];
+
+/// What a long-lived call needs to check, while it runs, that its credential still holds: a
+/// revoked key, a closed login, a disabled user or a suspended organization ends it.
+#[derive(Clone)]
+pub struct Recheck {
+    authenticator: Authenticator,
+    /// Only the credential headers of the call.
+    headers: http::HeaderMap,
+    path: String,
+    peer_ip: Option<IpAddr>,
+}
+
+impl Recheck {
+    /// UNAUTHENTICATED or PERMISSION_DENIED once the credential no longer holds.
+    pub async fn check(&self) -> Result<(), Status> {
+        authorize(&self.authenticator, &self.headers, &self.path, self.peer_ip).await.map(|_| ()).map_err(Status::from)
+    }
+}
+
 /// Admins of a suspended organization may still read and change it, so they can lift the suspension.
 const SUSPENSION_EXEMPT_PREFIX: &str = "/portcullis.v1.OrganizationService/";
 
@@ -83,6 +104,14 @@ where
             match authorize(&authenticator, request.headers(), &path, peer_ip).await {
                 Ok(caller) => {
                     request.extensions_mut().insert(caller);
+                    if RECHECKED_PATHS.contains(&path.as_str()) {
+                        let headers = CREDENTIAL_HEADERS
+                            .iter()
+                            .filter_map(|name| Some((name.clone(), request.headers().get(name)?.clone())))
+                            .collect();
+                        let recheck = Recheck { authenticator, headers, path, peer_ip };
+                        request.extensions_mut().insert(recheck);
+                    }
                     inner.call(request).await
                 }
                 Err(err) => Ok(Status::from(err).into_http()),
@@ -108,6 +137,10 @@ async fn authorize(
 fn unauthenticated(reason: ErrorReason, message: &str) -> Error {
     Error::Unauthenticated { reason, message: message.to_owned() }
 }
+
+/// The headers a credential travels in.
+const CREDENTIAL_HEADERS: [http::header::HeaderName; 2] =
+    [http::header::HeaderName::from_static("x-api-key"), http::header::AUTHORIZATION];
 
 fn credential_from(headers: &http::HeaderMap) -> Result<Credential<'_>, Error> {
     let text = |name: &str| headers.get(name).map(|v| v.to_str().map(str::trim));

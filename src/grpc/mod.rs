@@ -90,6 +90,7 @@ pub async fn serve(
             sessions: services.sessions.clone(),
             trusted_proxies: options.network.trusted_proxies.clone(),
             shutdown: stop_background.subscribe(),
+            recheck_every: services.callers.ttl().max(Duration::from_secs(1)),
         }))
         .add_service(v1::resource_ip_service_server::ResourceIpServiceServer::new(resource_ips::ResourceIpApi(
             services.sessions.clone(),

@@ -1,4 +1,4 @@
-use super::auth::caller;
+use super::auth::{Recheck, caller};
 use super::convert::{enum_filter, page_request, require_id, session_status_from_pb, session_to_pb};
 use crate::domain::{SessionStatus, client_address};
 use crate::engine::Subscription;
@@ -16,6 +16,8 @@ pub struct SessionApi {
     pub trusted_proxies: Vec<IpNet>,
     /// Turns true when the server shuts down: open watch streams end so connections can drain.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// How often an open watch checks its credential again.
+    pub recheck_every: std::time::Duration,
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchSessionResponse, Status>> + Send>>;
@@ -101,10 +103,15 @@ impl SessionService for SessionApi {
     ) -> Result<Response<Self::WatchSessionStream>, Status> {
         let id = require_id("id", &request.get_ref().id)?;
         let (current, subscription) = self.sessions.watch(caller(&request)?, id).await?;
+        let every = self.recheck_every;
+        let mut rechecks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        rechecks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let state = WatchState {
             first: Some(session_to_pb(&current)),
             subscription,
             shutdown: self.shutdown.clone(),
+            recheck: request.extensions().get::<Recheck>().cloned(),
+            rechecks,
             last_revision: 0,
             finished: false,
         };
@@ -120,12 +127,16 @@ struct WatchState {
     first: Option<Session>,
     subscription: Subscription,
     shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Checks the credential again on every tick of `rechecks`.
+    recheck: Option<Recheck>,
+    rechecks: tokio::time::Interval,
     last_revision: u64,
     finished: bool,
 }
 
 /// The next message of a watch stream: the current state first, then every newer revision,
-/// ending after a terminal state (or with UNAVAILABLE when the server shuts down).
+/// ending after a terminal state (or with UNAVAILABLE when the server shuts down, and
+/// UNAUTHENTICATED or PERMISSION_DENIED once the credential no longer holds).
 async fn next_message(mut state: WatchState) -> Option<(Result<WatchSessionResponse, Status>, WatchState)> {
     if state.finished {
         return None;
@@ -138,6 +149,15 @@ async fn next_message(mut state: WatchState) -> Option<(Result<WatchSessionRespo
                 _ = crate::engine::stopping(&mut state.shutdown) => {
                     state.finished = true;
                     return Some((Err(Status::unavailable("the server is shutting down; watch again")), state));
+                }
+                _ = state.rechecks.tick() => {
+                    if let Some(recheck) = &state.recheck
+                        && let Err(status) = recheck.check().await
+                    {
+                        state.finished = true;
+                        return Some((Err(status), state));
+                    }
+                    continue;
                 }
             };
             let session = session_to_pb(&record);

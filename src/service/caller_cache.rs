@@ -39,6 +39,11 @@ impl CallerCache {
         CallerCache { ttl, entries: Arc::default() }
     }
 
+    /// How long a caller is remembered: a change nobody announced applies within this long.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     pub fn get(&self, secret: &str) -> Option<Caller> {
         if self.ttl.is_zero() {
             return None;

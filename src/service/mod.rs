@@ -85,14 +85,14 @@ impl Services {
         );
         Ok(Services {
             sessions: SessionManager::new(db.clone(), reader, engine.clone(), config.sessions.clone()),
-            engine,
+            engine: engine.clone(),
             auth,
             logins,
-            organizations: OrganizationManager::new(db.clone(), callers.clone()),
-            users: UserManager::new(db.clone(), callers.clone()),
+            organizations: OrganizationManager::new(db.clone(), callers.clone(), engine.clone()),
+            users: UserManager::new(db.clone(), callers.clone(), engine.clone(), config.sessions.clone()),
             api_keys: ApiKeyManager::new(db.clone(), callers.clone()),
             callers,
-            resources: ResourceManager::new(db.clone(), providers.clone()),
+            resources: ResourceManager::new(db.clone(), providers.clone(), engine.clone()),
             audit: AuditLog::new(db.clone()),
             db,
         })

@@ -2,11 +2,13 @@
 
 use super::{Caller, CallerCache};
 use crate::domain::{Permission, Tier, now, validate_name};
+use crate::engine::{Engine, transitions};
 use crate::error::{Error, Result, StoreResultExt};
 use crate::store::audit::AuditRecord;
 use crate::store::entity::organization;
+use crate::store::queries::sessions::Holder;
 use crate::store::{self, queries};
-use sea_orm::{ActiveValue::Set, DatabaseConnection, IntoActiveModel};
+use sea_orm::{ActiveValue::Set, DatabaseConnection, DatabaseTransaction, IntoActiveModel};
 
 /// Changes requested by UpdateOrganization; `None` leaves a field alone.
 #[derive(Debug, Default)]
@@ -21,11 +23,12 @@ pub struct OrganizationChanges {
 pub struct OrganizationManager {
     db: DatabaseConnection,
     callers: CallerCache,
+    engine: Engine,
 }
 
 impl OrganizationManager {
-    pub fn new(db: DatabaseConnection, callers: CallerCache) -> OrganizationManager {
-        OrganizationManager { db, callers }
+    pub fn new(db: DatabaseConnection, callers: CallerCache, engine: Engine) -> OrganizationManager {
+        OrganizationManager { db, callers, engine }
     }
 
     pub async fn get(&self, caller: &Caller) -> Result<organization::Model> {
@@ -45,7 +48,7 @@ impl OrganizationManager {
         let txn = store::begin(&self.db).await?;
         let current = queries::organizations::get(&txn, &caller.organization_id).await.or_not_found("organization")?;
         let mut record = AuditRecord::new("organization.updated", "organization", &current.id);
-        let mut active = current.into_active_model();
+        let mut active = current.clone().into_active_model();
         if let Some(name) = name {
             record = record.detail("name", &name);
             active.name = Set(name);
@@ -65,8 +68,32 @@ impl OrganizationManager {
         active.updated_at = Set(now());
         let updated = queries::organizations::update(&txn, active).await?;
         record.write(&txn, &caller.actor()).await?;
+        let changed = follow_rights(&txn, caller, &current, &updated).await?;
         // Cached callers carry roles, disabled and suspended flags.
         self.callers.commit_change(txn).await?;
+        self.engine.announce(&changed).await;
         Ok(updated)
     }
+}
+
+/// An organization's live sessions follow its standing: suspension ends them, a tier with a
+/// lower maximum shortens them. Answers the sessions changed.
+async fn follow_rights(
+    txn: &DatabaseTransaction,
+    caller: &Caller,
+    before: &organization::Model,
+    after: &organization::Model,
+) -> Result<Vec<String>> {
+    let holder = Holder::Organization(&after.id);
+    if after.suspended && !before.suspended {
+        return Ok(transitions::end_live(txn, holder, &caller.actor(), "organization suspended").await?);
+    }
+    let (Ok(old_tier), Ok(new_tier)) = (before.tier.parse::<Tier>(), after.tier.parse::<Tier>()) else {
+        return Ok(Vec::new());
+    };
+    let max_hours = new_tier.max_session_hours();
+    if max_hours < old_tier.max_session_hours() {
+        return Ok(transitions::cap_duration(txn, holder, max_hours, &caller.actor(), "tier changed").await?);
+    }
+    Ok(Vec::new())
 }

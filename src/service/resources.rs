@@ -2,6 +2,7 @@
 
 use super::Caller;
 use crate::domain::{Permission, ProviderConfig, Violations, new_id, now, validate_name};
+use crate::engine::{Engine, transitions};
 use crate::error::{Error, Result, StoreResultExt};
 use crate::pb::v1::ErrorReason;
 use crate::provider::{CheckOutcome, Providers, Target};
@@ -32,6 +33,7 @@ const MAX_DESCRIPTION_CHARS: usize = 2000;
 pub struct ResourceManager {
     db: DatabaseConnection,
     providers: Providers,
+    engine: Engine,
 }
 
 fn validate_description(value: &str) -> Result<String, String> {
@@ -54,8 +56,8 @@ fn validate_provider(violations: &mut Violations, field: &str, provider: &Provid
 }
 
 impl ResourceManager {
-    pub fn new(db: DatabaseConnection, providers: Providers) -> ResourceManager {
-        ResourceManager { db, providers }
+    pub fn new(db: DatabaseConnection, providers: Providers, engine: Engine) -> ResourceManager {
+        ResourceManager { db, providers, engine }
     }
 
     pub async fn create(&self, caller: &Caller, new: NewResource) -> Result<resource::Model> {
@@ -213,13 +215,17 @@ impl ResourceManager {
         let txn = store::begin(&self.db).await?;
         queries::resources::get(&txn, &caller.organization_id, resource_id).await.or_not_found("resource")?;
         queries::users::get(&txn, &caller.organization_id, user_id).await.or_not_found("user")?;
+        let mut changed = Vec::new();
         if queries::resources::unassign(&txn, resource_id, user_id).await? {
             AuditRecord::new("resource.unassigned", "resource", resource_id)
                 .detail("user_id", user_id)
                 .write(&txn, &caller.actor())
                 .await?;
+            // The user's live sessions lose the resource's rules at once.
+            changed = transitions::withdraw_resource(&txn, user_id, resource_id, &caller.actor()).await?;
         }
         store::commit(txn).await?;
+        self.engine.announce(&changed).await;
         Ok(())
     }
 

@@ -16,6 +16,7 @@ use crate::store::queries::{organizations, resources};
 use crate::store::{self, Page, PageRequest, StoreError};
 use chrono::TimeDelta;
 use sea_orm::DatabaseConnection;
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 /// What StartSession asked for, and where the call came from.
@@ -53,11 +54,7 @@ impl SessionManager {
 
     /// The longest session the caller may start.
     fn max_hours(&self, role: Role, tier: Tier) -> u32 {
-        let role_max = match role {
-            Role::User => self.config.max_hours_user,
-            Role::Admin => self.config.max_hours_admin,
-        };
-        tier.max_session_hours().min(role_max)
+        tier.max_session_hours().min(self.config.max_hours_for(role))
     }
 
     /// The caller's organization and its tier.
@@ -244,15 +241,32 @@ impl SessionManager {
             ));
         }
         let max_hours = self.max_hours(owner_role, tier);
-        let expires_at = session.expires_at + TimeDelta::hours(i64::from(additional_hours));
-        if expires_at - session.started_at > TimeDelta::hours(i64::from(max_hours)) {
-            return Err(Error::InvalidArgument {
-                reason: ErrorReason::DurationExceedsMaximum,
-                violations: vec![crate::domain::FieldViolation {
-                    field: "additional_hours".into(),
-                    description: format!("the session would last longer than the maximum of {max_hours} hours"),
-                }],
-            });
+        let too_long = || Error::InvalidArgument {
+            reason: ErrorReason::DurationExceedsMaximum,
+            violations: vec![crate::domain::FieldViolation {
+                field: "additional_hours".into(),
+                description: format!("the session would last longer than the maximum of {max_hours} hours"),
+            }],
+        };
+        // Checked: a request may ask for any number of hours.
+        let expires_at = session
+            .expires_at
+            .checked_add_signed(TimeDelta::hours(i64::from(additional_hours)))
+            .filter(|at| *at - session.started_at <= TimeDelta::hours(i64::from(max_hours)))
+            .ok_or_else(too_long)?;
+        // A session keeps only what its owner may still open.
+        let assigned: BTreeSet<String> =
+            resources::assigned_to(&txn, &session.user_id).await?.into_iter().map(|resource| resource.id).collect();
+        let rules = sessions::rules_of(&txn, id).await?;
+        let unassigned = rules.iter().find(|rule| {
+            let kept = !matches!(rule.status.parse(), Ok(ResourceIpStatus::Removing | ResourceIpStatus::Removed));
+            kept && !assigned.contains(&rule.resource_id)
+        });
+        if let Some(rule) = unassigned {
+            return Err(Error::failed_precondition(
+                ErrorReason::NoAssignedResources,
+                format!("resource {} is no longer assigned to the session's user", rule.resource_name),
+            ));
         }
         let record = AuditRecord::new("session.extended", "session", id).detail("additional_hours", additional_hours);
         transitions::extend(&txn, session, expires_at, &caller.actor(), record).await?;

@@ -1,12 +1,15 @@
 //! Users of an organization.
 
 use super::{Caller, CallerCache};
+use crate::config::SessionConfig;
 use crate::domain::{Permission, Role, Violations, new_id, normalize_email, now, validate_name};
+use crate::engine::{Engine, transitions};
 use crate::error::{Result, StoreResultExt};
 use crate::store::audit::AuditRecord;
 use crate::store::entity::user;
+use crate::store::queries::sessions::Holder;
 use crate::store::{self, Page, PageRequest, queries};
-use sea_orm::{ActiveValue::Set, DatabaseConnection, IntoActiveModel};
+use sea_orm::{ActiveValue::Set, DatabaseConnection, DatabaseTransaction, IntoActiveModel};
 
 /// A user to create.
 #[derive(Debug)]
@@ -28,11 +31,13 @@ pub struct UserChanges {
 pub struct UserManager {
     db: DatabaseConnection,
     callers: CallerCache,
+    engine: Engine,
+    sessions: SessionConfig,
 }
 
 impl UserManager {
-    pub fn new(db: DatabaseConnection, callers: CallerCache) -> UserManager {
-        UserManager { db, callers }
+    pub fn new(db: DatabaseConnection, callers: CallerCache, engine: Engine, sessions: SessionConfig) -> UserManager {
+        UserManager { db, callers, engine, sessions }
     }
 
     pub async fn create(&self, caller: &Caller, new: NewUser) -> Result<user::Model> {
@@ -155,14 +160,39 @@ impl UserManager {
     ) -> Result<user::Model> {
         let txn = store::begin(&self.db).await?;
         let current = queries::users::get(&txn, &caller.organization_id, id).await.or_not_found("user")?;
-        let mut active = current.into_active_model();
+        let mut active = current.clone().into_active_model();
         let record = edit(&mut active, AuditRecord::new(event_type, "user", id));
         active.updated_at = Set(now());
         let updated = queries::users::update(&txn, active).await?;
         record.write(&txn, &caller.actor()).await?;
+        let changed = self.follow_rights(&txn, caller, &current, &updated).await?;
         // Cached callers carry roles, disabled and suspended flags.
         self.callers.commit_change(txn).await?;
+        self.engine.announce(&changed).await;
         Ok(updated)
+    }
+
+    /// A user's live sessions follow its rights: disabling ends them, a role with a lower
+    /// maximum shortens them. Answers the sessions changed.
+    async fn follow_rights(
+        &self,
+        txn: &DatabaseTransaction,
+        caller: &Caller,
+        before: &user::Model,
+        after: &user::Model,
+    ) -> Result<Vec<String>> {
+        let holder = Holder::User(&after.id);
+        if after.disabled && !before.disabled {
+            return Ok(transitions::end_live(txn, holder, &caller.actor(), "user disabled").await?);
+        }
+        let (Ok(old_role), Ok(new_role)) = (before.role.parse::<Role>(), after.role.parse::<Role>()) else {
+            return Ok(Vec::new());
+        };
+        let max_hours = self.sessions.max_hours_for(new_role);
+        if max_hours < self.sessions.max_hours_for(old_role) {
+            return Ok(transitions::cap_duration(txn, holder, max_hours, &caller.actor(), "role changed").await?);
+        }
+        Ok(Vec::new())
     }
 }
 

@@ -238,18 +238,46 @@ pub async fn list_rules(
     fetch_page(db, select, resource_ip::Column::Id, request, true, |m| &m.id).await
 }
 
-/// Moves the session's unfinished rules to REMOVING, due now.
-pub async fn begin_removal(db: &impl ConnectionTrait, session_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
-    resource_ip::Entity::update_many()
+/// Moves the session's unfinished rules (only those on `resource_id`, when given) to
+/// REMOVING, due now.
+pub async fn begin_removal(
+    db: &impl ConnectionTrait,
+    session_id: &str,
+    resource_id: Option<&str>,
+    now: DateTime<Utc>,
+) -> StoreResult<u64> {
+    let mut update = resource_ip::Entity::update_many()
         .col_expr(resource_ip::Column::Status, Expr::value(ResourceIpStatus::Removing.as_str()))
         .col_expr(resource_ip::Column::NextAttemptAt, Expr::value(now))
         .col_expr(resource_ip::Column::Attempts, Expr::value(0))
         .col_expr(resource_ip::Column::UpdatedAt, Expr::value(now))
         .filter(resource_ip::Column::SessionId.eq(session_id))
-        .filter(resource_ip::Column::Status.ne(ResourceIpStatus::Removed.as_str()))
-        .exec(db)
-        .await?;
-    Ok(())
+        .filter(
+            resource_ip::Column::Status
+                .is_not_in([ResourceIpStatus::Removed.as_str(), ResourceIpStatus::Removing.as_str()]),
+        );
+    if let Some(resource_id) = resource_id {
+        update = update.filter(resource_ip::Column::ResourceId.eq(resource_id));
+    }
+    Ok(update.exec(db).await?.rows_affected)
+}
+
+/// The live sessions of a user, or of every user of an organization, in id order (the order
+/// sessions are locked in).
+pub async fn live_of(db: &impl ConnectionTrait, holder: &Holder<'_>) -> StoreResult<Vec<session::Model>> {
+    let select = session::Entity::find().filter(session::Column::Status.is_in(live_statuses()));
+    let select = match holder {
+        Holder::User(id) => select.filter(session::Column::UserId.eq(*id)),
+        Holder::Organization(id) => select.filter(session::Column::OrganizationId.eq(*id)),
+    };
+    Ok(select.order_by_asc(session::Column::Id).all(db).await?)
+}
+
+/// Whose sessions a change of rights reaches.
+#[derive(Debug, Clone, Copy)]
+pub enum Holder<'a> {
+    User(&'a str),
+    Organization(&'a str),
 }
 
 /// Rules that wait for a provider call.
