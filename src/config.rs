@@ -64,11 +64,22 @@ pub struct EngineSettings {
     pub max_concurrent_resources: usize,
     /// Most rules of one resource claimed at once.
     pub batch: u64,
-    /// Seconds between orphan sweeps (one also runs at start); 0 disables them.
-    pub sweep_interval_secs: u64,
+    /// About how many seconds between reconcile passes (one also runs at start; jittered by
+    /// ±25 %); 0 disables them.
+    pub reconcile_interval_secs: Option<u64>,
+    /// Deprecated name of `reconcile_interval_secs`, still read when that is not set.
+    pub sweep_interval_secs: Option<u64>,
+    /// Seconds after it was applied before a rule absent from the provider's listing counts as
+    /// missing and is re-applied.
+    pub repair_grace_secs: u64,
 }
 
 impl EngineSettings {
+    /// Seconds between reconcile passes, from the current key or its deprecated name.
+    pub fn reconcile_interval_secs(&self) -> u64 {
+        self.reconcile_interval_secs.or(self.sweep_interval_secs).unwrap_or(60)
+    }
+
     /// The deadline of every provider call.
     pub fn provider_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.provider_timeout_secs.max(1))
@@ -82,7 +93,9 @@ impl Default for EngineSettings {
             provider_timeout_secs: 8,
             max_concurrent_resources: 32,
             batch: 500,
-            sweep_interval_secs: 300,
+            reconcile_interval_secs: None,
+            sweep_interval_secs: None,
+            repair_grace_secs: 30,
         }
     }
 }

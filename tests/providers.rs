@@ -328,18 +328,22 @@ mod aws {
         f.server.stop().await;
     }
 
+    /// The reconciler on moto: our orphan goes, a rule deleted behind our back comes back (a
+    /// new rule id recorded), foreign rules and another resource's rules stay.
     #[tokio::test]
-    async fn aws_sweep_removes_orphans_and_never_foreign_rules() {
+    async fn aws_reconciler_repairs_drift_and_never_touches_foreign_rules() {
         let Some(endpoint) = moto() else { return };
         let group_id = new_group(&endpoint);
         let db = TestDb::sqlite();
         let mut config = common::test_config();
-        config.engine.sweep_interval_secs = 1;
+        config.engine.reconcile_interval_secs = Some(1);
+        config.engine.repair_grace_secs = 0;
         let mut f = Fixture::with_server(TestServer::start_with(&db, config).await).await;
         let resource_id = f.resource_on("bastion", resource_on_moto(&endpoint, &group_id)).await;
         let key = f.user_key.clone();
         let session = f.start(&key, Some(V4), None).await.unwrap();
-        f.watch_until(&key, &session.id, SessionStatus::Active).await;
+        let active = f.watch_until(&key, &session.id, SessionStatus::Active).await.pop().unwrap();
+        let first_rule_id = active.resource_ips[0].provider_rule_id.clone();
 
         let ours = format!("{RESOURCE_TAG}={resource_id}");
         let lost = "portcullis session 0192-lost until 2026-01-01T00:00:00Z";
@@ -348,15 +352,26 @@ mod aws {
         // Marked, but for another Portcullis resource on the same group: not this resource's orphan.
         let other = format!("{RESOURCE_TAG}=another-resource");
         ec2(&endpoint, &["plant", &group_id, "198.51.100.3/32", lost, &other]);
+        // Someone deletes the session's rule by hand.
+        ec2(&endpoint, &["revoke", &group_id, &first_rule_id]);
         let cidrs =
             || -> BTreeSet<String> { rules_in(&endpoint, &group_id).into_iter().map(|(cidr, _, _)| cidr).collect() };
+        let expected = BTreeSet::from(["198.51.100.2/32", "198.51.100.3/32", "203.0.113.10/32"].map(String::from));
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
-        while cidrs().contains("198.51.100.1/32") {
-            assert!(tokio::time::Instant::now() < deadline, "the orphan outlived the sweeps");
+        while cidrs() != expected {
+            assert!(tokio::time::Instant::now() < deadline, "drift outlived the passes: {:?}", cidrs());
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         }
-        let expected = ["198.51.100.2/32", "198.51.100.3/32", "203.0.113.10/32"].map(String::from);
-        assert_eq!(cidrs(), BTreeSet::from(expected));
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let record = portcullis::store::queries::sessions::load(&f.server.db, &session.id).await.unwrap();
+            let rule = &record.rules[0];
+            if rule.status == "APPLIED" && rule.provider_rule_id.as_deref() != Some(first_rule_id.as_str()) {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the repaired rule id was never recorded: {rule:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
         f.server.stop().await;
     }
 }
@@ -518,13 +533,16 @@ mod gcp {
         f.server.stop().await;
     }
 
+    /// The reconciler on the Compute fake: our orphan address goes, our rule deleted behind our
+    /// back comes back with the live address, the foreign rule stays untouched.
     #[tokio::test]
-    async fn gcp_sweep_removes_orphans_and_never_foreign_rules() {
+    async fn gcp_reconciler_repairs_drift_and_never_touches_foreign_rules() {
         let fake = FakeCompute::start().await;
         fake.put_rule(PROJECT, office_vpn());
         let db = TestDb::sqlite();
         let mut config = common::test_config();
-        config.engine.sweep_interval_secs = 1;
+        config.engine.reconcile_interval_secs = Some(1);
+        config.engine.repair_grace_secs = 0;
         let mut f = Fixture::with_server(common::TestServer::start_with(&db, config).await).await;
         let resource_id = f.resource_on("bastion", resource_on_fake(&fake.url)).await;
         let key = f.user_key.clone();
@@ -537,7 +555,16 @@ mod gcp {
         fake.put_rule(PROJECT, ours);
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
         while ranges(&fake.rule(PROJECT, &name).unwrap()).contains("198.51.100.1/32") {
-            assert!(tokio::time::Instant::now() < deadline, "the orphan outlived the sweeps");
+            assert!(tokio::time::Instant::now() < deadline, "the orphan outlived the passes");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(ranges(&fake.rule(PROJECT, &name).unwrap()), BTreeSet::from([format!("{V4}/32")]));
+
+        // Someone deletes our rule by hand (a racing PATCH or a restore could lose it too).
+        assert!(fake.remove_rule(PROJECT, &name));
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while fake.rule(PROJECT, &name).is_none() {
+            assert!(tokio::time::Instant::now() < deadline, "the missing rule was never put back");
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         assert_eq!(ranges(&fake.rule(PROJECT, &name).unwrap()), BTreeSet::from([format!("{V4}/32")]));

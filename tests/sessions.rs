@@ -637,11 +637,15 @@ async fn a_watch_on_one_replica_sees_changes_made_on_another() {
     f.server.stop().await;
 }
 
+/// The reconciler removes our orphans, puts back a rule deleted behind our back (with a
+/// `rule.repaired` event), and never touches a foreign rule. The interval is set through its
+/// deprecated name, which keeps working.
 #[tokio::test]
-async fn the_sweep_removes_orphans_and_never_foreign_rules() {
+async fn the_reconciler_repairs_drift_both_ways_and_never_touches_foreign_rules() {
     each_backend(|db| async move {
         let mut config = common::test_config();
-        config.engine.sweep_interval_secs = 1;
+        config.engine.sweep_interval_secs = Some(1);
+        config.engine.repair_grace_secs = 0;
         let mut f = Fixture::with_server(TestServer::start_with(&db, config).await).await;
         let resource_id = f.resource("db", MemoryProvider::default()).await;
         let key = f.user_key.clone();
@@ -652,16 +656,23 @@ async fn the_sweep_removes_orphans_and_never_foreign_rules() {
         let orphan = ip("198.51.100.1");
         memory.plant(&resource_id, orphan, "portcullis session 0192-lost until 2026-01-01T00:00:00Z").unwrap();
         memory.plant(&resource_id, ip("198.51.100.2"), "office VPN").unwrap();
+        memory.pull(&resource_id, ip(IPV4)).unwrap();
+        let wanted = [ip("198.51.100.2"), ip(IPV4)];
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while f.server.memory_rules(&resource_id).contains(&orphan) {
-            assert!(tokio::time::Instant::now() < deadline, "the orphan outlived two sweeps");
+        while f.server.memory_rules(&resource_id) != wanted {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{}: drift outlived the passes: {:?}",
+                db.backend,
+                f.server.memory_rules(&resource_id)
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert_eq!(
-            f.server.memory_rules(&resource_id),
-            [ip("198.51.100.2"), ip(IPV4)],
-            "the live session's rule and the foreign rule stay"
-        );
+        let repaired = settled(&f.server, &session.id, SessionStatus::Active).await;
+        assert_eq!(repaired.rules[0].status, "APPLIED");
+        let rule_id = repaired.rules[0].id.clone();
+        let events = audit_details(&f.server, &rule_id, "rule.repaired").await;
+        assert_eq!(events[0].get("address").map(String::as_str), Some(IPV4), "{}", db.backend);
         f.server.stop().await;
     })
     .await;
@@ -935,6 +946,45 @@ async fn a_watch_ends_when_its_key_is_revoked() {
             }
         };
         assert_eq!(err.code(), Code::Unauthenticated, "{}", db.backend);
+        f.server.stop().await;
+    })
+    .await;
+}
+
+/// A removal is only REMOVED once the provider confirms it: while the resource's provider
+/// cannot be reached (here its stored config is unreadable), the rule stays REMOVING with an
+/// error operators can see, and it is retried until the provider answers.
+#[tokio::test]
+async fn a_removal_waits_for_a_reachable_provider() {
+    each_backend(|db: TestDb| async move {
+        let mut f = Fixture::new(&db).await;
+        let resource = f.resource("db", MemoryProvider::default()).await;
+        let key = f.user_key.clone();
+        let session = f.start(&key, Some(IPV4), None).await.unwrap();
+        f.watch_until(&key, &session.id, SessionStatus::Active).await;
+        let stored = portcullis::store::queries::resources::get_by_id(&f.server.db, &resource).await.unwrap();
+        let set_config =
+            |config: &str| format!("UPDATE resources SET provider_config = '{config}' WHERE id = '{resource}'");
+        f.server.db.execute_unprepared(&set_config(r#"{"kind":"unknown"}"#)).await.unwrap();
+
+        f.stop(&key, &session.id).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let rule = loop {
+            let record = portcullis::store::queries::sessions::load(&f.server.db, &session.id).await.unwrap();
+            let rule = record.rules[0].clone();
+            if rule.error_message.is_some() {
+                break rule;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{}: the removal never reported its problem", db.backend);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(rule.status, "REMOVING", "{}: never REMOVED without the provider", db.backend);
+        assert!(rule.error_message.unwrap().contains("cannot remove"));
+        assert_eq!(f.server.memory_rules(&resource), vec![ip(IPV4)], "the address is still open at the provider");
+
+        f.server.db.execute_unprepared(&set_config(&stored.provider_config)).await.unwrap();
+        settled(&f.server, &session.id, SessionStatus::Cancelled).await;
+        assert!(f.server.memory_rules(&resource).is_empty(), "{}", db.backend);
         f.server.stop().await;
     })
     .await;

@@ -6,7 +6,7 @@
 
 pub mod hub;
 mod lease;
-mod sweep;
+mod reconcile;
 pub mod transitions;
 mod worker;
 
@@ -38,8 +38,11 @@ pub struct EngineConfig {
     pub backoff_base: Duration,
     /// Longest retry delay.
     pub backoff_max: Duration,
-    /// How often the orphan sweep runs (and once at start); `None` never.
-    pub sweep_interval: Option<Duration>,
+    /// About how often the reconciler passes over every resource (and once at start); `None` never.
+    pub reconcile_interval: Option<Duration>,
+    /// How long after it was applied a rule may be absent from the provider's listing before
+    /// the reconciler calls it missing (listings can lag behind writes).
+    pub repair_grace: Duration,
 }
 
 impl EngineConfig {
@@ -73,7 +76,8 @@ impl Default for EngineConfig {
             batch: 500,
             backoff_base: Duration::from_millis(200),
             backoff_max: Duration::from_secs(60),
-            sweep_interval: Some(Duration::from_secs(300)),
+            reconcile_interval: Some(Duration::from_secs(60)),
+            repair_grace: Duration::from_secs(30),
         }
     }
 }
@@ -135,12 +139,12 @@ impl Engine {
         self.inner.expiry.notify_one();
     }
 
-    /// Runs the worker, the orphan sweep and the expiry scheduler, each on its own, until
+    /// Runs the worker, the reconciler and the expiry scheduler, each on its own, until
     /// `stop` turns true; in-flight provider calls end by their deadline first.
     pub async fn run(&self, stop: watch::Receiver<bool>) {
         tokio::join!(
             worker::run(self.clone(), stop.clone()),
-            sweep::run(self.clone(), stop.clone()),
+            reconcile::run(self.clone(), stop.clone()),
             self.run_expiry(stop)
         );
     }
@@ -214,6 +218,10 @@ impl Engine {
                 _ = stopping(&mut stop) => return,
             }
         }
+    }
+
+    fn repair_grace(&self) -> chrono::TimeDelta {
+        chrono::TimeDelta::from_std(self.inner.config.repair_grace).unwrap_or(chrono::TimeDelta::seconds(30))
     }
 
     /// When a lease taken at `at` runs out: claims on rules and on resources last as long.

@@ -8,8 +8,8 @@
 //! session and expiry live in the per-rule description rather than in tags.
 
 use super::{
-    CheckOutcome, FirewallProvider, OwnedRule, Owner, ProviderError, RuleRef, RuleRequest, Target, fail_all, host_cidr,
-    is_owned_description, single_host, unmanaged_rule_id,
+    CheckOutcome, FirewallProvider, Listing, OwnedRule, Owner, ProviderError, RuleRef, RuleRequest, Target, fail_all,
+    host_cidr, is_owned_description, single_host, unmanaged_rule_id,
 };
 use crate::domain::{AwsSecurityGroup, ProviderConfig};
 use async_trait::async_trait;
@@ -353,21 +353,23 @@ impl FirewallProvider for AwsFirewall {
     }
 
     #[tracing::instrument(name = "provider.aws.list", skip_all, fields(resource_id = %target.resource_id))]
-    async fn list_owned(&self, target: &Target) -> Result<Vec<OwnedRule>, ProviderError> {
+    async fn list(&self, target: &Target) -> Result<Listing, ProviderError> {
         let group = group_of(target)?;
         let client = self.client(group).await;
-        Ok(ingress_rules(&client, &group.group_id)
-            .await?
-            .iter()
-            .filter(|rule| is_ours(rule, &target.resource_id))
-            .filter_map(|rule| {
-                Some(OwnedRule {
-                    rule_id: rule.security_group_rule_id()?.to_owned(),
-                    address: host_of(rule)?,
+        let mut listing = Listing::default();
+        for rule in ingress_rules(&client, &group.group_id).await? {
+            let (Some(address), Some(rule_id)) = (host_of(&rule), rule.security_group_rule_id()) else { continue };
+            if is_ours(&rule, &target.resource_id) {
+                listing.owned.push(OwnedRule {
+                    rule_id: rule_id.to_owned(),
+                    address,
                     description: rule.description().unwrap_or_default().to_owned(),
-                })
-            })
-            .collect())
+                });
+            } else if same_grant(&rule, group) && !rule.description().is_some_and(is_owned_description) {
+                listing.foreign.insert(address);
+            }
+        }
+        Ok(listing)
     }
 
     #[tracing::instrument(name = "provider.aws.check", skip_all, fields(resource_id = %target.resource_id))]

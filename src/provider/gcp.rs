@@ -13,8 +13,8 @@
 //! the marker; a rule of that name without the marker is someone else's and is never changed.
 
 use super::{
-    CheckOutcome, FirewallProvider, OWNERSHIP_MARKER, OwnedRule, ProviderError, RuleRef, RuleRequest, Target, fail_all,
-    host_cidr, single_host,
+    CheckOutcome, FirewallProvider, Listing, OWNERSHIP_MARKER, OwnedRule, ProviderError, RuleRef, RuleRequest, Target,
+    fail_all, host_cidr, single_host,
 };
 use crate::domain::{GcpFirewall as GcpFirewallConfig, ProviderConfig};
 use async_trait::async_trait;
@@ -335,7 +335,8 @@ impl FirewallProvider for GcpFirewall {
     }
 
     #[tracing::instrument(name = "provider.gcp.list", skip_all, fields(resource_id = %target.resource_id))]
-    async fn list_owned(&self, target: &Target) -> Result<Vec<OwnedRule>, ProviderError> {
+    /// Sessions never ride on foreign GCP rules (ours hold whole lists), so only ours are read.
+    async fn list(&self, target: &Target) -> Result<Listing, ProviderError> {
         let config = config_of(target)?;
         let client = self.client(config).await?;
         let mut owned = Vec::new();
@@ -352,7 +353,7 @@ impl FirewallProvider for GcpFirewall {
                 description: description.clone(),
             }));
         }
-        Ok(owned)
+        Ok(Listing { owned, foreign: BTreeSet::new() })
     }
 
     #[tracing::instrument(name = "provider.gcp.check", skip_all, fields(resource_id = %target.resource_id))]

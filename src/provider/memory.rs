@@ -2,7 +2,7 @@
 //! for development, demos and tests, with configurable latency and failure injection.
 
 use super::{
-    CheckOutcome, FirewallProvider, OwnedRule, ProviderError, RuleRef, RuleRequest, Target, fail_all,
+    CheckOutcome, FirewallProvider, Listing, OwnedRule, ProviderError, RuleRef, RuleRequest, Target, fail_all,
     is_owned_description, unmanaged_rule_id,
 };
 use crate::domain::ProviderConfig;
@@ -62,7 +62,16 @@ impl MemoryFirewall {
         self.lock().rules.clone()
     }
 
-    /// Adds a rule the way someone else would, outside Portcullis (for tests of the orphan sweep).
+    /// Removes a rule the way someone else would, outside Portcullis (for tests of drift repair).
+    pub fn pull(&self, resource_id: &str, address: IpAddr) -> Result<(), ProviderError> {
+        let mut state = self.lock();
+        if let Some(held) = state.rules.get_mut(resource_id) {
+            held.remove(&address);
+        }
+        self.persist(&state)
+    }
+
+    /// Adds a rule the way someone else would, outside Portcullis (for tests of the reconciler).
     pub fn plant(&self, resource_id: &str, address: IpAddr, description: &str) -> Result<String, ProviderError> {
         let mut state = self.lock();
         state.next_rule += 1;
@@ -167,14 +176,17 @@ impl FirewallProvider for MemoryFirewall {
         }
     }
 
-    async fn list_owned(&self, target: &Target) -> Result<Vec<OwnedRule>, ProviderError> {
+    async fn list(&self, target: &Target) -> Result<Listing, ProviderError> {
         self.enter(target).await?;
-        Ok(self
-            .rules(&target.resource_id)
-            .into_iter()
-            .filter(|(_, rule)| is_owned_description(&rule.description))
-            .map(|(address, rule)| OwnedRule { rule_id: rule.rule_id, address, description: rule.description })
-            .collect())
+        let mut listing = Listing::default();
+        for (address, rule) in self.rules(&target.resource_id) {
+            if is_owned_description(&rule.description) {
+                listing.owned.push(OwnedRule { rule_id: rule.rule_id, address, description: rule.description });
+            } else {
+                listing.foreign.insert(address);
+            }
+        }
+        Ok(listing)
     }
 
     async fn check(&self, _target: &Target) -> CheckOutcome {

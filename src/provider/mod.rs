@@ -11,6 +11,7 @@ use crate::config::ProvidersConfig;
 use crate::domain::ProviderConfig;
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -99,6 +100,16 @@ pub struct RuleRef {
     pub rule_id: Option<String>,
 }
 
+/// What a firewall holds, as the reconciler compares it with the database.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// The rules that carry our ownership marker for the resource.
+    pub owned: Vec<OwnedRule>,
+    /// The single hosts that someone else's rules open with the resource's grant: sessions may
+    /// ride on those (`unmanaged:` rule ids), never remove them.
+    pub foreign: BTreeSet<IpAddr>,
+}
+
 /// A rule on a firewall that carries our ownership marker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnedRule {
@@ -138,8 +149,14 @@ pub trait FirewallProvider: Send + Sync {
     /// Removes each rule. A rule that is already gone counts as removed. One result per rule, in order.
     async fn revoke(&self, target: &Target, rules: &[RuleRef]) -> Vec<Result<(), ProviderError>>;
 
+    /// The firewall's rules: ours (carrying our ownership marker) and the hosts foreign rules
+    /// open with the resource's grant.
+    async fn list(&self, target: &Target) -> Result<Listing, ProviderError>;
+
     /// Every rule on the firewall that carries our ownership marker (never any other).
-    async fn list_owned(&self, target: &Target) -> Result<Vec<OwnedRule>, ProviderError>;
+    async fn list_owned(&self, target: &Target) -> Result<Vec<OwnedRule>, ProviderError> {
+        Ok(self.list(target).await?.owned)
+    }
 
     /// Whether the firewall exists and the configured credentials can read it.
     async fn check(&self, target: &Target) -> CheckOutcome;
@@ -173,10 +190,8 @@ impl FirewallProvider for Bounded {
             .unwrap_or_else(|_| fail_all(rules.len(), &self.timed_out()))
     }
 
-    async fn list_owned(&self, target: &Target) -> Result<Vec<OwnedRule>, ProviderError> {
-        tokio::time::timeout(self.deadline, self.inner.list_owned(target))
-            .await
-            .unwrap_or_else(|_| Err(self.timed_out()))
+    async fn list(&self, target: &Target) -> Result<Listing, ProviderError> {
+        tokio::time::timeout(self.deadline, self.inner.list(target)).await.unwrap_or_else(|_| Err(self.timed_out()))
     }
 
     async fn check(&self, target: &Target) -> CheckOutcome {

@@ -67,10 +67,15 @@ impl Services {
             provider_timeout: config.engine.provider_timeout(),
             max_concurrent_resources: config.engine.max_concurrent_resources.max(1),
             batch: config.engine.batch.max(1),
-            sweep_interval: (config.engine.sweep_interval_secs > 0)
-                .then(|| std::time::Duration::from_secs(config.engine.sweep_interval_secs)),
+            reconcile_interval: Some(config.engine.reconcile_interval_secs())
+                .filter(|secs| *secs > 0)
+                .map(std::time::Duration::from_secs),
+            repair_grace: std::time::Duration::from_secs(config.engine.repair_grace_secs),
             ..EngineConfig::default()
         };
+        if config.engine.sweep_interval_secs.is_some() {
+            tracing::warn!("engine.sweep_interval_secs is deprecated; set engine.reconcile_interval_secs instead");
+        }
         engine_config.check().map_err(|message| Error::Internal(anyhow::anyhow!("configuration: {message}")))?;
         let engine = Engine::new(db.clone(), reader.clone(), providers.clone(), engine_config);
         let callers = CallerCache::new(std::time::Duration::from_secs(config.auth.caller_cache_secs));

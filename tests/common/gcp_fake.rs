@@ -102,6 +102,11 @@ impl FakeCompute {
         self.lock().firewalls.insert((project.to_owned(), name), rule);
     }
 
+    /// Deletes a rule directly, as someone working in the console would; answers whether it existed.
+    pub fn remove_rule(&self, project: &str, name: &str) -> bool {
+        self.lock().firewalls.remove(&(project.to_owned(), name.to_owned())).is_some()
+    }
+
     /// The next `count` requests answer 403 rateLimitExceeded.
     pub fn rate_limit_next(&self, count: u32) {
         self.lock().rate_limited = count;

@@ -71,6 +71,10 @@ def main() -> None:
             TagSpecifications=spec,
         )
         print(json.dumps({"id": answer["SecurityGroupRules"][0]["SecurityGroupRuleId"]}))
+    elif command == "revoke":
+        group_id, rule_id = args
+        ec2.revoke_security_group_ingress(GroupId=group_id, SecurityGroupRuleIds=[rule_id])
+        print(json.dumps({"revoked": rule_id}))
     else:
         sys.exit(f"unknown command {command}")
 
