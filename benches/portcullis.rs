@@ -136,7 +136,12 @@ async fn setup(server: &Server) {
 
 async fn start_and_wait_active(client: &mut SessionServiceClient<Channel>, key: &str, n: u32) -> Duration {
     let began = Instant::now();
-    let request = StartSessionRequest { ipv4_address: Some(address(n)), duration_hours: Some(1), ipv6_address: None };
+    let request = StartSessionRequest {
+        ipv4_address: Some(address(n)),
+        duration_hours: Some(1),
+        ipv6_address: None,
+        duration_minutes: None,
+    };
     let session =
         client.start_session(authed(request, key)).await.expect("start").into_inner().session.expect("session");
     let mut stream =
@@ -201,8 +206,12 @@ async fn bench_watch(server: &Server, counter: &Arc<AtomicU32>) {
     for watchers in [1usize, 1_000, 10_000] {
         let mut client = SessionServiceClient::new(control.clone());
         let n = counter.fetch_add(1, Ordering::Relaxed);
-        let request =
-            StartSessionRequest { ipv4_address: Some(address(n)), duration_hours: Some(1), ipv6_address: None };
+        let request = StartSessionRequest {
+            ipv4_address: Some(address(n)),
+            duration_hours: Some(1),
+            ipv6_address: None,
+            duration_minutes: None,
+        };
         let id = client
             .start_session(authed(request, &server.key))
             .await
@@ -246,7 +255,10 @@ async fn bench_watch(server: &Server, counter: &Arc<AtomicU32>) {
         for _ in 0..20 {
             let sent = Instant::now();
             let extended = client
-                .extend_session(authed(ExtendSessionRequest { id: id.clone(), additional_hours: 1 }, &server.key))
+                .extend_session(authed(
+                    ExtendSessionRequest { id: id.clone(), additional_hours: 1, additional_minutes: 0 },
+                    &server.key,
+                ))
                 .await
                 .expect("extend")
                 .into_inner()
@@ -315,7 +327,12 @@ async fn bench_unary(server: &Server, counter: &Arc<AtomicU32>) {
     println!("\n## Unary requests/s (32 concurrent clients over 4 connections, 5 s each)");
     let mut client = SessionServiceClient::new(channel(&server.address).await);
     let n = counter.fetch_add(1, Ordering::Relaxed);
-    let request = StartSessionRequest { ipv4_address: Some(address(n)), duration_hours: Some(1), ipv6_address: None };
+    let request = StartSessionRequest {
+        ipv4_address: Some(address(n)),
+        duration_hours: Some(1),
+        ipv6_address: None,
+        duration_minutes: None,
+    };
     let id =
         client.start_session(authed(request, &server.key)).await.expect("start").into_inner().session.expect("s").id;
 

@@ -183,8 +183,12 @@ async fn start_session_refuses_what_it_must() {
         assert!(err.message().contains("127.0.0.1") || violated_fields(&err) == ["ipv4_address"]);
 
         // FREE tier: 2 hours at most, never silently capped.
-        let too_long =
-            StartSessionRequest { duration_hours: Some(3), ipv4_address: Some(IPV4.into()), ipv6_address: None };
+        let too_long = StartSessionRequest {
+            duration_hours: Some(3),
+            ipv4_address: Some(IPV4.into()),
+            ipv6_address: None,
+            duration_minutes: None,
+        };
         let err = f.sessions.start_session(with_key(too_long.clone(), &key)).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
         assert_eq!(reason(&err), "ERROR_REASON_DURATION_EXCEEDS_MAXIMUM");
@@ -278,7 +282,8 @@ async fn extend_only_live_sessions_within_the_maximum() {
         let key = f.user_key.clone();
         let session = f.start(&key, Some(IPV4), None).await.unwrap();
         f.watch_until(&key, &session.id, SessionStatus::Active).await;
-        let extend = |hours| ExtendSessionRequest { id: session.id.clone(), additional_hours: hours };
+        let extend =
+            |hours| ExtendSessionRequest { id: session.id.clone(), additional_hours: hours, additional_minutes: 0 };
 
         let extended =
             f.sessions.extend_session(with_key(extend(1), &key)).await.unwrap().into_inner().session.unwrap();
@@ -621,7 +626,7 @@ async fn a_watch_on_one_replica_sees_changes_made_on_another() {
     assert_eq!(terminated.rows_affected(), 2, "one listener per replica");
 
     // Extending involves no engine: only the announcement tells the other replica.
-    let extend = ExtendSessionRequest { id: session.id.clone(), additional_hours: 1 };
+    let extend = ExtendSessionRequest { id: session.id.clone(), additional_hours: 1, additional_minutes: 0 };
     let extended = f.sessions.extend_session(with_key(extend, &key)).await.unwrap().into_inner().session.unwrap();
     let seen = next().await.unwrap();
     assert_eq!((seen.revision, seen.expires_at), (extended.revision, extended.expires_at));
@@ -839,7 +844,7 @@ async fn extending_needs_the_resources_still_assigned() {
         f.watch_until(&key, &session.id, SessionStatus::Active).await;
         // Unassigned behind the server's back, as a racing replica's unassignment might be.
         f.server.db.execute_unprepared("DELETE FROM resource_assignments").await.unwrap();
-        let request = ExtendSessionRequest { id: session.id.clone(), additional_hours: 1 };
+        let request = ExtendSessionRequest { id: session.id.clone(), additional_hours: 1, additional_minutes: 0 };
         let err = f.sessions.extend_session(with_key(request, &key)).await.unwrap_err();
         assert_eq!(err.code(), Code::FailedPrecondition, "{}: {err:?}", db.backend);
         assert_eq!(reason(&err), "ERROR_REASON_NO_ASSIGNED_RESOURCES");
@@ -871,6 +876,7 @@ async fn a_lower_maximum_shortens_live_sessions() {
             duration_hours: Some(10),
             ipv4_address: Some(ip.into()),
             ipv6_address: None,
+            duration_minutes: None,
         };
         let long =
             f.sessions.start_session(with_key(start(IPV4), &boss_key)).await.unwrap().into_inner().session.unwrap();
@@ -985,6 +991,72 @@ async fn a_removal_waits_for_a_reachable_provider() {
         f.server.db.execute_unprepared(&set_config(&stored.provider_config)).await.unwrap();
         settled(&f.server, &session.id, SessionStatus::Cancelled).await;
         assert!(f.server.memory_rules(&resource).is_empty(), "{}", db.backend);
+        f.server.stop().await;
+    })
+    .await;
+}
+
+/// Sessions in minutes, for CI jobs: `duration_minutes` and `additional_minutes`, each
+/// exclusive with its hours twin and held to the same maximum; no amount of time asked for can
+/// break the server.
+#[tokio::test]
+async fn sessions_in_minutes_and_any_amount_of_time_asked_for() {
+    each_backend(|db: TestDb| async move {
+        let mut f = Fixture::new(&db).await;
+        f.resource("db", MemoryProvider::default()).await;
+        let key = f.user_key.clone();
+        let start = |hours: Option<u32>, minutes: Option<u32>| StartSessionRequest {
+            duration_hours: hours,
+            duration_minutes: minutes,
+            ipv4_address: Some(IPV4.into()),
+            ipv6_address: None,
+        };
+        for (hours, minutes, field) in [
+            (Some(1), Some(15), "duration_minutes"),
+            (None, Some(121), "duration_minutes"),
+            (None, Some(0), "duration_minutes"),
+            (Some(u32::MAX), None, "duration_hours"),
+            (None, Some(u32::MAX), "duration_minutes"),
+        ] {
+            let err = f.sessions.start_session(with_key(start(hours, minutes), &key)).await.unwrap_err();
+            assert_eq!(err.code(), Code::InvalidArgument, "{hours:?} h {minutes:?} min: {err:?}");
+            assert_eq!(violated_fields(&err), [field], "{hours:?} h {minutes:?} min");
+        }
+        let session = f
+            .sessions
+            .start_session(with_key(start(None, Some(15)), &key))
+            .await
+            .unwrap()
+            .into_inner()
+            .session
+            .unwrap();
+        assert_eq!(
+            session.expires_at.unwrap().seconds - session.started_at.unwrap().seconds,
+            15 * 60,
+            "{}",
+            db.backend
+        );
+        f.watch_until(&key, &session.id, SessionStatus::Active).await;
+
+        let extend = |hours: u32, minutes: u32| ExtendSessionRequest {
+            id: session.id.clone(),
+            additional_hours: hours,
+            additional_minutes: minutes,
+        };
+        let extended = f.sessions.extend_session(with_key(extend(0, 30), &key)).await.unwrap().into_inner();
+        let expires_at = extended.session.unwrap().expires_at.unwrap().seconds;
+        assert_eq!(expires_at - session.expires_at.unwrap().seconds, 30 * 60);
+        for (hours, minutes, field) in [
+            (u32::MAX, 0, "additional_hours"),
+            (0, u32::MAX, "additional_minutes"),
+            (1, 1, "additional_minutes"),
+            (0, 0, "additional_hours"),
+            (2, 0, "additional_hours"),
+        ] {
+            let err = f.sessions.extend_session(with_key(extend(hours, minutes), &key)).await.unwrap_err();
+            assert_eq!(err.code(), Code::InvalidArgument, "{hours} h {minutes} min: {err:?}");
+            assert_eq!(violated_fields(&err), [field], "{hours} h {minutes} min");
+        }
         f.server.stop().await;
     })
     .await;

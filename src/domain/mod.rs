@@ -1,6 +1,7 @@
 //! Pure types and rules of Portcullis: no tonic, no sea-orm, no I/O.
 
 mod actor;
+mod duration;
 mod ip;
 mod permission;
 mod resource;
@@ -11,6 +12,7 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use actor::Actor;
+pub use duration::{Requested, requested};
 pub use ip::{IpVersion, check_session_address, client_address, normalize, parse_session_address};
 pub use permission::Permission;
 pub use resource::{AwsSecurityGroup, GcpFirewall, MemoryProvider, ProviderConfig};

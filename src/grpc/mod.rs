@@ -6,6 +6,9 @@ pub mod auth;
 mod convert;
 mod logins;
 mod organizations;
+mod panics;
+#[cfg(test)]
+mod proptests;
 mod resource_ips;
 mod resources;
 mod sessions;
@@ -82,6 +85,7 @@ pub async fn serve(
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let result = Server::builder()
+        .layer(panics::CatchPanicLayer)
         .layer(auth::AuthLayer::new(services.auth.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)

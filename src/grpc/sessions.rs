@@ -47,6 +47,7 @@ impl SessionService for SessionApi {
         let message = request.get_ref();
         let start = StartRequest {
             duration_hours: message.duration_hours,
+            duration_minutes: message.duration_minutes,
             ipv4_address: message.ipv4_address.clone(),
             ipv6_address: message.ipv6_address.clone(),
             detected_address,
@@ -93,7 +94,8 @@ impl SessionService for SessionApi {
     ) -> Result<Response<ExtendSessionResponse>, Status> {
         let message = request.get_ref();
         let id = require_id("id", &message.id)?;
-        let record = self.sessions.extend(caller(&request)?, id, message.additional_hours).await?;
+        let record =
+            self.sessions.extend(caller(&request)?, id, message.additional_hours, message.additional_minutes).await?;
         Ok(Response::new(ExtendSessionResponse { session: Some(session_to_pb(&record)) }))
     }
 

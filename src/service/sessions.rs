@@ -3,8 +3,8 @@
 use super::Caller;
 use crate::config::SessionConfig;
 use crate::domain::{
-    EndedReason, IpVersion, Permission, ResourceIpStatus, Role, SessionStatus, Tier, Violations, check_session_address,
-    new_id, now, parse_session_address,
+    EndedReason, IpVersion, Permission, Requested, ResourceIpStatus, Role, SessionStatus, Tier, Violations,
+    check_session_address, new_id, now, parse_session_address, requested,
 };
 use crate::engine::{Engine, Subscription, transitions};
 use crate::error::{Error, Result, StoreResultExt};
@@ -23,6 +23,7 @@ use std::net::IpAddr;
 #[derive(Debug, Default)]
 pub struct StartRequest {
     pub duration_hours: Option<u32>,
+    pub duration_minutes: Option<u32>,
     pub ipv4_address: Option<String>,
     pub ipv6_address: Option<String>,
     /// The caller's address as seen by the server (see `domain::client_address`).
@@ -72,11 +73,19 @@ impl SessionManager {
         let allow_private = organization.allow_private_addresses;
 
         let mut violations = Violations::default();
-        let duration_hours = request.duration_hours.unwrap_or(self.config.default_duration_hours);
-        if duration_hours == 0 {
-            violations.add("duration_hours", "must be at least 1");
-        } else if duration_hours > max_hours {
-            violations.add("duration_hours", format!("must be at most {max_hours} for this organization and role"));
+        let fields = (("duration_hours", request.duration_hours), ("duration_minutes", request.duration_minutes));
+        let default = Requested::hours("duration_hours", self.config.default_duration_hours);
+        let duration = match requested(fields.0, fields.1) {
+            Ok(asked) => asked.unwrap_or(default),
+            Err(violation) => {
+                violations.0.push(violation);
+                default
+            }
+        };
+        if duration.minutes == 0 {
+            violations.add(duration.field, "must be at least 1");
+        } else if !duration.within_hours(max_hours) {
+            violations.add(duration.field, format!("must be at most {max_hours} hours for this organization and role"));
         }
         let explicit = |field: &str, value: &Option<String>, version, violations: &mut Violations| {
             value
@@ -100,7 +109,7 @@ impl SessionManager {
             }
         }
         if !violations.is_empty() {
-            let duration_only = violations.0.iter().all(|v| v.field == "duration_hours");
+            let duration_only = violations.0.iter().all(|v| v.field.starts_with("duration_"));
             let reason =
                 if duration_only { ErrorReason::DurationExceedsMaximum } else { ErrorReason::InvalidIpAddress };
             return Err(Error::InvalidArgument { reason, violations: violations.0 });
@@ -124,7 +133,8 @@ impl SessionManager {
             ipv6_address: ipv6.map(|a| a.to_string()),
             status: SessionStatus::Pending.as_str().to_owned(),
             started_at: at,
-            expires_at: at + TimeDelta::hours(i64::from(duration_hours)),
+            // Within the maximum, checked above: the sum cannot overflow.
+            expires_at: at + duration.span().unwrap_or_default(),
             ended_at: None,
             ended_reason: None,
             revision: 1,
@@ -214,11 +224,23 @@ impl SessionManager {
         Ok(sessions::load(&self.reader, id).await?)
     }
 
-    pub async fn extend(&self, caller: &Caller, id: &str, additional_hours: u32) -> Result<SessionRecord> {
+    /// Adds `additional_hours` or `additional_minutes` (exactly one non-zero) to a live
+    /// session's expiry, within the owner's maximum.
+    pub async fn extend(
+        &self,
+        caller: &Caller,
+        id: &str,
+        additional_hours: u32,
+        additional_minutes: u32,
+    ) -> Result<SessionRecord> {
         caller.require(Permission::SessionsWrite)?;
-        if additional_hours == 0 {
-            return Err(Error::invalid("additional_hours", "must be at least 1"));
-        }
+        let given = |value: u32| (value > 0).then_some(value);
+        let additional =
+            requested(("additional_hours", given(additional_hours)), ("additional_minutes", given(additional_minutes)))
+                .map_err(|violation| Error::invalid(&violation.field, violation.description))?
+                .ok_or_else(|| {
+                    Error::invalid("additional_hours", "additional_hours or additional_minutes must be at least 1")
+                })?;
         self.visible(caller, id).await?;
         let (_, tier) = self.organization_of(caller).await?;
         let txn = store::begin(&self.db).await?;
@@ -244,14 +266,14 @@ impl SessionManager {
         let too_long = || Error::InvalidArgument {
             reason: ErrorReason::DurationExceedsMaximum,
             violations: vec![crate::domain::FieldViolation {
-                field: "additional_hours".into(),
+                field: additional.field.into(),
                 description: format!("the session would last longer than the maximum of {max_hours} hours"),
             }],
         };
-        // Checked: a request may ask for any number of hours.
-        let expires_at = session
-            .expires_at
-            .checked_add_signed(TimeDelta::hours(i64::from(additional_hours)))
+        // Checked: a request may ask for any amount of time.
+        let expires_at = additional
+            .span()
+            .and_then(|span| session.expires_at.checked_add_signed(span))
             .filter(|at| *at - session.started_at <= TimeDelta::hours(i64::from(max_hours)))
             .ok_or_else(too_long)?;
         // A session keeps only what its owner may still open.
@@ -268,7 +290,8 @@ impl SessionManager {
                 format!("resource {} is no longer assigned to the session's user", rule.resource_name),
             ));
         }
-        let record = AuditRecord::new("session.extended", "session", id).detail("additional_hours", additional_hours);
+        let record =
+            AuditRecord::new("session.extended", "session", id).detail("additional_minutes", additional.minutes);
         transitions::extend(&txn, session, expires_at, &caller.actor(), record).await?;
         store::commit(txn).await?;
         self.engine.reschedule_expiry();

@@ -333,9 +333,12 @@ type StartSessionRequest struct {
 	// ipv4_address to open; absent means detected from the connection.
 	Ipv4Address *string `protobuf:"bytes,2,opt,name=ipv4_address,json=ipv4Address,proto3,oneof" json:"ipv4_address,omitempty"`
 	// ipv6_address to open; absent means detected from the connection.
-	Ipv6Address   *string `protobuf:"bytes,3,opt,name=ipv6_address,json=ipv6Address,proto3,oneof" json:"ipv6_address,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Ipv6Address *string `protobuf:"bytes,3,opt,name=ipv6_address,json=ipv6Address,proto3,oneof" json:"ipv6_address,omitempty"`
+	// duration_minutes is the duration in minutes instead of hours (for CI jobs);
+	// setting both duration_hours and duration_minutes is INVALID_ARGUMENT.
+	DurationMinutes *uint32 `protobuf:"varint,4,opt,name=duration_minutes,json=durationMinutes,proto3,oneof" json:"duration_minutes,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *StartSessionRequest) Reset() {
@@ -387,6 +390,13 @@ func (x *StartSessionRequest) GetIpv6Address() string {
 		return *x.Ipv6Address
 	}
 	return ""
+}
+
+func (x *StartSessionRequest) GetDurationMinutes() uint32 {
+	if x != nil && x.DurationMinutes != nil {
+		return *x.DurationMinutes
+	}
+	return 0
 }
 
 // StartSessionResponse carries the new PENDING session.
@@ -752,10 +762,13 @@ type ExtendSessionRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// id of the session.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// additional_hours is added to the expiry (at least 1).
+	// additional_hours is added to the expiry.
 	AdditionalHours uint32 `protobuf:"varint,2,opt,name=additional_hours,json=additionalHours,proto3" json:"additional_hours,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// additional_minutes is added to the expiry instead of additional_hours;
+	// exactly one of the two must be set (non-zero).
+	AdditionalMinutes uint32 `protobuf:"varint,3,opt,name=additional_minutes,json=additionalMinutes,proto3" json:"additional_minutes,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ExtendSessionRequest) Reset() {
@@ -798,6 +811,13 @@ func (x *ExtendSessionRequest) GetId() string {
 func (x *ExtendSessionRequest) GetAdditionalHours() uint32 {
 	if x != nil {
 		return x.AdditionalHours
+	}
+	return 0
+}
+
+func (x *ExtendSessionRequest) GetAdditionalMinutes() uint32 {
+	if x != nil {
+		return x.AdditionalMinutes
 	}
 	return 0
 }
@@ -965,14 +985,16 @@ const file_portcullis_v1_session_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1a\n" +
 	"\brevision\x18\x0e \x01(\x04R\brevision\x12'\n" +
-	"\x0forganization_id\x18\x0f \x01(\tR\x0eorganizationId\"\xc6\x01\n" +
+	"\x0forganization_id\x18\x0f \x01(\tR\x0eorganizationId\"\x8b\x02\n" +
 	"\x13StartSessionRequest\x12*\n" +
 	"\x0eduration_hours\x18\x01 \x01(\rH\x00R\rdurationHours\x88\x01\x01\x12&\n" +
 	"\fipv4_address\x18\x02 \x01(\tH\x01R\vipv4Address\x88\x01\x01\x12&\n" +
-	"\fipv6_address\x18\x03 \x01(\tH\x02R\vipv6Address\x88\x01\x01B\x11\n" +
+	"\fipv6_address\x18\x03 \x01(\tH\x02R\vipv6Address\x88\x01\x01\x12.\n" +
+	"\x10duration_minutes\x18\x04 \x01(\rH\x03R\x0fdurationMinutes\x88\x01\x01B\x11\n" +
 	"\x0f_duration_hoursB\x0f\n" +
 	"\r_ipv4_addressB\x0f\n" +
-	"\r_ipv6_address\"H\n" +
+	"\r_ipv6_addressB\x13\n" +
+	"\x11_duration_minutes\"H\n" +
 	"\x14StartSessionResponse\x120\n" +
 	"\asession\x18\x01 \x01(\v2\x16.portcullis.v1.SessionR\asession\"#\n" +
 	"\x11GetSessionRequest\x12\x0e\n" +
@@ -991,10 +1013,11 @@ const file_portcullis_v1_session_proto_rawDesc = "" +
 	"\x12StopSessionRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"G\n" +
 	"\x13StopSessionResponse\x120\n" +
-	"\asession\x18\x01 \x01(\v2\x16.portcullis.v1.SessionR\asession\"Q\n" +
+	"\asession\x18\x01 \x01(\v2\x16.portcullis.v1.SessionR\asession\"\x80\x01\n" +
 	"\x14ExtendSessionRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12)\n" +
-	"\x10additional_hours\x18\x02 \x01(\rR\x0fadditionalHours\"I\n" +
+	"\x10additional_hours\x18\x02 \x01(\rR\x0fadditionalHours\x12-\n" +
+	"\x12additional_minutes\x18\x03 \x01(\rR\x11additionalMinutes\"I\n" +
 	"\x15ExtendSessionResponse\x120\n" +
 	"\asession\x18\x01 \x01(\v2\x16.portcullis.v1.SessionR\asession\"%\n" +
 	"\x13WatchSessionRequest\x12\x0e\n" +

@@ -76,14 +76,16 @@ class Session(_message.Message):
     def __init__(self, id: _Optional[str] = ..., user_id: _Optional[str] = ..., user_name: _Optional[str] = ..., user_email: _Optional[str] = ..., ipv4_address: _Optional[str] = ..., ipv6_address: _Optional[str] = ..., status: _Optional[_Union[SessionStatus, str]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_reason: _Optional[_Union[EndedReason, str]] = ..., resource_ips: _Optional[_Iterable[_Union[_resource_ip_pb2.ResourceIp, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revision: _Optional[int] = ..., organization_id: _Optional[str] = ...) -> None: ...
 
 class StartSessionRequest(_message.Message):
-    __slots__ = ("duration_hours", "ipv4_address", "ipv6_address")
+    __slots__ = ("duration_hours", "ipv4_address", "ipv6_address", "duration_minutes")
     DURATION_HOURS_FIELD_NUMBER: _ClassVar[int]
     IPV4_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     IPV6_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MINUTES_FIELD_NUMBER: _ClassVar[int]
     duration_hours: int
     ipv4_address: str
     ipv6_address: str
-    def __init__(self, duration_hours: _Optional[int] = ..., ipv4_address: _Optional[str] = ..., ipv6_address: _Optional[str] = ...) -> None: ...
+    duration_minutes: int
+    def __init__(self, duration_hours: _Optional[int] = ..., ipv4_address: _Optional[str] = ..., ipv6_address: _Optional[str] = ..., duration_minutes: _Optional[int] = ...) -> None: ...
 
 class StartSessionResponse(_message.Message):
     __slots__ = ("session",)
@@ -136,12 +138,14 @@ class StopSessionResponse(_message.Message):
     def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ...) -> None: ...
 
 class ExtendSessionRequest(_message.Message):
-    __slots__ = ("id", "additional_hours")
+    __slots__ = ("id", "additional_hours", "additional_minutes")
     ID_FIELD_NUMBER: _ClassVar[int]
     ADDITIONAL_HOURS_FIELD_NUMBER: _ClassVar[int]
+    ADDITIONAL_MINUTES_FIELD_NUMBER: _ClassVar[int]
     id: str
     additional_hours: int
-    def __init__(self, id: _Optional[str] = ..., additional_hours: _Optional[int] = ...) -> None: ...
+    additional_minutes: int
+    def __init__(self, id: _Optional[str] = ..., additional_hours: _Optional[int] = ..., additional_minutes: _Optional[int] = ...) -> None: ...
 
 class ExtendSessionResponse(_message.Message):
     __slots__ = ("session",)
