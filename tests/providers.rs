@@ -132,6 +132,36 @@ mod aws {
         assert_eq!(left, BTreeSet::from([(format!("{FOREIGN}/32"), "office VPN".into(), String::new())]));
     }
 
+    /// An endpoint that pages `nextToken` forever (broken or hostile) cannot keep the provider
+    /// listing: it gives up after a bounded number of pages with a transient error.
+    #[tokio::test]
+    async fn aws_listing_stops_at_an_endless_pager() {
+        // moto's environment provides the (dummy) credentials the SDK signs with.
+        let Some(_) = moto() else { return };
+        let pages = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let served = pages.clone();
+        let app = axum::Router::new().fallback(move || {
+            served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async {
+                "<DescribeSecurityGroupRulesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">\
+                 <requestId>1</requestId><securityGroupRuleSet/><nextToken>again</nextToken>\
+                 </DescribeSecurityGroupRulesResponse>"
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endless = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let listing = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            AwsFirewall::new().list(&target(group(&endless, "sg-0123456789abcdef0"))),
+        )
+        .await
+        .expect("the listing never ended");
+        let Err(ProviderError::Transient(message)) = listing else { panic!("{listing:?}") };
+        assert!(message.contains("pages"), "{message}");
+        assert!((2..=10).contains(&pages.load(std::sync::atomic::Ordering::SeqCst)), "pages read");
+    }
+
     #[tokio::test]
     async fn aws_check_tells_a_missing_group() {
         let Some(endpoint) = moto() else { return };

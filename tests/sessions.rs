@@ -1061,3 +1061,62 @@ async fn sessions_in_minutes_and_any_amount_of_time_asked_for() {
     })
     .await;
 }
+
+/// A worker whose lease is taken over while its provider call runs abandons the call at its
+/// next renewal: the rule is never opened by it nor recorded, and is opened once the firewall
+/// is free again.
+#[tokio::test]
+async fn a_worker_that_loses_its_lease_stops_writing() {
+    each_backend(|db: TestDb| async move {
+        let mut config = common::test_config();
+        // Renewals every second; the provider call takes 1.8 s, within its 2 s deadline.
+        config.engine.lease_secs = 4;
+        config.engine.provider_timeout_secs = 2;
+        let mut f = Fixture::with_server(TestServer::start_with(&db, config).await).await;
+        let resource = f.resource("db", MemoryProvider { latency_ms: 1800, ..Default::default() }).await;
+        let key = f.user_key.clone();
+        let session = f.start(&key, Some(IPV4), None).await.unwrap();
+        let held = format!("SELECT holder FROM resource_leases WHERE resource_id = '{resource}'");
+        for _ in 0..100 {
+            let row = f
+                .server
+                .db
+                .query_one_raw(sea_orm::Statement::from_string(f.server.db.get_database_backend(), held.clone()))
+                .await
+                .unwrap();
+            if row.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Another worker takes the firewall over while the call is in flight.
+        let until = (portcullis::domain::now() + chrono::TimeDelta::minutes(10)).format("%Y-%m-%d %H:%M:%S%.6f+00:00");
+        let steal = format!(
+            "UPDATE resource_leases SET holder = 'thief', expires_at = '{until}' WHERE resource_id = '{resource}'"
+        );
+        assert_eq!(
+            f.server.db.execute_unprepared(&steal).await.unwrap().rows_affected(),
+            1,
+            "{}: the worker held the lease",
+            db.backend
+        );
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert!(f.server.memory_rules(&resource).is_empty(), "{}: the call was abandoned before it wrote", db.backend);
+        let record = portcullis::store::queries::sessions::load(&f.server.db, &session.id).await.unwrap();
+        assert_eq!(
+            record.rules[0].status, "PENDING",
+            "{}: nothing recorded by the worker that lost the lease",
+            db.backend
+        );
+
+        f.server
+            .db
+            .execute_unprepared(&format!("DELETE FROM resource_leases WHERE resource_id = '{resource}'"))
+            .await
+            .unwrap();
+        settled(&f.server, &session.id, SessionStatus::Active).await;
+        assert_eq!(f.server.memory_rules(&resource), vec![ip(IPV4)]);
+        f.server.stop().await;
+    })
+    .await;
+}

@@ -134,7 +134,7 @@ async fn repair(engine: &Engine, missing: &[&resource_ip::Model]) -> StoreResult
     let mut repaired = Vec::new();
     for rule in missing {
         // Only if still APPLIED: a session that ended meanwhile keeps its removal.
-        if !sessions::requeue_applied(&txn, &rule.id, now()).await? {
+        if !sessions::requeue(&txn, &rule.id, ResourceIpStatus::Applied, now()).await? {
             continue;
         }
         tracing::warn!(resource_id = %rule.resource_id, address = %rule.ip_address, "rule missing at the provider; re-applying");

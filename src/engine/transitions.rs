@@ -67,9 +67,31 @@ pub async fn end(
     Ok(true)
 }
 
+/// What a change of rights takes away from a holder's live sessions, and why (the audit `cause`).
+#[derive(Debug, Clone, Copy)]
+pub enum Loss<'a> {
+    /// The right to any session: they end.
+    Everything { cause: &'a str },
+    /// Whatever lasts longer than `max_hours` from its start.
+    LongerThan { max_hours: u32, cause: &'a str },
+}
+
+/// Applies a loss of rights to `holder`'s live sessions. Answers the sessions changed.
+pub async fn take_away(
+    txn: &DatabaseTransaction,
+    holder: Holder<'_>,
+    loss: Loss<'_>,
+    actor: &Actor,
+) -> StoreResult<Vec<String>> {
+    match loss {
+        Loss::Everything { cause } => end_live(txn, holder, actor, cause).await,
+        Loss::LongerThan { max_hours, cause } => cap_duration(txn, holder, max_hours, actor, cause).await,
+    }
+}
+
 /// Ends every live session of `holder` (ended_reason ADMIN) because its right was taken away
 /// (`cause`: "user disabled", "organization suspended"). Answers the sessions ended.
-pub async fn end_live(
+async fn end_live(
     txn: &DatabaseTransaction,
     holder: Holder<'_>,
     actor: &Actor,
@@ -121,7 +143,7 @@ fn is_withdrawn(status: Option<ResourceIpStatus>) -> bool {
 
 /// Shortens `holder`'s live sessions that last longer than `max_hours` from their start to
 /// that maximum; those already past it end (EXPIRED) at once. Answers the sessions changed.
-pub async fn cap_duration(
+async fn cap_duration(
     txn: &DatabaseTransaction,
     holder: Holder<'_>,
     max_hours: u32,

@@ -2,7 +2,7 @@
 
 use super::{Caller, CallerCache};
 use crate::domain::{Permission, Tier, now, validate_name};
-use crate::engine::{Engine, transitions};
+use crate::engine::{Engine, transitions, transitions::Loss};
 use crate::error::{Error, Result, StoreResultExt};
 use crate::store::audit::AuditRecord;
 use crate::store::entity::organization;
@@ -84,16 +84,15 @@ async fn follow_rights(
     before: &organization::Model,
     after: &organization::Model,
 ) -> Result<Vec<String>> {
-    let holder = Holder::Organization(&after.id);
-    if after.suspended && !before.suspended {
-        return Ok(transitions::end_live(txn, holder, &caller.actor(), "organization suspended").await?);
-    }
-    let (Ok(old_tier), Ok(new_tier)) = (before.tier.parse::<Tier>(), after.tier.parse::<Tier>()) else {
-        return Ok(Vec::new());
+    let max_hours = |stored: &str| stored.parse::<Tier>().ok().map(Tier::max_session_hours);
+    let loss = if after.suspended && !before.suspended {
+        Some(Loss::Everything { cause: "organization suspended" })
+    } else {
+        match (max_hours(&before.tier), max_hours(&after.tier)) {
+            (Some(old), Some(new)) if new < old => Some(Loss::LongerThan { max_hours: new, cause: "tier changed" }),
+            _ => None,
+        }
     };
-    let max_hours = new_tier.max_session_hours();
-    if max_hours < old_tier.max_session_hours() {
-        return Ok(transitions::cap_duration(txn, holder, max_hours, &caller.actor(), "tier changed").await?);
-    }
-    Ok(Vec::new())
+    let Some(loss) = loss else { return Ok(Vec::new()) };
+    Ok(transitions::take_away(txn, Holder::Organization(&after.id), loss, &caller.actor()).await?)
 }

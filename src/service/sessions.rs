@@ -352,7 +352,7 @@ impl SessionManager {
             ));
         }
         let txn = store::begin(&self.db).await?;
-        if !sessions::retry_rule(&txn, id, now()).await? {
+        if !sessions::requeue(&txn, id, ResourceIpStatus::Failed, now()).await? {
             return Err(Error::failed_precondition(ErrorReason::InvalidState, "the rule is no longer FAILED"));
         }
         AuditRecord::new("resource_ip.retried", "resource_ip", id).write(&txn, &caller.actor()).await?;

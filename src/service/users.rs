@@ -3,7 +3,7 @@
 use super::{Caller, CallerCache};
 use crate::config::SessionConfig;
 use crate::domain::{Permission, Role, Violations, new_id, normalize_email, now, validate_name};
-use crate::engine::{Engine, transitions};
+use crate::engine::{Engine, transitions, transitions::Loss};
 use crate::error::{Result, StoreResultExt};
 use crate::store::audit::AuditRecord;
 use crate::store::entity::user;
@@ -181,18 +181,17 @@ impl UserManager {
         before: &user::Model,
         after: &user::Model,
     ) -> Result<Vec<String>> {
-        let holder = Holder::User(&after.id);
-        if after.disabled && !before.disabled {
-            return Ok(transitions::end_live(txn, holder, &caller.actor(), "user disabled").await?);
-        }
-        let (Ok(old_role), Ok(new_role)) = (before.role.parse::<Role>(), after.role.parse::<Role>()) else {
-            return Ok(Vec::new());
+        let max_hours = |stored: &str| stored.parse::<Role>().ok().map(|role| self.sessions.max_hours_for(role));
+        let loss = if after.disabled && !before.disabled {
+            Some(Loss::Everything { cause: "user disabled" })
+        } else {
+            match (max_hours(&before.role), max_hours(&after.role)) {
+                (Some(old), Some(new)) if new < old => Some(Loss::LongerThan { max_hours: new, cause: "role changed" }),
+                _ => None,
+            }
         };
-        let max_hours = self.sessions.max_hours_for(new_role);
-        if max_hours < self.sessions.max_hours_for(old_role) {
-            return Ok(transitions::cap_duration(txn, holder, max_hours, &caller.actor(), "role changed").await?);
-        }
-        Ok(Vec::new())
+        let Some(loss) = loss else { return Ok(Vec::new()) };
+        Ok(transitions::take_away(txn, Holder::User(&after.id), loss, &caller.actor()).await?)
     }
 }
 

@@ -1,5 +1,6 @@
 //! moto's EC2 server for the AWS tests (`PORTCULLIS_TEST_MOTO_URL`, started by scripts/moto.sh),
-//! an independent boto3 client to look at it, and a proxy that holds calls in flight and counts them.
+//! an independent boto3 client to look at it, a proxy that holds calls in flight and counts them,
+//! and a proxy that injects EC2's failures at random.
 
 use portcullis::pb::v1 as pb;
 use portcullis::provider::aws::RESOURCE_TAG;
@@ -164,4 +165,108 @@ fn count_actions(bytes: &[u8], counted: &Mutex<BTreeMap<String, usize>>) {
     for part in text.split(['&', '\n']).filter_map(|part| part.trim().strip_prefix("Action=")) {
         *counted.lock().unwrap().entry(part.to_owned()).or_default() += 1;
     }
+}
+
+/// What [`FaultyEc2`] did to the calls through it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Injected {
+    pub calls: usize,
+    pub throttled: usize,
+    /// Held past the caller's deadline before reaching moto.
+    pub lost_requests: usize,
+    /// Done by moto, the answer held past the caller's deadline: the worst case for a write.
+    pub lost_answers: usize,
+}
+
+/// A loopback HTTP proxy to moto that fails calls at random the way EC2 and networks do:
+/// `transient` of them answer 503 RequestLimitExceeded, `hang` of them are held for `hold` (past
+/// the server's provider deadline), half before they reach moto, half after moto has done them.
+pub struct FaultyEc2 {
+    pub url: String,
+    injected: Arc<Mutex<Injected>>,
+}
+
+#[derive(Clone)]
+struct Faults {
+    upstream: String,
+    client: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        http_body_util::Full<bytes::Bytes>,
+    >,
+    transient: f64,
+    hang: f64,
+    hold: Duration,
+    injected: Arc<Mutex<Injected>>,
+}
+
+impl FaultyEc2 {
+    pub async fn start(endpoint: &str, transient: f64, hang: f64, hold: Duration) -> FaultyEc2 {
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+        let injected: Arc<Mutex<Injected>> = Arc::default();
+        let faults = Faults {
+            upstream: endpoint.trim_end_matches('/').to_owned(),
+            client,
+            transient,
+            hang,
+            hold,
+            injected: injected.clone(),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = axum::Router::new().fallback(faulty_call).with_state(faults);
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        FaultyEc2 { url, injected }
+    }
+
+    pub fn injected(&self) -> Injected {
+        *self.injected.lock().unwrap()
+    }
+}
+
+fn throttled() -> axum::response::Response {
+    let body = throttled_response();
+    let xml = body.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    let mut response = axum::response::Response::new(axum::body::Body::from(xml));
+    *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/xml"));
+    response
+}
+
+async fn faulty_call(
+    axum::extract::State(faults): axum::extract::State<Faults>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    use rand::Rng;
+    let roll: f64 = rand::rng().random();
+    let before: bool = rand::rng().random();
+    let count = |bump: fn(&mut Injected)| bump(&mut faults.injected.lock().unwrap());
+    count(|injected| injected.calls += 1);
+    if roll < faults.transient {
+        count(|injected| injected.throttled += 1);
+        return throttled();
+    }
+    let hang = roll < faults.transient + faults.hang;
+    if hang && before {
+        count(|injected| injected.lost_requests += 1);
+        tokio::time::sleep(faults.hold).await;
+        return throttled();
+    }
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else { return throttled() };
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut forward = http::Request::builder().method(parts.method).uri(format!("{}{path}", faults.upstream));
+    for (name, value) in &parts.headers {
+        if name != http::header::HOST {
+            forward = forward.header(name, value);
+        }
+    }
+    let Ok(forward) = forward.body(http_body_util::Full::new(bytes)) else { return throttled() };
+    let Ok(answer) = faults.client.request(forward).await else { return throttled() };
+    let (parts, body) = answer.into_parts();
+    let Ok(collected) = http_body_util::BodyExt::collect(body).await else { return throttled() };
+    if hang {
+        count(|injected| injected.lost_answers += 1);
+        tokio::time::sleep(faults.hold).await;
+    }
+    axum::response::Response::from_parts(parts, axum::body::Body::from(collected.to_bytes()))
 }

@@ -407,23 +407,14 @@ pub async fn save_claimed_rule(db: &impl ConnectionTrait, token: &str, rule: res
     Ok(result.rows_affected > 0)
 }
 
-/// Re-queues an APPLIED rule whose provider rule went missing, for the worker to open again.
-/// Answers false when the rule was no longer APPLIED.
-pub async fn requeue_applied(db: &impl ConnectionTrait, id: &str, now: DateTime<Utc>) -> StoreResult<bool> {
-    let result = resource_ip::Entity::update_many()
-        .col_expr(resource_ip::Column::Status, Expr::value(ResourceIpStatus::Pending.as_str()))
-        .col_expr(resource_ip::Column::NextAttemptAt, Expr::value(now))
-        .col_expr(resource_ip::Column::Attempts, Expr::value(0))
-        .col_expr(resource_ip::Column::UpdatedAt, Expr::value(now))
-        .filter(resource_ip::Column::Id.eq(id))
-        .filter(resource_ip::Column::Status.eq(ResourceIpStatus::Applied.as_str()))
-        .exec(db)
-        .await?;
-    Ok(result.rows_affected > 0)
-}
-
-/// Re-queues a FAILED rule for another attempt.
-pub async fn retry_rule(db: &impl ConnectionTrait, id: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+/// Re-queues a rule in status `from` (a FAILED rule retried, an APPLIED rule missing at the
+/// provider) for a fresh attempt, due now. Answers false when the rule was no longer in `from`.
+pub async fn requeue(
+    db: &impl ConnectionTrait,
+    id: &str,
+    from: ResourceIpStatus,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
     let result = resource_ip::Entity::update_many()
         .col_expr(resource_ip::Column::Status, Expr::value(ResourceIpStatus::Pending.as_str()))
         .col_expr(resource_ip::Column::ErrorMessage, Expr::value(Option::<String>::None))
@@ -431,7 +422,7 @@ pub async fn retry_rule(db: &impl ConnectionTrait, id: &str, now: DateTime<Utc>)
         .col_expr(resource_ip::Column::Attempts, Expr::value(0))
         .col_expr(resource_ip::Column::UpdatedAt, Expr::value(now))
         .filter(resource_ip::Column::Id.eq(id))
-        .filter(resource_ip::Column::Status.eq(ResourceIpStatus::Failed.as_str()))
+        .filter(resource_ip::Column::Status.eq(from.as_str()))
         .exec(db)
         .await?;
     Ok(result.rows_affected > 0)
