@@ -446,6 +446,18 @@ async fn bad_input_is_refused_with_field_violations() {
             .unwrap_err();
         assert_eq!(violated_fields(&err), ["resource.aws_security_group.from_port"]);
 
+        // A memory resource may not park a worker for an hour.
+        let hour = MemoryProvider { latency_ms: 3_600_000, ..Default::default() };
+        let request = CreateResourceRequest {
+            resource: Some(Resource {
+                name: "slow".into(),
+                provider: Some(resource::Provider::Memory(hour)),
+                ..Default::default()
+            }),
+        };
+        let err = resources.create_resource(with_key(request, &server.admin_key)).await.unwrap_err();
+        assert_eq!(violated_fields(&err), ["resource.memory.latency_ms"]);
+
         let err = resources
             .get_resource(with_key(GetResourceRequest { id: "../etc/passwd".into() }, &server.admin_key))
             .await
