@@ -506,3 +506,66 @@ async fn drift(
     let distinct: std::collections::BTreeSet<&(String, String)> = owned.iter().collect();
     (missing, owned.len() - distinct.len())
 }
+
+/// A measurement, not a check: how soon the claims of a SIGKILLed server are resumed by the
+/// next one on its database, with the default lease and deadline. Prints the figure beside its
+/// target: `cargo test --test crash claims_resume -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement: prints how long a killed server's claims wait"]
+async fn claims_resume_after_sigkill() {
+    let db = match common::postgres_if_configured("resumption on PostgreSQL").await {
+        Some(db) => db,
+        None => common::TestDb::sqlite(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let defaults = portcullis::config::EngineSettings::default();
+    let command = || portcullis_with_lease(dir.path(), &db.url, defaults.lease_secs, defaults.provider_timeout_secs);
+    let init = command().args(["init", "--admin-email", "admin@example.com"]).output().unwrap();
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    let key = String::from_utf8(init.stdout).unwrap().trim().to_owned();
+    let (mut server, address) = serve_command(command());
+    let me = UserServiceClient::new(channel(&address).await)
+        .get_current_user(common::with_key(GetCurrentUserRequest {}, &key))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    let provider = resource::Provider::Memory(MemoryProvider { latency_ms: 2000, ..Default::default() });
+    let resource = Resource { name: "slow".into(), provider: Some(provider), ..Default::default() };
+    let mut resources = ResourceServiceClient::new(channel(&address).await);
+    let created = resources.create_resource(common::with_key(CreateResourceRequest { resource: Some(resource) }, &key));
+    let resource_id = created.await.unwrap().into_inner().resource.unwrap().id;
+    let assign = AssignResourceRequest { resource_id: resource_id.clone(), user_id: me.id };
+    resources.assign_resource(common::with_key(assign, &key)).await.unwrap();
+    let request = StartSessionRequest { ipv4_address: Some("203.0.113.40".into()), ..Default::default() };
+    let mut sessions = SessionServiceClient::new(channel(&address).await);
+    let id = sessions.start_session(common::with_key(request, &key)).await.unwrap().into_inner().session.unwrap().id;
+    // Killed while its provider call runs, its claims held.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let store = db.connect().await;
+    let holder = || async {
+        let query = format!("SELECT holder FROM resource_leases WHERE resource_id = '{resource_id}'");
+        let statement = sea_orm::Statement::from_string(store.get_database_backend(), query);
+        let row = sea_orm::ConnectionTrait::query_one_raw(&store, statement).await.unwrap();
+        row.map(|row| row.try_get::<String>("", "holder").unwrap())
+    };
+    let dead = holder().await.expect("the killed server held the resource");
+    kill_hard(&mut server);
+    let killed = std::time::Instant::now();
+    let (mut server, address) = serve_command(command());
+    while holder().await.is_none_or(|now| now == dead) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let picked_up = killed.elapsed();
+    wait_for(&address, &key, &[id], SessionStatus::Active).await;
+    println!(
+        "claims of a killed server picked up {:.1} s after the kill, applied after {:.1} s ({}, lease {} s, a 2 s call; \
+         target: picked up within 15 s)",
+        picked_up.as_secs_f64(),
+        killed.elapsed().as_secs_f64(),
+        db.backend,
+        defaults.lease_secs
+    );
+    kill_hard(&mut server);
+}

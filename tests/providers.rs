@@ -379,17 +379,28 @@ mod aws {
         let lost = "portcullis session 0192-lost until 2026-01-01T00:00:00Z";
         ec2(&endpoint, &["plant", &group_id, "198.51.100.1/32", lost, &ours]);
         ec2(&endpoint, &["plant", &group_id, "198.51.100.2/32", "office VPN"]);
+        // Someone else's rule for the orphan's address (HTTPS): it stays when the orphan goes.
+        ec2(&endpoint, &["plant-port", &group_id, "443", "198.51.100.1/32", "web from the office"]);
         // Marked, but for another Portcullis resource on the same group: not this resource's orphan.
         let other = format!("{RESOURCE_TAG}=another-resource");
         ec2(&endpoint, &["plant", &group_id, "198.51.100.3/32", lost, &other]);
         // Someone deletes the session's rule by hand.
         ec2(&endpoint, &["revoke", &group_id, &first_rule_id]);
-        let cidrs =
-            || -> BTreeSet<String> { rules_in(&endpoint, &group_id).into_iter().map(|(cidr, _, _)| cidr).collect() };
-        let expected = BTreeSet::from(["198.51.100.2/32", "198.51.100.3/32", "203.0.113.10/32"].map(String::from));
+        let converged = || {
+            let rules = rules_in(&endpoint, &group_id);
+            let has = |cidr: &str, description: &str, tag: &str| {
+                rules.contains(&(cidr.into(), description.into(), tag.into()))
+            };
+            let orphan_gone = !rules.iter().any(|(_, description, tag)| description == lost && *tag == resource_id);
+            let repaired = rules.iter().any(|(cidr, _, tag)| cidr == "203.0.113.10/32" && *tag == resource_id);
+            let foreign_intact = has("198.51.100.1/32", "web from the office", "")
+                && has("198.51.100.2/32", "office VPN", "")
+                && has("198.51.100.3/32", lost, "another-resource");
+            (orphan_gone && repaired && foreign_intact && rules.len() == 4).then_some(()).ok_or(rules)
+        };
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
-        while cidrs() != expected {
-            assert!(tokio::time::Instant::now() < deadline, "drift outlived the passes: {:?}", cidrs());
+        while let Err(rules) = converged() {
+            assert!(tokio::time::Instant::now() < deadline, "drift outlived the passes: {rules:?}");
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         }
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
@@ -581,10 +592,11 @@ mod gcp {
 
         let name = rule_name(&resource_id, "v4");
         let mut ours = fake.rule(PROJECT, &name).unwrap();
-        ours["sourceRanges"] = json!([format!("{V4}/32"), "198.51.100.1/32"]);
+        // The orphan is an address the foreign rule opens too: only ours loses it.
+        ours["sourceRanges"] = json!([format!("{V4}/32"), format!("{FOREIGN}/32")]);
         fake.put_rule(PROJECT, ours);
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-        while ranges(&fake.rule(PROJECT, &name).unwrap()).contains("198.51.100.1/32") {
+        while ranges(&fake.rule(PROJECT, &name).unwrap()).contains(&format!("{FOREIGN}/32")) {
             assert!(tokio::time::Instant::now() < deadline, "the orphan outlived the passes");
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }

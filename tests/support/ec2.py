@@ -46,8 +46,13 @@ def main() -> None:
             if not rule["IsEgress"]
         ]
         print(json.dumps(rules))
-    elif command == "plant":
-        group_id, cidr, description, *tags = args
+    elif command in ("plant", "plant-port"):
+        port = 22
+        if command == "plant-port":
+            group_id, port_text, cidr, description, *tags = args
+            port = int(port_text)
+        else:
+            group_id, cidr, description, *tags = args
         family = "Ipv6Ranges" if ":" in cidr else "IpRanges"
         key = "CidrIpv6" if ":" in cidr else "CidrIp"
         spec = []
@@ -63,8 +68,8 @@ def main() -> None:
             IpPermissions=[
                 {
                     "IpProtocol": "tcp",
-                    "FromPort": 22,
-                    "ToPort": 22,
+                    "FromPort": port,
+                    "ToPort": port,
                     family: [{key: cidr, "Description": description}],
                 }
             ],
