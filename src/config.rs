@@ -12,20 +12,6 @@ use std::path::Path;
 /// The default config file, read from the working directory when present.
 pub const DEFAULT_CONFIG_FILE: &str = "portcullis.toml";
 
-const TOP_LEVEL_KEYS: &[&str] = &[
-    "listen",
-    "database_url",
-    "database_max_connections",
-    "health_check_interval_secs",
-    "log_format",
-    "auth",
-    "login",
-    "mail",
-    "sessions",
-    "network",
-    "providers",
-    "engine",
-];
 
 /// Everything the server can be told.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,6 +34,22 @@ pub struct Config {
     pub network: NetworkConfig,
     pub providers: ProvidersConfig,
     pub engine: EngineSettings,
+    pub tls: TlsConfig,
+}
+
+/// TLS for the gRPC listener (rustls). Plaintext is allowed only on loopback addresses unless
+/// `allow_plaintext` says the server sits behind a TLS-terminating proxy.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first. Reloaded on change and on SIGHUP.
+    pub cert_file: Option<std::path::PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<std::path::PathBuf>,
+    /// PEM CA certificates: when set, clients must present a certificate they signed (mTLS).
+    pub client_ca_file: Option<std::path::PathBuf>,
+    /// Serve plaintext on a non-loopback address (behind a TLS-terminating proxy only).
+    pub allow_plaintext: bool,
 }
 
 /// Session engine tuning.
@@ -125,6 +127,7 @@ impl Default for Config {
             network: NetworkConfig::default(),
             providers: ProvidersConfig::default(),
             engine: EngineSettings::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -319,16 +322,26 @@ impl Config {
             Some(path) => figment.merge(Toml::file_exact(path)),
             None => figment.merge(Toml::file(DEFAULT_CONFIG_FILE)),
         };
-        // PORTCULLIS_DATABASE_URL → database_url; PORTCULLIS_AUTH__JWT_ISSUER → auth.jwt_issuer.
-        // Other PORTCULLIS_* variables (for example the test suite's) are not ours to reject.
+        // PORTCULLIS_DATABASE_URL → database_url; PORTCULLIS_TLS__CERT_FILE → tls.cert_file.
+        // Other PORTCULLIS_* variables (for example the test suite's) are not ours to reject. The
+        // known keys come from the struct itself, so a new section works from the environment too.
+        let known = top_level_keys();
         let env = Env::prefixed("PORTCULLIS_")
-            .filter(|key| {
+            .filter(move |key| {
                 let top = key.as_str().split("__").next().unwrap_or_default();
-                TOP_LEVEL_KEYS.iter().any(|known| top.eq_ignore_ascii_case(known))
+                known.iter().any(|known| top.eq_ignore_ascii_case(known))
             })
             .split("__");
         figment = figment.merge(env);
         figment.extract().map_err(Box::new)
+    }
+}
+
+/// The top-level keys of [`Config`], read off its serialized form.
+fn top_level_keys() -> Vec<String> {
+    match serde_json::to_value(Config::default()) {
+        Ok(serde_json::Value::Object(map)) => map.into_iter().map(|(key, _)| key).collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -392,6 +405,21 @@ mod tests {
             assert_eq!(config.sessions.max_hours_user, 4);
             assert_eq!(config.auth.jwt_issuer, "issuer-from-env");
             assert_eq!(config.sessions.default_duration_hours, 1);
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn every_section_is_read_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("PORTCULLIS_TLS__CERT_FILE", "/etc/portcullis/cert.pem");
+            jail.set_env("PORTCULLIS_TLS__ALLOW_PLAINTEXT", "true");
+            jail.set_env("PORTCULLIS_ENGINE__PROVIDER_TIMEOUT_SECS", "5");
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(config.tls.cert_file.as_deref(), Some(Path::new("/etc/portcullis/cert.pem")));
+            assert!(config.tls.allow_plaintext);
+            assert_eq!(config.engine.provider_timeout_secs, 5);
             Ok(())
         });
     }

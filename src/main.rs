@@ -147,6 +147,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Serve => {
             tracing::debug!(?config, "configuration");
+            grpc::tls::check(config.listen, &config.tls).map_err(anyhow::Error::msg)?;
             let memory = match &config.providers.memory_state_file {
                 Some(path) => MemoryFirewall::with_state_file(path.clone())?,
                 None => MemoryFirewall::in_process(),
@@ -162,7 +163,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(config.listen).await?;
             tracing::info!(address = %listener.local_addr()?, "listening");
             let interval = Duration::from_secs(config.health_check_interval_secs.max(1));
-            let options = grpc::ServeOptions { health_check_interval: interval, network: config.network.clone() };
+            let options = grpc::ServeOptions {
+                health_check_interval: interval,
+                network: config.network.clone(),
+                tls: config.tls.clone(),
+            };
             grpc::serve(listener, services, options, shutdown_signal()).await?;
             tracing::info!("stopped");
             Ok(())

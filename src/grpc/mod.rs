@@ -13,9 +13,10 @@ mod resource_ips;
 mod resources;
 mod sessions;
 pub mod status;
+pub mod tls;
 mod users;
 
-use crate::config::NetworkConfig;
+use crate::config::{NetworkConfig, TlsConfig};
 use crate::pb::{self, v1};
 use crate::service::Services;
 use std::future::Future;
@@ -23,7 +24,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -43,6 +43,7 @@ const SERVICE_NAMES: &[&str] = &[
 pub struct ServeOptions {
     pub health_check_interval: Duration,
     pub network: NetworkConfig,
+    pub tls: TlsConfig,
 }
 
 /// Serves every service on `listener` and runs the session engine until `shutdown` completes;
@@ -57,6 +58,8 @@ pub async fn serve(
     // Turns true when shutdown begins: watch streams end (so connections can drain), then the
     // engine finishes its in-flight provider calls and stops.
     let (stop_background, background_stopped) = tokio::sync::watch::channel(false);
+    // First, so a certificate that cannot be loaded stops the start before anything runs.
+    let incoming = tls::incoming(listener, &options.tls, background_stopped.clone())?;
     let stop_background = std::sync::Arc::new(stop_background);
     let stop_on_signal = stop_background.clone();
     let shutdown = async move {
@@ -112,8 +115,7 @@ pub async fn serve(
             services.organizations.clone(),
         )))
         .add_service(v1::audit_service_server::AuditServiceServer::new(audit::AuditApi(services.audit.clone())))
-        // Small gRPC frames must not wait for Nagle's algorithm (tens of milliseconds each).
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     let _ = stop_background.send(true);
     let _ = health_task.await;

@@ -186,8 +186,11 @@ impl TestServer {
             Providers::new(MemoryFirewall::in_process(), &config.providers, config.engine.provider_timeout());
         let reader = store::connect_reader(&db.url, &connection, 4).await.expect("reader");
         let services = Services::with_reader(connection.clone(), reader, &config, providers).await.expect("services");
-        let options =
-            ServeOptions { health_check_interval: Duration::from_millis(200), network: config.network.clone() };
+        let options = ServeOptions {
+            health_check_interval: Duration::from_millis(200),
+            network: config.network.clone(),
+            tls: config.tls.clone(),
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (shutdown, stopped) = oneshot::channel::<()>();
