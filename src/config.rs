@@ -12,7 +12,6 @@ use std::path::Path;
 /// The default config file, read from the working directory when present.
 pub const DEFAULT_CONFIG_FILE: &str = "portcullis.toml";
 
-
 /// Everything the server can be told.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -32,7 +32,9 @@ pub fn check(listen: SocketAddr, tls: &TlsConfig) -> Result<(), String> {
     match (&tls.cert_file, &tls.key_file) {
         (Some(_), Some(_)) => Ok(()),
         (Some(_), None) | (None, Some(_)) => Err("tls.cert_file and tls.key_file go together".into()),
-        (None, None) if tls.client_ca_file.is_some() => Err("tls.client_ca_file needs tls.cert_file and tls.key_file".into()),
+        (None, None) if tls.client_ca_file.is_some() => {
+            Err("tls.client_ca_file needs tls.cert_file and tls.key_file".into())
+        }
         (None, None) if listen.ip().is_loopback() || tls.allow_plaintext => Ok(()),
         (None, None) => Err(format!(
             "refusing to serve plaintext on {listen}: API keys and tokens would cross the network in the clear; set \

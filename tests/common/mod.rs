@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
 #[cfg(feature = "gcp")]
 pub mod gcp_fake;
 #[cfg(feature = "aws")]
