@@ -2,6 +2,7 @@ package portcullis_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"iter"
 	"strings"
@@ -232,5 +233,35 @@ func TestCredentialsAreNotSentInPlaintextUnlessAskedTo(t *testing.T) {
 	defer cancel()
 	if _, err := tlsClient.Sessions.ListSessions(short, &portcullisv1.ListSessionsRequest{}); portcullis.Code(err) != codes.Unavailable {
 		t.Fatalf("a TLS client against a plaintext server: want Unavailable, got %v", err)
+	}
+}
+
+// TestTLS talks to a server that speaks TLS only: with its CA the whole session API works;
+// a plaintext client gets nowhere.
+func TestTLS(t *testing.T) {
+	srv := testserver.StartTLS(t)
+	ctx := context.Background()
+	client, err := portcullis.Dial(srv.Addr, portcullis.WithAPIKey(srv.AdminKey),
+		portcullis.WithTLS(&tls.Config{RootCAs: srv.RootCAs, ServerName: "localhost", MinVersion: tls.VersionTLS12}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	me, err := client.Users.GetCurrentUser(ctx, &portcullisv1.GetCurrentUserRequest{})
+	if err != nil {
+		t.Fatalf("over TLS: %v", err)
+	}
+	if me.GetUser().GetEmail() != "admin@example.com" {
+		t.Fatalf("over TLS: %v", me)
+	}
+	plain, err := portcullis.Dial(srv.Addr, portcullis.WithAPIKey(srv.AdminKey), portcullis.WithInsecure())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	short, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := plain.Users.GetCurrentUser(short, &portcullisv1.GetCurrentUserRequest{}); err == nil {
+		t.Fatal("a plaintext client must not get through to a TLS server")
 	}
 }

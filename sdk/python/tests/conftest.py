@@ -19,10 +19,15 @@ from portcullis.v1 import resource_pb2, user_pb2
 class Server:
     """Server is one running server; ``restart`` kills it as a crash would and starts it again."""
 
-    def __init__(self, binary: str, directory: Path) -> None:
+    def __init__(self, binary: str, directory: Path, tls: bool = False) -> None:
         self._binary = binary
         self._directory = directory
         self._env = {**os.environ, "PORTCULLIS_DATABASE_URL": f"sqlite://{directory / 'portcullis.db'}?mode=rwc"}
+        # With tls, the server speaks TLS only, with a self-signed certificate for localhost
+        # made as the README shows; ``certificate`` is what clients trust.
+        self.certificate: bytes | None = None
+        if tls:
+            self.certificate = self._make_certificate()
         init = subprocess.run(
             [binary, "init", "--admin-email", "admin@example.com"],
             cwd=directory,
@@ -38,6 +43,19 @@ class Server:
             self.addr = f"127.0.0.1:{probe.getsockname()[1]}"
         self._process: subprocess.Popen[bytes] | None = None
         self._serve()
+
+    def _make_certificate(self) -> bytes:
+        cert, key = self._directory / "cert.pem", self._directory / "key.pem"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+             "-keyout", str(key), "-out", str(cert)],
+            capture_output=True,
+            check=True,
+        )
+        self._env["PORTCULLIS_TLS__CERT_FILE"] = str(cert)
+        self._env["PORTCULLIS_TLS__KEY_FILE"] = str(key)
+        return cert.read_bytes()
 
     def _serve(self) -> None:
         with open(self._directory / "server.log", "ab") as log:
@@ -80,12 +98,23 @@ class Server:
             client.resources.AssignResource(resource_pb2.AssignResourceRequest(resource_id=resource.id, user_id=me.id))
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
+def _binary() -> str:
     binary = os.environ.get("PORTCULLIS_BIN")
     if not binary:
         pytest.fail("PORTCULLIS_BIN must name the server binary (cargo build; see the README's SDK section)")
-    running = Server(binary, tmp_path)
+    return binary
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    running = Server(_binary(), tmp_path)
     running.assign_memory_resource("staging-db")
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[Server]:
+    running = Server(_binary(), tmp_path, tls=True)
     yield running
     running.stop()

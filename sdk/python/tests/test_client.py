@@ -10,7 +10,7 @@ import pytest
 from conftest import Server
 
 import portcullis
-from portcullis.v1 import error_reason_pb2, resource_ip_pb2, resource_pb2, session_pb2
+from portcullis.v1 import error_reason_pb2, resource_ip_pb2, resource_pb2, session_pb2, user_pb2
 
 ADDRESS = "203.0.113.7"
 FAST = portcullis.Backoff(initial=0.05, maximum=0.5)
@@ -112,3 +112,16 @@ def test_credentials_are_checked_before_any_call() -> None:
         portcullis.Client("localhost:1", api_key="", insecure=True)
     with pytest.raises(ValueError):
         portcullis.Client("localhost:1", api_key="pcl_x", bearer_token="t", insecure=True)
+
+
+def test_tls(tls_server: Server) -> None:
+    """Over TLS with the server's certificate the API works; a plaintext client gets nowhere."""
+    assert tls_server.certificate is not None
+    port = tls_server.addr.rsplit(":", 1)[1]
+    credentials = grpc.ssl_channel_credentials(root_certificates=tls_server.certificate)
+    with portcullis.Client(f"localhost:{port}", api_key=tls_server.admin_key, credentials=credentials) as client:
+        me = client.users.GetCurrentUser(user_pb2.GetCurrentUserRequest()).user
+        assert me.email == "admin@example.com"
+    with portcullis.Client(tls_server.addr, api_key=tls_server.admin_key, insecure=True) as plain:
+        with pytest.raises(portcullis.PortcullisError):
+            plain.users.GetCurrentUser(user_pb2.GetCurrentUserRequest(), timeout=5)

@@ -5,6 +5,13 @@ package testserver
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -27,20 +34,39 @@ type Server struct {
 	// AdminKey is the API key `portcullis init` printed for admin@example.com.
 	AdminKey string
 
+	// RootCAs trusts the server's certificate when it was started with StartTLS.
+	RootCAs *x509.CertPool
+
 	t      testing.TB
 	binary string
 	dir    string
+	env    []string
 	cmd    *exec.Cmd
 }
 
-// Start initializes a database and starts a server on it.
+// Start initializes a database and starts a plaintext server on it.
 func Start(t testing.TB) *Server {
+	t.Helper()
+	return start(t, false)
+}
+
+// StartTLS starts a server that speaks TLS only, with a certificate for localhost issued by
+// a CA made for the test (RootCAs trusts it).
+func StartTLS(t testing.TB) *Server {
+	t.Helper()
+	return start(t, true)
+}
+
+func start(t testing.TB, withTLS bool) *Server {
 	t.Helper()
 	binary := os.Getenv(BinaryEnv)
 	if binary == "" {
 		t.Fatalf("%s must name the server binary (cargo build; see the README's SDK section)", BinaryEnv)
 	}
 	s := &Server{t: t, binary: binary, dir: t.TempDir()}
+	if withTLS {
+		s.RootCAs = s.issueCertificate()
+	}
 	init := s.command("init", "--admin-email", "admin@example.com")
 	var stderr bytes.Buffer
 	init.Stderr = &stderr
@@ -98,7 +124,62 @@ func (s *Server) command(args ...string) *exec.Cmd {
 	cmd := exec.Command(s.binary, args...)
 	cmd.Dir = s.dir
 	cmd.Env = append(os.Environ(), "PORTCULLIS_DATABASE_URL=sqlite://"+filepath.Join(s.dir, "portcullis.db")+"?mode=rwc")
+	cmd.Env = append(cmd.Env, s.env...)
 	return cmd
+}
+
+// issueCertificate makes a CA and a certificate for localhost it signs, configures the server
+// with them, and answers a pool that trusts the CA.
+func (s *Server) issueCertificate() *x509.CertPool {
+	s.t.Helper()
+	newKey := func() *ecdsa.PrivateKey {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		return key
+	}
+	caKey, leafKey := newKey(), newKey()
+	now := time.Now()
+	ca := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "portcullis SDK test CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	caCert, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	leaf := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"}, DNSNames: []string{"localhost"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	leafDER, err := x509.CreateCertificate(rand.Reader, leaf, caCert, &leafKey.PublicKey, caKey)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(leafKey)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	write := func(name, kind string, der []byte) string {
+		path := filepath.Join(s.dir, name)
+		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600); err != nil {
+			s.t.Fatal(err)
+		}
+		return path
+	}
+	s.env = append(s.env,
+		"PORTCULLIS_TLS__CERT_FILE="+write("cert.pem", "CERTIFICATE", leafDER),
+		"PORTCULLIS_TLS__KEY_FILE="+write("key.pem", "PRIVATE KEY", keyDER))
+	pool := x509.NewCertPool()
+	pool.AddCert(caCert)
+	return pool
 }
 
 func freeAddr(t testing.TB) string {
