@@ -109,6 +109,9 @@ pub struct ProvidersConfig {
     pub memory_state_file: Option<std::path::PathBuf>,
     /// Call GCP without credentials: only for emulators and fakes (with `endpoint_url`).
     pub gcp_anonymous: bool,
+    /// Endpoints a resource's `endpoint_url` may name besides the clouds' own (HTTPS on
+    /// `*.amazonaws.com`, `*.googleapis.com`): `scheme://host:port`, the port `*` for any.
+    pub allowed_endpoints: Vec<String>,
 }
 
 impl Default for Config {

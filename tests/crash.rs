@@ -29,6 +29,7 @@ fn portcullis_with_lease(dir: &Path, database_url: &str, lease_secs: u64, provid
         .current_dir(dir)
         .env("PORTCULLIS_DATABASE_URL", database_url)
         .env("PORTCULLIS_PROVIDERS__MEMORY_STATE_FILE", dir.join("memory-rules.json"))
+        .env("PORTCULLIS_PROVIDERS__ALLOWED_ENDPOINTS", r#"["http://127.0.0.1:*"]"#)
         // Claims of the killed process expire quickly so the restarted one resumes them.
         .env("PORTCULLIS_ENGINE__LEASE_SECS", lease_secs.to_string())
         .env("PORTCULLIS_ENGINE__PROVIDER_TIMEOUT_SECS", provider_timeout_secs.to_string())

@@ -186,3 +186,94 @@ fn plaintext_off_loopback_needs_an_explicit_yes() {
     allowed.wait().unwrap();
     assert!(listening, "with tls.allow_plaintext the server starts");
 }
+
+/// A listener that counts the connections made to it: where an attacker would collect the
+/// server's credentials.
+async fn trap() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let caught = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = caught.clone();
+    tokio::spawn(async move {
+        while let Ok((connection, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(connection);
+        }
+    });
+    (url, caught)
+}
+
+fn aws_on(endpoint: &str) -> resource::Provider {
+    resource::Provider::AwsSecurityGroup(AwsSecurityGroup {
+        region: "eu-west-1".into(),
+        group_id: "sg-0123456789abcdef0".into(),
+        protocol: "tcp".into(),
+        from_port: 22,
+        to_port: 22,
+        endpoint_url: Some(endpoint.into()),
+        ..Default::default()
+    })
+}
+
+/// `endpoint_url` must be a cloud endpoint or one the operator allows: anything else is refused
+/// when the resource is written, and a stored resource whose endpoint is no longer allowed gets
+/// no call at all (its rules wait, with the reason, and the audit trail says so).
+#[tokio::test]
+async fn no_call_goes_to_an_endpoint_the_operator_does_not_allow() {
+    use portcullis::pb::v1::resource_service_client::ResourceServiceClient;
+    use portcullis::pb::v1::session_service_client::SessionServiceClient;
+    let db = TestDb::sqlite();
+    let (url, caught) = trap().await;
+    let server = TestServer::start(&db).await;
+    let mut resources = ResourceServiceClient::new(server.channel().await);
+    let create = |name: &str, endpoint: &str| CreateResourceRequest {
+        resource: Some(Resource { name: name.into(), provider: Some(aws_on(endpoint)), ..Default::default() }),
+    };
+    for elsewhere in ["https://attacker.example", "http://10.0.0.1:8080", "https://ec2.amazonaws.com@attacker.example"]
+    {
+        let err = resources.create_resource(with_key(create("evil", elsewhere), &server.admin_key)).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{elsewhere}");
+        assert_eq!(common::violated_fields(&err), ["resource.aws_security_group.endpoint_url"], "{elsewhere}");
+    }
+    // Allowed by the test configuration (loopback), so it is stored...
+    let created = resources.create_resource(with_key(create("trapped", &url), &server.admin_key)).await.unwrap();
+    let resource_id = created.into_inner().resource.unwrap().id;
+    let assign = AssignResourceRequest { resource_id: resource_id.clone(), user_id: server.admin_id.clone() };
+    resources.assign_resource(with_key(assign, &server.admin_key)).await.unwrap();
+
+    // ...and then the operator narrows the list to the clouds' own endpoints and restarts.
+    let mut narrowed = common::test_config();
+    narrowed.providers.allowed_endpoints.clear();
+    let restarted = server.replica(&db, narrowed).await;
+    server.stop().await;
+    let server = restarted;
+    let request = StartSessionRequest { ipv4_address: Some("203.0.113.50".into()), ..Default::default() };
+    let session = SessionServiceClient::new(server.channel().await)
+        .start_session(with_key(request, &server.admin_key))
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let rule = loop {
+        let record = portcullis::store::queries::sessions::load(&server.db, &session.id).await.unwrap();
+        if record.rules[0].error_message.is_some() {
+            break record.rules[0].clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the refusal was never recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(rule.status, "PENDING", "the rule waits; it neither fails nor opens");
+    assert!(rule.error_message.unwrap().contains("not among the operator's allowed endpoints"));
+    assert_eq!(caught.load(std::sync::atomic::Ordering::SeqCst), 0, "no connection reached the endpoint");
+    let request = ListAuditEventsRequest { types: vec!["resource.call_refused".into()], ..Default::default() };
+    let events = portcullis::pb::v1::audit_service_client::AuditServiceClient::new(server.channel().await)
+        .list_audit_events(with_key(request, &server.admin_key))
+        .await
+        .unwrap()
+        .into_inner()
+        .audit_events;
+    assert!(events.iter().any(|event| event.target_id == resource_id), "{events:?}");
+    server.stop().await;
+}

@@ -2,6 +2,7 @@
 
 mod actor;
 mod duration;
+mod endpoint;
 mod ip;
 mod permission;
 mod resource;
@@ -13,6 +14,7 @@ use std::str::FromStr;
 
 pub use actor::Actor;
 pub use duration::{Requested, requested};
+pub use endpoint::endpoint_allowed;
 pub use ip::{IpVersion, check_session_address, client_address, normalize, parse_session_address};
 pub use permission::Permission;
 pub use resource::{AwsSecurityGroup, GcpFirewall, MemoryProvider, ProviderConfig};

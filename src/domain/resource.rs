@@ -62,6 +62,15 @@ impl ProviderConfig {
         }
     }
 
+    /// Where the provider's calls go instead of the cloud's default endpoint, if anywhere.
+    pub fn endpoint_url(&self) -> Option<&str> {
+        match self {
+            ProviderConfig::Memory(_) => None,
+            ProviderConfig::AwsSecurityGroup(aws) => aws.endpoint_url.as_deref(),
+            ProviderConfig::GcpFirewall(gcp) => gcp.endpoint_url.as_deref(),
+        }
+    }
+
     /// The provider's short name, as used in logs and Cargo features.
     pub fn kind(&self) -> &'static str {
         match self {

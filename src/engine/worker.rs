@@ -2,8 +2,9 @@
 
 use super::Engine;
 use super::lease::ResourceLease;
-use crate::domain::{ResourceIpStatus, now};
+use crate::domain::{Actor, ResourceIpStatus, now};
 use crate::provider::{FirewallProvider, Owner, ProviderError, RuleRef, RuleRequest, Target, is_unmanaged};
+use crate::store::audit::AuditRecord;
 use crate::store::entity::resource_ip;
 use crate::store::queries::sessions;
 use crate::store::{self, StoreResult};
@@ -148,6 +149,9 @@ async fn work_leased(engine: &Engine, lease: &ResourceLease) -> StoreResult<Vec<
         return Ok(Vec::new());
     }
     let provider = engine.provider_for(&lease.resource_id).await?;
+    if let Err(refused @ ProviderError::Forbidden(_)) = &provider {
+        report_refusal(engine, &lease.resource_id, &claimed, refused).await?;
+    }
     let (removing, pending): (Vec<_>, Vec<_>) =
         claimed.into_iter().partition(|rule| rule.status == ResourceIpStatus::Removing.as_str());
     let mut outcomes = remove(engine, provider.as_ref(), removing).await?;
@@ -156,6 +160,26 @@ async fn work_leased(engine: &Engine, lease: &ResourceLease) -> StoreResult<Vec<
 }
 
 pub(super) type ProviderTarget = (Arc<dyn FirewallProvider>, Target);
+
+/// Records in the audit trail that calls for a resource were not sent, the first time its rules
+/// meet the refusal (not again on every retry).
+async fn report_refusal(
+    engine: &Engine,
+    resource_id: &str,
+    claimed: &[resource_ip::Model],
+    refused: &ProviderError,
+) -> StoreResult<()> {
+    let message = refused.to_string();
+    let unreported = |rule: &&resource_ip::Model| !rule.error_message.as_deref().is_some_and(|m| m.contains(&message));
+    let Some(first) = claimed.iter().find(unreported) else {
+        return Ok(());
+    };
+    tracing::warn!(resource_id, error = %message, "provider call not sent");
+    AuditRecord::new("resource.call_refused", "resource", resource_id)
+        .detail("reason", &message)
+        .write(&engine.inner.db, &Actor::server(&first.organization_id))
+        .await
+}
 
 async fn remove(
     engine: &Engine,
@@ -223,6 +247,11 @@ async fn apply(
     let mut outcomes = Vec::new();
     let (provider, target) = match provider {
         Ok(found) => found,
+        // Not sent while the operator forbids it; the rules wait, visibly, for the policy to change.
+        Err(refused @ ProviderError::Forbidden(_)) => {
+            let retry = |rule| (rule, Outcome::Retry { message: refused.to_string() });
+            return Ok(rules.into_iter().map(retry).collect());
+        }
         Err(err) => {
             return Ok(rules.into_iter().map(|rule| (rule, Outcome::Failed { message: err.to_string() })).collect());
         }
@@ -272,7 +301,7 @@ async fn apply(
                 tracing::warn!(resource_ip_id = %rule.id, error = %message, "apply failed; will retry");
                 Outcome::Retry { message }
             }
-            Err(ProviderError::Rejected(message)) => {
+            Err(ProviderError::Rejected(message) | ProviderError::Forbidden(message)) => {
                 tracing::warn!(resource_ip_id = %rule.id, error = %message, "apply rejected");
                 Outcome::Failed { message }
             }

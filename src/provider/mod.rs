@@ -126,6 +126,10 @@ pub enum ProviderError {
     /// Retrying will not help: the provider refused the rule (quota, invalid address, no access).
     #[error("{0}")]
     Rejected(String),
+    /// Not sent: the operator's policy does not allow this call (an endpoint not allowed).
+    /// Sending it would hand the server's cloud credentials over, so rules wait instead.
+    #[error("not sent: {0}")]
+    Forbidden(String),
 }
 
 /// What CheckResource found.
@@ -211,6 +215,8 @@ pub struct Providers {
     gcp: Arc<gcp::GcpFirewall>,
     /// The longest any one call may take.
     deadline: Duration,
+    /// Endpoints besides the clouds' own that resources may call (`providers.allowed_endpoints`).
+    allowed_endpoints: Arc<[String]>,
 }
 
 impl Providers {
@@ -225,6 +231,19 @@ impl Providers {
             #[cfg(feature = "gcp")]
             gcp: Arc::new(gcp::GcpFirewall::new(config.gcp_anonymous)),
             deadline,
+            allowed_endpoints: config.allowed_endpoints.clone().into(),
+        }
+    }
+
+    /// Forbidden when the config points its calls at an endpoint the operator does not allow.
+    pub fn check_endpoint(&self, config: &ProviderConfig) -> Result<(), ProviderError> {
+        match config.endpoint_url() {
+            Some(url) if !crate::domain::endpoint_allowed(url, config.kind(), &self.allowed_endpoints) => {
+                Err(ProviderError::Forbidden(format!(
+                    "endpoint {url} is not among the operator's allowed endpoints (providers.allowed_endpoints)"
+                )))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -233,9 +252,10 @@ impl Providers {
         &self.memory
     }
 
-    /// The provider for a resource, its calls bounded by the deadline, or a rejection when this
-    /// server cannot reach it.
+    /// The provider for a resource, its calls bounded by the deadline; a rejection when this
+    /// server cannot reach it, Forbidden when it may not.
     pub fn for_config(&self, config: &ProviderConfig) -> Result<Arc<dyn FirewallProvider>, ProviderError> {
+        self.check_endpoint(config)?;
         let inner: Arc<dyn FirewallProvider> = match config {
             ProviderConfig::Memory(_) => self.memory.clone(),
             #[cfg(feature = "aws")]

@@ -44,12 +44,19 @@ fn validate_description(value: &str) -> Result<String, String> {
 }
 
 /// Checks a provider configuration; `field` is where it sits in the request.
-fn validate_provider(violations: &mut Violations, field: &str, provider: &ProviderConfig) {
-    let (name, errors) = match provider {
+/// Checks a provider configuration, and that its endpoint is one the operator allows; `field`
+/// is where it sits in the request.
+fn validate_provider(violations: &mut Violations, field: &str, provider: &ProviderConfig, providers: &Providers) {
+    let (name, mut errors) = match provider {
         ProviderConfig::Memory(memory) => ("memory", memory.validate()),
         ProviderConfig::AwsSecurityGroup(aws) => ("aws_security_group", aws.validate()),
         ProviderConfig::GcpFirewall(gcp) => ("gcp_firewall", gcp.validate()),
     };
+    if errors.is_empty()
+        && let Err(refused) = providers.check_endpoint(provider)
+    {
+        errors.push(("endpoint_url", refused.to_string()));
+    }
     for (sub_field, description) in errors {
         violations.add(format!("{field}.{name}.{sub_field}"), description);
     }
@@ -66,7 +73,7 @@ impl ResourceManager {
         let name = violations.check("resource.name", validate_name(&new.name));
         let description = violations.check("resource.description", validate_description(&new.description));
         match &new.provider {
-            Some(provider) => validate_provider(&mut violations, "resource", provider),
+            Some(provider) => validate_provider(&mut violations, "resource", provider, &self.providers),
             None => violations.add("resource.provider", "one of memory, aws_security_group, gcp_firewall is required"),
         }
         let (Some(name), Some(description), Some(provider), true) =
@@ -131,7 +138,7 @@ impl ResourceManager {
             .as_deref()
             .and_then(|d| violations.check("resource.description", validate_description(d)));
         if let Some(provider) = &changes.provider {
-            validate_provider(&mut violations, "resource", provider);
+            validate_provider(&mut violations, "resource", provider, &self.providers);
         }
         if !violations.is_empty() {
             return Err(violations.into());

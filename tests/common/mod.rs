@@ -149,6 +149,8 @@ pub fn test_config() -> Config {
     config.auth.caller_cache_secs = CALLER_CACHE_TTL.as_secs();
     // The GCP tests talk to a fake Compute API that takes no credentials.
     config.providers.gcp_anonymous = true;
+    // moto, the Compute fake and the test proxies listen on loopback.
+    config.providers.allowed_endpoints = vec!["http://127.0.0.1:*".into()];
     config.auth.jwt_secret = Some(portcullis::config::Secret("test-secret-with-enough-entropy-0123456789".into()));
     config
 }

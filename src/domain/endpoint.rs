@@ -1,0 +1,89 @@
+//! Which endpoints a resource may send the server's cloud credentials to: the cloud's own, and
+//! those the operator allows (`providers.allowed_endpoints`). Anything else would hand the
+//! server's bearer token or signatures to whoever runs that host.
+
+/// Whether `url` may be called for a resource of `provider_kind` ("aws", "gcp").
+///
+/// The cloud's own endpoints (HTTPS on `*.amazonaws.com` for AWS, `*.googleapis.com` for GCP)
+/// are always allowed. Otherwise `url` must match an entry of `allowed`: `scheme://host:port`,
+/// where the port may be `*` (any port) and a missing port means the scheme's default.
+pub fn endpoint_allowed(url: &str, provider_kind: &str, allowed: &[String]) -> bool {
+    let Some(target) = Origin::parse(url) else { return false };
+    let cloud = match provider_kind {
+        "aws" => ".amazonaws.com",
+        "gcp" => ".googleapis.com",
+        _ => return false,
+    };
+    if target.scheme == "https" && target.host.ends_with(cloud) {
+        return true;
+    }
+    allowed.iter().filter_map(|entry| Origin::parse(entry)).any(|entry| entry.admits(&target))
+}
+
+/// The parts of a URL that say where a request goes.
+#[derive(Debug, PartialEq, Eq)]
+struct Origin {
+    scheme: String,
+    host: String,
+    /// None: any port (`*`).
+    port: Option<u16>,
+}
+
+impl Origin {
+    fn parse(url: &str) -> Option<Origin> {
+        let (scheme, rest) = url.split_once("://")?;
+        let scheme = scheme.to_ascii_lowercase();
+        let default_port = match scheme.as_str() {
+            "http" => 80,
+            "https" => 443,
+            _ => return None,
+        };
+        // Userinfo would let `https://good.example@evil.example` pass a prefix check.
+        let authority = rest.split(['/', '?', '#']).next()?;
+        if authority.contains('@') || authority.is_empty() {
+            return None;
+        }
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, "*")) => (host, None),
+            Some((host, port)) => (host, Some(port.parse().ok()?)),
+            _ => (authority, Some(default_port)),
+        };
+        if host.is_empty() {
+            return None;
+        }
+        Some(Origin { scheme, host: host.to_ascii_lowercase(), port })
+    }
+
+    fn admits(&self, target: &Origin) -> bool {
+        self.scheme == target.scheme
+            && self.host == target.host
+            && self.port.is_none_or(|port| Some(port) == target.port)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cloud_endpoints_and_listed_origins_only() {
+        let allowed = vec!["http://127.0.0.1:*".to_owned(), "https://proxy.internal:8443".to_owned()];
+        assert!(endpoint_allowed("https://vpce-1.ec2.eu-west-1.vpce.amazonaws.com", "aws", &[]));
+        assert!(endpoint_allowed("https://compute.googleapis.com", "gcp", &[]));
+        assert!(!endpoint_allowed("https://compute.googleapis.com", "aws", &[]), "each cloud its own");
+        assert!(
+            !endpoint_allowed("http://ec2.amazonaws.com", "aws", &[]),
+            "plaintext to the cloud is not its endpoint"
+        );
+        assert!(!endpoint_allowed("https://attacker.example", "aws", &[]));
+        assert!(endpoint_allowed("http://127.0.0.1:5000", "aws", &allowed));
+        assert!(endpoint_allowed("http://127.0.0.1:5000/path", "gcp", &allowed));
+        assert!(endpoint_allowed("https://proxy.internal:8443/", "gcp", &allowed));
+        assert!(!endpoint_allowed("https://proxy.internal", "gcp", &allowed), "another port");
+        assert!(!endpoint_allowed("https://127.0.0.1:5000", "aws", &allowed), "another scheme");
+        assert!(!endpoint_allowed("http://127.0.0.1.attacker.example:5000", "aws", &allowed));
+        assert!(!endpoint_allowed("http://127.0.0.1:5000@attacker.example", "aws", &allowed));
+        assert!(!endpoint_allowed("https://ec2.amazonaws.com@attacker.example", "aws", &[]));
+        assert!(!endpoint_allowed("https://attacker.example/.amazonaws.com", "aws", &[]));
+    }
+}
