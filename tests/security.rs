@@ -277,3 +277,47 @@ async fn no_call_goes_to_an_endpoint_the_operator_does_not_allow() {
     assert!(events.iter().any(|event| event.target_id == resource_id), "{events:?}");
     server.stop().await;
 }
+
+/// CheckResource is no oracle for what answers at an endpoint: whatever an endpoint sends back
+/// (an internal page, say), callers read only the provider's error code or the kind of failure.
+#[tokio::test]
+async fn provider_errors_never_echo_what_an_endpoint_answered() {
+    use portcullis::pb::v1::resource_service_client::ResourceServiceClient;
+    const SECRET: &str = "internal-admin-page-SECRET-42";
+    let app = axum::Router::new().fallback(|| async {
+        (axum::http::StatusCode::INTERNAL_SERVER_ERROR, format!("<html>{SECRET} http://10.0.0.7/metadata</html>"))
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let db = TestDb::sqlite();
+    let server = TestServer::start(&db).await;
+    let mut resources = ResourceServiceClient::new(server.channel().await);
+    let gcp = resource::Provider::GcpFirewall(GcpFirewall {
+        project: "acme".into(),
+        network: "default".into(),
+        protocol: "tcp".into(),
+        ports: vec!["22".into()],
+        priority: 1000,
+        endpoint_url: Some(endpoint.clone()),
+        ..Default::default()
+    });
+    for (name, provider) in [("aws", aws_on(&endpoint)), ("gcp", gcp)] {
+        let request = CreateResourceRequest {
+            resource: Some(Resource { name: name.into(), provider: Some(provider), ..Default::default() }),
+        };
+        let id = resources
+            .create_resource(with_key(request, &server.admin_key))
+            .await
+            .unwrap()
+            .into_inner()
+            .resource
+            .unwrap()
+            .id;
+        let checked = resources.check_resource(with_key(CheckResourceRequest { id }, &server.admin_key)).await;
+        let said = format!("{checked:?}");
+        assert!(!said.contains("SECRET") && !said.contains("10.0.0.7"), "{name}: {said}");
+    }
+    server.stop().await;
+}

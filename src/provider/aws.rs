@@ -109,6 +109,28 @@ fn group_of(target: &Target) -> Result<&AwsSecurityGroup, ProviderError> {
     }
 }
 
+/// What a caller may read about a failed EC2 call: EC2's error code, or what kind of failure it
+/// was. Never the response body, headers or URL (an endpoint's answer is not ours to echo); the
+/// whole error goes to the server log.
+fn summary<E, R>(err: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    tracing::debug!(error = %DisplayErrorContext(err), "ec2 call failed");
+    match err {
+        SdkError::ServiceError(_) => match err.code() {
+            Some(code) => format!("EC2 refused the call: {code}"),
+            None => "EC2 answered with an error it did not name".to_owned(),
+        },
+        SdkError::TimeoutError(_) => "EC2 did not answer in time".to_owned(),
+        SdkError::DispatchFailure(_) => "EC2 could not be reached".to_owned(),
+        SdkError::ResponseError(_) => "EC2's answer could not be read".to_owned(),
+        SdkError::ConstructionFailure(_) => "the EC2 request could not be built".to_owned(),
+        _ => "EC2 call failed".to_owned(),
+    }
+}
+
 /// Throttling, EC2's own failures and anything that never got an answer are transient;
 /// an answered refusal is not.
 fn classify<E, R>(err: &SdkError<E, R>) -> ProviderError
@@ -116,7 +138,7 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    let text = DisplayErrorContext(err).to_string();
+    let text = summary(err);
     match err {
         SdkError::ServiceError(_) => match err.code() {
             Some(code) => {
@@ -393,7 +415,7 @@ impl FirewallProvider for AwsFirewall {
                 }
             },
             Err(err) => {
-                let text = DisplayErrorContext(&err).to_string();
+                let text = summary(&err);
                 match err.code() {
                     Some(code) if NOT_FOUND_CODES.contains(&code) => CheckOutcome::NotFound(format!(
                         "security group {} not found in {}: {code}",
@@ -402,7 +424,7 @@ impl FirewallProvider for AwsFirewall {
                     Some(code) if ACCESS_CODES.contains(&code) => {
                         CheckOutcome::AccessDenied(format!("the credentials cannot read the security group: {code}"))
                     }
-                    _ => CheckOutcome::Unreachable(format!("EC2 did not answer: {text}")),
+                    _ => CheckOutcome::Unreachable(text),
                 }
             }
         }

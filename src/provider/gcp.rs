@@ -114,8 +114,24 @@ fn reasons(err: &GcpError) -> Vec<&str> {
 
 /// Throttling (403 `rateLimitExceeded`, 429), 5xx and anything that never got an answer are
 /// transient; an answered refusal is not.
+/// What a caller may read about a failed Compute call: the HTTP status and Compute's reasons,
+/// or the failed operation's code. Never the response body, headers or URL; the whole error
+/// goes to the server log.
+fn summary(err: &GcpError) -> String {
+    tracing::debug!(error = %err, "compute call failed");
+    let reasons = reasons(err).join(", ");
+    match (err.http_status_code(), err.status().map(|status| status.code)) {
+        (Some(http), _) if reasons.is_empty() => format!("Compute Engine answered HTTP {http}"),
+        (Some(http), _) => format!("Compute Engine answered HTTP {http} ({reasons})"),
+        (None, Some(code)) => format!("the Compute Engine operation failed: {code:?}"),
+        (None, None) if err.is_authentication() => "no usable credentials for Compute Engine".to_owned(),
+        (None, None) if err.is_timeout() => "Compute Engine did not answer in time".to_owned(),
+        (None, None) => "Compute Engine could not be reached".to_owned(),
+    }
+}
+
 fn classify(err: &GcpError) -> ProviderError {
-    let text = err.to_string();
+    let text = summary(err);
     if reasons(err).iter().any(|reason| TRANSIENT_REASONS.contains(reason)) {
         return ProviderError::Transient(text);
     }
@@ -252,7 +268,7 @@ impl GcpFirewall {
             // Deleted meanwhile: nothing is left to remove.
             Err(err) if hosts.is_empty() && is_not_found(&err) => Ok(()),
             // Created meanwhile (409) or any other race: the retry starts from a fresh read.
-            Err(err) if err.http_status_code() == Some(409) => Err(ProviderError::Transient(err.to_string())),
+            Err(err) if err.http_status_code() == Some(409) => Err(ProviderError::Transient(summary(&err))),
             Err(err) => Err(classify(&err)),
         }
     }
@@ -370,10 +386,12 @@ impl FirewallProvider for GcpFirewall {
             Ok(_) => CheckOutcome::Ok(format!("firewall rules of project {} are readable", config.project)),
             Err(err) => match err.http_status_code() {
                 Some(404) => CheckOutcome::NotFound(format!("project {} not found", config.project)),
-                Some(401 | 403) => {
-                    CheckOutcome::AccessDenied(format!("the credentials cannot read project {}: {err}", config.project))
-                }
-                _ => CheckOutcome::Unreachable(format!("Compute Engine did not answer: {err}")),
+                Some(401 | 403) => CheckOutcome::AccessDenied(format!(
+                    "the credentials cannot read project {}: {}",
+                    config.project,
+                    summary(&err)
+                )),
+                _ => CheckOutcome::Unreachable(summary(&err)),
             },
         }
     }
