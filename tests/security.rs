@@ -321,3 +321,57 @@ async fn provider_errors_never_echo_what_an_endpoint_answered() {
     }
     server.stop().await;
 }
+
+/// Behind a trusted proxy the audit trail records the client the proxy names, not the proxy;
+/// a malformed rightmost `x-forwarded-for` hop is refused, never a reason to believe
+/// `x-real-ip` instead; and tunnel or translator addresses carrying a refused host are refused.
+#[tokio::test]
+async fn addresses_come_from_trusted_proxies_and_are_held_to_the_policy() {
+    use portcullis::pb::v1::audit_service_client::AuditServiceClient;
+    use portcullis::pb::v1::session_service_client::SessionServiceClient;
+    let db = TestDb::sqlite();
+    let mut config = common::test_config();
+    config.network.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    let server = TestServer::start_with(&db, config).await;
+    fn forwarded<T>(message: T, key: &str, xff: &str, real: Option<&str>) -> tonic::Request<T> {
+        let mut request = with_key(message, key);
+        request.metadata_mut().insert("x-forwarded-for", xff.parse().unwrap());
+        if let Some(real) = real {
+            request.metadata_mut().insert("x-real-ip", real.parse().unwrap());
+        }
+        request
+    }
+    let key = server.admin_key.clone();
+    let user = User { email: "ada@example.com".into(), role: Role::User.into(), ..Default::default() };
+    UserServiceClient::new(server.channel().await)
+        .create_user(forwarded(CreateUserRequest { user: Some(user) }, &key, "198.51.100.77", None))
+        .await
+        .unwrap();
+    let request = ListAuditEventsRequest { types: vec!["user.created".into()], ..Default::default() };
+    let events = AuditServiceClient::new(server.channel().await)
+        .list_audit_events(with_key(request, &server.admin_key))
+        .await
+        .unwrap()
+        .into_inner()
+        .audit_events;
+    assert_eq!(events[0].client_ip, "198.51.100.77", "the client the proxy named, not the proxy");
+
+    let mut sessions = SessionServiceClient::new(server.channel().await);
+    let start = StartSessionRequest::default();
+    let err = sessions.start_session(forwarded(start, &key, "203.0.113.5, not-an-address", Some("203.0.113.6"))).await;
+    let err = err.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert_eq!(common::violated_fields(&err), ["x-forwarded-for"]);
+    for carried in ["2002:0a00:0001::1", "64:ff9b::7f00:1", "::203.0.113.9", "240.0.0.1"] {
+        let field = if carried.contains(':') { "ipv6_address" } else { "ipv4_address" };
+        let mut request = StartSessionRequest::default();
+        if carried.contains(':') {
+            request.ipv6_address = Some(carried.into());
+        } else {
+            request.ipv4_address = Some(carried.into());
+        }
+        let err = sessions.start_session(with_key(request, &server.admin_key)).await.unwrap_err();
+        assert_eq!(common::violated_fields(&err), [field], "{carried}");
+    }
+    server.stop().await;
+}

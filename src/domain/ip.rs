@@ -55,6 +55,38 @@ fn is_broadcast(address: IpAddr) -> bool {
     matches!(address, IpAddr::V4(v4) if v4.is_broadcast())
 }
 
+/// 0.0.0.0/8 ("this network") and 240.0.0.0/4 (reserved): never a host on the internet.
+fn is_reserved(address: IpAddr) -> bool {
+    match address {
+        IpAddr::V4(v4) => v4.octets()[0] == 0 || v4.octets()[0] >= 240,
+        // fec0::/10, the deprecated site-local range.
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfec0,
+    }
+}
+
+/// `::a.b.c.d`, the deprecated IPv4-compatible form (`::` and `::1` are caught before).
+fn is_ipv4_compatible(address: IpAddr) -> bool {
+    matches!(address, IpAddr::V6(v6) if v6.segments()[..6].iter().all(|s| *s == 0))
+}
+
+/// The IPv4 host a translation or tunnelling address carries: NAT64 (64:ff9b::/96), 6to4
+/// (2002::/16) and Teredo (2001::/32, the client's address inverted in the last 32 bits).
+fn embedded_v4(address: IpAddr) -> Option<(&'static str, Ipv4Addr)> {
+    let IpAddr::V6(v6) = address else { return None };
+    let bits = u128::from(v6);
+    let low = |shift: u32| Ipv4Addr::from(((bits >> shift) & 0xffff_ffff) as u32);
+    let segments = v6.segments();
+    if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        Some(("NAT64", low(0)))
+    } else if segments[0] == 0x2002 {
+        Some(("6to4", low(80)))
+    } else if segments[..2] == [0x2001, 0] {
+        Some(("Teredo", Ipv4Addr::from(!(bits as u32))))
+    } else {
+        None
+    }
+}
+
 /// Checks that `text` is a single host a firewall rule may open, of family `version`.
 /// Private ranges are refused unless `allow_private`.
 pub fn parse_session_address(text: &str, version: IpVersion, allow_private: bool) -> Result<IpAddr, String> {
@@ -80,47 +112,61 @@ pub fn check_session_address(address: IpAddr, version: IpVersion, allow_private:
         Some("multicast or broadcast")
     } else if is_link_local(address) {
         Some("link-local")
+    } else if is_reserved(address) {
+        Some("reserved")
+    } else if is_ipv4_compatible(address) {
+        Some("deprecated IPv4-compatible")
     } else if !allow_private && is_private(address) {
         Some("private (the organization does not allow private addresses)")
     } else {
         None
     };
-    match refused {
-        Some(kind) => Err(format!("{address} is a {kind} address")),
-        None => Ok(()),
+    if let Some(kind) = refused {
+        return Err(format!("{address} is a {kind} address"));
     }
+    // A tunnel or translator address opens what it carries: it is refused as that host would be.
+    if let Some((kind, carried)) = embedded_v4(address)
+        && let Err(problem) = check_session_address(IpAddr::V4(carried), IpVersion::V4, allow_private)
+    {
+        return Err(format!("{address} is a {kind} address carrying {carried}: {problem}"));
+    }
+    Ok(())
 }
 
 /// The caller's address: from `x-forwarded-for` (the rightmost hop that is not a trusted
-/// proxy) or `x-real-ip`, but only when the TCP peer itself is a trusted proxy; otherwise the peer.
+/// proxy) or `x-real-ip`, but only when the TCP peer itself is a trusted proxy; otherwise the
+/// peer. A trusted proxy that sends a malformed rightmost hop is broken or misconfigured: that
+/// is an error, never a reason to believe `x-real-ip` instead.
 pub fn client_address(
     peer: IpAddr,
     forwarded_for: Option<&str>,
     real_ip: Option<&str>,
     trusted_proxies: &[IpNet],
-) -> IpAddr {
+) -> Result<IpAddr, String> {
     let peer = normalize(peer);
     let trusted = |address: IpAddr| trusted_proxies.iter().any(|net| net.contains(&address));
     if !trusted(peer) {
-        return peer;
+        return Ok(peer);
     }
+    let parse = |hop: &str| hop.trim().parse::<IpAddr>().map(normalize);
     if let Some(header) = forwarded_for {
         let mut last_valid = None;
         for hop in header.rsplit(',') {
-            let Ok(address) = hop.trim().parse::<IpAddr>().map(normalize) else {
-                // A malformed hop ends the chain we can believe.
+            let Ok(address) = parse(hop) else {
+                // A malformed hop ends the chain we can believe; the rightmost one is an error.
                 break;
             };
             last_valid = Some(address);
             if !trusted(address) {
-                return address;
+                return Ok(address);
             }
         }
-        if let Some(address) = last_valid {
-            return address;
-        }
+        return last_valid.ok_or_else(|| format!("the trusted proxy {peer} sent a malformed x-forwarded-for"));
     }
-    real_ip.and_then(|value| value.trim().parse::<IpAddr>().ok()).map(normalize).unwrap_or(peer)
+    match real_ip {
+        Some(value) => parse(value).map_err(|_| format!("the trusted proxy {peer} sent a malformed x-real-ip")),
+        None => Ok(peer),
+    }
 }
 
 #[cfg(test)]
@@ -155,8 +201,28 @@ mod tests {
         assert!(v4("2001:db8::1").is_err(), "family must match the field");
         let v6 = |text| parse_session_address(text, IpVersion::V6, false);
         assert!(v6("2001:db8::1").is_ok());
-        for bad in ["::", "::1", "fe80::1", "ff02::1", "fd00::1"] {
+        for bad in [
+            "::",
+            "::1",
+            "fe80::1",
+            "ff02::1",
+            "fd00::1",
+            "fec0::1",
+            "::203.0.113.9",
+            "64:ff9b::a00:1",
+            "64:ff9b::7f00:1",
+            "2002:0a00:0001::1",
+            "2002:c0a8:0101::1",
+            // Teredo: client 10.0.0.1, inverted in the last 32 bits.
+            "2001:0:4136:e378:8000:63bf:f5ff:fffe",
+        ] {
             assert!(v6(bad).is_err(), "{bad} accepted");
+        }
+        for good in ["64:ff9b::cb00:7109", "2002:cb00:7109::1", "2001:0:4136:e378:8000:63bf:34ff:8ef6"] {
+            assert!(v6(good).is_ok(), "{good}: carries a public host");
+        }
+        for bad in ["0.1.2.3", "240.0.0.1", "250.1.2.3"] {
+            assert!(v4(bad).is_err(), "{bad} accepted");
         }
         // IPv4-mapped IPv6 is the IPv4 host.
         assert_eq!(v4("::ffff:203.0.113.9"), Ok("203.0.113.9".parse().unwrap()));
@@ -167,14 +233,17 @@ mod tests {
         let proxies: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         // A spoofed header from an untrusted peer is ignored.
-        assert_eq!(client_address(ip("198.51.100.1"), Some("203.0.113.5"), None, &proxies), ip("198.51.100.1"));
+        let found = |peer, forwarded, real| client_address(ip(peer), forwarded, real, &proxies);
+        assert_eq!(found("198.51.100.1", Some("203.0.113.5"), None), Ok(ip("198.51.100.1")));
         // Behind our proxy: the rightmost untrusted hop, not the leftmost (client-controlled) one.
-        assert_eq!(
-            client_address(ip("10.0.0.2"), Some("1.1.1.1, 203.0.113.5, 10.0.0.9"), None, &proxies),
-            ip("203.0.113.5")
-        );
-        assert_eq!(client_address(ip("10.0.0.2"), None, Some("203.0.113.6"), &proxies), ip("203.0.113.6"));
-        assert_eq!(client_address(ip("10.0.0.2"), None, None, &proxies), ip("10.0.0.2"));
-        assert_eq!(client_address(ip("::ffff:198.51.100.1"), None, None, &[]), ip("198.51.100.1"));
+        assert_eq!(found("10.0.0.2", Some("1.1.1.1, 203.0.113.5, 10.0.0.9"), None), Ok(ip("203.0.113.5")));
+        assert_eq!(found("10.0.0.2", None, Some("203.0.113.6")), Ok(ip("203.0.113.6")));
+        assert_eq!(found("10.0.0.2", None, None), Ok(ip("10.0.0.2")));
+        assert_eq!(client_address(ip("::ffff:198.51.100.1"), None, None, &[]), Ok(ip("198.51.100.1")));
+        // A malformed rightmost hop is an error, not a reason to believe x-real-ip.
+        assert!(found("10.0.0.2", Some("203.0.113.5, garbage"), Some("203.0.113.6")).is_err());
+        assert!(found("10.0.0.2", None, Some("garbage")).is_err());
+        // Further left, a malformed hop only ends the chain: the last hop we could read counts.
+        assert_eq!(found("10.0.0.2", Some("garbage, 10.0.0.9"), None), Ok(ip("10.0.0.9")));
     }
 }

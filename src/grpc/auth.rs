@@ -2,13 +2,16 @@
 //! `x-api-key: <key>` or `authorization: Bearer <token>`. The resulting [`Caller`] travels to the
 //! handlers in the request extensions.
 
+use crate::domain::client_address;
 use crate::error::Error;
 use crate::pb::v1::ErrorReason;
 use crate::service::{Authenticator, Caller, Credential};
 use http::{Request, Response};
+use ipnet::IpNet;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tonic::Status;
 use tonic::transport::server::TcpConnectInfo;
@@ -50,11 +53,13 @@ const SUSPENSION_EXEMPT_PREFIX: &str = "/portcullis.v1.OrganizationService/";
 #[derive(Clone)]
 pub struct AuthLayer {
     authenticator: Authenticator,
+    /// Proxies whose forwarding headers name the caller (for the audit trail's client address).
+    trusted_proxies: Arc<[IpNet]>,
 }
 
 impl AuthLayer {
-    pub fn new(authenticator: Authenticator) -> AuthLayer {
-        AuthLayer { authenticator }
+    pub fn new(authenticator: Authenticator, trusted_proxies: &[IpNet]) -> AuthLayer {
+        AuthLayer { authenticator, trusted_proxies: trusted_proxies.into() }
     }
 }
 
@@ -62,7 +67,11 @@ impl<S> Layer<S> for AuthLayer {
     type Service = AuthMiddleware<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AuthMiddleware { inner, authenticator: self.authenticator.clone() }
+        AuthMiddleware {
+            inner,
+            authenticator: self.authenticator.clone(),
+            trusted_proxies: self.trusted_proxies.clone(),
+        }
     }
 }
 
@@ -70,6 +79,7 @@ impl<S> Layer<S> for AuthLayer {
 pub struct AuthMiddleware<S> {
     inner: S,
     authenticator: Authenticator,
+    trusted_proxies: Arc<[IpNet]>,
 }
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
@@ -94,13 +104,14 @@ where
         let fresh = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, fresh);
         let authenticator = self.authenticator.clone();
+        let trusted_proxies = self.trusted_proxies.clone();
         Box::pin(async move {
             let path = request.uri().path().to_owned();
             if PUBLIC_PREFIXES.iter().any(|prefix| path.starts_with(prefix)) {
                 return inner.call(request).await;
             }
-            let peer_ip =
-                request.extensions().get::<TcpConnectInfo>().and_then(|info| info.remote_addr()).map(|a| a.ip());
+            // The caller as detected (through trusted proxies only): what the audit trail records.
+            let peer_ip = detected_address(request.headers(), request.extensions(), &trusted_proxies);
             match authorize(&authenticator, request.headers(), &path, peer_ip).await {
                 Ok(caller) => {
                     request.extensions_mut().insert(caller);
@@ -118,6 +129,18 @@ where
             }
         })
     }
+}
+
+/// The caller's address through trusted proxies; the peer itself when their headers are unusable
+/// (the calls that need the address refuse those headers themselves).
+fn detected_address(
+    headers: &http::HeaderMap,
+    extensions: &http::Extensions,
+    trusted_proxies: &[IpNet],
+) -> Option<IpAddr> {
+    let peer = extensions.get::<TcpConnectInfo>().and_then(|info| info.remote_addr())?.ip();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    Some(client_address(peer, header("x-forwarded-for"), header("x-real-ip"), trusted_proxies).unwrap_or(peer))
 }
 
 async fn authorize(

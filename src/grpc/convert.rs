@@ -25,6 +25,15 @@ pub fn parse_timestamp(field: &str, value: &Timestamp) -> Result<DateTime<Utc>> 
 }
 
 /// Reads the list fields common to every List method.
+/// The caller's address as the server sees it: the TCP peer, or what a trusted proxy says.
+pub fn caller_address<T>(request: &tonic::Request<T>, trusted_proxies: &[ipnet::IpNet]) -> Result<Option<IpAddr>> {
+    let Some(peer) = request.remote_addr() else { return Ok(None) };
+    let header = |name: &str| request.metadata().get(name).and_then(|v| v.to_str().ok());
+    domain::client_address(peer.ip(), header("x-forwarded-for"), header("x-real-ip"), trusted_proxies)
+        .map(Some)
+        .map_err(|problem| Error::invalid("x-forwarded-for", problem))
+}
+
 pub fn page_request(page_size: i32, page_token: &str) -> Result<PageRequest> {
     PageRequest::parse(page_size, page_token).map_err(|err| {
         let reason =

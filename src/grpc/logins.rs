@@ -1,10 +1,10 @@
 //! AuthService: the email-code login (with an optional password), login sessions and API keys.
 
 use super::auth::caller;
+use super::convert::caller_address;
 use super::convert::{
     api_key_to_pb, login_session_to_pb, page_request, parse_timestamp, require_id, role_to_pb, timestamp,
 };
-use crate::domain::client_address;
 use crate::pb::v1::auth_service_server::AuthService;
 use crate::pb::v1::*;
 use crate::service::{ApiKeyManager, LoginClient, LoginManager, NewApiKey};
@@ -21,11 +21,8 @@ impl AuthApi {
     /// The login's client: its address (through trusted proxies only) and user agent.
     fn client<T>(&self, request: &Request<T>) -> Result<LoginClient, Status> {
         let header = |name: &str| request.metadata().get(name).and_then(|v| v.to_str().ok());
-        let peer = request
-            .remote_addr()
-            .map(|addr| addr.ip())
+        let ip = caller_address(request, &self.trusted_proxies)?
             .ok_or_else(|| Status::failed_precondition("the client address is unknown"))?;
-        let ip = client_address(peer, header("x-forwarded-for"), header("x-real-ip"), &self.trusted_proxies);
         let user_agent = header("user-agent").unwrap_or_default().chars().take(512).collect();
         Ok(LoginClient { ip, user_agent })
     }

@@ -89,7 +89,7 @@ pub async fn serve(
 
     let result = Server::builder()
         .layer(panics::CatchPanicLayer)
-        .layer(auth::AuthLayer::new(services.auth.clone()))
+        .layer(auth::AuthLayer::new(services.auth.clone(), &options.network.trusted_proxies))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

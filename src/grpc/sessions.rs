@@ -1,6 +1,6 @@
 use super::auth::{Recheck, caller};
-use super::convert::{enum_filter, page_request, require_id, session_status_from_pb, session_to_pb};
-use crate::domain::{SessionStatus, client_address};
+use super::convert::{caller_address, enum_filter, page_request, require_id, session_status_from_pb, session_to_pb};
+use crate::domain::SessionStatus;
 use crate::engine::Subscription;
 use crate::pb::v1::session_service_server::SessionService;
 use crate::pb::v1::*;
@@ -22,15 +22,6 @@ pub struct SessionApi {
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchSessionResponse, Status>> + Send>>;
 
-impl SessionApi {
-    /// The caller's address: the peer, or what a trusted proxy says in forwarding headers.
-    fn detected_address<T>(&self, request: &Request<T>) -> Option<std::net::IpAddr> {
-        let peer = request.remote_addr()?.ip();
-        let header = |name: &str| request.metadata().get(name).and_then(|v| v.to_str().ok());
-        Some(client_address(peer, header("x-forwarded-for"), header("x-real-ip"), &self.trusted_proxies))
-    }
-}
-
 fn is_terminal(session: &Session) -> bool {
     session_status_from_pb(session.status).is_some_and(SessionStatus::is_terminal)
 }
@@ -43,7 +34,7 @@ impl SessionService for SessionApi {
         &self,
         request: Request<StartSessionRequest>,
     ) -> Result<Response<StartSessionResponse>, Status> {
-        let detected_address = self.detected_address(&request);
+        let detected_address = caller_address(&request, &self.trusted_proxies)?;
         let message = request.get_ref();
         let start = StartRequest {
             duration_hours: message.duration_hours,
