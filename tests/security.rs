@@ -375,3 +375,24 @@ async fn addresses_come_from_trusted_proxies_and_are_held_to_the_policy() {
     }
     server.stop().await;
 }
+
+/// An HS256 secret short enough to guess offline from one token is refused at start.
+#[tokio::test]
+async fn a_short_jwt_secret_is_refused_at_start() {
+    let db = TestDb::sqlite();
+    let connection = db.connect().await;
+    portcullis::store::migrate(&connection).await.unwrap();
+    let providers = || {
+        portcullis::provider::Providers::new(
+            portcullis::provider::memory::MemoryFirewall::in_process(),
+            &Default::default(),
+            Duration::from_secs(8),
+        )
+    };
+    let mut config = common::test_config();
+    config.auth.jwt_secret = Some(portcullis::config::Secret("password123".into()));
+    let refused = portcullis::service::Services::new(connection.clone(), &config, providers()).await;
+    assert!(refused.is_err(), "an 11-byte secret must be refused");
+    config.auth.jwt_secret = Some(portcullis::config::Secret("0123456789abcdef0123456789abcdef".into()));
+    assert!(portcullis::service::Services::new(connection, &config, providers()).await.is_ok());
+}

@@ -76,6 +76,9 @@ pub enum Credential<'a> {
     Bearer(&'a str),
 }
 
+/// The shortest `auth.jwt_secret` accepted: 256 bits, as HS256's own key size.
+const MIN_SECRET_BYTES: usize = 32;
+
 /// Checks credentials against the database.
 #[derive(Clone)]
 pub struct Authenticator {
@@ -108,6 +111,13 @@ impl Authenticator {
         cache: CallerCache,
     ) -> Result<Authenticator> {
         let keys = match (&config.jwt_secret, config.jwt_algorithm) {
+            // A short HMAC secret can be guessed offline from any one token.
+            (Some(secret), TokenAlgorithm::HS256) if secret.expose().len() < MIN_SECRET_BYTES => {
+                return Err(Error::invalid(
+                    "auth.jwt_secret",
+                    format!("must be at least {MIN_SECRET_BYTES} bytes (or leave it out: a random key is generated)"),
+                ));
+            }
             (Some(secret), TokenAlgorithm::HS256) => vec![SigningKey {
                 kid: "config".into(),
                 algorithm: TokenAlgorithm::HS256,
