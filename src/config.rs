@@ -183,8 +183,10 @@ pub struct LoginConfig {
     pub max_code_attempts: u32,
     /// Consecutive failed logins that lock the account until an admin unlocks it.
     pub lock_after_failures: u32,
-    /// Longest life of a login session, in hours.
+    /// What a login (or one ExtendLoginSession) grants, in hours from then.
     pub session_hours: u32,
+    /// Longest total life of a login session, however often it is extended, in hours.
+    pub max_lifetime_hours: u32,
     /// A login session unused this long is over.
     pub idle_timeout_minutes: u32,
     /// StartLogin calls allowed per email address per hour.
@@ -200,6 +202,7 @@ impl Default for LoginConfig {
             max_code_attempts: 5,
             lock_after_failures: 100,
             session_hours: 12,
+            max_lifetime_hours: 72,
             idle_timeout_minutes: 60,
             starts_per_email_per_hour: 5,
             starts_per_ip_per_hour: 30,

@@ -387,6 +387,30 @@ async fn login_sessions_are_listed_extended_and_closed() {
                 .get_current_user(with_token(GetCurrentUserRequest {}, &extended.access_token))
                 .await
                 .expect("new token");
+
+            // However often it is extended, a login lives at most login.max_lifetime_hours (72).
+            use sea_orm::{ActiveModelTrait, ActiveValue::Set, IntoActiveModel};
+            let stored = portcullis::store::queries::login_sessions::get(&server.db, &laptop_id).await.unwrap();
+            let mut old = stored.into_active_model();
+            old.created_at = Set(now() - chrono::TimeDelta::hours(71));
+            old.update(&server.db).await.unwrap();
+            let capped = auth
+                .extend_login_session(with_token(ExtendLoginSessionRequest {}, &extended.access_token))
+                .await
+                .unwrap()
+                .into_inner()
+                .login_session
+                .unwrap();
+            let left = capped.expires_at.unwrap().seconds - now().timestamp();
+            assert!(left <= 3600, "{}: capped at 72 hours from the login, {left} s left", db.backend);
+
+            // A closed login is never extended again, however the calls interleave: the write
+            // itself is conditional on the login being open.
+            let closed = portcullis::store::queries::login_sessions::get(&server.db, &phone_id).await.unwrap();
+            let later = now() + chrono::TimeDelta::hours(1);
+            let reopened =
+                portcullis::store::queries::login_sessions::extend_open(&server.db, &closed.id, later, now());
+            assert!(!reopened.await.unwrap(), "{}: a closed login stays closed", db.backend);
             server.stop().await;
         }
     })

@@ -216,7 +216,7 @@ impl LoginManager {
                 user_id: user.id.clone(),
                 created_at: at,
                 active_at: at,
-                expires_at: at + TimeDelta::hours(i64::from(self.config.session_hours.max(1))),
+                expires_at: self.grant_until(at, at),
                 idle_timeout_minutes: i32::try_from(self.config.idle_timeout_minutes.max(1)).unwrap_or(i32::MAX),
                 ip: client.ip.to_string(),
                 user_agent: client.user_agent.clone(),
@@ -254,17 +254,27 @@ impl LoginManager {
         Ok(open)
     }
 
-    /// Extends the caller's login session by `login.session_hours` from now, with a fresh token.
+    /// When a login created at `created_at` ends if granted `login.session_hours` at `at`: never
+    /// past `login.max_lifetime_hours` from its creation.
+    fn grant_until(&self, created_at: DateTime<Utc>, at: DateTime<Utc>) -> DateTime<Utc> {
+        let hours = |value: u32| TimeDelta::hours(i64::from(value.max(1)));
+        (at + hours(self.config.session_hours)).min(created_at + hours(self.config.max_lifetime_hours))
+    }
+
+    /// Extends the caller's login session by `login.session_hours` from now (within its maximum
+    /// life), with a fresh token. A login closed meanwhile stays closed: the write is conditional.
     pub async fn extend(&self, caller: &Caller) -> Result<VerifiedLogin> {
-        let mut login = self.current(caller).await?;
+        let login = self.current(caller).await?;
         let at = now();
         if !login_is_live(&login, at) {
             return Err(not_a_login());
         }
-        login.expires_at = at + TimeDelta::hours(i64::from(self.config.session_hours.max(1)));
-        login.active_at = at;
+        let expires_at = self.grant_until(login.created_at, at);
         let txn = store::begin(&self.db).await?;
-        let login = queries::login_sessions::update(&txn, login).await?;
+        if !queries::login_sessions::extend_open(&txn, &login.id, expires_at, at).await? {
+            return Err(not_a_login());
+        }
+        let login = queries::login_sessions::get(&txn, &login.id).await?;
         AuditRecord::new("login.extended", "login_session", &login.id)
             .detail("expires_at", login.expires_at.to_rfc3339())
             .write(&txn, &caller.actor())

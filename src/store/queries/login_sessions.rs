@@ -18,6 +18,26 @@ pub async fn update(db: &impl ConnectionTrait, model: Model) -> StoreResult<Mode
     Ok(model.into_active_model().reset_all().update(db).await?)
 }
 
+/// Moves an open, unexpired login session's end to `expires_at`, in one conditional write (a
+/// close that commits first wins). Answers whether it was still open.
+pub async fn extend_open(
+    db: &impl ConnectionTrait,
+    id: &str,
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
+    use login_session::Column;
+    let extended = Entity::update_many()
+        .col_expr(Column::ExpiresAt, Expr::value(expires_at))
+        .col_expr(Column::ActiveAt, Expr::value(now))
+        .filter(Column::Id.eq(id))
+        .filter(Column::ClosedAt.is_null())
+        .filter(Column::ExpiresAt.gt(now))
+        .exec(db)
+        .await?;
+    Ok(extended.rows_affected == 1)
+}
+
 /// The open, unexpired login sessions of a user, newest first (idleness is judged by the caller).
 pub async fn list_open(
     db: &impl ConnectionTrait,
