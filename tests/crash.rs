@@ -61,6 +61,22 @@ fn serve_command(mut command: Command) -> (Child, String) {
     (child, address)
 }
 
+/// Runs `portcullis init` with `command`; answers the admin's API key.
+fn init(mut command: Command) -> String {
+    let init = command.args(["init", "--admin-email", "admin@example.com"]).output().unwrap();
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    String::from_utf8(init.stdout).unwrap().trim().to_owned()
+}
+
+/// The id of the user `key` belongs to.
+async fn user_id(address: &str, key: &str) -> String {
+    let answer = UserServiceClient::new(channel(address).await)
+        .get_current_user(common::with_key(GetCurrentUserRequest {}, key))
+        .await
+        .unwrap();
+    answer.into_inner().user.unwrap().id
+}
+
 fn kill_hard(child: &mut Child) {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
@@ -158,19 +174,9 @@ async fn sigkill_with_aws_security_groups_leaves_nothing_behind() {
 async fn crash_and_recover(db: &common::TestDb, firewall: &Firewall) {
     let database_url = db.url.as_str();
     let dir = tempfile::tempdir().unwrap();
-    let init =
-        portcullis(dir.path(), database_url).args(["init", "--admin-email", "admin@example.com"]).output().unwrap();
-    assert!(init.status.success(), "{database_url}: {}", String::from_utf8_lossy(&init.stderr));
-    let key = String::from_utf8(init.stdout).unwrap().trim().to_owned();
-
+    let key = init(portcullis(dir.path(), database_url));
     let (mut server, address) = serve(dir.path(), database_url);
-    let me = UserServiceClient::new(channel(&address).await)
-        .get_current_user(common::with_key(GetCurrentUserRequest {}, &key))
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap();
+    let my_id = user_id(&address, &key).await;
     let mut resources = ResourceServiceClient::new(channel(&address).await);
     for (index, name) in ["slow-a", "slow-b"].into_iter().enumerate() {
         let resource = Resource { name: name.into(), provider: Some(firewall.provider(index)), ..Default::default() };
@@ -180,7 +186,7 @@ async fn crash_and_recover(db: &common::TestDb, firewall: &Firewall) {
             .unwrap();
         let id = created.into_inner().resource.unwrap().id;
         resources
-            .assign_resource(common::with_key(AssignResourceRequest { resource_id: id, user_id: me.id.clone() }, &key))
+            .assign_resource(common::with_key(AssignResourceRequest { resource_id: id, user_id: my_id.clone() }, &key))
             .await
             .unwrap();
     }
@@ -226,14 +232,11 @@ async fn a_hung_provider_delays_only_its_own_rules_and_shutdown() {
     let db = common::TestDb::sqlite();
     let dir = tempfile::tempdir().unwrap();
     let command = || portcullis_with_lease(dir.path(), &db.url, 10, 5);
-    let init = command().args(["init", "--admin-email", "admin@example.com"]).output().unwrap();
-    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
-    let admin_key = String::from_utf8(init.stdout).unwrap().trim().to_owned();
+    let admin_key = init(command());
     let (mut server, address) = serve_command(command());
 
     let mut users = UserServiceClient::new(channel(&address).await);
-    let admin = users.get_current_user(common::with_key(GetCurrentUserRequest {}, &admin_key)).await.unwrap();
-    let admin_id = admin.into_inner().user.unwrap().id;
+    let admin_id = user_id(&address, &admin_key).await;
     let ada = User { email: "ada@example.com".into(), role: Role::User.into(), ..Default::default() };
     let ada = users.create_user(common::with_key(CreateUserRequest { user: Some(ada) }, &admin_key)).await.unwrap();
     let ada_id = ada.into_inner().user.unwrap().id;
@@ -336,9 +339,7 @@ async fn soak_sigkill_restart_cycles_against_faulty_ec2() {
         command.env("PORTCULLIS_ENGINE__REPAIR_GRACE_SECS", "0");
         command
     };
-    let init = command(0).args(["init", "--admin-email", "admin@example.com"]).output().unwrap();
-    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
-    let admin_key = String::from_utf8(init.stdout).unwrap().trim().to_owned();
+    let admin_key = init(command(0));
 
     // Setup on a healthy path: three security groups, four users who may open all of them.
     let (mut server, address) = serve_command(command(0));
@@ -347,16 +348,7 @@ async fn soak_sigkill_restart_cycles_against_faulty_ec2() {
     let mut users = UserServiceClient::new(channel(&address).await);
     let store = db.connect().await;
     let mut keys = vec![admin_key.clone()];
-    let mut user_ids = vec![
-        users
-            .get_current_user(common::with_key(GetCurrentUserRequest {}, &admin_key))
-            .await
-            .unwrap()
-            .into_inner()
-            .user
-            .unwrap()
-            .id,
-    ];
+    let mut user_ids = vec![user_id(&address, &admin_key).await];
     for n in 0..3 {
         let user = User { email: format!("soak{n}@example.com"), role: Role::User.into(), ..Default::default() };
         let created =
@@ -521,23 +513,15 @@ async fn claims_resume_after_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let defaults = portcullis::config::EngineSettings::default();
     let command = || portcullis_with_lease(dir.path(), &db.url, defaults.lease_secs, defaults.provider_timeout_secs);
-    let init = command().args(["init", "--admin-email", "admin@example.com"]).output().unwrap();
-    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
-    let key = String::from_utf8(init.stdout).unwrap().trim().to_owned();
+    let key = init(command());
     let (mut server, address) = serve_command(command());
-    let me = UserServiceClient::new(channel(&address).await)
-        .get_current_user(common::with_key(GetCurrentUserRequest {}, &key))
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap();
+    let my_id = user_id(&address, &key).await;
     let provider = resource::Provider::Memory(MemoryProvider { latency_ms: 2000, ..Default::default() });
     let resource = Resource { name: "slow".into(), provider: Some(provider), ..Default::default() };
     let mut resources = ResourceServiceClient::new(channel(&address).await);
     let created = resources.create_resource(common::with_key(CreateResourceRequest { resource: Some(resource) }, &key));
     let resource_id = created.await.unwrap().into_inner().resource.unwrap().id;
-    let assign = AssignResourceRequest { resource_id: resource_id.clone(), user_id: me.id };
+    let assign = AssignResourceRequest { resource_id: resource_id.clone(), user_id: my_id };
     resources.assign_resource(common::with_key(assign, &key)).await.unwrap();
     let request = StartSessionRequest { ipv4_address: Some("203.0.113.40".into()), ..Default::default() };
     let mut sessions = SessionServiceClient::new(channel(&address).await);

@@ -23,6 +23,15 @@ async fn tls_channel(
     Channel::from_shared(format!("https://{}", server.addr)).unwrap().tls_config(tls)?.connect().await
 }
 
+/// Whether `server` turns away a TLS client that trusts `ca_pem` and presents `identity`: at
+/// the handshake, or at the first call.
+async fn turned_away(server: &TestServer, ca_pem: &str, identity: Option<(&str, &str)>) -> bool {
+    match tls_channel(server, ca_pem, identity).await {
+        Ok(channel) => whoami(server, channel).await.is_err(),
+        Err(_) => true,
+    }
+}
+
 /// Who the admin key belongs to, over `channel`: proves a whole authenticated call went through.
 async fn whoami(server: &TestServer, channel: Channel) -> Result<String, tonic::Status> {
     let answer =
@@ -76,17 +85,10 @@ async fn mutual_tls_refuses_clients_without_a_certificate() {
     let client_ca = clients.write(dir.path(), "clients.pem");
     let server = TestServer::start_with(&db, tls_config(dir.path(), &ca, Some(client_ca))).await;
 
-    let anonymous = match tls_channel(&server, &ca.pem(), None).await {
-        Ok(channel) => whoami(&server, channel).await.is_err(),
-        Err(_) => true,
-    };
-    assert!(anonymous, "a client without a certificate is refused");
+    assert!(turned_away(&server, &ca.pem(), None).await, "a client without a certificate is refused");
     let forged = TestCa::new("forger").client(dir.path(), "forged");
-    let forged = match tls_channel(&server, &ca.pem(), Some((&forged.cert_pem, &forged.key_pem))).await {
-        Ok(channel) => whoami(&server, channel).await.is_err(),
-        Err(_) => true,
-    };
-    assert!(forged, "a client certificate from another CA is refused");
+    let forged = Some((forged.cert_pem.as_str(), forged.key_pem.as_str()));
+    assert!(turned_away(&server, &ca.pem(), forged).await, "a client certificate from another CA is refused");
     let client = clients.client(dir.path(), "client");
     let channel = tls_channel(&server, &ca.pem(), Some((&client.cert_pem, &client.key_pem))).await.unwrap();
     assert_eq!(whoami(&server, channel).await.unwrap(), "admin@example.com");
