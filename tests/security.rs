@@ -398,3 +398,31 @@ async fn a_short_jwt_secret_is_refused_at_start() {
     config.auth.jwt_secret = Some(portcullis::config::Secret("0123456789abcdef0123456789abcdef".into()));
     assert!(portcullis::service::Services::new(connection, &config, providers()).await.is_ok());
 }
+
+/// An admin's key that carries only session permissions cannot revoke another user's keys:
+/// that is user administration (`users:write`), whatever the key owner's role.
+#[tokio::test]
+async fn revoking_another_users_key_needs_users_write_on_the_calling_key() {
+    use portcullis::domain::Permission;
+    use portcullis::pb::v1::auth_service_client::AuthServiceClient;
+    common::each_backend(|db: TestDb| async move {
+        let server = TestServer::start(&db).await;
+        let narrow =
+            server.insert_api_key(&server.admin_id, &[Permission::SessionsRead, Permission::SessionsWrite], None).await;
+        let user = server.insert_user(&server.organization_id, "ada@example.com", "USER").await;
+        let user_key = server.insert_api_key(&user, Permission::ALL, None).await;
+        let mut keys = AuthServiceClient::new(server.channel().await);
+        let request =
+            CreateApiKeyRequest { name: "ci".into(), permissions: vec!["sessions:read".into()], expires_at: None };
+        let target = keys.create_api_key(with_key(request, &user_key)).await.unwrap().into_inner().api_key.unwrap().id;
+
+        let err = keys.revoke_api_key(with_key(RevokeApiKeyRequest { id: target.clone() }, &narrow)).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{}: {err:?}", db.backend);
+        assert_eq!(common::reason(&err), "ERROR_REASON_PERMISSION_MISSING");
+        let revoked =
+            keys.revoke_api_key(with_key(RevokeApiKeyRequest { id: target }, &server.admin_key)).await.unwrap();
+        assert!(revoked.into_inner().api_key.unwrap().revoked_at.is_some());
+        server.stop().await;
+    })
+    .await;
+}

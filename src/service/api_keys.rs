@@ -92,13 +92,17 @@ impl ApiKeyManager {
         Ok(queries::api_keys::list_for_user(&self.db, &caller.organization_id, &caller.user_id, page).await?)
     }
 
-    /// Revokes one of the caller's keys (admins: any key of the organization). Revoking a
+    /// Revokes one of the caller's keys (admins, with `users:write`: any key of the organization). Revoking a
     /// revoked key changes nothing; the key stops working at once on this server.
     pub async fn revoke(&self, caller: &Caller, id: &str) -> Result<api_key::Model> {
         let txn = store::begin(&self.db).await?;
         let key = queries::api_keys::get(&txn, &caller.organization_id, id).await.or_not_found("api key")?;
-        if key.user_id != caller.user_id && !caller.is_admin() {
-            return Err(Error::not_found("api key"));
+        if key.user_id != caller.user_id {
+            if !caller.is_admin() {
+                return Err(Error::not_found("api key"));
+            }
+            // Another user's key is user administration: the calling key must carry it too.
+            caller.require(Permission::UsersWrite)?;
         }
         if key.revoked_at.is_none() {
             queries::api_keys::revoke(&txn, id, now()).await?;
