@@ -76,6 +76,26 @@ pub enum Loss<'a> {
     LongerThan { max_hours: u32, cause: &'a str },
 }
 
+impl<'a> Loss<'a> {
+    /// What a change of rights takes away: everything once `revoked` names why, otherwise what
+    /// exceeds a maximum lowered from `old_max` to `new_max` (`lowered` says why); None when the
+    /// change takes nothing away.
+    pub fn of_change(
+        revoked: Option<&'a str>,
+        old_max: Option<u32>,
+        new_max: Option<u32>,
+        lowered: &'a str,
+    ) -> Option<Loss<'a>> {
+        if let Some(cause) = revoked {
+            return Some(Loss::Everything { cause });
+        }
+        match (old_max, new_max) {
+            (Some(old), Some(new)) if new < old => Some(Loss::LongerThan { max_hours: new, cause: lowered }),
+            _ => None,
+        }
+    }
+}
+
 /// Applies a loss of rights to `holder`'s live sessions. Answers the sessions changed.
 pub async fn take_away(
     txn: &DatabaseTransaction,

@@ -85,14 +85,8 @@ async fn follow_rights(
     after: &organization::Model,
 ) -> Result<Vec<String>> {
     let max_hours = |stored: &str| stored.parse::<Tier>().ok().map(Tier::max_session_hours);
-    let loss = if after.suspended && !before.suspended {
-        Some(Loss::Everything { cause: "organization suspended" })
-    } else {
-        match (max_hours(&before.tier), max_hours(&after.tier)) {
-            (Some(old), Some(new)) if new < old => Some(Loss::LongerThan { max_hours: new, cause: "tier changed" }),
-            _ => None,
-        }
-    };
+    let suspended = (after.suspended && !before.suspended).then_some("organization suspended");
+    let loss = Loss::of_change(suspended, max_hours(&before.tier), max_hours(&after.tier), "tier changed");
     let Some(loss) = loss else { return Ok(Vec::new()) };
     Ok(transitions::take_away(txn, Holder::Organization(&after.id), loss, &caller.actor()).await?)
 }

@@ -182,14 +182,8 @@ impl UserManager {
         after: &user::Model,
     ) -> Result<Vec<String>> {
         let max_hours = |stored: &str| stored.parse::<Role>().ok().map(|role| self.sessions.max_hours_for(role));
-        let loss = if after.disabled && !before.disabled {
-            Some(Loss::Everything { cause: "user disabled" })
-        } else {
-            match (max_hours(&before.role), max_hours(&after.role)) {
-                (Some(old), Some(new)) if new < old => Some(Loss::LongerThan { max_hours: new, cause: "role changed" }),
-                _ => None,
-            }
-        };
+        let disabled = (after.disabled && !before.disabled).then_some("user disabled");
+        let loss = Loss::of_change(disabled, max_hours(&before.role), max_hours(&after.role), "role changed");
         let Some(loss) = loss else { return Ok(Vec::new()) };
         Ok(transitions::take_away(txn, Holder::User(&after.id), loss, &caller.actor()).await?)
     }
