@@ -99,5 +99,29 @@ check "revoke api key" '"revokedAt"' "$grpcurl" -plaintext -H "x-api-key: $KEY" 
 check "revoked key refused" "Code: Unauthenticated" "$grpcurl" -plaintext -H "x-api-key: $BOT_KEY" \
     "$addr" portcullis.v1.SessionService/ListSessions
 
+# The platform operator: a key from the command line, then tenants through OrganizationService.
+OPERATOR_KEY=$("$bin" operator-key --name platform 2>operator.log)
+check "operator key" "pco_" echo "$OPERATOR_KEY"
+FOUNDED=$("$grpcurl" -plaintext -H "x-api-key: $OPERATOR_KEY" \
+    -d '{"organization": {"name": "Globex", "tier": "TIER_BUSINESS", "cloud_scopes": {"aws_accounts": ["111122223333"], "gcp_projects": ["globex-prod"]}}, "admin_email": "hank@globex.example"}' \
+    "$addr" portcullis.v1.OrganizationService/CreateOrganization)
+check "create organization" '"adminApiKey": "pcl_' echo "$FOUNDED"
+ORG_ID=$(json "['organization']['id']" <<<"$FOUNDED")
+check "list organizations" '"name": "Globex"' "$grpcurl" -plaintext -H "x-api-key: $OPERATOR_KEY" \
+    "$addr" portcullis.v1.OrganizationService/ListOrganizations
+check "operator sets the tier" '"tier": "TIER_ENTERPRISE"' "$grpcurl" -plaintext -H "x-api-key: $OPERATOR_KEY" \
+    -d "{\"organization\": {\"id\": \"$ORG_ID\", \"tier\": \"TIER_ENTERPRISE\"}, \"update_mask\": {\"paths\": [\"tier\"]}}" \
+    "$addr" portcullis.v1.OrganizationService/UpdateOrganization
+check "admins cannot" "ERROR_REASON_OPERATOR_REQUIRED" "$grpcurl" -plaintext -H "x-api-key: $KEY" \
+    -d '{"organization": {"tier": "TIER_ENTERPRISE"}, "update_mask": {"paths": ["tier"]}}' \
+    "$addr" portcullis.v1.OrganizationService/UpdateOrganization
+check "suspend" '"suspended": true' "$grpcurl" -plaintext -H "x-api-key: $OPERATOR_KEY" \
+    -d "{\"organization_id\": \"$ORG_ID\", \"reason\": \"unpaid\"}" \
+    "$addr" portcullis.v1.OrganizationService/SuspendOrganization
+check "resume" '"name": "Globex"' "$grpcurl" -plaintext -H "x-api-key: $OPERATOR_KEY" \
+    -d "{\"organization_id\": \"$ORG_ID\"}" "$addr" portcullis.v1.OrganizationService/ResumeOrganization
+check "operators are members of nothing" "ERROR_REASON_MEMBER_REQUIRED" "$grpcurl" -plaintext \
+    -H "x-api-key: $OPERATOR_KEY" "$addr" portcullis.v1.SessionService/ListSessions
+
 echo "grpcurl: $passes passed, $failures failed"
 [ "$failures" = 0 ]

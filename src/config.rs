@@ -300,6 +300,8 @@ impl SessionConfig {
         match role {
             crate::domain::Role::User => self.max_hours_user,
             crate::domain::Role::Admin => self.max_hours_admin,
+            // Operators are members of no organization and hold no sessions.
+            crate::domain::Role::Operator => 0,
         }
     }
 }

@@ -1,10 +1,13 @@
-//! The `portcullis` command: `serve`, `migrate` and `init`.
+//! The `portcullis` command: `serve`, `migrate`, `init` and the operator's key and credential
+//! chores.
 
 use clap::{Parser, Subcommand};
 use portcullis::config::{Config, LogFormat, Secret};
 use portcullis::provider::Providers;
 use portcullis::provider::memory::MemoryFirewall;
-use portcullis::service::{Services, initialize, retire_token_key, rotate_token_key, set_password};
+use portcullis::service::{
+    Services, create_operator_key, initialize, retire_token_key, revoke_operator_key, rotate_token_key, set_password,
+};
 use portcullis::{grpc, store, telemetry};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -63,6 +66,19 @@ enum Command {
         /// The key's id (the `kid` of its tokens).
         #[arg(long)]
         kid: String,
+    },
+    /// Create a platform operator key (ROLE_OPERATOR: creates, suspends and scopes organizations);
+    /// prints the key as the only line on stdout.
+    OperatorKey {
+        /// What the key is for, as the audit trail shows it.
+        #[arg(long, default_value = "operator")]
+        name: String,
+    },
+    /// Revoke a platform operator key.
+    RevokeOperatorKey {
+        /// The key's id, as `operator-key` logged it.
+        #[arg(long)]
+        id: String,
     },
 }
 
@@ -143,6 +159,17 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::RetireTokenKey { kid } => {
             retire_token_key(&db, &kid).await?;
             tracing::info!(kid = %kid, "signing key retired; servers refuse its tokens from their next start");
+            Ok(())
+        }
+        Command::OperatorKey { name } => {
+            let (id, secret) = create_operator_key(&db, &name).await?;
+            tracing::info!(operator_key_id = %id, "operator key created; it follows on stdout");
+            println!("{secret}");
+            Ok(())
+        }
+        Command::RevokeOperatorKey { id } => {
+            revoke_operator_key(&db, &id).await?;
+            tracing::info!(operator_key_id = %id, "operator key revoked");
             Ok(())
         }
         Command::Serve => {

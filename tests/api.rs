@@ -5,7 +5,6 @@ mod common;
 use common::{CALLER_CACHE_TTL, TestDb, TestServer, each_backend, reason, violated_fields, with_key, with_token};
 use portcullis::domain::{Permission, new_id, now};
 use portcullis::pb::v1::audit_service_client::AuditServiceClient;
-use portcullis::pb::v1::organization_service_client::OrganizationServiceClient;
 use portcullis::pb::v1::resource_service_client::ResourceServiceClient;
 use portcullis::pb::v1::user_service_client::UserServiceClient;
 use portcullis::pb::v1::*;
@@ -64,7 +63,9 @@ async fn authentication_matrix() {
         }
 
         // A well-formed key with a valid checksum that was never issued.
-        let unknown = portcullis::service::credentials::generate_api_key().secret;
+        let unknown =
+            portcullis::service::credentials::generate_api_key(portcullis::service::credentials::KeyKind::Member)
+                .secret;
         let err = client.get_current_user(with_key(GetCurrentUserRequest {}, &unknown)).await.unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated, "{backend}: unknown key");
 
@@ -705,73 +706,6 @@ async fn resources_users_and_audit_end_to_end() {
 
 fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: at.timestamp(), nanos: at.timestamp_subsec_nanos() as i32 }
-}
-
-#[tokio::test]
-async fn organization_tier_and_suspension() {
-    each_backend(|db: TestDb| async move {
-        let server = TestServer::start(&db).await;
-        let mut orgs = OrganizationServiceClient::new(server.channel().await);
-        let user_id = server.insert_user(&server.organization_id, "user@example.com", "USER").await;
-        let user_key = server.insert_api_key(&user_id, &[Permission::SessionsRead], None).await;
-
-        let org = orgs
-            .get_organization(with_key(GetOrganizationRequest {}, &server.admin_key))
-            .await
-            .unwrap()
-            .into_inner()
-            .organization
-            .unwrap();
-        assert_eq!(org.tier(), Tier::Free);
-        assert_eq!(org.name, "Acme");
-
-        let err = orgs
-            .update_organization(with_key(
-                UpdateOrganizationRequest {
-                    organization: Some(Organization { tier: Tier::Enterprise.into(), ..Default::default() }),
-                    update_mask: Some(FieldMask { paths: vec!["tier".into()] }),
-                },
-                &user_key,
-            ))
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), Code::PermissionDenied);
-
-        let updated = orgs
-            .update_organization(with_key(
-                UpdateOrganizationRequest {
-                    organization: Some(Organization { tier: Tier::Business.into(), ..Default::default() }),
-                    update_mask: Some(FieldMask { paths: vec!["tier".into()] }),
-                },
-                &server.admin_key,
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .organization
-            .unwrap();
-        assert_eq!(updated.tier(), Tier::Business);
-        assert_eq!(updated.name, "Acme");
-
-        let suspend = |suspended: bool| UpdateOrganizationRequest {
-            organization: Some(Organization { suspended, ..Default::default() }),
-            update_mask: Some(FieldMask { paths: vec!["suspended".into()] }),
-        };
-        orgs.update_organization(with_key(suspend(true), &server.admin_key)).await.unwrap();
-        let mut client = users(&server).await;
-        for key in [&user_key, &server.admin_key] {
-            let err = client.get_current_user(with_key(GetCurrentUserRequest {}, key)).await.unwrap_err();
-            assert_eq!(err.code(), Code::PermissionDenied, "{}", db.backend);
-            assert_eq!(reason(&err), "ERROR_REASON_ORGANIZATION_SUSPENDED");
-        }
-        let err = orgs.get_organization(with_key(GetOrganizationRequest {}, &user_key)).await.unwrap_err();
-        assert_eq!(err.code(), Code::PermissionDenied, "users cannot reach a suspended organization");
-        // The admin can still lift the suspension.
-        orgs.update_organization(with_key(suspend(false), &server.admin_key)).await.unwrap();
-        client.get_current_user(with_key(GetCurrentUserRequest {}, &user_key)).await.expect("works again");
-        server.stop().await;
-    })
-    .await;
 }
 
 async fn wait_for_health(server: &TestServer, service: &str, wanted: ServingStatus) {

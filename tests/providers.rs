@@ -87,7 +87,11 @@ async fn conformance(provider: &dyn FirewallProvider, target: &Target, rules: Ru
 #[tokio::test]
 async fn memory_provider_conforms() {
     let memory = MemoryFirewall::in_process();
-    let target = Target { resource_id: "memory-1".into(), config: ProviderConfig::Memory(MemoryProvider::default()) };
+    let target = Target {
+        resource_id: "memory-1".into(),
+        organization_id: "organization-1".into(),
+        config: ProviderConfig::Memory(MemoryProvider::default()),
+    };
     memory.plant(&target.resource_id, ip(FOREIGN), "office VPN").unwrap();
     conformance(&memory, &target, Rules::PerAddress).await;
     let left: Vec<IpAddr> = memory.rules(&target.resource_id).into_keys().collect();
@@ -119,7 +123,11 @@ mod aws {
     }
 
     fn target(config: AwsSecurityGroup) -> Target {
-        Target { resource_id: portcullis::domain::new_id(), config: ProviderConfig::AwsSecurityGroup(config) }
+        Target {
+            resource_id: portcullis::domain::new_id(),
+            organization_id: portcullis::domain::new_id(),
+            config: ProviderConfig::AwsSecurityGroup(config),
+        }
     }
 
     #[tokio::test]
@@ -181,12 +189,20 @@ mod aws {
             role_arn: Some("arn:aws:iam::123456789012:role/portcullis".into()),
             ..group(&proxy.url, &group_id)
         };
-        let results = AwsFirewall::new().apply(&target(role), &[request(V4, "session-r")]).await;
+        let target = target(role);
+        let results = AwsFirewall::new().apply(&target, &[request(V4, "session-r")]).await;
         assert!(results.iter().all(Result::is_ok), "{results:?}");
         assert_eq!(rules_in(&endpoint, &group_id).len(), 1);
         let signers = proxy.access_keys();
         // STS hands out temporary keys (ASIA…); the environment's own key is "testing".
         assert!(!signers.is_empty() && signers.iter().all(|key| key.starts_with("ASIA")), "{signers:?}");
+        // The role was assumed naming the resource's organization as the ExternalId.
+        let assumed = ec2(&endpoint, &["assumed-roles"]);
+        for signer in &signers {
+            let role = assumed.as_array().unwrap().iter().find(|role| role["access_key_id"] == signer.as_str());
+            let external_id = role.and_then(|role| role["external_id"].as_str());
+            assert_eq!(external_id, Some(target.organization_id.as_str()), "{signer}: {assumed}");
+        }
     }
 
     /// moto enforces EC2's 60-rule quota: a batch past it fails only the addresses beyond it.
@@ -477,6 +493,7 @@ mod gcp {
         fake.put_rule(PROJECT, office_vpn());
         let target = Target {
             resource_id: portcullis::domain::new_id(),
+            organization_id: portcullis::domain::new_id(),
             config: ProviderConfig::GcpFirewall(config(&fake.url)),
         };
         conformance(&GcpFirewall::new(true), &target, Rules::Shared).await;
@@ -489,6 +506,7 @@ mod gcp {
         let fake = FakeCompute::start().await;
         let target = Target {
             resource_id: portcullis::domain::new_id(),
+            organization_id: portcullis::domain::new_id(),
             config: ProviderConfig::GcpFirewall(config(&fake.url)),
         };
         let results = GcpFirewall::new(true).apply(&target, &[request(V4, "s"), request(V6, "s")]).await;
@@ -509,6 +527,7 @@ mod gcp {
         let fake = FakeCompute::start().await;
         let target = Target {
             resource_id: portcullis::domain::new_id(),
+            organization_id: portcullis::domain::new_id(),
             config: ProviderConfig::GcpFirewall(config(&fake.url)),
         };
         let squatter = json!({"name": rule_name(&target.resource_id, "v4"), "description": "hand made",

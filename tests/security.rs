@@ -257,9 +257,18 @@ async fn no_call_goes_to_an_endpoint_the_operator_does_not_allow() {
         .into_inner()
         .session
         .unwrap();
+    let message = refused_call(&server, &server.admin_key, &session.id, &resource_id).await;
+    assert!(message.contains("not among the operator's allowed endpoints"), "{message}");
+    assert_eq!(caught.load(std::sync::atomic::Ordering::SeqCst), 0, "no connection reached the endpoint");
+    server.stop().await;
+}
+
+/// Waits for the session's first rule to record why its call was not sent, checks that it waits
+/// (neither failed nor open) and that `key`'s audit trail tells of it; answers the reason.
+async fn refused_call(server: &TestServer, key: &str, session_id: &str, resource_id: &str) -> String {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let rule = loop {
-        let record = portcullis::store::queries::sessions::load(&server.db, &session.id).await.unwrap();
+        let record = portcullis::store::queries::sessions::load(&server.db, session_id).await.unwrap();
         if record.rules[0].error_message.is_some() {
             break record.rules[0].clone();
         }
@@ -267,17 +276,112 @@ async fn no_call_goes_to_an_endpoint_the_operator_does_not_allow() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(rule.status, "PENDING", "the rule waits; it neither fails nor opens");
-    assert!(rule.error_message.unwrap().contains("not among the operator's allowed endpoints"));
-    assert_eq!(caught.load(std::sync::atomic::Ordering::SeqCst), 0, "no connection reached the endpoint");
     let request = ListAuditEventsRequest { types: vec!["resource.call_refused".into()], ..Default::default() };
-    let events = portcullis::pb::v1::audit_service_client::AuditServiceClient::new(server.channel().await)
-        .list_audit_events(with_key(request, &server.admin_key))
+    let events = audit_service_client::AuditServiceClient::new(server.channel().await)
+        .list_audit_events(with_key(request, key))
         .await
         .unwrap()
         .into_inner()
         .audit_events;
     assert!(events.iter().any(|event| event.target_id == resource_id), "{events:?}");
-    server.stop().await;
+    rule.error_message.unwrap_or_default()
+}
+
+/// An organization's resources act only inside the cloud scopes the operator granted it: a
+/// resource outside them is refused when written, and once a scope is withdrawn the calls of a
+/// stored resource are no longer sent.
+#[tokio::test]
+async fn resources_act_only_inside_their_organizations_cloud_scopes() {
+    use portcullis::pb::v1::resource_service_client::ResourceServiceClient;
+    use portcullis::pb::v1::session_service_client::SessionServiceClient;
+    common::each_backend(|db: TestDb| async move {
+        let (url, caught) = trap().await;
+        let server = TestServer::start(&db).await;
+        let channel = server.channel().await;
+        let scopes = CloudScopes {
+            aws_accounts: vec!["111122223333".into()],
+            aws_role_arns: vec!["arn:aws:iam::444455556666:role/portcullis-*".into()],
+            gcp_projects: vec!["globex-prod".into()],
+            ..Default::default()
+        };
+        let request = CreateOrganizationRequest {
+            organization: Some(Organization {
+                name: "Globex".into(),
+                cloud_scopes: Some(scopes),
+                ..Default::default()
+            }),
+            admin_email: "hank@globex.example".into(),
+            admin_full_name: String::new(),
+        };
+        let created = organizations(&channel).create_organization(with_key(request, &server.operator_key)).await;
+        let created = created.unwrap().into_inner();
+        let (key, globex) = (created.admin_api_key, created.organization.unwrap().id);
+        let admin_id = created.admin.unwrap().id;
+
+        let aws = |role: Option<&str>| match aws_on(&url) {
+            resource::Provider::AwsSecurityGroup(group) => {
+                resource::Provider::AwsSecurityGroup(AwsSecurityGroup { role_arn: role.map(str::to_owned), ..group })
+            }
+            other => other,
+        };
+        let gcp = |project: &str| {
+            resource::Provider::GcpFirewall(GcpFirewall {
+                project: project.into(),
+                network: "default".into(),
+                protocol: "tcp".into(),
+                ports: vec!["22".into()],
+                endpoint_url: Some(url.clone()),
+                ..Default::default()
+            })
+        };
+        let create = |name: &str, provider: resource::Provider| CreateResourceRequest {
+            resource: Some(Resource { name: name.into(), provider: Some(provider), ..Default::default() }),
+        };
+        let mut resources = ResourceServiceClient::new(channel.clone());
+        for (provider, field) in [
+            (aws(None), "resource.aws_security_group.role_arn"),
+            (aws(Some("arn:aws:iam::999999999999:role/portcullis-ssh")), "resource.aws_security_group.role_arn"),
+            (aws(Some("arn:aws:iam::444455556666:role/admin")), "resource.aws_security_group.role_arn"),
+            (gcp("acme-prod"), "resource.gcp_firewall.project"),
+        ] {
+            let err = resources.create_resource(with_key(create("outside", provider), &key)).await.unwrap_err();
+            assert_eq!(err.code(), tonic::Code::InvalidArgument, "{}: {err:?}", db.backend);
+            assert_eq!(common::violated_fields(&err), [field]);
+        }
+        let inside = aws(Some("arn:aws:iam::111122223333:role/portcullis"));
+        let bastion = resources.create_resource(with_key(create("bastion", inside), &key)).await.unwrap();
+        let bastion = bastion.into_inner().resource.unwrap().id;
+        let pattern = aws(Some("arn:aws:iam::444455556666:role/portcullis-ssh"));
+        resources.create_resource(with_key(create("jump", pattern), &key)).await.unwrap();
+        resources.create_resource(with_key(create("network", gcp("globex-prod")), &key)).await.unwrap();
+        let moved = UpdateResourceRequest {
+            resource: Some(Resource { id: bastion.clone(), provider: Some(aws(None)), ..Default::default() }),
+            update_mask: Some(prost_types::FieldMask { paths: vec!["provider".into()] }),
+        };
+        let err = resources.update_resource(with_key(moved, &key)).await.unwrap_err();
+        assert_eq!(common::violated_fields(&err), ["resource.aws_security_group.role_arn"], "updates are held to it");
+
+        // The operator withdraws the scopes: the stored resource's calls are no longer sent.
+        let withdrawn = UpdateOrganizationRequest {
+            organization: Some(Organization {
+                id: globex,
+                cloud_scopes: Some(CloudScopes::default()),
+                ..Default::default()
+            }),
+            update_mask: mask(&["cloud_scopes"]),
+        };
+        organizations(&channel).update_organization(with_key(withdrawn, &server.operator_key)).await.unwrap();
+        let assign = AssignResourceRequest { resource_id: bastion.clone(), user_id: admin_id };
+        resources.assign_resource(with_key(assign, &key)).await.unwrap();
+        let request = StartSessionRequest { ipv4_address: Some("203.0.113.51".into()), ..Default::default() };
+        let session = SessionServiceClient::new(channel.clone()).start_session(with_key(request, &key)).await;
+        let session = session.unwrap().into_inner().session.unwrap();
+        let message = refused_call(&server, &key, &session.id, &bastion).await;
+        assert!(message.contains("outside the organization's AWS accounts"), "{message}");
+        assert_eq!(caught.load(std::sync::atomic::Ordering::SeqCst), 0, "no call carried the server's identity");
+        server.stop().await;
+    })
+    .await;
 }
 
 /// CheckResource is no oracle for what answers at an endpoint: whatever an endpoint sends back
@@ -416,13 +520,407 @@ async fn revoking_another_users_key_needs_users_write_on_the_calling_key() {
             CreateApiKeyRequest { name: "ci".into(), permissions: vec!["sessions:read".into()], expires_at: None };
         let target = keys.create_api_key(with_key(request, &user_key)).await.unwrap().into_inner().api_key.unwrap().id;
 
+        // Without users:write the call reaches only the caller's own keys.
         let err = keys.revoke_api_key(with_key(RevokeApiKeyRequest { id: target.clone() }, &narrow)).await.unwrap_err();
-        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{}: {err:?}", db.backend);
-        assert_eq!(common::reason(&err), "ERROR_REASON_PERMISSION_MISSING");
+        assert_eq!(err.code(), tonic::Code::NotFound, "{}: {err:?}", db.backend);
         let revoked =
             keys.revoke_api_key(with_key(RevokeApiKeyRequest { id: target }, &server.admin_key)).await.unwrap();
         assert!(revoked.into_inner().api_key.unwrap().revoked_at.is_some());
         server.stop().await;
     })
     .await;
+}
+
+/// What a member with a USER role may call: written out here, apart from the policy, so that
+/// loosening the policy fails this test.
+const USER_MAY_CALL: &[&str] = &[
+    "AuthService/GetCurrentLogin",
+    "AuthService/ListLoginSessions",
+    "AuthService/ExtendLoginSession",
+    "AuthService/CloseLoginSession",
+    "AuthService/CreateApiKey",
+    "AuthService/ListApiKeys",
+    "AuthService/RevokeApiKey",
+    "SessionService/StartSession",
+    "SessionService/GetSession",
+    "SessionService/ListSessions",
+    "SessionService/StopSession",
+    "SessionService/ExtendSession",
+    "SessionService/WatchSession",
+    "ResourceIpService/GetResourceIp",
+    "ResourceIpService/ListResourceIps",
+    "ResourceIpService/RetryResourceIp",
+    "ResourceService/GetResource",
+    "ResourceService/ListResources",
+    "UserService/GetUser",
+    "UserService/GetCurrentUser",
+    "OrganizationService/GetOrganization",
+];
+
+/// What the platform operator may call, likewise written out apart from the policy.
+const OPERATOR_MAY_CALL: &[&str] = &[
+    "OrganizationService/GetOrganization",
+    "OrganizationService/UpdateOrganization",
+    "OrganizationService/CreateOrganization",
+    "OrganizationService/ListOrganizations",
+    "OrganizationService/SuspendOrganization",
+    "OrganizationService/ResumeOrganization",
+];
+
+/// Whether an answer shows the call got past authorization (whatever the handler made of it).
+fn admitted(answer: &Result<Vec<u8>, tonic::Status>) -> bool {
+    !matches!(answer, Err(status) if matches!(status.code(), tonic::Code::PermissionDenied | tonic::Code::Unauthenticated | tonic::Code::Unimplemented))
+}
+
+/// Every RPC of every service, read from the descriptor set, against the policy: a key without
+/// the RPC's permission is denied, each role is admitted exactly where it should be, and
+/// another organization's objects are NOT_FOUND and never show up in an answer.
+#[tokio::test]
+async fn every_rpc_is_authorized_by_one_policy() {
+    use common::raw_grpc::{Api, Fill, call};
+    use portcullis::domain::{Permission, Rule};
+    use portcullis::grpc::policy::POLICY;
+    common::each_backend(|db: TestDb| async move {
+        let api = Api::load();
+        let server = TestServer::start(&db).await;
+        let channel = server.channel().await;
+        let user = server.insert_user(&server.organization_id, "ada@example.com", "USER").await;
+        let user_key = server.insert_api_key(&user, Permission::ALL, None).await;
+        let foreign = ForeignObjects::create(&server).await;
+
+        for method in &api.methods {
+            let name = format!("{}/{}", method.service, method.name);
+            let rule = POLICY.iter().find(|(s, m, _)| *s == method.service && *m == method.name).map(|(_, _, r)| *r);
+            let Some(Rule::Guarded { members, .. }) = rule else {
+                assert_eq!(rule, Some(Rule::Public), "{name} has no policy entry");
+                continue;
+            };
+            let empty = Vec::new();
+
+            // Each role, with every permission the role grants.
+            let as_admin = call(&channel, method, empty.clone(), &server.admin_key).await;
+            assert_eq!(admitted(&as_admin), members.is_some(), "{name} as ADMIN: {as_admin:?}");
+            let as_user = call(&channel, method, empty.clone(), &user_key).await;
+            assert_eq!(admitted(&as_user), USER_MAY_CALL.contains(&name.as_str()), "{name} as USER: {as_user:?}");
+            let as_operator = call(&channel, method, empty.clone(), &server.operator_key).await;
+            let operator_may = OPERATOR_MAY_CALL.contains(&name.as_str());
+            assert_eq!(admitted(&as_operator), operator_may, "{name} as OPERATOR: {as_operator:?}");
+
+            // An admin key lacking the permission the RPC needs (and whatever implies it).
+            if let Some(needed) = members.and_then(|access| access.needs) {
+                let without: Vec<Permission> = Permission::ALL
+                    .iter()
+                    .copied()
+                    .filter(|p| *p != needed && !p.implied().contains(&needed))
+                    .collect();
+                let narrow = server.insert_api_key(&server.admin_id, &without, None).await;
+                let denied = call(&channel, method, empty.clone(), &narrow).await.unwrap_err();
+                assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{name} without {needed}: {denied:?}");
+                assert_eq!(common::reason(&denied), "ERROR_REASON_PERMISSION_MISSING", "{name}");
+            }
+
+            // The other organization's objects, as this organization's admin.
+            if members.is_none() {
+                continue;
+            }
+            let targets = std::cell::Cell::new(false);
+            let fill = |path: &str| {
+                let value = foreign.fill(&method.service, &method.name, path);
+                if matches!(value, Some(Fill::Text(_)))
+                    && (path == "id" || path.ends_with("_id") || path.ends_with(".id"))
+                {
+                    targets.set(true);
+                }
+                value
+            };
+            let body = api.encode(&method.input, &fill);
+            let answer = call(&channel, method, body, &server.admin_key).await;
+            // A list filtered by another organization's object finds nothing; anything else that
+            // names one finds nothing either.
+            if targets.get() && !method.name.starts_with("List") {
+                let status = answer.as_ref().expect_err(&name);
+                assert_eq!(status.code(), tonic::Code::NotFound, "{name} on another organization's object: {status:?}");
+            }
+            if let Ok(bytes) = &answer {
+                for id in foreign.ids() {
+                    assert!(!contains(bytes, id.as_bytes()), "{name} answered with another organization's {id}");
+                }
+            }
+        }
+        server.stop().await;
+    })
+    .await;
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|window| window == needle)
+}
+
+/// One of each object in a second organization.
+struct ForeignObjects {
+    organization: String,
+    user: String,
+    resource: String,
+    session: String,
+    resource_ip: String,
+    api_key: String,
+    login_session: String,
+}
+
+impl ForeignObjects {
+    async fn create(server: &TestServer) -> ForeignObjects {
+        use portcullis::pb::v1::auth_service_client::AuthServiceClient;
+        use portcullis::pb::v1::resource_service_client::ResourceServiceClient;
+        use portcullis::pb::v1::session_service_client::SessionServiceClient;
+        let (organization, key) = server.insert_organization("Globex", "boss@globex.example").await;
+        let channel = server.channel().await;
+        let me = UserServiceClient::new(channel.clone())
+            .get_current_user(with_key(GetCurrentUserRequest {}, &key))
+            .await
+            .unwrap()
+            .into_inner()
+            .user
+            .unwrap();
+        let mut resources = ResourceServiceClient::new(channel.clone());
+        let provider = resource::Provider::Memory(MemoryProvider::default());
+        let request = CreateResourceRequest {
+            resource: Some(Resource { name: "vault".into(), provider: Some(provider), ..Default::default() }),
+        };
+        let resource = resources.create_resource(with_key(request, &key)).await.unwrap().into_inner().resource.unwrap();
+        let request = AssignResourceRequest { resource_id: resource.id.clone(), user_id: me.id.clone() };
+        resources.assign_resource(with_key(request, &key)).await.unwrap();
+        let request = StartSessionRequest { ipv4_address: Some("203.0.113.9".into()), ..Default::default() };
+        let session = SessionServiceClient::new(channel.clone())
+            .start_session(with_key(request, &key))
+            .await
+            .unwrap()
+            .into_inner()
+            .session
+            .unwrap();
+        let api_key = AuthServiceClient::new(channel)
+            .list_api_keys(with_key(ListApiKeysRequest::default(), &key))
+            .await
+            .unwrap()
+            .into_inner()
+            .api_keys
+            .remove(0)
+            .id;
+        let login_session = common::insert_login_session(&server.db, &me.id).await;
+        ForeignObjects {
+            organization,
+            user: me.id,
+            resource: resource.id,
+            resource_ip: session.resource_ips[0].id.clone(),
+            session: session.id,
+            api_key,
+            login_session,
+        }
+    }
+
+    fn ids(&self) -> [&str; 7] {
+        [
+            &self.organization,
+            &self.user,
+            &self.resource,
+            &self.session,
+            &self.resource_ip,
+            &self.api_key,
+            &self.login_session,
+        ]
+    }
+
+    /// What to put at `path` of a `service`/`method` request aimed at these objects.
+    fn fill(&self, service: &str, method: &str, path: &str) -> Option<common::raw_grpc::Fill> {
+        use common::raw_grpc::Fill::{Number, Text, Texts};
+        let text = |id: &str| Some(Text(id.to_owned()));
+        // The object an `id` names is the service's own.
+        let own_object = || match (service, method) {
+            // A new object's id is the server's to choose.
+            (_, create) if create.starts_with("Create") => None,
+            ("SessionService", _) => text(&self.session),
+            ("ResourceIpService", _) => text(&self.resource_ip),
+            ("ResourceService", _) => text(&self.resource),
+            ("UserService", _) => text(&self.user),
+            ("OrganizationService", _) => text(&self.organization),
+            ("AuthService", "RevokeApiKey") => text(&self.api_key),
+            ("AuthService", "ExtendLoginSession" | "CloseLoginSession") => text(&self.login_session),
+            _ => None,
+        };
+        match path {
+            "id" | "user.id" | "resource.id" | "organization.id" => own_object(),
+            "session_id" => text(&self.session),
+            "resource_id" => text(&self.resource),
+            "user_id" => text(&self.user),
+            "organization_id" => text(&self.organization),
+            // Enough for the changes to pass validation, so only the lookup can refuse them.
+            "additional_hours" => Some(Number(1)),
+            "user.full_name" => text("Mallory"),
+            "resource.name" => text("hijacked"),
+            "organization.name" => text("Hijacked"),
+            "update_mask.paths" => match service {
+                "UserService" => Some(Texts(vec!["full_name".into()])),
+                _ => Some(Texts(vec!["name".into()])),
+            },
+            _ => None,
+        }
+    }
+}
+
+fn organizations(channel: &Channel) -> organization_service_client::OrganizationServiceClient<Channel> {
+    organization_service_client::OrganizationServiceClient::new(channel.clone())
+}
+
+fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
+    Some(prost_types::FieldMask { paths: paths.iter().map(|p| (*p).to_owned()).collect() })
+}
+
+/// The platform operator founds, lists, suspends and resumes organizations and sets their tier;
+/// an organization's admin can rename it but neither raise its tier, widen its scopes nor lift
+/// its suspension, and while suspended its members may only read it.
+#[tokio::test]
+async fn operators_own_tenants() {
+    use portcullis::domain::Permission;
+    common::each_backend(|db: TestDb| async move {
+        let server = TestServer::start(&db).await;
+        let channel = server.channel().await;
+        let mut orgs = organizations(&channel);
+        let operator = server.operator_key.clone();
+        let admin = server.admin_key.clone();
+        let user = server.insert_user(&server.organization_id, "ada@example.com", "USER").await;
+        let user_key = server.insert_api_key(&user, Permission::ALL, None).await;
+
+        // Founding: the new organization has an admin whose key works, and no cloud scopes.
+        let request = CreateOrganizationRequest {
+            organization: Some(Organization {
+                name: "Globex".into(),
+                tier: Tier::Business.into(),
+                ..Default::default()
+            }),
+            admin_email: "Hank@Globex.example".into(),
+            admin_full_name: "Hank Scorpio".into(),
+        };
+        let created = orgs.create_organization(with_key(request.clone(), &operator)).await.unwrap().into_inner();
+        let globex = created.organization.unwrap();
+        assert_eq!((globex.name.as_str(), globex.tier()), ("Globex", Tier::Business), "{}", db.backend);
+        assert_eq!(globex.cloud_scopes.unwrap_or_default(), CloudScopes::default(), "created without scopes");
+        assert_eq!(created.admin.unwrap().email, "hank@globex.example");
+        let hank = UserServiceClient::new(channel.clone())
+            .get_current_user(with_key(GetCurrentUserRequest {}, &created.admin_api_key))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(hank.user.unwrap().organization_id, globex.id);
+        let listed = orgs.list_organizations(with_key(ListOrganizationsRequest::default(), &operator)).await.unwrap();
+        let names: Vec<String> = listed.into_inner().organizations.into_iter().map(|o| o.name).collect();
+        assert_eq!(names, ["Acme", "Globex"]);
+        let acme = orgs.get_organization(with_key(GetOrganizationRequest::default(), &admin)).await.unwrap();
+        assert!(acme.into_inner().organization.unwrap().cloud_scopes.unwrap().unrestricted, "init's is unrestricted");
+
+        // Operators are members of nothing; members are not operators.
+        let err = orgs.create_organization(with_key(request, &admin)).await.unwrap_err();
+        assert_eq!(
+            (err.code(), common::reason(&err).as_str()),
+            (tonic::Code::PermissionDenied, "ERROR_REASON_OPERATOR_REQUIRED")
+        );
+        let err = UserServiceClient::new(channel.clone())
+            .list_users(with_key(ListUsersRequest::default(), &operator))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.code(), common::reason(&err).as_str()),
+            (tonic::Code::PermissionDenied, "ERROR_REASON_MEMBER_REQUIRED")
+        );
+        let err = orgs.get_organization(with_key(GetOrganizationRequest::default(), &operator)).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "the operator names the organization");
+
+        // The admin renames the organization, and cannot raise its tier or widen its scopes.
+        let own = |organization: Organization, paths: &[&str]| UpdateOrganizationRequest {
+            organization: Some(organization),
+            update_mask: mask(paths),
+        };
+        let renamed = Organization { name: "Acme Corp".into(), ..Default::default() };
+        orgs.update_organization(with_key(own(renamed, &["name"]), &admin)).await.unwrap();
+        for (organization, path) in [
+            (Organization { tier: Tier::Enterprise.into(), ..Default::default() }, "tier"),
+            (
+                Organization {
+                    cloud_scopes: Some(CloudScopes { gcp_projects: vec!["globex-prod".into()], ..Default::default() }),
+                    ..Default::default()
+                },
+                "cloud_scopes",
+            ),
+        ] {
+            let err = orgs.update_organization(with_key(own(organization, &[path]), &admin)).await.unwrap_err();
+            assert_eq!(common::reason(&err), "ERROR_REASON_OPERATOR_REQUIRED", "{path}: {err:?}");
+        }
+        let err = orgs
+            .suspend_organization(with_key(
+                SuspendOrganizationRequest { organization_id: server.organization_id.clone(), reason: String::new() },
+                &admin,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(common::reason(&err), "ERROR_REASON_OPERATOR_REQUIRED");
+        let tier =
+            Organization { id: server.organization_id.clone(), tier: Tier::Enterprise.into(), ..Default::default() };
+        let raised = orgs.update_organization(with_key(own(tier, &["tier"]), &operator)).await.unwrap();
+        assert_eq!(raised.into_inner().organization.unwrap().tier(), Tier::Enterprise);
+
+        // Suspended: members, admins included, may only read their organization.
+        let request =
+            SuspendOrganizationRequest { organization_id: server.organization_id.clone(), reason: "unpaid".into() };
+        orgs.suspend_organization(with_key(request, &operator)).await.unwrap();
+        for key in [&admin, &user_key] {
+            let err = UserServiceClient::new(channel.clone())
+                .get_current_user(with_key(GetCurrentUserRequest {}, key))
+                .await
+                .unwrap_err();
+            assert_eq!(common::reason(&err), "ERROR_REASON_ORGANIZATION_SUSPENDED", "{}", db.backend);
+            let read = orgs.get_organization(with_key(GetOrganizationRequest::default(), key)).await.unwrap();
+            assert!(read.into_inner().organization.unwrap().suspended);
+        }
+        let renamed = Organization { name: "Free At Last".into(), ..Default::default() };
+        let err = orgs.update_organization(with_key(own(renamed, &["name"]), &admin)).await.unwrap_err();
+        assert_eq!(common::reason(&err), "ERROR_REASON_ORGANIZATION_SUSPENDED", "no exemption for admins");
+        let request = ResumeOrganizationRequest { organization_id: server.organization_id.clone() };
+        orgs.resume_organization(with_key(request, &operator)).await.unwrap();
+        UserServiceClient::new(channel.clone())
+            .get_current_user(with_key(GetCurrentUserRequest {}, &admin))
+            .await
+            .expect("works again");
+
+        // The trail shows the operator's key as the author.
+        let events = audit_service_client::AuditServiceClient::new(channel.clone())
+            .list_audit_events(with_key(
+                ListAuditEventsRequest { types: vec!["organization.suspended".into()], ..Default::default() },
+                &admin,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .audit_events;
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].actor_id, "", "the operator is no user");
+        assert!(!events[0].actor_api_key_id.is_empty());
+        assert_eq!(events[0].details.get("reason").map(String::as_str), Some("unpaid"));
+        server.stop().await;
+    })
+    .await;
+}
+
+/// A revoked operator key stops working.
+#[tokio::test]
+async fn a_revoked_operator_key_is_refused() {
+    let db = TestDb::sqlite();
+    let server = TestServer::start(&db).await;
+    let (id, key) = portcullis::service::create_operator_key(&server.db, "ci").await.unwrap();
+    let mut orgs = organizations(&server.channel().await);
+    orgs.list_organizations(with_key(ListOrganizationsRequest::default(), &key)).await.unwrap();
+    portcullis::service::revoke_operator_key(&server.db, &id).await.unwrap();
+    tokio::time::sleep(common::CALLER_CACHE_TTL + Duration::from_millis(100)).await;
+    let err = orgs.list_organizations(with_key(ListOrganizationsRequest::default(), &key)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    let err = portcullis::service::revoke_operator_key(&server.db, &id).await.unwrap_err();
+    assert!(matches!(err, portcullis::error::Error::NotFound { .. }), "{err:?}");
+    server.stop().await;
 }

@@ -4,7 +4,6 @@ mod common;
 
 use common::{Fixture, TestDb, TestServer, each_backend, reason, violated_fields, with_key};
 use portcullis::domain::Permission;
-use portcullis::pb::v1::organization_service_client::OrganizationServiceClient;
 use portcullis::pb::v1::resource_ip_service_client::ResourceIpServiceClient;
 use portcullis::pb::v1::session_service_client::SessionServiceClient;
 use portcullis::pb::v1::*;
@@ -193,12 +192,7 @@ async fn start_session_refuses_what_it_must() {
         assert_eq!(err.code(), Code::InvalidArgument);
         assert_eq!(reason(&err), "ERROR_REASON_DURATION_EXCEEDS_MAXIMUM");
         assert_eq!(violated_fields(&err), ["duration_hours"]);
-        let mut orgs = OrganizationServiceClient::new(f.server.channel().await);
-        let business = UpdateOrganizationRequest {
-            organization: Some(Organization { tier: Tier::Business.into(), ..Default::default() }),
-            update_mask: Some(FieldMask { paths: vec!["tier".into()] }),
-        };
-        orgs.update_organization(with_key(business, &f.server.admin_key)).await.unwrap();
+        f.server.set_tier(Tier::Business).await;
         let session = f.sessions.start_session(with_key(too_long, &key)).await.unwrap().into_inner().session.unwrap();
         assert_eq!(session.expires_at.unwrap().seconds - session.started_at.unwrap().seconds, 3 * 3600);
 
@@ -210,11 +204,7 @@ async fn start_session_refuses_what_it_must() {
         let err = f.start(&read_only, Some("203.0.113.99"), None).await.unwrap_err();
         assert_eq!(err.code(), Code::PermissionDenied);
 
-        let suspend = UpdateOrganizationRequest {
-            organization: Some(Organization { suspended: true, ..Default::default() }),
-            update_mask: Some(FieldMask { paths: vec!["suspended".into()] }),
-        };
-        orgs.update_organization(with_key(suspend, &f.server.admin_key)).await.unwrap();
+        f.server.set_suspended(true).await;
         let err = f.start(&key, Some("203.0.113.98"), None).await.unwrap_err();
         assert_eq!(err.code(), Code::PermissionDenied);
         assert_eq!(reason(&err), "ERROR_REASON_ORGANIZATION_SUSPENDED");
@@ -719,13 +709,6 @@ async fn audit_details(
         .collect()
 }
 
-fn update_organization(organization: Organization, paths: &[&str]) -> UpdateOrganizationRequest {
-    UpdateOrganizationRequest {
-        organization: Some(organization),
-        update_mask: Some(FieldMask { paths: paths.iter().map(|p| (*p).to_owned()).collect() }),
-    }
-}
-
 /// Disabling a user ends its live sessions at once and closes their rules; so does suspending
 /// its organization. Their open watches end too.
 #[tokio::test]
@@ -771,12 +754,7 @@ async fn disabling_a_user_or_suspending_its_organization_closes_the_firewall() {
         f.assign(&resource, &other).await;
         let second = f.start(&other_key, Some("203.0.113.11"), None).await.unwrap();
         f.watch_until(&other_key, &second.id, SessionStatus::Active).await;
-        let mut organizations = OrganizationServiceClient::new(f.server.channel().await);
-        let suspend = Organization { suspended: true, ..Default::default() };
-        organizations
-            .update_organization(with_key(update_organization(suspend, &["suspended"]), &admin))
-            .await
-            .unwrap();
+        f.server.set_suspended(true).await;
         let ended = settled(&f.server, &second.id, SessionStatus::Cancelled).await;
         assert_eq!(ended.session.ended_reason.as_deref(), Some("ADMIN"));
         assert!(
@@ -784,8 +762,7 @@ async fn disabling_a_user_or_suspending_its_organization_closes_the_firewall() {
             "{}: the suspended organization's addresses are closed",
             db.backend
         );
-        let lift = Organization { suspended: false, ..Default::default() };
-        organizations.update_organization(with_key(update_organization(lift, &["suspended"]), &admin)).await.unwrap();
+        f.server.set_suspended(false).await;
         let causes = audit_details(&f.server, &second.id, "session.expiring").await;
         assert_eq!(causes[0].get("cause").map(String::as_str), Some("organization suspended"));
         f.server.stop().await;
@@ -864,9 +841,7 @@ async fn a_lower_maximum_shortens_live_sessions() {
         let mut f = Fixture::with_server(server).await;
         let resource = f.resource("db", MemoryProvider::default()).await;
         let admin = f.server.admin_key.clone();
-        let mut organizations = OrganizationServiceClient::new(f.server.channel().await);
-        let business = Organization { tier: Tier::Business.into(), ..Default::default() };
-        organizations.update_organization(with_key(update_organization(business, &["tier"]), &admin)).await.unwrap();
+        f.server.set_tier(Tier::Business).await;
 
         // An admin's 10-hour session; demoted to USER (4 h at most) it ends 4 hours after it began.
         let boss = f.server.insert_user(&f.server.organization_id, "boss@example.com", "ADMIN").await;
@@ -904,8 +879,7 @@ async fn a_lower_maximum_shortens_live_sessions() {
             ))
             .await
             .unwrap();
-        let free = Organization { tier: Tier::Free.into(), ..Default::default() };
-        organizations.update_organization(with_key(update_organization(free, &["tier"]), &admin)).await.unwrap();
+        f.server.set_tier(Tier::Free).await;
         let ended = settled(&f.server, &old.id, SessionStatus::Expired).await;
         assert_eq!(ended.session.ended_reason.as_deref(), Some("EXPIRED"));
         let cut = portcullis::store::queries::sessions::get(&f.server.db, &long.id).await.unwrap();

@@ -74,6 +74,7 @@ fn organization_row(name: &str) -> organization::Model {
         allow_private_addresses: false,
         created_at: at,
         updated_at: at,
+        cloud_scopes: "{}".into(),
     }
 }
 

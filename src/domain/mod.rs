@@ -5,7 +5,9 @@ mod duration;
 mod endpoint;
 mod ip;
 mod permission;
+mod policy;
 mod resource;
+mod scope;
 mod session;
 mod validate;
 
@@ -17,9 +19,11 @@ pub use duration::{Requested, requested};
 pub use endpoint::endpoint_allowed;
 pub use ip::{IpVersion, check_session_address, client_address, normalize, parse_session_address};
 pub use permission::Permission;
+pub use policy::{MemberAccess, Reach, Rule};
 pub use resource::{AwsSecurityGroup, GcpFirewall, MemoryProvider, ProviderConfig};
+pub use scope::CloudScopes;
 pub use session::roll_up;
-pub use validate::{FieldViolation, Violations, normalize_email, validate_name};
+pub use validate::{FieldViolation, Violations, normalize_email, validate_full_name, validate_name};
 
 /// A new identifier: a UUIDv7, so identifiers sort in creation order (keyset pagination relies on it).
 pub fn new_id() -> String {
@@ -94,6 +98,9 @@ named_enum!(
         User => "USER",
         /// Also manages users, resources, the organization and everyone's sessions.
         Admin => "ADMIN",
+        /// Runs the platform: creates, suspends and scopes organizations; a member of none, and
+        /// never the role of a user (its keys come from `portcullis operator-key`).
+        Operator => "OPERATOR",
     }
 );
 

@@ -10,20 +10,36 @@ named_enum!(
         SessionsWrite => "sessions:write",
         ResourcesRead => "resources:read",
         ResourcesWrite => "resources:write",
+        UsersRead => "users:read",
         UsersWrite => "users:write",
         AuditRead => "audit:read",
     }
 );
 
 impl Permission {
-    /// Whether `role` grants this permission.
+    /// Whether `role` grants this permission. Operators hold none: they act on organizations
+    /// only through the RPCs the policy opens to them.
     pub fn granted_to(self, role: Role) -> bool {
         match role {
             Role::Admin => true,
             Role::User => {
                 matches!(self, Permission::SessionsRead | Permission::SessionsWrite | Permission::ResourcesRead)
             }
+            Role::Operator => false,
         }
+    }
+
+    /// The permissions holding this one brings along: writing users includes reading them.
+    pub fn implied(self) -> &'static [Permission] {
+        match self {
+            Permission::UsersWrite => &[Permission::UsersRead],
+            _ => &[],
+        }
+    }
+
+    /// `granted` with what it implies, each once.
+    pub fn with_implied(granted: &[Permission]) -> Vec<Permission> {
+        Permission::ALL.iter().copied().filter(|p| granted.iter().any(|g| g == p || g.implied().contains(p))).collect()
     }
 
     /// Every permission `role` grants.
@@ -53,6 +69,14 @@ mod tests {
         assert!(!Permission::UsersWrite.granted_to(Role::User));
         assert!(!Permission::AuditRead.granted_to(Role::User));
         assert_eq!(Permission::for_role(Role::Admin), Permission::ALL);
+        assert!(Permission::for_role(Role::Operator).is_empty());
+    }
+
+    #[test]
+    fn writing_users_includes_reading_them() {
+        let granted = Permission::with_implied(&[Permission::UsersWrite, Permission::SessionsRead]);
+        assert_eq!(granted, vec![Permission::SessionsRead, Permission::UsersRead, Permission::UsersWrite]);
+        assert_eq!(Permission::with_implied(&[Permission::UsersRead]), vec![Permission::UsersRead]);
     }
 
     #[test]

@@ -53,6 +53,11 @@ pub fn validate_name(value: &str) -> Result<String, String> {
 
 /// Lower-cases an email address and checks its shape: one `@`, a non-empty local part,
 /// and a domain with a dot. Delivery is the only real test; this catches typos and junk.
+/// A person's full name is optional: blank means none, anything else must be a valid name.
+pub fn validate_full_name(value: &str) -> Result<String, String> {
+    if value.trim().is_empty() { Ok(String::new()) } else { validate_name(value) }
+}
+
 pub fn normalize_email(value: &str) -> Result<String, String> {
     let email = value.trim().to_lowercase();
     if email.is_empty() {

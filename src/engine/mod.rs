@@ -14,7 +14,7 @@ pub use hub::{Hub, Subscription};
 
 use crate::domain::{Actor, EndedReason, now};
 use crate::provider::{ProviderError, Providers, Target};
-use crate::store::queries::{resources, sessions};
+use crate::store::queries::{organizations, resources, sessions};
 use crate::store::{self, StoreError, StoreResult};
 use sea_orm::DatabaseConnection;
 use std::sync::Arc;
@@ -231,18 +231,22 @@ impl Engine {
 
     /// The provider of a resource and what to call it with, or why it cannot be reached.
     async fn provider_for(&self, resource_id: &str) -> StoreResult<Result<worker::ProviderTarget, ProviderError>> {
-        let config = match resources::get_by_id(&self.inner.reader, resource_id).await {
-            Ok(resource) => match resources::provider_config(&resource) {
-                Ok(config) => config,
-                Err(err) => return Ok(Err(ProviderError::Rejected(err.to_string()))),
-            },
+        let resource = match resources::get_by_id(&self.inner.reader, resource_id).await {
+            Ok(resource) => resource,
             Err(StoreError::NotFound) => return Ok(Err(ProviderError::Rejected("the resource was deleted".into()))),
             Err(err) => return Err(err),
         };
-        Ok(self
-            .providers()
-            .for_config(&config)
-            .map(|provider| (provider, Target { resource_id: resource_id.to_owned(), config })))
+        // Read before every batch of calls: scopes withdrawn since the resource was stored hold.
+        let organization = organizations::get(&self.inner.reader, &resource.organization_id).await?;
+        let read = resources::provider_config(&resource)
+            .and_then(|config| Ok((config, organizations::cloud_scopes(&organization)?)));
+        let (config, scopes) = match read {
+            Ok(read) => read,
+            Err(err) => return Ok(Err(ProviderError::Rejected(err.to_string()))),
+        };
+        Ok(self.providers().for_config(&config, &scopes).map(|provider| {
+            (provider, Target { resource_id: resource.id, organization_id: resource.organization_id, config })
+        }))
     }
 
     async fn expire_due(&self, limit: u64) -> StoreResult<u64> {

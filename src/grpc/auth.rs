@@ -1,8 +1,10 @@
 //! The authentication layer: every call except login, health and reflection must carry
-//! `x-api-key: <key>` or `authorization: Bearer <token>`. The resulting [`Caller`] travels to the
-//! handlers in the request extensions.
+//! `x-api-key: <key>` or `authorization: Bearer <token>`, and is admitted by its RPC's entry in
+//! the [policy](super::policy). The resulting [`Caller`] travels to the handlers in the request
+//! extensions.
 
-use crate::domain::client_address;
+use super::policy::rule_for;
+use crate::domain::{Rule, client_address};
 use crate::error::Error;
 use crate::pb::v1::ErrorReason;
 use crate::service::{Authenticator, Caller, Credential};
@@ -17,15 +19,6 @@ use tonic::Status;
 use tonic::transport::server::TcpConnectInfo;
 use tower::{Layer, Service};
 
-/// Paths served without credentials.
-const PUBLIC_PREFIXES: &[&str] = &[
-    "/grpc.health.v1.Health/",
-    "/grpc.reflection.v1.ServerReflection/",
-    "/grpc.reflection.v1alpha.ServerReflection/",
-    "/portcullis.v1.AuthService/StartLogin",
-    "/portcullis.v1.AuthService/VerifyLogin",
-];
-
 /// Long-lived calls that check their credential again while they run (see [`Recheck`]).
 const RECHECKED_PATHS: &[&str] = &["/portcullis.v1.SessionService/WatchSession"];
 
@@ -36,19 +29,16 @@ pub struct Recheck {
     authenticator: Authenticator,
     /// Only the credential headers of the call.
     headers: http::HeaderMap,
-    path: String,
+    rule: Rule,
     peer_ip: Option<IpAddr>,
 }
 
 impl Recheck {
     /// UNAUTHENTICATED or PERMISSION_DENIED once the credential no longer holds.
     pub async fn check(&self) -> Result<(), Status> {
-        authorize(&self.authenticator, &self.headers, &self.path, self.peer_ip).await.map(|_| ()).map_err(Status::from)
+        authorize(&self.authenticator, &self.headers, self.rule, self.peer_ip).await.map(|_| ()).map_err(Status::from)
     }
 }
-
-/// Admins of a suspended organization may still read and change it, so they can lift the suspension.
-const SUSPENSION_EXEMPT_PREFIX: &str = "/portcullis.v1.OrganizationService/";
 
 #[derive(Clone)]
 pub struct AuthLayer {
@@ -107,12 +97,15 @@ where
         let trusted_proxies = self.trusted_proxies.clone();
         Box::pin(async move {
             let path = request.uri().path().to_owned();
-            if PUBLIC_PREFIXES.iter().any(|prefix| path.starts_with(prefix)) {
-                return inner.call(request).await;
-            }
+            let rule = match rule_for(&path) {
+                Some(Rule::Public) => return inner.call(request).await,
+                Some(rule) => rule,
+                // Fail closed: a method without a policy entry never reaches a handler.
+                None => return Ok(Status::unimplemented(format!("unknown method {path}")).into_http()),
+            };
             // The caller as detected (through trusted proxies only): what the audit trail records.
             let peer_ip = detected_address(request.headers(), request.extensions(), &trusted_proxies);
-            match authorize(&authenticator, request.headers(), &path, peer_ip).await {
+            match authorize(&authenticator, request.headers(), rule, peer_ip).await {
                 Ok(caller) => {
                     request.extensions_mut().insert(caller);
                     if RECHECKED_PATHS.contains(&path.as_str()) {
@@ -120,7 +113,7 @@ where
                             .iter()
                             .filter_map(|name| Some((name.clone(), request.headers().get(name)?.clone())))
                             .collect();
-                        let recheck = Recheck { authenticator, headers, path, peer_ip };
+                        let recheck = Recheck { authenticator, headers, rule, peer_ip };
                         request.extensions_mut().insert(recheck);
                     }
                     inner.call(request).await
@@ -143,17 +136,16 @@ fn detected_address(
     Some(client_address(peer, header("x-forwarded-for"), header("x-real-ip"), trusted_proxies).unwrap_or(peer))
 }
 
+/// The caller behind the call's credential, admitted under `rule`.
 async fn authorize(
     authenticator: &Authenticator,
     headers: &http::HeaderMap,
-    path: &str,
+    rule: Rule,
     peer_ip: Option<IpAddr>,
 ) -> Result<Caller, Error> {
     let credential = credential_from(headers)?;
-    let caller = authenticator.authenticate(credential, peer_ip).await?;
-    if !(caller.is_admin() && path.starts_with(SUSPENSION_EXEMPT_PREFIX)) {
-        caller.require_active_organization()?;
-    }
+    let mut caller = authenticator.authenticate(credential, peer_ip).await?;
+    caller.admit(rule)?;
     Ok(caller)
 }
 

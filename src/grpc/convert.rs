@@ -80,11 +80,13 @@ pub fn role_to_pb(stored: &str) -> pb::Role {
     match stored.parse() {
         Ok(domain::Role::Admin) => pb::Role::Admin,
         Ok(domain::Role::User) => pb::Role::User,
+        Ok(domain::Role::Operator) => pb::Role::Operator,
         Err(_) => pb::Role::Unspecified,
     }
 }
 
-/// A role from a request; `None` for ROLE_UNSPECIFIED or an unknown number.
+/// A user's role from a request; `None` for ROLE_UNSPECIFIED, ROLE_OPERATOR (no user's role) or
+/// an unknown number.
 pub fn role_from_pb(value: i32) -> Option<domain::Role> {
     match pb::Role::try_from(value) {
         Ok(pb::Role::Admin) => Some(domain::Role::Admin),
@@ -112,7 +114,10 @@ fn tier_to_pb(stored: &str) -> pb::Tier {
 }
 
 pub fn organization_to_pb(model: organization::Model) -> pb::Organization {
+    // Unreadable scopes show as none: the server refuses every cloud call for them too.
+    let scopes = crate::store::queries::organizations::cloud_scopes(&model).unwrap_or_default();
     pb::Organization {
+        cloud_scopes: Some(cloud_scopes_to_pb(scopes)),
         tier: tier_to_pb(&model.tier).into(),
         id: model.id,
         name: model.name,
@@ -120,6 +125,28 @@ pub fn organization_to_pb(model: organization::Model) -> pb::Organization {
         allow_private_addresses: model.allow_private_addresses,
         created_at: Some(timestamp(model.created_at)),
         updated_at: Some(timestamp(model.updated_at)),
+    }
+}
+
+fn cloud_scopes_to_pb(scopes: domain::CloudScopes) -> pb::CloudScopes {
+    pb::CloudScopes {
+        unrestricted: scopes.unrestricted,
+        aws_accounts: scopes.aws_accounts,
+        aws_role_arns: scopes.aws_role_arns,
+        gcp_projects: scopes.gcp_projects,
+        azure_subscriptions: scopes.azure_subscriptions,
+    }
+}
+
+/// Scopes from a request; absent means none.
+pub fn cloud_scopes_from_pb(scopes: Option<pb::CloudScopes>) -> domain::CloudScopes {
+    let scopes = scopes.unwrap_or_default();
+    domain::CloudScopes {
+        unrestricted: scopes.unrestricted,
+        aws_accounts: scopes.aws_accounts,
+        aws_role_arns: scopes.aws_role_arns,
+        gcp_projects: scopes.gcp_projects,
+        azure_subscriptions: scopes.azure_subscriptions,
     }
 }
 

@@ -7,6 +7,7 @@ mod convert;
 mod logins;
 mod organizations;
 mod panics;
+pub mod policy;
 #[cfg(test)]
 mod proptests;
 mod resource_ips;

@@ -41,7 +41,7 @@ const NOT_FOUND_CODES: &[&str] = &["InvalidGroup.NotFound", "InvalidGroupId.Malf
 const ACCESS_CODES: &[&str] =
     &["UnauthorizedOperation", "AuthFailure", "InvalidClientTokenId", "SignatureDoesNotMatch", "OptInRequired"];
 
-/// One EC2 client per region, endpoint and role, built on first use.
+/// One EC2 client per region, endpoint, role and ExternalId, built on first use.
 #[derive(Default)]
 pub struct AwsFirewall {
     clients: Mutex<HashMap<ClientKey, Client>>,
@@ -52,6 +52,9 @@ struct ClientKey {
     region: String,
     endpoint_url: Option<String>,
     role_arn: Option<String>,
+    /// Passed when assuming the role: the resource's organization, so a role whose trust policy
+    /// requires it can be assumed for that organization only (the confused deputy).
+    external_id: Option<String>,
 }
 
 impl AwsFirewall {
@@ -59,11 +62,12 @@ impl AwsFirewall {
         AwsFirewall::default()
     }
 
-    async fn client(&self, group: &AwsSecurityGroup) -> Client {
+    async fn client(&self, target: &Target, group: &AwsSecurityGroup) -> Client {
         let key = ClientKey {
             region: group.region.clone(),
             endpoint_url: group.endpoint_url.clone(),
             role_arn: group.role_arn.clone(),
+            external_id: group.role_arn.as_ref().map(|_| target.organization_id.clone()),
         };
         let mut clients = self.clients.lock().await;
         if let Some(client) = clients.get(&key) {
@@ -92,11 +96,11 @@ async fn build_client(key: &ClientKey) -> Client {
         config = config.endpoint_url(url);
     }
     if let Some(role_arn) = &key.role_arn {
-        let role = aws_config::sts::AssumeRoleProvider::builder(role_arn)
-            .session_name("portcullis")
-            .configure(&shared)
-            .build()
-            .await;
+        let mut role = aws_config::sts::AssumeRoleProvider::builder(role_arn).session_name("portcullis");
+        if let Some(external_id) = &key.external_id {
+            role = role.external_id(external_id);
+        }
+        let role = role.configure(&shared).build().await;
         config = config.credentials_provider(role);
     }
     Client::from_conf(config.build())
@@ -224,7 +228,7 @@ impl AwsFirewall {
         group: &AwsSecurityGroup,
         requests: &[RuleRequest],
     ) -> Result<Vec<Result<String, ProviderError>>, ProviderError> {
-        let client = self.client(group).await;
+        let client = self.client(target, group).await;
         let existing = ingress_rules(&client, &group.group_id).await?;
         let mut results = fail_all(requests.len(), &ProviderError::Transient("not attempted".into()));
         // Quota pre-flight: addresses beyond the group's room fail alone instead of failing the call.
@@ -281,7 +285,7 @@ impl AwsFirewall {
         group: &AwsSecurityGroup,
         refs: &[RuleRef],
     ) -> Result<Vec<Result<(), ProviderError>>, ProviderError> {
-        let client = self.client(group).await;
+        let client = self.client(target, group).await;
         let existing = ingress_rules(&client, &group.group_id).await?;
         let mut ids: Vec<String> = Vec::new();
         for rule in refs {
@@ -377,7 +381,7 @@ impl FirewallProvider for AwsFirewall {
     #[tracing::instrument(name = "provider.aws.list", skip_all, fields(resource_id = %target.resource_id))]
     async fn list(&self, target: &Target) -> Result<Listing, ProviderError> {
         let group = group_of(target)?;
-        let client = self.client(group).await;
+        let client = self.client(target, group).await;
         let mut listing = Listing::default();
         for rule in ingress_rules(&client, &group.group_id).await? {
             let (Some(address), Some(rule_id)) = (host_of(&rule), rule.security_group_rule_id()) else { continue };
@@ -400,7 +404,7 @@ impl FirewallProvider for AwsFirewall {
             Ok(group) => group,
             Err(err) => return CheckOutcome::Unsupported(err.to_string()),
         };
-        let client = self.client(group).await;
+        let client = self.client(target, group).await;
         match client.describe_security_groups().group_ids(&group.group_id).send().await {
             Ok(output) => match output.security_groups().first() {
                 Some(found) => CheckOutcome::Ok(format!(

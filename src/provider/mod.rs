@@ -8,7 +8,7 @@ pub mod gcp;
 pub mod memory;
 
 use crate::config::ProvidersConfig;
-use crate::domain::ProviderConfig;
+use crate::domain::{CloudScopes, ProviderConfig};
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use std::collections::BTreeSet;
@@ -23,6 +23,8 @@ pub const OWNERSHIP_MARKER: &str = "portcullis";
 #[derive(Debug, Clone)]
 pub struct Target {
     pub resource_id: String,
+    /// The resource's organization: AWS role assumption names it as the ExternalId.
+    pub organization_id: String,
     pub config: ProviderConfig,
 }
 
@@ -235,15 +237,16 @@ impl Providers {
         }
     }
 
-    /// Forbidden when the config points its calls at an endpoint the operator does not allow.
-    pub fn check_endpoint(&self, config: &ProviderConfig) -> Result<(), ProviderError> {
+    /// Why calls for a resource configured as `config`, of an organization with `scopes`, may
+    /// not be sent, with the config field that makes it so: they would carry the server's cloud
+    /// identity to an endpoint the operator does not allow, or to a target outside the scopes.
+    pub fn refusal(&self, config: &ProviderConfig, scopes: &CloudScopes) -> Option<(&'static str, String)> {
         match config.endpoint_url() {
-            Some(url) if !crate::domain::endpoint_allowed(url, config.kind(), &self.allowed_endpoints) => {
-                Err(ProviderError::Forbidden(format!(
-                    "endpoint {url} is not among the operator's allowed endpoints (providers.allowed_endpoints)"
-                )))
-            }
-            _ => Ok(()),
+            Some(url) if !crate::domain::endpoint_allowed(url, config.kind(), &self.allowed_endpoints) => Some((
+                "endpoint_url",
+                format!("endpoint {url} is not among the operator's allowed endpoints (providers.allowed_endpoints)"),
+            )),
+            _ => scopes.refusal(config),
         }
     }
 
@@ -252,10 +255,17 @@ impl Providers {
         &self.memory
     }
 
-    /// The provider for a resource, its calls bounded by the deadline; a rejection when this
-    /// server cannot reach it, Forbidden when it may not.
-    pub fn for_config(&self, config: &ProviderConfig) -> Result<Arc<dyn FirewallProvider>, ProviderError> {
-        self.check_endpoint(config)?;
+    /// The provider for a resource of an organization with `scopes`, its calls bounded by the
+    /// deadline; a rejection when this server cannot reach it, Forbidden when it may not (see
+    /// [`Providers::refusal`]).
+    pub fn for_config(
+        &self,
+        config: &ProviderConfig,
+        scopes: &CloudScopes,
+    ) -> Result<Arc<dyn FirewallProvider>, ProviderError> {
+        if let Some((_, why)) = self.refusal(config, scopes) {
+            return Err(ProviderError::Forbidden(why));
+        }
         let inner: Arc<dyn FirewallProvider> = match config {
             ProviderConfig::Memory(_) => self.memory.clone(),
             #[cfg(feature = "aws")]

@@ -1,6 +1,6 @@
 //! API keys through AuthService: a caller creates keys for itself, never stronger than itself.
 
-use super::credentials::generate_api_key;
+use super::credentials::{KeyKind, generate_api_key};
 use super::{Caller, CallerCache};
 use crate::domain::{Permission, Violations, new_id, now, validate_name};
 use crate::error::{Error, Result, StoreResultExt};
@@ -59,7 +59,7 @@ impl ApiKeyManager {
                 message: format!("a key cannot grant {missing}: the caller does not hold it"),
             });
         }
-        let key = generate_api_key();
+        let key = generate_api_key(KeyKind::Member);
         let txn = store::begin(&self.db).await?;
         let created = queries::api_keys::insert(
             &txn,
@@ -92,17 +92,13 @@ impl ApiKeyManager {
         Ok(queries::api_keys::list_for_user(&self.db, &caller.organization_id, &caller.user_id, page).await?)
     }
 
-    /// Revokes one of the caller's keys (admins, with `users:write`: any key of the organization). Revoking a
-    /// revoked key changes nothing; the key stops working at once on this server.
+    /// Revokes one of the caller's keys (with `users:write`: any key of the organization). Revoking
+    /// a revoked key changes nothing; the key stops working at once on every replica.
     pub async fn revoke(&self, caller: &Caller, id: &str) -> Result<api_key::Model> {
         let txn = store::begin(&self.db).await?;
         let key = queries::api_keys::get(&txn, &caller.organization_id, id).await.or_not_found("api key")?;
-        if key.user_id != caller.user_id {
-            if !caller.is_admin() {
-                return Err(Error::not_found("api key"));
-            }
-            // Another user's key is user administration: the calling key must carry it too.
-            caller.require(Permission::UsersWrite)?;
+        if !caller.reaches(&key.user_id) {
+            return Err(Error::not_found("api key"));
         }
         if key.revoked_at.is_none() {
             queries::api_keys::revoke(&txn, id, now()).await?;

@@ -1,7 +1,6 @@
 //! The audit trail: what happened, who did it, to what.
 
 use super::Caller;
-use crate::domain::Permission;
 use crate::error::Result;
 use crate::store::entity::audit_event;
 use crate::store::queries::audit_events::{self, AuditFilter};
@@ -27,7 +26,6 @@ impl AuditLog {
         filter: &AuditFilter,
         page: &PageRequest,
     ) -> Result<Page<audit_event::Model>> {
-        caller.require(Permission::AuditRead)?;
         Ok(audit_events::list(&self.db, &caller.organization_id, filter, page).await?)
     }
 }

@@ -1,10 +1,10 @@
 //! Who is calling: turns presented credentials into a [`Caller`], and decides what it may do.
 
 use super::caller_cache::CallerCache;
-use super::credentials::{self, Claims, SigningKey, TokenAlgorithm, TokenKeys};
+use super::credentials::{self, Claims, KeyKind, SigningKey, TokenAlgorithm, TokenKeys};
 use super::logins::{login_deadline, login_is_live};
 use crate::config::AuthConfig;
-use crate::domain::{Actor, Permission, Role};
+use crate::domain::{Actor, Permission, Reach, Role, Rule};
 use crate::error::{Error, Result};
 use crate::pb::v1::ErrorReason;
 use crate::store::entity::{organization, signing_key, user};
@@ -28,46 +28,87 @@ pub struct Caller {
     /// The TCP peer of the call.
     pub peer_ip: Option<IpAddr>,
     pub organization_suspended: bool,
+    /// Which objects this call reaches, as [`Caller::admit`] decided for its RPC.
+    pub reach: Reach,
 }
 
 impl Caller {
-    /// The caller as the author of a change in the audit trail.
+    /// The caller as the author of a change in its organization's audit trail.
     pub fn actor(&self) -> Actor {
+        self.actor_in(&self.organization_id)
+    }
+
+    /// The caller as the author of a change in `organization_id`'s audit trail: the platform
+    /// operator, a member of none, is recorded by its key alone.
+    pub fn actor_in(&self, organization_id: &str) -> Actor {
         Actor {
-            organization_id: self.organization_id.clone(),
-            user_id: Some(self.user_id.clone()),
+            organization_id: organization_id.to_owned(),
+            user_id: (self.role != Role::Operator).then(|| self.user_id.clone()),
             api_key_id: self.api_key_id.clone(),
             client_ip: self.peer_ip,
         }
     }
 
-    pub fn is_admin(&self) -> bool {
-        self.role == Role::Admin
+    /// Admits this call under `rule`, its RPC's entry in the policy, and records how far it
+    /// reaches; PERMISSION_DENIED otherwise. The one place a call's rights are decided.
+    pub fn admit(&mut self, rule: Rule) -> Result<()> {
+        let Rule::Guarded { members, operators } = rule else {
+            self.reach = Reach::Own;
+            return Ok(());
+        };
+        if self.role == Role::Operator {
+            if !operators {
+                return Err(denied(
+                    ErrorReason::MemberRequired,
+                    "the call acts inside an organization; use a key of one of its members",
+                ));
+            }
+            self.reach = Reach::Platform;
+            return Ok(());
+        }
+        let Some(access) = members else {
+            return Err(denied(ErrorReason::OperatorRequired, "only the platform operator may make this call"));
+        };
+        if !access.while_suspended && self.organization_suspended {
+            return Err(denied(ErrorReason::OrganizationSuspended, "the organization is suspended"));
+        }
+        if let Some(permission) = access.needs {
+            self.require(permission)?;
+        }
+        self.reach = match access.others {
+            Some(others) if self.permissions.contains(&others) => Reach::Organization,
+            _ => Reach::Own,
+        };
+        Ok(())
+    }
+
+    /// Whether this call reaches `owner`'s objects: its own, or every member's when admitted so.
+    pub fn reaches(&self, owner: &str) -> bool {
+        self.reach != Reach::Own || owner == self.user_id
+    }
+
+    /// The one user whose objects this call is limited to; `None` when it reaches the organization.
+    pub fn only_own(&self) -> Option<&str> {
+        (self.reach == Reach::Own).then_some(self.user_id.as_str())
     }
 
     /// PERMISSION_DENIED unless the call may use `permission`.
-    pub fn require(&self, permission: Permission) -> Result<()> {
+    fn require(&self, permission: Permission) -> Result<()> {
         if self.permissions.contains(&permission) {
             return Ok(());
         }
-        let (reason, message) = if permission.granted_to(self.role) {
-            (ErrorReason::PermissionMissing, format!("the API key lacks the {permission} permission"))
-        } else {
-            (ErrorReason::AdminRequired, format!("{permission} requires the ADMIN role"))
-        };
-        Err(Error::PermissionDenied { reason, message })
-    }
-
-    /// PERMISSION_DENIED when the caller's organization is suspended.
-    pub fn require_active_organization(&self) -> Result<()> {
-        if self.organization_suspended {
-            return Err(Error::PermissionDenied {
-                reason: ErrorReason::OrganizationSuspended,
-                message: "the organization is suspended".into(),
-            });
+        if permission.granted_to(self.role) {
+            return Err(denied(
+                ErrorReason::PermissionMissing,
+                format!("the API key lacks the {permission} permission"),
+            ));
         }
-        Ok(())
+        Err(denied(ErrorReason::AdminRequired, format!("{permission} requires the ADMIN role")))
     }
+}
+
+fn denied(reason: ErrorReason, message: impl Into<String>) -> Error {
+    Error::PermissionDenied { reason, message: message.into() }
 }
 
 /// A credential as it arrived in the call's metadata.
@@ -157,7 +198,10 @@ impl Authenticator {
 
     /// The key's caller and when the key expires.
     async fn authenticate_api_key(&self, secret: &str) -> Result<(Caller, Option<DateTime<Utc>>)> {
-        let lookup = credentials::parse_api_key(secret).ok_or_else(invalid_credentials)?;
+        let (kind, lookup) = credentials::parse_api_key(secret).ok_or_else(invalid_credentials)?;
+        if kind == KeyKind::Operator {
+            return self.authenticate_operator_key(secret, lookup).await;
+        }
         let key = queries::api_keys::find_by_prefix(&self.reader, lookup).await.map_err(or_invalid)?;
         if !credentials::secret_matches(secret, &key.secret_hash) {
             return Err(invalid_credentials());
@@ -167,7 +211,7 @@ impl Authenticator {
             return Err(invalid_credentials());
         }
         let user = queries::users::get_any(&self.reader, &key.user_id).await.map_err(or_invalid)?;
-        let granted = Permission::split(&key.permissions);
+        let granted = Permission::with_implied(&Permission::split(&key.permissions));
         let mut caller = self.caller_for(user).await?;
         caller.permissions.retain(|p| granted.contains(p));
         caller.api_key_id = Some(key.id.clone());
@@ -176,6 +220,28 @@ impl Authenticator {
             tracing::warn!(api_key_id = %key.id, error = %err, "recording api key use failed");
         }
         Ok((caller, key.expires_at))
+    }
+
+    /// The platform operator behind an operator key; such keys do not expire.
+    async fn authenticate_operator_key(&self, secret: &str, lookup: &str) -> Result<(Caller, Option<DateTime<Utc>>)> {
+        let key = queries::operator_keys::find_by_prefix(&self.reader, lookup).await.map_err(or_invalid)?;
+        if !credentials::secret_matches(secret, &key.secret_hash) || key.revoked_at.is_some() {
+            return Err(invalid_credentials());
+        }
+        let caller = Caller {
+            user_id: String::new(),
+            organization_id: String::new(),
+            email: String::new(),
+            full_name: key.name,
+            role: Role::Operator,
+            permissions: Vec::new(),
+            api_key_id: Some(key.id),
+            login_session_id: None,
+            peer_ip: None,
+            organization_suspended: false,
+            reach: Reach::Platform,
+        };
+        Ok((caller, None))
     }
 
     /// The token's caller and when the token or its login session stops being valid.
@@ -223,6 +289,7 @@ impl Authenticator {
             login_session_id: None,
             peer_ip: None,
             organization_suspended: organization.suspended,
+            reach: Reach::Own,
         })
     }
 }

@@ -1,16 +1,15 @@
 //! `portcullis init`: the first organization, its admin, and the admin's API key.
 
-use super::credentials::{TokenAlgorithm, generate_api_key};
-use crate::domain::Actor;
-use crate::domain::{Permission, Role, Tier, new_id, normalize_email, now, validate_name};
+use super::credentials::{KeyKind, TokenAlgorithm, generate_api_key};
+use crate::domain::{Actor, CloudScopes, Permission, Role, Tier, new_id, normalize_email, now, validate_name};
 use crate::error::{Error, Result};
 use crate::pb::v1::ErrorReason;
 use crate::store::audit::AuditRecord;
-use crate::store::entity::{api_key, organization, user};
+use crate::store::entity::{api_key, operator_key, organization, user};
 use crate::store::{self, queries};
-use sea_orm::DatabaseConnection;
+use sea_orm::{DatabaseConnection, DatabaseTransaction};
 
-/// What `init` created.
+/// An organization as founded: by `init`, or by the operator's CreateOrganization.
 pub struct Bootstrap {
     pub organization: organization::Model,
     pub admin: user::Model,
@@ -18,9 +17,22 @@ pub struct Bootstrap {
     pub api_key: String,
 }
 
+/// A new organization and its first admin.
+pub struct Founding {
+    pub name: String,
+    pub tier: Tier,
+    pub allow_private_addresses: bool,
+    pub cloud_scopes: CloudScopes,
+    /// Normalized.
+    pub admin_email: String,
+    pub admin_full_name: String,
+}
+
 /// Creates the organization and its admin on an empty database; FAILED_PRECONDITION otherwise.
+/// It is a single-tenant install's organization: its resources may use the server's cloud
+/// identity anywhere it reaches, until the operator narrows its scopes.
 pub async fn initialize(db: &DatabaseConnection, admin_email: &str, organization_name: &str) -> Result<Bootstrap> {
-    let email = normalize_email(admin_email).map_err(|d| Error::invalid("admin_email", d))?;
+    let admin_email = normalize_email(admin_email).map_err(|d| Error::invalid("admin_email", d))?;
     let name = validate_name(organization_name).map_err(|d| Error::invalid("organization", d))?;
     let txn = store::begin(db).await?;
     if queries::organizations::count(&txn).await? > 0 {
@@ -29,27 +41,49 @@ pub async fn initialize(db: &DatabaseConnection, admin_email: &str, organization
             "the database already has an organization; init only runs on an empty database",
         ));
     }
+    let founding = Founding {
+        name,
+        tier: Tier::Free,
+        allow_private_addresses: false,
+        cloud_scopes: CloudScopes::unrestricted(),
+        admin_email,
+        admin_full_name: String::new(),
+    };
+    let created = found(&txn, founding, "organization.initialized", &Actor::server("")).await?;
+    store::commit(txn).await?;
+    Ok(created)
+}
+
+/// Inserts the organization, its admin and the admin's key with every permission, and records
+/// `event` in the new organization's trail as done by `actor` (whose organization is ignored).
+pub(super) async fn found(
+    txn: &DatabaseTransaction,
+    founding: Founding,
+    event: &'static str,
+    actor: &Actor,
+) -> Result<Bootstrap> {
     let at = now();
     let organization = queries::organizations::insert(
-        &txn,
+        txn,
         organization::Model {
             id: new_id(),
-            name,
-            tier: Tier::Free.as_str().to_owned(),
+            name: founding.name,
+            tier: founding.tier.as_str().to_owned(),
             suspended: false,
-            allow_private_addresses: false,
+            allow_private_addresses: founding.allow_private_addresses,
             created_at: at,
             updated_at: at,
+            cloud_scopes: queries::organizations::encode_cloud_scopes(&founding.cloud_scopes),
         },
     )
     .await?;
     let admin = queries::users::insert(
-        &txn,
+        txn,
         user::Model {
             id: new_id(),
             organization_id: organization.id.clone(),
-            email,
-            full_name: String::new(),
+            email: founding.admin_email,
+            full_name: founding.admin_full_name,
             role: Role::Admin.as_str().to_owned(),
             disabled: false,
             locked: false,
@@ -60,9 +94,9 @@ pub async fn initialize(db: &DatabaseConnection, admin_email: &str, organization
         },
     )
     .await?;
-    let key = generate_api_key();
+    let key = generate_api_key(KeyKind::Member);
     let stored_key = queries::api_keys::insert(
-        &txn,
+        txn,
         api_key::Model {
             id: new_id(),
             organization_id: organization.id.clone(),
@@ -78,13 +112,44 @@ pub async fn initialize(db: &DatabaseConnection, admin_email: &str, organization
         },
     )
     .await?;
-    AuditRecord::new("organization.initialized", "organization", &organization.id)
+    AuditRecord::new(event, "organization", &organization.id)
         .detail("admin_email", &admin.email)
         .detail("api_key_id", &stored_key.id)
-        .write(&txn, &Actor::server(&organization.id))
+        .write(txn, &Actor { organization_id: organization.id.clone(), ..actor.clone() })
         .await?;
-    store::commit(txn).await?;
     Ok(Bootstrap { organization, admin, api_key: key.secret })
+}
+
+/// `portcullis operator-key`: a new platform operator key; answers its id and its secret, shown
+/// this once.
+pub async fn create_operator_key(db: &DatabaseConnection, name: &str) -> Result<(String, String)> {
+    let name = validate_name(name).map_err(|d| Error::invalid("name", d))?;
+    let key = generate_api_key(KeyKind::Operator);
+    let stored = queries::operator_keys::insert(
+        db,
+        operator_key::Model {
+            id: new_id(),
+            name,
+            prefix: key.lookup,
+            secret_hash: key.secret_hash,
+            created_at: now(),
+            revoked_at: None,
+        },
+    )
+    .await?;
+    Ok((stored.id, key.secret))
+}
+
+/// `portcullis revoke-operator-key`: the key stops working on every replica (at once where the
+/// database announces changes, within `auth.caller_cache_secs` otherwise).
+pub async fn revoke_operator_key(db: &DatabaseConnection, id: &str) -> Result<()> {
+    let txn = store::begin(db).await?;
+    if !queries::operator_keys::revoke(&txn, id, now()).await? {
+        return Err(Error::not_found("operator key"));
+    }
+    crate::store::changes::announce(&txn, crate::store::changes::CREDENTIALS_CHANNEL, "").await?;
+    store::commit(txn).await?;
+    Ok(())
 }
 
 /// `portcullis set-password`: gives a user a password (or, with `None`, takes it away). With one,

@@ -106,6 +106,7 @@ mod tests {
             login_session_id: None,
             peer_ip: None,
             organization_suspended: false,
+            reach: crate::domain::Reach::Own,
         }
     }
 

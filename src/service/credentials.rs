@@ -10,8 +10,26 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use subtle::ConstantTimeEq;
 
-/// Every API key starts with this, so a leaked key is easy to spot (and to scan for).
-pub const API_KEY_PREFIX: &str = "pcl_";
+/// What an API key belongs to, told by how it starts, so a leaked key is easy to spot (and to
+/// scan for).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// A member of an organization: `pcl_…`.
+    Member,
+    /// The platform operator: `pco_…`.
+    Operator,
+}
+
+impl KeyKind {
+    pub fn prefix(self) -> &'static str {
+        match self {
+            KeyKind::Member => "pcl_",
+            KeyKind::Operator => "pco_",
+        }
+    }
+}
+
+const PREFIX_LEN: usize = 4;
 const BODY_LEN: usize = 40;
 const LOOKUP_LEN: usize = 12;
 const CHECKSUM_LEN: usize = 6;
@@ -24,27 +42,29 @@ pub struct GeneratedApiKey {
     pub secret_hash: String,
 }
 
-/// Generates an API key: `pcl_` + 40 random base62 characters + a 6-character CRC32 checksum.
-pub fn generate_api_key() -> GeneratedApiKey {
+/// Generates an API key: the kind's prefix + 40 random base62 characters + a 6-character CRC32
+/// checksum.
+pub fn generate_api_key(kind: KeyKind) -> GeneratedApiKey {
     let mut rng = rand::rng();
     let body: String = (0..BODY_LEN).map(|_| char::from(BASE62[rng.random_range(0..BASE62.len())])).collect();
-    let secret = format!("{API_KEY_PREFIX}{body}{}", checksum(&body));
+    let secret = format!("{}{body}{}", kind.prefix(), checksum(&body));
     GeneratedApiKey { lookup: lookup_of(&secret).to_owned(), secret_hash: hash_secret(&secret), secret }
 }
 
-/// The public part of a well-formed key used to find its row, or `None` when the key is
+/// The kind and public part (to find its row) of a well-formed key, or `None` when the key is
 /// malformed or its checksum is wrong (a typo or a forgery: no database lookup needed).
-pub fn parse_api_key(secret: &str) -> Option<&str> {
-    let body = secret.strip_prefix(API_KEY_PREFIX)?;
+pub fn parse_api_key(secret: &str) -> Option<(KeyKind, &str)> {
+    let kind = [KeyKind::Member, KeyKind::Operator].into_iter().find(|kind| secret.starts_with(kind.prefix()))?;
+    let body = &secret[PREFIX_LEN..];
     if body.len() != BODY_LEN + CHECKSUM_LEN || !body.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return None;
     }
     let (random, sum) = body.split_at(BODY_LEN);
-    (checksum(random) == sum).then(|| lookup_of(secret))
+    (checksum(random) == sum).then(|| (kind, lookup_of(secret)))
 }
 
 fn lookup_of(secret: &str) -> &str {
-    &secret[..API_KEY_PREFIX.len() + LOOKUP_LEN]
+    &secret[..PREFIX_LEN + LOOKUP_LEN]
 }
 
 fn checksum(body: &str) -> String {
@@ -237,10 +257,15 @@ mod tests {
 
     #[test]
     fn api_keys_parse_and_verify() {
-        let key = generate_api_key();
-        assert!(key.secret.starts_with(API_KEY_PREFIX));
+        let key = generate_api_key(KeyKind::Member);
+        assert!(key.secret.starts_with("pcl_"));
         assert_eq!(key.secret.len(), 50);
-        assert_eq!(parse_api_key(&key.secret), Some(key.lookup.as_str()));
+        assert_eq!(parse_api_key(&key.secret), Some((KeyKind::Member, key.lookup.as_str())));
+        let operator = generate_api_key(KeyKind::Operator);
+        assert!(operator.secret.starts_with("pco_"));
+        assert_eq!(parse_api_key(&operator.secret), Some((KeyKind::Operator, operator.lookup.as_str())));
+        let relabelled = operator.secret.replacen("pco_", "pcl_", 1);
+        assert_eq!(parse_api_key(&relabelled).map(|(kind, _)| kind), Some(KeyKind::Member), "the prefix decides");
         assert!(secret_matches(&key.secret, &key.secret_hash));
         assert!(!key.secret_hash.contains(&key.secret[4..]));
         // One changed character breaks the checksum.

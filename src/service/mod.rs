@@ -19,10 +19,12 @@ pub mod users;
 pub use api_keys::{ApiKeyManager, NewApiKey};
 pub use audit::AuditLog;
 pub use auth::{Authenticator, Caller, Credential};
-pub use bootstrap::{Bootstrap, initialize, retire_token_key, rotate_token_key, set_password};
+pub use bootstrap::{
+    Bootstrap, create_operator_key, initialize, retire_token_key, revoke_operator_key, rotate_token_key, set_password,
+};
 pub use caller_cache::CallerCache;
 pub use logins::{LoginClient, LoginManager};
-pub use organizations::{OrganizationChanges, OrganizationManager};
+pub use organizations::{NewOrganization, OrganizationChanges, OrganizationManager};
 pub use resources::{NewResource, ResourceChanges, ResourceManager};
 pub use sessions::{SessionManager, StartRequest};
 pub use users::{NewUser, UserChanges, UserManager};

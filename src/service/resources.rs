@@ -1,7 +1,7 @@
 //! Firewall resources and who may open them.
 
 use super::Caller;
-use crate::domain::{Permission, ProviderConfig, Violations, new_id, now, validate_name};
+use crate::domain::{CloudScopes, ProviderConfig, Violations, new_id, now, validate_name};
 use crate::engine::{Engine, transitions};
 use crate::error::{Error, Result, StoreResultExt};
 use crate::pb::v1::ErrorReason;
@@ -43,19 +43,25 @@ fn validate_description(value: &str) -> Result<String, String> {
     Ok(value.trim().to_owned())
 }
 
-/// Checks a provider configuration; `field` is where it sits in the request.
-/// Checks a provider configuration, and that its endpoint is one the operator allows; `field`
-/// is where it sits in the request.
-fn validate_provider(violations: &mut Violations, field: &str, provider: &ProviderConfig, providers: &Providers) {
+/// Checks a provider configuration, and that the server may send its calls (an endpoint the
+/// operator allows, a target inside the organization's cloud scopes); `field` is where it sits
+/// in the request.
+fn validate_provider(
+    violations: &mut Violations,
+    field: &str,
+    provider: &ProviderConfig,
+    providers: &Providers,
+    scopes: &CloudScopes,
+) {
     let (name, mut errors) = match provider {
         ProviderConfig::Memory(memory) => ("memory", memory.validate()),
         ProviderConfig::AwsSecurityGroup(aws) => ("aws_security_group", aws.validate()),
         ProviderConfig::GcpFirewall(gcp) => ("gcp_firewall", gcp.validate()),
     };
     if errors.is_empty()
-        && let Err(refused) = providers.check_endpoint(provider)
+        && let Some(refused) = providers.refusal(provider, scopes)
     {
-        errors.push(("endpoint_url", refused.to_string()));
+        errors.push(refused);
     }
     for (sub_field, description) in errors {
         violations.add(format!("{field}.{name}.{sub_field}"), description);
@@ -67,13 +73,20 @@ impl ResourceManager {
         ResourceManager { db, providers, engine }
     }
 
+    /// The cloud scopes of the caller's organization.
+    async fn scopes(&self, caller: &Caller) -> Result<CloudScopes> {
+        let organization =
+            queries::organizations::get(&self.db, &caller.organization_id).await.or_not_found("organization")?;
+        Ok(queries::organizations::cloud_scopes(&organization)?)
+    }
+
     pub async fn create(&self, caller: &Caller, new: NewResource) -> Result<resource::Model> {
-        caller.require(Permission::ResourcesWrite)?;
+        let scopes = self.scopes(caller).await?;
         let mut violations = Violations::default();
         let name = violations.check("resource.name", validate_name(&new.name));
         let description = violations.check("resource.description", validate_description(&new.description));
         match &new.provider {
-            Some(provider) => validate_provider(&mut violations, "resource", provider, &self.providers),
+            Some(provider) => validate_provider(&mut violations, "resource", provider, &self.providers, &scopes),
             None => violations.add("resource.provider", "one of memory, aws_security_group, gcp_firewall is required"),
         }
         let (Some(name), Some(description), Some(provider), true) =
@@ -107,30 +120,30 @@ impl ResourceManager {
         Ok(created)
     }
 
-    /// A resource of the caller's organization; non-admins only see resources assigned to them.
+    /// A resource of the caller's organization; a call that reaches only the caller's own sees
+    /// only resources assigned to it.
     pub async fn get(&self, caller: &Caller, id: &str) -> Result<resource::Model> {
-        caller.require(Permission::ResourcesRead)?;
         let resource = queries::resources::get(&self.db, &caller.organization_id, id).await.or_not_found("resource")?;
-        if !caller.is_admin() && !queries::resources::is_assigned(&self.db, id, &caller.user_id).await? {
+        let Some(own) = caller.only_own() else { return Ok(resource) };
+        if !queries::resources::is_assigned(&self.db, id, own).await? {
             return Err(Error::not_found("resource"));
         }
         Ok(resource)
     }
 
-    /// Resources of the caller's organization; non-admins only see their own assignments.
+    /// Resources of the caller's organization; a call that reaches only the caller's own sees only
+    /// its assignments.
     pub async fn list(
         &self,
         caller: &Caller,
         assigned_to: Option<&str>,
         page: &PageRequest,
     ) -> Result<Page<resource::Model>> {
-        caller.require(Permission::ResourcesRead)?;
-        let assigned_to = if caller.is_admin() { assigned_to } else { Some(caller.user_id.as_str()) };
+        let assigned_to = caller.only_own().or(assigned_to);
         Ok(queries::resources::list(&self.db, &caller.organization_id, assigned_to, page).await?)
     }
 
     pub async fn update(&self, caller: &Caller, id: &str, changes: ResourceChanges) -> Result<resource::Model> {
-        caller.require(Permission::ResourcesWrite)?;
         let mut violations = Violations::default();
         let name = changes.name.as_deref().and_then(|n| violations.check("resource.name", validate_name(n)));
         let description = changes
@@ -138,7 +151,8 @@ impl ResourceManager {
             .as_deref()
             .and_then(|d| violations.check("resource.description", validate_description(d)));
         if let Some(provider) = &changes.provider {
-            validate_provider(&mut violations, "resource", provider, &self.providers);
+            let scopes = self.scopes(caller).await?;
+            validate_provider(&mut violations, "resource", provider, &self.providers, &scopes);
         }
         if !violations.is_empty() {
             return Err(violations.into());
@@ -178,7 +192,6 @@ impl ResourceManager {
 
     /// Deletes a resource that holds no rule of a live session.
     pub async fn delete(&self, caller: &Caller, id: &str) -> Result<()> {
-        caller.require(Permission::ResourcesWrite)?;
         let txn = store::begin(&self.db).await?;
         let current = queries::resources::get(&txn, &caller.organization_id, id).await.or_not_found("resource")?;
         if queries::resources::has_live_rules(&txn, id).await? {
@@ -197,7 +210,6 @@ impl ResourceManager {
     }
 
     pub async fn assign(&self, caller: &Caller, resource_id: &str, user_id: &str) -> Result<()> {
-        caller.require(Permission::ResourcesWrite)?;
         let txn = store::begin(&self.db).await?;
         queries::resources::get(&txn, &caller.organization_id, resource_id).await.or_not_found("resource")?;
         queries::users::get(&txn, &caller.organization_id, user_id).await.or_not_found("user")?;
@@ -218,7 +230,6 @@ impl ResourceManager {
     }
 
     pub async fn unassign(&self, caller: &Caller, resource_id: &str, user_id: &str) -> Result<()> {
-        caller.require(Permission::ResourcesWrite)?;
         let txn = store::begin(&self.db).await?;
         queries::resources::get(&txn, &caller.organization_id, resource_id).await.or_not_found("resource")?;
         queries::users::get(&txn, &caller.organization_id, user_id).await.or_not_found("user")?;
@@ -240,8 +251,12 @@ impl ResourceManager {
     pub async fn check(&self, caller: &Caller, id: &str) -> Result<CheckOutcome> {
         let resource = self.get(caller, id).await?;
         let config = queries::resources::provider_config(&resource)?;
-        Ok(match self.providers.for_config(&config) {
-            Ok(provider) => provider.check(&Target { resource_id: resource.id, config }).await,
+        let scopes = self.scopes(caller).await?;
+        Ok(match self.providers.for_config(&config, &scopes) {
+            Ok(provider) => {
+                let target = Target { resource_id: resource.id, organization_id: resource.organization_id, config };
+                provider.check(&target).await
+            }
             Err(err) => CheckOutcome::Unsupported(err.to_string()),
         })
     }

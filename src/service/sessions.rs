@@ -3,8 +3,8 @@
 use super::Caller;
 use crate::config::SessionConfig;
 use crate::domain::{
-    EndedReason, IpVersion, Permission, Requested, ResourceIpStatus, Role, SessionStatus, Tier, Violations,
-    check_session_address, new_id, now, parse_session_address, requested,
+    EndedReason, IpVersion, Requested, ResourceIpStatus, Role, SessionStatus, Tier, Violations, check_session_address,
+    new_id, now, parse_session_address, requested,
 };
 use crate::engine::{Engine, Subscription, transitions};
 use crate::error::{Error, Result, StoreResultExt};
@@ -67,7 +67,6 @@ impl SessionManager {
     }
 
     pub async fn start(&self, caller: &Caller, request: StartRequest) -> Result<SessionRecord> {
-        caller.require(Permission::SessionsWrite)?;
         let (organization, tier) = self.organization_of(caller).await?;
         let max_hours = self.max_hours(caller.role, tier);
         let allow_private = organization.allow_private_addresses;
@@ -188,7 +187,7 @@ impl SessionManager {
         Ok(started)
     }
 
-    /// A session the caller may see: its own, or any of the organization's for admins.
+    /// A session the call reaches: the caller's own, or any of the organization's (see [`Caller::reaches`]).
     async fn visible(&self, caller: &Caller, id: &str) -> Result<session::Model> {
         let session = sessions::get(&self.reader, id).await.or_not_found("session")?;
         check_visible(caller, &session)?;
@@ -196,7 +195,6 @@ impl SessionManager {
     }
 
     pub async fn get(&self, caller: &Caller, id: &str) -> Result<SessionRecord> {
-        caller.require(Permission::SessionsRead)?;
         let record = sessions::load(&self.reader, id).await.or_not_found("session")?;
         check_visible(caller, &record.session)?;
         Ok(record)
@@ -208,16 +206,14 @@ impl SessionManager {
         mut filter: SessionFilter,
         page: &PageRequest,
     ) -> Result<Page<SessionRecord>> {
-        caller.require(Permission::SessionsRead)?;
-        if !caller.is_admin() {
-            filter.user_id = Some(caller.user_id.clone());
+        if let Some(own) = caller.only_own() {
+            filter.user_id = Some(own.to_owned());
         }
         Ok(sessions::list(&self.reader, &caller.organization_id, &filter, page).await?)
     }
 
     /// Ends the session (MANUAL by its owner, ADMIN by an admin); stopping an ended one changes nothing.
     pub async fn stop(&self, caller: &Caller, id: &str) -> Result<SessionRecord> {
-        caller.require(Permission::SessionsWrite)?;
         let session = self.visible(caller, id).await?;
         let reason = if session.user_id == caller.user_id { EndedReason::Manual } else { EndedReason::Admin };
         self.engine.end_session(id, reason, &caller.actor()).await?;
@@ -233,7 +229,6 @@ impl SessionManager {
         additional_hours: u32,
         additional_minutes: u32,
     ) -> Result<SessionRecord> {
-        caller.require(Permission::SessionsWrite)?;
         let given = |value: u32| (value > 0).then_some(value);
         let additional =
             requested(("additional_hours", given(additional_hours)), ("additional_minutes", given(additional_minutes)))
@@ -302,7 +297,6 @@ impl SessionManager {
     /// Subscribes to the session's changes, then reads its current state: nothing between the
     /// two can be missed.
     pub async fn watch(&self, caller: &Caller, id: &str) -> Result<(SessionRecord, Subscription)> {
-        caller.require(Permission::SessionsRead)?;
         self.visible(caller, id).await?;
         let subscription = self.engine.hub().subscribe(id);
         let current = sessions::load(&self.reader, id).await?;
@@ -310,7 +304,6 @@ impl SessionManager {
     }
 
     pub async fn get_rule(&self, caller: &Caller, id: &str) -> Result<resource_ip::Model> {
-        caller.require(Permission::SessionsRead)?;
         let rule = sessions::get_rule(&self.reader, &caller.organization_id, id).await.or_not_found("resource ip")?;
         self.visible(caller, &rule.session_id).await.map_err(|_| Error::not_found("resource ip"))?;
         Ok(rule)
@@ -322,16 +315,15 @@ impl SessionManager {
         filter: RuleFilter,
         page: &PageRequest,
     ) -> Result<Page<resource_ip::Model>> {
-        caller.require(Permission::SessionsRead)?;
         match (&filter.session_id, &filter.resource_id) {
             (Some(session_id), _) => {
                 self.visible(caller, session_id).await?;
             }
-            (None, Some(_)) if caller.is_admin() => {}
+            (None, Some(_)) if caller.only_own().is_none() => {}
             (None, Some(_)) => {
                 return Err(Error::PermissionDenied {
-                    reason: ErrorReason::AdminRequired,
-                    message: "listing a resource's rules requires the ADMIN role".into(),
+                    reason: ErrorReason::PermissionMissing,
+                    message: "listing a resource's rules needs users:read (they are other users' sessions)".into(),
                 });
             }
             (None, None) => return Err(Error::invalid("session_id", "session_id or resource_id is required")),
@@ -341,7 +333,6 @@ impl SessionManager {
 
     /// Re-applies a FAILED rule of a live session.
     pub async fn retry_rule(&self, caller: &Caller, id: &str) -> Result<resource_ip::Model> {
-        caller.require(Permission::SessionsWrite)?;
         let rule = self.get_rule(caller, id).await?;
         let session = sessions::get(&self.reader, &rule.session_id).await.or_not_found("session")?;
         let live = session.status.parse::<SessionStatus>().is_ok_and(SessionStatus::is_live);
@@ -365,9 +356,9 @@ impl SessionManager {
     }
 }
 
-/// NOT_FOUND unless the session is the caller's, or the caller administers its organization.
+/// NOT_FOUND unless the session is the caller's, or the call reaches its organization's.
 fn check_visible(caller: &Caller, session: &session::Model) -> Result<()> {
-    if session.organization_id != caller.organization_id || (!caller.is_admin() && session.user_id != caller.user_id) {
+    if session.organization_id != caller.organization_id || !caller.reaches(&session.user_id) {
         return Err(Error::not_found("session"));
     }
     Ok(())

@@ -2,7 +2,7 @@
 
 use super::{Caller, CallerCache};
 use crate::config::SessionConfig;
-use crate::domain::{Permission, Role, Violations, new_id, normalize_email, now, validate_name};
+use crate::domain::{Role, Violations, new_id, normalize_email, now, validate_full_name};
 use crate::engine::{Engine, transitions, transitions::Loss};
 use crate::error::{Result, StoreResultExt};
 use crate::store::audit::AuditRecord;
@@ -41,7 +41,6 @@ impl UserManager {
     }
 
     pub async fn create(&self, caller: &Caller, new: NewUser) -> Result<user::Model> {
-        caller.require(Permission::UsersWrite)?;
         let mut violations = Violations::default();
         let email = violations.check("user.email", normalize_email(&new.email));
         let full_name = violations.check("user.full_name", validate_full_name(&new.full_name));
@@ -81,9 +80,9 @@ impl UserManager {
         Ok(created)
     }
 
-    /// A user of the caller's organization: admins see everyone, others only themselves.
+    /// A user of the caller's organization: the caller itself, anyone with `users:read`.
     pub async fn get(&self, caller: &Caller, id: &str) -> Result<user::Model> {
-        if !caller.is_admin() && id != caller.user_id {
+        if !caller.reaches(id) {
             return Err(crate::error::Error::not_found("user"));
         }
         queries::users::get(&self.db, &caller.organization_id, id).await.or_not_found("user")
@@ -94,12 +93,10 @@ impl UserManager {
     }
 
     pub async fn list(&self, caller: &Caller, page: &PageRequest) -> Result<Page<user::Model>> {
-        caller.require(Permission::UsersWrite)?;
         Ok(queries::users::list(&self.db, &caller.organization_id, page).await?)
     }
 
     pub async fn update(&self, caller: &Caller, id: &str, changes: UserChanges) -> Result<user::Model> {
-        caller.require(Permission::UsersWrite)?;
         let full_name = changes
             .full_name
             .as_deref()
@@ -129,7 +126,6 @@ impl UserManager {
     }
 
     pub async fn disable(&self, caller: &Caller, id: &str) -> Result<user::Model> {
-        caller.require(Permission::UsersWrite)?;
         if id == caller.user_id {
             return Err(cannot_lock_out_self());
         }
@@ -141,7 +137,6 @@ impl UserManager {
     }
 
     pub async fn unlock(&self, caller: &Caller, id: &str) -> Result<user::Model> {
-        caller.require(Permission::UsersWrite)?;
         self.change(caller, id, "user.unlocked", |active, record| {
             active.locked = Set(false);
             active.failed_login_count = Set(0);
@@ -195,9 +190,4 @@ fn cannot_lock_out_self() -> crate::error::Error {
         crate::pb::v1::ErrorReason::InvalidState,
         "admins cannot disable or demote themselves; ask another admin",
     )
-}
-
-/// A full name is optional: blank means none, anything else must be a valid name.
-fn validate_full_name(value: &str) -> Result<String, String> {
-    if value.trim().is_empty() { Ok(String::new()) } else { validate_name(value) }
 }

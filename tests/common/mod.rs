@@ -8,18 +8,19 @@ pub mod certs;
 pub mod gcp_fake;
 #[cfg(feature = "aws")]
 pub mod moto;
+pub mod raw_grpc;
 pub mod smtp;
 
 use portcullis::config::Config;
-use portcullis::domain::{Permission, new_id, now};
+use portcullis::domain::{CloudScopes, Permission, new_id, now};
 use portcullis::grpc::ServeOptions;
 use portcullis::pb::v1::resource_service_client::ResourceServiceClient;
 use portcullis::pb::v1::session_service_client::SessionServiceClient;
 use portcullis::pb::v1::*;
 use portcullis::provider::Providers;
 use portcullis::provider::memory::MemoryFirewall;
-use portcullis::service::credentials::generate_api_key;
-use portcullis::service::{Services, initialize};
+use portcullis::service::credentials::{KeyKind, generate_api_key};
+use portcullis::service::{Services, create_operator_key, initialize};
 use portcullis::store::entity::{api_key, organization, user};
 use portcullis::store::{self, queries};
 use sea_orm::{ConnectionTrait, DatabaseConnection};
@@ -127,6 +128,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub db: DatabaseConnection,
     pub admin_key: String,
+    /// A platform operator key (ROLE_OPERATOR).
+    pub operator_key: String,
     pub admin_id: String,
     pub organization_id: String,
     pub services: Services,
@@ -137,6 +140,7 @@ pub struct TestServer {
 /// What `portcullis init` created, which every replica of a server shares.
 struct Identity {
     admin_key: String,
+    operator_key: String,
     admin_id: String,
     organization_id: String,
 }
@@ -166,8 +170,10 @@ impl TestServer {
         let connection = db.connect().await;
         store::migrate(&connection).await.expect("migrate");
         let created = initialize(&connection, "admin@example.com", "Acme").await.expect("init");
+        let (_, operator_key) = create_operator_key(&connection, "test operator").await.expect("operator key");
         let identity = Identity {
             admin_key: created.api_key,
+            operator_key,
             admin_id: created.admin.id,
             organization_id: created.organization.id,
         };
@@ -178,6 +184,7 @@ impl TestServer {
     pub async fn replica(&self, db: &TestDb, config: Config) -> TestServer {
         let identity = Identity {
             admin_key: self.admin_key.clone(),
+            operator_key: self.operator_key.clone(),
             admin_id: self.admin_id.clone(),
             organization_id: self.organization_id.clone(),
         };
@@ -209,6 +216,7 @@ impl TestServer {
             addr,
             db: connection,
             admin_key: identity.admin_key,
+            operator_key: identity.operator_key,
             admin_id: identity.admin_id,
             organization_id: identity.organization_id,
             services,
@@ -233,6 +241,33 @@ impl TestServer {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+    }
+
+    /// The operator sets the organization's tier.
+    pub async fn set_tier(&self, tier: Tier) {
+        let organization = Organization { id: self.organization_id.clone(), tier: tier.into(), ..Default::default() };
+        let request = UpdateOrganizationRequest {
+            organization: Some(organization),
+            update_mask: Some(prost_types::FieldMask { paths: vec!["tier".into()] }),
+        };
+        self.organizations().await.update_organization(with_key(request, &self.operator_key)).await.expect("set tier");
+    }
+
+    /// The operator suspends the organization, or lifts its suspension.
+    pub async fn set_suspended(&self, suspended: bool) {
+        let mut organizations = self.organizations().await;
+        let organization_id = self.organization_id.clone();
+        if suspended {
+            let request = SuspendOrganizationRequest { organization_id, reason: "test".into() };
+            organizations.suspend_organization(with_key(request, &self.operator_key)).await.expect("suspend");
+        } else {
+            let request = ResumeOrganizationRequest { organization_id };
+            organizations.resume_organization(with_key(request, &self.operator_key)).await.expect("resume");
+        }
+    }
+
+    async fn organizations(&self) -> organization_service_client::OrganizationServiceClient<Channel> {
+        organization_service_client::OrganizationServiceClient::new(self.channel().await)
     }
 
     /// Inserts a user straight into the store (no audit event), returning its id.
@@ -272,6 +307,7 @@ impl TestServer {
                 allow_private_addresses: false,
                 created_at: at,
                 updated_at: at,
+                cloud_scopes: queries::organizations::encode_cloud_scopes(&CloudScopes::unrestricted()),
             },
         )
         .await
@@ -300,7 +336,7 @@ pub async fn insert_api_key(
     expires_at: Option<chrono::DateTime<chrono::Utc>>,
 ) -> String {
     let user = queries::users::get_any(db, user_id).await.expect("user");
-    let key = generate_api_key();
+    let key = generate_api_key(KeyKind::Member);
     queries::api_keys::insert(
         db,
         api_key::Model {
@@ -444,4 +480,29 @@ impl Fixture {
             .session
             .unwrap()
     }
+}
+
+/// Inserts an open login session for `user_id` straight into the store; returns its id.
+pub async fn insert_login_session(db: &DatabaseConnection, user_id: &str) -> String {
+    let user = queries::users::get_any(db, user_id).await.expect("user");
+    let at = now();
+    queries::login_sessions::insert(
+        db,
+        portcullis::store::entity::login_session::Model {
+            id: new_id(),
+            organization_id: user.organization_id,
+            user_id: user_id.to_owned(),
+            created_at: at,
+            active_at: at,
+            expires_at: at + chrono::TimeDelta::hours(1),
+            idle_timeout_minutes: 60,
+            ip: "203.0.113.7".into(),
+            user_agent: "test".into(),
+            authenticators: "otp".into(),
+            closed_at: None,
+        },
+    )
+    .await
+    .expect("insert login session")
+    .id
 }

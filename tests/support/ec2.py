@@ -4,11 +4,13 @@ plants rules as someone else would, and reports what a group really holds.
 Usage: ec2.py ENDPOINT REGION create-group NAME
        ec2.py ENDPOINT REGION rules GROUP_ID
        ec2.py ENDPOINT REGION plant GROUP_ID CIDR DESCRIPTION [TAG_KEY=VALUE]
+       ec2.py ENDPOINT REGION assumed-roles
 Prints JSON on stdout.
 """
 
 import json
 import sys
+import urllib.request
 
 import boto3
 
@@ -80,6 +82,15 @@ def main() -> None:
         group_id, rule_id = args
         ec2.revoke_security_group_ingress(GroupId=group_id, SecurityGroupRuleIds=[rule_id])
         print(json.dumps({"revoked": rule_id}))
+    elif command == "assumed-roles":
+        # moto's own record of every AssumeRole call, as moto's dashboard reads it.
+        with urllib.request.urlopen(f"{endpoint}/moto-api/data.json") as answer:
+            data = json.load(answer)
+        roles = [
+            {"access_key_id": role["access_key_id"], "role_arn": role["role_arn"], "external_id": role["external_id"]}
+            for role in data.get("sts", {}).get("AssumedRole", [])
+        ]
+        print(json.dumps(roles))
     else:
         sys.exit(f"unknown command {command}")
 

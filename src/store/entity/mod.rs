@@ -3,6 +3,7 @@
 pub mod api_key;
 pub mod audit_event;
 pub mod login_session;
+pub mod operator_key;
 pub mod organization;
 pub mod rate_limit;
 pub mod resource;

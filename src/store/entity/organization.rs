@@ -11,6 +11,8 @@ pub struct Model {
     pub allow_private_addresses: bool,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// `domain::CloudScopes` as JSON.
+    pub cloud_scopes: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -13,6 +13,7 @@ mod m20261122_000007_create_audit_events;
 mod m20261122_000008_create_signing_keys;
 mod m20261123_000009_create_resource_leases;
 mod m20261123_000010_create_rate_limits;
+mod m20261201_000011_operators_and_scopes;
 
 pub struct Migrator;
 
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000008_create_signing_keys::Migration),
             Box::new(m20261123_000009_create_resource_leases::Migration),
             Box::new(m20261123_000010_create_rate_limits::Migration),
+            Box::new(m20261201_000011_operators_and_scopes::Migration),
         ]
     }
 }

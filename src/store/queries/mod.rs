@@ -3,6 +3,7 @@
 pub mod api_keys;
 pub mod audit_events;
 pub mod login_sessions;
+pub mod operator_keys;
 pub mod organizations;
 pub mod rate_limits;
 pub mod resource_leases;

@@ -50,6 +50,11 @@ const (
 	ErrorReason_ERROR_REASON_ADMIN_REQUIRED ErrorReason = 21
 	// ERROR_REASON_ORGANIZATION_SUSPENDED: the caller's organization is suspended.
 	ErrorReason_ERROR_REASON_ORGANIZATION_SUSPENDED ErrorReason = 22
+	// ERROR_REASON_OPERATOR_REQUIRED: only the platform operator may make the call.
+	ErrorReason_ERROR_REASON_OPERATOR_REQUIRED ErrorReason = 23
+	// ERROR_REASON_MEMBER_REQUIRED: the call acts inside an organization; the platform operator is
+	// a member of none.
+	ErrorReason_ERROR_REASON_MEMBER_REQUIRED ErrorReason = 24
 	// ERROR_REASON_NOT_FOUND: the object does not exist or is not visible to the caller.
 	ErrorReason_ERROR_REASON_NOT_FOUND ErrorReason = 30
 	// ERROR_REASON_ALREADY_EXISTS: an object with the same unique key exists.
@@ -89,6 +94,8 @@ var (
 		20: "ERROR_REASON_PERMISSION_MISSING",
 		21: "ERROR_REASON_ADMIN_REQUIRED",
 		22: "ERROR_REASON_ORGANIZATION_SUSPENDED",
+		23: "ERROR_REASON_OPERATOR_REQUIRED",
+		24: "ERROR_REASON_MEMBER_REQUIRED",
 		30: "ERROR_REASON_NOT_FOUND",
 		31: "ERROR_REASON_ALREADY_EXISTS",
 		32: "ERROR_REASON_SESSION_ALREADY_ACTIVE",
@@ -113,6 +120,8 @@ var (
 		"ERROR_REASON_PERMISSION_MISSING":       20,
 		"ERROR_REASON_ADMIN_REQUIRED":           21,
 		"ERROR_REASON_ORGANIZATION_SUSPENDED":   22,
+		"ERROR_REASON_OPERATOR_REQUIRED":        23,
+		"ERROR_REASON_MEMBER_REQUIRED":          24,
 		"ERROR_REASON_NOT_FOUND":                30,
 		"ERROR_REASON_ALREADY_EXISTS":           31,
 		"ERROR_REASON_SESSION_ALREADY_ACTIVE":   32,
@@ -159,7 +168,7 @@ var File_portcullis_v1_error_reason_proto protoreflect.FileDescriptor
 
 const file_portcullis_v1_error_reason_proto_rawDesc = "" +
 	"\n" +
-	" portcullis/v1/error_reason.proto\x12\rportcullis.v1*\x8c\x06\n" +
+	" portcullis/v1/error_reason.proto\x12\rportcullis.v1*\xd2\x06\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aERROR_REASON_INVALID_INPUT\x10\x01\x12#\n" +
@@ -171,7 +180,9 @@ const file_portcullis_v1_error_reason_proto_rawDesc = "" +
 	" ERROR_REASON_INVALID_CREDENTIALS\x10\v\x12#\n" +
 	"\x1fERROR_REASON_PERMISSION_MISSING\x10\x14\x12\x1f\n" +
 	"\x1bERROR_REASON_ADMIN_REQUIRED\x10\x15\x12'\n" +
-	"#ERROR_REASON_ORGANIZATION_SUSPENDED\x10\x16\x12\x1a\n" +
+	"#ERROR_REASON_ORGANIZATION_SUSPENDED\x10\x16\x12\"\n" +
+	"\x1eERROR_REASON_OPERATOR_REQUIRED\x10\x17\x12 \n" +
+	"\x1cERROR_REASON_MEMBER_REQUIRED\x10\x18\x12\x1a\n" +
 	"\x16ERROR_REASON_NOT_FOUND\x10\x1e\x12\x1f\n" +
 	"\x1bERROR_REASON_ALREADY_EXISTS\x10\x1f\x12'\n" +
 	"#ERROR_REASON_SESSION_ALREADY_ACTIVE\x10 \x12&\n" +

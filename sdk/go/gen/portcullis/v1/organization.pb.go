@@ -80,6 +80,92 @@ func (Tier) EnumDescriptor() ([]byte, []int) {
 	return file_portcullis_v1_organization_proto_rawDescGZIP(), []int{0}
 }
 
+// CloudScopes are the cloud accounts an organization's resources may act on with the server's
+// cloud identity. A resource outside them is refused when it is created or changed, and its
+// provider calls are not sent.
+type CloudScopes struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// unrestricted lets resources target whatever the server's identity reaches: the organization
+	// `portcullis init` makes (a single-tenant install) starts so; the operator's start without.
+	Unrestricted bool `protobuf:"varint,1,opt,name=unrestricted,proto3" json:"unrestricted,omitempty"`
+	// aws_accounts are 12-digit AWS account ids: a resource may assume any role (role_arn) in them.
+	// Without unrestricted, an AWS resource must assume a role.
+	AwsAccounts []string `protobuf:"bytes,2,rep,name=aws_accounts,json=awsAccounts,proto3" json:"aws_accounts,omitempty"`
+	// aws_role_arns are role ARN patterns a resource may assume; `*` matches any run of characters.
+	AwsRoleArns []string `protobuf:"bytes,3,rep,name=aws_role_arns,json=awsRoleArns,proto3" json:"aws_role_arns,omitempty"`
+	// gcp_projects are the GCP project ids a resource may target.
+	GcpProjects []string `protobuf:"bytes,4,rep,name=gcp_projects,json=gcpProjects,proto3" json:"gcp_projects,omitempty"`
+	// azure_subscriptions are the Azure subscription ids a resource may target.
+	AzureSubscriptions []string `protobuf:"bytes,5,rep,name=azure_subscriptions,json=azureSubscriptions,proto3" json:"azure_subscriptions,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *CloudScopes) Reset() {
+	*x = CloudScopes{}
+	mi := &file_portcullis_v1_organization_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CloudScopes) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CloudScopes) ProtoMessage() {}
+
+func (x *CloudScopes) ProtoReflect() protoreflect.Message {
+	mi := &file_portcullis_v1_organization_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CloudScopes.ProtoReflect.Descriptor instead.
+func (*CloudScopes) Descriptor() ([]byte, []int) {
+	return file_portcullis_v1_organization_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *CloudScopes) GetUnrestricted() bool {
+	if x != nil {
+		return x.Unrestricted
+	}
+	return false
+}
+
+func (x *CloudScopes) GetAwsAccounts() []string {
+	if x != nil {
+		return x.AwsAccounts
+	}
+	return nil
+}
+
+func (x *CloudScopes) GetAwsRoleArns() []string {
+	if x != nil {
+		return x.AwsRoleArns
+	}
+	return nil
+}
+
+func (x *CloudScopes) GetGcpProjects() []string {
+	if x != nil {
+		return x.GcpProjects
+	}
+	return nil
+}
+
+func (x *CloudScopes) GetAzureSubscriptions() []string {
+	if x != nil {
+		return x.AzureSubscriptions
+	}
+	return nil
+}
+
 // Organization owns users, resources and sessions; nothing crosses between organizations.
 type Organization struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -87,23 +173,26 @@ type Organization struct {
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// name of the organization.
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	// tier sets the longest session.
+	// tier sets the longest session (set by the operator).
 	Tier Tier `protobuf:"varint,3,opt,name=tier,proto3,enum=portcullis.v1.Tier" json:"tier,omitempty"`
-	// suspended organizations get PERMISSION_DENIED on every call except this service's, for admins.
+	// suspended organizations' members get PERMISSION_DENIED on every call but GetOrganization
+	// (see SuspendOrganization).
 	Suspended bool `protobuf:"varint,4,opt,name=suspended,proto3" json:"suspended,omitempty"`
 	// allow_private_addresses lets sessions open private (RFC 1918, ULA) addresses.
 	AllowPrivateAddresses bool `protobuf:"varint,5,opt,name=allow_private_addresses,json=allowPrivateAddresses,proto3" json:"allow_private_addresses,omitempty"`
 	// created_at is when the organization was created.
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	// updated_at is when the organization last changed.
-	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// cloud_scopes are where its resources may act (set by the operator).
+	CloudScopes   *CloudScopes `protobuf:"bytes,8,opt,name=cloud_scopes,json=cloudScopes,proto3" json:"cloud_scopes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Organization) Reset() {
 	*x = Organization{}
-	mi := &file_portcullis_v1_organization_proto_msgTypes[0]
+	mi := &file_portcullis_v1_organization_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -115,7 +204,7 @@ func (x *Organization) String() string {
 func (*Organization) ProtoMessage() {}
 
 func (x *Organization) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_organization_proto_msgTypes[0]
+	mi := &file_portcullis_v1_organization_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -128,7 +217,7 @@ func (x *Organization) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Organization.ProtoReflect.Descriptor instead.
 func (*Organization) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_organization_proto_rawDescGZIP(), []int{0}
+	return file_portcullis_v1_organization_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *Organization) GetId() string {
@@ -180,16 +269,26 @@ func (x *Organization) GetUpdatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
-// GetOrganizationRequest asks for the caller's organization.
+func (x *Organization) GetCloudScopes() *CloudScopes {
+	if x != nil {
+		return x.CloudScopes
+	}
+	return nil
+}
+
+// GetOrganizationRequest names the organization.
 type GetOrganizationRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// organization_id is the organization to read: empty means the caller's own; the operator must
+	// name one.
+	OrganizationId string `protobuf:"bytes,1,opt,name=organization_id,json=organizationId,proto3" json:"organization_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *GetOrganizationRequest) Reset() {
 	*x = GetOrganizationRequest{}
-	mi := &file_portcullis_v1_organization_proto_msgTypes[1]
+	mi := &file_portcullis_v1_organization_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -201,7 +300,7 @@ func (x *GetOrganizationRequest) String() string {
 func (*GetOrganizationRequest) ProtoMessage() {}
 
 func (x *GetOrganizationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_organization_proto_msgTypes[1]
+	mi := &file_portcullis_v1_organization_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -214,13 +313,20 @@ func (x *GetOrganizationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOrganizationRequest.ProtoReflect.Descriptor instead.
 func (*GetOrganizationRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_organization_proto_rawDescGZIP(), []int{1}
+	return file_portcullis_v1_organization_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *GetOrganizationRequest) GetOrganizationId() string {
+	if x != nil {
+		return x.OrganizationId
+	}
+	return ""
 }
 
 // GetOrganizationResponse carries the organization.
 type GetOrganizationResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// organization is the caller's organization.
+	// organization is the organization asked for.
 	Organization  *Organization `protobuf:"bytes,1,opt,name=organization,proto3" json:"organization,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -228,7 +334,7 @@ type GetOrganizationResponse struct {
 
 func (x *GetOrganizationResponse) Reset() {
 	*x = GetOrganizationResponse{}
-	mi := &file_portcullis_v1_organization_proto_msgTypes[2]
+	mi := &file_portcullis_v1_organization_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -240,7 +346,7 @@ func (x *GetOrganizationResponse) String() string {
 func (*GetOrganizationResponse) ProtoMessage() {}
 
 func (x *GetOrganizationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_organization_proto_msgTypes[2]
+	mi := &file_portcullis_v1_organization_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -253,7 +359,7 @@ func (x *GetOrganizationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOrganizationResponse.ProtoReflect.Descriptor instead.
 func (*GetOrganizationResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_organization_proto_rawDescGZIP(), []int{2}
+	return file_portcullis_v1_organization_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *GetOrganizationResponse) GetOrganization() *Organization {
@@ -263,13 +369,14 @@ func (x *GetOrganizationResponse) GetOrganization() *Organization {
 	return nil
 }
 
-// UpdateOrganizationRequest changes the caller's organization.
+// UpdateOrganizationRequest changes an organization.
 type UpdateOrganizationRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// organization carries the new values; its id is ignored.
+	// organization carries the new values; its id names the organization (empty: the caller's own;
+	// the operator must name one).
 	Organization *Organization `protobuf:"bytes,1,opt,name=organization,proto3" json:"organization,omitempty"`
-	// update_mask names the fields to change: name, tier, suspended, allow_private_addresses.
-	// Empty means all of them.
+	// update_mask names the fields to change: name and allow_private_addresses; for the operator
+	// also tier and cloud_scopes. Empty means all the caller may change.
 	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -277,7 +384,7 @@ type UpdateOrganizationRequest struct {
 
 func (x *UpdateOrganizationRequest) Reset() {
 	*x = UpdateOrganizationRequest{}
-	mi := &file_portcullis_v1_organization_proto_msgTypes[3]
+	mi := &file_portcullis_v1_organization_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -289,7 +396,7 @@ func (x *UpdateOrganizationRequest) String() string {
 func (*UpdateOrganizationRequest) ProtoMessage() {}
 
 func (x *UpdateOrganizationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_organization_proto_msgTypes[3]
+	mi := &file_portcullis_v1_organization_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -302,7 +409,7 @@ func (x *UpdateOrganizationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateOrganizationRequest.ProtoReflect.Descriptor instead.
 func (*UpdateOrganizationRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_organization_proto_rawDescGZIP(), []int{3}
+	return file_portcullis_v1_organization_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *UpdateOrganizationRequest) GetOrganization() *Organization {
@@ -330,7 +437,7 @@ type UpdateOrganizationResponse struct {
 
 func (x *UpdateOrganizationResponse) Reset() {
 	*x = UpdateOrganizationResponse{}
-	mi := &file_portcullis_v1_organization_proto_msgTypes[4]
+	mi := &file_portcullis_v1_organization_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -342,7 +449,7 @@ func (x *UpdateOrganizationResponse) String() string {
 func (*UpdateOrganizationResponse) ProtoMessage() {}
 
 func (x *UpdateOrganizationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_organization_proto_msgTypes[4]
+	mi := &file_portcullis_v1_organization_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -355,10 +462,442 @@ func (x *UpdateOrganizationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateOrganizationResponse.ProtoReflect.Descriptor instead.
 func (*UpdateOrganizationResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_organization_proto_rawDescGZIP(), []int{4}
+	return file_portcullis_v1_organization_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *UpdateOrganizationResponse) GetOrganization() *Organization {
+	if x != nil {
+		return x.Organization
+	}
+	return nil
+}
+
+// CreateOrganizationRequest describes a new organization and its first admin.
+type CreateOrganizationRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// organization carries name, tier (empty: TIER_FREE), allow_private_addresses and
+	// cloud_scopes (empty: none).
+	Organization *Organization `protobuf:"bytes,1,opt,name=organization,proto3" json:"organization,omitempty"`
+	// admin_email is the first admin's address.
+	AdminEmail string `protobuf:"bytes,2,opt,name=admin_email,json=adminEmail,proto3" json:"admin_email,omitempty"`
+	// admin_full_name is the first admin's name.
+	AdminFullName string `protobuf:"bytes,3,opt,name=admin_full_name,json=adminFullName,proto3" json:"admin_full_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateOrganizationRequest) Reset() {
+	*x = CreateOrganizationRequest{}
+	mi := &file_portcullis_v1_organization_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateOrganizationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateOrganizationRequest) ProtoMessage() {}
+
+func (x *CreateOrganizationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_portcullis_v1_organization_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateOrganizationRequest.ProtoReflect.Descriptor instead.
+func (*CreateOrganizationRequest) Descriptor() ([]byte, []int) {
+	return file_portcullis_v1_organization_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *CreateOrganizationRequest) GetOrganization() *Organization {
+	if x != nil {
+		return x.Organization
+	}
+	return nil
+}
+
+func (x *CreateOrganizationRequest) GetAdminEmail() string {
+	if x != nil {
+		return x.AdminEmail
+	}
+	return ""
+}
+
+func (x *CreateOrganizationRequest) GetAdminFullName() string {
+	if x != nil {
+		return x.AdminFullName
+	}
+	return ""
+}
+
+// CreateOrganizationResponse carries the organization, its admin and the admin's key.
+type CreateOrganizationResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// organization is the new organization.
+	Organization *Organization `protobuf:"bytes,1,opt,name=organization,proto3" json:"organization,omitempty"`
+	// admin is its first admin.
+	Admin *User `protobuf:"bytes,2,opt,name=admin,proto3" json:"admin,omitempty"`
+	// admin_api_key is an API key of the admin with every permission, shown this once.
+	AdminApiKey   string `protobuf:"bytes,3,opt,name=admin_api_key,json=adminApiKey,proto3" json:"admin_api_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateOrganizationResponse) Reset() {
+	*x = CreateOrganizationResponse{}
+	mi := &file_portcullis_v1_organization_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateOrganizationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateOrganizationResponse) ProtoMessage() {}
+
+func (x *CreateOrganizationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_portcullis_v1_organization_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateOrganizationResponse.ProtoReflect.Descriptor instead.
+func (*CreateOrganizationResponse) Descriptor() ([]byte, []int) {
+	return file_portcullis_v1_organization_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *CreateOrganizationResponse) GetOrganization() *Organization {
+	if x != nil {
+		return x.Organization
+	}
+	return nil
+}
+
+func (x *CreateOrganizationResponse) GetAdmin() *User {
+	if x != nil {
+		return x.Admin
+	}
+	return nil
+}
+
+func (x *CreateOrganizationResponse) GetAdminApiKey() string {
+	if x != nil {
+		return x.AdminApiKey
+	}
+	return ""
+}
+
+// ListOrganizationsRequest selects organizations.
+type ListOrganizationsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// page_size is the maximum number of organizations returned: 0 means 50, at most 1000.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// page_token continues a previous list.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListOrganizationsRequest) Reset() {
+	*x = ListOrganizationsRequest{}
+	mi := &file_portcullis_v1_organization_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListOrganizationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListOrganizationsRequest) ProtoMessage() {}
+
+func (x *ListOrganizationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_portcullis_v1_organization_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListOrganizationsRequest.ProtoReflect.Descriptor instead.
+func (*ListOrganizationsRequest) Descriptor() ([]byte, []int) {
+	return file_portcullis_v1_organization_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ListOrganizationsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListOrganizationsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListOrganizationsResponse carries one page of organizations.
+type ListOrganizationsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// organizations of this page.
+	Organizations []*Organization `protobuf:"bytes,1,rep,name=organizations,proto3" json:"organizations,omitempty"`
+	// next_page_token continues the list; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListOrganizationsResponse) Reset() {
+	*x = ListOrganizationsResponse{}
+	mi := &file_portcullis_v1_organization_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListOrganizationsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListOrganizationsResponse) ProtoMessage() {}
+
+func (x *ListOrganizationsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_portcullis_v1_organization_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListOrganizationsResponse.ProtoReflect.Descriptor instead.
+func (*ListOrganizationsResponse) Descriptor() ([]byte, []int) {
+	return file_portcullis_v1_organization_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ListOrganizationsResponse) GetOrganizations() []*Organization {
+	if x != nil {
+		return x.Organizations
+	}
+	return nil
+}
+
+func (x *ListOrganizationsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// SuspendOrganizationRequest names the organization to suspend.
+type SuspendOrganizationRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// organization_id is the organization to suspend.
+	OrganizationId string `protobuf:"bytes,1,opt,name=organization_id,json=organizationId,proto3" json:"organization_id,omitempty"`
+	// reason is recorded in the organization's audit trail.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SuspendOrganizationRequest) Reset() {
+	*x = SuspendOrganizationRequest{}
+	mi := &file_portcullis_v1_organization_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SuspendOrganizationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SuspendOrganizationRequest) ProtoMessage() {}
+
+func (x *SuspendOrganizationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_portcullis_v1_organization_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SuspendOrganizationRequest.ProtoReflect.Descriptor instead.
+func (*SuspendOrganizationRequest) Descriptor() ([]byte, []int) {
+	return file_portcullis_v1_organization_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *SuspendOrganizationRequest) GetOrganizationId() string {
+	if x != nil {
+		return x.OrganizationId
+	}
+	return ""
+}
+
+func (x *SuspendOrganizationRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// SuspendOrganizationResponse carries the suspended organization.
+type SuspendOrganizationResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// organization is the suspended organization.
+	Organization  *Organization `protobuf:"bytes,1,opt,name=organization,proto3" json:"organization,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SuspendOrganizationResponse) Reset() {
+	*x = SuspendOrganizationResponse{}
+	mi := &file_portcullis_v1_organization_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SuspendOrganizationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SuspendOrganizationResponse) ProtoMessage() {}
+
+func (x *SuspendOrganizationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_portcullis_v1_organization_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SuspendOrganizationResponse.ProtoReflect.Descriptor instead.
+func (*SuspendOrganizationResponse) Descriptor() ([]byte, []int) {
+	return file_portcullis_v1_organization_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *SuspendOrganizationResponse) GetOrganization() *Organization {
+	if x != nil {
+		return x.Organization
+	}
+	return nil
+}
+
+// ResumeOrganizationRequest names the organization to resume.
+type ResumeOrganizationRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// organization_id is the organization to resume.
+	OrganizationId string `protobuf:"bytes,1,opt,name=organization_id,json=organizationId,proto3" json:"organization_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ResumeOrganizationRequest) Reset() {
+	*x = ResumeOrganizationRequest{}
+	mi := &file_portcullis_v1_organization_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeOrganizationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeOrganizationRequest) ProtoMessage() {}
+
+func (x *ResumeOrganizationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_portcullis_v1_organization_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeOrganizationRequest.ProtoReflect.Descriptor instead.
+func (*ResumeOrganizationRequest) Descriptor() ([]byte, []int) {
+	return file_portcullis_v1_organization_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ResumeOrganizationRequest) GetOrganizationId() string {
+	if x != nil {
+		return x.OrganizationId
+	}
+	return ""
+}
+
+// ResumeOrganizationResponse carries the resumed organization.
+type ResumeOrganizationResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// organization is the resumed organization.
+	Organization  *Organization `protobuf:"bytes,1,opt,name=organization,proto3" json:"organization,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeOrganizationResponse) Reset() {
+	*x = ResumeOrganizationResponse{}
+	mi := &file_portcullis_v1_organization_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeOrganizationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeOrganizationResponse) ProtoMessage() {}
+
+func (x *ResumeOrganizationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_portcullis_v1_organization_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeOrganizationResponse.ProtoReflect.Descriptor instead.
+func (*ResumeOrganizationResponse) Descriptor() ([]byte, []int) {
+	return file_portcullis_v1_organization_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ResumeOrganizationResponse) GetOrganization() *Organization {
 	if x != nil {
 		return x.Organization
 	}
@@ -369,7 +908,13 @@ var File_portcullis_v1_organization_proto protoreflect.FileDescriptor
 
 const file_portcullis_v1_organization_proto_rawDesc = "" +
 	"\n" +
-	" portcullis/v1/organization.proto\x12\rportcullis.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa7\x02\n" +
+	" portcullis/v1/organization.proto\x12\rportcullis.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18portcullis/v1/user.proto\"\xcc\x01\n" +
+	"\vCloudScopes\x12\"\n" +
+	"\funrestricted\x18\x01 \x01(\bR\funrestricted\x12!\n" +
+	"\faws_accounts\x18\x02 \x03(\tR\vawsAccounts\x12\"\n" +
+	"\raws_role_arns\x18\x03 \x03(\tR\vawsRoleArns\x12!\n" +
+	"\fgcp_projects\x18\x04 \x03(\tR\vgcpProjects\x12/\n" +
+	"\x13azure_subscriptions\x18\x05 \x03(\tR\x12azureSubscriptions\"\xe6\x02\n" +
 	"\fOrganization\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12'\n" +
@@ -379,8 +924,10 @@ const file_portcullis_v1_organization_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
-	"updated_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\x18\n" +
-	"\x16GetOrganizationRequest\"Z\n" +
+	"updated_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12=\n" +
+	"\fcloud_scopes\x18\b \x01(\v2\x1a.portcullis.v1.CloudScopesR\vcloudScopes\"A\n" +
+	"\x16GetOrganizationRequest\x12'\n" +
+	"\x0forganization_id\x18\x01 \x01(\tR\x0eorganizationId\"Z\n" +
 	"\x17GetOrganizationResponse\x12?\n" +
 	"\forganization\x18\x01 \x01(\v2\x1b.portcullis.v1.OrganizationR\forganization\"\x99\x01\n" +
 	"\x19UpdateOrganizationRequest\x12?\n" +
@@ -388,15 +935,44 @@ const file_portcullis_v1_organization_proto_rawDesc = "" +
 	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
 	"updateMask\"]\n" +
 	"\x1aUpdateOrganizationResponse\x12?\n" +
+	"\forganization\x18\x01 \x01(\v2\x1b.portcullis.v1.OrganizationR\forganization\"\xa5\x01\n" +
+	"\x19CreateOrganizationRequest\x12?\n" +
+	"\forganization\x18\x01 \x01(\v2\x1b.portcullis.v1.OrganizationR\forganization\x12\x1f\n" +
+	"\vadmin_email\x18\x02 \x01(\tR\n" +
+	"adminEmail\x12&\n" +
+	"\x0fadmin_full_name\x18\x03 \x01(\tR\radminFullName\"\xac\x01\n" +
+	"\x1aCreateOrganizationResponse\x12?\n" +
+	"\forganization\x18\x01 \x01(\v2\x1b.portcullis.v1.OrganizationR\forganization\x12)\n" +
+	"\x05admin\x18\x02 \x01(\v2\x13.portcullis.v1.UserR\x05admin\x12\"\n" +
+	"\radmin_api_key\x18\x03 \x01(\tR\vadminApiKey\"V\n" +
+	"\x18ListOrganizationsRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"\x86\x01\n" +
+	"\x19ListOrganizationsResponse\x12A\n" +
+	"\rorganizations\x18\x01 \x03(\v2\x1b.portcullis.v1.OrganizationR\rorganizations\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"]\n" +
+	"\x1aSuspendOrganizationRequest\x12'\n" +
+	"\x0forganization_id\x18\x01 \x01(\tR\x0eorganizationId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"^\n" +
+	"\x1bSuspendOrganizationResponse\x12?\n" +
+	"\forganization\x18\x01 \x01(\v2\x1b.portcullis.v1.OrganizationR\forganization\"D\n" +
+	"\x19ResumeOrganizationRequest\x12'\n" +
+	"\x0forganization_id\x18\x01 \x01(\tR\x0eorganizationId\"]\n" +
+	"\x1aResumeOrganizationResponse\x12?\n" +
 	"\forganization\x18\x01 \x01(\v2\x1b.portcullis.v1.OrganizationR\forganization*S\n" +
 	"\x04Tier\x12\x14\n" +
 	"\x10TIER_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tTIER_FREE\x10\x01\x12\x11\n" +
 	"\rTIER_BUSINESS\x10\x02\x12\x13\n" +
-	"\x0fTIER_ENTERPRISE\x10\x032\xe2\x01\n" +
+	"\x0fTIER_ENTERPRISE\x10\x032\x8e\x05\n" +
 	"\x13OrganizationService\x12`\n" +
 	"\x0fGetOrganization\x12%.portcullis.v1.GetOrganizationRequest\x1a&.portcullis.v1.GetOrganizationResponse\x12i\n" +
-	"\x12UpdateOrganization\x12(.portcullis.v1.UpdateOrganizationRequest\x1a).portcullis.v1.UpdateOrganizationResponseB\xc3\x01\n" +
+	"\x12UpdateOrganization\x12(.portcullis.v1.UpdateOrganizationRequest\x1a).portcullis.v1.UpdateOrganizationResponse\x12i\n" +
+	"\x12CreateOrganization\x12(.portcullis.v1.CreateOrganizationRequest\x1a).portcullis.v1.CreateOrganizationResponse\x12f\n" +
+	"\x11ListOrganizations\x12'.portcullis.v1.ListOrganizationsRequest\x1a(.portcullis.v1.ListOrganizationsResponse\x12l\n" +
+	"\x13SuspendOrganization\x12).portcullis.v1.SuspendOrganizationRequest\x1a*.portcullis.v1.SuspendOrganizationResponse\x12i\n" +
+	"\x12ResumeOrganization\x12(.portcullis.v1.ResumeOrganizationRequest\x1a).portcullis.v1.ResumeOrganizationResponseB\xc3\x01\n" +
 	"\x11com.portcullis.v1B\x11OrganizationProtoP\x01ZFgithub.com/portcullis/portcullis/sdk/go/gen/portcullis/v1;portcullisv1\xa2\x02\x03PXX\xaa\x02\rPortcullis.V1\xca\x02\rPortcullis\\V1\xe2\x02\x19Portcullis\\V1\\GPBMetadata\xea\x02\x0ePortcullis::V1b\x06proto3"
 
 var (
@@ -412,34 +988,59 @@ func file_portcullis_v1_organization_proto_rawDescGZIP() []byte {
 }
 
 var file_portcullis_v1_organization_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_portcullis_v1_organization_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_portcullis_v1_organization_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_portcullis_v1_organization_proto_goTypes = []any{
-	(Tier)(0),                          // 0: portcullis.v1.Tier
-	(*Organization)(nil),               // 1: portcullis.v1.Organization
-	(*GetOrganizationRequest)(nil),     // 2: portcullis.v1.GetOrganizationRequest
-	(*GetOrganizationResponse)(nil),    // 3: portcullis.v1.GetOrganizationResponse
-	(*UpdateOrganizationRequest)(nil),  // 4: portcullis.v1.UpdateOrganizationRequest
-	(*UpdateOrganizationResponse)(nil), // 5: portcullis.v1.UpdateOrganizationResponse
-	(*timestamppb.Timestamp)(nil),      // 6: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),      // 7: google.protobuf.FieldMask
+	(Tier)(0),                           // 0: portcullis.v1.Tier
+	(*CloudScopes)(nil),                 // 1: portcullis.v1.CloudScopes
+	(*Organization)(nil),                // 2: portcullis.v1.Organization
+	(*GetOrganizationRequest)(nil),      // 3: portcullis.v1.GetOrganizationRequest
+	(*GetOrganizationResponse)(nil),     // 4: portcullis.v1.GetOrganizationResponse
+	(*UpdateOrganizationRequest)(nil),   // 5: portcullis.v1.UpdateOrganizationRequest
+	(*UpdateOrganizationResponse)(nil),  // 6: portcullis.v1.UpdateOrganizationResponse
+	(*CreateOrganizationRequest)(nil),   // 7: portcullis.v1.CreateOrganizationRequest
+	(*CreateOrganizationResponse)(nil),  // 8: portcullis.v1.CreateOrganizationResponse
+	(*ListOrganizationsRequest)(nil),    // 9: portcullis.v1.ListOrganizationsRequest
+	(*ListOrganizationsResponse)(nil),   // 10: portcullis.v1.ListOrganizationsResponse
+	(*SuspendOrganizationRequest)(nil),  // 11: portcullis.v1.SuspendOrganizationRequest
+	(*SuspendOrganizationResponse)(nil), // 12: portcullis.v1.SuspendOrganizationResponse
+	(*ResumeOrganizationRequest)(nil),   // 13: portcullis.v1.ResumeOrganizationRequest
+	(*ResumeOrganizationResponse)(nil),  // 14: portcullis.v1.ResumeOrganizationResponse
+	(*timestamppb.Timestamp)(nil),       // 15: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),       // 16: google.protobuf.FieldMask
+	(*User)(nil),                        // 17: portcullis.v1.User
 }
 var file_portcullis_v1_organization_proto_depIdxs = []int32{
-	0, // 0: portcullis.v1.Organization.tier:type_name -> portcullis.v1.Tier
-	6, // 1: portcullis.v1.Organization.created_at:type_name -> google.protobuf.Timestamp
-	6, // 2: portcullis.v1.Organization.updated_at:type_name -> google.protobuf.Timestamp
-	1, // 3: portcullis.v1.GetOrganizationResponse.organization:type_name -> portcullis.v1.Organization
-	1, // 4: portcullis.v1.UpdateOrganizationRequest.organization:type_name -> portcullis.v1.Organization
-	7, // 5: portcullis.v1.UpdateOrganizationRequest.update_mask:type_name -> google.protobuf.FieldMask
-	1, // 6: portcullis.v1.UpdateOrganizationResponse.organization:type_name -> portcullis.v1.Organization
-	2, // 7: portcullis.v1.OrganizationService.GetOrganization:input_type -> portcullis.v1.GetOrganizationRequest
-	4, // 8: portcullis.v1.OrganizationService.UpdateOrganization:input_type -> portcullis.v1.UpdateOrganizationRequest
-	3, // 9: portcullis.v1.OrganizationService.GetOrganization:output_type -> portcullis.v1.GetOrganizationResponse
-	5, // 10: portcullis.v1.OrganizationService.UpdateOrganization:output_type -> portcullis.v1.UpdateOrganizationResponse
-	9, // [9:11] is the sub-list for method output_type
-	7, // [7:9] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	0,  // 0: portcullis.v1.Organization.tier:type_name -> portcullis.v1.Tier
+	15, // 1: portcullis.v1.Organization.created_at:type_name -> google.protobuf.Timestamp
+	15, // 2: portcullis.v1.Organization.updated_at:type_name -> google.protobuf.Timestamp
+	1,  // 3: portcullis.v1.Organization.cloud_scopes:type_name -> portcullis.v1.CloudScopes
+	2,  // 4: portcullis.v1.GetOrganizationResponse.organization:type_name -> portcullis.v1.Organization
+	2,  // 5: portcullis.v1.UpdateOrganizationRequest.organization:type_name -> portcullis.v1.Organization
+	16, // 6: portcullis.v1.UpdateOrganizationRequest.update_mask:type_name -> google.protobuf.FieldMask
+	2,  // 7: portcullis.v1.UpdateOrganizationResponse.organization:type_name -> portcullis.v1.Organization
+	2,  // 8: portcullis.v1.CreateOrganizationRequest.organization:type_name -> portcullis.v1.Organization
+	2,  // 9: portcullis.v1.CreateOrganizationResponse.organization:type_name -> portcullis.v1.Organization
+	17, // 10: portcullis.v1.CreateOrganizationResponse.admin:type_name -> portcullis.v1.User
+	2,  // 11: portcullis.v1.ListOrganizationsResponse.organizations:type_name -> portcullis.v1.Organization
+	2,  // 12: portcullis.v1.SuspendOrganizationResponse.organization:type_name -> portcullis.v1.Organization
+	2,  // 13: portcullis.v1.ResumeOrganizationResponse.organization:type_name -> portcullis.v1.Organization
+	3,  // 14: portcullis.v1.OrganizationService.GetOrganization:input_type -> portcullis.v1.GetOrganizationRequest
+	5,  // 15: portcullis.v1.OrganizationService.UpdateOrganization:input_type -> portcullis.v1.UpdateOrganizationRequest
+	7,  // 16: portcullis.v1.OrganizationService.CreateOrganization:input_type -> portcullis.v1.CreateOrganizationRequest
+	9,  // 17: portcullis.v1.OrganizationService.ListOrganizations:input_type -> portcullis.v1.ListOrganizationsRequest
+	11, // 18: portcullis.v1.OrganizationService.SuspendOrganization:input_type -> portcullis.v1.SuspendOrganizationRequest
+	13, // 19: portcullis.v1.OrganizationService.ResumeOrganization:input_type -> portcullis.v1.ResumeOrganizationRequest
+	4,  // 20: portcullis.v1.OrganizationService.GetOrganization:output_type -> portcullis.v1.GetOrganizationResponse
+	6,  // 21: portcullis.v1.OrganizationService.UpdateOrganization:output_type -> portcullis.v1.UpdateOrganizationResponse
+	8,  // 22: portcullis.v1.OrganizationService.CreateOrganization:output_type -> portcullis.v1.CreateOrganizationResponse
+	10, // 23: portcullis.v1.OrganizationService.ListOrganizations:output_type -> portcullis.v1.ListOrganizationsResponse
+	12, // 24: portcullis.v1.OrganizationService.SuspendOrganization:output_type -> portcullis.v1.SuspendOrganizationResponse
+	14, // 25: portcullis.v1.OrganizationService.ResumeOrganization:output_type -> portcullis.v1.ResumeOrganizationResponse
+	20, // [20:26] is the sub-list for method output_type
+	14, // [14:20] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_portcullis_v1_organization_proto_init() }
@@ -447,13 +1048,14 @@ func file_portcullis_v1_organization_proto_init() {
 	if File_portcullis_v1_organization_proto != nil {
 		return
 	}
+	file_portcullis_v1_user_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_portcullis_v1_organization_proto_rawDesc), len(file_portcullis_v1_organization_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   5,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

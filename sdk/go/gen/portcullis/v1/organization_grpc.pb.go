@@ -19,20 +19,37 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	OrganizationService_GetOrganization_FullMethodName    = "/portcullis.v1.OrganizationService/GetOrganization"
-	OrganizationService_UpdateOrganization_FullMethodName = "/portcullis.v1.OrganizationService/UpdateOrganization"
+	OrganizationService_GetOrganization_FullMethodName     = "/portcullis.v1.OrganizationService/GetOrganization"
+	OrganizationService_UpdateOrganization_FullMethodName  = "/portcullis.v1.OrganizationService/UpdateOrganization"
+	OrganizationService_CreateOrganization_FullMethodName  = "/portcullis.v1.OrganizationService/CreateOrganization"
+	OrganizationService_ListOrganizations_FullMethodName   = "/portcullis.v1.OrganizationService/ListOrganizations"
+	OrganizationService_SuspendOrganization_FullMethodName = "/portcullis.v1.OrganizationService/SuspendOrganization"
+	OrganizationService_ResumeOrganization_FullMethodName  = "/portcullis.v1.OrganizationService/ResumeOrganization"
 )
 
 // OrganizationServiceClient is the client API for OrganizationService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// OrganizationService reads and changes the caller's organization (changes: admins only).
+// OrganizationService reads and changes organizations. Members read their own organization;
+// admins (users:write) change its name and settings. The platform operator (ROLE_OPERATOR, a key
+// from `portcullis operator-key`) creates, lists, suspends and resumes organizations and sets
+// their tier and cloud scopes.
 type OrganizationServiceClient interface {
-	// GetOrganization returns the caller's organization.
+	// GetOrganization returns the caller's organization (the operator: the one named). Members of
+	// a suspended organization may still call it.
 	GetOrganization(ctx context.Context, in *GetOrganizationRequest, opts ...grpc.CallOption) (*GetOrganizationResponse, error)
 	// UpdateOrganization changes the fields named in update_mask.
 	UpdateOrganization(ctx context.Context, in *UpdateOrganizationRequest, opts ...grpc.CallOption) (*UpdateOrganizationResponse, error)
+	// CreateOrganization creates an organization with its first admin (operator only).
+	CreateOrganization(ctx context.Context, in *CreateOrganizationRequest, opts ...grpc.CallOption) (*CreateOrganizationResponse, error)
+	// ListOrganizations lists every organization, oldest first (operator only).
+	ListOrganizations(ctx context.Context, in *ListOrganizationsRequest, opts ...grpc.CallOption) (*ListOrganizationsResponse, error)
+	// SuspendOrganization suspends an organization: its live sessions end and its members get
+	// PERMISSION_DENIED on every call but GetOrganization (operator only).
+	SuspendOrganization(ctx context.Context, in *SuspendOrganizationRequest, opts ...grpc.CallOption) (*SuspendOrganizationResponse, error)
+	// ResumeOrganization lifts a suspension (operator only).
+	ResumeOrganization(ctx context.Context, in *ResumeOrganizationRequest, opts ...grpc.CallOption) (*ResumeOrganizationResponse, error)
 }
 
 type organizationServiceClient struct {
@@ -63,16 +80,69 @@ func (c *organizationServiceClient) UpdateOrganization(ctx context.Context, in *
 	return out, nil
 }
 
+func (c *organizationServiceClient) CreateOrganization(ctx context.Context, in *CreateOrganizationRequest, opts ...grpc.CallOption) (*CreateOrganizationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateOrganizationResponse)
+	err := c.cc.Invoke(ctx, OrganizationService_CreateOrganization_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *organizationServiceClient) ListOrganizations(ctx context.Context, in *ListOrganizationsRequest, opts ...grpc.CallOption) (*ListOrganizationsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListOrganizationsResponse)
+	err := c.cc.Invoke(ctx, OrganizationService_ListOrganizations_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *organizationServiceClient) SuspendOrganization(ctx context.Context, in *SuspendOrganizationRequest, opts ...grpc.CallOption) (*SuspendOrganizationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SuspendOrganizationResponse)
+	err := c.cc.Invoke(ctx, OrganizationService_SuspendOrganization_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *organizationServiceClient) ResumeOrganization(ctx context.Context, in *ResumeOrganizationRequest, opts ...grpc.CallOption) (*ResumeOrganizationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResumeOrganizationResponse)
+	err := c.cc.Invoke(ctx, OrganizationService_ResumeOrganization_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // OrganizationServiceServer is the server API for OrganizationService service.
 // All implementations must embed UnimplementedOrganizationServiceServer
 // for forward compatibility.
 //
-// OrganizationService reads and changes the caller's organization (changes: admins only).
+// OrganizationService reads and changes organizations. Members read their own organization;
+// admins (users:write) change its name and settings. The platform operator (ROLE_OPERATOR, a key
+// from `portcullis operator-key`) creates, lists, suspends and resumes organizations and sets
+// their tier and cloud scopes.
 type OrganizationServiceServer interface {
-	// GetOrganization returns the caller's organization.
+	// GetOrganization returns the caller's organization (the operator: the one named). Members of
+	// a suspended organization may still call it.
 	GetOrganization(context.Context, *GetOrganizationRequest) (*GetOrganizationResponse, error)
 	// UpdateOrganization changes the fields named in update_mask.
 	UpdateOrganization(context.Context, *UpdateOrganizationRequest) (*UpdateOrganizationResponse, error)
+	// CreateOrganization creates an organization with its first admin (operator only).
+	CreateOrganization(context.Context, *CreateOrganizationRequest) (*CreateOrganizationResponse, error)
+	// ListOrganizations lists every organization, oldest first (operator only).
+	ListOrganizations(context.Context, *ListOrganizationsRequest) (*ListOrganizationsResponse, error)
+	// SuspendOrganization suspends an organization: its live sessions end and its members get
+	// PERMISSION_DENIED on every call but GetOrganization (operator only).
+	SuspendOrganization(context.Context, *SuspendOrganizationRequest) (*SuspendOrganizationResponse, error)
+	// ResumeOrganization lifts a suspension (operator only).
+	ResumeOrganization(context.Context, *ResumeOrganizationRequest) (*ResumeOrganizationResponse, error)
 	mustEmbedUnimplementedOrganizationServiceServer()
 }
 
@@ -88,6 +158,18 @@ func (UnimplementedOrganizationServiceServer) GetOrganization(context.Context, *
 }
 func (UnimplementedOrganizationServiceServer) UpdateOrganization(context.Context, *UpdateOrganizationRequest) (*UpdateOrganizationResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpdateOrganization not implemented")
+}
+func (UnimplementedOrganizationServiceServer) CreateOrganization(context.Context, *CreateOrganizationRequest) (*CreateOrganizationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateOrganization not implemented")
+}
+func (UnimplementedOrganizationServiceServer) ListOrganizations(context.Context, *ListOrganizationsRequest) (*ListOrganizationsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListOrganizations not implemented")
+}
+func (UnimplementedOrganizationServiceServer) SuspendOrganization(context.Context, *SuspendOrganizationRequest) (*SuspendOrganizationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SuspendOrganization not implemented")
+}
+func (UnimplementedOrganizationServiceServer) ResumeOrganization(context.Context, *ResumeOrganizationRequest) (*ResumeOrganizationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResumeOrganization not implemented")
 }
 func (UnimplementedOrganizationServiceServer) mustEmbedUnimplementedOrganizationServiceServer() {}
 func (UnimplementedOrganizationServiceServer) testEmbeddedByValue()                             {}
@@ -146,6 +228,78 @@ func _OrganizationService_UpdateOrganization_Handler(srv interface{}, ctx contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _OrganizationService_CreateOrganization_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateOrganizationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OrganizationServiceServer).CreateOrganization(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OrganizationService_CreateOrganization_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OrganizationServiceServer).CreateOrganization(ctx, req.(*CreateOrganizationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _OrganizationService_ListOrganizations_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListOrganizationsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OrganizationServiceServer).ListOrganizations(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OrganizationService_ListOrganizations_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OrganizationServiceServer).ListOrganizations(ctx, req.(*ListOrganizationsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _OrganizationService_SuspendOrganization_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SuspendOrganizationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OrganizationServiceServer).SuspendOrganization(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OrganizationService_SuspendOrganization_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OrganizationServiceServer).SuspendOrganization(ctx, req.(*SuspendOrganizationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _OrganizationService_ResumeOrganization_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResumeOrganizationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OrganizationServiceServer).ResumeOrganization(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OrganizationService_ResumeOrganization_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OrganizationServiceServer).ResumeOrganization(ctx, req.(*ResumeOrganizationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // OrganizationService_ServiceDesc is the grpc.ServiceDesc for OrganizationService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -160,6 +314,22 @@ var OrganizationService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UpdateOrganization",
 			Handler:    _OrganizationService_UpdateOrganization_Handler,
+		},
+		{
+			MethodName: "CreateOrganization",
+			Handler:    _OrganizationService_CreateOrganization_Handler,
+		},
+		{
+			MethodName: "ListOrganizations",
+			Handler:    _OrganizationService_ListOrganizations_Handler,
+		},
+		{
+			MethodName: "SuspendOrganization",
+			Handler:    _OrganizationService_SuspendOrganization_Handler,
+		},
+		{
+			MethodName: "ResumeOrganization",
+			Handler:    _OrganizationService_ResumeOrganization_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -33,6 +33,9 @@ const (
 	Role_ROLE_USER Role = 1
 	// ROLE_ADMIN also manages users, resources, the organization and everyone's sessions.
 	Role_ROLE_ADMIN Role = 2
+	// ROLE_OPERATOR runs the platform: creates, suspends and scopes organizations. It belongs to
+	// no organization and is never a user's role; its keys come from `portcullis operator-key`.
+	Role_ROLE_OPERATOR Role = 3
 )
 
 // Enum value maps for Role.
@@ -41,11 +44,13 @@ var (
 		0: "ROLE_UNSPECIFIED",
 		1: "ROLE_USER",
 		2: "ROLE_ADMIN",
+		3: "ROLE_OPERATOR",
 	}
 	Role_value = map[string]int32{
 		"ROLE_UNSPECIFIED": 0,
 		"ROLE_USER":        1,
 		"ROLE_ADMIN":       2,
+		"ROLE_OPERATOR":    3,
 	}
 )
 
@@ -914,12 +919,13 @@ const file_portcullis_v1_user_proto_rawDesc = "" +
 	"\x11UnlockUserRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"=\n" +
 	"\x12UnlockUserResponse\x12'\n" +
-	"\x04user\x18\x01 \x01(\v2\x13.portcullis.v1.UserR\x04user*;\n" +
+	"\x04user\x18\x01 \x01(\v2\x13.portcullis.v1.UserR\x04user*N\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tROLE_USER\x10\x01\x12\x0e\n" +
 	"\n" +
-	"ROLE_ADMIN\x10\x022\xd5\x04\n" +
+	"ROLE_ADMIN\x10\x02\x12\x11\n" +
+	"\rROLE_OPERATOR\x10\x032\xd5\x04\n" +
 	"\vUserService\x12Q\n" +
 	"\n" +
 	"CreateUser\x12 .portcullis.v1.CreateUserRequest\x1a!.portcullis.v1.CreateUserResponse\x12H\n" +

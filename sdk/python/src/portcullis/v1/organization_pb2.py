@@ -24,9 +24,10 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from portcullis.v1 import user_pb2 as portcullis_dot_v1_dot_user__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n portcullis/v1/organization.proto\x12\rportcullis.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa7\x02\n\x0cOrganization\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\'\n\x04tier\x18\x03 \x01(\x0e\x32\x13.portcullis.v1.TierR\x04tier\x12\x1c\n\tsuspended\x18\x04 \x01(\x08R\tsuspended\x12\x36\n\x17\x61llow_private_addresses\x18\x05 \x01(\x08R\x15\x61llowPrivateAddresses\x12\x39\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x39\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tupdatedAt\"\x18\n\x16GetOrganizationRequest\"Z\n\x17GetOrganizationResponse\x12?\n\x0corganization\x18\x01 \x01(\x0b\x32\x1b.portcullis.v1.OrganizationR\x0corganization\"\x99\x01\n\x19UpdateOrganizationRequest\x12?\n\x0corganization\x18\x01 \x01(\x0b\x32\x1b.portcullis.v1.OrganizationR\x0corganization\x12;\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskR\nupdateMask\"]\n\x1aUpdateOrganizationResponse\x12?\n\x0corganization\x18\x01 \x01(\x0b\x32\x1b.portcullis.v1.OrganizationR\x0corganization*S\n\x04Tier\x12\x14\n\x10TIER_UNSPECIFIED\x10\x00\x12\r\n\tTIER_FREE\x10\x01\x12\x11\n\rTIER_BUSINESS\x10\x02\x12\x13\n\x0fTIER_ENTERPRISE\x10\x03\x32\xe2\x01\n\x13OrganizationService\x12`\n\x0fGetOrganization\x12%.portcullis.v1.GetOrganizationRequest\x1a&.portcullis.v1.GetOrganizationResponse\x12i\n\x12UpdateOrganization\x12(.portcullis.v1.UpdateOrganizationRequest\x1a).portcullis.v1.UpdateOrganizationResponseB\xc3\x01\n\x11\x63om.portcullis.v1B\x11OrganizationProtoP\x01ZFgithub.com/portcullis/portcullis/sdk/go/gen/portcullis/v1;portcullisv1\xa2\x02\x03PXX\xaa\x02\rPortcullis.V1\xca\x02\rPortcullis\\V1\xe2\x02\x19Portcullis\\V1\\GPBMetadata\xea\x02\x0ePortcullis::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n portcullis/v1/organization.proto\x12\rportcullis.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18portcullis/v1/user.proto\"\xcc\x01\n\x0b\x43loudScopes\x12\"\n\x0cunrestricted\x18\x01 \x01(\x08R\x0cunrestricted\x12!\n\x0c\x61ws_accounts\x18\x02 \x03(\tR\x0b\x61wsAccounts\x12\"\n\raws_role_arns\x18\x03 \x03(\tR\x0b\x61wsRoleArns\x12!\n\x0cgcp_projects\x18\x04 \x03(\tR\x0bgcpProjects\x12/\n\x13\x61zure_subscriptions\x18\x05 \x03(\tR\x12\x61zureSubscriptions\"\xe6\x02\n\x0cOrganization\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\'\n\x04tier\x18\x03 \x01(\x0e\x32\x13.portcullis.v1.TierR\x04tier\x12\x1c\n\tsuspended\x18\x04 \x01(\x08R\tsuspended\x12\x36\n\x17\x61llow_private_addresses\x18\x05 \x01(\x08R\x15\x61llowPrivateAddresses\x12\x39\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x39\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tupdatedAt\x12=\n\x0c\x63loud_scopes\x18\x08 \x01(\x0b\x32\x1a.portcullis.v1.CloudScopesR\x0b\x63loudScopes\"A\n\x16GetOrganizationRequest\x12\'\n\x0forganization_id\x18\x01 \x01(\tR\x0eorganizationId\"Z\n\x17GetOrganizationResponse\x12?\n\x0corganization\x18\x01 \x01(\x0b\x32\x1b.portcullis.v1.OrganizationR\x0corganization\"\x99\x01\n\x19UpdateOrganizationRequest\x12?\n\x0corganization\x18\x01 \x01(\x0b\x32\x1b.portcullis.v1.OrganizationR\x0corganization\x12;\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskR\nupdateMask\"]\n\x1aUpdateOrganizationResponse\x12?\n\x0corganization\x18\x01 \x01(\x0b\x32\x1b.portcullis.v1.OrganizationR\x0corganization\"\xa5\x01\n\x19\x43reateOrganizationRequest\x12?\n\x0corganization\x18\x01 \x01(\x0b\x32\x1b.portcullis.v1.OrganizationR\x0corganization\x12\x1f\n\x0b\x61\x64min_email\x18\x02 \x01(\tR\nadminEmail\x12&\n\x0f\x61\x64min_full_name\x18\x03 \x01(\tR\radminFullName\"\xac\x01\n\x1a\x43reateOrganizationResponse\x12?\n\x0corganization\x18\x01 \x01(\x0b\x32\x1b.portcullis.v1.OrganizationR\x0corganization\x12)\n\x05\x61\x64min\x18\x02 \x01(\x0b\x32\x13.portcullis.v1.UserR\x05\x61\x64min\x12\"\n\radmin_api_key\x18\x03 \x01(\tR\x0b\x61\x64minApiKey\"V\n\x18ListOrganizationsRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"\x86\x01\n\x19ListOrganizationsResponse\x12\x41\n\rorganizations\x18\x01 \x03(\x0b\x32\x1b.portcullis.v1.OrganizationR\rorganizations\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"]\n\x1aSuspendOrganizationRequest\x12\'\n\x0forganization_id\x18\x01 \x01(\tR\x0eorganizationId\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\"^\n\x1bSuspendOrganizationResponse\x12?\n\x0corganization\x18\x01 \x01(\x0b\x32\x1b.portcullis.v1.OrganizationR\x0corganization\"D\n\x19ResumeOrganizationRequest\x12\'\n\x0forganization_id\x18\x01 \x01(\tR\x0eorganizationId\"]\n\x1aResumeOrganizationResponse\x12?\n\x0corganization\x18\x01 \x01(\x0b\x32\x1b.portcullis.v1.OrganizationR\x0corganization*S\n\x04Tier\x12\x14\n\x10TIER_UNSPECIFIED\x10\x00\x12\r\n\tTIER_FREE\x10\x01\x12\x11\n\rTIER_BUSINESS\x10\x02\x12\x13\n\x0fTIER_ENTERPRISE\x10\x03\x32\x8e\x05\n\x13OrganizationService\x12`\n\x0fGetOrganization\x12%.portcullis.v1.GetOrganizationRequest\x1a&.portcullis.v1.GetOrganizationResponse\x12i\n\x12UpdateOrganization\x12(.portcullis.v1.UpdateOrganizationRequest\x1a).portcullis.v1.UpdateOrganizationResponse\x12i\n\x12\x43reateOrganization\x12(.portcullis.v1.CreateOrganizationRequest\x1a).portcullis.v1.CreateOrganizationResponse\x12\x66\n\x11ListOrganizations\x12\'.portcullis.v1.ListOrganizationsRequest\x1a(.portcullis.v1.ListOrganizationsResponse\x12l\n\x13SuspendOrganization\x12).portcullis.v1.SuspendOrganizationRequest\x1a*.portcullis.v1.SuspendOrganizationResponse\x12i\n\x12ResumeOrganization\x12(.portcullis.v1.ResumeOrganizationRequest\x1a).portcullis.v1.ResumeOrganizationResponseB\xc3\x01\n\x11\x63om.portcullis.v1B\x11OrganizationProtoP\x01ZFgithub.com/portcullis/portcullis/sdk/go/gen/portcullis/v1;portcullisv1\xa2\x02\x03PXX\xaa\x02\rPortcullis.V1\xca\x02\rPortcullis\\V1\xe2\x02\x19Portcullis\\V1\\GPBMetadata\xea\x02\x0ePortcullis::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,18 +35,36 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'portcullis.v1.organization_
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\021com.portcullis.v1B\021OrganizationProtoP\001ZFgithub.com/portcullis/portcullis/sdk/go/gen/portcullis/v1;portcullisv1\242\002\003PXX\252\002\rPortcullis.V1\312\002\rPortcullis\\V1\342\002\031Portcullis\\V1\\GPBMetadata\352\002\016Portcullis::V1'
-  _globals['_TIER']._serialized_start=785
-  _globals['_TIER']._serialized_end=868
-  _globals['_ORGANIZATION']._serialized_start=119
-  _globals['_ORGANIZATION']._serialized_end=414
-  _globals['_GETORGANIZATIONREQUEST']._serialized_start=416
-  _globals['_GETORGANIZATIONREQUEST']._serialized_end=440
-  _globals['_GETORGANIZATIONRESPONSE']._serialized_start=442
-  _globals['_GETORGANIZATIONRESPONSE']._serialized_end=532
-  _globals['_UPDATEORGANIZATIONREQUEST']._serialized_start=535
-  _globals['_UPDATEORGANIZATIONREQUEST']._serialized_end=688
-  _globals['_UPDATEORGANIZATIONRESPONSE']._serialized_start=690
-  _globals['_UPDATEORGANIZATIONRESPONSE']._serialized_end=783
-  _globals['_ORGANIZATIONSERVICE']._serialized_start=871
-  _globals['_ORGANIZATIONSERVICE']._serialized_end=1097
+  _globals['_TIER']._serialized_start=2046
+  _globals['_TIER']._serialized_end=2129
+  _globals['_CLOUDSCOPES']._serialized_start=145
+  _globals['_CLOUDSCOPES']._serialized_end=349
+  _globals['_ORGANIZATION']._serialized_start=352
+  _globals['_ORGANIZATION']._serialized_end=710
+  _globals['_GETORGANIZATIONREQUEST']._serialized_start=712
+  _globals['_GETORGANIZATIONREQUEST']._serialized_end=777
+  _globals['_GETORGANIZATIONRESPONSE']._serialized_start=779
+  _globals['_GETORGANIZATIONRESPONSE']._serialized_end=869
+  _globals['_UPDATEORGANIZATIONREQUEST']._serialized_start=872
+  _globals['_UPDATEORGANIZATIONREQUEST']._serialized_end=1025
+  _globals['_UPDATEORGANIZATIONRESPONSE']._serialized_start=1027
+  _globals['_UPDATEORGANIZATIONRESPONSE']._serialized_end=1120
+  _globals['_CREATEORGANIZATIONREQUEST']._serialized_start=1123
+  _globals['_CREATEORGANIZATIONREQUEST']._serialized_end=1288
+  _globals['_CREATEORGANIZATIONRESPONSE']._serialized_start=1291
+  _globals['_CREATEORGANIZATIONRESPONSE']._serialized_end=1463
+  _globals['_LISTORGANIZATIONSREQUEST']._serialized_start=1465
+  _globals['_LISTORGANIZATIONSREQUEST']._serialized_end=1551
+  _globals['_LISTORGANIZATIONSRESPONSE']._serialized_start=1554
+  _globals['_LISTORGANIZATIONSRESPONSE']._serialized_end=1688
+  _globals['_SUSPENDORGANIZATIONREQUEST']._serialized_start=1690
+  _globals['_SUSPENDORGANIZATIONREQUEST']._serialized_end=1783
+  _globals['_SUSPENDORGANIZATIONRESPONSE']._serialized_start=1785
+  _globals['_SUSPENDORGANIZATIONRESPONSE']._serialized_end=1879
+  _globals['_RESUMEORGANIZATIONREQUEST']._serialized_start=1881
+  _globals['_RESUMEORGANIZATIONREQUEST']._serialized_end=1949
+  _globals['_RESUMEORGANIZATIONRESPONSE']._serialized_start=1951
+  _globals['_RESUMEORGANIZATIONRESPONSE']._serialized_end=2044
+  _globals['_ORGANIZATIONSERVICE']._serialized_start=2132
+  _globals['_ORGANIZATIONSERVICE']._serialized_end=2786
 # @@protoc_insertion_point(module_scope)

@@ -26,7 +26,10 @@ if _version_not_supported:
 
 
 class OrganizationServiceStub:
-    """OrganizationService reads and changes the caller's organization (changes: admins only).
+    """OrganizationService reads and changes organizations. Members read their own organization;
+    admins (users:write) change its name and settings. The platform operator (ROLE_OPERATOR, a key
+    from `portcullis operator-key`) creates, lists, suspends and resumes organizations and sets
+    their tier and cloud scopes.
     """
 
     def __init__(self, channel):
@@ -45,14 +48,38 @@ class OrganizationServiceStub:
                 request_serializer=portcullis_dot_v1_dot_organization__pb2.UpdateOrganizationRequest.SerializeToString,
                 response_deserializer=portcullis_dot_v1_dot_organization__pb2.UpdateOrganizationResponse.FromString,
                 _registered_method=True)
+        self.CreateOrganization = channel.unary_unary(
+                '/portcullis.v1.OrganizationService/CreateOrganization',
+                request_serializer=portcullis_dot_v1_dot_organization__pb2.CreateOrganizationRequest.SerializeToString,
+                response_deserializer=portcullis_dot_v1_dot_organization__pb2.CreateOrganizationResponse.FromString,
+                _registered_method=True)
+        self.ListOrganizations = channel.unary_unary(
+                '/portcullis.v1.OrganizationService/ListOrganizations',
+                request_serializer=portcullis_dot_v1_dot_organization__pb2.ListOrganizationsRequest.SerializeToString,
+                response_deserializer=portcullis_dot_v1_dot_organization__pb2.ListOrganizationsResponse.FromString,
+                _registered_method=True)
+        self.SuspendOrganization = channel.unary_unary(
+                '/portcullis.v1.OrganizationService/SuspendOrganization',
+                request_serializer=portcullis_dot_v1_dot_organization__pb2.SuspendOrganizationRequest.SerializeToString,
+                response_deserializer=portcullis_dot_v1_dot_organization__pb2.SuspendOrganizationResponse.FromString,
+                _registered_method=True)
+        self.ResumeOrganization = channel.unary_unary(
+                '/portcullis.v1.OrganizationService/ResumeOrganization',
+                request_serializer=portcullis_dot_v1_dot_organization__pb2.ResumeOrganizationRequest.SerializeToString,
+                response_deserializer=portcullis_dot_v1_dot_organization__pb2.ResumeOrganizationResponse.FromString,
+                _registered_method=True)
 
 
 class OrganizationServiceServicer:
-    """OrganizationService reads and changes the caller's organization (changes: admins only).
+    """OrganizationService reads and changes organizations. Members read their own organization;
+    admins (users:write) change its name and settings. The platform operator (ROLE_OPERATOR, a key
+    from `portcullis operator-key`) creates, lists, suspends and resumes organizations and sets
+    their tier and cloud scopes.
     """
 
     def GetOrganization(self, request, context):
-        """GetOrganization returns the caller's organization.
+        """GetOrganization returns the caller's organization (the operator: the one named). Members of
+        a suspended organization may still call it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -60,6 +87,35 @@ class OrganizationServiceServicer:
 
     def UpdateOrganization(self, request, context):
         """UpdateOrganization changes the fields named in update_mask.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateOrganization(self, request, context):
+        """CreateOrganization creates an organization with its first admin (operator only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOrganizations(self, request, context):
+        """ListOrganizations lists every organization, oldest first (operator only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SuspendOrganization(self, request, context):
+        """SuspendOrganization suspends an organization: its live sessions end and its members get
+        PERMISSION_DENIED on every call but GetOrganization (operator only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeOrganization(self, request, context):
+        """ResumeOrganization lifts a suspension (operator only).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -78,6 +134,26 @@ def add_OrganizationServiceServicer_to_server(servicer, server):
                     request_deserializer=portcullis_dot_v1_dot_organization__pb2.UpdateOrganizationRequest.FromString,
                     response_serializer=portcullis_dot_v1_dot_organization__pb2.UpdateOrganizationResponse.SerializeToString,
             ),
+            'CreateOrganization': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateOrganization,
+                    request_deserializer=portcullis_dot_v1_dot_organization__pb2.CreateOrganizationRequest.FromString,
+                    response_serializer=portcullis_dot_v1_dot_organization__pb2.CreateOrganizationResponse.SerializeToString,
+            ),
+            'ListOrganizations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOrganizations,
+                    request_deserializer=portcullis_dot_v1_dot_organization__pb2.ListOrganizationsRequest.FromString,
+                    response_serializer=portcullis_dot_v1_dot_organization__pb2.ListOrganizationsResponse.SerializeToString,
+            ),
+            'SuspendOrganization': grpc.unary_unary_rpc_method_handler(
+                    servicer.SuspendOrganization,
+                    request_deserializer=portcullis_dot_v1_dot_organization__pb2.SuspendOrganizationRequest.FromString,
+                    response_serializer=portcullis_dot_v1_dot_organization__pb2.SuspendOrganizationResponse.SerializeToString,
+            ),
+            'ResumeOrganization': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeOrganization,
+                    request_deserializer=portcullis_dot_v1_dot_organization__pb2.ResumeOrganizationRequest.FromString,
+                    response_serializer=portcullis_dot_v1_dot_organization__pb2.ResumeOrganizationResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'portcullis.v1.OrganizationService', rpc_method_handlers)
@@ -87,7 +163,10 @@ def add_OrganizationServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class OrganizationService:
-    """OrganizationService reads and changes the caller's organization (changes: admins only).
+    """OrganizationService reads and changes organizations. Members read their own organization;
+    admins (users:write) change its name and settings. The platform operator (ROLE_OPERATOR, a key
+    from `portcullis operator-key`) creates, lists, suspends and resumes organizations and sets
+    their tier and cloud scopes.
     """
 
     @staticmethod
@@ -134,6 +213,114 @@ class OrganizationService:
             '/portcullis.v1.OrganizationService/UpdateOrganization',
             portcullis_dot_v1_dot_organization__pb2.UpdateOrganizationRequest.SerializeToString,
             portcullis_dot_v1_dot_organization__pb2.UpdateOrganizationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateOrganization(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portcullis.v1.OrganizationService/CreateOrganization',
+            portcullis_dot_v1_dot_organization__pb2.CreateOrganizationRequest.SerializeToString,
+            portcullis_dot_v1_dot_organization__pb2.CreateOrganizationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOrganizations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portcullis.v1.OrganizationService/ListOrganizations',
+            portcullis_dot_v1_dot_organization__pb2.ListOrganizationsRequest.SerializeToString,
+            portcullis_dot_v1_dot_organization__pb2.ListOrganizationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SuspendOrganization(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portcullis.v1.OrganizationService/SuspendOrganization',
+            portcullis_dot_v1_dot_organization__pb2.SuspendOrganizationRequest.SerializeToString,
+            portcullis_dot_v1_dot_organization__pb2.SuspendOrganizationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeOrganization(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portcullis.v1.OrganizationService/ResumeOrganization',
+            portcullis_dot_v1_dot_organization__pb2.ResumeOrganizationRequest.SerializeToString,
+            portcullis_dot_v1_dot_organization__pb2.ResumeOrganizationResponse.FromString,
             options,
             channel_credentials,
             insecure,

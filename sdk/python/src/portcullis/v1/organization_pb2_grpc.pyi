@@ -27,29 +27,65 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class OrganizationServiceStub:
-    """OrganizationService reads and changes the caller's organization (changes: admins only)."""
+    """OrganizationService reads and changes organizations. Members read their own organization;
+    admins (users:write) change its name and settings. The platform operator (ROLE_OPERATOR, a key
+    from `portcullis operator-key`) creates, lists, suspends and resumes organizations and sets
+    their tier and cloud scopes.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> OrganizationServiceAsyncStub: ...
     GetOrganization: _grpc.UnaryUnaryMultiCallable[_organization_pb2.GetOrganizationRequest, _organization_pb2.GetOrganizationResponse]
-    """GetOrganization returns the caller's organization."""
+    """GetOrganization returns the caller's organization (the operator: the one named). Members of
+    a suspended organization may still call it.
+    """
     UpdateOrganization: _grpc.UnaryUnaryMultiCallable[_organization_pb2.UpdateOrganizationRequest, _organization_pb2.UpdateOrganizationResponse]
     """UpdateOrganization changes the fields named in update_mask."""
+    CreateOrganization: _grpc.UnaryUnaryMultiCallable[_organization_pb2.CreateOrganizationRequest, _organization_pb2.CreateOrganizationResponse]
+    """CreateOrganization creates an organization with its first admin (operator only)."""
+    ListOrganizations: _grpc.UnaryUnaryMultiCallable[_organization_pb2.ListOrganizationsRequest, _organization_pb2.ListOrganizationsResponse]
+    """ListOrganizations lists every organization, oldest first (operator only)."""
+    SuspendOrganization: _grpc.UnaryUnaryMultiCallable[_organization_pb2.SuspendOrganizationRequest, _organization_pb2.SuspendOrganizationResponse]
+    """SuspendOrganization suspends an organization: its live sessions end and its members get
+    PERMISSION_DENIED on every call but GetOrganization (operator only).
+    """
+    ResumeOrganization: _grpc.UnaryUnaryMultiCallable[_organization_pb2.ResumeOrganizationRequest, _organization_pb2.ResumeOrganizationResponse]
+    """ResumeOrganization lifts a suspension (operator only)."""
 
 @_typing.type_check_only
 class OrganizationServiceAsyncStub(OrganizationServiceStub):
-    """OrganizationService reads and changes the caller's organization (changes: admins only)."""
+    """OrganizationService reads and changes organizations. Members read their own organization;
+    admins (users:write) change its name and settings. The platform operator (ROLE_OPERATOR, a key
+    from `portcullis operator-key`) creates, lists, suspends and resumes organizations and sets
+    their tier and cloud scopes.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetOrganization: _aio.UnaryUnaryMultiCallable[_organization_pb2.GetOrganizationRequest, _organization_pb2.GetOrganizationResponse]  # type: ignore[assignment]
-    """GetOrganization returns the caller's organization."""
+    """GetOrganization returns the caller's organization (the operator: the one named). Members of
+    a suspended organization may still call it.
+    """
     UpdateOrganization: _aio.UnaryUnaryMultiCallable[_organization_pb2.UpdateOrganizationRequest, _organization_pb2.UpdateOrganizationResponse]  # type: ignore[assignment]
     """UpdateOrganization changes the fields named in update_mask."""
+    CreateOrganization: _aio.UnaryUnaryMultiCallable[_organization_pb2.CreateOrganizationRequest, _organization_pb2.CreateOrganizationResponse]  # type: ignore[assignment]
+    """CreateOrganization creates an organization with its first admin (operator only)."""
+    ListOrganizations: _aio.UnaryUnaryMultiCallable[_organization_pb2.ListOrganizationsRequest, _organization_pb2.ListOrganizationsResponse]  # type: ignore[assignment]
+    """ListOrganizations lists every organization, oldest first (operator only)."""
+    SuspendOrganization: _aio.UnaryUnaryMultiCallable[_organization_pb2.SuspendOrganizationRequest, _organization_pb2.SuspendOrganizationResponse]  # type: ignore[assignment]
+    """SuspendOrganization suspends an organization: its live sessions end and its members get
+    PERMISSION_DENIED on every call but GetOrganization (operator only).
+    """
+    ResumeOrganization: _aio.UnaryUnaryMultiCallable[_organization_pb2.ResumeOrganizationRequest, _organization_pb2.ResumeOrganizationResponse]  # type: ignore[assignment]
+    """ResumeOrganization lifts a suspension (operator only)."""
 
 class OrganizationServiceServicer(metaclass=_abc_1.ABCMeta):
-    """OrganizationService reads and changes the caller's organization (changes: admins only)."""
+    """OrganizationService reads and changes organizations. Members read their own organization;
+    admins (users:write) change its name and settings. The platform operator (ROLE_OPERATOR, a key
+    from `portcullis operator-key`) creates, lists, suspends and resumes organizations and sets
+    their tier and cloud scopes.
+    """
 
     @_abc_1.abstractmethod
     def GetOrganization(
@@ -57,7 +93,9 @@ class OrganizationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _organization_pb2.GetOrganizationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_organization_pb2.GetOrganizationResponse, _abc.Awaitable[_organization_pb2.GetOrganizationResponse]]:
-        """GetOrganization returns the caller's organization."""
+        """GetOrganization returns the caller's organization (the operator: the one named). Members of
+        a suspended organization may still call it.
+        """
 
     @_abc_1.abstractmethod
     def UpdateOrganization(
@@ -66,5 +104,39 @@ class OrganizationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_organization_pb2.UpdateOrganizationResponse, _abc.Awaitable[_organization_pb2.UpdateOrganizationResponse]]:
         """UpdateOrganization changes the fields named in update_mask."""
+
+    @_abc_1.abstractmethod
+    def CreateOrganization(
+        self,
+        request: _organization_pb2.CreateOrganizationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_organization_pb2.CreateOrganizationResponse, _abc.Awaitable[_organization_pb2.CreateOrganizationResponse]]:
+        """CreateOrganization creates an organization with its first admin (operator only)."""
+
+    @_abc_1.abstractmethod
+    def ListOrganizations(
+        self,
+        request: _organization_pb2.ListOrganizationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_organization_pb2.ListOrganizationsResponse, _abc.Awaitable[_organization_pb2.ListOrganizationsResponse]]:
+        """ListOrganizations lists every organization, oldest first (operator only)."""
+
+    @_abc_1.abstractmethod
+    def SuspendOrganization(
+        self,
+        request: _organization_pb2.SuspendOrganizationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_organization_pb2.SuspendOrganizationResponse, _abc.Awaitable[_organization_pb2.SuspendOrganizationResponse]]:
+        """SuspendOrganization suspends an organization: its live sessions end and its members get
+        PERMISSION_DENIED on every call but GetOrganization (operator only).
+        """
+
+    @_abc_1.abstractmethod
+    def ResumeOrganization(
+        self,
+        request: _organization_pb2.ResumeOrganizationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_organization_pb2.ResumeOrganizationResponse, _abc.Awaitable[_organization_pb2.ResumeOrganizationResponse]]:
+        """ResumeOrganization lifts a suspension (operator only)."""
 
 def add_OrganizationServiceServicer_to_server(servicer: OrganizationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

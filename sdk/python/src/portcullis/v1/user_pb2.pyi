@@ -16,9 +16,11 @@ class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ROLE_UNSPECIFIED: _ClassVar[Role]
     ROLE_USER: _ClassVar[Role]
     ROLE_ADMIN: _ClassVar[Role]
+    ROLE_OPERATOR: _ClassVar[Role]
 ROLE_UNSPECIFIED: Role
 ROLE_USER: Role
 ROLE_ADMIN: Role
+ROLE_OPERATOR: Role
 
 class User(_message.Message):
     __slots__ = ("id", "organization_id", "email", "full_name", "role", "disabled", "locked", "created_at", "updated_at")
