@@ -54,6 +54,9 @@ enum Command {
         /// Email address of the user.
         #[arg(long)]
         email: String,
+        /// The user's organization, when the address belongs to several.
+        #[arg(long)]
+        organization: Option<String>,
         /// Remove the password instead.
         #[arg(long)]
         clear: bool,
@@ -139,7 +142,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             println!("{}", created.api_key);
             Ok(())
         }
-        Command::SetPassword { email, clear } => {
+        Command::SetPassword { email, organization, clear } => {
             let password = if clear {
                 None
             } else {
@@ -147,7 +150,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 std::io::stdin().read_line(&mut line)?;
                 Some(line.trim_end_matches(['\r', '\n']).to_owned())
             };
-            let user = set_password(&db, &email, password.as_deref()).await?;
+            let user = set_password(&db, &email, organization.as_deref(), password.as_deref()).await?;
             tracing::info!(user_id = %user.id, cleared = clear, "password updated");
             Ok(())
         }

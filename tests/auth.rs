@@ -8,6 +8,7 @@ use common::smtp::MailServer;
 use common::{TestDb, TestServer, each_backend, reason, test_config, violated_fields, with_key, with_token};
 use portcullis::domain::{Permission, now};
 use portcullis::pb::v1::auth_service_client::AuthServiceClient;
+use portcullis::pb::v1::organization_service_client::OrganizationServiceClient;
 use portcullis::pb::v1::user_service_client::UserServiceClient;
 use portcullis::pb::v1::*;
 use tonic::Code;
@@ -179,7 +180,7 @@ async fn login_setup(db: &TestDb, mail: &MailServer, name: &str, lock_after_fail
 }
 
 fn start(email: &str) -> tonic::Request<StartLoginRequest> {
-    let mut request = tonic::Request::new(StartLoginRequest { email: email.into(), password: None });
+    let mut request = tonic::Request::new(StartLoginRequest { email: email.into(), ..Default::default() });
     request.metadata_mut().insert("user-agent", FIREFOX.parse().unwrap());
     request
 }
@@ -504,9 +505,11 @@ async fn a_password_is_needed_before_a_code_is_sent() {
         let mail = &mail;
         async move {
             let LoginSetup { server, mut auth, email, .. } = login_setup(&db, mail, "pat", 100).await;
-            let err = portcullis::service::set_password(&server.db, &email, Some("short")).await.unwrap_err();
+            let err = portcullis::service::set_password(&server.db, &email, None, Some("short")).await.unwrap_err();
             assert!(matches!(err, portcullis::error::Error::InvalidArgument { .. }), "{err:?}");
-            portcullis::service::set_password(&server.db, &email, Some("correct horse battery staple")).await.unwrap();
+            portcullis::service::set_password(&server.db, &email, None, Some("correct horse battery staple"))
+                .await
+                .unwrap();
 
             let with = |password: Option<&str>| {
                 let mut request = start(&email);
@@ -527,4 +530,66 @@ async fn a_password_is_needed_before_a_code_is_sent() {
         }
     })
     .await;
+}
+
+/// An address is unique within an organization only: an admin adding a user learns nothing of
+/// other organizations, and a login for an address in several names the one it is for (a login
+/// that does not is mailed the list instead of a code).
+#[tokio::test]
+async fn an_address_may_belong_to_users_of_several_organizations() {
+    let Some(mail) = MailServer::start().await else { return };
+    each_backend(|db: TestDb| {
+        let mail = &mail;
+        async move {
+            let LoginSetup { server, mut auth, mut users, email, .. } = login_setup(&db, mail, "lin", 100).await;
+            let request = CreateOrganizationRequest {
+                organization: Some(Organization { name: "Globex".into(), ..Default::default() }),
+                admin_email: "hank@globex.example".into(),
+                admin_full_name: String::new(),
+            };
+            let created = OrganizationServiceClient::new(server.channel().await)
+                .create_organization(with_key(request, &server.operator_key))
+                .await
+                .unwrap()
+                .into_inner();
+            let globex = created.organization.unwrap().id;
+            let create = || CreateUserRequest {
+                user: Some(User { email: email.clone(), role: Role::User.into(), ..Default::default() }),
+            };
+            users
+                .create_user(with_key(create(), &created.admin_api_key))
+                .await
+                .expect("no conflict across organizations");
+            let err = users.create_user(with_key(create(), &created.admin_api_key)).await.unwrap_err();
+            assert_eq!(err.code(), Code::AlreadyExists, "{}: unique within the organization", db.backend);
+
+            // Without an organization: the same answer, and the list of organizations by mail.
+            auth.start_login(start(&email)).await.unwrap();
+            let choice = wait_for_mail(mail, &email, "which organization").await;
+            assert!(choice.contains(&globex) && choice.contains(&server.organization_id), "{choice}");
+            assert!(mail.codes_for(&email).is_empty(), "no code without an organization");
+
+            let mut request = start(&email);
+            request.get_mut().organization_id = globex.clone();
+            let started = auth.start_login(request).await.unwrap().into_inner();
+            let code = mail.wait_for_code(&email, &[]).await;
+            let verified = auth.verify_login(verify(&started.verification_code_id, &code)).await.unwrap().into_inner();
+            let me = users.get_current_user(with_token(GetCurrentUserRequest {}, &verified.access_token)).await;
+            assert_eq!(me.unwrap().into_inner().user.unwrap().organization_id, globex);
+            server.stop().await;
+        }
+    })
+    .await;
+}
+
+/// Waits (bounded) for a message to `email` whose text contains `needle`.
+async fn wait_for_mail(mail: &MailServer, email: &str, needle: &str) -> String {
+    for _ in 0..100 {
+        let found = mail.messages().into_iter().find(|m| m.contains(email) && m.contains(needle));
+        if let Some(message) = found {
+            return message;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no mail to {email} about {needle:?}; mailbox: {:#?}", mail.messages());
 }

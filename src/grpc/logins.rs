@@ -5,6 +5,7 @@ use super::convert::caller_address;
 use super::convert::{
     api_key_to_pb, login_session_to_pb, page_request, parse_timestamp, require_id, role_to_pb, timestamp,
 };
+use crate::error::Error;
 use crate::pb::v1::auth_service_server::AuthService;
 use crate::pb::v1::*;
 use crate::service::{ApiKeyManager, LoginClient, LoginManager, NewApiKey};
@@ -33,7 +34,12 @@ impl AuthService for AuthApi {
     async fn start_login(&self, request: Request<StartLoginRequest>) -> Result<Response<StartLoginResponse>, Status> {
         let client = self.client(&request)?;
         let message = request.get_ref();
-        let started = self.logins.start(&message.email, message.password.as_deref(), &client).await?;
+        let organization_id = match message.organization_id.as_str() {
+            "" => None,
+            id if crate::domain::is_valid_id(id) => Some(id),
+            _ => return Err(Error::invalid("organization_id", "is not a valid id").into()),
+        };
+        let started = self.logins.start(&message.email, organization_id, message.password.as_deref(), &client).await?;
         Ok(Response::new(StartLoginResponse {
             verification_code_id: started.verification_code_id,
             expires_at: Some(timestamp(started.expires_at)),

@@ -153,8 +153,14 @@ pub async fn revoke_operator_key(db: &DatabaseConnection, id: &str) -> Result<()
 }
 
 /// `portcullis set-password`: gives a user a password (or, with `None`, takes it away). With one,
-/// a login needs the password before a code is mailed.
-pub async fn set_password(db: &DatabaseConnection, email: &str, password: Option<&str>) -> Result<user::Model> {
+/// a login needs the password before a code is mailed. An address in several organizations
+/// needs `organization_id`.
+pub async fn set_password(
+    db: &DatabaseConnection,
+    email: &str,
+    organization_id: Option<&str>,
+    password: Option<&str>,
+) -> Result<user::Model> {
     use sea_orm::{ActiveValue::Set, IntoActiveModel};
     let email = normalize_email(email).map_err(|d| Error::invalid("email", d))?;
     let hash = password
@@ -162,7 +168,20 @@ pub async fn set_password(db: &DatabaseConnection, email: &str, password: Option
         .transpose()
         .map_err(|description| Error::invalid("password", description))?;
     let txn = store::begin(db).await?;
-    let user = queries::users::find_by_email(&txn, &email).await.map_err(|_| Error::not_found("user"))?;
+    let user = match queries::users::find_member(&txn, &email, organization_id).await? {
+        queries::users::ByEmail::One(user) => user,
+        queries::users::ByEmail::Nobody => return Err(Error::not_found("user")),
+        queries::users::ByEmail::Several(users) => {
+            let organizations: Vec<&str> = users.iter().map(|user| user.organization_id.as_str()).collect();
+            return Err(Error::invalid(
+                "organization",
+                format!(
+                    "the address belongs to users of several organizations: name one of {}",
+                    organizations.join(", ")
+                ),
+            ));
+        }
+    };
     let (organization_id, user_id) = (user.organization_id.clone(), user.id.clone());
     let mut active = user.into_active_model();
     active.password_hash = Set(hash.clone());

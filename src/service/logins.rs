@@ -9,7 +9,7 @@
 //! row lock the account until an admin unlocks it.
 
 use super::credentials::{Claims, TokenKeys, hash_password, hash_secret, password_matches, secret_matches};
-use super::mail::Mailer;
+use super::mail::{Mail, Mailer};
 use super::rate_limit::RateLimiter;
 use super::{Caller, CallerCache};
 use crate::config::LoginConfig;
@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::pb::v1::ErrorReason;
 use crate::store::audit::AuditRecord;
 use crate::store::entity::{login_session, user, verification_code};
+use crate::store::queries::users::ByEmail;
 use crate::store::{self, Page, PageRequest, StoreError, queries};
 use chrono::{DateTime, TimeDelta, Utc};
 use rand::Rng;
@@ -114,8 +115,15 @@ impl LoginManager {
     }
 
     /// Mails a code to `email` when it belongs to an active user (who gave the right password,
-    /// if they have one); answers the same either way.
-    pub async fn start(&self, email: &str, password: Option<&str>, client: &LoginClient) -> Result<StartedLogin> {
+    /// if they have one) of `organization_id`, or of the only organization it is in; answers the
+    /// same either way. An address of several organizations, none named, is mailed their list.
+    pub async fn start(
+        &self,
+        email: &str,
+        organization_id: Option<&str>,
+        password: Option<&str>,
+        client: &LoginClient,
+    ) -> Result<StartedLogin> {
         let email = normalize_email(email).map_err(|message| Error::invalid("email", message))?;
         for (limiter, key) in [(&self.per_ip, client.ip.to_string()), (&self.per_email, email.clone())] {
             if let Err(retry_after) = limiter.hit(&key).await? {
@@ -125,10 +133,10 @@ impl LoginManager {
                 });
             }
         }
-        let user = match queries::users::find_by_email(&self.db, &email).await {
-            Ok(user) if !user.disabled && !user.locked => Some(user),
-            Ok(_) | Err(StoreError::NotFound) => None,
-            Err(err) => return Err(err.into()),
+        let (user, several) = match queries::users::find_member(&self.db, &email, organization_id).await? {
+            ByEmail::One(user) => ((!user.disabled && !user.locked).then_some(user), Vec::new()),
+            ByEmail::Nobody => (None, Vec::new()),
+            ByEmail::Several(users) => (None, users),
         };
         let has_password = user.as_ref().is_some_and(|user| user.password_hash.is_some());
         // Checked whoever asks (against a stand-in hash for unknown addresses): the slow hash
@@ -163,16 +171,34 @@ impl LoginManager {
             },
         )
         .await?;
-        if user.is_some() {
+        let mail = if user.is_some() {
+            Some(Mail::login_code(&email, &code, expires_at))
+        } else if !several.is_empty() {
+            Some(Mail::organization_choice(&email, &self.organization_names(&several).await?))
+        } else {
+            None
+        };
+        if let Some(mail) = mail {
             // After the answer: how long mail takes must not tell whether the address is known.
             let mailer = self.mailer.clone();
             tokio::spawn(async move {
-                if let Err(err) = mailer.send_login_code(&email, &code, expires_at).await {
-                    tracing::warn!(email = %email, error = %err, "sending login code failed");
+                let to = mail.to.clone();
+                if let Err(err) = mailer.send(mail).await {
+                    tracing::warn!(email = %to, error = %err, "sending login mail failed");
                 }
             });
         }
         Ok(StartedLogin { verification_code_id: id, expires_at })
+    }
+
+    /// (name, id) of the users' organizations.
+    async fn organization_names(&self, users: &[user::Model]) -> Result<Vec<(String, String)>> {
+        let mut names = Vec::new();
+        for user in users {
+            let organization = queries::organizations::get(&self.db, &user.organization_id).await?;
+            names.push((organization.name, organization.id));
+        }
+        Ok(names)
     }
 
     /// Trades a code for a login session and an access token.

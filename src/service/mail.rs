@@ -1,4 +1,4 @@
-//! Delivery of login codes: SMTP for real, the server log for development.
+//! Delivery of login mail: SMTP for real, the server log for development.
 
 use crate::config::{MailConfig, MailTransport, SmtpSecurity};
 use crate::error::{Error, Result};
@@ -9,11 +9,47 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use std::sync::Arc;
 
+/// A message to one address.
+#[derive(Debug, Clone)]
+pub struct Mail {
+    pub to: String,
+    pub subject: String,
+    pub body: String,
+}
+
+impl Mail {
+    /// A login code, working once until `expires_at`.
+    pub fn login_code(to: &str, code: &str, expires_at: DateTime<Utc>) -> Mail {
+        let expiry = expires_at.to_rfc3339_opts(SecondsFormat::Secs, true);
+        Mail {
+            to: to.to_owned(),
+            subject: format!("Your Portcullis login code: {code}"),
+            body: format!(
+                "Your Portcullis login code is {code}\n\nIt works once, until {expiry}.\n\
+                 If you did not try to log in, ignore this mail.\n"
+            ),
+        }
+    }
+
+    /// The organizations (name, id) an address belongs to, when a login did not name one.
+    pub fn organization_choice(to: &str, organizations: &[(String, String)]) -> Mail {
+        let list: String = organizations.iter().map(|(name, id)| format!("  {name}: {id}\n")).collect();
+        Mail {
+            to: to.to_owned(),
+            subject: "Portcullis: which organization?".to_owned(),
+            body: format!(
+                "Your address belongs to users of several organizations, so no login code was sent.\n\
+                 Log in again naming one of them (organization_id):\n\n{list}\n\
+                 If you did not try to log in, ignore this mail.\n"
+            ),
+        }
+    }
+}
+
 #[async_trait]
 pub trait Mailer: Send + Sync {
-    /// Sends `code` to `to`; the error says why it could not be sent.
-    async fn send_login_code(&self, to: &str, code: &str, expires_at: DateTime<Utc>)
-    -> std::result::Result<(), String>;
+    /// Sends `mail`; the error says why it could not be sent.
+    async fn send(&self, mail: Mail) -> std::result::Result<(), String>;
 }
 
 /// The mailer `config` asks for.
@@ -29,13 +65,8 @@ pub struct LogMailer;
 
 #[async_trait]
 impl Mailer for LogMailer {
-    async fn send_login_code(
-        &self,
-        to: &str,
-        code: &str,
-        expires_at: DateTime<Utc>,
-    ) -> std::result::Result<(), String> {
-        tracing::warn!(email = %to, code, expires_at = %expires_at, "login code (mail.transport = log: development only)");
+    async fn send(&self, mail: Mail) -> std::result::Result<(), String> {
+        tracing::warn!(email = %mail.to, subject = %mail.subject, body = %mail.body, "login mail (mail.transport = log: development only)");
         Ok(())
     }
 }
@@ -65,22 +96,13 @@ impl SmtpMailer {
 
 #[async_trait]
 impl Mailer for SmtpMailer {
-    async fn send_login_code(
-        &self,
-        to: &str,
-        code: &str,
-        expires_at: DateTime<Utc>,
-    ) -> std::result::Result<(), String> {
-        let to: Mailbox = to.parse().map_err(|err| format!("bad recipient: {err}"))?;
-        let expiry = expires_at.to_rfc3339_opts(SecondsFormat::Secs, true);
+    async fn send(&self, mail: Mail) -> std::result::Result<(), String> {
+        let to: Mailbox = mail.to.parse().map_err(|err| format!("bad recipient: {err}"))?;
         let message = Message::builder()
             .from(self.from.clone())
             .to(to)
-            .subject(format!("Your Portcullis login code: {code}"))
-            .body(format!(
-                "Your Portcullis login code is {code}\n\nIt works once, until {expiry}.\n\
-                 If you did not try to log in, ignore this mail.\n"
-            ))
+            .subject(mail.subject)
+            .body(mail.body)
             .map_err(|err| err.to_string())?;
         self.transport.send(message).await.map(|_| ()).map_err(|err| err.to_string())
     }

@@ -57,7 +57,8 @@ impl MailServer {
             .filter(|message| message.lines().any(|line| line.starts_with("To:") && line.contains(email)))
             .filter_map(|message| {
                 let subject = message.lines().find(|line| line.starts_with("Subject:"))?;
-                Some(subject.rsplit(' ').next()?.trim().to_owned())
+                let code = subject.rsplit(' ').next()?.trim();
+                (code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit())).then(|| code.to_owned())
             })
             .collect()
     }

@@ -25,7 +25,7 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        // One account per email across the service: login starts from an email alone.
+        // Made per organization by m20261201_000012.
         manager.create_index(super::index("users", &["email"], true)).await?;
         manager.create_index(super::index("users", &["organization_id", "id"], false)).await
     }

@@ -14,6 +14,7 @@ mod m20261122_000008_create_signing_keys;
 mod m20261123_000009_create_resource_leases;
 mod m20261123_000010_create_rate_limits;
 mod m20261201_000011_operators_and_scopes;
+mod m20261201_000012_emails_per_organization;
 
 pub struct Migrator;
 
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000009_create_resource_leases::Migration),
             Box::new(m20261123_000010_create_rate_limits::Migration),
             Box::new(m20261201_000011_operators_and_scopes::Migration),
+            Box::new(m20261201_000012_emails_per_organization::Migration),
         ]
     }
 }

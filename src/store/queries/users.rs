@@ -3,7 +3,7 @@ use crate::store::entity::user::{self, ActiveModel, Column, Entity, Model};
 use crate::store::{Page, PageRequest, StoreResult};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 
 pub async fn insert(db: &impl ConnectionTrait, model: Model) -> StoreResult<Model> {
     Ok(user::ActiveModel::from(model).insert(db).await?)
@@ -19,9 +19,34 @@ pub async fn get_any(db: &impl ConnectionTrait, id: &str) -> StoreResult<Model> 
     found(Entity::find_by_id(id).one(db).await?)
 }
 
-/// The user with this (normalized) email address, in any organization: emails are unique.
-pub async fn find_by_email(db: &impl ConnectionTrait, email: &str) -> StoreResult<Model> {
-    found(Entity::find().filter(Column::Email.eq(email)).one(db).await?)
+/// The users with this (normalized) email address: one per organization at most.
+pub async fn find_by_email(db: &impl ConnectionTrait, email: &str) -> StoreResult<Vec<Model>> {
+    Ok(Entity::find().filter(Column::Email.eq(email)).order_by_asc(Column::OrganizationId).all(db).await?)
+}
+
+/// Who an address names, as a login or the command line asks.
+pub enum ByEmail {
+    One(Model),
+    /// The address belongs to users of several organizations and none was named.
+    Several(Vec<Model>),
+    Nobody,
+}
+
+/// The user with this address in `organization_id`; without one, the only user with it.
+pub async fn find_member(
+    db: &impl ConnectionTrait,
+    email: &str,
+    organization_id: Option<&str>,
+) -> StoreResult<ByEmail> {
+    let mut users = find_by_email(db, email).await?;
+    if let Some(organization_id) = organization_id {
+        users.retain(|user| user.organization_id == organization_id);
+    }
+    Ok(match users.len() {
+        0 => ByEmail::Nobody,
+        1 => ByEmail::One(users.remove(0)),
+        _ => ByEmail::Several(users),
+    })
 }
 
 pub async fn list(db: &impl ConnectionTrait, organization_id: &str, request: &PageRequest) -> StoreResult<Page<Model>> {

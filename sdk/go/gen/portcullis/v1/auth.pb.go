@@ -457,9 +457,12 @@ type StartLoginRequest struct {
 	// email of the user.
 	Email string `protobuf:"bytes,1,opt,name=email,proto3" json:"email,omitempty"`
 	// password, required for users who have one.
-	Password      *string `protobuf:"bytes,2,opt,name=password,proto3,oneof" json:"password,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Password *string `protobuf:"bytes,2,opt,name=password,proto3,oneof" json:"password,omitempty"`
+	// organization_id picks the organization when the address belongs to users of several (the
+	// mail sent to a login without it lists them); leave it empty otherwise.
+	OrganizationId string `protobuf:"bytes,3,opt,name=organization_id,json=organizationId,proto3" json:"organization_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *StartLoginRequest) Reset() {
@@ -502,6 +505,13 @@ func (x *StartLoginRequest) GetEmail() string {
 func (x *StartLoginRequest) GetPassword() string {
 	if x != nil && x.Password != nil {
 		return *x.Password
+	}
+	return ""
+}
+
+func (x *StartLoginRequest) GetOrganizationId() string {
+	if x != nil {
+		return x.OrganizationId
 	}
 	return ""
 }
@@ -1503,10 +1513,11 @@ const file_portcullis_v1_auth_proto_rawDesc = "" +
 	"\n" +
 	"expires_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x129\n" +
 	"\n" +
-	"revoked_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\"W\n" +
+	"revoked_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\"\x80\x01\n" +
 	"\x11StartLoginRequest\x12\x14\n" +
 	"\x05email\x18\x01 \x01(\tR\x05email\x12\x1f\n" +
-	"\bpassword\x18\x02 \x01(\tH\x00R\bpassword\x88\x01\x01B\v\n" +
+	"\bpassword\x18\x02 \x01(\tH\x00R\bpassword\x88\x01\x01\x12'\n" +
+	"\x0forganization_id\x18\x03 \x01(\tR\x0eorganizationIdB\v\n" +
 	"\t_password\"\x81\x01\n" +
 	"\x12StartLoginResponse\x120\n" +
 	"\x14verification_code_id\x18\x01 \x01(\tR\x12verificationCodeId\x129\n" +
