@@ -181,8 +181,12 @@ pub struct LoginConfig {
     pub code_minutes: u32,
     /// Wrong tries that use a code up.
     pub max_code_attempts: u32,
-    /// Consecutive failed logins that lock the account until an admin unlocks it.
+    /// Consecutive failed logins that lock the account for a while (or until an admin unlocks it).
     pub lock_after_failures: u32,
+    /// How long the first lockout lasts; each one after it, until a login succeeds, twice as long.
+    pub lock_minutes: u32,
+    /// The longest a lockout lasts.
+    pub max_lock_hours: u32,
     /// What a login (or one ExtendLoginSession) grants, in hours from then.
     pub session_hours: u32,
     /// Longest total life of a login session, however often it is extended, in hours.
@@ -191,8 +195,10 @@ pub struct LoginConfig {
     pub idle_timeout_minutes: u32,
     /// StartLogin calls allowed per email address per hour.
     pub starts_per_email_per_hour: u32,
-    /// StartLogin calls allowed per client address per hour.
+    /// StartLogin calls allowed per client address (IPv6: per /64) per hour.
     pub starts_per_ip_per_hour: u32,
+    /// VerifyLogin calls allowed per client address (IPv6: per /64) per hour.
+    pub verifies_per_ip_per_hour: u32,
 }
 
 impl Default for LoginConfig {
@@ -201,11 +207,14 @@ impl Default for LoginConfig {
             code_minutes: 10,
             max_code_attempts: 5,
             lock_after_failures: 100,
+            lock_minutes: 15,
+            max_lock_hours: 24,
             session_hours: 12,
             max_lifetime_hours: 72,
             idle_timeout_minutes: 60,
             starts_per_email_per_hour: 5,
             starts_per_ip_per_hour: 30,
+            verifies_per_ip_per_hour: 60,
         }
     }
 }

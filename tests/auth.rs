@@ -228,40 +228,87 @@ async fn a_mailed_code_logs_in_once() {
     .await;
 }
 
+/// Wrong guesses at a live code use it up and count as failed logins; calls on a spent code
+/// count against nobody. Failures lock the account for a while — each lockout twice as long as
+/// the one before — and an admin can unlock it sooner.
 #[tokio::test]
-async fn wrong_codes_use_a_code_up_and_many_lock_the_account() {
+async fn wrong_codes_use_a_code_up_and_many_lock_the_account_for_a_while() {
     let Some(mail) = MailServer::start().await else { return };
     each_backend(|db: TestDb| {
         let mail = &mail;
         async move {
             let LoginSetup { server, mut auth, mut users, email, user_id } = login_setup(&db, mail, "grace", 7).await;
+            let mut seen = Vec::new();
+            let user = |users: &mut UserServiceClient<Channel>| {
+                let (mut users, key, id) = (users.clone(), server.admin_key.clone(), user_id.clone());
+                async move {
+                    users.get_user(with_key(GetUserRequest { id }, &key)).await.unwrap().into_inner().user.unwrap()
+                }
+            };
 
             // Five wrong tries use the code up: the right one no longer works.
-            let first = auth.start_login(start(&email)).await.unwrap().into_inner().verification_code_id;
-            let code = mail.wait_for_code(&email, &[]).await;
+            let (first, code) = fresh_code(&mut auth, mail, &email, &mut seen).await;
             for _ in 0..5 {
                 let err = auth.verify_login(verify(&first, &wrong(&code))).await.unwrap_err();
                 assert_eq!(err.code(), Code::Unauthenticated);
             }
+            // However often a spent code is tried, nobody's account pays for it.
+            for _ in 0..20 {
+                auth.verify_login(verify(&first, &wrong(&code))).await.unwrap_err();
+            }
             let err = auth.verify_login(verify(&first, &code)).await.unwrap_err();
             assert_eq!(err.code(), Code::Unauthenticated, "the code is used up");
+            assert!(!user(&mut users).await.locked, "{}: only the 5 live tries counted", db.backend);
 
-            // Seven failures in a row (lock_after_failures = 7) lock the account.
-            let second = auth.start_login(start(&email)).await.unwrap().into_inner().verification_code_id;
-            let err = auth.verify_login(verify(&second, "000000")).await.unwrap_err();
-            assert_eq!(err.code(), Code::Unauthenticated);
-            let user = users
-                .get_user(with_key(GetUserRequest { id: user_id.clone() }, &server.admin_key))
-                .await
-                .unwrap()
-                .into_inner()
-                .user
-                .unwrap();
-            assert!(user.locked, "locked after 7 failures");
+            // Two more wrong tries at a live code make 7 (lock_after_failures): locked 15 minutes.
+            let (second, code) = fresh_code(&mut auth, mail, &email, &mut seen).await;
+            for _ in 0..2 {
+                auth.verify_login(verify(&second, &wrong(&code))).await.unwrap_err();
+            }
+            let locked = user(&mut users).await;
+            let lock_minutes =
+                |user: &User| (user.locked_until.as_ref().unwrap().seconds - now().timestamp() + 30) / 60;
+            assert!(locked.locked, "locked after 7 failures");
+            assert_eq!(lock_minutes(&locked), 15, "{locked:?}");
+            let err = auth.verify_login(verify(&second, &code)).await.unwrap_err();
+            assert_eq!(err.code(), Code::Unauthenticated, "locked: even the right code is refused");
+
+            // The lockout runs out; seven more failures lock it twice as long.
+            let stored = portcullis::store::queries::users::get_any(&server.db, &user_id).await.unwrap();
+            let mut expired = sea_orm::IntoActiveModel::into_active_model(stored);
+            expired.locked_until = sea_orm::ActiveValue::Set(Some(now() - chrono::TimeDelta::seconds(1)));
+            portcullis::store::queries::users::update(&server.db, expired).await.unwrap();
+            assert!(!user(&mut users).await.locked);
+            for _ in 0..2 {
+                let (id, code) = fresh_code(&mut auth, mail, &email, &mut seen).await;
+                for _ in 0..4 {
+                    auth.verify_login(verify(&id, &wrong(&code))).await.unwrap_err();
+                }
+            }
+            let locked = user(&mut users).await;
+            assert_eq!(lock_minutes(&locked), 30, "{}: the second lockout lasts twice as long", db.backend);
+
+            // An admin unlocks it at once, and the user logs in.
+            users.unlock_user(with_key(UnlockUserRequest { id: user_id.clone() }, &server.admin_key)).await.unwrap();
+            let (id, code) = fresh_code(&mut auth, mail, &email, &mut seen).await;
+            auth.verify_login(verify(&id, &code)).await.expect("unlocked");
             server.stop().await;
         }
     })
     .await;
+}
+
+/// Starts a login for `email` and waits for its code (one not in `seen`, which it joins).
+async fn fresh_code(
+    auth: &mut AuthServiceClient<Channel>,
+    mail: &MailServer,
+    email: &str,
+    seen: &mut Vec<String>,
+) -> (String, String) {
+    let id = auth.start_login(start(email)).await.unwrap().into_inner().verification_code_id;
+    let code = mail.wait_for_code(email, seen).await;
+    seen.push(code.clone());
+    (id, code)
 }
 
 #[tokio::test]
@@ -592,4 +639,40 @@ async fn wait_for_mail(mail: &MailServer, email: &str, needle: &str) -> String {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     panic!("no mail to {email} about {needle:?}; mailbox: {:#?}", mail.messages());
+}
+
+/// VerifyLogin and StartLogin are limited per client network: an IPv6 client is counted by its
+/// /64, however many of its addresses it uses.
+/// `request` as relayed by a trusted proxy for `address`.
+fn from<T>(address: &str, mut request: tonic::Request<T>) -> tonic::Request<T> {
+    request.metadata_mut().insert("x-forwarded-for", address.parse().unwrap());
+    request
+}
+
+#[tokio::test]
+async fn logins_are_rate_limited_per_client_network() {
+    let db = TestDb::sqlite();
+    let mut config = test_config();
+    config.network.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    config.login.verifies_per_ip_per_hour = 3;
+    config.login.starts_per_ip_per_hour = 3;
+    let server = TestServer::start_with(&db, config).await;
+    let (mut auth, _) = clients(&server).await;
+    let guess = || verify(&portcullis::domain::new_id(), "123456");
+    for host in ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:aaaa::3"] {
+        let err = auth.verify_login(from(host, guess())).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{host}");
+    }
+    let err = auth.verify_login(from("2001:db8:1:2:ffff::4", guess())).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "the same /64: {err:?}");
+    let err = auth.verify_login(from("2001:db8:1:3::1", guess())).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "another /64 has its own limit");
+
+    for (n, host) in ["2001:db8:9:9::1", "2001:db8:9:9::2", "2001:db8:9:9::3"].into_iter().enumerate() {
+        let email = format!("someone{n}@example.com");
+        auth.start_login(from(host, start(&email))).await.unwrap();
+    }
+    let err = auth.start_login(from("2001:db8:9:9::4", start("other@example.com"))).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    server.stop().await;
 }

@@ -87,7 +87,8 @@ fn user_row(organization_id: &str, email: &str) -> user::Model {
         full_name: "Full Name".into(),
         role: "USER".into(),
         disabled: false,
-        locked: false,
+        locked_until: None,
+        lockouts: 0,
         failed_login_count: 0,
         password_hash: None,
         created_at: at,
@@ -175,9 +176,13 @@ async fn racing_failed_logins_are_all_counted_and_lock_once() {
         counts.sort_unstable();
         assert_eq!(counts, (1..=20).collect::<Vec<_>>(), "{}: every failure counted once", test_db.backend);
 
-        assert!(lock(&db, &user.id, now()).await.unwrap(), "the first lock locks");
-        assert!(!lock(&db, &user.id, now()).await.unwrap(), "a second one finds it locked");
-        assert!(queries::users::get_any(&db, &user.id).await.unwrap().locked);
+        let until = now() + chrono::TimeDelta::minutes(15);
+        assert!(lock(&db, &user.id, now(), until).await.unwrap(), "the first lock locks");
+        assert!(!lock(&db, &user.id, now(), until).await.unwrap(), "a second one finds it locked");
+        let locked = queries::users::get_any(&db, &user.id).await.unwrap();
+        assert!(locked.is_locked(now()) && !locked.is_locked(until), "{}: locked until then", test_db.backend);
+        assert_eq!((locked.lockouts, locked.failed_login_count), (1, 0), "the lockout is counted, failures start over");
+        assert!(lock(&db, &user.id, until, until + chrono::TimeDelta::minutes(30)).await.unwrap(), "over: locks again");
     })
     .await;
 }

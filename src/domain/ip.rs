@@ -31,6 +31,15 @@ pub fn normalize(address: IpAddr) -> IpAddr {
     }
 }
 
+/// The client a rate limit counts an address as: the address itself, or for IPv6 its /64 (one
+/// host is commonly handed a whole /64, so its addresses are all one client).
+pub fn rate_limit_key(address: IpAddr) -> String {
+    match normalize(address) {
+        IpAddr::V6(v6) => ipnet::Ipv6Net::new(v6, 64).map_or_else(|_| v6.to_string(), |net| net.trunc().to_string()),
+        v4 => v4.to_string(),
+    }
+}
+
 fn is_private(address: IpAddr) -> bool {
     match address {
         IpAddr::V4(v4) => v4.is_private() || is_shared_v4(v4),
@@ -245,5 +254,15 @@ mod tests {
         assert!(found("10.0.0.2", None, Some("garbage")).is_err());
         // Further left, a malformed hop only ends the chain: the last hop we could read counts.
         assert_eq!(found("10.0.0.2", Some("garbage, 10.0.0.9"), None), Ok(ip("10.0.0.9")));
+    }
+
+    #[test]
+    fn rate_limits_count_an_ipv6_slash_64_as_one_client() {
+        let key = |text: &str| rate_limit_key(text.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:ffff:ffff:ffff:ffff"));
+        assert_eq!(key("2001:db8:1:2::1"), "2001:db8:1:2::/64");
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:198.51.100.7"), "198.51.100.7");
+        assert_ne!(key("198.51.100.7"), key("198.51.100.8"));
     }
 }

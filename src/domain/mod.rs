@@ -17,7 +17,7 @@ use std::str::FromStr;
 pub use actor::Actor;
 pub use duration::{Requested, requested};
 pub use endpoint::endpoint_allowed;
-pub use ip::{IpVersion, check_session_address, client_address, normalize, parse_session_address};
+pub use ip::{IpVersion, check_session_address, client_address, normalize, parse_session_address, rate_limit_key};
 pub use permission::Permission;
 pub use policy::{MemberAccess, Reach, Rule};
 pub use resource::{AwsSecurityGroup, GcpFirewall, MemoryProvider, ProviderConfig};

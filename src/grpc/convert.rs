@@ -151,6 +151,7 @@ pub fn cloud_scopes_from_pb(scopes: Option<pb::CloudScopes>) -> domain::CloudSco
 }
 
 pub fn user_to_pb(model: user::Model) -> pb::User {
+    let locked_until = model.locked_until.filter(|_| model.is_locked(domain::now()));
     pb::User {
         role: role_to_pb(&model.role).into(),
         id: model.id,
@@ -158,7 +159,8 @@ pub fn user_to_pb(model: user::Model) -> pb::User {
         email: model.email,
         full_name: model.full_name,
         disabled: model.disabled,
-        locked: model.locked,
+        locked: locked_until.is_some(),
+        locked_until: locked_until.map(timestamp),
         created_at: Some(timestamp(model.created_at)),
         updated_at: Some(timestamp(model.updated_at)),
     }

@@ -5,8 +5,11 @@
 //! same answer as a good one (a code id and expiry; the row is stored either way), and mail goes
 //! out after the answer. A user with a password (argon2id) must give it before a code is sent.
 //! Only a hash of each code is kept. A code works once, for `login.code_minutes`, and is used
-//! up after `login.max_code_attempts` wrong tries; `login.lock_after_failures` failed logins in a
-//! row lock the account until an admin unlocks it.
+//! up after `login.max_code_attempts` wrong tries; only wrong tries at a live code (or wrong
+//! passwords) count as failed logins. `login.lock_after_failures` of them in a row lock the
+//! account for `login.lock_minutes`, twice as long at each lockout after that (at most
+//! `login.max_lock_hours`), or until an admin unlocks it: a stranger can slow a login down but
+//! never shut its owner out for good. Starts and verifications are limited per client network.
 
 use super::credentials::{Claims, TokenKeys, hash_password, hash_secret, password_matches, secret_matches};
 use super::mail::{Mail, Mailer};
@@ -14,7 +17,7 @@ use super::rate_limit::RateLimiter;
 use super::{Caller, CallerCache};
 use crate::config::LoginConfig;
 use crate::domain::Actor;
-use crate::domain::{new_id, normalize_email, now};
+use crate::domain::{new_id, normalize_email, now, rate_limit_key};
 use crate::error::{Error, Result};
 use crate::pb::v1::ErrorReason;
 use crate::store::audit::AuditRecord;
@@ -59,10 +62,16 @@ pub struct LoginManager {
     access_token_minutes: u32,
     per_email: RateLimiter,
     per_ip: RateLimiter,
+    verifies_per_ip: RateLimiter,
+    /// Password checks running at once.
+    password_checks: Arc<tokio::sync::Semaphore>,
     callers: CallerCache,
 }
 
 const HOUR: Duration = Duration::from_secs(3600);
+
+/// Password checks at once: each holds a core and 19 MiB (argon2id defaults) for a while.
+const PASSWORD_CHECKS_AT_ONCE: usize = 2;
 
 /// Checked when the address has no password, so a password check always costs the same.
 static STAND_IN_HASH: std::sync::LazyLock<String> =
@@ -88,6 +97,16 @@ fn not_a_login() -> Error {
     Error::failed_precondition(ErrorReason::InvalidState, "the call is not made with a login's access token")
 }
 
+/// RESOURCE_EXHAUSTED, with when to retry, once `key` has used up `limiter`.
+async fn throttle(limiter: &RateLimiter, key: &str) -> Result<()> {
+    match limiter.hit(key).await? {
+        Ok(()) => Ok(()),
+        Err(retry_after) => {
+            Err(Error::ResourceExhausted { message: "too many login attempts; try again later".into(), retry_after })
+        }
+    }
+}
+
 /// Codes are hashed with their id, so equal codes never share a hash.
 fn code_secret(code_id: &str, code: &str) -> String {
     format!("{code_id}:{code}")
@@ -105,6 +124,8 @@ impl LoginManager {
         LoginManager {
             per_email: RateLimiter::new(db.clone(), "login-email", config.starts_per_email_per_hour.max(1), HOUR),
             per_ip: RateLimiter::new(db.clone(), "login-ip", config.starts_per_ip_per_hour.max(1), HOUR),
+            verifies_per_ip: RateLimiter::new(db.clone(), "verify-ip", config.verifies_per_ip_per_hour.max(1), HOUR),
+            password_checks: Arc::new(tokio::sync::Semaphore::new(PASSWORD_CHECKS_AT_ONCE)),
             db,
             keys,
             mailer,
@@ -125,26 +146,20 @@ impl LoginManager {
         client: &LoginClient,
     ) -> Result<StartedLogin> {
         let email = normalize_email(email).map_err(|message| Error::invalid("email", message))?;
-        for (limiter, key) in [(&self.per_ip, client.ip.to_string()), (&self.per_email, email.clone())] {
-            if let Err(retry_after) = limiter.hit(&key).await? {
-                return Err(Error::ResourceExhausted {
-                    message: "too many login attempts; try again later".into(),
-                    retry_after,
-                });
-            }
-        }
+        throttle(&self.per_ip, &rate_limit_key(client.ip)).await?;
+        throttle(&self.per_email, &email).await?;
         let (user, several) = match queries::users::find_member(&self.db, &email, organization_id).await? {
-            ByEmail::One(user) => ((!user.disabled && !user.locked).then_some(user), Vec::new()),
+            ByEmail::One(user) => ((!user.disabled && !user.is_locked(now())).then_some(user), Vec::new()),
             ByEmail::Nobody => (None, Vec::new()),
             ByEmail::Several(users) => (None, users),
         };
         let has_password = user.as_ref().is_some_and(|user| user.password_hash.is_some());
         // Checked whoever asks (against a stand-in hash for unknown addresses): the slow hash
         // takes the same time either way.
-        let password_ok = match (user.as_ref().and_then(|user| user.password_hash.as_deref()), password) {
-            (Some(stored), Some(given)) => password_matches(given, stored),
+        let password_ok = match (user.as_ref().and_then(|user| user.password_hash.clone()), password) {
+            (Some(stored), Some(given)) => self.password_matches(given, Some(stored)).await?,
             (Some(_), None) => false,
-            (None, Some(given)) => password_matches(given, &STAND_IN_HASH) && user.is_some(),
+            (None, Some(given)) => self.password_matches(given, None).await? && user.is_some(),
             (None, None) => user.is_some(),
         };
         if let Some(user) = user.as_ref().filter(|_| !password_ok) {
@@ -191,6 +206,16 @@ impl LoginManager {
         Ok(StartedLogin { verification_code_id: id, expires_at })
     }
 
+    /// Checks a password against `stored` (`None`: the stand-in hash) off the async workers, a
+    /// few at a time: argon2 is slow on purpose, and a burst of logins must not stall the server.
+    async fn password_matches(&self, given: &str, stored: Option<String>) -> Result<bool> {
+        let _permit = self.password_checks.acquire().await.map_err(Error::internal)?;
+        let given = given.to_owned();
+        tokio::task::spawn_blocking(move || password_matches(&given, stored.as_deref().unwrap_or(&STAND_IN_HASH)))
+            .await
+            .map_err(Error::internal)
+    }
+
     /// (name, id) of the users' organizations.
     async fn organization_names(&self, users: &[user::Model]) -> Result<Vec<(String, String)>> {
         let mut names = Vec::new();
@@ -203,6 +228,7 @@ impl LoginManager {
 
     /// Trades a code for a login session and an access token.
     pub async fn verify(&self, code_id: &str, code: &str, client: &LoginClient) -> Result<VerifiedLogin> {
+        throttle(&self.verifies_per_ip, &rate_limit_key(client.ip)).await?;
         let txn = store::begin(&self.db).await?;
         let mut row = match queries::login_sessions::get_code_for_update(&txn, code_id).await {
             Ok(row) => row,
@@ -219,14 +245,16 @@ impl LoginManager {
         };
         let matches = secret_matches(&code_secret(&row.id, code.trim()), &row.code_hash);
         let user = match user {
-            Some(user) if usable && matches && !user.disabled && !user.locked => user,
+            Some(user) if usable && matches && !user.disabled && !user.is_locked(at) => user,
             refused => {
+                // Only a wrong guess at a live code is a failed login: calls with a spent or
+                // expired code cannot count against anyone.
                 if usable && !matches {
                     row.failed_attempts += 1;
                     queries::login_sessions::save_code(&txn, row.clone()).await?;
-                }
-                if let Some(user) = &refused {
-                    self.record_failure(&txn, user).await?;
+                    if let Some(user) = &refused {
+                        self.record_failure(&txn, user).await?;
+                    }
                 }
                 store::commit(txn).await?;
                 return Err(invalid_code());
@@ -251,9 +279,10 @@ impl LoginManager {
             },
         )
         .await?;
-        if user.failed_login_count != 0 {
+        if user.failed_login_count != 0 || user.lockouts != 0 {
             let mut active = user.clone().into_active_model();
             active.failed_login_count = Set(0);
+            active.lockouts = Set(0);
             queries::users::update(&txn, active).await?;
         }
         AuditRecord::new("login.succeeded", "login_session", &session.id)
@@ -329,26 +358,39 @@ impl LoginManager {
         Ok(())
     }
 
-    /// Counts a failed login against the user; locks the account at the configured limit.
+    /// Counts a failed login against the user; locks the account for a while at the configured
+    /// limit, each lockout twice as long as the one before.
     async fn record_failure(&self, txn: &impl sea_orm::ConnectionTrait, user: &user::Model) -> Result<()> {
         let user_id = user.id.as_str();
         let at = now();
-        let failures = queries::users::count_failed_login(txn, user_id, at).await?.failed_login_count;
+        let counted = queries::users::count_failed_login(txn, user_id, at).await?;
+        let failures = counted.failed_login_count;
+        let until = at + self.lock_duration(counted.lockouts);
         let lock = failures >= i32::try_from(self.config.lock_after_failures).unwrap_or(i32::MAX)
-            && queries::users::lock(txn, user_id, at).await?;
+            && queries::users::lock(txn, user_id, at, until).await?;
         let organization_id = user.organization_id.clone();
         AuditRecord::new("login.failed", "user", user_id)
             .detail("failures", failures)
             .write(txn, &Actor::server(&organization_id))
             .await?;
         if lock {
-            tracing::warn!(user_id, failures, "account locked after failed logins");
+            tracing::warn!(user_id, failures, until = %until, "account locked after failed logins");
             AuditRecord::new("user.locked", "user", user_id)
                 .detail("failures", failures)
+                .detail("until", until.to_rfc3339())
                 .write(txn, &Actor::server(&organization_id))
                 .await?;
         }
         Ok(())
+    }
+
+    /// How long the lockout after `earlier` ones lasts: `login.lock_minutes`, doubled for each
+    /// earlier one, at most `login.max_lock_hours`.
+    fn lock_duration(&self, earlier: i32) -> TimeDelta {
+        let longest = TimeDelta::hours(i64::from(self.config.max_lock_hours.max(1)));
+        let doublings = u32::try_from(earlier).unwrap_or(0).min(32);
+        let minutes = i64::from(self.config.lock_minutes.max(1)).saturating_mul(1 << doublings);
+        TimeDelta::try_minutes(minutes).map_or(longest, |lock| lock.min(longest))
     }
 
     /// An access token for `session`: lives `auth.access_token_minutes`, never past the session.

@@ -62,7 +62,8 @@ impl UserManager {
                 full_name,
                 role: role.as_str().to_owned(),
                 disabled: false,
-                locked: false,
+                locked_until: None,
+                lockouts: 0,
                 failed_login_count: 0,
                 password_hash: None,
                 created_at: at,
@@ -138,7 +139,8 @@ impl UserManager {
 
     pub async fn unlock(&self, caller: &Caller, id: &str) -> Result<user::Model> {
         self.change(caller, id, "user.unlocked", |active, record| {
-            active.locked = Set(false);
+            active.locked_until = Set(None);
+            active.lockouts = Set(0);
             active.failed_login_count = Set(0);
             record
         })

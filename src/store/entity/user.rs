@@ -10,11 +10,21 @@ pub struct Model {
     pub full_name: String,
     pub role: String,
     pub disabled: bool,
-    pub locked: bool,
+    /// Failed logins lock the user until then.
+    pub locked_until: Option<DateTimeUtc>,
+    /// Lockouts since the last successful login: each one lasts twice the one before.
+    pub lockouts: i32,
     pub failed_login_count: i32,
     pub password_hash: Option<String>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+}
+
+impl Model {
+    /// Whether failed logins keep the user out at `at`.
+    pub fn is_locked(&self, at: DateTimeUtc) -> bool {
+        self.locked_until.is_some_and(|until| until > at)
+    }
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -15,6 +15,7 @@ mod m20261123_000009_create_resource_leases;
 mod m20261123_000010_create_rate_limits;
 mod m20261201_000011_operators_and_scopes;
 mod m20261201_000012_emails_per_organization;
+mod m20261201_000013_temporary_locks;
 
 pub struct Migrator;
 
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000010_create_rate_limits::Migration),
             Box::new(m20261201_000011_operators_and_scopes::Migration),
             Box::new(m20261201_000012_emails_per_organization::Migration),
+            Box::new(m20261201_000013_temporary_locks::Migration),
         ]
     }
 }

@@ -70,13 +70,16 @@ pub async fn count_failed_login(db: &impl ConnectionTrait, id: &str, at: DateTim
     found(updated.into_iter().next())
 }
 
-/// Locks an unlocked user; false when it already was locked, so only one caller reports it.
-pub async fn lock(db: &impl ConnectionTrait, id: &str, at: DateTime<Utc>) -> StoreResult<bool> {
+/// Locks a user not locked at `at` until `until`, counting the lockout and starting the count of
+/// failures over; false when it already was locked, so only one caller reports it.
+pub async fn lock(db: &impl ConnectionTrait, id: &str, at: DateTime<Utc>, until: DateTime<Utc>) -> StoreResult<bool> {
     let result = Entity::update_many()
-        .col_expr(Column::Locked, Expr::value(true))
+        .col_expr(Column::LockedUntil, Expr::value(until))
+        .col_expr(Column::Lockouts, Expr::col(Column::Lockouts).add(1))
+        .col_expr(Column::FailedLoginCount, Expr::value(0))
         .col_expr(Column::UpdatedAt, Expr::value(at))
         .filter(Column::Id.eq(id))
-        .filter(Column::Locked.eq(false))
+        .filter(Column::LockedUntil.is_null().or(Column::LockedUntil.lte(at)))
         .exec(db)
         .await?;
     Ok(result.rows_affected == 1)

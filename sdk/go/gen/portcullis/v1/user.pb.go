@@ -88,7 +88,7 @@ type User struct {
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// organization_id is the user's organization.
 	OrganizationId string `protobuf:"bytes,2,opt,name=organization_id,json=organizationId,proto3" json:"organization_id,omitempty"`
-	// email is unique across the service.
+	// email is unique within the organization.
 	Email string `protobuf:"bytes,3,opt,name=email,proto3" json:"email,omitempty"`
 	// full_name is shown with the user's sessions.
 	FullName string `protobuf:"bytes,4,opt,name=full_name,json=fullName,proto3" json:"full_name,omitempty"`
@@ -96,12 +96,15 @@ type User struct {
 	Role Role `protobuf:"varint,5,opt,name=role,proto3,enum=portcullis.v1.Role" json:"role,omitempty"`
 	// disabled users cannot log in and their API keys stop working.
 	Disabled bool `protobuf:"varint,6,opt,name=disabled,proto3" json:"disabled,omitempty"`
-	// locked is set after too many failed logins until an admin unlocks the user.
+	// locked is set while failed logins keep the user out (see locked_until), or until an admin
+	// unlocks the user.
 	Locked bool `protobuf:"varint,7,opt,name=locked,proto3" json:"locked,omitempty"`
 	// created_at is when the user was created.
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	// updated_at is when the user last changed.
-	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// locked_until is when the current lockout ends; absent when the user is not locked.
+	LockedUntil   *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=locked_until,json=lockedUntil,proto3" json:"locked_until,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -195,6 +198,13 @@ func (x *User) GetCreatedAt() *timestamppb.Timestamp {
 func (x *User) GetUpdatedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.UpdatedAt
+	}
+	return nil
+}
+
+func (x *User) GetLockedUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LockedUntil
 	}
 	return nil
 }
@@ -874,7 +884,7 @@ var File_portcullis_v1_user_proto protoreflect.FileDescriptor
 
 const file_portcullis_v1_user_proto_rawDesc = "" +
 	"\n" +
-	"\x18portcullis/v1/user.proto\x12\rportcullis.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc5\x02\n" +
+	"\x18portcullis/v1/user.proto\x12\rportcullis.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x84\x03\n" +
 	"\x04User\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12'\n" +
 	"\x0forganization_id\x18\x02 \x01(\tR\x0eorganizationId\x12\x14\n" +
@@ -886,7 +896,9 @@ const file_portcullis_v1_user_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
-	"updated_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"<\n" +
+	"updated_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12=\n" +
+	"\flocked_until\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\vlockedUntil\"<\n" +
 	"\x11CreateUserRequest\x12'\n" +
 	"\x04user\x18\x01 \x01(\v2\x13.portcullis.v1.UserR\x04user\"=\n" +
 	"\x12CreateUserResponse\x12'\n" +
@@ -977,35 +989,36 @@ var file_portcullis_v1_user_proto_depIdxs = []int32{
 	0,  // 0: portcullis.v1.User.role:type_name -> portcullis.v1.Role
 	16, // 1: portcullis.v1.User.created_at:type_name -> google.protobuf.Timestamp
 	16, // 2: portcullis.v1.User.updated_at:type_name -> google.protobuf.Timestamp
-	1,  // 3: portcullis.v1.CreateUserRequest.user:type_name -> portcullis.v1.User
-	1,  // 4: portcullis.v1.CreateUserResponse.user:type_name -> portcullis.v1.User
-	1,  // 5: portcullis.v1.GetUserResponse.user:type_name -> portcullis.v1.User
-	1,  // 6: portcullis.v1.GetCurrentUserResponse.user:type_name -> portcullis.v1.User
-	1,  // 7: portcullis.v1.ListUsersResponse.users:type_name -> portcullis.v1.User
-	1,  // 8: portcullis.v1.UpdateUserRequest.user:type_name -> portcullis.v1.User
-	17, // 9: portcullis.v1.UpdateUserRequest.update_mask:type_name -> google.protobuf.FieldMask
-	1,  // 10: portcullis.v1.UpdateUserResponse.user:type_name -> portcullis.v1.User
-	1,  // 11: portcullis.v1.DisableUserResponse.user:type_name -> portcullis.v1.User
-	1,  // 12: portcullis.v1.UnlockUserResponse.user:type_name -> portcullis.v1.User
-	2,  // 13: portcullis.v1.UserService.CreateUser:input_type -> portcullis.v1.CreateUserRequest
-	4,  // 14: portcullis.v1.UserService.GetUser:input_type -> portcullis.v1.GetUserRequest
-	6,  // 15: portcullis.v1.UserService.GetCurrentUser:input_type -> portcullis.v1.GetCurrentUserRequest
-	8,  // 16: portcullis.v1.UserService.ListUsers:input_type -> portcullis.v1.ListUsersRequest
-	10, // 17: portcullis.v1.UserService.UpdateUser:input_type -> portcullis.v1.UpdateUserRequest
-	12, // 18: portcullis.v1.UserService.DisableUser:input_type -> portcullis.v1.DisableUserRequest
-	14, // 19: portcullis.v1.UserService.UnlockUser:input_type -> portcullis.v1.UnlockUserRequest
-	3,  // 20: portcullis.v1.UserService.CreateUser:output_type -> portcullis.v1.CreateUserResponse
-	5,  // 21: portcullis.v1.UserService.GetUser:output_type -> portcullis.v1.GetUserResponse
-	7,  // 22: portcullis.v1.UserService.GetCurrentUser:output_type -> portcullis.v1.GetCurrentUserResponse
-	9,  // 23: portcullis.v1.UserService.ListUsers:output_type -> portcullis.v1.ListUsersResponse
-	11, // 24: portcullis.v1.UserService.UpdateUser:output_type -> portcullis.v1.UpdateUserResponse
-	13, // 25: portcullis.v1.UserService.DisableUser:output_type -> portcullis.v1.DisableUserResponse
-	15, // 26: portcullis.v1.UserService.UnlockUser:output_type -> portcullis.v1.UnlockUserResponse
-	20, // [20:27] is the sub-list for method output_type
-	13, // [13:20] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	16, // 3: portcullis.v1.User.locked_until:type_name -> google.protobuf.Timestamp
+	1,  // 4: portcullis.v1.CreateUserRequest.user:type_name -> portcullis.v1.User
+	1,  // 5: portcullis.v1.CreateUserResponse.user:type_name -> portcullis.v1.User
+	1,  // 6: portcullis.v1.GetUserResponse.user:type_name -> portcullis.v1.User
+	1,  // 7: portcullis.v1.GetCurrentUserResponse.user:type_name -> portcullis.v1.User
+	1,  // 8: portcullis.v1.ListUsersResponse.users:type_name -> portcullis.v1.User
+	1,  // 9: portcullis.v1.UpdateUserRequest.user:type_name -> portcullis.v1.User
+	17, // 10: portcullis.v1.UpdateUserRequest.update_mask:type_name -> google.protobuf.FieldMask
+	1,  // 11: portcullis.v1.UpdateUserResponse.user:type_name -> portcullis.v1.User
+	1,  // 12: portcullis.v1.DisableUserResponse.user:type_name -> portcullis.v1.User
+	1,  // 13: portcullis.v1.UnlockUserResponse.user:type_name -> portcullis.v1.User
+	2,  // 14: portcullis.v1.UserService.CreateUser:input_type -> portcullis.v1.CreateUserRequest
+	4,  // 15: portcullis.v1.UserService.GetUser:input_type -> portcullis.v1.GetUserRequest
+	6,  // 16: portcullis.v1.UserService.GetCurrentUser:input_type -> portcullis.v1.GetCurrentUserRequest
+	8,  // 17: portcullis.v1.UserService.ListUsers:input_type -> portcullis.v1.ListUsersRequest
+	10, // 18: portcullis.v1.UserService.UpdateUser:input_type -> portcullis.v1.UpdateUserRequest
+	12, // 19: portcullis.v1.UserService.DisableUser:input_type -> portcullis.v1.DisableUserRequest
+	14, // 20: portcullis.v1.UserService.UnlockUser:input_type -> portcullis.v1.UnlockUserRequest
+	3,  // 21: portcullis.v1.UserService.CreateUser:output_type -> portcullis.v1.CreateUserResponse
+	5,  // 22: portcullis.v1.UserService.GetUser:output_type -> portcullis.v1.GetUserResponse
+	7,  // 23: portcullis.v1.UserService.GetCurrentUser:output_type -> portcullis.v1.GetCurrentUserResponse
+	9,  // 24: portcullis.v1.UserService.ListUsers:output_type -> portcullis.v1.ListUsersResponse
+	11, // 25: portcullis.v1.UserService.UpdateUser:output_type -> portcullis.v1.UpdateUserResponse
+	13, // 26: portcullis.v1.UserService.DisableUser:output_type -> portcullis.v1.DisableUserResponse
+	15, // 27: portcullis.v1.UserService.UnlockUser:output_type -> portcullis.v1.UnlockUserResponse
+	21, // [21:28] is the sub-list for method output_type
+	14, // [14:21] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_portcullis_v1_user_proto_init() }
