@@ -924,3 +924,51 @@ async fn a_revoked_operator_key_is_refused() {
     assert!(matches!(err, portcullis::error::Error::NotFound { .. }), "{err:?}");
     server.stop().await;
 }
+
+/// A key made with a key cannot outlive it: it expires no later than its parent (inheriting the
+/// parent's expiry when it names none) and stops working when the parent is revoked.
+#[tokio::test]
+async fn a_key_made_with_a_key_never_outlives_it() {
+    use portcullis::domain::Permission;
+    use portcullis::pb::v1::auth_service_client::AuthServiceClient;
+    common::each_backend(|db: TestDb| async move {
+        let server = TestServer::start(&db).await;
+        let channel = server.channel().await;
+        let mut keys = AuthServiceClient::new(channel.clone());
+        let in_a_day = portcullis::domain::now() + chrono::TimeDelta::days(1);
+        let parent = server.insert_api_key(&server.admin_id, Permission::ALL, Some(in_a_day)).await;
+        let at = |time: chrono::DateTime<chrono::Utc>| prost_types::Timestamp { seconds: time.timestamp(), nanos: 0 };
+        let create = |name: &str, expires_at: Option<chrono::DateTime<chrono::Utc>>| CreateApiKeyRequest {
+            name: name.into(),
+            permissions: vec!["sessions:read".into(), "sessions:write".into()],
+            expires_at: expires_at.map(at),
+        };
+
+        let err = keys
+            .create_api_key(with_key(create("longer", Some(in_a_day + chrono::TimeDelta::days(30))), &parent))
+            .await
+            .unwrap_err();
+        assert_eq!(common::violated_fields(&err), ["expires_at"], "{}: {err:?}", db.backend);
+        let child = keys.create_api_key(with_key(create("child", None), &parent)).await.unwrap().into_inner();
+        assert_eq!(child.api_key.unwrap().expires_at.unwrap().seconds, in_a_day.timestamp(), "inherits the expiry");
+        let grandchild = keys.create_api_key(with_key(create("grandchild", None), &child.secret)).await.unwrap();
+        let grandchild = grandchild.into_inner().secret;
+
+        let whoami = |key: String| {
+            let channel = channel.clone();
+            async move {
+                UserServiceClient::new(channel).get_current_user(with_key(GetCurrentUserRequest {}, &key)).await
+            }
+        };
+        whoami(grandchild.clone()).await.expect("works while its ancestors do");
+        let listed = keys.list_api_keys(with_key(ListApiKeysRequest::default(), &server.admin_key)).await.unwrap();
+        let parent_id = listed.into_inner().api_keys.into_iter().find(|key| parent.starts_with(&key.prefix)).unwrap().id;
+        keys.revoke_api_key(with_key(RevokeApiKeyRequest { id: parent_id }, &server.admin_key)).await.unwrap();
+        for key in [child.secret, grandchild] {
+            let err = whoami(key).await.unwrap_err();
+            assert_eq!(err.code(), tonic::Code::Unauthenticated, "revoked with its parent");
+        }
+        server.stop().await;
+    })
+    .await;
+}

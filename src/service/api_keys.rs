@@ -30,8 +30,18 @@ impl ApiKeyManager {
         ApiKeyManager { db, callers }
     }
 
-    /// Creates a key acting as the caller; returns it with its secret, shown this once.
+    /// Creates a key acting as the caller; returns it with its secret, shown this once. A key
+    /// created with a key is its child: it expires no later than its parent (without an expiry
+    /// of its own, when the parent does) and is revoked with it.
     pub async fn create(&self, caller: &Caller, new: NewApiKey) -> Result<(api_key::Model, String)> {
+        let parent = match &caller.api_key_id {
+            Some(id) => {
+                Some(queries::api_keys::get(&self.db, &caller.organization_id, id).await.or_not_found("api key")?)
+            }
+            None => None,
+        };
+        let parent_expiry = parent.as_ref().and_then(|parent| parent.expires_at);
+        let expires_at = new.expires_at.or(parent_expiry);
         let mut violations = Violations::default();
         let name = violations.check("name", validate_name(&new.name));
         let mut permissions = Vec::new();
@@ -50,6 +60,12 @@ impl ApiKeyManager {
         }
         if new.expires_at.is_some_and(|at| at <= now()) {
             violations.add("expires_at", "must be in the future");
+        }
+        if let (Some(wanted), Some(limit)) = (new.expires_at, parent_expiry)
+            && wanted > limit
+        {
+            violations
+                .add("expires_at", format!("must not be after {}, when the key in use expires", limit.to_rfc3339()));
         }
         let Some(name) = name.filter(|_| violations.is_empty()) else { return Err(violations.into()) };
         // A key never holds more than its creator: the role's permissions, narrowed by the key in use.
@@ -73,8 +89,9 @@ impl ApiKeyManager {
                 permissions: Permission::join(&permissions),
                 created_at: now(),
                 last_used_at: None,
-                expires_at: new.expires_at,
+                expires_at,
                 revoked_at: None,
+                parent_id: parent.map(|parent| parent.id),
             },
         )
         .await?;
@@ -101,9 +118,10 @@ impl ApiKeyManager {
             return Err(Error::not_found("api key"));
         }
         if key.revoked_at.is_none() {
-            queries::api_keys::revoke(&txn, id, now()).await?;
+            let descendants = queries::api_keys::revoke(&txn, id, now()).await?;
             AuditRecord::new("api_key.revoked", "api_key", id)
                 .detail("name", &key.name)
+                .detail("keys_created_with_it", descendants)
                 .write(&txn, &caller.actor())
                 .await?;
         }

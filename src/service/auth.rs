@@ -187,11 +187,12 @@ impl Authenticator {
             caller.peer_ip = peer_ip;
             return Ok(caller);
         }
+        let looked_up = self.cache.generation();
         let (mut caller, valid_until) = match credential {
             Credential::ApiKey(secret) => self.authenticate_api_key(secret).await?,
             Credential::Bearer(token) => self.authenticate_token(token).await?,
         };
-        self.cache.put(secret, &caller, valid_until);
+        self.cache.put(secret, &caller, valid_until, looked_up);
         caller.peer_ip = peer_ip;
         Ok(caller)
     }

@@ -110,6 +110,7 @@ pub(super) async fn found(
             last_used_at: None,
             expires_at: None,
             revoked_at: None,
+            parent_id: None,
         },
     )
     .await?;

@@ -19,8 +19,19 @@ const CAPACITY: usize = 10_000;
 #[derive(Clone)]
 pub struct CallerCache {
     ttl: Duration,
-    entries: Arc<Mutex<HashMap<[u8; 32], Entry>>>,
+    entries: Arc<Mutex<Entries>>,
 }
+
+#[derive(Default)]
+struct Entries {
+    callers: HashMap<[u8; 32], Entry>,
+    /// Counts clears: a caller looked up before a clear may be stale, and is not stored after it.
+    generation: u64,
+}
+
+/// When a lookup began, as [`CallerCache::generation`] tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Generation(u64);
 
 struct Entry {
     caller: Caller,
@@ -44,38 +55,56 @@ impl CallerCache {
         self.ttl
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
+        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Taken before a credential is looked up, and handed to [`CallerCache::put`] with the result.
+    pub fn generation(&self) -> Generation {
+        Generation(self.lock().generation)
+    }
+
     pub fn get(&self, secret: &str) -> Option<Caller> {
         if self.ttl.is_zero() {
             return None;
         }
         let key = digest(secret);
-        let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let entry = entries.get(&key)?;
+        let mut entries = self.lock();
+        let entry = entries.callers.get(&key)?;
         let fresh =
             entry.stored_at.elapsed() < self.ttl && entry.valid_until.is_none_or(|until| crate::domain::now() < until);
         if fresh {
             Some(entry.caller.clone())
         } else {
-            entries.remove(&key);
+            entries.callers.remove(&key);
             None
         }
     }
 
-    /// Remembers `caller` for `secret`; `valid_until` is when the credential itself stops working.
-    pub fn put(&self, secret: &str, caller: &Caller, valid_until: Option<DateTime<Utc>>) {
+    /// Remembers `caller` for `secret`, looked up since `looked_up`; `valid_until` is when the
+    /// credential itself stops working. A caller read before the last clear is not remembered:
+    /// its credential may have been revoked while the lookup was in flight.
+    pub fn put(&self, secret: &str, caller: &Caller, valid_until: Option<DateTime<Utc>>, looked_up: Generation) {
         if self.ttl.is_zero() {
             return;
         }
-        let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if entries.len() >= CAPACITY {
-            entries.clear();
+        let mut entries = self.lock();
+        if entries.generation != looked_up.0 {
+            return;
         }
-        entries.insert(digest(secret), Entry { caller: caller.clone(), stored_at: Instant::now(), valid_until });
+        if entries.callers.len() >= CAPACITY {
+            entries.callers.clear();
+        }
+        entries
+            .callers
+            .insert(digest(secret), Entry { caller: caller.clone(), stored_at: Instant::now(), valid_until });
     }
 
     /// Forgets every caller: a user, organization or credential changed.
     pub fn clear(&self) {
-        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clear();
+        let mut entries = self.lock();
+        entries.callers.clear();
+        entries.generation += 1;
     }
 
     /// Commits a change to users, organizations or credentials and forgets every caller: here
@@ -114,24 +143,37 @@ mod tests {
     fn remembers_until_cleared() {
         let cache = CallerCache::new(Duration::from_secs(60));
         assert!(cache.get("secret").is_none());
-        cache.put("secret", &caller(), None);
+        cache.put("secret", &caller(), None, cache.generation());
         assert_eq!(cache.get("secret").map(|c| c.user_id), Some("u".to_owned()));
         assert!(cache.get("other").is_none());
         cache.clear();
         assert!(cache.get("secret").is_none());
     }
 
+    /// A lookup that began before a revocation's clear read the credential as it was: storing it
+    /// would bring the revoked credential back for a whole TTL.
+    #[test]
+    fn a_lookup_overtaken_by_a_change_is_not_remembered() {
+        let cache = CallerCache::new(Duration::from_secs(60));
+        let looked_up = cache.generation();
+        cache.clear();
+        cache.put("secret", &caller(), None, looked_up);
+        assert!(cache.get("secret").is_none());
+        cache.put("secret", &caller(), None, cache.generation());
+        assert!(cache.get("secret").is_some(), "a lookup after the change is");
+    }
+
     #[test]
     fn never_outlives_the_credential() {
         let cache = CallerCache::new(Duration::from_secs(60));
-        cache.put("secret", &caller(), Some(crate::domain::now() - chrono::TimeDelta::seconds(1)));
+        cache.put("secret", &caller(), Some(crate::domain::now() - chrono::TimeDelta::seconds(1)), cache.generation());
         assert!(cache.get("secret").is_none());
     }
 
     #[test]
     fn zero_ttl_disables() {
         let cache = CallerCache::new(Duration::ZERO);
-        cache.put("secret", &caller(), None);
+        cache.put("secret", &caller(), None, cache.generation());
         assert!(cache.get("secret").is_none());
     }
 }

@@ -352,6 +352,7 @@ pub async fn insert_api_key(
             last_used_at: None,
             expires_at,
             revoked_at: None,
+            parent_id: None,
         },
     )
     .await

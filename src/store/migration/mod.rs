@@ -16,6 +16,7 @@ mod m20261123_000010_create_rate_limits;
 mod m20261201_000011_operators_and_scopes;
 mod m20261201_000012_emails_per_organization;
 mod m20261201_000013_temporary_locks;
+mod m20261201_000014_api_key_parents;
 
 pub struct Migrator;
 
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000011_operators_and_scopes::Migration),
             Box::new(m20261201_000012_emails_per_organization::Migration),
             Box::new(m20261201_000013_temporary_locks::Migration),
+            Box::new(m20261201_000014_api_key_parents::Migration),
         ]
     }
 }

@@ -47,12 +47,26 @@ pub async fn touch(
 }
 
 /// Marks the key revoked now (it stays listed, so its history is visible).
-pub async fn revoke(db: &impl ConnectionTrait, id: &str, now: DateTime<Utc>) -> StoreResult<()> {
-    Entity::update_many()
-        .col_expr(Column::RevokedAt, Expr::value(now))
-        .filter(Column::Id.eq(id))
-        .filter(Column::RevokedAt.is_null())
-        .exec(db)
-        .await?;
-    Ok(())
+/// Revokes the key and every key created with it, and with those, and so on; answers how many
+/// keys were revoked besides it.
+pub async fn revoke(db: &impl ConnectionTrait, id: &str, now: DateTime<Utc>) -> StoreResult<usize> {
+    let mut generation = vec![id.to_owned()];
+    let mut descendants = 0;
+    while !generation.is_empty() {
+        Entity::update_many()
+            .col_expr(Column::RevokedAt, Expr::value(now))
+            .filter(Column::Id.is_in(generation.clone()))
+            .filter(Column::RevokedAt.is_null())
+            .exec(db)
+            .await?;
+        generation = Entity::find()
+            .filter(Column::ParentId.is_in(generation))
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|child| child.id)
+            .collect();
+        descendants += generation.len();
+    }
+    Ok(descendants)
 }

@@ -1155,7 +1155,8 @@ type CreateApiKeyRequest struct {
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// permissions the key grants; never more than the caller holds.
 	Permissions []string `protobuf:"bytes,2,rep,name=permissions,proto3" json:"permissions,omitempty"`
-	// expires_at is when the key stops working; absent means never.
+	// expires_at is when the key stops working; absent means never (a key created with a key: when
+	// that key does). A key created with a key expires no later than it and is revoked with it.
 	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -52,7 +52,8 @@ type AuthServiceClient interface {
 	CreateApiKey(ctx context.Context, in *CreateApiKeyRequest, opts ...grpc.CallOption) (*CreateApiKeyResponse, error)
 	// ListApiKeys lists the caller's API keys (never their secrets).
 	ListApiKeys(ctx context.Context, in *ListApiKeysRequest, opts ...grpc.CallOption) (*ListApiKeysResponse, error)
-	// RevokeApiKey revokes one of the caller's API keys (admins: any key of the organization).
+	// RevokeApiKey revokes one of the caller's API keys (with users:write: any key of the
+	// organization), and every key created with it.
 	RevokeApiKey(ctx context.Context, in *RevokeApiKeyRequest, opts ...grpc.CallOption) (*RevokeApiKeyResponse, error)
 }
 
@@ -176,7 +177,8 @@ type AuthServiceServer interface {
 	CreateApiKey(context.Context, *CreateApiKeyRequest) (*CreateApiKeyResponse, error)
 	// ListApiKeys lists the caller's API keys (never their secrets).
 	ListApiKeys(context.Context, *ListApiKeysRequest) (*ListApiKeysResponse, error)
-	// RevokeApiKey revokes one of the caller's API keys (admins: any key of the organization).
+	// RevokeApiKey revokes one of the caller's API keys (with users:write: any key of the
+	// organization), and every key created with it.
 	RevokeApiKey(context.Context, *RevokeApiKeyRequest) (*RevokeApiKeyResponse, error)
 	mustEmbedUnimplementedAuthServiceServer()
 }

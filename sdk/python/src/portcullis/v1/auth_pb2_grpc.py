@@ -143,7 +143,8 @@ class AuthServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RevokeApiKey(self, request, context):
-        """RevokeApiKey revokes one of the caller's API keys (admins: any key of the organization).
+        """RevokeApiKey revokes one of the caller's API keys (with users:write: any key of the
+        organization), and every key created with it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

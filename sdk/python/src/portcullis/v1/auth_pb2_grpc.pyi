@@ -50,7 +50,9 @@ class AuthServiceStub:
     ListApiKeys: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ListApiKeysRequest, _auth_pb2.ListApiKeysResponse]
     """ListApiKeys lists the caller's API keys (never their secrets)."""
     RevokeApiKey: _grpc.UnaryUnaryMultiCallable[_auth_pb2.RevokeApiKeyRequest, _auth_pb2.RevokeApiKeyResponse]
-    """RevokeApiKey revokes one of the caller's API keys (admins: any key of the organization)."""
+    """RevokeApiKey revokes one of the caller's API keys (with users:write: any key of the
+    organization), and every key created with it.
+    """
 
 @_typing.type_check_only
 class AuthServiceAsyncStub(AuthServiceStub):
@@ -74,7 +76,9 @@ class AuthServiceAsyncStub(AuthServiceStub):
     ListApiKeys: _aio.UnaryUnaryMultiCallable[_auth_pb2.ListApiKeysRequest, _auth_pb2.ListApiKeysResponse]  # type: ignore[assignment]
     """ListApiKeys lists the caller's API keys (never their secrets)."""
     RevokeApiKey: _aio.UnaryUnaryMultiCallable[_auth_pb2.RevokeApiKeyRequest, _auth_pb2.RevokeApiKeyResponse]  # type: ignore[assignment]
-    """RevokeApiKey revokes one of the caller's API keys (admins: any key of the organization)."""
+    """RevokeApiKey revokes one of the caller's API keys (with users:write: any key of the
+    organization), and every key created with it.
+    """
 
 class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
     """AuthService logs people in with an emailed one-time code and manages login sessions and API keys."""
@@ -149,6 +153,8 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _auth_pb2.RevokeApiKeyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.RevokeApiKeyResponse, _abc.Awaitable[_auth_pb2.RevokeApiKeyResponse]]:
-        """RevokeApiKey revokes one of the caller's API keys (admins: any key of the organization)."""
+        """RevokeApiKey revokes one of the caller's API keys (with users:write: any key of the
+        organization), and every key created with it.
+        """
 
 def add_AuthServiceServicer_to_server(servicer: AuthServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
