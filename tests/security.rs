@@ -972,3 +972,67 @@ async fn a_key_made_with_a_key_never_outlives_it() {
     })
     .await;
 }
+
+/// Replicas starting together on an empty database end with one signing key, and follow a
+/// rotation or a retirement at once: the new key's tokens work everywhere, the retired key's
+/// nowhere (PostgreSQL, where replicas share a database).
+#[tokio::test]
+async fn replicas_share_one_signing_key_and_follow_its_changes_at_once() {
+    use portcullis::service::{Authenticator, CallerCache, retire_token_key, rotate_token_key};
+    let Some(db) = common::postgres_if_configured("signing keys across replicas").await else { return };
+    let mut config = common::test_config();
+    config.auth.jwt_secret = None;
+    let connection = db.connect().await;
+    portcullis::store::migrate(&connection).await.unwrap();
+    let starting =
+        || Authenticator::new(connection.clone(), connection.clone(), &config.auth, CallerCache::new(Duration::ZERO));
+    let (first, second) = tokio::join!(starting(), starting());
+    let (first, second) = (first.unwrap(), second.unwrap());
+    let stored = portcullis::store::queries::signing_keys::active(&connection).await.unwrap();
+    assert_eq!(stored.len(), 1, "one key for both");
+    let claims = |login: &str, user: &str, organization: &str| portcullis::service::credentials::Claims {
+        sub: user.into(),
+        org: organization.into(),
+        sid: login.into(),
+        iss: String::new(),
+        aud: String::new(),
+        iat: portcullis::domain::now().timestamp(),
+        nbf: portcullis::domain::now().timestamp(),
+        exp: portcullis::domain::now().timestamp() + 600,
+    };
+    let token = first.token_keys().sign(claims("s", "u", "o")).unwrap();
+    assert!(second.token_keys().verify(&token).is_ok(), "what one replica signs, the other verifies");
+
+    let server = TestServer::start_with(&db, config.clone()).await;
+    let replica = server.replica(&db, config.clone()).await;
+    let login = common::insert_login_session(&server.db, &server.admin_id).await;
+    let sign = |server: &TestServer| {
+        server.services.auth.token_keys().sign(claims(&login, &server.admin_id, &server.organization_id)).unwrap()
+    };
+    let kid = |token: &str| jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
+    let whoami = |server: &TestServer, token: String| {
+        let addr = server.addr;
+        async move {
+            let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+            UserServiceClient::new(channel).get_current_user(common::with_token(GetCurrentUserRequest {}, &token)).await
+        }
+    };
+    let old = sign(&server);
+    whoami(&replica, old.clone()).await.expect("the shared key verifies");
+
+    let rotated = rotate_token_key(&server.db, config.auth.jwt_algorithm).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while kid(&sign(&server)) != rotated {
+        assert!(tokio::time::Instant::now() < deadline, "the server never signed with the new key");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    whoami(&replica, sign(&server)).await.expect("the other replica knows the new key without a restart");
+    retire_token_key(&server.db, &kid(&old)).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while whoami(&replica, old.clone()).await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "the retired key's token still works");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    replica.stop().await;
+    server.stop().await;
+}

@@ -80,6 +80,7 @@ pub async fn serve(
         services.db.clone(),
         services.engine.clone(),
         services.callers.clone(),
+        services.auth.clone(),
         background_stopped.clone(),
     ));
     let engine_task = tokio::spawn(async move { engine.run(background_stopped).await });

@@ -127,6 +127,9 @@ pub struct Authenticator {
     /// Lookups go to read connections, so they never queue behind the writer.
     reader: DatabaseConnection,
     keys: TokenKeys,
+    /// The algorithm of the keys kept in the database, which [`Authenticator::reload_keys`]
+    /// reads again; `None` when `auth.jwt_secret` is the one key.
+    stored_keys: Option<TokenAlgorithm>,
     cache: CallerCache,
 }
 
@@ -171,7 +174,19 @@ impl Authenticator {
         };
         let keys = TokenKeys::new(keys, config.jwt_issuer.clone(), config.jwt_audience.clone())
             .ok_or_else(|| Error::internal(anyhow::anyhow!("no token signing key")))?;
-        Ok(Authenticator { db, reader, keys, cache })
+        let stored_keys = config.jwt_secret.is_none().then_some(config.jwt_algorithm);
+        Ok(Authenticator { db, reader, keys, stored_keys, cache })
+    }
+
+    /// Reads the stored signing keys again (another process rotated or retired one): tokens are
+    /// signed with the newest from now on, and a retired key's are refused.
+    pub async fn reload_keys(&self) -> Result<()> {
+        let Some(algorithm) = self.stored_keys else { return Ok(()) };
+        self.keys.replace(load_or_create_keys(&self.db, algorithm).await?);
+        // Cached callers were vouched for by keys that may be gone.
+        self.cache.clear();
+        tracing::info!("token signing keys reloaded");
+        Ok(())
     }
 
     pub fn token_keys(&self) -> &TokenKeys {
@@ -298,7 +313,27 @@ impl Authenticator {
 /// The stored keys not yet retired, the signing one first: the newest of `algorithm`, generated
 /// (and stored, for every replica) when there is none.
 async fn load_or_create_keys(db: &DatabaseConnection, algorithm: TokenAlgorithm) -> Result<Vec<SigningKey>> {
-    let mut keys = queries::signing_keys::active(db)
+    if let Some(keys) = signing_first(active_keys(db).await?, algorithm) {
+        return Ok(keys);
+    }
+    // Replicas starting together on an empty database each try this insert; the key's id is
+    // the same for all, so one insert wins and every replica reads the winner.
+    let kid = format!("initial-{}", algorithm.as_str().to_ascii_lowercase());
+    if queries::signing_keys::insert_unless_present(db, stored(kid.clone(), &SigningKey::generate(algorithm))).await? {
+        tracing::info!(kid = %kid, algorithm = algorithm.as_str(), "generated token signing key");
+    }
+    if let Some(keys) = signing_first(active_keys(db).await?, algorithm) {
+        return Ok(keys);
+    }
+    // That id belongs to a retired key: a key of its own then.
+    store_new_key(db, algorithm).await?;
+    signing_first(active_keys(db).await?, algorithm)
+        .ok_or_else(|| Error::internal(anyhow::anyhow!("no {} signing key after storing one", algorithm.as_str())))
+}
+
+/// The keys not yet retired, newest first.
+async fn active_keys(db: &DatabaseConnection) -> Result<Vec<SigningKey>> {
+    queries::signing_keys::active(db)
         .await?
         .into_iter()
         .map(|row| {
@@ -306,31 +341,34 @@ async fn load_or_create_keys(db: &DatabaseConnection, algorithm: TokenAlgorithm)
                 .and_then(|stored| SigningKey::from_encoded(row.id.clone(), stored, &row.secret))
                 .ok_or_else(|| Error::internal(anyhow::anyhow!("signing key {} is unreadable", row.id)))
         })
-        .collect::<Result<Vec<_>>>()?;
-    match keys.iter().position(|key| key.algorithm == algorithm) {
-        Some(newest) => keys[..=newest].rotate_right(1),
-        None => {
-            let key = store_new_key(db, algorithm).await?;
-            tracing::info!(kid = %key.kid, algorithm = algorithm.as_str(), "generated token signing key");
-            keys.insert(0, key);
-        }
-    }
-    Ok(keys)
+        .collect()
 }
 
-/// Generates a token key and stores it for every replica on the database.
+/// `keys` (newest first) with the newest of `algorithm` moved to the front; `None` without one.
+fn signing_first(mut keys: Vec<SigningKey>, algorithm: TokenAlgorithm) -> Option<Vec<SigningKey>> {
+    let newest = keys.iter().position(|key| key.algorithm == algorithm)?;
+    keys[..=newest].rotate_right(1);
+    Some(keys)
+}
+
+/// A key as the database keeps it, under `kid`.
+fn stored(kid: String, key: &SigningKey) -> signing_key::Model {
+    signing_key::Model {
+        id: kid,
+        algorithm: key.algorithm.as_str().to_owned(),
+        secret: key.encoded_secret(),
+        created_at: crate::domain::now(),
+        retired_at: None,
+    }
+}
+
+/// Generates a token key and stores it for every replica on the database, announcing it so
+/// running replicas sign with it at once.
 pub async fn store_new_key(db: &DatabaseConnection, algorithm: TokenAlgorithm) -> Result<SigningKey> {
     let key = SigningKey::generate(algorithm);
-    queries::signing_keys::insert(
-        db,
-        signing_key::Model {
-            id: key.kid.clone(),
-            algorithm: algorithm.as_str().to_owned(),
-            secret: key.encoded_secret(),
-            created_at: crate::domain::now(),
-            retired_at: None,
-        },
-    )
-    .await?;
+    let txn = crate::store::begin(db).await?;
+    queries::signing_keys::insert(&txn, stored(key.kid.clone(), &key)).await?;
+    crate::store::changes::announce(&txn, crate::store::changes::SIGNING_KEYS_CHANNEL, "").await?;
+    crate::store::commit(txn).await?;
     Ok(key)
 }

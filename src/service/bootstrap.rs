@@ -196,14 +196,15 @@ pub async fn set_password(
 }
 
 /// `portcullis rotate-token-key`: adds a signing key for access tokens. Servers configured for
-/// its algorithm sign with it from their next start; tokens signed with older keys keep
-/// verifying until those are retired. Answers the new key's id.
+/// its algorithm sign with it at once on PostgreSQL (from their next start on SQLite); tokens
+/// signed with older keys keep verifying until those are retired. Answers the new key's id.
 pub async fn rotate_token_key(db: &DatabaseConnection, algorithm: TokenAlgorithm) -> Result<String> {
     Ok(super::auth::store_new_key(db, algorithm).await?.kid)
 }
 
-/// `portcullis retire-token-key`: tokens signed with `kid` are refused once servers restart. The
-/// last active key cannot be retired (no token could be issued).
+/// `portcullis retire-token-key`: tokens signed with `kid` are refused at once on PostgreSQL
+/// (once servers restart on SQLite). The last active key cannot be retired (no token could be
+/// issued).
 pub async fn retire_token_key(db: &DatabaseConnection, kid: &str) -> Result<()> {
     let active = queries::signing_keys::active(db).await?;
     if !active.iter().any(|key| key.id == kid) {
@@ -215,6 +216,9 @@ pub async fn retire_token_key(db: &DatabaseConnection, kid: &str) -> Result<()> 
             "the last active signing key cannot be retired; rotate first",
         ));
     }
-    queries::signing_keys::retire(db, kid, now()).await?;
+    let txn = store::begin(db).await?;
+    queries::signing_keys::retire(&txn, kid, now()).await?;
+    crate::store::changes::announce(&txn, crate::store::changes::SIGNING_KEYS_CHANNEL, "").await?;
+    store::commit(txn).await?;
     Ok(())
 }

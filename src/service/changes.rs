@@ -1,11 +1,11 @@
 //! Follows what other replicas commit (PostgreSQL only): session updates reach this replica's
-//! watchers, and credential changes empty its caller cache, so a revoked key or disabled user
-//! stops working here too at once. Announcements made while the listening connection is down are
+//! watchers, credential changes empty its caller cache, so a revoked key or disabled user
+//! stops working here too at once, and new or retired signing keys are read again. Announcements made while the listening connection is down are
 //! lost, so after every (re)connection all watched sessions are reloaded and the cache emptied.
 
-use super::CallerCache;
+use super::{Authenticator, CallerCache};
 use crate::engine::{Engine, stopping};
-use crate::store::changes::{CREDENTIALS_CHANNEL, SESSIONS_CHANNEL, parse_session_change};
+use crate::store::changes::{CREDENTIALS_CHANNEL, SESSIONS_CHANNEL, SIGNING_KEYS_CHANNEL, parse_session_change};
 use sea_orm::sqlx::postgres::{PgListener, PgNotification, PgPoolOptions};
 use sea_orm::{DatabaseConnection, DbBackend};
 use std::time::Duration;
@@ -15,7 +15,13 @@ const RETRY_FIRST: Duration = Duration::from_millis(500);
 const RETRY_LONGEST: Duration = Duration::from_secs(30);
 
 /// Runs until `stop` turns true; returns at once on a database other than PostgreSQL.
-pub async fn follow(db: DatabaseConnection, engine: Engine, callers: CallerCache, mut stop: watch::Receiver<bool>) {
+pub async fn follow(
+    db: DatabaseConnection,
+    engine: Engine,
+    callers: CallerCache,
+    auth: Authenticator,
+    mut stop: watch::Receiver<bool>,
+) {
     if db.get_database_backend() != DbBackend::Postgres {
         return;
     }
@@ -42,6 +48,7 @@ pub async fn follow(db: DatabaseConnection, engine: Engine, callers: CallerCache
         };
         retry = RETRY_FIRST;
         callers.clear();
+        reload_keys(&auth).await;
         let watched = engine.hub().watched();
         engine.publish(&watched.iter().map(String::as_str).collect::<Vec<_>>()).await;
         loop {
@@ -50,7 +57,7 @@ pub async fn follow(db: DatabaseConnection, engine: Engine, callers: CallerCache
                 _ = stopping(&mut stop) => return,
             };
             match received {
-                Ok(Some(notification)) => apply(&notification, &engine, &callers).await,
+                Ok(Some(notification)) => apply(&notification, &engine, &callers, &auth).await,
                 Ok(None) => {
                     tracing::warn!("lost the connection listening for other replicas' changes; reconnecting");
                     break;
@@ -66,13 +73,14 @@ pub async fn follow(db: DatabaseConnection, engine: Engine, callers: CallerCache
 
 async fn listen(pool: &sea_orm::sqlx::PgPool) -> Result<PgListener, sea_orm::sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen_all([SESSIONS_CHANNEL, CREDENTIALS_CHANNEL]).await?;
+    listener.listen_all([SESSIONS_CHANNEL, CREDENTIALS_CHANNEL, SIGNING_KEYS_CHANNEL]).await?;
     Ok(listener)
 }
 
-async fn apply(notification: &PgNotification, engine: &Engine, callers: &CallerCache) {
+async fn apply(notification: &PgNotification, engine: &Engine, callers: &CallerCache, auth: &Authenticator) {
     match notification.channel() {
         CREDENTIALS_CHANNEL => callers.clear(),
+        SIGNING_KEYS_CHANNEL => reload_keys(auth).await,
         _ => {
             if let Some((id, revision)) = parse_session_change(notification.payload())
                 && engine.hub().lags_behind(id, revision)
@@ -80,5 +88,11 @@ async fn apply(notification: &PgNotification, engine: &Engine, callers: &CallerC
                 engine.publish(&[id]).await;
             }
         }
+    }
+}
+
+async fn reload_keys(auth: &Authenticator) {
+    if let Err(err) = auth.reload_keys().await {
+        tracing::warn!(error = %err, "reading the token signing keys again failed; the current ones stay");
     }
 }

@@ -208,37 +208,63 @@ pub enum TokenError {
     Invalid(#[from] jsonwebtoken::errors::Error),
 }
 
-/// Signs with the newest key and verifies with any key that is not retired.
+/// Signs with the newest key and verifies with any key that is not retired. Clones share their
+/// keys, so a reload (after a rotation or retirement) reaches every user of them.
 #[derive(Clone, Debug)]
 pub struct TokenKeys {
-    signing: SigningKey,
-    verifying: HashMap<String, SigningKey>,
+    keys: std::sync::Arc<std::sync::RwLock<KeySet>>,
     issuer: String,
     audience: String,
+}
+
+#[derive(Debug)]
+struct KeySet {
+    signing: SigningKey,
+    verifying: HashMap<String, SigningKey>,
+}
+
+impl KeySet {
+    /// `keys` newest first; the first one signs.
+    fn new(keys: Vec<SigningKey>) -> Option<KeySet> {
+        let signing = keys.first()?.clone();
+        let verifying = keys.into_iter().map(|key| (key.kid.clone(), key)).collect();
+        Some(KeySet { signing, verifying })
+    }
 }
 
 impl TokenKeys {
     /// `keys` newest first; the first one signs.
     pub fn new(keys: Vec<SigningKey>, issuer: String, audience: String) -> Option<TokenKeys> {
-        let signing = keys.first()?.clone();
-        let verifying = keys.into_iter().map(|key| (key.kid.clone(), key)).collect();
-        Some(TokenKeys { signing, verifying, issuer, audience })
+        let keys = std::sync::Arc::new(std::sync::RwLock::new(KeySet::new(keys)?));
+        Some(TokenKeys { keys, issuer, audience })
+    }
+
+    /// Replaces the keys (newest first); an empty list changes nothing.
+    pub fn replace(&self, keys: Vec<SigningKey>) {
+        if let Some(set) = KeySet::new(keys) {
+            *self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner) = set;
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, KeySet> {
+        self.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Issues a token for `claims` (issuer and audience are filled in).
     pub fn sign(&self, mut claims: Claims) -> Result<String, jsonwebtoken::errors::Error> {
         claims.iss = self.issuer.clone();
         claims.aud = self.audience.clone();
-        let mut header = Header::new(jwt_algorithm(self.signing.algorithm));
-        header.kid = Some(self.signing.kid.clone());
-        jsonwebtoken::encode(&header, &claims, &self.signing.encoding_key()?)
+        let signing = self.read().signing.clone();
+        let mut header = Header::new(jwt_algorithm(signing.algorithm));
+        header.kid = Some(signing.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &signing.encoding_key()?)
     }
 
     /// Checks signature, algorithm, issuer, audience, expiry and not-before.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Header)?;
         let kid = header.kid.ok_or(TokenError::Header)?;
-        let key = self.verifying.get(&kid).ok_or_else(|| TokenError::UnknownKey(kid.clone()))?;
+        let key = self.read().verifying.get(&kid).cloned().ok_or_else(|| TokenError::UnknownKey(kid.clone()))?;
         // The key decides the algorithm: a token claiming another one fails.
         let mut validation = Validation::new(jwt_algorithm(key.algorithm));
         validation.algorithms = vec![jwt_algorithm(key.algorithm)];
@@ -297,7 +323,7 @@ mod tests {
             let token = keys.sign(claims(60)).unwrap();
             assert_eq!(keys.verify(&token).unwrap().sub, "u", "{algorithm:?}");
             assert!(keys.verify(&keys.sign(claims(-120)).unwrap()).is_err(), "expired");
-            let other_aud = TokenKeys::new(vec![keys.signing.clone()], "iss".into(), "other".into()).unwrap();
+            let other_aud = TokenKeys::new(vec![keys.read().signing.clone()], "iss".into(), "other".into()).unwrap();
             assert!(other_aud.verify(&token).is_err(), "audience");
             let other_key = TokenKeys::new(vec![SigningKey::generate(algorithm)], "iss".into(), "aud".into()).unwrap();
             assert!(matches!(other_key.verify(&token), Err(TokenError::UnknownKey(_))));

@@ -9,6 +9,8 @@ use sea_orm::{ConnectionTrait, DbBackend, Statement};
 pub const SESSIONS_CHANNEL: &str = "portcullis_session_changes";
 /// Any change to users, organizations or credentials: replicas forget their cached callers.
 pub const CREDENTIALS_CHANNEL: &str = "portcullis_credential_changes";
+/// A token signing key was added or retired: replicas read the keys again.
+pub const SIGNING_KEYS_CHANNEL: &str = "portcullis_signing_keys";
 
 pub async fn announce(db: &impl ConnectionTrait, channel: &str, payload: &str) -> StoreResult<()> {
     if db.get_database_backend() == DbBackend::Postgres {

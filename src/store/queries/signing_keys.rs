@@ -1,7 +1,7 @@
 use crate::store::StoreResult;
 use crate::store::entity::signing_key::{self, Column, Entity, Model};
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 
 /// Keys not yet retired, newest first: the first signs, all of them verify.
@@ -11,6 +11,15 @@ pub async fn active(db: &impl ConnectionTrait) -> StoreResult<Vec<Model>> {
 
 pub async fn insert(db: &impl ConnectionTrait, model: Model) -> StoreResult<Model> {
     Ok(signing_key::ActiveModel::from(model).insert(db).await?)
+}
+
+/// Inserts the key unless one with its id exists; answers whether it was inserted.
+pub async fn insert_unless_present(db: &impl ConnectionTrait, model: Model) -> StoreResult<bool> {
+    let inserted = Entity::insert(signing_key::ActiveModel::from(model))
+        .on_conflict(OnConflict::column(Column::Id).do_nothing().to_owned())
+        .exec_without_returning(db)
+        .await?;
+    Ok(inserted == 1)
 }
 
 /// Marks a key retired: it no longer verifies tokens.
