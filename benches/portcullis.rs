@@ -54,6 +54,8 @@ fn start_server() -> Server {
             .args(args)
             .current_dir(dir.path())
             .env("PORTCULLIS_DATABASE_URL", &database_url)
+            // 10,000 watchers share one key here; a server's default allows a caller 100.
+            .env("PORTCULLIS_LIMITS__MAX_WATCH_STREAMS_PER_CALLER", "100000")
             .env("RUST_LOG", "warn,portcullis=info");
         command
     };

@@ -34,6 +34,32 @@ pub struct Config {
     pub providers: ProvidersConfig,
     pub engine: EngineSettings,
     pub tls: TlsConfig,
+    pub limits: LimitsConfig,
+}
+
+/// What one caller or one connection may hold.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Open WatchSession streams per caller (one API key or one login session) on this server.
+    pub max_watch_streams_per_caller: u32,
+    /// The largest request message accepted, in bytes.
+    pub max_request_bytes: usize,
+    /// How often an HTTP/2 ping checks a quiet connection.
+    pub keepalive_interval_secs: u64,
+    /// How long a ping may go unanswered before the connection is closed as dead.
+    pub keepalive_timeout_secs: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_watch_streams_per_caller: 100,
+            max_request_bytes: 1024 * 1024,
+            keepalive_interval_secs: 30,
+            keepalive_timeout_secs: 10,
+        }
+    }
 }
 
 /// TLS for the gRPC listener (rustls). Plaintext is allowed only on loopback addresses unless
@@ -130,6 +156,7 @@ impl Default for Config {
             providers: ProvidersConfig::default(),
             engine: EngineSettings::default(),
             tls: TlsConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }

@@ -197,6 +197,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 health_check_interval: interval,
                 network: config.network.clone(),
                 tls: config.tls.clone(),
+                limits: config.limits.clone(),
             };
             grpc::serve(listener, services, options, shutdown_signal()).await?;
             tracing::info!("stopped");

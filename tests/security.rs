@@ -1036,3 +1036,112 @@ async fn replicas_share_one_signing_key_and_follow_its_changes_at_once() {
     replica.stop().await;
     server.stop().await;
 }
+
+/// A TCP relay to `target` that can be made to swallow everything: a peer that vanished
+/// without closing its connection.
+async fn blackhole_relay(target: std::net::SocketAddr) -> (String, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let swallow = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = swallow.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let server = tokio::net::TcpStream::connect(target).await.unwrap();
+            let (client_read, client_write) = client.into_split();
+            let (server_read, server_write) = server.into_split();
+            type Reader = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+            type Writer = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
+            let directions: [(Reader, Writer); 2] =
+                [(Box::new(client_read), Box::new(server_write)), (Box::new(server_read), Box::new(client_write))];
+            for (mut from, mut to) in directions {
+                let flag = flag.clone();
+                tokio::spawn(async move {
+                    let mut buffer = vec![0u8; 16 * 1024];
+                    while let Ok(read) = from.read(&mut buffer).await {
+                        if read == 0 {
+                            break;
+                        }
+                        if flag.load(Ordering::SeqCst) {
+                            // Swallowed: the sockets stay open, nothing gets through.
+                            continue;
+                        }
+                        if to.write_all(&buffer[..read]).await.is_err() {
+                            break;
+                        }
+                    }
+                    // Held open, as a vanished peer's connection is.
+                    std::future::pending::<()>().await;
+                });
+            }
+        }
+    });
+    (url, swallow)
+}
+
+/// One caller holds at most `limits.max_watch_streams_per_caller` open watches; a watch whose
+/// client vanished is ended by keepalive pings and frees its place, while a quiet, healthy one
+/// stays open; and an oversized request is refused before it is read. All RESOURCE_EXHAUSTED.
+#[tokio::test]
+async fn callers_hold_bounded_resources() {
+    use portcullis::pb::v1::resource_service_client::ResourceServiceClient;
+    use portcullis::pb::v1::session_service_client::SessionServiceClient;
+    let db = TestDb::sqlite();
+    let mut config = common::test_config();
+    config.limits.max_watch_streams_per_caller = 2;
+    config.limits.max_request_bytes = 4096;
+    config.limits.keepalive_interval_secs = 1;
+    config.limits.keepalive_timeout_secs = 1;
+    let mut f = common::Fixture::with_server(TestServer::start_with(&db, config).await).await;
+    f.resource("db", MemoryProvider::default()).await;
+    let key = f.user_key.clone();
+    let session = f.start(&key, Some("203.0.113.60"), None).await.unwrap();
+    let watch = |channel: Channel, key: String, id: String| async move {
+        SessionServiceClient::new(channel).watch_session(with_key(WatchSessionRequest { id }, &key)).await
+    };
+    let channel = f.server.channel().await;
+
+    // Two watches of one key are its share; a third is refused, another key's is not.
+    let (relay, swallow) = blackhole_relay(f.server.addr).await;
+    let relayed = Channel::from_shared(relay).unwrap().connect().await.unwrap();
+    let mut doomed = watch(relayed, key.clone(), session.id.clone()).await.unwrap().into_inner();
+    doomed.message().await.unwrap().expect("the current state");
+    let mut quiet = watch(channel.clone(), key.clone(), session.id.clone()).await.unwrap().into_inner();
+    quiet.message().await.unwrap().expect("the current state");
+    let err = watch(channel.clone(), key.clone(), session.id.clone()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    let other_key = f.server.insert_api_key(&f.user_id, &[portcullis::domain::Permission::SessionsRead], None).await;
+    watch(channel.clone(), other_key, session.id.clone()).await.expect("another key has its own share");
+
+    // The relayed client vanishes: pings go unanswered and the server ends its connection.
+    swallow.store(true, std::sync::atomic::Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut replacement = loop {
+        match watch(channel.clone(), key.clone(), session.id.clone()).await {
+            Ok(stream) => break stream.into_inner(),
+            Err(err) => assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}"),
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the vanished client's watch was never ended");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    replacement.message().await.unwrap().expect("the current state");
+
+    // The quiet watch lived through the pings: it still hears the session end.
+    f.stop(&key, &session.id).await;
+    let next = tokio::time::timeout(Duration::from_secs(10), quiet.message()).await.expect("an update");
+    assert!(next.unwrap().is_some(), "the idle, healthy watch is still open");
+
+    let huge = CreateResourceRequest {
+        resource: Some(Resource {
+            name: "huge".into(),
+            description: "x".repeat(8192),
+            provider: Some(resource::Provider::Memory(MemoryProvider::default())),
+            ..Default::default()
+        }),
+    };
+    let err =
+        ResourceServiceClient::new(channel).create_resource(with_key(huge, &f.server.admin_key)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    f.server.stop().await;
+}

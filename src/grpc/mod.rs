@@ -4,6 +4,7 @@
 mod audit;
 pub mod auth;
 mod convert;
+mod limits;
 mod logins;
 mod organizations;
 mod panics;
@@ -17,7 +18,7 @@ pub mod status;
 pub mod tls;
 mod users;
 
-use crate::config::{NetworkConfig, TlsConfig};
+use crate::config::{LimitsConfig, NetworkConfig, TlsConfig};
 use crate::pb::{self, v1};
 use crate::service::Services;
 use std::future::Future;
@@ -45,6 +46,7 @@ pub struct ServeOptions {
     pub health_check_interval: Duration,
     pub network: NetworkConfig,
     pub tls: TlsConfig,
+    pub limits: LimitsConfig,
 }
 
 /// Serves every service on `listener` and runs the session engine until `shutdown` completes;
@@ -59,6 +61,9 @@ pub async fn serve(
     // Turns true when shutdown begins: watch streams end (so connections can drain), then the
     // engine finishes its in-flight provider calls and stops.
     let (stop_background, background_stopped) = tokio::sync::watch::channel(false);
+    if options.limits.max_request_bytes > limits::CEILING_BYTES {
+        anyhow::bail!("limits.max_request_bytes may be at most {} (4 MiB)", limits::CEILING_BYTES);
+    }
     // First, so a certificate that cannot be loaded stops the start before anything runs.
     let incoming = tls::incoming(listener, &options.tls, background_stopped.clone())?;
     let stop_background = std::sync::Arc::new(stop_background);
@@ -90,7 +95,12 @@ pub async fn serve(
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let result = Server::builder()
+        // Pings end connections whose peer is gone; a healthy idle client answers them, so an
+        // open watch that has nothing to say stays open.
+        .http2_keepalive_interval(Some(Duration::from_secs(options.limits.keepalive_interval_secs.max(1))))
+        .http2_keepalive_timeout(Some(Duration::from_secs(options.limits.keepalive_timeout_secs.max(1))))
         .layer(panics::CatchPanicLayer)
+        .layer(limits::RequestSizeLayer { max_bytes: options.limits.max_request_bytes })
         .layer(auth::AuthLayer::new(services.auth.clone(), &options.network.trusted_proxies))
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -100,6 +110,7 @@ pub async fn serve(
             trusted_proxies: options.network.trusted_proxies.clone(),
             shutdown: stop_background.subscribe(),
             recheck_every: services.callers.ttl().max(Duration::from_secs(1)),
+            watch_slots: limits::WatchSlots::new(options.limits.max_watch_streams_per_caller),
         }))
         .add_service(v1::resource_ip_service_server::ResourceIpServiceServer::new(resource_ips::ResourceIpApi(
             services.sessions.clone(),

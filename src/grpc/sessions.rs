@@ -18,6 +18,8 @@ pub struct SessionApi {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// How often an open watch checks its credential again.
     pub recheck_every: std::time::Duration,
+    /// Open watches per caller.
+    pub watch_slots: super::limits::WatchSlots,
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchSessionResponse, Status>> + Send>>;
@@ -95,6 +97,7 @@ impl SessionService for SessionApi {
         request: Request<WatchSessionRequest>,
     ) -> Result<Response<Self::WatchSessionStream>, Status> {
         let id = require_id("id", &request.get_ref().id)?;
+        let slot = self.watch_slots.take(caller(&request)?)?;
         let (current, subscription) = self.sessions.watch(caller(&request)?, id).await?;
         let every = self.recheck_every;
         let mut rechecks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -107,6 +110,7 @@ impl SessionService for SessionApi {
             rechecks,
             last_revision: 0,
             finished: false,
+            _slot: slot,
         };
         // A stream polled by the connection itself: no task or channel per watcher, and the
         // subscription goes away the moment the client does.
@@ -125,6 +129,8 @@ struct WatchState {
     rechecks: tokio::time::Interval,
     last_revision: u64,
     finished: bool,
+    /// Held while the stream lives.
+    _slot: super::limits::WatchSlot,
 }
 
 /// The next message of a watch stream: the current state first, then every newer revision,

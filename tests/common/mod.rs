@@ -200,6 +200,7 @@ impl TestServer {
             health_check_interval: Duration::from_millis(200),
             network: config.network.clone(),
             tls: config.tls.clone(),
+            limits: config.limits.clone(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");

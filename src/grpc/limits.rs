@@ -1,0 +1,188 @@
+//! What one caller may hold and how large a request may be: open WatchSession streams per
+//! caller, and request messages up to `limits.max_request_bytes`. Either limit answers
+//! RESOURCE_EXHAUSTED.
+
+use crate::service::Caller;
+use bytes::{Buf, Bytes};
+use http::Request;
+use http_body::{Body, Frame, SizeHint};
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use tonic::Status;
+use tower::{Layer, Service};
+
+/// Open WatchSession streams per caller on this server.
+#[derive(Clone)]
+pub struct WatchSlots {
+    limit: u32,
+    open: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+/// One open stream's place; given back when the stream ends, however it ends.
+pub struct WatchSlot {
+    holder: String,
+    open: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+impl WatchSlots {
+    pub fn new(limit: u32) -> WatchSlots {
+        WatchSlots { limit, open: Arc::default() }
+    }
+
+    /// A place for one more stream of `caller`'s credential, or RESOURCE_EXHAUSTED.
+    pub fn take(&self, caller: &Caller) -> Result<WatchSlot, Status> {
+        // One API key or one login session is one caller; several keys of a user are several.
+        let holder = caller
+            .api_key_id
+            .clone()
+            .or_else(|| caller.login_session_id.clone())
+            .unwrap_or_else(|| caller.user_id.clone());
+        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = open.entry(holder.clone()).or_default();
+        if *count >= self.limit {
+            return Err(Status::resource_exhausted(format!(
+                "this credential already has {} open WatchSession streams (limits.max_watch_streams_per_caller); close one first",
+                self.limit
+            )));
+        }
+        *count += 1;
+        Ok(WatchSlot { holder, open: self.open.clone() })
+    }
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.holder) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.holder);
+            }
+        }
+    }
+}
+
+/// tonic's own ceiling for a request message, past which it answers OUT_OF_RANGE itself.
+pub const CEILING_BYTES: usize = 4 * 1024 * 1024;
+
+/// Refuses request messages above a size, by their length prefix: before they are buffered.
+#[derive(Clone, Copy)]
+pub struct RequestSizeLayer {
+    pub max_bytes: usize,
+}
+
+impl<S> Layer<S> for RequestSizeLayer {
+    type Service = RequestSize<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestSize { inner, max_bytes: self.max_bytes }
+    }
+}
+
+#[derive(Clone)]
+pub struct RequestSize<S> {
+    inner: S,
+    max_bytes: usize,
+}
+
+impl<S, ReqBody> Service<Request<ReqBody>> for RequestSize<S>
+where
+    S: Service<Request<tonic::body::Body>>,
+    ReqBody: Body<Data = Bytes> + Send + Unpin + 'static,
+    ReqBody::Error: Into<tonic::codegen::StdError>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let max_bytes = self.max_bytes;
+        self.inner.call(request.map(|body| {
+            tonic::body::Body::new(Limited { inner: body, max_bytes, prefix: Vec::new(), payload_left: 0 })
+        }))
+    }
+}
+
+/// A request body read through gRPC's framing: each message's 5-byte prefix (flag, length) is
+/// checked as it passes.
+struct Limited<B> {
+    inner: B,
+    max_bytes: usize,
+    /// Prefix bytes of the next message seen so far.
+    prefix: Vec<u8>,
+    /// Payload bytes of the current message still to come.
+    payload_left: usize,
+}
+
+const PREFIX_LEN: usize = 5;
+
+impl<B> Limited<B> {
+    /// Follows the framing through `data`; an error once a message is announced too large.
+    fn inspect(&mut self, data: &Bytes) -> Result<(), Status> {
+        let mut rest = data.clone();
+        while rest.has_remaining() {
+            if self.payload_left > 0 {
+                let skipped = self.payload_left.min(rest.remaining());
+                rest.advance(skipped);
+                self.payload_left -= skipped;
+                continue;
+            }
+            let wanted = (PREFIX_LEN - self.prefix.len()).min(rest.remaining());
+            self.prefix.extend_from_slice(&rest.split_to(wanted));
+            if self.prefix.len() == PREFIX_LEN {
+                let length = u32::from_be_bytes([self.prefix[1], self.prefix[2], self.prefix[3], self.prefix[4]]);
+                let length = usize::try_from(length).unwrap_or(usize::MAX);
+                self.prefix.clear();
+                if length > self.max_bytes {
+                    return Err(Status::resource_exhausted(format!(
+                        "the request message has {length} bytes; at most {} are accepted (limits.max_request_bytes)",
+                        self.max_bytes
+                    )));
+                }
+                self.payload_left = length;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<B> Body for Limited<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<tonic::codegen::StdError>,
+{
+    type Data = Bytes;
+    type Error = tonic::codegen::StdError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref()
+                    && let Err(status) = self.inspect(data)
+                {
+                    // tonic answers a body error that is a Status with that status.
+                    return Poll::Ready(Some(Err(Box::new(status))));
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(err.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
