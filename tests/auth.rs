@@ -676,3 +676,53 @@ async fn logins_are_rate_limited_per_client_network() {
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     server.stop().await;
 }
+
+/// A measurement, not a check (`cargo test --test auth password_checks -- --ignored
+/// --nocapture`): how long health checks take while 64 StartLogin calls with passwords arrive at
+/// once, on a 2-thread runtime like a small server's. argon2 runs off the async workers, two at
+/// a time, so health checks should not wait for the hashes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: prints health-check latency under a burst of password logins"]
+async fn password_checks_leave_the_server_responsive() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let db = TestDb::sqlite();
+    let mut config = test_config();
+    config.login.starts_per_email_per_hour = 1000;
+    config.login.starts_per_ip_per_hour = 1000;
+    let server = TestServer::start_with(&db, config).await;
+    let email = "burst@example.com";
+    server.insert_user(&server.organization_id, email, "USER").await;
+    portcullis::service::set_password(&server.db, email, None, Some("correct horse battery staple")).await.unwrap();
+    let (auth, _) = clients(&server).await;
+    let started = std::time::Instant::now();
+    let logins: Vec<_> = (0..64)
+        .map(|n| {
+            let mut auth = auth.clone();
+            tokio::spawn(async move {
+                let mut request = start(email);
+                request.get_mut().password = Some(format!("guess number {n} of many"));
+                auth.start_login(request).await.unwrap();
+            })
+        })
+        .collect();
+    let mut health = HealthClient::new(server.channel().await);
+    let mut latencies = Vec::new();
+    while !logins.iter().all(tokio::task::JoinHandle::is_finished) {
+        let asked = std::time::Instant::now();
+        health.check(HealthCheckRequest { service: String::new() }).await.unwrap();
+        latencies.push(asked.elapsed());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let burst = started.elapsed();
+    latencies.sort();
+    let percentile = |p: usize| latencies[(latencies.len() * p / 100).min(latencies.len() - 1)];
+    println!(
+        "64 password logins took {burst:.2?}; {} health checks meanwhile: p50 {:.1?}, p99 {:.1?}, max {:.1?} (target: p99 under 100 ms)",
+        latencies.len(),
+        percentile(50),
+        percentile(99),
+        latencies[latencies.len() - 1]
+    );
+    server.stop().await;
+}

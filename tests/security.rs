@@ -124,6 +124,54 @@ async fn a_renewed_certificate_is_served_without_dropping_connections() {
     server.stop().await;
 }
 
+/// SIGHUP reloads the certificate at once, even when its files look unchanged (a renewal that
+/// kept the files' times, which the change poll cannot see).
+#[tokio::test]
+async fn sighup_reloads_the_certificate() {
+    let db = TestDb::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let old_ca = TestCa::new("old CA");
+    let server = TestServer::start_with(&db, tls_config(dir.path(), &old_ca, None)).await;
+    let before = tls_channel(&server, &old_ca.pem(), None).await.unwrap();
+    assert!(whoami(&server, before).await.is_ok());
+    // The reload task listens for SIGHUP from its first run on; give it that.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let keep_times = |file: &str| {
+        let path = dir.path().join(file);
+        let saved = dir.path().join(format!("{file}.times"));
+        std::fs::copy(&path, &saved).unwrap();
+        let copied = std::process::Command::new("touch").arg("-r").arg(&path).arg(&saved).status().unwrap();
+        assert!(copied.success());
+        move || {
+            let restored = std::process::Command::new("touch").arg("-r").arg(&saved).arg(&path).status().unwrap();
+            assert!(restored.success());
+        }
+    };
+    let restore_cert = keep_times("server.pem");
+    let restore_key = keep_times("server.key");
+    let new_ca = TestCa::new("new CA");
+    new_ca.server(dir.path(), "server");
+    restore_cert();
+    restore_key();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(tls_channel(&server, &new_ca.pem(), None).await.is_err(), "the poll saw no change");
+
+    let sent = std::process::Command::new("kill").args(["-HUP", &std::process::id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        if let Ok(channel) = tls_channel(&server, &new_ca.pem(), None).await
+            && whoami(&server, channel).await.is_ok()
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "SIGHUP did not reload the certificate");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.stop().await;
+}
+
 /// grpcurl, as the README shows it, against the TLS server with the CA made here. (Several
 /// threads: grpcurl is waited for on this one while the server answers on another.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -356,7 +356,10 @@ async fn shared_addresses_share_one_rule_until_the_last_session_ends() {
 #[tokio::test]
 async fn watch_streams_every_change_in_order_and_ends_at_a_terminal_state() {
     each_backend(|db: TestDb| async move {
-        let mut f = Fixture::new(&db).await;
+        // A thousand watchers on one key: past a caller's default share.
+        let mut config = common::test_config();
+        config.limits.max_watch_streams_per_caller = 2000;
+        let mut f = Fixture::with_server(TestServer::start_with(&db, config).await).await;
         f.resource("a", MemoryProvider { latency_ms: 30, ..Default::default() }).await;
         f.resource("b", MemoryProvider { latency_ms: 60, ..Default::default() }).await;
         let key = f.user_key.clone();
