@@ -190,6 +190,7 @@ mod aws {
             ..group(&proxy.url, &group_id)
         };
         let target = target(role);
+        ec2(&endpoint, &["start-recording"]);
         let results = AwsFirewall::new().apply(&target, &[request(V4, "session-r")]).await;
         assert!(results.iter().all(Result::is_ok), "{results:?}");
         assert_eq!(rules_in(&endpoint, &group_id).len(), 1);
@@ -197,12 +198,18 @@ mod aws {
         // STS hands out temporary keys (ASIA…); the environment's own key is "testing".
         assert!(!signers.is_empty() && signers.iter().all(|key| key.starts_with("ASIA")), "{signers:?}");
         // The role was assumed naming the resource's organization as the ExternalId.
-        let assumed = ec2(&endpoint, &["assumed-roles"]);
-        for signer in &signers {
-            let role = assumed.as_array().unwrap().iter().find(|role| role["access_key_id"] == signer.as_str());
-            let external_id = role.and_then(|role| role["external_id"].as_str());
-            assert_eq!(external_id, Some(target.organization_id.as_str()), "{signer}: {assumed}");
-        }
+        let calls = ec2(&endpoint, &["assume-role-calls"]);
+        let ours: Vec<&serde_json::Value> = calls
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|call| call["RoleArn"] == "arn:aws:iam::123456789012:role/portcullis")
+            .collect();
+        assert!(!ours.is_empty(), "moto recorded no AssumeRole: {calls}");
+        assert!(
+            ours.iter().any(|call| call["ExternalId"] == target.organization_id.as_str()),
+            "no AssumeRole named the organization: {calls}"
+        );
     }
 
     /// moto enforces EC2's 60-rule quota: a batch past it fails only the addresses beyond it.

@@ -4,12 +4,15 @@ plants rules as someone else would, and reports what a group really holds.
 Usage: ec2.py ENDPOINT REGION create-group NAME
        ec2.py ENDPOINT REGION rules GROUP_ID
        ec2.py ENDPOINT REGION plant GROUP_ID CIDR DESCRIPTION [TAG_KEY=VALUE]
-       ec2.py ENDPOINT REGION assumed-roles
+       ec2.py ENDPOINT REGION start-recording
+       ec2.py ENDPOINT REGION assume-role-calls    (what moto recorded since start-recording)
 Prints JSON on stdout.
 """
 
+import base64
 import json
 import sys
+import urllib.parse
 import urllib.request
 
 import boto3
@@ -82,15 +85,23 @@ def main() -> None:
         group_id, rule_id = args
         ec2.revoke_security_group_ingress(GroupId=group_id, SecurityGroupRuleIds=[rule_id])
         print(json.dumps({"revoked": rule_id}))
-    elif command == "assumed-roles":
-        # moto's own record of every AssumeRole call, as moto's dashboard reads it.
-        with urllib.request.urlopen(f"{endpoint}/moto-api/data.json") as answer:
-            data = json.load(answer)
-        roles = [
-            {"access_key_id": role["access_key_id"], "role_arn": role["role_arn"], "external_id": role["external_id"]}
-            for role in data.get("sts", {}).get("AssumedRole", [])
-        ]
-        print(json.dumps(roles))
+    elif command == "start-recording":
+        # moto's request recorder: every request from now on, bodies included.
+        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/recorder/start-recording", method="POST"))
+        print(json.dumps({"recording": True}))
+    elif command == "assume-role-calls":
+        with urllib.request.urlopen(f"{endpoint}/moto-api/recorder/download-recording") as answer:
+            lines = answer.read().decode().splitlines()
+        calls = []
+        for line in filter(None, lines):
+            entry = json.loads(line)
+            body = entry.get("body") or ""
+            if entry.get("body_encoded"):
+                body = base64.b64decode(body).decode(errors="replace")
+            form = {key: values[0] for key, values in urllib.parse.parse_qs(body).items()}
+            if form.get("Action") == "AssumeRole":
+                calls.append(form)
+        print(json.dumps(calls))
     else:
         sys.exit(f"unknown command {command}")
 
