@@ -20,7 +20,8 @@ start)
     fi
     mkdir -p "$dir"
     port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$dir/log" 2>&1 &
+    # The request recorder (tests/support/ec2.py start-recording) writes beside the log.
+    MOTO_RECORDER_FILEPATH="$dir/recording" "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$dir/log" 2>&1 &
     echo $! >"$dir/pid"
     for _ in $(seq 100); do
         if python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/moto-api/')" 2>/dev/null; then
