@@ -143,6 +143,7 @@ async fn start_and_wait_active(client: &mut SessionServiceClient<Channel>, key: 
         duration_hours: Some(1),
         ipv6_address: None,
         duration_minutes: None,
+        heartbeat_seconds: None,
     };
     let session =
         client.start_session(authed(request, key)).await.expect("start").into_inner().session.expect("session");
@@ -213,6 +214,7 @@ async fn bench_watch(server: &Server, counter: &Arc<AtomicU32>) {
             duration_hours: Some(1),
             ipv6_address: None,
             duration_minutes: None,
+            heartbeat_seconds: None,
         };
         let id = client
             .start_session(authed(request, &server.key))
@@ -334,6 +336,7 @@ async fn bench_unary(server: &Server, counter: &Arc<AtomicU32>) {
         duration_hours: Some(1),
         ipv6_address: None,
         duration_minutes: None,
+        heartbeat_seconds: None,
     };
     let id =
         client.start_session(authed(request, &server.key)).await.expect("start").into_inner().session.expect("s").id;

@@ -85,6 +85,11 @@ check "hours and minutes at once" "Code: InvalidArgument" "$grpcurl" -plaintext 
     -d '{"ipv4_address": "203.0.113.9", "duration_hours": 1, "duration_minutes": 15}' \
     "$addr" portcullis.v1.SessionService/StartSession
 
+check "client address" '"ipAddress": "127.0.0.1"' "$grpcurl" -plaintext -H "x-api-key: $KEY" \
+    "$addr" portcullis.v1.SessionService/GetClientAddress
+check "a session bound to its client" '"heartbeatSeconds": 30' "$grpcurl" -plaintext -H "x-api-key: $KEY" \
+    -d '{"ipv4_address": "203.0.113.10", "heartbeat_seconds": 30}' "$addr" portcullis.v1.SessionService/StartSession
+
 # API keys: create one for a CI job, see it listed, revoke it; it stops working at once.
 CREATED=$("$grpcurl" -plaintext -H "x-api-key: $KEY" \
     -d '{"name": "deploy-bot", "permissions": ["sessions:read", "sessions:write"]}' \

@@ -595,6 +595,7 @@ const USER_MAY_CALL: &[&str] = &[
     "SessionService/StopSession",
     "SessionService/ExtendSession",
     "SessionService/WatchSession",
+    "SessionService/GetClientAddress",
     "ResourceIpService/GetResourceIp",
     "ResourceIpService/ListResourceIps",
     "ResourceIpService/RetryResourceIp",

@@ -187,6 +187,7 @@ async fn start_session_refuses_what_it_must() {
             ipv4_address: Some(IPV4.into()),
             ipv6_address: None,
             duration_minutes: None,
+            heartbeat_seconds: None,
         };
         let err = f.sessions.start_session(with_key(too_long.clone(), &key)).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
@@ -855,6 +856,7 @@ async fn a_lower_maximum_shortens_live_sessions() {
             ipv4_address: Some(ip.into()),
             ipv6_address: None,
             duration_minutes: None,
+            heartbeat_seconds: None,
         };
         let long =
             f.sessions.start_session(with_key(start(IPV4), &boss_key)).await.unwrap().into_inner().session.unwrap();
@@ -987,6 +989,7 @@ async fn sessions_in_minutes_and_any_amount_of_time_asked_for() {
             duration_minutes: minutes,
             ipv4_address: Some(IPV4.into()),
             ipv6_address: None,
+            heartbeat_seconds: None,
         };
         for (hours, minutes, field) in [
             (Some(1), Some(15), "duration_minutes"),
@@ -1096,4 +1099,77 @@ async fn a_worker_that_loses_its_lease_stops_writing() {
         f.server.stop().await;
     })
     .await;
+}
+
+/// A session with a heartbeat lives while a watch of its owner is open — on any replica — and
+/// ends CANCELLED / CLIENT_GONE, its rules removed, once none has been open that long: a client
+/// that dies, even by kill -9, does not leave its address open. Another user's watch (an
+/// admin's) does not keep it alive.
+#[tokio::test]
+async fn a_session_bound_to_its_client_ends_when_the_client_is_gone() {
+    each_backend(|db: TestDb| async move {
+        let mut f = Fixture::new(&db).await;
+        let resource = f.resource("db", MemoryProvider::default()).await;
+        let key = f.user_key.clone();
+        let start = |heartbeat_seconds: Option<u32>| StartSessionRequest {
+            ipv4_address: Some(IPV4.into()),
+            heartbeat_seconds,
+            ..Default::default()
+        };
+        let err = f.sessions.start_session(with_key(start(Some(1)), &key)).await.unwrap_err();
+        assert_eq!(violated_fields(&err), ["heartbeat_seconds"], "{err:?}");
+        let session =
+            f.sessions.start_session(with_key(start(Some(5)), &key)).await.unwrap().into_inner().session.unwrap();
+        assert_eq!(session.heartbeat_seconds, Some(5));
+
+        // The owner's watch keeps it alive past its heartbeat; an admin's watch alongside does not count.
+        let watch = |key: String| {
+            let mut sessions = f.sessions.clone();
+            let id = session.id.clone();
+            async move { sessions.watch_session(with_key(WatchSessionRequest { id }, &key)).await.unwrap().into_inner() }
+        };
+        let mut owners = watch(key.clone()).await;
+        let mut admins = watch(f.server.admin_key.clone()).await;
+        owners.message().await.unwrap();
+        admins.message().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        let alive = portcullis::store::queries::sessions::get(&f.server.db, &session.id).await.unwrap();
+        assert_eq!(alive.status, "ACTIVE", "{}: watched by its owner", db.backend);
+
+        // The client goes (its stream simply stops): within the heartbeat the session ends.
+        drop(owners);
+        let ended = settled(&f.server, &session.id, SessionStatus::Cancelled).await;
+        assert_eq!(ended.session.ended_reason.as_deref(), Some("CLIENT_GONE"));
+        assert!(f.server.memory_rules(&resource).is_empty(), "{}: its address is closed", db.backend);
+        let mut last = None;
+        while let Ok(Some(message)) = admins.message().await {
+            last = message.session.map(|s| s.ended_reason());
+        }
+        assert_eq!(last, Some(EndedReason::ClientGone), "watchers hear why");
+
+        // A session whose client never watches ends too.
+        let lonely = f.sessions.start_session(with_key(start(Some(5)), &key)).await.unwrap().into_inner().session.unwrap();
+        let ended = settled(&f.server, &lonely.id, SessionStatus::Cancelled).await;
+        assert_eq!(ended.session.ended_reason.as_deref(), Some("CLIENT_GONE"));
+        f.server.stop().await;
+    })
+    .await;
+}
+
+/// GetClientAddress answers the address the server sees: the peer, or through a trusted proxy
+/// the client it names.
+#[tokio::test]
+async fn get_client_address_tells_the_address_the_server_sees() {
+    let db = TestDb::sqlite();
+    let mut config = common::test_config();
+    config.network.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    let f = Fixture::with_server(TestServer::start_with(&db, config).await).await;
+    let mut sessions = f.sessions.clone();
+    let direct = sessions.get_client_address(with_key(GetClientAddressRequest {}, &f.user_key)).await.unwrap();
+    assert_eq!(direct.into_inner(), GetClientAddressResponse { ip_address: "127.0.0.1".into(), ip_version: 4 });
+    let mut relayed = with_key(GetClientAddressRequest {}, &f.user_key);
+    relayed.metadata_mut().insert("x-forwarded-for", "2001:db8::7, 127.0.0.1".parse().unwrap());
+    let relayed = sessions.get_client_address(relayed).await.unwrap().into_inner();
+    assert_eq!((relayed.ip_address.as_str(), relayed.ip_version), ("2001:db8::7", 6));
+    f.server.stop().await;
 }

@@ -159,5 +159,7 @@ named_enum!(
         Expired => "EXPIRED",
         Manual => "MANUAL",
         Admin => "ADMIN",
+        /// No watch of its owner was open for its heartbeat: the client is gone.
+        ClientGone => "CLIENT_GONE",
     }
 );

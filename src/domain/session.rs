@@ -27,7 +27,9 @@ pub fn roll_up(current: SessionStatus, ended_reason: Option<EndedReason>, rules:
             if rules.iter().all(|s| *s == ResourceIpStatus::Removed) {
                 match ended_reason {
                     Some(EndedReason::Expired) | None => SessionStatus::Expired,
-                    Some(EndedReason::Manual | EndedReason::Admin) => SessionStatus::Cancelled,
+                    Some(EndedReason::Manual | EndedReason::Admin | EndedReason::ClientGone) => {
+                        SessionStatus::Cancelled
+                    }
                 }
             } else {
                 SessionStatus::Expiring

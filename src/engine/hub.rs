@@ -122,6 +122,8 @@ mod tests {
                 live_ipv6_key: None,
                 created_at: at,
                 updated_at: at,
+                heartbeat_seconds: None,
+                heartbeat_due_at: None,
             },
             user_name: String::new(),
             user_email: String::new(),

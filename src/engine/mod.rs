@@ -250,10 +250,14 @@ impl Engine {
     }
 
     async fn expire_due(&self, limit: u64) -> StoreResult<u64> {
-        let due = sessions::due_to_expire(&self.inner.reader, now(), limit).await?;
+        let at = now();
+        let due = sessions::due_to_expire(&self.inner.reader, at, limit).await?;
         let count = due.len() as u64;
         for session in due {
-            self.end_session(&session.id, EndedReason::Expired, &Actor::server(&session.organization_id)).await?;
+            // Whichever came first: its time, or its client's silence.
+            let client_gone = session.heartbeat_due_at.is_some_and(|due| due <= at && due < session.expires_at);
+            let reason = if client_gone { EndedReason::ClientGone } else { EndedReason::Expired };
+            self.end_session(&session.id, reason, &Actor::server(&session.organization_id)).await?;
         }
         Ok(count)
     }

@@ -372,6 +372,7 @@ fn ended_reason_to_pb(stored: Option<&str>) -> pb::EndedReason {
         Some(Ok(domain::EndedReason::Expired)) => pb::EndedReason::Expired,
         Some(Ok(domain::EndedReason::Manual)) => pb::EndedReason::Manual,
         Some(Ok(domain::EndedReason::Admin)) => pb::EndedReason::Admin,
+        Some(Ok(domain::EndedReason::ClientGone)) => pb::EndedReason::ClientGone,
         _ => pb::EndedReason::Unspecified,
     }
 }
@@ -411,6 +412,7 @@ pub fn session_to_pb(record: &SessionRecord) -> pb::Session {
         created_at: Some(timestamp(session.created_at)),
         revision: u64::try_from(session.revision).unwrap_or_default(),
         organization_id: session.organization_id.clone(),
+        heartbeat_seconds: session.heartbeat_seconds.and_then(|seconds| u32::try_from(seconds).ok()),
     }
 }
 

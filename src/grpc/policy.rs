@@ -28,6 +28,7 @@ pub const POLICY: &[(&str, &str, Rule)] = &[
     ("SessionService", "StopSession", Rule::own_or_others(Some(SessionsWrite), UsersWrite)),
     ("SessionService", "ExtendSession", Rule::own_or_others(Some(SessionsWrite), UsersWrite)),
     ("SessionService", "WatchSession", Rule::own_or_others(Some(SessionsRead), UsersRead)),
+    ("SessionService", "GetClientAddress", Rule::own(None)),
     ("ResourceIpService", "GetResourceIp", Rule::own_or_others(Some(SessionsRead), UsersRead)),
     ("ResourceIpService", "ListResourceIps", Rule::own_or_others(Some(SessionsRead), UsersRead)),
     ("ResourceIpService", "RetryResourceIp", Rule::own_or_others(Some(SessionsWrite), UsersWrite)),

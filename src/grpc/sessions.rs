@@ -44,6 +44,7 @@ impl SessionService for SessionApi {
             ipv4_address: message.ipv4_address.clone(),
             ipv6_address: message.ipv6_address.clone(),
             detected_address,
+            heartbeat_seconds: message.heartbeat_seconds,
         };
         let record = self.sessions.start(caller(&request)?, start).await?;
         Ok(Response::new(StartSessionResponse { session: Some(session_to_pb(&record)) }))
@@ -92,13 +93,29 @@ impl SessionService for SessionApi {
         Ok(Response::new(ExtendSessionResponse { session: Some(session_to_pb(&record)) }))
     }
 
+    async fn get_client_address(
+        &self,
+        request: Request<GetClientAddressRequest>,
+    ) -> Result<Response<GetClientAddressResponse>, Status> {
+        let address = caller_address(&request, &self.trusted_proxies)?
+            .map(crate::domain::normalize)
+            .ok_or_else(|| Status::unavailable("the connection does not tell the caller's address"))?;
+        let ip_version = u32::from(crate::domain::IpVersion::of(address).number());
+        Ok(Response::new(GetClientAddressResponse { ip_address: address.to_string(), ip_version }))
+    }
+
     async fn watch_session(
         &self,
         request: Request<WatchSessionRequest>,
     ) -> Result<Response<Self::WatchSessionStream>, Status> {
         let id = require_id("id", &request.get_ref().id)?;
         let slot = self.watch_slots.take(caller(&request)?)?;
-        let (current, subscription) = self.sessions.watch(caller(&request)?, id).await?;
+        let (current, subscription, beat) = self.sessions.watch(caller(&request)?, id).await?;
+        let heartbeat = beat.map(|every| Heartbeat {
+            ticks: tokio::time::interval_at(tokio::time::Instant::now() + every, every),
+            sessions: self.sessions.clone(),
+            session_id: id.to_owned(),
+        });
         let every = self.recheck_every;
         let mut rechecks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         rechecks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -110,6 +127,7 @@ impl SessionService for SessionApi {
             rechecks,
             last_revision: 0,
             finished: false,
+            heartbeat,
             _slot: slot,
         };
         // A stream polled by the connection itself: no task or channel per watcher, and the
@@ -129,8 +147,37 @@ struct WatchState {
     rechecks: tokio::time::Interval,
     last_revision: u64,
     finished: bool,
+    /// The owner's watch of a session with a heartbeat beats for it.
+    heartbeat: Option<Heartbeat>,
     /// Held while the stream lives.
     _slot: super::limits::WatchSlot,
+}
+
+struct Heartbeat {
+    ticks: tokio::time::Interval,
+    sessions: SessionManager,
+    session_id: String,
+}
+
+impl Heartbeat {
+    /// Tells the store the owner is still watching. Awaited outside the `select!` of the stream,
+    /// so another branch firing never cancels the write halfway.
+    async fn beat(&self) {
+        if let Err(err) = self.sessions.heartbeat(&self.session_id).await {
+            // The next beat tries again; two may be lost before the session ends.
+            tracing::warn!(session_id = %self.session_id, error = %err, "session heartbeat failed");
+        }
+    }
+}
+
+/// When the next beat is due; never, without a heartbeat.
+async fn next_beat(heartbeat: &mut Option<Heartbeat>) {
+    match heartbeat {
+        Some(heartbeat) => {
+            heartbeat.ticks.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// The next message of a watch stream: the current state first, then every newer revision,
@@ -148,6 +195,12 @@ async fn next_message(mut state: WatchState) -> Option<(Result<WatchSessionRespo
                 _ = crate::engine::stopping(&mut state.shutdown) => {
                     state.finished = true;
                     return Some((Err(Status::unavailable("the server is shutting down; watch again")), state));
+                }
+                () = next_beat(&mut state.heartbeat) => {
+                    if let Some(heartbeat) = &state.heartbeat {
+                        heartbeat.beat().await;
+                    }
+                    continue;
                 }
                 _ = state.rechecks.tick() => {
                     if let Some(recheck) = &state.recheck

@@ -18,6 +18,7 @@ use chrono::TimeDelta;
 use sea_orm::DatabaseConnection;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::time::Duration;
 
 /// What StartSession asked for, and where the call came from.
 #[derive(Debug, Default)]
@@ -28,7 +29,11 @@ pub struct StartRequest {
     pub ipv6_address: Option<String>,
     /// The caller's address as seen by the server (see `domain::client_address`).
     pub detected_address: Option<IpAddr>,
+    pub heartbeat_seconds: Option<u32>,
 }
+
+/// The heartbeats a session may have: long enough to reconnect a watch, short enough to matter.
+const HEARTBEAT_SECONDS: std::ops::RangeInclusive<u32> = 5..=3600;
 
 #[derive(Clone)]
 pub struct SessionManager {
@@ -86,6 +91,14 @@ impl SessionManager {
         } else if !duration.within_hours(max_hours) {
             violations.add(duration.field, format!("must be at most {max_hours} hours for this organization and role"));
         }
+        if let Some(seconds) = request.heartbeat_seconds
+            && !HEARTBEAT_SECONDS.contains(&seconds)
+        {
+            violations.add(
+                "heartbeat_seconds",
+                format!("must be between {} and {}", HEARTBEAT_SECONDS.start(), HEARTBEAT_SECONDS.end()),
+            );
+        }
         let explicit = |field: &str, value: &Option<String>, version, violations: &mut Violations| {
             value
                 .as_deref()
@@ -108,9 +121,15 @@ impl SessionManager {
             }
         }
         if !violations.is_empty() {
-            let duration_only = violations.0.iter().all(|v| v.field.starts_with("duration_"));
-            let reason =
-                if duration_only { ErrorReason::DurationExceedsMaximum } else { ErrorReason::InvalidIpAddress };
+            let all = |prefix: &str| violations.0.iter().all(|v| v.field.starts_with(prefix));
+            let any = |suffix: &str| violations.0.iter().any(|v| v.field.ends_with(suffix));
+            let reason = if all("duration_") {
+                ErrorReason::DurationExceedsMaximum
+            } else if any("_address") {
+                ErrorReason::InvalidIpAddress
+            } else {
+                ErrorReason::InvalidInput
+            };
             return Err(Error::InvalidArgument { reason, violations: violations.0 });
         }
 
@@ -141,6 +160,9 @@ impl SessionManager {
             live_ipv6_key: live_key(ipv6),
             created_at: at,
             updated_at: at,
+            // In range, checked above.
+            heartbeat_seconds: request.heartbeat_seconds.and_then(|seconds| i32::try_from(seconds).ok()),
+            heartbeat_due_at: request.heartbeat_seconds.map(|seconds| at + TimeDelta::seconds(i64::from(seconds))),
         };
         let rules: Vec<resource_ip::Model> = assigned
             .iter()
@@ -295,12 +317,27 @@ impl SessionManager {
     }
 
     /// Subscribes to the session's changes, then reads its current state: nothing between the
-    /// two can be missed.
-    pub async fn watch(&self, caller: &Caller, id: &str) -> Result<(SessionRecord, Subscription)> {
-        self.visible(caller, id).await?;
+    /// two can be missed. The owner's watch keeps a session with a heartbeat alive: the answer
+    /// says how often to beat (see [`SessionManager::heartbeat`]).
+    pub async fn watch(&self, caller: &Caller, id: &str) -> Result<(SessionRecord, Subscription, Option<Duration>)> {
+        let session = self.visible(caller, id).await?;
+        let beat = session
+            .heartbeat_seconds
+            .filter(|_| session.user_id == caller.user_id)
+            .and_then(|seconds| u64::try_from(seconds).ok())
+            // A third of the heartbeat: two beats may be lost before the session ends.
+            .map(|seconds| Duration::from_secs(seconds.div_ceil(3).max(1)));
+        if beat.is_some() {
+            self.heartbeat(id).await?;
+        }
         let subscription = self.engine.hub().subscribe(id);
         let current = sessions::load(&self.reader, id).await?;
-        Ok((current, subscription))
+        Ok((current, subscription, beat))
+    }
+
+    /// The owner's watch of a session with a heartbeat is open: the session lives on.
+    pub async fn heartbeat(&self, id: &str) -> Result<()> {
+        Ok(sessions::heartbeat(&self.db, id, now()).await?)
     }
 
     pub async fn get_rule(&self, caller: &Caller, id: &str) -> Result<resource_ip::Model> {

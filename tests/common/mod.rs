@@ -446,6 +446,7 @@ impl Fixture {
             ipv4_address: ipv4.map(str::to_owned),
             ipv6_address: ipv6.map(str::to_owned),
             duration_minutes: None,
+            heartbeat_seconds: None,
         };
         self.sessions.start_session(with_key(request, key)).await.map(|r| r.into_inner().session.unwrap())
     }

@@ -19,6 +19,10 @@ pub struct Model {
     pub live_ipv6_key: Option<String>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// While set, the session ends once no watch of its owner has been open this long.
+    pub heartbeat_seconds: Option<i32>,
+    /// When the session ends for want of a watch (pushed out while one is open).
+    pub heartbeat_due_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

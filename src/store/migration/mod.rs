@@ -17,6 +17,7 @@ mod m20261201_000011_operators_and_scopes;
 mod m20261201_000012_emails_per_organization;
 mod m20261201_000013_temporary_locks;
 mod m20261201_000014_api_key_parents;
+mod m20261202_000015_session_heartbeats;
 
 pub struct Migrator;
 
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000012_emails_per_organization::Migration),
             Box::new(m20261201_000013_temporary_locks::Migration),
             Box::new(m20261201_000014_api_key_parents::Migration),
+            Box::new(m20261202_000015_session_heartbeats::Migration),
         ]
     }
 }

@@ -8,7 +8,8 @@ use crate::store::{Page, PageRequest, StoreResult};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 use std::collections::HashMap;
 
@@ -170,23 +171,43 @@ pub async fn due_to_expire(
     now: DateTime<Utc>,
     limit: u64,
 ) -> StoreResult<Vec<session::Model>> {
+    let due = Condition::any().add(session::Column::ExpiresAt.lte(now)).add(session::Column::HeartbeatDueAt.lte(now));
     Ok(session::Entity::find()
         .filter(session::Column::Status.is_in(live_statuses()))
-        .filter(session::Column::ExpiresAt.lte(now))
+        .filter(due)
         .order_by_asc(session::Column::ExpiresAt)
         .limit(limit)
         .all(db)
         .await?)
 }
 
-/// When the next live session expires.
+/// When the next live session ends: it expires, or its heartbeat runs out.
 pub async fn next_expiry(db: &impl ConnectionTrait) -> StoreResult<Option<DateTime<Utc>>> {
-    Ok(session::Entity::find()
-        .filter(session::Column::Status.is_in(live_statuses()))
-        .order_by_asc(session::Column::ExpiresAt)
+    let live = || session::Entity::find().filter(session::Column::Status.is_in(live_statuses()));
+    let expiry = live().order_by_asc(session::Column::ExpiresAt).one(db).await?.map(|s| s.expires_at);
+    let heartbeat = live()
+        .filter(session::Column::HeartbeatDueAt.is_not_null())
+        .order_by_asc(session::Column::HeartbeatDueAt)
         .one(db)
         .await?
-        .map(|s| s.expires_at))
+        .and_then(|s| s.heartbeat_due_at);
+    Ok(expiry.into_iter().chain(heartbeat).min())
+}
+
+/// A watch of the owner is open: the live session's heartbeat is due `heartbeat_seconds` from
+/// `at` (never earlier than it already was). Not a change watchers see.
+pub async fn heartbeat(db: &impl ConnectionTrait, id: &str, at: DateTime<Utc>) -> StoreResult<()> {
+    let Some(session) = session::Entity::find_by_id(id).one(db).await? else { return Ok(()) };
+    let Some(seconds) = session.heartbeat_seconds else { return Ok(()) };
+    let due = at + chrono::TimeDelta::seconds(i64::from(seconds));
+    session::Entity::update_many()
+        .col_expr(session::Column::HeartbeatDueAt, Expr::value(due))
+        .filter(session::Column::Id.eq(id))
+        .filter(session::Column::Status.is_in(live_statuses()))
+        .filter(session::Column::HeartbeatDueAt.lt(due))
+        .exec(db)
+        .await?;
+    Ok(())
 }
 
 fn live_statuses() -> [&'static str; 3] {

@@ -107,6 +107,9 @@ const (
 	EndedReason_ENDED_REASON_MANUAL EndedReason = 2
 	// ENDED_REASON_ADMIN: an administrator stopped it.
 	EndedReason_ENDED_REASON_ADMIN EndedReason = 3
+	// ENDED_REASON_CLIENT_GONE: it had a heartbeat, and no WatchSession of its owner was open for
+	// that long.
+	EndedReason_ENDED_REASON_CLIENT_GONE EndedReason = 4
 )
 
 // Enum value maps for EndedReason.
@@ -116,12 +119,14 @@ var (
 		1: "ENDED_REASON_EXPIRED",
 		2: "ENDED_REASON_MANUAL",
 		3: "ENDED_REASON_ADMIN",
+		4: "ENDED_REASON_CLIENT_GONE",
 	}
 	EndedReason_value = map[string]int32{
 		"ENDED_REASON_UNSPECIFIED": 0,
 		"ENDED_REASON_EXPIRED":     1,
 		"ENDED_REASON_MANUAL":      2,
 		"ENDED_REASON_ADMIN":       3,
+		"ENDED_REASON_CLIENT_GONE": 4,
 	}
 )
 
@@ -185,8 +190,11 @@ type Session struct {
 	Revision uint64 `protobuf:"varint,14,opt,name=revision,proto3" json:"revision,omitempty"`
 	// organization_id is the organization of the session's user.
 	OrganizationId string `protobuf:"bytes,15,opt,name=organization_id,json=organizationId,proto3" json:"organization_id,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// heartbeat_seconds, when set, ends the session once no WatchSession of its owner has been
+	// open that long (see StartSessionRequest).
+	HeartbeatSeconds *uint32 `protobuf:"varint,16,opt,name=heartbeat_seconds,json=heartbeatSeconds,proto3,oneof" json:"heartbeat_seconds,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Session) Reset() {
@@ -324,6 +332,13 @@ func (x *Session) GetOrganizationId() string {
 	return ""
 }
 
+func (x *Session) GetHeartbeatSeconds() uint32 {
+	if x != nil && x.HeartbeatSeconds != nil {
+		return *x.HeartbeatSeconds
+	}
+	return 0
+}
+
 // StartSessionRequest starts a session for the caller. Every field is optional.
 type StartSessionRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -337,8 +352,12 @@ type StartSessionRequest struct {
 	// duration_minutes is the duration in minutes instead of hours (for CI jobs);
 	// setting both duration_hours and duration_minutes is INVALID_ARGUMENT.
 	DurationMinutes *uint32 `protobuf:"varint,4,opt,name=duration_minutes,json=durationMinutes,proto3,oneof" json:"duration_minutes,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// heartbeat_seconds binds the session to its client: it ends (CANCELLED, ENDED_REASON_CLIENT_GONE)
+	// once no WatchSession stream of its owner has been open, on any server, for this long (5 to
+	// 3600). The first watch must open within it too.
+	HeartbeatSeconds *uint32 `protobuf:"varint,5,opt,name=heartbeat_seconds,json=heartbeatSeconds,proto3,oneof" json:"heartbeat_seconds,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *StartSessionRequest) Reset() {
@@ -395,6 +414,13 @@ func (x *StartSessionRequest) GetIpv6Address() string {
 func (x *StartSessionRequest) GetDurationMinutes() uint32 {
 	if x != nil && x.DurationMinutes != nil {
 		return *x.DurationMinutes
+	}
+	return 0
+}
+
+func (x *StartSessionRequest) GetHeartbeatSeconds() uint32 {
+	if x != nil && x.HeartbeatSeconds != nil {
+		return *x.HeartbeatSeconds
 	}
 	return 0
 }
@@ -960,11 +986,103 @@ func (x *WatchSessionResponse) GetSession() *Session {
 	return nil
 }
 
+// GetClientAddressRequest asks for the caller's address.
+type GetClientAddressRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetClientAddressRequest) Reset() {
+	*x = GetClientAddressRequest{}
+	mi := &file_portcullis_v1_session_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetClientAddressRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetClientAddressRequest) ProtoMessage() {}
+
+func (x *GetClientAddressRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_portcullis_v1_session_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetClientAddressRequest.ProtoReflect.Descriptor instead.
+func (*GetClientAddressRequest) Descriptor() ([]byte, []int) {
+	return file_portcullis_v1_session_proto_rawDescGZIP(), []int{13}
+}
+
+// GetClientAddressResponse carries the caller's address.
+type GetClientAddressResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ip_address is the caller's address, IPv4 in dotted form.
+	IpAddress string `protobuf:"bytes,1,opt,name=ip_address,json=ipAddress,proto3" json:"ip_address,omitempty"`
+	// ip_version is 4 or 6.
+	IpVersion     uint32 `protobuf:"varint,2,opt,name=ip_version,json=ipVersion,proto3" json:"ip_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetClientAddressResponse) Reset() {
+	*x = GetClientAddressResponse{}
+	mi := &file_portcullis_v1_session_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetClientAddressResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetClientAddressResponse) ProtoMessage() {}
+
+func (x *GetClientAddressResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_portcullis_v1_session_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetClientAddressResponse.ProtoReflect.Descriptor instead.
+func (*GetClientAddressResponse) Descriptor() ([]byte, []int) {
+	return file_portcullis_v1_session_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *GetClientAddressResponse) GetIpAddress() string {
+	if x != nil {
+		return x.IpAddress
+	}
+	return ""
+}
+
+func (x *GetClientAddressResponse) GetIpVersion() uint32 {
+	if x != nil {
+		return x.IpVersion
+	}
+	return 0
+}
+
 var File_portcullis_v1_session_proto protoreflect.FileDescriptor
 
 const file_portcullis_v1_session_proto_rawDesc = "" +
 	"\n" +
-	"\x1bportcullis/v1/session.proto\x12\rportcullis.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fportcullis/v1/resource_ip.proto\"\x94\x05\n" +
+	"\x1bportcullis/v1/session.proto\x12\rportcullis.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fportcullis/v1/resource_ip.proto\"\xdc\x05\n" +
 	"\aSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x1b\n" +
@@ -985,16 +1103,20 @@ const file_portcullis_v1_session_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1a\n" +
 	"\brevision\x18\x0e \x01(\x04R\brevision\x12'\n" +
-	"\x0forganization_id\x18\x0f \x01(\tR\x0eorganizationId\"\x8b\x02\n" +
+	"\x0forganization_id\x18\x0f \x01(\tR\x0eorganizationId\x120\n" +
+	"\x11heartbeat_seconds\x18\x10 \x01(\rH\x00R\x10heartbeatSeconds\x88\x01\x01B\x14\n" +
+	"\x12_heartbeat_seconds\"\xd3\x02\n" +
 	"\x13StartSessionRequest\x12*\n" +
 	"\x0eduration_hours\x18\x01 \x01(\rH\x00R\rdurationHours\x88\x01\x01\x12&\n" +
 	"\fipv4_address\x18\x02 \x01(\tH\x01R\vipv4Address\x88\x01\x01\x12&\n" +
 	"\fipv6_address\x18\x03 \x01(\tH\x02R\vipv6Address\x88\x01\x01\x12.\n" +
-	"\x10duration_minutes\x18\x04 \x01(\rH\x03R\x0fdurationMinutes\x88\x01\x01B\x11\n" +
+	"\x10duration_minutes\x18\x04 \x01(\rH\x03R\x0fdurationMinutes\x88\x01\x01\x120\n" +
+	"\x11heartbeat_seconds\x18\x05 \x01(\rH\x04R\x10heartbeatSeconds\x88\x01\x01B\x11\n" +
 	"\x0f_duration_hoursB\x0f\n" +
 	"\r_ipv4_addressB\x0f\n" +
 	"\r_ipv6_addressB\x13\n" +
-	"\x11_duration_minutes\"H\n" +
+	"\x11_duration_minutesB\x14\n" +
+	"\x12_heartbeat_seconds\"H\n" +
 	"\x14StartSessionResponse\x120\n" +
 	"\asession\x18\x01 \x01(\v2\x16.portcullis.v1.SessionR\asession\"#\n" +
 	"\x11GetSessionRequest\x12\x0e\n" +
@@ -1023,7 +1145,13 @@ const file_portcullis_v1_session_proto_rawDesc = "" +
 	"\x13WatchSessionRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"H\n" +
 	"\x14WatchSessionResponse\x120\n" +
-	"\asession\x18\x01 \x01(\v2\x16.portcullis.v1.SessionR\asession*\xf4\x01\n" +
+	"\asession\x18\x01 \x01(\v2\x16.portcullis.v1.SessionR\asession\"\x19\n" +
+	"\x17GetClientAddressRequest\"X\n" +
+	"\x18GetClientAddressResponse\x12\x1d\n" +
+	"\n" +
+	"ip_address\x18\x01 \x01(\tR\tipAddress\x12\x1d\n" +
+	"\n" +
+	"ip_version\x18\x02 \x01(\rR\tipVersion*\xf4\x01\n" +
 	"\rSessionStatus\x12\x1e\n" +
 	"\x1aSESSION_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16SESSION_STATUS_PENDING\x10\x01\x12\x19\n" +
@@ -1032,12 +1160,13 @@ const file_portcullis_v1_session_proto_rawDesc = "" +
 	"\x15SESSION_STATUS_FAILED\x10\x04\x12\x1b\n" +
 	"\x17SESSION_STATUS_EXPIRING\x10\x05\x12\x1a\n" +
 	"\x16SESSION_STATUS_EXPIRED\x10\x06\x12\x1c\n" +
-	"\x18SESSION_STATUS_CANCELLED\x10\a*v\n" +
+	"\x18SESSION_STATUS_CANCELLED\x10\a*\x94\x01\n" +
 	"\vEndedReason\x12\x1c\n" +
 	"\x18ENDED_REASON_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14ENDED_REASON_EXPIRED\x10\x01\x12\x17\n" +
 	"\x13ENDED_REASON_MANUAL\x10\x02\x12\x16\n" +
-	"\x12ENDED_REASON_ADMIN\x10\x032\xa2\x04\n" +
+	"\x12ENDED_REASON_ADMIN\x10\x03\x12\x1c\n" +
+	"\x18ENDED_REASON_CLIENT_GONE\x10\x042\x87\x05\n" +
 	"\x0eSessionService\x12W\n" +
 	"\fStartSession\x12\".portcullis.v1.StartSessionRequest\x1a#.portcullis.v1.StartSessionResponse\x12Q\n" +
 	"\n" +
@@ -1045,7 +1174,8 @@ const file_portcullis_v1_session_proto_rawDesc = "" +
 	"\fListSessions\x12\".portcullis.v1.ListSessionsRequest\x1a#.portcullis.v1.ListSessionsResponse\x12T\n" +
 	"\vStopSession\x12!.portcullis.v1.StopSessionRequest\x1a\".portcullis.v1.StopSessionResponse\x12Z\n" +
 	"\rExtendSession\x12#.portcullis.v1.ExtendSessionRequest\x1a$.portcullis.v1.ExtendSessionResponse\x12Y\n" +
-	"\fWatchSession\x12\".portcullis.v1.WatchSessionRequest\x1a#.portcullis.v1.WatchSessionResponse0\x01B\xbe\x01\n" +
+	"\fWatchSession\x12\".portcullis.v1.WatchSessionRequest\x1a#.portcullis.v1.WatchSessionResponse0\x01\x12c\n" +
+	"\x10GetClientAddress\x12&.portcullis.v1.GetClientAddressRequest\x1a'.portcullis.v1.GetClientAddressResponseB\xbe\x01\n" +
 	"\x11com.portcullis.v1B\fSessionProtoP\x01ZFgithub.com/portcullis/portcullis/sdk/go/gen/portcullis/v1;portcullisv1\xa2\x02\x03PXX\xaa\x02\rPortcullis.V1\xca\x02\rPortcullis\\V1\xe2\x02\x19Portcullis\\V1\\GPBMetadata\xea\x02\x0ePortcullis::V1b\x06proto3"
 
 var (
@@ -1061,34 +1191,36 @@ func file_portcullis_v1_session_proto_rawDescGZIP() []byte {
 }
 
 var file_portcullis_v1_session_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_portcullis_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_portcullis_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_portcullis_v1_session_proto_goTypes = []any{
-	(SessionStatus)(0),            // 0: portcullis.v1.SessionStatus
-	(EndedReason)(0),              // 1: portcullis.v1.EndedReason
-	(*Session)(nil),               // 2: portcullis.v1.Session
-	(*StartSessionRequest)(nil),   // 3: portcullis.v1.StartSessionRequest
-	(*StartSessionResponse)(nil),  // 4: portcullis.v1.StartSessionResponse
-	(*GetSessionRequest)(nil),     // 5: portcullis.v1.GetSessionRequest
-	(*GetSessionResponse)(nil),    // 6: portcullis.v1.GetSessionResponse
-	(*ListSessionsRequest)(nil),   // 7: portcullis.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),  // 8: portcullis.v1.ListSessionsResponse
-	(*StopSessionRequest)(nil),    // 9: portcullis.v1.StopSessionRequest
-	(*StopSessionResponse)(nil),   // 10: portcullis.v1.StopSessionResponse
-	(*ExtendSessionRequest)(nil),  // 11: portcullis.v1.ExtendSessionRequest
-	(*ExtendSessionResponse)(nil), // 12: portcullis.v1.ExtendSessionResponse
-	(*WatchSessionRequest)(nil),   // 13: portcullis.v1.WatchSessionRequest
-	(*WatchSessionResponse)(nil),  // 14: portcullis.v1.WatchSessionResponse
-	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
-	(*ResourceIp)(nil),            // 16: portcullis.v1.ResourceIp
+	(SessionStatus)(0),               // 0: portcullis.v1.SessionStatus
+	(EndedReason)(0),                 // 1: portcullis.v1.EndedReason
+	(*Session)(nil),                  // 2: portcullis.v1.Session
+	(*StartSessionRequest)(nil),      // 3: portcullis.v1.StartSessionRequest
+	(*StartSessionResponse)(nil),     // 4: portcullis.v1.StartSessionResponse
+	(*GetSessionRequest)(nil),        // 5: portcullis.v1.GetSessionRequest
+	(*GetSessionResponse)(nil),       // 6: portcullis.v1.GetSessionResponse
+	(*ListSessionsRequest)(nil),      // 7: portcullis.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),     // 8: portcullis.v1.ListSessionsResponse
+	(*StopSessionRequest)(nil),       // 9: portcullis.v1.StopSessionRequest
+	(*StopSessionResponse)(nil),      // 10: portcullis.v1.StopSessionResponse
+	(*ExtendSessionRequest)(nil),     // 11: portcullis.v1.ExtendSessionRequest
+	(*ExtendSessionResponse)(nil),    // 12: portcullis.v1.ExtendSessionResponse
+	(*WatchSessionRequest)(nil),      // 13: portcullis.v1.WatchSessionRequest
+	(*WatchSessionResponse)(nil),     // 14: portcullis.v1.WatchSessionResponse
+	(*GetClientAddressRequest)(nil),  // 15: portcullis.v1.GetClientAddressRequest
+	(*GetClientAddressResponse)(nil), // 16: portcullis.v1.GetClientAddressResponse
+	(*timestamppb.Timestamp)(nil),    // 17: google.protobuf.Timestamp
+	(*ResourceIp)(nil),               // 18: portcullis.v1.ResourceIp
 }
 var file_portcullis_v1_session_proto_depIdxs = []int32{
 	0,  // 0: portcullis.v1.Session.status:type_name -> portcullis.v1.SessionStatus
-	15, // 1: portcullis.v1.Session.started_at:type_name -> google.protobuf.Timestamp
-	15, // 2: portcullis.v1.Session.expires_at:type_name -> google.protobuf.Timestamp
-	15, // 3: portcullis.v1.Session.ended_at:type_name -> google.protobuf.Timestamp
+	17, // 1: portcullis.v1.Session.started_at:type_name -> google.protobuf.Timestamp
+	17, // 2: portcullis.v1.Session.expires_at:type_name -> google.protobuf.Timestamp
+	17, // 3: portcullis.v1.Session.ended_at:type_name -> google.protobuf.Timestamp
 	1,  // 4: portcullis.v1.Session.ended_reason:type_name -> portcullis.v1.EndedReason
-	16, // 5: portcullis.v1.Session.resource_ips:type_name -> portcullis.v1.ResourceIp
-	15, // 6: portcullis.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	18, // 5: portcullis.v1.Session.resource_ips:type_name -> portcullis.v1.ResourceIp
+	17, // 6: portcullis.v1.Session.created_at:type_name -> google.protobuf.Timestamp
 	2,  // 7: portcullis.v1.StartSessionResponse.session:type_name -> portcullis.v1.Session
 	2,  // 8: portcullis.v1.GetSessionResponse.session:type_name -> portcullis.v1.Session
 	0,  // 9: portcullis.v1.ListSessionsRequest.statuses:type_name -> portcullis.v1.SessionStatus
@@ -1102,14 +1234,16 @@ var file_portcullis_v1_session_proto_depIdxs = []int32{
 	9,  // 17: portcullis.v1.SessionService.StopSession:input_type -> portcullis.v1.StopSessionRequest
 	11, // 18: portcullis.v1.SessionService.ExtendSession:input_type -> portcullis.v1.ExtendSessionRequest
 	13, // 19: portcullis.v1.SessionService.WatchSession:input_type -> portcullis.v1.WatchSessionRequest
-	4,  // 20: portcullis.v1.SessionService.StartSession:output_type -> portcullis.v1.StartSessionResponse
-	6,  // 21: portcullis.v1.SessionService.GetSession:output_type -> portcullis.v1.GetSessionResponse
-	8,  // 22: portcullis.v1.SessionService.ListSessions:output_type -> portcullis.v1.ListSessionsResponse
-	10, // 23: portcullis.v1.SessionService.StopSession:output_type -> portcullis.v1.StopSessionResponse
-	12, // 24: portcullis.v1.SessionService.ExtendSession:output_type -> portcullis.v1.ExtendSessionResponse
-	14, // 25: portcullis.v1.SessionService.WatchSession:output_type -> portcullis.v1.WatchSessionResponse
-	20, // [20:26] is the sub-list for method output_type
-	14, // [14:20] is the sub-list for method input_type
+	15, // 20: portcullis.v1.SessionService.GetClientAddress:input_type -> portcullis.v1.GetClientAddressRequest
+	4,  // 21: portcullis.v1.SessionService.StartSession:output_type -> portcullis.v1.StartSessionResponse
+	6,  // 22: portcullis.v1.SessionService.GetSession:output_type -> portcullis.v1.GetSessionResponse
+	8,  // 23: portcullis.v1.SessionService.ListSessions:output_type -> portcullis.v1.ListSessionsResponse
+	10, // 24: portcullis.v1.SessionService.StopSession:output_type -> portcullis.v1.StopSessionResponse
+	12, // 25: portcullis.v1.SessionService.ExtendSession:output_type -> portcullis.v1.ExtendSessionResponse
+	14, // 26: portcullis.v1.SessionService.WatchSession:output_type -> portcullis.v1.WatchSessionResponse
+	16, // 27: portcullis.v1.SessionService.GetClientAddress:output_type -> portcullis.v1.GetClientAddressResponse
+	21, // [21:28] is the sub-list for method output_type
+	14, // [14:21] is the sub-list for method input_type
 	14, // [14:14] is the sub-list for extension type_name
 	14, // [14:14] is the sub-list for extension extendee
 	0,  // [0:14] is the sub-list for field type_name
@@ -1121,6 +1255,7 @@ func file_portcullis_v1_session_proto_init() {
 		return
 	}
 	file_portcullis_v1_resource_ip_proto_init()
+	file_portcullis_v1_session_proto_msgTypes[0].OneofWrappers = []any{}
 	file_portcullis_v1_session_proto_msgTypes[1].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1128,7 +1263,7 @@ func file_portcullis_v1_session_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_portcullis_v1_session_proto_rawDesc), len(file_portcullis_v1_session_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

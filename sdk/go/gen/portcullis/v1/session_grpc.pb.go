@@ -19,12 +19,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	SessionService_StartSession_FullMethodName  = "/portcullis.v1.SessionService/StartSession"
-	SessionService_GetSession_FullMethodName    = "/portcullis.v1.SessionService/GetSession"
-	SessionService_ListSessions_FullMethodName  = "/portcullis.v1.SessionService/ListSessions"
-	SessionService_StopSession_FullMethodName   = "/portcullis.v1.SessionService/StopSession"
-	SessionService_ExtendSession_FullMethodName = "/portcullis.v1.SessionService/ExtendSession"
-	SessionService_WatchSession_FullMethodName  = "/portcullis.v1.SessionService/WatchSession"
+	SessionService_StartSession_FullMethodName     = "/portcullis.v1.SessionService/StartSession"
+	SessionService_GetSession_FullMethodName       = "/portcullis.v1.SessionService/GetSession"
+	SessionService_ListSessions_FullMethodName     = "/portcullis.v1.SessionService/ListSessions"
+	SessionService_StopSession_FullMethodName      = "/portcullis.v1.SessionService/StopSession"
+	SessionService_ExtendSession_FullMethodName    = "/portcullis.v1.SessionService/ExtendSession"
+	SessionService_WatchSession_FullMethodName     = "/portcullis.v1.SessionService/WatchSession"
+	SessionService_GetClientAddress_FullMethodName = "/portcullis.v1.SessionService/GetClientAddress"
 )
 
 // SessionServiceClient is the client API for SessionService service.
@@ -47,6 +48,9 @@ type SessionServiceClient interface {
 	// WatchSession streams the session: first as it is now, then after every change,
 	// and ends after a terminal state (FAILED, EXPIRED, CANCELLED) has been sent.
 	WatchSession(ctx context.Context, in *WatchSessionRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchSessionResponse], error)
+	// GetClientAddress returns the caller's address as the server sees it (through trusted
+	// proxies only): what StartSession opens when no address is given.
+	GetClientAddress(ctx context.Context, in *GetClientAddressRequest, opts ...grpc.CallOption) (*GetClientAddressResponse, error)
 }
 
 type sessionServiceClient struct {
@@ -126,6 +130,16 @@ func (c *sessionServiceClient) WatchSession(ctx context.Context, in *WatchSessio
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type SessionService_WatchSessionClient = grpc.ServerStreamingClient[WatchSessionResponse]
 
+func (c *sessionServiceClient) GetClientAddress(ctx context.Context, in *GetClientAddressRequest, opts ...grpc.CallOption) (*GetClientAddressResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetClientAddressResponse)
+	err := c.cc.Invoke(ctx, SessionService_GetClientAddress_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SessionServiceServer is the server API for SessionService service.
 // All implementations must embed UnimplementedSessionServiceServer
 // for forward compatibility.
@@ -146,6 +160,9 @@ type SessionServiceServer interface {
 	// WatchSession streams the session: first as it is now, then after every change,
 	// and ends after a terminal state (FAILED, EXPIRED, CANCELLED) has been sent.
 	WatchSession(*WatchSessionRequest, grpc.ServerStreamingServer[WatchSessionResponse]) error
+	// GetClientAddress returns the caller's address as the server sees it (through trusted
+	// proxies only): what StartSession opens when no address is given.
+	GetClientAddress(context.Context, *GetClientAddressRequest) (*GetClientAddressResponse, error)
 	mustEmbedUnimplementedSessionServiceServer()
 }
 
@@ -173,6 +190,9 @@ func (UnimplementedSessionServiceServer) ExtendSession(context.Context, *ExtendS
 }
 func (UnimplementedSessionServiceServer) WatchSession(*WatchSessionRequest, grpc.ServerStreamingServer[WatchSessionResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchSession not implemented")
+}
+func (UnimplementedSessionServiceServer) GetClientAddress(context.Context, *GetClientAddressRequest) (*GetClientAddressResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetClientAddress not implemented")
 }
 func (UnimplementedSessionServiceServer) mustEmbedUnimplementedSessionServiceServer() {}
 func (UnimplementedSessionServiceServer) testEmbeddedByValue()                        {}
@@ -296,6 +316,24 @@ func _SessionService_WatchSession_Handler(srv interface{}, stream grpc.ServerStr
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type SessionService_WatchSessionServer = grpc.ServerStreamingServer[WatchSessionResponse]
 
+func _SessionService_GetClientAddress_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetClientAddressRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SessionServiceServer).GetClientAddress(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SessionService_GetClientAddress_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SessionServiceServer).GetClientAddress(ctx, req.(*GetClientAddressRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // SessionService_ServiceDesc is the grpc.ServiceDesc for SessionService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -322,6 +360,10 @@ var SessionService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ExtendSession",
 			Handler:    _SessionService_ExtendSession_Handler,
+		},
+		{
+			MethodName: "GetClientAddress",
+			Handler:    _SessionService_GetClientAddress_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

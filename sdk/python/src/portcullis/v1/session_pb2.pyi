@@ -28,6 +28,7 @@ class EndedReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ENDED_REASON_EXPIRED: _ClassVar[EndedReason]
     ENDED_REASON_MANUAL: _ClassVar[EndedReason]
     ENDED_REASON_ADMIN: _ClassVar[EndedReason]
+    ENDED_REASON_CLIENT_GONE: _ClassVar[EndedReason]
 SESSION_STATUS_UNSPECIFIED: SessionStatus
 SESSION_STATUS_PENDING: SessionStatus
 SESSION_STATUS_ACTIVE: SessionStatus
@@ -40,9 +41,10 @@ ENDED_REASON_UNSPECIFIED: EndedReason
 ENDED_REASON_EXPIRED: EndedReason
 ENDED_REASON_MANUAL: EndedReason
 ENDED_REASON_ADMIN: EndedReason
+ENDED_REASON_CLIENT_GONE: EndedReason
 
 class Session(_message.Message):
-    __slots__ = ("id", "user_id", "user_name", "user_email", "ipv4_address", "ipv6_address", "status", "started_at", "expires_at", "ended_at", "ended_reason", "resource_ips", "created_at", "revision", "organization_id")
+    __slots__ = ("id", "user_id", "user_name", "user_email", "ipv4_address", "ipv6_address", "status", "started_at", "expires_at", "ended_at", "ended_reason", "resource_ips", "created_at", "revision", "organization_id", "heartbeat_seconds")
     ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     USER_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +60,7 @@ class Session(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     id: str
     user_id: str
     user_name: str
@@ -73,19 +76,22 @@ class Session(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     revision: int
     organization_id: str
-    def __init__(self, id: _Optional[str] = ..., user_id: _Optional[str] = ..., user_name: _Optional[str] = ..., user_email: _Optional[str] = ..., ipv4_address: _Optional[str] = ..., ipv6_address: _Optional[str] = ..., status: _Optional[_Union[SessionStatus, str]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_reason: _Optional[_Union[EndedReason, str]] = ..., resource_ips: _Optional[_Iterable[_Union[_resource_ip_pb2.ResourceIp, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revision: _Optional[int] = ..., organization_id: _Optional[str] = ...) -> None: ...
+    heartbeat_seconds: int
+    def __init__(self, id: _Optional[str] = ..., user_id: _Optional[str] = ..., user_name: _Optional[str] = ..., user_email: _Optional[str] = ..., ipv4_address: _Optional[str] = ..., ipv6_address: _Optional[str] = ..., status: _Optional[_Union[SessionStatus, str]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_reason: _Optional[_Union[EndedReason, str]] = ..., resource_ips: _Optional[_Iterable[_Union[_resource_ip_pb2.ResourceIp, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revision: _Optional[int] = ..., organization_id: _Optional[str] = ..., heartbeat_seconds: _Optional[int] = ...) -> None: ...
 
 class StartSessionRequest(_message.Message):
-    __slots__ = ("duration_hours", "ipv4_address", "ipv6_address", "duration_minutes")
+    __slots__ = ("duration_hours", "ipv4_address", "ipv6_address", "duration_minutes", "heartbeat_seconds")
     DURATION_HOURS_FIELD_NUMBER: _ClassVar[int]
     IPV4_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     IPV6_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     DURATION_MINUTES_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     duration_hours: int
     ipv4_address: str
     ipv6_address: str
     duration_minutes: int
-    def __init__(self, duration_hours: _Optional[int] = ..., ipv4_address: _Optional[str] = ..., ipv6_address: _Optional[str] = ..., duration_minutes: _Optional[int] = ...) -> None: ...
+    heartbeat_seconds: int
+    def __init__(self, duration_hours: _Optional[int] = ..., ipv4_address: _Optional[str] = ..., ipv6_address: _Optional[str] = ..., duration_minutes: _Optional[int] = ..., heartbeat_seconds: _Optional[int] = ...) -> None: ...
 
 class StartSessionResponse(_message.Message):
     __slots__ = ("session",)
@@ -164,3 +170,15 @@ class WatchSessionResponse(_message.Message):
     SESSION_FIELD_NUMBER: _ClassVar[int]
     session: Session
     def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ...) -> None: ...
+
+class GetClientAddressRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetClientAddressResponse(_message.Message):
+    __slots__ = ("ip_address", "ip_version")
+    IP_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    IP_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ip_address: str
+    ip_version: int
+    def __init__(self, ip_address: _Optional[str] = ..., ip_version: _Optional[int] = ...) -> None: ...

@@ -65,6 +65,11 @@ class SessionServiceStub:
                 request_serializer=portcullis_dot_v1_dot_session__pb2.WatchSessionRequest.SerializeToString,
                 response_deserializer=portcullis_dot_v1_dot_session__pb2.WatchSessionResponse.FromString,
                 _registered_method=True)
+        self.GetClientAddress = channel.unary_unary(
+                '/portcullis.v1.SessionService/GetClientAddress',
+                request_serializer=portcullis_dot_v1_dot_session__pb2.GetClientAddressRequest.SerializeToString,
+                response_deserializer=portcullis_dot_v1_dot_session__pb2.GetClientAddressResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -115,6 +120,14 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetClientAddress(self, request, context):
+        """GetClientAddress returns the caller's address as the server sees it (through trusted
+        proxies only): what StartSession opens when no address is given.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -147,6 +160,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.WatchSession,
                     request_deserializer=portcullis_dot_v1_dot_session__pb2.WatchSessionRequest.FromString,
                     response_serializer=portcullis_dot_v1_dot_session__pb2.WatchSessionResponse.SerializeToString,
+            ),
+            'GetClientAddress': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetClientAddress,
+                    request_deserializer=portcullis_dot_v1_dot_session__pb2.GetClientAddressRequest.FromString,
+                    response_serializer=portcullis_dot_v1_dot_session__pb2.GetClientAddressResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -312,6 +330,33 @@ class SessionService:
             '/portcullis.v1.SessionService/WatchSession',
             portcullis_dot_v1_dot_session__pb2.WatchSessionRequest.SerializeToString,
             portcullis_dot_v1_dot_session__pb2.WatchSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetClientAddress(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portcullis.v1.SessionService/GetClientAddress',
+            portcullis_dot_v1_dot_session__pb2.GetClientAddressRequest.SerializeToString,
+            portcullis_dot_v1_dot_session__pb2.GetClientAddressResponse.FromString,
             options,
             channel_credentials,
             insecure,

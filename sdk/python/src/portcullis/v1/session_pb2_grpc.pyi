@@ -49,6 +49,10 @@ class SessionServiceStub:
     """WatchSession streams the session: first as it is now, then after every change,
     and ends after a terminal state (FAILED, EXPIRED, CANCELLED) has been sent.
     """
+    GetClientAddress: _grpc.UnaryUnaryMultiCallable[_session_pb2.GetClientAddressRequest, _session_pb2.GetClientAddressResponse]
+    """GetClientAddress returns the caller's address as the server sees it (through trusted
+    proxies only): what StartSession opens when no address is given.
+    """
 
 @_typing.type_check_only
 class SessionServiceAsyncStub(SessionServiceStub):
@@ -70,6 +74,10 @@ class SessionServiceAsyncStub(SessionServiceStub):
     WatchSession: _aio.UnaryStreamMultiCallable[_session_pb2.WatchSessionRequest, _session_pb2.WatchSessionResponse]  # type: ignore[assignment]
     """WatchSession streams the session: first as it is now, then after every change,
     and ends after a terminal state (FAILED, EXPIRED, CANCELLED) has been sent.
+    """
+    GetClientAddress: _aio.UnaryUnaryMultiCallable[_session_pb2.GetClientAddressRequest, _session_pb2.GetClientAddressResponse]  # type: ignore[assignment]
+    """GetClientAddress returns the caller's address as the server sees it (through trusted
+    proxies only): what StartSession opens when no address is given.
     """
 
 class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -125,6 +133,16 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_session_pb2.WatchSessionResponse], _abc.AsyncIterator[_session_pb2.WatchSessionResponse]]:
         """WatchSession streams the session: first as it is now, then after every change,
         and ends after a terminal state (FAILED, EXPIRED, CANCELLED) has been sent.
+        """
+
+    @_abc_1.abstractmethod
+    def GetClientAddress(
+        self,
+        request: _session_pb2.GetClientAddressRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_pb2.GetClientAddressResponse, _abc.Awaitable[_session_pb2.GetClientAddressResponse]]:
+        """GetClientAddress returns the caller's address as the server sees it (through trusted
+        proxies only): what StartSession opens when no address is given.
         """
 
 def add_SessionServiceServicer_to_server(servicer: SessionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
