@@ -87,8 +87,13 @@ check "hours and minutes at once" "Code: InvalidArgument" "$grpcurl" -plaintext 
 
 check "client address" '"ipAddress": "127.0.0.1"' "$grpcurl" -plaintext -H "x-api-key: $KEY" \
     "$addr" portcullis.v1.SessionService/GetClientAddress
-check "a session bound to its client" '"heartbeatSeconds": 30' "$grpcurl" -plaintext -H "x-api-key: $KEY" \
-    -d '{"ipv4_address": "203.0.113.10", "heartbeat_seconds": 30}' "$addr" portcullis.v1.SessionService/StartSession
+BOUND=$("$grpcurl" -plaintext -H "x-api-key: $KEY" \
+    -d '{"ipv4_address": "203.0.113.10", "heartbeat_seconds": 30}' "$addr" portcullis.v1.SessionService/StartSession)
+check "a session bound to its client" '"heartbeatSeconds": 30' echo "$BOUND"
+BOUND_ID=$(json "['session']['id']" <<<"$BOUND")
+check "change address" '"ipv4Address": "203.0.113.77"' "$grpcurl" -plaintext -H "x-api-key: $KEY" \
+    -d "{\"id\": \"$BOUND_ID\", \"ipv4_address\": \"203.0.113.77\"}" \
+    "$addr" portcullis.v1.SessionService/ChangeSessionAddress
 
 # API keys: create one for a CI job, see it listed, revoke it; it stops working at once.
 CREATED=$("$grpcurl" -plaintext -H "x-api-key: $KEY" \

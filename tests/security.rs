@@ -596,6 +596,7 @@ const USER_MAY_CALL: &[&str] = &[
     "SessionService/ExtendSession",
     "SessionService/WatchSession",
     "SessionService/GetClientAddress",
+    "SessionService/ChangeSessionAddress",
     "ResourceIpService/GetResourceIp",
     "ResourceIpService/ListResourceIps",
     "ResourceIpService/RetryResourceIp",

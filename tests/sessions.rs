@@ -1173,3 +1173,69 @@ async fn get_client_address_tells_the_address_the_server_sees() {
     assert_eq!((relayed.ip_address.as_str(), relayed.ip_version), ("2001:db8::7", 6));
     f.server.stop().await;
 }
+
+/// ChangeSessionAddress moves a live session to a new address with no moment where neither is
+/// open: the old rule is removed only once the new one is applied. Audited; an ended session
+/// cannot change.
+#[tokio::test]
+async fn a_session_changes_address_without_a_gap() {
+    each_backend(|db: TestDb| async move {
+        let mut f = Fixture::new(&db).await;
+        // Slow enough that a gap would be seen between removing one rule and applying the other.
+        let resource = f.resource("db", MemoryProvider { latency_ms: 300, ..Default::default() }).await;
+        let key = f.user_key.clone();
+        let session = f.start(&key, Some(IPV4), None).await.unwrap();
+        f.watch_until(&key, &session.id, SessionStatus::Active).await;
+
+        let firewall = f.server.services.engine.providers().memory().clone();
+        let watched = resource.clone();
+        let (stop_sampling, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let sampler = tokio::spawn(async move {
+            let (mut gaps, mut overlaps) = (0, 0);
+            loop {
+                let open = firewall.rules(&watched).len();
+                gaps += usize::from(open == 0);
+                overlaps += usize::from(open == 2);
+                if stopped.try_recv().is_ok() {
+                    return (gaps, overlaps);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        let moved = "203.0.113.77";
+        let request = ChangeSessionAddressRequest {
+            id: session.id.clone(),
+            ipv4_address: Some(moved.into()),
+            ipv6_address: None,
+        };
+        let changed =
+            f.sessions.change_session_address(with_key(request, &key)).await.unwrap().into_inner().session.unwrap();
+        assert_eq!(changed.ipv4_address, moved, "{}", db.backend);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while f.server.memory_rules(&resource) != vec![ip(moved)] {
+            assert!(tokio::time::Instant::now() < deadline, "never moved: {:?}", f.server.memory_rules(&resource));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop_sampling.send(()).unwrap();
+        let (gaps, overlaps) = sampler.await.unwrap();
+        assert_eq!(gaps, 0, "{}: a moment with neither address open", db.backend);
+        assert!(overlaps > 0, "both were open while the new one was applied");
+        let settled = settled(&f.server, &session.id, SessionStatus::Active).await;
+        let statuses: Vec<(String, String)> =
+            settled.rules.iter().map(|rule| (rule.ip_address.clone(), rule.status.clone())).collect();
+        assert!(
+            statuses.contains(&(IPV4.into(), "REMOVED".into())) && statuses.contains(&(moved.into(), "APPLIED".into())),
+            "{statuses:?}"
+        );
+        let changes = audit_details(&f.server, &session.id, "session.address_changed").await;
+        assert_eq!(changes[0].get("ipv4_to").map(String::as_str), Some(moved));
+
+        f.stop(&key, &session.id).await;
+        let request =
+            ChangeSessionAddressRequest { id: session.id.clone(), ipv4_address: Some(IPV4.into()), ipv6_address: None };
+        let err = f.sessions.change_session_address(with_key(request, &key)).await.unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+        f.server.stop().await;
+    })
+    .await;
+}

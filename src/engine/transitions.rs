@@ -9,7 +9,7 @@ use crate::store::audit::AuditRecord;
 use crate::store::entity::{resource_ip, session};
 use crate::store::queries::sessions::{self, Holder};
 use chrono::{DateTime, TimeDelta, Utc};
-use sea_orm::{ActiveValue::Set, DatabaseTransaction, IntoActiveModel};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, DatabaseTransaction, IntoActiveModel};
 
 /// Records a new session (PENDING) and its rules, with its audit event.
 pub async fn start(
@@ -26,6 +26,26 @@ pub async fn start(
         }
     }
     sessions::insert(txn, session, rules).await?;
+    record.write(txn, actor).await
+}
+
+/// Moves a live session to new addresses: `changed` is the session with its new addresses and
+/// live keys, `added` the new address's rules, `replaced` which old rule each of them replaces
+/// (the worker removes an old rule once its replacement is applied).
+pub async fn change_address(
+    txn: &DatabaseTransaction,
+    changed: session::Model,
+    added: Vec<resource_ip::Model>,
+    replaced: &[(String, String)],
+    actor: &Actor,
+    record: AuditRecord,
+) -> StoreResult<()> {
+    let revision = changed.revision;
+    let mut active = changed.into_active_model().reset_all();
+    active.revision = Set(revision + 1);
+    active.updated_at = Set(now());
+    sessions::update(txn, active).await?;
+    sessions::insert_replacements(txn, added, replaced).await?;
     record.write(txn, actor).await
 }
 

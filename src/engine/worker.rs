@@ -331,6 +331,7 @@ async fn record(
     let mut current_rows: HashMap<String, resource_ip::Model> =
         sessions::rules_by_ids(&txn, &ids).await?.into_iter().map(|row| (row.id.clone(), row)).collect();
     let mut touched = Vec::new();
+    let mut applied = Vec::new();
     let at = now();
     for (claimed, outcome) in outcomes {
         let current = match current_rows.remove(&claimed.id) {
@@ -373,10 +374,19 @@ async fn record(
         let visible = next.status != current.status
             || next.provider_rule_id != current.provider_rule_id
             || next.error_message != current.error_message;
-        if sessions::save_claimed_rule(&txn, token, next).await? && visible {
-            touched.push(current.session_id);
+        let now_applied = next.status == ResourceIpStatus::Applied.as_str();
+        let rule_id = next.id.clone();
+        if sessions::save_claimed_rule(&txn, token, next).await? {
+            if now_applied {
+                applied.push(rule_id);
+            }
+            if visible {
+                touched.push(current.session_id);
+            }
         }
     }
+    // A changed address is open now: the rules it replaces can go (no moment with neither).
+    touched.extend(sessions::retire_replaced(&txn, &applied, at).await?);
     touched.sort();
     touched.dedup();
     for session_id in &touched {

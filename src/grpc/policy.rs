@@ -29,6 +29,7 @@ pub const POLICY: &[(&str, &str, Rule)] = &[
     ("SessionService", "ExtendSession", Rule::own_or_others(Some(SessionsWrite), UsersWrite)),
     ("SessionService", "WatchSession", Rule::own_or_others(Some(SessionsRead), UsersRead)),
     ("SessionService", "GetClientAddress", Rule::own(None)),
+    ("SessionService", "ChangeSessionAddress", Rule::own_or_others(Some(SessionsWrite), UsersWrite)),
     ("ResourceIpService", "GetResourceIp", Rule::own_or_others(Some(SessionsRead), UsersRead)),
     ("ResourceIpService", "ListResourceIps", Rule::own_or_others(Some(SessionsRead), UsersRead)),
     ("ResourceIpService", "RetryResourceIp", Rule::own_or_others(Some(SessionsWrite), UsersWrite)),

@@ -93,6 +93,17 @@ impl SessionService for SessionApi {
         Ok(Response::new(ExtendSessionResponse { session: Some(session_to_pb(&record)) }))
     }
 
+    async fn change_session_address(
+        &self,
+        request: Request<ChangeSessionAddressRequest>,
+    ) -> Result<Response<ChangeSessionAddressResponse>, Status> {
+        let message = request.get_ref();
+        let id = require_id("id", &message.id)?;
+        let (ipv4, ipv6) = (message.ipv4_address.as_deref(), message.ipv6_address.as_deref());
+        let record = self.sessions.change_address(caller(&request)?, id, ipv4, ipv6).await?;
+        Ok(Response::new(ChangeSessionAddressResponse { session: Some(session_to_pb(&record)) }))
+    }
+
     async fn get_client_address(
         &self,
         request: Request<GetClientAddressRequest>,

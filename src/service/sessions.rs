@@ -14,7 +14,7 @@ use crate::store::entity::{organization, resource_ip, session};
 use crate::store::queries::sessions::{self, RuleFilter, SessionFilter, SessionRecord};
 use crate::store::queries::{organizations, resources};
 use crate::store::{self, Page, PageRequest, StoreError};
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 use sea_orm::DatabaseConnection;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -166,26 +166,9 @@ impl SessionManager {
         };
         let rules: Vec<resource_ip::Model> = assigned
             .iter()
-            .flat_map(|resource| ipv4.iter().chain(ipv6.iter()).map(move |address| (resource, address)))
-            .map(|(resource, address)| resource_ip::Model {
-                id: new_id(),
-                session_id: session_id.clone(),
-                organization_id: caller.organization_id.clone(),
-                resource_id: resource.id.clone(),
-                resource_name: resource.name.clone(),
-                ip_version: i16::from(IpVersion::of(*address).number()),
-                ip_address: address.to_string(),
-                status: ResourceIpStatus::Pending.as_str().to_owned(),
-                provider_rule_id: None,
-                applied_at: None,
-                removed_at: None,
-                error_message: None,
-                attempts: 0,
-                lease_owner: None,
-                lease_expires_at: None,
-                next_attempt_at: at,
-                created_at: at,
-                updated_at: at,
+            .flat_map(|resource| ipv4.iter().chain(ipv6.iter()).map(move |address| (resource, *address)))
+            .map(|(resource, address)| {
+                new_rule(&session_id, &caller.organization_id, (&resource.id, &resource.name), address, at)
             })
             .collect();
         // What was written is what the caller gets back: no need to read it again.
@@ -335,6 +318,96 @@ impl SessionManager {
         Ok((current, subscription, beat))
     }
 
+    /// Moves a live session to a new IPv4 and/or IPv6 address: the new address's rules are
+    /// added at once, and each old rule is removed once its replacement is applied, so the
+    /// session is never without an open address on a resource.
+    pub async fn change_address(
+        &self,
+        caller: &Caller,
+        id: &str,
+        ipv4_address: Option<&str>,
+        ipv6_address: Option<&str>,
+    ) -> Result<SessionRecord> {
+        if ipv4_address.is_none() && ipv6_address.is_none() {
+            return Err(Error::invalid("ipv4_address", "ipv4_address or ipv6_address is required"));
+        }
+        let (organization, _) = self.organization_of(caller).await?;
+        let allow_private = organization.allow_private_addresses;
+        let mut violations = Violations::default();
+        let mut parse = |field: &str, text: Option<&str>, version| {
+            text.and_then(|text| violations.check(field, parse_session_address(text, version, allow_private)))
+        };
+        let wanted = [
+            (IpVersion::V4, parse("ipv4_address", ipv4_address, IpVersion::V4)),
+            (IpVersion::V6, parse("ipv6_address", ipv6_address, IpVersion::V6)),
+        ];
+        if !violations.is_empty() {
+            return Err(Error::InvalidArgument { reason: ErrorReason::InvalidIpAddress, violations: violations.0 });
+        }
+        self.visible(caller, id).await?;
+        let txn = store::begin(&self.db).await?;
+        let session = sessions::get_for_update(&txn, id).await.or_not_found("session")?;
+        if !session.status.parse::<SessionStatus>().is_ok_and(SessionStatus::is_live) {
+            return Err(Error::failed_precondition(
+                ErrorReason::InvalidState,
+                format!("only a live session can change address; this one is {}", session.status),
+            ));
+        }
+        let rules = sessions::rules_of(&txn, id).await?;
+        let kept: Vec<&resource_ip::Model> = rules
+            .iter()
+            .filter(|rule| rule.replaced_by.is_none())
+            .filter(|rule| !matches!(rule.status.parse(), Ok(ResourceIpStatus::Removing | ResourceIpStatus::Removed)))
+            .collect();
+        // The resources the session holds now, whichever family it holds them for.
+        let resources: std::collections::BTreeMap<&str, &str> =
+            kept.iter().map(|rule| (rule.resource_id.as_str(), rule.resource_name.as_str())).collect();
+        let at = now();
+        let mut changed = session.clone();
+        let mut record = AuditRecord::new("session.address_changed", "session", id);
+        let (mut added, mut replaced) = (Vec::new(), Vec::new());
+        for (version, address) in wanted {
+            let Some(address) = address else { continue };
+            let current = if version == IpVersion::V4 { &session.ipv4_address } else { &session.ipv6_address };
+            if current.as_deref() == Some(address.to_string().as_str()) {
+                continue;
+            }
+            for (&resource_id, &resource_name) in &resources {
+                let rule = new_rule(id, &session.organization_id, (resource_id, resource_name), address, at);
+                let number = i16::from(version.number());
+                for old in kept.iter().filter(|old| old.resource_id == resource_id && old.ip_version == number) {
+                    replaced.push((old.id.clone(), rule.id.clone()));
+                }
+                added.push(rule);
+            }
+            let field = if version == IpVersion::V4 { "ipv4" } else { "ipv6" };
+            record = record
+                .detail(&format!("{field}_from"), current.as_deref().unwrap_or("none"))
+                .detail(&format!("{field}_to"), address);
+            let (shown, live_key) = (Some(address.to_string()), Some(format!("{}|{address}", session.user_id)));
+            if version == IpVersion::V4 {
+                (changed.ipv4_address, changed.live_ipv4_key) = (shown, live_key);
+            } else {
+                (changed.ipv6_address, changed.live_ipv6_key) = (shown, live_key);
+            }
+        }
+        if !added.is_empty() {
+            transitions::change_address(&txn, changed, added, &replaced, &caller.actor(), record).await.map_err(
+                |err| match err {
+                    StoreError::AlreadyExists(_) => Error::AlreadyExists {
+                        reason: ErrorReason::SessionAlreadyActive,
+                        message: "you already have another live session for this address".into(),
+                    },
+                    other => other.into(),
+                },
+            )?;
+        }
+        store::commit(txn).await?;
+        self.engine.wake();
+        self.engine.publish(&[id]).await;
+        Ok(sessions::load(&self.reader, id).await?)
+    }
+
     /// The owner's watch of a session with a heartbeat is open: the session lives on.
     pub async fn heartbeat(&self, id: &str) -> Result<()> {
         Ok(sessions::heartbeat(&self.db, id, now()).await?)
@@ -390,6 +463,37 @@ impl SessionManager {
         store::commit(txn).await?;
         self.engine.wake();
         Ok(retried)
+    }
+}
+
+/// A rule to open `address` on a resource (id, name) for a session, due now.
+fn new_rule(
+    session_id: &str,
+    organization_id: &str,
+    (resource_id, resource_name): (&str, &str),
+    address: IpAddr,
+    at: DateTime<Utc>,
+) -> resource_ip::Model {
+    resource_ip::Model {
+        id: new_id(),
+        session_id: session_id.to_owned(),
+        organization_id: organization_id.to_owned(),
+        resource_id: resource_id.to_owned(),
+        resource_name: resource_name.to_owned(),
+        ip_version: i16::from(IpVersion::of(address).number()),
+        ip_address: address.to_string(),
+        status: ResourceIpStatus::Pending.as_str().to_owned(),
+        provider_rule_id: None,
+        applied_at: None,
+        removed_at: None,
+        error_message: None,
+        attempts: 0,
+        lease_owner: None,
+        lease_expires_at: None,
+        next_attempt_at: at,
+        created_at: at,
+        updated_at: at,
+        replaced_by: None,
     }
 }
 

@@ -18,6 +18,7 @@ mod m20261201_000012_emails_per_organization;
 mod m20261201_000013_temporary_locks;
 mod m20261201_000014_api_key_parents;
 mod m20261202_000015_session_heartbeats;
+mod m20261202_000016_address_changes;
 
 pub struct Migrator;
 
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000013_temporary_locks::Migration),
             Box::new(m20261201_000014_api_key_parents::Migration),
             Box::new(m20261202_000015_session_heartbeats::Migration),
+            Box::new(m20261202_000016_address_changes::Migration),
         ]
     }
 }

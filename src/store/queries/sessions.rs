@@ -283,6 +283,57 @@ pub async fn begin_removal(
     Ok(update.exec(db).await?.rows_affected)
 }
 
+/// Rules whose replacements (`applied`) now hold: they go REMOVING. Answers their sessions.
+pub async fn retire_replaced(
+    db: &impl ConnectionTrait,
+    applied: &[String],
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<String>> {
+    if applied.is_empty() {
+        return Ok(Vec::new());
+    }
+    let unfinished = || {
+        resource_ip::Column::Status.is_not_in([ResourceIpStatus::Removed.as_str(), ResourceIpStatus::Removing.as_str()])
+    };
+    let replaced = resource_ip::Entity::find()
+        .filter(resource_ip::Column::ReplacedBy.is_in(applied.iter().map(String::as_str)))
+        .filter(unfinished())
+        .all(db)
+        .await?;
+    if replaced.is_empty() {
+        return Ok(Vec::new());
+    }
+    resource_ip::Entity::update_many()
+        .col_expr(resource_ip::Column::Status, Expr::value(ResourceIpStatus::Removing.as_str()))
+        .col_expr(resource_ip::Column::NextAttemptAt, Expr::value(now))
+        .col_expr(resource_ip::Column::Attempts, Expr::value(0))
+        .col_expr(resource_ip::Column::UpdatedAt, Expr::value(now))
+        .filter(resource_ip::Column::Id.is_in(replaced.iter().map(|rule| rule.id.as_str())))
+        .filter(unfinished())
+        .exec(db)
+        .await?;
+    Ok(replaced.into_iter().map(|rule| rule.session_id).collect())
+}
+
+/// Inserts a session's new rules and marks the rules they replace.
+pub async fn insert_replacements(
+    db: &impl ConnectionTrait,
+    rules: Vec<resource_ip::Model>,
+    replaced: &[(String, String)],
+) -> StoreResult<()> {
+    if !rules.is_empty() {
+        resource_ip::Entity::insert_many(rules.into_iter().map(resource_ip::ActiveModel::from)).exec(db).await?;
+    }
+    for (old, new) in replaced {
+        resource_ip::Entity::update_many()
+            .col_expr(resource_ip::Column::ReplacedBy, Expr::value(new.as_str()))
+            .filter(resource_ip::Column::Id.eq(old.as_str()))
+            .exec(db)
+            .await?;
+    }
+    Ok(())
+}
+
 /// The live sessions of a user, or of every user of an organization, in id order (the order
 /// sessions are locked in).
 pub async fn live_of(db: &impl ConnectionTrait, holder: &Holder<'_>) -> StoreResult<Vec<session::Model>> {

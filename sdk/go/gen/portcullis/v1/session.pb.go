@@ -1078,6 +1078,116 @@ func (x *GetClientAddressResponse) GetIpVersion() uint32 {
 	return 0
 }
 
+// ChangeSessionAddressRequest names the session and its new addresses (at least one).
+type ChangeSessionAddressRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id of the session.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// ipv4_address is the new IPv4 address; absent leaves IPv4 as it is.
+	Ipv4Address *string `protobuf:"bytes,2,opt,name=ipv4_address,json=ipv4Address,proto3,oneof" json:"ipv4_address,omitempty"`
+	// ipv6_address is the new IPv6 address; absent leaves IPv6 as it is.
+	Ipv6Address   *string `protobuf:"bytes,3,opt,name=ipv6_address,json=ipv6Address,proto3,oneof" json:"ipv6_address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangeSessionAddressRequest) Reset() {
+	*x = ChangeSessionAddressRequest{}
+	mi := &file_portcullis_v1_session_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangeSessionAddressRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangeSessionAddressRequest) ProtoMessage() {}
+
+func (x *ChangeSessionAddressRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_portcullis_v1_session_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangeSessionAddressRequest.ProtoReflect.Descriptor instead.
+func (*ChangeSessionAddressRequest) Descriptor() ([]byte, []int) {
+	return file_portcullis_v1_session_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ChangeSessionAddressRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ChangeSessionAddressRequest) GetIpv4Address() string {
+	if x != nil && x.Ipv4Address != nil {
+		return *x.Ipv4Address
+	}
+	return ""
+}
+
+func (x *ChangeSessionAddressRequest) GetIpv6Address() string {
+	if x != nil && x.Ipv6Address != nil {
+		return *x.Ipv6Address
+	}
+	return ""
+}
+
+// ChangeSessionAddressResponse carries the session with its new rules.
+type ChangeSessionAddressResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// session is the session as changed.
+	Session       *Session `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangeSessionAddressResponse) Reset() {
+	*x = ChangeSessionAddressResponse{}
+	mi := &file_portcullis_v1_session_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangeSessionAddressResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangeSessionAddressResponse) ProtoMessage() {}
+
+func (x *ChangeSessionAddressResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_portcullis_v1_session_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangeSessionAddressResponse.ProtoReflect.Descriptor instead.
+func (*ChangeSessionAddressResponse) Descriptor() ([]byte, []int) {
+	return file_portcullis_v1_session_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ChangeSessionAddressResponse) GetSession() *Session {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
 var File_portcullis_v1_session_proto protoreflect.FileDescriptor
 
 const file_portcullis_v1_session_proto_rawDesc = "" +
@@ -1151,7 +1261,15 @@ const file_portcullis_v1_session_proto_rawDesc = "" +
 	"\n" +
 	"ip_address\x18\x01 \x01(\tR\tipAddress\x12\x1d\n" +
 	"\n" +
-	"ip_version\x18\x02 \x01(\rR\tipVersion*\xf4\x01\n" +
+	"ip_version\x18\x02 \x01(\rR\tipVersion\"\x9f\x01\n" +
+	"\x1bChangeSessionAddressRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12&\n" +
+	"\fipv4_address\x18\x02 \x01(\tH\x00R\vipv4Address\x88\x01\x01\x12&\n" +
+	"\fipv6_address\x18\x03 \x01(\tH\x01R\vipv6Address\x88\x01\x01B\x0f\n" +
+	"\r_ipv4_addressB\x0f\n" +
+	"\r_ipv6_address\"P\n" +
+	"\x1cChangeSessionAddressResponse\x120\n" +
+	"\asession\x18\x01 \x01(\v2\x16.portcullis.v1.SessionR\asession*\xf4\x01\n" +
 	"\rSessionStatus\x12\x1e\n" +
 	"\x1aSESSION_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16SESSION_STATUS_PENDING\x10\x01\x12\x19\n" +
@@ -1166,7 +1284,7 @@ const file_portcullis_v1_session_proto_rawDesc = "" +
 	"\x14ENDED_REASON_EXPIRED\x10\x01\x12\x17\n" +
 	"\x13ENDED_REASON_MANUAL\x10\x02\x12\x16\n" +
 	"\x12ENDED_REASON_ADMIN\x10\x03\x12\x1c\n" +
-	"\x18ENDED_REASON_CLIENT_GONE\x10\x042\x87\x05\n" +
+	"\x18ENDED_REASON_CLIENT_GONE\x10\x042\xf8\x05\n" +
 	"\x0eSessionService\x12W\n" +
 	"\fStartSession\x12\".portcullis.v1.StartSessionRequest\x1a#.portcullis.v1.StartSessionResponse\x12Q\n" +
 	"\n" +
@@ -1175,7 +1293,8 @@ const file_portcullis_v1_session_proto_rawDesc = "" +
 	"\vStopSession\x12!.portcullis.v1.StopSessionRequest\x1a\".portcullis.v1.StopSessionResponse\x12Z\n" +
 	"\rExtendSession\x12#.portcullis.v1.ExtendSessionRequest\x1a$.portcullis.v1.ExtendSessionResponse\x12Y\n" +
 	"\fWatchSession\x12\".portcullis.v1.WatchSessionRequest\x1a#.portcullis.v1.WatchSessionResponse0\x01\x12c\n" +
-	"\x10GetClientAddress\x12&.portcullis.v1.GetClientAddressRequest\x1a'.portcullis.v1.GetClientAddressResponseB\xbe\x01\n" +
+	"\x10GetClientAddress\x12&.portcullis.v1.GetClientAddressRequest\x1a'.portcullis.v1.GetClientAddressResponse\x12o\n" +
+	"\x14ChangeSessionAddress\x12*.portcullis.v1.ChangeSessionAddressRequest\x1a+.portcullis.v1.ChangeSessionAddressResponseB\xbe\x01\n" +
 	"\x11com.portcullis.v1B\fSessionProtoP\x01ZFgithub.com/portcullis/portcullis/sdk/go/gen/portcullis/v1;portcullisv1\xa2\x02\x03PXX\xaa\x02\rPortcullis.V1\xca\x02\rPortcullis\\V1\xe2\x02\x19Portcullis\\V1\\GPBMetadata\xea\x02\x0ePortcullis::V1b\x06proto3"
 
 var (
@@ -1191,36 +1310,38 @@ func file_portcullis_v1_session_proto_rawDescGZIP() []byte {
 }
 
 var file_portcullis_v1_session_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_portcullis_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_portcullis_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_portcullis_v1_session_proto_goTypes = []any{
-	(SessionStatus)(0),               // 0: portcullis.v1.SessionStatus
-	(EndedReason)(0),                 // 1: portcullis.v1.EndedReason
-	(*Session)(nil),                  // 2: portcullis.v1.Session
-	(*StartSessionRequest)(nil),      // 3: portcullis.v1.StartSessionRequest
-	(*StartSessionResponse)(nil),     // 4: portcullis.v1.StartSessionResponse
-	(*GetSessionRequest)(nil),        // 5: portcullis.v1.GetSessionRequest
-	(*GetSessionResponse)(nil),       // 6: portcullis.v1.GetSessionResponse
-	(*ListSessionsRequest)(nil),      // 7: portcullis.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),     // 8: portcullis.v1.ListSessionsResponse
-	(*StopSessionRequest)(nil),       // 9: portcullis.v1.StopSessionRequest
-	(*StopSessionResponse)(nil),      // 10: portcullis.v1.StopSessionResponse
-	(*ExtendSessionRequest)(nil),     // 11: portcullis.v1.ExtendSessionRequest
-	(*ExtendSessionResponse)(nil),    // 12: portcullis.v1.ExtendSessionResponse
-	(*WatchSessionRequest)(nil),      // 13: portcullis.v1.WatchSessionRequest
-	(*WatchSessionResponse)(nil),     // 14: portcullis.v1.WatchSessionResponse
-	(*GetClientAddressRequest)(nil),  // 15: portcullis.v1.GetClientAddressRequest
-	(*GetClientAddressResponse)(nil), // 16: portcullis.v1.GetClientAddressResponse
-	(*timestamppb.Timestamp)(nil),    // 17: google.protobuf.Timestamp
-	(*ResourceIp)(nil),               // 18: portcullis.v1.ResourceIp
+	(SessionStatus)(0),                   // 0: portcullis.v1.SessionStatus
+	(EndedReason)(0),                     // 1: portcullis.v1.EndedReason
+	(*Session)(nil),                      // 2: portcullis.v1.Session
+	(*StartSessionRequest)(nil),          // 3: portcullis.v1.StartSessionRequest
+	(*StartSessionResponse)(nil),         // 4: portcullis.v1.StartSessionResponse
+	(*GetSessionRequest)(nil),            // 5: portcullis.v1.GetSessionRequest
+	(*GetSessionResponse)(nil),           // 6: portcullis.v1.GetSessionResponse
+	(*ListSessionsRequest)(nil),          // 7: portcullis.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),         // 8: portcullis.v1.ListSessionsResponse
+	(*StopSessionRequest)(nil),           // 9: portcullis.v1.StopSessionRequest
+	(*StopSessionResponse)(nil),          // 10: portcullis.v1.StopSessionResponse
+	(*ExtendSessionRequest)(nil),         // 11: portcullis.v1.ExtendSessionRequest
+	(*ExtendSessionResponse)(nil),        // 12: portcullis.v1.ExtendSessionResponse
+	(*WatchSessionRequest)(nil),          // 13: portcullis.v1.WatchSessionRequest
+	(*WatchSessionResponse)(nil),         // 14: portcullis.v1.WatchSessionResponse
+	(*GetClientAddressRequest)(nil),      // 15: portcullis.v1.GetClientAddressRequest
+	(*GetClientAddressResponse)(nil),     // 16: portcullis.v1.GetClientAddressResponse
+	(*ChangeSessionAddressRequest)(nil),  // 17: portcullis.v1.ChangeSessionAddressRequest
+	(*ChangeSessionAddressResponse)(nil), // 18: portcullis.v1.ChangeSessionAddressResponse
+	(*timestamppb.Timestamp)(nil),        // 19: google.protobuf.Timestamp
+	(*ResourceIp)(nil),                   // 20: portcullis.v1.ResourceIp
 }
 var file_portcullis_v1_session_proto_depIdxs = []int32{
 	0,  // 0: portcullis.v1.Session.status:type_name -> portcullis.v1.SessionStatus
-	17, // 1: portcullis.v1.Session.started_at:type_name -> google.protobuf.Timestamp
-	17, // 2: portcullis.v1.Session.expires_at:type_name -> google.protobuf.Timestamp
-	17, // 3: portcullis.v1.Session.ended_at:type_name -> google.protobuf.Timestamp
+	19, // 1: portcullis.v1.Session.started_at:type_name -> google.protobuf.Timestamp
+	19, // 2: portcullis.v1.Session.expires_at:type_name -> google.protobuf.Timestamp
+	19, // 3: portcullis.v1.Session.ended_at:type_name -> google.protobuf.Timestamp
 	1,  // 4: portcullis.v1.Session.ended_reason:type_name -> portcullis.v1.EndedReason
-	18, // 5: portcullis.v1.Session.resource_ips:type_name -> portcullis.v1.ResourceIp
-	17, // 6: portcullis.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	20, // 5: portcullis.v1.Session.resource_ips:type_name -> portcullis.v1.ResourceIp
+	19, // 6: portcullis.v1.Session.created_at:type_name -> google.protobuf.Timestamp
 	2,  // 7: portcullis.v1.StartSessionResponse.session:type_name -> portcullis.v1.Session
 	2,  // 8: portcullis.v1.GetSessionResponse.session:type_name -> portcullis.v1.Session
 	0,  // 9: portcullis.v1.ListSessionsRequest.statuses:type_name -> portcullis.v1.SessionStatus
@@ -1228,25 +1349,28 @@ var file_portcullis_v1_session_proto_depIdxs = []int32{
 	2,  // 11: portcullis.v1.StopSessionResponse.session:type_name -> portcullis.v1.Session
 	2,  // 12: portcullis.v1.ExtendSessionResponse.session:type_name -> portcullis.v1.Session
 	2,  // 13: portcullis.v1.WatchSessionResponse.session:type_name -> portcullis.v1.Session
-	3,  // 14: portcullis.v1.SessionService.StartSession:input_type -> portcullis.v1.StartSessionRequest
-	5,  // 15: portcullis.v1.SessionService.GetSession:input_type -> portcullis.v1.GetSessionRequest
-	7,  // 16: portcullis.v1.SessionService.ListSessions:input_type -> portcullis.v1.ListSessionsRequest
-	9,  // 17: portcullis.v1.SessionService.StopSession:input_type -> portcullis.v1.StopSessionRequest
-	11, // 18: portcullis.v1.SessionService.ExtendSession:input_type -> portcullis.v1.ExtendSessionRequest
-	13, // 19: portcullis.v1.SessionService.WatchSession:input_type -> portcullis.v1.WatchSessionRequest
-	15, // 20: portcullis.v1.SessionService.GetClientAddress:input_type -> portcullis.v1.GetClientAddressRequest
-	4,  // 21: portcullis.v1.SessionService.StartSession:output_type -> portcullis.v1.StartSessionResponse
-	6,  // 22: portcullis.v1.SessionService.GetSession:output_type -> portcullis.v1.GetSessionResponse
-	8,  // 23: portcullis.v1.SessionService.ListSessions:output_type -> portcullis.v1.ListSessionsResponse
-	10, // 24: portcullis.v1.SessionService.StopSession:output_type -> portcullis.v1.StopSessionResponse
-	12, // 25: portcullis.v1.SessionService.ExtendSession:output_type -> portcullis.v1.ExtendSessionResponse
-	14, // 26: portcullis.v1.SessionService.WatchSession:output_type -> portcullis.v1.WatchSessionResponse
-	16, // 27: portcullis.v1.SessionService.GetClientAddress:output_type -> portcullis.v1.GetClientAddressResponse
-	21, // [21:28] is the sub-list for method output_type
-	14, // [14:21] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	2,  // 14: portcullis.v1.ChangeSessionAddressResponse.session:type_name -> portcullis.v1.Session
+	3,  // 15: portcullis.v1.SessionService.StartSession:input_type -> portcullis.v1.StartSessionRequest
+	5,  // 16: portcullis.v1.SessionService.GetSession:input_type -> portcullis.v1.GetSessionRequest
+	7,  // 17: portcullis.v1.SessionService.ListSessions:input_type -> portcullis.v1.ListSessionsRequest
+	9,  // 18: portcullis.v1.SessionService.StopSession:input_type -> portcullis.v1.StopSessionRequest
+	11, // 19: portcullis.v1.SessionService.ExtendSession:input_type -> portcullis.v1.ExtendSessionRequest
+	13, // 20: portcullis.v1.SessionService.WatchSession:input_type -> portcullis.v1.WatchSessionRequest
+	15, // 21: portcullis.v1.SessionService.GetClientAddress:input_type -> portcullis.v1.GetClientAddressRequest
+	17, // 22: portcullis.v1.SessionService.ChangeSessionAddress:input_type -> portcullis.v1.ChangeSessionAddressRequest
+	4,  // 23: portcullis.v1.SessionService.StartSession:output_type -> portcullis.v1.StartSessionResponse
+	6,  // 24: portcullis.v1.SessionService.GetSession:output_type -> portcullis.v1.GetSessionResponse
+	8,  // 25: portcullis.v1.SessionService.ListSessions:output_type -> portcullis.v1.ListSessionsResponse
+	10, // 26: portcullis.v1.SessionService.StopSession:output_type -> portcullis.v1.StopSessionResponse
+	12, // 27: portcullis.v1.SessionService.ExtendSession:output_type -> portcullis.v1.ExtendSessionResponse
+	14, // 28: portcullis.v1.SessionService.WatchSession:output_type -> portcullis.v1.WatchSessionResponse
+	16, // 29: portcullis.v1.SessionService.GetClientAddress:output_type -> portcullis.v1.GetClientAddressResponse
+	18, // 30: portcullis.v1.SessionService.ChangeSessionAddress:output_type -> portcullis.v1.ChangeSessionAddressResponse
+	23, // [23:31] is the sub-list for method output_type
+	15, // [15:23] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_portcullis_v1_session_proto_init() }
@@ -1257,13 +1381,14 @@ func file_portcullis_v1_session_proto_init() {
 	file_portcullis_v1_resource_ip_proto_init()
 	file_portcullis_v1_session_proto_msgTypes[0].OneofWrappers = []any{}
 	file_portcullis_v1_session_proto_msgTypes[1].OneofWrappers = []any{}
+	file_portcullis_v1_session_proto_msgTypes[15].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_portcullis_v1_session_proto_rawDesc), len(file_portcullis_v1_session_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   15,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,13 +19,14 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	SessionService_StartSession_FullMethodName     = "/portcullis.v1.SessionService/StartSession"
-	SessionService_GetSession_FullMethodName       = "/portcullis.v1.SessionService/GetSession"
-	SessionService_ListSessions_FullMethodName     = "/portcullis.v1.SessionService/ListSessions"
-	SessionService_StopSession_FullMethodName      = "/portcullis.v1.SessionService/StopSession"
-	SessionService_ExtendSession_FullMethodName    = "/portcullis.v1.SessionService/ExtendSession"
-	SessionService_WatchSession_FullMethodName     = "/portcullis.v1.SessionService/WatchSession"
-	SessionService_GetClientAddress_FullMethodName = "/portcullis.v1.SessionService/GetClientAddress"
+	SessionService_StartSession_FullMethodName         = "/portcullis.v1.SessionService/StartSession"
+	SessionService_GetSession_FullMethodName           = "/portcullis.v1.SessionService/GetSession"
+	SessionService_ListSessions_FullMethodName         = "/portcullis.v1.SessionService/ListSessions"
+	SessionService_StopSession_FullMethodName          = "/portcullis.v1.SessionService/StopSession"
+	SessionService_ExtendSession_FullMethodName        = "/portcullis.v1.SessionService/ExtendSession"
+	SessionService_WatchSession_FullMethodName         = "/portcullis.v1.SessionService/WatchSession"
+	SessionService_GetClientAddress_FullMethodName     = "/portcullis.v1.SessionService/GetClientAddress"
+	SessionService_ChangeSessionAddress_FullMethodName = "/portcullis.v1.SessionService/ChangeSessionAddress"
 )
 
 // SessionServiceClient is the client API for SessionService service.
@@ -51,6 +52,10 @@ type SessionServiceClient interface {
 	// GetClientAddress returns the caller's address as the server sees it (through trusted
 	// proxies only): what StartSession opens when no address is given.
 	GetClientAddress(ctx context.Context, in *GetClientAddressRequest, opts ...grpc.CallOption) (*GetClientAddressResponse, error)
+	// ChangeSessionAddress moves a live session to a new IPv4 and/or IPv6 address: the new
+	// address's rules are added, and each old rule is removed once its replacement is applied (no
+	// moment without an open address); audited.
+	ChangeSessionAddress(ctx context.Context, in *ChangeSessionAddressRequest, opts ...grpc.CallOption) (*ChangeSessionAddressResponse, error)
 }
 
 type sessionServiceClient struct {
@@ -140,6 +145,16 @@ func (c *sessionServiceClient) GetClientAddress(ctx context.Context, in *GetClie
 	return out, nil
 }
 
+func (c *sessionServiceClient) ChangeSessionAddress(ctx context.Context, in *ChangeSessionAddressRequest, opts ...grpc.CallOption) (*ChangeSessionAddressResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ChangeSessionAddressResponse)
+	err := c.cc.Invoke(ctx, SessionService_ChangeSessionAddress_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SessionServiceServer is the server API for SessionService service.
 // All implementations must embed UnimplementedSessionServiceServer
 // for forward compatibility.
@@ -163,6 +178,10 @@ type SessionServiceServer interface {
 	// GetClientAddress returns the caller's address as the server sees it (through trusted
 	// proxies only): what StartSession opens when no address is given.
 	GetClientAddress(context.Context, *GetClientAddressRequest) (*GetClientAddressResponse, error)
+	// ChangeSessionAddress moves a live session to a new IPv4 and/or IPv6 address: the new
+	// address's rules are added, and each old rule is removed once its replacement is applied (no
+	// moment without an open address); audited.
+	ChangeSessionAddress(context.Context, *ChangeSessionAddressRequest) (*ChangeSessionAddressResponse, error)
 	mustEmbedUnimplementedSessionServiceServer()
 }
 
@@ -193,6 +212,9 @@ func (UnimplementedSessionServiceServer) WatchSession(*WatchSessionRequest, grpc
 }
 func (UnimplementedSessionServiceServer) GetClientAddress(context.Context, *GetClientAddressRequest) (*GetClientAddressResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetClientAddress not implemented")
+}
+func (UnimplementedSessionServiceServer) ChangeSessionAddress(context.Context, *ChangeSessionAddressRequest) (*ChangeSessionAddressResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ChangeSessionAddress not implemented")
 }
 func (UnimplementedSessionServiceServer) mustEmbedUnimplementedSessionServiceServer() {}
 func (UnimplementedSessionServiceServer) testEmbeddedByValue()                        {}
@@ -334,6 +356,24 @@ func _SessionService_GetClientAddress_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _SessionService_ChangeSessionAddress_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ChangeSessionAddressRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SessionServiceServer).ChangeSessionAddress(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SessionService_ChangeSessionAddress_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SessionServiceServer).ChangeSessionAddress(ctx, req.(*ChangeSessionAddressRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // SessionService_ServiceDesc is the grpc.ServiceDesc for SessionService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -364,6 +404,10 @@ var SessionService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetClientAddress",
 			Handler:    _SessionService_GetClientAddress_Handler,
+		},
+		{
+			MethodName: "ChangeSessionAddress",
+			Handler:    _SessionService_ChangeSessionAddress_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

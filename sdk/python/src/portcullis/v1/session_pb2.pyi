@@ -182,3 +182,19 @@ class GetClientAddressResponse(_message.Message):
     ip_address: str
     ip_version: int
     def __init__(self, ip_address: _Optional[str] = ..., ip_version: _Optional[int] = ...) -> None: ...
+
+class ChangeSessionAddressRequest(_message.Message):
+    __slots__ = ("id", "ipv4_address", "ipv6_address")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    IPV4_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    IPV6_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    ipv4_address: str
+    ipv6_address: str
+    def __init__(self, id: _Optional[str] = ..., ipv4_address: _Optional[str] = ..., ipv6_address: _Optional[str] = ...) -> None: ...
+
+class ChangeSessionAddressResponse(_message.Message):
+    __slots__ = ("session",)
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    session: Session
+    def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ...) -> None: ...

@@ -70,6 +70,11 @@ class SessionServiceStub:
                 request_serializer=portcullis_dot_v1_dot_session__pb2.GetClientAddressRequest.SerializeToString,
                 response_deserializer=portcullis_dot_v1_dot_session__pb2.GetClientAddressResponse.FromString,
                 _registered_method=True)
+        self.ChangeSessionAddress = channel.unary_unary(
+                '/portcullis.v1.SessionService/ChangeSessionAddress',
+                request_serializer=portcullis_dot_v1_dot_session__pb2.ChangeSessionAddressRequest.SerializeToString,
+                response_deserializer=portcullis_dot_v1_dot_session__pb2.ChangeSessionAddressResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -128,6 +133,15 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ChangeSessionAddress(self, request, context):
+        """ChangeSessionAddress moves a live session to a new IPv4 and/or IPv6 address: the new
+        address's rules are added, and each old rule is removed once its replacement is applied (no
+        moment without an open address); audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -165,6 +179,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.GetClientAddress,
                     request_deserializer=portcullis_dot_v1_dot_session__pb2.GetClientAddressRequest.FromString,
                     response_serializer=portcullis_dot_v1_dot_session__pb2.GetClientAddressResponse.SerializeToString,
+            ),
+            'ChangeSessionAddress': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangeSessionAddress,
+                    request_deserializer=portcullis_dot_v1_dot_session__pb2.ChangeSessionAddressRequest.FromString,
+                    response_serializer=portcullis_dot_v1_dot_session__pb2.ChangeSessionAddressResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -357,6 +376,33 @@ class SessionService:
             '/portcullis.v1.SessionService/GetClientAddress',
             portcullis_dot_v1_dot_session__pb2.GetClientAddressRequest.SerializeToString,
             portcullis_dot_v1_dot_session__pb2.GetClientAddressResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangeSessionAddress(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portcullis.v1.SessionService/ChangeSessionAddress',
+            portcullis_dot_v1_dot_session__pb2.ChangeSessionAddressRequest.SerializeToString,
+            portcullis_dot_v1_dot_session__pb2.ChangeSessionAddressResponse.FromString,
             options,
             channel_credentials,
             insecure,

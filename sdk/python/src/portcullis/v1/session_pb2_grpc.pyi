@@ -53,6 +53,11 @@ class SessionServiceStub:
     """GetClientAddress returns the caller's address as the server sees it (through trusted
     proxies only): what StartSession opens when no address is given.
     """
+    ChangeSessionAddress: _grpc.UnaryUnaryMultiCallable[_session_pb2.ChangeSessionAddressRequest, _session_pb2.ChangeSessionAddressResponse]
+    """ChangeSessionAddress moves a live session to a new IPv4 and/or IPv6 address: the new
+    address's rules are added, and each old rule is removed once its replacement is applied (no
+    moment without an open address); audited.
+    """
 
 @_typing.type_check_only
 class SessionServiceAsyncStub(SessionServiceStub):
@@ -78,6 +83,11 @@ class SessionServiceAsyncStub(SessionServiceStub):
     GetClientAddress: _aio.UnaryUnaryMultiCallable[_session_pb2.GetClientAddressRequest, _session_pb2.GetClientAddressResponse]  # type: ignore[assignment]
     """GetClientAddress returns the caller's address as the server sees it (through trusted
     proxies only): what StartSession opens when no address is given.
+    """
+    ChangeSessionAddress: _aio.UnaryUnaryMultiCallable[_session_pb2.ChangeSessionAddressRequest, _session_pb2.ChangeSessionAddressResponse]  # type: ignore[assignment]
+    """ChangeSessionAddress moves a live session to a new IPv4 and/or IPv6 address: the new
+    address's rules are added, and each old rule is removed once its replacement is applied (no
+    moment without an open address); audited.
     """
 
 class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -143,6 +153,17 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_session_pb2.GetClientAddressResponse, _abc.Awaitable[_session_pb2.GetClientAddressResponse]]:
         """GetClientAddress returns the caller's address as the server sees it (through trusted
         proxies only): what StartSession opens when no address is given.
+        """
+
+    @_abc_1.abstractmethod
+    def ChangeSessionAddress(
+        self,
+        request: _session_pb2.ChangeSessionAddressRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_pb2.ChangeSessionAddressResponse, _abc.Awaitable[_session_pb2.ChangeSessionAddressResponse]]:
+        """ChangeSessionAddress moves a live session to a new IPv4 and/or IPv6 address: the new
+        address's rules are added, and each old rule is removed once its replacement is applied (no
+        moment without an open address); audited.
         """
 
 def add_SessionServiceServicer_to_server(servicer: SessionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
