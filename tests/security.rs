@@ -804,6 +804,7 @@ impl ForeignObjects {
             "organization_id" => text(&self.organization),
             // Enough for the changes to pass validation, so only the lookup can refuse them.
             "additional_hours" => Some(Number(1)),
+            "ipv4_address" if method == "ChangeSessionAddress" => text("203.0.113.99"),
             "user.full_name" => text("Mallory"),
             "resource.name" => text("hijacked"),
             "organization.name" => text("Hijacked"),
