@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: unit and integration tests on SQLite and on a throwaway PostgreSQL
 # (started here unless PORTCULLIS_TEST_DATABASE_URL is already set), then the README's grpcurl
-# walkthrough and the Go and Python SDKs' live tests against the server binary. The AWS provider
+# walkthrough and the Go and Python SDKs' live tests against the server binary; `pcl`'s tests
+# run the real client against it too. The AWS provider
 # tests run against moto's EC2 server (started here unless PORTCULLIS_TEST_MOTO_URL is set).
 # Installs grpcurl, PostgreSQL, moto and the SDKs' dependencies when missing.
 set -euo pipefail
@@ -26,6 +27,7 @@ if [ -z "${PORTCULLIS_TEST_MOTO_URL:-}" ]; then
 fi
 echo "moto (EC2) for tests: $PORTCULLIS_TEST_MOTO_URL"
 
-cargo test --all-targets
+# The server's tests and pcl's (which run the server binary this builds).
+cargo test --workspace --all-targets
 scripts/grpcurl-smoke.sh "${CARGO_TARGET_DIR:-target}/debug/portcullis"
 scripts/sdk-tests.sh "${CARGO_TARGET_DIR:-target}/debug/portcullis"

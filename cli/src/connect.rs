@@ -1,0 +1,78 @@
+//! The channel to the server and the credential every call carries.
+
+use crate::profile::Profile;
+use std::path::PathBuf;
+use tonic::metadata::MetadataValue;
+use tonic::service::Interceptor;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+/// How to reach the server, after flags, environment and profile were weighed.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server: String,
+    pub api_key: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    /// Plaintext, for a server on this machine.
+    pub insecure: bool,
+}
+
+impl Settings {
+    /// Flags and environment first (clap read both), the profile for what they leave out.
+    pub fn resolve(
+        server: Option<String>,
+        api_key: Option<String>,
+        ca_file: Option<PathBuf>,
+        insecure: bool,
+        profile: Profile,
+    ) -> Result<Settings, String> {
+        let server = server.or(profile.server).ok_or_else(|| {
+            "no server: pass --server HOST:PORT, set PORTCULLIS_SERVER, or add `server` to the profile".to_owned()
+        })?;
+        Ok(Settings { server, api_key: api_key.or(profile.api_key), ca_file: ca_file.or(profile.ca_file), insecure })
+    }
+
+    /// The server's URL: TLS unless it says `http://` or `--insecure` is given.
+    fn url(&self) -> String {
+        if self.server.contains("://") {
+            self.server.clone()
+        } else if self.insecure {
+            format!("http://{}", self.server)
+        } else {
+            format!("https://{}", self.server)
+        }
+    }
+
+    pub async fn connect(&self) -> Result<Channel, String> {
+        let url = self.url();
+        let mut endpoint = Endpoint::from_shared(url.clone()).map_err(|err| format!("--server {url}: {err}"))?;
+        if url.starts_with("https://") {
+            let mut tls = ClientTlsConfig::new().with_webpki_roots();
+            if let Some(path) = &self.ca_file {
+                let pem = std::fs::read(path).map_err(|err| format!("--ca-file {}: {err}", path.display()))?;
+                tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            endpoint = endpoint.tls_config(tls).map_err(|err| format!("tls: {err}"))?;
+        }
+        endpoint.connect().await.map_err(|err| format!("cannot reach {url}: {err}"))
+    }
+
+    /// Adds the credential to every call.
+    pub fn credential(&self) -> Result<Credential, String> {
+        let key = self.api_key.as_deref().ok_or_else(|| {
+            "no credential: pass --api-key, set PORTCULLIS_API_KEY, or add `api_key` to the profile".to_owned()
+        })?;
+        let value = MetadataValue::try_from(key).map_err(|_| "the API key must be visible ASCII".to_owned())?;
+        Ok(Credential(value))
+    }
+}
+
+/// Sends `x-api-key` with every call.
+#[derive(Clone)]
+pub struct Credential(MetadataValue<tonic::metadata::Ascii>);
+
+impl Interceptor for Credential {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        request.metadata_mut().insert("x-api-key", self.0.clone());
+        Ok(request)
+    }
+}

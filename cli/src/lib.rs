@@ -1,0 +1,136 @@
+//! `pcl`: the Portcullis command-line client for people and CI jobs. The binary is a thin
+//! `main`; the library holds the commands and the generated client (the tests use it too).
+
+pub mod connect;
+pub mod errors;
+pub mod pb;
+pub mod profile;
+mod sessions;
+
+use clap::{Args, Parser, Subcommand};
+use connect::Settings;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// What `pcl` exits with besides 0 (done), 1 (an error) and 2 (bad usage).
+pub mod exit {
+    /// The session FAILED: no rule could be applied.
+    pub const FAILED: u8 = 3;
+    /// The session is PARTIAL: some rules failed (accepted with --allow-partial).
+    pub const PARTIAL: u8 = 4;
+}
+
+#[derive(Parser)]
+#[command(name = "pcl", version, about = "Portcullis from the command line: open your address, for a while")]
+pub struct Cli {
+    /// The server, HOST:PORT (TLS) or a URL (`http://…` for plaintext).
+    #[arg(long, global = true, env = "PORTCULLIS_SERVER")]
+    server: Option<String>,
+    /// The profile of ~/.config/portcullis/config.toml to read settings from.
+    #[arg(long, global = true, env = "PORTCULLIS_PROFILE", default_value = "default")]
+    profile: String,
+    /// API key (CI: from a secret).
+    #[arg(long, global = true, env = "PORTCULLIS_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// PEM CA certificates to trust for the server.
+    #[arg(long, global = true)]
+    ca_file: Option<PathBuf>,
+    /// Plaintext: only for a server on this machine.
+    #[arg(long, global = true)]
+    insecure: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Who the credential belongs to.
+    Whoami,
+    /// Sessions: open your address on your resources for a while.
+    #[command(subcommand)]
+    Session(SessionCommand),
+}
+
+#[derive(Subcommand)]
+pub enum SessionCommand {
+    /// Start a session and follow it until its rules are in.
+    Start {
+        #[command(flatten)]
+        spec: Spec,
+        /// Return at once instead of following the session until it is ACTIVE.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Start a session, run CMD once it is ACTIVE, and stop the session when CMD ends (or when
+    /// pcl is interrupted; if pcl dies, the heartbeat closes the address).
+    Run {
+        #[command(flatten)]
+        spec: Spec,
+        /// Seconds the session outlives a pcl that stopped answering.
+        #[arg(long, default_value_t = 30)]
+        heartbeat: u32,
+        /// Run CMD even when some rules failed (PARTIAL).
+        #[arg(long)]
+        allow_partial: bool,
+        /// The command and its arguments.
+        #[arg(required = true, last = true)]
+        command: Vec<String>,
+    },
+    /// Your sessions, newest first.
+    List,
+    /// One session and its rules.
+    Get { id: String },
+    /// Stop a session: its rules are removed.
+    Stop { id: String },
+}
+
+/// What a new session opens, and for how long.
+#[derive(Args, Clone)]
+pub struct Spec {
+    /// Duration in hours.
+    #[arg(long, conflicts_with = "minutes")]
+    pub hours: Option<u32>,
+    /// Duration in minutes.
+    #[arg(long)]
+    pub minutes: Option<u32>,
+    /// IPv4 address to open (default: as the server sees you).
+    #[arg(long)]
+    pub ipv4: Option<String>,
+    /// IPv6 address to open.
+    #[arg(long)]
+    pub ipv6: Option<String>,
+}
+
+/// Parses the command line and runs it; what the process exits with.
+pub async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => ExitCode::from(code),
+        Err(message) => {
+            eprintln!("pcl: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<u8, String> {
+    let profile = profile::load(&cli.profile)?;
+    let settings = Settings::resolve(cli.server, cli.api_key, cli.ca_file, cli.insecure, profile)?;
+    let channel = settings.connect().await?;
+    let credential = settings.credential()?;
+    match cli.command {
+        Command::Whoami => {
+            let mut users = pb::v1::user_service_client::UserServiceClient::with_interceptor(channel, credential);
+            let answer = users
+                .get_current_user(pb::v1::GetCurrentUserRequest {})
+                .await
+                .map_err(|status| errors::describe(&status))?
+                .into_inner();
+            let user = answer.user.unwrap_or_default();
+            println!("{} ({:?}) in organization {}", user.email, user.role(), user.organization_id);
+            println!("permissions: {}", answer.permissions.join(", "));
+            Ok(0)
+        }
+        Command::Session(command) => sessions::run(channel, credential, command).await,
+    }
+}

@@ -1,0 +1,242 @@
+//! `pcl session …`: start and follow, run a command inside a session, list, get, stop.
+
+use crate::connect::Credential;
+use crate::errors::describe;
+use crate::pb::v1::session_service_client::SessionServiceClient;
+use crate::pb::v1::*;
+use crate::{SessionCommand, Spec, exit};
+use std::collections::HashMap;
+use tonic::codegen::InterceptedService;
+use tonic::transport::Channel;
+
+type Client = SessionServiceClient<InterceptedService<Channel, Credential>>;
+
+pub async fn run(channel: Channel, credential: Credential, command: SessionCommand) -> Result<u8, String> {
+    let mut client = SessionServiceClient::with_interceptor(channel, credential);
+    match command {
+        SessionCommand::Start { spec, no_wait } => {
+            let session = start(&mut client, &spec, None).await?;
+            println!("{}", session.id);
+            if no_wait {
+                return Ok(0);
+            }
+            let mut progress = Progress::default();
+            let settled = tokio::select! {
+                settled = follow(&mut client, &session.id, &mut progress) => settled?,
+                _ = tokio::signal::ctrl_c() => {
+                    // Interrupted while waiting: nothing should stay open for a session nobody wanted.
+                    stop(&mut client, &session.id).await?;
+                    return Err("interrupted: the session was stopped".into());
+                }
+            };
+            Ok(outcome(&settled))
+        }
+        SessionCommand::Run { spec, heartbeat, allow_partial, command } => {
+            run_command(&mut client, &spec, heartbeat, allow_partial, &command).await
+        }
+        SessionCommand::List => {
+            let request = ListSessionsRequest::default();
+            let sessions = client.list_sessions(request).await.map_err(|s| describe(&s))?.into_inner().sessions;
+            println!("{:<38} {:<10} {:<16} {:<40} EXPIRES", "ID", "STATUS", "IPV4", "IPV6");
+            for session in sessions {
+                println!(
+                    "{:<38} {:<10} {:<16} {:<40} {}",
+                    session.id,
+                    status_name(session.status()),
+                    session.ipv4_address,
+                    session.ipv6_address,
+                    session.expires_at.map(|at| at.to_string()).unwrap_or_default()
+                );
+            }
+            Ok(0)
+        }
+        SessionCommand::Get { id } => {
+            let session = client
+                .get_session(GetSessionRequest { id })
+                .await
+                .map_err(|s| describe(&s))?
+                .into_inner()
+                .session
+                .unwrap_or_default();
+            println!("{} {}", session.id, status_name(session.status()));
+            for rule in &session.resource_ips {
+                println!("  {}", rule_line(rule));
+            }
+            Ok(0)
+        }
+        SessionCommand::Stop { id } => {
+            let session = stop(&mut client, &id).await?;
+            println!("{} {}", session.id, status_name(session.status()));
+            Ok(0)
+        }
+    }
+}
+
+async fn start(client: &mut Client, spec: &Spec, heartbeat_seconds: Option<u32>) -> Result<Session, String> {
+    let request = StartSessionRequest {
+        duration_hours: spec.hours,
+        duration_minutes: spec.minutes,
+        ipv4_address: spec.ipv4.clone(),
+        ipv6_address: spec.ipv6.clone(),
+        heartbeat_seconds,
+    };
+    let answer = client.start_session(request).await.map_err(|s| describe(&s))?;
+    answer.into_inner().session.ok_or_else(|| "the server answered no session".to_owned())
+}
+
+async fn stop(client: &mut Client, id: &str) -> Result<Session, String> {
+    let answer = client.stop_session(StopSessionRequest { id: id.to_owned() }).await.map_err(|s| describe(&s))?;
+    answer.into_inner().session.ok_or_else(|| "the server answered no session".to_owned())
+}
+
+/// Follows the session, printing each change, until it is ACTIVE, PARTIAL or over.
+async fn follow(client: &mut Client, id: &str, progress: &mut Progress) -> Result<Session, String> {
+    let mut stream = watch(client, id).await?;
+    loop {
+        match stream.message().await.map_err(|s| describe(&s))? {
+            Some(message) => {
+                let session = message.session.unwrap_or_default();
+                progress.show(&session);
+                if settled(&session) {
+                    return Ok(session);
+                }
+            }
+            None => return Err("the server ended the watch before the session settled".into()),
+        }
+    }
+}
+
+async fn watch(client: &mut Client, id: &str) -> Result<tonic::Streaming<WatchSessionResponse>, String> {
+    let request = WatchSessionRequest { id: id.to_owned() };
+    Ok(client.watch_session(request).await.map_err(|s| describe(&s))?.into_inner())
+}
+
+fn settled(session: &Session) -> bool {
+    !matches!(session.status(), SessionStatus::Pending | SessionStatus::Unspecified)
+}
+
+/// The exit code for a session that settled.
+fn outcome(session: &Session) -> u8 {
+    match session.status() {
+        SessionStatus::Active => 0,
+        SessionStatus::Partial => exit::PARTIAL,
+        _ => exit::FAILED,
+    }
+}
+
+/// Starts a session bound to this process by its heartbeat, runs `command` once the session is
+/// ACTIVE, and stops the session when the command ends; answers the command's exit code.
+async fn run_command(
+    client: &mut Client,
+    spec: &Spec,
+    heartbeat: u32,
+    allow_partial: bool,
+    command: &[String],
+) -> Result<u8, String> {
+    let session = start(client, spec, Some(heartbeat)).await?;
+    let id = session.id.clone();
+    let mut progress = Progress::default();
+    // The watch that keeps the session alive: held open for as long as the command runs.
+    let mut stream = watch(client, &id).await?;
+    let settled_session = loop {
+        let message = tokio::select! {
+            message = stream.message() => message.map_err(|s| describe(&s))?,
+            _ = tokio::signal::ctrl_c() => {
+                stop(client, &id).await?;
+                return Err("interrupted before the session was ACTIVE: it was stopped".into());
+            }
+        };
+        let Some(message) = message else { return Err("the server ended the watch before the session settled".into()) };
+        let current = message.session.unwrap_or_default();
+        progress.show(&current);
+        if settled(&current) {
+            break current;
+        }
+    };
+    match settled_session.status() {
+        SessionStatus::Active => {}
+        SessionStatus::Partial if allow_partial => {}
+        other => {
+            stop(client, &id).await?;
+            let code = if other == SessionStatus::Partial { exit::PARTIAL } else { exit::FAILED };
+            eprintln!("pcl: the session is {}; not running the command", status_name(other));
+            return Ok(code);
+        }
+    }
+    let keep_alive = tokio::spawn(async move { while let Ok(Some(_)) = stream.message().await {} });
+    let code = supervise(command, &id).await;
+    keep_alive.abort();
+    let stopped = stop(client, &id).await;
+    if let Err(message) = &stopped {
+        eprintln!("pcl: stopping session {id} failed ({message}); its heartbeat closes it");
+    }
+    code
+}
+
+/// Runs the command with the session's id in its environment, passing SIGINT and SIGTERM on;
+/// answers its exit code (128 + the signal that ended it).
+async fn supervise(command: &[String], session_id: &str) -> Result<u8, String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (program, args) = command.split_first().ok_or("no command given")?;
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .env("PORTCULLIS_SESSION_ID", session_id)
+        .spawn()
+        .map_err(|err| format!("cannot run {program}: {err}"))?;
+    let mut interrupts = signal(SignalKind::interrupt()).map_err(|err| err.to_string())?;
+    let mut terminations = signal(SignalKind::terminate()).map_err(|err| err.to_string())?;
+    let status = loop {
+        let forward = tokio::select! {
+            status = child.wait() => break status.map_err(|err| err.to_string())?,
+            _ = interrupts.recv() => libc::SIGINT,
+            _ = terminations.recv() => libc::SIGTERM,
+        };
+        if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
+            // SAFETY: kill(2) with the pid of our own, still-unreaped child and a valid signal.
+            unsafe { libc::kill(pid, forward) };
+        }
+    };
+    use std::os::unix::process::ExitStatusExt;
+    Ok(match (status.code(), status.signal()) {
+        (Some(code), _) => u8::try_from(code).unwrap_or(1),
+        (None, Some(signal)) => u8::try_from(128 + signal).unwrap_or(1),
+        (None, None) => 1,
+    })
+}
+
+/// Prints what changed since the last message: the session's status, each rule's.
+#[derive(Default)]
+struct Progress {
+    status: Option<SessionStatus>,
+    rules: HashMap<String, (ResourceIpStatus, String)>,
+}
+
+impl Progress {
+    fn show(&mut self, session: &Session) {
+        if self.status != Some(session.status()) {
+            self.status = Some(session.status());
+            println!("session {} {}", session.id, status_name(session.status()));
+        }
+        for rule in &session.resource_ips {
+            let seen = (rule.status(), rule.error_message.clone());
+            if self.rules.get(&rule.id) != Some(&seen) {
+                println!("  {}", rule_line(rule));
+                self.rules.insert(rule.id.clone(), seen);
+            }
+        }
+    }
+}
+
+fn rule_line(rule: &ResourceIp) -> String {
+    let state = match rule.status() {
+        ResourceIpStatus::Applied => "applied ✓".to_owned(),
+        ResourceIpStatus::Failed => format!("failed ✗ {}", rule.error_message),
+        ResourceIpStatus::Pending if !rule.error_message.is_empty() => format!("pending ({})", rule.error_message),
+        other => other.as_str_name().trim_start_matches("RESOURCE_IP_STATUS_").to_lowercase(),
+    };
+    format!("{} {}: {state}", rule.resource_name, rule.ip_address)
+}
+
+fn status_name(status: SessionStatus) -> &'static str {
+    status.as_str_name().trim_start_matches("SESSION_STATUS_")
+}

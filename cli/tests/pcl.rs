@@ -1,0 +1,263 @@
+//! The real `pcl` binary against a real server (the workspace's `portcullis` binary, SQLite,
+//! the memory provider).
+
+use pcl::pb::v1::resource_service_client::ResourceServiceClient;
+use pcl::pb::v1::session_service_client::SessionServiceClient;
+use pcl::pb::v1::*;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const PCL: &str = env!("CARGO_BIN_EXE_pcl");
+
+/// The server binary built beside this test (`cargo test --workspace` builds it).
+fn server_binary() -> std::path::PathBuf {
+    let dir = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
+    let binary = dir.join("portcullis");
+    assert!(binary.exists(), "{} is missing: run the workspace's tests (cargo test --workspace)", binary.display());
+    binary
+}
+
+/// A server on a free port with a fresh database, an admin key, and one memory resource
+/// assigned to the admin.
+struct Server {
+    child: Child,
+    address: String,
+    key: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let database = format!("sqlite://{}?mode=rwc", dir.path().join("portcullis.db").display());
+        let command = |args: &[&str]| {
+            let mut command = Command::new(server_binary());
+            command.args(args).current_dir(dir.path()).env("PORTCULLIS_DATABASE_URL", &database);
+            command
+        };
+        let init = command(&["init", "--admin-email", "ci@example.com"]).output().unwrap();
+        assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+        let key = String::from_utf8(init.stdout).unwrap().trim().to_owned();
+        let mut child = command(&["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let address = loop {
+            let line = lines.next().expect("the server exited").unwrap();
+            if line.contains("listening")
+                && let Some(at) = line.find("127.0.0.1:")
+            {
+                break line[at..].split('"').next().unwrap().to_owned();
+            }
+        };
+        std::thread::spawn(move || for _ in lines.by_ref() {});
+        let server = Server { child, address, key, _dir: dir };
+        let mut resources = ResourceServiceClient::new(server.channel().await);
+        let resource = Resource {
+            name: "db".into(),
+            provider: Some(resource::Provider::Memory(MemoryProvider::default())),
+            ..Default::default()
+        };
+        let created = resources
+            .create_resource(server.authed(CreateResourceRequest { resource: Some(resource) }))
+            .await
+            .unwrap()
+            .into_inner()
+            .resource
+            .unwrap();
+        let me = pcl::pb::v1::user_service_client::UserServiceClient::new(server.channel().await)
+            .get_current_user(server.authed(GetCurrentUserRequest {}))
+            .await
+            .unwrap()
+            .into_inner()
+            .user
+            .unwrap();
+        let assign = AssignResourceRequest { resource_id: created.id, user_id: me.id };
+        resources.assign_resource(server.authed(assign)).await.unwrap();
+        server
+    }
+
+    async fn channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Channel::from_shared(format!("http://{}", self.address)).unwrap().connect().await.unwrap()
+    }
+
+    fn authed<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.metadata_mut().insert("x-api-key", self.key.parse().unwrap());
+        request
+    }
+
+    /// `pcl` with this server and key.
+    fn pcl(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(PCL);
+        command
+            .args(["--server", &format!("http://{}", self.address)])
+            .args(args)
+            .env("PORTCULLIS_API_KEY", &self.key)
+            .env("XDG_CONFIG_HOME", self._dir.path());
+        command
+    }
+
+    async fn session(&self, id: &str) -> Session {
+        let mut sessions = SessionServiceClient::new(self.channel().await);
+        sessions
+            .get_session(self.authed(GetSessionRequest { id: id.into() }))
+            .await
+            .unwrap()
+            .into_inner()
+            .session
+            .unwrap()
+    }
+
+    /// The newest session.
+    async fn latest(&self) -> Option<Session> {
+        let mut sessions = SessionServiceClient::new(self.channel().await);
+        let listed = sessions.list_sessions(self.authed(ListSessionsRequest::default())).await.unwrap();
+        listed.into_inner().sessions.into_iter().next()
+    }
+
+    /// Waits (bounded) until the newest session has `status`.
+    async fn latest_reaches(&self, status: SessionStatus, within: Duration) -> Session {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(session) = self.latest().await
+                && session.status() == status
+            {
+                return session;
+            }
+            assert!(Instant::now() < deadline, "no session reached {status:?}: {:?}", self.latest().await);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn text(output: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+/// Without a TTY `pcl session start` prints one line per change and exits 0 once ACTIVE.
+#[tokio::test]
+async fn session_start_shows_progress_and_exits_when_active() {
+    let server = Server::start().await;
+    let output = server.pcl(&["session", "start", "--ipv4", "203.0.113.20", "--minutes", "15"]).output().unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let id = lines[0];
+    assert_eq!(
+        lines[1..],
+        [
+            format!("session {id} PENDING").as_str(),
+            "  db 203.0.113.20: pending",
+            format!("session {id} ACTIVE").as_str(),
+            "  db 203.0.113.20: applied ✓",
+        ],
+        "{stdout}"
+    );
+    let listed = server.pcl(&["session", "list"]).output().unwrap();
+    assert!(text(&listed).0.contains(id), "{:?}", text(&listed));
+    let stopped = server.pcl(&["session", "stop", id]).output().unwrap();
+    assert!(text(&stopped).0.contains("EXPIRING") || text(&stopped).0.contains("CANCELLED"), "{:?}", text(&stopped));
+}
+
+/// `pcl session run -- CMD` returns CMD's exit code, with the session's id in its environment,
+/// and leaves the session CANCELLED.
+#[tokio::test]
+async fn session_run_returns_the_commands_exit_code_and_stops_the_session() {
+    let server = Server::start().await;
+    let output = server
+        .pcl(&[
+            "session",
+            "run",
+            "--ipv4",
+            "203.0.113.21",
+            "--",
+            "sh",
+            "-c",
+            "echo \"inside $PORTCULLIS_SESSION_ID\"; exit 7",
+        ])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(7), "{stdout}{stderr}");
+    let session = server.latest().await.unwrap();
+    assert!(stdout.contains(&format!("inside {}", session.id)), "{stdout}");
+    let ended = server.latest_reaches(SessionStatus::Cancelled, Duration::from_secs(10)).await;
+    assert_eq!(ended.ended_reason(), EndedReason::Manual);
+}
+
+/// SIGTERM to `pcl session run` reaches the command and stops the session.
+#[tokio::test]
+async fn sigterm_during_session_run_stops_the_command_and_the_session() {
+    let server = Server::start().await;
+    let mut child = server
+        .pcl(&["session", "run", "--ipv4", "203.0.113.22", "--", "sleep", "30"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    server.latest_reaches(SessionStatus::Active, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(128 + 15), "the command ended by the forwarded SIGTERM");
+    server.latest_reaches(SessionStatus::Cancelled, Duration::from_secs(10)).await;
+}
+
+/// A `pcl session run` killed with SIGKILL cannot stop its session: the heartbeat does.
+#[tokio::test]
+async fn a_killed_session_run_is_ended_by_its_heartbeat() {
+    let server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("child.pid");
+    let script = format!("echo $$ > {}; exec sleep 60", pid_file.display());
+    let mut child = server
+        .pcl(&["session", "run", "--heartbeat", "5", "--ipv4", "203.0.113.23", "--", "sh", "-c", &script])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let active = server.latest_reaches(SessionStatus::Active, Duration::from_secs(10)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ended = loop {
+        let session = server.session(&active.id).await;
+        if session.status() == SessionStatus::Cancelled {
+            break session;
+        }
+        assert!(Instant::now() < deadline, "the heartbeat never ended {session:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(ended.ended_reason(), EndedReason::ClientGone);
+    if let Ok(pid) = std::fs::read_to_string(&pid_file) {
+        let _ = Command::new("kill").arg(pid.trim()).status();
+    }
+}
+
+/// Bad flags: a clear message and exit code 2; a server error: one readable line and 1.
+#[tokio::test]
+async fn bad_usage_and_refusals_read_clearly() {
+    let server = Server::start().await;
+    let output = server.pcl(&["session", "start", "--hours", "1", "--minutes", "5"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output).1.contains("cannot be used with"), "{:?}", text(&output));
+    let output = server.pcl(&["session", "start", "--ipv4", "10.0.0.1"]).output().unwrap();
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("pcl: invalid request:")
+            && stderr.contains("[ERROR_REASON_INVALID_IP_ADDRESS]")
+            && stderr.contains("ipv4_address:"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Status {"), "no debug dump: {stderr}");
+}
