@@ -49,6 +49,17 @@ enum Command {
     /// Sessions: open your address on your resources for a while.
     #[command(subcommand)]
     Session(SessionCommand),
+    /// Resources: the firewalls your sessions open.
+    #[command(subcommand)]
+    Resources(ResourcesCommand),
+    /// Print a shell completion script (bash, zsh, fish, …).
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand)]
+pub enum ResourcesCommand {
+    /// The resources assigned to you (admins with resources:write: all of the organization's).
+    List,
 }
 
 #[derive(Subcommand)]
@@ -82,6 +93,18 @@ pub enum SessionCommand {
     Get { id: String },
     /// Stop a session: its rules are removed.
     Stop { id: String },
+    /// Make a live session last longer (within your maximum, counted from its start).
+    Extend {
+        id: String,
+        /// Hours to add.
+        #[arg(long, conflicts_with = "minutes", required_unless_present = "minutes")]
+        hours: Option<u32>,
+        /// Minutes to add.
+        #[arg(long)]
+        minutes: Option<u32>,
+    },
+    /// Follow a session's changes until it ends.
+    Watch { id: String },
 }
 
 /// What a new session opens, and for how long.
@@ -114,6 +137,10 @@ pub async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<u8, String> {
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "pcl", &mut std::io::stdout());
+        return Ok(0);
+    }
     let profile = profile::load(&cli.profile)?;
     let settings = Settings::resolve(cli.server, cli.api_key, cli.ca_file, cli.insecure, profile)?;
     let channel = settings.connect().await?;
@@ -132,5 +159,26 @@ async fn run(cli: Cli) -> Result<u8, String> {
             Ok(0)
         }
         Command::Session(command) => sessions::run(channel, credential, command).await,
+        Command::Resources(ResourcesCommand::List) => {
+            let mut resources =
+                pb::v1::resource_service_client::ResourceServiceClient::with_interceptor(channel, credential);
+            let listed = resources
+                .list_resources(pb::v1::ListResourcesRequest::default())
+                .await
+                .map_err(|status| errors::describe(&status))?
+                .into_inner();
+            println!("{:<38} {:<24} PROVIDER", "ID", "NAME");
+            for resource in listed.resources {
+                let provider = match resource.provider {
+                    Some(pb::v1::resource::Provider::Memory(_)) => "memory",
+                    Some(pb::v1::resource::Provider::AwsSecurityGroup(_)) => "aws_security_group",
+                    Some(pb::v1::resource::Provider::GcpFirewall(_)) => "gcp_firewall",
+                    _ => "other",
+                };
+                println!("{:<38} {:<24} {provider}", resource.id, resource.name);
+            }
+            Ok(0)
+        }
+        Command::Completions { .. } => Ok(0),
     }
 }

@@ -69,6 +69,32 @@ pub async fn run(channel: Channel, credential: Credential, command: SessionComma
             println!("{} {}", session.id, status_name(session.status()));
             Ok(0)
         }
+        SessionCommand::Extend { id, hours, minutes } => {
+            let request = ExtendSessionRequest {
+                id,
+                additional_hours: hours.unwrap_or_default(),
+                additional_minutes: minutes.unwrap_or_default(),
+            };
+            let session = client
+                .extend_session(request)
+                .await
+                .map_err(|s| describe(&s))?
+                .into_inner()
+                .session
+                .unwrap_or_default();
+            let until = session.expires_at.map(|at| at.to_string()).unwrap_or_default();
+            println!("{} {} until {until}", session.id, status_name(session.status()));
+            Ok(0)
+        }
+        SessionCommand::Watch { id } => {
+            let mut stream = watch(&mut client, &id).await?;
+            let mut progress = Progress::default();
+            // The server ends the stream once the session has ended.
+            while let Some(message) = stream.message().await.map_err(|s| describe(&s))? {
+                progress.show(&message.session.unwrap_or_default());
+            }
+            Ok(0)
+        }
     }
 }
 

@@ -261,3 +261,26 @@ async fn bad_usage_and_refusals_read_clearly() {
     );
     assert!(!stderr.contains("Status {"), "no debug dump: {stderr}");
 }
+
+/// The smaller commands: resources, extend, completions.
+#[tokio::test]
+async fn resources_extend_and_completions() {
+    let server = Server::start().await;
+    let listed = server.pcl(&["resources", "list"]).output().unwrap();
+    let (stdout, stderr) = text(&listed);
+    assert!(listed.status.success(), "{stderr}");
+    assert!(stdout.lines().any(|line| line.contains(" db ") && line.ends_with("memory")), "{stdout}");
+
+    let started = server.pcl(&["session", "start", "--ipv4", "203.0.113.24", "--minutes", "30"]).output().unwrap();
+    let id = text(&started).0.lines().next().unwrap().to_owned();
+    let before = server.session(&id).await.expires_at.unwrap().seconds;
+    let extended = server.pcl(&["session", "extend", &id, "--minutes", "15"]).output().unwrap();
+    assert!(extended.status.success(), "{:?}", text(&extended));
+    assert_eq!(server.session(&id).await.expires_at.unwrap().seconds, before + 15 * 60);
+    let refused = server.pcl(&["session", "extend", &id]).output().unwrap();
+    assert_eq!(refused.status.code(), Some(2), "hours or minutes is required");
+
+    let completions = Command::new(PCL).args(["completions", "bash"]).output().unwrap();
+    assert!(completions.status.success());
+    assert!(text(&completions).0.contains("_pcl()"), "a bash completion function");
+}
