@@ -11,6 +11,8 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 pub struct Settings {
     pub server: String,
     pub api_key: Option<String>,
+    /// A login's access token (`pcl login`), used when there is no API key.
+    pub access_token: Option<String>,
     pub ca_file: Option<PathBuf>,
     /// Plaintext, for a server on this machine.
     pub insecure: bool,
@@ -28,7 +30,13 @@ impl Settings {
         let server = server.or(profile.server).ok_or_else(|| {
             "no server: pass --server HOST:PORT, set PORTCULLIS_SERVER, or add `server` to the profile".to_owned()
         })?;
-        Ok(Settings { server, api_key: api_key.or(profile.api_key), ca_file: ca_file.or(profile.ca_file), insecure })
+        Ok(Settings {
+            server,
+            api_key: api_key.or(profile.api_key),
+            access_token: profile.access_token,
+            ca_file: ca_file.or(profile.ca_file),
+            insecure,
+        })
     }
 
     /// The server's URL: TLS unless it says `http://` or `--insecure` is given.
@@ -56,23 +64,32 @@ impl Settings {
         endpoint.connect().await.map_err(|err| format!("cannot reach {url}: {err}"))
     }
 
-    /// Adds the credential to every call.
+    /// The credential every call carries: the API key, else the login's token.
     pub fn credential(&self) -> Result<Credential, String> {
-        let key = self.api_key.as_deref().ok_or_else(|| {
-            "no credential: pass --api-key, set PORTCULLIS_API_KEY, or add `api_key` to the profile".to_owned()
-        })?;
-        let value = MetadataValue::try_from(key).map_err(|_| "the API key must be visible ASCII".to_owned())?;
-        Ok(Credential(value))
+        let (header, value) = match (&self.api_key, &self.access_token) {
+            (Some(key), _) => ("x-api-key", key.clone()),
+            (None, Some(token)) => ("authorization", format!("Bearer {token}")),
+            (None, None) => {
+                return Err("not logged in: run `pcl login --email …`, or give an API key (--api-key, \
+                            PORTCULLIS_API_KEY or `api_key` in the profile)"
+                    .to_owned());
+            }
+        };
+        let value = MetadataValue::try_from(value).map_err(|_| "the credential must be visible ASCII".to_owned())?;
+        Ok(Credential { header, value })
     }
 }
 
-/// Sends `x-api-key` with every call.
+/// Sends the credential with every call.
 #[derive(Clone)]
-pub struct Credential(MetadataValue<tonic::metadata::Ascii>);
+pub struct Credential {
+    header: &'static str,
+    value: MetadataValue<tonic::metadata::Ascii>,
+}
 
 impl Interceptor for Credential {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert("x-api-key", self.0.clone());
+        request.metadata_mut().insert(self.header, self.value.clone());
         Ok(request)
     }
 }

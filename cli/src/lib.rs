@@ -3,6 +3,7 @@
 
 pub mod connect;
 pub mod errors;
+mod login;
 pub mod pb;
 pub mod profile;
 mod sessions;
@@ -44,6 +45,20 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Log in with the code mailed to EMAIL; the token is kept in the profile and renewed
+    /// while the login lasts.
+    Login {
+        #[arg(long)]
+        email: String,
+        /// The organization, when the address belongs to users of several.
+        #[arg(long)]
+        organization: Option<String>,
+        /// Read the password from the first line of stdin (users who have one), the code after it.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// End the login and forget its token.
+    Logout,
     /// Who the credential belongs to.
     Whoami,
     /// Sessions: open your address on your resources for a while.
@@ -142,10 +157,16 @@ async fn run(cli: Cli) -> Result<u8, String> {
         return Ok(0);
     }
     let profile = profile::load(&cli.profile)?;
-    let settings = Settings::resolve(cli.server, cli.api_key, cli.ca_file, cli.insecure, profile)?;
+    let settings = Settings::resolve(cli.server, cli.api_key, cli.ca_file, cli.insecure, profile.clone())?;
     let channel = settings.connect().await?;
+    if let Command::Login { email, organization, password_stdin } = &cli.command {
+        return login::login(channel, &cli.profile, email, organization.clone(), *password_stdin).await;
+    }
+    let settings = login::renewed(&channel, settings, &cli.profile, &profile).await?;
     let credential = settings.credential()?;
     match cli.command {
+        Command::Login { .. } | Command::Completions { .. } => Ok(0),
+        Command::Logout => login::logout(channel, credential, &cli.profile, &profile).await,
         Command::Whoami => {
             let mut users = pb::v1::user_service_client::UserServiceClient::with_interceptor(channel, credential);
             let answer = users
@@ -179,6 +200,5 @@ async fn run(cli: Cli) -> Result<u8, String> {
             }
             Ok(0)
         }
-        Command::Completions { .. } => Ok(0),
     }
 }

@@ -24,6 +24,8 @@ struct Server {
     child: Child,
     address: String,
     key: String,
+    /// The server's log lines so far (login codes arrive there: mail.transport = log).
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -52,8 +54,14 @@ impl Server {
                 break line[at..].split('"').next().unwrap().to_owned();
             }
         };
-        std::thread::spawn(move || for _ in lines.by_ref() {});
-        let server = Server { child, address, key, _dir: dir };
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                kept.lock().unwrap().push(line);
+            }
+        });
+        let server = Server { child, address, key, log, _dir: dir };
         let mut resources = ResourceServiceClient::new(server.channel().await);
         let resource = Resource {
             name: "db".into(),
@@ -91,13 +99,40 @@ impl Server {
 
     /// `pcl` with this server and key.
     fn pcl(&self, args: &[&str]) -> Command {
+        let mut command = self.pcl_without_key(args);
+        command.env("PORTCULLIS_API_KEY", &self.key);
+        command
+    }
+
+    /// `pcl` with this server, and only what its profile holds as credential.
+    fn pcl_without_key(&self, args: &[&str]) -> Command {
         let mut command = Command::new(PCL);
         command
             .args(["--server", &format!("http://{}", self.address)])
             .args(args)
-            .env("PORTCULLIS_API_KEY", &self.key)
+            .env_remove("PORTCULLIS_API_KEY")
             .env("XDG_CONFIG_HOME", self._dir.path());
         command
+    }
+
+    /// Waits (bounded) for a login code in the server's log.
+    async fn login_code(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = self.log.lock().unwrap().iter().rev().find_map(|line| {
+                let at = line.find("login code: ")? + "login code: ".len();
+                Some(line[at..at + 6].to_owned())
+            });
+            if let Some(code) = found {
+                return code;
+            }
+            assert!(Instant::now() < deadline, "no login code in the server's log");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn profile_file(&self) -> std::path::PathBuf {
+        self._dir.path().join("portcullis").join("config.toml")
     }
 
     async fn session(&self, id: &str) -> Session {
@@ -283,4 +318,58 @@ async fn resources_extend_and_completions() {
     let completions = Command::new(PCL).args(["completions", "bash"]).output().unwrap();
     assert!(completions.status.success());
     assert!(text(&completions).0.contains("_pcl()"), "a bash completion function");
+}
+
+/// `pcl login` asks for the mailed code and keeps the token in the profile (mode 0600); later
+/// commands use it, renew it before it runs out, and `pcl logout` ends the login.
+#[tokio::test]
+async fn login_keeps_a_token_that_later_commands_use_and_renew() {
+    use std::io::Write;
+    let server = Server::start().await;
+    let mut login = server
+        .pcl_without_key(&["login", "--email", "ci@example.com"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let code = server.login_code().await;
+    writeln!(login.stdin.take().unwrap(), "{code}").unwrap();
+    let output = login.wait_with_output().unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(stdout.starts_with("logged in as ci@example.com"), "{stdout}");
+    assert!(stderr.contains("Code:"), "it asked for the code: {stderr}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(server.profile_file()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the profile holds a credential");
+
+    let whoami = server.pcl_without_key(&["whoami"]).output().unwrap();
+    assert!(text(&whoami).0.starts_with("ci@example.com"), "{:?}", text(&whoami));
+
+    // About to run out: the next command renews it first.
+    let profile = std::fs::read_to_string(server.profile_file()).unwrap();
+    let token = |profile: &str| profile.lines().find(|l| l.starts_with("access_token")).unwrap().to_owned();
+    let soon = format!(
+        "token_expires_at = {}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 60
+    );
+    let edited: String = profile
+        .lines()
+        .map(|line| if line.starts_with("token_expires_at") { soon.clone() } else { line.to_owned() })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(server.profile_file(), &edited).unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let whoami = server.pcl_without_key(&["whoami"]).output().unwrap();
+    assert!(whoami.status.success(), "{:?}", text(&whoami));
+    let renewed = std::fs::read_to_string(server.profile_file()).unwrap();
+    assert_ne!(token(&renewed), token(&profile), "a fresh token was kept");
+
+    let logout = server.pcl_without_key(&["logout"]).output().unwrap();
+    assert!(logout.status.success(), "{:?}", text(&logout));
+    assert!(!std::fs::read_to_string(server.profile_file()).unwrap().contains("access_token"));
+    let whoami = server.pcl_without_key(&["whoami"]).output().unwrap();
+    assert_eq!(whoami.status.code(), Some(1));
+    assert!(text(&whoami).1.contains("not logged in"), "{:?}", text(&whoami));
 }

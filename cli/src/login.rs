@@ -1,0 +1,115 @@
+//! `pcl login` / `pcl logout`: the emailed code, the access token kept in the profile, and its
+//! renewal through ExtendLoginSession while the login lives.
+
+use crate::connect::{Credential, Settings};
+use crate::errors::describe;
+use crate::pb::v1::auth_service_client::AuthServiceClient;
+use crate::pb::v1::*;
+use crate::profile::{self, Profile};
+use tonic::transport::Channel;
+
+/// Tokens this close to their end are renewed before the call.
+const RENEW_WITHIN_SECS: i64 = 5 * 60;
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs() as i64)
+}
+
+/// Reads one line of stdin (a TTY or a pipe), without its line end.
+async fn read_line() -> Result<String, String> {
+    tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map(|_| line.trim_end_matches(['\r', '\n']).to_owned())
+    })
+    .await
+    .map_err(|err| err.to_string())?
+    .map_err(|err| format!("reading stdin: {err}"))
+}
+
+/// Mails a code, asks for it, and keeps the login's token in the profile.
+pub async fn login(
+    channel: Channel,
+    profile_name: &str,
+    email: &str,
+    organization_id: Option<String>,
+    password_stdin: bool,
+) -> Result<u8, String> {
+    let mut auth = AuthServiceClient::new(channel);
+    let password = if password_stdin { Some(read_line().await?) } else { None };
+    let request =
+        StartLoginRequest { email: email.to_owned(), password, organization_id: organization_id.unwrap_or_default() };
+    let started = auth.start_login(request).await.map_err(|s| describe(&s))?.into_inner();
+    eprint!("A login code was mailed to {email}. Code: ");
+    let code = read_line().await?;
+    let request =
+        VerifyLoginRequest { verification_code_id: started.verification_code_id, code: code.trim().to_owned() };
+    let verified = auth.verify_login(request).await.map_err(|s| describe(&s))?.into_inner();
+    let login = verified.login_session.unwrap_or_default();
+    keep(profile_name, &verified.access_token, verified.expires_at, Some(&login.id))?;
+    let until = login.expires_at.map(|at| at.to_string()).unwrap_or_default();
+    println!("logged in as {email} until {until}");
+    Ok(0)
+}
+
+/// Closes the login session and forgets its token.
+pub async fn logout(
+    channel: Channel,
+    credential: Credential,
+    profile_name: &str,
+    profile: &Profile,
+) -> Result<u8, String> {
+    let id = profile.login_session_id.clone().ok_or("not logged in")?;
+    let mut auth = AuthServiceClient::with_interceptor(channel, credential);
+    if let Err(status) = auth.close_login_session(CloseLoginSessionRequest { id }).await {
+        // Already over on the server, say: forgetting the token is all that is left.
+        eprintln!("pcl: closing the login session: {}", describe(&status));
+    }
+    profile::store(profile_name, &[("access_token", None), ("token_expires_at", None), ("login_session_id", None)])?;
+    println!("logged out");
+    Ok(0)
+}
+
+/// Renews the profile's token through ExtendLoginSession when it is about to run out (and no
+/// API key is in use); answers the settings to call with.
+pub async fn renewed(
+    channel: &Channel,
+    mut settings: Settings,
+    profile_name: &str,
+    profile: &Profile,
+) -> Result<Settings, String> {
+    let due = profile.token_expires_at.is_some_and(|at| at - now() < RENEW_WITHIN_SECS);
+    if settings.api_key.is_some() || settings.access_token.is_none() || !due {
+        return Ok(settings);
+    }
+    let mut auth = AuthServiceClient::with_interceptor(channel.clone(), settings.credential()?);
+    match auth.extend_login_session(ExtendLoginSessionRequest {}).await {
+        Ok(answer) => {
+            let extended = answer.into_inner();
+            keep(profile_name, &extended.access_token, extended.expires_at, None)?;
+            settings.access_token = Some(extended.access_token);
+            Ok(settings)
+        }
+        Err(status)
+            if status.code() == tonic::Code::Unauthenticated || status.code() == tonic::Code::FailedPrecondition =>
+        {
+            Err("the login has ended: run `pcl login` again".to_owned())
+        }
+        Err(status) => Err(describe(&status)),
+    }
+}
+
+fn keep(
+    profile_name: &str,
+    token: &str,
+    expires_at: Option<prost_types::Timestamp>,
+    login_session_id: Option<&str>,
+) -> Result<(), String> {
+    let mut values = vec![
+        ("access_token", Some(toml::Value::String(token.to_owned()))),
+        ("token_expires_at", expires_at.map(|at| toml::Value::Integer(at.seconds))),
+    ];
+    if let Some(id) = login_session_id {
+        values.push(("login_session_id", Some(toml::Value::String(id.to_owned()))));
+    }
+    profile::store(profile_name, &values)
+}
