@@ -1,6 +1,7 @@
 //! `pcl`: the Portcullis command-line client for people and CI jobs. The binary is a thin
 //! `main`; the library holds the commands and the generated client (the tests use it too).
 
+mod admin;
 pub mod connect;
 pub mod errors;
 mod login;
@@ -67,6 +68,9 @@ enum Command {
     /// Resources: the firewalls your sessions open.
     #[command(subcommand)]
     Resources(ResourcesCommand),
+    /// Users of your organization (admins).
+    #[command(subcommand)]
+    Users(UsersCommand),
     /// Print a shell completion script (bash, zsh, fish, …).
     Completions { shell: clap_complete::Shell },
 }
@@ -74,6 +78,35 @@ enum Command {
 #[derive(Subcommand)]
 pub enum ResourcesCommand {
     /// The resources assigned to you (admins with resources:write: all of the organization's).
+    List,
+    /// Let a user open a resource (admins): RESOURCE by id or name, USER by id or email.
+    Assign {
+        resource: String,
+        #[arg(long)]
+        user: String,
+    },
+    /// Take a resource away from a user (their sessions lose its rules at once).
+    Unassign {
+        resource: String,
+        #[arg(long)]
+        user: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum UsersCommand {
+    /// Add a user to your organization (admins); prints its id.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// Full name.
+        #[arg(long)]
+        name: Option<String>,
+        /// With the ADMIN role (default: USER).
+        #[arg(long)]
+        admin: bool,
+    },
+    /// The organization's users (needs users:read).
     List,
 }
 
@@ -180,25 +213,7 @@ async fn run(cli: Cli) -> Result<u8, String> {
             Ok(0)
         }
         Command::Session(command) => sessions::run(channel, credential, command).await,
-        Command::Resources(ResourcesCommand::List) => {
-            let mut resources =
-                pb::v1::resource_service_client::ResourceServiceClient::with_interceptor(channel, credential);
-            let listed = resources
-                .list_resources(pb::v1::ListResourcesRequest::default())
-                .await
-                .map_err(|status| errors::describe(&status))?
-                .into_inner();
-            println!("{:<38} {:<24} PROVIDER", "ID", "NAME");
-            for resource in listed.resources {
-                let provider = match resource.provider {
-                    Some(pb::v1::resource::Provider::Memory(_)) => "memory",
-                    Some(pb::v1::resource::Provider::AwsSecurityGroup(_)) => "aws_security_group",
-                    Some(pb::v1::resource::Provider::GcpFirewall(_)) => "gcp_firewall",
-                    _ => "other",
-                };
-                println!("{:<38} {:<24} {provider}", resource.id, resource.name);
-            }
-            Ok(0)
-        }
+        Command::Resources(command) => admin::resources(channel, credential, command).await,
+        Command::Users(command) => admin::users(channel, credential, command).await,
     }
 }

@@ -373,3 +373,38 @@ async fn login_keeps_a_token_that_later_commands_use_and_renew() {
     assert_eq!(whoami.status.code(), Some(1));
     assert!(text(&whoami).1.contains("not logged in"), "{:?}", text(&whoami));
 }
+
+/// Admin helpers take names and emails instead of ids.
+#[tokio::test]
+async fn users_and_assignments_by_name_and_email() {
+    let server = Server::start().await;
+    let created =
+        server.pcl(&["users", "create", "--email", "Ada@Example.com", "--name", "Ada Lovelace"]).output().unwrap();
+    assert!(created.status.success(), "{:?}", text(&created));
+    let ada = text(&created).0.trim().to_owned();
+    let listed = server.pcl(&["users", "list"]).output().unwrap();
+    assert!(
+        text(&listed).0.lines().any(|line| line.starts_with(&ada) && line.contains("ada@example.com")),
+        "{:?}",
+        text(&listed)
+    );
+
+    let assigned_to = |user: String| {
+        let server = &server;
+        async move {
+            let mut resources = ResourceServiceClient::new(server.channel().await);
+            let request = ListResourcesRequest { user_id: user, ..Default::default() };
+            let listed = resources.list_resources(server.authed(request)).await.unwrap().into_inner().resources;
+            listed.into_iter().map(|resource| resource.name).collect::<Vec<_>>()
+        }
+    };
+    let assign = server.pcl(&["resources", "assign", "db", "--user", "ada@example.com"]).output().unwrap();
+    assert!(assign.status.success(), "{:?}", text(&assign));
+    assert_eq!(assigned_to(ada.clone()).await, ["db"]);
+    let unassign = server.pcl(&["resources", "unassign", "db", "--user", &ada]).output().unwrap();
+    assert!(unassign.status.success(), "{:?}", text(&unassign));
+    assert!(assigned_to(ada).await.is_empty());
+    let unknown = server.pcl(&["resources", "assign", "nope", "--user", "ada@example.com"]).output().unwrap();
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(text(&unknown).1.contains("no resource nope"), "{:?}", text(&unknown));
+}

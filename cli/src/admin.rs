@@ -1,0 +1,113 @@
+//! Administration where it saves real typing: resources and users by name or email instead of
+//! copied ids.
+
+use crate::connect::Credential;
+use crate::errors::describe;
+use crate::pb::v1::resource_service_client::ResourceServiceClient;
+use crate::pb::v1::user_service_client::UserServiceClient;
+use crate::pb::v1::*;
+use crate::{ResourcesCommand, UsersCommand};
+use tonic::transport::Channel;
+
+pub async fn resources(channel: Channel, credential: Credential, command: ResourcesCommand) -> Result<u8, String> {
+    let mut resources = ResourceServiceClient::with_interceptor(channel.clone(), credential.clone());
+    let assign = matches!(command, ResourcesCommand::Assign { .. });
+    match command {
+        ResourcesCommand::List => {
+            println!("{:<38} {:<24} PROVIDER", "ID", "NAME");
+            for resource in all_resources(&mut resources).await? {
+                let provider = match resource.provider {
+                    Some(resource::Provider::Memory(_)) => "memory",
+                    Some(resource::Provider::AwsSecurityGroup(_)) => "aws_security_group",
+                    Some(resource::Provider::GcpFirewall(_)) => "gcp_firewall",
+                    _ => "other",
+                };
+                println!("{:<38} {:<24} {provider}", resource.id, resource.name);
+            }
+        }
+        ResourcesCommand::Assign { resource, user } | ResourcesCommand::Unassign { resource, user } => {
+            let resource_id = resource_id(&mut resources, &resource).await?;
+            let mut users = UserServiceClient::with_interceptor(channel, credential);
+            let user_id = user_id(&mut users, &user).await?;
+            if assign {
+                let request = AssignResourceRequest { resource_id, user_id };
+                resources.assign_resource(request).await.map_err(|s| describe(&s))?;
+                println!("{resource} assigned to {user}");
+            } else {
+                let request = UnassignResourceRequest { resource_id, user_id };
+                resources.unassign_resource(request).await.map_err(|s| describe(&s))?;
+                println!("{resource} unassigned from {user}");
+            }
+        }
+    }
+    Ok(0)
+}
+
+pub async fn users(channel: Channel, credential: Credential, command: UsersCommand) -> Result<u8, String> {
+    let mut users = UserServiceClient::with_interceptor(channel, credential);
+    match command {
+        UsersCommand::Create { email, name, admin } => {
+            let role = if admin { Role::Admin } else { Role::User };
+            let user = User { email, full_name: name.unwrap_or_default(), role: role.into(), ..Default::default() };
+            let created = users.create_user(CreateUserRequest { user: Some(user) }).await.map_err(|s| describe(&s))?;
+            println!("{}", created.into_inner().user.unwrap_or_default().id);
+        }
+        UsersCommand::List => {
+            println!("{:<38} {:<32} {:<6} STATE", "ID", "EMAIL", "ROLE");
+            for user in all_users(&mut users).await? {
+                let state = if user.disabled {
+                    "disabled"
+                } else if user.locked {
+                    "locked"
+                } else {
+                    "active"
+                };
+                let role = user.role().as_str_name().trim_start_matches("ROLE_");
+                println!("{:<38} {:<32} {role:<6} {state}", user.id, user.email);
+            }
+        }
+    }
+    Ok(0)
+}
+
+type Resources = ResourceServiceClient<tonic::codegen::InterceptedService<Channel, Credential>>;
+type Users = UserServiceClient<tonic::codegen::InterceptedService<Channel, Credential>>;
+
+async fn all_resources(client: &mut Resources) -> Result<Vec<Resource>, String> {
+    let (mut all, mut page_token) = (Vec::new(), String::new());
+    loop {
+        let request = ListResourcesRequest { page_size: 1000, page_token, ..Default::default() };
+        let page = client.list_resources(request).await.map_err(|s| describe(&s))?.into_inner();
+        all.extend(page.resources);
+        if page.next_page_token.is_empty() {
+            return Ok(all);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+async fn all_users(client: &mut Users) -> Result<Vec<User>, String> {
+    let (mut all, mut page_token) = (Vec::new(), String::new());
+    loop {
+        let request = ListUsersRequest { page_size: 1000, page_token };
+        let page = client.list_users(request).await.map_err(|s| describe(&s))?.into_inner();
+        all.extend(page.users);
+        if page.next_page_token.is_empty() {
+            return Ok(all);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// A resource named by id or by name.
+async fn resource_id(client: &mut Resources, named: &str) -> Result<String, String> {
+    let found = all_resources(client).await?.into_iter().find(|r| r.id == named || r.name == named);
+    found.map(|resource| resource.id).ok_or_else(|| format!("no resource {named}"))
+}
+
+/// A user named by id or by email.
+async fn user_id(client: &mut Users, named: &str) -> Result<String, String> {
+    let wanted = named.to_lowercase();
+    let found = all_users(client).await?.into_iter().find(|u| u.id == named || u.email == wanted);
+    found.map(|user| user.id).ok_or_else(|| format!("no user {named}"))
+}
