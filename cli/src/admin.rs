@@ -3,19 +3,35 @@
 
 use crate::connect::Credential;
 use crate::errors::describe;
+use crate::output::Output;
 use crate::pb::v1::resource_service_client::ResourceServiceClient;
 use crate::pb::v1::user_service_client::UserServiceClient;
 use crate::pb::v1::*;
 use crate::{ResourcesCommand, UsersCommand};
 use tonic::transport::Channel;
 
-pub async fn resources(channel: Channel, credential: Credential, command: ResourcesCommand) -> Result<u8, String> {
+pub async fn resources(
+    channel: Channel,
+    credential: Credential,
+    command: ResourcesCommand,
+    out: Output,
+) -> Result<u8, String> {
     let mut resources = ResourceServiceClient::with_interceptor(channel.clone(), credential.clone());
     let assign = matches!(command, ResourcesCommand::Assign { .. });
     match command {
         ResourcesCommand::List => {
+            let all = all_resources(&mut resources).await?;
+            if out.json() {
+                let listed = ListResourcesResponse { resources: all, next_page_token: String::new() };
+                out.print_json(&listed, "portcullis.v1.ListResourcesResponse")?;
+                return Ok(0);
+            }
+            if out.quiet {
+                all.iter().for_each(|resource| println!("{}", resource.id));
+                return Ok(0);
+            }
             println!("{:<38} {:<24} PROVIDER", "ID", "NAME");
-            for resource in all_resources(&mut resources).await? {
+            for resource in all {
                 let provider = match resource.provider {
                     Some(resource::Provider::Memory(_)) => "memory",
                     Some(resource::Provider::AwsSecurityGroup(_)) => "aws_security_group",
@@ -43,18 +59,33 @@ pub async fn resources(channel: Channel, credential: Credential, command: Resour
     Ok(0)
 }
 
-pub async fn users(channel: Channel, credential: Credential, command: UsersCommand) -> Result<u8, String> {
+pub async fn users(channel: Channel, credential: Credential, command: UsersCommand, out: Output) -> Result<u8, String> {
     let mut users = UserServiceClient::with_interceptor(channel, credential);
     match command {
         UsersCommand::Create { email, name, admin } => {
             let role = if admin { Role::Admin } else { Role::User };
             let user = User { email, full_name: name.unwrap_or_default(), role: role.into(), ..Default::default() };
             let created = users.create_user(CreateUserRequest { user: Some(user) }).await.map_err(|s| describe(&s))?;
-            println!("{}", created.into_inner().user.unwrap_or_default().id);
+            let created = created.into_inner();
+            if out.json() {
+                out.print_json(&created, "portcullis.v1.CreateUserResponse")?;
+            } else {
+                println!("{}", created.user.unwrap_or_default().id);
+            }
         }
         UsersCommand::List => {
+            let all = all_users(&mut users).await?;
+            if out.json() {
+                let listed = ListUsersResponse { users: all, next_page_token: String::new() };
+                out.print_json(&listed, "portcullis.v1.ListUsersResponse")?;
+                return Ok(0);
+            }
+            if out.quiet {
+                all.iter().for_each(|user| println!("{}", user.id));
+                return Ok(0);
+            }
             println!("{:<38} {:<32} {:<6} STATE", "ID", "EMAIL", "ROLE");
-            for user in all_users(&mut users).await? {
+            for user in all {
                 let state = if user.disabled {
                     "disabled"
                 } else if user.locked {

@@ -5,6 +5,7 @@ mod admin;
 pub mod connect;
 pub mod errors;
 mod login;
+pub mod output;
 pub mod pb;
 pub mod profile;
 mod sessions;
@@ -40,6 +41,12 @@ pub struct Cli {
     /// Plaintext: only for a server on this machine.
     #[arg(long, global = true)]
     insecure: bool,
+    /// `table` for people, `json` for scripts: the API's own JSON, as grpcurl prints it.
+    #[arg(long, global = true, value_enum, default_value = "table")]
+    output: output::Format,
+    /// Print only ids, and no progress.
+    #[arg(long, short, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -197,6 +204,7 @@ async fn run(cli: Cli) -> Result<u8, String> {
     }
     let settings = login::renewed(&channel, settings, &cli.profile, &profile).await?;
     let credential = settings.credential()?;
+    let out = output::Output { format: cli.output, quiet: cli.quiet };
     match cli.command {
         Command::Login { .. } | Command::Completions { .. } => Ok(0),
         Command::Logout => login::logout(channel, credential, &cli.profile, &profile).await,
@@ -207,13 +215,21 @@ async fn run(cli: Cli) -> Result<u8, String> {
                 .await
                 .map_err(|status| errors::describe(&status))?
                 .into_inner();
+            if out.json() {
+                out.print_json(&answer, "portcullis.v1.GetCurrentUserResponse")?;
+                return Ok(0);
+            }
             let user = answer.user.unwrap_or_default();
+            if out.quiet {
+                println!("{}", user.id);
+                return Ok(0);
+            }
             println!("{} ({:?}) in organization {}", user.email, user.role(), user.organization_id);
             println!("permissions: {}", answer.permissions.join(", "));
             Ok(0)
         }
-        Command::Session(command) => sessions::run(channel, credential, command).await,
-        Command::Resources(command) => admin::resources(channel, credential, command).await,
-        Command::Users(command) => admin::users(channel, credential, command).await,
+        Command::Session(command) => sessions::run(channel, credential, command, out).await,
+        Command::Resources(command) => admin::resources(channel, credential, command, out).await,
+        Command::Users(command) => admin::users(channel, credential, command, out).await,
     }
 }

@@ -5,3 +5,6 @@
 pub mod v1 {
     tonic::include_proto!("portcullis.v1");
 }
+
+/// The encoded descriptors of every `portcullis.v1` file and what they import.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("portcullis_descriptor");

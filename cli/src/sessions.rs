@@ -2,6 +2,7 @@
 
 use crate::connect::Credential;
 use crate::errors::describe;
+use crate::output::Output;
 use crate::pb::v1::session_service_client::SessionServiceClient;
 use crate::pb::v1::*;
 use crate::{SessionCommand, Spec, exit};
@@ -11,16 +12,41 @@ use tonic::transport::Channel;
 
 type Client = SessionServiceClient<InterceptedService<Channel, Credential>>;
 
-pub async fn run(channel: Channel, credential: Credential, command: SessionCommand) -> Result<u8, String> {
+/// Prints one session as the API's `response` message, its id, or a line per rule.
+fn print_session(out: &Output, session: Session, response: &str) -> Result<(), String> {
+    if out.json() {
+        return out.print_json(&GetSessionResponse { session: Some(session) }, response);
+    }
+    if out.quiet {
+        println!("{}", session.id);
+        return Ok(());
+    }
+    let until = session.expires_at.map(|at| at.to_string()).unwrap_or_default();
+    println!("{} {} until {until}", session.id, status_name(session.status()));
+    for rule in &session.resource_ips {
+        println!("  {}", rule_line(rule));
+    }
+    Ok(())
+}
+
+pub async fn run(channel: Channel, credential: Credential, command: SessionCommand, out: Output) -> Result<u8, String> {
     let mut client = SessionServiceClient::with_interceptor(channel, credential);
     match command {
         SessionCommand::Start { spec, no_wait } => {
             let session = start(&mut client, &spec, None).await?;
-            println!("{}", session.id);
+            if !out.json() {
+                println!("{}", session.id);
+            }
             if no_wait {
+                if out.json() {
+                    out.print_json(
+                        &StartSessionResponse { session: Some(session) },
+                        "portcullis.v1.StartSessionResponse",
+                    )?;
+                }
                 return Ok(0);
             }
-            let mut progress = Progress::default();
+            let mut progress = Progress::new(out);
             let settled = tokio::select! {
                 settled = follow(&mut client, &session.id, &mut progress) => settled?,
                 _ = tokio::signal::ctrl_c() => {
@@ -29,14 +55,27 @@ pub async fn run(channel: Channel, credential: Credential, command: SessionComma
                     return Err("interrupted: the session was stopped".into());
                 }
             };
-            Ok(outcome(&settled))
+            let code = outcome(&settled);
+            if out.json() {
+                out.print_json(&StartSessionResponse { session: Some(settled) }, "portcullis.v1.StartSessionResponse")?;
+            }
+            Ok(code)
         }
         SessionCommand::Run { spec, heartbeat, allow_partial, command } => {
-            run_command(&mut client, &spec, heartbeat, allow_partial, &command).await
+            run_command(&mut client, &spec, heartbeat, allow_partial, &command, out).await
         }
         SessionCommand::List => {
             let request = ListSessionsRequest::default();
-            let sessions = client.list_sessions(request).await.map_err(|s| describe(&s))?.into_inner().sessions;
+            let listed = client.list_sessions(request).await.map_err(|s| describe(&s))?.into_inner();
+            if out.json() {
+                out.print_json(&listed, "portcullis.v1.ListSessionsResponse")?;
+                return Ok(0);
+            }
+            if out.quiet {
+                listed.sessions.iter().for_each(|session| println!("{}", session.id));
+                return Ok(0);
+            }
+            let sessions = listed.sessions;
             println!("{:<38} {:<10} {:<16} {:<40} EXPIRES", "ID", "STATUS", "IPV4", "IPV6");
             for session in sessions {
                 println!(
@@ -51,22 +90,12 @@ pub async fn run(channel: Channel, credential: Credential, command: SessionComma
             Ok(0)
         }
         SessionCommand::Get { id } => {
-            let session = client
-                .get_session(GetSessionRequest { id })
-                .await
-                .map_err(|s| describe(&s))?
-                .into_inner()
-                .session
-                .unwrap_or_default();
-            println!("{} {}", session.id, status_name(session.status()));
-            for rule in &session.resource_ips {
-                println!("  {}", rule_line(rule));
-            }
+            let answer = client.get_session(GetSessionRequest { id }).await.map_err(|s| describe(&s))?.into_inner();
+            print_session(&out, answer.session.unwrap_or_default(), "portcullis.v1.GetSessionResponse")?;
             Ok(0)
         }
         SessionCommand::Stop { id } => {
-            let session = stop(&mut client, &id).await?;
-            println!("{} {}", session.id, status_name(session.status()));
+            print_session(&out, stop(&mut client, &id).await?, "portcullis.v1.StopSessionResponse")?;
             Ok(0)
         }
         SessionCommand::Extend { id, hours, minutes } => {
@@ -88,9 +117,14 @@ pub async fn run(channel: Channel, credential: Credential, command: SessionComma
         }
         SessionCommand::Watch { id } => {
             let mut stream = watch(&mut client, &id).await?;
-            let mut progress = Progress::default();
+            let mut progress = Progress::new(out);
             // The server ends the stream once the session has ended.
             while let Some(message) = stream.message().await.map_err(|s| describe(&s))? {
+                if out.json() {
+                    // One message per line, for a script to read as they come.
+                    let line = crate::output::to_json(&message, "portcullis.v1.WatchSessionResponse")?;
+                    println!("{}", line.split_whitespace().collect::<Vec<_>>().join(" "));
+                }
                 progress.show(&message.session.unwrap_or_default());
             }
             Ok(0)
@@ -158,10 +192,11 @@ async fn run_command(
     heartbeat: u32,
     allow_partial: bool,
     command: &[String],
+    out: Output,
 ) -> Result<u8, String> {
     let session = start(client, spec, Some(heartbeat)).await?;
     let id = session.id.clone();
-    let mut progress = Progress::default();
+    let mut progress = Progress::new(out);
     // The watch that keeps the session alive: held open for as long as the command runs.
     let mut stream = watch(client, &id).await?;
     let settled_session = loop {
@@ -230,15 +265,23 @@ async fn supervise(command: &[String], session_id: &str) -> Result<u8, String> {
     })
 }
 
-/// Prints what changed since the last message: the session's status, each rule's.
-#[derive(Default)]
+/// Prints what changed since the last message: the session's status, each rule's (unless the
+/// output is JSON or quiet).
 struct Progress {
+    shown: bool,
     status: Option<SessionStatus>,
     rules: HashMap<String, (ResourceIpStatus, String)>,
 }
 
 impl Progress {
+    fn new(out: Output) -> Progress {
+        Progress { shown: out.chatty(), status: None, rules: HashMap::new() }
+    }
+
     fn show(&mut self, session: &Session) {
+        if !self.shown {
+            return;
+        }
         if self.status != Some(session.status()) {
             self.status = Some(session.status());
             println!("session {} {}", session.id, status_name(session.status()));

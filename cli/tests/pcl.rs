@@ -408,3 +408,41 @@ async fn users_and_assignments_by_name_and_email() {
     assert_eq!(unknown.status.code(), Some(1));
     assert!(text(&unknown).1.contains("no resource nope"), "{:?}", text(&unknown));
 }
+
+/// `--output json` prints the API's own JSON: parsed, the same as grpcurl's for the same call;
+/// `--quiet` prints only ids.
+#[tokio::test]
+async fn json_output_is_what_grpcurl_prints() {
+    let server = Server::start().await;
+    let started =
+        server.pcl(&["session", "start", "--ipv4", "203.0.113.25", "--minutes", "15", "--quiet"]).output().unwrap();
+    let (stdout, stderr) = text(&started);
+    assert!(started.status.success(), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "only the id: {stdout}");
+    let id = lines[0];
+    let grpcurl = |method: &str, body: &str| {
+        let output = Command::new("grpcurl")
+            .args(["-plaintext", "-H", &format!("x-api-key: {}", server.key), "-d", body, &server.address, method])
+            .output()
+            .expect("grpcurl on PATH (scripts/test.sh installs it)");
+        assert!(output.status.success(), "{:?}", text(&output));
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+    };
+    let ours = |args: &[&str]| {
+        let output = server.pcl(args).output().unwrap();
+        assert!(output.status.success(), "{:?}", text(&output));
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+    };
+    assert_eq!(
+        ours(&["session", "get", id, "--output", "json"]),
+        grpcurl("portcullis.v1.SessionService/GetSession", &format!("{{\"id\": \"{id}\"}}"))
+    );
+    assert_eq!(
+        ours(&["session", "list", "--output", "json"]),
+        grpcurl("portcullis.v1.SessionService/ListSessions", "{}")
+    );
+    assert_eq!(ours(&["whoami", "--output", "json"]), grpcurl("portcullis.v1.UserService/GetCurrentUser", "{}"));
+    let listed = server.pcl(&["session", "list", "--quiet"]).output().unwrap();
+    assert_eq!(text(&listed).0.trim(), id);
+}
