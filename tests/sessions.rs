@@ -667,8 +667,16 @@ async fn the_reconciler_repairs_drift_both_ways_and_never_touches_foreign_rules(
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let repaired = settled(&f.server, &session.id, SessionStatus::Active).await;
-        assert_eq!(repaired.rules[0].status, "APPLIED");
+        // The firewall holds it again a moment before the worker records it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let repaired = loop {
+            let record = settled(&f.server, &session.id, SessionStatus::Active).await;
+            if record.rules[0].status == "APPLIED" {
+                break record;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{}: the repair was never recorded", db.backend);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         let rule_id = repaired.rules[0].id.clone();
         let events = audit_details(&f.server, &rule_id, "rule.repaired").await;
         assert_eq!(events[0].get("address").map(String::as_str), Some(IPV4), "{}", db.backend);

@@ -124,8 +124,18 @@ pub enum SessionCommand {
         #[command(flatten)]
         spec: Spec,
         /// Return at once instead of following the session until it is ACTIVE.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "follow")]
         no_wait: bool,
+        /// Stay in the foreground: follow address changes (no gap), extend the session before it
+        /// ends, as far as your maximum allows; Ctrl-C stops it.
+        #[arg(long)]
+        follow: bool,
+        /// With --follow: how often to look at your address.
+        #[arg(long, default_value_t = 30)]
+        poll_seconds: u64,
+        /// With --follow: read the address from this file instead of asking the server (tests).
+        #[arg(long, hide = true)]
+        address_file: Option<PathBuf>,
     },
     /// Start a session, run CMD once it is ACTIVE, and stop the session when CMD ends (or when
     /// pcl is interrupted; if pcl dies, the heartbeat closes the address).

@@ -32,7 +32,10 @@ fn print_session(out: &Output, session: Session, response: &str) -> Result<(), S
 pub async fn run(channel: Channel, credential: Credential, command: SessionCommand, out: Output) -> Result<u8, String> {
     let mut client = SessionServiceClient::with_interceptor(channel, credential);
     match command {
-        SessionCommand::Start { spec, no_wait } => {
+        SessionCommand::Start { spec, follow: true, poll_seconds, address_file, .. } => {
+            follow_along(&mut client, &spec, poll_seconds, address_file, out).await
+        }
+        SessionCommand::Start { spec, no_wait, .. } => {
             let session = start(&mut client, &spec, None).await?;
             if !out.json() {
                 println!("{}", session.id);
@@ -232,6 +235,82 @@ async fn run_command(
         eprintln!("pcl: stopping session {id} failed ({message}); its heartbeat closes it");
     }
     code
+}
+
+/// `session start --follow`: a session for a person on the move. Bound by a heartbeat to this
+/// process, it follows the address the server sees (ChangeSessionAddress, no gap), is extended
+/// before it ends as far as the maximum allows, and is stopped on Ctrl-C.
+async fn follow_along(
+    client: &mut Client,
+    spec: &Spec,
+    poll_seconds: u64,
+    address_file: Option<std::path::PathBuf>,
+    out: Output,
+) -> Result<u8, String> {
+    const HEARTBEAT_SECONDS: u32 = 60;
+    // Extended this long before its end, by its own length.
+    const EXTEND_BEFORE_SECS: i64 = 10 * 60;
+    let session = start(client, spec, Some(HEARTBEAT_SECONDS)).await?;
+    let id = session.id.clone();
+    if !out.json() {
+        println!("{id}");
+    }
+    let length_minutes = spec.minutes.or(spec.hours.map(|hours| hours.saturating_mul(60))).unwrap_or(60);
+    let mut addresses = (session.ipv4_address.clone(), session.ipv6_address.clone());
+    let mut expires_at = session.expires_at.map_or(i64::MAX, |at| at.seconds);
+    let mut at_maximum = false;
+    let mut stream = watch(client, &id).await?;
+    let mut progress = Progress::new(out);
+    let mut polls = tokio::time::interval(std::time::Duration::from_secs(poll_seconds.max(1)));
+    loop {
+        tokio::select! {
+            message = stream.message() => {
+                let Some(message) = message.map_err(|s| describe(&s))? else { return Ok(0) };
+                let current = message.session.unwrap_or_default();
+                progress.show(&current);
+                expires_at = current.expires_at.map_or(expires_at, |at| at.seconds);
+                if current.status() == SessionStatus::Expired || current.status() == SessionStatus::Cancelled {
+                    return Ok(0);
+                }
+            }
+            _ = polls.tick() => {
+                let seen = match &address_file {
+                    Some(path) => std::fs::read_to_string(path).map(|text| text.trim().to_owned()).map_err(|e| e.to_string())?,
+                    None => client.get_client_address(GetClientAddressRequest {}).await.map_err(|s| describe(&s))?.into_inner().ip_address,
+                };
+                let is_v6 = seen.contains(':');
+                let current = if is_v6 { &mut addresses.1 } else { &mut addresses.0 };
+                if !seen.is_empty() && *current != seen {
+                    let (ipv4_address, ipv6_address) = if is_v6 { (None, Some(seen.clone())) } else { (Some(seen.clone()), None) };
+                    let request = ChangeSessionAddressRequest { id: id.clone(), ipv4_address, ipv6_address };
+                    client.change_session_address(request).await.map_err(|s| describe(&s))?;
+                    if out.chatty() {
+                        println!("address changed: {} -> {seen}", if current.is_empty() { "none" } else { current.as_str() });
+                    }
+                    *current = seen;
+                }
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+                if !at_maximum && expires_at - now < EXTEND_BEFORE_SECS {
+                    let request = ExtendSessionRequest { id: id.clone(), additional_hours: 0, additional_minutes: length_minutes };
+                    match client.extend_session(request).await {
+                        Ok(_) => {}
+                        Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                            at_maximum = true;
+                            eprintln!("pcl: the session is at its maximum length; it ends as planned");
+                        }
+                        Err(status) => return Err(describe(&status)),
+                    }
+                }
+            }
+            _ = tokio::signal::ctrl_c() => {
+                stop(client, &id).await?;
+                if out.chatty() {
+                    println!("stopped");
+                }
+                return Ok(0);
+            }
+        }
+    }
 }
 
 /// Runs the command with the session's id in its environment, passing SIGINT and SIGTERM on;

@@ -446,3 +446,58 @@ async fn json_output_is_what_grpcurl_prints() {
     let listed = server.pcl(&["session", "list", "--quiet"]).output().unwrap();
     assert_eq!(text(&listed).0.trim(), id);
 }
+
+/// `session start --follow` moves the session when the address changes — never leaving it with
+/// no address applied — and Ctrl-C (SIGINT) stops it.
+#[tokio::test]
+async fn follow_moves_the_session_to_a_new_address_and_stops_on_interrupt() {
+    let server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let address_file = dir.path().join("address");
+    std::fs::write(&address_file, "203.0.113.30\n").unwrap();
+    let file = address_file.display().to_string();
+    let args = [
+        "session",
+        "start",
+        "--ipv4",
+        "203.0.113.30",
+        "--minutes",
+        "30",
+        "--follow",
+        "--poll-seconds",
+        "1",
+        "--address-file",
+        &file,
+    ];
+    let child = server.pcl(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let active = server.latest_reaches(SessionStatus::Active, Duration::from_secs(10)).await;
+
+    std::fs::write(&address_file, "203.0.113.31\n").unwrap();
+    let (mut samples, mut gaps) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let session = server.session(&active.id).await;
+        let applied: Vec<&str> = session
+            .resource_ips
+            .iter()
+            .filter(|rule| rule.status() == ResourceIpStatus::Applied)
+            .map(|rule| rule.ip_address.as_str())
+            .collect();
+        samples += 1;
+        gaps += usize::from(applied.is_empty());
+        if applied == ["203.0.113.31"] && session.ipv4_address == "203.0.113.31" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never moved: {session:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(gaps, 0, "{gaps} of {samples} samples had no address applied");
+
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let output = child.wait_with_output().unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("address changed: 203.0.113.30 -> 203.0.113.31"), "{stdout}");
+    let stopped = server.session(&active.id).await;
+    assert!(matches!(stopped.status(), SessionStatus::Expiring | SessionStatus::Cancelled), "{stopped:?}");
+}
