@@ -76,20 +76,31 @@ impl Settings {
             }
         };
         let value = MetadataValue::try_from(value).map_err(|_| "the credential must be visible ASCII".to_owned())?;
-        Ok(Credential { header, value })
+        Ok(Credential { header, value: std::sync::Arc::new(std::sync::RwLock::new(value)) })
     }
 }
 
-/// Sends the credential with every call.
+/// Sends the credential with every call. Clones share it, so a renewed token reaches every
+/// client made with it.
 #[derive(Clone)]
 pub struct Credential {
     header: &'static str,
-    value: MetadataValue<tonic::metadata::Ascii>,
+    value: std::sync::Arc<std::sync::RwLock<MetadataValue<tonic::metadata::Ascii>>>,
+}
+
+impl Credential {
+    /// From now on, calls carry this access token.
+    pub fn renew(&self, token: &str) -> Result<(), String> {
+        let value = MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| "the token is not ASCII")?;
+        *self.value.write().unwrap_or_else(std::sync::PoisonError::into_inner) = value;
+        Ok(())
+    }
 }
 
 impl Interceptor for Credential {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert(self.header, self.value.clone());
+        let value = self.value.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        request.metadata_mut().insert(self.header, value);
         Ok(request)
     }
 }

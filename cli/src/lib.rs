@@ -214,6 +214,11 @@ async fn run(cli: Cli) -> Result<u8, String> {
     }
     let settings = login::renewed(&channel, settings, &cli.profile, &profile).await?;
     let credential = settings.credential()?;
+    // A login's token is short-lived: long commands (run, watch, --follow) keep it fresh.
+    if settings.api_key.is_none() {
+        let expires_at = profile::load(&cli.profile)?.token_expires_at.unwrap_or_default();
+        tokio::spawn(login::keep_renewing(channel.clone(), credential.clone(), cli.profile.clone(), expires_at));
+    }
     let out = output::Output { format: cli.output, quiet: cli.quiet };
     match cli.command {
         Command::Login { .. } | Command::Completions { .. } => Ok(0),

@@ -98,6 +98,34 @@ pub async fn renewed(
     }
 }
 
+/// Keeps a login's token fresh while a long command runs: renews it through
+/// ExtendLoginSession halfway to its end (at most 5 minutes before it), into `credential` and the
+/// profile. Runs until the process ends; gives up, saying so, once the login has.
+pub async fn keep_renewing(channel: Channel, credential: Credential, profile_name: String, mut expires_at: i64) {
+    loop {
+        let left = expires_at - now();
+        let wait = (left - RENEW_WITHIN_SECS.min(left / 2)).max(1);
+        tokio::time::sleep(std::time::Duration::from_secs(u64::try_from(wait).unwrap_or(1))).await;
+        let mut auth = AuthServiceClient::with_interceptor(channel.clone(), credential.clone());
+        match auth.extend_login_session(ExtendLoginSessionRequest {}).await {
+            Ok(answer) => {
+                let extended = answer.into_inner();
+                expires_at = extended.expires_at.map_or(now() + 60, |at| at.seconds);
+                let kept = credential
+                    .renew(&extended.access_token)
+                    .and_then(|()| keep(&profile_name, &extended.access_token, extended.expires_at, None));
+                if let Err(message) = kept {
+                    eprintln!("pcl: keeping the renewed token: {message}");
+                }
+            }
+            Err(status) => {
+                eprintln!("pcl: renewing the login failed ({}); run `pcl login` again", describe(&status));
+                return;
+            }
+        }
+    }
+}
+
 fn keep(
     profile_name: &str,
     token: &str,

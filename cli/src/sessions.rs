@@ -174,6 +174,11 @@ async fn watch(client: &mut Client, id: &str) -> Result<tonic::Streaming<WatchSe
     Ok(client.watch_session(request).await.map_err(|s| describe(&s))?.into_inner())
 }
 
+/// Whether a session with this status is over for good.
+fn ended(status: SessionStatus) -> bool {
+    matches!(status, SessionStatus::Failed | SessionStatus::Expired | SessionStatus::Cancelled)
+}
+
 fn settled(session: &Session) -> bool {
     !matches!(session.status(), SessionStatus::Pending | SessionStatus::Unspecified)
 }
@@ -227,7 +232,24 @@ async fn run_command(
             return Ok(code);
         }
     }
-    let keep_alive = tokio::spawn(async move { while let Ok(Some(_)) = stream.message().await {} });
+    // The server ends a watch whose credential it no longer accepts (a login's token that was
+    // renewed since): while the session lives, watch again with the current one.
+    let mut watcher = client.clone();
+    let watched = id.clone();
+    let keep_alive = tokio::spawn(async move {
+        loop {
+            while let Ok(Some(message)) = stream.message().await {
+                if message.session.is_some_and(|session| ended(session.status())) {
+                    return;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            match watch(&mut watcher, &watched).await {
+                Ok(again) => stream = again,
+                Err(message) => eprintln!("pcl: watching the session again failed: {message}"),
+            }
+        }
+    });
     let code = supervise(command, &id).await;
     keep_alive.abort();
     let stopped = stop(client, &id).await;

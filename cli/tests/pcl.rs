@@ -31,11 +31,17 @@ struct Server {
 
 impl Server {
     async fn start() -> Server {
+        Server::start_with(&[]).await
+    }
+
+    /// A server with extra configuration from the environment (`PORTCULLIS_…`).
+    async fn start_with(settings: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let database = format!("sqlite://{}?mode=rwc", dir.path().join("portcullis.db").display());
         let command = |args: &[&str]| {
             let mut command = Command::new(server_binary());
             command.args(args).current_dir(dir.path()).env("PORTCULLIS_DATABASE_URL", &database);
+            command.envs(settings.iter().copied());
             command
         };
         let init = command(&["init", "--admin-email", "ci@example.com"]).output().unwrap();
@@ -500,4 +506,45 @@ async fn follow_moves_the_session_to_a_new_address_and_stops_on_interrupt() {
     assert!(stdout.contains("address changed: 203.0.113.30 -> 203.0.113.31"), "{stdout}");
     let stopped = server.session(&active.id).await;
     assert!(matches!(stopped.status(), SessionStatus::Expiring | SessionStatus::Cancelled), "{stopped:?}");
+}
+
+/// A login's token outlives no long command: with one-minute tokens, `session run` keeps its
+/// session past the first token's end (renewing the token, watching again) and still stops it
+/// itself at the end. (Takes two minutes.)
+#[tokio::test]
+async fn a_long_session_run_on_a_login_renews_its_token() {
+    use std::io::Write;
+    let server = Server::start_with(&[
+        ("PORTCULLIS_AUTH__ACCESS_TOKEN_MINUTES", "1"),
+        ("PORTCULLIS_AUTH__CALLER_CACHE_SECS", "1"),
+    ])
+    .await;
+    let mut login = server
+        .pcl_without_key(&["login", "--email", "ci@example.com"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let code = server.login_code().await;
+    writeln!(login.stdin.take().unwrap(), "{code}").unwrap();
+    assert!(login.wait().unwrap().success());
+
+    let mut run = server
+        .pcl_without_key(&["session", "run", "--heartbeat", "5", "--ipv4", "203.0.113.40", "--", "sleep", "110"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let active = server.latest_reaches(SessionStatus::Active, Duration::from_secs(10)).await;
+    // Past the first token's end and the server's 30 s leeway for it.
+    tokio::time::sleep(Duration::from_secs(100)).await;
+    let meanwhile = server.session(&active.id).await;
+    assert_eq!(meanwhile.status(), SessionStatus::Active, "past the first token's end: {meanwhile:?}");
+    let status = run.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut run.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{stderr}");
+    let ended = server.latest_reaches(SessionStatus::Cancelled, Duration::from_secs(10)).await;
+    assert_eq!(ended.ended_reason(), EndedReason::Manual, "pcl stopped it, with a fresh token: {stderr}");
 }
