@@ -137,6 +137,21 @@ impl Server {
         }
     }
 
+    /// Runs `pcl login` as the admin, typing the code from the server's log.
+    async fn login(&self) -> Output {
+        use std::io::Write;
+        let mut login = self
+            .pcl_without_key(&["login", "--email", "ci@example.com"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let code = self.login_code().await;
+        writeln!(login.stdin.take().unwrap(), "{code}").unwrap();
+        login.wait_with_output().unwrap()
+    }
+
     fn profile_file(&self) -> std::path::PathBuf {
         self._dir.path().join("portcullis").join("config.toml")
     }
@@ -330,18 +345,8 @@ async fn resources_extend_and_completions() {
 /// commands use it, renew it before it runs out, and `pcl logout` ends the login.
 #[tokio::test]
 async fn login_keeps_a_token_that_later_commands_use_and_renew() {
-    use std::io::Write;
     let server = Server::start().await;
-    let mut login = server
-        .pcl_without_key(&["login", "--email", "ci@example.com"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let code = server.login_code().await;
-    writeln!(login.stdin.take().unwrap(), "{code}").unwrap();
-    let output = login.wait_with_output().unwrap();
+    let output = server.login().await;
     let (stdout, stderr) = text(&output);
     assert!(output.status.success(), "{stdout}{stderr}");
     assert!(stdout.starts_with("logged in as ci@example.com"), "{stdout}");
@@ -513,22 +518,13 @@ async fn follow_moves_the_session_to_a_new_address_and_stops_on_interrupt() {
 /// itself at the end. (Takes two minutes.)
 #[tokio::test]
 async fn a_long_session_run_on_a_login_renews_its_token() {
-    use std::io::Write;
     let server = Server::start_with(&[
         ("PORTCULLIS_AUTH__ACCESS_TOKEN_MINUTES", "1"),
         ("PORTCULLIS_AUTH__CALLER_CACHE_SECS", "1"),
     ])
     .await;
-    let mut login = server
-        .pcl_without_key(&["login", "--email", "ci@example.com"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let code = server.login_code().await;
-    writeln!(login.stdin.take().unwrap(), "{code}").unwrap();
-    assert!(login.wait().unwrap().success());
+    let login = server.login().await;
+    assert!(login.status.success(), "{:?}", text(&login));
 
     let mut run = server
         .pcl_without_key(&["session", "run", "--heartbeat", "5", "--ipv4", "203.0.113.40", "--", "sleep", "110"])
