@@ -189,6 +189,11 @@ pub struct Spec {
     pub ipv6: Option<String>,
 }
 
+/// The time in Unix seconds, as the API's timestamps count it.
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs() as i64)
+}
+
 /// Parses the command line and runs it; what the process exits with.
 pub async fn main() -> ExitCode {
     let cli = Cli::parse();

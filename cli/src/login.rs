@@ -11,10 +11,6 @@ use tonic::transport::Channel;
 /// Tokens this close to their end are renewed before the call.
 const RENEW_WITHIN_SECS: i64 = 5 * 60;
 
-fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs() as i64)
-}
-
 /// Reads one line of stdin (a TTY or a pipe), without its line end.
 async fn read_line() -> Result<String, String> {
     tokio::task::spawn_blocking(|| {
@@ -77,7 +73,7 @@ pub async fn renewed(
     profile_name: &str,
     profile: &Profile,
 ) -> Result<Settings, String> {
-    let due = profile.token_expires_at.is_some_and(|at| at - now() < RENEW_WITHIN_SECS);
+    let due = profile.token_expires_at.is_some_and(|at| at - crate::unix_now() < RENEW_WITHIN_SECS);
     if settings.api_key.is_some() || settings.access_token.is_none() || !due {
         return Ok(settings);
     }
@@ -103,14 +99,14 @@ pub async fn renewed(
 /// profile. Runs until the process ends; gives up, saying so, once the login has.
 pub async fn keep_renewing(channel: Channel, credential: Credential, profile_name: String, mut expires_at: i64) {
     loop {
-        let left = expires_at - now();
+        let left = expires_at - crate::unix_now();
         let wait = (left - RENEW_WITHIN_SECS.min(left / 2)).max(1);
         tokio::time::sleep(std::time::Duration::from_secs(u64::try_from(wait).unwrap_or(1))).await;
         let mut auth = AuthServiceClient::with_interceptor(channel.clone(), credential.clone());
         match auth.extend_login_session(ExtendLoginSessionRequest {}).await {
             Ok(answer) => {
                 let extended = answer.into_inner();
-                expires_at = extended.expires_at.map_or(now() + 60, |at| at.seconds);
+                expires_at = extended.expires_at.map_or(crate::unix_now() + 60, |at| at.seconds);
                 let kept = credential
                     .renew(&extended.access_token)
                     .and_then(|()| keep(&profile_name, &extended.access_token, extended.expires_at, None));

@@ -50,8 +50,9 @@ pub async fn run(channel: Channel, credential: Credential, command: SessionComma
                 return Ok(0);
             }
             let mut progress = Progress::new(out);
+            let mut stream = watch(&mut client, &session.id).await?;
             let settled = tokio::select! {
-                settled = follow(&mut client, &session.id, &mut progress) => settled?,
+                settled = follow(&mut stream, &mut progress) => settled?,
                 _ = tokio::signal::ctrl_c() => {
                     // Interrupted while waiting: nothing should stay open for a session nobody wanted.
                     stop(&mut client, &session.id).await?;
@@ -153,8 +154,10 @@ async fn stop(client: &mut Client, id: &str) -> Result<Session, String> {
 }
 
 /// Follows the session, printing each change, until it is ACTIVE, PARTIAL or over.
-async fn follow(client: &mut Client, id: &str, progress: &mut Progress) -> Result<Session, String> {
-    let mut stream = watch(client, id).await?;
+async fn follow(
+    stream: &mut tonic::Streaming<WatchSessionResponse>,
+    progress: &mut Progress,
+) -> Result<Session, String> {
     loop {
         match stream.message().await.map_err(|s| describe(&s))? {
             Some(message) => {
@@ -207,19 +210,11 @@ async fn run_command(
     let mut progress = Progress::new(out);
     // The watch that keeps the session alive: held open for as long as the command runs.
     let mut stream = watch(client, &id).await?;
-    let settled_session = loop {
-        let message = tokio::select! {
-            message = stream.message() => message.map_err(|s| describe(&s))?,
-            _ = tokio::signal::ctrl_c() => {
-                stop(client, &id).await?;
-                return Err("interrupted before the session was ACTIVE: it was stopped".into());
-            }
-        };
-        let Some(message) = message else { return Err("the server ended the watch before the session settled".into()) };
-        let current = message.session.unwrap_or_default();
-        progress.show(&current);
-        if settled(&current) {
-            break current;
+    let settled_session = tokio::select! {
+        settled = follow(&mut stream, &mut progress) => settled?,
+        _ = tokio::signal::ctrl_c() => {
+            stop(client, &id).await?;
+            return Err("interrupted before the session was ACTIVE: it was stopped".into());
         }
     };
     match settled_session.status() {
@@ -311,8 +306,7 @@ async fn follow_along(
                     }
                     *current = seen;
                 }
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-                if !at_maximum && expires_at - now < EXTEND_BEFORE_SECS {
+                if !at_maximum && expires_at - crate::unix_now() < EXTEND_BEFORE_SECS {
                     let request = ExtendSessionRequest { id: id.clone(), additional_hours: 0, additional_minutes: length_minutes };
                     match client.extend_session(request).await {
                         Ok(_) => {}
