@@ -10,6 +10,9 @@ use std::time::Duration;
 pub enum Error {
     #[error("invalid request: {violations:?}")]
     InvalidArgument { reason: ErrorReason, violations: Vec<FieldViolation> },
+    /// An extension past the longest the session may last; says how far it could go.
+    #[error("{field}: the session would last longer than the maximum of {max_hours} hours")]
+    ExceedsMaximum { field: &'static str, max_hours: u32, latest_expires_at: chrono::DateTime<chrono::Utc> },
     #[error("unauthenticated: {message}")]
     Unauthenticated { reason: ErrorReason, message: String },
     #[error("permission denied: {message}")]

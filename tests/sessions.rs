@@ -280,10 +280,18 @@ async fn extend_only_live_sessions_within_the_maximum() {
             f.sessions.extend_session(with_key(extend(1), &key)).await.unwrap().into_inner().session.unwrap();
         assert_eq!(extended.expires_at.unwrap().seconds - session.expires_at.unwrap().seconds, 3600, "{}", db.backend);
         assert!(extended.revision > session.revision);
-        // FREE tier: 2 hours in all.
+        // FREE tier: 2 hours in all; the refusal says until when the session can still go.
         let err = f.sessions.extend_session(with_key(extend(1), &key)).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
         assert_eq!(violated_fields(&err), ["additional_hours"]);
+        assert_eq!(reason(&err), "ERROR_REASON_DURATION_EXCEEDS_MAXIMUM");
+        let metadata = {
+            use tonic_types::StatusExt;
+            err.get_error_details().error_info().map(|info| info.metadata.clone()).unwrap_or_default()
+        };
+        assert_eq!(metadata.get("max_hours").map(String::as_str), Some("2"));
+        let latest: prost_types::Timestamp = metadata["latest_expires_at"].parse().unwrap();
+        assert_eq!(latest.seconds, session.started_at.unwrap().seconds + 2 * 3600, "{metadata:?}");
         let err = f.sessions.extend_session(with_key(extend(0), &key)).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
 

@@ -126,16 +126,8 @@ pub enum SessionCommand {
         /// Return at once instead of following the session until it is ACTIVE.
         #[arg(long, conflicts_with = "follow")]
         no_wait: bool,
-        /// Stay in the foreground: follow address changes (no gap), extend the session before it
-        /// ends, as far as your maximum allows; Ctrl-C stops it.
-        #[arg(long)]
-        follow: bool,
-        /// With --follow: how often to look at your address.
-        #[arg(long, default_value_t = 30)]
-        poll_seconds: u64,
-        /// With --follow: read the address from this file instead of asking the server (tests).
-        #[arg(long, hide = true)]
-        address_file: Option<PathBuf>,
+        #[command(flatten)]
+        follow: Follow,
     },
     /// Start a session, run CMD once it is ACTIVE, and stop the session when CMD ends (or when
     /// pcl is interrupted; if pcl dies, the heartbeat closes the address).
@@ -170,6 +162,24 @@ pub enum SessionCommand {
     },
     /// Follow a session's changes until it ends.
     Watch { id: String },
+}
+
+/// `session start --follow` and its settings.
+#[derive(Args, Clone)]
+pub struct Follow {
+    /// Stay in the foreground: follow address changes (no gap), extend the session before it
+    /// ends, as far as your maximum allows; Ctrl-C stops it.
+    #[arg(id = "follow", long = "follow")]
+    pub on: bool,
+    /// With --follow: how often to look at your address.
+    #[arg(long, default_value_t = 30)]
+    pub poll_seconds: u64,
+    /// With --follow: extend the session (by its own length) once this little of it is left.
+    #[arg(long, default_value_t = 10)]
+    pub extend_before_minutes: u32,
+    /// With --follow: read the address from this file instead of asking the server (tests).
+    #[arg(long, hide = true)]
+    pub address_file: Option<PathBuf>,
 }
 
 /// What a new session opens, and for how long.

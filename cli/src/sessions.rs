@@ -5,7 +5,7 @@ use crate::errors::describe;
 use crate::output::Output;
 use crate::pb::v1::session_service_client::SessionServiceClient;
 use crate::pb::v1::*;
-use crate::{SessionCommand, Spec, exit};
+use crate::{Follow, SessionCommand, Spec, exit};
 use std::collections::HashMap;
 use tonic::codegen::InterceptedService;
 use tonic::transport::Channel;
@@ -32,9 +32,7 @@ fn print_session(out: &Output, session: Session, response: &str) -> Result<(), S
 pub async fn run(channel: Channel, credential: Credential, command: SessionCommand, out: Output) -> Result<u8, String> {
     let mut client = SessionServiceClient::with_interceptor(channel, credential);
     match command {
-        SessionCommand::Start { spec, follow: true, poll_seconds, address_file, .. } => {
-            follow_along(&mut client, &spec, poll_seconds, address_file, out).await
-        }
+        SessionCommand::Start { spec, follow, .. } if follow.on => follow_along(&mut client, &spec, &follow, out).await,
         SessionCommand::Start { spec, no_wait, .. } => {
             let session = start(&mut client, &spec, None).await?;
             if !out.json() {
@@ -257,28 +255,21 @@ async fn run_command(
 /// `session start --follow`: a session for a person on the move. Bound by a heartbeat to this
 /// process, it follows the address the server sees (ChangeSessionAddress, no gap), is extended
 /// before it ends as far as the maximum allows, and is stopped on Ctrl-C.
-async fn follow_along(
-    client: &mut Client,
-    spec: &Spec,
-    poll_seconds: u64,
-    address_file: Option<std::path::PathBuf>,
-    out: Output,
-) -> Result<u8, String> {
+async fn follow_along(client: &mut Client, spec: &Spec, settings: &Follow, out: Output) -> Result<u8, String> {
     const HEARTBEAT_SECONDS: u32 = 60;
-    // Extended this long before its end, by its own length.
-    const EXTEND_BEFORE_SECS: i64 = 10 * 60;
     let session = start(client, spec, Some(HEARTBEAT_SECONDS)).await?;
     let id = session.id.clone();
     if !out.json() {
         println!("{id}");
     }
     let length_minutes = spec.minutes.or(spec.hours.map(|hours| hours.saturating_mul(60))).unwrap_or(60);
+    let extend_before_secs = i64::from(settings.extend_before_minutes) * 60;
     let mut addresses = (session.ipv4_address.clone(), session.ipv6_address.clone());
     let mut expires_at = session.expires_at.map_or(i64::MAX, |at| at.seconds);
     let mut at_maximum = false;
     let mut stream = watch(client, &id).await?;
     let mut progress = Progress::new(out);
-    let mut polls = tokio::time::interval(std::time::Duration::from_secs(poll_seconds.max(1)));
+    let mut polls = tokio::time::interval(std::time::Duration::from_secs(settings.poll_seconds.max(1)));
     loop {
         tokio::select! {
             message = stream.message() => {
@@ -291,7 +282,7 @@ async fn follow_along(
                 }
             }
             _ = polls.tick() => {
-                let seen = match &address_file {
+                let seen = match &settings.address_file {
                     Some(path) => std::fs::read_to_string(path).map(|text| text.trim().to_owned()).map_err(|e| e.to_string())?,
                     None => client.get_client_address(GetClientAddressRequest {}).await.map_err(|s| describe(&s))?.into_inner().ip_address,
                 };
@@ -301,32 +292,64 @@ async fn follow_along(
                     let (ipv4_address, ipv6_address) = if is_v6 { (None, Some(seen.clone())) } else { (Some(seen.clone()), None) };
                     let request = ChangeSessionAddressRequest { id: id.clone(), ipv4_address, ipv6_address };
                     client.change_session_address(request).await.map_err(|s| describe(&s))?;
-                    if out.chatty() {
-                        println!("address changed: {} -> {seen}", if current.is_empty() { "none" } else { current.as_str() });
-                    }
+                    progress.note(&format!("address changed: {} -> {seen}", if current.is_empty() { "none" } else { current.as_str() }));
                     *current = seen;
                 }
-                if !at_maximum && expires_at - crate::unix_now() < EXTEND_BEFORE_SECS {
-                    let request = ExtendSessionRequest { id: id.clone(), additional_hours: 0, additional_minutes: length_minutes };
-                    match client.extend_session(request).await {
-                        Ok(_) => {}
-                        Err(status) if status.code() == tonic::Code::InvalidArgument => {
-                            at_maximum = true;
-                            eprintln!("pcl: the session is at its maximum length; it ends as planned");
-                        }
-                        Err(status) => return Err(describe(&status)),
+                if !at_maximum && expires_at - crate::unix_now() < extend_before_secs {
+                    let extended;
+                    (extended, at_maximum) = extend_within_maximum(client, &id, expires_at, length_minutes).await?;
+                    expires_at = extended.expires_at.map_or(expires_at, |at| at.seconds);
+                    let until = extended.expires_at.map(|at| at.to_string()).unwrap_or_default();
+                    match at_maximum {
+                        true => progress.note(&format!("extended to its maximum: the session ends at {until}")),
+                        false => progress.note(&format!("extended until {until}")),
                     }
                 }
             }
             _ = tokio::signal::ctrl_c() => {
                 stop(client, &id).await?;
-                if out.chatty() {
-                    println!("stopped");
-                }
+                progress.note("stopped");
                 return Ok(0);
             }
         }
     }
+}
+
+/// Extends a session that ends at `expires_at` by `minutes`, or, where that is past its maximum,
+/// to the latest end the server names in its refusal. Answers the session and whether it is now
+/// as long as it may be.
+async fn extend_within_maximum(
+    client: &mut Client,
+    id: &str,
+    expires_at: i64,
+    minutes: u32,
+) -> Result<(Session, bool), String> {
+    let mut request = ExtendSessionRequest { id: id.to_owned(), additional_hours: 0, additional_minutes: minutes };
+    let refusal = match client.extend_session(request.clone()).await {
+        Ok(answer) => return Ok((answer.into_inner().session.unwrap_or_default(), false)),
+        Err(status) => status,
+    };
+    let latest = latest_expiry(&refusal).ok_or_else(|| describe(&refusal))?;
+    // Whole minutes are what ExtendSession takes; less than one left is as far as it goes.
+    request.additional_minutes = u32::try_from((latest - expires_at) / 60).unwrap_or(0);
+    if request.additional_minutes == 0 {
+        let session = client.get_session(GetSessionRequest { id: id.to_owned() }).await.map_err(|s| describe(&s))?;
+        return Ok((session.into_inner().session.unwrap_or_default(), true));
+    }
+    let answer = client.extend_session(request).await.map_err(|s| describe(&s))?;
+    Ok((answer.into_inner().session.unwrap_or_default(), true))
+}
+
+/// The latest end a session may have, from ExtendSession's refusal to go past its maximum.
+fn latest_expiry(refusal: &tonic::Status) -> Option<i64> {
+    use tonic_types::StatusExt;
+    let details = refusal.get_error_details();
+    let info = details.error_info()?;
+    if info.reason != ErrorReason::DurationExceedsMaximum.as_str_name() {
+        return None;
+    }
+    let latest: prost_types::Timestamp = info.metadata.get("latest_expires_at")?.parse().ok()?;
+    Some(latest.seconds)
 }
 
 /// Runs the command with the session's id in its environment, passing SIGINT and SIGTERM on;
@@ -360,35 +383,109 @@ async fn supervise(command: &[String], session_id: &str) -> Result<u8, String> {
     })
 }
 
-/// Prints what changed since the last message: the session's status, each rule's (unless the
-/// output is JSON or quiet).
+/// Shows what changed since the last message: the session's status and each rule's. On a
+/// terminal, one live line per rule (a spinner until it is in or failed); otherwise one printed
+/// line per change, for logs. Nothing when the output is JSON or quiet.
 struct Progress {
-    shown: bool,
+    view: View,
     status: Option<SessionStatus>,
     rules: HashMap<String, (ResourceIpStatus, String)>,
 }
 
+enum View {
+    Silent,
+    Lines,
+    Live {
+        bars: indicatif::MultiProgress,
+        session: indicatif::ProgressBar,
+        rules: HashMap<String, indicatif::ProgressBar>,
+    },
+}
+
 impl Progress {
     fn new(out: Output) -> Progress {
-        Progress { shown: out.chatty(), status: None, rules: HashMap::new() }
+        use std::io::IsTerminal;
+        let view = if !out.chatty() {
+            View::Silent
+        } else if std::io::stdout().is_terminal() {
+            let bars = indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stdout());
+            let plain = indicatif::ProgressStyle::with_template("{msg}").unwrap_or_else(|_| live_style(false));
+            let session = bars.add(indicatif::ProgressBar::new_spinner().with_style(plain));
+            View::Live { bars, session, rules: HashMap::new() }
+        } else {
+            View::Lines
+        };
+        Progress { view, status: None, rules: HashMap::new() }
     }
 
     fn show(&mut self, session: &Session) {
-        if !self.shown {
-            return;
-        }
         if self.status != Some(session.status()) {
             self.status = Some(session.status());
-            println!("session {} {}", session.id, status_name(session.status()));
+            let line = format!("session {} {}", session.id, status_name(session.status()));
+            match &self.view {
+                View::Silent => {}
+                View::Lines => println!("{line}"),
+                View::Live { session: bar, .. } => {
+                    bar.set_message(line);
+                    bar.tick();
+                }
+            }
         }
         for rule in &session.resource_ips {
             let seen = (rule.status(), rule.error_message.clone());
-            if self.rules.get(&rule.id) != Some(&seen) {
-                println!("  {}", rule_line(rule));
-                self.rules.insert(rule.id.clone(), seen);
+            if self.rules.get(&rule.id) == Some(&seen) {
+                continue;
+            }
+            self.rules.insert(rule.id.clone(), seen);
+            match &mut self.view {
+                View::Silent => {}
+                View::Lines => println!("  {}", rule_line(rule)),
+                View::Live { bars, rules, .. } => {
+                    let bar =
+                        rules.entry(rule.id.clone()).or_insert_with(|| bars.add(indicatif::ProgressBar::new_spinner()));
+                    let busy = !matches!(
+                        rule.status(),
+                        ResourceIpStatus::Applied | ResourceIpStatus::Failed | ResourceIpStatus::Removed
+                    );
+                    // A spinner while the provider works; done, the line stays as it is.
+                    bar.set_style(live_style(busy));
+                    bar.set_message(rule_line(rule));
+                    if busy {
+                        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+                    } else {
+                        bar.disable_steady_tick();
+                        bar.tick();
+                    }
+                }
             }
         }
     }
+
+    /// A line that is not about one rule (an address change, an extension).
+    fn note(&self, line: &str) {
+        match &self.view {
+            View::Silent => {}
+            View::Lines => println!("{line}"),
+            View::Live { bars, .. } => {
+                let _ = bars.println(line);
+            }
+        }
+    }
+}
+
+impl Drop for Progress {
+    /// Leaves the last state of every line on the terminal.
+    fn drop(&mut self) {
+        if let View::Live { session, rules, .. } = &self.view {
+            rules.values().chain([session]).for_each(|bar| bar.abandon());
+        }
+    }
+}
+
+/// A live line: a spinner before it while `busy`, indented as the printed lines are.
+fn live_style(busy: bool) -> indicatif::ProgressStyle {
+    let template = if busy { "{spinner} {msg}" } else { "  {msg}" };
+    indicatif::ProgressStyle::with_template(template).unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner())
 }
 
 fn rule_line(rule: &ResourceIp) -> String {

@@ -68,29 +68,30 @@ impl Server {
             }
         });
         let server = Server { child, address, key, log, _dir: dir };
-        let mut resources = ResourceServiceClient::new(server.channel().await);
-        let resource = Resource {
-            name: "db".into(),
-            provider: Some(resource::Provider::Memory(MemoryProvider::default())),
-            ..Default::default()
-        };
+        server.assign_new("db", resource::Provider::Memory(MemoryProvider::default())).await;
+        server
+    }
+
+    /// Creates a resource and assigns it to the admin.
+    async fn assign_new(&self, name: &str, provider: resource::Provider) {
+        let mut resources = ResourceServiceClient::new(self.channel().await);
+        let resource = Resource { name: name.into(), provider: Some(provider), ..Default::default() };
         let created = resources
-            .create_resource(server.authed(CreateResourceRequest { resource: Some(resource) }))
+            .create_resource(self.authed(CreateResourceRequest { resource: Some(resource) }))
             .await
             .unwrap()
             .into_inner()
             .resource
             .unwrap();
-        let me = pcl::pb::v1::user_service_client::UserServiceClient::new(server.channel().await)
-            .get_current_user(server.authed(GetCurrentUserRequest {}))
+        let me = pcl::pb::v1::user_service_client::UserServiceClient::new(self.channel().await)
+            .get_current_user(self.authed(GetCurrentUserRequest {}))
             .await
             .unwrap()
             .into_inner()
             .user
             .unwrap();
         let assign = AssignResourceRequest { resource_id: created.id, user_id: me.id };
-        resources.assign_resource(server.authed(assign)).await.unwrap();
-        server
+        resources.assign_resource(self.authed(assign)).await.unwrap();
     }
 
     async fn channel(&self) -> tonic::transport::Channel {
@@ -543,4 +544,117 @@ async fn a_long_session_run_on_a_login_renews_its_token() {
     assert!(status.success(), "{stderr}");
     let ended = server.latest_reaches(SessionStatus::Cancelled, Duration::from_secs(10)).await;
     assert_eq!(ended.ended_reason(), EndedReason::Manual, "pcl stopped it, with a fresh token: {stderr}");
+}
+
+/// On a terminal the progress is drawn live (lines redrawn in place) and ends showing every
+/// rule's outcome.
+#[tokio::test]
+async fn on_a_terminal_progress_is_drawn_live() {
+    let server = Server::start().await;
+    let command = format!("{PCL} --server http://{} session start --ipv4 203.0.113.26 --minutes 15", server.address);
+    // script(1) runs pcl on a pseudo-terminal and copies what it draws.
+    let output = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("PORTCULLIS_API_KEY", &server.key)
+        .env("XDG_CONFIG_HOME", server._dir.path())
+        .env("TERM", "xterm")
+        .stdin(Stdio::null())
+        .output()
+        .expect("script(1), from util-linux");
+    let (drawn, stderr) = text(&output);
+    assert!(output.status.success(), "{drawn}{stderr}");
+    assert!(drawn.contains("\u{1b}["), "drawn with terminal control sequences: {drawn:?}");
+    let session = server.latest().await.unwrap();
+    assert_eq!(session.status(), SessionStatus::Active);
+    let last_draw = drawn.rsplit("session ").next().unwrap();
+    assert!(last_draw.starts_with(&format!("{} ACTIVE", session.id)), "{drawn:?}");
+    assert!(last_draw.contains("db 203.0.113.26: applied ✓"), "{drawn:?}");
+}
+
+/// `--follow` extends the session before it ends; where its own length would go past the
+/// maximum, exactly to the maximum (here one hour from its start), and says so.
+#[tokio::test]
+async fn follow_extends_the_session_up_to_its_maximum() {
+    let server = Server::start_with(&[("PORTCULLIS_SESSIONS__MAX_HOURS_ADMIN", "1")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let address_file = dir.path().join("address");
+    std::fs::write(&address_file, "203.0.113.32\n").unwrap();
+    let file = address_file.display().to_string();
+    let args = [
+        "session",
+        "start",
+        "--ipv4",
+        "203.0.113.32",
+        "--minutes",
+        "50",
+        "--follow",
+        "--poll-seconds",
+        "1",
+        "--extend-before-minutes",
+        "55",
+        "--address-file",
+        &file,
+    ];
+    let child = server.pcl(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let active = server.latest_reaches(SessionStatus::Active, Duration::from_secs(10)).await;
+    let started_at = active.started_at.unwrap().seconds;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let session = server.session(&active.id).await;
+        if session.expires_at.unwrap().seconds == started_at + 3600 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never extended to its maximum: {session:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Polls go on; the session stays at its maximum.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(server.session(&active.id).await.expires_at.unwrap().seconds, started_at + 3600);
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let output = child.wait_with_output().unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert_eq!(stdout.matches("extended to its maximum").count(), 1, "{stdout}");
+}
+
+/// One real cloud: `session run` on a resource in moto's EC2 runs its command once the rule is
+/// in the security group, and the rule is gone once the session has ended.
+#[tokio::test]
+async fn session_run_opens_a_security_group_on_moto_for_the_command_only() {
+    let Ok(moto) = std::env::var("PORTCULLIS_TEST_MOTO_URL") else {
+        eprintln!("skipped: PORTCULLIS_TEST_MOTO_URL is not set (scripts/test.sh starts moto)");
+        return;
+    };
+    let python = std::env::var("PORTCULLIS_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ec2_py = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/support/ec2.py");
+    let ec2 = |args: &[&str]| {
+        let output = Command::new(&python).arg(ec2_py).args([moto.as_str(), "us-east-1"]).args(args).output().unwrap();
+        assert!(output.status.success(), "ec2.py {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+    };
+    let group = ec2(&["create-group", &format!("pcl-{}", std::process::id())])["group_id"].as_str().unwrap().to_owned();
+    let server = Server::start_with(&[("PORTCULLIS_PROVIDERS__ALLOWED_ENDPOINTS", "[\"http://127.0.0.1:*\"]")]).await;
+    let security_group = AwsSecurityGroup {
+        region: "us-east-1".into(),
+        group_id: group.clone(),
+        protocol: "tcp".into(),
+        from_port: 22,
+        to_port: 22,
+        endpoint_url: Some(moto.clone()),
+        ..Default::default()
+    };
+    server.assign_new("bastion", resource::Provider::AwsSecurityGroup(security_group)).await;
+
+    // The command itself looks at the group: the rule must be in before it runs.
+    let look = format!("{python} {ec2_py} {moto} us-east-1 rules {group}");
+    let output = server.pcl(&["session", "run", "--ipv4", "203.0.113.50", "--", "sh", "-c", &look]).output().unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("bastion 203.0.113.50: applied ✓"), "{stdout}");
+    let seen_inside: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let cidrs: Vec<&str> = seen_inside.as_array().unwrap().iter().filter_map(|rule| rule["cidr"].as_str()).collect();
+    assert_eq!(cidrs, ["203.0.113.50/32"], "{stdout}");
+
+    server.latest_reaches(SessionStatus::Cancelled, Duration::from_secs(20)).await;
+    assert_eq!(ec2(&["rules", &group]), serde_json::json!([]), "the rule is removed once the session ended");
 }

@@ -12,6 +12,7 @@ pub const ERROR_DOMAIN: &str = "portcullis";
 
 impl From<Error> for Status {
     fn from(err: Error) -> Self {
+        let mut metadata = HashMap::new();
         let (code, reason, message, mut details) = match err {
             Error::InvalidArgument { reason, violations } => {
                 let mut details = ErrorDetails::new();
@@ -23,6 +24,26 @@ impl From<Error> for Status {
                     _ => format!("{} invalid fields", violations.len()),
                 };
                 (Code::InvalidArgument, reason, message, details)
+            }
+            Error::ExceedsMaximum { field, max_hours, latest_expires_at } => {
+                let description = format!(
+                    "the session would last longer than the maximum of {max_hours} hours; it can be extended \
+                     until {}",
+                    latest_expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                );
+                let mut details = ErrorDetails::new();
+                details.add_bad_request_violation(field, description.clone());
+                metadata.insert("max_hours".to_owned(), max_hours.to_string());
+                metadata.insert(
+                    "latest_expires_at".to_owned(),
+                    latest_expires_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                );
+                (
+                    Code::InvalidArgument,
+                    ErrorReason::DurationExceedsMaximum,
+                    format!("invalid {field}: {description}"),
+                    details,
+                )
             }
             Error::Unauthenticated { reason, message } => (Code::Unauthenticated, reason, message, ErrorDetails::new()),
             Error::PermissionDenied { reason, message } => {
@@ -55,7 +76,7 @@ impl From<Error> for Status {
                 (Code::Internal, ErrorReason::Internal, "internal error".into(), ErrorDetails::new())
             }
         };
-        details.set_error_info(reason.as_str_name(), ERROR_DOMAIN, HashMap::new());
+        details.set_error_info(reason.as_str_name(), ERROR_DOMAIN, metadata);
         Status::with_error_details(code, message, details)
     }
 }

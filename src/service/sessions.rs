@@ -263,19 +263,16 @@ impl SessionManager {
             ));
         }
         let max_hours = self.max_hours(owner_role, tier);
-        let too_long = || Error::InvalidArgument {
-            reason: ErrorReason::DurationExceedsMaximum,
-            violations: vec![crate::domain::FieldViolation {
-                field: additional.field.into(),
-                description: format!("the session would last longer than the maximum of {max_hours} hours"),
-            }],
-        };
         // Checked: a request may ask for any amount of time.
+        let latest_expires_at = session
+            .started_at
+            .checked_add_signed(TimeDelta::hours(i64::from(max_hours)))
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
         let expires_at = additional
             .span()
             .and_then(|span| session.expires_at.checked_add_signed(span))
-            .filter(|at| *at - session.started_at <= TimeDelta::hours(i64::from(max_hours)))
-            .ok_or_else(too_long)?;
+            .filter(|at| *at <= latest_expires_at)
+            .ok_or(Error::ExceedsMaximum { field: additional.field, max_hours, latest_expires_at })?;
         // A session keeps only what its owner may still open.
         let assigned: BTreeSet<String> =
             resources::assigned_to(&txn, &session.user_id).await?.into_iter().map(|resource| resource.id).collect();

@@ -35,7 +35,8 @@ const (
 	// ERROR_REASON_INVALID_IP_ADDRESS: an address is not a usable single public host.
 	ErrorReason_ERROR_REASON_INVALID_IP_ADDRESS ErrorReason = 2
 	// ERROR_REASON_DURATION_EXCEEDS_MAXIMUM: the session would last longer than
-	// the organization tier or the caller's role allows.
+	// the organization tier or the caller's role allows. From ExtendSession, ErrorInfo.metadata
+	// says how far the session can still go: `max_hours` and `latest_expires_at` (RFC 3339, UTC).
 	ErrorReason_ERROR_REASON_DURATION_EXCEEDS_MAXIMUM ErrorReason = 3
 	// ERROR_REASON_INVALID_PAGE_TOKEN: the page token was not issued by this list.
 	ErrorReason_ERROR_REASON_INVALID_PAGE_TOKEN ErrorReason = 4
