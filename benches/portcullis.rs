@@ -1,8 +1,12 @@
 //! `cargo bench`: starts the real server binary (release build) on a temporary SQLite database
-//! (or PostgreSQL: PORTCULLIS_BENCH_DATABASE_URL) and prints figures:
-//! - StartSession → ACTIVE throughput and latency at 1, 16 and 64 concurrent clients;
-//! - WatchSession change → client latency with 1, 1,000 and 10,000 watchers, and server RSS per idle stream;
-//! - GetSession requests/s next to a bare tonic server (health Check) measured by the same client.
+//! (or PostgreSQL: PORTCULLIS_BENCH_DATABASE_URL) and prints figures, each beside its target
+//! from the performance issue, ending with one `ID VALUE UNIT target OP GOAL met|short` line per
+//! target (scripts/bench.sh takes the median of three runs):
+//! - P1 GetSession requests/s as a share of the same server's `grpc.health.v1.Health/Check`;
+//! - P2 StartSession → ACTIVE throughput and p99 at 64 clients (1 and 16 are printed too);
+//! - P3a one change → its only watcher while 10,000 streams watch other sessions;
+//! - P3b one change → the last of 10,000 watchers of one session;
+//! - P3c server RSS per idle WatchSession stream.
 //!
 //! Figures only: nothing here asserts a speed.
 
@@ -19,6 +23,33 @@ use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+
+/// One measured figure and its target.
+struct Figure {
+    id: &'static str,
+    value: f64,
+    unit: &'static str,
+    /// true: the value must be at least the target; false: at most.
+    at_least: bool,
+    target: f64,
+}
+
+impl Figure {
+    fn line(&self) -> String {
+        let (op, met) =
+            if self.at_least { (">=", self.value >= self.target) } else { ("<=", self.value <= self.target) };
+        format!(
+            "{} {:.1} {} target {op} {} {}",
+            self.id,
+            self.value,
+            self.unit,
+            self.target,
+            if met { "met" } else { "short" }
+        )
+    }
+}
+
+type Figures = Vec<Figure>;
 
 fn main() {
     // `cargo test --all-targets` runs bench binaries too: only measure under `cargo bench`.
@@ -159,7 +190,7 @@ async fn start_and_wait_active(client: &mut SessionServiceClient<Channel>, key: 
     began.elapsed()
 }
 
-async fn bench_start(server: &Server, counter: &Arc<AtomicU32>) {
+async fn bench_start(server: &Server, counter: &Arc<AtomicU32>, figures: &mut Figures) {
     println!("\n## StartSession → ACTIVE (memory provider)");
     println!("{:>8} {:>10} {:>12} {:>12} {:>12}", "clients", "sessions", "sessions/s", "p50", "p99");
     let channels: Vec<Channel> = futures::future::join_all((0..4).map(|_| channel(&server.address))).await;
@@ -183,13 +214,20 @@ async fn bench_start(server: &Server, counter: &Arc<AtomicU32>) {
             futures::future::join_all(tasks).await.into_iter().flat_map(|r| r.expect("client task")).collect();
         let elapsed = began.elapsed();
         latencies.sort();
+        let throughput = latencies.len() as f64 / elapsed.as_secs_f64();
         println!(
-            "{clients:>8} {:>10} {:>12.0} {:>12} {:>12}",
+            "{clients:>8} {:>10} {throughput:>12.0} {:>12} {:>12}",
             latencies.len(),
-            latencies.len() as f64 / elapsed.as_secs_f64(),
             ms(percentile(&latencies, 0.5)),
             ms(percentile(&latencies, 0.99))
         );
+        if clients == 64 {
+            let postgres = std::env::var("PORTCULLIS_BENCH_DATABASE_URL").is_ok();
+            let target = if postgres { 1000.0 } else { 2000.0 };
+            figures.push(Figure { id: "P2", value: throughput, unit: "sessions/s", at_least: true, target });
+            let p99 = percentile(&latencies, 0.99).as_secs_f64() * 1000.0;
+            figures.push(Figure { id: "P2-p99", value: p99, unit: "ms", at_least: false, target: 50.0 });
+        }
     }
 }
 
@@ -202,107 +240,149 @@ fn server_rss_kib(server: &Server) -> u64 {
         .unwrap_or(0)
 }
 
-async fn bench_watch(server: &Server, counter: &Arc<AtomicU32>) {
-    println!("\n## WatchSession: change → watcher latency (ExtendSession as the change)");
-    println!("{:>9} {:>9} {:>12} {:>12} {:>16}", "watchers", "samples", "p50", "p99", "server RSS/idle");
-    let control = channel(&server.address).await;
-    for watchers in [1usize, 1_000, 10_000] {
-        let mut client = SessionServiceClient::new(control.clone());
-        let n = counter.fetch_add(1, Ordering::Relaxed);
-        let request = StartSessionRequest {
-            ipv4_address: Some(address(n)),
-            duration_hours: Some(1),
-            ipv6_address: None,
-            duration_minutes: None,
-            heartbeat_seconds: None,
-        };
-        let id = client
-            .start_session(authed(request, &server.key))
-            .await
-            .expect("start")
-            .into_inner()
-            .session
-            .expect("s")
-            .id;
-        start_watchers_until_active(&mut client, &server.key, &id).await;
+/// Starts a session for a unique address and answers its id once it is ACTIVE.
+async fn active_session(client: &mut SessionServiceClient<Channel>, key: &str, counter: &AtomicU32) -> String {
+    let request = StartSessionRequest {
+        ipv4_address: Some(address(counter.fetch_add(1, Ordering::Relaxed))),
+        duration_hours: Some(1),
+        ipv6_address: None,
+        duration_minutes: None,
+        heartbeat_seconds: None,
+    };
+    let id = client.start_session(authed(request, key)).await.expect("start").into_inner().session.expect("s").id;
+    let mut stream =
+        client.watch_session(authed(WatchSessionRequest { id: id.clone() }, key)).await.expect("watch").into_inner();
+    while let Some(message) = stream.message().await.expect("message") {
+        if message.session.expect("session").status() == SessionStatus::Active {
+            break;
+        }
+    }
+    id
+}
 
-        let rss_before = server_rss_kib(server);
-        // ~100 streams per connection, as a fleet of clients would spread them.
+/// Open WatchSession streams; every message after the first is reported as (stream, revision,
+/// when it arrived).
+struct Watchers {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    received: tokio::sync::mpsc::UnboundedReceiver<(usize, u64, Instant)>,
+}
+
+impl Watchers {
+    /// `per_session` streams on each of `ids`, 100 streams per connection as a fleet of clients
+    /// would spread them; returns once every stream has its first message.
+    async fn open(server: &Server, ids: &[String], per_session: usize) -> Watchers {
+        let total = ids.len() * per_session;
         let connections: Vec<Channel> =
-            futures::future::join_all((0..watchers.div_ceil(100)).map(|_| channel(&server.address))).await;
-        let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
+            futures::future::join_all((0..total.div_ceil(100)).map(|_| channel(&server.address))).await;
+        let (sender, received) = tokio::sync::mpsc::unbounded_channel();
         let ready = Arc::new(AtomicU64::new(0));
-        let mut tasks = Vec::new();
-        for w in 0..watchers {
+        let mut tasks = Vec::with_capacity(total);
+        for w in 0..total {
             let mut watcher = SessionServiceClient::new(connections[w / 100].clone());
-            let request = authed(WatchSessionRequest { id: id.clone() }, &server.key);
-            let sender = sender.clone();
-            let ready = ready.clone();
+            let request = authed(WatchSessionRequest { id: ids[w / per_session].clone() }, &server.key);
+            let (sender, ready) = (sender.clone(), ready.clone());
             tasks.push(tokio::spawn(async move {
                 let mut stream = watcher.watch_session(request).await.expect("watch").into_inner();
                 let _first = stream.message().await;
                 ready.fetch_add(1, Ordering::Relaxed);
                 while let Ok(Some(message)) = stream.message().await {
-                    let revision = message.session.map_or(0, |s| s.revision);
-                    let _ = sender.send((revision, Instant::now()));
+                    let _ = sender.send((w, message.session.map_or(0, |s| s.revision), Instant::now()));
                 }
             }));
         }
-        drop(sender);
-        while ready.load(Ordering::Relaxed) < watchers as u64 {
+        while ready.load(Ordering::Relaxed) < total as u64 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let rss_per_stream = server_rss_kib(server).saturating_sub(rss_before) as f64 * 1024.0 / watchers as f64;
+        Watchers { tasks, received }
+    }
 
-        let mut latencies = Vec::new();
-        for _ in 0..20 {
+    /// Makes `changes` changes (ExtendSession) of `id`, one at a time; for each, the time until
+    /// each of `expected` streams had it (the last one's time first).
+    async fn deliveries(
+        &mut self,
+        client: &mut SessionServiceClient<Channel>,
+        key: &str,
+        id: &str,
+        changes: usize,
+        expected: usize,
+    ) -> Vec<Vec<Duration>> {
+        let mut all = Vec::with_capacity(changes);
+        for _ in 0..changes {
             let sent = Instant::now();
-            let extended = client
-                .extend_session(authed(
-                    ExtendSessionRequest { id: id.clone(), additional_hours: 1, additional_minutes: 0 },
-                    &server.key,
-                ))
+            let request = ExtendSessionRequest { id: id.to_owned(), additional_hours: 0, additional_minutes: 1 };
+            let revision = client
+                .extend_session(authed(request, key))
                 .await
                 .expect("extend")
                 .into_inner()
                 .session
-                .expect("session");
-            let mut received = 0;
-            while received < watchers {
-                let Ok(Some((revision, at))) = tokio::time::timeout(Duration::from_secs(30), receiver.recv()).await
-                else {
-                    break;
-                };
-                if revision >= extended.revision {
-                    latencies.push(at - sent);
-                    received += 1;
+                .expect("s")
+                .revision;
+            let mut times = Vec::with_capacity(expected);
+            while times.len() < expected {
+                match tokio::time::timeout(Duration::from_secs(30), self.received.recv()).await {
+                    Ok(Some((_, seen, at))) if seen >= revision => times.push(at - sent),
+                    Ok(Some(_)) => {}
+                    _ => break,
                 }
             }
+            times.sort();
+            times.reverse();
+            all.push(times);
         }
-        latencies.sort();
-        println!(
-            "{watchers:>9} {:>9} {:>12} {:>12} {:>13.1} KB",
-            latencies.len(),
-            ms(percentile(&latencies, 0.5)),
-            ms(percentile(&latencies, 0.99)),
-            rss_per_stream / 1024.0
-        );
-        for task in tasks {
-            task.abort();
-        }
-        client.stop_session(authed(StopSessionRequest { id }, &server.key)).await.expect("stop");
+        all
     }
 }
 
-async fn start_watchers_until_active(client: &mut SessionServiceClient<Channel>, key: &str, id: &str) {
-    let mut stream =
-        client.watch_session(authed(WatchSessionRequest { id: id.into() }, key)).await.expect("watch").into_inner();
-    while let Some(message) = stream.message().await.expect("message") {
-        if message.session.expect("session").status() == SessionStatus::Active {
-            return;
-        }
+impl Drop for Watchers {
+    fn drop(&mut self) {
+        self.tasks.iter().for_each(|task| task.abort());
     }
+}
+
+async fn bench_watch(server: &Server, counter: &Arc<AtomicU32>, figures: &mut Figures) {
+    let mut client = SessionServiceClient::new(channel(&server.address).await);
+    let key = server.key.as_str();
+
+    println!("\n## WatchSession: one change → its only watcher, beside 10,000 streams on 100 other sessions");
+    let mut others = Vec::new();
+    for _ in 0..100 {
+        others.push(active_session(&mut client, key, counter).await);
+    }
+    let rss_before = server_rss_kib(server);
+    let idle = Watchers::open(server, &others, 100).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let per_stream_kb = server_rss_kib(server).saturating_sub(rss_before) as f64 / 10_000.0;
+    let watched = active_session(&mut client, key, counter).await;
+    let mut only = Watchers::open(server, std::slice::from_ref(&watched), 1).await;
+    let mut latencies: Vec<Duration> =
+        only.deliveries(&mut client, key, &watched, 100, 1).await.into_iter().flatten().collect();
+    latencies.sort();
+    let p99 = percentile(&latencies, 0.99);
+    println!("{:>9} samples, p50 {}, p99 {}", latencies.len(), ms(percentile(&latencies, 0.5)), ms(p99));
+    println!("server RSS per idle stream (10,000 streams over 100 connections): {per_stream_kb:.1} KB");
+    figures.push(Figure { id: "P3a", value: p99.as_secs_f64() * 1000.0, unit: "ms", at_least: false, target: 5.0 });
+    figures.push(Figure { id: "P3c", value: per_stream_kb, unit: "KB", at_least: false, target: 16.0 });
+    drop((idle, only));
+
+    println!("\n## WatchSession: one change → all 10,000 watchers of one session");
+    let shared = active_session(&mut client, key, counter).await;
+    let mut crowd = Watchers::open(server, std::slice::from_ref(&shared), 10_000).await;
+    let deliveries = crowd.deliveries(&mut client, key, &shared, 20, 10_000).await;
+    let mut last: Vec<Duration> = deliveries.iter().filter_map(|times| times.first().copied()).collect();
+    let mut each: Vec<Duration> = deliveries.into_iter().flatten().collect();
+    last.sort();
+    each.sort();
+    println!(
+        "{} changes: every delivery p50 {}, p99 {}; last delivery p50 {}, p99 {}",
+        last.len(),
+        ms(percentile(&each, 0.5)),
+        ms(percentile(&each, 0.99)),
+        ms(percentile(&last, 0.5)),
+        ms(percentile(&last, 0.99))
+    );
+    let p99_last = percentile(&last, 0.99).as_secs_f64() * 1000.0;
+    figures.push(Figure { id: "P3b", value: p99_last, unit: "ms", at_least: false, target: 100.0 });
 }
 
 /// Runs `call` from `clients` concurrent tasks for `duration`; returns calls per second.
@@ -327,45 +407,21 @@ where
     done.load(Ordering::Relaxed) as f64 / duration.as_secs_f64()
 }
 
-async fn bench_unary(server: &Server, counter: &Arc<AtomicU32>) {
-    println!("\n## Unary requests/s (32 concurrent clients over 4 connections, 5 s each)");
+async fn bench_unary(server: &Server, counter: &Arc<AtomicU32>, figures: &mut Figures) {
+    println!("\n## Unary requests/s on the same server (32 concurrent clients over 4 connections, 5 s each)");
     let mut client = SessionServiceClient::new(channel(&server.address).await);
-    let n = counter.fetch_add(1, Ordering::Relaxed);
-    let request = StartSessionRequest {
-        ipv4_address: Some(address(n)),
-        duration_hours: Some(1),
-        ipv6_address: None,
-        duration_minutes: None,
-        heartbeat_seconds: None,
-    };
-    let id =
-        client.start_session(authed(request, &server.key)).await.expect("start").into_inner().session.expect("s").id;
+    let id = active_session(&mut client, &server.key, counter).await;
+    let channels: Vec<Channel> = futures::future::join_all((0..4).map(|_| channel(&server.address))).await;
 
-    // A bare tonic server with only the health service, on its own runtime in this process.
-    let hello_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    hello_listener.set_nonblocking(true).expect("nonblocking");
-    let hello_address = hello_listener.local_addr().expect("addr").to_string();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-        runtime.block_on(async move {
-            let (_reporter, health) = tonic_health::server::health_reporter();
-            let listener = tokio::net::TcpListener::from_std(hello_listener).expect("listener");
-            let _ = tonic::transport::Server::builder()
-                .add_service(health)
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-                .await;
-        });
-    });
-    let hello_channels: Vec<Channel> = futures::future::join_all((0..4).map(|_| channel(&hello_address))).await;
-    let hello = rps(32, Duration::from_secs(5), move |c| {
-        let mut health = tonic_health::pb::health_client::HealthClient::new(hello_channels[c % 4].clone());
+    // The baseline: the cheapest call this server answers, through the same layers and connections.
+    let health_channels = channels.clone();
+    let health = rps(32, Duration::from_secs(5), move |c| {
+        let mut health = tonic_health::pb::health_client::HealthClient::new(health_channels[c % 4].clone());
         async move {
             health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.expect("check");
         }
     })
     .await;
-
-    let channels: Vec<Channel> = futures::future::join_all((0..4).map(|_| channel(&server.address))).await;
     let key = server.key.clone();
     let get = rps(32, Duration::from_secs(5), move |c| {
         let mut sessions = SessionServiceClient::new(channels[c % 4].clone());
@@ -375,16 +431,21 @@ async fn bench_unary(server: &Server, counter: &Arc<AtomicU32>) {
         }
     })
     .await;
-    println!("{:<40} {:>10.0} req/s", "tonic hello-world (health Check)", hello);
-    println!("{:<40} {:>10.0} req/s", "portcullis GetSession (API key auth)", get);
-    println!("{:<40} {:>10.1} %", "ratio", 100.0 * get / hello);
+    println!("{:<40} {:>10.0} req/s", "grpc.health.v1.Health/Check", health);
+    println!("{:<40} {:>10.0} req/s", "GetSession (API key)", get);
+    let ratio = 100.0 * get / health;
+    println!("{:<40} {:>10.1} %", "ratio", ratio);
+    figures.push(Figure { id: "P1", value: ratio, unit: "%", at_least: true, target: 60.0 });
 }
 
 async fn run() {
     let server = start_server();
     setup(&server).await;
     let counter = Arc::new(AtomicU32::new(1));
-    bench_start(&server, &counter).await;
-    bench_watch(&server, &counter).await;
-    bench_unary(&server, &counter).await;
+    let mut figures = Figures::new();
+    bench_unary(&server, &counter, &mut figures).await;
+    bench_start(&server, &counter, &mut figures).await;
+    bench_watch(&server, &counter, &mut figures).await;
+    println!("\n## Targets");
+    figures.iter().for_each(|figure| println!("{}", figure.line()));
 }

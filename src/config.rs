@@ -99,6 +99,8 @@ pub struct EngineSettings {
     /// Seconds after it was applied before a rule absent from the provider's listing counts as
     /// missing and is re-applied.
     pub repair_grace_secs: u64,
+    /// Most sessions kept in memory as last read (GetSession and WatchSession read them there).
+    pub cached_sessions: usize,
 }
 
 impl EngineSettings {
@@ -123,6 +125,7 @@ impl Default for EngineSettings {
             reconcile_interval_secs: None,
             sweep_interval_secs: None,
             repair_grace_secs: 30,
+            cached_sessions: 20_000,
         }
     }
 }

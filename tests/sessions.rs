@@ -12,6 +12,7 @@ use sea_orm::ConnectionTrait;
 use std::net::IpAddr;
 use std::time::Duration;
 use tonic::Code;
+use tonic::transport::Channel;
 
 const IPV4: &str = "203.0.113.10";
 const IPV6: &str = "2001:db8::10";
@@ -642,6 +643,55 @@ async fn a_watch_on_one_replica_sees_changes_made_on_another() {
     assert_eq!(last.status(), SessionStatus::Cancelled);
     other.stop().await;
     f.server.stop().await;
+}
+
+/// Sessions are served from memory, yet every read shows the newest state: a replica's own
+/// change at once, a renamed owner at once, another replica's change once announced.
+#[tokio::test]
+async fn reads_of_a_session_show_every_change() {
+    each_backend(|db: TestDb| async move {
+        let mut f = Fixture::new(&db).await;
+        f.resource("db", MemoryProvider::default()).await;
+        let key = f.user_key.clone();
+        let session = f.start(&key, Some(IPV4), None).await.unwrap();
+        f.watch_until(&key, &session.id, SessionStatus::Active).await;
+        let get = |sessions: &mut SessionServiceClient<Channel>| {
+            let request = with_key(GetSessionRequest { id: session.id.clone() }, &key);
+            let mut sessions = sessions.clone();
+            async move { sessions.get_session(request).await.unwrap().into_inner().session.unwrap() }
+        };
+        let before = get(&mut f.sessions).await;
+
+        let extend = ExtendSessionRequest { id: session.id.clone(), additional_hours: 0, additional_minutes: 5 };
+        let extended = f.sessions.extend_session(with_key(extend, &key)).await.unwrap().into_inner().session.unwrap();
+        let after = get(&mut f.sessions).await;
+        assert_eq!(after.expires_at.unwrap().seconds, before.expires_at.unwrap().seconds + 300, "{}", db.backend);
+        assert_eq!(after.revision, extended.revision);
+
+        let renamed = User { id: f.user_id.clone(), full_name: "Grace Hopper".into(), ..Default::default() };
+        let update =
+            UpdateUserRequest { user: Some(renamed), update_mask: Some(FieldMask { paths: vec!["full_name".into()] }) };
+        portcullis::pb::v1::user_service_client::UserServiceClient::new(f.server.channel().await)
+            .update_user(with_key(update, &f.server.admin_key))
+            .await
+            .unwrap();
+        assert_eq!(get(&mut f.sessions).await.user_name, "Grace Hopper", "{}", db.backend);
+
+        if db.backend == "postgres" {
+            let other = f.server.replica(&db, common::test_config()).await;
+            let mut elsewhere = SessionServiceClient::new(other.channel().await);
+            assert_eq!(get(&mut elsewhere).await.revision, after.revision);
+            let stopped = f.stop(&key, &session.id).await;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while get(&mut elsewhere).await.revision < stopped.revision {
+                assert!(tokio::time::Instant::now() < deadline, "the other replica never saw the stop");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other.stop().await;
+        }
+        f.server.stop().await;
+    })
+    .await;
 }
 
 /// The reconciler removes our orphans, puts back a rule deleted behind our back (with a

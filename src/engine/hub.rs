@@ -101,34 +101,9 @@ impl Drop for Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::entity::session;
 
     fn record(id: &str, revision: i64) -> Arc<SessionRecord> {
-        let at = chrono::Utc::now();
-        Arc::new(SessionRecord {
-            session: session::Model {
-                id: id.into(),
-                organization_id: "o".into(),
-                user_id: "u".into(),
-                ipv4_address: None,
-                ipv6_address: None,
-                status: "PENDING".into(),
-                started_at: at,
-                expires_at: at,
-                ended_at: None,
-                ended_reason: None,
-                revision,
-                live_ipv4_key: None,
-                live_ipv6_key: None,
-                created_at: at,
-                updated_at: at,
-                heartbeat_seconds: None,
-                heartbeat_due_at: None,
-            },
-            user_name: String::new(),
-            user_email: String::new(),
-            rules: Vec::new(),
-        })
+        Arc::new(SessionRecord::blank(id, revision))
     }
 
     #[tokio::test]

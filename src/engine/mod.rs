@@ -4,16 +4,19 @@
 //! the [`Hub`]. An expiry scheduler ends sessions when their time is up. A crash anywhere leaves
 //! rows that the next start picks up once their lease runs out.
 
+pub mod cache;
 pub mod hub;
 mod lease;
 mod reconcile;
 pub mod transitions;
 mod worker;
 
+pub use cache::SessionCache;
 pub use hub::{Hub, Subscription};
 
 use crate::domain::{Actor, EndedReason, now};
 use crate::provider::{ProviderError, Providers, Target};
+use crate::store::queries::sessions::SessionRecord;
 use crate::store::queries::{organizations, resources, sessions};
 use crate::store::{self, StoreError, StoreResult};
 use sea_orm::DatabaseConnection;
@@ -43,6 +46,8 @@ pub struct EngineConfig {
     /// How long after it was applied a rule may be absent from the provider's listing before
     /// the reconciler calls it missing (listings can lag behind writes).
     pub repair_grace: Duration,
+    /// Most sessions kept in memory as last read.
+    pub cached_sessions: usize,
 }
 
 impl EngineConfig {
@@ -78,6 +83,7 @@ impl Default for EngineConfig {
             backoff_max: Duration::from_secs(60),
             reconcile_interval: Some(Duration::from_secs(60)),
             repair_grace: Duration::from_secs(30),
+            cached_sessions: 20_000,
         }
     }
 }
@@ -93,6 +99,7 @@ struct Inner {
     reader: DatabaseConnection,
     providers: Providers,
     hub: Hub,
+    cache: SessionCache,
     config: EngineConfig,
     /// Identifies this process in leases.
     owner: String,
@@ -113,6 +120,7 @@ impl Engine {
                 reader,
                 providers,
                 hub: Hub::default(),
+                cache: SessionCache::new(config.cached_sessions),
                 config,
                 owner: crate::domain::new_id(),
                 work: Notify::new(),
@@ -123,6 +131,22 @@ impl Engine {
 
     pub fn hub(&self) -> &Hub {
         &self.inner.hub
+    }
+
+    pub fn cache(&self) -> &SessionCache {
+        &self.inner.cache
+    }
+
+    /// A session with its user and rules: as last read unless it changed since (this replica's
+    /// commits at once, other replicas' once announced).
+    pub async fn session(&self, id: &str) -> StoreResult<Arc<SessionRecord>> {
+        let stamp = match self.inner.cache.get(id) {
+            Ok(record) => return Ok(record),
+            Err(stamp) => stamp,
+        };
+        let record = Arc::new(sessions::load(&self.inner.reader, id).await?);
+        self.inner.cache.keep(stamp, record.clone());
+        Ok(record)
     }
 
     pub fn providers(&self) -> &Providers {
@@ -161,15 +185,21 @@ impl Engine {
         self.publish(&ids).await;
     }
 
-    /// Loads the watched ones of `session_ids` and offers them to their watchers. A watcher that
-    /// subscribes after this check reads the committed state itself, so nothing is missed.
+    /// `session_ids` changed in a committed transaction: the cache forgets them, and the watched
+    /// ones are loaded and offered to their watchers. A watcher that subscribes after this check
+    /// reads the committed state itself, so nothing is missed.
     pub async fn publish(&self, session_ids: &[&str]) {
+        self.inner.cache.changed(session_ids.iter().copied());
         let watched: Vec<&str> = session_ids.iter().copied().filter(|id| self.inner.hub.is_watched(id)).collect();
         if watched.is_empty() {
             return;
         }
+        let stamp = self.inner.cache.stamp();
         match sessions::load_many(&self.inner.reader, &watched).await {
-            Ok(records) => records.into_iter().for_each(|record| self.inner.hub.publish(Arc::new(record))),
+            Ok(records) => records.into_iter().map(Arc::new).for_each(|record| {
+                self.inner.cache.keep(stamp, record.clone());
+                self.inner.hub.publish(record);
+            }),
             Err(err) => tracing::warn!(sessions = watched.len(), error = %err, "loading sessions for watchers failed"),
         }
     }

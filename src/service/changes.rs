@@ -1,7 +1,8 @@
 //! Follows what other replicas commit (PostgreSQL only): session updates reach this replica's
-//! watchers, credential changes empty its caller cache, so a revoked key or disabled user
-//! stops working here too at once, and new or retired signing keys are read again. Announcements made while the listening connection is down are
-//! lost, so after every (re)connection all watched sessions are reloaded and the cache emptied.
+//! watchers and session cache; credential changes empty its caller and session caches, so a
+//! revoked key or disabled user stops working here too at once; new or retired signing keys
+//! are read again. Announcements made while the listening connection is down are lost, so
+//! after every (re)connection all watched sessions are reloaded and the caches emptied.
 
 use super::{Authenticator, CallerCache};
 use crate::engine::{Engine, stopping};
@@ -48,6 +49,7 @@ pub async fn follow(
         };
         retry = RETRY_FIRST;
         callers.clear();
+        engine.cache().clear();
         reload_keys(&auth).await;
         let watched = engine.hub().watched();
         engine.publish(&watched.iter().map(String::as_str).collect::<Vec<_>>()).await;
@@ -79,13 +81,18 @@ async fn listen(pool: &sea_orm::sqlx::PgPool) -> Result<PgListener, sea_orm::sql
 
 async fn apply(notification: &PgNotification, engine: &Engine, callers: &CallerCache, auth: &Authenticator) {
     match notification.channel() {
-        CREDENTIALS_CHANNEL => callers.clear(),
+        // A user's change may be a new name, which cached sessions show.
+        CREDENTIALS_CHANNEL => {
+            callers.clear();
+            engine.cache().clear();
+        }
         SIGNING_KEYS_CHANNEL => reload_keys(auth).await,
         _ => {
-            if let Some((id, revision)) = parse_session_change(notification.payload())
-                && engine.hub().lags_behind(id, revision)
-            {
-                engine.publish(&[id]).await;
+            if let Some((id, revision)) = parse_session_change(notification.payload()) {
+                engine.cache().changed_to(id, revision);
+                if engine.hub().lags_behind(id, revision) {
+                    engine.publish(&[id]).await;
+                }
             }
         }
     }

@@ -73,6 +73,7 @@ impl Services {
                 .filter(|secs| *secs > 0)
                 .map(std::time::Duration::from_secs),
             repair_grace: std::time::Duration::from_secs(config.engine.repair_grace_secs),
+            cached_sessions: config.engine.cached_sessions,
             ..EngineConfig::default()
         };
         if config.engine.sweep_interval_secs.is_some() {

@@ -18,6 +18,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use sea_orm::DatabaseConnection;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What StartSession asked for, and where the call came from.
@@ -193,16 +194,15 @@ impl SessionManager {
     }
 
     /// A session the call reaches: the caller's own, or any of the organization's (see [`Caller::reaches`]).
-    async fn visible(&self, caller: &Caller, id: &str) -> Result<session::Model> {
-        let session = sessions::get(&self.reader, id).await.or_not_found("session")?;
-        check_visible(caller, &session)?;
-        Ok(session)
-    }
-
-    pub async fn get(&self, caller: &Caller, id: &str) -> Result<SessionRecord> {
-        let record = sessions::load(&self.reader, id).await.or_not_found("session")?;
+    /// (Its owner and organization never change, so the cached state answers this exactly.)
+    async fn visible(&self, caller: &Caller, id: &str) -> Result<Arc<SessionRecord>> {
+        let record = self.engine.session(id).await.or_not_found("session")?;
         check_visible(caller, &record.session)?;
         Ok(record)
+    }
+
+    pub async fn get(&self, caller: &Caller, id: &str) -> Result<Arc<SessionRecord>> {
+        self.visible(caller, id).await
     }
 
     pub async fn list(
@@ -218,11 +218,11 @@ impl SessionManager {
     }
 
     /// Ends the session (MANUAL by its owner, ADMIN by an admin); stopping an ended one changes nothing.
-    pub async fn stop(&self, caller: &Caller, id: &str) -> Result<SessionRecord> {
-        let session = self.visible(caller, id).await?;
-        let reason = if session.user_id == caller.user_id { EndedReason::Manual } else { EndedReason::Admin };
+    pub async fn stop(&self, caller: &Caller, id: &str) -> Result<Arc<SessionRecord>> {
+        let record = self.visible(caller, id).await?;
+        let reason = if record.session.user_id == caller.user_id { EndedReason::Manual } else { EndedReason::Admin };
         self.engine.end_session(id, reason, &caller.actor()).await?;
-        Ok(sessions::load(&self.reader, id).await?)
+        Ok(self.engine.session(id).await?)
     }
 
     /// Adds `additional_hours` or `additional_minutes` (exactly one non-zero) to a live
@@ -233,7 +233,7 @@ impl SessionManager {
         id: &str,
         additional_hours: u32,
         additional_minutes: u32,
-    ) -> Result<SessionRecord> {
+    ) -> Result<Arc<SessionRecord>> {
         let given = |value: u32| (value > 0).then_some(value);
         let additional =
             requested(("additional_hours", given(additional_hours)), ("additional_minutes", given(additional_minutes)))
@@ -293,17 +293,22 @@ impl SessionManager {
         store::commit(txn).await?;
         self.engine.reschedule_expiry();
         self.engine.publish(&[id]).await;
-        Ok(sessions::load(&self.reader, id).await?)
+        Ok(self.engine.session(id).await?)
     }
 
     /// Subscribes to the session's changes, then reads its current state: nothing between the
     /// two can be missed. The owner's watch keeps a session with a heartbeat alive: the answer
     /// says how often to beat (see [`SessionManager::heartbeat`]).
-    pub async fn watch(&self, caller: &Caller, id: &str) -> Result<(SessionRecord, Subscription, Option<Duration>)> {
-        let session = self.visible(caller, id).await?;
-        let beat = session
+    pub async fn watch(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<(Arc<SessionRecord>, Subscription, Option<Duration>)> {
+        let record = self.visible(caller, id).await?;
+        let beat = record
+            .session
             .heartbeat_seconds
-            .filter(|_| session.user_id == caller.user_id)
+            .filter(|_| record.session.user_id == caller.user_id)
             .and_then(|seconds| u64::try_from(seconds).ok())
             // A third of the heartbeat: two beats may be lost before the session ends.
             .map(|seconds| Duration::from_secs(seconds.div_ceil(3).max(1)));
@@ -311,7 +316,7 @@ impl SessionManager {
             self.heartbeat(id).await?;
         }
         let subscription = self.engine.hub().subscribe(id);
-        let current = sessions::load(&self.reader, id).await?;
+        let current = self.engine.session(id).await?;
         Ok((current, subscription, beat))
     }
 
@@ -324,7 +329,7 @@ impl SessionManager {
         id: &str,
         ipv4_address: Option<&str>,
         ipv6_address: Option<&str>,
-    ) -> Result<SessionRecord> {
+    ) -> Result<Arc<SessionRecord>> {
         if ipv4_address.is_none() && ipv6_address.is_none() {
             return Err(Error::invalid("ipv4_address", "ipv4_address or ipv6_address is required"));
         }
@@ -402,7 +407,7 @@ impl SessionManager {
         store::commit(txn).await?;
         self.engine.wake();
         self.engine.publish(&[id]).await;
-        Ok(sessions::load(&self.reader, id).await?)
+        Ok(self.engine.session(id).await?)
     }
 
     /// The owner's watch of a session with a heartbeat is open: the session lives on.

@@ -165,6 +165,8 @@ impl UserManager {
         let changed = self.follow_rights(&txn, caller, &current, &updated).await?;
         // Cached callers carry roles, disabled and suspended flags.
         self.callers.commit_change(txn).await?;
+        // Sessions show their user's name and email.
+        self.engine.cache().clear();
         self.engine.announce(&changed).await;
         Ok(updated)
     }

@@ -22,6 +22,38 @@ pub struct SessionRecord {
     pub rules: Vec<resource_ip::Model>,
 }
 
+#[cfg(test)]
+impl SessionRecord {
+    /// A PENDING session without rules, for tests of what carries sessions around.
+    pub fn blank(id: &str, revision: i64) -> SessionRecord {
+        let at = chrono::Utc::now();
+        SessionRecord {
+            session: session::Model {
+                id: id.into(),
+                organization_id: "o".into(),
+                user_id: "u".into(),
+                ipv4_address: None,
+                ipv6_address: None,
+                status: "PENDING".into(),
+                started_at: at,
+                expires_at: at,
+                ended_at: None,
+                ended_reason: None,
+                revision,
+                live_ipv4_key: None,
+                live_ipv6_key: None,
+                created_at: at,
+                updated_at: at,
+                heartbeat_seconds: None,
+                heartbeat_due_at: None,
+            },
+            user_name: String::new(),
+            user_email: String::new(),
+            rules: Vec::new(),
+        }
+    }
+}
+
 pub async fn insert(
     db: &impl ConnectionTrait,
     session: session::Model,
