@@ -65,6 +65,8 @@ struct Server {
     child: Child,
     address: String,
     key: String,
+    /// The platform operator's key (tiers are the operator's to set).
+    operator_key: String,
     _dir: tempfile::TempDir,
 }
 
@@ -93,6 +95,9 @@ fn start_server() -> Server {
     let init = command(&["init", "--admin-email", "bench@example.com"]).output().expect("init");
     assert!(init.status.success(), "init failed: {}", String::from_utf8_lossy(&init.stderr));
     let key = String::from_utf8_lossy(&init.stdout).trim().to_owned();
+    let operator = command(&["operator-key", "--name", "bench"]).output().expect("operator-key");
+    assert!(operator.status.success(), "operator-key failed: {}", String::from_utf8_lossy(&operator.stderr));
+    let operator_key = String::from_utf8_lossy(&operator.stdout).trim().to_owned();
     let mut child = command(&["serve", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -110,7 +115,7 @@ fn start_server() -> Server {
         "server: {BIN} on {address}, database {}",
         if database_url.starts_with("sqlite") { "SQLite" } else { "PostgreSQL" }
     );
-    Server { child, address, key, _dir: dir }
+    Server { child, address, key, operator_key, _dir: dir }
 }
 
 fn authed<T>(message: T, key: &str) -> tonic::Request<T> {
@@ -147,7 +152,8 @@ async fn setup(server: &Server) {
         .get_current_user(authed(GetCurrentUserRequest {}, key))
         .await
         .expect("me");
-    let user_id = me.into_inner().user.expect("user").id;
+    let me = me.into_inner().user.expect("user");
+    let (user_id, organization_id) = (me.id, me.organization_id);
     let resource = Resource {
         name: "bench".into(),
         provider: Some(resource::Provider::Memory(MemoryProvider::default())),
@@ -161,10 +167,11 @@ async fn setup(server: &Server) {
     let resource_id = created.into_inner().resource.expect("resource").id;
     resources.assign_resource(authed(AssignResourceRequest { resource_id, user_id }, key)).await.expect("assign");
     let enterprise = UpdateOrganizationRequest {
-        organization: Some(Organization { tier: Tier::Enterprise.into(), ..Default::default() }),
+        organization: Some(Organization { id: organization_id, tier: Tier::Enterprise.into(), ..Default::default() }),
         update_mask: Some(prost_types::FieldMask { paths: vec!["tier".into()] }),
     };
-    OrganizationServiceClient::new(channel).update_organization(authed(enterprise, key)).await.expect("tier");
+    let operator = &server.operator_key;
+    OrganizationServiceClient::new(channel).update_organization(authed(enterprise, operator)).await.expect("tier");
 }
 
 async fn start_and_wait_active(client: &mut SessionServiceClient<Channel>, key: &str, n: u32) -> Duration {
