@@ -218,11 +218,7 @@ async fn start_session_refuses_what_it_must() {
 #[tokio::test]
 async fn admins_see_and_stop_sessions_of_their_organization_only() {
     each_backend(|db: TestDb| async move {
-        let mut f = Fixture::new(&db).await;
-        f.resource("db", MemoryProvider::default()).await;
-        let key = f.user_key.clone();
-        let session = f.start(&key, Some(IPV4), None).await.unwrap();
-        f.watch_until(&key, &session.id, SessionStatus::Active).await;
+        let (mut f, key, session) = Fixture::with_active_session(&db, IPV4).await;
 
         // Another user of the same organization cannot see it.
         let other = f.server.insert_user(&f.server.organization_id, "other@example.com", "USER").await;
@@ -269,11 +265,7 @@ async fn admins_see_and_stop_sessions_of_their_organization_only() {
 #[tokio::test]
 async fn extend_only_live_sessions_within_the_maximum() {
     each_backend(|db: TestDb| async move {
-        let mut f = Fixture::new(&db).await;
-        f.resource("db", MemoryProvider::default()).await;
-        let key = f.user_key.clone();
-        let session = f.start(&key, Some(IPV4), None).await.unwrap();
-        f.watch_until(&key, &session.id, SessionStatus::Active).await;
+        let (mut f, key, session) = Fixture::with_active_session(&db, IPV4).await;
         let extend =
             |hours| ExtendSessionRequest { id: session.id.clone(), additional_hours: hours, additional_minutes: 0 };
 
@@ -650,11 +642,7 @@ async fn a_watch_on_one_replica_sees_changes_made_on_another() {
 #[tokio::test]
 async fn reads_of_a_session_show_every_change() {
     each_backend(|db: TestDb| async move {
-        let mut f = Fixture::new(&db).await;
-        f.resource("db", MemoryProvider::default()).await;
-        let key = f.user_key.clone();
-        let session = f.start(&key, Some(IPV4), None).await.unwrap();
-        f.watch_until(&key, &session.id, SessionStatus::Active).await;
+        let (mut f, key, session) = Fixture::with_active_session(&db, IPV4).await;
         let get = |sessions: &mut SessionServiceClient<Channel>| {
             let request = with_key(GetSessionRequest { id: session.id.clone() }, &key);
             let mut sessions = sessions.clone();
@@ -884,11 +872,7 @@ async fn unassigning_a_resource_removes_its_rules_from_live_sessions() {
 #[tokio::test]
 async fn extending_needs_the_resources_still_assigned() {
     each_backend(|db: TestDb| async move {
-        let mut f = Fixture::new(&db).await;
-        f.resource("db", MemoryProvider::default()).await;
-        let key = f.user_key.clone();
-        let session = f.start(&key, Some(IPV4), None).await.unwrap();
-        f.watch_until(&key, &session.id, SessionStatus::Active).await;
+        let (mut f, key, session) = Fixture::with_active_session(&db, IPV4).await;
         // Unassigned behind the server's back, as a racing replica's unassignment might be.
         f.server.db.execute_unprepared("DELETE FROM resource_assignments").await.unwrap();
         let request = ExtendSessionRequest { id: session.id.clone(), additional_hours: 1, additional_minutes: 0 };

@@ -23,6 +23,8 @@ struct State {
     /// Reads that began before this were made before something dropped everything.
     floor: u64,
     entries: HashMap<String, Entry>,
+    /// Changes elsewhere cannot be heard now (the listener is down): nothing is kept or served.
+    suspended: bool,
 }
 
 enum Entry {
@@ -53,7 +55,7 @@ impl SessionCache {
     pub fn get(&self, id: &str) -> Result<Arc<SessionRecord>, ReadStamp> {
         let state = self.lock();
         match state.entries.get(id) {
-            Some(Entry::Read(record)) => Ok(record.clone()),
+            Some(Entry::Read(record)) if !state.suspended => Ok(record.clone()),
             _ => Err(ReadStamp(state.clock)),
         }
     }
@@ -61,7 +63,7 @@ impl SessionCache {
     /// Keeps what a read that began at `stamp` found, unless its session changed since.
     pub fn keep(&self, stamp: ReadStamp, record: Arc<SessionRecord>) {
         let mut state = self.lock();
-        if stamp.0 < state.floor {
+        if stamp.0 < state.floor || state.suspended {
             return;
         }
         let stale = match state.entries.get(&record.session.id) {
@@ -96,6 +98,21 @@ impl SessionCache {
     /// read everything again.
     pub fn clear(&self) {
         self.lock().drop_all();
+    }
+
+    /// Other replicas' changes cannot be heard for now: serve nothing from memory until
+    /// [`resume`](Self::resume).
+    pub fn suspend(&self) {
+        let mut state = self.lock();
+        state.drop_all();
+        state.suspended = true;
+    }
+
+    /// Other replicas' changes are heard again; what was read before may be stale.
+    pub fn resume(&self) {
+        let mut state = self.lock();
+        state.drop_all();
+        state.suspended = false;
     }
 }
 
@@ -190,5 +207,21 @@ mod tests {
         cache.keep(stamp, record("e", 1));
         assert_eq!(revision(&cache, "e"), None);
         assert_eq!(revision(&cache, "d"), None);
+    }
+
+    #[test]
+    fn a_suspended_cache_serves_and_keeps_nothing() {
+        let cache = SessionCache::new(10);
+        cache.keep(cache.get("s").unwrap_err(), record("s", 1));
+        cache.suspend();
+        assert_eq!(revision(&cache, "s"), None);
+        cache.keep(cache.get("s").unwrap_err(), record("s", 2));
+        assert_eq!(revision(&cache, "s"), None);
+        let under_way = cache.get("s").unwrap_err();
+        cache.resume();
+        cache.keep(under_way, record("s", 2));
+        assert_eq!(revision(&cache, "s"), None, "read while suspended");
+        cache.keep(cache.get("s").unwrap_err(), record("s", 3));
+        assert_eq!(revision(&cache, "s"), Some(3));
     }
 }

@@ -1,8 +1,9 @@
 //! Follows what other replicas commit (PostgreSQL only): session updates reach this replica's
 //! watchers and session cache; credential changes empty its caller and session caches, so a
 //! revoked key or disabled user stops working here too at once; new or retired signing keys
-//! are read again. Announcements made while the listening connection is down are lost, so
-//! after every (re)connection all watched sessions are reloaded and the caches emptied.
+//! are read again. Announcements made while the listening connection is down are lost: the
+//! session cache serves nothing meanwhile, and after every (re)connection all watched sessions
+//! are reloaded and the caches emptied.
 
 use super::{Authenticator, CallerCache};
 use crate::engine::{Engine, stopping};
@@ -30,6 +31,8 @@ pub async fn follow(
     let options = db.get_postgres_connection_pool().connect_options();
     let pool = PgPoolOptions::new().max_connections(1).connect_lazy_with((*options).clone());
     let mut retry = RETRY_FIRST;
+    // Until another replica's changes can be heard, sessions are not served from memory.
+    engine.cache().suspend();
     loop {
         let connected = tokio::select! {
             connected = listen(&pool) => connected,
@@ -49,7 +52,7 @@ pub async fn follow(
         };
         retry = RETRY_FIRST;
         callers.clear();
-        engine.cache().clear();
+        engine.cache().resume();
         reload_keys(&auth).await;
         let watched = engine.hub().watched();
         engine.publish(&watched.iter().map(String::as_str).collect::<Vec<_>>()).await;
@@ -62,10 +65,12 @@ pub async fn follow(
                 Ok(Some(notification)) => apply(&notification, &engine, &callers, &auth).await,
                 Ok(None) => {
                     tracing::warn!("lost the connection listening for other replicas' changes; reconnecting");
+                    engine.cache().suspend();
                     break;
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, "listening for other replicas' changes failed; reconnecting");
+                    engine.cache().suspend();
                     break;
                 }
             }

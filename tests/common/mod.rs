@@ -452,6 +452,17 @@ impl Fixture {
     }
 
     /// Watches a session until it reaches a terminal state or `until`, returning every message.
+    /// A fixture whose user has a memory resource "db" and a session on `ipv4` that is ACTIVE;
+    /// answers it with the user's key and the session as started.
+    pub async fn with_active_session(db: &TestDb, ipv4: &str) -> (Fixture, String, Session) {
+        let mut f = Fixture::new(db).await;
+        f.resource("db", MemoryProvider::default()).await;
+        let key = f.user_key.clone();
+        let session = f.start(&key, Some(ipv4), None).await.unwrap();
+        f.watch_until(&key, &session.id, SessionStatus::Active).await;
+        (f, key, session)
+    }
+
     pub async fn watch_until(&mut self, key: &str, id: &str, until: SessionStatus) -> Vec<Session> {
         let mut stream = self
             .sessions
