@@ -450,9 +450,18 @@ async fn run() {
     setup(&server).await;
     let counter = Arc::new(AtomicU32::new(1));
     let mut figures = Figures::new();
-    bench_unary(&server, &counter, &mut figures).await;
-    bench_start(&server, &counter, &mut figures).await;
-    bench_watch(&server, &counter, &mut figures).await;
+    // PORTCULLIS_BENCH_ONLY=P2 (or P1, P3, comma-separated) runs only those, while iterating.
+    let only = std::env::var("PORTCULLIS_BENCH_ONLY").unwrap_or_default();
+    let wanted = |id: &str| only.is_empty() || only.split(',').any(|part| part.trim() == id);
+    if wanted("P1") {
+        bench_unary(&server, &counter, &mut figures).await;
+    }
+    if wanted("P2") {
+        bench_start(&server, &counter, &mut figures).await;
+    }
+    if wanted("P3") {
+        bench_watch(&server, &counter, &mut figures).await;
+    }
     println!("\n## Targets");
     figures.iter().for_each(|figure| println!("{}", figure.line()));
 }

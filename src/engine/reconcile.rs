@@ -149,9 +149,7 @@ async fn repair(engine: &Engine, missing: &[&resource_ip::Model]) -> StoreResult
     repaired.sort_unstable();
     let count = repaired.len();
     repaired.dedup();
-    for session_id in &repaired {
-        transitions::settle(&txn, session_id).await?;
-    }
+    transitions::settle_all(&txn, &repaired.iter().map(String::as_str).collect::<Vec<_>>()).await?;
     store::commit(txn).await?;
     engine.announce(&repaired).await;
     Ok(count)

@@ -231,34 +231,44 @@ pub async fn extend(
 /// that changed them, so a crash can never leave rules and status apart), bumps its revision,
 /// and records a status change in the audit trail.
 pub async fn settle(txn: &DatabaseTransaction, session_id: &str) -> StoreResult<()> {
-    let current = sessions::get_for_update(txn, session_id).await?;
-    let rules = sessions::rules_of(txn, session_id).await?;
-    let statuses: Vec<_> = rules.iter().filter_map(|r| r.status.parse().ok()).collect();
-    let status: SessionStatus = current.status.parse().unwrap_or(SessionStatus::Pending);
-    let reason = current.ended_reason.as_deref().and_then(|r| r.parse().ok());
-    let next = roll_up(status, reason, &statuses);
-    let organization_id = current.organization_id.clone();
-    let revision = current.revision;
-    let mut active: session::ActiveModel = current.into_active_model();
-    active.revision = Set(revision + 1);
-    active.updated_at = Set(now());
-    if next != status {
-        active.status = Set(next.as_str().to_owned());
-        if !next.is_live() {
-            active.live_ipv4_key = Set(None);
-            active.live_ipv6_key = Set(None);
+    settle_all(txn, &[session_id]).await
+}
+
+/// [`settle`] for many sessions at once: two reads and one audit insert whatever their number,
+/// plus one update per session.
+pub async fn settle_all(txn: &DatabaseTransaction, session_ids: &[&str]) -> StoreResult<()> {
+    if session_ids.is_empty() {
+        return Ok(());
+    }
+    let current = sessions::get_all_for_update(txn, session_ids).await?;
+    let mut rules = sessions::rules_of_all(txn, session_ids).await?;
+    let mut events = Vec::new();
+    for session in current {
+        let statuses: Vec<_> =
+            rules.remove(&session.id).unwrap_or_default().iter().filter_map(|r| r.status.parse().ok()).collect();
+        let status: SessionStatus = session.status.parse().unwrap_or(SessionStatus::Pending);
+        let reason = session.ended_reason.as_deref().and_then(|r| r.parse().ok());
+        let next = roll_up(status, reason, &statuses);
+        let (id, organization_id, revision) = (session.id.clone(), session.organization_id.clone(), session.revision);
+        let mut active: session::ActiveModel = session.into_active_model();
+        active.revision = Set(revision + 1);
+        active.updated_at = Set(now());
+        if next != status {
+            active.status = Set(next.as_str().to_owned());
+            if !next.is_live() {
+                active.live_ipv4_key = Set(None);
+                active.live_ipv6_key = Set(None);
+            }
+            if next == SessionStatus::Failed {
+                active.ended_at = Set(Some(now()));
+            }
         }
-        if next == SessionStatus::Failed {
-            active.ended_at = Set(Some(now()));
+        sessions::update(txn, active).await?;
+        if next != status {
+            events.push((AuditRecord::new(session_event(next), "session", id), Actor::server(organization_id)));
         }
     }
-    sessions::update(txn, active).await?;
-    if next != status {
-        AuditRecord::new(session_event(next), "session", session_id)
-            .write(txn, &Actor::server(organization_id))
-            .await?;
-    }
-    Ok(())
+    AuditRecord::write_all(txn, events).await
 }
 
 /// The audit event type of a session reaching `status`.

@@ -389,9 +389,7 @@ async fn record(
     touched.extend(sessions::retire_replaced(&txn, &applied, at).await?);
     touched.sort();
     touched.dedup();
-    for session_id in &touched {
-        super::transitions::settle(&txn, session_id).await?;
-    }
+    super::transitions::settle_all(&txn, &touched.iter().map(String::as_str).collect::<Vec<_>>()).await?;
     store::commit(txn).await?;
     Ok(touched)
 }

@@ -72,7 +72,7 @@ impl SessionManager {
         Ok((organization, tier))
     }
 
-    pub async fn start(&self, caller: &Caller, request: StartRequest) -> Result<SessionRecord> {
+    pub async fn start(&self, caller: &Caller, request: StartRequest) -> Result<Arc<SessionRecord>> {
         let (organization, tier) = self.organization_of(caller).await?;
         let max_hours = self.max_hours(caller.role, tier);
         let allow_private = organization.allow_private_addresses;
@@ -172,13 +172,15 @@ impl SessionManager {
                 new_rule(&session_id, &caller.organization_id, (&resource.id, &resource.name), address, at)
             })
             .collect();
-        // What was written is what the caller gets back: no need to read it again.
-        let started = SessionRecord {
+        // What was written is what the caller gets back, and what the cache keeps (the first
+        // watch then reads nothing): no need to read it again.
+        let started = Arc::new(SessionRecord {
             session: session.clone(),
             user_name: caller.full_name.clone(),
             user_email: caller.email.clone(),
             rules: rules.clone(),
-        };
+        });
+        let stamp = self.engine.cache().stamp();
         let txn = store::begin(&self.db).await?;
         transitions::start(&txn, session, rules, &caller.actor()).await.map_err(|err| match err {
             StoreError::AlreadyExists(_) => Error::AlreadyExists {
@@ -188,6 +190,7 @@ impl SessionManager {
             other => other.into(),
         })?;
         store::commit(txn).await?;
+        self.engine.cache().keep(stamp, started.clone());
         self.engine.wake();
         self.engine.reschedule_expiry();
         Ok(started)

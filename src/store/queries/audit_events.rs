@@ -8,6 +8,14 @@ pub async fn insert(db: &impl ConnectionTrait, model: Model) -> StoreResult<Mode
     Ok(audit_event::ActiveModel::from(model).insert(db).await?)
 }
 
+/// Several events, in one statement per thousand (within every database's limit on bound values).
+pub async fn insert_all(db: &impl ConnectionTrait, models: Vec<Model>) -> StoreResult<()> {
+    for chunk in models.chunks(1000) {
+        Entity::insert_many(chunk.iter().cloned().map(audit_event::ActiveModel::from)).exec(db).await?;
+    }
+    Ok(())
+}
+
 /// Which events of an organization to list.
 #[derive(Debug, Default, Clone)]
 pub struct AuditFilter {

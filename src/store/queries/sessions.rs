@@ -73,13 +73,18 @@ pub async fn get(db: &impl ConnectionTrait, id: &str) -> StoreResult<session::Mo
 /// Locks sessions (PostgreSQL; in id order, so concurrent lockers never deadlock) before their
 /// rules change in the same transaction.
 pub async fn lock_all(db: &impl ConnectionTrait, ids: &[&str]) -> StoreResult<()> {
-    session::Entity::find()
+    get_all_for_update(db, ids).await?;
+    Ok(())
+}
+
+/// Reads and locks sessions (as [`get_for_update`], in id order) that are about to change.
+pub async fn get_all_for_update(db: &impl ConnectionTrait, ids: &[&str]) -> StoreResult<Vec<session::Model>> {
+    Ok(session::Entity::find()
         .filter(session::Column::Id.is_in(ids.iter().copied()))
         .order_by_asc(session::Column::Id)
         .lock_exclusive()
         .all(db)
-        .await?;
-    Ok(())
+        .await?)
 }
 
 /// Reads a session inside a transaction that is about to change it: on PostgreSQL the row stays
@@ -126,21 +131,30 @@ pub async fn load_many(db: &impl ConnectionTrait, ids: &[&str]) -> StoreResult<V
     complete(db, sessions).await
 }
 
-/// Adds users and rules to sessions, in two queries whatever their number.
-async fn complete(db: &impl ConnectionTrait, sessions: Vec<session::Model>) -> StoreResult<Vec<SessionRecord>> {
-    if sessions.is_empty() {
-        return Ok(Vec::new());
-    }
-    let ids: Vec<&str> = sessions.iter().map(|s| s.id.as_str()).collect();
+/// The rules of sessions, by session, in one query.
+pub async fn rules_of_all(
+    db: &impl ConnectionTrait,
+    ids: &[&str],
+) -> StoreResult<HashMap<String, Vec<resource_ip::Model>>> {
     let mut rules: HashMap<String, Vec<resource_ip::Model>> = HashMap::new();
     for rule in resource_ip::Entity::find()
-        .filter(resource_ip::Column::SessionId.is_in(ids))
+        .filter(resource_ip::Column::SessionId.is_in(ids.iter().copied()))
         .order_by_asc(resource_ip::Column::Id)
         .all(db)
         .await?
     {
         rules.entry(rule.session_id.clone()).or_default().push(rule);
     }
+    Ok(rules)
+}
+
+/// Adds users and rules to sessions, in two queries whatever their number.
+async fn complete(db: &impl ConnectionTrait, sessions: Vec<session::Model>) -> StoreResult<Vec<SessionRecord>> {
+    if sessions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<&str> = sessions.iter().map(|s| s.id.as_str()).collect();
+    let mut rules = rules_of_all(db, &ids).await?;
     let user_ids: Vec<&str> = sessions.iter().map(|s| s.user_id.as_str()).collect();
     let users: HashMap<String, user::Model> = user::Entity::find()
         .filter(user::Column::Id.is_in(user_ids))
