@@ -637,6 +637,49 @@ async fn a_watch_on_one_replica_sees_changes_made_on_another() {
     f.server.stop().await;
 }
 
+/// Starts that arrive together are committed together; one start's refusal (its address is
+/// already live, even from a start in the same batch) fails no other.
+#[tokio::test]
+async fn concurrent_starts_each_get_their_own_answer() {
+    each_backend(|db: TestDb| async move {
+        let mut f = Fixture::new(&db).await;
+        f.resource("db", MemoryProvider::default()).await;
+        f.server.set_tier(Tier::Business).await;
+        let key = f.user_key.clone();
+        // 40 starts for 20 addresses: each address asked for twice, all at once.
+        let starts = (0..40).map(|n| {
+            let mut sessions = f.sessions.clone();
+            let request = StartSessionRequest {
+                ipv4_address: Some(format!("203.0.113.{}", 100 + n % 20)),
+                duration_minutes: Some(30),
+                ..Default::default()
+            };
+            let request = with_key(request, &key);
+            async move { sessions.start_session(request).await }
+        });
+        let answers = futures::future::join_all(starts).await;
+        let mut started = std::collections::BTreeMap::new();
+        for answer in answers {
+            match answer {
+                Ok(response) => {
+                    let session = response.into_inner().session.unwrap();
+                    assert!(started.insert(session.ipv4_address.clone(), session.id).is_none(), "{}", db.backend);
+                }
+                Err(status) => {
+                    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+                    assert_eq!(reason(&status), "ERROR_REASON_SESSION_ALREADY_ACTIVE");
+                }
+            }
+        }
+        assert_eq!(started.len(), 20, "one session per address: {started:?}");
+        for id in started.values() {
+            f.watch_until(&key, id, SessionStatus::Active).await;
+        }
+        f.server.stop().await;
+    })
+    .await;
+}
+
 /// Sessions are served from memory, yet every read shows the newest state: a replica's own
 /// change at once, a renamed owner at once, another replica's change once announced.
 #[tokio::test]

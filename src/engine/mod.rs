@@ -8,6 +8,7 @@ pub mod cache;
 pub mod hub;
 mod lease;
 mod reconcile;
+mod starts;
 pub mod transitions;
 mod worker;
 
@@ -100,6 +101,7 @@ struct Inner {
     providers: Providers,
     hub: Hub,
     cache: SessionCache,
+    starts: starts::Starts,
     config: EngineConfig,
     /// Identifies this process in leases.
     owner: String,
@@ -116,6 +118,7 @@ impl Engine {
     ) -> Engine {
         Engine {
             inner: Arc::new(Inner {
+                starts: starts::Starts::spawn(db.clone()),
                 db,
                 reader,
                 providers,
@@ -202,6 +205,16 @@ impl Engine {
             }),
             Err(err) => tracing::warn!(sessions = watched.len(), error = %err, "loading sessions for watchers failed"),
         }
+    }
+
+    /// Records a new session (PENDING) and its rules, committed together with the other starts
+    /// that arrive meanwhile (group commit), then wakes the worker and the expiry scheduler.
+    /// AlreadyExists when its user already has a live session for one of its addresses.
+    pub async fn start_session(&self, new: transitions::NewSession) -> StoreResult<()> {
+        self.inner.starts.start(new).await?;
+        self.wake();
+        self.reschedule_expiry();
+        Ok(())
     }
 
     /// Ends a live session in a transaction of its own, then wakes the worker and tells the

@@ -11,22 +11,41 @@ use crate::store::queries::sessions::{self, Holder};
 use chrono::{DateTime, TimeDelta, Utc};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, DatabaseTransaction, IntoActiveModel};
 
-/// Records a new session (PENDING) and its rules, with its audit event.
-pub async fn start(
-    txn: &DatabaseTransaction,
-    session: session::Model,
-    rules: Vec<resource_ip::Model>,
-    actor: &Actor,
-) -> StoreResult<()> {
-    let minutes = (session.expires_at - session.started_at).num_minutes();
-    let mut record = AuditRecord::new("session.started", "session", &session.id).detail("duration_minutes", minutes);
-    for (key, address) in [("ipv4_address", &session.ipv4_address), ("ipv6_address", &session.ipv6_address)] {
-        if let Some(address) = address {
-            record = record.detail(key, address);
-        }
+/// A new session (PENDING), its rules, and who started it.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub session: session::Model,
+    pub rules: Vec<resource_ip::Model>,
+    pub actor: Actor,
+}
+
+impl NewSession {
+    /// The keys that make its addresses unique among its user's live sessions.
+    pub fn live_keys(&self) -> impl Iterator<Item = &str> {
+        [&self.session.live_ipv4_key, &self.session.live_ipv6_key].into_iter().flatten().map(String::as_str)
     }
-    sessions::insert(txn, session, rules).await?;
-    record.write(txn, actor).await
+}
+
+/// Records new sessions and their rules, with their audit events, in a few statements whatever
+/// their number.
+pub async fn start_all(txn: &DatabaseTransaction, starts: Vec<NewSession>) -> StoreResult<()> {
+    let mut events = Vec::with_capacity(starts.len());
+    let (mut new_sessions, mut new_rules) = (Vec::with_capacity(starts.len()), Vec::new());
+    for NewSession { session, rules, actor } in starts {
+        let minutes = (session.expires_at - session.started_at).num_minutes();
+        let mut record =
+            AuditRecord::new("session.started", "session", &session.id).detail("duration_minutes", minutes);
+        for (key, address) in [("ipv4_address", &session.ipv4_address), ("ipv6_address", &session.ipv6_address)] {
+            if let Some(address) = address {
+                record = record.detail(key, address);
+            }
+        }
+        events.push((record, actor));
+        new_sessions.push(session);
+        new_rules.extend(rules);
+    }
+    sessions::insert_all(txn, new_sessions, new_rules).await?;
+    AuditRecord::write_all(txn, events).await
 }
 
 /// Moves a live session to new addresses: `changed` is the session with its new addresses and

@@ -6,7 +6,8 @@ use crate::domain::{
     EndedReason, IpVersion, Requested, ResourceIpStatus, Role, SessionStatus, Tier, Violations, check_session_address,
     new_id, now, parse_session_address, requested,
 };
-use crate::engine::{Engine, Subscription, transitions};
+use crate::engine::transitions::{self, NewSession};
+use crate::engine::{Engine, Subscription};
 use crate::error::{Error, Result, StoreResultExt};
 use crate::pb::v1::ErrorReason;
 use crate::store::audit::AuditRecord;
@@ -181,18 +182,15 @@ impl SessionManager {
             rules: rules.clone(),
         });
         let stamp = self.engine.cache().stamp();
-        let txn = store::begin(&self.db).await?;
-        transitions::start(&txn, session, rules, &caller.actor()).await.map_err(|err| match err {
+        let new = NewSession { session, rules, actor: caller.actor() };
+        self.engine.start_session(new).await.map_err(|err| match err {
             StoreError::AlreadyExists(_) => Error::AlreadyExists {
                 reason: ErrorReason::SessionAlreadyActive,
                 message: "you already have a live session for this address; extend or stop it".into(),
             },
             other => other.into(),
         })?;
-        store::commit(txn).await?;
         self.engine.cache().keep(stamp, started.clone());
-        self.engine.wake();
-        self.engine.reschedule_expiry();
         Ok(started)
     }
 

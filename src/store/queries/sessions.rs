@@ -11,7 +11,7 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
     QuerySelect,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// A session with what its API representation needs: its user and its rules.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,16 +54,42 @@ impl SessionRecord {
     }
 }
 
-pub async fn insert(
+/// New sessions and their rules, in one statement per 500 rows (within every database's limit
+/// on bound values).
+pub async fn insert_all(
     db: &impl ConnectionTrait,
-    session: session::Model,
+    sessions: Vec<session::Model>,
     rules: Vec<resource_ip::Model>,
 ) -> StoreResult<()> {
-    session::ActiveModel::from(session).insert(db).await?;
-    if !rules.is_empty() {
-        resource_ip::Entity::insert_many(rules.into_iter().map(resource_ip::ActiveModel::from)).exec(db).await?;
+    for chunk in sessions.chunks(500) {
+        session::Entity::insert_many(chunk.iter().cloned().map(session::ActiveModel::from)).exec(db).await?;
+    }
+    for chunk in rules.chunks(500) {
+        resource_ip::Entity::insert_many(chunk.iter().cloned().map(resource_ip::ActiveModel::from)).exec(db).await?;
     }
     Ok(())
+}
+
+/// Which of `keys` live sessions hold (see `session.live_ipv4_key`).
+pub async fn live_keys_taken(db: &impl ConnectionTrait, keys: &[&str]) -> StoreResult<HashSet<String>> {
+    if keys.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let holding = session::Entity::find()
+        .filter(
+            Condition::any()
+                .add(session::Column::LiveIpv4Key.is_in(keys.iter().copied()))
+                .add(session::Column::LiveIpv6Key.is_in(keys.iter().copied())),
+        )
+        .all(db)
+        .await?;
+    let wanted: HashSet<&str> = keys.iter().copied().collect();
+    Ok(holding
+        .into_iter()
+        .flat_map(|session| [session.live_ipv4_key, session.live_ipv6_key])
+        .flatten()
+        .filter(|key| wanted.contains(key.as_str()))
+        .collect())
 }
 
 pub async fn get(db: &impl ConnectionTrait, id: &str) -> StoreResult<session::Model> {
