@@ -267,6 +267,8 @@ async fn follow_along(client: &mut Client, spec: &Spec, settings: &Follow, out: 
     let mut addresses = (session.ipv4_address.clone(), session.ipv6_address.clone());
     let mut expires_at = session.expires_at.map_or(i64::MAX, |at| at.seconds);
     let mut at_maximum = false;
+    // Only a live session (ACTIVE or PARTIAL) can be extended.
+    let mut extendable = false;
     let mut stream = watch(client, &id).await?;
     let mut progress = Progress::new(out);
     let mut polls = tokio::time::interval(std::time::Duration::from_secs(settings.poll_seconds.max(1)));
@@ -277,6 +279,7 @@ async fn follow_along(client: &mut Client, spec: &Spec, settings: &Follow, out: 
                 let current = message.session.unwrap_or_default();
                 progress.show(&current);
                 expires_at = current.expires_at.map_or(expires_at, |at| at.seconds);
+                extendable = matches!(current.status(), SessionStatus::Active | SessionStatus::Partial);
                 if current.status() == SessionStatus::Expired || current.status() == SessionStatus::Cancelled {
                     return Ok(0);
                 }
@@ -295,7 +298,7 @@ async fn follow_along(client: &mut Client, spec: &Spec, settings: &Follow, out: 
                     progress.note(&format!("address changed: {} -> {seen}", if current.is_empty() { "none" } else { current.as_str() }));
                     *current = seen;
                 }
-                if !at_maximum && expires_at - crate::unix_now() < extend_before_secs {
+                if extendable && !at_maximum && expires_at - crate::unix_now() < extend_before_secs {
                     let extended;
                     (extended, at_maximum) = extend_within_maximum(client, &id, expires_at, length_minutes).await?;
                     expires_at = extended.expires_at.map_or(expires_at, |at| at.seconds);

@@ -575,11 +575,14 @@ async fn on_a_terminal_progress_is_drawn_live() {
     assert!(last_draw.contains("db 203.0.113.26: applied ✓"), "{drawn:?}");
 }
 
-/// `--follow` extends the session before it ends; where its own length would go past the
-/// maximum, exactly to the maximum (here one hour from its start), and says so.
+/// `--follow` extends the session before it ends — once it is live: a slow firewall keeps it
+/// PENDING at first — and, where its own length would go past the maximum, exactly to the
+/// maximum (here one hour from its start), and says so.
 #[tokio::test]
 async fn follow_extends_the_session_up_to_its_maximum() {
     let server = Server::start_with(&[("PORTCULLIS_SESSIONS__MAX_HOURS_ADMIN", "1")]).await;
+    let slow = MemoryProvider { latency_ms: 1500, ..Default::default() };
+    server.assign_new("slow", resource::Provider::Memory(slow)).await;
     let dir = tempfile::tempdir().unwrap();
     let address_file = dir.path().join("address");
     std::fs::write(&address_file, "203.0.113.32\n").unwrap();
