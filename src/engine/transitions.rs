@@ -253,15 +253,15 @@ pub async fn settle(txn: &DatabaseTransaction, session_id: &str) -> StoreResult<
     settle_all(txn, &[session_id]).await
 }
 
-/// [`settle`] for many sessions at once: two reads and one audit insert whatever their number,
-/// plus one update per session.
+/// [`settle`] for many sessions at once: two reads, one audit insert and one announcement
+/// whatever their number, plus one update per session.
 pub async fn settle_all(txn: &DatabaseTransaction, session_ids: &[&str]) -> StoreResult<()> {
     if session_ids.is_empty() {
         return Ok(());
     }
     let current = sessions::get_all_for_update(txn, session_ids).await?;
     let mut rules = sessions::rules_of_all(txn, session_ids).await?;
-    let mut events = Vec::new();
+    let (mut events, mut changes) = (Vec::new(), Vec::with_capacity(current.len()));
     for session in current {
         let statuses: Vec<_> =
             rules.remove(&session.id).unwrap_or_default().iter().filter_map(|r| r.status.parse().ok()).collect();
@@ -282,11 +282,12 @@ pub async fn settle_all(txn: &DatabaseTransaction, session_ids: &[&str]) -> Stor
                 active.ended_at = Set(Some(now()));
             }
         }
-        sessions::update(txn, active).await?;
+        changes.push(active);
         if next != status {
             events.push((AuditRecord::new(session_event(next), "session", id), Actor::server(organization_id)));
         }
     }
+    sessions::update_all(txn, changes).await?;
     AuditRecord::write_all(txn, events).await
 }
 

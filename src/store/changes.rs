@@ -13,12 +13,19 @@ pub const CREDENTIALS_CHANNEL: &str = "portcullis_credential_changes";
 pub const SIGNING_KEYS_CHANNEL: &str = "portcullis_signing_keys";
 
 pub async fn announce(db: &impl ConnectionTrait, channel: &str, payload: &str) -> StoreResult<()> {
-    if db.get_database_backend() == DbBackend::Postgres {
-        let notify = Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT pg_notify($1, $2)",
-            [channel.into(), payload.into()],
-        );
+    announce_all(db, channel, &[payload.to_owned()]).await
+}
+
+/// Several announcements on one channel, in one statement per thousand.
+pub async fn announce_all(db: &impl ConnectionTrait, channel: &str, payloads: &[String]) -> StoreResult<()> {
+    if db.get_database_backend() != DbBackend::Postgres {
+        return Ok(());
+    }
+    for chunk in payloads.chunks(1000) {
+        let calls: Vec<String> = (0..chunk.len()).map(|n| format!("pg_notify($1, ${})", n + 2)).collect();
+        let values = std::iter::once(channel.into()).chain(chunk.iter().map(|payload| payload.as_str().into()));
+        let notify =
+            Statement::from_sql_and_values(DbBackend::Postgres, format!("SELECT {}", calls.join(", ")), values);
         db.query_one_raw(notify).await?;
     }
     Ok(())

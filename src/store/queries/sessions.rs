@@ -2,7 +2,7 @@
 
 use super::{fetch_page, found};
 use crate::domain::{ResourceIpStatus, SessionStatus};
-use crate::store::changes::{SESSIONS_CHANNEL, announce};
+use crate::store::changes::{SESSIONS_CHANNEL, announce, announce_all};
 use crate::store::entity::{resource_ip, resource_lease, session, user};
 use crate::store::{Page, PageRequest, StoreResult};
 use chrono::{DateTime, Utc};
@@ -235,6 +235,16 @@ pub async fn update(db: &impl ConnectionTrait, changes: session::ActiveModel) ->
     let announcement = format!("{} {}", updated.id, updated.revision);
     announce(db, SESSIONS_CHANNEL, &announcement).await?;
     Ok(updated)
+}
+
+/// Saves several session changes, announcing them together.
+pub async fn update_all(db: &impl ConnectionTrait, changes: Vec<session::ActiveModel>) -> StoreResult<()> {
+    let mut announcements = Vec::with_capacity(changes.len());
+    for change in changes {
+        let updated = change.update(db).await?;
+        announcements.push(format!("{} {}", updated.id, updated.revision));
+    }
+    announce_all(db, SESSIONS_CHANNEL, &announcements).await
 }
 
 /// Live sessions whose time is up.
