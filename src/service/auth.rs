@@ -12,6 +12,7 @@ use crate::store::{StoreError, queries};
 use chrono::{DateTime, Utc};
 use sea_orm::DatabaseConnection;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// The authenticated principal of a call.
 #[derive(Debug, Clone)]
@@ -27,7 +28,9 @@ pub struct Caller {
     pub login_session_id: Option<String>,
     /// The TCP peer of the call.
     pub peer_ip: Option<IpAddr>,
-    pub organization_suspended: bool,
+    /// The caller's organization as authenticated (remembered with the caller, and forgotten
+    /// with it on any change to organizations); none for the platform operator.
+    pub organization: Option<Arc<organization::Model>>,
     /// Which objects this call reaches, as [`Caller::admit`] decided for its RPC.
     pub reach: Reach,
 }
@@ -69,7 +72,7 @@ impl Caller {
         let Some(access) = members else {
             return Err(denied(ErrorReason::OperatorRequired, "only the platform operator may make this call"));
         };
-        if !access.while_suspended && self.organization_suspended {
+        if !access.while_suspended && self.organization.as_ref().is_some_and(|organization| organization.suspended) {
             return Err(denied(ErrorReason::OrganizationSuspended, "the organization is suspended"));
         }
         if let Some(permission) = access.needs {
@@ -254,7 +257,7 @@ impl Authenticator {
             api_key_id: Some(key.id),
             login_session_id: None,
             peer_ip: None,
-            organization_suspended: false,
+            organization: None,
             reach: Reach::Platform,
         };
         Ok((caller, None))
@@ -304,7 +307,7 @@ impl Authenticator {
             api_key_id: None,
             login_session_id: None,
             peer_ip: None,
-            organization_suspended: organization.suspended,
+            organization: Some(Arc::new(organization)),
             reach: Reach::Own,
         })
     }

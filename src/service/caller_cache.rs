@@ -134,7 +134,7 @@ mod tests {
             api_key_id: None,
             login_session_id: None,
             peer_ip: None,
-            organization_suspended: false,
+            organization: None,
             reach: crate::domain::Reach::Own,
         }
     }

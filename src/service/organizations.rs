@@ -179,7 +179,7 @@ impl OrganizationManager {
         let actor = caller.actor_in(id);
         record.write(&txn, &actor).await?;
         let changed = follow_rights(&txn, &actor, &current, &updated).await?;
-        // Cached callers carry roles, disabled and suspended flags.
+        // Cached callers carry roles, disabled flags and their organization.
         self.callers.commit_change(txn).await?;
         self.engine.announce(&changed).await;
         Ok(updated)

@@ -12,8 +12,8 @@ use crate::error::{Error, Result, StoreResultExt};
 use crate::pb::v1::ErrorReason;
 use crate::store::audit::AuditRecord;
 use crate::store::entity::{organization, resource_ip, session};
+use crate::store::queries::resources;
 use crate::store::queries::sessions::{self, RuleFilter, SessionFilter, SessionRecord};
-use crate::store::queries::{organizations, resources};
 use crate::store::{self, Page, PageRequest, StoreError};
 use chrono::{DateTime, TimeDelta, Utc};
 use sea_orm::DatabaseConnection;
@@ -65,16 +65,15 @@ impl SessionManager {
         tier.max_session_hours().min(self.config.max_hours_for(role))
     }
 
-    /// The caller's organization and its tier.
-    async fn organization_of(&self, caller: &Caller) -> Result<(organization::Model, Tier)> {
-        let organization =
-            organizations::get(&self.reader, &caller.organization_id).await.or_not_found("organization")?;
+    /// The caller's organization (as authenticated) and its tier.
+    fn organization_of<'a>(&self, caller: &'a Caller) -> Result<(&'a organization::Model, Tier)> {
+        let organization = caller.organization.as_deref().ok_or_else(|| Error::not_found("organization"))?;
         let tier = organization.tier.parse().map_err(Error::internal)?;
         Ok((organization, tier))
     }
 
     pub async fn start(&self, caller: &Caller, request: StartRequest) -> Result<Arc<SessionRecord>> {
-        let (organization, tier) = self.organization_of(caller).await?;
+        let (organization, tier) = self.organization_of(caller)?;
         let max_hours = self.max_hours(caller.role, tier);
         let allow_private = organization.allow_private_addresses;
 
@@ -243,7 +242,7 @@ impl SessionManager {
                     Error::invalid("additional_hours", "additional_hours or additional_minutes must be at least 1")
                 })?;
         self.visible(caller, id).await?;
-        let (_, tier) = self.organization_of(caller).await?;
+        let (_, tier) = self.organization_of(caller)?;
         let txn = store::begin(&self.db).await?;
         let session = sessions::get_for_update(&txn, id).await.or_not_found("session")?;
         let owner_role = if session.user_id == caller.user_id {
@@ -334,7 +333,7 @@ impl SessionManager {
         if ipv4_address.is_none() && ipv6_address.is_none() {
             return Err(Error::invalid("ipv4_address", "ipv4_address or ipv6_address is required"));
         }
-        let (organization, _) = self.organization_of(caller).await?;
+        let (organization, _) = self.organization_of(caller)?;
         let allow_private = organization.allow_private_addresses;
         let mut violations = Violations::default();
         let mut parse = |field: &str, text: Option<&str>, version| {
