@@ -186,3 +186,78 @@ async fn racing_failed_logins_are_all_counted_and_lock_once() {
     })
     .await;
 }
+
+/// The worker saves what it did to claimed rules (rows it read in the same transaction) in one
+/// statement: only rules whose lease is still its own, and only the columns it works on.
+#[tokio::test]
+async fn claimed_rules_are_saved_only_under_their_lease() {
+    use portcullis::store::entity::{resource_ip, session};
+    use portcullis::store::queries::sessions;
+    each_backend(|test_db: TestDb| async move {
+        let (db, organization) = migrated_with_organization(&test_db).await;
+        let user = queries::users::insert(&db, user_row(&organization.id, "a@example.com")).await.unwrap();
+        let resource = queries::resources::insert(&db, resource_row(&organization.id)).await.unwrap();
+        let at = now();
+        let session = session::Model {
+            id: new_id(),
+            organization_id: organization.id.clone(),
+            user_id: user.id.clone(),
+            ipv4_address: Some("203.0.113.1".into()),
+            ipv6_address: None,
+            status: "PENDING".into(),
+            started_at: at,
+            expires_at: at + chrono::TimeDelta::hours(1),
+            ended_at: None,
+            ended_reason: None,
+            revision: 1,
+            live_ipv4_key: None,
+            live_ipv6_key: None,
+            created_at: at,
+            updated_at: at,
+            heartbeat_seconds: None,
+            heartbeat_due_at: None,
+        };
+        let rule = |address: &str, lease_owner: &str| resource_ip::Model {
+            id: new_id(),
+            session_id: session.id.clone(),
+            organization_id: organization.id.clone(),
+            resource_id: resource.id.clone(),
+            resource_name: resource.name.clone(),
+            ip_version: 4,
+            ip_address: address.into(),
+            status: "PENDING".into(),
+            provider_rule_id: None,
+            applied_at: None,
+            removed_at: None,
+            error_message: None,
+            attempts: 0,
+            lease_owner: Some(lease_owner.into()),
+            lease_expires_at: Some(at + chrono::TimeDelta::seconds(30)),
+            next_attempt_at: at,
+            created_at: at,
+            updated_at: at,
+            replaced_by: None,
+        };
+        let (mine, theirs) = (rule("203.0.113.1", "claim-a"), rule("203.0.113.2", "claim-b"));
+        sessions::insert_all(&db, vec![session.clone()], vec![mine.clone(), theirs.clone()]).await.unwrap();
+        let applied = |rule: &resource_ip::Model| resource_ip::Model {
+            status: "APPLIED".into(),
+            provider_rule_id: Some(format!("rule-{}", rule.ip_address)),
+            applied_at: Some(at),
+            lease_owner: None,
+            lease_expires_at: None,
+            // Not the worker's to write: stays as stored.
+            resource_name: "renamed".into(),
+            ..rule.clone()
+        };
+        let saved = sessions::save_claimed_rules(&db, "claim-a", vec![applied(&mine), applied(&theirs)]).await.unwrap();
+        assert_eq!(saved.into_iter().collect::<Vec<_>>(), [mine.id.clone()], "{}", test_db.backend);
+        let stored = sessions::rules_of(&db, &session.id).await.unwrap();
+        let find = |id: &str| stored.iter().find(|row| row.id == id).unwrap().clone();
+        assert_eq!(find(&mine.id), resource_ip::Model { resource_name: mine.resource_name.clone(), ..applied(&mine) });
+        assert_eq!(find(&theirs.id), theirs, "another claim's rule is untouched");
+        let none = sessions::save_claimed_rules(&db, "claim-a", vec![applied(&theirs)]).await.unwrap();
+        assert!(none.is_empty());
+    })
+    .await;
+}

@@ -330,8 +330,8 @@ async fn record(
     let ids: Vec<&str> = outcomes.iter().map(|(rule, _)| rule.id.as_str()).collect();
     let mut current_rows: HashMap<String, resource_ip::Model> =
         sessions::rules_by_ids(&txn, &ids).await?.into_iter().map(|row| (row.id.clone(), row)).collect();
-    let mut touched = Vec::new();
-    let mut applied = Vec::new();
+    // Each rule as it is to be saved, whether it is applied now, and whether its session shows the change.
+    let mut saving = Vec::with_capacity(outcomes.len());
     let at = now();
     for (claimed, outcome) in outcomes {
         let current = match current_rows.remove(&claimed.id) {
@@ -375,14 +375,20 @@ async fn record(
             || next.provider_rule_id != current.provider_rule_id
             || next.error_message != current.error_message;
         let now_applied = next.status == ResourceIpStatus::Applied.as_str();
-        let rule_id = next.id.clone();
-        if sessions::save_claimed_rule(&txn, token, next).await? {
-            if now_applied {
-                applied.push(rule_id);
-            }
-            if visible {
-                touched.push(current.session_id);
-            }
+        saving.push((next, now_applied, visible));
+    }
+    let saved =
+        sessions::save_claimed_rules(&txn, token, saving.iter().map(|(rule, ..)| rule.clone()).collect()).await?;
+    let (mut touched, mut applied) = (Vec::new(), Vec::new());
+    for (rule, now_applied, visible) in saving {
+        if !saved.contains(&rule.id) {
+            continue;
+        }
+        if visible {
+            touched.push(rule.session_id.clone());
+        }
+        if now_applied {
+            applied.push(rule.id);
         }
     }
     // A changed address is open now: the rules it replaces can go (no moment with neither).

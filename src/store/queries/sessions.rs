@@ -6,10 +6,9 @@ use crate::store::changes::{SESSIONS_CHANNEL, announce, announce_all};
 use crate::store::entity::{resource_ip, resource_lease, session, user};
 use crate::store::{Page, PageRequest, StoreResult};
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
-    QuerySelect,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use std::collections::{HashMap, HashSet};
 
@@ -547,18 +546,46 @@ pub async fn holders(
         .await?)
 }
 
-/// Saves a rule the engine worked on, if the engine still holds its lease.
-pub async fn save_claimed_rule(db: &impl ConnectionTrait, token: &str, rule: resource_ip::Model) -> StoreResult<bool> {
-    let id = rule.id.clone();
-    let mut active = rule.into_active_model().reset_all();
-    active.id = sea_orm::ActiveValue::Unchanged(id.clone());
-    let result = resource_ip::Entity::update_many()
-        .set(active)
-        .filter(resource_ip::Column::Id.eq(id))
-        .filter(resource_ip::Column::LeaseOwner.eq(token))
-        .exec(db)
-        .await?;
-    Ok(result.rows_affected > 0)
+/// Saves the rules the engine worked on whose lease it still holds, in one statement per 500:
+/// an upsert that updates only where the lease is still this claim's. The rows must have been
+/// read in this transaction: an upsert would insert a missing row (rules go only with their
+/// session, whose foreign key then fails the statement instead). Answers the ids saved.
+pub async fn save_claimed_rules(
+    db: &impl ConnectionTrait,
+    token: &str,
+    rules: Vec<resource_ip::Model>,
+) -> StoreResult<HashSet<String>> {
+    use resource_ip::Column;
+    let mut saved = HashSet::new();
+    for chunk in rules.chunks(500) {
+        // What the worker changes; the rest (the session, the address, a replacement) is not its to write.
+        let worked = OnConflict::column(Column::Id)
+            .update_columns([
+                Column::Status,
+                Column::ProviderRuleId,
+                Column::AppliedAt,
+                Column::RemovedAt,
+                Column::ErrorMessage,
+                Column::Attempts,
+                Column::LeaseOwner,
+                Column::LeaseExpiresAt,
+                Column::NextAttemptAt,
+                Column::UpdatedAt,
+            ])
+            .action_and_where(Expr::col((resource_ip::Entity, Column::LeaseOwner)).eq(token))
+            .to_owned();
+        let keys = resource_ip::Entity::insert_many(chunk.iter().cloned().map(resource_ip::ActiveModel::from))
+            .on_conflict(worked)
+            .exec_with_returning_keys(db)
+            .await;
+        match keys {
+            Ok(keys) => saved.extend(keys),
+            // Every lease of the chunk was lost meanwhile.
+            Err(sea_orm::DbErr::RecordNotInserted) => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(saved)
 }
 
 /// Re-queues a rule in status `from` (a FAILED rule retried, an APPLIED rule missing at the
