@@ -253,41 +253,38 @@ pub async fn settle(txn: &DatabaseTransaction, session_id: &str) -> StoreResult<
     settle_all(txn, &[session_id]).await
 }
 
-/// [`settle`] for many sessions at once: two reads, one audit insert and one announcement
-/// whatever their number, plus one update per session.
+/// [`settle`] for many sessions at once: two reads, one update, one audit insert and one
+/// announcement whatever their number.
 pub async fn settle_all(txn: &DatabaseTransaction, session_ids: &[&str]) -> StoreResult<()> {
     if session_ids.is_empty() {
         return Ok(());
     }
     let current = sessions::get_all_for_update(txn, session_ids).await?;
     let mut rules = sessions::rules_of_all(txn, session_ids).await?;
-    let (mut events, mut changes) = (Vec::new(), Vec::with_capacity(current.len()));
-    for session in current {
+    let (mut events, mut settled) = (Vec::new(), Vec::with_capacity(current.len()));
+    let at = now();
+    for mut session in current {
         let statuses: Vec<_> =
             rules.remove(&session.id).unwrap_or_default().iter().filter_map(|r| r.status.parse().ok()).collect();
         let status: SessionStatus = session.status.parse().unwrap_or(SessionStatus::Pending);
         let reason = session.ended_reason.as_deref().and_then(|r| r.parse().ok());
         let next = roll_up(status, reason, &statuses);
-        let (id, organization_id, revision) = (session.id.clone(), session.organization_id.clone(), session.revision);
-        let mut active: session::ActiveModel = session.into_active_model();
-        active.revision = Set(revision + 1);
-        active.updated_at = Set(now());
+        session.revision += 1;
+        session.updated_at = at;
         if next != status {
-            active.status = Set(next.as_str().to_owned());
+            session.status = next.as_str().to_owned();
             if !next.is_live() {
-                active.live_ipv4_key = Set(None);
-                active.live_ipv6_key = Set(None);
+                (session.live_ipv4_key, session.live_ipv6_key) = (None, None);
             }
             if next == SessionStatus::Failed {
-                active.ended_at = Set(Some(now()));
+                session.ended_at = Some(at);
             }
+            let record = AuditRecord::new(session_event(next), "session", &session.id);
+            events.push((record, Actor::server(&session.organization_id)));
         }
-        changes.push(active);
-        if next != status {
-            events.push((AuditRecord::new(session_event(next), "session", id), Actor::server(organization_id)));
-        }
+        settled.push(session);
     }
-    sessions::update_all(txn, changes).await?;
+    sessions::save_settled(txn, settled).await?;
     AuditRecord::write_all(txn, events).await
 }
 

@@ -236,13 +236,28 @@ pub async fn update(db: &impl ConnectionTrait, changes: session::ActiveModel) ->
     Ok(updated)
 }
 
-/// Saves several session changes, announcing them together.
-pub async fn update_all(db: &impl ConnectionTrait, changes: Vec<session::ActiveModel>) -> StoreResult<()> {
-    let mut announcements = Vec::with_capacity(changes.len());
-    for change in changes {
-        let updated = change.update(db).await?;
-        announcements.push(format!("{} {}", updated.id, updated.revision));
+/// Saves sessions whose rules were rolled up (rows read and locked in this transaction), in one
+/// statement per 500 — an upsert that only updates what a roll-up changes — and announces them
+/// together.
+pub async fn save_settled(db: &impl ConnectionTrait, settled: Vec<session::Model>) -> StoreResult<()> {
+    use session::Column;
+    for chunk in settled.chunks(500) {
+        let rolled_up = OnConflict::column(Column::Id)
+            .update_columns([
+                Column::Status,
+                Column::Revision,
+                Column::UpdatedAt,
+                Column::LiveIpv4Key,
+                Column::LiveIpv6Key,
+                Column::EndedAt,
+            ])
+            .to_owned();
+        session::Entity::insert_many(chunk.iter().cloned().map(session::ActiveModel::from))
+            .on_conflict(rolled_up)
+            .exec_without_returning(db)
+            .await?;
     }
+    let announcements: Vec<String> = settled.iter().map(|s| format!("{} {}", s.id, s.revision)).collect();
     announce_all(db, SESSIONS_CHANNEL, &announcements).await
 }
 
