@@ -251,7 +251,7 @@ async fn claimed_rules_are_saved_only_under_their_lease() {
             ..rule.clone()
         };
         let saved = sessions::save_claimed_rules(&db, "claim-a", vec![applied(&mine), applied(&theirs)]).await.unwrap();
-        assert_eq!(saved.into_iter().collect::<Vec<_>>(), [mine.id.clone()], "{}", test_db.backend);
+        assert_eq!(saved.into_iter().collect::<Vec<_>>(), std::slice::from_ref(&mine.id), "{}", test_db.backend);
         let stored = sessions::rules_of(&db, &session.id).await.unwrap();
         let find = |id: &str| stored.iter().find(|row| row.id == id).unwrap().clone();
         assert_eq!(find(&mine.id), resource_ip::Model { resource_name: mine.resource_name.clone(), ..applied(&mine) });
