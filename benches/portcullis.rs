@@ -174,29 +174,6 @@ async fn setup(server: &Server) {
     OrganizationServiceClient::new(channel).update_organization(authed(enterprise, operator)).await.expect("tier");
 }
 
-async fn start_and_wait_active(client: &mut SessionServiceClient<Channel>, key: &str, n: u32) -> Duration {
-    let began = Instant::now();
-    let request = StartSessionRequest {
-        ipv4_address: Some(address(n)),
-        duration_hours: Some(1),
-        ipv6_address: None,
-        duration_minutes: None,
-        heartbeat_seconds: None,
-    };
-    let session =
-        client.start_session(authed(request, key)).await.expect("start").into_inner().session.expect("session");
-    let mut stream =
-        client.watch_session(authed(WatchSessionRequest { id: session.id }, key)).await.expect("watch").into_inner();
-    while let Some(message) = stream.message().await.expect("message") {
-        let status = message.session.expect("session").status();
-        if status == SessionStatus::Active {
-            break;
-        }
-        assert!(status == SessionStatus::Pending, "unexpected {status:?}");
-    }
-    began.elapsed()
-}
-
 async fn bench_start(server: &Server, counter: &Arc<AtomicU32>, figures: &mut Figures) {
     println!("\n## StartSession → ACTIVE (memory provider)");
     println!("{:>8} {:>10} {:>12} {:>12} {:>12}", "clients", "sessions", "sessions/s", "p50", "p99");
@@ -211,8 +188,9 @@ async fn bench_start(server: &Server, counter: &Arc<AtomicU32>, figures: &mut Fi
             tokio::spawn(async move {
                 let mut latencies = Vec::with_capacity(per_client);
                 for _ in 0..per_client {
-                    let n = counter.fetch_add(1, Ordering::Relaxed);
-                    latencies.push(start_and_wait_active(&mut client, &key, n).await);
+                    let began = Instant::now();
+                    active_session(&mut client, &key, &counter).await;
+                    latencies.push(began.elapsed());
                 }
                 latencies
             })
@@ -260,9 +238,11 @@ async fn active_session(client: &mut SessionServiceClient<Channel>, key: &str, c
     let mut stream =
         client.watch_session(authed(WatchSessionRequest { id: id.clone() }, key)).await.expect("watch").into_inner();
     while let Some(message) = stream.message().await.expect("message") {
-        if message.session.expect("session").status() == SessionStatus::Active {
+        let status = message.session.expect("session").status();
+        if status == SessionStatus::Active {
             break;
         }
+        assert!(status == SessionStatus::Pending, "unexpected {status:?}");
     }
     id
 }
