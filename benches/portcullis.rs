@@ -6,19 +6,24 @@
 //! - P2 StartSession → ACTIVE throughput and p99 at 64 clients (1 and 16 are printed too);
 //! - P3a one change → its only watcher while 10,000 streams watch other sessions;
 //! - P3b one change → the last of 10,000 watchers of one session;
-//! - P3c server RSS per idle WatchSession stream.
+//! - P3c server RSS per idle WatchSession stream;
+//! - P5 5,000 sessions expiring within one minute: each rule's removal after its session's
+//!   `expires_at` (p99), and revoke calls per resource per expiry batch (counted from the memory
+//!   provider's log line for each call).
 //!
 //! Figures only: nothing here asserts a speed.
 
+use futures::StreamExt;
 use portcullis::pb::v1::organization_service_client::OrganizationServiceClient;
 use portcullis::pb::v1::resource_service_client::ResourceServiceClient;
 use portcullis::pb::v1::session_service_client::SessionServiceClient;
 use portcullis::pb::v1::user_service_client::UserServiceClient;
 use portcullis::pb::v1::*;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
@@ -67,6 +72,8 @@ struct Server {
     key: String,
     /// The platform operator's key (tiers are the operator's to set).
     operator_key: String,
+    /// Revoke calls the memory provider logged, by resource id.
+    revokes: Arc<Mutex<HashMap<String, u32>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -89,7 +96,7 @@ fn start_server() -> Server {
             .env("PORTCULLIS_DATABASE_URL", &database_url)
             // 10,000 watchers share one key here; a server's default allows a caller 100.
             .env("PORTCULLIS_LIMITS__MAX_WATCH_STREAMS_PER_CALLER", "100000")
-            .env("RUST_LOG", "warn,portcullis=info");
+            .env("RUST_LOG", "warn,portcullis=info,portcullis::provider::memory=debug");
         command
     };
     let init = command(&["init", "--admin-email", "bench@example.com"]).output().expect("init");
@@ -110,12 +117,24 @@ fn start_server() -> Server {
             break rest.split_whitespace().next().unwrap_or_default().to_owned();
         }
     };
-    std::thread::spawn(move || for _ in lines.by_ref() {});
+    let revokes = Arc::new(Mutex::new(HashMap::new()));
+    let counted = revokes.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if !line.contains("memory firewall revoke") {
+                continue;
+            }
+            let resource = line.split("resource_id=").nth(1).and_then(|rest| rest.split_whitespace().next());
+            if let Some(resource) = resource {
+                *counted.lock().expect("counts").entry(resource.to_owned()).or_insert(0) += 1;
+            }
+        }
+    });
     println!(
         "server: {BIN} on {address}, database {}",
         if database_url.starts_with("sqlite") { "SQLite" } else { "PostgreSQL" }
     );
-    Server { child, address, key, operator_key, _dir: dir }
+    Server { child, address, key, operator_key, revokes, _dir: dir }
 }
 
 fn authed<T>(message: T, key: &str) -> tonic::Request<T> {
@@ -372,6 +391,137 @@ async fn bench_watch(server: &Server, counter: &Arc<AtomicU32>, figures: &mut Fi
     figures.push(Figure { id: "P3b", value: p99_last, unit: "ms", at_least: false, target: 100.0 });
 }
 
+/// Seconds since the epoch of a protobuf timestamp.
+fn seconds(at: &Option<prost_types::Timestamp>) -> f64 {
+    at.as_ref().map_or(f64::NAN, |at| at.seconds as f64 + f64::from(at.nanos) / 1e9)
+}
+
+/// P5: `SESSIONS` one-minute sessions, started as fast as 64 clients can, each on the bench
+/// resource and three more (memory provider, 50 ms per call), all expiring within the same
+/// minute. Once they have ended: how long after `expires_at` each rule was removed, and how many
+/// revoke calls each resource took per expiry batch (sessions ended together share `ended_at`).
+async fn bench_expiry(server: &Server, counter: &Arc<AtomicU32>, figures: &mut Figures) {
+    const SESSIONS: usize = 5000;
+    const CLIENTS: usize = 64;
+    println!(
+        "\n## Expiry burst: {SESSIONS} one-minute sessions, each on the bench resource and 3 more (50 ms per call)"
+    );
+    let channel = channel(&server.address).await;
+    let key = server.key.clone();
+    let me = UserServiceClient::new(channel.clone())
+        .get_current_user(authed(GetCurrentUserRequest {}, &key))
+        .await
+        .expect("me")
+        .into_inner()
+        .user
+        .expect("user");
+    let mut resources = ResourceServiceClient::new(channel.clone());
+    for n in 0..3 {
+        let resource = Resource {
+            name: format!("expiry-{n}"),
+            provider: Some(resource::Provider::Memory(MemoryProvider { latency_ms: 50, ..Default::default() })),
+            ..Default::default()
+        };
+        let created = resources
+            .create_resource(authed(CreateResourceRequest { resource: Some(resource) }, &key))
+            .await
+            .expect("resource");
+        let resource_id = created.into_inner().resource.expect("resource").id;
+        let assign = AssignResourceRequest { resource_id, user_id: me.id.clone() };
+        resources.assign_resource(authed(assign, &key)).await.expect("assign");
+    }
+    server.revokes.lock().expect("counts").clear();
+    let began = Instant::now();
+    let starts = (0..CLIENTS).map(|c| {
+        let mut client = SessionServiceClient::new(channel.clone());
+        let (key, counter) = (key.clone(), counter.clone());
+        tokio::spawn(async move {
+            let mut started = Vec::new();
+            for _ in (c..SESSIONS).step_by(CLIENTS) {
+                let request = StartSessionRequest {
+                    ipv4_address: Some(address(counter.fetch_add(1, Ordering::Relaxed))),
+                    duration_minutes: Some(1),
+                    ..Default::default()
+                };
+                let session = client.start_session(authed(request, &key)).await.expect("start").into_inner();
+                started.push(session.session.expect("session"));
+            }
+            started
+        })
+    });
+    let started: Vec<Session> =
+        futures::future::join_all(starts).await.into_iter().flat_map(|r| r.expect("start task")).collect();
+    let first = started.iter().map(|s| seconds(&s.expires_at)).fold(f64::INFINITY, f64::min);
+    let last = started.iter().map(|s| seconds(&s.expires_at)).fold(f64::NEG_INFINITY, f64::max);
+    println!(
+        "started {} in {:.1} s; they expire over {:.1} s",
+        started.len(),
+        began.elapsed().as_secs_f64(),
+        last - first
+    );
+
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs_f64((last - now()).max(0.0) + 1.0)).await;
+    let mut waiting: Vec<String> = started.into_iter().map(|s| s.id).collect();
+    let mut ended = Vec::with_capacity(SESSIONS);
+    let give_up = Instant::now() + Duration::from_secs(120);
+    while !waiting.is_empty() && Instant::now() < give_up {
+        let fetched: Vec<Session> = futures::stream::iter(waiting.clone())
+            .map(|id| {
+                let mut client = SessionServiceClient::new(channel.clone());
+                let request = authed(GetSessionRequest { id }, &key);
+                async move { client.get_session(request).await.expect("get").into_inner().session.expect("session") }
+            })
+            .buffer_unordered(32)
+            .collect()
+            .await;
+        let (done, open): (Vec<Session>, Vec<Session>) =
+            fetched.into_iter().partition(|s| s.status() == SessionStatus::Expired);
+        ended.extend(done);
+        waiting = open.into_iter().map(|s| s.id).collect();
+        if !waiting.is_empty() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    let mut after: Vec<Duration> = ended
+        .iter()
+        .flat_map(|s| {
+            let expires = seconds(&s.expires_at);
+            s.resource_ips
+                .iter()
+                .map(move |rule| Duration::from_secs_f64((seconds(&rule.removed_at) - expires).max(0.0)))
+        })
+        .collect();
+    after.sort();
+    let batches: HashSet<(i64, i32)> =
+        ended.iter().filter_map(|s| s.ended_at.as_ref().map(|at| (at.seconds, at.nanos))).collect();
+    let revokes = server.revokes.lock().expect("counts").clone();
+    let most = revokes.values().copied().max().unwrap_or(0);
+    println!(
+        "{} rules removed after expires_at: p50 {}, p99 {}, max {}; {} still live after 2 minutes",
+        after.len(),
+        ms(percentile(&after, 0.5)),
+        ms(percentile(&after, 0.99)),
+        ms(after.last().copied().unwrap_or_default()),
+        waiting.len()
+    );
+    println!(
+        "{} expiry batches; revoke calls per resource: {:?} (at most {most})",
+        batches.len(),
+        revokes.values().collect::<Vec<_>>()
+    );
+    let p99 = if waiting.is_empty() { percentile(&after, 0.99).as_secs_f64() * 1000.0 } else { f64::INFINITY };
+    figures.push(Figure { id: "P5", value: p99, unit: "ms", at_least: false, target: 5000.0 });
+    let per_batch = f64::from(most) / batches.len().max(1) as f64;
+    figures.push(Figure {
+        id: "P5-calls",
+        value: per_batch,
+        unit: "calls/resource/batch",
+        at_least: false,
+        target: 1.0,
+    });
+}
+
 /// Runs `call` from `clients` concurrent tasks for `duration`; returns calls per second.
 async fn rps<F, Fut>(clients: usize, duration: Duration, call: F) -> f64
 where
@@ -441,6 +591,9 @@ async fn run() {
     }
     if wanted("P3") {
         bench_watch(&server, &counter, &mut figures).await;
+    }
+    if wanted("P5") {
+        bench_expiry(&server, &counter, &mut figures).await;
     }
     println!("\n## Targets");
     figures.iter().for_each(|figure| println!("{}", figure.line()));

@@ -322,6 +322,43 @@ async fn sessions_expire_on_time() {
 }
 
 #[tokio::test]
+async fn sessions_that_expire_together_are_removed_in_one_call_per_resource() {
+    each_backend(|db: TestDb| async move {
+        let mut f = Fixture::new(&db).await;
+        let resources =
+            [f.resource("db", MemoryProvider::default()).await, f.resource("ssh", MemoryProvider::default()).await];
+        let key = f.user_key.clone();
+        let mut ids = Vec::new();
+        for n in 1..=40 {
+            let session = f.start(&key, Some(&format!("198.51.100.{n}")), None).await.unwrap();
+            f.watch_until(&key, &session.id, SessionStatus::Active).await;
+            ids.push(session.id);
+        }
+        let memory = f.server.services.engine.providers().memory().clone();
+        let writes_before: Vec<u32> = resources.iter().map(|r| memory.writes(r)).collect();
+        // Their hour is up for all of them at once.
+        use sea_orm::EntityTrait;
+        let due = portcullis::domain::now() - chrono::TimeDelta::seconds(1);
+        portcullis::store::entity::session::Entity::update_many()
+            .col_expr(portcullis::store::entity::session::Column::ExpiresAt, sea_orm::sea_query::Expr::value(due))
+            .exec(&f.server.db)
+            .await
+            .unwrap();
+        f.server.services.engine.reschedule_expiry();
+
+        for id in &ids {
+            f.watch_until(&key, id, SessionStatus::Expired).await;
+        }
+        for (resource, before) in resources.iter().zip(writes_before) {
+            assert!(f.server.memory_rules(resource).is_empty(), "{}", db.backend);
+            assert_eq!(memory.writes(resource) - before, 1, "one revoke call per resource on {}", db.backend);
+        }
+        f.server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn shared_addresses_share_one_rule_until_the_last_session_ends() {
     each_backend(|db: TestDb| async move {
         let mut f = Fixture::new(&db).await;

@@ -231,14 +231,15 @@ impl Engine {
     }
 
     async fn run_expiry(&self, mut stop: watch::Receiver<bool>) {
-        const BATCH: u64 = 200;
+        // As many as the worker claims on a resource at once: a batch's removals fit one call.
+        let batch = self.inner.config.batch;
         const LONGEST_SLEEP: Duration = Duration::from_secs(30);
         loop {
             if *stop.borrow() {
                 return;
             }
-            let sleep = match self.expire_due(BATCH).await {
-                Ok(expired) if expired >= BATCH => Duration::ZERO,
+            let sleep = match self.expire_due(batch).await {
+                Ok(expired) if expired >= batch => Duration::ZERO,
                 Ok(_) => match sessions::next_expiry(&self.inner.reader).await {
                     Ok(Some(at)) => (at - now()).to_std().unwrap_or(Duration::ZERO).min(LONGEST_SLEEP),
                     Ok(None) => LONGEST_SLEEP,
@@ -292,17 +293,28 @@ impl Engine {
         }))
     }
 
+    /// Ends up to `limit` due sessions in one transaction, so the worker then removes each
+    /// resource's rules of the whole batch in one provider call. Answers how many were due.
     async fn expire_due(&self, limit: u64) -> StoreResult<u64> {
         let at = now();
         let due = sessions::due_to_expire(&self.inner.reader, at, limit).await?;
-        let count = due.len() as u64;
-        for session in due {
-            // Whichever came first: its time, or its client's silence.
-            let client_gone = session.heartbeat_due_at.is_some_and(|due| due <= at && due < session.expires_at);
-            let reason = if client_gone { EndedReason::ClientGone } else { EndedReason::Expired };
-            self.end_session(&session.id, reason, &Actor::server(&session.organization_id)).await?;
+        let ends: Vec<(&str, EndedReason)> = due
+            .iter()
+            .map(|session| {
+                // Whichever came first: its time, or its client's silence.
+                let client_gone = session.heartbeat_due_at.is_some_and(|due| due <= at && due < session.expires_at);
+                (session.id.as_str(), if client_gone { EndedReason::ClientGone } else { EndedReason::Expired })
+            })
+            .collect();
+        let txn = store::begin(&self.inner.db).await?;
+        // The server ends them; each session's trail is its own organization's.
+        let ended = transitions::end_all(&txn, &ends, &Actor::server(String::new()), None).await?;
+        store::commit(txn).await?;
+        if !ended.is_empty() {
+            self.wake();
+            self.publish(&ended.iter().map(String::as_str).collect::<Vec<_>>()).await;
         }
-        Ok(count)
+        Ok(due.len() as u64)
     }
 }
 

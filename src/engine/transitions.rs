@@ -10,6 +10,7 @@ use crate::store::entity::{resource_ip, session};
 use crate::store::queries::sessions::{self, Holder};
 use chrono::{DateTime, TimeDelta, Utc};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, DatabaseTransaction, IntoActiveModel};
+use std::collections::HashMap;
 
 /// A new session (PENDING), its rules, and who started it.
 #[derive(Debug, Clone)]
@@ -78,32 +79,42 @@ pub async fn end(
     actor: &Actor,
     cause: Option<&str>,
 ) -> StoreResult<bool> {
-    let current = sessions::get_for_update(txn, session_id).await?;
-    let live = current.status.parse::<SessionStatus>().is_ok_and(SessionStatus::is_live);
-    if !live {
-        return Ok(false);
-    }
+    Ok(!end_all(txn, &[(session_id, reason)], actor, cause).await?.is_empty())
+}
+
+/// [`end`] for many sessions, each for its reason, in a few statements whatever their number.
+/// Each session's trail is its own organization's, whoever ended it. Answers the sessions ended.
+pub async fn end_all(
+    txn: &DatabaseTransaction,
+    ends: &[(&str, EndedReason)],
+    actor: &Actor,
+    cause: Option<&str>,
+) -> StoreResult<Vec<String>> {
+    let reasons: HashMap<&str, EndedReason> = ends.iter().copied().collect();
+    let ids: Vec<&str> = reasons.keys().copied().collect();
     let at = now();
-    let organization_id = current.organization_id.clone();
-    let revision = current.revision;
-    let mut active = current.into_active_model();
-    active.status = Set(SessionStatus::Expiring.as_str().to_owned());
-    active.ended_reason = Set(Some(reason.as_str().to_owned()));
-    active.ended_at = Set(Some(at));
-    active.live_ipv4_key = Set(None);
-    active.live_ipv6_key = Set(None);
-    active.revision = Set(revision + 1);
-    active.updated_at = Set(at);
-    sessions::update(txn, active).await?;
-    sessions::begin_removal(txn, session_id, None, at).await?;
-    let mut record = AuditRecord::new("session.expiring", "session", session_id).detail("reason", reason);
-    if let Some(cause) = cause {
-        record = record.detail("cause", cause);
+    let (mut ended, mut events) = (Vec::new(), Vec::new());
+    for mut session in sessions::get_all_for_update(txn, &ids).await? {
+        let live = session.status.parse::<SessionStatus>().is_ok_and(SessionStatus::is_live);
+        let Some(reason) = reasons.get(session.id.as_str()).copied().filter(|_| live) else { continue };
+        session.status = SessionStatus::Expiring.as_str().to_owned();
+        session.ended_reason = Some(reason.as_str().to_owned());
+        session.ended_at = Some(at);
+        (session.live_ipv4_key, session.live_ipv6_key) = (None, None);
+        session.revision += 1;
+        session.updated_at = at;
+        let mut record = AuditRecord::new("session.expiring", "session", &session.id).detail("reason", reason);
+        if let Some(cause) = cause {
+            record = record.detail("cause", cause);
+        }
+        events.push((record, Actor { organization_id: session.organization_id.clone(), ..actor.clone() }));
+        ended.push(session);
     }
-    // The trail belongs to the session's organization, whoever ended it.
-    let actor = Actor { organization_id, ..actor.clone() };
-    record.write(txn, &actor).await?;
-    Ok(true)
+    let ids: Vec<String> = ended.iter().map(|session| session.id.clone()).collect();
+    sessions::save_transitions(txn, ended).await?;
+    sessions::begin_removal(txn, &ids, None, at).await?;
+    AuditRecord::write_all(txn, events).await?;
+    Ok(ids)
 }
 
 /// What a change of rights takes away from a holder's live sessions, and why (the audit `cause`).
@@ -156,13 +167,9 @@ async fn end_live(
     actor: &Actor,
     cause: &str,
 ) -> StoreResult<Vec<String>> {
-    let mut ended = Vec::new();
-    for session in sessions::live_of(txn, &holder).await? {
-        if end(txn, &session.id, EndedReason::Admin, actor, Some(cause)).await? {
-            ended.push(session.id);
-        }
-    }
-    Ok(ended)
+    let live = sessions::live_of(txn, &holder).await?;
+    let ends: Vec<(&str, EndedReason)> = live.iter().map(|session| (session.id.as_str(), EndedReason::Admin)).collect();
+    end_all(txn, &ends, actor, Some(cause)).await
 }
 
 /// Takes a resource away from a user's live sessions: its rules there go REMOVING, and each
@@ -177,7 +184,7 @@ pub async fn withdraw_resource(
     let mut changed = Vec::new();
     for session in sessions::live_of(txn, &Holder::User(user_id)).await? {
         sessions::get_for_update(txn, &session.id).await?;
-        if sessions::begin_removal(txn, &session.id, Some(resource_id), now()).await? == 0 {
+        if sessions::begin_removal(txn, std::slice::from_ref(&session.id), Some(resource_id), now()).await? == 0 {
             continue;
         }
         let kept =
@@ -284,7 +291,7 @@ pub async fn settle_all(txn: &DatabaseTransaction, session_ids: &[&str]) -> Stor
         }
         settled.push(session);
     }
-    sessions::save_settled(txn, settled).await?;
+    sessions::save_transitions(txn, settled).await?;
     AuditRecord::write_all(txn, events).await
 }
 

@@ -21,6 +21,9 @@ struct State {
     /// resource id → calls made, for transient failure injection.
     #[serde(default)]
     calls: BTreeMap<String, u32>,
+    /// resource id → apply and revoke calls made, as a cloud's audit log would count them.
+    #[serde(default)]
+    writes: BTreeMap<String, u32>,
     next_rule: u64,
 }
 
@@ -62,6 +65,11 @@ impl MemoryFirewall {
         self.lock().rules.clone()
     }
 
+    /// How many apply and revoke calls a resource has had.
+    pub fn writes(&self, resource_id: &str) -> u32 {
+        self.lock().writes.get(resource_id).copied().unwrap_or(0)
+    }
+
     /// Removes a rule the way someone else would, outside Portcullis (for tests of drift repair).
     pub fn pull(&self, resource_id: &str, address: IpAddr) -> Result<(), ProviderError> {
         let mut state = self.lock();
@@ -96,6 +104,12 @@ impl MemoryFirewall {
             .map_err(|e| ProviderError::Transient(format!("saving memory provider state: {e}")))
     }
 
+    /// Counts a mutating call on `target`, then enters it.
+    async fn enter_write(&self, target: &Target) -> Result<(), ProviderError> {
+        *self.lock().writes.entry(target.resource_id.clone()).or_default() += 1;
+        self.enter(target).await
+    }
+
     /// Applies latency and transient-failure injection for one call on `target`.
     async fn enter(&self, target: &Target) -> Result<(), ProviderError> {
         let ProviderConfig::Memory(config) = &target.config else {
@@ -121,7 +135,8 @@ fn refused(target: &Target, address: IpAddr) -> bool {
 #[async_trait]
 impl FirewallProvider for MemoryFirewall {
     async fn apply(&self, target: &Target, rules: &[RuleRequest]) -> Vec<Result<String, ProviderError>> {
-        if let Err(err) = self.enter(target).await {
+        tracing::debug!(resource_id = %target.resource_id, rules = rules.len(), "memory firewall apply");
+        if let Err(err) = self.enter_write(target).await {
             return fail_all(rules.len(), &err);
         }
         let mut state = self.lock();
@@ -152,7 +167,9 @@ impl FirewallProvider for MemoryFirewall {
     }
 
     async fn revoke(&self, target: &Target, rules: &[RuleRef]) -> Vec<Result<(), ProviderError>> {
-        if let Err(err) = self.enter(target).await {
+        // One line per call, as a cloud's audit log would show it (the bench counts them).
+        tracing::debug!(resource_id = %target.resource_id, rules = rules.len(), "memory firewall revoke");
+        if let Err(err) = self.enter_write(target).await {
             return fail_all(rules.len(), &err);
         }
         let mut state = self.lock();

@@ -104,12 +104,21 @@ pub async fn lock_all(db: &impl ConnectionTrait, ids: &[&str]) -> StoreResult<()
 
 /// Reads and locks sessions (as [`get_for_update`], in id order) that are about to change.
 pub async fn get_all_for_update(db: &impl ConnectionTrait, ids: &[&str]) -> StoreResult<Vec<session::Model>> {
-    Ok(session::Entity::find()
-        .filter(session::Column::Id.is_in(ids.iter().copied()))
-        .order_by_asc(session::Column::Id)
-        .lock_exclusive()
-        .all(db)
-        .await?)
+    // In id order, 500 at a time (within every backend's bound on parameters): everyone who
+    // locks several sessions locks them in the same order.
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    let mut found = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let rows = session::Entity::find()
+            .filter(session::Column::Id.is_in(chunk.iter().copied()))
+            .order_by_asc(session::Column::Id)
+            .lock_exclusive()
+            .all(db)
+            .await?;
+        found.extend(rows);
+    }
+    Ok(found)
 }
 
 /// Reads a session inside a transaction that is about to change it: on PostgreSQL the row stays
@@ -236,12 +245,12 @@ pub async fn update(db: &impl ConnectionTrait, changes: session::ActiveModel) ->
     Ok(updated)
 }
 
-/// Saves sessions whose rules were rolled up (rows read and locked in this transaction), in one
-/// statement per 500 — an upsert that only updates what a roll-up changes — and announces them
-/// together.
-pub async fn save_settled(db: &impl ConnectionTrait, settled: Vec<session::Model>) -> StoreResult<()> {
+/// Saves sessions a transition moved — rolled up from their rules, or ended — (rows read and
+/// locked in this transaction), in one statement per 500 — an upsert that only updates what a
+/// transition changes — and announces them together.
+pub async fn save_transitions(db: &impl ConnectionTrait, moved: Vec<session::Model>) -> StoreResult<()> {
     use session::Column;
-    for chunk in settled.chunks(500) {
+    for chunk in moved.chunks(500) {
         let rolled_up = OnConflict::column(Column::Id)
             .update_columns([
                 Column::Status,
@@ -250,6 +259,7 @@ pub async fn save_settled(db: &impl ConnectionTrait, settled: Vec<session::Model
                 Column::LiveIpv4Key,
                 Column::LiveIpv6Key,
                 Column::EndedAt,
+                Column::EndedReason,
             ])
             .to_owned();
         session::Entity::insert_many(chunk.iter().cloned().map(session::ActiveModel::from))
@@ -257,7 +267,7 @@ pub async fn save_settled(db: &impl ConnectionTrait, settled: Vec<session::Model
             .exec_without_returning(db)
             .await?;
     }
-    let announcements: Vec<String> = settled.iter().map(|s| format!("{} {}", s.id, s.revision)).collect();
+    let announcements: Vec<String> = moved.iter().map(|s| format!("{} {}", s.id, s.revision)).collect();
     announce_all(db, SESSIONS_CHANNEL, &announcements).await
 }
 
@@ -355,28 +365,32 @@ pub async fn list_rules(
     fetch_page(db, select, resource_ip::Column::Id, request, true, |m| &m.id).await
 }
 
-/// Moves the session's unfinished rules (only those on `resource_id`, when given) to
-/// REMOVING, due now.
+/// Starts removing the unfinished rules of `session_ids` (on `resource_id` only, when given):
+/// they go REMOVING, due now, in one statement per 500 sessions. Answers how many.
 pub async fn begin_removal(
     db: &impl ConnectionTrait,
-    session_id: &str,
+    session_ids: &[String],
     resource_id: Option<&str>,
     now: DateTime<Utc>,
 ) -> StoreResult<u64> {
-    let mut update = resource_ip::Entity::update_many()
-        .col_expr(resource_ip::Column::Status, Expr::value(ResourceIpStatus::Removing.as_str()))
-        .col_expr(resource_ip::Column::NextAttemptAt, Expr::value(now))
-        .col_expr(resource_ip::Column::Attempts, Expr::value(0))
-        .col_expr(resource_ip::Column::UpdatedAt, Expr::value(now))
-        .filter(resource_ip::Column::SessionId.eq(session_id))
-        .filter(
-            resource_ip::Column::Status
-                .is_not_in([ResourceIpStatus::Removed.as_str(), ResourceIpStatus::Removing.as_str()]),
-        );
-    if let Some(resource_id) = resource_id {
-        update = update.filter(resource_ip::Column::ResourceId.eq(resource_id));
+    let mut removing = 0;
+    for chunk in session_ids.chunks(500) {
+        let mut update = resource_ip::Entity::update_many()
+            .col_expr(resource_ip::Column::Status, Expr::value(ResourceIpStatus::Removing.as_str()))
+            .col_expr(resource_ip::Column::NextAttemptAt, Expr::value(now))
+            .col_expr(resource_ip::Column::Attempts, Expr::value(0))
+            .col_expr(resource_ip::Column::UpdatedAt, Expr::value(now))
+            .filter(resource_ip::Column::SessionId.is_in(chunk.iter().map(String::as_str)))
+            .filter(
+                resource_ip::Column::Status
+                    .is_not_in([ResourceIpStatus::Removed.as_str(), ResourceIpStatus::Removing.as_str()]),
+            );
+        if let Some(resource_id) = resource_id {
+            update = update.filter(resource_ip::Column::ResourceId.eq(resource_id));
+        }
+        removing += update.exec(db).await?.rows_affected;
     }
-    Ok(update.exec(db).await?.rows_affected)
+    Ok(removing)
 }
 
 /// Rules whose replacements (`applied`) now hold: they go REMOVING. Answers their sessions.
