@@ -141,6 +141,56 @@ pub struct ProvidersConfig {
     /// Endpoints a resource's `endpoint_url` may name besides the clouds' own (HTTPS on
     /// `*.amazonaws.com`, `*.googleapis.com`): `scheme://host:port`, the port `*` for any.
     pub allowed_endpoints: Vec<String>,
+    /// How fast this server calls EC2, per account and region.
+    pub aws_quota: AwsQuota,
+}
+
+impl ProvidersConfig {
+    /// Refuses settings the providers cannot work with.
+    pub fn check(&self) -> Result<(), String> {
+        let quota = &self.aws_quota;
+        if !(quota.share > 0.0 && quota.share <= 1.0) {
+            return Err(format!("providers.aws_quota.share must be above 0 and at most 1, not {}", quota.share));
+        }
+        for (name, rate) in [("mutating", quota.mutating), ("describe", quota.describe)] {
+            if rate.burst == 0 || !(rate.per_second > 0.0 && rate.per_second.is_finite()) {
+                return Err(format!("providers.aws_quota.{name} needs a burst and a rate per second above 0"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// EC2 throttles each API on a token bucket of its own per account and region; the engine paces
+/// its calls to stay within them. The defaults are EC2's buckets for mutating and describe calls.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AwsQuota {
+    /// Each of AuthorizeSecurityGroupIngress and RevokeSecurityGroupIngress.
+    pub mutating: Rate,
+    /// Each of DescribeSecurityGroupRules and DescribeSecurityGroups.
+    pub describe: Rate,
+    /// The share of each bucket this server spends: the replicas of one deployment share an
+    /// account's buckets, so each of three sets 0.33.
+    pub share: f64,
+}
+
+/// A token bucket's size: `burst` calls at once, then `per_second`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    pub burst: u32,
+    pub per_second: f64,
+}
+
+impl Default for AwsQuota {
+    fn default() -> Self {
+        AwsQuota {
+            mutating: Rate { burst: 50, per_second: 5.0 },
+            describe: Rate { burst: 100, per_second: 20.0 },
+            share: 1.0,
+        }
+    }
 }
 
 impl Default for Config {

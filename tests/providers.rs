@@ -135,7 +135,8 @@ mod aws {
         let Some(endpoint) = moto() else { return };
         let group_id = new_group(&endpoint);
         ec2(&endpoint, &["plant", &group_id, &format!("{FOREIGN}/32"), "office VPN"]);
-        conformance(&AwsFirewall::new(), &target(group(&endpoint, &group_id)), Rules::PerAddress).await;
+        conformance(&AwsFirewall::new(&Default::default()), &target(group(&endpoint, &group_id)), Rules::PerAddress)
+            .await;
         let left = rules_in(&endpoint, &group_id);
         assert_eq!(left, BTreeSet::from([(format!("{FOREIGN}/32"), "office VPN".into(), String::new())]));
     }
@@ -161,7 +162,7 @@ mod aws {
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         let listing = tokio::time::timeout(
             std::time::Duration::from_secs(60),
-            AwsFirewall::new().list(&target(group(&endless, "sg-0123456789abcdef0"))),
+            AwsFirewall::new(&Default::default()).list(&target(group(&endless, "sg-0123456789abcdef0"))),
         )
         .await
         .expect("the listing never ended");
@@ -173,7 +174,8 @@ mod aws {
     #[tokio::test]
     async fn aws_check_tells_a_missing_group() {
         let Some(endpoint) = moto() else { return };
-        let outcome = AwsFirewall::new().check(&target(group(&endpoint, "sg-0000000000deadbee"))).await;
+        let outcome =
+            AwsFirewall::new(&Default::default()).check(&target(group(&endpoint, "sg-0000000000deadbee"))).await;
         assert!(matches!(outcome, CheckOutcome::NotFound(_)), "{outcome:?}");
     }
 
@@ -191,7 +193,7 @@ mod aws {
         };
         let target = target(role);
         ec2(&endpoint, &["start-recording"]);
-        let results = AwsFirewall::new().apply(&target, &[request(V4, "session-r")]).await;
+        let results = AwsFirewall::new(&Default::default()).apply(&target, &[request(V4, "session-r")]).await;
         assert!(results.iter().all(Result::is_ok), "{results:?}");
         assert_eq!(rules_in(&endpoint, &group_id).len(), 1);
         let signers = proxy.access_keys();
@@ -219,7 +221,7 @@ mod aws {
         let group_id = new_group(&endpoint);
         let target = target(group(&endpoint, &group_id));
         let batch: Vec<RuleRequest> = (1..=62).map(|n| request(&format!("192.0.2.{n}"), "session-q")).collect();
-        let results = AwsFirewall::new().apply(&target, &batch).await;
+        let results = AwsFirewall::new(&Default::default()).apply(&target, &batch).await;
         let opened = results.iter().filter(|r| r.is_ok()).count();
         assert_eq!(opened, 60, "the group's room is used");
         for result in &results[60..] {
@@ -336,6 +338,40 @@ mod aws {
             record.rules
         );
         assert_eq!(rules_in(&endpoint, &group_id).len(), 1);
+        f.server.stop().await;
+    }
+
+    /// The engine paces its EC2 calls to the account's request buckets: sessions opened and
+    /// closed one after another, against a proxy that meters calls as EC2 does with small
+    /// buckets, are never refused for calling too fast.
+    #[tokio::test]
+    async fn aws_calls_stay_within_the_request_buckets() {
+        let Some(endpoint) = moto() else { return };
+        let group_id = new_group(&endpoint);
+        let (mutating, describe) = ((3, 4.0), (6, 8.0));
+        let rate = |(burst, per_second)| common::moto::Rate { burst, per_second };
+        let proxy = Ec2Proxy::with_quota(&endpoint, rate(mutating), rate(describe)).await;
+        let mut config = common::test_config();
+        let rate = |(burst, per_second)| portcullis::config::Rate { burst, per_second };
+        config.providers.aws_quota.mutating = rate(mutating);
+        config.providers.aws_quota.describe = rate(describe);
+        let db = TestDb::sqlite();
+        let mut f = Fixture::with_server(TestServer::start_with(&db, config).await).await;
+        f.resource_on("bastion", resource_on_moto(&proxy.url, &group_id)).await;
+        let key = f.user_key.clone();
+        let mut ids = Vec::new();
+        for n in 1..=10 {
+            let session = f.start(&key, Some(&format!("203.0.113.{n}")), None).await.unwrap();
+            f.watch_until(&key, &session.id, SessionStatus::Active).await;
+            ids.push(session.id);
+        }
+        assert_eq!(rules_in(&endpoint, &group_id).len(), 10);
+        for id in &ids {
+            f.stop(&key, id).await;
+            f.watch_until(&key, id, SessionStatus::Cancelled).await;
+        }
+        assert_eq!(rules_in(&endpoint, &group_id), BTreeSet::new());
+        assert_eq!(proxy.refused_by_quota(), 0, "calls refused for going too fast; calls made: {:?}", proxy.actions());
         f.server.stop().await;
     }
 

@@ -7,10 +7,12 @@
 //! each other's rules for orphans. Tags are set per call, and a call carries many sessions, so the
 //! session and expiry live in the per-rule description rather than in tags.
 
+use super::quota::TokenBucket;
 use super::{
     CheckOutcome, FirewallProvider, Listing, OwnedRule, Owner, ProviderError, RuleRef, RuleRequest, Target, fail_all,
     host_cidr, is_owned_description, single_host, unmanaged_rule_id,
 };
+use crate::config::AwsQuota;
 use crate::domain::{AwsSecurityGroup, ProviderConfig};
 use async_trait::async_trait;
 use aws_config::{BehaviorVersion, Region};
@@ -21,6 +23,7 @@ use aws_sdk_ec2::types::{
 };
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 
@@ -41,10 +44,30 @@ const NOT_FOUND_CODES: &[&str] = &["InvalidGroup.NotFound", "InvalidGroupId.Malf
 const ACCESS_CODES: &[&str] =
     &["UnauthorizedOperation", "AuthFailure", "InvalidClientTokenId", "SignatureDoesNotMatch", "OptInRequired"];
 
-/// One EC2 client per region, endpoint, role and ExternalId, built on first use.
-#[derive(Default)]
+/// One EC2 client per region, endpoint, role and ExternalId, built on first use, and one token
+/// bucket per account, region and API, as EC2 throttles them.
 pub struct AwsFirewall {
     clients: Mutex<HashMap<ClientKey, Client>>,
+    buckets: std::sync::Mutex<HashMap<BucketKey, Arc<TokenBucket>>>,
+    quota: AwsQuota,
+}
+
+/// The EC2 APIs Portcullis calls: each is throttled on a bucket of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Api {
+    DescribeSecurityGroupRules,
+    DescribeSecurityGroups,
+    AuthorizeSecurityGroupIngress,
+    RevokeSecurityGroupIngress,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct BucketKey {
+    region: String,
+    endpoint_url: Option<String>,
+    /// The account of the role assumed; None for the server's own credentials.
+    account: Option<String>,
+    api: Api,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -58,8 +81,28 @@ struct ClientKey {
 }
 
 impl AwsFirewall {
-    pub fn new() -> AwsFirewall {
-        AwsFirewall::default()
+    pub fn new(quota: &AwsQuota) -> AwsFirewall {
+        AwsFirewall { clients: Mutex::default(), buckets: std::sync::Mutex::default(), quota: quota.clone() }
+    }
+
+    /// Waits until a call of `api` for `group` fits its account's bucket.
+    async fn pace(&self, group: &AwsSecurityGroup, api: Api) {
+        let key = BucketKey {
+            region: group.region.clone(),
+            endpoint_url: group.endpoint_url.clone(),
+            // arn:aws:iam::<account>:role/<name>
+            account: group.role_arn.as_deref().and_then(|arn| arn.split(':').nth(4)).map(str::to_owned),
+            api,
+        };
+        let rate = match api {
+            Api::DescribeSecurityGroupRules | Api::DescribeSecurityGroups => self.quota.describe,
+            Api::AuthorizeSecurityGroupIngress | Api::RevokeSecurityGroupIngress => self.quota.mutating,
+        };
+        let bucket = {
+            let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            buckets.entry(key).or_insert_with(|| Arc::new(TokenBucket::new(rate.share(self.quota.share)))).clone()
+        };
+        bucket.take().await;
     }
 
     async fn client(&self, target: &Target, group: &AwsSecurityGroup) -> Client {
@@ -197,28 +240,36 @@ fn is_ours(rule: &SecurityGroupRule, resource_id: &str) -> bool {
 /// direction and family, so an endpoint that pages on beyond this is broken or hostile.
 const MAX_PAGES: usize = 10;
 
-/// Every ingress rule of the group, foreign ones included (the quota counts them all).
-async fn ingress_rules(client: &Client, group_id: &str) -> Result<Vec<SecurityGroupRule>, ProviderError> {
-    let mut rules = Vec::new();
-    let mut next_token = None;
-    for _ in 0..MAX_PAGES {
-        let page = client
-            .describe_security_group_rules()
-            .filters(Filter::builder().name("group-id").values(group_id).build())
-            .max_results(1000)
-            .set_next_token(next_token)
-            .send()
-            .await
-            .map_err(|err| classify(&err))?;
-        rules.extend(page.security_group_rules().iter().filter(|rule| rule.is_egress() != Some(true)).cloned());
-        match page.next_token() {
-            Some(token) if !token.is_empty() => next_token = Some(token.to_owned()),
-            _ => return Ok(rules),
+impl AwsFirewall {
+    /// Every ingress rule of the group, foreign ones included (the quota counts them all).
+    async fn ingress_rules(
+        &self,
+        client: &Client,
+        group: &AwsSecurityGroup,
+    ) -> Result<Vec<SecurityGroupRule>, ProviderError> {
+        let group_id = &group.group_id;
+        let mut rules = Vec::new();
+        let mut next_token = None;
+        for _ in 0..MAX_PAGES {
+            self.pace(group, Api::DescribeSecurityGroupRules).await;
+            let page = client
+                .describe_security_group_rules()
+                .filters(Filter::builder().name("group-id").values(group_id).build())
+                .max_results(1000)
+                .set_next_token(next_token)
+                .send()
+                .await
+                .map_err(|err| classify(&err))?;
+            rules.extend(page.security_group_rules().iter().filter(|rule| rule.is_egress() != Some(true)).cloned());
+            match page.next_token() {
+                Some(token) if !token.is_empty() => next_token = Some(token.to_owned()),
+                _ => return Ok(rules),
+            }
         }
+        Err(ProviderError::Transient(format!(
+            "EC2 listed the rules of {group_id} in more than {MAX_PAGES} pages; a security group cannot hold that many"
+        )))
     }
-    Err(ProviderError::Transient(format!(
-        "EC2 listed the rules of {group_id} in more than {MAX_PAGES} pages; a security group cannot hold that many"
-    )))
 }
 
 impl AwsFirewall {
@@ -229,7 +280,7 @@ impl AwsFirewall {
         requests: &[RuleRequest],
     ) -> Result<Vec<Result<String, ProviderError>>, ProviderError> {
         let client = self.client(target, group).await;
-        let existing = ingress_rules(&client, &group.group_id).await?;
+        let existing = self.ingress_rules(&client, group).await?;
         let mut results = fail_all(requests.len(), &ProviderError::Transient("not attempted".into()));
         // Quota pre-flight: addresses beyond the group's room fail alone instead of failing the call.
         let held = |v4: bool| existing.iter().filter(|rule| rule.cidr_ipv4().is_some() == v4).count();
@@ -262,6 +313,7 @@ impl AwsFirewall {
             return Ok(results);
         }
         let batch: Vec<&RuleRequest> = to_open.iter().map(|&index| &requests[index]).collect();
+        self.pace(group, Api::AuthorizeSecurityGroupIngress).await;
         match authorize(&client, target, group, &batch).await {
             Ok(created) => {
                 for (&index, request) in to_open.iter().zip(&batch) {
@@ -286,7 +338,7 @@ impl AwsFirewall {
         refs: &[RuleRef],
     ) -> Result<Vec<Result<(), ProviderError>>, ProviderError> {
         let client = self.client(target, group).await;
-        let existing = ingress_rules(&client, &group.group_id).await?;
+        let existing = self.ingress_rules(&client, group).await?;
         let mut ids: Vec<String> = Vec::new();
         for rule in refs {
             let found = existing.iter().find(|held| match &rule.rule_id {
@@ -303,6 +355,7 @@ impl AwsFirewall {
             }
         }
         if !ids.is_empty() {
+            self.pace(group, Api::RevokeSecurityGroupIngress).await;
             client
                 .revoke_security_group_ingress()
                 .group_id(&group.group_id)
@@ -383,7 +436,7 @@ impl FirewallProvider for AwsFirewall {
         let group = group_of(target)?;
         let client = self.client(target, group).await;
         let mut listing = Listing::default();
-        for rule in ingress_rules(&client, &group.group_id).await? {
+        for rule in self.ingress_rules(&client, group).await? {
             let (Some(address), Some(rule_id)) = (host_of(&rule), rule.security_group_rule_id()) else { continue };
             if is_ours(&rule, &target.resource_id) {
                 listing.owned.push(OwnedRule {
@@ -405,6 +458,7 @@ impl FirewallProvider for AwsFirewall {
             Err(err) => return CheckOutcome::Unsupported(err.to_string()),
         };
         let client = self.client(target, group).await;
+        self.pace(group, Api::DescribeSecurityGroups).await;
         match client.describe_security_groups().group_ids(&group.group_id).send().await {
             Ok(output) => match output.security_groups().first() {
                 Some(found) => CheckOutcome::Ok(format!(

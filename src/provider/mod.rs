@@ -6,6 +6,7 @@ pub mod aws;
 #[cfg(feature = "gcp")]
 pub mod gcp;
 pub mod memory;
+pub mod quota;
 
 use crate::config::ProvidersConfig;
 use crate::domain::{CloudScopes, ProviderConfig};
@@ -224,12 +225,12 @@ pub struct Providers {
 impl Providers {
     /// Every provider this server was built with; each call ends within `deadline`.
     pub fn new(memory: memory::MemoryFirewall, config: &ProvidersConfig, deadline: Duration) -> Providers {
-        #[cfg(not(feature = "gcp"))]
+        #[cfg(not(any(feature = "aws", feature = "gcp")))]
         let _ = config;
         Providers {
             memory: Arc::new(memory),
             #[cfg(feature = "aws")]
-            aws: Arc::new(aws::AwsFirewall::new()),
+            aws: Arc::new(aws::AwsFirewall::new(&config.aws_quota)),
             #[cfg(feature = "gcp")]
             gcp: Arc::new(gcp::GcpFirewall::new(config.gcp_anonymous)),
             deadline,

@@ -1,6 +1,6 @@
 //! moto's EC2 server for the AWS tests (`PORTCULLIS_TEST_MOTO_URL`, started by scripts/moto.sh),
-//! an independent boto3 client to look at it, a proxy that holds calls in flight and counts them,
-//! and a proxy that injects EC2's failures at random.
+//! an independent boto3 client to look at it, a proxy that counts, holds, throttles or meters the
+//! calls as EC2's request buckets do, and a proxy that injects EC2's failures at random.
 
 use portcullis::pb::v1 as pb;
 use portcullis::provider::aws::RESOURCE_TAG;
@@ -9,8 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 pub const REGION: &str = "us-east-1";
 
@@ -68,85 +67,173 @@ pub fn resource_on_moto(endpoint: &str, group_id: &str) -> pb::resource::Provide
     })
 }
 
-/// A loopback proxy to moto that holds every request for a delay before passing it on (so a
-/// test can kill the server while its EC2 calls are in flight) and counts the EC2 actions called.
+type HttpClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
+fn http_client() -> HttpClient {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+}
+
+/// Passes one call on to moto; None when moto did not answer.
+async fn forward(
+    client: &HttpClient,
+    upstream: &str,
+    parts: http::request::Parts,
+    body: bytes::Bytes,
+) -> Option<axum::response::Response> {
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut request = http::Request::builder().method(parts.method).uri(format!("{upstream}{path}"));
+    for (name, value) in &parts.headers {
+        if name != http::header::HOST {
+            request = request.header(name, value);
+        }
+    }
+    let answer = client.request(request.body(http_body_util::Full::new(body)).ok()?).await.ok()?;
+    let (parts, body) = answer.into_parts();
+    let collected = http_body_util::BodyExt::collect(body).await.ok()?;
+    Some(axum::response::Response::from_parts(parts, axum::body::Body::from(collected.to_bytes())))
+}
+
+/// A loopback HTTP proxy to moto that counts the EC2 actions called and who signed them, can
+/// hold every call for a delay before passing it on (so a test can kill the server while its EC2
+/// calls are in flight), throttle the next calls, or enforce EC2's request buckets.
 pub struct Ec2Proxy {
     pub url: String,
+    relay: Relay,
+}
+
+#[derive(Clone)]
+struct Relay {
+    upstream: String,
+    client: HttpClient,
+    delay: Duration,
     actions: Arc<Mutex<BTreeMap<String, usize>>>,
     access_keys: Arc<Mutex<BTreeSet<String>>>,
-    throttled: Arc<std::sync::atomic::AtomicU32>,
+    throttle_next: Arc<std::sync::atomic::AtomicU32>,
+    quota: Option<Arc<Quota>>,
+}
+
+/// EC2's request rate limiting as its documentation describes it: each API has a token bucket
+/// of its own per account and region; a call that finds it empty is refused with
+/// RequestLimitExceeded (written here independently of the server's own pacing).
+struct Quota {
+    mutating: Rate,
+    describe: Rate,
+    buckets: Mutex<BTreeMap<String, (f64, std::time::Instant)>>,
+    refused: std::sync::atomic::AtomicUsize,
+}
+
+/// A bucket's size: `burst` calls at once, then `per_second`.
+#[derive(Debug, Clone, Copy)]
+pub struct Rate {
+    pub burst: u32,
+    pub per_second: f64,
+}
+
+impl Quota {
+    /// Takes a token of `action`'s bucket; false when it is empty.
+    fn admit(&self, action: &str) -> bool {
+        let rate = if action.starts_with("Describe") { self.describe } else { self.mutating };
+        let mut buckets = self.buckets.lock().unwrap();
+        let now = std::time::Instant::now();
+        let (tokens, since) = buckets.entry(action.to_owned()).or_insert((f64::from(rate.burst), now));
+        *tokens = (*tokens + now.duration_since(*since).as_secs_f64() * rate.per_second).min(f64::from(rate.burst));
+        *since = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            self.refused.fetch_add(1, SeqCst);
+            false
+        }
+    }
 }
 
 /// What EC2 answers a client that calls too fast.
-fn throttled_response() -> String {
+fn throttled() -> axum::response::Response {
     let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>RequestLimitExceeded</Code>\
                 <Message>Request limit exceeded.</Message></Error></Errors><RequestID>1</RequestID></Response>";
-    format!(
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/xml\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
+    let mut response = axum::response::Response::new(axum::body::Body::from(body));
+    *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/xml"));
+    response
 }
 
 impl Ec2Proxy {
     pub async fn start(endpoint: &str, delay: Duration) -> Ec2Proxy {
-        let upstream = endpoint.trim_start_matches("http://").to_owned();
+        Ec2Proxy::serve(endpoint, delay, None).await
+    }
+
+    /// A proxy that enforces EC2's request buckets: `mutating` for each mutating API,
+    /// `describe` for each Describe API.
+    pub async fn with_quota(endpoint: &str, mutating: Rate, describe: Rate) -> Ec2Proxy {
+        let quota = Quota { mutating, describe, buckets: Mutex::default(), refused: Default::default() };
+        Ec2Proxy::serve(endpoint, Duration::ZERO, Some(Arc::new(quota))).await
+    }
+
+    async fn serve(endpoint: &str, delay: Duration, quota: Option<Arc<Quota>>) -> Ec2Proxy {
+        let relay = Relay {
+            upstream: endpoint.trim_end_matches('/').to_owned(),
+            client: http_client(),
+            delay,
+            actions: Arc::default(),
+            access_keys: Arc::default(),
+            throttle_next: Arc::default(),
+            quota,
+        };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let actions: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
-        let access_keys: Arc<Mutex<BTreeSet<String>>> = Arc::default();
-        let throttled: Arc<std::sync::atomic::AtomicU32> = Arc::default();
-        let (counted, signers, throttling) = (actions.clone(), access_keys.clone(), throttled.clone());
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                let (upstream, counted, signers, throttling) =
-                    (upstream.clone(), counted.clone(), signers.clone(), throttling.clone());
-                tokio::spawn(async move {
-                    // Each EC2 call is a POST; while throttling, answer it ourselves and hang up.
-                    let mut first = [0; 4];
-                    if client.peek(&mut first).await.is_ok_and(|n| n == 4 && &first == b"POST")
-                        && throttling.fetch_update(SeqCst, SeqCst, |left| left.checked_sub(1)).is_ok()
-                    {
-                        let _ = client.write_all(throttled_response().as_bytes()).await;
-                        return;
-                    }
-                    let Ok(server) = TcpStream::connect(&upstream).await else { return };
-                    let (mut client_read, mut client_write) = client.into_split();
-                    let (mut server_read, mut server_write) = server.into_split();
-                    let requests = async {
-                        let mut buffer = vec![0; 64 * 1024];
-                        while let Ok(n @ 1..) = client_read.read(&mut buffer).await {
-                            count_actions(&buffer[..n], &counted);
-                            record_signers(&buffer[..n], &signers);
-                            tokio::time::sleep(delay).await;
-                            if server_write.write_all(&buffer[..n]).await.is_err() {
-                                break;
-                            }
-                        }
-                    };
-                    let answers = async {
-                        let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
-                    };
-                    tokio::join!(requests, answers);
-                });
-            }
-        });
-        Ec2Proxy { url, actions, access_keys, throttled }
+        let app = axum::Router::new().fallback(relay_call).with_state(relay.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Ec2Proxy { url, relay }
     }
 
     /// The next `count` calls answer 503 RequestLimitExceeded, as EC2 does under throttling.
     pub fn throttle_next(&self, count: u32) {
-        self.throttled.store(count, SeqCst);
+        self.relay.throttle_next.store(count, SeqCst);
     }
 
     /// How many times each EC2 action was called through the proxy.
     pub fn actions(&self) -> BTreeMap<String, usize> {
-        self.actions.lock().unwrap().clone()
+        self.relay.actions.lock().unwrap().clone()
     }
 
     /// The access key ids that signed the calls through the proxy.
     pub fn access_keys(&self) -> BTreeSet<String> {
-        self.access_keys.lock().unwrap().clone()
+        self.relay.access_keys.lock().unwrap().clone()
     }
+
+    /// How many calls the request buckets refused.
+    pub fn refused_by_quota(&self) -> usize {
+        self.relay.quota.as_ref().map_or(0, |quota| quota.refused.load(SeqCst))
+    }
+}
+
+async fn relay_call(
+    axum::extract::State(relay): axum::extract::State<Relay>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    let (parts, body) = request.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else { return throttled() };
+    if let Some(signed) = parts.headers.get(http::header::AUTHORIZATION) {
+        record_signers(signed.as_bytes(), &relay.access_keys);
+    }
+    let action = action_of(&body);
+    if let Some(action) = &action {
+        *relay.actions.lock().unwrap().entry(action.clone()).or_default() += 1;
+    }
+    if relay.throttle_next.fetch_update(SeqCst, SeqCst, |left| left.checked_sub(1)).is_ok() {
+        return throttled();
+    }
+    if let (Some(quota), Some(action)) = (&relay.quota, &action)
+        && !quota.admit(action)
+    {
+        return throttled();
+    }
+    tokio::time::sleep(relay.delay).await;
+    forward(&relay.client, &relay.upstream, parts, body).await.unwrap_or_else(throttled)
 }
 
 /// SigV4 names the signer in the Authorization header: `Credential=<access key id>/<scope>`.
@@ -160,11 +247,9 @@ fn record_signers(bytes: &[u8], signers: &Mutex<BTreeSet<String>>) {
 }
 
 /// EC2's query protocol names the action in the form body: `Action=AuthorizeSecurityGroupIngress&…`.
-fn count_actions(bytes: &[u8], counted: &Mutex<BTreeMap<String, usize>>) {
-    let text = String::from_utf8_lossy(bytes);
-    for part in text.split(['&', '\n']).filter_map(|part| part.trim().strip_prefix("Action=")) {
-        *counted.lock().unwrap().entry(part.to_owned()).or_default() += 1;
-    }
+fn action_of(body: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(body);
+    text.split('&').find_map(|part| part.trim().strip_prefix("Action=")).map(str::to_owned)
 }
 
 /// What [`FaultyEc2`] did to the calls through it.
@@ -189,10 +274,7 @@ pub struct FaultyEc2 {
 #[derive(Clone)]
 struct Faults {
     upstream: String,
-    client: hyper_util::client::legacy::Client<
-        hyper_util::client::legacy::connect::HttpConnector,
-        http_body_util::Full<bytes::Bytes>,
-    >,
+    client: HttpClient,
     transient: f64,
     hang: f64,
     hold: Duration,
@@ -201,11 +283,10 @@ struct Faults {
 
 impl FaultyEc2 {
     pub async fn start(endpoint: &str, transient: f64, hang: f64, hold: Duration) -> FaultyEc2 {
-        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
         let injected: Arc<Mutex<Injected>> = Arc::default();
         let faults = Faults {
             upstream: endpoint.trim_end_matches('/').to_owned(),
-            client,
+            client: http_client(),
             transient,
             hang,
             hold,
@@ -221,15 +302,6 @@ impl FaultyEc2 {
     pub fn injected(&self) -> Injected {
         *self.injected.lock().unwrap()
     }
-}
-
-fn throttled() -> axum::response::Response {
-    let body = throttled_response();
-    let xml = body.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
-    let mut response = axum::response::Response::new(axum::body::Body::from(xml));
-    *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
-    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/xml"));
-    response
 }
 
 async fn faulty_call(
@@ -253,20 +325,10 @@ async fn faulty_call(
     }
     let (parts, body) = request.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else { return throttled() };
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut forward = http::Request::builder().method(parts.method).uri(format!("{}{path}", faults.upstream));
-    for (name, value) in &parts.headers {
-        if name != http::header::HOST {
-            forward = forward.header(name, value);
-        }
-    }
-    let Ok(forward) = forward.body(http_body_util::Full::new(bytes)) else { return throttled() };
-    let Ok(answer) = faults.client.request(forward).await else { return throttled() };
-    let (parts, body) = answer.into_parts();
-    let Ok(collected) = http_body_util::BodyExt::collect(body).await else { return throttled() };
+    let Some(answer) = forward(&faults.client, &faults.upstream, parts, bytes).await else { return throttled() };
     if hang {
         count(|injected| injected.lost_answers += 1);
         tokio::time::sleep(faults.hold).await;
     }
-    axum::response::Response::from_parts(parts, axum::body::Body::from(collected.to_bytes()))
+    answer
 }

@@ -1,0 +1,86 @@
+//! Client-side token buckets, so the engine paces its calls to a cloud's request quota instead
+//! of meeting throttling errors (which are still retried, never a failure).
+
+pub use crate::config::Rate;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::time::Instant;
+
+impl Rate {
+    /// `share` of this rate (what one of several replicas spends of one account's quota).
+    pub fn share(self, share: f64) -> Rate {
+        let share = if share.is_finite() { share.clamp(0.0, 1.0) } else { 1.0 };
+        // A replica always keeps one call of burst, or it could never call at all.
+        Rate { burst: ((f64::from(self.burst) * share).floor() as u32).max(1), per_second: self.per_second * share }
+    }
+}
+
+/// One bucket. A call takes a token now, or reserves the next one and waits for it: waiters are
+/// served in the order they came, and no call is made that the bucket would refuse.
+#[derive(Debug)]
+pub struct TokenBucket {
+    rate: Rate,
+    /// Tokens left (negative: reserved ahead by waiters) as of the instant.
+    state: Mutex<(f64, Instant)>,
+}
+
+impl TokenBucket {
+    pub fn new(rate: Rate) -> TokenBucket {
+        TokenBucket { rate, state: Mutex::new((f64::from(rate.burst), Instant::now())) }
+    }
+
+    /// How long a call taken now must wait for its token (zero when one is there).
+    fn reserve(&self) -> Duration {
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (tokens, since) = *state;
+        let now = Instant::now();
+        let refilled = (tokens + now.duration_since(since).as_secs_f64() * self.rate.per_second)
+            .min(f64::from(self.rate.burst))
+            - 1.0;
+        *state = (refilled, now);
+        if refilled >= 0.0 {
+            return Duration::ZERO;
+        }
+        if self.rate.per_second <= 0.0 {
+            return Duration::MAX;
+        }
+        Duration::try_from_secs_f64(-refilled / self.rate.per_second).unwrap_or(Duration::MAX)
+    }
+
+    /// Waits until a call may be made. Cancelled (the call's deadline), its token stays spent.
+    pub async fn take(&self) {
+        let wait = self.reserve();
+        if !wait.is_zero() {
+            tracing::debug!(wait_ms = wait.as_millis() as u64, "pacing a call to the provider's quota");
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_bucket_lets_its_burst_through_then_paces() {
+        let bucket = TokenBucket::new(Rate { burst: 3, per_second: 20.0 });
+        let began = Instant::now();
+        for _ in 0..3 {
+            bucket.take().await;
+        }
+        let burst = began.elapsed();
+        assert!(burst < Duration::from_millis(40), "the burst goes at once: {burst:?}");
+        // Two more: the second waits for the second token to come, 100 ms after the burst.
+        bucket.take().await;
+        bucket.take().await;
+        let paced = began.elapsed();
+        assert!(paced >= Duration::from_millis(95), "{paced:?}");
+    }
+
+    #[test]
+    fn shares_split_a_rate() {
+        assert_eq!(Rate { burst: 50, per_second: 5.0 }.share(0.5), Rate { burst: 25, per_second: 2.5 });
+        assert_eq!(Rate { burst: 50, per_second: 5.0 }.share(0.33).burst, 16);
+        assert_eq!(Rate { burst: 2, per_second: 5.0 }.share(0.1).burst, 1);
+    }
+}
