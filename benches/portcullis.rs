@@ -7,6 +7,10 @@
 //! - P3a one change → its only watcher while 10,000 streams watch other sessions;
 //! - P3b one change → the last of 10,000 watchers of one session;
 //! - P3c server RSS per idle WatchSession stream;
+//! - P4 50 sessions on each of 20 AWS security groups (1,000 sessions, 20 users) started within a
+//!   second, against moto (PORTCULLIS_BENCH_MOTO_URL; scripts/bench.sh starts it) behind the
+//!   tests' proxy, which refuses calls beyond EC2's request buckets (burst 50, 5/s per mutating
+//!   API) as EC2 does;
 //! - P5 5,000 sessions expiring within one minute: each rule's removal after its session's
 //!   `expires_at` (p99), and revoke calls per resource per expiry batch (counted from the memory
 //!   provider's log line for each call).
@@ -14,6 +18,7 @@
 //! Figures only: nothing here asserts a speed.
 
 use futures::StreamExt;
+use portcullis::pb::v1::auth_service_client::AuthServiceClient;
 use portcullis::pb::v1::organization_service_client::OrganizationServiceClient;
 use portcullis::pb::v1::resource_service_client::ResourceServiceClient;
 use portcullis::pb::v1::session_service_client::SessionServiceClient;
@@ -28,6 +33,11 @@ use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+
+// moto and the metering proxy of the AWS tests.
+#[allow(dead_code)]
+#[path = "../tests/common/moto.rs"]
+mod moto;
 
 /// One measured figure and its target.
 struct Figure {
@@ -74,6 +84,8 @@ struct Server {
     operator_key: String,
     /// Revoke calls the memory provider logged, by resource id.
     revokes: Arc<Mutex<HashMap<String, u32>>>,
+    /// The login codes the server logged (mail.transport = log), by email.
+    codes: Arc<Mutex<HashMap<String, String>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -96,6 +108,8 @@ fn start_server() -> Server {
             .env("PORTCULLIS_DATABASE_URL", &database_url)
             // 10,000 watchers share one key here; a server's default allows a caller 100.
             .env("PORTCULLIS_LIMITS__MAX_WATCH_STREAMS_PER_CALLER", "100000")
+            // P4's groups are on moto, behind a proxy on loopback.
+            .env("PORTCULLIS_PROVIDERS__ALLOWED_ENDPOINTS", r#"["http://127.0.0.1:*"]"#)
             .env("RUST_LOG", "warn,portcullis=info,portcullis::provider::memory=debug");
         command
     };
@@ -118,9 +132,16 @@ fn start_server() -> Server {
         }
     };
     let revokes = Arc::new(Mutex::new(HashMap::new()));
-    let counted = revokes.clone();
+    let codes = Arc::new(Mutex::new(HashMap::new()));
+    let (counted, mailed) = (revokes.clone(), codes.clone());
     std::thread::spawn(move || {
         for line in lines.map_while(Result::ok) {
+            if let (Some(email), Some(code)) = (
+                line.split("email=").nth(1).and_then(|rest| rest.split_whitespace().next()),
+                line.split("login code: ").nth(1).and_then(|rest| rest.get(..6)),
+            ) {
+                mailed.lock().expect("codes").insert(email.to_owned(), code.to_owned());
+            }
             if !line.contains("memory firewall revoke") {
                 continue;
             }
@@ -134,7 +155,13 @@ fn start_server() -> Server {
         "server: {BIN} on {address}, database {}",
         if database_url.starts_with("sqlite") { "SQLite" } else { "PostgreSQL" }
     );
-    Server { child, address, key, operator_key, revokes, _dir: dir }
+    Server { child, address, key, operator_key, revokes, codes, _dir: dir }
+}
+
+fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ascii"));
+    request
 }
 
 fn authed<T>(message: T, key: &str) -> tonic::Request<T> {
@@ -391,6 +418,200 @@ async fn bench_watch(server: &Server, counter: &Arc<AtomicU32>, figures: &mut Fi
     figures.push(Figure { id: "P3b", value: p99_last, unit: "ms", at_least: false, target: 100.0 });
 }
 
+/// A new user of the bench's organization, logged in with the code the server logged; answers
+/// their id and access token.
+async fn logged_in_user(server: &Server, channel: &Channel, email: &str) -> (String, String) {
+    let user = User { email: email.to_owned(), role: Role::User.into(), ..Default::default() };
+    let created = UserServiceClient::new(channel.clone())
+        .create_user(authed(CreateUserRequest { user: Some(user) }, &server.key))
+        .await
+        .expect("create user");
+    let user_id = created.into_inner().user.expect("user").id;
+    let mut auth = AuthServiceClient::new(channel.clone());
+    let request = StartLoginRequest { email: email.to_owned(), ..Default::default() };
+    let code_id = auth.start_login(request).await.expect("start login").into_inner().verification_code_id;
+    let code = loop {
+        if let Some(code) = server.codes.lock().expect("codes").remove(email) {
+            break code;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let verify = VerifyLoginRequest { verification_code_id: code_id, code };
+    (user_id, auth.verify_login(verify).await.expect("verify login").into_inner().access_token)
+}
+
+/// Creates an AWS resource for `group_id` reached through `endpoint` and assigns it to `user_id`.
+async fn aws_resource(server: &Server, channel: &Channel, endpoint: &str, group_id: &str, user_id: &str) {
+    let mut resources = ResourceServiceClient::new(channel.clone());
+    let resource = Resource {
+        name: format!("aws-{group_id}"),
+        provider: Some(moto::resource_on_moto(endpoint, group_id)),
+        ..Default::default()
+    };
+    let created = resources
+        .create_resource(authed(CreateResourceRequest { resource: Some(resource) }, &server.key))
+        .await
+        .expect("aws resource");
+    let resource_id = created.into_inner().resource.expect("resource").id;
+    let assign = AssignResourceRequest { resource_id, user_id: user_id.to_owned() };
+    resources.assign_resource(authed(assign, &server.key)).await.expect("assign");
+}
+
+/// Waits until each of `ids` (read with the admin's key) is no longer PENDING; answers them.
+async fn settled(server: &Server, channel: &Channel, ids: &[String], patience: Duration) -> Vec<Session> {
+    let mut waiting = ids.to_vec();
+    let mut done = Vec::with_capacity(ids.len());
+    let give_up = Instant::now() + patience;
+    while !waiting.is_empty() && Instant::now() < give_up {
+        let fetched: Vec<Session> = futures::stream::iter(waiting.clone())
+            .map(|id| {
+                let mut client = SessionServiceClient::new(channel.clone());
+                let request = authed(GetSessionRequest { id }, &server.key);
+                async move { client.get_session(request).await.expect("get").into_inner().session.expect("session") }
+            })
+            .buffer_unordered(32)
+            .collect()
+            .await;
+        let (ready, pending): (Vec<Session>, Vec<Session>) =
+            fetched.into_iter().partition(|s| s.status() != SessionStatus::Pending);
+        done.extend(ready);
+        waiting = pending.into_iter().map(|s| s.id).collect();
+        if !waiting.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    done
+}
+
+/// P4: 50 sessions on each of 20 security groups (each group assigned to a user of its own),
+/// started within a second against moto behind a proxy that refuses what EC2's request buckets
+/// would (burst 50, 5/s per mutating API; describe 100, 20/s).
+async fn bench_quota(server: &Server, counter: &Arc<AtomicU32>, figures: &mut Figures) {
+    const GROUPS: usize = 20;
+    const PER_GROUP: usize = 50;
+    let Ok(moto_url) = std::env::var("PORTCULLIS_BENCH_MOTO_URL") else {
+        println!("\n## P4 skipped: PORTCULLIS_BENCH_MOTO_URL is not set (scripts/bench.sh starts moto)");
+        return;
+    };
+    println!("\n## {PER_GROUP} sessions on each of {GROUPS} AWS security groups, EC2's request buckets enforced");
+    let rate = |burst, per_second| moto::Rate { burst, per_second };
+    let proxy = moto::Ec2Proxy::with_quota(&moto_url, rate(50, 5.0), rate(100, 20.0)).await;
+    let channel = channel(&server.address).await;
+    let mut users = Vec::with_capacity(GROUPS);
+    for n in 0..GROUPS {
+        let run = counter.load(Ordering::Relaxed);
+        users.push(logged_in_user(server, &channel, &format!("aws-{n}-{run}@bench.example")).await);
+    }
+    // One call's latency: a session alone on a group of its own, start to ACTIVE.
+    let solo_group = moto::new_group(&moto_url);
+    let (solo_user, solo_token) =
+        logged_in_user(server, &channel, &format!("aws-solo-{}@bench.example", counter.load(Ordering::Relaxed))).await;
+    aws_resource(server, &channel, &proxy.url, &solo_group, &solo_user).await;
+    let began = Instant::now();
+    let request = StartSessionRequest {
+        ipv4_address: Some(address(counter.fetch_add(1, Ordering::Relaxed))),
+        ..Default::default()
+    };
+    let solo = SessionServiceClient::new(channel.clone())
+        .start_session(bearer(request, &solo_token))
+        .await
+        .expect("solo start")
+        .into_inner()
+        .session
+        .expect("session");
+    settled(server, &channel, &[solo.id], Duration::from_secs(30)).await;
+    let one_call = began.elapsed();
+
+    let mut groups = Vec::with_capacity(GROUPS);
+    for (user_id, _) in &users {
+        let group_id = moto::new_group(&moto_url);
+        aws_resource(server, &channel, &proxy.url, &group_id, user_id).await;
+        groups.push(group_id);
+    }
+    let before = proxy.writes_by_group();
+    let refused_before = proxy.refused_by_quota();
+    let moto_before = proxy.upstream_busy();
+    let began = Instant::now();
+    let starts = (0..GROUPS * PER_GROUP).map(|n| {
+        let mut client = SessionServiceClient::new(channel.clone());
+        let token = users[n % GROUPS].1.clone();
+        let ip = address(counter.fetch_add(1, Ordering::Relaxed));
+        async move {
+            let request = StartSessionRequest { ipv4_address: Some(ip), ..Default::default() };
+            client.start_session(bearer(request, &token)).await.expect("start").into_inner().session.expect("s").id
+        }
+    });
+    let ids: Vec<String> = futures::stream::iter(starts).buffer_unordered(64).collect().await;
+    let started_in = began.elapsed();
+    let sessions = settled(server, &channel, &ids, Duration::from_secs(120)).await;
+    let wall = began.elapsed();
+
+    let rules: Vec<&ResourceIp> = sessions.iter().flat_map(|s| &s.resource_ips).collect();
+    let applied = rules.iter().filter(|r| r.status() == ResourceIpStatus::Applied).count();
+    let failed = rules.iter().filter(|r| r.status() == ResourceIpStatus::Failed).count();
+    let throttled_rules = rules.iter().filter(|r| r.error_message.contains("RequestLimitExceeded")).count();
+    let after = proxy.writes_by_group();
+    let writes: Vec<usize> =
+        groups.iter().map(|g| after.get(g).copied().unwrap_or(0) - before.get(g).copied().unwrap_or(0)).collect();
+    let total_writes: usize = writes.iter().sum();
+    let refused = proxy.refused_by_quota() - refused_before;
+    let moto_time = proxy.upstream_busy() - moto_before;
+    // The time EC2's bucket needs for the mutating calls made (burst 50, then 5/s), plus one call.
+    let bucket_time = Duration::from_secs_f64(total_writes.saturating_sub(50) as f64 / 5.0);
+    let bound = (bucket_time + one_call).mul_f64(1.2);
+    println!(
+        "started {} in {:.2} s; {} rules: {applied} APPLIED, {failed} FAILED, {throttled_rules} showing throttling; \
+         {} still PENDING after 2 minutes",
+        ids.len(),
+        started_in.as_secs_f64(),
+        rules.len(),
+        ids.len() - sessions.len()
+    );
+    println!(
+        "mutating calls per group {writes:?} ({total_writes} in all); refused by the buckets: {refused}; \
+         one call alone {}; all ACTIVE after {} (bound 1.2 × ({} bucket + {} call) = {}); \
+         moto busy with a call for {} of it",
+        ms(one_call),
+        ms(wall),
+        ms(bucket_time),
+        ms(one_call),
+        ms(bound),
+        ms(moto_time)
+    );
+    let complete = sessions.len() == ids.len() && applied == rules.len();
+    figures.push(Figure {
+        id: "P4-applied",
+        value: if complete { applied as f64 } else { 0.0 },
+        unit: "rules",
+        at_least: true,
+        target: (GROUPS * PER_GROUP) as f64,
+    });
+    figures.push(Figure {
+        id: "P4-throttled",
+        value: (refused + throttled_rules) as f64,
+        unit: "refusals",
+        at_least: false,
+        target: 0.0,
+    });
+    let most = writes.iter().copied().max().unwrap_or(0);
+    figures.push(Figure { id: "P4-calls", value: most as f64, unit: "calls/group", at_least: false, target: 2.0 });
+    figures.push(Figure {
+        id: "P4-wall",
+        value: wall.as_secs_f64() / (bucket_time + one_call).as_secs_f64(),
+        unit: "x(bucket+call)",
+        at_least: false,
+        target: 1.2,
+    });
+    // moto answers one call at a time (EC2 does not): the same bound with moto's busy time as the call time.
+    figures.push(Figure {
+        id: "P4-wall-moto",
+        value: wall.as_secs_f64() / (bucket_time + moto_time).as_secs_f64(),
+        unit: "x(bucket+moto busy)",
+        at_least: false,
+        target: 1.2,
+    });
+}
+
 /// Seconds since the epoch of a protobuf timestamp.
 fn seconds(at: &Option<prost_types::Timestamp>) -> f64 {
     at.as_ref().map_or(f64::NAN, |at| at.seconds as f64 + f64::from(at.nanos) / 1e9)
@@ -591,6 +812,9 @@ async fn run() {
     }
     if wanted("P3") {
         bench_watch(&server, &counter, &mut figures).await;
+    }
+    if wanted("P4") {
+        bench_quota(&server, &counter, &mut figures).await;
     }
     if wanted("P5") {
         bench_expiry(&server, &counter, &mut figures).await;

@@ -2,9 +2,17 @@
 # Runs the benchmark three times (cargo bench --bench portcullis: SQLite, or PostgreSQL with
 # PORTCULLIS_BENCH_DATABASE_URL) and prints, per target, the median of the three runs as one line:
 #   P2 2143.0 sessions/s target >= 2000 met
-# Each run's full output is kept in $BENCH_LOG_DIR (default: a temporary directory).
+# Each run's full output is kept in $BENCH_LOG_DIR (default: a temporary directory). P4 runs
+# against moto's EC2 server, started here unless PORTCULLIS_BENCH_MOTO_URL is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [[ -z "${PORTCULLIS_BENCH_MOTO_URL:-}" ]]; then
+    motodir=$(mktemp -d -u "${TMPDIR:-/tmp}/portcullis-bench-moto.XXXXXX")
+    trap 'scripts/moto.sh stop "$motodir"' EXIT
+    eval "$(scripts/moto.sh start "$motodir")"
+    export PORTCULLIS_BENCH_MOTO_URL=$PORTCULLIS_TEST_MOTO_URL
+fi
 
 runs=${BENCH_RUNS:-3}
 logs=${BENCH_LOG_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/portcullis-bench.XXXXXX")}

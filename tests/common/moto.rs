@@ -106,10 +106,14 @@ pub struct Ec2Proxy {
 
 #[derive(Clone)]
 struct Relay {
-    upstream: String,
+    upstream_url: String,
     client: HttpClient,
     delay: Duration,
     actions: Arc<Mutex<BTreeMap<String, usize>>>,
+    /// Mutating calls (every action but Describe*) by the security group they name.
+    writes: Arc<Mutex<BTreeMap<String, usize>>>,
+    /// Calls in moto's hands, since when, and how long it has had at least one, in all.
+    upstream: Arc<Mutex<(usize, std::time::Instant, Duration)>>,
     access_keys: Arc<Mutex<BTreeSet<String>>>,
     throttle_next: Arc<std::sync::atomic::AtomicU32>,
     quota: Option<Arc<Quota>>,
@@ -175,10 +179,12 @@ impl Ec2Proxy {
 
     async fn serve(endpoint: &str, delay: Duration, quota: Option<Arc<Quota>>) -> Ec2Proxy {
         let relay = Relay {
-            upstream: endpoint.trim_end_matches('/').to_owned(),
+            upstream_url: endpoint.trim_end_matches('/').to_owned(),
             client: http_client(),
             delay,
             actions: Arc::default(),
+            writes: Arc::default(),
+            upstream: Arc::new(Mutex::new((0, std::time::Instant::now(), Duration::ZERO))),
             access_keys: Arc::default(),
             throttle_next: Arc::default(),
             quota,
@@ -198,6 +204,16 @@ impl Ec2Proxy {
     /// How many times each EC2 action was called through the proxy.
     pub fn actions(&self) -> BTreeMap<String, usize> {
         self.relay.actions.lock().unwrap().clone()
+    }
+
+    /// How many mutating calls named each security group.
+    pub fn writes_by_group(&self) -> BTreeMap<String, usize> {
+        self.relay.writes.lock().unwrap().clone()
+    }
+
+    /// How long moto has had at least one call in hand.
+    pub fn upstream_busy(&self) -> Duration {
+        self.relay.upstream.lock().unwrap().2
     }
 
     /// The access key ids that signed the calls through the proxy.
@@ -220,9 +236,14 @@ async fn relay_call(
     if let Some(signed) = parts.headers.get(http::header::AUTHORIZATION) {
         record_signers(signed.as_bytes(), &relay.access_keys);
     }
-    let action = action_of(&body);
+    let action = form_value(&body, "Action");
     if let Some(action) = &action {
         *relay.actions.lock().unwrap().entry(action.clone()).or_default() += 1;
+        if !action.starts_with("Describe")
+            && let Some(group) = form_value(&body, "GroupId")
+        {
+            *relay.writes.lock().unwrap().entry(group).or_default() += 1;
+        }
     }
     if relay.throttle_next.fetch_update(SeqCst, SeqCst, |left| left.checked_sub(1)).is_ok() {
         return throttled();
@@ -233,7 +254,22 @@ async fn relay_call(
         return throttled();
     }
     tokio::time::sleep(relay.delay).await;
-    forward(&relay.client, &relay.upstream, parts, body).await.unwrap_or_else(throttled)
+    {
+        let mut upstream = relay.upstream.lock().unwrap();
+        if upstream.0 == 0 {
+            upstream.1 = std::time::Instant::now();
+        }
+        upstream.0 += 1;
+    }
+    let answer = forward(&relay.client, &relay.upstream_url, parts, body).await;
+    let mut upstream = relay.upstream.lock().unwrap();
+    upstream.0 -= 1;
+    if upstream.0 == 0 {
+        let held = upstream.1.elapsed();
+        upstream.2 += held;
+    }
+    drop(upstream);
+    answer.unwrap_or_else(throttled)
 }
 
 /// SigV4 names the signer in the Authorization header: `Credential=<access key id>/<scope>`.
@@ -246,10 +282,10 @@ fn record_signers(bytes: &[u8], signers: &Mutex<BTreeSet<String>>) {
     }
 }
 
-/// EC2's query protocol names the action in the form body: `Action=AuthorizeSecurityGroupIngress&…`.
-fn action_of(body: &[u8]) -> Option<String> {
+/// A parameter of EC2's query protocol, sent as a form body: `Action=AuthorizeSecurityGroupIngress&GroupId=sg-…&…`.
+fn form_value(body: &[u8], name: &str) -> Option<String> {
     let text = String::from_utf8_lossy(body);
-    text.split('&').find_map(|part| part.trim().strip_prefix("Action=")).map(str::to_owned)
+    text.split('&').find_map(|part| part.trim().strip_prefix(name)?.strip_prefix('=')).map(str::to_owned)
 }
 
 /// What [`FaultyEc2`] did to the calls through it.
