@@ -131,7 +131,7 @@ impl Default for EngineSettings {
 }
 
 /// Provider settings.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProvidersConfig {
     /// Mirror the memory provider's rules to this JSON file, so they survive restarts.
@@ -143,18 +143,36 @@ pub struct ProvidersConfig {
     pub allowed_endpoints: Vec<String>,
     /// How fast this server calls EC2, per account and region.
     pub aws_quota: AwsQuota,
+    /// How fast this server writes GCP firewall rules, per project.
+    pub gcp_quota: GcpQuota,
+    /// The part of each cloud quota this server spends: the replicas of one deployment share an
+    /// account's (a project's) quota, so each of three sets 0.33.
+    pub quota_share: f64,
+}
+
+impl Default for ProvidersConfig {
+    fn default() -> Self {
+        ProvidersConfig {
+            memory_state_file: None,
+            gcp_anonymous: false,
+            allowed_endpoints: Vec::new(),
+            aws_quota: AwsQuota::default(),
+            gcp_quota: GcpQuota::default(),
+            quota_share: 1.0,
+        }
+    }
 }
 
 impl ProvidersConfig {
     /// Refuses settings the providers cannot work with.
     pub fn check(&self) -> Result<(), String> {
-        let quota = &self.aws_quota;
-        if !(quota.share > 0.0 && quota.share <= 1.0) {
-            return Err(format!("providers.aws_quota.share must be above 0 and at most 1, not {}", quota.share));
+        if !(self.quota_share > 0.0 && self.quota_share <= 1.0) {
+            return Err(format!("providers.quota_share must be above 0 and at most 1, not {}", self.quota_share));
         }
-        for (name, rate) in [("mutating", quota.mutating), ("describe", quota.describe)] {
+        let rates = [("aws_quota.mutating", self.aws_quota.mutating), ("aws_quota.describe", self.aws_quota.describe)];
+        for (name, rate) in rates.into_iter().chain([("gcp_quota.writes", self.gcp_quota.writes)]) {
             if rate.burst == 0 || !(rate.per_second > 0.0 && rate.per_second.is_finite()) {
-                return Err(format!("providers.aws_quota.{name} needs a burst and a rate per second above 0"));
+                return Err(format!("providers.{name} needs a burst and a rate per second above 0"));
             }
         }
         Ok(())
@@ -170,9 +188,20 @@ pub struct AwsQuota {
     pub mutating: Rate,
     /// Each of DescribeSecurityGroupRules and DescribeSecurityGroups.
     pub describe: Rate,
-    /// The share of each bucket this server spends: the replicas of one deployment share an
-    /// account's buckets, so each of three sets 0.33.
-    pub share: f64,
+}
+
+/// Compute Engine counts a project's firewall writes (insert, patch, delete) per minute: the
+/// default bucket never spends more than 1,500 in any minute (25 at once, then 24/s).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GcpQuota {
+    pub writes: Rate,
+}
+
+impl Default for GcpQuota {
+    fn default() -> Self {
+        GcpQuota { writes: Rate { burst: 25, per_second: 24.0 } }
+    }
 }
 
 /// A token bucket's size: `burst` calls at once, then `per_second`.
@@ -185,11 +214,7 @@ pub struct Rate {
 
 impl Default for AwsQuota {
     fn default() -> Self {
-        AwsQuota {
-            mutating: Rate { burst: 50, per_second: 5.0 },
-            describe: Rate { burst: 100, per_second: 20.0 },
-            share: 1.0,
-        }
+        AwsQuota { mutating: Rate { burst: 50, per_second: 5.0 }, describe: Rate { burst: 100, per_second: 20.0 } }
     }
 }
 
@@ -512,7 +537,15 @@ mod tests {
             jail.set_env("PORTCULLIS_TLS__CERT_FILE", "/etc/portcullis/cert.pem");
             jail.set_env("PORTCULLIS_TLS__ALLOW_PLAINTEXT", "true");
             jail.set_env("PORTCULLIS_ENGINE__PROVIDER_TIMEOUT_SECS", "5");
+            jail.set_env("PORTCULLIS_PROVIDERS__QUOTA_SHARE", "0.33");
+            jail.set_env("PORTCULLIS_PROVIDERS__AWS_QUOTA__MUTATING", "{ burst = 200, per_second = 10.0 }");
             let config = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(config.providers.quota_share, 0.33);
+            assert_eq!(config.providers.aws_quota.mutating, Rate { burst: 200, per_second: 10.0 });
+            assert_eq!(config.providers.check(), Ok(()));
+            let mut none = config.providers.clone();
+            none.quota_share = 0.0;
+            assert!(none.check().is_err(), "a server that may never call EC2 is refused at start");
             assert_eq!(config.tls.cert_file.as_deref(), Some(Path::new("/etc/portcullis/cert.pem")));
             assert!(config.tls.allow_plaintext);
             assert_eq!(config.engine.provider_timeout_secs, 5);

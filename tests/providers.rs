@@ -135,8 +135,12 @@ mod aws {
         let Some(endpoint) = moto() else { return };
         let group_id = new_group(&endpoint);
         ec2(&endpoint, &["plant", &group_id, &format!("{FOREIGN}/32"), "office VPN"]);
-        conformance(&AwsFirewall::new(&Default::default()), &target(group(&endpoint, &group_id)), Rules::PerAddress)
-            .await;
+        conformance(
+            &AwsFirewall::new(&Default::default(), 1.0),
+            &target(group(&endpoint, &group_id)),
+            Rules::PerAddress,
+        )
+        .await;
         let left = rules_in(&endpoint, &group_id);
         assert_eq!(left, BTreeSet::from([(format!("{FOREIGN}/32"), "office VPN".into(), String::new())]));
     }
@@ -162,7 +166,7 @@ mod aws {
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         let listing = tokio::time::timeout(
             std::time::Duration::from_secs(60),
-            AwsFirewall::new(&Default::default()).list(&target(group(&endless, "sg-0123456789abcdef0"))),
+            AwsFirewall::new(&Default::default(), 1.0).list(&target(group(&endless, "sg-0123456789abcdef0"))),
         )
         .await
         .expect("the listing never ended");
@@ -175,7 +179,7 @@ mod aws {
     async fn aws_check_tells_a_missing_group() {
         let Some(endpoint) = moto() else { return };
         let outcome =
-            AwsFirewall::new(&Default::default()).check(&target(group(&endpoint, "sg-0000000000deadbee"))).await;
+            AwsFirewall::new(&Default::default(), 1.0).check(&target(group(&endpoint, "sg-0000000000deadbee"))).await;
         assert!(matches!(outcome, CheckOutcome::NotFound(_)), "{outcome:?}");
     }
 
@@ -193,7 +197,7 @@ mod aws {
         };
         let target = target(role);
         ec2(&endpoint, &["start-recording"]);
-        let results = AwsFirewall::new(&Default::default()).apply(&target, &[request(V4, "session-r")]).await;
+        let results = AwsFirewall::new(&Default::default(), 1.0).apply(&target, &[request(V4, "session-r")]).await;
         assert!(results.iter().all(Result::is_ok), "{results:?}");
         assert_eq!(rules_in(&endpoint, &group_id).len(), 1);
         let signers = proxy.access_keys();
@@ -221,7 +225,7 @@ mod aws {
         let group_id = new_group(&endpoint);
         let target = target(group(&endpoint, &group_id));
         let batch: Vec<RuleRequest> = (1..=62).map(|n| request(&format!("192.0.2.{n}"), "session-q")).collect();
-        let results = AwsFirewall::new(&Default::default()).apply(&target, &batch).await;
+        let results = AwsFirewall::new(&Default::default(), 1.0).apply(&target, &batch).await;
         let opened = results.iter().filter(|r| r.is_ok()).count();
         assert_eq!(opened, 60, "the group's room is used");
         for result in &results[60..] {
@@ -543,7 +547,7 @@ mod gcp {
             organization_id: portcullis::domain::new_id(),
             config: ProviderConfig::GcpFirewall(config(&fake.url)),
         };
-        conformance(&GcpFirewall::new(true), &target, Rules::Shared).await;
+        conformance(&GcpFirewall::new(true, &Default::default(), 1.0), &target, Rules::Shared).await;
         assert_eq!(fake.rule_names(PROJECT), ["office-vpn"], "emptied rules are deleted, never left open to all");
         assert_eq!(fake.rule(PROJECT, "office-vpn").unwrap(), office_vpn(), "the foreign rule is untouched");
     }
@@ -556,7 +560,9 @@ mod gcp {
             organization_id: portcullis::domain::new_id(),
             config: ProviderConfig::GcpFirewall(config(&fake.url)),
         };
-        let results = GcpFirewall::new(true).apply(&target, &[request(V4, "s"), request(V6, "s")]).await;
+        let results = GcpFirewall::new(true, &Default::default(), 1.0)
+            .apply(&target, &[request(V4, "s"), request(V6, "s")])
+            .await;
         assert!(results.iter().all(Result::is_ok), "{results:?}");
         let v4 = fake.rule(PROJECT, &rule_name(&target.resource_id, "v4")).expect("IPv4 rule");
         assert_eq!(v4["direction"], "INGRESS");
@@ -580,12 +586,39 @@ mod gcp {
         let squatter = json!({"name": rule_name(&target.resource_id, "v4"), "description": "hand made",
                               "sourceRanges": ["0.0.0.0/0"]});
         fake.put_rule(PROJECT, squatter.clone());
-        let results = GcpFirewall::new(true).apply(&target, &[request(V4, "s")]).await;
+        let results = GcpFirewall::new(true, &Default::default(), 1.0).apply(&target, &[request(V4, "s")]).await;
         assert!(
             matches!(&results[..], [Err(ProviderError::Rejected(message))] if message.contains("not managed by Portcullis")),
             "{results:?}"
         );
         assert_eq!(fake.rule(PROJECT, &rule_name(&target.resource_id, "v4")).unwrap(), squatter);
+    }
+
+    /// Writes are paced to the project's quota: sessions opened and closed one after another,
+    /// against a fake that refuses writes beyond a small quota as Compute does, are never refused.
+    #[tokio::test]
+    async fn gcp_writes_stay_within_the_project_quota() {
+        let fake = FakeCompute::start().await;
+        fake.limit_writes(2, 4.0);
+        let mut config = common::test_config();
+        config.providers.gcp_quota.writes = portcullis::config::Rate { burst: 2, per_second: 4.0 };
+        let db = TestDb::sqlite();
+        let mut f = Fixture::with_server(common::TestServer::start_with(&db, config).await).await;
+        let resource_id = f.resource_on("bastion", resource_on_fake(&fake.url)).await;
+        let key = f.user_key.clone();
+        let mut ids = Vec::new();
+        for n in 1..=6 {
+            let session = f.start(&key, Some(&format!("203.0.113.{n}")), None).await.unwrap();
+            f.watch_until(&key, &session.id, SessionStatus::Active).await;
+            ids.push(session.id);
+        }
+        for id in &ids {
+            f.stop(&key, id).await;
+            f.watch_until(&key, id, SessionStatus::Cancelled).await;
+        }
+        assert_eq!(fake.rule(PROJECT, &rule_name(&resource_id, "v4")), None);
+        assert_eq!(fake.refused_writes(), 0, "writes refused past the quota; calls: {:?}", fake.calls());
+        f.server.stop().await;
     }
 
     /// Fifty sessions started and stopped at once against one resource, with the API throttling

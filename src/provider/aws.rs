@@ -50,6 +50,8 @@ pub struct AwsFirewall {
     clients: Mutex<HashMap<ClientKey, Client>>,
     buckets: std::sync::Mutex<HashMap<BucketKey, Arc<TokenBucket>>>,
     quota: AwsQuota,
+    /// The part of each bucket this server spends.
+    share: f64,
 }
 
 /// The EC2 APIs Portcullis calls: each is throttled on a bucket of its own.
@@ -81,8 +83,8 @@ struct ClientKey {
 }
 
 impl AwsFirewall {
-    pub fn new(quota: &AwsQuota) -> AwsFirewall {
-        AwsFirewall { clients: Mutex::default(), buckets: std::sync::Mutex::default(), quota: quota.clone() }
+    pub fn new(quota: &AwsQuota, share: f64) -> AwsFirewall {
+        AwsFirewall { clients: Mutex::default(), buckets: std::sync::Mutex::default(), quota: quota.clone(), share }
     }
 
     /// Waits until a call of `api` for `group` fits its account's bucket.
@@ -100,7 +102,7 @@ impl AwsFirewall {
         };
         let bucket = {
             let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            buckets.entry(key).or_insert_with(|| Arc::new(TokenBucket::new(rate.share(self.quota.share)))).clone()
+            buckets.entry(key).or_insert_with(|| Arc::new(TokenBucket::new(rate.share(self.share)))).clone()
         };
         bucket.take().await;
     }

@@ -12,10 +12,12 @@
 //! Ownership: the rule's name is derived from the resource id and its description starts with
 //! the marker; a rule of that name without the marker is someone else's and is never changed.
 
+use super::quota::{Rate, TokenBucket};
 use super::{
     CheckOutcome, FirewallProvider, Listing, OWNERSHIP_MARKER, OwnedRule, ProviderError, RuleRef, RuleRequest, Target,
     fail_all, host_cidr, single_host,
 };
+use crate::config::GcpQuota;
 use crate::domain::{GcpFirewall as GcpFirewallConfig, ProviderConfig};
 use async_trait::async_trait;
 use google_cloud_compute_v1::client::Firewalls;
@@ -25,15 +27,18 @@ use google_cloud_gax::error::rpc::{Code, StatusDetails};
 use google_cloud_lro::Poller;
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 
 type GcpError = google_cloud_compute_v1::Error;
 
-/// One client per endpoint, built on first use.
+/// One client per endpoint, built on first use, and one write bucket per endpoint and project.
 pub struct GcpFirewall {
     anonymous: bool,
     clients: Mutex<HashMap<Option<String>, Firewalls>>,
+    writes: Rate,
+    buckets: std::sync::Mutex<HashMap<(Option<String>, String), Arc<TokenBucket>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,8 +167,24 @@ fn request_id() -> String {
 impl GcpFirewall {
     /// `anonymous` sends no credentials (emulators and fakes); otherwise Application Default
     /// Credentials are used.
-    pub fn new(anonymous: bool) -> GcpFirewall {
-        GcpFirewall { anonymous, clients: Mutex::default() }
+    /// Writes are paced to `quota`, of which this server spends `share`.
+    pub fn new(anonymous: bool, quota: &GcpQuota, share: f64) -> GcpFirewall {
+        GcpFirewall {
+            anonymous,
+            clients: Mutex::default(),
+            writes: quota.writes.share(share),
+            buckets: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Waits until a write to `config`'s project fits its quota.
+    async fn pace_write(&self, config: &GcpFirewallConfig) {
+        let bucket = {
+            let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let key = (config.endpoint_url.clone(), config.project.clone());
+            buckets.entry(key).or_insert_with(|| Arc::new(TokenBucket::new(self.writes))).clone()
+        };
+        bucket.take().await;
     }
 
     async fn client(&self, config: &GcpFirewallConfig) -> Result<Firewalls, ProviderError> {
@@ -217,9 +238,16 @@ impl GcpFirewall {
     ) -> Result<(), ProviderError> {
         let name = rule_name(&target.resource_id, family);
         let ranges: Vec<String> = hosts.iter().copied().map(host_cidr).collect();
+        let unchanged = match current {
+            None => hosts.is_empty(),
+            Some(rule) => !hosts.is_empty() && hosts_of(rule) == *hosts,
+        };
+        if unchanged {
+            return Ok(());
+        }
+        self.pace_write(config).await;
         let outcome = match (current, hosts.is_empty()) {
             (None, true) => return Ok(()),
-            (Some(rule), false) if hosts_of(rule) == *hosts => return Ok(()),
             (None, false) => {
                 let allowed = Allowed::new().set_ip_protocol(&config.protocol).set_ports(config.ports.clone());
                 let rule = Firewall::new()

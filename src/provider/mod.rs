@@ -230,9 +230,9 @@ impl Providers {
         Providers {
             memory: Arc::new(memory),
             #[cfg(feature = "aws")]
-            aws: Arc::new(aws::AwsFirewall::new(&config.aws_quota)),
+            aws: Arc::new(aws::AwsFirewall::new(&config.aws_quota, config.quota_share)),
             #[cfg(feature = "gcp")]
-            gcp: Arc::new(gcp::GcpFirewall::new(config.gcp_anonymous)),
+            gcp: Arc::new(gcp::GcpFirewall::new(config.gcp_anonymous, &config.gcp_quota, config.quota_share)),
             deadline,
             allowed_endpoints: config.allowed_endpoints.clone().into(),
         }

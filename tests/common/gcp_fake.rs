@@ -34,6 +34,10 @@ struct Compute {
     requests: HashMap<String, String>,
     next_id: u64,
     rate_limited: u32,
+    /// Writes (insert, patch, delete) allowed at once and per second, the tokens left and when;
+    /// beyond them writes are refused as Compute refuses a project past its quota.
+    write_quota: Option<(f64, f64, f64, std::time::Instant)>,
+    refused_writes: usize,
     /// Every request, as "METHOD path".
     calls: Vec<String>,
 }
@@ -112,6 +116,18 @@ impl FakeCompute {
         self.lock().rate_limited = count;
     }
 
+    /// From now on, writes beyond a bucket of `burst` writes refilled at `per_second` are
+    /// refused with 403 rateLimitExceeded.
+    pub fn limit_writes(&self, burst: u32, per_second: f64) {
+        let burst = f64::from(burst);
+        self.lock().write_quota = Some((burst, per_second, burst, std::time::Instant::now()));
+    }
+
+    /// How many writes the quota refused.
+    pub fn refused_writes(&self) -> usize {
+        self.lock().refused_writes
+    }
+
     /// The requests received so far, as "METHOD path".
     pub fn calls(&self) -> Vec<String> {
         self.lock().calls.clone()
@@ -124,6 +140,17 @@ impl FakeCompute {
         if state.rate_limited > 0 {
             state.rate_limited -= 1;
             return Some(error(StatusCode::FORBIDDEN, "rateLimitExceeded", "Rate Limit Exceeded".into()));
+        }
+        let write = [Method::POST, Method::PATCH, Method::DELETE].contains(method);
+        if let Some((burst, per_second, tokens, since)) = state.write_quota.as_mut().filter(|_| write) {
+            let now = std::time::Instant::now();
+            *tokens = (*tokens + now.duration_since(*since).as_secs_f64() * *per_second).min(*burst);
+            *since = now;
+            if *tokens < 1.0 {
+                state.refused_writes += 1;
+                return Some(error(StatusCode::FORBIDDEN, "rateLimitExceeded", "Rate Limit Exceeded".into()));
+            }
+            *tokens -= 1.0;
         }
         None
     }
