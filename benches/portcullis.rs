@@ -18,6 +18,7 @@
 //! Figures only: nothing here asserts a speed.
 
 use futures::StreamExt;
+#[cfg(feature = "aws")]
 use portcullis::pb::v1::auth_service_client::AuthServiceClient;
 use portcullis::pb::v1::organization_service_client::OrganizationServiceClient;
 use portcullis::pb::v1::resource_service_client::ResourceServiceClient;
@@ -35,6 +36,7 @@ use tonic::transport::Channel;
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 
 // moto and the metering proxy of the AWS tests.
+#[cfg(feature = "aws")]
 #[allow(dead_code)]
 #[path = "../tests/common/moto.rs"]
 mod moto;
@@ -85,6 +87,7 @@ struct Server {
     /// Revoke calls the memory provider logged, by resource id.
     revokes: Arc<Mutex<HashMap<String, u32>>>,
     /// The login codes the server logged (mail.transport = log), by email.
+    #[cfg_attr(not(feature = "aws"), allow(dead_code))]
     codes: Arc<Mutex<HashMap<String, String>>>,
     _dir: tempfile::TempDir,
 }
@@ -158,6 +161,7 @@ fn start_server() -> Server {
     Server { child, address, key, operator_key, revokes, codes, _dir: dir }
 }
 
+#[cfg(feature = "aws")]
 fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ascii"));
@@ -420,6 +424,7 @@ async fn bench_watch(server: &Server, counter: &Arc<AtomicU32>, figures: &mut Fi
 
 /// A new user of the bench's organization, logged in with the code the server logged; answers
 /// their id and access token.
+#[cfg(feature = "aws")]
 async fn logged_in_user(server: &Server, channel: &Channel, email: &str) -> (String, String) {
     let user = User { email: email.to_owned(), role: Role::User.into(), ..Default::default() };
     let created = UserServiceClient::new(channel.clone())
@@ -441,6 +446,7 @@ async fn logged_in_user(server: &Server, channel: &Channel, email: &str) -> (Str
 }
 
 /// Creates an AWS resource for `group_id` reached through `endpoint` and assigns it to `user_id`.
+#[cfg(feature = "aws")]
 async fn aws_resource(server: &Server, channel: &Channel, endpoint: &str, group_id: &str, user_id: &str) {
     let mut resources = ResourceServiceClient::new(channel.clone());
     let resource = Resource {
@@ -458,6 +464,7 @@ async fn aws_resource(server: &Server, channel: &Channel, endpoint: &str, group_
 }
 
 /// Waits until each of `ids` (read with the admin's key) is no longer PENDING; answers them.
+#[cfg(feature = "aws")]
 async fn settled(server: &Server, channel: &Channel, ids: &[String], patience: Duration) -> Vec<Session> {
     let mut waiting = ids.to_vec();
     let mut done = Vec::with_capacity(ids.len());
@@ -486,6 +493,7 @@ async fn settled(server: &Server, channel: &Channel, ids: &[String], patience: D
 /// P4: 50 sessions on each of 20 security groups (each group assigned to a user of its own),
 /// started within a second against moto behind a proxy that refuses what EC2's request buckets
 /// would (burst 50, 5/s per mutating API; describe 100, 20/s).
+#[cfg(feature = "aws")]
 async fn bench_quota(server: &Server, counter: &Arc<AtomicU32>, figures: &mut Figures) {
     const GROUPS: usize = 20;
     const PER_GROUP: usize = 50;
@@ -813,6 +821,7 @@ async fn run() {
     if wanted("P3") {
         bench_watch(&server, &counter, &mut figures).await;
     }
+    #[cfg(feature = "aws")]
     if wanted("P4") {
         bench_quota(&server, &counter, &mut figures).await;
     }

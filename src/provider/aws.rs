@@ -7,7 +7,7 @@
 //! each other's rules for orphans. Tags are set per call, and a call carries many sessions, so the
 //! session and expiry live in the per-rule description rather than in tags.
 
-use super::quota::TokenBucket;
+use super::quota::Buckets;
 use super::{
     CheckOutcome, FirewallProvider, Listing, OwnedRule, Owner, ProviderError, RuleRef, RuleRequest, Target, fail_all,
     host_cidr, is_owned_description, single_host, unmanaged_rule_id,
@@ -23,7 +23,6 @@ use aws_sdk_ec2::types::{
 };
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 
@@ -48,7 +47,7 @@ const ACCESS_CODES: &[&str] =
 /// bucket per account, region and API, as EC2 throttles them.
 pub struct AwsFirewall {
     clients: Mutex<HashMap<ClientKey, Client>>,
-    buckets: std::sync::Mutex<HashMap<BucketKey, Arc<TokenBucket>>>,
+    buckets: Buckets<BucketKey>,
     quota: AwsQuota,
     /// The part of each bucket this server spends.
     share: f64,
@@ -84,7 +83,7 @@ struct ClientKey {
 
 impl AwsFirewall {
     pub fn new(quota: &AwsQuota, share: f64) -> AwsFirewall {
-        AwsFirewall { clients: Mutex::default(), buckets: std::sync::Mutex::default(), quota: quota.clone(), share }
+        AwsFirewall { clients: Mutex::default(), buckets: Buckets::default(), quota: quota.clone(), share }
     }
 
     /// Waits until a call of `api` for `group` fits its account's bucket.
@@ -100,11 +99,7 @@ impl AwsFirewall {
             Api::DescribeSecurityGroupRules | Api::DescribeSecurityGroups => self.quota.describe,
             Api::AuthorizeSecurityGroupIngress | Api::RevokeSecurityGroupIngress => self.quota.mutating,
         };
-        let bucket = {
-            let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            buckets.entry(key).or_insert_with(|| Arc::new(TokenBucket::new(rate.share(self.share)))).clone()
-        };
-        bucket.take().await;
+        self.buckets.take(key, rate.share(self.share)).await;
     }
 
     async fn client(&self, target: &Target, group: &AwsSecurityGroup) -> Client {

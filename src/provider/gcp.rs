@@ -12,7 +12,7 @@
 //! Ownership: the rule's name is derived from the resource id and its description starts with
 //! the marker; a rule of that name without the marker is someone else's and is never changed.
 
-use super::quota::{Rate, TokenBucket};
+use super::quota::{Buckets, Rate};
 use super::{
     CheckOutcome, FirewallProvider, Listing, OWNERSHIP_MARKER, OwnedRule, ProviderError, RuleRef, RuleRequest, Target,
     fail_all, host_cidr, single_host,
@@ -27,7 +27,6 @@ use google_cloud_gax::error::rpc::{Code, StatusDetails};
 use google_cloud_lro::Poller;
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 
@@ -38,7 +37,8 @@ pub struct GcpFirewall {
     anonymous: bool,
     clients: Mutex<HashMap<Option<String>, Firewalls>>,
     writes: Rate,
-    buckets: std::sync::Mutex<HashMap<(Option<String>, String), Arc<TokenBucket>>>,
+    /// By endpoint and project.
+    buckets: Buckets<(Option<String>, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,18 +173,13 @@ impl GcpFirewall {
             anonymous,
             clients: Mutex::default(),
             writes: quota.writes.share(share),
-            buckets: std::sync::Mutex::default(),
+            buckets: Buckets::default(),
         }
     }
 
     /// Waits until a write to `config`'s project fits its quota.
     async fn pace_write(&self, config: &GcpFirewallConfig) {
-        let bucket = {
-            let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let key = (config.endpoint_url.clone(), config.project.clone());
-            buckets.entry(key).or_insert_with(|| Arc::new(TokenBucket::new(self.writes))).clone()
-        };
-        bucket.take().await;
+        self.buckets.take((config.endpoint_url.clone(), config.project.clone()), self.writes).await;
     }
 
     async fn client(&self, config: &GcpFirewallConfig) -> Result<Firewalls, ProviderError> {

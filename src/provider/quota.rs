@@ -2,7 +2,9 @@
 //! of meeting throttling errors (which are still retried, never a failure).
 
 pub use crate::config::Rate;
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -54,6 +56,29 @@ impl TokenBucket {
             tracing::debug!(wait_ms = wait.as_millis() as u64, "pacing a call to the provider's quota");
             tokio::time::sleep(wait).await;
         }
+    }
+}
+
+/// Token buckets by key (an account and API, a project), each made on first use.
+#[derive(Debug)]
+pub struct Buckets<K> {
+    buckets: Mutex<HashMap<K, Arc<TokenBucket>>>,
+}
+
+impl<K> Default for Buckets<K> {
+    fn default() -> Self {
+        Buckets { buckets: Mutex::default() }
+    }
+}
+
+impl<K: Eq + Hash> Buckets<K> {
+    /// Waits until a call may be made on `key`'s bucket, made with `rate` if it is new.
+    pub async fn take(&self, key: K, rate: Rate) {
+        let bucket = {
+            let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            buckets.entry(key).or_insert_with(|| Arc::new(TokenBucket::new(rate))).clone()
+        };
+        bucket.take().await;
     }
 }
 

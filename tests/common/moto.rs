@@ -101,10 +101,9 @@ async fn forward(
 /// calls are in flight), throttle the next calls, or enforce EC2's request buckets.
 pub struct Ec2Proxy {
     pub url: String,
-    relay: Relay,
+    relay: Arc<Relay>,
 }
 
-#[derive(Clone)]
 struct Relay {
     upstream_url: String,
     client: HttpClient,
@@ -178,7 +177,7 @@ impl Ec2Proxy {
     }
 
     async fn serve(endpoint: &str, delay: Duration, quota: Option<Arc<Quota>>) -> Ec2Proxy {
-        let relay = Relay {
+        let relay = Arc::new(Relay {
             upstream_url: endpoint.trim_end_matches('/').to_owned(),
             client: http_client(),
             delay,
@@ -188,7 +187,7 @@ impl Ec2Proxy {
             access_keys: Arc::default(),
             throttle_next: Arc::default(),
             quota,
-        };
+        });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let app = axum::Router::new().fallback(relay_call).with_state(relay.clone());
@@ -228,7 +227,7 @@ impl Ec2Proxy {
 }
 
 async fn relay_call(
-    axum::extract::State(relay): axum::extract::State<Relay>,
+    axum::extract::State(relay): axum::extract::State<Arc<Relay>>,
     request: axum::extract::Request,
 ) -> axum::response::Response {
     let (parts, body) = request.into_parts();
