@@ -614,7 +614,7 @@ async fn bench_quota(server: &Server, counter: &Arc<AtomicU32>, figures: &mut Fi
     figures.push(Figure {
         id: "P4-wall-moto",
         value: wall.as_secs_f64() / (bucket_time + moto_time).as_secs_f64(),
-        unit: "x(bucket+moto busy)",
+        unit: "x(bucket+moto)",
         at_least: false,
         target: 1.2,
     });
