@@ -363,17 +363,9 @@ mod aws {
         let mut f = Fixture::with_server(TestServer::start_with(&db, config).await).await;
         f.resource_on("bastion", resource_on_moto(&proxy.url, &group_id)).await;
         let key = f.user_key.clone();
-        let mut ids = Vec::new();
-        for n in 1..=10 {
-            let session = f.start(&key, Some(&format!("203.0.113.{n}")), None).await.unwrap();
-            f.watch_until(&key, &session.id, SessionStatus::Active).await;
-            ids.push(session.id);
-        }
+        let ids = f.start_one_by_one(&key, (1..=10).map(|n| format!("203.0.113.{n}"))).await;
         assert_eq!(rules_in(&endpoint, &group_id).len(), 10);
-        for id in &ids {
-            f.stop(&key, id).await;
-            f.watch_until(&key, id, SessionStatus::Cancelled).await;
-        }
+        f.stop_one_by_one(&key, &ids).await;
         assert_eq!(rules_in(&endpoint, &group_id), BTreeSet::new());
         assert_eq!(proxy.refused_by_quota(), 0, "calls refused for going too fast; calls made: {:?}", proxy.actions());
         f.server.stop().await;
@@ -606,16 +598,8 @@ mod gcp {
         let mut f = Fixture::with_server(common::TestServer::start_with(&db, config).await).await;
         let resource_id = f.resource_on("bastion", resource_on_fake(&fake.url)).await;
         let key = f.user_key.clone();
-        let mut ids = Vec::new();
-        for n in 1..=6 {
-            let session = f.start(&key, Some(&format!("203.0.113.{n}")), None).await.unwrap();
-            f.watch_until(&key, &session.id, SessionStatus::Active).await;
-            ids.push(session.id);
-        }
-        for id in &ids {
-            f.stop(&key, id).await;
-            f.watch_until(&key, id, SessionStatus::Cancelled).await;
-        }
+        let ids = f.start_one_by_one(&key, (1..=6).map(|n| format!("203.0.113.{n}"))).await;
+        f.stop_one_by_one(&key, &ids).await;
         assert_eq!(fake.rule(PROJECT, &rule_name(&resource_id, "v4")), None);
         assert_eq!(fake.refused_writes(), 0, "writes refused past the quota; calls: {:?}", fake.calls());
         f.server.stop().await;

@@ -328,12 +328,7 @@ async fn sessions_that_expire_together_are_removed_in_one_call_per_resource() {
         let resources =
             [f.resource("db", MemoryProvider::default()).await, f.resource("ssh", MemoryProvider::default()).await];
         let key = f.user_key.clone();
-        let mut ids = Vec::new();
-        for n in 1..=40 {
-            let session = f.start(&key, Some(&format!("198.51.100.{n}")), None).await.unwrap();
-            f.watch_until(&key, &session.id, SessionStatus::Active).await;
-            ids.push(session.id);
-        }
+        let ids = f.start_one_by_one(&key, (1..=40).map(|n| format!("198.51.100.{n}"))).await;
         let memory = f.server.services.engine.providers().memory().clone();
         let writes_before: Vec<u32> = resources.iter().map(|r| memory.writes(r)).collect();
         // Their hour is up for all of them at once.

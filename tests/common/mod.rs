@@ -486,6 +486,26 @@ impl Fixture {
         seen
     }
 
+    /// Starts a session on each IPv4 address, one after another, each ACTIVE before the next
+    /// starts; answers their ids.
+    pub async fn start_one_by_one(&mut self, key: &str, addresses: impl IntoIterator<Item = String>) -> Vec<String> {
+        let mut ids = Vec::new();
+        for address in addresses {
+            let session = self.start(key, Some(&address), None).await.unwrap();
+            self.watch_until(key, &session.id, SessionStatus::Active).await;
+            ids.push(session.id);
+        }
+        ids
+    }
+
+    /// Stops each session, one after another, each CANCELLED before the next stops.
+    pub async fn stop_one_by_one(&mut self, key: &str, ids: &[String]) {
+        for id in ids {
+            self.stop(key, id).await;
+            self.watch_until(key, id, SessionStatus::Cancelled).await;
+        }
+    }
+
     pub async fn stop(&mut self, key: &str, id: &str) -> Session {
         self.sessions
             .stop_session(with_key(StopSessionRequest { id: id.into() }, key))
