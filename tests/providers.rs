@@ -325,10 +325,12 @@ mod aws {
         let Some(endpoint) = moto() else { return };
         let group_id = new_group(&endpoint);
         let proxy = Ec2Proxy::start(&endpoint, std::time::Duration::ZERO).await;
-        proxy.throttle_next(5);
         let db = TestDb::sqlite();
         let mut f = Fixture::new(&db).await;
         f.resource_on("bastion", resource_on_moto(&proxy.url, &group_id)).await;
+        // More than the SDK's three attempts can absorb even if a reconcile pass's listing (three
+        // attempts at most) takes its share.
+        proxy.throttle_next(7);
         let key = f.user_key.clone();
         let session = f.start(&key, Some(V4), None).await.unwrap();
         let seen = f.watch_until(&key, &session.id, SessionStatus::Active).await;

@@ -49,12 +49,35 @@ impl TokenBucket {
         Duration::try_from_secs_f64(-refilled / self.rate.per_second).unwrap_or(Duration::MAX)
     }
 
-    /// Waits until a call may be made. Cancelled (the call's deadline), its token stays spent.
+    /// Waits until a call may be made. A wait cancelled (by the call's deadline) gives its token
+    /// back, so calls abandoned in a backlog do not slow the ones after them.
     pub async fn take(&self) {
         let wait = self.reserve();
-        if !wait.is_zero() {
-            tracing::debug!(wait_ms = wait.as_millis() as u64, "pacing a call to the provider's quota");
-            tokio::time::sleep(wait).await;
+        if wait.is_zero() {
+            return;
+        }
+        tracing::debug!(wait_ms = wait.as_millis() as u64, "pacing a call to the provider's quota");
+        let mut unused = Refund { bucket: self, armed: true };
+        tokio::time::sleep(wait).await;
+        unused.armed = false;
+    }
+
+    fn give_back(&self) {
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.0 = (state.0 + 1.0).min(f64::from(self.rate.burst));
+    }
+}
+
+/// Returns a reserved token when its wait is dropped before it ends.
+struct Refund<'a> {
+    bucket: &'a TokenBucket,
+    armed: bool,
+}
+
+impl Drop for Refund<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.bucket.give_back();
         }
     }
 }
@@ -100,6 +123,19 @@ mod tests {
         bucket.take().await;
         let paced = began.elapsed();
         assert!(paced >= Duration::from_millis(95), "{paced:?}");
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_wait_gives_its_token_back() {
+        let bucket = TokenBucket::new(Rate { burst: 1, per_second: 10.0 });
+        bucket.take().await;
+        // Would wait 100 ms; abandoned after 10.
+        assert!(tokio::time::timeout(Duration::from_millis(10), bucket.take()).await.is_err());
+        let began = Instant::now();
+        bucket.take().await;
+        let waited = began.elapsed();
+        // The abandoned reservation held 100–200 ms; returned, the next token is the one at 100 ms.
+        assert!(waited < Duration::from_millis(150), "{waited:?}");
     }
 
     #[test]
