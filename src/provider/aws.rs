@@ -267,9 +267,7 @@ impl AwsFirewall {
             "EC2 listed the rules of {group_id} in more than {MAX_PAGES} pages; a security group cannot hold that many"
         )))
     }
-}
 
-impl AwsFirewall {
     async fn apply_batch(
         &self,
         target: &Target,
