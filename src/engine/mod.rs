@@ -169,6 +169,8 @@ impl Engine {
     /// Runs the worker, the reconciler and the expiry scheduler, each on its own, until
     /// `stop` turns true; in-flight provider calls end by their deadline first.
     pub async fn run(&self, stop: watch::Receiver<bool>) {
+        // Lease holders in the database start with this id: it tells which replica holds what.
+        tracing::info!(owner = %self.inner.owner, "engine started");
         tokio::join!(
             worker::run(self.clone(), stop.clone()),
             reconcile::run(self.clone(), stop.clone()),

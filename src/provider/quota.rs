@@ -3,10 +3,39 @@
 
 pub use crate::config::Rate;
 use std::collections::HashMap;
+use std::future::Future;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
+
+tokio::task_local! {
+    static PACED: PacedTime;
+}
+
+/// How long the calls made inside [`PacedTime::count`] were told to wait for their tokens. A
+/// provider call's deadline leaves this out: the wait is our own pacing, not a slow provider.
+#[derive(Debug, Clone, Default)]
+pub struct PacedTime(Arc<AtomicU64>);
+
+impl PacedTime {
+    /// Runs `work`, adding to this every wait its calls reserve (counted when reserved, so a
+    /// wait still under way counts already).
+    pub async fn count<T>(&self, work: impl Future<Output = T>) -> T {
+        PACED.scope(self.clone(), work).await
+    }
+
+    pub fn total(&self) -> Duration {
+        Duration::from_nanos(self.0.load(Ordering::Relaxed))
+    }
+
+    fn add(&self, wait: Duration) {
+        let nanos = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
+        // fetch_update never fails with a closure that always answers Some.
+        let _ = self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |total| Some(total.saturating_add(nanos)));
+    }
+}
 
 impl Rate {
     /// `share` of this rate (what one of several replicas spends of one account's quota).
@@ -57,6 +86,8 @@ impl TokenBucket {
             return;
         }
         tracing::debug!(wait_ms = wait.as_millis() as u64, "pacing a call to the provider's quota");
+        // Outside a counted call (tests of the bucket alone) there is nothing to tell.
+        let _ = PACED.try_with(|paced| paced.add(wait));
         let mut unused = Refund { bucket: self, armed: true };
         tokio::time::sleep(wait).await;
         unused.armed = false;

@@ -37,8 +37,16 @@ pub fn ec2(endpoint: &str, args: &[&str]) -> Value {
 }
 
 pub fn new_group(endpoint: &str) -> String {
-    let name = format!("portcullis-{}", portcullis::domain::new_id());
-    ec2(endpoint, &["create-group", &name])["group_id"].as_str().unwrap().to_owned()
+    new_groups(endpoint, 1).remove(0)
+}
+
+/// `count` new security groups, made in one run of the boto3 client.
+pub fn new_groups(endpoint: &str, count: usize) -> Vec<String> {
+    let names: Vec<String> = (0..count).map(|_| format!("portcullis-{}", portcullis::domain::new_id())).collect();
+    let mut args = vec!["create-group"];
+    args.extend(names.iter().map(String::as_str));
+    let created = ec2(endpoint, &args);
+    created["group_ids"].as_array().unwrap().iter().map(|id| id.as_str().unwrap().to_owned()).collect()
 }
 
 /// The group's ingress rules as boto3 sees them: (cidr, description, resource tag).
@@ -111,6 +119,8 @@ struct Relay {
     actions: Arc<Mutex<BTreeMap<String, usize>>>,
     /// Mutating calls (every action but Describe*) by the security group they name.
     writes: Arc<Mutex<BTreeMap<String, usize>>>,
+    /// AuthorizeSecurityGroupIngress calls that reached EC2, by the (security group, CIDR) they open.
+    authorized: Arc<Mutex<BTreeMap<(String, String), usize>>>,
     /// Calls in moto's hands, since when, and how long it has had at least one, in all.
     upstream: Arc<Mutex<(usize, std::time::Instant, Duration)>>,
     access_keys: Arc<Mutex<BTreeSet<String>>>,
@@ -183,6 +193,7 @@ impl Ec2Proxy {
             delay,
             actions: Arc::default(),
             writes: Arc::default(),
+            authorized: Arc::default(),
             upstream: Arc::new(Mutex::new((0, std::time::Instant::now(), Duration::ZERO))),
             access_keys: Arc::default(),
             throttle_next: Arc::default(),
@@ -208,6 +219,11 @@ impl Ec2Proxy {
     /// How many mutating calls named each security group.
     pub fn writes_by_group(&self) -> BTreeMap<String, usize> {
         self.relay.writes.lock().unwrap().clone()
+    }
+
+    /// How many AuthorizeSecurityGroupIngress calls opened each (security group, CIDR).
+    pub fn authorized_by_address(&self) -> BTreeMap<(String, String), usize> {
+        self.relay.authorized.lock().unwrap().clone()
     }
 
     /// How long moto has had at least one call in hand.
@@ -236,11 +252,16 @@ async fn relay_call(
         record_signers(signed.as_bytes(), &relay.access_keys);
     }
     let action = form_value(&body, "Action");
+    let mut opens = Vec::new();
     if let Some(action) = &action {
         *relay.actions.lock().unwrap().entry(action.clone()).or_default() += 1;
         if !action.starts_with("Describe")
             && let Some(group) = form_value(&body, "GroupId")
         {
+            if action == "AuthorizeSecurityGroupIngress" {
+                let cidrs = form_values(&body, ".CidrIp").into_iter().chain(form_values(&body, ".CidrIpv6"));
+                opens.extend(cidrs.map(|cidr| (group.clone(), cidr)));
+            }
             *relay.writes.lock().unwrap().entry(group).or_default() += 1;
         }
     }
@@ -251,6 +272,11 @@ async fn relay_call(
         && !quota.admit(action)
     {
         return throttled();
+    }
+    // Only calls that reach EC2 can open anything: refused ones are not counted here.
+    {
+        let mut authorized = relay.authorized.lock().unwrap();
+        opens.into_iter().for_each(|open| *authorized.entry(open).or_default() += 1);
     }
     tokio::time::sleep(relay.delay).await;
     {
@@ -285,6 +311,16 @@ fn record_signers(bytes: &[u8], signers: &Mutex<BTreeSet<String>>) {
 fn form_value(body: &[u8], name: &str) -> Option<String> {
     let text = String::from_utf8_lossy(body);
     text.split('&').find_map(|part| part.trim().strip_prefix(name)?.strip_prefix('=')).map(str::to_owned)
+}
+
+/// Every value of the parameters whose name ends with `suffix` (`IpPermissions.1.IpRanges.2.CidrIp=…`), decoded.
+fn form_values(body: &[u8], suffix: &str) -> Vec<String> {
+    let text = String::from_utf8_lossy(body);
+    text.split('&')
+        .filter_map(|part| part.trim().split_once('='))
+        .filter(|(name, _)| name.ends_with(suffix))
+        .map(|(_, value)| value.replace("%2F", "/").replace("%3A", ":"))
+        .collect()
 }
 
 /// What [`FaultyEc2`] did to the calls through it.

@@ -1,7 +1,7 @@
 """An independent EC2 client for the tests (boto3, talking to moto): creates security groups,
 plants rules as someone else would, and reports what a group really holds.
 
-Usage: ec2.py ENDPOINT REGION create-group NAME
+Usage: ec2.py ENDPOINT REGION create-group NAME...   (prints the new groups' ids in order)
        ec2.py ENDPOINT REGION rules GROUP_ID
        ec2.py ENDPOINT REGION plant GROUP_ID CIDR DESCRIPTION [TAG_KEY=VALUE]
        ec2.py ENDPOINT REGION start-recording
@@ -28,9 +28,8 @@ def main() -> None:
         aws_secret_access_key="testing",
     )
     if command == "create-group":
-        (name,) = args
-        group = ec2.create_security_group(GroupName=name, Description="portcullis test group")
-        print(json.dumps({"group_id": group["GroupId"]}))
+        ids = [ec2.create_security_group(GroupName=name, Description="portcullis test group")["GroupId"] for name in args]
+        print(json.dumps({"group_ids": ids}))
     elif command == "rules":
         (group_id,) = args
         pages = ec2.get_paginator("describe_security_group_rules").paginate(
