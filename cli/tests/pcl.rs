@@ -639,7 +639,8 @@ async fn session_run_opens_a_security_group_on_moto_for_the_command_only() {
         assert!(output.status.success(), "ec2.py {args:?}: {}", String::from_utf8_lossy(&output.stderr));
         serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
     };
-    let group = ec2(&["create-group", &format!("pcl-{}", std::process::id())])["group_id"].as_str().unwrap().to_owned();
+    let group =
+        ec2(&["create-group", &format!("pcl-{}", std::process::id())])["group_ids"][0].as_str().unwrap().to_owned();
     let server = Server::start_with(&[("PORTCULLIS_PROVIDERS__ALLOWED_ENDPOINTS", "[\"http://127.0.0.1:*\"]")]).await;
     let security_group = AwsSecurityGroup {
         region: "us-east-1".into(),
