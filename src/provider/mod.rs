@@ -191,17 +191,19 @@ impl Bounded {
         let call = paced.count(call);
         tokio::pin!(call);
         let began = tokio::time::Instant::now();
-        loop {
-            let end = began + self.deadline + paced.total();
+        // Moves on with every wait counted; None (past any instant) only for an endless wait.
+        let end = || began.checked_add(self.deadline.saturating_add(paced.total()));
+        while let Some(until) = end() {
             tokio::select! {
                 answer = &mut call => return Some(answer),
-                () = tokio::time::sleep_until(end) => {
-                    if began + self.deadline + paced.total() <= tokio::time::Instant::now() {
+                () = tokio::time::sleep_until(until) => {
+                    if end() == Some(until) {
                         return None;
                     }
                 }
             }
         }
+        Some(call.await)
     }
 }
 
