@@ -23,6 +23,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc);
     tonic_prost_build::configure()
+        // Written by hand (src/pb.rs), so one encoding of a session state serves every watcher.
+        .extern_path(".portcullis.v1.WatchSessionResponse", "crate::pb::WatchSessionResponse")
         .file_descriptor_set_path(out_dir.join("portcullis_descriptor.bin"))
         .compile_with_config(config, PROTOS, &["proto"])?;
     Ok(())

@@ -87,7 +87,8 @@ pub struct EngineSettings {
     /// Seconds any one provider call may take before it is abandoned and retried; with the
     /// renewal interval it must stay below `lease_secs`.
     pub provider_timeout_secs: u64,
-    /// Most resources worked on at once; each works independently of the others.
+    /// Most resources worked on at once; each works independently of the others. A resource
+    /// whose provider quota is spent takes no slot until its calls' tokens are near.
     pub max_concurrent_resources: usize,
     /// Most rules of one resource claimed at once.
     pub batch: u64,

@@ -607,6 +607,48 @@ mod gcp {
         f.server.stop().await;
     }
 
+    /// A project whose write quota is spent holds none of the worker's slots: a session on a
+    /// memory resource, started while three GCP firewalls wait for their writes behind a single
+    /// slot, is ACTIVE while the GCP session still waits.
+    #[tokio::test]
+    async fn a_firewall_waiting_for_its_quota_holds_up_no_other() {
+        let fake = FakeCompute::start().await;
+        let mut config = common::test_config();
+        // One write every 4 s after the first, and one worker slot.
+        config.providers.gcp_quota.writes = portcullis::config::Rate { burst: 1, per_second: 0.25 };
+        config.engine.max_concurrent_resources = 1;
+        let db = TestDb::sqlite();
+        let mut f = Fixture::with_server(common::TestServer::start_with(&db, config).await).await;
+        for name in ["bastion-1", "bastion-2", "bastion-3"] {
+            f.resource_on(name, resource_on_fake(&fake.url)).await;
+        }
+        let key = f.user_key.clone();
+        let waiting = f.start(&key, Some("203.0.113.7"), None).await.unwrap();
+
+        let server = &f.server;
+        let other = server.insert_user(&server.organization_id, "other@example.com", "USER").await;
+        let other_key = server.insert_api_key(&other, portcullis::domain::Permission::ALL, None).await;
+        let request = pb::CreateResourceRequest {
+            resource: Some(pb::Resource {
+                name: "db".into(),
+                provider: Some(pb::resource::Provider::Memory(Default::default())),
+                ..Default::default()
+            }),
+        };
+        let admin_key = server.admin_key.clone();
+        let created = f.resources.create_resource(common::with_key(request, &admin_key)).await.unwrap();
+        f.assign(&created.into_inner().resource.unwrap().id, &other).await;
+        let memory = f.start(&other_key, Some("198.51.100.9"), None).await.unwrap();
+        f.watch_until(&other_key, &memory.id, SessionStatus::Active).await;
+
+        let request = common::with_key(pb::GetSessionRequest { id: waiting.id.clone() }, &key);
+        let gcp = f.sessions.get_session(request).await.unwrap().into_inner().session.unwrap();
+        let applied = gcp.resource_ips.iter().filter(|rule| rule.status() == pb::ResourceIpStatus::Applied).count();
+        assert!(applied < 3, "the memory session waited for every GCP write: {gcp:#?}");
+        f.watch_until(&key, &waiting.id, SessionStatus::Active).await;
+        f.server.stop().await;
+    }
+
     /// Fifty sessions started and stopped at once against one resource, with the API throttling
     /// some calls: the rule always holds exactly the live addresses (no lost update).
     #[tokio::test]

@@ -8,10 +8,19 @@
 
 use crate::store::queries::sessions::SessionRecord;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::watch;
 
-type Slot = watch::Sender<Option<Arc<SessionRecord>>>;
+/// One state of a session as its watchers get it.
+#[derive(Debug)]
+pub struct Published {
+    pub record: Arc<SessionRecord>,
+    /// The state's wire message, made by the first watcher that sends it and sent as the same
+    /// bytes by every other (encoded once, however many watch).
+    pub encoded: OnceLock<bytes::Bytes>,
+}
+
+type Slot = watch::Sender<Option<Arc<Published>>>;
 
 #[derive(Clone, Default)]
 pub struct Hub {
@@ -28,9 +37,9 @@ impl Hub {
         let channels = self.lock();
         if let Some(slot) = channels.get(&record.session.id) {
             slot.send_if_modified(|current| {
-                let newer = current.as_ref().is_none_or(|c| c.session.revision < record.session.revision);
+                let newer = current.as_ref().is_none_or(|c| c.record.session.revision < record.session.revision);
                 if newer {
-                    *current = Some(record.clone());
+                    *current = Some(Arc::new(Published { record: record.clone(), encoded: OnceLock::new() }));
                 }
                 newer
             });
@@ -53,7 +62,7 @@ impl Hub {
     pub fn lags_behind(&self, session_id: &str, revision: i64) -> bool {
         self.lock()
             .get(session_id)
-            .is_some_and(|slot| slot.borrow().as_ref().is_none_or(|current| current.session.revision < revision))
+            .is_some_and(|slot| slot.borrow().as_ref().is_none_or(|current| current.record.session.revision < revision))
     }
 
     /// The sessions that have watchers.
@@ -69,14 +78,14 @@ impl Hub {
 
 /// One watcher's view of a session; the channel is dropped with its last watcher.
 pub struct Subscription {
-    receiver: watch::Receiver<Option<Arc<SessionRecord>>>,
+    receiver: watch::Receiver<Option<Arc<Published>>>,
     hub: Hub,
     session_id: String,
 }
 
 impl Subscription {
     /// Waits for a state newer than the last one seen; `None` if the hub is gone.
-    pub async fn next(&mut self) -> Option<Arc<SessionRecord>> {
+    pub async fn next(&mut self) -> Option<Arc<Published>> {
         loop {
             self.receiver.changed().await.ok()?;
             if let Some(record) = self.receiver.borrow_and_update().clone() {
@@ -115,9 +124,20 @@ mod tests {
             hub.publish(record("s", revision));
         }
         hub.publish(record("s", 7)); // a late publisher with an old state
-        assert_eq!(slow.next().await.map(|r| r.session.revision), Some(1000));
+        assert_eq!(slow.next().await.map(|p| p.record.session.revision), Some(1000));
         hub.publish(record("s", 1001));
-        assert_eq!(slow.next().await.map(|r| r.session.revision), Some(1001));
+        assert_eq!(slow.next().await.map(|p| p.record.session.revision), Some(1001));
+    }
+
+    #[tokio::test]
+    async fn every_watcher_of_a_state_gets_the_same_one_to_encode_once() {
+        let hub = Hub::default();
+        let (mut first, mut second) = (hub.subscribe("s"), hub.subscribe("s"));
+        hub.publish(record("s", 1));
+        let (a, b) = (first.next().await.expect("state"), second.next().await.expect("state"));
+        assert!(Arc::ptr_eq(&a, &b), "one published state, shared");
+        a.encoded.get_or_init(|| bytes::Bytes::from_static(b"encoded"));
+        assert_eq!(b.encoded.get().map(|bytes| &bytes[..]), Some(&b"encoded"[..]));
     }
 
     #[tokio::test]

@@ -2,11 +2,13 @@
 
 use super::Engine;
 use super::lease::ResourceLease;
+use crate::domain::ProviderConfig;
 use crate::domain::{Actor, ResourceIpStatus, now};
-use crate::provider::{FirewallProvider, Owner, ProviderError, RuleRef, RuleRequest, Target, is_unmanaged};
+use crate::provider::quota::Prepaid;
+use crate::provider::{FirewallProvider, Owner, Pass, ProviderError, RuleRef, RuleRequest, Target, is_unmanaged};
 use crate::store::audit::AuditRecord;
 use crate::store::entity::resource_ip;
-use crate::store::queries::sessions;
+use crate::store::queries::{resources, sessions};
 use crate::store::{self, StoreResult};
 use chrono::TimeDelta;
 use rand::Rng;
@@ -18,6 +20,15 @@ use tokio::sync::watch;
 use tokio::task::{JoinError, JoinSet};
 
 const LONGEST_IDLE: Duration = Duration::from_secs(1);
+const MIN_IDLE: Duration = Duration::from_millis(5);
+
+/// How soon a pass's quota must come for the pass to start: a resource whose calls would wait
+/// longer takes no worker slot, lease or claim yet (see [`admit`]).
+const ADMIT_AHEAD: Duration = Duration::from_millis(250);
+
+/// How many due resources are looked at for each free slot: those behind a spent quota are
+/// passed over for those behind another.
+const CANDIDATES_PER_SLOT: usize = 4;
 
 /// Finds resources with due rules and works each in a task of its own (at most
 /// `max_concurrent_resources` at once), so a slow firewall only holds up its own rules.
@@ -33,12 +44,15 @@ pub(super) async fn run(engine: Engine, mut stop: watch::Receiver<bool>) {
             break;
         }
         let room = inner.config.max_concurrent_resources.saturating_sub(tasks.len());
+        // When a resource passed over for its quota would be admitted.
+        let mut quota_in = None;
         if room > 0 {
             let working: Vec<&str> = busy.values().map(String::as_str).collect();
-            match sessions::due_resources(&inner.reader, now(), &working, room as u64).await {
-                Ok(due) => {
-                    for resource_id in due {
-                        let task = tasks.spawn(work_resource(engine.clone(), resource_id.clone()));
+            match admit(&engine, &working, room).await {
+                Ok((admitted, soonest)) => {
+                    quota_in = soonest;
+                    for (resource_id, prepaid) in admitted {
+                        let task = tasks.spawn(prepaid.spend_in(work_resource(engine.clone(), resource_id.clone())));
                         busy.insert(task.id(), resource_id);
                     }
                 }
@@ -46,15 +60,14 @@ pub(super) async fn run(engine: Engine, mut stop: watch::Receiver<bool>) {
             }
         }
         let idle = match sessions::next_due(&inner.reader, now()).await {
-            Ok(Some(at)) => {
-                (at - now()).to_std().unwrap_or(Duration::ZERO).clamp(Duration::from_millis(5), LONGEST_IDLE)
-            }
+            Ok(Some(at)) => (at - now()).to_std().unwrap_or(Duration::ZERO).clamp(MIN_IDLE, LONGEST_IDLE),
             Ok(None) => LONGEST_IDLE,
             Err(err) => {
                 tracing::warn!(error = %err, "reading next due rule failed");
                 LONGEST_IDLE
             }
         };
+        let idle = quota_in.map_or(idle, |quota_in| idle.min(quota_in.max(MIN_IDLE)));
         tokio::select! {
             Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => finished(&mut busy, done),
             _ = tokio::time::sleep(idle) => {}
@@ -73,6 +86,48 @@ pub(super) async fn run(engine: Engine, mut stop: watch::Receiver<bool>) {
         tracing::warn!(resources = tasks.len(), "resource work still running at shutdown; left for the next start");
         tasks.abort_all();
     }
+}
+
+/// Up to `room` due resources, longest waiting first, whose pass's provider quota comes within
+/// [`ADMIT_AHEAD`], each with the tickets reserved for its calls; and how soon the first of
+/// those passed over would be admitted. Waiting for tokens in a slot would let one account's
+/// backlog hold every slot (other firewalls wait behind it), claim rules long before their call
+/// (those arriving meanwhile need a call of their own) and fix the order early (a dead
+/// replica's rules, due longest, would queue behind everything claimed since).
+async fn admit(
+    engine: &Engine,
+    working: &[&str],
+    room: usize,
+) -> StoreResult<(Vec<(String, Prepaid)>, Option<Duration>)> {
+    let inner = &engine.inner;
+    let look_at = u64::try_from(room.saturating_mul(CANDIDATES_PER_SLOT)).unwrap_or(u64::MAX);
+    let due = sessions::due_resources(&inner.reader, now(), working, look_at).await?;
+    if due.is_empty() {
+        return Ok((Vec::new(), None));
+    }
+    let ids: Vec<&str> = due.iter().map(|resource| resource.resource_id.as_str()).collect();
+    let configs: HashMap<String, ProviderConfig> = resources::by_ids(&inner.reader, &ids)
+        .await?
+        .iter()
+        .filter_map(|resource| Some((resource.id.clone(), resources::provider_config(resource).ok()?)))
+        .collect();
+    let (mut admitted, mut soonest) = (Vec::new(), None::<Duration>);
+    for resource in due {
+        if admitted.len() == room {
+            break;
+        }
+        let pass = Pass { removes: resource.removes, applies: resource.applies };
+        // A deleted or unreadable resource goes ahead: its pass records why it cannot call.
+        let tickets = match configs.get(&resource.resource_id) {
+            Some(config) => engine.providers().admit(config, pass, ADMIT_AHEAD),
+            None => Ok(Vec::new()),
+        };
+        match tickets {
+            Ok(tickets) => admitted.push((resource.resource_id, Prepaid::new(tickets))),
+            Err(wait) => soonest = Some(soonest.map_or(wait, |soonest| soonest.min(wait))),
+        }
+    }
+    Ok((admitted, soonest))
 }
 
 /// Beyond the provider deadline, what a resource task may need to record its outcome.

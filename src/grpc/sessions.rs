@@ -5,7 +5,7 @@ use crate::engine::Subscription;
 use crate::pb::v1::session_service_server::SessionService;
 use crate::pb::v1::*;
 use crate::service::{SessionManager, StartRequest};
-use crate::store::queries::sessions::SessionFilter;
+use crate::store::queries::sessions::{SessionFilter, SessionRecord};
 use ipnet::IpNet;
 use std::pin::Pin;
 use tokio_stream::Stream;
@@ -193,43 +193,51 @@ async fn next_beat(heartbeat: &mut Option<Heartbeat>) {
 
 /// The next message of a watch stream: the current state first, then every newer revision,
 /// ending after a terminal state (or with UNAVAILABLE when the server shuts down, and
-/// UNAUTHENTICATED or PERMISSION_DENIED once the credential no longer holds).
+/// UNAUTHENTICATED or PERMISSION_DENIED once the credential no longer holds). A published state
+/// is encoded by the first of its watchers to send it; the others send the same bytes.
 async fn next_message(mut state: WatchState) -> Option<(Result<WatchSessionResponse, Status>, WatchState)> {
     if state.finished {
         return None;
     }
-    let session = match state.first.take() {
-        Some(first) => first,
-        None => loop {
-            let record = tokio::select! {
-                record = state.subscription.next() => record?,
-                _ = crate::engine::stopping(&mut state.shutdown) => {
-                    state.finished = true;
-                    return Some((Err(Status::unavailable("the server is shutting down; watch again")), state));
-                }
-                () = next_beat(&mut state.heartbeat) => {
-                    if let Some(heartbeat) = &state.heartbeat {
-                        heartbeat.beat().await;
-                    }
-                    continue;
-                }
-                _ = state.rechecks.tick() => {
-                    if let Some(recheck) = &state.recheck
-                        && let Err(status) = recheck.check().await
-                    {
-                        state.finished = true;
-                        return Some((Err(status), state));
-                    }
-                    continue;
-                }
-            };
-            let session = session_to_pb(&record);
-            if session.revision > state.last_revision {
-                break session;
+    if let Some(first) = state.first.take() {
+        state.last_revision = first.revision;
+        state.finished = is_terminal(&first);
+        return Some((Ok(WatchSessionResponse::new(first)), state));
+    }
+    let published = loop {
+        let published = tokio::select! {
+            published = state.subscription.next() => published?,
+            _ = crate::engine::stopping(&mut state.shutdown) => {
+                state.finished = true;
+                return Some((Err(Status::unavailable("the server is shutting down; watch again")), state));
             }
-        },
+            () = next_beat(&mut state.heartbeat) => {
+                if let Some(heartbeat) = &state.heartbeat {
+                    heartbeat.beat().await;
+                }
+                continue;
+            }
+            _ = state.rechecks.tick() => {
+                if let Some(recheck) = &state.recheck
+                    && let Err(status) = recheck.check().await
+                {
+                    state.finished = true;
+                    return Some((Err(status), state));
+                }
+                continue;
+            }
+        };
+        if revision_of(&published.record) > state.last_revision {
+            break published;
+        }
     };
-    state.last_revision = session.revision;
-    state.finished = is_terminal(&session);
-    Some((Ok(WatchSessionResponse { session: Some(session) }), state))
+    state.last_revision = revision_of(&published.record);
+    state.finished = published.record.session.status.parse().is_ok_and(SessionStatus::is_terminal);
+    let encoded = published.encoded.get_or_init(|| WatchSessionResponse::encode(&session_to_pb(&published.record)));
+    Some((Ok(WatchSessionResponse::pre_encoded(encoded.clone())), state))
+}
+
+/// A stored state's revision as the API shows it.
+fn revision_of(record: &SessionRecord) -> u64 {
+    u64::try_from(record.session.revision).unwrap_or_default()
 }

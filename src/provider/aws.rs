@@ -7,10 +7,10 @@
 //! each other's rules for orphans. Tags are set per call, and a call carries many sessions, so the
 //! session and expiry live in the per-rule description rather than in tags.
 
-use super::quota::Buckets;
+use super::quota::{Buckets, Rate, Ticket};
 use super::{
-    CheckOutcome, FirewallProvider, Listing, OwnedRule, Owner, ProviderError, RuleRef, RuleRequest, Target, fail_all,
-    host_cidr, is_owned_description, single_host, unmanaged_rule_id,
+    CheckOutcome, FirewallProvider, Listing, OwnedRule, Owner, Pass, ProviderError, RuleRef, RuleRequest, Target,
+    fail_all, host_cidr, is_owned_description, single_host, unmanaged_rule_id,
 };
 use crate::config::AwsQuota;
 use crate::domain::{AwsSecurityGroup, ProviderConfig};
@@ -86,8 +86,8 @@ impl AwsFirewall {
         AwsFirewall { clients: Mutex::default(), buckets: Buckets::default(), quota: quota.clone(), share }
     }
 
-    /// Waits until a call of `api` for `group` fits its account's bucket.
-    async fn pace(&self, group: &AwsSecurityGroup, api: Api) {
+    /// The bucket a call of `api` for `group` is paced on, and its rate.
+    fn bucket_of(&self, group: &AwsSecurityGroup, api: Api) -> (BucketKey, Rate) {
         let key = BucketKey {
             region: group.region.clone(),
             endpoint_url: group.endpoint_url.clone(),
@@ -99,7 +99,26 @@ impl AwsFirewall {
             Api::DescribeSecurityGroupRules | Api::DescribeSecurityGroups => self.quota.describe,
             Api::AuthorizeSecurityGroupIngress | Api::RevokeSecurityGroupIngress => self.quota.mutating,
         };
-        self.buckets.take(key, rate.share(self.share)).await;
+        (key, rate.share(self.share))
+    }
+
+    /// Waits until a call of `api` for `group` fits its account's bucket.
+    async fn pace(&self, group: &AwsSecurityGroup, api: Api) {
+        let (key, rate) = self.bucket_of(group, api);
+        self.buckets.take(key, rate).await;
+    }
+
+    /// Tickets for the calls of `pass` over `group` (a listing, then the write, for each of
+    /// removing and applying) if their tokens all come within `ahead`.
+    pub fn admit(&self, group: &AwsSecurityGroup, pass: Pass, ahead: Duration) -> Result<Vec<Ticket>, Duration> {
+        let removing = [Api::DescribeSecurityGroupRules, Api::RevokeSecurityGroupIngress];
+        let applying = [Api::DescribeSecurityGroupRules, Api::AuthorizeSecurityGroupIngress];
+        let apis = pass.removes.then_some(removing).into_iter().chain(pass.applies.then_some(applying)).flatten();
+        apis.map(|api| {
+            let (key, rate) = self.bucket_of(group, api);
+            self.buckets.admit(key, rate, ahead)
+        })
+        .collect()
     }
 
     async fn client(&self, target: &Target, group: &AwsSecurityGroup) -> Client {

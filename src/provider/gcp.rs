@@ -12,10 +12,10 @@
 //! Ownership: the rule's name is derived from the resource id and its description starts with
 //! the marker; a rule of that name without the marker is someone else's and is never changed.
 
-use super::quota::{Buckets, Rate};
+use super::quota::{Buckets, Rate, Ticket};
 use super::{
-    CheckOutcome, FirewallProvider, Listing, OWNERSHIP_MARKER, OwnedRule, ProviderError, RuleRef, RuleRequest, Target,
-    fail_all, host_cidr, single_host,
+    CheckOutcome, FirewallProvider, Listing, OWNERSHIP_MARKER, OwnedRule, Pass, ProviderError, RuleRef, RuleRequest,
+    Target, fail_all, host_cidr, single_host,
 };
 use crate::config::GcpQuota;
 use crate::domain::{GcpFirewall as GcpFirewallConfig, ProviderConfig};
@@ -180,6 +180,15 @@ impl GcpFirewall {
     /// Waits until a write to `config`'s project fits its quota.
     async fn pace_write(&self, config: &GcpFirewallConfig) {
         self.buckets.take((config.endpoint_url.clone(), config.project.clone()), self.writes).await;
+    }
+
+    /// Tickets for the writes of `pass` over `config`'s rule (one for removing, one for
+    /// applying) if they all come within `ahead`.
+    pub fn admit(&self, config: &GcpFirewallConfig, pass: Pass, ahead: Duration) -> Result<Vec<Ticket>, Duration> {
+        let writes = usize::from(pass.removes) + usize::from(pass.applies);
+        (0..writes)
+            .map(|_| self.buckets.admit((config.endpoint_url.clone(), config.project.clone()), self.writes, ahead))
+            .collect()
     }
 
     async fn client(&self, config: &GcpFirewallConfig) -> Result<Firewalls, ProviderError> {

@@ -135,6 +135,14 @@ pub enum ProviderError {
     Forbidden(String),
 }
 
+/// What one pass of the rule worker over a resource will do, so its calls' quota can be
+/// reserved before it starts (see [`Providers::admit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pass {
+    pub removes: bool,
+    pub applies: bool,
+}
+
 /// What CheckResource found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckOutcome {
@@ -268,6 +276,22 @@ impl Providers {
                 format!("endpoint {url} is not among the operator's allowed endpoints (providers.allowed_endpoints)"),
             )),
             _ => scopes.refusal(config),
+        }
+    }
+
+    /// Reserves the quota a pass over a resource configured as `config` needs, if it comes
+    /// within `ahead`: the pass runs its calls with these tickets ([`quota::Prepaid`]). Otherwise
+    /// answers how long until it would, so the worker spends no slot, lease or claim on a
+    /// resource that would only wait, and takes work up in due order as tokens come.
+    pub fn admit(&self, config: &ProviderConfig, pass: Pass, ahead: Duration) -> Result<Vec<quota::Ticket>, Duration> {
+        #[cfg(not(any(feature = "aws", feature = "gcp")))]
+        let _ = (pass, ahead);
+        match config {
+            #[cfg(feature = "aws")]
+            ProviderConfig::AwsSecurityGroup(group) => self.aws.admit(group, pass, ahead),
+            #[cfg(feature = "gcp")]
+            ProviderConfig::GcpFirewall(firewall) => self.gcp.admit(firewall, pass, ahead),
+            _ => Ok(Vec::new()),
         }
     }
 

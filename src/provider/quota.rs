@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 tokio::task_local! {
     static PACED: PacedTime;
+    static PREPAID: Prepaid;
 }
 
 /// How long the calls made inside [`PacedTime::count`] were told to wait for their tokens. A
@@ -62,25 +63,41 @@ impl TokenBucket {
 
     /// How long a call taken now must wait for its token (zero when one is there).
     fn reserve(&self) -> Duration {
+        self.reserve_within(Duration::MAX).unwrap_or(Duration::MAX)
+    }
+
+    /// Reserves the next token if it comes within `ahead`, answering the wait for it; otherwise
+    /// reserves nothing and answers how long until it would come within `ahead`.
+    fn reserve_within(&self, ahead: Duration) -> Result<Duration, Duration> {
         let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (tokens, since) = *state;
         let now = Instant::now();
         let refilled = (tokens + now.duration_since(since).as_secs_f64() * self.rate.per_second)
             .min(f64::from(self.rate.burst))
             - 1.0;
+        let wait = if refilled >= 0.0 {
+            Duration::ZERO
+        } else if self.rate.per_second <= 0.0 {
+            Duration::MAX
+        } else {
+            Duration::try_from_secs_f64(-refilled / self.rate.per_second).unwrap_or(Duration::MAX)
+        };
+        if wait > ahead {
+            *state = (refilled + 1.0, now);
+            return Err(wait - ahead);
+        }
         *state = (refilled, now);
-        if refilled >= 0.0 {
-            return Duration::ZERO;
-        }
-        if self.rate.per_second <= 0.0 {
-            return Duration::MAX;
-        }
-        Duration::try_from_secs_f64(-refilled / self.rate.per_second).unwrap_or(Duration::MAX)
+        Ok(wait)
     }
 
     /// Waits until a call may be made. A wait cancelled (by the call's deadline) gives its token
-    /// back, so calls abandoned in a backlog do not slow the ones after them.
+    /// back, so calls abandoned in a backlog do not slow the ones after them. A call made under
+    /// a [`Prepaid`] ticket of this bucket gives the ticket back as it takes its token: the
+    /// ticket kept the call's place while the work got ready, and the token is taken when the
+    /// call goes, so however long getting ready took, calls reach the provider no closer
+    /// together than the bucket allows.
     pub async fn take(&self) {
+        let _ = PREPAID.try_with(|prepaid| prepaid.give_back(self));
         let wait = self.reserve();
         if wait.is_zero() {
             return;
@@ -113,6 +130,42 @@ impl Drop for Refund<'_> {
     }
 }
 
+/// A token reserved for a piece of work before it starts, given back when its call takes its
+/// own token (or when the work ends without one).
+#[derive(Debug)]
+pub struct Ticket {
+    bucket: Arc<TokenBucket>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.bucket.give_back();
+    }
+}
+
+/// The tickets a piece of work reserved before it started (see [`Buckets::admit`]).
+#[derive(Debug, Default)]
+pub struct Prepaid(Mutex<Vec<Ticket>>);
+
+impl Prepaid {
+    pub fn new(tickets: Vec<Ticket>) -> Prepaid {
+        Prepaid(Mutex::new(tickets))
+    }
+
+    /// Runs `work` with these tickets; those its calls leave are given back at its end.
+    pub async fn spend_in<T>(self, work: impl Future<Output = T>) -> T {
+        PREPAID.scope(self, work).await
+    }
+
+    /// Gives back a ticket of `bucket`, if there is one.
+    fn give_back(&self, bucket: &TokenBucket) {
+        let mut tickets = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(index) = tickets.iter().position(|ticket| std::ptr::eq(Arc::as_ptr(&ticket.bucket), bucket)) {
+            drop(tickets.swap_remove(index));
+        }
+    }
+}
+
 /// Token buckets by key (an account and API, a project), each made on first use.
 #[derive(Debug)]
 pub struct Buckets<K> {
@@ -126,13 +179,22 @@ impl<K> Default for Buckets<K> {
 }
 
 impl<K: Eq + Hash> Buckets<K> {
+    fn bucket(&self, key: K, rate: Rate) -> Arc<TokenBucket> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        buckets.entry(key).or_insert_with(|| Arc::new(TokenBucket::new(rate))).clone()
+    }
+
     /// Waits until a call may be made on `key`'s bucket, made with `rate` if it is new.
     pub async fn take(&self, key: K, rate: Rate) {
-        let bucket = {
-            let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            buckets.entry(key).or_insert_with(|| Arc::new(TokenBucket::new(rate))).clone()
-        };
-        bucket.take().await;
+        self.bucket(key, rate).take().await;
+    }
+
+    /// A ticket for a call on `key`'s bucket if its token comes within `ahead`; otherwise how
+    /// long until it would (and nothing is reserved).
+    pub fn admit(&self, key: K, rate: Rate, ahead: Duration) -> Result<Ticket, Duration> {
+        let bucket = self.bucket(key, rate);
+        bucket.reserve_within(ahead)?;
+        Ok(Ticket { bucket })
     }
 }
 
@@ -167,6 +229,25 @@ mod tests {
         let waited = began.elapsed();
         // The abandoned reservation held 100–200 ms; returned, the next token is the one at 100 ms.
         assert!(waited < Duration::from_millis(150), "{waited:?}");
+    }
+
+    #[tokio::test]
+    async fn admission_reserves_only_what_comes_soon_and_a_call_takes_its_place() {
+        let buckets = Buckets::default();
+        let rate = Rate { burst: 1, per_second: 5.0 };
+        let ahead = Duration::from_millis(250);
+        let ticket = buckets.admit("k", rate, ahead).expect("the burst's token is there");
+        // A call under the ticket takes the ticket's token, not the one after it (200 ms on).
+        let began = Instant::now();
+        Prepaid::new(vec![ticket]).spend_in(buckets.take("k", rate)).await;
+        assert!(began.elapsed() < Duration::from_millis(50), "{:?}", began.elapsed());
+        // The next token comes in 200 ms: within 250 ms, so admitted; the one after, in 400 ms, not.
+        let next = buckets.admit("k", rate, ahead).expect("within ahead");
+        let refused = buckets.admit("k", rate, ahead).expect_err("beyond ahead");
+        assert!(refused > Duration::from_millis(100) && refused <= Duration::from_millis(150), "{refused:?}");
+        // Work that ends without calling gives its ticket back: that token is free again.
+        drop(Prepaid::new(vec![next]));
+        assert!(buckets.admit("k", rate, ahead).is_ok(), "an unspent ticket's token returns");
     }
 
     #[test]

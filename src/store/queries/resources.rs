@@ -101,6 +101,11 @@ pub async fn get_by_id(db: &impl ConnectionTrait, id: &str) -> StoreResult<Model
     found(Entity::find_by_id(id).one(db).await?)
 }
 
+/// The resources of `ids` that exist, whatever their organization: for the engine only.
+pub async fn by_ids(db: &impl ConnectionTrait, ids: &[&str]) -> StoreResult<Vec<Model>> {
+    Ok(Entity::find().filter(Column::Id.is_in(ids.iter().copied())).all(db).await?)
+}
+
 /// Every resource assigned to `user_id`.
 pub async fn assigned_to(db: &impl ConnectionTrait, user_id: &str) -> StoreResult<Vec<Model>> {
     Ok(Entity::find().filter(Column::Id.in_subquery(assigned_ids(user_id))).all(db).await?)

@@ -471,6 +471,16 @@ fn rule_lease_free(now: DateTime<Utc>) -> sea_orm::sea_query::SimpleExpr {
     resource_ip::Column::LeaseExpiresAt.is_null().or(resource_ip::Column::LeaseExpiresAt.lt(now))
 }
 
+/// A resource with due, unclaimed rules, and which kinds of work they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueResource {
+    pub resource_id: String,
+    /// Some are to be removed.
+    pub removes: bool,
+    /// Some are to be applied.
+    pub applies: bool,
+}
+
 /// Up to `limit` resources with due, unclaimed rules, longest waiting first, leaving out those
 /// in `busy` (worked on by this process) and those whose lease another worker holds.
 pub async fn due_resources(
@@ -478,15 +488,21 @@ pub async fn due_resources(
     now: DateTime<Utc>,
     busy: &[&str],
     limit: u64,
-) -> StoreResult<Vec<String>> {
+) -> StoreResult<Vec<DueResource>> {
     let leased = Query::select()
         .column(resource_lease::Column::ResourceId)
         .from(resource_lease::Entity)
         .and_where(resource_lease::Column::ExpiresAt.gte(now))
         .to_owned();
+    let any_with = |status: ResourceIpStatus| {
+        Expr::expr(Expr::case(resource_ip::Column::Status.eq(status.as_str()), Expr::val(1)).finally(Expr::val(0)))
+            .max()
+    };
     let rows = resource_ip::Entity::find()
         .select_only()
         .column(resource_ip::Column::ResourceId)
+        .column_as(any_with(ResourceIpStatus::Removing), "removes")
+        .column_as(any_with(ResourceIpStatus::Pending), "applies")
         .filter(resource_ip::Column::Status.is_in(unsettled()))
         .filter(resource_ip::Column::NextAttemptAt.lte(now))
         .filter(rule_lease_free(now))
@@ -495,10 +511,13 @@ pub async fn due_resources(
         .group_by(resource_ip::Column::ResourceId)
         .order_by_asc(Expr::col(resource_ip::Column::NextAttemptAt).min())
         .limit(limit)
-        .into_tuple::<String>()
+        .into_tuple::<(String, i32, i32)>()
         .all(db)
         .await?;
-    Ok(rows)
+    Ok(rows
+        .into_iter()
+        .map(|(resource_id, removes, applies)| DueResource { resource_id, removes: removes > 0, applies: applies > 0 })
+        .collect())
 }
 
 /// Claims up to `limit` due PENDING/REMOVING rules of one resource for `token` until
