@@ -1345,13 +1345,18 @@ async fn a_session_changes_address_without_a_gap() {
         let (gaps, overlaps) = sampler.await.unwrap();
         assert_eq!(gaps, 0, "{}: a moment with neither address open", db.backend);
         assert!(overlaps > 0, "both were open while the new one was applied");
-        let settled = settled(&f.server, &session.id, SessionStatus::Active).await;
-        let statuses: Vec<(String, String)> =
-            settled.rules.iter().map(|rule| (rule.ip_address.clone(), rule.status.clone())).collect();
-        assert!(
-            statuses.contains(&(IPV4.into(), "REMOVED".into())) && statuses.contains(&(moved.into(), "APPLIED".into())),
-            "{statuses:?}"
-        );
+        // The provider answers before the worker records it: wait for the record.
+        let wanted = [(IPV4.to_owned(), "REMOVED".to_owned()), (moved.to_owned(), "APPLIED".to_owned())];
+        let mut statuses = Vec::new();
+        for _ in 0..200 {
+            let settled = settled(&f.server, &session.id, SessionStatus::Active).await;
+            statuses = settled.rules.iter().map(|rule| (rule.ip_address.clone(), rule.status.clone())).collect();
+            if wanted.iter().all(|rule| statuses.contains(rule)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(wanted.iter().all(|rule| statuses.contains(rule)), "{statuses:?}");
         let changes = audit_details(&f.server, &session.id, "session.address_changed").await;
         assert_eq!(changes[0].get("ipv4_to").map(String::as_str), Some(moved));
 
