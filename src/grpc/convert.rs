@@ -313,6 +313,11 @@ pub fn provider_from_pb(provider: pb::resource::Provider) -> Result<ProviderConf
     if violations.is_empty() { Ok(config) } else { Err(violations.into()) }
 }
 
+/// A stored revision as the API shows it (stored revisions start at 1 and only grow).
+pub fn revision_to_pb(stored: i64) -> u64 {
+    u64::try_from(stored).unwrap_or_default()
+}
+
 fn session_status_to_pb(stored: &str) -> pb::SessionStatus {
     use domain::SessionStatus as S;
     match stored.parse() {
@@ -410,7 +415,7 @@ pub fn session_to_pb(record: &SessionRecord) -> pb::Session {
         ended_reason: ended_reason_to_pb(session.ended_reason.as_deref()).into(),
         resource_ips: record.rules.iter().map(resource_ip_to_pb).collect(),
         created_at: Some(timestamp(session.created_at)),
-        revision: u64::try_from(session.revision).unwrap_or_default(),
+        revision: revision_to_pb(session.revision),
         organization_id: session.organization_id.clone(),
         heartbeat_seconds: session.heartbeat_seconds.and_then(|seconds| u32::try_from(seconds).ok()),
     }

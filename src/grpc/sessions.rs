@@ -1,11 +1,13 @@
 use super::auth::{Recheck, caller};
-use super::convert::{caller_address, enum_filter, page_request, require_id, session_status_from_pb, session_to_pb};
+use super::convert::{
+    caller_address, enum_filter, page_request, require_id, revision_to_pb, session_status_from_pb, session_to_pb,
+};
 use crate::domain::SessionStatus;
 use crate::engine::Subscription;
 use crate::pb::v1::session_service_server::SessionService;
 use crate::pb::v1::*;
 use crate::service::{SessionManager, StartRequest};
-use crate::store::queries::sessions::{SessionFilter, SessionRecord};
+use crate::store::queries::sessions::SessionFilter;
 use ipnet::IpNet;
 use std::pin::Pin;
 use tokio_stream::Stream;
@@ -227,17 +229,12 @@ async fn next_message(mut state: WatchState) -> Option<(Result<WatchSessionRespo
                 continue;
             }
         };
-        if revision_of(&published.record) > state.last_revision {
+        if revision_to_pb(published.record.session.revision) > state.last_revision {
             break published;
         }
     };
-    state.last_revision = revision_of(&published.record);
+    state.last_revision = revision_to_pb(published.record.session.revision);
     state.finished = published.record.session.status.parse().is_ok_and(SessionStatus::is_terminal);
     let encoded = published.encoded.get_or_init(|| WatchSessionResponse::encode(&session_to_pb(&published.record)));
     Some((Ok(WatchSessionResponse::pre_encoded(encoded.clone())), state))
-}
-
-/// A stored state's revision as the API shows it.
-fn revision_of(record: &SessionRecord) -> u64 {
-    u64::try_from(record.session.revision).unwrap_or_default()
 }

@@ -159,6 +159,11 @@ enum Updated {
     Foreign(String),
 }
 
+/// The bucket a project's writes are paced on (per endpoint, so a fake never shares Compute's).
+fn write_bucket(config: &GcpFirewallConfig) -> (Option<String>, String) {
+    (config.endpoint_url.clone(), config.project.clone())
+}
+
 /// GCP wants a UUID; ours are time-ordered, which also reads well in its audit logs.
 fn request_id() -> String {
     crate::domain::new_id()
@@ -179,16 +184,14 @@ impl GcpFirewall {
 
     /// Waits until a write to `config`'s project fits its quota.
     async fn pace_write(&self, config: &GcpFirewallConfig) {
-        self.buckets.take((config.endpoint_url.clone(), config.project.clone()), self.writes).await;
+        self.buckets.take(write_bucket(config), self.writes).await;
     }
 
     /// Tickets for the writes of `pass` over `config`'s rule (one for removing, one for
     /// applying) if they all come within `ahead`.
     pub fn admit(&self, config: &GcpFirewallConfig, pass: Pass, ahead: Duration) -> Result<Vec<Ticket>, Duration> {
         let writes = usize::from(pass.removes) + usize::from(pass.applies);
-        (0..writes)
-            .map(|_| self.buckets.admit((config.endpoint_url.clone(), config.project.clone()), self.writes, ahead))
-            .collect()
+        (0..writes).map(|_| self.buckets.admit(write_bucket(config), self.writes, ahead)).collect()
     }
 
     async fn client(&self, config: &GcpFirewallConfig) -> Result<Firewalls, ProviderError> {
