@@ -22,6 +22,7 @@ use crate::store::queries::{organizations, resources, sessions};
 use crate::store::{self, StoreError, StoreResult};
 use sea_orm::DatabaseConnection;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
@@ -107,6 +108,10 @@ struct Inner {
     owner: String,
     work: Notify,
     expiry: Notify,
+    /// When the expiry scheduler looks next (milliseconds since the epoch; unknown, so
+    /// `i64::MAX`, while it is looking): a start that ends sooner wakes it, one that ends
+    /// later need not.
+    expiry_looks_at: AtomicI64,
 }
 
 impl Engine {
@@ -128,6 +133,7 @@ impl Engine {
                 owner: crate::domain::new_id(),
                 work: Notify::new(),
                 expiry: Notify::new(),
+                expiry_looks_at: AtomicI64::new(i64::MAX),
             }),
         }
     }
@@ -213,8 +219,15 @@ impl Engine {
     /// that arrive meanwhile (group commit), then wakes the worker and the expiry scheduler.
     /// AlreadyExists when its user already has a live session for one of its addresses.
     pub async fn start_session(&self, new: transitions::NewSession) -> StoreResult<()> {
+        let session = &new.session;
+        let ends_at = session.heartbeat_due_at.map_or(session.expires_at, |due| due.min(session.expires_at));
         self.inner.starts.start(new).await?;
         self.wake();
+        // Most starts end long after the scheduler's next look: waking it for each would cost
+        // two reads per start for nothing.
+        if ends_at.timestamp_millis() >= self.inner.expiry_looks_at.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         self.reschedule_expiry();
         Ok(())
     }
@@ -240,6 +253,8 @@ impl Engine {
             if *stop.borrow() {
                 return;
             }
+            // Set before the reads below: a start committed after them, seeing this, wakes us.
+            self.inner.expiry_looks_at.store(i64::MAX, Ordering::SeqCst);
             let sleep = match self.expire_due(batch).await {
                 Ok(expired) if expired >= batch => Duration::ZERO,
                 Ok(_) => match sessions::next_expiry(&self.inner.reader).await {
@@ -258,6 +273,9 @@ impl Engine {
             if sleep.is_zero() {
                 continue;
             }
+            let looks_at =
+                chrono::TimeDelta::from_std(sleep).map_or(i64::MAX, |sleep| (now() + sleep).timestamp_millis());
+            self.inner.expiry_looks_at.store(looks_at, Ordering::SeqCst);
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}
                 _ = self.inner.expiry.notified() => {}
@@ -300,6 +318,9 @@ impl Engine {
     async fn expire_due(&self, limit: u64) -> StoreResult<u64> {
         let at = now();
         let due = sessions::due_to_expire(&self.inner.reader, at, limit).await?;
+        if due.is_empty() {
+            return Ok(0);
+        }
         let ends: Vec<(&str, EndedReason)> = due
             .iter()
             .map(|session| {
