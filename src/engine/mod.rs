@@ -216,7 +216,8 @@ impl Engine {
     }
 
     /// Records a new session (PENDING) and its rules, committed together with the other starts
-    /// that arrive meanwhile (group commit), then wakes the worker and the expiry scheduler.
+    /// that arrive meanwhile (group commit), then wakes the worker, and the expiry scheduler if
+    /// the session ends before its next look.
     /// AlreadyExists when its user already has a live session for one of its addresses.
     pub async fn start_session(&self, new: transitions::NewSession) -> StoreResult<()> {
         let session = &new.session;
@@ -225,10 +226,9 @@ impl Engine {
         self.wake();
         // Most starts end long after the scheduler's next look: waking it for each would cost
         // two reads per start for nothing.
-        if ends_at.timestamp_millis() >= self.inner.expiry_looks_at.load(Ordering::SeqCst) {
-            return Ok(());
+        if ends_at.timestamp_millis() < self.inner.expiry_looks_at.load(Ordering::SeqCst) {
+            self.reschedule_expiry();
         }
-        self.reschedule_expiry();
         Ok(())
     }
 
