@@ -92,8 +92,8 @@ pub struct EngineSettings {
     pub max_concurrent_resources: usize,
     /// Most rules of one resource claimed at once.
     pub batch: u64,
-    /// About how many seconds between reconcile passes (one also runs at start; jittered by
-    /// ±25 %); 0 disables them.
+    /// About how many seconds between reconciles of each resource (by any replica); 0
+    /// disables them.
     pub reconcile_interval_secs: Option<u64>,
     /// Deprecated name of `reconcile_interval_secs`, still read when that is not set.
     pub sweep_interval_secs: Option<u64>,

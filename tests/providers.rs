@@ -373,6 +373,55 @@ mod aws {
         f.server.stop().await;
     }
 
+    /// The reconciler lists firewalls with the describe quota the worker leaves: a server that
+    /// starts with many resources to reconcile and a describe bucket of one call a second opens
+    /// a session at its next token, not after listing every other firewall.
+    #[tokio::test]
+    async fn reconciling_never_makes_a_session_wait_for_quota() {
+        let Some(endpoint) = moto() else { return };
+        let (mutating, describe) = ((50, 5.0), (1, 1.0));
+        let rate = |(burst, per_second)| common::moto::Rate { burst, per_second };
+        // EC2's describe bucket holds one call more than the server's: a call paced a second
+        // after the last may reach it a little sooner than that.
+        let proxy = Ec2Proxy::with_quota(&endpoint, rate(mutating), rate((2, 1.0))).await;
+        let mut config = common::test_config();
+        let rate = |(burst, per_second)| portcullis::config::Rate { burst, per_second };
+        config.providers.aws_quota.mutating = rate(mutating);
+        config.providers.aws_quota.describe = rate(describe);
+        let db = TestDb::sqlite();
+        // Resources are made on a server that does not reconcile...
+        let mut setup = config.clone();
+        setup.engine.reconcile_interval_secs = Some(0);
+        let mut f = Fixture::with_server(TestServer::start_with(&db, setup).await).await;
+        let groups = common::moto::new_groups(&endpoint, 11);
+        f.resource_on("bastion", resource_on_moto(&proxy.url, &groups[0])).await;
+        // Ten more nobody opens: only the reconciler calls them.
+        for (n, group_id) in groups[1..].iter().enumerate() {
+            let resource = pb::Resource {
+                name: format!("group-{n}"),
+                provider: Some(resource_on_moto(&proxy.url, group_id)),
+                ..Default::default()
+            };
+            let request = pb::CreateResourceRequest { resource: Some(resource) };
+            f.resources.create_resource(with_key(request, &f.server.admin_key)).await.unwrap();
+        }
+        // ...and served by one that finds all of them due as it starts.
+        config.engine.reconcile_interval_secs = Some(30);
+        let restarted = f.server.replica(&db, config).await;
+        std::mem::replace(&mut f.server, restarted).stop().await;
+        f.sessions = portcullis::pb::v1::session_service_client::SessionServiceClient::new(f.server.channel().await);
+        let listed = |proxy: &Ec2Proxy| proxy.actions().get("DescribeSecurityGroupRules").copied().unwrap_or(0);
+        let before = listed(&proxy);
+        let key = f.user_key.clone();
+        let session = f.start(&key, Some(V4), None).await.unwrap();
+        f.watch_until(&key, &session.id, SessionStatus::Active).await;
+        let meanwhile = listed(&proxy) - before;
+        // The worker's own listing, and at most the reconciler's that was under way.
+        assert!(meanwhile <= 2, "{meanwhile} listings went out before the session's rule: {:?}", proxy.actions());
+        assert_eq!(proxy.refused_by_quota(), 0, "calls refused for going too fast: {:?}", proxy.actions());
+        f.server.stop().await;
+    }
+
     /// Sessions started together share EC2 calls: one describe and one authorize per batch.
     #[tokio::test]
     async fn aws_sessions_started_together_share_calls() {

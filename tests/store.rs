@@ -107,6 +107,7 @@ fn resource_row(organization_id: &str) -> resource::Model {
         provider_config: r#"{"kind":"memory","latency_ms":0,"fail_addresses":[]}"#.into(),
         created_at: at,
         updated_at: at,
+        reconciled_at: None,
     }
 }
 

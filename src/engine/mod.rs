@@ -43,7 +43,7 @@ pub struct EngineConfig {
     pub backoff_base: Duration,
     /// Longest retry delay.
     pub backoff_max: Duration,
-    /// About how often the reconciler passes over every resource (and once at start); `None` never.
+    /// About how often each resource is reconciled (by any replica); `None` never.
     pub reconcile_interval: Option<Duration>,
     /// How long after it was applied a rule may be absent from the provider's listing before
     /// the reconciler calls it missing (listings can lag behind writes).

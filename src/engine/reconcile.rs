@@ -4,30 +4,40 @@
 //! rule accounts for (a lost database, a restore, a crash between opening and recording) is
 //! removed; a rule without our marker is never touched. It runs on a task of its own and under
 //! each resource's lease, so it never races an apply or removal on any replica, and it never
-//! holds up the worker.
+//! holds up the worker: it lists a firewall with the quota the worker leaves, and one replica's
+//! reconcile of a resource counts for all.
 
 use super::Engine;
 use super::lease::ResourceLease;
 use super::transitions;
+use super::worker::ADMIT_AHEAD;
 use crate::domain::{Actor, ResourceIpStatus, now};
-use crate::provider::{FirewallProvider, RuleRef, Target, is_unmanaged};
+use crate::provider::quota::{Claim, Prepaid};
+use crate::provider::{self, FirewallProvider, RuleRef, Target, is_unmanaged};
 use crate::store::audit::AuditRecord;
-use crate::store::entity::resource_ip;
+use crate::store::entity::{resource, resource_ip};
 use crate::store::queries::{resources, sessions};
 use crate::store::{self, StoreResult};
-use rand::Rng;
+use chrono::{DateTime, TimeDelta, Utc};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::time::Duration;
 use tokio::sync::watch;
 
-/// Passes at start and about every `reconcile_interval` (jittered, so replicas spread out).
+/// Most resources one sweep looks at; when all of them are due, the next sweep follows at once.
+const SWEEP: u64 = 256;
+
+/// How soon a resource passed over because a worker holds its lease is looked at again.
+const BUSY_RETRY: Duration = Duration::from_secs(1);
+
+/// Sweeps until stopped, each time over the resources no replica reconciled for an interval.
 pub(super) async fn run(engine: Engine, mut stop: watch::Receiver<bool>) {
     let Some(interval) = engine.inner.config.reconcile_interval else { return };
     loop {
-        if let Err(err) = reconcile(&engine).await {
-            tracing::warn!(error = %err, "reconcile pass failed");
-        }
-        let pause = interval.mul_f64(rand::rng().random_range(0.75..=1.25));
+        let pause = sweep(&engine, interval).await.unwrap_or_else(|err| {
+            tracing::warn!(error = %err, "reconcile sweep failed");
+            interval
+        });
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
             _ = super::stopping(&mut stop) => return,
@@ -35,48 +45,109 @@ pub(super) async fn run(engine: Engine, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// What one pass changed.
+/// What a sweep changed.
 #[derive(Debug, Default, Clone, Copy)]
-struct Pass {
+struct Repairs {
     orphans_removed: usize,
     repaired: usize,
 }
 
-/// One pass over every resource.
-async fn reconcile(engine: &Engine) -> StoreResult<()> {
-    let mut pass = Pass::default();
-    for resource in resources::all(&engine.inner.reader).await? {
-        // Another worker is writing to it; the next pass comes soon enough.
-        let Some(lease) = ResourceLease::acquire(engine, &resource.id).await? else { continue };
-        let done = lease
-            .hold(async {
-                match engine.provider_for(&resource.id).await? {
-                    Ok((provider, target)) => reconcile_resource(engine, provider.as_ref(), &target).await,
-                    // Resources of providers this server was built without are someone else's to reconcile.
-                    Err(_) => Ok(Pass::default()),
-                }
-            })
-            .await;
-        lease.release().await;
-        if let Some(done) = done.transpose()? {
-            pass.orphans_removed += done.orphans_removed;
-            pass.repaired += done.repaired;
+/// Reconciles, least recently reconciled first, every resource due (none reconciled for
+/// `interval`, or never) whose listing the provider's quota admits now (see [`claim_for`]).
+/// Answers how soon to look again: when the next resource falls due or a refused one would be
+/// admitted.
+async fn sweep(engine: &Engine, interval: Duration) -> StoreResult<Duration> {
+    let interval_delta = TimeDelta::from_std(interval).unwrap_or(TimeDelta::MAX);
+    let candidates = resources::least_recently_reconciled(&engine.inner.reader, SWEEP).await?;
+    // More may be due beyond those looked at.
+    let more = candidates.len() as u64 == SWEEP;
+    let (mut next_due, mut retry) = (None, None::<Duration>);
+    let mut repairs = Repairs::default();
+    for resource in candidates {
+        let at = now();
+        let due_at = due_at(&resource, interval_delta);
+        if due_at > at {
+            // The rest are due later still.
+            next_due = Some((due_at - at).to_std().unwrap_or(interval));
+            break;
+        }
+        let claim = claim_for((at - due_at).to_std().unwrap_or_default(), interval);
+        // An unreadable config goes ahead: the pass finds it cannot call, as the worker does.
+        let tickets = match resources::provider_config(&resource) {
+            Ok(config) => engine.providers().admit(&config, provider::Pass::Listing, claim),
+            Err(_) => Ok(Vec::new()),
+        };
+        let tickets = match tickets {
+            Ok(tickets) => tickets,
+            Err(wait) => {
+                retry = Some(retry.map_or(wait, |retry| retry.min(wait)));
+                continue;
+            }
+        };
+        match reconcile_leased(engine, &resource.id, at - interval_delta, Prepaid::new(tickets)).await? {
+            Some(done) => {
+                repairs.orphans_removed += done.orphans_removed;
+                repairs.repaired += done.repaired;
+            }
+            None => retry = Some(retry.map_or(BUSY_RETRY, |retry| retry.min(BUSY_RETRY))),
         }
     }
-    if pass.orphans_removed + pass.repaired > 0 {
-        tracing::info!(orphans_removed = pass.orphans_removed, repaired = pass.repaired, "reconcile pass");
+    if repairs.orphans_removed + repairs.repaired > 0 {
+        tracing::info!(orphans_removed = repairs.orphans_removed, repaired = repairs.repaired, "reconcile pass");
     }
-    Ok(())
+    let until_due = next_due.unwrap_or(if more { Duration::ZERO } else { interval });
+    Ok(retry.map_or(until_due, |retry| retry.min(until_due)))
+}
+
+/// When `resource` is next due: an interval after its last reconcile, or at once if it never was.
+fn due_at(resource: &resource::Model, interval: TimeDelta) -> DateTime<Utc> {
+    resource.reconciled_at.map_or(resource.created_at, |last| last.checked_add_signed(interval).unwrap_or(last))
+}
+
+/// A resource due for `waited` lists its firewall only with tokens the worker does not need,
+/// until it has waited a whole interval: then it takes its turn with the worker, so drift is
+/// repaired under any load, and quota goes to drift checks ahead of rules only when they are late.
+fn claim_for(waited: Duration, interval: Duration) -> Claim {
+    if waited < interval { Claim::Spare } else { Claim::Within(ADMIT_AHEAD) }
+}
+
+/// Reconciles `resource_id` under its lease with the quota `prepaid`, unless a worker holds the
+/// lease (None) or another replica reconciled it after `stale_before` (nothing to do).
+async fn reconcile_leased(
+    engine: &Engine,
+    resource_id: &str,
+    stale_before: DateTime<Utc>,
+    prepaid: Prepaid,
+) -> StoreResult<Option<Repairs>> {
+    let Some(lease) = ResourceLease::acquire(engine, resource_id).await? else { return Ok(None) };
+    let done = lease
+        .hold(prepaid.spend_in(async {
+            // Claimed first, so replicas sweeping together list it once.
+            if !resources::claim_reconcile(&engine.inner.db, resource_id, now(), stale_before).await? {
+                return Ok(Repairs::default());
+            }
+            match engine.provider_for(resource_id).await? {
+                Ok((provider, target)) => reconcile_resource(engine, provider.as_ref(), &target).await,
+                // Resources of providers this server was built without are someone else's to reconcile.
+                Err(_) => Ok(Repairs::default()),
+            }
+        }))
+        .await;
+    lease.release().await;
+    // A rule that fell due while the lease was held need not wait for the worker's next round.
+    engine.wake();
+    // A lost lease abandons the work; the next sweep comes soon enough.
+    Ok(Some(done.transpose()?.unwrap_or_default()))
 }
 
 /// Brings one resource's firewall in line with its live rules.
-async fn reconcile_resource(engine: &Engine, provider: &dyn FirewallProvider, target: &Target) -> StoreResult<Pass> {
+async fn reconcile_resource(engine: &Engine, provider: &dyn FirewallProvider, target: &Target) -> StoreResult<Repairs> {
     let resource_id = &target.resource_id;
     let listing = match provider.list(target).await {
         Ok(listing) => listing,
         Err(err) => {
             tracing::warn!(resource_id, error = %err, "listing rules to reconcile failed");
-            return Ok(Pass::default());
+            return Ok(Repairs::default());
         }
     };
     // Pending and removing rules count as live: their provider call may be due any moment.
@@ -89,7 +160,7 @@ async fn reconcile_resource(engine: &Engine, provider: &dyn FirewallProvider, ta
         .filter(|rule| !held.contains(&rule.address))
         .map(|rule| RuleRef { address: rule.address, rule_id: Some(rule.rule_id.clone()) })
         .collect();
-    let mut pass = Pass::default();
+    let mut pass = Repairs::default();
     if !orphans.is_empty() {
         for (orphan, result) in orphans.iter().zip(provider.revoke(target, &orphans).await) {
             match result {

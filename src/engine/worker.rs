@@ -4,7 +4,7 @@ use super::Engine;
 use super::lease::ResourceLease;
 use crate::domain::ProviderConfig;
 use crate::domain::{Actor, ResourceIpStatus, now};
-use crate::provider::quota::Prepaid;
+use crate::provider::quota::{Claim, Prepaid};
 use crate::provider::{FirewallProvider, Owner, Pass, ProviderError, RuleRef, RuleRequest, Target, is_unmanaged};
 use crate::store::audit::AuditRecord;
 use crate::store::entity::resource_ip;
@@ -24,7 +24,7 @@ const MIN_IDLE: Duration = Duration::from_millis(5);
 
 /// How soon a pass's quota must come for the pass to start: a resource whose calls would wait
 /// longer takes no worker slot, lease or claim yet (see [`admit`]).
-const ADMIT_AHEAD: Duration = Duration::from_millis(250);
+pub(super) const ADMIT_AHEAD: Duration = Duration::from_millis(250);
 
 /// How many due resources are looked at for each free slot: those behind a spent quota are
 /// passed over for those behind another.
@@ -116,10 +116,10 @@ async fn admit(
         if admitted.len() == room {
             break;
         }
-        let pass = Pass { removes: resource.removes, applies: resource.applies };
+        let pass = Pass::Rules { removes: resource.removes, applies: resource.applies };
         // A deleted or unreadable resource goes ahead: its pass records why it cannot call.
         let tickets = match configs.get(&resource.resource_id) {
-            Some(config) => engine.providers().admit(config, pass, ADMIT_AHEAD),
+            Some(config) => engine.providers().admit(config, pass, Claim::Within(ADMIT_AHEAD)),
             None => Ok(Vec::new()),
         };
         match tickets {

@@ -7,7 +7,7 @@
 //! each other's rules for orphans. Tags are set per call, and a call carries many sessions, so the
 //! session and expiry live in the per-rule description rather than in tags.
 
-use super::quota::{Buckets, Rate, Ticket};
+use super::quota::{Buckets, Claim, Rate, Ticket};
 use super::{
     CheckOutcome, FirewallProvider, Listing, OwnedRule, Owner, Pass, ProviderError, RuleRef, RuleRequest, Target,
     fail_all, host_cidr, is_owned_description, single_host, unmanaged_rule_id,
@@ -108,17 +108,24 @@ impl AwsFirewall {
         self.buckets.take(key, rate).await;
     }
 
-    /// Tickets for the calls of `pass` over `group` (a listing, then the write, for each of
-    /// removing and applying) if their tokens all come within `ahead`.
-    pub fn admit(&self, group: &AwsSecurityGroup, pass: Pass, ahead: Duration) -> Result<Vec<Ticket>, Duration> {
-        let removing = [Api::DescribeSecurityGroupRules, Api::RevokeSecurityGroupIngress];
-        let applying = [Api::DescribeSecurityGroupRules, Api::AuthorizeSecurityGroupIngress];
-        let apis = pass.removes.then_some(removing).into_iter().chain(pass.applies.then_some(applying)).flatten();
-        apis.map(|api| {
-            let (key, rate) = self.bucket_of(group, api);
-            self.buckets.admit(key, rate, ahead)
-        })
-        .collect()
+    /// Tickets for the calls of `pass` over `group` (for each of removing and applying, a
+    /// listing then the write) if `claim` gets their tokens all.
+    pub fn admit(&self, group: &AwsSecurityGroup, pass: Pass, claim: Claim) -> Result<Vec<Ticket>, Duration> {
+        use Api::RevokeSecurityGroupIngress as Revoke;
+        use Api::{AuthorizeSecurityGroupIngress as Authorize, DescribeSecurityGroupRules as Describe};
+        let apis: &[Api] = match pass {
+            Pass::Listing => &[Describe],
+            Pass::Rules { removes: true, applies: true } => &[Describe, Revoke, Describe, Authorize],
+            Pass::Rules { removes: true, applies: false } => &[Describe, Revoke],
+            Pass::Rules { removes: false, applies: true } => &[Describe, Authorize],
+            Pass::Rules { removes: false, applies: false } => &[],
+        };
+        apis.iter()
+            .map(|&api| {
+                let (key, rate) = self.bucket_of(group, api);
+                self.buckets.admit(key, rate, claim)
+            })
+            .collect()
     }
 
     async fn client(&self, target: &Target, group: &AwsSecurityGroup) -> Client {

@@ -12,7 +12,7 @@
 //! Ownership: the rule's name is derived from the resource id and its description starts with
 //! the marker; a rule of that name without the marker is someone else's and is never changed.
 
-use super::quota::{Buckets, Rate, Ticket};
+use super::quota::{Buckets, Claim, Rate, Ticket};
 use super::{
     CheckOutcome, FirewallProvider, Listing, OWNERSHIP_MARKER, OwnedRule, Pass, ProviderError, RuleRef, RuleRequest,
     Target, fail_all, host_cidr, single_host,
@@ -188,10 +188,13 @@ impl GcpFirewall {
     }
 
     /// Tickets for the writes of `pass` over `config`'s rule (one for removing, one for
-    /// applying) if they all come within `ahead`.
-    pub fn admit(&self, config: &GcpFirewallConfig, pass: Pass, ahead: Duration) -> Result<Vec<Ticket>, Duration> {
-        let writes = usize::from(pass.removes) + usize::from(pass.applies);
-        (0..writes).map(|_| self.buckets.admit(write_bucket(config), self.writes, ahead)).collect()
+    /// applying; reads are not paced) if `claim` gets them all.
+    pub fn admit(&self, config: &GcpFirewallConfig, pass: Pass, claim: Claim) -> Result<Vec<Ticket>, Duration> {
+        let writes = match pass {
+            Pass::Listing => 0,
+            Pass::Rules { removes, applies } => usize::from(removes) + usize::from(applies),
+        };
+        (0..writes).map(|_| self.buckets.admit(write_bucket(config), self.writes, claim)).collect()
     }
 
     async fn client(&self, config: &GcpFirewallConfig) -> Result<Firewalls, ProviderError> {

@@ -135,12 +135,15 @@ pub enum ProviderError {
     Forbidden(String),
 }
 
-/// What one pass of the rule worker over a resource will do, so its calls' quota can be
-/// reserved before it starts (see [`Providers::admit`]).
+/// What one pass over a resource will call, so its calls' quota can be reserved before it
+/// starts (see [`Providers::admit`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Pass {
-    pub removes: bool,
-    pub applies: bool,
+pub enum Pass {
+    /// The rule worker's: for each of removing and applying, a listing then a write.
+    Rules { removes: bool, applies: bool },
+    /// The reconciler's: one listing (what it then repairs is the worker's to call; an orphan's
+    /// removal, rare, waits its turn as it goes).
+    Listing,
 }
 
 /// What CheckResource found.
@@ -279,18 +282,23 @@ impl Providers {
         }
     }
 
-    /// Reserves the quota a pass over a resource configured as `config` needs, if it comes
-    /// within `ahead`: the pass runs its calls with these tickets ([`quota::Prepaid`]). Otherwise
-    /// answers how long until it would, so the worker spends no slot, lease or claim on a
-    /// resource that would only wait, and takes work up in due order as tokens come.
-    pub fn admit(&self, config: &ProviderConfig, pass: Pass, ahead: Duration) -> Result<Vec<quota::Ticket>, Duration> {
+    /// Reserves the quota a pass over a resource configured as `config` needs, if `claim` gets
+    /// it: the pass runs its calls with these tickets ([`quota::Prepaid`]). Otherwise answers how
+    /// long until it would, so the engine spends no slot, lease or claim on a resource that
+    /// would only wait, and takes work up in due order as tokens come.
+    pub fn admit(
+        &self,
+        config: &ProviderConfig,
+        pass: Pass,
+        claim: quota::Claim,
+    ) -> Result<Vec<quota::Ticket>, Duration> {
         #[cfg(not(any(feature = "aws", feature = "gcp")))]
-        let _ = (pass, ahead);
+        let _ = (pass, claim);
         match config {
             #[cfg(feature = "aws")]
-            ProviderConfig::AwsSecurityGroup(group) => self.aws.admit(group, pass, ahead),
+            ProviderConfig::AwsSecurityGroup(group) => self.aws.admit(group, pass, claim),
             #[cfg(feature = "gcp")]
-            ProviderConfig::GcpFirewall(firewall) => self.gcp.admit(firewall, pass, ahead),
+            ProviderConfig::GcpFirewall(firewall) => self.gcp.admit(firewall, pass, claim),
             _ => Ok(Vec::new()),
         }
     }

@@ -47,6 +47,16 @@ impl Rate {
     }
 }
 
+/// Which of a bucket's tokens a piece of work may reserve before it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// One that comes within this long, in turn with everyone else (the rule worker's).
+    Within(Duration),
+    /// Only one the bucket holds now beyond half its burst, with nobody waiting: work that can
+    /// wait (the reconciler's) spends what the rest leaves and never makes it wait.
+    Spare,
+}
+
 /// One bucket. A call takes a token now, or reserves the next one and waits for it: waiters are
 /// served in the order they came, and no call is made that the bucket would refuse.
 #[derive(Debug)]
@@ -63,31 +73,44 @@ impl TokenBucket {
 
     /// How long a call taken now must wait for its token (zero when one is there).
     fn reserve(&self) -> Duration {
-        self.reserve_within(Duration::MAX).unwrap_or(Duration::MAX)
+        self.reserve_above(f64::NEG_INFINITY).unwrap_or(Duration::MAX)
     }
 
-    /// Reserves the next token if it comes within `ahead`, answering the wait for it; otherwise
-    /// reserves nothing and answers how long until it would come within `ahead`.
-    fn reserve_within(&self, ahead: Duration) -> Result<Duration, Duration> {
+    /// Reserves the next token for `claim`, answering the wait for it; or reserves nothing and
+    /// answers how long until `claim` would get one (if nobody else takes any meanwhile).
+    fn reserve_for(&self, claim: Claim) -> Result<Duration, Duration> {
+        let floor = match claim {
+            Claim::Within(ahead) => -(ahead.as_secs_f64() * self.rate.per_second),
+            Claim::Spare => f64::from(self.rate.burst / 2),
+        };
+        self.reserve_above(floor)
+    }
+
+    /// Reserves a token if the bucket still holds `floor` tokens after it (a negative floor:
+    /// reserved ahead by waiters, so -1 is "the token after the next one"), answering the wait
+    /// for it; otherwise reserves nothing and answers how long until that would be so.
+    fn reserve_above(&self, floor: f64) -> Result<Duration, Duration> {
         let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (tokens, since) = *state;
         let now = Instant::now();
         let refilled = (tokens + now.duration_since(since).as_secs_f64() * self.rate.per_second)
             .min(f64::from(self.rate.burst))
             - 1.0;
-        let wait = if refilled >= 0.0 {
-            Duration::ZERO
-        } else if self.rate.per_second <= 0.0 {
-            Duration::MAX
-        } else {
-            Duration::try_from_secs_f64(-refilled / self.rate.per_second).unwrap_or(Duration::MAX)
+        let seconds = |tokens: f64| {
+            if tokens <= 0.0 {
+                Duration::ZERO
+            } else if self.rate.per_second <= 0.0 {
+                Duration::MAX
+            } else {
+                Duration::try_from_secs_f64(tokens / self.rate.per_second).unwrap_or(Duration::MAX)
+            }
         };
-        if wait > ahead {
+        if refilled < floor {
             *state = (refilled + 1.0, now);
-            return Err(wait - ahead);
+            return Err(seconds(floor - refilled));
         }
         *state = (refilled, now);
-        Ok(wait)
+        Ok(seconds(-refilled))
     }
 
     /// Waits until a call may be made. A wait cancelled (by the call's deadline) gives its token
@@ -189,11 +212,11 @@ impl<K: Eq + Hash> Buckets<K> {
         self.bucket(key, rate).take().await;
     }
 
-    /// A ticket for a call on `key`'s bucket if its token comes within `ahead`; otherwise how
-    /// long until it would (and nothing is reserved).
-    pub fn admit(&self, key: K, rate: Rate, ahead: Duration) -> Result<Ticket, Duration> {
+    /// A ticket for a call on `key`'s bucket if `claim` gets its token; otherwise how long
+    /// until it would (and nothing is reserved).
+    pub fn admit(&self, key: K, rate: Rate, claim: Claim) -> Result<Ticket, Duration> {
         let bucket = self.bucket(key, rate);
-        bucket.reserve_within(ahead)?;
+        bucket.reserve_for(claim)?;
         Ok(Ticket { bucket })
     }
 }
@@ -235,7 +258,7 @@ mod tests {
     async fn admission_reserves_only_what_comes_soon_and_a_call_takes_its_place() {
         let buckets = Buckets::default();
         let rate = Rate { burst: 1, per_second: 5.0 };
-        let ahead = Duration::from_millis(250);
+        let ahead = Claim::Within(Duration::from_millis(250));
         let ticket = buckets.admit("k", rate, ahead).expect("the burst's token is there");
         // A call under the ticket takes the ticket's token, not the one after it (200 ms on).
         let began = Instant::now();
@@ -248,6 +271,24 @@ mod tests {
         // Work that ends without calling gives its ticket back: that token is free again.
         drop(Prepaid::new(vec![next]));
         assert!(buckets.admit("k", rate, ahead).is_ok(), "an unspent ticket's token returns");
+    }
+
+    #[tokio::test]
+    async fn spare_claims_take_only_the_upper_half_and_never_jump_the_queue() {
+        let buckets = Buckets::default();
+        let rate = Rate { burst: 4, per_second: 10.0 };
+        let within = Claim::Within(Duration::from_millis(250));
+        // Of four tokens, spare claims get the two above half the burst, then wait for a refill.
+        let spare: Vec<Ticket> = (0..2).map(|_| buckets.admit("k", rate, Claim::Spare).expect("spare")).collect();
+        let refused = buckets.admit("k", rate, Claim::Spare).expect_err("only the lower half is left");
+        assert!(refused > Duration::from_millis(50) && refused <= Duration::from_millis(100), "{refused:?}");
+        // The lower half is there for work in turn, and work in turn may reserve ahead...
+        let in_turn: Vec<Ticket> = (0..4).map(|_| buckets.admit("k", rate, within).expect("in turn")).collect();
+        // ...where a spare claim never follows it: tokens reserved ahead are nobody's spare.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(buckets.admit("k", rate, Claim::Spare).is_err(), "a refill first pays what was reserved");
+        drop((spare, in_turn));
+        assert!(buckets.admit("k", rate, Claim::Spare).is_ok(), "tickets given back are spare again");
     }
 
     #[test]

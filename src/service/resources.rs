@@ -107,6 +107,7 @@ impl ResourceManager {
                 provider_config: queries::resources::encode_provider(&provider),
                 created_at: at,
                 updated_at: at,
+                reconciled_at: None,
             },
         )
         .await

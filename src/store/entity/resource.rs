@@ -12,6 +12,8 @@ pub struct Model {
     pub provider_config: String,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// When the reconciler last compared this firewall with its rules (on any replica).
+    pub reconciled_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

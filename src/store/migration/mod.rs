@@ -19,6 +19,7 @@ mod m20261201_000013_temporary_locks;
 mod m20261201_000014_api_key_parents;
 mod m20261202_000015_session_heartbeats;
 mod m20261202_000016_address_changes;
+mod m20261203_000017_resource_reconciles;
 
 pub struct Migrator;
 
@@ -42,6 +43,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000014_api_key_parents::Migration),
             Box::new(m20261202_000015_session_heartbeats::Migration),
             Box::new(m20261202_000016_address_changes::Migration),
+            Box::new(m20261203_000017_resource_reconciles::Migration),
         ]
     }
 }

@@ -4,8 +4,11 @@ use crate::store::StoreError;
 use crate::store::entity::resource::{self, ActiveModel, Column, Entity, Model};
 use crate::store::entity::resource_assignment;
 use crate::store::{Page, PageRequest, StoreResult};
-use sea_orm::sea_query::{OnConflict, Query};
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait, NullOrdering, OnConflict, Query};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, Order, QueryFilter, QueryOrder, QuerySelect,
+};
 
 /// The provider configuration of a stored resource.
 pub fn provider_config(resource: &Model) -> StoreResult<ProviderConfig> {
@@ -91,9 +94,32 @@ pub async fn has_live_rules(db: &impl ConnectionTrait, resource_id: &str) -> Sto
     Ok(live.is_some())
 }
 
-/// Every resource of every organization: for the engine only.
-pub async fn all(db: &impl ConnectionTrait) -> StoreResult<Vec<Model>> {
-    Ok(Entity::find().order_by_asc(Column::Id).all(db).await?)
+/// Up to `limit` resources of every organization, the least recently reconciled (never
+/// first): for the reconciler only.
+pub async fn least_recently_reconciled(db: &impl ConnectionTrait, limit: u64) -> StoreResult<Vec<Model>> {
+    Ok(Entity::find()
+        .order_by_with_nulls(Column::ReconciledAt, Order::Asc, NullOrdering::First)
+        .order_by_asc(Column::Id)
+        .limit(limit)
+        .all(db)
+        .await?)
+}
+
+/// Records that the reconciler compares `id`'s firewall with its rules `at`, unless it was
+/// reconciled after `stale_before` (by another replica meanwhile). Answers whether it did.
+pub async fn claim_reconcile(
+    db: &impl ConnectionTrait,
+    id: &str,
+    at: DateTime<Utc>,
+    stale_before: DateTime<Utc>,
+) -> StoreResult<bool> {
+    let claimed = Entity::update_many()
+        .col_expr(Column::ReconciledAt, Expr::value(at))
+        .filter(Column::Id.eq(id))
+        .filter(Column::ReconciledAt.is_null().or(Column::ReconciledAt.lte(stale_before)))
+        .exec(db)
+        .await?;
+    Ok(claimed.rows_affected == 1)
 }
 
 /// A resource by id, whatever its organization: for the engine only.
