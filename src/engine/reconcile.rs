@@ -58,7 +58,9 @@ struct Repairs {
 /// admitted.
 async fn sweep(engine: &Engine, interval: Duration) -> StoreResult<Duration> {
     let interval_delta = TimeDelta::from_std(interval).unwrap_or(TimeDelta::MAX);
-    let candidates = resources::least_recently_reconciled(&engine.inner.reader, SWEEP).await?;
+    // Resources of providers this server was built without are someone else's to reconcile.
+    let kinds = engine.providers().kinds();
+    let candidates = resources::least_recently_reconciled(&engine.inner.reader, &kinds, SWEEP).await?;
     // More may be due beyond those looked at.
     let more = candidates.len() as u64 == SWEEP;
     let (mut next_due, mut retry) = (None, None::<Duration>);
@@ -104,11 +106,17 @@ fn due_at(resource: &resource::Model, interval: TimeDelta) -> DateTime<Utc> {
     resource.reconciled_at.map_or(resource.created_at, |last| last.checked_add_signed(interval).unwrap_or(last))
 }
 
-/// A resource due for `waited` lists its firewall only with tokens the worker does not need,
-/// until it has waited a whole interval: then it takes its turn with the worker, so drift is
-/// repaired under any load, and quota goes to drift checks ahead of rules only when they are late.
+/// After how many intervals without a reconcile a resource stops waiting for spare quota.
+const LATE_AFTER_INTERVALS: u32 = 10;
+
+/// A resource due for `waited` (due an interval after its last reconcile) lists its firewall
+/// only with tokens the worker does not need, until it is late: then it takes its turn beside
+/// the worker. Drift is found within an interval while the account has quota to spare, and
+/// within [`LATE_AFTER_INTERVALS`] however long the worker keeps the account's quota busy; late
+/// listings are few enough (a tenth of the resources per interval at most) to leave the worker
+/// most of a bucket that cannot even list every resource once an interval.
 fn claim_for(waited: Duration, interval: Duration) -> Claim {
-    if waited < interval { Claim::Spare } else { Claim::Within(ADMIT_AHEAD) }
+    if waited < interval.saturating_mul(LATE_AFTER_INTERVALS - 1) { Claim::Spare } else { Claim::Within(ADMIT_AHEAD) }
 }
 
 /// Reconciles `resource_id` under its lease with the quota `prepaid`, unless a worker holds the
@@ -128,7 +136,7 @@ async fn reconcile_leased(
             }
             match engine.provider_for(resource_id).await? {
                 Ok((provider, target)) => reconcile_resource(engine, provider.as_ref(), &target).await,
-                // Resources of providers this server was built without are someone else's to reconcile.
+                // Deleted, unreadable, or out of the operator's bounds: nothing to compare.
                 Err(_) => Ok(Repairs::default()),
             }
         }))

@@ -303,6 +303,12 @@ impl Providers {
         }
     }
 
+    /// The provider kinds ([`ProviderConfig::kind`]) this server was built with.
+    pub fn kinds(&self) -> Vec<&'static str> {
+        let built = [("memory", true), ("aws", cfg!(feature = "aws")), ("gcp", cfg!(feature = "gcp"))];
+        built.into_iter().filter_map(|(kind, built)| built.then_some(kind)).collect()
+    }
+
     /// The in-memory provider (tests and demos read its rules).
     pub fn memory(&self) -> &Arc<memory::MemoryFirewall> {
         &self.memory

@@ -94,10 +94,15 @@ pub async fn has_live_rules(db: &impl ConnectionTrait, resource_id: &str) -> Sto
     Ok(live.is_some())
 }
 
-/// Up to `limit` resources of every organization, the least recently reconciled (never
-/// first): for the reconciler only.
-pub async fn least_recently_reconciled(db: &impl ConnectionTrait, limit: u64) -> StoreResult<Vec<Model>> {
+/// Up to `limit` resources of every organization on providers of `kinds`, the least recently
+/// reconciled (never first): for the reconciler only.
+pub async fn least_recently_reconciled(
+    db: &impl ConnectionTrait,
+    kinds: &[&str],
+    limit: u64,
+) -> StoreResult<Vec<Model>> {
     Ok(Entity::find()
+        .filter(Column::ProviderKind.is_in(kinds.iter().copied()))
         .order_by_with_nulls(Column::ReconciledAt, Order::Asc, NullOrdering::First)
         .order_by_asc(Column::Id)
         .limit(limit)
