@@ -163,6 +163,39 @@ async fn resource_leases_are_exclusive_until_expired_or_released() {
     .await;
 }
 
+/// Replicas share the reconciler's work: a resource one of them reconciled is not claimed
+/// again until its interval has passed, the never reconciled come first, and each replica is
+/// offered only resources of the providers it was built with.
+#[tokio::test]
+async fn a_reconcile_claimed_by_one_replica_counts_for_all() {
+    use portcullis::store::queries::resources::{claim_reconcile, least_recently_reconciled};
+    each_backend(|test_db: TestDb| async move {
+        let (db, organization) = migrated_with_organization(&test_db).await;
+        let first = queries::resources::insert(&db, resource_row(&organization.id)).await.unwrap();
+        let second = resource::Model { name: "jump".into(), ..resource_row(&organization.id) };
+        let second = queries::resources::insert(&db, second).await.unwrap();
+        let at = now();
+        let later = |secs: i64| at + chrono::TimeDelta::seconds(secs);
+        let order = async |db: &sea_orm::DatabaseConnection| -> Vec<String> {
+            least_recently_reconciled(db, &["memory"], 10).await.unwrap().into_iter().map(|r| r.id).collect()
+        };
+        assert!(
+            claim_reconcile(&db, &first.id, at, later(-60)).await.unwrap(),
+            "{}: never reconciled",
+            test_db.backend
+        );
+        // Another replica that read it as due a moment ago finds it taken.
+        assert!(!claim_reconcile(&db, &first.id, later(1), later(-59)).await.unwrap(), "{}", test_db.backend);
+        assert_eq!(order(&db).await, vec![second.id.clone(), first.id.clone()], "the never reconciled first");
+        assert!(claim_reconcile(&db, &second.id, later(2), later(-58)).await.unwrap());
+        assert_eq!(order(&db).await, vec![first.id.clone(), second.id.clone()], "then the least recently");
+        // An interval on, it is due again, for whichever replica comes first.
+        assert!(claim_reconcile(&db, &first.id, later(61), later(1)).await.unwrap(), "{}", test_db.backend);
+        assert!(least_recently_reconciled(&db, &["aws", "gcp"], 10).await.unwrap().is_empty(), "memory only");
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn racing_failed_logins_are_all_counted_and_lock_once() {
     use portcullis::store::queries::users::{count_failed_login, lock};
