@@ -347,6 +347,24 @@ mod aws {
         f.server.stop().await;
     }
 
+    /// A proxy to moto enforcing EC2's request buckets of (burst, per second) for the mutating
+    /// and the describe APIs, and a server config pacing itself to them.
+    async fn metered(
+        endpoint: &str,
+        mutating: (u32, f64),
+        describe: (u32, f64),
+    ) -> (Ec2Proxy, portcullis::config::Config) {
+        // EC2's buckets hold one call more than the server's: a call paced exactly after the
+        // last may reach it a little sooner than that.
+        let rate = |(burst, per_second)| common::moto::Rate { burst: burst + 1, per_second };
+        let proxy = Ec2Proxy::with_quota(endpoint, rate(mutating), rate(describe)).await;
+        let mut config = common::test_config();
+        let rate = |(burst, per_second)| portcullis::config::Rate { burst, per_second };
+        config.providers.aws_quota.mutating = rate(mutating);
+        config.providers.aws_quota.describe = rate(describe);
+        (proxy, config)
+    }
+
     /// The engine paces its EC2 calls to the account's request buckets: sessions opened and
     /// closed one after another, against a proxy that meters calls as EC2 does with small
     /// buckets, are never refused for calling too fast.
@@ -354,15 +372,7 @@ mod aws {
     async fn aws_calls_stay_within_the_request_buckets() {
         let Some(endpoint) = moto() else { return };
         let group_id = new_group(&endpoint);
-        let (mutating, describe) = ((3, 4.0), (6, 8.0));
-        // EC2's buckets hold one call more than the server's: a call paced exactly after the
-        // last may reach it a little sooner than that.
-        let rate = |(burst, per_second)| common::moto::Rate { burst: burst + 1, per_second };
-        let proxy = Ec2Proxy::with_quota(&endpoint, rate(mutating), rate(describe)).await;
-        let mut config = common::test_config();
-        let rate = |(burst, per_second)| portcullis::config::Rate { burst, per_second };
-        config.providers.aws_quota.mutating = rate(mutating);
-        config.providers.aws_quota.describe = rate(describe);
+        let (proxy, config) = metered(&endpoint, (3, 4.0), (6, 8.0)).await;
         let db = TestDb::sqlite();
         let mut f = Fixture::with_server(TestServer::start_with(&db, config).await).await;
         f.resource_on("bastion", resource_on_moto(&proxy.url, &group_id)).await;
@@ -381,14 +391,7 @@ mod aws {
     #[tokio::test]
     async fn reconciling_never_makes_a_session_wait_for_quota() {
         let Some(endpoint) = moto() else { return };
-        let (mutating, describe) = ((50, 5.0), (1, 1.0));
-        // One call more than the server's, as above.
-        let rate = |(burst, per_second)| common::moto::Rate { burst: burst + 1, per_second };
-        let proxy = Ec2Proxy::with_quota(&endpoint, rate(mutating), rate(describe)).await;
-        let mut config = common::test_config();
-        let rate = |(burst, per_second)| portcullis::config::Rate { burst, per_second };
-        config.providers.aws_quota.mutating = rate(mutating);
-        config.providers.aws_quota.describe = rate(describe);
+        let (proxy, mut config) = metered(&endpoint, (50, 5.0), (1, 1.0)).await;
         let db = TestDb::sqlite();
         // Resources are made on a server that does not reconcile...
         let mut setup = config.clone();
