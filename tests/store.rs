@@ -221,36 +221,75 @@ async fn racing_failed_logins_are_all_counted_and_lock_once() {
     .await;
 }
 
+/// A session of `user_id` in `status` until `expires_at`, started now.
+fn session_row(
+    organization_id: &str,
+    user_id: &str,
+    status: &str,
+    expires_at: chrono::DateTime<chrono::Utc>,
+) -> portcullis::store::entity::session::Model {
+    let at = now();
+    portcullis::store::entity::session::Model {
+        id: new_id(),
+        organization_id: organization_id.into(),
+        user_id: user_id.into(),
+        ipv4_address: Some("203.0.113.1".into()),
+        ipv6_address: None,
+        status: status.into(),
+        started_at: at,
+        expires_at,
+        ended_at: None,
+        ended_reason: None,
+        revision: 1,
+        live_ipv4_key: None,
+        live_ipv6_key: None,
+        created_at: at,
+        updated_at: at,
+        heartbeat_seconds: None,
+        heartbeat_due_at: None,
+    }
+}
+
+/// The expiry scheduler sleeps until the first end of any live session, whatever its status:
+/// its expiry or its heartbeat, whichever comes first; ended sessions do not count.
+#[tokio::test]
+async fn the_next_expiry_is_the_first_end_of_any_live_session() {
+    use portcullis::store::entity::session;
+    use portcullis::store::queries::sessions::{insert_all, next_expiry};
+    each_backend(|test_db: TestDb| async move {
+        let (db, organization) = migrated_with_organization(&test_db).await;
+        let user = queries::users::insert(&db, user_row(&organization.id, "a@example.com")).await.unwrap();
+        assert_eq!(next_expiry(&db).await.unwrap(), None, "{}: nothing live", test_db.backend);
+        let at = now();
+        let hours = |hours: i64| at + chrono::TimeDelta::hours(hours);
+        let row = |status: &str, expires_at| session_row(&organization.id, &user.id, status, expires_at);
+        let ended = row("EXPIRED", hours(-1));
+        let pending = row("PENDING", hours(4));
+        let active = row("ACTIVE", hours(3));
+        let partial = session::Model { heartbeat_due_at: Some(hours(5)), ..row("PARTIAL", hours(6)) };
+        insert_all(&db, vec![ended, pending, active, partial], vec![]).await.unwrap();
+        let next = next_expiry(&db).await.unwrap().map(|next| next.timestamp_millis());
+        assert_eq!(next, Some(hours(3).timestamp_millis()), "{}: the active one's expiry", test_db.backend);
+        let beating = session::Model { heartbeat_due_at: Some(hours(2)), ..row("PENDING", hours(7)) };
+        insert_all(&db, vec![beating], vec![]).await.unwrap();
+        let next = next_expiry(&db).await.unwrap().map(|next| next.timestamp_millis());
+        assert_eq!(next, Some(hours(2).timestamp_millis()), "{}: a heartbeat due sooner", test_db.backend);
+    })
+    .await;
+}
+
 /// The worker saves what it did to claimed rules (rows it read in the same transaction) in one
 /// statement: only rules whose lease is still its own, and only the columns it works on.
 #[tokio::test]
 async fn claimed_rules_are_saved_only_under_their_lease() {
-    use portcullis::store::entity::{resource_ip, session};
+    use portcullis::store::entity::resource_ip;
     use portcullis::store::queries::sessions;
     each_backend(|test_db: TestDb| async move {
         let (db, organization) = migrated_with_organization(&test_db).await;
         let user = queries::users::insert(&db, user_row(&organization.id, "a@example.com")).await.unwrap();
         let resource = queries::resources::insert(&db, resource_row(&organization.id)).await.unwrap();
         let at = now();
-        let session = session::Model {
-            id: new_id(),
-            organization_id: organization.id.clone(),
-            user_id: user.id.clone(),
-            ipv4_address: Some("203.0.113.1".into()),
-            ipv6_address: None,
-            status: "PENDING".into(),
-            started_at: at,
-            expires_at: at + chrono::TimeDelta::hours(1),
-            ended_at: None,
-            ended_reason: None,
-            revision: 1,
-            live_ipv4_key: None,
-            live_ipv6_key: None,
-            created_at: at,
-            updated_at: at,
-            heartbeat_seconds: None,
-            heartbeat_due_at: None,
-        };
+        let session = session_row(&organization.id, &user.id, "PENDING", at + chrono::TimeDelta::hours(1));
         let rule = |address: &str, lease_owner: &str| resource_ip::Model {
             id: new_id(),
             session_id: session.id.clone(),
