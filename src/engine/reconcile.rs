@@ -64,7 +64,7 @@ async fn sweep(engine: &Engine, interval: Duration) -> StoreResult<Duration> {
     // More may be due beyond those looked at.
     let more = candidates.len() as u64 == SWEEP;
     let (mut next_due, mut retry) = (None, None::<Duration>);
-    let mut repairs = Repairs::default();
+    let (mut repairs, mut reconciled) = (Repairs::default(), 0usize);
     for resource in candidates {
         let at = now();
         let due_at = due_at(&resource, interval_delta);
@@ -88,6 +88,7 @@ async fn sweep(engine: &Engine, interval: Duration) -> StoreResult<Duration> {
         };
         match reconcile_leased(engine, &resource.id, at - interval_delta, Prepaid::new(tickets)).await? {
             Some(done) => {
+                reconciled += 1;
                 repairs.orphans_removed += done.orphans_removed;
                 repairs.repaired += done.repaired;
             }
@@ -97,7 +98,8 @@ async fn sweep(engine: &Engine, interval: Duration) -> StoreResult<Duration> {
     if repairs.orphans_removed + repairs.repaired > 0 {
         tracing::info!(orphans_removed = repairs.orphans_removed, repaired = repairs.repaired, "reconcile pass");
     }
-    let until_due = next_due.unwrap_or(if more { Duration::ZERO } else { interval });
+    // Those beyond the ones looked at are next at once, unless all of these had to wait.
+    let until_due = next_due.unwrap_or(if more && reconciled > 0 { Duration::ZERO } else { interval });
     Ok(retry.map_or(until_due, |retry| retry.min(until_due)))
 }
 
