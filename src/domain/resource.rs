@@ -71,12 +71,19 @@ impl ProviderConfig {
         }
     }
 
+    /// [`ProviderConfig::kind`] of the in-memory provider.
+    pub const MEMORY: &'static str = "memory";
+    /// [`ProviderConfig::kind`] of AWS security groups (Cargo feature `aws`).
+    pub const AWS: &'static str = "aws";
+    /// [`ProviderConfig::kind`] of GCP firewall rules (Cargo feature `gcp`).
+    pub const GCP: &'static str = "gcp";
+
     /// The provider's short name, as used in logs and Cargo features.
     pub fn kind(&self) -> &'static str {
         match self {
-            ProviderConfig::Memory(_) => "memory",
-            ProviderConfig::AwsSecurityGroup(_) => "aws",
-            ProviderConfig::GcpFirewall(_) => "gcp",
+            ProviderConfig::Memory(_) => Self::MEMORY,
+            ProviderConfig::AwsSecurityGroup(_) => Self::AWS,
+            ProviderConfig::GcpFirewall(_) => Self::GCP,
         }
     }
 }

@@ -305,7 +305,11 @@ impl Providers {
 
     /// The provider kinds ([`ProviderConfig::kind`]) this server was built with.
     pub fn kinds(&self) -> Vec<&'static str> {
-        let built = [("memory", true), ("aws", cfg!(feature = "aws")), ("gcp", cfg!(feature = "gcp"))];
+        let built = [
+            (ProviderConfig::MEMORY, true),
+            (ProviderConfig::AWS, cfg!(feature = "aws")),
+            (ProviderConfig::GCP, cfg!(feature = "gcp")),
+        ];
         built.into_iter().filter_map(|(kind, built)| built.then_some(kind)).collect()
     }
 
