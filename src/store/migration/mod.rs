@@ -20,6 +20,7 @@ mod m20261201_000014_api_key_parents;
 mod m20261202_000015_session_heartbeats;
 mod m20261202_000016_address_changes;
 mod m20261203_000017_resource_reconciles;
+mod m20261203_000018_rule_claims;
 
 pub struct Migrator;
 
@@ -44,6 +45,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000015_session_heartbeats::Migration),
             Box::new(m20261202_000016_address_changes::Migration),
             Box::new(m20261203_000017_resource_reconciles::Migration),
+            Box::new(m20261203_000018_rule_claims::Migration),
         ]
     }
 }
