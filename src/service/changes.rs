@@ -11,10 +11,13 @@ use crate::store::changes::{CREDENTIALS_CHANNEL, SESSIONS_CHANNEL, SIGNING_KEYS_
 use sea_orm::sqlx::postgres::{PgListener, PgNotification, PgPoolOptions};
 use sea_orm::{DatabaseConnection, DbBackend};
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 const RETRY_FIRST: Duration = Duration::from_millis(500);
 const RETRY_LONGEST: Duration = Duration::from_secs(30);
+
+/// Most sessions read again in one statement for this replica's watchers.
+const LARGEST_PUBLISH: usize = 500;
 
 /// Runs until `stop` turns true; returns at once on a database other than PostgreSQL.
 pub async fn follow(
@@ -31,6 +34,9 @@ pub async fn follow(
     let options = db.get_postgres_connection_pool().connect_options();
     let pool = PgPoolOptions::new().max_connections(1).connect_lazy_with((*options).clone());
     let mut retry = RETRY_FIRST;
+    // The publisher ends when this function returns and drops the sender.
+    let (lagging, behind) = mpsc::unbounded_channel();
+    tokio::spawn(publish_batches(engine.clone(), behind));
     // Until another replica's changes can be heard, sessions are not served from memory.
     engine.cache().suspend();
     loop {
@@ -62,7 +68,7 @@ pub async fn follow(
                 _ = stopping(&mut stop) => return,
             };
             match received {
-                Ok(Some(notification)) => apply(&notification, &engine, &callers, &auth).await,
+                Ok(Some(notification)) => apply(&notification, &engine, &callers, &auth, &lagging).await,
                 Ok(None) => {
                     tracing::warn!("lost the connection listening for other replicas' changes; reconnecting");
                     engine.cache().suspend();
@@ -84,7 +90,13 @@ async fn listen(pool: &sea_orm::sqlx::PgPool) -> Result<PgListener, sea_orm::sql
     Ok(listener)
 }
 
-async fn apply(notification: &PgNotification, engine: &Engine, callers: &CallerCache, auth: &Authenticator) {
+async fn apply(
+    notification: &PgNotification,
+    engine: &Engine,
+    callers: &CallerCache,
+    auth: &Authenticator,
+    lagging: &mpsc::UnboundedSender<String>,
+) {
     match notification.channel() {
         // A user's change may be a new name, which cached sessions show.
         CREDENTIALS_CHANNEL => {
@@ -96,10 +108,24 @@ async fn apply(notification: &PgNotification, engine: &Engine, callers: &CallerC
             if let Some((id, revision)) = parse_session_change(notification.payload()) {
                 engine.cache().changed_to(id, revision);
                 if engine.hub().lags_behind(id, revision) {
-                    engine.publish(&[id]).await;
+                    // Only fails once the publisher is gone, that is while this replica stops.
+                    let _ = lagging.send(id.to_owned());
                 }
             }
         }
+    }
+}
+
+/// Reads again and publishes the watched sessions other replicas changed, all that were
+/// announced while the last read ran in one read: reading each before hearing the next put a
+/// burst of changes (a pass settles dozens of sessions) in a queue of reads, one at a time.
+async fn publish_batches(engine: Engine, mut lagging: mpsc::UnboundedReceiver<String>) {
+    let mut ids = Vec::with_capacity(LARGEST_PUBLISH);
+    while lagging.recv_many(&mut ids, LARGEST_PUBLISH).await > 0 {
+        ids.sort_unstable();
+        ids.dedup();
+        engine.publish(&ids.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        ids.clear();
     }
 }
 
