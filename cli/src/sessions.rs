@@ -272,6 +272,10 @@ async fn follow_along(client: &mut Client, spec: &Spec, settings: &Follow, out: 
     let mut stream = watch(client, &id).await?;
     let mut progress = Progress::new(out);
     let mut polls = tokio::time::interval(std::time::Duration::from_secs(settings.poll_seconds.max(1)));
+    // One listener for the whole loop: a Ctrl-C arriving while a branch below runs (a poll's
+    // calls) waits for the next select; a listener made anew each round would miss it.
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     loop {
         tokio::select! {
             message = stream.message() => {
@@ -309,7 +313,7 @@ async fn follow_along(client: &mut Client, spec: &Spec, settings: &Follow, out: 
                     }
                 }
             }
-            _ = tokio::signal::ctrl_c() => {
+            _ = &mut interrupted => {
                 stop(client, &id).await?;
                 progress.note("stopped");
                 return Ok(0);
