@@ -3,8 +3,8 @@ use sea_orm_migration::prelude::*;
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
-/// Rules are found by their claim's token on every worker pass (the claimed rules, lease
-/// renewals, saving the outcome): without an index each of those read every rule ever made.
+/// Rules are found by their claim's token on every worker pass (the claimed rules) and lease
+/// renewal: without an index each of those read every rule ever made.
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
