@@ -189,6 +189,17 @@ pub struct AwsQuota {
     pub mutating: Rate,
     /// Each of DescribeSecurityGroupRules and DescribeSecurityGroups.
     pub describe: Rate,
+    /// Least milliseconds from one write to a security group answering to the next write to it
+    /// starting: sessions started together on one group go out in a call or two instead of one
+    /// per wave, at the price of up to this much more wait for those arriving just after a call.
+    /// 0 writes as soon as there is work and a token.
+    pub group_write_interval_ms: u64,
+}
+
+impl AwsQuota {
+    pub fn group_write_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.group_write_interval_ms)
+    }
 }
 
 /// Compute Engine counts a project's firewall writes (insert, patch, delete) per minute: the
@@ -215,7 +226,11 @@ pub struct Rate {
 
 impl Default for AwsQuota {
     fn default() -> Self {
-        AwsQuota { mutating: Rate { burst: 50, per_second: 5.0 }, describe: Rate { burst: 100, per_second: 20.0 } }
+        AwsQuota {
+            mutating: Rate { burst: 50, per_second: 5.0 },
+            describe: Rate { burst: 100, per_second: 20.0 },
+            group_write_interval_ms: 1000,
+        }
     }
 }
 

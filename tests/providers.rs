@@ -385,6 +385,34 @@ mod aws {
         f.server.stop().await;
     }
 
+    /// Sessions that start on one group while its last write is recent gather for one write: a
+    /// first session, then four more a few hundred milliseconds apart, cost the account's bucket
+    /// two authorize calls, not one per arrival.
+    #[tokio::test]
+    async fn sessions_starting_one_after_another_on_a_group_share_its_next_write() {
+        let Some(endpoint) = moto() else { return };
+        let group_id = new_group(&endpoint);
+        let proxy = Ec2Proxy::start(&endpoint, std::time::Duration::ZERO).await;
+        let db = TestDb::sqlite();
+        let mut f = Fixture::new(&db).await;
+        f.resource_on("bastion", resource_on_moto(&proxy.url, &group_id)).await;
+        let key = f.user_key.clone();
+        let first = f.start(&key, Some(V4), None).await.unwrap();
+        f.watch_until(&key, &first.id, SessionStatus::Active).await;
+        let mut ids = Vec::new();
+        for n in 1..=4 {
+            tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+            ids.push(f.start(&key, Some(&format!("203.0.113.{n}")), None).await.unwrap().id);
+        }
+        for id in &ids {
+            f.watch_until(&key, id, SessionStatus::Active).await;
+        }
+        assert_eq!(rules_in(&endpoint, &group_id).len(), 5);
+        let authorizes = proxy.actions().get("AuthorizeSecurityGroupIngress").copied().unwrap_or(0);
+        assert_eq!(authorizes, 2, "calls made: {:?}", proxy.actions());
+        f.server.stop().await;
+    }
+
     /// The reconciler lists firewalls with the describe quota the worker leaves: a server that
     /// starts with many resources to reconcile and a describe bucket of one call a second opens
     /// a session at its next token, not after listing every other firewall.

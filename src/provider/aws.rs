@@ -25,6 +25,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 use tokio::sync::Mutex;
+use tokio::time::Instant;
 
 /// Tag naming the Portcullis resource a rule was opened for.
 pub const RESOURCE_TAG: &str = "portcullis:resource";
@@ -51,6 +52,25 @@ pub struct AwsFirewall {
     quota: AwsQuota,
     /// The part of each bucket this server spends.
     share: f64,
+    /// When each group's last write answered (see [`AwsQuota::group_write_interval_ms`]).
+    last_writes: std::sync::Mutex<HashMap<GroupKey, Instant>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct GroupKey {
+    region: String,
+    endpoint_url: Option<String>,
+    group_id: String,
+}
+
+impl GroupKey {
+    fn of(group: &AwsSecurityGroup) -> GroupKey {
+        GroupKey {
+            region: group.region.clone(),
+            endpoint_url: group.endpoint_url.clone(),
+            group_id: group.group_id.clone(),
+        }
+    }
 }
 
 /// The EC2 APIs Portcullis calls: each is throttled on a bucket of its own.
@@ -83,7 +103,32 @@ struct ClientKey {
 
 impl AwsFirewall {
     pub fn new(quota: &AwsQuota, share: f64) -> AwsFirewall {
-        AwsFirewall { clients: Mutex::default(), buckets: Buckets::default(), quota: quota.clone(), share }
+        AwsFirewall {
+            clients: Mutex::default(),
+            buckets: Buckets::default(),
+            quota: quota.clone(),
+            share,
+            last_writes: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Notes that a write to `group` just answered, forgetting those too old to hold anyone back.
+    fn wrote(&self, group: &AwsSecurityGroup) {
+        let interval = self.quota.group_write_interval();
+        let mut last_writes = self.last_writes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        last_writes.retain(|_, at| now.duration_since(*at) < interval);
+        if !interval.is_zero() {
+            last_writes.insert(GroupKey::of(group), now);
+        }
+    }
+
+    /// How long until `group` may be written again, if not yet.
+    fn write_wait(&self, group: &AwsSecurityGroup) -> Option<Duration> {
+        let interval = self.quota.group_write_interval();
+        let last_writes = self.last_writes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let since = last_writes.get(&GroupKey::of(group))?.elapsed();
+        interval.checked_sub(since).filter(|wait| !wait.is_zero())
     }
 
     /// The bucket a call of `api` for `group` is paced on, and its rate.
@@ -120,6 +165,14 @@ impl AwsFirewall {
             Pass::Rules { removes: false, applies: true } => &[Describe, Authorize],
             Pass::Rules { removes: false, applies: false } => &[],
         };
+        // Sessions starting together on one group gather for its next write instead of each
+        // wave spending a call of the account's bucket, which other groups (and tools) share.
+        if matches!(pass, Pass::Rules { .. })
+            && !apis.is_empty()
+            && let Some(wait) = self.write_wait(group)
+        {
+            return Err(wait);
+        }
         apis.iter()
             .map(|&api| {
                 let (key, rate) = self.bucket_of(group, api);
@@ -335,7 +388,9 @@ impl AwsFirewall {
         }
         let batch: Vec<&RuleRequest> = to_open.iter().map(|&index| &requests[index]).collect();
         self.pace(group, Api::AuthorizeSecurityGroupIngress).await;
-        match authorize(&client, target, group, &batch).await {
+        let authorized = authorize(&client, target, group, &batch).await;
+        self.wrote(group);
+        match authorized {
             Ok(created) => {
                 for (&index, request) in to_open.iter().zip(&batch) {
                     results[index] = created.get(&request.address).cloned().ok_or_else(|| {
@@ -377,14 +432,15 @@ impl AwsFirewall {
         }
         if !ids.is_empty() {
             self.pace(group, Api::RevokeSecurityGroupIngress).await;
-            client
+            let revoked = client
                 .revoke_security_group_ingress()
                 .group_id(&group.group_id)
                 .set_security_group_rule_ids(Some(ids))
                 .send()
-                .await
-                // Removed by someone else since the listing: the next pass sees it gone.
-                .map_err(|err| classify_race(&err, |code| code.ends_with(".NotFound")))?;
+                .await;
+            self.wrote(group);
+            // Removed by someone else since the listing: the next pass sees it gone.
+            revoked.map_err(|err| classify_race(&err, |code| code.ends_with(".NotFound")))?;
         }
         Ok(refs.iter().map(|_| Ok(())).collect())
     }
