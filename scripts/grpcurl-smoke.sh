@@ -16,6 +16,8 @@ cd "$work"
 
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 addr=127.0.0.1:$port
+metrics_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+export PORTCULLIS_METRICS__LISTEN=127.0.0.1:$metrics_port
 export PORTCULLIS_DATABASE_URL="sqlite://$work/portcullis.db?mode=rwc"
 KEY=$("$bin" init --admin-email admin@example.com 2>init.log)
 "$bin" serve --listen "$addr" 2>server.log &
@@ -132,6 +134,9 @@ check "resume" '"name": "Globex"' "$grpcurl" -plaintext -H "x-api-key: $OPERATOR
     -d "{\"organization_id\": \"$ORG_ID\"}" "$addr" portcullis.v1.OrganizationService/ResumeOrganization
 check "operators are members of nothing" "ERROR_REASON_MEMBER_REQUIRED" "$grpcurl" -plaintext \
     -H "x-api-key: $OPERATOR_KEY" "$addr" portcullis.v1.SessionService/ListSessions
+
+# The README's Metrics example: the sessions above, by status, from every replica's /metrics.
+check "metrics" 'portcullis_sessions{status="CANCELLED"}' curl -s "http://$PORTCULLIS_METRICS__LISTEN/metrics"
 
 echo "grpcurl: $passes passed, $failures failed"
 [ "$failures" = 0 ]

@@ -35,6 +35,16 @@ pub struct Config {
     pub engine: EngineSettings,
     pub tls: TlsConfig,
     pub limits: LimitsConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// The Prometheus endpoint.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address serving `/metrics` over plain HTTP (for example `127.0.0.1:9090`); off when unset.
+    /// Keep it off the public network: the page shows what the server is doing.
+    pub listen: Option<SocketAddr>,
 }
 
 /// What one caller or one connection may hold.
@@ -251,6 +261,7 @@ impl Default for Config {
             engine: EngineSettings::default(),
             tls: TlsConfig::default(),
             limits: LimitsConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -555,7 +566,9 @@ mod tests {
             jail.set_env("PORTCULLIS_ENGINE__PROVIDER_TIMEOUT_SECS", "5");
             jail.set_env("PORTCULLIS_PROVIDERS__QUOTA_SHARE", "0.33");
             jail.set_env("PORTCULLIS_PROVIDERS__AWS_QUOTA__MUTATING", "{ burst = 200, per_second = 10.0 }");
+            jail.set_env("PORTCULLIS_METRICS__LISTEN", "127.0.0.1:9090");
             let config = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(config.metrics.listen, Some("127.0.0.1:9090".parse().unwrap()));
             assert_eq!(config.providers.quota_share, 0.33);
             assert_eq!(config.providers.aws_quota.mutating, Rate { burst: 200, per_second: 10.0 });
             assert_eq!(config.providers.check(), Ok(()));

@@ -5,6 +5,7 @@ pub mod domain;
 pub mod engine;
 pub mod error;
 pub mod grpc;
+pub mod monitoring;
 pub mod pb;
 pub mod provider;
 pub mod service;

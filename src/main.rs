@@ -199,6 +199,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 network: config.network.clone(),
                 tls: config.tls.clone(),
                 limits: config.limits.clone(),
+                metrics: config.metrics.clone(),
             };
             grpc::serve(listener, services, options, shutdown_signal()).await?;
             tracing::info!("stopped");

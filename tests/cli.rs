@@ -64,41 +64,83 @@ fn flags_override_environment_and_bad_config_fails_clearly() {
     assert!(!dir.path().join("from-file.db").exists());
 }
 
+/// A `portcullis serve` on a database `init` made in `dir`, and its log lines as they come.
+struct Served {
+    child: std::process::Child,
+    log: std::sync::mpsc::Receiver<String>,
+    key: String,
+}
+
+impl Served {
+    fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> Served {
+        let init = portcullis(dir, &["init", "--admin-email", "admin@example.com"]).output().unwrap();
+        let key = String::from_utf8(init.stdout).unwrap().trim().to_owned();
+        let mut child = portcullis(dir, &["serve", "--listen", "127.0.0.1:0"])
+            .envs(env.iter().copied())
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, log) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Served { child, log, key }
+    }
+
+    /// The address the first log line containing `message` names.
+    fn logged_address(&self, message: &str) -> String {
+        loop {
+            let line = self.log.recv_timeout(Duration::from_secs(30)).expect("server logs its address");
+            if line.contains(message)
+                && let Some(rest) = line.split("address=").nth(1)
+            {
+                return rest.split_whitespace().next().unwrap().to_owned();
+            }
+        }
+    }
+
+    async fn channel(address: &str) -> tonic::transport::Channel {
+        tonic::transport::Channel::from_shared(format!("http://{address}")).unwrap().connect().await.unwrap()
+    }
+
+    fn send_sigterm(&self) {
+        let pid = i32::try_from(self.child.id()).unwrap();
+        Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    }
+
+    /// Sends SIGTERM and waits for a clean exit; answers what was logged meanwhile.
+    async fn terminate(self) -> Vec<String> {
+        self.send_sigterm();
+        self.exited().await
+    }
+
+    /// Waits for a clean exit; answers what was logged meanwhile.
+    async fn exited(mut self) -> Vec<String> {
+        let exit = tokio::task::spawn_blocking(move || self.child.wait()).await.unwrap().unwrap();
+        assert!(exit.success(), "graceful shutdown exits 0: {exit:?}");
+        self.log.try_iter().collect()
+    }
+}
+
 #[tokio::test]
 async fn serve_answers_health_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let init = portcullis(dir.path(), &["init", "--admin-email", "admin@example.com"]).output().unwrap();
-    let key = String::from_utf8(init.stdout).unwrap().trim().to_owned();
-    let mut child = portcullis(dir.path(), &["serve", "--listen", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let served = Served::start(dir.path(), &[]);
     // The server logs the address it bound.
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let address = loop {
-        let line = rx.recv_timeout(Duration::from_secs(30)).expect("server logs its address");
-        if let Some(rest) = line.split("address=").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    let channel = tonic::transport::Channel::from_shared(format!("http://{address}")).unwrap().connect().await.unwrap();
+    let channel = Served::channel(&served.logged_address(": listening")).await;
     let mut health = HealthClient::new(channel.clone());
     let status = health.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
     assert_eq!(status.status(), ServingStatus::Serving);
 
     // An open WatchSession stream must not hold up the shutdown.
-    let mut watch = open_watch(channel.clone(), &key).await;
+    let (mut watch, _) = open_watch(channel.clone(), &served.key).await;
     assert!(watch.message().await.unwrap().is_some(), "the first message arrives");
 
-    let pid = i32::try_from(child.id()).unwrap();
-    Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    served.send_sigterm();
     // Changes may still arrive (the session turning ACTIVE); then the stream ends with a status.
     let ended = loop {
         match watch.message().await {
@@ -108,14 +150,109 @@ async fn serve_answers_health_and_stops_on_sigterm() {
         }
     };
     assert_eq!(ended.code(), tonic::Code::Unavailable, "watchers are told to reconnect");
-    let exit = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
-    assert!(exit.success(), "graceful shutdown exits 0: {exit:?}");
-    let logged: Vec<String> = rx.try_iter().collect();
+    let logged = served.exited().await;
     assert!(logged.iter().any(|l| l.contains("terminate received")), "{logged:?}");
 }
 
-/// Creates a memory resource, assigns it to the admin, starts a session and watches it.
-async fn open_watch(channel: tonic::transport::Channel, key: &str) -> tonic::Streaming<WatchSessionResponse> {
+/// The `/metrics` page of `address`.
+async fn scrape(address: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut connection = tokio::net::TcpStream::connect(address).await.unwrap();
+    connection.write_all(b"GET /metrics HTTP/1.0\r\nHost: portcullis\r\n\r\n").await.unwrap();
+    let mut page = String::new();
+    connection.read_to_string(&mut page).await.unwrap();
+    assert!(page.starts_with("HTTP/1.0 200") || page.starts_with("HTTP/1.1 200"), "{page}");
+    page
+}
+
+/// The value of the sample `name` with exactly `labels` on `page`; 0 when there is none.
+fn sample(page: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let wanted: std::collections::BTreeSet<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    for line in page.lines().filter(|line| !line.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+        let (series_name, series_labels) = match series.split_once('{') {
+            Some((series_name, rest)) => (series_name, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        let have: std::collections::BTreeSet<String> =
+            series_labels.split(',').filter(|label| !label.is_empty()).map(str::to_owned).collect();
+        if series_name == name && have == wanted {
+            return value.parse().unwrap();
+        }
+    }
+    0.0
+}
+
+/// The counters of `/metrics` follow a session's life: the calls made, the rule applied then
+/// removed, the session's status, the open stream.
+#[tokio::test]
+async fn metrics_follow_a_session_from_start_to_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = Served::start(dir.path(), &[("PORTCULLIS_METRICS__LISTEN", "127.0.0.1:0")]);
+    let channel = Served::channel(&served.logged_address(": listening")).await;
+    let metrics = served.logged_address("metrics listening");
+    let before = scrape(&metrics).await;
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(sample(&before, "portcullis_build_info", &[("version", version)]), 1.0, "{before}");
+    assert_eq!(sample(&before, "portcullis_sessions", &[("status", "ACTIVE")]), 0.0, "{before}");
+
+    let (mut watch, session_id) = open_watch(channel.clone(), &served.key).await;
+    while watch.message().await.unwrap().unwrap().session.unwrap().status() != SessionStatus::Active {}
+    let mut sessions = SessionServiceClient::new(channel.clone());
+    let unauthenticated = sessions.get_session(GetSessionRequest { id: session_id.clone() }).await.unwrap_err();
+    assert_eq!(unauthenticated.code(), tonic::Code::Unauthenticated);
+    let invalid = sessions.get_session(common::with_key(GetSessionRequest { id: String::new() }, &served.key)).await;
+    assert_eq!(invalid.unwrap_err().code(), tonic::Code::InvalidArgument);
+
+    let open = scrape(&metrics).await;
+    let calls = |page: &str, method: &str, code: &str| {
+        let labels = [("service", "portcullis.v1.SessionService"), ("method", method), ("code", code)];
+        sample(page, "portcullis_grpc_requests_total", &labels)
+    };
+    assert_eq!(calls(&open, "StartSession", "OK"), 1.0, "{open}");
+    assert_eq!(calls(&open, "GetSession", "UNAUTHENTICATED"), 1.0, "{open}");
+    assert_eq!(calls(&open, "GetSession", "INVALID_ARGUMENT"), 1.0, "{open}");
+    let timed = [("service", "portcullis.v1.SessionService"), ("method", "StartSession")];
+    assert_eq!(sample(&open, "portcullis_grpc_request_duration_seconds_count", &timed), 1.0, "{open}");
+    assert_eq!(sample(&open, "portcullis_sessions", &[("status", "ACTIVE")]), 1.0, "{open}");
+    assert_eq!(sample(&open, "portcullis_rules", &[("status", "APPLIED")]), 1.0, "{open}");
+    let outcome = |page: &str, outcome: &str| {
+        sample(page, "portcullis_rule_outcomes_total", &[("provider", "memory"), ("outcome", outcome)])
+    };
+    assert_eq!(outcome(&open, "applied"), 1.0, "{open}");
+    let apply_calls = [("provider", "memory"), ("operation", "apply")];
+    assert_eq!(sample(&open, "portcullis_provider_call_duration_seconds_count", &apply_calls), 1.0, "{open}");
+    assert_eq!(sample(&open, "portcullis_watch_streams", &[]), 1.0, "{open}");
+    assert_eq!(sample(&open, "portcullis_due_rules", &[]), 0.0, "{open}");
+    let connections = ["in_use", "idle"]
+        .iter()
+        .map(|state| sample(&open, "portcullis_db_connections", &[("pool", "writer"), ("state", state)]))
+        .sum::<f64>();
+    assert!(connections >= 1.0, "{open}");
+
+    sessions.stop_session(common::with_key(StopSessionRequest { id: session_id }, &served.key)).await.unwrap();
+    // The stream ends after the terminal state.
+    while watch.message().await.unwrap().is_some() {}
+    let mut stopped = scrape(&metrics).await;
+    for _ in 0..50 {
+        if sample(&stopped, "portcullis_watch_streams", &[]) == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stopped = scrape(&metrics).await;
+    }
+    assert_eq!(sample(&stopped, "portcullis_watch_streams", &[]), 0.0, "{stopped}");
+    assert_eq!(sample(&stopped, "portcullis_sessions", &[("status", "ACTIVE")]), 0.0, "{stopped}");
+    assert_eq!(sample(&stopped, "portcullis_sessions", &[("status", "CANCELLED")]), 1.0, "{stopped}");
+    assert_eq!(sample(&stopped, "portcullis_rules", &[("status", "APPLIED")]), 0.0, "{stopped}");
+    assert_eq!(outcome(&stopped, "removed"), 1.0, "{stopped}");
+    assert_eq!(calls(&stopped, "StopSession", "OK"), 1.0, "{stopped}");
+    served.terminate().await;
+}
+
+/// Creates a memory resource, assigns it to the admin, starts a session and watches it; answers
+/// the stream and the session's id.
+async fn open_watch(channel: tonic::transport::Channel, key: &str) -> (tonic::Streaming<WatchSessionResponse>, String) {
     let me = UserServiceClient::new(channel.clone())
         .get_current_user(common::with_key(GetCurrentUserRequest {}, key))
         .await
@@ -139,5 +276,6 @@ async fn open_watch(channel: tonic::transport::Channel, key: &str) -> tonic::Str
     let mut sessions = SessionServiceClient::new(channel);
     let start = StartSessionRequest { ipv4_address: Some("203.0.113.50".into()), ..Default::default() };
     let id = sessions.start_session(common::with_key(start, key)).await.unwrap().into_inner().session.unwrap().id;
-    sessions.watch_session(common::with_key(WatchSessionRequest { id }, key)).await.unwrap().into_inner()
+    let watch = sessions.watch_session(common::with_key(WatchSessionRequest { id: id.clone() }, key)).await.unwrap();
+    (watch.into_inner(), id)
 }

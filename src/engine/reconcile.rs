@@ -88,6 +88,7 @@ async fn sweep(engine: &Engine, interval: Duration) -> StoreResult<Duration> {
         };
         match reconcile_leased(engine, &resource.id, at - interval_delta, Prepaid::new(tickets)).await? {
             Some(done) => {
+                crate::monitoring::reconciled(done.repaired, done.orphans_removed);
                 reconciled += 1;
                 repairs.orphans_removed += done.orphans_removed;
                 repairs.repaired += done.repaired;

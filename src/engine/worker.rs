@@ -211,7 +211,42 @@ async fn work_leased(engine: &Engine, lease: &ResourceLease) -> StoreResult<Vec<
         claimed.into_iter().partition(|rule| rule.status == ResourceIpStatus::Removing.as_str());
     let mut outcomes = remove(engine, provider.as_ref(), removing).await?;
     outcomes.extend(apply(engine, provider.as_ref(), pending).await?);
-    record(engine, &lease.holder, outcomes).await
+    let counted = OutcomeCounts::of(&outcomes);
+    let touched = record(engine, &lease.holder, outcomes).await?;
+    counted.report(provider.as_ref().map_or("none", |(_, target)| target.config.kind()));
+    Ok(touched)
+}
+
+/// How many rules of a pass ended each way, for the metrics.
+#[derive(Default)]
+struct OutcomeCounts {
+    applied: usize,
+    removed: usize,
+    failed: usize,
+    retried: usize,
+}
+
+impl OutcomeCounts {
+    fn of(outcomes: &[(resource_ip::Model, Outcome)]) -> OutcomeCounts {
+        let mut counts = OutcomeCounts::default();
+        for (_, outcome) in outcomes {
+            match outcome {
+                Outcome::Applied { .. } => counts.applied += 1,
+                Outcome::Removed => counts.removed += 1,
+                Outcome::Failed { .. } => counts.failed += 1,
+                Outcome::Retry { .. } => counts.retried += 1,
+            }
+        }
+        counts
+    }
+
+    fn report(&self, provider: &'static str) {
+        let counts =
+            [("applied", self.applied), ("removed", self.removed), ("failed", self.failed), ("retried", self.retried)];
+        for (outcome, count) in counts {
+            crate::monitoring::rule_outcomes(provider, outcome, count);
+        }
+    }
 }
 
 pub(super) type ProviderTarget = (Arc<dyn FirewallProvider>, Target);
@@ -352,7 +387,7 @@ async fn apply(
         });
         let outcome = match result {
             Ok(rule_id) => Outcome::Applied { rule_id },
-            Err(ProviderError::Transient(message)) => {
+            Err(ProviderError::Transient(message) | ProviderError::Throttled(message)) => {
                 tracing::warn!(resource_ip_id = %rule.id, error = %message, "apply failed; will retry");
                 Outcome::Retry { message }
             }

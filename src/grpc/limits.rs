@@ -48,12 +48,14 @@ impl WatchSlots {
             )));
         }
         *count += 1;
+        crate::monitoring::watch_stream_opened();
         Ok(WatchSlot { holder, open: self.open.clone() })
     }
 }
 
 impl Drop for WatchSlot {
     fn drop(&mut self) {
+        crate::monitoring::watch_stream_closed();
         let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(count) = open.get_mut(&self.holder) {
             *count -= 1;

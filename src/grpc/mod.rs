@@ -6,6 +6,7 @@ pub mod auth;
 mod convert;
 mod limits;
 mod logins;
+mod metering;
 mod organizations;
 mod panics;
 pub mod policy;
@@ -18,7 +19,7 @@ pub mod status;
 pub mod tls;
 mod users;
 
-use crate::config::{LimitsConfig, NetworkConfig, TlsConfig};
+use crate::config::{LimitsConfig, MetricsConfig, NetworkConfig, TlsConfig};
 use crate::pb::{self, v1};
 use crate::service::Services;
 use std::future::Future;
@@ -47,6 +48,7 @@ pub struct ServeOptions {
     pub network: NetworkConfig,
     pub tls: TlsConfig,
     pub limits: LimitsConfig,
+    pub metrics: MetricsConfig,
 }
 
 /// Serves every service on `listener` and runs the session engine until `shutdown` completes;
@@ -80,6 +82,18 @@ pub async fn serve(
         options.health_check_interval,
         background_stopped.clone(),
     ));
+    let metrics_task = match options.metrics.listen {
+        Some(address) => {
+            let handle = crate::monitoring::endpoint::install()?;
+            let listener = TcpListener::bind(address).await?;
+            tracing::info!(address = %listener.local_addr()?, "metrics listening");
+            let mut stopped = background_stopped.clone();
+            let stop = async move { crate::engine::stopping(&mut stopped).await };
+            let (writer, reader) = (services.db.clone(), services.reader.clone());
+            Some(tokio::spawn(crate::monitoring::endpoint::serve(listener, handle, writer, reader, stop)))
+        }
+        None => None,
+    };
     let engine = services.engine.clone();
     let follow_task = tokio::spawn(crate::service::changes::follow(
         services.db.clone(),
@@ -99,6 +113,8 @@ pub async fn serve(
         // open watch that has nothing to say stays open.
         .http2_keepalive_interval(Some(Duration::from_secs(options.limits.keepalive_interval_secs.max(1))))
         .http2_keepalive_timeout(Some(Duration::from_secs(options.limits.keepalive_timeout_secs.max(1))))
+        // Outermost, so calls refused by the layers below are counted too.
+        .layer(metering::MeteringLayer)
         .layer(panics::CatchPanicLayer)
         .layer(limits::RequestSizeLayer { max_bytes: options.limits.max_request_bytes })
         .layer(auth::AuthLayer::new(services.auth.clone(), &options.network.trusted_proxies))
@@ -134,6 +150,11 @@ pub async fn serve(
     let _ = health_task.await;
     let _ = engine_task.await;
     let _ = follow_task.await;
+    if let Some(metrics_task) = metrics_task
+        && let Ok(Err(err)) = metrics_task.await
+    {
+        tracing::warn!(error = %err, "the metrics endpoint failed");
+    }
     result.map_err(Into::into)
 }
 

@@ -68,6 +68,29 @@ pub fn rule_for(path: &str) -> Option<Rule> {
     POLICY.iter().find(|(s, m, _)| *s == service && *m == method).map(|(_, _, rule)| *rule)
 }
 
+/// The methods of [`PUBLIC_SERVICES`].
+const PUBLIC_METHODS: &[&str] = &["Check", "Watch", "ServerReflectionInfo"];
+
+/// A path's `(service, method)` as names of this table (full service names), or `"unknown"` for
+/// what this server does not serve: metrics label calls by them, so a caller inventing paths
+/// cannot grow the number of series.
+pub fn names_of(path: &str) -> (&'static str, &'static str) {
+    const UNKNOWN: (&str, &str) = ("unknown", "unknown");
+    let Some((service, method)) = path.strip_prefix('/').and_then(|path| path.split_once('/')) else {
+        return UNKNOWN;
+    };
+    if let Some(public) = PUBLIC_SERVICES.iter().find(|public| **public == service) {
+        return PUBLIC_METHODS.iter().find(|known| **known == method).map_or(UNKNOWN, |method| (public, method));
+    }
+    let Some(short) = service.strip_prefix("portcullis.v1.") else {
+        return UNKNOWN;
+    };
+    let Some(full) = super::SERVICE_NAMES.iter().find(|full| full.strip_prefix("portcullis.v1.") == Some(short)) else {
+        return UNKNOWN;
+    };
+    POLICY.iter().find(|(s, m, _)| *s == short && *m == method).map_or(UNKNOWN, |(_, method, _)| (*full, *method))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,6 +124,26 @@ mod tests {
                 described.iter().any(|(s, m)| s == service && m == method),
                 "the policy names {service}/{method}, which the API does not have"
             );
+        }
+    }
+
+    #[test]
+    fn only_served_paths_have_names() {
+        assert_eq!(
+            names_of("/portcullis.v1.SessionService/StartSession"),
+            ("portcullis.v1.SessionService", "StartSession")
+        );
+        assert_eq!(names_of("/grpc.health.v1.Health/Check"), ("grpc.health.v1.Health", "Check"));
+        for invented in
+            ["/portcullis.v1.SessionService/Invented", "/portcullis.v1.Nothing/StartSession", "/x", "", "//"]
+        {
+            assert_eq!(names_of(invented), ("unknown", "unknown"), "{invented}");
+        }
+        // Every service of the server is named by its full name.
+        for service in super::super::SERVICE_NAMES {
+            let short = service.strip_prefix("portcullis.v1.").unwrap();
+            let (_, method, _) = POLICY.iter().find(|(s, _, _)| *s == short).unwrap();
+            assert_eq!(names_of(&format!("/{service}/{method}")), (*service, *method));
         }
     }
 

@@ -30,16 +30,10 @@ use tokio::time::Instant;
 /// Tag naming the Portcullis resource a rule was opened for.
 pub const RESOURCE_TAG: &str = "portcullis:resource";
 
-/// Error codes worth retrying: throttling and EC2's own failures.
-const TRANSIENT_CODES: &[&str] = &[
-    "RequestLimitExceeded",
-    "Throttling",
-    "ThrottlingException",
-    "InternalError",
-    "InternalFailure",
-    "ServiceUnavailable",
-    "Unavailable",
-];
+/// Error codes of throttling: retried.
+const THROTTLING_CODES: &[&str] = &["RequestLimitExceeded", "Throttling", "ThrottlingException"];
+/// Error codes of EC2's own failures: retried.
+const TRANSIENT_CODES: &[&str] = &["InternalError", "InternalFailure", "ServiceUnavailable", "Unavailable"];
 const NOT_FOUND_CODES: &[&str] = &["InvalidGroup.NotFound", "InvalidGroupId.Malformed", "InvalidGroupId.NotFound"];
 const ACCESS_CODES: &[&str] =
     &["UnauthorizedOperation", "AuthFailure", "InvalidClientTokenId", "SignatureDoesNotMatch", "OptInRequired"];
@@ -267,7 +261,9 @@ where
             Some(code) => {
                 // What a user reads in error_message: EC2's code and message, not the raw response.
                 let message = format!("{code}: {}", err.message().unwrap_or("refused by EC2"));
-                if TRANSIENT_CODES.contains(&code) {
+                if THROTTLING_CODES.contains(&code) {
+                    ProviderError::Throttled(message)
+                } else if TRANSIENT_CODES.contains(&code) {
                     ProviderError::Transient(message)
                 } else {
                     ProviderError::Rejected(message)

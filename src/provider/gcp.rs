@@ -98,8 +98,10 @@ fn is_not_found(err: &GcpError) -> bool {
     err.http_status_code() == Some(404)
 }
 
-/// Reasons Compute gives for throttling and its own failures: worth retrying.
-const TRANSIENT_REASONS: &[&str] = &["rateLimitExceeded", "userRateLimitExceeded", "backendError", "internalError"];
+/// Reasons Compute gives for throttling: retried.
+const THROTTLING_REASONS: &[&str] = &["rateLimitExceeded", "userRateLimitExceeded"];
+/// Reasons Compute gives for its own failures: retried.
+const TRANSIENT_REASONS: &[&str] = &["backendError", "internalError"];
 
 /// The `errors[].reason` values of a Compute error (the client keeps them as ErrorInfo details).
 fn reasons(err: &GcpError) -> Vec<&str> {
@@ -137,11 +139,16 @@ fn summary(err: &GcpError) -> String {
 
 fn classify(err: &GcpError) -> ProviderError {
     let text = summary(err);
-    if reasons(err).iter().any(|reason| TRANSIENT_REASONS.contains(reason)) {
+    let reasons = reasons(err);
+    if reasons.iter().any(|reason| THROTTLING_REASONS.contains(reason)) {
+        return ProviderError::Throttled(text);
+    }
+    if reasons.iter().any(|reason| TRANSIENT_REASONS.contains(reason)) {
         return ProviderError::Transient(text);
     }
     match (err.http_status_code(), err.status().map(|status| status.code)) {
-        (Some(429 | 500..), _) => ProviderError::Transient(text),
+        (Some(429), _) => ProviderError::Throttled(text),
+        (Some(500..), _) => ProviderError::Transient(text),
         (Some(_), _) => ProviderError::Rejected(text),
         // A failed operation: its status says why.
         (None, Some(Code::ResourceExhausted | Code::Unavailable | Code::Internal | Code::DeadlineExceeded)) => {

@@ -10,6 +10,7 @@ pub mod quota;
 
 use crate::config::ProvidersConfig;
 use crate::domain::{CloudScopes, ProviderConfig};
+use crate::monitoring;
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use std::collections::BTreeSet;
@@ -123,9 +124,12 @@ pub struct OwnedRule {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProviderError {
-    /// Worth retrying: throttling, timeouts, 5xx.
+    /// Worth retrying: timeouts, 5xx.
     #[error("temporary provider failure: {0}")]
     Transient(String),
+    /// The provider's request quota was spent (throttling): retried like [`Self::Transient`].
+    #[error("temporary provider failure: {0}")]
+    Throttled(String),
     /// Retrying will not help: the provider refused the rule (quota, invalid address, no access).
     #[error("{0}")]
     Rejected(String),
@@ -133,6 +137,18 @@ pub enum ProviderError {
     /// Sending it would hand the server's cloud credentials over, so rules wait instead.
     #[error("not sent: {0}")]
     Forbidden(String),
+}
+
+impl ProviderError {
+    /// The error's kind, as metrics label it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderError::Transient(_) => "transient",
+            ProviderError::Throttled(_) => "throttled",
+            ProviderError::Rejected(_) => "rejected",
+            ProviderError::Forbidden(_) => "forbidden",
+        }
+    }
 }
 
 /// What one pass over a resource will call, so its calls' quota can be reserved before it
@@ -189,6 +205,8 @@ pub trait FirewallProvider: Send + Sync {
 struct Bounded {
     inner: Arc<dyn FirewallProvider>,
     deadline: Duration,
+    /// The provider's kind, as metrics name it.
+    kind: &'static str,
 }
 
 impl Bounded {
@@ -196,44 +214,70 @@ impl Bounded {
         ProviderError::Transient(format!("the provider did not answer within {}s", self.deadline.as_secs_f64()))
     }
 
-    /// `call`'s answer, or None once it has spent the deadline outside its waits for tokens.
-    async fn bounded<T>(&self, call: impl std::future::Future<Output = T>) -> Option<T> {
+    /// `call`'s answer, or None once it has spent the deadline outside its waits for tokens;
+    /// timed (without those waits) as `operation`.
+    async fn bounded<T>(&self, operation: &'static str, call: impl std::future::Future<Output = T>) -> Option<T> {
         let paced = quota::PacedTime::default();
         let call = paced.count(call);
         tokio::pin!(call);
         let began = tokio::time::Instant::now();
         // Moves on with every wait counted; None (past any instant) only for an endless wait.
         let end = || began.checked_add(self.deadline.saturating_add(paced.total()));
-        while let Some(until) = end() {
+        let answer = loop {
+            let Some(until) = end() else { break Some(call.await) };
             tokio::select! {
-                answer = &mut call => return Some(answer),
+                answer = &mut call => break Some(answer),
                 () = tokio::time::sleep_until(until) => {
                     if end() == Some(until) {
-                        return None;
+                        break None;
                     }
                 }
             }
+        };
+        monitoring::provider_call(self.kind, operation, began.elapsed().saturating_sub(paced.total()));
+        if answer.is_none() {
+            monitoring::provider_error(self.kind, operation, "timeout");
         }
-        Some(call.await)
+        answer
+    }
+
+    /// Counts each kind of error among a call's answers once.
+    fn count_errors<'a>(&self, operation: &'static str, errors: impl Iterator<Item = &'a ProviderError>) {
+        let mut kinds: Vec<&'static str> = errors.map(ProviderError::kind).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        for kind in kinds {
+            monitoring::provider_error(self.kind, operation, kind);
+        }
     }
 }
 
 #[async_trait]
 impl FirewallProvider for Bounded {
     async fn apply(&self, target: &Target, rules: &[RuleRequest]) -> Vec<Result<String, ProviderError>> {
-        self.bounded(self.inner.apply(target, rules)).await.unwrap_or_else(|| fail_all(rules.len(), &self.timed_out()))
+        let Some(answers) = self.bounded("apply", self.inner.apply(target, rules)).await else {
+            return fail_all(rules.len(), &self.timed_out());
+        };
+        self.count_errors("apply", answers.iter().filter_map(|answer| answer.as_ref().err()));
+        answers
     }
 
     async fn revoke(&self, target: &Target, rules: &[RuleRef]) -> Vec<Result<(), ProviderError>> {
-        self.bounded(self.inner.revoke(target, rules)).await.unwrap_or_else(|| fail_all(rules.len(), &self.timed_out()))
+        let Some(answers) = self.bounded("revoke", self.inner.revoke(target, rules)).await else {
+            return fail_all(rules.len(), &self.timed_out());
+        };
+        self.count_errors("revoke", answers.iter().filter_map(|answer| answer.as_ref().err()));
+        answers
     }
 
     async fn list(&self, target: &Target) -> Result<Listing, ProviderError> {
-        self.bounded(self.inner.list(target)).await.unwrap_or_else(|| Err(self.timed_out()))
+        let answer = self.bounded("list", self.inner.list(target)).await.unwrap_or_else(|| Err(self.timed_out()));
+        self.count_errors("list", answer.as_ref().err().into_iter());
+        answer
     }
 
     async fn check(&self, target: &Target) -> CheckOutcome {
-        self.bounded(self.inner.check(target))
+        self.bounded("check", self.inner.check(target))
             .await
             .unwrap_or_else(|| CheckOutcome::Unreachable(self.timed_out().to_string()))
     }
@@ -343,7 +387,7 @@ impl Providers {
                 )));
             }
         };
-        Ok(Arc::new(Bounded { inner, deadline: self.deadline }))
+        Ok(Arc::new(Bounded { inner, deadline: self.deadline, kind: config.kind() }))
     }
 }
 
@@ -395,7 +439,7 @@ mod tests {
     async fn five_calls_at_once(on_the_wire: Duration, deadline: Duration) -> Vec<Result<String, ProviderError>> {
         let paced =
             Paced { bucket: quota::TokenBucket::new(quota::Rate { burst: 1, per_second: 1.0 / 0.3 }), on_the_wire };
-        let bounded = Bounded { inner: Arc::new(paced), deadline };
+        let bounded = Bounded { inner: Arc::new(paced), deadline, kind: "memory" };
         let target = Target {
             resource_id: "r".into(),
             organization_id: "o".into(),

@@ -39,6 +39,8 @@ use sea_orm::DatabaseConnection;
 #[derive(Clone)]
 pub struct Services {
     pub db: DatabaseConnection,
+    /// Where hot-path reads go (the writer itself on PostgreSQL).
+    pub reader: DatabaseConnection,
     pub auth: Authenticator,
     pub organizations: OrganizationManager,
     pub users: UserManager,
@@ -92,7 +94,8 @@ impl Services {
             callers.clone(),
         );
         Ok(Services {
-            sessions: SessionManager::new(db.clone(), reader, engine.clone(), config.sessions.clone()),
+            sessions: SessionManager::new(db.clone(), reader.clone(), engine.clone(), config.sessions.clone()),
+            reader,
             engine: engine.clone(),
             auth,
             logins,

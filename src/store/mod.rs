@@ -113,3 +113,20 @@ pub async fn begin(db: &DatabaseConnection) -> StoreResult<DatabaseTransaction> 
 pub async fn commit(txn: DatabaseTransaction) -> StoreResult<()> {
     Ok(txn.commit().await?)
 }
+
+/// Connections of `db`'s pool: how many are in use and how many idle.
+pub fn pool_usage(db: &DatabaseConnection) -> (u32, u32) {
+    let (size, idle) = match db.get_database_backend() {
+        sea_orm::DbBackend::Sqlite => {
+            let pool = db.get_sqlite_connection_pool();
+            (pool.size(), pool.num_idle())
+        }
+        sea_orm::DbBackend::Postgres => {
+            let pool = db.get_postgres_connection_pool();
+            (pool.size(), pool.num_idle())
+        }
+        _ => (0, 0),
+    };
+    let idle = u32::try_from(idle).unwrap_or(u32::MAX).min(size);
+    (size - idle, idle)
+}

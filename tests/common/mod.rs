@@ -201,6 +201,7 @@ impl TestServer {
             network: config.network.clone(),
             tls: config.tls.clone(),
             limits: config.limits.clone(),
+            metrics: config.metrics.clone(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");

@@ -8,7 +8,8 @@ use crate::store::{Page, PageRequest, StoreResult};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 use std::collections::{HashMap, HashSet};
 
@@ -666,4 +667,41 @@ pub async fn requeue(
 
 pub async fn rules_by_ids(db: &impl ConnectionTrait, ids: &[&str]) -> StoreResult<Vec<resource_ip::Model>> {
     Ok(resource_ip::Entity::find().filter(resource_ip::Column::Id.is_in(ids.iter().copied())).all(db).await?)
+}
+
+/// How many sessions (cluster-wide) have each status; absent statuses have none.
+pub async fn count_by_status(db: &impl ConnectionTrait) -> StoreResult<Vec<(String, i64)>> {
+    Ok(session::Entity::find()
+        .select_only()
+        .column(session::Column::Status)
+        .column_as(Expr::col(session::Column::Id).count(), "count")
+        .group_by(session::Column::Status)
+        .into_tuple::<(String, i64)>()
+        .all(db)
+        .await?)
+}
+
+/// How many rules (cluster-wide) have each status; absent statuses have none.
+pub async fn count_rules_by_status(db: &impl ConnectionTrait) -> StoreResult<Vec<(String, i64)>> {
+    Ok(resource_ip::Entity::find()
+        .select_only()
+        .column(resource_ip::Column::Status)
+        .column_as(Expr::col(resource_ip::Column::Id).count(), "count")
+        .group_by(resource_ip::Column::Status)
+        .into_tuple::<(String, i64)>()
+        .all(db)
+        .await?)
+}
+
+/// The engine's queue at `now`: how many unsettled rules are due for a provider call (claimed
+/// or not), and since when the longest-waiting one has been.
+pub async fn due_backlog(db: &impl ConnectionTrait, now: DateTime<Utc>) -> StoreResult<(i64, Option<DateTime<Utc>>)> {
+    let due = || {
+        resource_ip::Entity::find()
+            .filter(resource_ip::Column::Status.is_in(unsettled()))
+            .filter(resource_ip::Column::NextAttemptAt.lte(now))
+    };
+    let count = due().count(db).await?;
+    let oldest = due().order_by_asc(resource_ip::Column::NextAttemptAt).one(db).await?.map(|rule| rule.next_attempt_at);
+    Ok((i64::try_from(count).unwrap_or(i64::MAX), oldest))
 }
