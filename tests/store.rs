@@ -291,25 +291,9 @@ async fn claimed_rules_are_saved_only_under_their_lease() {
         let at = now();
         let session = session_row(&organization.id, &user.id, "PENDING", at + chrono::TimeDelta::hours(1));
         let rule = |address: &str, lease_owner: &str| resource_ip::Model {
-            id: new_id(),
-            session_id: session.id.clone(),
-            organization_id: organization.id.clone(),
-            resource_id: resource.id.clone(),
-            resource_name: resource.name.clone(),
-            ip_version: 4,
-            ip_address: address.into(),
-            status: "PENDING".into(),
-            provider_rule_id: None,
-            applied_at: None,
-            removed_at: None,
-            error_message: None,
-            attempts: 0,
             lease_owner: Some(lease_owner.into()),
             lease_expires_at: Some(at + chrono::TimeDelta::seconds(30)),
-            next_attempt_at: at,
-            created_at: at,
-            updated_at: at,
-            replaced_by: None,
+            ..rule_row(&session, &resource, address, "PENDING", at)
         };
         let (mine, theirs) = (rule("203.0.113.1", "claim-a"), rule("203.0.113.2", "claim-b"));
         sessions::insert_all(&db, vec![session.clone()], vec![mine.clone(), theirs.clone()]).await.unwrap();
@@ -331,6 +315,77 @@ async fn claimed_rules_are_saved_only_under_their_lease() {
         assert_eq!(find(&theirs.id), theirs, "another claim's rule is untouched");
         let none = sessions::save_claimed_rules(&db, "claim-a", vec![applied(&theirs)]).await.unwrap();
         assert!(none.is_empty());
+    })
+    .await;
+}
+
+/// A rule of `session` for `address` on `resource` in `status`, due at `next_attempt_at`, unclaimed.
+fn rule_row(
+    session: &portcullis::store::entity::session::Model,
+    resource: &resource::Model,
+    address: &str,
+    status: &str,
+    next_attempt_at: chrono::DateTime<chrono::Utc>,
+) -> portcullis::store::entity::resource_ip::Model {
+    portcullis::store::entity::resource_ip::Model {
+        id: new_id(),
+        session_id: session.id.clone(),
+        organization_id: session.organization_id.clone(),
+        resource_id: resource.id.clone(),
+        resource_name: resource.name.clone(),
+        ip_version: 4,
+        ip_address: address.into(),
+        status: status.into(),
+        provider_rule_id: None,
+        applied_at: None,
+        removed_at: None,
+        error_message: None,
+        attempts: 0,
+        lease_owner: None,
+        lease_expires_at: None,
+        next_attempt_at,
+        created_at: session.created_at,
+        updated_at: session.created_at,
+        replaced_by: None,
+    }
+}
+
+/// The metrics page's deployment-wide figures: sessions and rules by status, and the rules due
+/// for a provider call now with the longest wait among them (a rule due later is not behind).
+#[tokio::test]
+async fn the_metrics_figures_count_sessions_rules_and_due_work() {
+    use portcullis::store::queries::sessions;
+    each_backend(|test_db: TestDb| async move {
+        let (db, organization) = migrated_with_organization(&test_db).await;
+        let user = queries::users::insert(&db, user_row(&organization.id, "a@example.com")).await.unwrap();
+        let resource = queries::resources::insert(&db, resource_row(&organization.id)).await.unwrap();
+        let at = now();
+        assert_eq!(sessions::due_backlog(&db, at).await.unwrap(), (0, None), "{}: nothing due", test_db.backend);
+        let seconds = |seconds: i64| at + chrono::TimeDelta::seconds(seconds);
+        let active = session_row(&organization.id, &user.id, "ACTIVE", seconds(3600));
+        let pending = session_row(&organization.id, &user.id, "PENDING", seconds(3600));
+        let ended = session_row(&organization.id, &user.id, "EXPIRED", seconds(-60));
+        let rules = vec![
+            rule_row(&active, &resource, "203.0.113.1", "APPLIED", seconds(-300)),
+            rule_row(&pending, &resource, "203.0.113.2", "PENDING", seconds(-20)),
+            rule_row(&pending, &resource, "203.0.113.3", "PENDING", seconds(30)),
+            rule_row(&ended, &resource, "203.0.113.4", "REMOVING", seconds(-5)),
+        ];
+        sessions::insert_all(&db, vec![active, pending, ended], rules).await.unwrap();
+
+        let mut by_status = sessions::count_by_status(&db).await.unwrap();
+        by_status.sort();
+        let expected =
+            [("ACTIVE", 1), ("EXPIRED", 1), ("PENDING", 1)].map(|(status, count)| (status.to_string(), count));
+        assert_eq!(by_status, expected, "{}", test_db.backend);
+        let mut rules = sessions::count_rules_by_status(&db).await.unwrap();
+        rules.sort();
+        let expected =
+            [("APPLIED", 1), ("PENDING", 2), ("REMOVING", 1)].map(|(status, count)| (status.to_string(), count));
+        assert_eq!(rules, expected, "{}", test_db.backend);
+        let (due, oldest) = sessions::due_backlog(&db, at).await.unwrap();
+        assert_eq!(due, 2, "{}: the pending and the removing rule due by now", test_db.backend);
+        assert_eq!(oldest.map(|oldest| oldest.timestamp_millis()), Some(seconds(-20).timestamp_millis()));
     })
     .await;
 }
