@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "proto/portcullis/v1/resource_ip.proto",
     "proto/portcullis/v1/session.proto",
     "proto/portcullis/v1/user.proto",
+    "proto/portcullis/v1/webhook.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

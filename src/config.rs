@@ -36,6 +36,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub limits: LimitsConfig,
     pub metrics: MetricsConfig,
+    pub webhooks: WebhooksConfig,
 }
 
 /// The Prometheus endpoint.
@@ -45,6 +46,43 @@ pub struct MetricsConfig {
     /// Address serving `/metrics` over plain HTTP (for example `127.0.0.1:9090`); off when unset.
     /// Keep it off the public network: the page shows what the server is doing.
     pub listen: Option<SocketAddr>,
+}
+
+/// Webhook delivery.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Key (base64 of 32 bytes) under which webhook signing secrets are stored encrypted; the
+    /// same on every replica. Without it, webhooks cannot be created.
+    pub secret_key: Option<Secret>,
+    /// URL prefixes (for example `http://10.0.0.5:8080/`) that may be plain http or reach
+    /// private, loopback or link-local addresses; every other URL must be https to a public one.
+    pub allowed_private_endpoints: Vec<String>,
+    /// The longest one delivery attempt may take, connecting included.
+    pub timeout_secs: u64,
+    /// Milliseconds before the first retry of a failed delivery; each further one waits
+    /// twice as long (at most an hour), with jitter.
+    pub retry_base_ms: u64,
+    /// How long a delivery is retried before it is marked failed.
+    pub retry_hours: u64,
+    /// A webhook whose deliveries have failed without a success for this long is disabled.
+    pub disable_after_days: u64,
+    /// How often the outbox is looked at when nothing wakes it.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            secret_key: None,
+            allowed_private_endpoints: Vec::new(),
+            timeout_secs: 10,
+            retry_base_ms: 5000,
+            retry_hours: 24,
+            disable_after_days: 5,
+            poll_interval_ms: 1000,
+        }
+    }
 }
 
 /// What one caller or one connection may hold.
@@ -262,6 +300,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             limits: LimitsConfig::default(),
             metrics: MetricsConfig::default(),
+            webhooks: WebhooksConfig::default(),
         }
     }
 }

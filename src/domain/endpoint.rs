@@ -20,6 +20,20 @@ pub fn endpoint_allowed(url: &str, provider_kind: &str, allowed: &[String]) -> b
     allowed.iter().filter_map(|entry| Origin::parse(entry)).any(|entry| entry.admits(&target))
 }
 
+/// Whether `url` falls under one of `prefixes` (`scheme://host[:port][/path]`, the port may be
+/// `*`): the same scheme, host and port, and a path beginning with the prefix's path. A plain
+/// string prefix would let `http://10.0.0.5.attacker.example` pass for `http://10.0.0.5`.
+pub fn under_prefix(url: &str, prefixes: &[String]) -> bool {
+    let Some((target, path)) = Origin::parse_with_path(url) else { return false };
+    if target.port.is_none() {
+        return false;
+    }
+    prefixes
+        .iter()
+        .filter_map(|entry| Origin::parse_with_path(entry))
+        .any(|(entry, prefix)| entry.admits(&target) && (path.starts_with(prefix) || prefix == "/" && path.is_empty()))
+}
+
 /// The parts of a URL that say where a request goes.
 #[derive(Debug, PartialEq, Eq)]
 struct Origin {
@@ -31,6 +45,11 @@ struct Origin {
 
 impl Origin {
     fn parse(url: &str) -> Option<Origin> {
+        Origin::parse_with_path(url).map(|(origin, _)| origin)
+    }
+
+    /// The origin and what follows it (path, query), which may be empty.
+    fn parse_with_path(url: &str) -> Option<(Origin, &str)> {
         let (scheme, rest) = url.split_once("://")?;
         let scheme = scheme.to_ascii_lowercase();
         let default_port = match scheme.as_str() {
@@ -51,7 +70,7 @@ impl Origin {
         if host.is_empty() {
             return None;
         }
-        Some(Origin { scheme, host: host.to_ascii_lowercase(), port })
+        Some((Origin { scheme, host: host.to_ascii_lowercase(), port }, &rest[authority.len()..]))
     }
 
     fn admits(&self, target: &Origin) -> bool {
@@ -85,5 +104,19 @@ mod tests {
         assert!(!endpoint_allowed("http://127.0.0.1:5000@attacker.example", "aws", &allowed));
         assert!(!endpoint_allowed("https://ec2.amazonaws.com@attacker.example", "aws", &[]));
         assert!(!endpoint_allowed("https://attacker.example/.amazonaws.com", "aws", &[]));
+    }
+
+    #[test]
+    fn url_prefixes_compare_origins_then_paths() {
+        let prefixes = vec!["http://10.0.0.5:8080/hooks/".to_owned(), "http://127.0.0.1:*".to_owned()];
+        assert!(under_prefix("http://10.0.0.5:8080/hooks/portcullis", &prefixes));
+        assert!(!under_prefix("http://10.0.0.5:8080/admin", &prefixes), "another path");
+        assert!(!under_prefix("http://10.0.0.5:8081/hooks/", &prefixes), "another port");
+        assert!(!under_prefix("https://10.0.0.5:8080/hooks/", &prefixes), "another scheme");
+        assert!(!under_prefix("http://10.0.0.5.attacker.example:8080/hooks/", &prefixes));
+        assert!(!under_prefix("http://10.0.0.5:8080@attacker.example/hooks/", &prefixes));
+        assert!(under_prefix("http://127.0.0.1:4000", &prefixes));
+        assert!(under_prefix("http://127.0.0.1:4000/any", &prefixes));
+        assert!(!under_prefix("http://127.0.0.1:*/any", &prefixes), "a URL names one port");
     }
 }

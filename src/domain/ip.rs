@@ -113,6 +113,12 @@ pub fn check_session_address(address: IpAddr, version: IpVersion, allow_private:
     if IpVersion::of(address) != version {
         return Err(format!("must be an IPv{} address", version.number()));
     }
+    check_host(address, allow_private, "private (the organization does not allow private addresses)")
+}
+
+/// Refuses what is not a host (unspecified, multicast, reserved…) and, unless `allow_private`,
+/// private hosts, naming them `private` in the error.
+fn check_host(address: IpAddr, allow_private: bool, private: &str) -> Result<(), String> {
     let refused = if address.is_unspecified() {
         Some("unspecified")
     } else if address.is_loopback() {
@@ -126,7 +132,7 @@ pub fn check_session_address(address: IpAddr, version: IpVersion, allow_private:
     } else if is_ipv4_compatible(address) {
         Some("deprecated IPv4-compatible")
     } else if !allow_private && is_private(address) {
-        Some("private (the organization does not allow private addresses)")
+        Some(private)
     } else {
         None
     };
@@ -135,11 +141,17 @@ pub fn check_session_address(address: IpAddr, version: IpVersion, allow_private:
     }
     // A tunnel or translator address opens what it carries: it is refused as that host would be.
     if let Some((kind, carried)) = embedded_v4(address)
-        && let Err(problem) = check_session_address(IpAddr::V4(carried), IpVersion::V4, allow_private)
+        && let Err(problem) = check_host(IpAddr::V4(carried), allow_private, private)
     {
         return Err(format!("{address} is a {kind} address carrying {carried}: {problem}"));
     }
     Ok(())
+}
+
+/// Checks that `address` is a public host on the internet (no private, loopback, link-local,
+/// reserved or translated-private address): where the server may send a request it is asked to.
+pub fn check_public_address(address: IpAddr) -> Result<(), String> {
+    check_host(normalize(address), false, "private")
 }
 
 /// The caller's address: from `x-forwarded-for` (the rightmost hop that is not a trusted

@@ -16,8 +16,11 @@ use std::str::FromStr;
 
 pub use actor::Actor;
 pub use duration::{Requested, requested};
-pub use endpoint::endpoint_allowed;
-pub use ip::{IpVersion, check_session_address, client_address, normalize, parse_session_address, rate_limit_key};
+pub use endpoint::{endpoint_allowed, under_prefix};
+pub use ip::{
+    IpVersion, check_public_address, check_session_address, client_address, normalize, parse_session_address,
+    rate_limit_key,
+};
 pub use permission::Permission;
 pub use policy::{MemberAccess, Reach, Rule};
 pub use resource::{AwsSecurityGroup, GcpFirewall, MemoryProvider, ProviderConfig};

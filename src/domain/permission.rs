@@ -13,6 +13,7 @@ named_enum!(
         UsersRead => "users:read",
         UsersWrite => "users:write",
         AuditRead => "audit:read",
+        WebhooksWrite => "webhooks:write",
     }
 );
 

@@ -4,9 +4,11 @@ use crate::domain::{self, ProviderConfig, Violations};
 use crate::error::{Error, Result};
 use crate::pb::v1 as pb;
 use crate::service::audit::details_of;
-use crate::store::entity::{api_key, audit_event, login_session, organization, resource, resource_ip, user};
-use crate::store::queries::resources;
+use crate::store::entity::{
+    api_key, audit_event, login_session, organization, resource, resource_ip, user, webhook, webhook_delivery,
+};
 use crate::store::queries::sessions::SessionRecord;
+use crate::store::queries::{resources, webhooks};
 use crate::store::{PageRequest, StoreError};
 use chrono::{DateTime, Utc};
 use prost_types::{FieldMask, Timestamp};
@@ -215,6 +217,44 @@ pub fn audit_event_to_pb(model: audit_event::Model) -> pb::AuditEvent {
         target_type: model.target_type,
         target_id: model.target_id,
         client_ip: model.client_ip.unwrap_or_default(),
+    }
+}
+
+pub fn webhook_to_pb(model: webhook::Model) -> pb::Webhook {
+    pb::Webhook {
+        event_types: serde_json::from_str(&model.event_types).unwrap_or_default(),
+        id: model.id,
+        url: model.url,
+        description: model.description,
+        disabled: model.disabled_at.is_some(),
+        disabled_reason: model.disabled_reason.unwrap_or_default(),
+        failing_since: model.failing_since.map(timestamp),
+        create_time: Some(timestamp(model.created_at)),
+        update_time: Some(timestamp(model.updated_at)),
+        previous_secret_expire_time: model.previous_secret_expires_at.map(timestamp),
+    }
+}
+
+pub fn webhook_delivery_to_pb(model: webhook_delivery::Model) -> pb::WebhookDelivery {
+    let status = match model.status.as_str() {
+        webhooks::PENDING => pb::WebhookDeliveryStatus::Pending,
+        webhooks::DELIVERED => pb::WebhookDeliveryStatus::Delivered,
+        webhooks::FAILED => pb::WebhookDeliveryStatus::Failed,
+        _ => pb::WebhookDeliveryStatus::Unspecified,
+    };
+    pb::WebhookDelivery {
+        next_attempt_time: (status == pb::WebhookDeliveryStatus::Pending).then(|| timestamp(model.next_attempt_at)),
+        status: status.into(),
+        id: model.id,
+        webhook_id: model.webhook_id,
+        event_id: model.event_id,
+        event_type: model.event_type,
+        attempts: model.attempts,
+        last_response_code: model.last_response_code.unwrap_or_default(),
+        last_error: model.last_error.unwrap_or_default(),
+        create_time: Some(timestamp(model.created_at)),
+        deliver_time: model.delivered_at.map(timestamp),
+        payload: model.payload,
     }
 }
 

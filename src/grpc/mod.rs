@@ -18,6 +18,7 @@ mod sessions;
 pub mod status;
 pub mod tls;
 mod users;
+mod webhooks;
 
 use crate::config::{LimitsConfig, MetricsConfig, NetworkConfig, TlsConfig};
 use crate::pb::{self, v1};
@@ -39,6 +40,7 @@ const SERVICE_NAMES: &[&str] = &[
     <v1::user_service_server::UserServiceServer<users::UserApi> as NamedService>::NAME,
     <v1::organization_service_server::OrganizationServiceServer<organizations::OrganizationApi> as NamedService>::NAME,
     <v1::audit_service_server::AuditServiceServer<audit::AuditApi> as NamedService>::NAME,
+    <v1::webhook_service_server::WebhookServiceServer<webhooks::WebhookApi> as NamedService>::NAME,
 ];
 
 /// How the server runs, beyond the services themselves.
@@ -102,6 +104,12 @@ pub async fn serve(
         services.auth.clone(),
         background_stopped.clone(),
     ));
+    let dispatcher = crate::webhook::Dispatcher::new(
+        services.db.clone(),
+        services.webhook_setup.clone(),
+        std::sync::Arc::new(webhooks::ProtoJson),
+    );
+    let webhook_task = tokio::spawn(dispatcher.run(background_stopped.clone()));
     let engine_task = tokio::spawn(async move { engine.run(background_stopped).await });
 
     let reflection_v1 = reflection().build_v1()?;
@@ -144,12 +152,16 @@ pub async fn serve(
             services.organizations.clone(),
         )))
         .add_service(v1::audit_service_server::AuditServiceServer::new(audit::AuditApi(services.audit.clone())))
+        .add_service(v1::webhook_service_server::WebhookServiceServer::new(webhooks::WebhookApi(
+            services.webhooks.clone(),
+        )))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     let _ = stop_background.send(true);
     let _ = health_task.await;
     let _ = engine_task.await;
     let _ = follow_task.await;
+    let _ = webhook_task.await;
     if let Some(metrics_task) = metrics_task
         && let Ok(Err(err)) = metrics_task.await
     {

@@ -3,7 +3,7 @@
 //! a method missing here is refused, and a test checks the table against the descriptor set.
 
 use crate::domain::Permission::{
-    AuditRead, ResourcesRead, ResourcesWrite, SessionsRead, SessionsWrite, UsersRead, UsersWrite,
+    AuditRead, ResourcesRead, ResourcesWrite, SessionsRead, SessionsWrite, UsersRead, UsersWrite, WebhooksWrite,
 };
 use crate::domain::Rule;
 
@@ -55,6 +55,14 @@ pub const POLICY: &[(&str, &str, Rule)] = &[
     ("OrganizationService", "SuspendOrganization", Rule::OPERATOR),
     ("OrganizationService", "ResumeOrganization", Rule::OPERATOR),
     ("AuditService", "ListAuditEvents", Rule::organization(AuditRead)),
+    ("WebhookService", "CreateWebhook", Rule::organization(WebhooksWrite)),
+    ("WebhookService", "GetWebhook", Rule::organization(WebhooksWrite)),
+    ("WebhookService", "ListWebhooks", Rule::organization(WebhooksWrite)),
+    ("WebhookService", "UpdateWebhook", Rule::organization(WebhooksWrite)),
+    ("WebhookService", "DeleteWebhook", Rule::organization(WebhooksWrite)),
+    ("WebhookService", "RotateWebhookSecret", Rule::organization(WebhooksWrite)),
+    ("WebhookService", "ListWebhookDeliveries", Rule::organization(WebhooksWrite)),
+    ("WebhookService", "RedeliverWebhook", Rule::organization(WebhooksWrite)),
 ];
 
 /// The rule for a request path (`/package.Service/Method`): `Some(Rule::Public)` for the public

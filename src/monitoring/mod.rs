@@ -40,6 +40,8 @@ pub const DUE_RULES: &str = "portcullis_due_rules";
 pub const OLDEST_DUE_AGE: &str = "portcullis_oldest_due_rule_age_seconds";
 /// This replica's database connections, by `pool` (`writer`, `reader`) and `state` (`in_use`, `idle`).
 pub const DB_CONNECTIONS: &str = "portcullis_db_connections";
+/// Webhook delivery attempts made by this replica, by `outcome` (`delivered`, `failed`).
+pub const WEBHOOK_ATTEMPTS: &str = "portcullis_webhook_attempts_total";
 /// Always 1, labelled with the server's `version`.
 pub const BUILD_INFO: &str = "portcullis_build_info";
 
@@ -74,4 +76,8 @@ pub fn watch_stream_opened() {
 
 pub fn watch_stream_closed() {
     gauge!(WATCH_STREAMS).decrement(1.0);
+}
+
+pub fn webhook_attempt(outcome: &'static str) {
+    counter!(WEBHOOK_ATTEMPTS, "outcome" => outcome).increment(1);
 }

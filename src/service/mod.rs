@@ -15,6 +15,7 @@ mod rate_limit;
 pub mod resources;
 pub mod sessions;
 pub mod users;
+pub mod webhooks;
 
 pub use api_keys::{ApiKeyManager, NewApiKey};
 pub use audit::AuditLog;
@@ -28,6 +29,7 @@ pub use organizations::{NewOrganization, OrganizationChanges, OrganizationManage
 pub use resources::{NewResource, ResourceChanges, ResourceManager};
 pub use sessions::{SessionManager, StartRequest};
 pub use users::{NewUser, UserChanges, UserManager};
+pub use webhooks::{NewWebhook, WebhookChanges, WebhookManager};
 
 use crate::config::Config;
 use crate::engine::{Engine, EngineConfig};
@@ -51,6 +53,9 @@ pub struct Services {
     pub sessions: SessionManager,
     pub engine: Engine,
     pub callers: CallerCache,
+    pub webhooks: WebhookManager,
+    /// What the webhook dispatcher, started with the server, works with.
+    pub webhook_setup: crate::webhook::WebhookSetup,
 }
 
 impl Services {
@@ -93,7 +98,11 @@ impl Services {
             config.auth.access_token_minutes,
             callers.clone(),
         );
+        let webhook_setup = crate::webhook::WebhookSetup::from_config(&config.webhooks)
+            .map_err(|message| Error::Internal(anyhow::anyhow!("configuration: {message}")))?;
         Ok(Services {
+            webhooks: WebhookManager::new(db.clone(), webhook_setup.clone()),
+            webhook_setup,
             sessions: SessionManager::new(db.clone(), reader.clone(), engine.clone(), config.sessions.clone()),
             reader,
             engine: engine.clone(),

@@ -52,6 +52,7 @@ impl AuditRecord {
             target_id: self.target_id,
             details,
             client_ip: actor.client_ip.map(|ip| ip.to_string()),
+            dispatched_at: None,
         }
     }
 }

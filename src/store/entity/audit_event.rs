@@ -14,6 +14,8 @@ pub struct Model {
     pub target_id: String,
     pub details: String,
     pub client_ip: Option<String>,
+    /// When the webhook dispatcher turned the event into deliveries; None until then.
+    pub dispatched_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

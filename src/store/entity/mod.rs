@@ -14,3 +14,5 @@ pub mod session;
 pub mod signing_key;
 pub mod user;
 pub mod verification_code;
+pub mod webhook;
+pub mod webhook_delivery;

@@ -21,6 +21,7 @@ mod m20261202_000015_session_heartbeats;
 mod m20261202_000016_address_changes;
 mod m20261203_000017_resource_reconciles;
 mod m20261203_000018_rule_claims;
+mod m20261204_000019_webhooks;
 
 pub struct Migrator;
 
@@ -46,6 +47,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000016_address_changes::Migration),
             Box::new(m20261203_000017_resource_reconciles::Migration),
             Box::new(m20261203_000018_rule_claims::Migration),
+            Box::new(m20261204_000019_webhooks::Migration),
         ]
     }
 }

@@ -11,6 +11,7 @@ pub mod resources;
 pub mod sessions;
 pub mod signing_keys;
 pub mod users;
+pub mod webhooks;
 
 use super::{Page, PageRequest, StoreError, StoreResult};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, Order, QueryFilter, QueryOrder, QuerySelect, Select};
