@@ -469,10 +469,18 @@ async fn record(
     }
     let saved =
         sessions::save_claimed_rules(&txn, token, saving.iter().map(|(rule, ..)| rule.clone()).collect()).await?;
-    let (mut touched, mut applied) = (Vec::new(), Vec::new());
+    let (mut touched, mut applied, mut failures) = (Vec::new(), Vec::new(), Vec::new());
     for (rule, now_applied, visible) in saving {
         if !saved.contains(&rule.id) {
             continue;
+        }
+        if visible && rule.status == ResourceIpStatus::Failed.as_str() {
+            let record = AuditRecord::new("rule.failed", "resource_ip", &rule.id)
+                .detail("resource_id", &rule.resource_id)
+                .detail("session_id", &rule.session_id)
+                .detail("address", &rule.ip_address)
+                .detail("error", rule.error_message.as_deref().unwrap_or_default());
+            failures.push((record, Actor::server(&rule.organization_id)));
         }
         if visible {
             touched.push(rule.session_id.clone());
@@ -485,6 +493,7 @@ async fn record(
     touched.extend(sessions::retire_replaced(&txn, &applied, at).await?);
     touched.sort();
     touched.dedup();
+    AuditRecord::write_all(&txn, failures).await?;
     super::transitions::settle_all(&txn, &touched.iter().map(String::as_str).collect::<Vec<_>>()).await?;
     store::commit(txn).await?;
     Ok(touched)

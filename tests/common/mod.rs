@@ -9,6 +9,7 @@ pub mod gcp_fake;
 #[cfg(feature = "aws")]
 pub mod moto;
 pub mod raw_grpc;
+pub mod receiver;
 pub mod smtp;
 
 use portcullis::config::Config;

@@ -146,7 +146,7 @@ pub async fn save_attempt(
     delivery.lease_owner = None;
     delivery.lease_expires_at = None;
     let saved = webhook_delivery::Entity::update_many()
-        .set(webhook_delivery::ActiveModel::from(delivery.clone()))
+        .set(webhook_delivery::ActiveModel::from(delivery.clone()).reset_all())
         .filter(webhook_delivery::Column::Id.eq(delivery.id.as_str()))
         .filter(webhook_delivery::Column::LeaseOwner.eq(token))
         .exec(db)

@@ -1,0 +1,251 @@
+//! Webhooks against real receivers: every event of a session's life arrives signed, repeats
+//! carry the same `webhook-id`, failing receivers are retried, secrets rotate without a gap,
+//! and WebhookService validates what it is given. On SQLite and PostgreSQL.
+
+mod common;
+
+use common::receiver::{Receiver, signed_with, signed_with_parts};
+use common::{Fixture, TestDb, TestServer, each_backend, reason, test_config, violated_fields, with_key};
+use portcullis::config::{Config, Secret};
+use portcullis::pb::v1::webhook_service_client::WebhookServiceClient;
+use portcullis::pb::v1::*;
+use tonic::Code;
+use tonic::transport::Channel;
+
+/// A server that delivers quickly to receivers on loopback.
+fn webhook_config() -> Config {
+    let mut config = test_config();
+    config.webhooks.secret_key = Some(Secret("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into()));
+    config.webhooks.allowed_private_endpoints = vec!["http://127.0.0.1:*".into()];
+    config.webhooks.poll_interval_ms = 50;
+    config.webhooks.retry_base_ms = 100;
+    config
+}
+
+async fn fixture(db: &TestDb) -> (Fixture, WebhookServiceClient<Channel>) {
+    let f = Fixture::with_server(TestServer::start_with(db, webhook_config()).await).await;
+    let client = WebhookServiceClient::new(f.server.channel().await);
+    (f, client)
+}
+
+async fn create(
+    client: &mut WebhookServiceClient<Channel>,
+    key: &str,
+    url: &str,
+    types: &[&str],
+) -> Result<CreateWebhookResponse, tonic::Status> {
+    let request = CreateWebhookRequest {
+        url: url.into(),
+        event_types: types.iter().map(|t| t.to_string()).collect(),
+        description: "test receiver".into(),
+    };
+    client.create_webhook(with_key(request, key)).await.map(|answer| answer.into_inner())
+}
+
+async fn deliveries(client: &mut WebhookServiceClient<Channel>, key: &str, webhook_id: &str) -> Vec<WebhookDelivery> {
+    let request = ListWebhookDeliveriesRequest { webhook_id: webhook_id.into(), ..Default::default() };
+    client.list_webhook_deliveries(with_key(request, key)).await.unwrap().into_inner().deliveries
+}
+
+fn types_of(received: &[common::receiver::Received]) -> Vec<String> {
+    received.iter().filter(|r| r.answered == 200).map(|r| r.event_type().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn every_event_of_a_session_arrives_signed_at_each_receiver() {
+    each_backend(|db| async move {
+        let (mut f, mut webhooks) = fixture(&db).await;
+        let admin = f.server.admin_key.clone();
+        let (everything, sessions_only) = (Receiver::start().await, Receiver::start().await);
+        let all = create(&mut webhooks, &admin, &everything.url, &[]).await.unwrap();
+        let some =
+            create(&mut webhooks, &admin, &sessions_only.url, &["session.active", "session.ended", "rule.failed"])
+                .await
+                .unwrap();
+        assert!(all.secret.starts_with("whsec_"), "{}", all.secret);
+        f.resource("db", MemoryProvider { fail_addresses: vec!["198.51.100.99".into()], ..Default::default() }).await;
+        let key = f.user_key.clone();
+        let session = f.start(&key, Some("198.51.100.7"), None).await.unwrap();
+        f.watch_until(&key, &session.id, SessionStatus::Active).await;
+        f.stop(&key, &session.id).await;
+        f.watch_until(&key, &session.id, SessionStatus::Cancelled).await;
+        let failing = f.start(&key, Some("198.51.100.99"), None).await.unwrap();
+        f.watch_until(&key, &failing.id, SessionStatus::Failed).await;
+
+        let received = everything
+            .wait_for("every event", |r| {
+                let types = types_of(r);
+                ["session.started", "session.active", "session.ended", "rule.failed", "session.failed"]
+                    .iter()
+                    .all(|t| types.iter().any(|got| got == t))
+            })
+            .await;
+        // The second webhook and the resource came after the first: it heard of them too.
+        let types = types_of(&received);
+        for admin_event in ["webhook.created", "resource.created", "resource.assigned"] {
+            assert!(types.iter().any(|t| t == admin_event), "{admin_event} missing from {types:?}");
+        }
+        for post in &received {
+            assert!(signed_with(&all.secret, post), "bad signature on {}", post.body);
+            assert!(!signed_with(&some.secret, post), "signed with another webhook's secret");
+            assert_eq!(post.json["data"]["auditEvent"]["id"], post.id.as_str(), "webhook-id is the event's id");
+            assert!((post.arrived_at - post.timestamp).abs() <= 5, "webhook-timestamp is the sending time");
+        }
+        let ended = received.iter().find(|r| r.event_type() == "session.ended").unwrap();
+        assert_eq!(ended.json["data"]["session"]["id"], session.id.as_str());
+        assert_eq!(ended.json["data"]["session"]["status"], "SESSION_STATUS_CANCELLED");
+        assert_eq!(ended.json["data"]["session"]["endedReason"], "ENDED_REASON_MANUAL");
+        let rule_failed = received.iter().find(|r| r.event_type() == "rule.failed").unwrap();
+        assert_eq!(rule_failed.json["data"]["session"]["id"], failing.id.as_str());
+        assert_eq!(rule_failed.json["data"]["auditEvent"]["details"]["address"], "198.51.100.99");
+
+        let wanted = sessions_only
+            .wait_for("the subscribed events", |r| {
+                let types = types_of(r);
+                ["session.active", "session.ended", "rule.failed"].iter().all(|t| types.iter().any(|got| got == t))
+            })
+            .await;
+        let mut types = types_of(&wanted);
+        types.sort();
+        assert_eq!(types, ["rule.failed", "session.active", "session.ended"], "only what it asked for, each once");
+        assert!(wanted.iter().all(|post| signed_with(&some.secret, post)));
+
+        let listed = deliveries(&mut webhooks, &admin, &some.webhook.as_ref().unwrap().id).await;
+        assert_eq!(listed.len(), 3);
+        for delivery in listed {
+            assert_eq!(delivery.status(), WebhookDeliveryStatus::Delivered);
+            assert_eq!((delivery.attempts, delivery.last_response_code), (1, 200));
+        }
+        f.server.stop().await;
+        db.drop_database().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_failing_receiver_gets_the_same_event_again_until_it_accepts() {
+    each_backend(|db| async move {
+        let (f, mut webhooks) = fixture(&db).await;
+        let admin = f.server.admin_key.clone();
+        let receiver = Receiver::start().await;
+        receiver.fail_next(2);
+        let created = create(&mut webhooks, &admin, &receiver.url, &["resource.created"]).await.unwrap();
+        let mut resources = f.resources.clone();
+        let request = CreateResourceRequest {
+            resource: Some(Resource {
+                name: "db".into(),
+                provider: Some(resource::Provider::Memory(MemoryProvider::default())),
+                ..Default::default()
+            }),
+        };
+        resources.create_resource(with_key(request, &admin)).await.unwrap();
+        let posts = receiver.wait_for("the third attempt", |r| r.iter().any(|post| post.answered == 200)).await;
+        assert_eq!(posts.iter().map(|p| p.answered).collect::<Vec<_>>(), [500, 500, 200]);
+        assert!(posts.iter().all(|p| p.id == posts[0].id && p.body == posts[0].body), "one event, the same bytes");
+        assert!(posts.iter().all(|p| signed_with(&created.secret, p)), "each attempt signed afresh");
+        let listed = deliveries(&mut webhooks, &admin, &created.webhook.as_ref().unwrap().id).await;
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].status(), WebhookDeliveryStatus::Delivered);
+        assert_eq!((listed[0].attempts, listed[0].last_response_code), (3, 200));
+
+        // Sent again on request, under the same id.
+        let request = RedeliverWebhookRequest { delivery_id: listed[0].id.clone() };
+        webhooks.redeliver_webhook(with_key(request, &admin)).await.unwrap();
+        let posts = receiver.wait_for("the redelivery", |r| r.iter().filter(|p| p.answered == 200).count() == 2).await;
+        assert_eq!(posts.last().unwrap().id, posts[0].id);
+        f.server.stop().await;
+        db.drop_database().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_replayed_delivery_is_detectably_stale_and_a_rotated_secret_overlaps() {
+    let db = TestDb::sqlite();
+    let (f, mut webhooks) = fixture(&db).await;
+    let admin = f.server.admin_key.clone();
+    let receiver = Receiver::start().await;
+    let created = create(&mut webhooks, &admin, &receiver.url, &[]).await.unwrap();
+    let webhook_id = created.webhook.as_ref().unwrap().id.clone();
+    let rotated = webhooks
+        .rotate_webhook_secret(with_key(RotateWebhookSecretRequest { id: webhook_id.clone() }, &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(rotated.secret, created.secret);
+    assert!(rotated.webhook.unwrap().previous_secret_expire_time.is_some());
+    // The rotation is an event too: it goes out signed with both secrets.
+    let posts =
+        receiver.wait_for("the rotation event", |r| r.iter().any(|p| p.event_type() == "webhook.secret_rotated")).await;
+    let post = posts.iter().find(|p| p.event_type() == "webhook.secret_rotated").unwrap();
+    assert_eq!(post.signatures.len(), 2, "{:?}", post.signatures);
+    assert!(signed_with(&created.secret, post) && signed_with(&rotated.secret, post));
+    // The timestamp is signed: a replay cannot pass an old delivery off as fresh.
+    let fresh = post.timestamp + 600;
+    assert!(!signed_with_parts(&rotated.secret, &post.id, fresh, &post.body, &post.signatures));
+    assert!(chrono::Utc::now().timestamp() - post.timestamp < 300, "inside a 5-minute tolerance now");
+    f.server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_webhooks_are_refused_with_the_field_at_fault() {
+    let db = TestDb::sqlite();
+    let (f, mut webhooks) = fixture(&db).await;
+    let admin = f.server.admin_key.clone();
+    let cases: &[(&str, &[&str], &str)] = &[
+        ("http://hooks.example.com/portcullis", &[], "url"),
+        ("https://169.254.169.254/latest", &[], "url"),
+        ("https://10.1.2.3/hook", &[], "url"),
+        ("https://user:pw@hooks.example.com/", &[], "url"),
+        ("not a url", &[], "url"),
+        ("https://hooks.example.com/", &["session.exploded"], "event_types"),
+    ];
+    for (url, types, field) in cases {
+        let refused = create(&mut webhooks, &admin, url, types).await.unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{url}: {refused:?}");
+        assert_eq!(violated_fields(&refused), [*field], "{url}");
+    }
+    // Only admins.
+    let refused = create(&mut webhooks, &f.user_key, "https://hooks.example.com/", &[]).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    // Another organization sees none of them.
+    let created = create(&mut webhooks, &admin, "https://hooks.example.com/", &[]).await.unwrap();
+    let (_, other_admin) = f.server.insert_organization("Other", "admin@other.example").await;
+    let request = GetWebhookRequest { id: created.webhook.unwrap().id };
+    let hidden = webhooks.get_webhook(with_key(request, &other_admin)).await.unwrap_err();
+    assert_eq!(hidden.code(), Code::NotFound);
+    f.server.stop().await;
+
+    // Without a key to keep secrets under, the server says what is missing.
+    let db = TestDb::sqlite();
+    let server = TestServer::start_with(&db, test_config()).await;
+    let mut webhooks = WebhookServiceClient::new(server.channel().await);
+    let refused = create(&mut webhooks, &server.admin_key, "https://hooks.example.com/", &[]).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&refused), "ERROR_REASON_NOT_CONFIGURED");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_name_that_resolves_to_a_private_address_is_never_posted_to() {
+    let db = TestDb::sqlite();
+    let mut config = webhook_config();
+    config.webhooks.allowed_private_endpoints.clear();
+    let server = TestServer::start_with(&db, config).await;
+    let mut webhooks = WebhookServiceClient::new(server.channel().await);
+    let created = create(&mut webhooks, &server.admin_key, "https://localhost:9/hook", &[]).await.unwrap();
+    let id = created.webhook.unwrap().id;
+    // Its own creation is the first event; the attempt is refused before connecting.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let listed = deliveries(&mut webhooks, &server.admin_key, &id).await;
+        if let Some(delivery) = listed.iter().find(|d| d.attempts > 0) {
+            assert!(delivery.last_error.contains("loopback"), "{}", delivery.last_error);
+            assert_eq!(delivery.last_response_code, 0);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no attempt was made: {listed:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    server.stop().await;
+}
