@@ -6,6 +6,7 @@
 use portcullis::pb::v1::resource_service_client::ResourceServiceClient;
 use portcullis::pb::v1::session_service_client::SessionServiceClient;
 use portcullis::pb::v1::user_service_client::UserServiceClient;
+use portcullis::pb::v1::webhook_service_client::WebhookServiceClient;
 use portcullis::pb::v1::*;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -553,4 +554,80 @@ async fn claims_resume_after_sigkill() {
         defaults.lease_secs
     );
     kill_hard(&mut server);
+}
+
+/// Events are written with the change that causes them, so none is lost with the process:
+/// a server killed before it sent anything delivers every event once restarted.
+#[tokio::test]
+async fn sigkill_with_undelivered_webhook_events_delivers_them_after_restart() {
+    common::each_backend(|db: common::TestDb| async move {
+        let dir = tempfile::tempdir().unwrap();
+        let receiver = common::receiver::Receiver::start().await;
+        let command = |poll_ms: u64| {
+            let mut command = portcullis(dir.path(), &db.url);
+            command
+                .env("PORTCULLIS_WEBHOOKS__SECRET_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
+                .env("PORTCULLIS_WEBHOOKS__ALLOWED_PRIVATE_ENDPOINTS", r#"["http://127.0.0.1:*"]"#)
+                .env("PORTCULLIS_WEBHOOKS__POLL_INTERVAL_MS", poll_ms.to_string());
+            command
+        };
+        let admin_key = init(command(50));
+        // The first server looks at its outbox only at start, then not for an hour.
+        let (mut server, address) = serve_command(command(3_600_000));
+        let admin_id = user_id(&address, &admin_key).await;
+        let created = WebhookServiceClient::new(channel(&address).await)
+            .create_webhook(common::with_key(
+                CreateWebhookRequest { url: receiver.url.clone(), ..Default::default() },
+                &admin_key,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut resources = ResourceServiceClient::new(channel(&address).await);
+        let request = CreateResourceRequest {
+            resource: Some(Resource {
+                name: "db".into(),
+                provider: Some(resource::Provider::Memory(MemoryProvider::default())),
+                ..Default::default()
+            }),
+        };
+        let resource_id = resources
+            .create_resource(common::with_key(request, &admin_key))
+            .await
+            .unwrap()
+            .into_inner()
+            .resource
+            .unwrap()
+            .id;
+        let assign = AssignResourceRequest { resource_id, user_id: admin_id };
+        resources.assign_resource(common::with_key(assign, &admin_key)).await.unwrap();
+        let request = StartSessionRequest { ipv4_address: Some("203.0.113.40".into()), ..Default::default() };
+        let session = SessionServiceClient::new(channel(&address).await)
+            .start_session(common::with_key(request, &admin_key))
+            .await
+            .unwrap()
+            .into_inner()
+            .session
+            .unwrap();
+        wait_for(&address, &admin_key, std::slice::from_ref(&session.id), SessionStatus::Active).await;
+        kill_hard(&mut server);
+        assert!(receiver.received().is_empty(), "nothing was sent before the kill");
+
+        let (mut server, _address) = serve_command(command(50));
+        let received = receiver
+            .wait_for("the events of the killed server", |r| {
+                ["resource.created", "resource.assigned", "session.started", "session.active"]
+                    .iter()
+                    .all(|t| r.iter().any(|post| post.event_type() == *t))
+            })
+            .await;
+        assert!(received.iter().all(|post| common::receiver::signed_with(&created.secret, post)));
+        let mut ids: Vec<&str> = received.iter().map(|post| post.id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), received.len(), "each event once");
+        kill_hard(&mut server);
+        db.drop_database().await;
+    })
+    .await;
 }

@@ -249,3 +249,39 @@ async fn a_name_that_resolves_to_a_private_address_is_never_posted_to() {
     }
     server.stop().await;
 }
+
+/// Every replica runs a dispatcher; between them each event is enqueued and posted once.
+#[tokio::test]
+async fn two_replicas_deliver_each_event_once() {
+    let Some(db) = common::postgres_if_configured("webhooks across replicas").await else { return };
+    let (mut f, mut webhooks) = fixture(&db).await;
+    let replica = f.server.replica(&db, webhook_config()).await;
+    let admin = f.server.admin_key.clone();
+    let receiver = Receiver::start().await;
+    let created = create(&mut webhooks, &admin, &receiver.url, &["session.started", "session.active"]).await.unwrap();
+    f.resource("db", MemoryProvider::default()).await;
+    let key = f.user_key.clone();
+    let addresses: Vec<String> = (1..=20).map(|i| format!("198.51.100.{i}")).collect();
+    let ids = f.start_one_by_one(&key, addresses).await;
+    let received = receiver.wait_for("40 events", |r| r.len() >= 40).await;
+    // Both dispatchers had their chance before counting.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let received = if receiver.received().len() > received.len() { receiver.received() } else { received };
+    assert_eq!(received.len(), 40, "{} posts for 40 events", received.len());
+    let mut events: Vec<&str> = received.iter().map(|post| post.id.as_str()).collect();
+    events.sort_unstable();
+    events.dedup();
+    assert_eq!(events.len(), 40, "each event posted once");
+    for id in &ids {
+        let of_session: Vec<&str> = received
+            .iter()
+            .filter(|post| post.json["data"]["session"]["id"] == id.as_str())
+            .map(|post| post.event_type())
+            .collect();
+        assert_eq!(of_session.len(), 2, "{id}: {of_session:?}");
+    }
+    assert!(received.iter().all(|post| signed_with(&created.secret, post)));
+    replica.stop().await;
+    f.server.stop().await;
+    db.drop_database().await;
+}
