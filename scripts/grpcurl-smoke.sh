@@ -4,11 +4,14 @@
 set -euo pipefail
 
 bin=$(realpath "${1:?path to the portcullis binary}")
+readme=$(realpath "$(dirname "$0")/../README.md")
 grpcurl=${GRPCURL:-grpcurl}
 work=$(mktemp -d)
 server_pid=
+receiver_pid=
 cleanup() {
     [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+    [ -n "$receiver_pid" ] && kill "$receiver_pid" 2>/dev/null
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -19,6 +22,36 @@ addr=127.0.0.1:$port
 metrics_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 export PORTCULLIS_METRICS__LISTEN=127.0.0.1:$metrics_port
 export PORTCULLIS_DATABASE_URL="sqlite://$work/portcullis.db?mode=rwc"
+# Webhooks go to a receiver on loopback that checks each signature with the README's Python.
+export PORTCULLIS_WEBHOOKS__SECRET_KEY=$(python3 -c 'import base64, os; print(base64.b64encode(os.urandom(32)).decode())')
+export PORTCULLIS_WEBHOOKS__ALLOWED_PRIVATE_ENDPOINTS='["http://127.0.0.1:*"]'
+export PORTCULLIS_WEBHOOKS__POLL_INTERVAL_MS=100 PORTCULLIS_WEBHOOKS__RETRY_BASE_MS=200
+hook_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+python3 - "$readme" "$hook_port" "$work" <<'PY' &
+import http.server, json, re, sys
+readme, port, work = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+exec(re.search(r"```python\n(import base64.*?)```", open(readme).read(), re.S).group(1))
+class Hook(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["content-length"]))
+        try:
+            secret = open(f"{work}/webhook-secret").read().strip()
+        except FileNotFoundError:
+            secret = ""
+        if not secret:  # the first event can come before grpcurl has printed the secret
+            self.send_response(503)
+            self.end_headers()
+            return
+        good = verify(secret, self.headers, body)
+        with open(f"{work}/webhooks.log", "a") as log:
+            log.write(f"{json.loads(body)['type']} {'verified' if good else 'BAD-SIGNATURE'}\n")
+        self.send_response(200 if good else 400)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", port), Hook).serve_forever()
+PY
+receiver_pid=$!
 KEY=$("$bin" init --admin-email admin@example.com 2>init.log)
 "$bin" serve --listen "$addr" 2>server.log &
 server_pid=$!
@@ -59,6 +92,16 @@ check "audit" '"type": "resource.created"' "$grpcurl" -plaintext -H "x-api-key: 
     -d '{"types": ["user.created", "resource.created"]}' "$addr" portcullis.v1.AuditService/ListAuditEvents
 check "bad input" '"field": "resource.name"' "$grpcurl" -plaintext -H "x-api-key: $KEY" \
     -d '{"resource": {"memory": {}}}' "$addr" portcullis.v1.ResourceService/CreateResource
+
+# Webhooks: a receiver for every event; the secret is shown once.
+HOOK=$("$grpcurl" -plaintext -H "x-api-key: $KEY" \
+    -d "{\"url\": \"http://127.0.0.1:$hook_port/hook\", \"description\": \"smoke receiver\"}" \
+    "$addr" portcullis.v1.WebhookService/CreateWebhook)
+check "create webhook" '"secret": "whsec_' echo "$HOOK"
+python3 -c "import json, sys; print(json.load(sys.stdin)['secret'])" <<<"$HOOK" >"$work/webhook-secret.new"
+mv "$work/webhook-secret.new" "$work/webhook-secret"
+check "plain http elsewhere refused" '"field": "url"' "$grpcurl" -plaintext -H "x-api-key: $KEY" \
+    -d '{"url": "http://hooks.example.com/portcullis"}' "$addr" portcullis.v1.WebhookService/CreateWebhook
 
 # Sessions: assign the resource to the admin, start, stop, and watch the session to its end.
 json() { python3 -c "import json, sys; print(json.load(sys.stdin)$1)"; }
@@ -134,6 +177,11 @@ check "resume" '"name": "Globex"' "$grpcurl" -plaintext -H "x-api-key: $OPERATOR
     -d "{\"organization_id\": \"$ORG_ID\"}" "$addr" portcullis.v1.OrganizationService/ResumeOrganization
 check "operators are members of nothing" "ERROR_REASON_MEMBER_REQUIRED" "$grpcurl" -plaintext \
     -H "x-api-key: $OPERATOR_KEY" "$addr" portcullis.v1.SessionService/ListSessions
+
+# Every event so far reached the receiver, signed (checked by the README's Python).
+for _ in $(seq 50); do grep -q "^session.ended" "$work/webhooks.log" 2>/dev/null && break; sleep 0.2; done
+check "webhook delivered and verified" "session.ended verified" cat "$work/webhooks.log"
+check "no bad signature" "0 bad" sh -c "echo \$(grep -c BAD-SIGNATURE '$work/webhooks.log') bad"
 
 # The README's Metrics example: the sessions above, by status, from every replica's /metrics.
 check "metrics" 'portcullis_sessions{status="CANCELLED"}' curl -s "http://$PORTCULLIS_METRICS__LISTEN/metrics"

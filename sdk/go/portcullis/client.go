@@ -39,6 +39,7 @@ type Client struct {
 	Organizations portcullisv1.OrganizationServiceClient
 	Audit         portcullisv1.AuditServiceClient
 	Auth          portcullisv1.AuthServiceClient
+	Webhooks      portcullisv1.WebhookServiceClient
 
 	watchBackoff Backoff
 }
@@ -137,6 +138,7 @@ func Dial(target string, opts ...Option) (*Client, error) {
 		Organizations: portcullisv1.NewOrganizationServiceClient(conn),
 		Audit:         portcullisv1.NewAuditServiceClient(conn),
 		Auth:          portcullisv1.NewAuthServiceClient(conn),
+		Webhooks:      portcullisv1.NewWebhookServiceClient(conn),
 		watchBackoff:  o.watchBackoff,
 	}, nil
 }

@@ -20,6 +20,7 @@ from portcullis.v1 import (
     session_pb2,
     session_pb2_grpc,
     user_pb2_grpc,
+    webhook_pb2_grpc,
 )
 
 __all__ = ["Client"]
@@ -63,6 +64,7 @@ class Client:
         self.organizations = organization_pb2_grpc.OrganizationServiceStub(self.channel)
         self.audit = audit_pb2_grpc.AuditServiceStub(self.channel)
         self.auth = auth_pb2_grpc.AuthServiceStub(self.channel)
+        self.webhooks = webhook_pb2_grpc.WebhookServiceStub(self.channel)
         self._watch_backoff = watch_backoff
 
     async def watch_session(self, session_id: str) -> AsyncIterator[session_pb2.Session]:

@@ -27,6 +27,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_ACCOUNT_LOCKED: _ClassVar[ErrorReason]
     ERROR_REASON_VERIFICATION_FAILED: _ClassVar[ErrorReason]
     ERROR_REASON_RATE_LIMITED: _ClassVar[ErrorReason]
+    ERROR_REASON_NOT_CONFIGURED: _ClassVar[ErrorReason]
     ERROR_REASON_NOT_IMPLEMENTED: _ClassVar[ErrorReason]
     ERROR_REASON_UNAVAILABLE: _ClassVar[ErrorReason]
     ERROR_REASON_INTERNAL: _ClassVar[ErrorReason]
@@ -51,6 +52,7 @@ ERROR_REASON_RESOURCE_IN_USE: ErrorReason
 ERROR_REASON_ACCOUNT_LOCKED: ErrorReason
 ERROR_REASON_VERIFICATION_FAILED: ErrorReason
 ERROR_REASON_RATE_LIMITED: ErrorReason
+ERROR_REASON_NOT_CONFIGURED: ErrorReason
 ERROR_REASON_NOT_IMPLEMENTED: ErrorReason
 ERROR_REASON_UNAVAILABLE: ErrorReason
 ERROR_REASON_INTERNAL: ErrorReason
