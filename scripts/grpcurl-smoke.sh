@@ -178,6 +178,9 @@ check "resume" '"name": "Globex"' "$grpcurl" -plaintext -H "x-api-key: $OPERATOR
 check "operators are members of nothing" "ERROR_REASON_MEMBER_REQUIRED" "$grpcurl" -plaintext \
     -H "x-api-key: $OPERATOR_KEY" "$addr" portcullis.v1.SessionService/ListSessions
 
+check "expiry mails off" '"user"' "$grpcurl" -plaintext -H "x-api-key: $KEY" -d '{"expiry_emails": false}' \
+    "$addr" portcullis.v1.UserService/UpdateCurrentUser
+
 # Every event so far reached the receiver, signed (checked by the README's Python).
 for _ in $(seq 50); do grep -q "^session.ended" "$work/webhooks.log" 2>/dev/null && break; sleep 0.2; done
 check "webhook delivered and verified" "session.ended verified" cat "$work/webhooks.log"

@@ -37,6 +37,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub metrics: MetricsConfig,
     pub webhooks: WebhooksConfig,
+    pub notifications: NotificationsConfig,
 }
 
 /// The Prometheus endpoint.
@@ -46,6 +47,23 @@ pub struct MetricsConfig {
     /// Address serving `/metrics` over plain HTTP (for example `127.0.0.1:9090`); off when unset.
     /// Keep it off the public network: the page shows what the server is doing.
     pub listen: Option<SocketAddr>,
+}
+
+/// Warnings before a session expires.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotificationsConfig {
+    /// Minutes before its end that a session is warned about (a `session.expiring_soon` event
+    /// and a mail to its user), for sessions lasting more than twice that; 0 sends none.
+    pub expiry_warning_minutes: u32,
+    /// How often due warnings are looked for.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        NotificationsConfig { expiry_warning_minutes: 10, poll_interval_ms: 15_000 }
+    }
 }
 
 /// Webhook delivery.
@@ -301,6 +319,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             metrics: MetricsConfig::default(),
             webhooks: WebhooksConfig::default(),
+            notifications: NotificationsConfig::default(),
         }
     }
 }
@@ -606,8 +625,12 @@ mod tests {
             jail.set_env("PORTCULLIS_PROVIDERS__QUOTA_SHARE", "0.33");
             jail.set_env("PORTCULLIS_PROVIDERS__AWS_QUOTA__MUTATING", "{ burst = 200, per_second = 10.0 }");
             jail.set_env("PORTCULLIS_METRICS__LISTEN", "127.0.0.1:9090");
+            jail.set_env("PORTCULLIS_WEBHOOKS__ALLOWED_PRIVATE_ENDPOINTS", r#"["http://10.0.0.5:8080/"]"#);
+            jail.set_env("PORTCULLIS_NOTIFICATIONS__EXPIRY_WARNING_MINUTES", "15");
             let config = Config::load(None).map_err(|e| e.to_string())?;
             assert_eq!(config.metrics.listen, Some("127.0.0.1:9090".parse().unwrap()));
+            assert_eq!(config.webhooks.allowed_private_endpoints, ["http://10.0.0.5:8080/"]);
+            assert_eq!(config.notifications.expiry_warning_minutes, 15);
             assert_eq!(config.providers.quota_share, 0.33);
             assert_eq!(config.providers.aws_quota.mutating, Rate { burst: 200, per_second: 10.0 });
             assert_eq!(config.providers.check(), Ok(()));

@@ -91,6 +91,7 @@ fn user_row(organization_id: &str, email: &str) -> user::Model {
         lockouts: 0,
         failed_login_count: 0,
         password_hash: None,
+        expiry_emails: true,
         created_at: at,
         updated_at: at,
     }
@@ -247,6 +248,7 @@ fn session_row(
         updated_at: at,
         heartbeat_seconds: None,
         heartbeat_due_at: None,
+        expiry_warned_for: None,
     }
 }
 

@@ -163,6 +163,7 @@ pub fn user_to_pb(model: user::Model) -> pb::User {
         disabled: model.disabled,
         locked: locked_until.is_some(),
         locked_until: locked_until.map(timestamp),
+        expiry_emails: model.expiry_emails,
         created_at: Some(timestamp(model.created_at)),
         updated_at: Some(timestamp(model.updated_at)),
     }

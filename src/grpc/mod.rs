@@ -110,6 +110,7 @@ pub async fn serve(
         std::sync::Arc::new(webhooks::ProtoJson),
     );
     let webhook_task = tokio::spawn(dispatcher.run(background_stopped.clone()));
+    let warnings_task = tokio::spawn(services.expiry_warnings.clone().run(background_stopped.clone()));
     let engine_task = tokio::spawn(async move { engine.run(background_stopped).await });
 
     let reflection_v1 = reflection().build_v1()?;
@@ -162,6 +163,7 @@ pub async fn serve(
     let _ = engine_task.await;
     let _ = follow_task.await;
     let _ = webhook_task.await;
+    let _ = warnings_task.await;
     if let Some(metrics_task) = metrics_task
         && let Ok(Err(err)) = metrics_task.await
     {

@@ -44,6 +44,7 @@ pub const POLICY: &[(&str, &str, Rule)] = &[
     ("UserService", "CreateUser", Rule::organization(UsersWrite)),
     ("UserService", "GetUser", Rule::own_or_others(None, UsersRead)),
     ("UserService", "GetCurrentUser", Rule::own(None)),
+    ("UserService", "UpdateCurrentUser", Rule::own(None)),
     ("UserService", "ListUsers", Rule::organization(UsersRead)),
     ("UserService", "UpdateUser", Rule::organization(UsersWrite)),
     ("UserService", "DisableUser", Rule::organization(UsersWrite)),

@@ -37,6 +37,15 @@ impl UserService for UserApi {
         Ok(Response::new(GetCurrentUserResponse { user: Some(user_to_pb(user)), permissions }))
     }
 
+    async fn update_current_user(
+        &self,
+        request: Request<UpdateCurrentUserRequest>,
+    ) -> Result<Response<UpdateCurrentUserResponse>, Status> {
+        let caller = caller(&request)?;
+        let user = self.0.update_current(caller, request.get_ref().expiry_emails).await?;
+        Ok(Response::new(UpdateCurrentUserResponse { user: Some(user_to_pb(user)) }))
+    }
+
     async fn list_users(&self, request: Request<ListUsersRequest>) -> Result<Response<ListUsersResponse>, Status> {
         let message = request.get_ref();
         let page = page_request(message.page_size, &message.page_token)?;

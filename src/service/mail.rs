@@ -46,6 +46,36 @@ impl Mail {
     }
 }
 
+/// A session about to expire, for the warning mail.
+pub struct ExpiringSession<'a> {
+    pub id: &'a str,
+    pub expires_at: DateTime<Utc>,
+    pub minutes_left: i64,
+    pub addresses: Vec<&'a str>,
+    pub resources: Vec<String>,
+}
+
+impl Mail {
+    /// A session of the recipient's ends soon: which, when, what it opens, and how to extend it.
+    pub fn expiry_warning(to: &str, session: &ExpiringSession<'_>) -> Mail {
+        let expiry = session.expires_at.to_rfc3339_opts(SecondsFormat::Secs, true);
+        let resources: String = session.resources.iter().map(|name| format!("  - {name}\n")).collect();
+        let (id, minutes) = (session.id, session.minutes_left);
+        Mail {
+            to: to.to_owned(),
+            subject: format!("Portcullis: your access ends in {minutes} minutes"),
+            body: format!(
+                "Your Portcullis session {id} for {addresses} ends at {expiry}, in {minutes} minutes.\n\n\
+                 It opens:\n{resources}\n\
+                 To keep it, extend it before then:\n\n  pcl session extend {id} --minutes 60\n\n\
+                 (or ExtendSession with the API). To stop these mails, set expiry_emails to false\n\
+                 with UserService.UpdateCurrentUser.\n",
+                addresses = session.addresses.join(" and "),
+            ),
+        }
+    }
+}
+
 #[async_trait]
 pub trait Mailer: Send + Sync {
     /// Sends `mail`; the error says why it could not be sent.

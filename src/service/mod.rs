@@ -10,6 +10,7 @@ pub mod changes;
 pub mod credentials;
 pub mod logins;
 pub mod mail;
+pub mod notifications;
 pub mod organizations;
 mod rate_limit;
 pub mod resources;
@@ -54,6 +55,7 @@ pub struct Services {
     pub engine: Engine,
     pub callers: CallerCache,
     pub webhooks: WebhookManager,
+    pub expiry_warnings: notifications::ExpiryWarnings,
     /// What the webhook dispatcher, started with the server, works with.
     pub webhook_setup: crate::webhook::WebhookSetup,
 }
@@ -90,10 +92,11 @@ impl Services {
         let engine = Engine::new(db.clone(), reader.clone(), providers.clone(), engine_config);
         let callers = CallerCache::new(std::time::Duration::from_secs(config.auth.caller_cache_secs));
         let auth = Authenticator::new(db.clone(), reader.clone(), &config.auth, callers.clone()).await?;
+        let mailer = mail::mailer(&config.mail)?;
         let logins = LoginManager::new(
             db.clone(),
             auth.token_keys().clone(),
-            mail::mailer(&config.mail)?,
+            mailer.clone(),
             config.login.clone(),
             config.auth.access_token_minutes,
             callers.clone(),
@@ -102,6 +105,7 @@ impl Services {
             .map_err(|message| Error::Internal(anyhow::anyhow!("configuration: {message}")))?;
         Ok(Services {
             webhooks: WebhookManager::new(db.clone(), webhook_setup.clone()),
+            expiry_warnings: notifications::ExpiryWarnings::new(db.clone(), mailer, &config.notifications),
             webhook_setup,
             sessions: SessionManager::new(db.clone(), reader.clone(), engine.clone(), config.sessions.clone()),
             reader,

@@ -164,6 +164,7 @@ impl SessionManager {
             // In range, checked above.
             heartbeat_seconds: request.heartbeat_seconds.and_then(|seconds| i32::try_from(seconds).ok()),
             heartbeat_due_at: request.heartbeat_seconds.map(|seconds| at + TimeDelta::seconds(i64::from(seconds))),
+            expiry_warned_for: None,
         };
         let rules: Vec<resource_ip::Model> = assigned
             .iter()

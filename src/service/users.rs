@@ -66,6 +66,7 @@ impl UserManager {
                 lockouts: 0,
                 failed_login_count: 0,
                 password_hash: None,
+                expiry_emails: true,
                 created_at: at,
                 updated_at: at,
             },
@@ -120,6 +121,18 @@ impl UserManager {
             if let Some(disabled) = changes.disabled {
                 record = record.detail("disabled", disabled);
                 active.disabled = Set(disabled);
+            }
+            record
+        })
+        .await
+    }
+
+    /// Changes the caller's own preferences.
+    pub async fn update_current(&self, caller: &Caller, expiry_emails: Option<bool>) -> Result<user::Model> {
+        self.change(caller, &caller.user_id, "user.updated", |active, mut record| {
+            if let Some(on) = expiry_emails {
+                record = record.detail("expiry_emails", on);
+                active.expiry_emails = Set(on);
             }
             record
         })

@@ -289,6 +289,7 @@ impl TestServer {
                 lockouts: 0,
                 failed_login_count: 0,
                 password_hash: None,
+                expiry_emails: true,
                 created_at: at,
                 updated_at: at,
             },

@@ -23,6 +23,8 @@ pub struct Model {
     pub heartbeat_seconds: Option<i32>,
     /// When the session ends for want of a watch (pushed out while one is open).
     pub heartbeat_due_at: Option<DateTimeUtc>,
+    /// The end (`expires_at`) the expiry warning was sent for; None before any.
+    pub expiry_warned_for: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -16,6 +16,8 @@ pub struct Model {
     pub lockouts: i32,
     pub failed_login_count: i32,
     pub password_hash: Option<String>,
+    /// Whether the user is mailed before a session of theirs expires.
+    pub expiry_emails: bool,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

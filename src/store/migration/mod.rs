@@ -22,6 +22,7 @@ mod m20261202_000016_address_changes;
 mod m20261203_000017_resource_reconciles;
 mod m20261203_000018_rule_claims;
 mod m20261204_000019_webhooks;
+mod m20261204_000020_expiry_warnings;
 
 pub struct Migrator;
 
@@ -48,6 +49,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000017_resource_reconciles::Migration),
             Box::new(m20261203_000018_rule_claims::Migration),
             Box::new(m20261204_000019_webhooks::Migration),
+            Box::new(m20261204_000020_expiry_warnings::Migration),
         ]
     }
 }

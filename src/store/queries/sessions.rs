@@ -46,6 +46,7 @@ impl SessionRecord {
                 updated_at: at,
                 heartbeat_seconds: None,
                 heartbeat_due_at: None,
+                expiry_warned_for: None,
             },
             user_name: String::new(),
             user_email: String::new(),
@@ -286,6 +287,45 @@ pub async fn due_to_expire(
         .limit(limit)
         .all(db)
         .await?)
+}
+
+/// Live sessions ending after `now` and by `until` whose warning has not been sent for their
+/// current end.
+pub async fn due_for_warning(
+    db: &impl ConnectionTrait,
+    now: DateTime<Utc>,
+    until: DateTime<Utc>,
+    limit: u64,
+) -> StoreResult<Vec<session::Model>> {
+    let unwarned = Condition::any()
+        .add(session::Column::ExpiryWarnedFor.is_null())
+        .add(Expr::col(session::Column::ExpiryWarnedFor).ne(Expr::col(session::Column::ExpiresAt)));
+    Ok(session::Entity::find()
+        .filter(session::Column::Status.is_in(live_statuses()))
+        .filter(session::Column::ExpiresAt.gt(now))
+        .filter(session::Column::ExpiresAt.lte(until))
+        .filter(unwarned)
+        .order_by_asc(session::Column::ExpiresAt)
+        .limit(limit)
+        .all(db)
+        .await?)
+}
+
+/// Records that the warning for the session's end `expires_at` is being sent, unless it was
+/// already (by another replica) or the session has moved on. Answers whether this call took it.
+pub async fn take_warning(db: &impl ConnectionTrait, id: &str, expires_at: DateTime<Utc>) -> StoreResult<bool> {
+    let unwarned = Condition::any()
+        .add(session::Column::ExpiryWarnedFor.is_null())
+        .add(session::Column::ExpiryWarnedFor.ne(expires_at));
+    let taken = session::Entity::update_many()
+        .col_expr(session::Column::ExpiryWarnedFor, Expr::value(expires_at))
+        .filter(session::Column::Id.eq(id))
+        .filter(session::Column::ExpiresAt.eq(expires_at))
+        .filter(session::Column::Status.is_in(live_statuses()))
+        .filter(unwarned)
+        .exec(db)
+        .await?;
+    Ok(taken.rows_affected == 1)
 }
 
 /// When the next live session ends: it expires, or its heartbeat runs out. Looked up status by

@@ -104,7 +104,10 @@ type User struct {
 	// updated_at is when the user last changed.
 	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
 	// locked_until is when the current lockout ends; absent when the user is not locked.
-	LockedUntil   *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=locked_until,json=lockedUntil,proto3" json:"locked_until,omitempty"`
+	LockedUntil *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=locked_until,json=lockedUntil,proto3" json:"locked_until,omitempty"`
+	// expiry_emails is whether the user is mailed before a session of theirs expires (on for
+	// new users; the user turns it off with UpdateCurrentUser).
+	ExpiryEmails  bool `protobuf:"varint,11,opt,name=expiry_emails,json=expiryEmails,proto3" json:"expiry_emails,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -207,6 +210,13 @@ func (x *User) GetLockedUntil() *timestamppb.Timestamp {
 		return x.LockedUntil
 	}
 	return nil
+}
+
+func (x *User) GetExpiryEmails() bool {
+	if x != nil {
+		return x.ExpiryEmails
+	}
+	return false
 }
 
 // CreateUserRequest carries the new user: email and role are required.
@@ -485,6 +495,98 @@ func (x *GetCurrentUserResponse) GetPermissions() []string {
 	return nil
 }
 
+// UpdateCurrentUserRequest changes the caller's preferences; an unset field stays as it is.
+type UpdateCurrentUserRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// expiry_emails turns the mail sent before a session expires on or off.
+	ExpiryEmails  *bool `protobuf:"varint,1,opt,name=expiry_emails,json=expiryEmails,proto3,oneof" json:"expiry_emails,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateCurrentUserRequest) Reset() {
+	*x = UpdateCurrentUserRequest{}
+	mi := &file_portcullis_v1_user_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateCurrentUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateCurrentUserRequest) ProtoMessage() {}
+
+func (x *UpdateCurrentUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_portcullis_v1_user_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateCurrentUserRequest.ProtoReflect.Descriptor instead.
+func (*UpdateCurrentUserRequest) Descriptor() ([]byte, []int) {
+	return file_portcullis_v1_user_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *UpdateCurrentUserRequest) GetExpiryEmails() bool {
+	if x != nil && x.ExpiryEmails != nil {
+		return *x.ExpiryEmails
+	}
+	return false
+}
+
+// UpdateCurrentUserResponse carries the caller as changed.
+type UpdateCurrentUserResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// user is the caller.
+	User          *User `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateCurrentUserResponse) Reset() {
+	*x = UpdateCurrentUserResponse{}
+	mi := &file_portcullis_v1_user_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateCurrentUserResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateCurrentUserResponse) ProtoMessage() {}
+
+func (x *UpdateCurrentUserResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_portcullis_v1_user_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateCurrentUserResponse.ProtoReflect.Descriptor instead.
+func (*UpdateCurrentUserResponse) Descriptor() ([]byte, []int) {
+	return file_portcullis_v1_user_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *UpdateCurrentUserResponse) GetUser() *User {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
 // ListUsersRequest selects users.
 type ListUsersRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -498,7 +600,7 @@ type ListUsersRequest struct {
 
 func (x *ListUsersRequest) Reset() {
 	*x = ListUsersRequest{}
-	mi := &file_portcullis_v1_user_proto_msgTypes[7]
+	mi := &file_portcullis_v1_user_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -510,7 +612,7 @@ func (x *ListUsersRequest) String() string {
 func (*ListUsersRequest) ProtoMessage() {}
 
 func (x *ListUsersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_user_proto_msgTypes[7]
+	mi := &file_portcullis_v1_user_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -523,7 +625,7 @@ func (x *ListUsersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUsersRequest.ProtoReflect.Descriptor instead.
 func (*ListUsersRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_user_proto_rawDescGZIP(), []int{7}
+	return file_portcullis_v1_user_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListUsersRequest) GetPageSize() int32 {
@@ -553,7 +655,7 @@ type ListUsersResponse struct {
 
 func (x *ListUsersResponse) Reset() {
 	*x = ListUsersResponse{}
-	mi := &file_portcullis_v1_user_proto_msgTypes[8]
+	mi := &file_portcullis_v1_user_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -565,7 +667,7 @@ func (x *ListUsersResponse) String() string {
 func (*ListUsersResponse) ProtoMessage() {}
 
 func (x *ListUsersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_user_proto_msgTypes[8]
+	mi := &file_portcullis_v1_user_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -578,7 +680,7 @@ func (x *ListUsersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUsersResponse.ProtoReflect.Descriptor instead.
 func (*ListUsersResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_user_proto_rawDescGZIP(), []int{8}
+	return file_portcullis_v1_user_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListUsersResponse) GetUsers() []*User {
@@ -608,7 +710,7 @@ type UpdateUserRequest struct {
 
 func (x *UpdateUserRequest) Reset() {
 	*x = UpdateUserRequest{}
-	mi := &file_portcullis_v1_user_proto_msgTypes[9]
+	mi := &file_portcullis_v1_user_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -620,7 +722,7 @@ func (x *UpdateUserRequest) String() string {
 func (*UpdateUserRequest) ProtoMessage() {}
 
 func (x *UpdateUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_user_proto_msgTypes[9]
+	mi := &file_portcullis_v1_user_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -633,7 +735,7 @@ func (x *UpdateUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateUserRequest.ProtoReflect.Descriptor instead.
 func (*UpdateUserRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_user_proto_rawDescGZIP(), []int{9}
+	return file_portcullis_v1_user_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *UpdateUserRequest) GetUser() *User {
@@ -661,7 +763,7 @@ type UpdateUserResponse struct {
 
 func (x *UpdateUserResponse) Reset() {
 	*x = UpdateUserResponse{}
-	mi := &file_portcullis_v1_user_proto_msgTypes[10]
+	mi := &file_portcullis_v1_user_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -673,7 +775,7 @@ func (x *UpdateUserResponse) String() string {
 func (*UpdateUserResponse) ProtoMessage() {}
 
 func (x *UpdateUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_user_proto_msgTypes[10]
+	mi := &file_portcullis_v1_user_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -686,7 +788,7 @@ func (x *UpdateUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateUserResponse.ProtoReflect.Descriptor instead.
 func (*UpdateUserResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_user_proto_rawDescGZIP(), []int{10}
+	return file_portcullis_v1_user_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *UpdateUserResponse) GetUser() *User {
@@ -707,7 +809,7 @@ type DisableUserRequest struct {
 
 func (x *DisableUserRequest) Reset() {
 	*x = DisableUserRequest{}
-	mi := &file_portcullis_v1_user_proto_msgTypes[11]
+	mi := &file_portcullis_v1_user_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -719,7 +821,7 @@ func (x *DisableUserRequest) String() string {
 func (*DisableUserRequest) ProtoMessage() {}
 
 func (x *DisableUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_user_proto_msgTypes[11]
+	mi := &file_portcullis_v1_user_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -732,7 +834,7 @@ func (x *DisableUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableUserRequest.ProtoReflect.Descriptor instead.
 func (*DisableUserRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_user_proto_rawDescGZIP(), []int{11}
+	return file_portcullis_v1_user_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DisableUserRequest) GetId() string {
@@ -753,7 +855,7 @@ type DisableUserResponse struct {
 
 func (x *DisableUserResponse) Reset() {
 	*x = DisableUserResponse{}
-	mi := &file_portcullis_v1_user_proto_msgTypes[12]
+	mi := &file_portcullis_v1_user_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -765,7 +867,7 @@ func (x *DisableUserResponse) String() string {
 func (*DisableUserResponse) ProtoMessage() {}
 
 func (x *DisableUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_user_proto_msgTypes[12]
+	mi := &file_portcullis_v1_user_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -778,7 +880,7 @@ func (x *DisableUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableUserResponse.ProtoReflect.Descriptor instead.
 func (*DisableUserResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_user_proto_rawDescGZIP(), []int{12}
+	return file_portcullis_v1_user_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DisableUserResponse) GetUser() *User {
@@ -799,7 +901,7 @@ type UnlockUserRequest struct {
 
 func (x *UnlockUserRequest) Reset() {
 	*x = UnlockUserRequest{}
-	mi := &file_portcullis_v1_user_proto_msgTypes[13]
+	mi := &file_portcullis_v1_user_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -811,7 +913,7 @@ func (x *UnlockUserRequest) String() string {
 func (*UnlockUserRequest) ProtoMessage() {}
 
 func (x *UnlockUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_user_proto_msgTypes[13]
+	mi := &file_portcullis_v1_user_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -824,7 +926,7 @@ func (x *UnlockUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnlockUserRequest.ProtoReflect.Descriptor instead.
 func (*UnlockUserRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_user_proto_rawDescGZIP(), []int{13}
+	return file_portcullis_v1_user_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UnlockUserRequest) GetId() string {
@@ -845,7 +947,7 @@ type UnlockUserResponse struct {
 
 func (x *UnlockUserResponse) Reset() {
 	*x = UnlockUserResponse{}
-	mi := &file_portcullis_v1_user_proto_msgTypes[14]
+	mi := &file_portcullis_v1_user_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -857,7 +959,7 @@ func (x *UnlockUserResponse) String() string {
 func (*UnlockUserResponse) ProtoMessage() {}
 
 func (x *UnlockUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_user_proto_msgTypes[14]
+	mi := &file_portcullis_v1_user_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -870,7 +972,7 @@ func (x *UnlockUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnlockUserResponse.ProtoReflect.Descriptor instead.
 func (*UnlockUserResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_user_proto_rawDescGZIP(), []int{14}
+	return file_portcullis_v1_user_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *UnlockUserResponse) GetUser() *User {
@@ -884,7 +986,7 @@ var File_portcullis_v1_user_proto protoreflect.FileDescriptor
 
 const file_portcullis_v1_user_proto_rawDesc = "" +
 	"\n" +
-	"\x18portcullis/v1/user.proto\x12\rportcullis.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x84\x03\n" +
+	"\x18portcullis/v1/user.proto\x12\rportcullis.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa9\x03\n" +
 	"\x04User\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12'\n" +
 	"\x0forganization_id\x18\x02 \x01(\tR\x0eorganizationId\x12\x14\n" +
@@ -898,7 +1000,8 @@ const file_portcullis_v1_user_proto_rawDesc = "" +
 	"\n" +
 	"updated_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12=\n" +
 	"\flocked_until\x18\n" +
-	" \x01(\v2\x1a.google.protobuf.TimestampR\vlockedUntil\"<\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\vlockedUntil\x12#\n" +
+	"\rexpiry_emails\x18\v \x01(\bR\fexpiryEmails\"<\n" +
 	"\x11CreateUserRequest\x12'\n" +
 	"\x04user\x18\x01 \x01(\v2\x13.portcullis.v1.UserR\x04user\"=\n" +
 	"\x12CreateUserResponse\x12'\n" +
@@ -910,7 +1013,12 @@ const file_portcullis_v1_user_proto_rawDesc = "" +
 	"\x15GetCurrentUserRequest\"c\n" +
 	"\x16GetCurrentUserResponse\x12'\n" +
 	"\x04user\x18\x01 \x01(\v2\x13.portcullis.v1.UserR\x04user\x12 \n" +
-	"\vpermissions\x18\x02 \x03(\tR\vpermissions\"N\n" +
+	"\vpermissions\x18\x02 \x03(\tR\vpermissions\"V\n" +
+	"\x18UpdateCurrentUserRequest\x12(\n" +
+	"\rexpiry_emails\x18\x01 \x01(\bH\x00R\fexpiryEmails\x88\x01\x01B\x10\n" +
+	"\x0e_expiry_emails\"D\n" +
+	"\x19UpdateCurrentUserResponse\x12'\n" +
+	"\x04user\x18\x01 \x01(\v2\x13.portcullis.v1.UserR\x04user\"N\n" +
 	"\x10ListUsersRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
@@ -937,12 +1045,13 @@ const file_portcullis_v1_user_proto_rawDesc = "" +
 	"\tROLE_USER\x10\x01\x12\x0e\n" +
 	"\n" +
 	"ROLE_ADMIN\x10\x02\x12\x11\n" +
-	"\rROLE_OPERATOR\x10\x032\xd5\x04\n" +
+	"\rROLE_OPERATOR\x10\x032\xbd\x05\n" +
 	"\vUserService\x12Q\n" +
 	"\n" +
 	"CreateUser\x12 .portcullis.v1.CreateUserRequest\x1a!.portcullis.v1.CreateUserResponse\x12H\n" +
 	"\aGetUser\x12\x1d.portcullis.v1.GetUserRequest\x1a\x1e.portcullis.v1.GetUserResponse\x12]\n" +
-	"\x0eGetCurrentUser\x12$.portcullis.v1.GetCurrentUserRequest\x1a%.portcullis.v1.GetCurrentUserResponse\x12N\n" +
+	"\x0eGetCurrentUser\x12$.portcullis.v1.GetCurrentUserRequest\x1a%.portcullis.v1.GetCurrentUserResponse\x12f\n" +
+	"\x11UpdateCurrentUser\x12'.portcullis.v1.UpdateCurrentUserRequest\x1a(.portcullis.v1.UpdateCurrentUserResponse\x12N\n" +
 	"\tListUsers\x12\x1f.portcullis.v1.ListUsersRequest\x1a .portcullis.v1.ListUsersResponse\x12Q\n" +
 	"\n" +
 	"UpdateUser\x12 .portcullis.v1.UpdateUserRequest\x1a!.portcullis.v1.UpdateUserResponse\x12T\n" +
@@ -964,61 +1073,66 @@ func file_portcullis_v1_user_proto_rawDescGZIP() []byte {
 }
 
 var file_portcullis_v1_user_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_portcullis_v1_user_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_portcullis_v1_user_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_portcullis_v1_user_proto_goTypes = []any{
-	(Role)(0),                      // 0: portcullis.v1.Role
-	(*User)(nil),                   // 1: portcullis.v1.User
-	(*CreateUserRequest)(nil),      // 2: portcullis.v1.CreateUserRequest
-	(*CreateUserResponse)(nil),     // 3: portcullis.v1.CreateUserResponse
-	(*GetUserRequest)(nil),         // 4: portcullis.v1.GetUserRequest
-	(*GetUserResponse)(nil),        // 5: portcullis.v1.GetUserResponse
-	(*GetCurrentUserRequest)(nil),  // 6: portcullis.v1.GetCurrentUserRequest
-	(*GetCurrentUserResponse)(nil), // 7: portcullis.v1.GetCurrentUserResponse
-	(*ListUsersRequest)(nil),       // 8: portcullis.v1.ListUsersRequest
-	(*ListUsersResponse)(nil),      // 9: portcullis.v1.ListUsersResponse
-	(*UpdateUserRequest)(nil),      // 10: portcullis.v1.UpdateUserRequest
-	(*UpdateUserResponse)(nil),     // 11: portcullis.v1.UpdateUserResponse
-	(*DisableUserRequest)(nil),     // 12: portcullis.v1.DisableUserRequest
-	(*DisableUserResponse)(nil),    // 13: portcullis.v1.DisableUserResponse
-	(*UnlockUserRequest)(nil),      // 14: portcullis.v1.UnlockUserRequest
-	(*UnlockUserResponse)(nil),     // 15: portcullis.v1.UnlockUserResponse
-	(*timestamppb.Timestamp)(nil),  // 16: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),  // 17: google.protobuf.FieldMask
+	(Role)(0),                         // 0: portcullis.v1.Role
+	(*User)(nil),                      // 1: portcullis.v1.User
+	(*CreateUserRequest)(nil),         // 2: portcullis.v1.CreateUserRequest
+	(*CreateUserResponse)(nil),        // 3: portcullis.v1.CreateUserResponse
+	(*GetUserRequest)(nil),            // 4: portcullis.v1.GetUserRequest
+	(*GetUserResponse)(nil),           // 5: portcullis.v1.GetUserResponse
+	(*GetCurrentUserRequest)(nil),     // 6: portcullis.v1.GetCurrentUserRequest
+	(*GetCurrentUserResponse)(nil),    // 7: portcullis.v1.GetCurrentUserResponse
+	(*UpdateCurrentUserRequest)(nil),  // 8: portcullis.v1.UpdateCurrentUserRequest
+	(*UpdateCurrentUserResponse)(nil), // 9: portcullis.v1.UpdateCurrentUserResponse
+	(*ListUsersRequest)(nil),          // 10: portcullis.v1.ListUsersRequest
+	(*ListUsersResponse)(nil),         // 11: portcullis.v1.ListUsersResponse
+	(*UpdateUserRequest)(nil),         // 12: portcullis.v1.UpdateUserRequest
+	(*UpdateUserResponse)(nil),        // 13: portcullis.v1.UpdateUserResponse
+	(*DisableUserRequest)(nil),        // 14: portcullis.v1.DisableUserRequest
+	(*DisableUserResponse)(nil),       // 15: portcullis.v1.DisableUserResponse
+	(*UnlockUserRequest)(nil),         // 16: portcullis.v1.UnlockUserRequest
+	(*UnlockUserResponse)(nil),        // 17: portcullis.v1.UnlockUserResponse
+	(*timestamppb.Timestamp)(nil),     // 18: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),     // 19: google.protobuf.FieldMask
 }
 var file_portcullis_v1_user_proto_depIdxs = []int32{
 	0,  // 0: portcullis.v1.User.role:type_name -> portcullis.v1.Role
-	16, // 1: portcullis.v1.User.created_at:type_name -> google.protobuf.Timestamp
-	16, // 2: portcullis.v1.User.updated_at:type_name -> google.protobuf.Timestamp
-	16, // 3: portcullis.v1.User.locked_until:type_name -> google.protobuf.Timestamp
+	18, // 1: portcullis.v1.User.created_at:type_name -> google.protobuf.Timestamp
+	18, // 2: portcullis.v1.User.updated_at:type_name -> google.protobuf.Timestamp
+	18, // 3: portcullis.v1.User.locked_until:type_name -> google.protobuf.Timestamp
 	1,  // 4: portcullis.v1.CreateUserRequest.user:type_name -> portcullis.v1.User
 	1,  // 5: portcullis.v1.CreateUserResponse.user:type_name -> portcullis.v1.User
 	1,  // 6: portcullis.v1.GetUserResponse.user:type_name -> portcullis.v1.User
 	1,  // 7: portcullis.v1.GetCurrentUserResponse.user:type_name -> portcullis.v1.User
-	1,  // 8: portcullis.v1.ListUsersResponse.users:type_name -> portcullis.v1.User
-	1,  // 9: portcullis.v1.UpdateUserRequest.user:type_name -> portcullis.v1.User
-	17, // 10: portcullis.v1.UpdateUserRequest.update_mask:type_name -> google.protobuf.FieldMask
-	1,  // 11: portcullis.v1.UpdateUserResponse.user:type_name -> portcullis.v1.User
-	1,  // 12: portcullis.v1.DisableUserResponse.user:type_name -> portcullis.v1.User
-	1,  // 13: portcullis.v1.UnlockUserResponse.user:type_name -> portcullis.v1.User
-	2,  // 14: portcullis.v1.UserService.CreateUser:input_type -> portcullis.v1.CreateUserRequest
-	4,  // 15: portcullis.v1.UserService.GetUser:input_type -> portcullis.v1.GetUserRequest
-	6,  // 16: portcullis.v1.UserService.GetCurrentUser:input_type -> portcullis.v1.GetCurrentUserRequest
-	8,  // 17: portcullis.v1.UserService.ListUsers:input_type -> portcullis.v1.ListUsersRequest
-	10, // 18: portcullis.v1.UserService.UpdateUser:input_type -> portcullis.v1.UpdateUserRequest
-	12, // 19: portcullis.v1.UserService.DisableUser:input_type -> portcullis.v1.DisableUserRequest
-	14, // 20: portcullis.v1.UserService.UnlockUser:input_type -> portcullis.v1.UnlockUserRequest
-	3,  // 21: portcullis.v1.UserService.CreateUser:output_type -> portcullis.v1.CreateUserResponse
-	5,  // 22: portcullis.v1.UserService.GetUser:output_type -> portcullis.v1.GetUserResponse
-	7,  // 23: portcullis.v1.UserService.GetCurrentUser:output_type -> portcullis.v1.GetCurrentUserResponse
-	9,  // 24: portcullis.v1.UserService.ListUsers:output_type -> portcullis.v1.ListUsersResponse
-	11, // 25: portcullis.v1.UserService.UpdateUser:output_type -> portcullis.v1.UpdateUserResponse
-	13, // 26: portcullis.v1.UserService.DisableUser:output_type -> portcullis.v1.DisableUserResponse
-	15, // 27: portcullis.v1.UserService.UnlockUser:output_type -> portcullis.v1.UnlockUserResponse
-	21, // [21:28] is the sub-list for method output_type
-	14, // [14:21] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	1,  // 8: portcullis.v1.UpdateCurrentUserResponse.user:type_name -> portcullis.v1.User
+	1,  // 9: portcullis.v1.ListUsersResponse.users:type_name -> portcullis.v1.User
+	1,  // 10: portcullis.v1.UpdateUserRequest.user:type_name -> portcullis.v1.User
+	19, // 11: portcullis.v1.UpdateUserRequest.update_mask:type_name -> google.protobuf.FieldMask
+	1,  // 12: portcullis.v1.UpdateUserResponse.user:type_name -> portcullis.v1.User
+	1,  // 13: portcullis.v1.DisableUserResponse.user:type_name -> portcullis.v1.User
+	1,  // 14: portcullis.v1.UnlockUserResponse.user:type_name -> portcullis.v1.User
+	2,  // 15: portcullis.v1.UserService.CreateUser:input_type -> portcullis.v1.CreateUserRequest
+	4,  // 16: portcullis.v1.UserService.GetUser:input_type -> portcullis.v1.GetUserRequest
+	6,  // 17: portcullis.v1.UserService.GetCurrentUser:input_type -> portcullis.v1.GetCurrentUserRequest
+	8,  // 18: portcullis.v1.UserService.UpdateCurrentUser:input_type -> portcullis.v1.UpdateCurrentUserRequest
+	10, // 19: portcullis.v1.UserService.ListUsers:input_type -> portcullis.v1.ListUsersRequest
+	12, // 20: portcullis.v1.UserService.UpdateUser:input_type -> portcullis.v1.UpdateUserRequest
+	14, // 21: portcullis.v1.UserService.DisableUser:input_type -> portcullis.v1.DisableUserRequest
+	16, // 22: portcullis.v1.UserService.UnlockUser:input_type -> portcullis.v1.UnlockUserRequest
+	3,  // 23: portcullis.v1.UserService.CreateUser:output_type -> portcullis.v1.CreateUserResponse
+	5,  // 24: portcullis.v1.UserService.GetUser:output_type -> portcullis.v1.GetUserResponse
+	7,  // 25: portcullis.v1.UserService.GetCurrentUser:output_type -> portcullis.v1.GetCurrentUserResponse
+	9,  // 26: portcullis.v1.UserService.UpdateCurrentUser:output_type -> portcullis.v1.UpdateCurrentUserResponse
+	11, // 27: portcullis.v1.UserService.ListUsers:output_type -> portcullis.v1.ListUsersResponse
+	13, // 28: portcullis.v1.UserService.UpdateUser:output_type -> portcullis.v1.UpdateUserResponse
+	15, // 29: portcullis.v1.UserService.DisableUser:output_type -> portcullis.v1.DisableUserResponse
+	17, // 30: portcullis.v1.UserService.UnlockUser:output_type -> portcullis.v1.UnlockUserResponse
+	23, // [23:31] is the sub-list for method output_type
+	15, // [15:23] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_portcullis_v1_user_proto_init() }
@@ -1026,13 +1140,14 @@ func file_portcullis_v1_user_proto_init() {
 	if File_portcullis_v1_user_proto != nil {
 		return
 	}
+	file_portcullis_v1_user_proto_msgTypes[7].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_portcullis_v1_user_proto_rawDesc), len(file_portcullis_v1_user_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   15,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,13 +19,14 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	UserService_CreateUser_FullMethodName     = "/portcullis.v1.UserService/CreateUser"
-	UserService_GetUser_FullMethodName        = "/portcullis.v1.UserService/GetUser"
-	UserService_GetCurrentUser_FullMethodName = "/portcullis.v1.UserService/GetCurrentUser"
-	UserService_ListUsers_FullMethodName      = "/portcullis.v1.UserService/ListUsers"
-	UserService_UpdateUser_FullMethodName     = "/portcullis.v1.UserService/UpdateUser"
-	UserService_DisableUser_FullMethodName    = "/portcullis.v1.UserService/DisableUser"
-	UserService_UnlockUser_FullMethodName     = "/portcullis.v1.UserService/UnlockUser"
+	UserService_CreateUser_FullMethodName        = "/portcullis.v1.UserService/CreateUser"
+	UserService_GetUser_FullMethodName           = "/portcullis.v1.UserService/GetUser"
+	UserService_GetCurrentUser_FullMethodName    = "/portcullis.v1.UserService/GetCurrentUser"
+	UserService_UpdateCurrentUser_FullMethodName = "/portcullis.v1.UserService/UpdateCurrentUser"
+	UserService_ListUsers_FullMethodName         = "/portcullis.v1.UserService/ListUsers"
+	UserService_UpdateUser_FullMethodName        = "/portcullis.v1.UserService/UpdateUser"
+	UserService_DisableUser_FullMethodName       = "/portcullis.v1.UserService/DisableUser"
+	UserService_UnlockUser_FullMethodName        = "/portcullis.v1.UserService/UnlockUser"
 )
 
 // UserServiceClient is the client API for UserService service.
@@ -40,6 +41,8 @@ type UserServiceClient interface {
 	GetUser(ctx context.Context, in *GetUserRequest, opts ...grpc.CallOption) (*GetUserResponse, error)
 	// GetCurrentUser returns the caller, whether it authenticated with a token or an API key.
 	GetCurrentUser(ctx context.Context, in *GetCurrentUserRequest, opts ...grpc.CallOption) (*GetCurrentUserResponse, error)
+	// UpdateCurrentUser changes the caller's own preferences.
+	UpdateCurrentUser(ctx context.Context, in *UpdateCurrentUserRequest, opts ...grpc.CallOption) (*UpdateCurrentUserResponse, error)
 	// ListUsers lists the organization's users in creation order (admins only).
 	ListUsers(ctx context.Context, in *ListUsersRequest, opts ...grpc.CallOption) (*ListUsersResponse, error)
 	// UpdateUser changes the fields named in update_mask (admins only).
@@ -82,6 +85,16 @@ func (c *userServiceClient) GetCurrentUser(ctx context.Context, in *GetCurrentUs
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetCurrentUserResponse)
 	err := c.cc.Invoke(ctx, UserService_GetCurrentUser_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *userServiceClient) UpdateCurrentUser(ctx context.Context, in *UpdateCurrentUserRequest, opts ...grpc.CallOption) (*UpdateCurrentUserResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateCurrentUserResponse)
+	err := c.cc.Invoke(ctx, UserService_UpdateCurrentUser_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -140,6 +153,8 @@ type UserServiceServer interface {
 	GetUser(context.Context, *GetUserRequest) (*GetUserResponse, error)
 	// GetCurrentUser returns the caller, whether it authenticated with a token or an API key.
 	GetCurrentUser(context.Context, *GetCurrentUserRequest) (*GetCurrentUserResponse, error)
+	// UpdateCurrentUser changes the caller's own preferences.
+	UpdateCurrentUser(context.Context, *UpdateCurrentUserRequest) (*UpdateCurrentUserResponse, error)
 	// ListUsers lists the organization's users in creation order (admins only).
 	ListUsers(context.Context, *ListUsersRequest) (*ListUsersResponse, error)
 	// UpdateUser changes the fields named in update_mask (admins only).
@@ -166,6 +181,9 @@ func (UnimplementedUserServiceServer) GetUser(context.Context, *GetUserRequest) 
 }
 func (UnimplementedUserServiceServer) GetCurrentUser(context.Context, *GetCurrentUserRequest) (*GetCurrentUserResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetCurrentUser not implemented")
+}
+func (UnimplementedUserServiceServer) UpdateCurrentUser(context.Context, *UpdateCurrentUserRequest) (*UpdateCurrentUserResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateCurrentUser not implemented")
 }
 func (UnimplementedUserServiceServer) ListUsers(context.Context, *ListUsersRequest) (*ListUsersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListUsers not implemented")
@@ -250,6 +268,24 @@ func _UserService_GetCurrentUser_Handler(srv interface{}, ctx context.Context, d
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(UserServiceServer).GetCurrentUser(ctx, req.(*GetCurrentUserRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _UserService_UpdateCurrentUser_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateCurrentUserRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(UserServiceServer).UpdateCurrentUser(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: UserService_UpdateCurrentUser_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(UserServiceServer).UpdateCurrentUser(ctx, req.(*UpdateCurrentUserRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -344,6 +380,10 @@ var UserService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetCurrentUser",
 			Handler:    _UserService_GetCurrentUser_Handler,
+		},
+		{
+			MethodName: "UpdateCurrentUser",
+			Handler:    _UserService_UpdateCurrentUser_Handler,
 		},
 		{
 			MethodName: "ListUsers",

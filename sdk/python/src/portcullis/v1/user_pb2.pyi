@@ -23,7 +23,7 @@ ROLE_ADMIN: Role
 ROLE_OPERATOR: Role
 
 class User(_message.Message):
-    __slots__ = ("id", "organization_id", "email", "full_name", "role", "disabled", "locked", "created_at", "updated_at", "locked_until")
+    __slots__ = ("id", "organization_id", "email", "full_name", "role", "disabled", "locked", "created_at", "updated_at", "locked_until", "expiry_emails")
     ID_FIELD_NUMBER: _ClassVar[int]
     ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
     EMAIL_FIELD_NUMBER: _ClassVar[int]
@@ -34,6 +34,7 @@ class User(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     LOCKED_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    EXPIRY_EMAILS_FIELD_NUMBER: _ClassVar[int]
     id: str
     organization_id: str
     email: str
@@ -44,7 +45,8 @@ class User(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
     locked_until: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., organization_id: _Optional[str] = ..., email: _Optional[str] = ..., full_name: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., disabled: _Optional[bool] = ..., locked: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., locked_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    expiry_emails: bool
+    def __init__(self, id: _Optional[str] = ..., organization_id: _Optional[str] = ..., email: _Optional[str] = ..., full_name: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., disabled: _Optional[bool] = ..., locked: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., locked_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expiry_emails: _Optional[bool] = ...) -> None: ...
 
 class CreateUserRequest(_message.Message):
     __slots__ = ("user",)
@@ -81,6 +83,18 @@ class GetCurrentUserResponse(_message.Message):
     user: User
     permissions: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, user: _Optional[_Union[User, _Mapping]] = ..., permissions: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class UpdateCurrentUserRequest(_message.Message):
+    __slots__ = ("expiry_emails",)
+    EXPIRY_EMAILS_FIELD_NUMBER: _ClassVar[int]
+    expiry_emails: bool
+    def __init__(self, expiry_emails: _Optional[bool] = ...) -> None: ...
+
+class UpdateCurrentUserResponse(_message.Message):
+    __slots__ = ("user",)
+    USER_FIELD_NUMBER: _ClassVar[int]
+    user: User
+    def __init__(self, user: _Optional[_Union[User, _Mapping]] = ...) -> None: ...
 
 class ListUsersRequest(_message.Message):
     __slots__ = ("page_size", "page_token")

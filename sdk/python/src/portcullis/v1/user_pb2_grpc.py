@@ -50,6 +50,11 @@ class UserServiceStub:
                 request_serializer=portcullis_dot_v1_dot_user__pb2.GetCurrentUserRequest.SerializeToString,
                 response_deserializer=portcullis_dot_v1_dot_user__pb2.GetCurrentUserResponse.FromString,
                 _registered_method=True)
+        self.UpdateCurrentUser = channel.unary_unary(
+                '/portcullis.v1.UserService/UpdateCurrentUser',
+                request_serializer=portcullis_dot_v1_dot_user__pb2.UpdateCurrentUserRequest.SerializeToString,
+                response_deserializer=portcullis_dot_v1_dot_user__pb2.UpdateCurrentUserResponse.FromString,
+                _registered_method=True)
         self.ListUsers = channel.unary_unary(
                 '/portcullis.v1.UserService/ListUsers',
                 request_serializer=portcullis_dot_v1_dot_user__pb2.ListUsersRequest.SerializeToString,
@@ -92,6 +97,13 @@ class UserServiceServicer:
 
     def GetCurrentUser(self, request, context):
         """GetCurrentUser returns the caller, whether it authenticated with a token or an API key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateCurrentUser(self, request, context):
+        """UpdateCurrentUser changes the caller's own preferences.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -142,6 +154,11 @@ def add_UserServiceServicer_to_server(servicer, server):
                     servicer.GetCurrentUser,
                     request_deserializer=portcullis_dot_v1_dot_user__pb2.GetCurrentUserRequest.FromString,
                     response_serializer=portcullis_dot_v1_dot_user__pb2.GetCurrentUserResponse.SerializeToString,
+            ),
+            'UpdateCurrentUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateCurrentUser,
+                    request_deserializer=portcullis_dot_v1_dot_user__pb2.UpdateCurrentUserRequest.FromString,
+                    response_serializer=portcullis_dot_v1_dot_user__pb2.UpdateCurrentUserResponse.SerializeToString,
             ),
             'ListUsers': grpc.unary_unary_rpc_method_handler(
                     servicer.ListUsers,
@@ -246,6 +263,33 @@ class UserService:
             '/portcullis.v1.UserService/GetCurrentUser',
             portcullis_dot_v1_dot_user__pb2.GetCurrentUserRequest.SerializeToString,
             portcullis_dot_v1_dot_user__pb2.GetCurrentUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateCurrentUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portcullis.v1.UserService/UpdateCurrentUser',
+            portcullis_dot_v1_dot_user__pb2.UpdateCurrentUserRequest.SerializeToString,
+            portcullis_dot_v1_dot_user__pb2.UpdateCurrentUserResponse.FromString,
             options,
             channel_credentials,
             insecure,

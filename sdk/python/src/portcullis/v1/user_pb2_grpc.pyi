@@ -39,6 +39,8 @@ class UserServiceStub:
     """GetUser returns a user of the caller's organization (admins, or the user itself)."""
     GetCurrentUser: _grpc.UnaryUnaryMultiCallable[_user_pb2.GetCurrentUserRequest, _user_pb2.GetCurrentUserResponse]
     """GetCurrentUser returns the caller, whether it authenticated with a token or an API key."""
+    UpdateCurrentUser: _grpc.UnaryUnaryMultiCallable[_user_pb2.UpdateCurrentUserRequest, _user_pb2.UpdateCurrentUserResponse]
+    """UpdateCurrentUser changes the caller's own preferences."""
     ListUsers: _grpc.UnaryUnaryMultiCallable[_user_pb2.ListUsersRequest, _user_pb2.ListUsersResponse]
     """ListUsers lists the organization's users in creation order (admins only)."""
     UpdateUser: _grpc.UnaryUnaryMultiCallable[_user_pb2.UpdateUserRequest, _user_pb2.UpdateUserResponse]
@@ -59,6 +61,8 @@ class UserServiceAsyncStub(UserServiceStub):
     """GetUser returns a user of the caller's organization (admins, or the user itself)."""
     GetCurrentUser: _aio.UnaryUnaryMultiCallable[_user_pb2.GetCurrentUserRequest, _user_pb2.GetCurrentUserResponse]  # type: ignore[assignment]
     """GetCurrentUser returns the caller, whether it authenticated with a token or an API key."""
+    UpdateCurrentUser: _aio.UnaryUnaryMultiCallable[_user_pb2.UpdateCurrentUserRequest, _user_pb2.UpdateCurrentUserResponse]  # type: ignore[assignment]
+    """UpdateCurrentUser changes the caller's own preferences."""
     ListUsers: _aio.UnaryUnaryMultiCallable[_user_pb2.ListUsersRequest, _user_pb2.ListUsersResponse]  # type: ignore[assignment]
     """ListUsers lists the organization's users in creation order (admins only)."""
     UpdateUser: _aio.UnaryUnaryMultiCallable[_user_pb2.UpdateUserRequest, _user_pb2.UpdateUserResponse]  # type: ignore[assignment]
@@ -94,6 +98,14 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_user_pb2.GetCurrentUserResponse, _abc.Awaitable[_user_pb2.GetCurrentUserResponse]]:
         """GetCurrentUser returns the caller, whether it authenticated with a token or an API key."""
+
+    @_abc_1.abstractmethod
+    def UpdateCurrentUser(
+        self,
+        request: _user_pb2.UpdateCurrentUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_user_pb2.UpdateCurrentUserResponse, _abc.Awaitable[_user_pb2.UpdateCurrentUserResponse]]:
+        """UpdateCurrentUser changes the caller's own preferences."""
 
     @_abc_1.abstractmethod
     def ListUsers(

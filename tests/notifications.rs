@@ -1,6 +1,7 @@
-//! Webhooks against real receivers: every event of a session's life arrives signed, repeats
-//! carry the same `webhook-id`, failing receivers are retried, secrets rotate without a gap,
-//! and WebhookService validates what it is given. On SQLite and PostgreSQL.
+//! Notifications. Webhooks against real receivers: every event of a session's life arrives
+//! signed, repeats carry the same `webhook-id`, failing receivers are retried, secrets rotate
+//! without a gap, and WebhookService validates what it is given. Expiry warnings: once per end
+//! of a session, by webhook and by mail (a real SMTP server). On SQLite and PostgreSQL.
 
 mod common;
 
@@ -284,4 +285,116 @@ async fn two_replicas_deliver_each_event_once() {
     replica.stop().await;
     f.server.stop().await;
     db.drop_database().await;
+}
+
+/// Moves a session's start and end by `minutes` behind the server's back, as time passing would.
+async fn shift(server: &TestServer, id: &str, minutes: i64) {
+    use portcullis::store::entity::session;
+    use sea_orm::sea_query::Expr;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let current = session::Entity::find_by_id(id).one(&server.db).await.unwrap().unwrap();
+    let by = chrono::TimeDelta::minutes(minutes);
+    session::Entity::update_many()
+        .col_expr(session::Column::StartedAt, Expr::value(current.started_at + by))
+        .col_expr(session::Column::ExpiresAt, Expr::value(current.expires_at + by))
+        .filter(session::Column::Id.eq(id))
+        .exec(&server.db)
+        .await
+        .unwrap();
+}
+
+async fn extend(f: &mut Fixture, key: &str, id: &str, minutes: u32) {
+    let request = ExtendSessionRequest { id: id.into(), additional_minutes: minutes, ..Default::default() };
+    f.sessions.extend_session(with_key(request, key)).await.unwrap();
+}
+
+fn warnings(receiver: &Receiver) -> Vec<common::receiver::Received> {
+    receiver.accepted().into_iter().filter(|post| post.event_type() == "session.expiring_soon").collect()
+}
+
+#[tokio::test]
+async fn a_session_is_warned_of_its_end_once_per_end_by_webhook_and_mail() {
+    let mail = common::smtp::MailServer::start().await;
+    each_backend(|db| {
+        let mail = mail.as_ref();
+        async move {
+            let mut config = webhook_config();
+            config.notifications.poll_interval_ms = 50;
+            if let Some(mail) = mail {
+                config.mail.transport = portcullis::config::MailTransport::Smtp;
+                config.mail.smtp_host = "127.0.0.1".into();
+                config.mail.smtp_port = mail.port;
+                config.mail.smtp_security = portcullis::config::SmtpSecurity::None;
+            }
+            let mut f = Fixture::with_server(TestServer::start_with(&db, config).await).await;
+            let mut webhooks = WebhookServiceClient::new(f.server.channel().await);
+            let receiver = Receiver::start().await;
+            create(&mut webhooks, &f.server.admin_key.clone(), &receiver.url, &["session.expiring_soon"])
+                .await
+                .unwrap();
+            f.resource("staging-db", MemoryProvider::default()).await;
+            let key = f.user_key.clone();
+            let start = |minutes: u32, ip: &'static str| StartSessionRequest {
+                ipv4_address: Some(ip.into()),
+                duration_minutes: Some(minutes),
+                ..Default::default()
+            };
+            let long = f.sessions.start_session(with_key(start(60, "198.51.100.20"), &key)).await.unwrap();
+            let long = long.into_inner().session.unwrap().id;
+            // Twenty minutes is not more than twice the ten-minute window: never warned.
+            let short = f.sessions.start_session(with_key(start(20, "198.51.100.21"), &key)).await.unwrap();
+            let short = short.into_inner().session.unwrap().id;
+            f.watch_until(&key, &long, SessionStatus::Active).await;
+            let mails_for = |id: &str| mail.map(|mail| mail.messages().iter().filter(|m| m.contains(id)).count());
+
+            // Fifty-five minutes on, five are left: the warning goes out, once.
+            shift(&f.server, &long, -55).await;
+            shift(&f.server, &short, -15).await;
+            receiver.wait_for("the warning", |_| warnings(&receiver).len() == 1).await;
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            let sent = warnings(&receiver);
+            assert_eq!(sent.len(), 1, "once per end");
+            assert_eq!(sent[0].json["data"]["session"]["id"], long.as_str());
+            let left = sent[0].json["data"]["auditEvent"]["details"]["minutes_left"].as_str().unwrap().to_owned();
+            assert!(["5", "6"].contains(&left.as_str()), "{left}");
+            if let Some(mail) = mail {
+                for _ in 0..200 {
+                    if mails_for(&long) == Some(1) {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                let messages = mail.messages();
+                let message = messages.iter().find(|m| m.contains(&long)).expect("a warning mail");
+                assert!(message.contains("To: user@example.com"), "{message}");
+                assert!(message.contains("staging-db") && message.contains("pcl session extend"), "{message}");
+            }
+
+            // An extension arms the next warning (for the new end: eight minutes left).
+            extend(&mut f, &key, &long, 30).await;
+            shift(&f.server, &long, -27).await;
+            receiver.wait_for("the second warning", |_| warnings(&receiver).len() == 2).await;
+
+            // Mail off: the next warning is a webhook event only.
+            let off = UpdateCurrentUserRequest { expiry_emails: Some(false) };
+            let user = portcullis::pb::v1::user_service_client::UserServiceClient::new(f.server.channel().await)
+                .update_current_user(with_key(off, &key))
+                .await
+                .unwrap()
+                .into_inner()
+                .user
+                .unwrap();
+            assert!(!user.expiry_emails);
+            extend(&mut f, &key, &long, 20).await;
+            shift(&f.server, &long, -22).await;
+            receiver.wait_for("the third warning", |_| warnings(&receiver).len() == 3).await;
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            assert_eq!(mails_for(&long).unwrap_or(2), 2, "no mail once turned off");
+            assert!(warnings(&receiver).iter().all(|post| post.json["data"]["session"]["id"] == long.as_str()));
+            assert!(mails_for(&short).unwrap_or(0) == 0);
+            f.server.stop().await;
+            db.drop_database().await;
+        }
+    })
+    .await;
 }
