@@ -168,6 +168,9 @@ pub struct EngineSettings {
     pub repair_grace_secs: u64,
     /// Most sessions kept in memory as last read (GetSession and WatchSession read them there).
     pub cached_sessions: usize,
+    /// About how many seconds between checks of each resource's firewall (by any replica): a
+    /// check that starts failing is audited as `resource.check_failed`; 0 disables them.
+    pub check_interval_secs: u64,
 }
 
 impl EngineSettings {
@@ -193,6 +196,7 @@ impl Default for EngineSettings {
             sweep_interval_secs: None,
             repair_grace_secs: 30,
             cached_sessions: 20_000,
+            check_interval_secs: 1800,
         }
     }
 }

@@ -398,3 +398,68 @@ async fn a_session_is_warned_of_its_end_once_per_end_by_webhook_and_mail() {
     })
     .await;
 }
+
+/// A resource's last periodic check, as an admin reads it.
+async fn last_check(f: &mut Fixture, id: &str) -> Option<ResourceCheck> {
+    let request = GetResourceRequest { id: id.into() };
+    let key = f.server.admin_key.clone();
+    f.resources.get_resource(with_key(request, &key)).await.unwrap().into_inner().resource.unwrap().last_check
+}
+
+/// Polls the resource until its last check satisfies `done`.
+async fn wait_for_check(f: &mut Fixture, id: &str, what: &str, done: impl Fn(&ResourceCheck) -> bool) -> ResourceCheck {
+    for _ in 0..200 {
+        if let Some(check) = last_check(f, id).await.filter(|check| done(check)) {
+            return check;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the resource's check never showed {what}: {:?}", last_check(f, id).await);
+}
+
+fn checked_at(check: &ResourceCheck) -> i64 {
+    check.checked_at.as_ref().map_or(0, |at| at.seconds * 1_000_000_000 + i64::from(at.nanos))
+}
+
+#[tokio::test]
+async fn a_resource_whose_checks_start_failing_is_reported_once_and_again_when_it_recovers() {
+    each_backend(|db| async move {
+        let mut config = webhook_config();
+        config.engine.check_interval_secs = 1;
+        let mut f = Fixture::with_server(TestServer::start_with(&db, config).await).await;
+        let mut webhooks = WebhookServiceClient::new(f.server.channel().await);
+        let receiver = Receiver::start().await;
+        let admin = f.server.admin_key.clone();
+        let types = ["resource.check_failed", "resource.check_recovered"];
+        create(&mut webhooks, &admin, &receiver.url, &types).await.unwrap();
+        let id = f.resource("db", MemoryProvider::default()).await;
+        // A new resource is checked at once.
+        let passed = wait_for_check(&mut f, &id, "a pass", |c| c.status() == CheckStatus::Ok).await;
+
+        let memory = f.server.services.engine.providers().memory().clone();
+        memory.refuse_checks(&id, Some("the role's trust policy no longer names this server")).unwrap();
+        let failed = receiver.wait_for("check_failed", |r| !types_of(r).is_empty()).await;
+        let event = &failed[0].json["data"]["auditEvent"];
+        assert_eq!(failed[0].event_type(), "resource.check_failed");
+        assert_eq!(event["targetId"], id.as_str());
+        assert_eq!(event["details"]["status"], "ACCESS_DENIED");
+        assert_eq!(event["details"]["message"], "the role's trust policy no longer names this server");
+        let shown = wait_for_check(&mut f, &id, "the failure", |c| c.status() == CheckStatus::AccessDenied).await;
+        assert_eq!(shown.message, "the role's trust policy no longer names this server");
+        assert!(checked_at(&shown) > checked_at(&passed));
+
+        // Two more failing checks, and no second report of the same failure.
+        let since = checked_at(&shown);
+        wait_for_check(&mut f, &id, "two more checks", |c| checked_at(c) > since + 1_500_000_000).await;
+        assert_eq!(types_of(&receiver.received()), ["resource.check_failed"]);
+
+        memory.refuse_checks(&id, None).unwrap();
+        let both = receiver.wait_for("check_recovered", |r| types_of(r).len() == 2).await;
+        assert_eq!(types_of(&both), types);
+        assert_eq!(both[1].json["data"]["auditEvent"]["details"]["status"], "OK");
+        wait_for_check(&mut f, &id, "a pass again", |c| c.status() == CheckStatus::Ok).await;
+        f.server.stop().await;
+        db.drop_database().await;
+    })
+    .await;
+}

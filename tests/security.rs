@@ -604,6 +604,7 @@ const USER_MAY_CALL: &[&str] = &[
     "ResourceService/ListResources",
     "UserService/GetUser",
     "UserService/GetCurrentUser",
+    "UserService/UpdateCurrentUser",
     "OrganizationService/GetOrganization",
 ];
 

@@ -98,17 +98,24 @@ fn user_row(organization_id: &str, email: &str) -> user::Model {
 }
 
 fn resource_row(organization_id: &str) -> resource::Model {
+    resource_row_named(organization_id, "bastion")
+}
+
+fn resource_row_named(organization_id: &str, name: &str) -> resource::Model {
     let at = now();
     resource::Model {
         id: new_id(),
         organization_id: organization_id.into(),
-        name: "bastion".into(),
+        name: name.into(),
         description: String::new(),
         provider_kind: "memory".into(),
         provider_config: r#"{"kind":"memory","latency_ms":0,"fail_addresses":[]}"#.into(),
         created_at: at,
         updated_at: at,
         reconciled_at: None,
+        checked_at: None,
+        check_status: None,
+        check_message: None,
     }
 }
 
@@ -169,30 +176,57 @@ async fn resource_leases_are_exclusive_until_expired_or_released() {
 /// offered only resources of the providers it was built with.
 #[tokio::test]
 async fn a_reconcile_claimed_by_one_replica_counts_for_all() {
-    use portcullis::store::queries::resources::{claim_reconcile, least_recently_reconciled};
+    use portcullis::store::queries::resources::{Round, claim, least_recently};
     each_backend(|test_db: TestDb| async move {
         let (db, organization) = migrated_with_organization(&test_db).await;
         let first = queries::resources::insert(&db, resource_row(&organization.id)).await.unwrap();
-        let second = resource::Model { name: "jump".into(), ..resource_row(&organization.id) };
+        let second = resource_row_named(&organization.id, "jump");
         let second = queries::resources::insert(&db, second).await.unwrap();
         let at = now();
         let later = |secs: i64| at + chrono::TimeDelta::seconds(secs);
         let order = async |db: &sea_orm::DatabaseConnection| -> Vec<String> {
-            least_recently_reconciled(db, &["memory"], 10).await.unwrap().into_iter().map(|r| r.id).collect()
+            least_recently(db, Round::Reconcile, &["memory"], 10).await.unwrap().into_iter().map(|r| r.id).collect()
         };
         assert!(
-            claim_reconcile(&db, &first.id, at, later(-60)).await.unwrap(),
+            claim(&db, Round::Reconcile, &first.id, at, later(-60)).await.unwrap(),
             "{}: never reconciled",
             test_db.backend
         );
         // Another replica that read it as due a moment ago finds it taken.
-        assert!(!claim_reconcile(&db, &first.id, later(1), later(-59)).await.unwrap(), "{}", test_db.backend);
+        assert!(!claim(&db, Round::Reconcile, &first.id, later(1), later(-59)).await.unwrap(), "{}", test_db.backend);
         assert_eq!(order(&db).await, vec![second.id.clone(), first.id.clone()], "the never reconciled first");
-        assert!(claim_reconcile(&db, &second.id, later(2), later(-58)).await.unwrap());
+        assert!(claim(&db, Round::Reconcile, &second.id, later(2), later(-58)).await.unwrap());
         assert_eq!(order(&db).await, vec![first.id.clone(), second.id.clone()], "then the least recently");
         // An interval on, it is due again, for whichever replica comes first.
-        assert!(claim_reconcile(&db, &first.id, later(61), later(1)).await.unwrap(), "{}", test_db.backend);
-        assert!(least_recently_reconciled(&db, &["aws", "gcp"], 10).await.unwrap().is_empty(), "memory only");
+        assert!(claim(&db, Round::Reconcile, &first.id, later(61), later(1)).await.unwrap(), "{}", test_db.backend);
+        assert!(least_recently(&db, Round::Reconcile, &["aws", "gcp"], 10).await.unwrap().is_empty(), "memory only");
+    })
+    .await;
+}
+
+/// Checks take turns like reconciles, apart from them; a finding about a firewall reconfigured
+/// while it was checked is dropped, and saving answers the status it replaced.
+#[tokio::test]
+async fn resource_checks_take_turns_apart_from_reconciles_and_a_stale_finding_is_dropped() {
+    use portcullis::store::queries::resources::{Round, claim, least_recently, save_check};
+    each_backend(|test_db: TestDb| async move {
+        let (db, organization) = migrated_with_organization(&test_db).await;
+        let first = queries::resources::insert(&db, resource_row(&organization.id)).await.unwrap();
+        let second = queries::resources::insert(&db, resource_row_named(&organization.id, "jump")).await.unwrap();
+        let at = now();
+        assert!(claim(&db, Round::Reconcile, &second.id, at, at).await.unwrap());
+        assert!(claim(&db, Round::Check, &first.id, at, at).await.unwrap(), "{}: its own turn", test_db.backend);
+        let order = least_recently(&db, Round::Check, &["memory"], 10).await.unwrap();
+        assert_eq!(order.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), [second.id.as_str(), first.id.as_str()]);
+
+        let saved = save_check(&db, &first.id, &first.provider_config, "ACCESS_DENIED", "no").await.unwrap();
+        assert_eq!(saved, Some(None), "{}: nothing checked before", test_db.backend);
+        let saved = save_check(&db, &first.id, &first.provider_config, "OK", "fine").await.unwrap();
+        assert_eq!(saved, Some(Some("ACCESS_DENIED".into())));
+        let stale = save_check(&db, &first.id, r#"{"kind":"memory","latency_ms":5}"#, "OK", "x").await.unwrap();
+        assert_eq!(stale, None, "{}: about another firewall", test_db.backend);
+        let stored = queries::resources::get_by_id(&db, &first.id).await.unwrap();
+        assert_eq!((stored.check_status.as_deref(), stored.check_message.as_deref()), (Some("OK"), Some("fine")));
     })
     .await;
 }

@@ -5,6 +5,7 @@
 //! rows that the next start picks up once their lease runs out.
 
 pub mod cache;
+mod checks;
 pub mod hub;
 mod lease;
 mod reconcile;
@@ -50,6 +51,8 @@ pub struct EngineConfig {
     pub repair_grace: Duration,
     /// Most sessions kept in memory as last read.
     pub cached_sessions: usize,
+    /// About how often each resource's firewall is checked (by any replica); `None` never.
+    pub check_interval: Option<Duration>,
 }
 
 impl EngineConfig {
@@ -86,6 +89,7 @@ impl Default for EngineConfig {
             reconcile_interval: Some(Duration::from_secs(60)),
             repair_grace: Duration::from_secs(30),
             cached_sessions: 20_000,
+            check_interval: Some(Duration::from_secs(1800)),
         }
     }
 }
@@ -172,7 +176,7 @@ impl Engine {
         self.inner.expiry.notify_one();
     }
 
-    /// Runs the worker, the reconciler and the expiry scheduler, each on its own, until
+    /// Runs the worker, the reconciler, the resource checks and the expiry scheduler, each on its own, until
     /// `stop` turns true; in-flight provider calls end by their deadline first.
     pub async fn run(&self, stop: watch::Receiver<bool>) {
         // Lease holders in the database start with this id: it tells which replica holds what.
@@ -180,6 +184,7 @@ impl Engine {
         tokio::join!(
             worker::run(self.clone(), stop.clone()),
             reconcile::run(self.clone(), stop.clone()),
+            checks::run(self.clone(), stop.clone()),
             self.run_expiry(stop)
         );
     }

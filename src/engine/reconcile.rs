@@ -15,8 +15,9 @@ use crate::domain::{Actor, ResourceIpStatus, now};
 use crate::provider::quota::{Claim, Prepaid};
 use crate::provider::{self, FirewallProvider, RuleRef, Target, is_unmanaged};
 use crate::store::audit::AuditRecord;
-use crate::store::entity::{resource, resource_ip};
-use crate::store::queries::{resources, sessions};
+use crate::store::entity::resource_ip;
+use crate::store::queries::resources::{self, Round};
+use crate::store::queries::sessions;
 use crate::store::{self, StoreResult};
 use chrono::{DateTime, TimeDelta, Utc};
 use std::collections::BTreeSet;
@@ -60,14 +61,14 @@ async fn sweep(engine: &Engine, interval: Duration) -> StoreResult<Duration> {
     let interval_delta = TimeDelta::from_std(interval).unwrap_or(TimeDelta::MAX);
     // Resources of providers this server was built without are someone else's to reconcile.
     let kinds = engine.providers().kinds();
-    let candidates = resources::least_recently_reconciled(&engine.inner.reader, &kinds, SWEEP).await?;
+    let candidates = resources::least_recently(&engine.inner.reader, Round::Reconcile, &kinds, SWEEP).await?;
     // More may be due beyond those looked at.
     let more = candidates.len() as u64 == SWEEP;
     let (mut next_due, mut retry) = (None, None::<Duration>);
     let (mut repairs, mut reconciled) = (Repairs::default(), 0usize);
     for resource in candidates {
         let at = now();
-        let due_at = due_at(&resource, interval_delta);
+        let due_at = Round::Reconcile.due_at(&resource, interval_delta);
         if due_at > at {
             // The rest are due later still.
             next_due = Some((due_at - at).to_std().unwrap_or(interval));
@@ -104,11 +105,6 @@ async fn sweep(engine: &Engine, interval: Duration) -> StoreResult<Duration> {
     Ok(retry.map_or(until_due, |retry| retry.min(until_due)))
 }
 
-/// When `resource` is next due: an interval after its last reconcile, or at once if it never was.
-fn due_at(resource: &resource::Model, interval: TimeDelta) -> DateTime<Utc> {
-    resource.reconciled_at.map_or(resource.created_at, |last| last.checked_add_signed(interval).unwrap_or(last))
-}
-
 /// After how many intervals without a reconcile a resource stops waiting for spare quota.
 const LATE_AFTER_INTERVALS: u32 = 10;
 
@@ -134,7 +130,7 @@ async fn reconcile_leased(
     let done = lease
         .hold(prepaid.spend_in(async {
             // Claimed first, so replicas sweeping together list it once.
-            if !resources::claim_reconcile(&engine.inner.db, resource_id, now(), stale_before).await? {
+            if !resources::claim(&engine.inner.db, Round::Reconcile, resource_id, now(), stale_before).await? {
                 return Ok(Repairs::default());
             }
             match engine.provider_for(resource_id).await? {

@@ -294,6 +294,22 @@ pub fn resource_to_pb(model: resource::Model) -> Result<pb::Resource, StoreError
         provider: Some(provider),
         created_at: Some(timestamp(model.created_at)),
         updated_at: Some(timestamp(model.updated_at)),
+        last_check: last_check(model.checked_at, model.check_status.as_deref(), model.check_message),
+    })
+}
+
+/// A resource's last periodic check, once one has finished.
+fn last_check(
+    checked_at: Option<DateTime<Utc>>,
+    status: Option<&str>,
+    message: Option<String>,
+) -> Option<pb::ResourceCheck> {
+    let (checked_at, status) = (checked_at?, status?);
+    let status = pb::CheckStatus::from_str_name(&format!("CHECK_STATUS_{status}")).unwrap_or_default();
+    Some(pb::ResourceCheck {
+        status: status.into(),
+        message: message.unwrap_or_default(),
+        checked_at: Some(timestamp(checked_at)),
     })
 }
 

@@ -40,6 +40,9 @@ pub const DUE_RULES: &str = "portcullis_due_rules";
 pub const OLDEST_DUE_AGE: &str = "portcullis_oldest_due_rule_age_seconds";
 /// This replica's database connections, by `pool` (`writer`, `reader`) and `state` (`in_use`, `idle`).
 pub const DB_CONNECTIONS: &str = "portcullis_db_connections";
+/// Periodic resource checks made by this replica, by `provider` and `status` (`ok`,
+/// `not_found`, `access_denied`, `unreachable`, `unsupported`).
+pub const RESOURCE_CHECKS: &str = "portcullis_resource_checks_total";
 /// Webhook delivery attempts made by this replica, by `outcome` (`delivered`, `failed`).
 pub const WEBHOOK_ATTEMPTS: &str = "portcullis_webhook_attempts_total";
 /// Always 1, labelled with the server's `version`.
@@ -68,6 +71,11 @@ pub fn reconciled(repaired: usize, orphans_removed: usize) {
     counter!(RECONCILE_PASSES).increment(1);
     counter!(RULES_REPAIRED).increment(repaired as u64);
     counter!(ORPHANS_REMOVED).increment(orphans_removed as u64);
+}
+
+pub fn resource_checked(provider: &str, status: &'static str) {
+    let (provider, status) = (provider.to_owned(), status.to_ascii_lowercase());
+    counter!(RESOURCE_CHECKS, "provider" => provider, "status" => status).increment(1);
 }
 
 pub fn watch_stream_opened() {

@@ -24,6 +24,9 @@ struct State {
     /// resource id → apply and revoke calls made, as a cloud's audit log would count them.
     #[serde(default)]
     writes: BTreeMap<String, u32>,
+    /// resource id → why checks are refused, for failure injection.
+    #[serde(default)]
+    refused_checks: BTreeMap<String, String>,
     next_rule: u64,
 }
 
@@ -88,6 +91,17 @@ impl MemoryFirewall {
         state.rules.entry(resource_id.to_owned()).or_default().insert(address, held);
         self.persist(&state)?;
         Ok(rule_id)
+    }
+
+    /// Makes checks of a resource answer access denied with `reason`, the way withdrawn
+    /// credentials would, or (None) pass again.
+    pub fn refuse_checks(&self, resource_id: &str, reason: Option<&str>) -> Result<(), ProviderError> {
+        let mut state = self.lock();
+        match reason {
+            Some(reason) => state.refused_checks.insert(resource_id.to_owned(), reason.to_owned()),
+            None => state.refused_checks.remove(resource_id),
+        };
+        self.persist(&state)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -206,7 +220,10 @@ impl FirewallProvider for MemoryFirewall {
         Ok(listing)
     }
 
-    async fn check(&self, _target: &Target) -> CheckOutcome {
-        CheckOutcome::Ok("the memory provider is always reachable".into())
+    async fn check(&self, target: &Target) -> CheckOutcome {
+        match self.lock().refused_checks.get(&target.resource_id) {
+            Some(reason) => CheckOutcome::AccessDenied(reason.clone()),
+            None => CheckOutcome::Ok("the memory provider is always reachable".into()),
+        }
     }
 }

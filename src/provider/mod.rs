@@ -172,6 +172,32 @@ pub enum CheckOutcome {
     Unsupported(String),
 }
 
+impl CheckOutcome {
+    /// The status of a check that passed, as [`CheckOutcome::status`] names it.
+    pub const OK: &'static str = "OK";
+
+    /// The API's `CheckStatus` name without its prefix: how the finding is stored and audited.
+    pub fn status(&self) -> &'static str {
+        match self {
+            CheckOutcome::Ok(_) => CheckOutcome::OK,
+            CheckOutcome::NotFound(_) => "NOT_FOUND",
+            CheckOutcome::AccessDenied(_) => "ACCESS_DENIED",
+            CheckOutcome::Unreachable(_) => "UNREACHABLE",
+            CheckOutcome::Unsupported(_) => "UNSUPPORTED",
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            CheckOutcome::Ok(message)
+            | CheckOutcome::NotFound(message)
+            | CheckOutcome::AccessDenied(message)
+            | CheckOutcome::Unreachable(message)
+            | CheckOutcome::Unsupported(message) => message,
+        }
+    }
+}
+
 /// One firewall API. Calls are batched: one call carries every address for one resource.
 /// Callers serialize calls per resource (see the engine), so a provider need not.
 #[async_trait]

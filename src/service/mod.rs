@@ -83,6 +83,9 @@ impl Services {
                 .map(std::time::Duration::from_secs),
             repair_grace: std::time::Duration::from_secs(config.engine.repair_grace_secs),
             cached_sessions: config.engine.cached_sessions,
+            check_interval: Some(config.engine.check_interval_secs)
+                .filter(|secs| *secs > 0)
+                .map(std::time::Duration::from_secs),
             ..EngineConfig::default()
         };
         if config.engine.sweep_interval_secs.is_some() {

@@ -108,6 +108,9 @@ impl ResourceManager {
                 created_at: at,
                 updated_at: at,
                 reconciled_at: None,
+                checked_at: None,
+                check_status: None,
+                check_message: None,
             },
         )
         .await
@@ -181,6 +184,10 @@ impl ResourceManager {
             record = record.detail("provider", provider.kind());
             active.provider_kind = Set(provider.kind().to_owned());
             active.provider_config = Set(queries::resources::encode_provider(provider));
+            // What the last check found was about the old firewall: check the new one soon.
+            active.checked_at = Set(None);
+            active.check_status = Set(None);
+            active.check_message = Set(None);
         }
         active.updated_at = Set(now());
         let updated = queries::resources::update(&txn, active)

@@ -45,6 +45,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "rule.repaired",
     "resource_ip.retried",
     "resource.check_failed",
+    "resource.check_recovered",
     "resource.call_refused",
     "resource.created",
     "resource.updated",

@@ -14,6 +14,11 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
     /// When the reconciler last compared this firewall with its rules (on any replica).
     pub reconciled_at: Option<DateTimeUtc>,
+    /// When a periodic check last read this firewall (on any replica).
+    pub checked_at: Option<DateTimeUtc>,
+    /// What that check found: a `CheckStatus` name without its prefix (`OK`, `ACCESS_DENIED`, …).
+    pub check_status: Option<String>,
+    pub check_message: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -23,6 +23,7 @@ mod m20261203_000017_resource_reconciles;
 mod m20261203_000018_rule_claims;
 mod m20261204_000019_webhooks;
 mod m20261204_000020_expiry_warnings;
+mod m20261204_000021_resource_checks;
 
 pub struct Migrator;
 
@@ -50,6 +51,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000018_rule_claims::Migration),
             Box::new(m20261204_000019_webhooks::Migration),
             Box::new(m20261204_000020_expiry_warnings::Migration),
+            Box::new(m20261204_000021_resource_checks::Migration),
         ]
     }
 }

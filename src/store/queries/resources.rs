@@ -4,7 +4,7 @@ use crate::store::StoreError;
 use crate::store::entity::resource::{self, ActiveModel, Column, Entity, Model};
 use crate::store::entity::resource_assignment;
 use crate::store::{Page, PageRequest, StoreResult};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, NullOrdering, OnConflict, Query};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, Order, QueryFilter, QueryOrder, QuerySelect,
@@ -94,37 +94,89 @@ pub async fn has_live_rules(db: &impl ConnectionTrait, resource_id: &str) -> Sto
     Ok(live.is_some())
 }
 
-/// Up to `limit` resources of every organization on providers of `kinds`, the least recently
-/// reconciled (never first): for the reconciler only.
-pub async fn least_recently_reconciled(
+/// A pass every resource gets about once an interval, from whichever replica comes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Round {
+    /// The reconciler's comparison of the firewall with the live rules.
+    Reconcile,
+    /// The periodic check that the firewall is there and readable.
+    Check,
+}
+
+impl Round {
+    fn column(self) -> Column {
+        match self {
+            Round::Reconcile => Column::ReconciledAt,
+            Round::Check => Column::CheckedAt,
+        }
+    }
+
+    /// When `resource` is next due: an interval after its last round, or at once if it never had one.
+    pub fn due_at(self, resource: &Model, interval: TimeDelta) -> DateTime<Utc> {
+        let last = match self {
+            Round::Reconcile => resource.reconciled_at,
+            Round::Check => resource.checked_at,
+        };
+        last.map_or(resource.created_at, |last| last.checked_add_signed(interval).unwrap_or(DateTime::<Utc>::MAX_UTC))
+    }
+}
+
+/// Up to `limit` resources of every organization on providers of `kinds`, those longest
+/// without `round` first (never first): for the engine only.
+pub async fn least_recently(
     db: &impl ConnectionTrait,
+    round: Round,
     kinds: &[&str],
     limit: u64,
 ) -> StoreResult<Vec<Model>> {
     Ok(Entity::find()
         .filter(Column::ProviderKind.is_in(kinds.iter().copied()))
-        .order_by_with_nulls(Column::ReconciledAt, Order::Asc, NullOrdering::First)
+        .order_by_with_nulls(round.column(), Order::Asc, NullOrdering::First)
         .order_by_asc(Column::Id)
         .limit(limit)
         .all(db)
         .await?)
 }
 
-/// Records that the reconciler compares `id`'s firewall with its rules `at`, unless it was
-/// reconciled after `stale_before` (by another replica meanwhile). Answers whether it did.
-pub async fn claim_reconcile(
+/// Records that `id` has its `round` `at`, unless it had one after `stale_before` (on another
+/// replica meanwhile). Answers whether it was claimed.
+pub async fn claim(
     db: &impl ConnectionTrait,
+    round: Round,
     id: &str,
     at: DateTime<Utc>,
     stale_before: DateTime<Utc>,
 ) -> StoreResult<bool> {
     let claimed = Entity::update_many()
-        .col_expr(Column::ReconciledAt, Expr::value(at))
+        .col_expr(round.column(), Expr::value(at))
         .filter(Column::Id.eq(id))
-        .filter(Column::ReconciledAt.is_null().or(Column::ReconciledAt.lte(stale_before)))
+        .filter(round.column().is_null().or(round.column().lte(stale_before)))
         .exec(db)
         .await?;
     Ok(claimed.rows_affected == 1)
+}
+
+/// Saves what a check of `id` configured as `provider_config` found, unless it was reconfigured
+/// since (the finding was about the old firewall) or deleted. Answers the status it replaced,
+/// if it was saved; run it in a transaction.
+pub async fn save_check(
+    db: &impl ConnectionTrait,
+    id: &str,
+    provider_config: &str,
+    status: &str,
+    message: &str,
+) -> StoreResult<Option<Option<String>>> {
+    let unchanged = || Column::Id.eq(id).and(Column::ProviderConfig.eq(provider_config));
+    let Some(current) = Entity::find().filter(unchanged()).one(db).await? else {
+        return Ok(None);
+    };
+    Entity::update_many()
+        .col_expr(Column::CheckStatus, Expr::value(status))
+        .col_expr(Column::CheckMessage, Expr::value(message))
+        .filter(unchanged())
+        .exec(db)
+        .await?;
+    Ok(Some(current.check_status))
 }
 
 /// A resource by id, whatever its organization: for the engine only.

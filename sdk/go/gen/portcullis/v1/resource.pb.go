@@ -392,7 +392,11 @@ type Resource struct {
 	// created_at is when the resource was created.
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	// updated_at is when the resource last changed.
-	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,21,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,21,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// last_check is what the server's latest periodic check of the firewall found (see
+	// engine.check_interval_secs); unset until the first check, and again after the provider
+	// changes. Ignored on input.
+	LastCheck     *ResourceCheck `protobuf:"bytes,22,opt,name=last_check,json=lastCheck,proto3" json:"last_check,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -496,6 +500,13 @@ func (x *Resource) GetUpdatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Resource) GetLastCheck() *ResourceCheck {
+	if x != nil {
+		return x.LastCheck
+	}
+	return nil
+}
+
 type isResource_Provider interface {
 	isResource_Provider()
 }
@@ -521,6 +532,70 @@ func (*Resource_AwsSecurityGroup) isResource_Provider() {}
 
 func (*Resource_GcpFirewall) isResource_Provider() {}
 
+// ResourceCheck is what a periodic check of a resource's firewall found.
+type ResourceCheck struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// status is the outcome; anything but CHECK_STATUS_OK was audited as resource.check_failed.
+	Status CheckStatus `protobuf:"varint,1,opt,name=status,proto3,enum=portcullis.v1.CheckStatus" json:"status,omitempty"`
+	// message explains the outcome.
+	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// checked_at is when the check was made.
+	CheckedAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=checked_at,json=checkedAt,proto3" json:"checked_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResourceCheck) Reset() {
+	*x = ResourceCheck{}
+	mi := &file_portcullis_v1_resource_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResourceCheck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResourceCheck) ProtoMessage() {}
+
+func (x *ResourceCheck) ProtoReflect() protoreflect.Message {
+	mi := &file_portcullis_v1_resource_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResourceCheck.ProtoReflect.Descriptor instead.
+func (*ResourceCheck) Descriptor() ([]byte, []int) {
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ResourceCheck) GetStatus() CheckStatus {
+	if x != nil {
+		return x.Status
+	}
+	return CheckStatus_CHECK_STATUS_UNSPECIFIED
+}
+
+func (x *ResourceCheck) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *ResourceCheck) GetCheckedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CheckedAt
+	}
+	return nil
+}
+
 // CreateResourceRequest carries the new resource: name and provider are required.
 type CreateResourceRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -532,7 +607,7 @@ type CreateResourceRequest struct {
 
 func (x *CreateResourceRequest) Reset() {
 	*x = CreateResourceRequest{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[4]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -544,7 +619,7 @@ func (x *CreateResourceRequest) String() string {
 func (*CreateResourceRequest) ProtoMessage() {}
 
 func (x *CreateResourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[4]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -557,7 +632,7 @@ func (x *CreateResourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateResourceRequest.ProtoReflect.Descriptor instead.
 func (*CreateResourceRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{4}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CreateResourceRequest) GetResource() *Resource {
@@ -578,7 +653,7 @@ type CreateResourceResponse struct {
 
 func (x *CreateResourceResponse) Reset() {
 	*x = CreateResourceResponse{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[5]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -590,7 +665,7 @@ func (x *CreateResourceResponse) String() string {
 func (*CreateResourceResponse) ProtoMessage() {}
 
 func (x *CreateResourceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[5]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -603,7 +678,7 @@ func (x *CreateResourceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateResourceResponse.ProtoReflect.Descriptor instead.
 func (*CreateResourceResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{5}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CreateResourceResponse) GetResource() *Resource {
@@ -624,7 +699,7 @@ type GetResourceRequest struct {
 
 func (x *GetResourceRequest) Reset() {
 	*x = GetResourceRequest{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[6]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -636,7 +711,7 @@ func (x *GetResourceRequest) String() string {
 func (*GetResourceRequest) ProtoMessage() {}
 
 func (x *GetResourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[6]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -649,7 +724,7 @@ func (x *GetResourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResourceRequest.ProtoReflect.Descriptor instead.
 func (*GetResourceRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{6}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetResourceRequest) GetId() string {
@@ -670,7 +745,7 @@ type GetResourceResponse struct {
 
 func (x *GetResourceResponse) Reset() {
 	*x = GetResourceResponse{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[7]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -682,7 +757,7 @@ func (x *GetResourceResponse) String() string {
 func (*GetResourceResponse) ProtoMessage() {}
 
 func (x *GetResourceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[7]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -695,7 +770,7 @@ func (x *GetResourceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResourceResponse.ProtoReflect.Descriptor instead.
 func (*GetResourceResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{7}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetResourceResponse) GetResource() *Resource {
@@ -720,7 +795,7 @@ type ListResourcesRequest struct {
 
 func (x *ListResourcesRequest) Reset() {
 	*x = ListResourcesRequest{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[8]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -732,7 +807,7 @@ func (x *ListResourcesRequest) String() string {
 func (*ListResourcesRequest) ProtoMessage() {}
 
 func (x *ListResourcesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[8]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -745,7 +820,7 @@ func (x *ListResourcesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResourcesRequest.ProtoReflect.Descriptor instead.
 func (*ListResourcesRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{8}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListResourcesRequest) GetPageSize() int32 {
@@ -782,7 +857,7 @@ type ListResourcesResponse struct {
 
 func (x *ListResourcesResponse) Reset() {
 	*x = ListResourcesResponse{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[9]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -794,7 +869,7 @@ func (x *ListResourcesResponse) String() string {
 func (*ListResourcesResponse) ProtoMessage() {}
 
 func (x *ListResourcesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[9]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -807,7 +882,7 @@ func (x *ListResourcesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResourcesResponse.ProtoReflect.Descriptor instead.
 func (*ListResourcesResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{9}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListResourcesResponse) GetResources() []*Resource {
@@ -837,7 +912,7 @@ type UpdateResourceRequest struct {
 
 func (x *UpdateResourceRequest) Reset() {
 	*x = UpdateResourceRequest{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[10]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -849,7 +924,7 @@ func (x *UpdateResourceRequest) String() string {
 func (*UpdateResourceRequest) ProtoMessage() {}
 
 func (x *UpdateResourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[10]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -862,7 +937,7 @@ func (x *UpdateResourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateResourceRequest.ProtoReflect.Descriptor instead.
 func (*UpdateResourceRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{10}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *UpdateResourceRequest) GetResource() *Resource {
@@ -890,7 +965,7 @@ type UpdateResourceResponse struct {
 
 func (x *UpdateResourceResponse) Reset() {
 	*x = UpdateResourceResponse{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[11]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -902,7 +977,7 @@ func (x *UpdateResourceResponse) String() string {
 func (*UpdateResourceResponse) ProtoMessage() {}
 
 func (x *UpdateResourceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[11]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -915,7 +990,7 @@ func (x *UpdateResourceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateResourceResponse.ProtoReflect.Descriptor instead.
 func (*UpdateResourceResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{11}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *UpdateResourceResponse) GetResource() *Resource {
@@ -936,7 +1011,7 @@ type DeleteResourceRequest struct {
 
 func (x *DeleteResourceRequest) Reset() {
 	*x = DeleteResourceRequest{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[12]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -948,7 +1023,7 @@ func (x *DeleteResourceRequest) String() string {
 func (*DeleteResourceRequest) ProtoMessage() {}
 
 func (x *DeleteResourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[12]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -961,7 +1036,7 @@ func (x *DeleteResourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResourceRequest.ProtoReflect.Descriptor instead.
 func (*DeleteResourceRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{12}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DeleteResourceRequest) GetId() string {
@@ -980,7 +1055,7 @@ type DeleteResourceResponse struct {
 
 func (x *DeleteResourceResponse) Reset() {
 	*x = DeleteResourceResponse{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[13]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -992,7 +1067,7 @@ func (x *DeleteResourceResponse) String() string {
 func (*DeleteResourceResponse) ProtoMessage() {}
 
 func (x *DeleteResourceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[13]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1005,7 +1080,7 @@ func (x *DeleteResourceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResourceResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResourceResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{13}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{14}
 }
 
 // AssignResourceRequest names a resource and a user.
@@ -1021,7 +1096,7 @@ type AssignResourceRequest struct {
 
 func (x *AssignResourceRequest) Reset() {
 	*x = AssignResourceRequest{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[14]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1033,7 +1108,7 @@ func (x *AssignResourceRequest) String() string {
 func (*AssignResourceRequest) ProtoMessage() {}
 
 func (x *AssignResourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[14]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1046,7 +1121,7 @@ func (x *AssignResourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignResourceRequest.ProtoReflect.Descriptor instead.
 func (*AssignResourceRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{14}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AssignResourceRequest) GetResourceId() string {
@@ -1072,7 +1147,7 @@ type AssignResourceResponse struct {
 
 func (x *AssignResourceResponse) Reset() {
 	*x = AssignResourceResponse{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[15]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1084,7 +1159,7 @@ func (x *AssignResourceResponse) String() string {
 func (*AssignResourceResponse) ProtoMessage() {}
 
 func (x *AssignResourceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[15]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1097,7 +1172,7 @@ func (x *AssignResourceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignResourceResponse.ProtoReflect.Descriptor instead.
 func (*AssignResourceResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{15}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{16}
 }
 
 // UnassignResourceRequest names a resource and a user.
@@ -1113,7 +1188,7 @@ type UnassignResourceRequest struct {
 
 func (x *UnassignResourceRequest) Reset() {
 	*x = UnassignResourceRequest{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[16]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1125,7 +1200,7 @@ func (x *UnassignResourceRequest) String() string {
 func (*UnassignResourceRequest) ProtoMessage() {}
 
 func (x *UnassignResourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[16]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1138,7 +1213,7 @@ func (x *UnassignResourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnassignResourceRequest.ProtoReflect.Descriptor instead.
 func (*UnassignResourceRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{16}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *UnassignResourceRequest) GetResourceId() string {
@@ -1164,7 +1239,7 @@ type UnassignResourceResponse struct {
 
 func (x *UnassignResourceResponse) Reset() {
 	*x = UnassignResourceResponse{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[17]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1176,7 +1251,7 @@ func (x *UnassignResourceResponse) String() string {
 func (*UnassignResourceResponse) ProtoMessage() {}
 
 func (x *UnassignResourceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[17]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1189,7 +1264,7 @@ func (x *UnassignResourceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnassignResourceResponse.ProtoReflect.Descriptor instead.
 func (*UnassignResourceResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{17}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{18}
 }
 
 // CheckResourceRequest names a resource to check.
@@ -1203,7 +1278,7 @@ type CheckResourceRequest struct {
 
 func (x *CheckResourceRequest) Reset() {
 	*x = CheckResourceRequest{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[18]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1215,7 +1290,7 @@ func (x *CheckResourceRequest) String() string {
 func (*CheckResourceRequest) ProtoMessage() {}
 
 func (x *CheckResourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[18]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1228,7 +1303,7 @@ func (x *CheckResourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckResourceRequest.ProtoReflect.Descriptor instead.
 func (*CheckResourceRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{18}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CheckResourceRequest) GetId() string {
@@ -1251,7 +1326,7 @@ type CheckResourceResponse struct {
 
 func (x *CheckResourceResponse) Reset() {
 	*x = CheckResourceResponse{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[19]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1263,7 +1338,7 @@ func (x *CheckResourceResponse) String() string {
 func (*CheckResourceResponse) ProtoMessage() {}
 
 func (x *CheckResourceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[19]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1276,7 +1351,7 @@ func (x *CheckResourceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckResourceResponse.ProtoReflect.Descriptor instead.
 func (*CheckResourceResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{19}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CheckResourceResponse) GetStatus() CheckStatus {
@@ -1326,7 +1401,7 @@ const file_portcullis_v1_resource_proto_rawDesc = "" +
 	"\x17target_service_accounts\x18\x06 \x03(\tR\x15targetServiceAccounts\x12\x1a\n" +
 	"\bpriority\x18\a \x01(\rR\bpriority\x12&\n" +
 	"\fendpoint_url\x18\b \x01(\tH\x00R\vendpointUrl\x88\x01\x01B\x0f\n" +
-	"\r_endpoint_url\"\x9d\x03\n" +
+	"\r_endpoint_url\"\xda\x03\n" +
 	"\bResource\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
@@ -1338,9 +1413,16 @@ const file_portcullis_v1_resource_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
-	"updated_at\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAtB\n" +
+	"updated_at\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12;\n" +
 	"\n" +
-	"\bprovider\"L\n" +
+	"last_check\x18\x16 \x01(\v2\x1c.portcullis.v1.ResourceCheckR\tlastCheckB\n" +
+	"\n" +
+	"\bprovider\"\x98\x01\n" +
+	"\rResourceCheck\x122\n" +
+	"\x06status\x18\x01 \x01(\x0e2\x1a.portcullis.v1.CheckStatusR\x06status\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x129\n" +
+	"\n" +
+	"checked_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tcheckedAt\"L\n" +
 	"\x15CreateResourceRequest\x123\n" +
 	"\bresource\x18\x01 \x01(\v2\x17.portcullis.v1.ResourceR\bresource\"M\n" +
 	"\x16CreateResourceResponse\x123\n" +
@@ -1412,67 +1494,71 @@ func file_portcullis_v1_resource_proto_rawDescGZIP() []byte {
 }
 
 var file_portcullis_v1_resource_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_portcullis_v1_resource_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_portcullis_v1_resource_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_portcullis_v1_resource_proto_goTypes = []any{
 	(CheckStatus)(0),                 // 0: portcullis.v1.CheckStatus
 	(*MemoryProvider)(nil),           // 1: portcullis.v1.MemoryProvider
 	(*AwsSecurityGroup)(nil),         // 2: portcullis.v1.AwsSecurityGroup
 	(*GcpFirewall)(nil),              // 3: portcullis.v1.GcpFirewall
 	(*Resource)(nil),                 // 4: portcullis.v1.Resource
-	(*CreateResourceRequest)(nil),    // 5: portcullis.v1.CreateResourceRequest
-	(*CreateResourceResponse)(nil),   // 6: portcullis.v1.CreateResourceResponse
-	(*GetResourceRequest)(nil),       // 7: portcullis.v1.GetResourceRequest
-	(*GetResourceResponse)(nil),      // 8: portcullis.v1.GetResourceResponse
-	(*ListResourcesRequest)(nil),     // 9: portcullis.v1.ListResourcesRequest
-	(*ListResourcesResponse)(nil),    // 10: portcullis.v1.ListResourcesResponse
-	(*UpdateResourceRequest)(nil),    // 11: portcullis.v1.UpdateResourceRequest
-	(*UpdateResourceResponse)(nil),   // 12: portcullis.v1.UpdateResourceResponse
-	(*DeleteResourceRequest)(nil),    // 13: portcullis.v1.DeleteResourceRequest
-	(*DeleteResourceResponse)(nil),   // 14: portcullis.v1.DeleteResourceResponse
-	(*AssignResourceRequest)(nil),    // 15: portcullis.v1.AssignResourceRequest
-	(*AssignResourceResponse)(nil),   // 16: portcullis.v1.AssignResourceResponse
-	(*UnassignResourceRequest)(nil),  // 17: portcullis.v1.UnassignResourceRequest
-	(*UnassignResourceResponse)(nil), // 18: portcullis.v1.UnassignResourceResponse
-	(*CheckResourceRequest)(nil),     // 19: portcullis.v1.CheckResourceRequest
-	(*CheckResourceResponse)(nil),    // 20: portcullis.v1.CheckResourceResponse
-	(*timestamppb.Timestamp)(nil),    // 21: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),    // 22: google.protobuf.FieldMask
+	(*ResourceCheck)(nil),            // 5: portcullis.v1.ResourceCheck
+	(*CreateResourceRequest)(nil),    // 6: portcullis.v1.CreateResourceRequest
+	(*CreateResourceResponse)(nil),   // 7: portcullis.v1.CreateResourceResponse
+	(*GetResourceRequest)(nil),       // 8: portcullis.v1.GetResourceRequest
+	(*GetResourceResponse)(nil),      // 9: portcullis.v1.GetResourceResponse
+	(*ListResourcesRequest)(nil),     // 10: portcullis.v1.ListResourcesRequest
+	(*ListResourcesResponse)(nil),    // 11: portcullis.v1.ListResourcesResponse
+	(*UpdateResourceRequest)(nil),    // 12: portcullis.v1.UpdateResourceRequest
+	(*UpdateResourceResponse)(nil),   // 13: portcullis.v1.UpdateResourceResponse
+	(*DeleteResourceRequest)(nil),    // 14: portcullis.v1.DeleteResourceRequest
+	(*DeleteResourceResponse)(nil),   // 15: portcullis.v1.DeleteResourceResponse
+	(*AssignResourceRequest)(nil),    // 16: portcullis.v1.AssignResourceRequest
+	(*AssignResourceResponse)(nil),   // 17: portcullis.v1.AssignResourceResponse
+	(*UnassignResourceRequest)(nil),  // 18: portcullis.v1.UnassignResourceRequest
+	(*UnassignResourceResponse)(nil), // 19: portcullis.v1.UnassignResourceResponse
+	(*CheckResourceRequest)(nil),     // 20: portcullis.v1.CheckResourceRequest
+	(*CheckResourceResponse)(nil),    // 21: portcullis.v1.CheckResourceResponse
+	(*timestamppb.Timestamp)(nil),    // 22: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),    // 23: google.protobuf.FieldMask
 }
 var file_portcullis_v1_resource_proto_depIdxs = []int32{
 	1,  // 0: portcullis.v1.Resource.memory:type_name -> portcullis.v1.MemoryProvider
 	2,  // 1: portcullis.v1.Resource.aws_security_group:type_name -> portcullis.v1.AwsSecurityGroup
 	3,  // 2: portcullis.v1.Resource.gcp_firewall:type_name -> portcullis.v1.GcpFirewall
-	21, // 3: portcullis.v1.Resource.created_at:type_name -> google.protobuf.Timestamp
-	21, // 4: portcullis.v1.Resource.updated_at:type_name -> google.protobuf.Timestamp
-	4,  // 5: portcullis.v1.CreateResourceRequest.resource:type_name -> portcullis.v1.Resource
-	4,  // 6: portcullis.v1.CreateResourceResponse.resource:type_name -> portcullis.v1.Resource
-	4,  // 7: portcullis.v1.GetResourceResponse.resource:type_name -> portcullis.v1.Resource
-	4,  // 8: portcullis.v1.ListResourcesResponse.resources:type_name -> portcullis.v1.Resource
-	4,  // 9: portcullis.v1.UpdateResourceRequest.resource:type_name -> portcullis.v1.Resource
-	22, // 10: portcullis.v1.UpdateResourceRequest.update_mask:type_name -> google.protobuf.FieldMask
-	4,  // 11: portcullis.v1.UpdateResourceResponse.resource:type_name -> portcullis.v1.Resource
-	0,  // 12: portcullis.v1.CheckResourceResponse.status:type_name -> portcullis.v1.CheckStatus
-	5,  // 13: portcullis.v1.ResourceService.CreateResource:input_type -> portcullis.v1.CreateResourceRequest
-	7,  // 14: portcullis.v1.ResourceService.GetResource:input_type -> portcullis.v1.GetResourceRequest
-	9,  // 15: portcullis.v1.ResourceService.ListResources:input_type -> portcullis.v1.ListResourcesRequest
-	11, // 16: portcullis.v1.ResourceService.UpdateResource:input_type -> portcullis.v1.UpdateResourceRequest
-	13, // 17: portcullis.v1.ResourceService.DeleteResource:input_type -> portcullis.v1.DeleteResourceRequest
-	15, // 18: portcullis.v1.ResourceService.AssignResource:input_type -> portcullis.v1.AssignResourceRequest
-	17, // 19: portcullis.v1.ResourceService.UnassignResource:input_type -> portcullis.v1.UnassignResourceRequest
-	19, // 20: portcullis.v1.ResourceService.CheckResource:input_type -> portcullis.v1.CheckResourceRequest
-	6,  // 21: portcullis.v1.ResourceService.CreateResource:output_type -> portcullis.v1.CreateResourceResponse
-	8,  // 22: portcullis.v1.ResourceService.GetResource:output_type -> portcullis.v1.GetResourceResponse
-	10, // 23: portcullis.v1.ResourceService.ListResources:output_type -> portcullis.v1.ListResourcesResponse
-	12, // 24: portcullis.v1.ResourceService.UpdateResource:output_type -> portcullis.v1.UpdateResourceResponse
-	14, // 25: portcullis.v1.ResourceService.DeleteResource:output_type -> portcullis.v1.DeleteResourceResponse
-	16, // 26: portcullis.v1.ResourceService.AssignResource:output_type -> portcullis.v1.AssignResourceResponse
-	18, // 27: portcullis.v1.ResourceService.UnassignResource:output_type -> portcullis.v1.UnassignResourceResponse
-	20, // 28: portcullis.v1.ResourceService.CheckResource:output_type -> portcullis.v1.CheckResourceResponse
-	21, // [21:29] is the sub-list for method output_type
-	13, // [13:21] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	22, // 3: portcullis.v1.Resource.created_at:type_name -> google.protobuf.Timestamp
+	22, // 4: portcullis.v1.Resource.updated_at:type_name -> google.protobuf.Timestamp
+	5,  // 5: portcullis.v1.Resource.last_check:type_name -> portcullis.v1.ResourceCheck
+	0,  // 6: portcullis.v1.ResourceCheck.status:type_name -> portcullis.v1.CheckStatus
+	22, // 7: portcullis.v1.ResourceCheck.checked_at:type_name -> google.protobuf.Timestamp
+	4,  // 8: portcullis.v1.CreateResourceRequest.resource:type_name -> portcullis.v1.Resource
+	4,  // 9: portcullis.v1.CreateResourceResponse.resource:type_name -> portcullis.v1.Resource
+	4,  // 10: portcullis.v1.GetResourceResponse.resource:type_name -> portcullis.v1.Resource
+	4,  // 11: portcullis.v1.ListResourcesResponse.resources:type_name -> portcullis.v1.Resource
+	4,  // 12: portcullis.v1.UpdateResourceRequest.resource:type_name -> portcullis.v1.Resource
+	23, // 13: portcullis.v1.UpdateResourceRequest.update_mask:type_name -> google.protobuf.FieldMask
+	4,  // 14: portcullis.v1.UpdateResourceResponse.resource:type_name -> portcullis.v1.Resource
+	0,  // 15: portcullis.v1.CheckResourceResponse.status:type_name -> portcullis.v1.CheckStatus
+	6,  // 16: portcullis.v1.ResourceService.CreateResource:input_type -> portcullis.v1.CreateResourceRequest
+	8,  // 17: portcullis.v1.ResourceService.GetResource:input_type -> portcullis.v1.GetResourceRequest
+	10, // 18: portcullis.v1.ResourceService.ListResources:input_type -> portcullis.v1.ListResourcesRequest
+	12, // 19: portcullis.v1.ResourceService.UpdateResource:input_type -> portcullis.v1.UpdateResourceRequest
+	14, // 20: portcullis.v1.ResourceService.DeleteResource:input_type -> portcullis.v1.DeleteResourceRequest
+	16, // 21: portcullis.v1.ResourceService.AssignResource:input_type -> portcullis.v1.AssignResourceRequest
+	18, // 22: portcullis.v1.ResourceService.UnassignResource:input_type -> portcullis.v1.UnassignResourceRequest
+	20, // 23: portcullis.v1.ResourceService.CheckResource:input_type -> portcullis.v1.CheckResourceRequest
+	7,  // 24: portcullis.v1.ResourceService.CreateResource:output_type -> portcullis.v1.CreateResourceResponse
+	9,  // 25: portcullis.v1.ResourceService.GetResource:output_type -> portcullis.v1.GetResourceResponse
+	11, // 26: portcullis.v1.ResourceService.ListResources:output_type -> portcullis.v1.ListResourcesResponse
+	13, // 27: portcullis.v1.ResourceService.UpdateResource:output_type -> portcullis.v1.UpdateResourceResponse
+	15, // 28: portcullis.v1.ResourceService.DeleteResource:output_type -> portcullis.v1.DeleteResourceResponse
+	17, // 29: portcullis.v1.ResourceService.AssignResource:output_type -> portcullis.v1.AssignResourceResponse
+	19, // 30: portcullis.v1.ResourceService.UnassignResource:output_type -> portcullis.v1.UnassignResourceResponse
+	21, // 31: portcullis.v1.ResourceService.CheckResource:output_type -> portcullis.v1.CheckResourceResponse
+	24, // [24:32] is the sub-list for method output_type
+	16, // [16:24] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_portcullis_v1_resource_proto_init() }
@@ -1493,7 +1579,7 @@ func file_portcullis_v1_resource_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_portcullis_v1_resource_proto_rawDesc), len(file_portcullis_v1_resource_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   20,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,7 +26,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cportcullis/v1/resource.proto\x12\rportcullis.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x85\x01\n\x0eMemoryProvider\x12\x1d\n\nlatency_ms\x18\x01 \x01(\rR\tlatencyMs\x12%\n\x0e\x66\x61il_addresses\x18\x02 \x03(\tR\rfailAddresses\x12-\n\x12transient_failures\x18\x03 \x01(\rR\x11transientFailures\"\xad\x02\n\x10\x41wsSecurityGroup\x12\x16\n\x06region\x18\x01 \x01(\tR\x06region\x12\x19\n\x08group_id\x18\x02 \x01(\tR\x07groupId\x12\x1a\n\x08protocol\x18\x03 \x01(\tR\x08protocol\x12\x1b\n\tfrom_port\x18\x04 \x01(\rR\x08\x66romPort\x12\x17\n\x07to_port\x18\x05 \x01(\rR\x06toPort\x12&\n\x0c\x65ndpoint_url\x18\x06 \x01(\tH\x00R\x0b\x65ndpointUrl\x88\x01\x01\x12\x1e\n\x08role_arn\x18\x07 \x01(\tH\x01R\x07roleArn\x88\x01\x01\x12 \n\tmax_rules\x18\x08 \x01(\rH\x02R\x08maxRules\x88\x01\x01\x42\x0f\n\r_endpoint_urlB\x0b\n\t_role_arnB\x0c\n\n_max_rules\"\xa1\x02\n\x0bGcpFirewall\x12\x18\n\x07project\x18\x01 \x01(\tR\x07project\x12\x18\n\x07network\x18\x02 \x01(\tR\x07network\x12\x1a\n\x08protocol\x18\x03 \x01(\tR\x08protocol\x12\x14\n\x05ports\x18\x04 \x03(\tR\x05ports\x12\x1f\n\x0btarget_tags\x18\x05 \x03(\tR\ntargetTags\x12\x36\n\x17target_service_accounts\x18\x06 \x03(\tR\x15targetServiceAccounts\x12\x1a\n\x08priority\x18\x07 \x01(\rR\x08priority\x12&\n\x0c\x65ndpoint_url\x18\x08 \x01(\tH\x00R\x0b\x65ndpointUrl\x88\x01\x01\x42\x0f\n\r_endpoint_url\"\x9d\x03\n\x08Resource\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12 \n\x0b\x64\x65scription\x18\x03 \x01(\tR\x0b\x64\x65scription\x12\x37\n\x06memory\x18\n \x01(\x0b\x32\x1d.portcullis.v1.MemoryProviderH\x00R\x06memory\x12O\n\x12\x61ws_security_group\x18\x0b \x01(\x0b\x32\x1f.portcullis.v1.AwsSecurityGroupH\x00R\x10\x61wsSecurityGroup\x12?\n\x0cgcp_firewall\x18\x0c \x01(\x0b\x32\x1a.portcullis.v1.GcpFirewallH\x00R\x0bgcpFirewall\x12\x39\n\ncreated_at\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x39\n\nupdated_at\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tupdatedAtB\n\n\x08provider\"L\n\x15\x43reateResourceRequest\x12\x33\n\x08resource\x18\x01 \x01(\x0b\x32\x17.portcullis.v1.ResourceR\x08resource\"M\n\x16\x43reateResourceResponse\x12\x33\n\x08resource\x18\x01 \x01(\x0b\x32\x17.portcullis.v1.ResourceR\x08resource\"$\n\x12GetResourceRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"J\n\x13GetResourceResponse\x12\x33\n\x08resource\x18\x01 \x01(\x0b\x32\x17.portcullis.v1.ResourceR\x08resource\"k\n\x14ListResourcesRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\x12\x17\n\x07user_id\x18\x03 \x01(\tR\x06userId\"v\n\x15ListResourcesResponse\x12\x35\n\tresources\x18\x01 \x03(\x0b\x32\x17.portcullis.v1.ResourceR\tresources\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x89\x01\n\x15UpdateResourceRequest\x12\x33\n\x08resource\x18\x01 \x01(\x0b\x32\x17.portcullis.v1.ResourceR\x08resource\x12;\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskR\nupdateMask\"M\n\x16UpdateResourceResponse\x12\x33\n\x08resource\x18\x01 \x01(\x0b\x32\x17.portcullis.v1.ResourceR\x08resource\"\'\n\x15\x44\x65leteResourceRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"\x18\n\x16\x44\x65leteResourceResponse\"Q\n\x15\x41ssignResourceRequest\x12\x1f\n\x0bresource_id\x18\x01 \x01(\tR\nresourceId\x12\x17\n\x07user_id\x18\x02 \x01(\tR\x06userId\"\x18\n\x16\x41ssignResourceResponse\"S\n\x17UnassignResourceRequest\x12\x1f\n\x0bresource_id\x18\x01 \x01(\tR\nresourceId\x12\x17\n\x07user_id\x18\x02 \x01(\tR\x06userId\"\x1a\n\x18UnassignResourceResponse\"&\n\x14\x43heckResourceRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"e\n\x15\x43heckResourceResponse\x12\x32\n\x06status\x18\x01 \x01(\x0e\x32\x1a.portcullis.v1.CheckStatusR\x06status\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message*\xb8\x01\n\x0b\x43heckStatus\x12\x1c\n\x18\x43HECK_STATUS_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43HECK_STATUS_OK\x10\x01\x12\x1a\n\x16\x43HECK_STATUS_NOT_FOUND\x10\x02\x12\x1e\n\x1a\x43HECK_STATUS_ACCESS_DENIED\x10\x03\x12\x1c\n\x18\x43HECK_STATUS_UNREACHABLE\x10\x04\x12\x1c\n\x18\x43HECK_STATUS_UNSUPPORTED\x10\x05\x32\x80\x06\n\x0fResourceService\x12]\n\x0e\x43reateResource\x12$.portcullis.v1.CreateResourceRequest\x1a%.portcullis.v1.CreateResourceResponse\x12T\n\x0bGetResource\x12!.portcullis.v1.GetResourceRequest\x1a\".portcullis.v1.GetResourceResponse\x12Z\n\rListResources\x12#.portcullis.v1.ListResourcesRequest\x1a$.portcullis.v1.ListResourcesResponse\x12]\n\x0eUpdateResource\x12$.portcullis.v1.UpdateResourceRequest\x1a%.portcullis.v1.UpdateResourceResponse\x12]\n\x0e\x44\x65leteResource\x12$.portcullis.v1.DeleteResourceRequest\x1a%.portcullis.v1.DeleteResourceResponse\x12]\n\x0e\x41ssignResource\x12$.portcullis.v1.AssignResourceRequest\x1a%.portcullis.v1.AssignResourceResponse\x12\x63\n\x10UnassignResource\x12&.portcullis.v1.UnassignResourceRequest\x1a\'.portcullis.v1.UnassignResourceResponse\x12Z\n\rCheckResource\x12#.portcullis.v1.CheckResourceRequest\x1a$.portcullis.v1.CheckResourceResponseB\xbf\x01\n\x11\x63om.portcullis.v1B\rResourceProtoP\x01ZFgithub.com/portcullis/portcullis/sdk/go/gen/portcullis/v1;portcullisv1\xa2\x02\x03PXX\xaa\x02\rPortcullis.V1\xca\x02\rPortcullis\\V1\xe2\x02\x19Portcullis\\V1\\GPBMetadata\xea\x02\x0ePortcullis::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cportcullis/v1/resource.proto\x12\rportcullis.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x85\x01\n\x0eMemoryProvider\x12\x1d\n\nlatency_ms\x18\x01 \x01(\rR\tlatencyMs\x12%\n\x0e\x66\x61il_addresses\x18\x02 \x03(\tR\rfailAddresses\x12-\n\x12transient_failures\x18\x03 \x01(\rR\x11transientFailures\"\xad\x02\n\x10\x41wsSecurityGroup\x12\x16\n\x06region\x18\x01 \x01(\tR\x06region\x12\x19\n\x08group_id\x18\x02 \x01(\tR\x07groupId\x12\x1a\n\x08protocol\x18\x03 \x01(\tR\x08protocol\x12\x1b\n\tfrom_port\x18\x04 \x01(\rR\x08\x66romPort\x12\x17\n\x07to_port\x18\x05 \x01(\rR\x06toPort\x12&\n\x0c\x65ndpoint_url\x18\x06 \x01(\tH\x00R\x0b\x65ndpointUrl\x88\x01\x01\x12\x1e\n\x08role_arn\x18\x07 \x01(\tH\x01R\x07roleArn\x88\x01\x01\x12 \n\tmax_rules\x18\x08 \x01(\rH\x02R\x08maxRules\x88\x01\x01\x42\x0f\n\r_endpoint_urlB\x0b\n\t_role_arnB\x0c\n\n_max_rules\"\xa1\x02\n\x0bGcpFirewall\x12\x18\n\x07project\x18\x01 \x01(\tR\x07project\x12\x18\n\x07network\x18\x02 \x01(\tR\x07network\x12\x1a\n\x08protocol\x18\x03 \x01(\tR\x08protocol\x12\x14\n\x05ports\x18\x04 \x03(\tR\x05ports\x12\x1f\n\x0btarget_tags\x18\x05 \x03(\tR\ntargetTags\x12\x36\n\x17target_service_accounts\x18\x06 \x03(\tR\x15targetServiceAccounts\x12\x1a\n\x08priority\x18\x07 \x01(\rR\x08priority\x12&\n\x0c\x65ndpoint_url\x18\x08 \x01(\tH\x00R\x0b\x65ndpointUrl\x88\x01\x01\x42\x0f\n\r_endpoint_url\"\xda\x03\n\x08Resource\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12 \n\x0b\x64\x65scription\x18\x03 \x01(\tR\x0b\x64\x65scription\x12\x37\n\x06memory\x18\n \x01(\x0b\x32\x1d.portcullis.v1.MemoryProviderH\x00R\x06memory\x12O\n\x12\x61ws_security_group\x18\x0b \x01(\x0b\x32\x1f.portcullis.v1.AwsSecurityGroupH\x00R\x10\x61wsSecurityGroup\x12?\n\x0cgcp_firewall\x18\x0c \x01(\x0b\x32\x1a.portcullis.v1.GcpFirewallH\x00R\x0bgcpFirewall\x12\x39\n\ncreated_at\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x39\n\nupdated_at\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tupdatedAt\x12;\n\nlast_check\x18\x16 \x01(\x0b\x32\x1c.portcullis.v1.ResourceCheckR\tlastCheckB\n\n\x08provider\"\x98\x01\n\rResourceCheck\x12\x32\n\x06status\x18\x01 \x01(\x0e\x32\x1a.portcullis.v1.CheckStatusR\x06status\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\x12\x39\n\nchecked_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcheckedAt\"L\n\x15\x43reateResourceRequest\x12\x33\n\x08resource\x18\x01 \x01(\x0b\x32\x17.portcullis.v1.ResourceR\x08resource\"M\n\x16\x43reateResourceResponse\x12\x33\n\x08resource\x18\x01 \x01(\x0b\x32\x17.portcullis.v1.ResourceR\x08resource\"$\n\x12GetResourceRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"J\n\x13GetResourceResponse\x12\x33\n\x08resource\x18\x01 \x01(\x0b\x32\x17.portcullis.v1.ResourceR\x08resource\"k\n\x14ListResourcesRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\x12\x17\n\x07user_id\x18\x03 \x01(\tR\x06userId\"v\n\x15ListResourcesResponse\x12\x35\n\tresources\x18\x01 \x03(\x0b\x32\x17.portcullis.v1.ResourceR\tresources\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x89\x01\n\x15UpdateResourceRequest\x12\x33\n\x08resource\x18\x01 \x01(\x0b\x32\x17.portcullis.v1.ResourceR\x08resource\x12;\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskR\nupdateMask\"M\n\x16UpdateResourceResponse\x12\x33\n\x08resource\x18\x01 \x01(\x0b\x32\x17.portcullis.v1.ResourceR\x08resource\"\'\n\x15\x44\x65leteResourceRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"\x18\n\x16\x44\x65leteResourceResponse\"Q\n\x15\x41ssignResourceRequest\x12\x1f\n\x0bresource_id\x18\x01 \x01(\tR\nresourceId\x12\x17\n\x07user_id\x18\x02 \x01(\tR\x06userId\"\x18\n\x16\x41ssignResourceResponse\"S\n\x17UnassignResourceRequest\x12\x1f\n\x0bresource_id\x18\x01 \x01(\tR\nresourceId\x12\x17\n\x07user_id\x18\x02 \x01(\tR\x06userId\"\x1a\n\x18UnassignResourceResponse\"&\n\x14\x43heckResourceRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"e\n\x15\x43heckResourceResponse\x12\x32\n\x06status\x18\x01 \x01(\x0e\x32\x1a.portcullis.v1.CheckStatusR\x06status\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message*\xb8\x01\n\x0b\x43heckStatus\x12\x1c\n\x18\x43HECK_STATUS_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43HECK_STATUS_OK\x10\x01\x12\x1a\n\x16\x43HECK_STATUS_NOT_FOUND\x10\x02\x12\x1e\n\x1a\x43HECK_STATUS_ACCESS_DENIED\x10\x03\x12\x1c\n\x18\x43HECK_STATUS_UNREACHABLE\x10\x04\x12\x1c\n\x18\x43HECK_STATUS_UNSUPPORTED\x10\x05\x32\x80\x06\n\x0fResourceService\x12]\n\x0e\x43reateResource\x12$.portcullis.v1.CreateResourceRequest\x1a%.portcullis.v1.CreateResourceResponse\x12T\n\x0bGetResource\x12!.portcullis.v1.GetResourceRequest\x1a\".portcullis.v1.GetResourceResponse\x12Z\n\rListResources\x12#.portcullis.v1.ListResourcesRequest\x1a$.portcullis.v1.ListResourcesResponse\x12]\n\x0eUpdateResource\x12$.portcullis.v1.UpdateResourceRequest\x1a%.portcullis.v1.UpdateResourceResponse\x12]\n\x0e\x44\x65leteResource\x12$.portcullis.v1.DeleteResourceRequest\x1a%.portcullis.v1.DeleteResourceResponse\x12]\n\x0e\x41ssignResource\x12$.portcullis.v1.AssignResourceRequest\x1a%.portcullis.v1.AssignResourceResponse\x12\x63\n\x10UnassignResource\x12&.portcullis.v1.UnassignResourceRequest\x1a\'.portcullis.v1.UnassignResourceResponse\x12Z\n\rCheckResource\x12#.portcullis.v1.CheckResourceRequest\x1a$.portcullis.v1.CheckResourceResponseB\xbf\x01\n\x11\x63om.portcullis.v1B\rResourceProtoP\x01ZFgithub.com/portcullis/portcullis/sdk/go/gen/portcullis/v1;portcullisv1\xa2\x02\x03PXX\xaa\x02\rPortcullis.V1\xca\x02\rPortcullis\\V1\xe2\x02\x19Portcullis\\V1\\GPBMetadata\xea\x02\x0ePortcullis::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,8 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'portcullis.v1.resource_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\021com.portcullis.v1B\rResourceProtoP\001ZFgithub.com/portcullis/portcullis/sdk/go/gen/portcullis/v1;portcullisv1\242\002\003PXX\252\002\rPortcullis.V1\312\002\rPortcullis\\V1\342\002\031Portcullis\\V1\\GPBMetadata\352\002\016Portcullis::V1'
-  _globals['_CHECKSTATUS']._serialized_start=2414
-  _globals['_CHECKSTATUS']._serialized_end=2598
+  _globals['_CHECKSTATUS']._serialized_start=2630
+  _globals['_CHECKSTATUS']._serialized_end=2814
   _globals['_MEMORYPROVIDER']._serialized_start=115
   _globals['_MEMORYPROVIDER']._serialized_end=248
   _globals['_AWSSECURITYGROUP']._serialized_start=251
@@ -43,39 +43,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GCPFIREWALL']._serialized_start=555
   _globals['_GCPFIREWALL']._serialized_end=844
   _globals['_RESOURCE']._serialized_start=847
-  _globals['_RESOURCE']._serialized_end=1260
-  _globals['_CREATERESOURCEREQUEST']._serialized_start=1262
-  _globals['_CREATERESOURCEREQUEST']._serialized_end=1338
-  _globals['_CREATERESOURCERESPONSE']._serialized_start=1340
-  _globals['_CREATERESOURCERESPONSE']._serialized_end=1417
-  _globals['_GETRESOURCEREQUEST']._serialized_start=1419
-  _globals['_GETRESOURCEREQUEST']._serialized_end=1455
-  _globals['_GETRESOURCERESPONSE']._serialized_start=1457
-  _globals['_GETRESOURCERESPONSE']._serialized_end=1531
-  _globals['_LISTRESOURCESREQUEST']._serialized_start=1533
-  _globals['_LISTRESOURCESREQUEST']._serialized_end=1640
-  _globals['_LISTRESOURCESRESPONSE']._serialized_start=1642
-  _globals['_LISTRESOURCESRESPONSE']._serialized_end=1760
-  _globals['_UPDATERESOURCEREQUEST']._serialized_start=1763
-  _globals['_UPDATERESOURCEREQUEST']._serialized_end=1900
-  _globals['_UPDATERESOURCERESPONSE']._serialized_start=1902
-  _globals['_UPDATERESOURCERESPONSE']._serialized_end=1979
-  _globals['_DELETERESOURCEREQUEST']._serialized_start=1981
-  _globals['_DELETERESOURCEREQUEST']._serialized_end=2020
-  _globals['_DELETERESOURCERESPONSE']._serialized_start=2022
-  _globals['_DELETERESOURCERESPONSE']._serialized_end=2046
-  _globals['_ASSIGNRESOURCEREQUEST']._serialized_start=2048
-  _globals['_ASSIGNRESOURCEREQUEST']._serialized_end=2129
-  _globals['_ASSIGNRESOURCERESPONSE']._serialized_start=2131
-  _globals['_ASSIGNRESOURCERESPONSE']._serialized_end=2155
-  _globals['_UNASSIGNRESOURCEREQUEST']._serialized_start=2157
-  _globals['_UNASSIGNRESOURCEREQUEST']._serialized_end=2240
-  _globals['_UNASSIGNRESOURCERESPONSE']._serialized_start=2242
-  _globals['_UNASSIGNRESOURCERESPONSE']._serialized_end=2268
-  _globals['_CHECKRESOURCEREQUEST']._serialized_start=2270
-  _globals['_CHECKRESOURCEREQUEST']._serialized_end=2308
-  _globals['_CHECKRESOURCERESPONSE']._serialized_start=2310
-  _globals['_CHECKRESOURCERESPONSE']._serialized_end=2411
-  _globals['_RESOURCESERVICE']._serialized_start=2601
-  _globals['_RESOURCESERVICE']._serialized_end=3369
+  _globals['_RESOURCE']._serialized_end=1321
+  _globals['_RESOURCECHECK']._serialized_start=1324
+  _globals['_RESOURCECHECK']._serialized_end=1476
+  _globals['_CREATERESOURCEREQUEST']._serialized_start=1478
+  _globals['_CREATERESOURCEREQUEST']._serialized_end=1554
+  _globals['_CREATERESOURCERESPONSE']._serialized_start=1556
+  _globals['_CREATERESOURCERESPONSE']._serialized_end=1633
+  _globals['_GETRESOURCEREQUEST']._serialized_start=1635
+  _globals['_GETRESOURCEREQUEST']._serialized_end=1671
+  _globals['_GETRESOURCERESPONSE']._serialized_start=1673
+  _globals['_GETRESOURCERESPONSE']._serialized_end=1747
+  _globals['_LISTRESOURCESREQUEST']._serialized_start=1749
+  _globals['_LISTRESOURCESREQUEST']._serialized_end=1856
+  _globals['_LISTRESOURCESRESPONSE']._serialized_start=1858
+  _globals['_LISTRESOURCESRESPONSE']._serialized_end=1976
+  _globals['_UPDATERESOURCEREQUEST']._serialized_start=1979
+  _globals['_UPDATERESOURCEREQUEST']._serialized_end=2116
+  _globals['_UPDATERESOURCERESPONSE']._serialized_start=2118
+  _globals['_UPDATERESOURCERESPONSE']._serialized_end=2195
+  _globals['_DELETERESOURCEREQUEST']._serialized_start=2197
+  _globals['_DELETERESOURCEREQUEST']._serialized_end=2236
+  _globals['_DELETERESOURCERESPONSE']._serialized_start=2238
+  _globals['_DELETERESOURCERESPONSE']._serialized_end=2262
+  _globals['_ASSIGNRESOURCEREQUEST']._serialized_start=2264
+  _globals['_ASSIGNRESOURCEREQUEST']._serialized_end=2345
+  _globals['_ASSIGNRESOURCERESPONSE']._serialized_start=2347
+  _globals['_ASSIGNRESOURCERESPONSE']._serialized_end=2371
+  _globals['_UNASSIGNRESOURCEREQUEST']._serialized_start=2373
+  _globals['_UNASSIGNRESOURCEREQUEST']._serialized_end=2456
+  _globals['_UNASSIGNRESOURCERESPONSE']._serialized_start=2458
+  _globals['_UNASSIGNRESOURCERESPONSE']._serialized_end=2484
+  _globals['_CHECKRESOURCEREQUEST']._serialized_start=2486
+  _globals['_CHECKRESOURCEREQUEST']._serialized_end=2524
+  _globals['_CHECKRESOURCERESPONSE']._serialized_start=2526
+  _globals['_CHECKRESOURCERESPONSE']._serialized_end=2627
+  _globals['_RESOURCESERVICE']._serialized_start=2817
+  _globals['_RESOURCESERVICE']._serialized_end=3585
 # @@protoc_insertion_point(module_scope)

@@ -77,7 +77,7 @@ class GcpFirewall(_message.Message):
     def __init__(self, project: _Optional[str] = ..., network: _Optional[str] = ..., protocol: _Optional[str] = ..., ports: _Optional[_Iterable[str]] = ..., target_tags: _Optional[_Iterable[str]] = ..., target_service_accounts: _Optional[_Iterable[str]] = ..., priority: _Optional[int] = ..., endpoint_url: _Optional[str] = ...) -> None: ...
 
 class Resource(_message.Message):
-    __slots__ = ("id", "name", "description", "memory", "aws_security_group", "gcp_firewall", "created_at", "updated_at")
+    __slots__ = ("id", "name", "description", "memory", "aws_security_group", "gcp_firewall", "created_at", "updated_at", "last_check")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +86,7 @@ class Resource(_message.Message):
     GCP_FIREWALL_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_CHECK_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     description: str
@@ -94,7 +95,18 @@ class Resource(_message.Message):
     gcp_firewall: GcpFirewall
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., memory: _Optional[_Union[MemoryProvider, _Mapping]] = ..., aws_security_group: _Optional[_Union[AwsSecurityGroup, _Mapping]] = ..., gcp_firewall: _Optional[_Union[GcpFirewall, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    last_check: ResourceCheck
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., memory: _Optional[_Union[MemoryProvider, _Mapping]] = ..., aws_security_group: _Optional[_Union[AwsSecurityGroup, _Mapping]] = ..., gcp_firewall: _Optional[_Union[GcpFirewall, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_check: _Optional[_Union[ResourceCheck, _Mapping]] = ...) -> None: ...
+
+class ResourceCheck(_message.Message):
+    __slots__ = ("status", "message", "checked_at")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CHECKED_AT_FIELD_NUMBER: _ClassVar[int]
+    status: CheckStatus
+    message: str
+    checked_at: _timestamp_pb2.Timestamp
+    def __init__(self, status: _Optional[_Union[CheckStatus, str]] = ..., message: _Optional[str] = ..., checked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateResourceRequest(_message.Message):
     __slots__ = ("resource",)
