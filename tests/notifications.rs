@@ -174,7 +174,7 @@ async fn a_replayed_delivery_is_detectably_stale_and_a_rotated_secret_overlaps()
         .unwrap()
         .into_inner();
     assert_ne!(rotated.secret, created.secret);
-    assert!(rotated.webhook.unwrap().previous_secret_expire_time.is_some());
+    assert!(rotated.webhook.unwrap().previous_secret_expires_at.is_some());
     // The rotation is an event too: it goes out signed with both secrets.
     let posts =
         receiver.wait_for("the rotation event", |r| r.iter().any(|p| p.event_type() == "webhook.secret_rotated")).await;
@@ -458,6 +458,67 @@ async fn a_resource_whose_checks_start_failing_is_reported_once_and_again_when_i
         assert_eq!(types_of(&both), types);
         assert_eq!(both[1].json["data"]["auditEvent"]["details"]["status"], "OK");
         wait_for_check(&mut f, &id, "a pass again", |c| c.status() == CheckStatus::Ok).await;
+        f.server.stop().await;
+        db.drop_database().await;
+    })
+    .await;
+}
+
+async fn get_webhook(client: &mut WebhookServiceClient<Channel>, key: &str, id: &str) -> Webhook {
+    let request = GetWebhookRequest { id: id.into() };
+    client.get_webhook(with_key(request, key)).await.unwrap().into_inner().webhook.unwrap()
+}
+
+#[tokio::test]
+async fn a_receiver_failing_for_days_is_disabled_with_an_audit_event_and_can_be_turned_back_on() {
+    use portcullis::store::entity::webhook;
+    use sea_orm::sea_query::Expr;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    each_backend(|db| async move {
+        let (mut f, mut webhooks) = fixture(&db).await;
+        let admin = f.server.admin_key.clone();
+        let (failing, watcher) = (Receiver::start().await, Receiver::start().await);
+        failing.fail_next(usize::MAX);
+        let hook = create(&mut webhooks, &admin, &failing.url, &["session.started"]).await.unwrap().webhook.unwrap();
+        create(&mut webhooks, &admin, &watcher.url, &["webhook.disabled"]).await.unwrap();
+        f.resource("db", MemoryProvider::default()).await;
+        let key = f.user_key.clone();
+        let first = f.start(&key, Some("198.51.100.7"), None).await.unwrap();
+        failing.wait_for("a failed attempt", |r| !r.is_empty()).await;
+        assert!(get_webhook(&mut webhooks, &admin, &hook.id).await.failing_since.is_some());
+
+        // Five days and a minute of failures, as time passing would make them.
+        let since = chrono::Utc::now() - chrono::TimeDelta::days(5) - chrono::TimeDelta::minutes(1);
+        webhook::Entity::update_many()
+            .col_expr(webhook::Column::FailingSince, Expr::value(since))
+            .filter(webhook::Column::Id.eq(hook.id.as_str()))
+            .exec(&f.server.db)
+            .await
+            .unwrap();
+        let told = watcher.wait_for("webhook.disabled", |r| !types_of(r).is_empty()).await;
+        assert_eq!(told[0].json["data"]["auditEvent"]["targetId"], hook.id.as_str());
+        let shown = get_webhook(&mut webhooks, &admin, &hook.id).await;
+        assert!(shown.disabled, "{shown:?}");
+        assert!(shown.disabled_reason.starts_with("every delivery since"), "{}", shown.disabled_reason);
+        let listed = deliveries(&mut webhooks, &admin, &hook.id).await;
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].status(), WebhookDeliveryStatus::Failed, "{:?}", listed[0]);
+        assert_eq!(listed[0].last_error, "the webhook was disabled");
+
+        // Fixed and turned back on by an admin, it gets what happens next.
+        failing.fail_next(0);
+        let request = UpdateWebhookRequest {
+            webhook: Some(Webhook { id: hook.id.clone(), disabled: false, ..Default::default() }),
+            update_mask: Some(prost_types::FieldMask { paths: vec!["disabled".into()] }),
+        };
+        let enabled = webhooks.update_webhook(with_key(request, &admin)).await.unwrap().into_inner().webhook.unwrap();
+        assert!(!enabled.disabled && enabled.failing_since.is_none(), "{enabled:?}");
+        f.stop(&key, &first.id).await;
+        let next = f.start(&key, Some("198.51.100.8"), None).await.unwrap();
+        let accepted = failing.wait_for("the next event", |_| !failing.accepted().is_empty()).await;
+        let delivered: Vec<_> = accepted.iter().filter(|post| post.answered == 200).collect();
+        assert_eq!(delivered.len(), 1);
+        assert_eq!(delivered[0].json["data"]["session"]["id"], next.id.as_str());
         f.server.stop().await;
         db.drop_database().await;
     })

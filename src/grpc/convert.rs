@@ -230,9 +230,9 @@ pub fn webhook_to_pb(model: webhook::Model) -> pb::Webhook {
         disabled: model.disabled_at.is_some(),
         disabled_reason: model.disabled_reason.unwrap_or_default(),
         failing_since: model.failing_since.map(timestamp),
-        create_time: Some(timestamp(model.created_at)),
-        update_time: Some(timestamp(model.updated_at)),
-        previous_secret_expire_time: model.previous_secret_expires_at.map(timestamp),
+        created_at: Some(timestamp(model.created_at)),
+        updated_at: Some(timestamp(model.updated_at)),
+        previous_secret_expires_at: model.previous_secret_expires_at.map(timestamp),
     }
 }
 
@@ -244,7 +244,7 @@ pub fn webhook_delivery_to_pb(model: webhook_delivery::Model) -> pb::WebhookDeli
         _ => pb::WebhookDeliveryStatus::Unspecified,
     };
     pb::WebhookDelivery {
-        next_attempt_time: (status == pb::WebhookDeliveryStatus::Pending).then(|| timestamp(model.next_attempt_at)),
+        next_attempt_at: (status == pb::WebhookDeliveryStatus::Pending).then(|| timestamp(model.next_attempt_at)),
         status: status.into(),
         id: model.id,
         webhook_id: model.webhook_id,
@@ -253,8 +253,8 @@ pub fn webhook_delivery_to_pb(model: webhook_delivery::Model) -> pb::WebhookDeli
         attempts: model.attempts,
         last_response_code: model.last_response_code.unwrap_or_default(),
         last_error: model.last_error.unwrap_or_default(),
-        create_time: Some(timestamp(model.created_at)),
-        deliver_time: model.delivered_at.map(timestamp),
+        created_at: Some(timestamp(model.created_at)),
+        delivered_at: model.delivered_at.map(timestamp),
         payload: model.payload,
     }
 }

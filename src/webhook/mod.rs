@@ -170,7 +170,8 @@ impl Dispatcher {
             if let Err(err) = self.fan_out_all().await {
                 tracing::warn!(error = %err, "webhook fan-out failed");
             }
-            if last_disable_check.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+            // Failing for days is not urgent to the second: every sixty polls is soon enough.
+            if last_disable_check.is_none_or(|at| at.elapsed() >= settings.poll_interval.saturating_mul(60)) {
                 last_disable_check = Some(tokio::time::Instant::now());
                 if let Err(err) = self.disable_failing().await {
                     tracing::warn!(error = %err, "disabling failing webhooks failed");

@@ -29,7 +29,7 @@ type WebhookDeliveryStatus int32
 const (
 	// WEBHOOK_DELIVERY_STATUS_UNSPECIFIED is never sent.
 	WebhookDeliveryStatus_WEBHOOK_DELIVERY_STATUS_UNSPECIFIED WebhookDeliveryStatus = 0
-	// WEBHOOK_DELIVERY_STATUS_PENDING: not accepted yet; the next attempt is at next_attempt_time.
+	// WEBHOOK_DELIVERY_STATUS_PENDING: not accepted yet; the next attempt is at next_attempt_at.
 	WebhookDeliveryStatus_WEBHOOK_DELIVERY_STATUS_PENDING WebhookDeliveryStatus = 1
 	// WEBHOOK_DELIVERY_STATUS_DELIVERED: the receiver answered 2xx.
 	WebhookDeliveryStatus_WEBHOOK_DELIVERY_STATUS_DELIVERED WebhookDeliveryStatus = 2
@@ -99,14 +99,14 @@ type Webhook struct {
 	DisabledReason string `protobuf:"bytes,6,opt,name=disabled_reason,json=disabledReason,proto3" json:"disabled_reason,omitempty"`
 	// failing_since is when deliveries began failing without a success since; unset while they succeed.
 	FailingSince *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=failing_since,json=failingSince,proto3" json:"failing_since,omitempty"`
-	// create_time is when the webhook was registered; it receives events from then on.
-	CreateTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	// update_time is when the webhook last changed.
-	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
-	// previous_secret_expire_time is when the secret before the last rotation stops signing.
-	PreviousSecretExpireTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=previous_secret_expire_time,json=previousSecretExpireTime,proto3" json:"previous_secret_expire_time,omitempty"`
-	unknownFields            protoimpl.UnknownFields
-	sizeCache                protoimpl.SizeCache
+	// created_at is when the webhook was registered; it receives events from then on.
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// updated_at is when the webhook last changed.
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// previous_secret_expires_at is when the secret before the last rotation stops signing.
+	PreviousSecretExpiresAt *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=previous_secret_expires_at,json=previousSecretExpiresAt,proto3" json:"previous_secret_expires_at,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *Webhook) Reset() {
@@ -188,23 +188,23 @@ func (x *Webhook) GetFailingSince() *timestamppb.Timestamp {
 	return nil
 }
 
-func (x *Webhook) GetCreateTime() *timestamppb.Timestamp {
+func (x *Webhook) GetCreatedAt() *timestamppb.Timestamp {
 	if x != nil {
-		return x.CreateTime
+		return x.CreatedAt
 	}
 	return nil
 }
 
-func (x *Webhook) GetUpdateTime() *timestamppb.Timestamp {
+func (x *Webhook) GetUpdatedAt() *timestamppb.Timestamp {
 	if x != nil {
-		return x.UpdateTime
+		return x.UpdatedAt
 	}
 	return nil
 }
 
-func (x *Webhook) GetPreviousSecretExpireTime() *timestamppb.Timestamp {
+func (x *Webhook) GetPreviousSecretExpiresAt() *timestamppb.Timestamp {
 	if x != nil {
-		return x.PreviousSecretExpireTime
+		return x.PreviousSecretExpiresAt
 	}
 	return nil
 }
@@ -228,12 +228,12 @@ type WebhookDelivery struct {
 	LastResponseCode int32 `protobuf:"varint,7,opt,name=last_response_code,json=lastResponseCode,proto3" json:"last_response_code,omitempty"`
 	// last_error says why the last attempt failed.
 	LastError string `protobuf:"bytes,8,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
-	// next_attempt_time is when a pending delivery is tried next.
-	NextAttemptTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=next_attempt_time,json=nextAttemptTime,proto3" json:"next_attempt_time,omitempty"`
-	// create_time is when the event was queued for the webhook.
-	CreateTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	// deliver_time is when the receiver accepted it.
-	DeliverTime *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=deliver_time,json=deliverTime,proto3" json:"deliver_time,omitempty"`
+	// next_attempt_at is when a pending delivery is tried next.
+	NextAttemptAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=next_attempt_at,json=nextAttemptAt,proto3" json:"next_attempt_at,omitempty"`
+	// created_at is when the event was queued for the webhook.
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// delivered_at is when the receiver accepted it.
+	DeliveredAt *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=delivered_at,json=deliveredAt,proto3" json:"delivered_at,omitempty"`
 	// payload is the JSON body posted.
 	Payload       string `protobuf:"bytes,12,opt,name=payload,proto3" json:"payload,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -326,23 +326,23 @@ func (x *WebhookDelivery) GetLastError() string {
 	return ""
 }
 
-func (x *WebhookDelivery) GetNextAttemptTime() *timestamppb.Timestamp {
+func (x *WebhookDelivery) GetNextAttemptAt() *timestamppb.Timestamp {
 	if x != nil {
-		return x.NextAttemptTime
+		return x.NextAttemptAt
 	}
 	return nil
 }
 
-func (x *WebhookDelivery) GetCreateTime() *timestamppb.Timestamp {
+func (x *WebhookDelivery) GetCreatedAt() *timestamppb.Timestamp {
 	if x != nil {
-		return x.CreateTime
+		return x.CreatedAt
 	}
 	return nil
 }
 
-func (x *WebhookDelivery) GetDeliverTime() *timestamppb.Timestamp {
+func (x *WebhookDelivery) GetDeliveredAt() *timestamppb.Timestamp {
 	if x != nil {
-		return x.DeliverTime
+		return x.DeliveredAt
 	}
 	return nil
 }
@@ -1176,7 +1176,7 @@ var File_portcullis_v1_webhook_proto protoreflect.FileDescriptor
 
 const file_portcullis_v1_webhook_proto_rawDesc = "" +
 	"\n" +
-	"\x1bportcullis/v1/webhook.proto\x12\rportcullis.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc9\x03\n" +
+	"\x1bportcullis/v1/webhook.proto\x12\rportcullis.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc3\x03\n" +
 	"\aWebhook\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03url\x18\x02 \x01(\tR\x03url\x12\x1f\n" +
@@ -1185,13 +1185,13 @@ const file_portcullis_v1_webhook_proto_rawDesc = "" +
 	"\vdescription\x18\x04 \x01(\tR\vdescription\x12\x1a\n" +
 	"\bdisabled\x18\x05 \x01(\bR\bdisabled\x12'\n" +
 	"\x0fdisabled_reason\x18\x06 \x01(\tR\x0edisabledReason\x12?\n" +
-	"\rfailing_since\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\ffailingSince\x12;\n" +
-	"\vcreate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\x12;\n" +
-	"\vupdate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\x12Y\n" +
-	"\x1bprevious_secret_expire_time\x18\n" +
-	" \x01(\v2\x1a.google.protobuf.TimestampR\x18previousSecretExpireTime\"\xff\x03\n" +
+	"\rfailing_since\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\ffailingSince\x129\n" +
+	"\n" +
+	"created_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"updated_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12W\n" +
+	"\x1aprevious_secret_expires_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\x17previousSecretExpiresAt\"\xf9\x03\n" +
 	"\x0fWebhookDelivery\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -1203,12 +1203,12 @@ const file_portcullis_v1_webhook_proto_rawDesc = "" +
 	"\battempts\x18\x06 \x01(\x05R\battempts\x12,\n" +
 	"\x12last_response_code\x18\a \x01(\x05R\x10lastResponseCode\x12\x1d\n" +
 	"\n" +
-	"last_error\x18\b \x01(\tR\tlastError\x12F\n" +
-	"\x11next_attempt_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x0fnextAttemptTime\x12;\n" +
-	"\vcreate_time\x18\n" +
-	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\x12=\n" +
-	"\fdeliver_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\vdeliverTime\x12\x18\n" +
+	"last_error\x18\b \x01(\tR\tlastError\x12B\n" +
+	"\x0fnext_attempt_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\rnextAttemptAt\x129\n" +
+	"\n" +
+	"created_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12=\n" +
+	"\fdelivered_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\vdeliveredAt\x12\x18\n" +
 	"\apayload\x18\f \x01(\tR\apayload\"k\n" +
 	"\x14CreateWebhookRequest\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12\x1f\n" +
@@ -1315,13 +1315,13 @@ var file_portcullis_v1_webhook_proto_goTypes = []any{
 }
 var file_portcullis_v1_webhook_proto_depIdxs = []int32{
 	19, // 0: portcullis.v1.Webhook.failing_since:type_name -> google.protobuf.Timestamp
-	19, // 1: portcullis.v1.Webhook.create_time:type_name -> google.protobuf.Timestamp
-	19, // 2: portcullis.v1.Webhook.update_time:type_name -> google.protobuf.Timestamp
-	19, // 3: portcullis.v1.Webhook.previous_secret_expire_time:type_name -> google.protobuf.Timestamp
+	19, // 1: portcullis.v1.Webhook.created_at:type_name -> google.protobuf.Timestamp
+	19, // 2: portcullis.v1.Webhook.updated_at:type_name -> google.protobuf.Timestamp
+	19, // 3: portcullis.v1.Webhook.previous_secret_expires_at:type_name -> google.protobuf.Timestamp
 	0,  // 4: portcullis.v1.WebhookDelivery.status:type_name -> portcullis.v1.WebhookDeliveryStatus
-	19, // 5: portcullis.v1.WebhookDelivery.next_attempt_time:type_name -> google.protobuf.Timestamp
-	19, // 6: portcullis.v1.WebhookDelivery.create_time:type_name -> google.protobuf.Timestamp
-	19, // 7: portcullis.v1.WebhookDelivery.deliver_time:type_name -> google.protobuf.Timestamp
+	19, // 5: portcullis.v1.WebhookDelivery.next_attempt_at:type_name -> google.protobuf.Timestamp
+	19, // 6: portcullis.v1.WebhookDelivery.created_at:type_name -> google.protobuf.Timestamp
+	19, // 7: portcullis.v1.WebhookDelivery.delivered_at:type_name -> google.protobuf.Timestamp
 	1,  // 8: portcullis.v1.CreateWebhookResponse.webhook:type_name -> portcullis.v1.Webhook
 	1,  // 9: portcullis.v1.GetWebhookResponse.webhook:type_name -> portcullis.v1.Webhook
 	1,  // 10: portcullis.v1.ListWebhooksResponse.webhooks:type_name -> portcullis.v1.Webhook

@@ -26,7 +26,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bportcullis/v1/webhook.proto\x12\rportcullis.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc9\x03\n\x07Webhook\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n\x03url\x18\x02 \x01(\tR\x03url\x12\x1f\n\x0b\x65vent_types\x18\x03 \x03(\tR\neventTypes\x12 \n\x0b\x64\x65scription\x18\x04 \x01(\tR\x0b\x64\x65scription\x12\x1a\n\x08\x64isabled\x18\x05 \x01(\x08R\x08\x64isabled\x12\'\n\x0f\x64isabled_reason\x18\x06 \x01(\tR\x0e\x64isabledReason\x12?\n\rfailing_since\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0c\x66\x61ilingSince\x12;\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\x12Y\n\x1bprevious_secret_expire_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x18previousSecretExpireTime\"\xff\x03\n\x0fWebhookDelivery\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n\nwebhook_id\x18\x02 \x01(\tR\twebhookId\x12\x19\n\x08\x65vent_id\x18\x03 \x01(\tR\x07\x65ventId\x12\x1d\n\nevent_type\x18\x04 \x01(\tR\teventType\x12<\n\x06status\x18\x05 \x01(\x0e\x32$.portcullis.v1.WebhookDeliveryStatusR\x06status\x12\x1a\n\x08\x61ttempts\x18\x06 \x01(\x05R\x08\x61ttempts\x12,\n\x12last_response_code\x18\x07 \x01(\x05R\x10lastResponseCode\x12\x1d\n\nlast_error\x18\x08 \x01(\tR\tlastError\x12\x46\n\x11next_attempt_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0fnextAttemptTime\x12;\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12=\n\x0c\x64\x65liver_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0b\x64\x65liverTime\x12\x18\n\x07payload\x18\x0c \x01(\tR\x07payload\"k\n\x14\x43reateWebhookRequest\x12\x10\n\x03url\x18\x01 \x01(\tR\x03url\x12\x1f\n\x0b\x65vent_types\x18\x02 \x03(\tR\neventTypes\x12 \n\x0b\x64\x65scription\x18\x03 \x01(\tR\x0b\x64\x65scription\"a\n\x15\x43reateWebhookResponse\x12\x30\n\x07webhook\x18\x01 \x01(\x0b\x32\x16.portcullis.v1.WebhookR\x07webhook\x12\x16\n\x06secret\x18\x02 \x01(\tR\x06secret\"#\n\x11GetWebhookRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"F\n\x12GetWebhookResponse\x12\x30\n\x07webhook\x18\x01 \x01(\x0b\x32\x16.portcullis.v1.WebhookR\x07webhook\"Q\n\x13ListWebhooksRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"r\n\x14ListWebhooksResponse\x12\x32\n\x08webhooks\x18\x01 \x03(\x0b\x32\x16.portcullis.v1.WebhookR\x08webhooks\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x85\x01\n\x14UpdateWebhookRequest\x12\x30\n\x07webhook\x18\x01 \x01(\x0b\x32\x16.portcullis.v1.WebhookR\x07webhook\x12;\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskR\nupdateMask\"I\n\x15UpdateWebhookResponse\x12\x30\n\x07webhook\x18\x01 \x01(\x0b\x32\x16.portcullis.v1.WebhookR\x07webhook\"&\n\x14\x44\x65leteWebhookRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"\x17\n\x15\x44\x65leteWebhookResponse\",\n\x1aRotateWebhookSecretRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"g\n\x1bRotateWebhookSecretResponse\x12\x30\n\x07webhook\x18\x01 \x01(\x0b\x32\x16.portcullis.v1.WebhookR\x07webhook\x12\x16\n\x06secret\x18\x02 \x01(\tR\x06secret\"y\n\x1cListWebhookDeliveriesRequest\x12\x1d\n\nwebhook_id\x18\x01 \x01(\tR\twebhookId\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\"\x87\x01\n\x1dListWebhookDeliveriesResponse\x12>\n\ndeliveries\x18\x01 \x03(\x0b\x32\x1e.portcullis.v1.WebhookDeliveryR\ndeliveries\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\":\n\x17RedeliverWebhookRequest\x12\x1f\n\x0b\x64\x65livery_id\x18\x01 \x01(\tR\ndeliveryId\"V\n\x18RedeliverWebhookResponse\x12:\n\x08\x64\x65livery\x18\x01 \x01(\x0b\x32\x1e.portcullis.v1.WebhookDeliveryR\x08\x64\x65livery*\xb0\x01\n\x15WebhookDeliveryStatus\x12\'\n#WEBHOOK_DELIVERY_STATUS_UNSPECIFIED\x10\x00\x12#\n\x1fWEBHOOK_DELIVERY_STATUS_PENDING\x10\x01\x12%\n!WEBHOOK_DELIVERY_STATUS_DELIVERED\x10\x02\x12\"\n\x1eWEBHOOK_DELIVERY_STATUS_FAILED\x10\x03\x32\x97\x06\n\x0eWebhookService\x12Z\n\rCreateWebhook\x12#.portcullis.v1.CreateWebhookRequest\x1a$.portcullis.v1.CreateWebhookResponse\x12Q\n\nGetWebhook\x12 .portcullis.v1.GetWebhookRequest\x1a!.portcullis.v1.GetWebhookResponse\x12W\n\x0cListWebhooks\x12\".portcullis.v1.ListWebhooksRequest\x1a#.portcullis.v1.ListWebhooksResponse\x12Z\n\rUpdateWebhook\x12#.portcullis.v1.UpdateWebhookRequest\x1a$.portcullis.v1.UpdateWebhookResponse\x12Z\n\rDeleteWebhook\x12#.portcullis.v1.DeleteWebhookRequest\x1a$.portcullis.v1.DeleteWebhookResponse\x12l\n\x13RotateWebhookSecret\x12).portcullis.v1.RotateWebhookSecretRequest\x1a*.portcullis.v1.RotateWebhookSecretResponse\x12r\n\x15ListWebhookDeliveries\x12+.portcullis.v1.ListWebhookDeliveriesRequest\x1a,.portcullis.v1.ListWebhookDeliveriesResponse\x12\x63\n\x10RedeliverWebhook\x12&.portcullis.v1.RedeliverWebhookRequest\x1a\'.portcullis.v1.RedeliverWebhookResponseB\xbe\x01\n\x11\x63om.portcullis.v1B\x0cWebhookProtoP\x01ZFgithub.com/portcullis/portcullis/sdk/go/gen/portcullis/v1;portcullisv1\xa2\x02\x03PXX\xaa\x02\rPortcullis.V1\xca\x02\rPortcullis\\V1\xe2\x02\x19Portcullis\\V1\\GPBMetadata\xea\x02\x0ePortcullis::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bportcullis/v1/webhook.proto\x12\rportcullis.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc3\x03\n\x07Webhook\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n\x03url\x18\x02 \x01(\tR\x03url\x12\x1f\n\x0b\x65vent_types\x18\x03 \x03(\tR\neventTypes\x12 \n\x0b\x64\x65scription\x18\x04 \x01(\tR\x0b\x64\x65scription\x12\x1a\n\x08\x64isabled\x18\x05 \x01(\x08R\x08\x64isabled\x12\'\n\x0f\x64isabled_reason\x18\x06 \x01(\tR\x0e\x64isabledReason\x12?\n\rfailing_since\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0c\x66\x61ilingSince\x12\x39\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x39\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tupdatedAt\x12W\n\x1aprevious_secret_expires_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x17previousSecretExpiresAt\"\xf9\x03\n\x0fWebhookDelivery\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n\nwebhook_id\x18\x02 \x01(\tR\twebhookId\x12\x19\n\x08\x65vent_id\x18\x03 \x01(\tR\x07\x65ventId\x12\x1d\n\nevent_type\x18\x04 \x01(\tR\teventType\x12<\n\x06status\x18\x05 \x01(\x0e\x32$.portcullis.v1.WebhookDeliveryStatusR\x06status\x12\x1a\n\x08\x61ttempts\x18\x06 \x01(\x05R\x08\x61ttempts\x12,\n\x12last_response_code\x18\x07 \x01(\x05R\x10lastResponseCode\x12\x1d\n\nlast_error\x18\x08 \x01(\tR\tlastError\x12\x42\n\x0fnext_attempt_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\rnextAttemptAt\x12\x39\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\x12=\n\x0c\x64\x65livered_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0b\x64\x65liveredAt\x12\x18\n\x07payload\x18\x0c \x01(\tR\x07payload\"k\n\x14\x43reateWebhookRequest\x12\x10\n\x03url\x18\x01 \x01(\tR\x03url\x12\x1f\n\x0b\x65vent_types\x18\x02 \x03(\tR\neventTypes\x12 \n\x0b\x64\x65scription\x18\x03 \x01(\tR\x0b\x64\x65scription\"a\n\x15\x43reateWebhookResponse\x12\x30\n\x07webhook\x18\x01 \x01(\x0b\x32\x16.portcullis.v1.WebhookR\x07webhook\x12\x16\n\x06secret\x18\x02 \x01(\tR\x06secret\"#\n\x11GetWebhookRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"F\n\x12GetWebhookResponse\x12\x30\n\x07webhook\x18\x01 \x01(\x0b\x32\x16.portcullis.v1.WebhookR\x07webhook\"Q\n\x13ListWebhooksRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"r\n\x14ListWebhooksResponse\x12\x32\n\x08webhooks\x18\x01 \x03(\x0b\x32\x16.portcullis.v1.WebhookR\x08webhooks\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x85\x01\n\x14UpdateWebhookRequest\x12\x30\n\x07webhook\x18\x01 \x01(\x0b\x32\x16.portcullis.v1.WebhookR\x07webhook\x12;\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskR\nupdateMask\"I\n\x15UpdateWebhookResponse\x12\x30\n\x07webhook\x18\x01 \x01(\x0b\x32\x16.portcullis.v1.WebhookR\x07webhook\"&\n\x14\x44\x65leteWebhookRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"\x17\n\x15\x44\x65leteWebhookResponse\",\n\x1aRotateWebhookSecretRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"g\n\x1bRotateWebhookSecretResponse\x12\x30\n\x07webhook\x18\x01 \x01(\x0b\x32\x16.portcullis.v1.WebhookR\x07webhook\x12\x16\n\x06secret\x18\x02 \x01(\tR\x06secret\"y\n\x1cListWebhookDeliveriesRequest\x12\x1d\n\nwebhook_id\x18\x01 \x01(\tR\twebhookId\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\"\x87\x01\n\x1dListWebhookDeliveriesResponse\x12>\n\ndeliveries\x18\x01 \x03(\x0b\x32\x1e.portcullis.v1.WebhookDeliveryR\ndeliveries\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\":\n\x17RedeliverWebhookRequest\x12\x1f\n\x0b\x64\x65livery_id\x18\x01 \x01(\tR\ndeliveryId\"V\n\x18RedeliverWebhookResponse\x12:\n\x08\x64\x65livery\x18\x01 \x01(\x0b\x32\x1e.portcullis.v1.WebhookDeliveryR\x08\x64\x65livery*\xb0\x01\n\x15WebhookDeliveryStatus\x12\'\n#WEBHOOK_DELIVERY_STATUS_UNSPECIFIED\x10\x00\x12#\n\x1fWEBHOOK_DELIVERY_STATUS_PENDING\x10\x01\x12%\n!WEBHOOK_DELIVERY_STATUS_DELIVERED\x10\x02\x12\"\n\x1eWEBHOOK_DELIVERY_STATUS_FAILED\x10\x03\x32\x97\x06\n\x0eWebhookService\x12Z\n\rCreateWebhook\x12#.portcullis.v1.CreateWebhookRequest\x1a$.portcullis.v1.CreateWebhookResponse\x12Q\n\nGetWebhook\x12 .portcullis.v1.GetWebhookRequest\x1a!.portcullis.v1.GetWebhookResponse\x12W\n\x0cListWebhooks\x12\".portcullis.v1.ListWebhooksRequest\x1a#.portcullis.v1.ListWebhooksResponse\x12Z\n\rUpdateWebhook\x12#.portcullis.v1.UpdateWebhookRequest\x1a$.portcullis.v1.UpdateWebhookResponse\x12Z\n\rDeleteWebhook\x12#.portcullis.v1.DeleteWebhookRequest\x1a$.portcullis.v1.DeleteWebhookResponse\x12l\n\x13RotateWebhookSecret\x12).portcullis.v1.RotateWebhookSecretRequest\x1a*.portcullis.v1.RotateWebhookSecretResponse\x12r\n\x15ListWebhookDeliveries\x12+.portcullis.v1.ListWebhookDeliveriesRequest\x1a,.portcullis.v1.ListWebhookDeliveriesResponse\x12\x63\n\x10RedeliverWebhook\x12&.portcullis.v1.RedeliverWebhookRequest\x1a\'.portcullis.v1.RedeliverWebhookResponseB\xbe\x01\n\x11\x63om.portcullis.v1B\x0cWebhookProtoP\x01ZFgithub.com/portcullis/portcullis/sdk/go/gen/portcullis/v1;portcullisv1\xa2\x02\x03PXX\xaa\x02\rPortcullis.V1\xca\x02\rPortcullis\\V1\xe2\x02\x19Portcullis\\V1\\GPBMetadata\xea\x02\x0ePortcullis::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,44 +34,44 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'portcullis.v1.webhook_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\021com.portcullis.v1B\014WebhookProtoP\001ZFgithub.com/portcullis/portcullis/sdk/go/gen/portcullis/v1;portcullisv1\242\002\003PXX\252\002\rPortcullis.V1\312\002\rPortcullis\\V1\342\002\031Portcullis\\V1\\GPBMetadata\352\002\016Portcullis::V1'
-  _globals['_WEBHOOKDELIVERYSTATUS']._serialized_start=2440
-  _globals['_WEBHOOKDELIVERYSTATUS']._serialized_end=2616
+  _globals['_WEBHOOKDELIVERYSTATUS']._serialized_start=2428
+  _globals['_WEBHOOKDELIVERYSTATUS']._serialized_end=2604
   _globals['_WEBHOOK']._serialized_start=114
-  _globals['_WEBHOOK']._serialized_end=571
-  _globals['_WEBHOOKDELIVERY']._serialized_start=574
-  _globals['_WEBHOOKDELIVERY']._serialized_end=1085
-  _globals['_CREATEWEBHOOKREQUEST']._serialized_start=1087
-  _globals['_CREATEWEBHOOKREQUEST']._serialized_end=1194
-  _globals['_CREATEWEBHOOKRESPONSE']._serialized_start=1196
-  _globals['_CREATEWEBHOOKRESPONSE']._serialized_end=1293
-  _globals['_GETWEBHOOKREQUEST']._serialized_start=1295
-  _globals['_GETWEBHOOKREQUEST']._serialized_end=1330
-  _globals['_GETWEBHOOKRESPONSE']._serialized_start=1332
-  _globals['_GETWEBHOOKRESPONSE']._serialized_end=1402
-  _globals['_LISTWEBHOOKSREQUEST']._serialized_start=1404
-  _globals['_LISTWEBHOOKSREQUEST']._serialized_end=1485
-  _globals['_LISTWEBHOOKSRESPONSE']._serialized_start=1487
-  _globals['_LISTWEBHOOKSRESPONSE']._serialized_end=1601
-  _globals['_UPDATEWEBHOOKREQUEST']._serialized_start=1604
-  _globals['_UPDATEWEBHOOKREQUEST']._serialized_end=1737
-  _globals['_UPDATEWEBHOOKRESPONSE']._serialized_start=1739
-  _globals['_UPDATEWEBHOOKRESPONSE']._serialized_end=1812
-  _globals['_DELETEWEBHOOKREQUEST']._serialized_start=1814
-  _globals['_DELETEWEBHOOKREQUEST']._serialized_end=1852
-  _globals['_DELETEWEBHOOKRESPONSE']._serialized_start=1854
-  _globals['_DELETEWEBHOOKRESPONSE']._serialized_end=1877
-  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_start=1879
-  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_end=1923
-  _globals['_ROTATEWEBHOOKSECRETRESPONSE']._serialized_start=1925
-  _globals['_ROTATEWEBHOOKSECRETRESPONSE']._serialized_end=2028
-  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_start=2030
-  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_end=2151
-  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_start=2154
-  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_end=2289
-  _globals['_REDELIVERWEBHOOKREQUEST']._serialized_start=2291
-  _globals['_REDELIVERWEBHOOKREQUEST']._serialized_end=2349
-  _globals['_REDELIVERWEBHOOKRESPONSE']._serialized_start=2351
-  _globals['_REDELIVERWEBHOOKRESPONSE']._serialized_end=2437
-  _globals['_WEBHOOKSERVICE']._serialized_start=2619
-  _globals['_WEBHOOKSERVICE']._serialized_end=3410
+  _globals['_WEBHOOK']._serialized_end=565
+  _globals['_WEBHOOKDELIVERY']._serialized_start=568
+  _globals['_WEBHOOKDELIVERY']._serialized_end=1073
+  _globals['_CREATEWEBHOOKREQUEST']._serialized_start=1075
+  _globals['_CREATEWEBHOOKREQUEST']._serialized_end=1182
+  _globals['_CREATEWEBHOOKRESPONSE']._serialized_start=1184
+  _globals['_CREATEWEBHOOKRESPONSE']._serialized_end=1281
+  _globals['_GETWEBHOOKREQUEST']._serialized_start=1283
+  _globals['_GETWEBHOOKREQUEST']._serialized_end=1318
+  _globals['_GETWEBHOOKRESPONSE']._serialized_start=1320
+  _globals['_GETWEBHOOKRESPONSE']._serialized_end=1390
+  _globals['_LISTWEBHOOKSREQUEST']._serialized_start=1392
+  _globals['_LISTWEBHOOKSREQUEST']._serialized_end=1473
+  _globals['_LISTWEBHOOKSRESPONSE']._serialized_start=1475
+  _globals['_LISTWEBHOOKSRESPONSE']._serialized_end=1589
+  _globals['_UPDATEWEBHOOKREQUEST']._serialized_start=1592
+  _globals['_UPDATEWEBHOOKREQUEST']._serialized_end=1725
+  _globals['_UPDATEWEBHOOKRESPONSE']._serialized_start=1727
+  _globals['_UPDATEWEBHOOKRESPONSE']._serialized_end=1800
+  _globals['_DELETEWEBHOOKREQUEST']._serialized_start=1802
+  _globals['_DELETEWEBHOOKREQUEST']._serialized_end=1840
+  _globals['_DELETEWEBHOOKRESPONSE']._serialized_start=1842
+  _globals['_DELETEWEBHOOKRESPONSE']._serialized_end=1865
+  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_start=1867
+  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_end=1911
+  _globals['_ROTATEWEBHOOKSECRETRESPONSE']._serialized_start=1913
+  _globals['_ROTATEWEBHOOKSECRETRESPONSE']._serialized_end=2016
+  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_start=2018
+  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_end=2139
+  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_start=2142
+  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_end=2277
+  _globals['_REDELIVERWEBHOOKREQUEST']._serialized_start=2279
+  _globals['_REDELIVERWEBHOOKREQUEST']._serialized_end=2337
+  _globals['_REDELIVERWEBHOOKRESPONSE']._serialized_start=2339
+  _globals['_REDELIVERWEBHOOKRESPONSE']._serialized_end=2425
+  _globals['_WEBHOOKSERVICE']._serialized_start=2607
+  _globals['_WEBHOOKSERVICE']._serialized_end=3398
 # @@protoc_insertion_point(module_scope)
