@@ -209,13 +209,18 @@ pub struct ProvidersConfig {
     pub memory_state_file: Option<std::path::PathBuf>,
     /// Call GCP without credentials: only for emulators and fakes (with `endpoint_url`).
     pub gcp_anonymous: bool,
+    /// Call Azure Resource Manager without a token: only for fakes (with `endpoint_url`).
+    pub azure_anonymous: bool,
     /// Endpoints a resource's `endpoint_url` may name besides the clouds' own (HTTPS on
-    /// `*.amazonaws.com`, `*.googleapis.com`): `scheme://host:port`, the port `*` for any.
+    /// `*.amazonaws.com`, `*.googleapis.com`, Azure Resource Manager's hosts):
+    /// `scheme://host:port`, the port `*` for any.
     pub allowed_endpoints: Vec<String>,
     /// How fast this server calls EC2, per account and region.
     pub aws_quota: AwsQuota,
     /// How fast this server writes GCP firewall rules, per project.
     pub gcp_quota: GcpQuota,
+    /// How fast this server writes Azure security rules, per subscription.
+    pub azure_quota: AzureQuota,
     /// The part of each cloud quota this server spends: the replicas of one deployment share an
     /// account's (a project's) quota, so each of three sets 0.33.
     pub quota_share: f64,
@@ -226,9 +231,11 @@ impl Default for ProvidersConfig {
         ProvidersConfig {
             memory_state_file: None,
             gcp_anonymous: false,
+            azure_anonymous: false,
             allowed_endpoints: Vec::new(),
             aws_quota: AwsQuota::default(),
             gcp_quota: GcpQuota::default(),
+            azure_quota: AzureQuota::default(),
             quota_share: 1.0,
         }
     }
@@ -241,7 +248,8 @@ impl ProvidersConfig {
             return Err(format!("providers.quota_share must be above 0 and at most 1, not {}", self.quota_share));
         }
         let rates = [("aws_quota.mutating", self.aws_quota.mutating), ("aws_quota.describe", self.aws_quota.describe)];
-        for (name, rate) in rates.into_iter().chain([("gcp_quota.writes", self.gcp_quota.writes)]) {
+        let writes = [("gcp_quota.writes", self.gcp_quota.writes), ("azure_quota.writes", self.azure_quota.writes)];
+        for (name, rate) in rates.into_iter().chain(writes) {
             if rate.burst == 0 || !(rate.per_second > 0.0 && rate.per_second.is_finite()) {
                 return Err(format!("providers.{name} needs a burst and a rate per second above 0"));
             }
@@ -283,6 +291,20 @@ pub struct GcpQuota {
 impl Default for GcpQuota {
     fn default() -> Self {
         GcpQuota { writes: Rate { burst: 25, per_second: 24.0 } }
+    }
+}
+
+/// Resource Manager throttles a subscription's writes on a token bucket: 200 at once, then 10
+/// a second (its documented default); security rule PUTs and DELETEs count against it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AzureQuota {
+    pub writes: Rate,
+}
+
+impl Default for AzureQuota {
+    fn default() -> Self {
+        AzureQuota { writes: Rate { burst: 200, per_second: 10.0 } }
     }
 }
 

@@ -457,7 +457,16 @@ async fn provider_errors_never_echo_what_an_endpoint_answered() {
         endpoint_url: Some(endpoint.clone()),
         ..Default::default()
     });
-    for (name, provider) in [("aws", aws_on(&endpoint)), ("gcp", gcp)] {
+    let azure = resource::Provider::AzureNetworkSecurityGroup(AzureNetworkSecurityGroup {
+        subscription_id: "6f1c3a52-9d0e-4b8f-a1c2-3d4e5f607182".into(),
+        resource_group: "rg".into(),
+        nsg_name: "nsg".into(),
+        protocol: "Tcp".into(),
+        destination_port_ranges: vec!["22".into()],
+        endpoint_url: Some(endpoint.clone()),
+        ..Default::default()
+    });
+    for (name, provider) in [("aws", aws_on(&endpoint)), ("gcp", gcp), ("azure", azure)] {
         let request = CreateResourceRequest {
             resource: Some(Resource { name: name.into(), provider: Some(provider), ..Default::default() }),
         };

@@ -2,19 +2,25 @@
 //! those the operator allows (`providers.allowed_endpoints`). Anything else would hand the
 //! server's bearer token or signatures to whoever runs that host.
 
-/// Whether `url` may be called for a resource of `provider_kind` ("aws", "gcp").
+/// Azure Resource Manager in the public, US Government and China clouds.
+pub const AZURE_RESOURCE_MANAGERS: &[&str] =
+    &["management.azure.com", "management.usgovcloudapi.net", "management.chinacloudapi.cn"];
+
+/// Whether `url` may be called for a resource of `provider_kind` ("aws", "gcp", "azure").
 ///
-/// The cloud's own endpoints (HTTPS on `*.amazonaws.com` for AWS, `*.googleapis.com` for GCP)
-/// are always allowed. Otherwise `url` must match an entry of `allowed`: `scheme://host:port`,
+/// The cloud's own endpoints (HTTPS on `*.amazonaws.com` for AWS, `*.googleapis.com` for GCP,
+/// [`AZURE_RESOURCE_MANAGERS`] for Azure) are always allowed. Otherwise `url` must match an entry of `allowed`: `scheme://host:port`,
 /// where the port may be `*` (any port) and a missing port means the scheme's default.
 pub fn endpoint_allowed(url: &str, provider_kind: &str, allowed: &[String]) -> bool {
     let Some(target) = Origin::parse(url) else { return false };
-    let cloud = match provider_kind {
-        "aws" => ".amazonaws.com",
-        "gcp" => ".googleapis.com",
+    let host = target.host.as_str();
+    let own = match provider_kind {
+        "aws" => host.ends_with(".amazonaws.com"),
+        "gcp" => host.ends_with(".googleapis.com"),
+        "azure" => AZURE_RESOURCE_MANAGERS.contains(&host),
         _ => return false,
     };
-    if target.scheme == "https" && target.host.ends_with(cloud) {
+    if target.scheme == "https" && own {
         return true;
     }
     allowed.iter().filter_map(|entry| Origin::parse(entry)).any(|entry| entry.admits(&target))
@@ -104,6 +110,11 @@ mod tests {
         assert!(!endpoint_allowed("http://127.0.0.1:5000@attacker.example", "aws", &allowed));
         assert!(!endpoint_allowed("https://ec2.amazonaws.com@attacker.example", "aws", &[]));
         assert!(!endpoint_allowed("https://attacker.example/.amazonaws.com", "aws", &[]));
+        assert!(endpoint_allowed("https://management.azure.com/", "azure", &[]));
+        assert!(endpoint_allowed("https://management.usgovcloudapi.net", "azure", &[]));
+        assert!(!endpoint_allowed("https://evil.management.azure.com", "azure", &[]), "the exact host only");
+        assert!(!endpoint_allowed("https://management.azure.com.attacker.example", "azure", &[]));
+        assert!(!endpoint_allowed("https://management.azure.com", "gcp", &[]));
     }
 
     #[test]

@@ -16,15 +16,15 @@ use std::str::FromStr;
 
 pub use actor::Actor;
 pub use duration::{Requested, requested};
-pub use endpoint::{endpoint_allowed, under_prefix};
+pub use endpoint::{AZURE_RESOURCE_MANAGERS, endpoint_allowed, under_prefix};
 pub use ip::{
     IpVersion, check_public_address, check_session_address, client_address, normalize, parse_session_address,
     rate_limit_key,
 };
 pub use permission::Permission;
 pub use policy::{MemberAccess, Reach, Rule};
-pub use resource::{AwsSecurityGroup, GcpFirewall, MemoryProvider, ProviderConfig};
-pub use scope::CloudScopes;
+pub use resource::{AwsSecurityGroup, AzureNetworkSecurityGroup, GcpFirewall, MemoryProvider, ProviderConfig};
+pub use scope::{CloudScopes, glob_matches};
 pub use session::roll_up;
 pub use validate::{FieldViolation, Violations, normalize_email, validate_full_name, validate_name};
 

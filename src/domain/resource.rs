@@ -8,6 +8,7 @@ pub enum ProviderConfig {
     Memory(MemoryProvider),
     AwsSecurityGroup(AwsSecurityGroup),
     GcpFirewall(GcpFirewall),
+    AzureNetworkSecurityGroup(AzureNetworkSecurityGroup),
 }
 
 /// Rules kept in the server's memory, with optional latency and failure injection.
@@ -47,6 +48,22 @@ pub struct GcpFirewall {
     pub endpoint_url: Option<String>,
 }
 
+/// An Azure network security group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AzureNetworkSecurityGroup {
+    pub subscription_id: String,
+    pub resource_group: String,
+    pub nsg_name: String,
+    /// As Azure spells it: `Tcp`, `Udp`, `Icmp`, `Esp`, `Ah` or `*`.
+    pub protocol: String,
+    pub destination_port_ranges: Vec<String>,
+    pub destination_address_prefix: String,
+    /// The priorities our rules may take, both ends included.
+    pub priority_first: u16,
+    pub priority_last: u16,
+    pub endpoint_url: Option<String>,
+}
+
 impl ProviderConfig {
     /// Whether rules opened under `self` are exactly the rules `other` would open: the same
     /// firewall and the same grant. Settings that only tune how Portcullis works (the memory
@@ -68,6 +85,7 @@ impl ProviderConfig {
             ProviderConfig::Memory(_) => None,
             ProviderConfig::AwsSecurityGroup(aws) => aws.endpoint_url.as_deref(),
             ProviderConfig::GcpFirewall(gcp) => gcp.endpoint_url.as_deref(),
+            ProviderConfig::AzureNetworkSecurityGroup(azure) => azure.endpoint_url.as_deref(),
         }
     }
 
@@ -77,6 +95,8 @@ impl ProviderConfig {
     pub const AWS: &'static str = "aws";
     /// [`ProviderConfig::kind`] of GCP firewall rules (Cargo feature `gcp`).
     pub const GCP: &'static str = "gcp";
+    /// [`ProviderConfig::kind`] of Azure network security groups (Cargo feature `azure`).
+    pub const AZURE: &'static str = "azure";
 
     /// The provider's short name, as used in logs and Cargo features.
     pub fn kind(&self) -> &'static str {
@@ -84,6 +104,7 @@ impl ProviderConfig {
             ProviderConfig::Memory(_) => Self::MEMORY,
             ProviderConfig::AwsSecurityGroup(_) => Self::AWS,
             ProviderConfig::GcpFirewall(_) => Self::GCP,
+            ProviderConfig::AzureNetworkSecurityGroup(_) => Self::AZURE,
         }
     }
 }
@@ -161,6 +182,78 @@ impl GcpFirewall {
         }
         if self.ports.iter().any(|p| !is_port_or_range(p)) {
             errors.push(("ports", "each must be a port (22) or a range (5432-5433)".to_owned()));
+        }
+        check_endpoint(&self.endpoint_url, &mut errors);
+        errors
+    }
+}
+
+impl AzureNetworkSecurityGroup {
+    /// Protocols as Azure spells them.
+    pub const PROTOCOLS: &'static [&'static str] = &["Tcp", "Udp", "Icmp", "Esp", "Ah", "*"];
+    /// Priorities Azure accepts for a security rule.
+    pub const PRIORITIES: std::ops::RangeInclusive<u16> = 100..=4096;
+    /// Our rules' priorities unless the resource names others.
+    pub const DEFAULT_PRIORITIES: (u16, u16) = (3000, 3099);
+
+    /// Azure's spelling of a protocol given in any case (`tcp` → `Tcp`), if it is one.
+    pub fn protocol_named(name: &str) -> Option<&'static str> {
+        Self::PROTOCOLS.iter().copied().find(|known| known.eq_ignore_ascii_case(name))
+    }
+
+    /// Checks the fields; each error names the field relative to the provider message.
+    pub fn validate(&self) -> Vec<(&'static str, String)> {
+        let mut errors = Vec::new();
+        if !super::scope::is_uuid(&self.subscription_id) {
+            errors.push(("subscription_id", "must be an Azure subscription id (a UUID)".to_owned()));
+        }
+        // Azure's own rules for the names (resource groups may hold parentheses, and neither
+        // may end with a period).
+        let named = |value: &str, max: usize, extra: &[char]| {
+            !value.is_empty()
+                && value.len() <= max
+                && !value.ends_with('.')
+                && value.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c) || extra.contains(&c))
+        };
+        if !named(&self.resource_group, 90, &['(', ')']) {
+            errors.push(("resource_group", "must be a resource group name (letters, digits, -_.() up to 90)".into()));
+        }
+        if !named(&self.nsg_name, 80, &[]) {
+            errors.push(("nsg_name", "must be a network security group name (letters, digits, -_. up to 80)".into()));
+        }
+        if !Self::PROTOCOLS.contains(&self.protocol.as_str()) {
+            errors.push(("protocol", format!("must be one of {}", Self::PROTOCOLS.join(", "))));
+        }
+        let port = |s: &str| s.parse::<u16>().is_ok();
+        let range_ok = |value: &str| {
+            value == "*"
+                || match value.split_once('-') {
+                    Some((from, to)) => port(from) && port(to) && from.parse::<u16>().ok() <= to.parse::<u16>().ok(),
+                    None => port(value),
+                }
+        };
+        if self.destination_port_ranges.is_empty() || !self.destination_port_ranges.iter().all(|r| range_ok(r)) {
+            errors.push(("destination_port_ranges", "each must be *, a port (22) or a range (5432-5433)".into()));
+        }
+        if self.destination_address_prefix.is_empty()
+            || self.destination_address_prefix.len() > 128
+            || self.destination_address_prefix.chars().any(char::is_whitespace)
+        {
+            errors.push(("destination_address_prefix", "must be *, an address, a CIDR or a service tag".into()));
+        }
+        let priorities = Self::PRIORITIES;
+        if !priorities.contains(&self.priority_first)
+            || !priorities.contains(&self.priority_last)
+            || self.priority_first > self.priority_last
+        {
+            errors.push((
+                "priority_range",
+                format!(
+                    "first and last must lie in {}..{}, first not above last",
+                    priorities.start(),
+                    priorities.end()
+                ),
+            ));
         }
         check_endpoint(&self.endpoint_url, &mut errors);
         errors

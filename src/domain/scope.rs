@@ -55,6 +55,16 @@ impl CloudScopes {
             ProviderConfig::GcpFirewall(firewall) => (!self.gcp_projects.contains(&firewall.project)).then(|| {
                 ("project", format!("GCP project {} is outside the organization's projects", firewall.project))
             }),
+            ProviderConfig::AzureNetworkSecurityGroup(group) => {
+                let subscription = &group.subscription_id;
+                let granted = self.azure_subscriptions.iter().any(|s| s.eq_ignore_ascii_case(subscription));
+                (!granted).then(|| {
+                    (
+                        "subscription_id",
+                        format!("Azure subscription {subscription} is outside the organization's subscriptions"),
+                    )
+                })
+            }
         }
     }
 
@@ -110,12 +120,12 @@ fn is_gcp_project(value: &str) -> bool {
         && value.starts_with(|c: char| c.is_ascii_lowercase())
 }
 
-fn is_uuid(value: &str) -> bool {
+pub(super) fn is_uuid(value: &str) -> bool {
     uuid::Uuid::try_parse(value).is_ok()
 }
 
 /// `*` matches any run of characters (none included); everything else matches itself.
-fn glob_matches(pattern: &str, text: &str) -> bool {
+pub fn glob_matches(pattern: &str, text: &str) -> bool {
     let mut pieces = pattern.split('*');
     let first = pieces.next().unwrap_or_default();
     let Some(mut rest) = text.strip_prefix(first) else { return false };
@@ -133,7 +143,7 @@ fn glob_matches(pattern: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{AwsSecurityGroup, GcpFirewall, MemoryProvider};
+    use crate::domain::{AwsSecurityGroup, AzureNetworkSecurityGroup, GcpFirewall, MemoryProvider};
 
     fn aws(role_arn: Option<&str>) -> ProviderConfig {
         ProviderConfig::AwsSecurityGroup(AwsSecurityGroup {
@@ -161,12 +171,27 @@ mod tests {
         })
     }
 
+    fn azure(subscription_id: &str) -> ProviderConfig {
+        ProviderConfig::AzureNetworkSecurityGroup(AzureNetworkSecurityGroup {
+            subscription_id: subscription_id.into(),
+            resource_group: "rg".into(),
+            nsg_name: "nsg".into(),
+            protocol: "Tcp".into(),
+            destination_port_ranges: vec!["22".into()],
+            destination_address_prefix: "*".into(),
+            priority_first: 3000,
+            priority_last: 3099,
+            endpoint_url: None,
+        })
+    }
+
     #[test]
     fn scoped_organizations_reach_only_what_they_were_granted() {
         let scopes = CloudScopes {
             aws_accounts: vec!["111122223333".into()],
             aws_role_arns: vec!["arn:aws:iam::444455556666:role/portcullis-*".into()],
             gcp_projects: vec!["acme-prod".into()],
+            azure_subscriptions: vec!["6F1C3A52-9D0E-4B8F-A1C2-3D4E5F607182".into()],
             ..CloudScopes::default()
         };
         assert_eq!(scopes.refusal(&aws(Some("arn:aws:iam::111122223333:role/anything"))), None);
@@ -176,6 +201,8 @@ mod tests {
         assert!(scopes.refusal(&aws(None)).is_some(), "the server's own identity is not granted");
         assert_eq!(scopes.refusal(&gcp("acme-prod")), None);
         assert!(scopes.refusal(&gcp("globex-prod")).is_some());
+        assert_eq!(scopes.refusal(&azure("6f1c3a52-9d0e-4b8f-a1c2-3d4e5f607182")), None, "ids compare in any case");
+        assert!(scopes.refusal(&azure("00000000-0000-0000-0000-000000000000")).is_some());
         assert_eq!(scopes.refusal(&ProviderConfig::Memory(MemoryProvider::default())), None);
         assert_eq!(CloudScopes::default().refusal(&ProviderConfig::Memory(MemoryProvider::default())), None);
         assert_eq!(CloudScopes::unrestricted().refusal(&aws(None)), None);

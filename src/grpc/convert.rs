@@ -286,6 +286,21 @@ pub fn resource_to_pb(model: resource::Model) -> Result<pb::Resource, StoreError
             priority: u32::from(gcp.priority),
             endpoint_url: gcp.endpoint_url,
         }),
+        ProviderConfig::AzureNetworkSecurityGroup(azure) => {
+            pb::resource::Provider::AzureNetworkSecurityGroup(pb::AzureNetworkSecurityGroup {
+                subscription_id: azure.subscription_id,
+                resource_group: azure.resource_group,
+                nsg_name: azure.nsg_name,
+                protocol: azure.protocol,
+                destination_port_ranges: azure.destination_port_ranges,
+                destination_address_prefix: azure.destination_address_prefix,
+                priority_range: Some(pb::PriorityRange {
+                    first: u32::from(azure.priority_first),
+                    last: u32::from(azure.priority_last),
+                }),
+                endpoint_url: azure.endpoint_url,
+            })
+        }
     };
     Ok(pb::Resource {
         id: model.id,
@@ -364,6 +379,30 @@ pub fn provider_from_pb(provider: pb::resource::Provider) -> Result<ProviderConf
                 target_service_accounts: gcp.target_service_accounts,
                 priority,
                 endpoint_url: gcp.endpoint_url,
+            })
+        }
+        pb::resource::Provider::AzureNetworkSecurityGroup(azure) => {
+            use domain::AzureNetworkSecurityGroup as Nsg;
+            let field = "resource.azure_network_security_group.priority_range";
+            let (first, last) = match azure.priority_range {
+                Some(range) => (
+                    port(&mut violations, &format!("{field}.first"), range.first),
+                    port(&mut violations, &format!("{field}.last"), range.last),
+                ),
+                None => Nsg::DEFAULT_PRIORITIES,
+            };
+            let prefix = azure.destination_address_prefix;
+            ProviderConfig::AzureNetworkSecurityGroup(Nsg {
+                subscription_id: azure.subscription_id,
+                resource_group: azure.resource_group,
+                nsg_name: azure.nsg_name,
+                // Azure's spelling, whatever case was given; anything else is reported as given.
+                protocol: Nsg::protocol_named(&azure.protocol).map_or(azure.protocol, str::to_owned),
+                destination_port_ranges: azure.destination_port_ranges,
+                destination_address_prefix: if prefix.is_empty() { "*".to_owned() } else { prefix },
+                priority_first: first,
+                priority_last: last,
+                endpoint_url: azure.endpoint_url,
             })
         }
     };

@@ -53,7 +53,27 @@ fn provider() -> impl Strategy<Value = pb::resource::Provider> {
             })
         },
     );
-    prop_oneof![memory, aws, gcp]
+    let azure = (
+        text(),
+        text(),
+        text(),
+        prop::collection::vec(text(), 0..4),
+        prop::option::of((any::<u32>(), any::<u32>())),
+        prop::option::of(text()),
+    )
+        .prop_map(|(subscription_id, nsg_name, protocol, destination_port_ranges, priorities, endpoint_url)| {
+            pb::resource::Provider::AzureNetworkSecurityGroup(pb::AzureNetworkSecurityGroup {
+                subscription_id,
+                resource_group: "rg".into(),
+                nsg_name,
+                protocol,
+                destination_port_ranges,
+                priority_range: priorities.map(|(first, last)| pb::PriorityRange { first, last }),
+                endpoint_url,
+                ..Default::default()
+            })
+        });
+    prop_oneof![memory, aws, gcp, azure]
 }
 
 proptest! {
@@ -110,6 +130,7 @@ proptest! {
                 ProviderConfig::Memory(memory) => memory.validate(),
                 ProviderConfig::AwsSecurityGroup(aws) => aws.validate(),
                 ProviderConfig::GcpFirewall(gcp) => gcp.validate(),
+                ProviderConfig::AzureNetworkSecurityGroup(azure) => azure.validate(),
             };
         }
     }

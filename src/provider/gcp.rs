@@ -12,10 +12,11 @@
 //! Ownership: the rule's name is derived from the resource id and its description starts with
 //! the marker; a rule of that name without the marker is someone else's and is never changed.
 
+use super::family::{self, Family, FamilyRules, HostsChange, Updated, rule_description, rule_name};
 use super::quota::{Buckets, Claim, Rate, Ticket};
 use super::{
-    CheckOutcome, FirewallProvider, Listing, OWNERSHIP_MARKER, OwnedRule, Pass, ProviderError, RuleRef, RuleRequest,
-    Target, fail_all, host_cidr, single_host,
+    CheckOutcome, FirewallProvider, Listing, OwnedRule, Pass, ProviderError, RuleRef, RuleRequest, Target, host_cidr,
+    single_host,
 };
 use crate::config::GcpQuota;
 use crate::domain::{GcpFirewall as GcpFirewallConfig, ProviderConfig};
@@ -39,35 +40,6 @@ pub struct GcpFirewall {
     writes: Rate,
     /// By endpoint and project.
     buckets: Buckets<(Option<String>, String)>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Family {
-    V4,
-    V6,
-}
-
-impl Family {
-    fn of(address: IpAddr) -> Family {
-        if address.is_ipv4() { Family::V4 } else { Family::V6 }
-    }
-
-    fn suffix(self) -> &'static str {
-        match self {
-            Family::V4 => "v4",
-            Family::V6 => "v6",
-        }
-    }
-}
-
-/// The rule holding a resource's addresses of one family.
-fn rule_name(resource_id: &str, family: Family) -> String {
-    let id: String = resource_id.chars().filter(char::is_ascii_alphanumeric).collect();
-    format!("{OWNERSHIP_MARKER}-{}-{}", id.to_ascii_lowercase(), family.suffix())
-}
-
-fn rule_description(resource_id: &str) -> String {
-    format!("{OWNERSHIP_MARKER} resource {resource_id}: managed by Portcullis, manual edits are overwritten")
 }
 
 fn is_ours(rule: &Firewall, resource_id: &str) -> bool {
@@ -158,12 +130,6 @@ fn classify(err: &GcpError) -> ProviderError {
         (None, None) if err.is_authentication() => ProviderError::Rejected(text),
         (None, None) => ProviderError::Transient(text),
     }
-}
-
-/// What [`GcpFirewall::update`] did.
-enum Updated {
-    Written(String),
-    Foreign(String),
 }
 
 /// The bucket a project's writes are paced on (per endpoint, so a fake never shares Compute's).
@@ -317,14 +283,15 @@ impl GcpFirewall {
             Err(err) => Err(classify(&err)),
         }
     }
+}
 
-    /// Reads the family's rule, lets `change` edit its hosts, and writes the result. Answers the
-    /// rule's name, or `Foreign` when a rule of that name is not ours (it is left alone).
+#[async_trait]
+impl FamilyRules for GcpFirewall {
     async fn update(
         &self,
         target: &Target,
         family: Family,
-        change: impl FnOnce(&mut BTreeSet<IpAddr>),
+        change: &HostsChange<'_>,
     ) -> Result<Updated, ProviderError> {
         let config = config_of(target)?;
         let client = self.client(config).await?;
@@ -346,53 +313,12 @@ impl GcpFirewall {
 impl FirewallProvider for GcpFirewall {
     #[tracing::instrument(name = "provider.gcp.apply", skip_all, fields(resource_id = %target.resource_id, count = rules.len()))]
     async fn apply(&self, target: &Target, rules: &[RuleRequest]) -> Vec<Result<String, ProviderError>> {
-        let mut results = fail_all(rules.len(), &ProviderError::Transient("not attempted".into()));
-        for family in [Family::V4, Family::V6] {
-            let wanted: Vec<usize> = (0..rules.len()).filter(|&i| Family::of(rules[i].address) == family).collect();
-            if wanted.is_empty() {
-                continue;
-            }
-            let outcome =
-                match self.update(target, family, |hosts| hosts.extend(wanted.iter().map(|&i| rules[i].address))).await
-                {
-                    Ok(Updated::Written(name)) => Ok(name),
-                    Ok(Updated::Foreign(name)) => Err(ProviderError::Rejected(format!(
-                        "firewall rule {name} exists but is not managed by Portcullis; rename or delete it"
-                    ))),
-                    Err(err) => Err(err),
-                };
-            for &index in &wanted {
-                results[index] = outcome.clone();
-            }
-        }
-        results
+        family::apply(self, target, rules).await
     }
 
     #[tracing::instrument(name = "provider.gcp.revoke", skip_all, fields(resource_id = %target.resource_id, count = rules.len()))]
     async fn revoke(&self, target: &Target, rules: &[RuleRef]) -> Vec<Result<(), ProviderError>> {
-        let mut results = fail_all(rules.len(), &ProviderError::Transient("not attempted".into()));
-        for family in [Family::V4, Family::V6] {
-            let gone: Vec<usize> = (0..rules.len()).filter(|&i| Family::of(rules[i].address) == family).collect();
-            if gone.is_empty() {
-                continue;
-            }
-            let outcome = match self
-                .update(target, family, |hosts| {
-                    for &index in &gone {
-                        hosts.remove(&rules[index].address);
-                    }
-                })
-                .await
-            {
-                // Someone else's rule under our name holds nothing of ours to remove.
-                Ok(Updated::Written(_) | Updated::Foreign(_)) => Ok(()),
-                Err(err) => Err(err),
-            };
-            for &index in &gone {
-                results[index] = outcome.clone();
-            }
-        }
-        results
+        family::revoke(self, target, rules).await
     }
 
     #[tracing::instrument(name = "provider.gcp.list", skip_all, fields(resource_id = %target.resource_id))]
@@ -401,7 +327,7 @@ impl FirewallProvider for GcpFirewall {
         let config = config_of(target)?;
         let client = self.client(config).await?;
         let mut owned = Vec::new();
-        for family in [Family::V4, Family::V6] {
+        for family in Family::BOTH {
             let name = rule_name(&target.resource_id, family);
             let Some(rule) = self.get(&client, config, &name).await? else { continue };
             if !is_ours(&rule, &target.resource_id) {

@@ -3,6 +3,10 @@
 
 #[cfg(feature = "aws")]
 pub mod aws;
+#[cfg(feature = "azure")]
+pub mod azure;
+#[cfg(any(feature = "gcp", feature = "azure"))]
+mod family;
 #[cfg(feature = "gcp")]
 pub mod gcp;
 pub mod memory;
@@ -69,7 +73,7 @@ pub fn is_unmanaged(rule_id: &str) -> bool {
 }
 
 /// The one-host network of an address: `/32` or `/128`.
-#[cfg(any(feature = "aws", feature = "gcp"))]
+#[cfg(any(feature = "aws", feature = "gcp", feature = "azure"))]
 pub(crate) fn host_cidr(address: IpAddr) -> String {
     match address {
         IpAddr::V4(v4) => format!("{v4}/32"),
@@ -78,8 +82,8 @@ pub(crate) fn host_cidr(address: IpAddr) -> String {
 }
 
 /// The host a provider range names, if it names exactly one: `a.b.c.d/32`, `x::y/128` or a bare
-/// address (GCP accepts those).
-#[cfg(any(feature = "aws", feature = "gcp"))]
+/// address (GCP and Azure accept those).
+#[cfg(any(feature = "aws", feature = "gcp", feature = "azure"))]
 pub(crate) fn single_host(range: &str) -> Option<IpAddr> {
     let net: ipnet::IpNet = range.parse().or_else(|_| range.parse::<IpAddr>().map(ipnet::IpNet::from)).ok()?;
     (net.prefix_len() == net.max_prefix_len()).then(|| net.addr())
@@ -317,6 +321,8 @@ pub struct Providers {
     aws: Arc<aws::AwsFirewall>,
     #[cfg(feature = "gcp")]
     gcp: Arc<gcp::GcpFirewall>,
+    #[cfg(feature = "azure")]
+    azure: Arc<azure::AzureFirewall>,
     /// The longest any one call may take.
     deadline: Duration,
     /// Endpoints besides the clouds' own that resources may call (`providers.allowed_endpoints`).
@@ -326,7 +332,7 @@ pub struct Providers {
 impl Providers {
     /// Every provider this server was built with; each call ends within `deadline`.
     pub fn new(memory: memory::MemoryFirewall, config: &ProvidersConfig, deadline: Duration) -> Providers {
-        #[cfg(not(any(feature = "aws", feature = "gcp")))]
+        #[cfg(not(any(feature = "aws", feature = "gcp", feature = "azure")))]
         let _ = config;
         Providers {
             memory: Arc::new(memory),
@@ -334,6 +340,8 @@ impl Providers {
             aws: Arc::new(aws::AwsFirewall::new(&config.aws_quota, config.quota_share)),
             #[cfg(feature = "gcp")]
             gcp: Arc::new(gcp::GcpFirewall::new(config.gcp_anonymous, &config.gcp_quota, config.quota_share)),
+            #[cfg(feature = "azure")]
+            azure: Arc::new(azure::AzureFirewall::new(config.azure_anonymous, &config.azure_quota, config.quota_share)),
             deadline,
             allowed_endpoints: config.allowed_endpoints.clone().into(),
         }
@@ -362,13 +370,15 @@ impl Providers {
         pass: Pass,
         claim: quota::Claim,
     ) -> Result<Vec<quota::Ticket>, Duration> {
-        #[cfg(not(any(feature = "aws", feature = "gcp")))]
+        #[cfg(not(any(feature = "aws", feature = "gcp", feature = "azure")))]
         let _ = (pass, claim);
         match config {
             #[cfg(feature = "aws")]
             ProviderConfig::AwsSecurityGroup(group) => self.aws.admit(group, pass, claim),
             #[cfg(feature = "gcp")]
             ProviderConfig::GcpFirewall(firewall) => self.gcp.admit(firewall, pass, claim),
+            #[cfg(feature = "azure")]
+            ProviderConfig::AzureNetworkSecurityGroup(group) => self.azure.admit(group, pass, claim),
             _ => Ok(Vec::new()),
         }
     }
@@ -379,6 +389,7 @@ impl Providers {
             (ProviderConfig::MEMORY, true),
             (ProviderConfig::AWS, cfg!(feature = "aws")),
             (ProviderConfig::GCP, cfg!(feature = "gcp")),
+            (ProviderConfig::AZURE, cfg!(feature = "azure")),
         ];
         built.into_iter().filter_map(|(kind, built)| built.then_some(kind)).collect()
     }
@@ -405,6 +416,8 @@ impl Providers {
             ProviderConfig::AwsSecurityGroup(_) => self.aws.clone(),
             #[cfg(feature = "gcp")]
             ProviderConfig::GcpFirewall(_) => self.gcp.clone(),
+            #[cfg(feature = "azure")]
+            ProviderConfig::AzureNetworkSecurityGroup(_) => self.azure.clone(),
             #[allow(unreachable_patterns)]
             other => {
                 return Err(ProviderError::Rejected(format!(

@@ -57,6 +57,7 @@ fn validate_provider(
         ProviderConfig::Memory(memory) => ("memory", memory.validate()),
         ProviderConfig::AwsSecurityGroup(aws) => ("aws_security_group", aws.validate()),
         ProviderConfig::GcpFirewall(gcp) => ("gcp_firewall", gcp.validate()),
+        ProviderConfig::AzureNetworkSecurityGroup(azure) => ("azure_network_security_group", azure.validate()),
     };
     if errors.is_empty()
         && let Some(refused) = providers.refusal(provider, scopes)

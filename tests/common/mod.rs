@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+#[cfg(feature = "azure")]
+pub mod arm_fake;
 pub mod certs;
 #[cfg(feature = "gcp")]
 pub mod gcp_fake;
@@ -11,6 +13,8 @@ pub mod moto;
 pub mod raw_grpc;
 pub mod receiver;
 pub mod smtp;
+#[cfg(feature = "azure")]
+pub mod tls_listener;
 
 use portcullis::config::Config;
 use portcullis::domain::{CloudScopes, Permission, new_id, now};
@@ -152,8 +156,9 @@ pub const CALLER_CACHE_TTL: Duration = Duration::from_secs(1);
 pub fn test_config() -> Config {
     let mut config = Config::default();
     config.auth.caller_cache_secs = CALLER_CACHE_TTL.as_secs();
-    // The GCP tests talk to a fake Compute API that takes no credentials.
+    // The GCP and server-level Azure tests talk to fakes that take no credentials.
     config.providers.gcp_anonymous = true;
+    config.providers.azure_anonymous = true;
     // moto, the Compute fake and the test proxies listen on loopback.
     config.providers.allowed_endpoints = vec!["http://127.0.0.1:*".into()];
     config.auth.jwt_secret = Some(portcullis::config::Secret("test-secret-with-enough-entropy-0123456789".into()));

@@ -372,6 +372,172 @@ func (x *GcpFirewall) GetEndpointUrl() string {
 	return ""
 }
 
+// AzureNetworkSecurityGroup opens inbound security rules on an Azure network security group.
+type AzureNetworkSecurityGroup struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// subscription_id holding the group (a UUID).
+	SubscriptionId string `protobuf:"bytes,1,opt,name=subscription_id,json=subscriptionId,proto3" json:"subscription_id,omitempty"`
+	// resource_group holding the group.
+	ResourceGroup string `protobuf:"bytes,2,opt,name=resource_group,json=resourceGroup,proto3" json:"resource_group,omitempty"`
+	// nsg_name is the group's name.
+	NsgName string `protobuf:"bytes,3,opt,name=nsg_name,json=nsgName,proto3" json:"nsg_name,omitempty"`
+	// protocol of the rules: "Tcp", "Udp", "Icmp", "Esp", "Ah" or "*" (any case).
+	Protocol string `protobuf:"bytes,4,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// destination_port_ranges are ports or ranges, for example "22" or "5432-5433", or "*".
+	DestinationPortRanges []string `protobuf:"bytes,5,rep,name=destination_port_ranges,json=destinationPortRanges,proto3" json:"destination_port_ranges,omitempty"`
+	// destination_address_prefix the rules allow traffic to; empty means "*".
+	DestinationAddressPrefix string `protobuf:"bytes,6,opt,name=destination_address_prefix,json=destinationAddressPrefix,proto3" json:"destination_address_prefix,omitempty"`
+	// priority_range is where the rules' priorities are taken from, skipping priorities other
+	// inbound rules of the group hold; unset means 3000..3099.
+	PriorityRange *PriorityRange `protobuf:"bytes,7,opt,name=priority_range,json=priorityRange,proto3" json:"priority_range,omitempty"`
+	// endpoint_url overrides the Azure Resource Manager endpoint (subject to the operator's
+	// allowed endpoints).
+	EndpointUrl   *string `protobuf:"bytes,8,opt,name=endpoint_url,json=endpointUrl,proto3,oneof" json:"endpoint_url,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AzureNetworkSecurityGroup) Reset() {
+	*x = AzureNetworkSecurityGroup{}
+	mi := &file_portcullis_v1_resource_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AzureNetworkSecurityGroup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AzureNetworkSecurityGroup) ProtoMessage() {}
+
+func (x *AzureNetworkSecurityGroup) ProtoReflect() protoreflect.Message {
+	mi := &file_portcullis_v1_resource_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AzureNetworkSecurityGroup.ProtoReflect.Descriptor instead.
+func (*AzureNetworkSecurityGroup) Descriptor() ([]byte, []int) {
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *AzureNetworkSecurityGroup) GetSubscriptionId() string {
+	if x != nil {
+		return x.SubscriptionId
+	}
+	return ""
+}
+
+func (x *AzureNetworkSecurityGroup) GetResourceGroup() string {
+	if x != nil {
+		return x.ResourceGroup
+	}
+	return ""
+}
+
+func (x *AzureNetworkSecurityGroup) GetNsgName() string {
+	if x != nil {
+		return x.NsgName
+	}
+	return ""
+}
+
+func (x *AzureNetworkSecurityGroup) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *AzureNetworkSecurityGroup) GetDestinationPortRanges() []string {
+	if x != nil {
+		return x.DestinationPortRanges
+	}
+	return nil
+}
+
+func (x *AzureNetworkSecurityGroup) GetDestinationAddressPrefix() string {
+	if x != nil {
+		return x.DestinationAddressPrefix
+	}
+	return ""
+}
+
+func (x *AzureNetworkSecurityGroup) GetPriorityRange() *PriorityRange {
+	if x != nil {
+		return x.PriorityRange
+	}
+	return nil
+}
+
+func (x *AzureNetworkSecurityGroup) GetEndpointUrl() string {
+	if x != nil && x.EndpointUrl != nil {
+		return *x.EndpointUrl
+	}
+	return ""
+}
+
+// PriorityRange is a range of Azure security rule priorities, both ends included.
+type PriorityRange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// first priority of the range (100 to 4096).
+	First uint32 `protobuf:"varint,1,opt,name=first,proto3" json:"first,omitempty"`
+	// last priority of the range (100 to 4096, not below first).
+	Last          uint32 `protobuf:"varint,2,opt,name=last,proto3" json:"last,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PriorityRange) Reset() {
+	*x = PriorityRange{}
+	mi := &file_portcullis_v1_resource_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PriorityRange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PriorityRange) ProtoMessage() {}
+
+func (x *PriorityRange) ProtoReflect() protoreflect.Message {
+	mi := &file_portcullis_v1_resource_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PriorityRange.ProtoReflect.Descriptor instead.
+func (*PriorityRange) Descriptor() ([]byte, []int) {
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *PriorityRange) GetFirst() uint32 {
+	if x != nil {
+		return x.First
+	}
+	return 0
+}
+
+func (x *PriorityRange) GetLast() uint32 {
+	if x != nil {
+		return x.Last
+	}
+	return 0
+}
+
 // Resource is a firewall that sessions can open.
 type Resource struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -388,6 +554,7 @@ type Resource struct {
 	//	*Resource_Memory
 	//	*Resource_AwsSecurityGroup
 	//	*Resource_GcpFirewall
+	//	*Resource_AzureNetworkSecurityGroup
 	Provider isResource_Provider `protobuf_oneof:"provider"`
 	// created_at is when the resource was created.
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
@@ -403,7 +570,7 @@ type Resource struct {
 
 func (x *Resource) Reset() {
 	*x = Resource{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[3]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -415,7 +582,7 @@ func (x *Resource) String() string {
 func (*Resource) ProtoMessage() {}
 
 func (x *Resource) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[3]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -428,7 +595,7 @@ func (x *Resource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resource.ProtoReflect.Descriptor instead.
 func (*Resource) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{3}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Resource) GetId() string {
@@ -486,6 +653,15 @@ func (x *Resource) GetGcpFirewall() *GcpFirewall {
 	return nil
 }
 
+func (x *Resource) GetAzureNetworkSecurityGroup() *AzureNetworkSecurityGroup {
+	if x != nil {
+		if x, ok := x.Provider.(*Resource_AzureNetworkSecurityGroup); ok {
+			return x.AzureNetworkSecurityGroup
+		}
+	}
+	return nil
+}
+
 func (x *Resource) GetCreatedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.CreatedAt
@@ -526,11 +702,18 @@ type Resource_GcpFirewall struct {
 	GcpFirewall *GcpFirewall `protobuf:"bytes,12,opt,name=gcp_firewall,json=gcpFirewall,proto3,oneof"`
 }
 
+type Resource_AzureNetworkSecurityGroup struct {
+	// azure_network_security_group opens Azure network security group rules.
+	AzureNetworkSecurityGroup *AzureNetworkSecurityGroup `protobuf:"bytes,13,opt,name=azure_network_security_group,json=azureNetworkSecurityGroup,proto3,oneof"`
+}
+
 func (*Resource_Memory) isResource_Provider() {}
 
 func (*Resource_AwsSecurityGroup) isResource_Provider() {}
 
 func (*Resource_GcpFirewall) isResource_Provider() {}
+
+func (*Resource_AzureNetworkSecurityGroup) isResource_Provider() {}
 
 // ResourceCheck is what a periodic check of a resource's firewall found.
 type ResourceCheck struct {
@@ -547,7 +730,7 @@ type ResourceCheck struct {
 
 func (x *ResourceCheck) Reset() {
 	*x = ResourceCheck{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[4]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -559,7 +742,7 @@ func (x *ResourceCheck) String() string {
 func (*ResourceCheck) ProtoMessage() {}
 
 func (x *ResourceCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[4]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -572,7 +755,7 @@ func (x *ResourceCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceCheck.ProtoReflect.Descriptor instead.
 func (*ResourceCheck) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{4}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ResourceCheck) GetStatus() CheckStatus {
@@ -607,7 +790,7 @@ type CreateResourceRequest struct {
 
 func (x *CreateResourceRequest) Reset() {
 	*x = CreateResourceRequest{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[5]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -619,7 +802,7 @@ func (x *CreateResourceRequest) String() string {
 func (*CreateResourceRequest) ProtoMessage() {}
 
 func (x *CreateResourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[5]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -632,7 +815,7 @@ func (x *CreateResourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateResourceRequest.ProtoReflect.Descriptor instead.
 func (*CreateResourceRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{5}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CreateResourceRequest) GetResource() *Resource {
@@ -653,7 +836,7 @@ type CreateResourceResponse struct {
 
 func (x *CreateResourceResponse) Reset() {
 	*x = CreateResourceResponse{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[6]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -665,7 +848,7 @@ func (x *CreateResourceResponse) String() string {
 func (*CreateResourceResponse) ProtoMessage() {}
 
 func (x *CreateResourceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[6]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -678,7 +861,7 @@ func (x *CreateResourceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateResourceResponse.ProtoReflect.Descriptor instead.
 func (*CreateResourceResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{6}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CreateResourceResponse) GetResource() *Resource {
@@ -699,7 +882,7 @@ type GetResourceRequest struct {
 
 func (x *GetResourceRequest) Reset() {
 	*x = GetResourceRequest{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[7]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -711,7 +894,7 @@ func (x *GetResourceRequest) String() string {
 func (*GetResourceRequest) ProtoMessage() {}
 
 func (x *GetResourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[7]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -724,7 +907,7 @@ func (x *GetResourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResourceRequest.ProtoReflect.Descriptor instead.
 func (*GetResourceRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{7}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetResourceRequest) GetId() string {
@@ -745,7 +928,7 @@ type GetResourceResponse struct {
 
 func (x *GetResourceResponse) Reset() {
 	*x = GetResourceResponse{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[8]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -757,7 +940,7 @@ func (x *GetResourceResponse) String() string {
 func (*GetResourceResponse) ProtoMessage() {}
 
 func (x *GetResourceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[8]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -770,7 +953,7 @@ func (x *GetResourceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResourceResponse.ProtoReflect.Descriptor instead.
 func (*GetResourceResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{8}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetResourceResponse) GetResource() *Resource {
@@ -795,7 +978,7 @@ type ListResourcesRequest struct {
 
 func (x *ListResourcesRequest) Reset() {
 	*x = ListResourcesRequest{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[9]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -807,7 +990,7 @@ func (x *ListResourcesRequest) String() string {
 func (*ListResourcesRequest) ProtoMessage() {}
 
 func (x *ListResourcesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[9]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -820,7 +1003,7 @@ func (x *ListResourcesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResourcesRequest.ProtoReflect.Descriptor instead.
 func (*ListResourcesRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{9}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListResourcesRequest) GetPageSize() int32 {
@@ -857,7 +1040,7 @@ type ListResourcesResponse struct {
 
 func (x *ListResourcesResponse) Reset() {
 	*x = ListResourcesResponse{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[10]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -869,7 +1052,7 @@ func (x *ListResourcesResponse) String() string {
 func (*ListResourcesResponse) ProtoMessage() {}
 
 func (x *ListResourcesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[10]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -882,7 +1065,7 @@ func (x *ListResourcesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResourcesResponse.ProtoReflect.Descriptor instead.
 func (*ListResourcesResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{10}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListResourcesResponse) GetResources() []*Resource {
@@ -912,7 +1095,7 @@ type UpdateResourceRequest struct {
 
 func (x *UpdateResourceRequest) Reset() {
 	*x = UpdateResourceRequest{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[11]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -924,7 +1107,7 @@ func (x *UpdateResourceRequest) String() string {
 func (*UpdateResourceRequest) ProtoMessage() {}
 
 func (x *UpdateResourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[11]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -937,7 +1120,7 @@ func (x *UpdateResourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateResourceRequest.ProtoReflect.Descriptor instead.
 func (*UpdateResourceRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{11}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *UpdateResourceRequest) GetResource() *Resource {
@@ -965,7 +1148,7 @@ type UpdateResourceResponse struct {
 
 func (x *UpdateResourceResponse) Reset() {
 	*x = UpdateResourceResponse{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[12]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -977,7 +1160,7 @@ func (x *UpdateResourceResponse) String() string {
 func (*UpdateResourceResponse) ProtoMessage() {}
 
 func (x *UpdateResourceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[12]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -990,7 +1173,7 @@ func (x *UpdateResourceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateResourceResponse.ProtoReflect.Descriptor instead.
 func (*UpdateResourceResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{12}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *UpdateResourceResponse) GetResource() *Resource {
@@ -1011,7 +1194,7 @@ type DeleteResourceRequest struct {
 
 func (x *DeleteResourceRequest) Reset() {
 	*x = DeleteResourceRequest{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[13]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1023,7 +1206,7 @@ func (x *DeleteResourceRequest) String() string {
 func (*DeleteResourceRequest) ProtoMessage() {}
 
 func (x *DeleteResourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[13]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1036,7 +1219,7 @@ func (x *DeleteResourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResourceRequest.ProtoReflect.Descriptor instead.
 func (*DeleteResourceRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{13}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DeleteResourceRequest) GetId() string {
@@ -1055,7 +1238,7 @@ type DeleteResourceResponse struct {
 
 func (x *DeleteResourceResponse) Reset() {
 	*x = DeleteResourceResponse{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[14]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1067,7 +1250,7 @@ func (x *DeleteResourceResponse) String() string {
 func (*DeleteResourceResponse) ProtoMessage() {}
 
 func (x *DeleteResourceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[14]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1080,7 +1263,7 @@ func (x *DeleteResourceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResourceResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResourceResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{14}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{16}
 }
 
 // AssignResourceRequest names a resource and a user.
@@ -1096,7 +1279,7 @@ type AssignResourceRequest struct {
 
 func (x *AssignResourceRequest) Reset() {
 	*x = AssignResourceRequest{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[15]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1108,7 +1291,7 @@ func (x *AssignResourceRequest) String() string {
 func (*AssignResourceRequest) ProtoMessage() {}
 
 func (x *AssignResourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[15]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1121,7 +1304,7 @@ func (x *AssignResourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignResourceRequest.ProtoReflect.Descriptor instead.
 func (*AssignResourceRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{15}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *AssignResourceRequest) GetResourceId() string {
@@ -1147,7 +1330,7 @@ type AssignResourceResponse struct {
 
 func (x *AssignResourceResponse) Reset() {
 	*x = AssignResourceResponse{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[16]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1159,7 +1342,7 @@ func (x *AssignResourceResponse) String() string {
 func (*AssignResourceResponse) ProtoMessage() {}
 
 func (x *AssignResourceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[16]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1172,7 +1355,7 @@ func (x *AssignResourceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignResourceResponse.ProtoReflect.Descriptor instead.
 func (*AssignResourceResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{16}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{18}
 }
 
 // UnassignResourceRequest names a resource and a user.
@@ -1188,7 +1371,7 @@ type UnassignResourceRequest struct {
 
 func (x *UnassignResourceRequest) Reset() {
 	*x = UnassignResourceRequest{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[17]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1200,7 +1383,7 @@ func (x *UnassignResourceRequest) String() string {
 func (*UnassignResourceRequest) ProtoMessage() {}
 
 func (x *UnassignResourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[17]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1213,7 +1396,7 @@ func (x *UnassignResourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnassignResourceRequest.ProtoReflect.Descriptor instead.
 func (*UnassignResourceRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{17}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UnassignResourceRequest) GetResourceId() string {
@@ -1239,7 +1422,7 @@ type UnassignResourceResponse struct {
 
 func (x *UnassignResourceResponse) Reset() {
 	*x = UnassignResourceResponse{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[18]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1251,7 +1434,7 @@ func (x *UnassignResourceResponse) String() string {
 func (*UnassignResourceResponse) ProtoMessage() {}
 
 func (x *UnassignResourceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[18]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1264,7 +1447,7 @@ func (x *UnassignResourceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnassignResourceResponse.ProtoReflect.Descriptor instead.
 func (*UnassignResourceResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{18}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{20}
 }
 
 // CheckResourceRequest names a resource to check.
@@ -1278,7 +1461,7 @@ type CheckResourceRequest struct {
 
 func (x *CheckResourceRequest) Reset() {
 	*x = CheckResourceRequest{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[19]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1290,7 +1473,7 @@ func (x *CheckResourceRequest) String() string {
 func (*CheckResourceRequest) ProtoMessage() {}
 
 func (x *CheckResourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[19]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1303,7 +1486,7 @@ func (x *CheckResourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckResourceRequest.ProtoReflect.Descriptor instead.
 func (*CheckResourceRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{19}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CheckResourceRequest) GetId() string {
@@ -1326,7 +1509,7 @@ type CheckResourceResponse struct {
 
 func (x *CheckResourceResponse) Reset() {
 	*x = CheckResourceResponse{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[20]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1338,7 +1521,7 @@ func (x *CheckResourceResponse) String() string {
 func (*CheckResourceResponse) ProtoMessage() {}
 
 func (x *CheckResourceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[20]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1351,7 +1534,7 @@ func (x *CheckResourceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckResourceResponse.ProtoReflect.Descriptor instead.
 func (*CheckResourceResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{20}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CheckResourceResponse) GetStatus() CheckStatus {
@@ -1401,7 +1584,20 @@ const file_portcullis_v1_resource_proto_rawDesc = "" +
 	"\x17target_service_accounts\x18\x06 \x03(\tR\x15targetServiceAccounts\x12\x1a\n" +
 	"\bpriority\x18\a \x01(\rR\bpriority\x12&\n" +
 	"\fendpoint_url\x18\b \x01(\tH\x00R\vendpointUrl\x88\x01\x01B\x0f\n" +
-	"\r_endpoint_url\"\xda\x03\n" +
+	"\r_endpoint_url\"\x96\x03\n" +
+	"\x19AzureNetworkSecurityGroup\x12'\n" +
+	"\x0fsubscription_id\x18\x01 \x01(\tR\x0esubscriptionId\x12%\n" +
+	"\x0eresource_group\x18\x02 \x01(\tR\rresourceGroup\x12\x19\n" +
+	"\bnsg_name\x18\x03 \x01(\tR\ansgName\x12\x1a\n" +
+	"\bprotocol\x18\x04 \x01(\tR\bprotocol\x126\n" +
+	"\x17destination_port_ranges\x18\x05 \x03(\tR\x15destinationPortRanges\x12<\n" +
+	"\x1adestination_address_prefix\x18\x06 \x01(\tR\x18destinationAddressPrefix\x12C\n" +
+	"\x0epriority_range\x18\a \x01(\v2\x1c.portcullis.v1.PriorityRangeR\rpriorityRange\x12&\n" +
+	"\fendpoint_url\x18\b \x01(\tH\x00R\vendpointUrl\x88\x01\x01B\x0f\n" +
+	"\r_endpoint_url\"9\n" +
+	"\rPriorityRange\x12\x14\n" +
+	"\x05first\x18\x01 \x01(\rR\x05first\x12\x12\n" +
+	"\x04last\x18\x02 \x01(\rR\x04last\"\xc7\x04\n" +
 	"\bResource\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
@@ -1409,7 +1605,8 @@ const file_portcullis_v1_resource_proto_rawDesc = "" +
 	"\x06memory\x18\n" +
 	" \x01(\v2\x1d.portcullis.v1.MemoryProviderH\x00R\x06memory\x12O\n" +
 	"\x12aws_security_group\x18\v \x01(\v2\x1f.portcullis.v1.AwsSecurityGroupH\x00R\x10awsSecurityGroup\x12?\n" +
-	"\fgcp_firewall\x18\f \x01(\v2\x1a.portcullis.v1.GcpFirewallH\x00R\vgcpFirewall\x129\n" +
+	"\fgcp_firewall\x18\f \x01(\v2\x1a.portcullis.v1.GcpFirewallH\x00R\vgcpFirewall\x12k\n" +
+	"\x1cazure_network_security_group\x18\r \x01(\v2(.portcullis.v1.AzureNetworkSecurityGroupH\x00R\x19azureNetworkSecurityGroup\x129\n" +
 	"\n" +
 	"created_at\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
@@ -1494,71 +1691,75 @@ func file_portcullis_v1_resource_proto_rawDescGZIP() []byte {
 }
 
 var file_portcullis_v1_resource_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_portcullis_v1_resource_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_portcullis_v1_resource_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_portcullis_v1_resource_proto_goTypes = []any{
-	(CheckStatus)(0),                 // 0: portcullis.v1.CheckStatus
-	(*MemoryProvider)(nil),           // 1: portcullis.v1.MemoryProvider
-	(*AwsSecurityGroup)(nil),         // 2: portcullis.v1.AwsSecurityGroup
-	(*GcpFirewall)(nil),              // 3: portcullis.v1.GcpFirewall
-	(*Resource)(nil),                 // 4: portcullis.v1.Resource
-	(*ResourceCheck)(nil),            // 5: portcullis.v1.ResourceCheck
-	(*CreateResourceRequest)(nil),    // 6: portcullis.v1.CreateResourceRequest
-	(*CreateResourceResponse)(nil),   // 7: portcullis.v1.CreateResourceResponse
-	(*GetResourceRequest)(nil),       // 8: portcullis.v1.GetResourceRequest
-	(*GetResourceResponse)(nil),      // 9: portcullis.v1.GetResourceResponse
-	(*ListResourcesRequest)(nil),     // 10: portcullis.v1.ListResourcesRequest
-	(*ListResourcesResponse)(nil),    // 11: portcullis.v1.ListResourcesResponse
-	(*UpdateResourceRequest)(nil),    // 12: portcullis.v1.UpdateResourceRequest
-	(*UpdateResourceResponse)(nil),   // 13: portcullis.v1.UpdateResourceResponse
-	(*DeleteResourceRequest)(nil),    // 14: portcullis.v1.DeleteResourceRequest
-	(*DeleteResourceResponse)(nil),   // 15: portcullis.v1.DeleteResourceResponse
-	(*AssignResourceRequest)(nil),    // 16: portcullis.v1.AssignResourceRequest
-	(*AssignResourceResponse)(nil),   // 17: portcullis.v1.AssignResourceResponse
-	(*UnassignResourceRequest)(nil),  // 18: portcullis.v1.UnassignResourceRequest
-	(*UnassignResourceResponse)(nil), // 19: portcullis.v1.UnassignResourceResponse
-	(*CheckResourceRequest)(nil),     // 20: portcullis.v1.CheckResourceRequest
-	(*CheckResourceResponse)(nil),    // 21: portcullis.v1.CheckResourceResponse
-	(*timestamppb.Timestamp)(nil),    // 22: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),    // 23: google.protobuf.FieldMask
+	(CheckStatus)(0),                  // 0: portcullis.v1.CheckStatus
+	(*MemoryProvider)(nil),            // 1: portcullis.v1.MemoryProvider
+	(*AwsSecurityGroup)(nil),          // 2: portcullis.v1.AwsSecurityGroup
+	(*GcpFirewall)(nil),               // 3: portcullis.v1.GcpFirewall
+	(*AzureNetworkSecurityGroup)(nil), // 4: portcullis.v1.AzureNetworkSecurityGroup
+	(*PriorityRange)(nil),             // 5: portcullis.v1.PriorityRange
+	(*Resource)(nil),                  // 6: portcullis.v1.Resource
+	(*ResourceCheck)(nil),             // 7: portcullis.v1.ResourceCheck
+	(*CreateResourceRequest)(nil),     // 8: portcullis.v1.CreateResourceRequest
+	(*CreateResourceResponse)(nil),    // 9: portcullis.v1.CreateResourceResponse
+	(*GetResourceRequest)(nil),        // 10: portcullis.v1.GetResourceRequest
+	(*GetResourceResponse)(nil),       // 11: portcullis.v1.GetResourceResponse
+	(*ListResourcesRequest)(nil),      // 12: portcullis.v1.ListResourcesRequest
+	(*ListResourcesResponse)(nil),     // 13: portcullis.v1.ListResourcesResponse
+	(*UpdateResourceRequest)(nil),     // 14: portcullis.v1.UpdateResourceRequest
+	(*UpdateResourceResponse)(nil),    // 15: portcullis.v1.UpdateResourceResponse
+	(*DeleteResourceRequest)(nil),     // 16: portcullis.v1.DeleteResourceRequest
+	(*DeleteResourceResponse)(nil),    // 17: portcullis.v1.DeleteResourceResponse
+	(*AssignResourceRequest)(nil),     // 18: portcullis.v1.AssignResourceRequest
+	(*AssignResourceResponse)(nil),    // 19: portcullis.v1.AssignResourceResponse
+	(*UnassignResourceRequest)(nil),   // 20: portcullis.v1.UnassignResourceRequest
+	(*UnassignResourceResponse)(nil),  // 21: portcullis.v1.UnassignResourceResponse
+	(*CheckResourceRequest)(nil),      // 22: portcullis.v1.CheckResourceRequest
+	(*CheckResourceResponse)(nil),     // 23: portcullis.v1.CheckResourceResponse
+	(*timestamppb.Timestamp)(nil),     // 24: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),     // 25: google.protobuf.FieldMask
 }
 var file_portcullis_v1_resource_proto_depIdxs = []int32{
-	1,  // 0: portcullis.v1.Resource.memory:type_name -> portcullis.v1.MemoryProvider
-	2,  // 1: portcullis.v1.Resource.aws_security_group:type_name -> portcullis.v1.AwsSecurityGroup
-	3,  // 2: portcullis.v1.Resource.gcp_firewall:type_name -> portcullis.v1.GcpFirewall
-	22, // 3: portcullis.v1.Resource.created_at:type_name -> google.protobuf.Timestamp
-	22, // 4: portcullis.v1.Resource.updated_at:type_name -> google.protobuf.Timestamp
-	5,  // 5: portcullis.v1.Resource.last_check:type_name -> portcullis.v1.ResourceCheck
-	0,  // 6: portcullis.v1.ResourceCheck.status:type_name -> portcullis.v1.CheckStatus
-	22, // 7: portcullis.v1.ResourceCheck.checked_at:type_name -> google.protobuf.Timestamp
-	4,  // 8: portcullis.v1.CreateResourceRequest.resource:type_name -> portcullis.v1.Resource
-	4,  // 9: portcullis.v1.CreateResourceResponse.resource:type_name -> portcullis.v1.Resource
-	4,  // 10: portcullis.v1.GetResourceResponse.resource:type_name -> portcullis.v1.Resource
-	4,  // 11: portcullis.v1.ListResourcesResponse.resources:type_name -> portcullis.v1.Resource
-	4,  // 12: portcullis.v1.UpdateResourceRequest.resource:type_name -> portcullis.v1.Resource
-	23, // 13: portcullis.v1.UpdateResourceRequest.update_mask:type_name -> google.protobuf.FieldMask
-	4,  // 14: portcullis.v1.UpdateResourceResponse.resource:type_name -> portcullis.v1.Resource
-	0,  // 15: portcullis.v1.CheckResourceResponse.status:type_name -> portcullis.v1.CheckStatus
-	6,  // 16: portcullis.v1.ResourceService.CreateResource:input_type -> portcullis.v1.CreateResourceRequest
-	8,  // 17: portcullis.v1.ResourceService.GetResource:input_type -> portcullis.v1.GetResourceRequest
-	10, // 18: portcullis.v1.ResourceService.ListResources:input_type -> portcullis.v1.ListResourcesRequest
-	12, // 19: portcullis.v1.ResourceService.UpdateResource:input_type -> portcullis.v1.UpdateResourceRequest
-	14, // 20: portcullis.v1.ResourceService.DeleteResource:input_type -> portcullis.v1.DeleteResourceRequest
-	16, // 21: portcullis.v1.ResourceService.AssignResource:input_type -> portcullis.v1.AssignResourceRequest
-	18, // 22: portcullis.v1.ResourceService.UnassignResource:input_type -> portcullis.v1.UnassignResourceRequest
-	20, // 23: portcullis.v1.ResourceService.CheckResource:input_type -> portcullis.v1.CheckResourceRequest
-	7,  // 24: portcullis.v1.ResourceService.CreateResource:output_type -> portcullis.v1.CreateResourceResponse
-	9,  // 25: portcullis.v1.ResourceService.GetResource:output_type -> portcullis.v1.GetResourceResponse
-	11, // 26: portcullis.v1.ResourceService.ListResources:output_type -> portcullis.v1.ListResourcesResponse
-	13, // 27: portcullis.v1.ResourceService.UpdateResource:output_type -> portcullis.v1.UpdateResourceResponse
-	15, // 28: portcullis.v1.ResourceService.DeleteResource:output_type -> portcullis.v1.DeleteResourceResponse
-	17, // 29: portcullis.v1.ResourceService.AssignResource:output_type -> portcullis.v1.AssignResourceResponse
-	19, // 30: portcullis.v1.ResourceService.UnassignResource:output_type -> portcullis.v1.UnassignResourceResponse
-	21, // 31: portcullis.v1.ResourceService.CheckResource:output_type -> portcullis.v1.CheckResourceResponse
-	24, // [24:32] is the sub-list for method output_type
-	16, // [16:24] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	5,  // 0: portcullis.v1.AzureNetworkSecurityGroup.priority_range:type_name -> portcullis.v1.PriorityRange
+	1,  // 1: portcullis.v1.Resource.memory:type_name -> portcullis.v1.MemoryProvider
+	2,  // 2: portcullis.v1.Resource.aws_security_group:type_name -> portcullis.v1.AwsSecurityGroup
+	3,  // 3: portcullis.v1.Resource.gcp_firewall:type_name -> portcullis.v1.GcpFirewall
+	4,  // 4: portcullis.v1.Resource.azure_network_security_group:type_name -> portcullis.v1.AzureNetworkSecurityGroup
+	24, // 5: portcullis.v1.Resource.created_at:type_name -> google.protobuf.Timestamp
+	24, // 6: portcullis.v1.Resource.updated_at:type_name -> google.protobuf.Timestamp
+	7,  // 7: portcullis.v1.Resource.last_check:type_name -> portcullis.v1.ResourceCheck
+	0,  // 8: portcullis.v1.ResourceCheck.status:type_name -> portcullis.v1.CheckStatus
+	24, // 9: portcullis.v1.ResourceCheck.checked_at:type_name -> google.protobuf.Timestamp
+	6,  // 10: portcullis.v1.CreateResourceRequest.resource:type_name -> portcullis.v1.Resource
+	6,  // 11: portcullis.v1.CreateResourceResponse.resource:type_name -> portcullis.v1.Resource
+	6,  // 12: portcullis.v1.GetResourceResponse.resource:type_name -> portcullis.v1.Resource
+	6,  // 13: portcullis.v1.ListResourcesResponse.resources:type_name -> portcullis.v1.Resource
+	6,  // 14: portcullis.v1.UpdateResourceRequest.resource:type_name -> portcullis.v1.Resource
+	25, // 15: portcullis.v1.UpdateResourceRequest.update_mask:type_name -> google.protobuf.FieldMask
+	6,  // 16: portcullis.v1.UpdateResourceResponse.resource:type_name -> portcullis.v1.Resource
+	0,  // 17: portcullis.v1.CheckResourceResponse.status:type_name -> portcullis.v1.CheckStatus
+	8,  // 18: portcullis.v1.ResourceService.CreateResource:input_type -> portcullis.v1.CreateResourceRequest
+	10, // 19: portcullis.v1.ResourceService.GetResource:input_type -> portcullis.v1.GetResourceRequest
+	12, // 20: portcullis.v1.ResourceService.ListResources:input_type -> portcullis.v1.ListResourcesRequest
+	14, // 21: portcullis.v1.ResourceService.UpdateResource:input_type -> portcullis.v1.UpdateResourceRequest
+	16, // 22: portcullis.v1.ResourceService.DeleteResource:input_type -> portcullis.v1.DeleteResourceRequest
+	18, // 23: portcullis.v1.ResourceService.AssignResource:input_type -> portcullis.v1.AssignResourceRequest
+	20, // 24: portcullis.v1.ResourceService.UnassignResource:input_type -> portcullis.v1.UnassignResourceRequest
+	22, // 25: portcullis.v1.ResourceService.CheckResource:input_type -> portcullis.v1.CheckResourceRequest
+	9,  // 26: portcullis.v1.ResourceService.CreateResource:output_type -> portcullis.v1.CreateResourceResponse
+	11, // 27: portcullis.v1.ResourceService.GetResource:output_type -> portcullis.v1.GetResourceResponse
+	13, // 28: portcullis.v1.ResourceService.ListResources:output_type -> portcullis.v1.ListResourcesResponse
+	15, // 29: portcullis.v1.ResourceService.UpdateResource:output_type -> portcullis.v1.UpdateResourceResponse
+	17, // 30: portcullis.v1.ResourceService.DeleteResource:output_type -> portcullis.v1.DeleteResourceResponse
+	19, // 31: portcullis.v1.ResourceService.AssignResource:output_type -> portcullis.v1.AssignResourceResponse
+	21, // 32: portcullis.v1.ResourceService.UnassignResource:output_type -> portcullis.v1.UnassignResourceResponse
+	23, // 33: portcullis.v1.ResourceService.CheckResource:output_type -> portcullis.v1.CheckResourceResponse
+	26, // [26:34] is the sub-list for method output_type
+	18, // [18:26] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_portcullis_v1_resource_proto_init() }
@@ -1568,10 +1769,12 @@ func file_portcullis_v1_resource_proto_init() {
 	}
 	file_portcullis_v1_resource_proto_msgTypes[1].OneofWrappers = []any{}
 	file_portcullis_v1_resource_proto_msgTypes[2].OneofWrappers = []any{}
-	file_portcullis_v1_resource_proto_msgTypes[3].OneofWrappers = []any{
+	file_portcullis_v1_resource_proto_msgTypes[3].OneofWrappers = []any{}
+	file_portcullis_v1_resource_proto_msgTypes[5].OneofWrappers = []any{
 		(*Resource_Memory)(nil),
 		(*Resource_AwsSecurityGroup)(nil),
 		(*Resource_GcpFirewall)(nil),
+		(*Resource_AzureNetworkSecurityGroup)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1579,7 +1782,7 @@ func file_portcullis_v1_resource_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_portcullis_v1_resource_proto_rawDesc), len(file_portcullis_v1_resource_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   21,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

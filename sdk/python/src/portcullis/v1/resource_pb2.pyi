@@ -76,14 +76,43 @@ class GcpFirewall(_message.Message):
     endpoint_url: str
     def __init__(self, project: _Optional[str] = ..., network: _Optional[str] = ..., protocol: _Optional[str] = ..., ports: _Optional[_Iterable[str]] = ..., target_tags: _Optional[_Iterable[str]] = ..., target_service_accounts: _Optional[_Iterable[str]] = ..., priority: _Optional[int] = ..., endpoint_url: _Optional[str] = ...) -> None: ...
 
+class AzureNetworkSecurityGroup(_message.Message):
+    __slots__ = ("subscription_id", "resource_group", "nsg_name", "protocol", "destination_port_ranges", "destination_address_prefix", "priority_range", "endpoint_url")
+    SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_GROUP_FIELD_NUMBER: _ClassVar[int]
+    NSG_NAME_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_PORT_RANGES_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_ADDRESS_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_RANGE_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_URL_FIELD_NUMBER: _ClassVar[int]
+    subscription_id: str
+    resource_group: str
+    nsg_name: str
+    protocol: str
+    destination_port_ranges: _containers.RepeatedScalarFieldContainer[str]
+    destination_address_prefix: str
+    priority_range: PriorityRange
+    endpoint_url: str
+    def __init__(self, subscription_id: _Optional[str] = ..., resource_group: _Optional[str] = ..., nsg_name: _Optional[str] = ..., protocol: _Optional[str] = ..., destination_port_ranges: _Optional[_Iterable[str]] = ..., destination_address_prefix: _Optional[str] = ..., priority_range: _Optional[_Union[PriorityRange, _Mapping]] = ..., endpoint_url: _Optional[str] = ...) -> None: ...
+
+class PriorityRange(_message.Message):
+    __slots__ = ("first", "last")
+    FIRST_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    first: int
+    last: int
+    def __init__(self, first: _Optional[int] = ..., last: _Optional[int] = ...) -> None: ...
+
 class Resource(_message.Message):
-    __slots__ = ("id", "name", "description", "memory", "aws_security_group", "gcp_firewall", "created_at", "updated_at", "last_check")
+    __slots__ = ("id", "name", "description", "memory", "aws_security_group", "gcp_firewall", "azure_network_security_group", "created_at", "updated_at", "last_check")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     MEMORY_FIELD_NUMBER: _ClassVar[int]
     AWS_SECURITY_GROUP_FIELD_NUMBER: _ClassVar[int]
     GCP_FIREWALL_FIELD_NUMBER: _ClassVar[int]
+    AZURE_NETWORK_SECURITY_GROUP_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     LAST_CHECK_FIELD_NUMBER: _ClassVar[int]
@@ -93,10 +122,11 @@ class Resource(_message.Message):
     memory: MemoryProvider
     aws_security_group: AwsSecurityGroup
     gcp_firewall: GcpFirewall
+    azure_network_security_group: AzureNetworkSecurityGroup
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
     last_check: ResourceCheck
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., memory: _Optional[_Union[MemoryProvider, _Mapping]] = ..., aws_security_group: _Optional[_Union[AwsSecurityGroup, _Mapping]] = ..., gcp_firewall: _Optional[_Union[GcpFirewall, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_check: _Optional[_Union[ResourceCheck, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., memory: _Optional[_Union[MemoryProvider, _Mapping]] = ..., aws_security_group: _Optional[_Union[AwsSecurityGroup, _Mapping]] = ..., gcp_firewall: _Optional[_Union[GcpFirewall, _Mapping]] = ..., azure_network_security_group: _Optional[_Union[AzureNetworkSecurityGroup, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_check: _Optional[_Union[ResourceCheck, _Mapping]] = ...) -> None: ...
 
 class ResourceCheck(_message.Message):
     __slots__ = ("status", "message", "checked_at")
