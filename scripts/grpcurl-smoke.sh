@@ -93,6 +93,16 @@ check "audit" '"type": "resource.created"' "$grpcurl" -plaintext -H "x-api-key: 
 check "bad input" '"field": "resource.name"' "$grpcurl" -plaintext -H "x-api-key: $KEY" \
     -d '{"resource": {"memory": {}}}' "$addr" portcullis.v1.ResourceService/CreateResource
 
+# The README's Azure example is a valid resource.
+azure=$(python3 - "$readme" <<'PY'
+import re, sys
+found = re.search(r"-d '(\{\"resource\": \{\"name\": \"[a-z-]+\",\n  \"azure_network_security_group\".*?)' \\\n", open(sys.argv[1]).read(), re.S)
+print(found.group(1))
+PY
+)
+check "azure resource" '"nsgName": "nsg-bastion"' "$grpcurl" -plaintext -H "x-api-key: $KEY" -d "$azure" \
+    "$addr" portcullis.v1.ResourceService/CreateResource
+
 # Webhooks: a receiver for every event; the secret is shown once.
 HOOK=$("$grpcurl" -plaintext -H "x-api-key: $KEY" \
     -d "{\"url\": \"http://127.0.0.1:$hook_port/hook\", \"description\": \"smoke receiver\"}" \

@@ -459,6 +459,42 @@ async fn bad_input_is_refused_with_field_violations() {
         let err = resources.create_resource(with_key(request, &server.admin_key)).await.unwrap_err();
         assert_eq!(violated_fields(&err), ["resource.memory.latency_ms"]);
 
+        // Azure: each field at fault is named; a valid one is stored in Azure's spelling, with
+        // the default priorities and destination.
+        let nsg = |subscription_id: &str, resource_group: &str, protocol: &str, ports: &[&str], last: u32| {
+            resource::Provider::AzureNetworkSecurityGroup(AzureNetworkSecurityGroup {
+                subscription_id: subscription_id.into(),
+                resource_group: resource_group.into(),
+                nsg_name: "nsg-bastion".into(),
+                protocol: protocol.into(),
+                destination_port_ranges: ports.iter().map(|p| (*p).to_owned()).collect(),
+                priority_range: (last > 0).then_some(PriorityRange { first: 50, last }),
+                ..Default::default()
+            })
+        };
+        let create = |name: &str, provider| CreateResourceRequest {
+            resource: Some(Resource { name: name.into(), provider: Some(provider), ..Default::default() }),
+        };
+        let bad = create("azure", nsg("not-a-uuid", "rg prod", "ssh", &["22-21"], 5000));
+        let err = resources.create_resource(with_key(bad, &server.admin_key)).await.unwrap_err();
+        let field = |name: &str| format!("resource.azure_network_security_group.{name}");
+        let expected: Vec<String> =
+            ["subscription_id", "resource_group", "protocol", "destination_port_ranges", "priority_range"]
+                .iter()
+                .map(|name| field(name))
+                .collect();
+        assert_eq!(violated_fields(&err), expected);
+        let bad = create("azure", nsg("6f1c3a52-9d0e-4b8f-a1c2-3d4e5f607182", "rg", "tcp", &["22"], 70_000));
+        let err = resources.create_resource(with_key(bad, &server.admin_key)).await.unwrap_err();
+        assert_eq!(violated_fields(&err), [field("priority_range.last")]);
+        let good = create("azure", nsg("6f1c3a52-9d0e-4b8f-a1c2-3d4e5f607182", "rg-prod", "tcp", &["22", "*"], 0));
+        let created = resources.create_resource(with_key(good, &server.admin_key)).await.unwrap().into_inner();
+        let Some(resource::Provider::AzureNetworkSecurityGroup(stored)) = created.resource.unwrap().provider else {
+            panic!("not an Azure resource")
+        };
+        assert_eq!((stored.protocol.as_str(), stored.destination_address_prefix.as_str()), ("Tcp", "*"));
+        assert_eq!(stored.priority_range, Some(PriorityRange { first: 3000, last: 3099 }));
+
         let err = resources
             .get_resource(with_key(GetResourceRequest { id: "../etc/passwd".into() }, &server.admin_key))
             .await

@@ -1100,6 +1100,35 @@ mod azure {
         }
     }
 
+    #[tokio::test]
+    async fn azure_operations_known_only_by_location_are_followed_to_their_end() {
+        let fake = FakeArm::start().await;
+        fake.create_group(SUBSCRIPTION, RG, NSG);
+        fake.location_only();
+        let target = target(config(&fake.url));
+        let provider = AzureFirewall::new(true, &Default::default(), 1.0);
+        assert_eq!(provider.apply(&target, &[request(V4, "s")]).await, [Ok(rule_name(&target.resource_id, "v4"))]);
+        let rule = fake.rule(SUBSCRIPTION, RG, NSG, &rule_name(&target.resource_id, "v4")).unwrap();
+        assert_eq!(rule["properties"]["provisioningState"], "Succeeded");
+        assert_eq!(provider.revoke(&target, &[RuleRef { address: ip(V4), rule_id: None }]).await, [Ok(())]);
+        assert_eq!(fake.rule_names(SUBSCRIPTION, RG, NSG), Vec::<String>::new(), "the delete was waited for");
+        assert!(fake.calls().iter().any(|call| call.contains("/operationResults/")), "{:?}", fake.calls());
+    }
+
+    /// An endpoint whose operation URLs point elsewhere never gets the token sent there.
+    #[tokio::test]
+    async fn azure_tokens_never_follow_an_operation_url_to_another_host() {
+        let (fake, credential, _dir) = fake_with_credential().await;
+        let elsewhere = FakeArm::start().await;
+        fake.operations_at(&elsewhere.url);
+        let target = target(config(&fake.url));
+        let results = AzureFirewall::with_credential(credential, &Default::default(), 1.0)
+            .apply(&target, &[request(V4, "s")])
+            .await;
+        assert!(matches!(&results[..], [Err(ProviderError::Rejected(m))] if m.contains("another host")), "{results:?}");
+        assert_eq!(elsewhere.calls(), Vec::<String>::new(), "nothing reached the other host");
+    }
+
     fn resource_on_fake(endpoint: &str) -> pb::resource::Provider {
         pb::resource::Provider::AzureNetworkSecurityGroup(pb::AzureNetworkSecurityGroup {
             subscription_id: SUBSCRIPTION.into(),

@@ -52,6 +52,10 @@ struct Arm {
     /// The caller's permissions on every group (`actions`, `notActions`).
     permissions: (Vec<String>, Vec<String>),
     forbid_reads: bool,
+    /// Writes answer only a `Location` URL (no `Azure-AsyncOperation`).
+    location_only: bool,
+    /// Operation URLs point here instead of at the fake (an endpoint luring the token away).
+    operations_at: Option<String>,
     /// Every request, as "METHOD path".
     calls: Vec<String>,
 }
@@ -180,6 +184,16 @@ impl FakeArm {
         self.lock().forbid_reads = forbid;
     }
 
+    /// Writes answer only a `Location` URL, as some resource providers do.
+    pub fn location_only(&self) {
+        self.lock().location_only = true;
+    }
+
+    /// Operation URLs point at `base` (another host) from now on.
+    pub fn operations_at(&self, base: &str) {
+        self.lock().operations_at = Some(base.to_owned());
+    }
+
     /// The requests received so far, as "METHOD path".
     pub fn calls(&self) -> Vec<String> {
         self.lock().calls.clone()
@@ -248,8 +262,8 @@ impl FakeArm {
             id.clone(),
             Operation { polls_left: POLLS_IN_PROGRESS, group, rule: rule.to_ascii_lowercase(), delete },
         );
-        let base =
-            format!("{}/subscriptions/{subscription}/providers/Microsoft.Network/locations/{LOCATION}", self.url);
+        let host = state.operations_at.clone().unwrap_or_else(|| self.url.clone());
+        let base = format!("{host}/subscriptions/{subscription}/providers/Microsoft.Network/locations/{LOCATION}");
         (
             format!("{base}/operations/{id}?api-version=2024-05-01"),
             format!("{base}/operationResults/{id}?api-version=2024-05-01"),
@@ -451,7 +465,8 @@ async fn put_rule(
     properties["provisioningState"] = json!("Updating");
     let id = format!("{}/securityRules/{rule}", fake.group_id(&subscription, &rg, &nsg));
     let stored = json!({"name": rule, "id": id, "type": "Microsoft.Network/networkSecurityGroups/securityRules", "properties": properties});
-    let (status_url, _) = fake.start_operation(&mut state, &subscription, group_key.clone(), &rule, false);
+    let (status_url, location) = fake.start_operation(&mut state, &subscription, group_key.clone(), &rule, false);
+    let location_only = state.location_only;
     let group = state.groups.get_mut(&group_key).unwrap();
     group.rules.insert(rule.to_ascii_lowercase(), stored.clone());
     group.etag = new_etag();
@@ -459,8 +474,13 @@ async fn put_rule(
     answer["etag"] = json!(group.etag);
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     let mut response = (status, axum::Json(answer)).into_response();
-    response.headers_mut().insert("azure-asyncoperation", status_url.parse().unwrap());
-    response.headers_mut().insert("retry-after", "10".parse().unwrap());
+    let headers = response.headers_mut();
+    if location_only {
+        headers.insert("location", location.parse().unwrap());
+    } else {
+        headers.insert("azure-asyncoperation", status_url.parse().unwrap());
+    }
+    headers.insert("retry-after", "10".parse().unwrap());
     response
 }
 
@@ -486,10 +506,14 @@ async fn delete_rule(
         stored["properties"]["provisioningState"] = json!("Deleting");
     }
     let (status_url, location) = fake.start_operation(&mut state, &subscription, group_key, &rule, true);
+    let location_only = state.location_only;
     let mut response = StatusCode::ACCEPTED.into_response();
-    response.headers_mut().insert("azure-asyncoperation", status_url.parse().unwrap());
-    response.headers_mut().insert("location", location.parse().unwrap());
-    response.headers_mut().insert("retry-after", "10".parse().unwrap());
+    let headers = response.headers_mut();
+    if !location_only {
+        headers.insert("azure-asyncoperation", status_url.parse().unwrap());
+    }
+    headers.insert("location", location.parse().unwrap());
+    headers.insert("retry-after", "10".parse().unwrap());
     response
 }
 
