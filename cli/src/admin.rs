@@ -30,15 +30,21 @@ pub async fn resources(
                 all.iter().for_each(|resource| println!("{}", resource.id));
                 return Ok(0);
             }
-            println!("{:<38} {:<24} PROVIDER", "ID", "NAME");
+            println!("{:<38} {:<24} {:<30} LAST CHECK", "ID", "NAME", "PROVIDER");
             for resource in all {
                 let provider = match resource.provider {
                     Some(resource::Provider::Memory(_)) => "memory",
                     Some(resource::Provider::AwsSecurityGroup(_)) => "aws_security_group",
                     Some(resource::Provider::GcpFirewall(_)) => "gcp_firewall",
-                    _ => "other",
+                    Some(resource::Provider::AzureNetworkSecurityGroup(_)) => "azure_network_security_group",
+                    None => "none",
                 };
-                println!("{:<38} {:<24} {provider}", resource.id, resource.name);
+                // The periodic check's finding: OK, ACCESS_DENIED, … or - before the first.
+                let check = resource
+                    .last_check
+                    .as_ref()
+                    .map_or("-", |check| check.status().as_str_name().strip_prefix("CHECK_STATUS_").unwrap_or("-"));
+                println!("{:<38} {:<24} {provider:<30} {check}", resource.id, resource.name);
             }
         }
         ResourcesCommand::Assign { resource, user } | ResourcesCommand::Unassign { resource, user } => {

@@ -327,7 +327,8 @@ async fn resources_extend_and_completions() {
     let listed = server.pcl(&["resources", "list"]).output().unwrap();
     let (stdout, stderr) = text(&listed);
     assert!(listed.status.success(), "{stderr}");
-    assert!(stdout.lines().any(|line| line.contains(" db ") && line.ends_with("memory")), "{stdout}");
+    assert!(stdout.lines().any(|line| line.contains(" db ") && line.contains(" memory ")), "{stdout}");
+    assert!(stdout.starts_with("ID") && stdout.lines().next().unwrap().ends_with("LAST CHECK"), "{stdout}");
 
     let started = server.pcl(&["session", "start", "--ipv4", "203.0.113.24", "--minutes", "30"]).output().unwrap();
     let id = text(&started).0.lines().next().unwrap().to_owned();
