@@ -84,6 +84,25 @@ async fn conformance(provider: &dyn FirewallProvider, target: &Target, rules: Ru
     assert_eq!(provider.revoke(target, &refs[..1]).await, [Ok(())], "revoking a removed rule succeeds");
 }
 
+/// A second engine on the test server's database, as another replica would run; send true to
+/// stop it, then await it.
+#[cfg(any(feature = "gcp", feature = "azure"))]
+fn second_replica(db: &sea_orm::DatabaseConnection) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let config = common::test_config();
+    let second = portcullis::engine::Engine::new(
+        db.clone(),
+        db.clone(),
+        portcullis::provider::Providers::new(
+            MemoryFirewall::in_process(),
+            &config.providers,
+            config.engine.provider_timeout(),
+        ),
+        portcullis::engine::EngineConfig::default(),
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    (stop, tokio::spawn(async move { second.run(stopped).await }))
+}
+
 #[tokio::test]
 async fn memory_provider_conforms() {
     let memory = MemoryFirewall::in_process();
@@ -830,19 +849,7 @@ mod gcp {
             let fake = FakeCompute::start().await;
             let mut f = Fixture::new(&db).await;
             let resource_id = f.resource_on("bastion", resource_on_fake(&fake.url)).await;
-            // A second engine on the same database, as another replica would run.
-            let second = portcullis::engine::Engine::new(
-                f.server.db.clone(),
-                f.server.db.clone(),
-                portcullis::provider::Providers::new(
-                    portcullis::provider::memory::MemoryFirewall::in_process(),
-                    &common::test_config().providers,
-                    common::test_config().engine.provider_timeout(),
-                ),
-                portcullis::engine::EngineConfig::default(),
-            );
-            let (stop, stopped) = tokio::sync::watch::channel(false);
-            let replica = tokio::spawn(async move { second.run(stopped).await });
+            let (stop, replica) = second_replica(&f.server.db);
 
             let key = f.user_key.clone();
             let addresses: Vec<String> = (1..=40).map(|n| format!("203.0.113.{n}")).collect();
@@ -1151,18 +1158,7 @@ mod azure {
             fake.create_group(SUBSCRIPTION, RG, NSG);
             let mut f = Fixture::new(&db).await;
             let resource_id = f.resource_on("bastion", resource_on_fake(&fake.url)).await;
-            let second = portcullis::engine::Engine::new(
-                f.server.db.clone(),
-                f.server.db.clone(),
-                portcullis::provider::Providers::new(
-                    portcullis::provider::memory::MemoryFirewall::in_process(),
-                    &common::test_config().providers,
-                    common::test_config().engine.provider_timeout(),
-                ),
-                portcullis::engine::EngineConfig::default(),
-            );
-            let (stop, stopped) = tokio::sync::watch::channel(false);
-            let replica = tokio::spawn(async move { second.run(stopped).await });
+            let (stop, replica) = second_replica(&f.server.db);
 
             let key = f.user_key.clone();
             let addresses: Vec<String> = (1..=30).map(|n| format!("203.0.113.{n}")).collect();
