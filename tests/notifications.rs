@@ -524,3 +524,30 @@ async fn a_receiver_failing_for_days_is_disabled_with_an_audit_event_and_can_be_
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_new_resource_is_checked_at_once_and_again_when_its_firewall_changes() {
+    each_backend(|db| async move {
+        // The default half-hour interval: only the creation and the change bring a check sooner.
+        let mut f = Fixture::with_server(TestServer::start_with(&db, webhook_config()).await).await;
+        let id = f.resource("db", MemoryProvider::default()).await;
+        wait_for_check(&mut f, &id, "a first check", |c| c.status() == CheckStatus::Ok).await;
+
+        f.server.services.engine.providers().memory().refuse_checks(&id, Some("no longer readable")).unwrap();
+        let request = UpdateResourceRequest {
+            resource: Some(Resource {
+                id: id.clone(),
+                provider: Some(resource::Provider::Memory(MemoryProvider { latency_ms: 5, ..Default::default() })),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask { paths: vec!["provider".into()] }),
+        };
+        let admin = f.server.admin_key.clone();
+        f.resources.update_resource(with_key(request, &admin)).await.unwrap();
+        let check = wait_for_check(&mut f, &id, "the new firewall's check", |c| c.status() != CheckStatus::Ok).await;
+        assert_eq!((check.status(), check.message.as_str()), (CheckStatus::AccessDenied, "no longer readable"));
+        f.server.stop().await;
+        db.drop_database().await;
+    })
+    .await;
+}

@@ -1122,6 +1122,25 @@ mod azure {
         assert!(fake.calls().iter().any(|call| call.contains("/operationResults/")), "{:?}", fake.calls());
     }
 
+    /// A change Microsoft.Network refuses only while applying it fails the rule with the
+    /// operation's own code and message; a racing one is retried.
+    #[tokio::test]
+    async fn azure_a_failed_operation_fails_the_rule_with_its_code() {
+        let fake = FakeArm::start().await;
+        fake.create_group(SUBSCRIPTION, RG, NSG);
+        let target = target(config(&fake.url));
+        let provider = AzureFirewall::new(true, &Default::default(), 1.0);
+        fake.fail_next_operation("SecurityRuleInvalidAddressPrefix", "Security rule has invalid Address prefix.");
+        let results = provider.apply(&target, &[request(V4, "s")]).await;
+        let expected =
+            "the Azure operation failed (SecurityRuleInvalidAddressPrefix: Security rule has invalid Address prefix.)";
+        assert_eq!(results, [Err(ProviderError::Rejected(expected.into()))]);
+        fake.fail_next_operation("AnotherOperationInProgress", "Another operation on this resource is in progress.");
+        let results = provider.apply(&target, &[request(V4, "s")]).await;
+        assert!(matches!(&results[..], [Err(ProviderError::Transient(_))]), "{results:?}");
+        assert_eq!(provider.apply(&target, &[request(V4, "s")]).await, [Ok(rule_name(&target.resource_id, "v4"))]);
+    }
+
     /// An endpoint whose operation URLs point elsewhere never gets the token sent there.
     #[tokio::test]
     async fn azure_tokens_never_follow_an_operation_url_to_another_host() {

@@ -274,7 +274,11 @@ async fn no_call_goes_to_an_endpoint_the_operator_does_not_allow() {
     use portcullis::pb::v1::session_service_client::SessionServiceClient;
     let db = TestDb::sqlite();
     let (url, caught) = trap().await;
-    let server = TestServer::start(&db).await;
+    // Allowed at first, the endpoint could be checked; counting starts once it is not allowed
+    // (the restarted server checks resources as usual, and must not call it either).
+    let mut allowing = common::test_config();
+    allowing.engine.check_interval_secs = 0;
+    let server = TestServer::start_with(&db, allowing).await;
     let mut resources = ResourceServiceClient::new(server.channel().await);
     let create = |name: &str, endpoint: &str| CreateResourceRequest {
         resource: Some(Resource { name: name.into(), provider: Some(aws_on(endpoint)), ..Default::default() }),
@@ -344,12 +348,17 @@ async fn resources_act_only_inside_their_organizations_cloud_scopes() {
     use portcullis::pb::v1::session_service_client::SessionServiceClient;
     common::each_backend(|db: TestDb| async move {
         let (url, caught) = trap().await;
-        let server = TestServer::start(&db).await;
+        // Periodic checks would call the resources accepted here: this counts only what is sent
+        // once the scopes are withdrawn, when nothing may be.
+        let mut config = common::test_config();
+        config.engine.check_interval_secs = 0;
+        let server = TestServer::start_with(&db, config).await;
         let channel = server.channel().await;
         let scopes = CloudScopes {
             aws_accounts: vec!["111122223333".into()],
             aws_role_arns: vec!["arn:aws:iam::444455556666:role/portcullis-*".into()],
             gcp_projects: vec!["globex-prod".into()],
+            azure_subscriptions: vec!["6f1c3a52-9d0e-4b8f-a1c2-3d4e5f607182".into()],
             ..Default::default()
         };
         let request = CreateOrganizationRequest {
@@ -382,6 +391,17 @@ async fn resources_act_only_inside_their_organizations_cloud_scopes() {
                 ..Default::default()
             })
         };
+        let azure = |subscription_id: &str| {
+            resource::Provider::AzureNetworkSecurityGroup(AzureNetworkSecurityGroup {
+                subscription_id: subscription_id.into(),
+                resource_group: "rg".into(),
+                nsg_name: "nsg".into(),
+                protocol: "Tcp".into(),
+                destination_port_ranges: vec!["22".into()],
+                endpoint_url: Some(url.clone()),
+                ..Default::default()
+            })
+        };
         let create = |name: &str, provider: resource::Provider| CreateResourceRequest {
             resource: Some(Resource { name: name.into(), provider: Some(provider), ..Default::default() }),
         };
@@ -391,6 +411,7 @@ async fn resources_act_only_inside_their_organizations_cloud_scopes() {
             (aws(Some("arn:aws:iam::999999999999:role/portcullis-ssh")), "resource.aws_security_group.role_arn"),
             (aws(Some("arn:aws:iam::444455556666:role/admin")), "resource.aws_security_group.role_arn"),
             (gcp("acme-prod"), "resource.gcp_firewall.project"),
+            (azure("00000000-0000-0000-0000-000000000000"), "resource.azure_network_security_group.subscription_id"),
         ] {
             let err = resources.create_resource(with_key(create("outside", provider), &key)).await.unwrap_err();
             assert_eq!(err.code(), tonic::Code::InvalidArgument, "{}: {err:?}", db.backend);
@@ -402,6 +423,8 @@ async fn resources_act_only_inside_their_organizations_cloud_scopes() {
         let pattern = aws(Some("arn:aws:iam::444455556666:role/portcullis-ssh"));
         resources.create_resource(with_key(create("jump", pattern), &key)).await.unwrap();
         resources.create_resource(with_key(create("network", gcp("globex-prod")), &key)).await.unwrap();
+        let nsg = azure("6F1C3A52-9D0E-4B8F-A1C2-3D4E5F607182");
+        resources.create_resource(with_key(create("nsg", nsg), &key)).await.unwrap();
         let moved = UpdateResourceRequest {
             resource: Some(Resource { id: bastion.clone(), provider: Some(aws(None)), ..Default::default() }),
             update_mask: Some(prost_types::FieldMask { paths: vec!["provider".into()] }),

@@ -112,6 +112,8 @@ struct Inner {
     owner: String,
     work: Notify,
     expiry: Notify,
+    /// A resource was created or given another firewall: the checks look again at once.
+    checks: Notify,
     /// When the expiry scheduler looks next (milliseconds since the epoch; unknown, so
     /// `i64::MAX`, while it is looking): a start that ends sooner wakes it, one that ends
     /// later need not.
@@ -137,6 +139,7 @@ impl Engine {
                 owner: crate::domain::new_id(),
                 work: Notify::new(),
                 expiry: Notify::new(),
+                checks: Notify::new(),
                 expiry_looks_at: AtomicI64::new(i64::MAX),
             }),
         }
@@ -169,6 +172,12 @@ impl Engine {
     /// New rules are due: wake the worker.
     pub fn wake(&self) {
         self.inner.work.notify_one();
+    }
+
+    /// A resource is new or points at another firewall: check it now rather than at the next
+    /// sweep (other replicas find it at theirs).
+    pub fn check_soon(&self) {
+        self.inner.checks.notify_one();
     }
 
     /// An expiry moved or a session started: recompute when to wake.

@@ -125,6 +125,9 @@ struct SecurityRule {
     priority: Option<u16>,
     inbound: bool,
     sources: BTreeSet<IpAddr>,
+    /// A write Azure failed to apply leaves the rule `Failed`: it is written again whatever
+    /// it holds.
+    failed: bool,
 }
 
 impl SecurityRule {
@@ -144,6 +147,7 @@ impl SecurityRule {
             priority: properties["priority"].as_u64().and_then(|p| u16::try_from(p).ok()),
             inbound: properties["direction"].as_str().is_some_and(|d| d.eq_ignore_ascii_case("Inbound")),
             sources,
+            failed: properties["provisioningState"].as_str() == Some("Failed"),
         }
     }
 
@@ -375,7 +379,7 @@ impl AzureFirewall {
     ) -> Result<(), ProviderError> {
         let unchanged = match current {
             None => hosts.is_empty(),
-            Some(rule) => !hosts.is_empty() && rule.sources == *hosts,
+            Some(rule) => !hosts.is_empty() && rule.sources == *hosts && !rule.failed,
         };
         if unchanged {
             return Ok(());

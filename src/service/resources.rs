@@ -122,6 +122,7 @@ impl ResourceManager {
             .write(&txn, &caller.actor())
             .await?;
         store::commit(txn).await?;
+        self.engine.check_soon();
         Ok(created)
     }
 
@@ -196,6 +197,9 @@ impl ResourceManager {
             .or_already_exists("a resource with this name already exists")?;
         record.write(&txn, &caller.actor()).await?;
         store::commit(txn).await?;
+        if changes.provider.is_some() {
+            self.engine.check_soon();
+        }
         Ok(updated)
     }
 

@@ -56,6 +56,8 @@ struct Arm {
     location_only: bool,
     /// Operation URLs point here instead of at the fake (an endpoint luring the token away).
     operations_at: Option<String>,
+    /// The next operation to start ends Failed with this error code and message.
+    fail_next_operation: Option<(String, String)>,
     /// Every request, as "METHOD path".
     calls: Vec<String>,
 }
@@ -69,6 +71,8 @@ struct Group {
 
 struct Operation {
     polls_left: u32,
+    /// Ends Failed with this error instead of Succeeded.
+    failure: Option<(String, String)>,
     group: (String, String, String),
     rule: String,
     delete: bool,
@@ -189,6 +193,12 @@ impl FakeArm {
         self.lock().location_only = true;
     }
 
+    /// The next write's operation ends Failed with `code`, the rule left `Failed`, as when
+    /// Microsoft.Network refuses a change only once it applies it.
+    pub fn fail_next_operation(&self, code: &str, message: &str) {
+        self.lock().fail_next_operation = Some((code.to_owned(), message.to_owned()));
+    }
+
     /// Operation URLs point at `base` (another host) from now on.
     pub fn operations_at(&self, base: &str) {
         self.lock().operations_at = Some(base.to_owned());
@@ -260,7 +270,13 @@ impl FakeArm {
         let id = format!("{:08x}-0000-4000-8000-{:012x}", state.next_id, state.next_id);
         state.operations.insert(
             id.clone(),
-            Operation { polls_left: POLLS_IN_PROGRESS, group, rule: rule.to_ascii_lowercase(), delete },
+            Operation {
+                polls_left: POLLS_IN_PROGRESS,
+                failure: state.fail_next_operation.take(),
+                group,
+                rule: rule.to_ascii_lowercase(),
+                delete,
+            },
         );
         let host = state.operations_at.clone().unwrap_or_else(|| self.url.clone());
         let base = format!("{host}/subscriptions/{subscription}/providers/Microsoft.Network/locations/{LOCATION}");
@@ -270,29 +286,37 @@ impl FakeArm {
         )
     }
 
-    /// One poll of an operation: whether it has ended (and then its effect has landed).
-    fn poll(&self, id: &str) -> Option<bool> {
+    /// One poll of an operation; once it has ended, its effect has landed.
+    fn poll(&self, id: &str) -> Option<Polled> {
         let mut state = self.lock();
         let operation = state.operations.get_mut(id)?;
         if operation.polls_left > 0 {
             operation.polls_left -= 1;
-            return Some(false);
+            return Some(Polled::Running);
         }
-        let Operation { group, rule, delete, .. } = state.operations.remove(id)?;
+        let ended = match &operation.failure {
+            Some((code, message)) => Polled::Failed(code.clone(), message.clone()),
+            None => Polled::Succeeded,
+        };
+        // The effect lands once; the operation answers the same from then on.
+        let (group, rule, delete) = (operation.group.clone(), std::mem::take(&mut operation.rule), operation.delete);
         if let Some(group) = state.groups.get_mut(&group) {
-            if delete {
+            if delete && matches!(ended, Polled::Succeeded) {
                 group.rules.remove(&rule);
             } else if let Some(stored) = group.rules.get_mut(&rule) {
-                stored["properties"]["provisioningState"] = json!("Succeeded");
+                let outcome = if matches!(ended, Polled::Succeeded) { "Succeeded" } else { "Failed" };
+                stored["properties"]["provisioningState"] = json!(outcome);
             }
         }
-        // An operation once ended answers Succeeded from then on.
-        state.operations.insert(
-            id.to_owned(),
-            Operation { polls_left: 0, group: Default::default(), rule: String::new(), delete: false },
-        );
-        Some(true)
+        Some(ended)
     }
+}
+
+/// What a poll of an operation found.
+enum Polled {
+    Running,
+    Succeeded,
+    Failed(String, String),
 }
 
 fn new_etag() -> String {
@@ -525,12 +549,13 @@ async fn operation(
     if let Some(refused) = fake.enter(&Method::GET, &format!("/operations/{id}"), &headers) {
         return refused;
     }
-    let status = match fake.poll(&id) {
-        Some(true) => "Succeeded",
-        Some(false) => "InProgress",
+    let body = match fake.poll(&id) {
+        Some(Polled::Running) => json!({"status": "InProgress"}),
+        Some(Polled::Succeeded) => json!({"status": "Succeeded"}),
+        Some(Polled::Failed(code, message)) => json!({"status": "Failed", "error": {"code": code, "message": message}}),
         None => return error(StatusCode::NOT_FOUND, "NotFound", format!("Operation {id} not found.")),
     };
-    let mut response = axum::Json(json!({"status": status})).into_response();
+    let mut response = axum::Json(body).into_response();
     response.headers_mut().insert("retry-after", "10".parse().unwrap());
     response
 }
@@ -544,8 +569,9 @@ async fn operation_result(
         return refused;
     }
     match fake.poll(&id) {
-        Some(true) => StatusCode::NO_CONTENT.into_response(),
-        Some(false) => StatusCode::ACCEPTED.into_response(),
+        Some(Polled::Succeeded) => StatusCode::NO_CONTENT.into_response(),
+        Some(Polled::Running) => StatusCode::ACCEPTED.into_response(),
+        Some(Polled::Failed(code, message)) => error(StatusCode::BAD_REQUEST, &code, message),
         None => error(StatusCode::NOT_FOUND, "NotFound", format!("Operation {id} not found.")),
     }
 }
