@@ -451,8 +451,12 @@ async fn bench_watch(server: &Server, counter: &Arc<AtomicU32>, figures: &mut Fi
     let per_stream_kb = server_rss_kib(server).saturating_sub(rss_before) as f64 / 10_000.0;
     let watched = active_session(&mut client, key, counter).await;
     let mut only = Watchers::open(server, std::slice::from_ref(&watched), 1).await;
+    // More changes make a window long enough to profile (PORTCULLIS_BENCH_P3A_CHANGES=1000; each
+    // adds a minute, so at most about 1,400 fit in a session's 24 hours).
+    let changes = std::env::var("PORTCULLIS_BENCH_P3A_CHANGES").ok().and_then(|n| n.parse().ok()).unwrap_or(100);
+    println!("measuring {changes} changes");
     let mut latencies: Vec<Duration> =
-        only.deliveries(&mut client, key, &watched, 100, 1).await.into_iter().flatten().collect();
+        only.deliveries(&mut client, key, &watched, changes, 1).await.into_iter().flatten().collect();
     latencies.sort();
     let p99 = percentile(&latencies, 0.99);
     println!("{:>9} samples, p50 {}, p99 {}", latencies.len(), ms(percentile(&latencies, 0.5)), ms(p99));
