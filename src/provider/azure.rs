@@ -623,6 +623,33 @@ mod tests {
     }
 
     #[test]
+    fn tokens_are_asked_for_the_cloud_the_resource_calls() {
+        let on = |endpoint: Option<&str>| AzureNetworkSecurityGroup {
+            subscription_id: "6f1c3a52-9d0e-4b8f-a1c2-3d4e5f607182".into(),
+            resource_group: "rg".into(),
+            nsg_name: "nsg".into(),
+            protocol: "Tcp".into(),
+            destination_port_ranges: vec!["22".into()],
+            destination_address_prefix: "*".into(),
+            priority_first: 3000,
+            priority_last: 3099,
+            endpoint_url: endpoint.map(str::to_owned),
+        };
+        assert_eq!(token_scope(&on(None)), "https://management.azure.com/.default");
+        assert_eq!(
+            token_scope(&on(Some("https://management.usgovcloudapi.net/"))),
+            "https://management.usgovcloudapi.net/.default"
+        );
+        // A private endpoint or a test server stands in for the public cloud.
+        assert_eq!(token_scope(&on(Some("http://127.0.0.1:9000"))), "https://management.azure.com/.default");
+        assert_eq!(
+            group_url(&on(Some("http://127.0.0.1:9000/"))),
+            "http://127.0.0.1:9000/subscriptions/6f1c3a52-9d0e-4b8f-a1c2-3d4e5f607182/resourceGroups/rg/providers/\
+             Microsoft.Network/networkSecurityGroups/nsg"
+        );
+    }
+
+    #[test]
     fn polls_stay_on_the_resource_endpoint() {
         assert!(same_origin(
             "https://management.azure.com/subscriptions/x/operations/1?api-version=1",
