@@ -180,7 +180,7 @@ impl GcpFirewall {
         if !GCP_PROTOCOLS.contains(&self.protocol.as_str()) {
             errors.push(("protocol", format!("must be one of {}", GCP_PROTOCOLS.join(", "))));
         }
-        if self.ports.iter().any(|p| !is_port_or_range(p)) {
+        if self.ports.iter().any(|p| !is_port_or_range(p, 1)) {
             errors.push(("ports", "each must be a port (22) or a range (5432-5433)".to_owned()));
         }
         check_endpoint(&self.endpoint_url, &mut errors);
@@ -224,14 +224,8 @@ impl AzureNetworkSecurityGroup {
         if !Self::PROTOCOLS.contains(&self.protocol.as_str()) {
             errors.push(("protocol", format!("must be one of {}", Self::PROTOCOLS.join(", "))));
         }
-        let port = |s: &str| s.parse::<u16>().is_ok();
-        let range_ok = |value: &str| {
-            value == "*"
-                || match value.split_once('-') {
-                    Some((from, to)) => port(from) && port(to) && from.parse::<u16>().ok() <= to.parse::<u16>().ok(),
-                    None => port(value),
-                }
-        };
+        // Azure takes port 0 where GCP does not.
+        let range_ok = |value: &str| value == "*" || is_port_or_range(value, 0);
         if self.destination_port_ranges.is_empty() || !self.destination_port_ranges.iter().all(|r| range_ok(r)) {
             errors.push(("destination_port_ranges", "each must be *, a port (22) or a range (5432-5433)".into()));
         }
@@ -278,8 +272,9 @@ fn is_http_url(value: &str) -> bool {
     (value.starts_with("http://") || value.starts_with("https://")) && !value.chars().any(char::is_whitespace)
 }
 
-fn is_port_or_range(value: &str) -> bool {
-    let port = |s: &str| s.parse::<u16>().is_ok_and(|p| p > 0);
+/// Whether `value` is a port no lower than `lowest` (22) or a range of them (5432-5433).
+fn is_port_or_range(value: &str, lowest: u16) -> bool {
+    let port = |s: &str| s.parse::<u16>().is_ok_and(|p| p >= lowest);
     match value.split_once('-') {
         Some((from, to)) => port(from) && port(to) && from.parse::<u16>().ok() <= to.parse::<u16>().ok(),
         None => port(value),
@@ -342,10 +337,11 @@ mod tests {
 
     #[test]
     fn gcp_ports_accept_ports_and_ranges_only() {
-        assert!(is_port_or_range("22"));
-        assert!(is_port_or_range("5432-5433"));
-        assert!(!is_port_or_range("0"));
-        assert!(!is_port_or_range("9-8"));
-        assert!(!is_port_or_range("ssh"));
+        assert!(is_port_or_range("22", 1));
+        assert!(is_port_or_range("5432-5433", 1));
+        assert!(!is_port_or_range("0", 1));
+        assert!(!is_port_or_range("9-8", 1));
+        assert!(!is_port_or_range("ssh", 1));
+        assert!(is_port_or_range("0", 0), "Azure's lowest port");
     }
 }
