@@ -440,9 +440,11 @@ mod aws {
         let Some(endpoint) = moto() else { return };
         let (proxy, mut config) = metered(&endpoint, (50, 5.0), (1, 1.0)).await;
         let db = TestDb::sqlite();
-        // Resources are made on a server that does not reconcile...
+        // Resources are made on a server that neither reconciles nor checks them (its calls
+        // would draw on the account's bucket beside the next server's)...
         let mut setup = config.clone();
         setup.engine.reconcile_interval_secs = Some(0);
+        setup.engine.check_interval_secs = 0;
         let mut f = Fixture::with_server(TestServer::start_with(&db, setup).await).await;
         let groups = common::moto::new_groups(&endpoint, 11);
         f.resource_on("bastion", resource_on_moto(&proxy.url, &groups[0])).await;
