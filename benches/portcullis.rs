@@ -566,11 +566,12 @@ async fn wait_until(
     done
 }
 
-/// Waits until each of `ids` is no longer PENDING; answers those that are not.
+/// Waits until each of `ids` is no longer PENDING; answers those that are not. Polls seldom: the
+/// polls' GetSessions would compete with the work measured, whose end is the rules' applied_at.
 #[cfg(feature = "aws")]
 async fn settled(server: &Server, channel: &Channel, ids: &[String], patience: Duration) -> Vec<Session> {
     let not_pending = |s: &Session| s.status() != SessionStatus::Pending;
-    wait_until(server, channel, ids, not_pending, Duration::from_millis(50), patience).await
+    wait_until(server, channel, ids, not_pending, Duration::from_millis(250), patience).await
 }
 
 /// P4: 50 sessions on each of 20 security groups (each group assigned to a user of its own),
@@ -599,7 +600,7 @@ async fn bench_quota(server: &Server, counter: &Arc<AtomicU32>, figures: &mut Fi
     let (solo_user, solo_token) =
         logged_in_user(server, &channel, &format!("aws-solo-{}@bench.example", counter.load(Ordering::Relaxed))).await;
     aws_resource(server, &channel, &proxy.url, &solo_group, &solo_user).await;
-    let began = Instant::now();
+    let began_at = now_seconds();
     let request = StartSessionRequest {
         ipv4_address: Some(address(counter.fetch_add(1, Ordering::Relaxed))),
         ..Default::default()
@@ -611,8 +612,10 @@ async fn bench_quota(server: &Server, counter: &Arc<AtomicU32>, figures: &mut Fi
         .into_inner()
         .session
         .expect("session");
-    settled(server, &channel, &[solo.id], Duration::from_secs(30)).await;
-    let one_call = began.elapsed();
+    let solo = settled(server, &channel, &[solo.id], Duration::from_secs(30)).await;
+    // Times end at the rules' own applied_at (the server's clock, on this machine), not when a
+    // poll happened to see them.
+    let one_call = Duration::from_secs_f64((last_applied(&solo) - began_at).max(0.0));
 
     let groups = fresh_groups;
     for ((user_id, _), group_id) in users.iter().zip(&groups) {
@@ -621,7 +624,7 @@ async fn bench_quota(server: &Server, counter: &Arc<AtomicU32>, figures: &mut Fi
     let before = proxy.writes_by_group();
     let refused_before = proxy.refused_by_quota();
     let moto_before = proxy.upstream_busy();
-    let began = Instant::now();
+    let (began, began_at) = (Instant::now(), now_seconds());
     let starts = (0..GROUPS * PER_GROUP).map(|n| {
         let mut client = SessionServiceClient::new(channel.clone());
         let token = users[n % GROUPS].1.clone();
@@ -634,7 +637,7 @@ async fn bench_quota(server: &Server, counter: &Arc<AtomicU32>, figures: &mut Fi
     let ids: Vec<String> = futures::stream::iter(starts).buffer_unordered(64).collect().await;
     let started_in = began.elapsed();
     let sessions = settled(server, &channel, &ids, Duration::from_secs(120)).await;
-    let wall = began.elapsed();
+    let wall = Duration::from_secs_f64((last_applied(&sessions) - began_at).max(0.0));
 
     let rules: Vec<&ResourceIp> = sessions.iter().flat_map(|s| &s.resource_ips).collect();
     let applied = rules.iter().filter(|r| r.status() == ResourceIpStatus::Applied).count();
@@ -646,6 +649,7 @@ async fn bench_quota(server: &Server, counter: &Arc<AtomicU32>, figures: &mut Fi
     let total_writes: usize = writes.iter().sum();
     let refused = proxy.refused_by_quota() - refused_before;
     let moto_time = proxy.upstream_busy() - moto_before;
+    print_moto_timeline(&proxy.calls(), began, wall);
     // The time EC2's bucket needs for the mutating calls made (burst 50, then 5/s), plus one call.
     let bucket_time = Duration::from_secs_f64(total_writes.saturating_sub(50) as f64 / 5.0);
     let bound = (bucket_time + one_call).mul_f64(1.2);
@@ -700,6 +704,53 @@ async fn bench_quota(server: &Server, counter: &Arc<AtomicU32>, figures: &mut Fi
         at_least: false,
         target: 1.2,
     });
+}
+
+/// When the last rule of `sessions` was applied (seconds since the epoch; NaN if none was).
+#[cfg(feature = "aws")]
+fn last_applied(sessions: &[Session]) -> f64 {
+    sessions.iter().flat_map(|s| &s.resource_ips).map(|rule| seconds(&rule.applied_at)).fold(f64::NAN, f64::max)
+}
+
+/// Where P4's wall time went: when moto had no call in hand, and when each round of the groups'
+/// writes went out (times from the first start).
+#[cfg(feature = "aws")]
+fn print_moto_timeline(calls: &[moto::Call], began: Instant, wall: Duration) {
+    let at = |instant: Instant| instant.saturating_duration_since(began).as_secs_f64();
+    let mut calls: Vec<&moto::Call> = calls.iter().filter(|call| call.sent >= began).collect();
+    calls.sort_by_key(|call| call.sent);
+    let mut gaps = Vec::new();
+    let mut free_since = began;
+    for call in &calls {
+        if call.sent > free_since {
+            gaps.push((free_since, call.sent));
+        }
+        free_since = free_since.max(call.answered);
+    }
+    gaps.push((free_since, began + wall));
+    let idle: f64 = gaps.iter().map(|(from, to)| to.saturating_duration_since(*from).as_secs_f64()).sum();
+    let long: Vec<String> = gaps
+        .iter()
+        .filter(|(from, to)| to.saturating_duration_since(*from) >= Duration::from_millis(50))
+        .map(|(from, to)| format!("{:.2}–{:.2}", at(*from), at(*to)))
+        .collect();
+    println!("moto idle {:.2} s in all; gaps of 50 ms or more at (s): {}", idle, long.join(", "));
+    let mut rounds: Vec<Vec<f64>> = Vec::new();
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for call in &calls {
+        if let Some(group) = &call.group {
+            let round = seen.entry(group).or_default();
+            if rounds.len() <= *round {
+                rounds.push(Vec::new());
+            }
+            rounds[*round].push(at(call.sent));
+            *round += 1;
+        }
+    }
+    for (n, sent) in rounds.iter().enumerate() {
+        let (first, last) = sent.iter().fold((f64::MAX, 0.0_f64), |(lo, hi), t| (lo.min(*t), hi.max(*t)));
+        println!("write {} of a group: {} sent between {first:.2} and {last:.2} s", n + 1, sent.len());
+    }
 }
 
 /// A database of its own on the PostgreSQL server of `url` (same credentials), so every run

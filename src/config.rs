@@ -272,11 +272,19 @@ pub struct AwsQuota {
     /// per wave, at the price of up to this much more wait for those arriving just after a call.
     /// 0 writes as soon as there is work and a token.
     pub group_write_interval_ms: u64,
+    /// A group waiting out its write interval is written as soon as no further work for it has
+    /// come for this many milliseconds: a burst of sessions goes out once it ends, not a whole
+    /// interval after the last write. 0 always waits out the interval.
+    pub group_write_quiet_ms: u64,
 }
 
 impl AwsQuota {
     pub fn group_write_interval(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.group_write_interval_ms)
+    }
+
+    pub fn group_write_quiet(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.group_write_quiet_ms)
     }
 }
 
@@ -322,6 +330,7 @@ impl Default for AwsQuota {
             mutating: Rate { burst: 50, per_second: 5.0 },
             describe: Rate { burst: 100, per_second: 20.0 },
             group_write_interval_ms: 1000,
+            group_write_quiet_ms: 100,
         }
     }
 }

@@ -116,7 +116,8 @@ async fn admit(
         if admitted.len() == room {
             break;
         }
-        let pass = Pass::Rules { removes: resource.removes, applies: resource.applies };
+        let unchanged_for = (now() - resource.newest_due_at).to_std().unwrap_or(Duration::ZERO);
+        let pass = Pass::Rules { removes: resource.removes, applies: resource.applies, unchanged_for };
         // A deleted or unreadable resource goes ahead: its pass records why it cannot call.
         let tickets = match configs.get(&resource.resource_id) {
             Some(config) => engine.providers().admit(config, pass, Claim::Within(ADMIT_AHEAD)),

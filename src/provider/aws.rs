@@ -117,12 +117,16 @@ impl AwsFirewall {
         }
     }
 
-    /// How long until `group` may be written again, if not yet.
-    fn write_wait(&self, group: &AwsSecurityGroup) -> Option<Duration> {
-        let interval = self.quota.group_write_interval();
+    /// How long until `group` may be written again, if not yet: the rest of its write interval,
+    /// or less once its work has stopped growing for the quiet time (a burst of sessions has
+    /// ended, so waiting longer gathers nothing more).
+    fn write_wait(&self, group: &AwsSecurityGroup, unchanged_for: Duration) -> Option<Duration> {
         let last_writes = self.last_writes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let since = last_writes.get(&GroupKey::of(group))?.elapsed();
-        interval.checked_sub(since).filter(|wait| !wait.is_zero())
+        let interval_left = self.quota.group_write_interval().checked_sub(since)?;
+        let quiet = self.quota.group_write_quiet();
+        let wait = if quiet.is_zero() { interval_left } else { interval_left.min(quiet.saturating_sub(unchanged_for)) };
+        Some(wait).filter(|wait| !wait.is_zero())
     }
 
     /// The bucket a call of `api` for `group` is paced on, and its rate.
@@ -152,18 +156,19 @@ impl AwsFirewall {
     pub fn admit(&self, group: &AwsSecurityGroup, pass: Pass, claim: Claim) -> Result<Vec<Ticket>, Duration> {
         use Api::RevokeSecurityGroupIngress as Revoke;
         use Api::{AuthorizeSecurityGroupIngress as Authorize, DescribeSecurityGroupRules as Describe};
-        let apis: &[Api] = match pass {
-            Pass::Listing => &[Describe],
-            Pass::Rules { removes: true, applies: true } => &[Describe, Revoke, Describe, Authorize],
-            Pass::Rules { removes: true, applies: false } => &[Describe, Revoke],
-            Pass::Rules { removes: false, applies: true } => &[Describe, Authorize],
-            Pass::Rules { removes: false, applies: false } => &[],
+        let (apis, unchanged_for): (&[Api], _) = match pass {
+            Pass::Listing => (&[Describe], None),
+            Pass::Rules { removes, applies, unchanged_for } => match (removes, applies) {
+                (true, true) => (&[Describe, Revoke, Describe, Authorize], Some(unchanged_for)),
+                (true, false) => (&[Describe, Revoke], Some(unchanged_for)),
+                (false, true) => (&[Describe, Authorize], Some(unchanged_for)),
+                (false, false) => (&[], None),
+            },
         };
         // Sessions starting together on one group gather for its next write instead of each
         // wave spending a call of the account's bucket, which other groups (and tools) share.
-        if matches!(pass, Pass::Rules { .. })
-            && !apis.is_empty()
-            && let Some(wait) = self.write_wait(group)
+        if let Some(unchanged_for) = unchanged_for
+            && let Some(wait) = self.write_wait(group, unchanged_for)
         {
             return Err(wait);
         }

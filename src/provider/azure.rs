@@ -236,7 +236,7 @@ impl AzureFirewall {
     pub fn admit(&self, config: &AzureNetworkSecurityGroup, pass: Pass, claim: Claim) -> Result<Vec<Ticket>, Duration> {
         let writes = match pass {
             Pass::Listing => 0,
-            Pass::Rules { removes, applies } => usize::from(removes) + usize::from(applies),
+            Pass::Rules { removes, applies, .. } => usize::from(removes) + usize::from(applies),
         };
         (0..writes).map(|_| self.buckets.admit(write_bucket(config), self.writes, claim)).collect()
     }

@@ -160,7 +160,8 @@ impl ProviderError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pass {
     /// The rule worker's: for each of removing and applying, a listing then a write.
-    Rules { removes: bool, applies: bool },
+    /// `unchanged_for`: how long since the last of the resource's due rules became due.
+    Rules { removes: bool, applies: bool, unchanged_for: Duration },
     /// The reconciler's: one listing (what it then repairs is the worker's to call; an orphan's
     /// removal, rare, waits its turn as it goes).
     Listing,

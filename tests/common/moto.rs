@@ -123,6 +123,8 @@ struct Relay {
     authorized: Arc<Mutex<BTreeMap<(String, String), usize>>>,
     /// Calls in moto's hands, since when, and how long it has had at least one, in all.
     upstream: Arc<Mutex<(usize, std::time::Instant, Duration)>>,
+    /// Every call that reached moto, in the order it was answered.
+    answered: Mutex<Vec<Call>>,
     access_keys: Arc<Mutex<BTreeSet<String>>>,
     throttle_next: Arc<std::sync::atomic::AtomicU32>,
     quota: Option<Arc<Quota>>,
@@ -136,6 +138,16 @@ struct Quota {
     describe: Rate,
     buckets: Mutex<BTreeMap<String, (f64, std::time::Instant)>>,
     refused: std::sync::atomic::AtomicUsize,
+}
+
+/// A call that reached moto: its action, the security group it wrote (none for a describe),
+/// and when moto had it.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub action: String,
+    pub group: Option<String>,
+    pub sent: std::time::Instant,
+    pub answered: std::time::Instant,
 }
 
 /// A bucket's size: `burst` calls at once, then `per_second`.
@@ -195,6 +207,7 @@ impl Ec2Proxy {
             writes: Arc::default(),
             authorized: Arc::default(),
             upstream: Arc::new(Mutex::new((0, std::time::Instant::now(), Duration::ZERO))),
+            answered: Mutex::default(),
             access_keys: Arc::default(),
             throttle_next: Arc::default(),
             quota,
@@ -231,6 +244,11 @@ impl Ec2Proxy {
         self.relay.upstream.lock().unwrap().2
     }
 
+    /// The calls that reached moto, in the order they were answered.
+    pub fn calls(&self) -> Vec<Call> {
+        self.relay.answered.lock().unwrap().clone()
+    }
+
     /// The access key ids that signed the calls through the proxy.
     pub fn access_keys(&self) -> BTreeSet<String> {
         self.relay.access_keys.lock().unwrap().clone()
@@ -253,11 +271,13 @@ async fn relay_call(
     }
     let action = form_value(&body, "Action");
     let mut opens = Vec::new();
+    let mut written = None;
     if let Some(action) = &action {
         *relay.actions.lock().unwrap().entry(action.clone()).or_default() += 1;
         if !action.starts_with("Describe")
             && let Some(group) = form_value(&body, "GroupId")
         {
+            written = Some(group.clone());
             if action == "AuthorizeSecurityGroupIngress" {
                 let cidrs = form_values(&body, ".CidrIp").into_iter().chain(form_values(&body, ".CidrIpv6"));
                 opens.extend(cidrs.map(|cidr| (group.clone(), cidr)));
@@ -279,14 +299,17 @@ async fn relay_call(
         opens.into_iter().for_each(|open| *authorized.entry(open).or_default() += 1);
     }
     tokio::time::sleep(relay.delay).await;
+    let sent = std::time::Instant::now();
     {
         let mut upstream = relay.upstream.lock().unwrap();
         if upstream.0 == 0 {
-            upstream.1 = std::time::Instant::now();
+            upstream.1 = sent;
         }
         upstream.0 += 1;
     }
     let answer = forward(&relay.client, &relay.upstream_url, parts, body).await;
+    let call = Call { action: action.unwrap_or_default(), group: written, sent, answered: std::time::Instant::now() };
+    relay.answered.lock().unwrap().push(call);
     let mut upstream = relay.upstream.lock().unwrap();
     upstream.0 -= 1;
     if upstream.0 == 0 {

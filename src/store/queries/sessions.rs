@@ -527,6 +527,8 @@ pub struct DueResource {
     pub removes: bool,
     /// Some are to be applied.
     pub applies: bool,
+    /// When the latest of its due rules became due: how long its work has gone unchanged.
+    pub newest_due_at: DateTime<Utc>,
 }
 
 /// Up to `limit` resources with due, unclaimed rules, longest waiting first, leaving out those
@@ -551,6 +553,7 @@ pub async fn due_resources(
         .column(resource_ip::Column::ResourceId)
         .column_as(any_with(ResourceIpStatus::Removing), "removes")
         .column_as(any_with(ResourceIpStatus::Pending), "applies")
+        .column_as(Expr::col(resource_ip::Column::NextAttemptAt).max(), "newest_due_at")
         .filter(resource_ip::Column::Status.is_in(unsettled()))
         .filter(resource_ip::Column::NextAttemptAt.lte(now))
         .filter(rule_lease_free(now))
@@ -559,12 +562,17 @@ pub async fn due_resources(
         .group_by(resource_ip::Column::ResourceId)
         .order_by_asc(Expr::col(resource_ip::Column::NextAttemptAt).min())
         .limit(limit)
-        .into_tuple::<(String, i32, i32)>()
+        .into_tuple::<(String, i32, i32, DateTime<Utc>)>()
         .all(db)
         .await?;
     Ok(rows
         .into_iter()
-        .map(|(resource_id, removes, applies)| DueResource { resource_id, removes: removes > 0, applies: applies > 0 })
+        .map(|(resource_id, removes, applies, newest_due_at)| DueResource {
+            resource_id,
+            removes: removes > 0,
+            applies: applies > 0,
+            newest_due_at,
+        })
         .collect())
 }
 
