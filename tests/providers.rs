@@ -404,34 +404,59 @@ mod aws {
         f.server.stop().await;
     }
 
+    /// A server with one resource on a fresh moto group, behind a counting proxy, whose user's
+    /// first session is ACTIVE: the group was just written.
+    struct JustWritten {
+        endpoint: String,
+        group_id: String,
+        proxy: Ec2Proxy,
+        f: Fixture,
+        _db: TestDb,
+    }
+
+    impl JustWritten {
+        async fn start(endpoint: String, config: portcullis::config::Config) -> JustWritten {
+            let group_id = new_group(&endpoint);
+            let proxy = Ec2Proxy::start(&endpoint, std::time::Duration::ZERO).await;
+            let db = TestDb::sqlite();
+            let mut f = Fixture::with_server(TestServer::start_with(&db, config).await).await;
+            f.resource_on("bastion", resource_on_moto(&proxy.url, &group_id)).await;
+            let key = f.user_key.clone();
+            let first = f.start(&key, Some(V4), None).await.unwrap();
+            f.watch_until(&key, &first.id, SessionStatus::Active).await;
+            JustWritten { endpoint, group_id, proxy, f, _db: db }
+        }
+
+        /// Waits for `ids` to be ACTIVE, then asserts that the group holds them and the first
+        /// session's rule, opened in two authorize calls in all.
+        async fn opened_in_two_calls(mut self, ids: &[String]) {
+            let key = self.f.user_key.clone();
+            for id in ids {
+                self.f.watch_until(&key, id, SessionStatus::Active).await;
+            }
+            assert_eq!(rules_in(&self.endpoint, &self.group_id).len(), ids.len() + 1);
+            let authorizes = self.proxy.actions().get("AuthorizeSecurityGroupIngress").copied().unwrap_or(0);
+            assert_eq!(authorizes, 2, "calls made: {:?}", self.proxy.actions());
+            self.f.server.stop().await;
+        }
+    }
+
     /// Sessions that start on one group while its last write is recent gather for one write: a
     /// first session, then four more a few hundred milliseconds apart (each sooner than the quiet
     /// time after the one before), cost the account's bucket two authorize calls, not one per arrival.
     #[tokio::test]
     async fn sessions_starting_one_after_another_on_a_group_share_its_next_write() {
         let Some(endpoint) = moto() else { return };
-        let group_id = new_group(&endpoint);
-        let proxy = Ec2Proxy::start(&endpoint, std::time::Duration::ZERO).await;
-        let db = TestDb::sqlite();
         let mut config = common::test_config();
         config.providers.aws_quota.group_write_quiet_ms = 500;
-        let mut f = Fixture::with_server(TestServer::start_with(&db, config).await).await;
-        f.resource_on("bastion", resource_on_moto(&proxy.url, &group_id)).await;
-        let key = f.user_key.clone();
-        let first = f.start(&key, Some(V4), None).await.unwrap();
-        f.watch_until(&key, &first.id, SessionStatus::Active).await;
+        let mut group = JustWritten::start(endpoint, config).await;
+        let key = group.f.user_key.clone();
         let mut ids = Vec::new();
         for n in 1..=4 {
             tokio::time::sleep(std::time::Duration::from_millis(150)).await;
-            ids.push(f.start(&key, Some(&format!("203.0.113.{n}")), None).await.unwrap().id);
+            ids.push(group.f.start(&key, Some(&format!("203.0.113.{n}")), None).await.unwrap().id);
         }
-        for id in &ids {
-            f.watch_until(&key, id, SessionStatus::Active).await;
-        }
-        assert_eq!(rules_in(&endpoint, &group_id).len(), 5);
-        let authorizes = proxy.actions().get("AuthorizeSecurityGroupIngress").copied().unwrap_or(0);
-        assert_eq!(authorizes, 2, "calls made: {:?}", proxy.actions());
-        f.server.stop().await;
+        group.opened_in_two_calls(&ids).await;
     }
 
     /// A burst of sessions on a group written a moment ago goes out once the burst has ended (the
@@ -441,19 +466,12 @@ mod aws {
     #[tokio::test]
     async fn a_burst_on_a_recently_written_group_goes_out_once_it_ends() {
         let Some(endpoint) = moto() else { return };
-        let group_id = new_group(&endpoint);
-        let proxy = Ec2Proxy::start(&endpoint, std::time::Duration::ZERO).await;
-        let db = TestDb::sqlite();
         let mut config = common::test_config();
         config.providers.aws_quota.group_write_interval_ms = 60_000;
-        let mut f = Fixture::with_server(TestServer::start_with(&db, config).await).await;
-        f.resource_on("bastion", resource_on_moto(&proxy.url, &group_id)).await;
-        let key = f.user_key.clone();
-        let first = f.start(&key, Some(V4), None).await.unwrap();
-        f.watch_until(&key, &first.id, SessionStatus::Active).await;
+        let group = JustWritten::start(endpoint, config).await;
         let burst = futures::future::join_all((1..=4).map(|n| {
-            let mut sessions = f.sessions.clone();
-            let key = key.clone();
+            let mut sessions = group.f.sessions.clone();
+            let key = group.f.user_key.clone();
             async move {
                 let request =
                     pb::StartSessionRequest { ipv4_address: Some(format!("203.0.113.{n}")), ..Default::default() };
@@ -461,13 +479,7 @@ mod aws {
             }
         }))
         .await;
-        for id in &burst {
-            f.watch_until(&key, id, SessionStatus::Active).await;
-        }
-        assert_eq!(rules_in(&endpoint, &group_id).len(), 5);
-        let authorizes = proxy.actions().get("AuthorizeSecurityGroupIngress").copied().unwrap_or(0);
-        assert_eq!(authorizes, 2, "calls made: {:?}", proxy.actions());
-        f.server.stop().await;
+        group.opened_in_two_calls(&burst).await;
     }
 
     /// The reconciler lists firewalls with the describe quota the worker leaves: a server that
