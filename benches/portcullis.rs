@@ -331,6 +331,23 @@ fn server_rss_kib(server: &Server) -> u64 {
         .unwrap_or(0)
 }
 
+/// How many changes a watch part measures: `default`, or more from `variable` for a window long
+/// enough to profile (each change extends the session a minute, so at most about 1,400 fit in a
+/// session's 24 hours).
+fn changes_to_measure(variable: &str, default: usize) -> usize {
+    std::env::var(variable).ok().and_then(|n| n.parse().ok()).unwrap_or(default)
+}
+
+/// CPU seconds (user and system) that process `pid` has used so far.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks: f64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<f64>().ok()).sum();
+    // USER_HZ is 100 on Linux.
+    ticks / 100.0
+}
+
 /// Starts a session for a unique address and answers its id once it is ACTIVE.
 async fn active_session(client: &mut SessionServiceClient<Channel>, key: &str, counter: &AtomicU32) -> String {
     let request = StartSessionRequest {
@@ -451,9 +468,7 @@ async fn bench_watch(server: &Server, counter: &Arc<AtomicU32>, figures: &mut Fi
     let per_stream_kb = server_rss_kib(server).saturating_sub(rss_before) as f64 / 10_000.0;
     let watched = active_session(&mut client, key, counter).await;
     let mut only = Watchers::open(server, std::slice::from_ref(&watched), 1).await;
-    // More changes make a window long enough to profile (PORTCULLIS_BENCH_P3A_CHANGES=1000; each
-    // adds a minute, so at most about 1,400 fit in a session's 24 hours).
-    let changes = std::env::var("PORTCULLIS_BENCH_P3A_CHANGES").ok().and_then(|n| n.parse().ok()).unwrap_or(100);
+    let changes = changes_to_measure("PORTCULLIS_BENCH_P3A_CHANGES", 100);
     println!("measuring {changes} changes");
     let mut latencies: Vec<Duration> =
         only.deliveries(&mut client, key, &watched, changes, 1).await.into_iter().flatten().collect();
@@ -475,7 +490,19 @@ async fn bench_watch(server: &Server, counter: &Arc<AtomicU32>, figures: &mut Fi
     println!("\n## WatchSession: one change → all 10,000 watchers of one session");
     let shared = active_session(&mut client, key, counter).await;
     let mut crowd = Watchers::open(server, std::slice::from_ref(&shared), 10_000).await;
-    let deliveries = crowd.deliveries(&mut client, key, &shared, 20, 10_000).await;
+    // Who used the two cores meanwhile: the server, or the 10,000 watchers in this process.
+    let server_pid = server.child.id().to_string();
+    let (server_cpu, clients_cpu, began) = (cpu_seconds(&server_pid), cpu_seconds("self"), Instant::now());
+    let changes = changes_to_measure("PORTCULLIS_BENCH_P3B_CHANGES", 20);
+    println!("measuring {changes} changes");
+    let deliveries = crowd.deliveries(&mut client, key, &shared, changes, 10_000).await;
+    let wall = began.elapsed().as_secs_f64();
+    println!(
+        "over the changes' {wall:.2} s: server CPU {:.2} s, watchers' (this process) CPU {:.2} s, of {:.2} s the two cores had",
+        cpu_seconds(&server_pid) - server_cpu,
+        cpu_seconds("self") - clients_cpu,
+        2.0 * wall
+    );
     let mut last: Vec<Duration> = deliveries.iter().filter_map(|times| times.first().copied()).collect();
     let mut each: Vec<Duration> = deliveries.into_iter().flatten().collect();
     last.sort();
