@@ -156,18 +156,22 @@ impl AwsFirewall {
     pub fn admit(&self, group: &AwsSecurityGroup, pass: Pass, claim: Claim) -> Result<Vec<Ticket>, Duration> {
         use Api::RevokeSecurityGroupIngress as Revoke;
         use Api::{AuthorizeSecurityGroupIngress as Authorize, DescribeSecurityGroupRules as Describe};
-        let (apis, unchanged_for): (&[Api], _) = match pass {
+        // For a pass that writes: how long its work has gone unchanged.
+        let (apis, writes_unchanged_for): (&[Api], _) = match pass {
             Pass::Listing => (&[Describe], None),
-            Pass::Rules { removes, applies, unchanged_for } => match (removes, applies) {
-                (true, true) => (&[Describe, Revoke, Describe, Authorize], Some(unchanged_for)),
-                (true, false) => (&[Describe, Revoke], Some(unchanged_for)),
-                (false, true) => (&[Describe, Authorize], Some(unchanged_for)),
-                (false, false) => (&[], None),
-            },
+            Pass::Rules { removes, applies, unchanged_for } => {
+                let apis: &[Api] = match (removes, applies) {
+                    (true, true) => &[Describe, Revoke, Describe, Authorize],
+                    (true, false) => &[Describe, Revoke],
+                    (false, true) => &[Describe, Authorize],
+                    (false, false) => &[],
+                };
+                (apis, Some(unchanged_for).filter(|_| !apis.is_empty()))
+            }
         };
         // Sessions starting together on one group gather for its next write instead of each
         // wave spending a call of the account's bucket, which other groups (and tools) share.
-        if let Some(unchanged_for) = unchanged_for
+        if let Some(unchanged_for) = writes_unchanged_for
             && let Some(wait) = self.write_wait(group, unchanged_for)
         {
             return Err(wait);
