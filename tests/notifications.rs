@@ -48,6 +48,25 @@ async fn deliveries(client: &mut WebhookServiceClient<Channel>, key: &str, webho
     client.list_webhook_deliveries(with_key(request, key)).await.unwrap().into_inner().deliveries
 }
 
+/// The webhook's deliveries once there are `count` and none is PENDING: a receiver has its POST
+/// a moment before the server has recorded the answer.
+async fn settled_deliveries(
+    client: &mut WebhookServiceClient<Channel>,
+    key: &str,
+    webhook_id: &str,
+    count: usize,
+) -> Vec<WebhookDelivery> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let listed = deliveries(client, key, webhook_id).await;
+        if listed.len() == count && listed.iter().all(|d| d.status() != WebhookDeliveryStatus::Pending) {
+            return listed;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "deliveries never settled: {listed:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 fn types_of(received: &[common::receiver::Received]) -> Vec<String> {
     received.iter().filter(|r| r.answered == 200).map(|r| r.event_type().to_owned()).collect()
 }
@@ -111,8 +130,7 @@ async fn every_event_of_a_session_arrives_signed_at_each_receiver() {
         assert_eq!(types, ["rule.failed", "session.active", "session.ended"], "only what it asked for, each once");
         assert!(wanted.iter().all(|post| signed_with(&some.secret, post)));
 
-        let listed = deliveries(&mut webhooks, &admin, &some.webhook.as_ref().unwrap().id).await;
-        assert_eq!(listed.len(), 3);
+        let listed = settled_deliveries(&mut webhooks, &admin, &some.webhook.as_ref().unwrap().id, 3).await;
         for delivery in listed {
             assert_eq!(delivery.status(), WebhookDeliveryStatus::Delivered);
             assert_eq!((delivery.attempts, delivery.last_response_code), (1, 200));
@@ -144,8 +162,7 @@ async fn a_failing_receiver_gets_the_same_event_again_until_it_accepts() {
         assert_eq!(posts.iter().map(|p| p.answered).collect::<Vec<_>>(), [500, 500, 200]);
         assert!(posts.iter().all(|p| p.id == posts[0].id && p.body == posts[0].body), "one event, the same bytes");
         assert!(posts.iter().all(|p| signed_with(&created.secret, p)), "each attempt signed afresh");
-        let listed = deliveries(&mut webhooks, &admin, &created.webhook.as_ref().unwrap().id).await;
-        assert_eq!(listed.len(), 1);
+        let listed = settled_deliveries(&mut webhooks, &admin, &created.webhook.as_ref().unwrap().id, 1).await;
         assert_eq!(listed[0].status(), WebhookDeliveryStatus::Delivered);
         assert_eq!((listed[0].attempts, listed[0].last_response_code), (3, 200));
 
@@ -485,7 +502,12 @@ async fn a_receiver_failing_for_days_is_disabled_with_an_audit_event_and_can_be_
         let key = f.user_key.clone();
         let first = f.start(&key, Some("198.51.100.7"), None).await.unwrap();
         failing.wait_for("a failed attempt", |r| !r.is_empty()).await;
-        assert!(get_webhook(&mut webhooks, &admin, &hook.id).await.failing_since.is_some());
+        // The receiver has answered 500; the server records that once the answer reaches it.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while get_webhook(&mut webhooks, &admin, &hook.id).await.failing_since.is_none() {
+            assert!(tokio::time::Instant::now() < deadline, "the failed attempt was never recorded");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
 
         // Five days and a minute of failures, as time passing would make them.
         let since = chrono::Utc::now() - chrono::TimeDelta::days(5) - chrono::TimeDelta::minutes(1);
