@@ -103,6 +103,35 @@ fn second_replica(db: &sea_orm::DatabaseConnection) -> (tokio::sync::watch::Send
     (stop, tokio::spawn(async move { second.run(stopped).await }))
 }
 
+/// A server that reconciles every second and repairs at once, holding one resource on
+/// `provider` with an ACTIVE session for V4; answers the database (keep it), the fixture and the
+/// resource's id.
+#[cfg(any(feature = "gcp", feature = "azure"))]
+async fn reconciling_with_a_session(
+    provider: portcullis::pb::v1::resource::Provider,
+) -> (common::TestDb, common::Fixture, String) {
+    let db = common::TestDb::sqlite();
+    let mut config = common::test_config();
+    config.engine.reconcile_interval_secs = Some(1);
+    config.engine.repair_grace_secs = 0;
+    let mut f = common::Fixture::with_server(common::TestServer::start_with(&db, config).await).await;
+    let resource_id = f.resource_on("bastion", provider).await;
+    let key = f.user_key.clone();
+    let session = f.start(&key, Some(V4), None).await.unwrap();
+    f.watch_until(&key, &session.id, portcullis::pb::v1::SessionStatus::Active).await;
+    (db, f, resource_id)
+}
+
+/// Waits (up to 10 s) until `done` holds.
+#[cfg(any(feature = "gcp", feature = "azure"))]
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn memory_provider_conforms() {
     let memory = MemoryFirewall::in_process();
@@ -859,35 +888,22 @@ mod gcp {
     async fn gcp_reconciler_repairs_drift_and_never_touches_foreign_rules() {
         let fake = FakeCompute::start().await;
         fake.put_rule(PROJECT, office_vpn());
-        let db = TestDb::sqlite();
-        let mut config = common::test_config();
-        config.engine.reconcile_interval_secs = Some(1);
-        config.engine.repair_grace_secs = 0;
-        let mut f = Fixture::with_server(common::TestServer::start_with(&db, config).await).await;
-        let resource_id = f.resource_on("bastion", resource_on_fake(&fake.url)).await;
-        let key = f.user_key.clone();
-        let session = f.start(&key, Some(V4), None).await.unwrap();
-        f.watch_until(&key, &session.id, SessionStatus::Active).await;
+        let (_db, f, resource_id) = reconciling_with_a_session(resource_on_fake(&fake.url)).await;
 
         let name = rule_name(&resource_id, "v4");
         let mut ours = fake.rule(PROJECT, &name).unwrap();
         // The orphan is an address the foreign rule opens too: only ours loses it.
         ours["sourceRanges"] = json!([format!("{V4}/32"), format!("{FOREIGN}/32")]);
         fake.put_rule(PROJECT, ours);
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-        while ranges(&fake.rule(PROJECT, &name).unwrap()).contains(&format!("{FOREIGN}/32")) {
-            assert!(tokio::time::Instant::now() < deadline, "the orphan outlived the passes");
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        eventually("the orphan outlived the passes", || {
+            !ranges(&fake.rule(PROJECT, &name).unwrap()).contains(&format!("{FOREIGN}/32"))
+        })
+        .await;
         assert_eq!(ranges(&fake.rule(PROJECT, &name).unwrap()), BTreeSet::from([format!("{V4}/32")]));
 
         // Someone deletes our rule by hand (a racing PATCH or a restore could lose it too).
         assert!(fake.remove_rule(PROJECT, &name));
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-        while fake.rule(PROJECT, &name).is_none() {
-            assert!(tokio::time::Instant::now() < deadline, "the missing rule was never put back");
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        eventually("the missing rule was never put back", || fake.rule(PROJECT, &name).is_some()).await;
         assert_eq!(ranges(&fake.rule(PROJECT, &name).unwrap()), BTreeSet::from([format!("{V4}/32")]));
         assert_eq!(fake.rule(PROJECT, "office-vpn").unwrap(), office_vpn());
         f.server.stop().await;
@@ -944,7 +960,7 @@ mod azure {
     use common::certs::TestCa;
     use common::{Fixture, TestDb};
     use portcullis::domain::AzureNetworkSecurityGroup as NsgConfig;
-    use portcullis::pb::v1::{self as pb, SessionStatus};
+    use portcullis::pb::v1 as pb;
     use portcullis::provider::ProviderError;
     use portcullis::provider::azure::AzureFirewall;
     use serde_json::{Value, json};
@@ -1150,15 +1166,6 @@ mod azure {
         assert!(fake.rule(SUBSCRIPTION, RG, NSG, &rule_name(&target.resource_id, "v4")).is_some());
     }
 
-    /// Waits (up to 10 s) until `done` holds.
-    async fn eventually(what: &str, done: impl Fn() -> bool) {
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !done() {
-            assert!(tokio::time::Instant::now() < deadline, "{what}");
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    }
-
     #[tokio::test]
     async fn azure_operations_known_only_by_location_are_followed_to_their_end() {
         let fake = FakeArm::start().await;
@@ -1285,15 +1292,7 @@ mod azure {
         let fake = FakeArm::start().await;
         fake.create_group(SUBSCRIPTION, RG, NSG);
         fake.put_rule(SUBSCRIPTION, RG, NSG, office_vpn());
-        let db = TestDb::sqlite();
-        let mut config = common::test_config();
-        config.engine.reconcile_interval_secs = Some(1);
-        config.engine.repair_grace_secs = 0;
-        let mut f = Fixture::with_server(common::TestServer::start_with(&db, config).await).await;
-        let resource_id = f.resource_on("bastion", resource_on_fake(&fake.url)).await;
-        let key = f.user_key.clone();
-        let session = f.start(&key, Some(V4), None).await.unwrap();
-        f.watch_until(&key, &session.id, SessionStatus::Active).await;
+        let (_db, f, resource_id) = reconciling_with_a_session(resource_on_fake(&fake.url)).await;
 
         let name = rule_name(&resource_id, "v4");
         let mut ours = fake.rule(SUBSCRIPTION, RG, NSG, &name).unwrap();
