@@ -8,7 +8,7 @@ mod permission;
 mod policy;
 mod resource;
 mod scope;
-mod session;
+pub mod session;
 mod validate;
 
 use std::fmt;
@@ -25,7 +25,6 @@ pub use permission::Permission;
 pub use policy::{MemberAccess, Reach, Rule};
 pub use resource::{AwsSecurityGroup, AzureNetworkSecurityGroup, GcpFirewall, MemoryProvider, ProviderConfig};
 pub use scope::{CloudScopes, glob_matches};
-pub use session::roll_up;
 pub use validate::{FieldViolation, Violations, normalize_email, validate_full_name, validate_name};
 
 /// A new identifier: a UUIDv7, so identifiers sort in creation order (keyset pagination relies on it).

@@ -8,6 +8,7 @@ pub mod cache;
 mod checks;
 pub mod hub;
 mod lease;
+pub mod pauses;
 mod reconcile;
 mod starts;
 pub mod transitions;
@@ -118,6 +119,7 @@ struct Inner {
     /// `i64::MAX`, while it is looking): a start that ends sooner wakes it, one that ends
     /// later need not.
     expiry_looks_at: AtomicI64,
+    pauses: Arc<pauses::Pauses>,
 }
 
 impl Engine {
@@ -127,9 +129,11 @@ impl Engine {
         providers: Providers,
         config: EngineConfig,
     ) -> Engine {
+        let pauses = Arc::new(pauses::Pauses::default());
         Engine {
             inner: Arc::new(Inner {
-                starts: starts::Starts::spawn(db.clone()),
+                starts: starts::Starts::spawn(db.clone(), pauses.clone()),
+                pauses,
                 db,
                 reader,
                 providers,
@@ -163,6 +167,11 @@ impl Engine {
         let record = Arc::new(sessions::load(&self.inner.reader, id).await?);
         self.inner.cache.keep(stamp, record.clone());
         Ok(record)
+    }
+
+    /// Points where tests hold the engine's tasks (see [`pauses`]).
+    pub fn pauses(&self) -> &pauses::Pauses {
+        &self.inner.pauses
     }
 
     pub fn providers(&self) -> &Providers {
@@ -232,18 +241,21 @@ impl Engine {
     /// Records a new session (PENDING) and its rules, committed together with the other starts
     /// that arrive meanwhile (group commit), then wakes the worker, and the expiry scheduler if
     /// the session ends before its next look.
-    /// AlreadyExists when its user already has a live session for one of its addresses.
-    pub async fn start_session(&self, new: transitions::NewSession) -> StoreResult<()> {
+    /// Refused when its user lost a right meanwhile or already has a live session for one of
+    /// its addresses.
+    pub async fn start_session(&self, new: transitions::NewSession) -> starts::StartAnswer {
         let session = &new.session;
         let ends_at = session.heartbeat_due_at.map_or(session.expires_at, |due| due.min(session.expires_at));
-        self.inner.starts.start(new).await?;
+        if let refused @ Err(_) = self.inner.starts.start(new).await? {
+            return Ok(refused);
+        }
         self.wake();
         // Most starts end long after the scheduler's next look: waking it for each would cost
         // two reads per start for nothing.
         if ends_at.timestamp_millis() < self.inner.expiry_looks_at.load(Ordering::SeqCst) {
             self.reschedule_expiry();
         }
-        Ok(())
+        Ok(Ok(()))
     }
 
     /// Ends a live session in a transaction of its own, then wakes the worker and tells the
@@ -328,24 +340,18 @@ impl Engine {
     }
 
     /// Ends up to `limit` due sessions in one transaction, so the worker then removes each
-    /// resource's rules of the whole batch in one provider call. Answers how many were due.
+    /// resource's rules of the whole batch in one provider call; a session renewed since it was
+    /// read stays. Answers how many were due.
     async fn expire_due(&self, limit: u64) -> StoreResult<u64> {
         let at = now();
         let due = sessions::due_to_expire(&self.inner.reader, at, limit).await?;
         if due.is_empty() {
             return Ok(0);
         }
-        let ends: Vec<(&str, EndedReason)> = due
-            .iter()
-            .map(|session| {
-                // Whichever came first: its time, or its client's silence.
-                let client_gone = session.heartbeat_due_at.is_some_and(|due| due <= at && due < session.expires_at);
-                (session.id.as_str(), if client_gone { EndedReason::ClientGone } else { EndedReason::Expired })
-            })
-            .collect();
+        self.inner.pauses.at(pauses::Point::ExpiryBeforeWrite).await;
+        let ids: Vec<&str> = due.iter().map(|session| session.id.as_str()).collect();
         let txn = store::begin(&self.inner.db).await?;
-        // The server ends them; each session's trail is its own organization's.
-        let ended = transitions::end_all(&txn, &ends, &Actor::server(String::new()), None).await?;
+        let ended = transitions::expire(&txn, &ids, at).await?;
         store::commit(txn).await?;
         if !ended.is_empty() {
             self.wake();

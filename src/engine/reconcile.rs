@@ -11,7 +11,7 @@ use super::Engine;
 use super::lease::ResourceLease;
 use super::transitions;
 use super::worker::ADMIT_AHEAD;
-use crate::domain::{Actor, ResourceIpStatus, now};
+use crate::domain::{Actor, ResourceIpStatus, SessionStatus, now};
 use crate::provider::quota::{Claim, Prepaid};
 use crate::provider::{self, FirewallProvider, RuleRef, Target, is_unmanaged};
 use crate::store::audit::AuditRecord;
@@ -159,6 +159,7 @@ async fn reconcile_resource(engine: &Engine, provider: &dyn FirewallProvider, ta
     };
     // Pending and removing rules count as live: their provider call may be due any moment.
     let live = sessions::rules_on(&engine.inner.reader, resource_id, &ResourceIpStatus::LIVE).await?;
+    sweep_orphans(engine, &live).await?;
     let held: BTreeSet<IpAddr> = live.iter().filter_map(|rule| rule.ip_address.parse().ok()).collect();
     let orphans: Vec<RuleRef> = listing
         .owned
@@ -202,19 +203,13 @@ async fn reconcile_resource(engine: &Engine, provider: &dyn FirewallProvider, ta
 }
 
 /// Puts rules recorded APPLIED but missing at the provider back in the queue (PENDING, due now)
-/// for the worker to open again, each with a `rule.repaired` audit event. Answers how many.
+/// for the worker to open again, each with a `rule.repaired` audit event, if their session is
+/// still live. Answers how many.
 async fn repair(engine: &Engine, missing: &[&resource_ip::Model]) -> StoreResult<usize> {
     let txn = store::begin(&engine.inner.db).await?;
-    let mut session_ids: Vec<&str> = missing.iter().map(|rule| rule.session_id.as_str()).collect();
-    session_ids.sort_unstable();
-    session_ids.dedup();
-    sessions::lock_all(&txn, &session_ids).await?;
-    let mut repaired = Vec::new();
-    for rule in missing {
-        // Only if still APPLIED: a session that ended meanwhile keeps its removal.
-        if !sessions::requeue(&txn, &rule.id, ResourceIpStatus::Applied, now()).await? {
-            continue;
-        }
+    let pairs: Vec<(&str, &str)> = missing.iter().map(|rule| (rule.session_id.as_str(), rule.id.as_str())).collect();
+    let (repaired, changed) = transitions::repair(&txn, &pairs).await?;
+    for rule in missing.iter().filter(|rule| repaired.contains(&rule.id)) {
         tracing::warn!(resource_id = %rule.resource_id, address = %rule.ip_address, "rule missing at the provider; re-applying");
         AuditRecord::new("rule.repaired", "resource_ip", &rule.id)
             .detail("resource_id", &rule.resource_id)
@@ -222,13 +217,34 @@ async fn repair(engine: &Engine, missing: &[&resource_ip::Model]) -> StoreResult
             .detail("address", &rule.ip_address)
             .write(&txn, &Actor::server(&rule.organization_id))
             .await?;
-        repaired.push(rule.session_id.clone());
     }
-    repaired.sort_unstable();
-    let count = repaired.len();
-    repaired.dedup();
-    transitions::settle_all(&txn, &repaired.iter().map(String::as_str).collect::<Vec<_>>()).await?;
     store::commit(txn).await?;
-    engine.announce(&repaired).await;
-    Ok(count)
+    engine.announce(&changed).await;
+    Ok(repaired.len())
+}
+
+/// Sends to removal what rules of ended sessions still hold on this resource (none should: a
+/// guard let a race through). Their addresses count as held until the worker has removed them.
+async fn sweep_orphans(engine: &Engine, live: &[resource_ip::Model]) -> StoreResult<()> {
+    let mut ids: Vec<&str> = live.iter().map(|rule| rule.session_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let sessions = sessions::by_ids(&engine.inner.reader, &ids).await?;
+    let ended = |rule: &resource_ip::Model| {
+        rule.status != ResourceIpStatus::Removing.as_str()
+            && sessions
+                .get(&rule.session_id)
+                .is_some_and(|s| s.status.parse::<SessionStatus>().is_ok_and(SessionStatus::is_terminal))
+    };
+    let mut orphaned: Vec<&str> = live.iter().filter(|rule| ended(rule)).map(|rule| rule.session_id.as_str()).collect();
+    if orphaned.is_empty() {
+        return Ok(());
+    }
+    orphaned.sort_unstable();
+    orphaned.dedup();
+    let txn = store::begin(&engine.inner.db).await?;
+    let swept = transitions::sweep(&txn, &orphaned).await?;
+    store::commit(txn).await?;
+    engine.announce(&swept).await;
+    Ok(())
 }

@@ -2,21 +2,26 @@
 //! written together, in one transaction of a few multi-row statements, instead of one
 //! transaction each (on SQLite every statement waits its turn at the single writer).
 //!
-//! One start's refusal never fails the others: a start whose address its user already has live
-//! (before it, or earlier in the same batch) is refused alone; if the batch still fails (another
+//! Each start is admitted in that transaction (see [`transitions::start_all`]): one whose user
+//! lost a right after the request was checked, or whose address its user already has live
+//! (before it, or earlier in the same batch), is refused alone. If the batch still fails (another
 //! replica took an address meanwhile), each start is written again on its own.
 
+use super::pauses::{Pauses, Point};
 use super::transitions::{self, NewSession};
-use crate::store::queries::sessions;
+use crate::domain::session::StartRefusal;
 use crate::store::{self, StoreError, StoreResult};
 use sea_orm::DatabaseConnection;
-use std::collections::HashSet;
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// Most sessions written in one transaction.
 const LARGEST_BATCH: usize = 256;
 
-type Reply = oneshot::Sender<StoreResult<()>>;
+/// A start's answer: committed, refused at commit, or the store failed.
+pub type StartAnswer = StoreResult<Result<(), StartRefusal>>;
+
+type Reply = oneshot::Sender<StartAnswer>;
 
 /// The queue to the writer task.
 #[derive(Clone)]
@@ -26,14 +31,14 @@ pub(super) struct Starts {
 
 impl Starts {
     /// Starts the writer task (it ends with the last handle).
-    pub(super) fn spawn(db: DatabaseConnection) -> Starts {
+    pub(super) fn spawn(db: DatabaseConnection, pauses: Arc<Pauses>) -> Starts {
         let (queue, received) = mpsc::unbounded_channel();
-        tokio::spawn(write_batches(db, received));
+        tokio::spawn(write_batches(db, received, pauses));
         Starts { queue }
     }
 
     /// Writes a new session and its rules (with its audit event); answers once committed.
-    pub(super) async fn start(&self, new: NewSession) -> StoreResult<()> {
+    pub(super) async fn start(&self, new: NewSession) -> StartAnswer {
         let (reply, answer) = oneshot::channel();
         let gone = || StoreError::Unavailable(sea_orm::DbErr::Custom("the session writer has stopped".into()));
         self.queue.send((new, reply)).map_err(|_| gone())?;
@@ -41,62 +46,50 @@ impl Starts {
     }
 }
 
-async fn write_batches(db: DatabaseConnection, mut received: mpsc::UnboundedReceiver<(NewSession, Reply)>) {
+async fn write_batches(
+    db: DatabaseConnection,
+    mut received: mpsc::UnboundedReceiver<(NewSession, Reply)>,
+    pauses: Arc<Pauses>,
+) {
     let mut batch = Vec::with_capacity(LARGEST_BATCH);
     while received.recv_many(&mut batch, LARGEST_BATCH).await > 0 {
-        write(&db, std::mem::take(&mut batch)).await;
+        pauses.at(Point::StartBeforeWrite).await;
+        write(&db, std::mem::take(&mut batch), &pauses).await;
     }
 }
 
-async fn write(db: &DatabaseConnection, batch: Vec<(NewSession, Reply)>) {
-    if batch.len() == 1 {
-        for (new, reply) in batch {
-            let _ = reply.send(write_one(db, new).await);
-        }
-        return;
-    }
+async fn write(db: &DatabaseConnection, batch: Vec<(NewSession, Reply)>, pauses: &Pauses) {
     let (starts, replies): (Vec<NewSession>, Vec<Reply>) = batch.into_iter().unzip();
-    match write_together(db, &starts).await {
-        Ok(refused) => {
-            for (index, reply) in replies.into_iter().enumerate() {
-                let answer = match refused.contains(&index) {
-                    true => Err(StoreError::AlreadyExists("a live session holds this address".into())),
-                    false => Ok(()),
-                };
-                let _ = reply.send(answer);
+    match write_together(db, &starts, pauses).await {
+        Ok(answers) => {
+            for (reply, answer) in replies.into_iter().zip(answers) {
+                let _ = reply.send(Ok(answer));
+            }
+        }
+        Err(err) if starts.len() > 1 => {
+            tracing::debug!(sessions = starts.len(), error = %err, "writing starts together failed; writing each alone");
+            for (new, reply) in starts.into_iter().zip(replies) {
+                let answer = write_together(db, std::slice::from_ref(&new), pauses).await;
+                let _ = reply.send(answer.map(|mut answers| answers.pop().unwrap_or(Ok(()))));
             }
         }
         Err(err) => {
-            tracing::debug!(sessions = starts.len(), error = %err, "writing starts together failed; writing each alone");
-            for (new, reply) in starts.into_iter().zip(replies) {
-                let _ = reply.send(write_one(db, new).await);
+            if let Some(reply) = replies.into_iter().next() {
+                let _ = reply.send(Err(err));
             }
         }
     }
 }
 
-/// One transaction for the whole batch; answers the starts refused for an address already live.
-async fn write_together(db: &DatabaseConnection, starts: &[NewSession]) -> StoreResult<HashSet<usize>> {
+/// One transaction for `starts`; answers each start's refusal, if any.
+async fn write_together(
+    db: &DatabaseConnection,
+    starts: &[NewSession],
+    pauses: &Pauses,
+) -> StoreResult<Vec<Result<(), StartRefusal>>> {
     let txn = store::begin(db).await?;
-    let keys: Vec<&str> = starts.iter().flat_map(NewSession::live_keys).collect();
-    let mut held: HashSet<String> = sessions::live_keys_taken(&txn, &keys).await?;
-    let mut refused = HashSet::new();
-    let mut accepted = Vec::with_capacity(starts.len());
-    for (index, new) in starts.iter().enumerate() {
-        if new.live_keys().any(|key| held.contains(key)) {
-            refused.insert(index);
-        } else {
-            held.extend(new.live_keys().map(str::to_owned));
-            accepted.push(new.clone());
-        }
-    }
-    transitions::start_all(&txn, accepted).await?;
+    let answers = transitions::start_all(&txn, starts).await?;
+    pauses.at(Point::StartBeforeCommit).await;
     store::commit(txn).await?;
-    Ok(refused)
-}
-
-async fn write_one(db: &DatabaseConnection, new: NewSession) -> StoreResult<()> {
-    let txn = store::begin(db).await?;
-    transitions::start_all(&txn, vec![new]).await?;
-    store::commit(txn).await
+    Ok(answers)
 }

@@ -9,7 +9,9 @@ use crate::provider::{FirewallProvider, Owner, Pass, ProviderError, RuleRef, Rul
 use crate::store::audit::AuditRecord;
 use crate::store::entity::resource_ip;
 use crate::store::queries::{resources, sessions};
-use crate::store::{self, StoreResult};
+use crate::store::{self, StoreError, StoreResult};
+use super::transitions::Worked;
+use crate::domain::session as machine;
 use chrono::TimeDelta;
 use rand::Rng;
 use std::collections::HashMap;
@@ -204,18 +206,62 @@ async fn work_leased(engine: &Engine, lease: &ResourceLease) -> StoreResult<Vec<
     if claimed.is_empty() {
         return Ok(Vec::new());
     }
+    let claimed = sweep_orphans(engine, claimed).await?;
     let provider = engine.provider_for(&lease.resource_id).await?;
     if let Err(refused @ ProviderError::Forbidden(_)) = &provider {
-        report_refusal(engine, &lease.resource_id, &claimed, refused).await?;
+        report_refusal(engine, &lease.resource_id, &claimed.rules, refused).await?;
     }
     let (removing, pending): (Vec<_>, Vec<_>) =
-        claimed.into_iter().partition(|rule| rule.status == ResourceIpStatus::Removing.as_str());
+        claimed.rules.into_iter().partition(|rule| rule.status == ResourceIpStatus::Removing.as_str());
     let mut outcomes = remove(engine, provider.as_ref(), removing).await?;
-    outcomes.extend(apply(engine, provider.as_ref(), pending).await?);
+    outcomes.extend(apply(engine, provider.as_ref(), pending, &claimed.expiries).await?);
     let counted = OutcomeCounts::of(&outcomes);
     let touched = record(engine, &lease.holder, outcomes).await?;
     counted.report(provider.as_ref().map_or("none", |(_, target)| target.config.kind()));
     Ok(touched)
+}
+
+/// Claimed rules, and when each of their sessions expires.
+struct Claimed {
+    rules: Vec<resource_ip::Model>,
+    expiries: HashMap<String, chrono::DateTime<chrono::Utc>>,
+}
+
+/// Rules of sessions that have ended can only be orphans (a race the state machine's guards
+/// should never let through): they are sent to removal, with a warning, instead of being opened.
+async fn sweep_orphans(engine: &Engine, claimed: Vec<resource_ip::Model>) -> StoreResult<Claimed> {
+    let mut ids: Vec<&str> = claimed.iter().map(|rule| rule.session_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let sessions = sessions::by_ids(&engine.inner.reader, &ids).await?;
+    let expiries = sessions.iter().map(|(id, session)| (id.clone(), session.expires_at)).collect();
+    let ended = |rule: &resource_ip::Model| {
+        rule.status == ResourceIpStatus::Pending.as_str()
+            && sessions.get(&rule.session_id).is_some_and(|session| {
+                session.status.parse::<crate::domain::SessionStatus>().is_ok_and(|status| status.is_terminal())
+            })
+    };
+    let mut orphaned: Vec<&str> = claimed.iter().filter(|rule| ended(rule)).map(|rule| rule.session_id.as_str()).collect();
+    if orphaned.is_empty() {
+        return Ok(Claimed { rules: claimed, expiries });
+    }
+    orphaned.sort_unstable();
+    orphaned.dedup();
+    let txn = store::begin(&engine.inner.db).await?;
+    let swept = super::transitions::sweep(&txn, &orphaned).await?;
+    store::commit(txn).await?;
+    let orphans: Vec<String> = claimed.iter().filter(|rule| ended(rule)).map(|rule| rule.id.clone()).collect();
+    let rules = claimed
+        .into_iter()
+        .map(|mut rule| {
+            if orphans.contains(&rule.id) {
+                rule.status = ResourceIpStatus::Removing.as_str().to_owned();
+            }
+            rule
+        })
+        .collect();
+    engine.publish(&swept.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    Ok(Claimed { rules, expiries })
 }
 
 /// How many rules of a pass ended each way, for the metrics.
@@ -334,6 +380,7 @@ async fn apply(
     engine: &Engine,
     provider: Result<&ProviderTarget, &ProviderError>,
     rules: Vec<resource_ip::Model>,
+    expiries: &HashMap<String, chrono::DateTime<chrono::Utc>>,
 ) -> StoreResult<Vec<(resource_ip::Model, Outcome)>> {
     let mut outcomes = Vec::new();
     let (provider, target) = match provider {
@@ -350,8 +397,6 @@ async fn apply(
     let mut to_apply = Vec::new();
     let mut requests = Vec::new();
     let holders = Holders::load(engine, &rules).await?;
-    let session_ids: Vec<&str> = rules.iter().map(|rule| rule.session_id.as_str()).collect();
-    let expiries = sessions::expiries(&engine.inner.reader, &session_ids).await?;
     for rule in rules {
         let shared = holders
             .others(&rule)
@@ -402,10 +447,11 @@ async fn apply(
     Ok(outcomes)
 }
 
-/// Saves outcomes and releases the leases. A rule whose session ended while it was being applied
-/// (PENDING became REMOVING under our lease) keeps REMOVING but records the rule id, so the
-/// removal that follows revokes exactly what was opened. The sessions whose rules changed are
-/// rolled up in the same transaction. Returns them.
+/// Saves outcomes and releases the claims, in one transaction with the sessions they move: the
+/// state machine decides each rule's status from its session as it now stands (a rule whose
+/// session ended while it was being applied keeps REMOVING, records the rule id so the removal
+/// that follows revokes exactly what was opened, and is due again at once). Returns the sessions
+/// changed.
 async fn record(
     engine: &Engine,
     token: &str,
@@ -419,63 +465,65 @@ async fn record(
     sessions_of.dedup();
     sessions::lock_all(&txn, &sessions_of).await?;
     let ids: Vec<&str> = outcomes.iter().map(|(rule, _)| rule.id.as_str()).collect();
-    let mut current_rows: HashMap<String, resource_ip::Model> =
-        sessions::rules_by_ids(&txn, &ids).await?.into_iter().map(|row| (row.id.clone(), row)).collect();
-    // Each rule as it is to be saved, whether it is applied now, and whether its session shows the change.
-    let mut saving = Vec::with_capacity(outcomes.len());
+    let mut current_rows: HashMap<String, resource_ip::Model> = sessions::claimed_rules_for_update(&txn, &ids)
+        .await?
+        .into_iter()
+        .map(|row| (row.id.clone(), row))
+        .collect();
     let at = now();
+    let (mut worked, mut failures) = (Vec::with_capacity(outcomes.len()), Vec::new());
     for (claimed, outcome) in outcomes {
         let current = match current_rows.remove(&claimed.id) {
             Some(current) if current.lease_owner.as_deref() == Some(token) => current,
             _ => continue,
         };
+        let claimed_status = claimed.status.parse().map_err(|_| StoreError::Corrupt(claimed.status.clone()))?;
+        let moved = current.status != claimed.status;
         let mut next = current.clone();
         next.lease_owner = None;
         next.lease_expires_at = None;
         next.updated_at = at;
-        let status_unchanged = current.status == claimed.status;
-        match outcome {
+        let settled = match outcome {
             Outcome::Applied { rule_id } => {
                 next.provider_rule_id = Some(rule_id);
                 next.applied_at = Some(at);
                 next.error_message = None;
-                if status_unchanged {
-                    next.status = ResourceIpStatus::Applied.as_str().to_owned();
-                } else {
-                    next.next_attempt_at = at;
+                Some(machine::Outcome::Applied)
+            }
+            Outcome::Failed { message } => {
+                if !moved {
+                    next.error_message = Some(message);
                 }
+                Some(machine::Outcome::Failed)
             }
-            Outcome::Failed { message } if status_unchanged => {
-                next.status = ResourceIpStatus::Failed.as_str().to_owned();
-                next.error_message = Some(message);
+            Outcome::Removed => {
+                if !moved {
+                    next.removed_at = Some(at);
+                    next.error_message = None;
+                }
+                Some(machine::Outcome::Removed)
             }
-            Outcome::Removed if status_unchanged => {
-                next.status = ResourceIpStatus::Removed.as_str().to_owned();
-                next.removed_at = Some(at);
-                next.error_message = None;
-            }
-            Outcome::Retry { message } if status_unchanged => {
+            Outcome::Retry { message } if !moved => {
                 next.attempts = current.attempts.saturating_add(1);
                 next.next_attempt_at = at + backoff(&inner.config, current.attempts);
                 next.error_message = Some(message);
+                None
             }
             // The status moved under us (the session ended): its new work is due now.
-            _ => next.next_attempt_at = at,
-        }
-        let visible = next.status != current.status
-            || next.provider_rule_id != current.provider_rule_id
-            || next.error_message != current.error_message;
-        let now_applied = next.status == ResourceIpStatus::Applied.as_str();
-        saving.push((next, now_applied, visible));
+            Outcome::Retry { .. } => {
+                next.next_attempt_at = at;
+                None
+            }
+        };
+        // A settled call always moves its rule, unless the rule had moved already.
+        let visible = moved || settled.is_some() || next.error_message != current.error_message;
+        worked.push(Worked { rule: next, claimed: claimed_status, outcome: settled, visible });
     }
-    let saved =
-        sessions::save_claimed_rules(&txn, token, saving.iter().map(|(rule, ..)| rule.clone()).collect()).await?;
-    let (mut touched, mut applied, mut failures) = (Vec::new(), Vec::new(), Vec::new());
-    for (rule, now_applied, visible) in saving {
-        if !saved.contains(&rule.id) {
-            continue;
-        }
-        if visible && rule.status == ResourceIpStatus::Failed.as_str() {
+    let (saving, touched) = super::transitions::settle_worked(&txn, worked).await?;
+    let saved = sessions::save_claimed_rules(&txn, token, saving.clone()).await?;
+    // Claims are only ever PENDING or REMOVING: a saved FAILED rule has just failed.
+    for rule in saving.iter().filter(|rule| saved.contains(&rule.id)) {
+        if rule.status == ResourceIpStatus::Failed.as_str() {
             let record = AuditRecord::new("rule.failed", "resource_ip", &rule.id)
                 .detail("resource_id", &rule.resource_id)
                 .detail("session_id", &rule.session_id)
@@ -483,19 +531,8 @@ async fn record(
                 .detail("error", rule.error_message.as_deref().unwrap_or_default());
             failures.push((record, Actor::server(&rule.organization_id)));
         }
-        if visible {
-            touched.push(rule.session_id.clone());
-        }
-        if now_applied {
-            applied.push(rule.id);
-        }
     }
-    // A changed address is open now: the rules it replaces can go (no moment with neither).
-    touched.extend(sessions::retire_replaced(&txn, &applied, at).await?);
-    touched.sort();
-    touched.dedup();
     AuditRecord::write_all(&txn, failures).await?;
-    super::transitions::settle_all(&txn, &touched.iter().map(String::as_str).collect::<Vec<_>>()).await?;
     store::commit(txn).await?;
     Ok(touched)
 }

@@ -164,7 +164,8 @@ impl ResourceManager {
             return Err(violations.into());
         }
         let txn = store::begin(&self.db).await?;
-        let current = queries::resources::get(&txn, &caller.organization_id, id).await.or_not_found("resource")?;
+        let current =
+            queries::resources::get_for_update(&txn, &caller.organization_id, id).await.or_not_found("resource")?;
         let mut record = AuditRecord::new("resource.updated", "resource", id);
         let mut active = current.clone().into_active_model();
         if let Some(name) = name {
@@ -206,7 +207,8 @@ impl ResourceManager {
     /// Deletes a resource that holds no rule of a live session.
     pub async fn delete(&self, caller: &Caller, id: &str) -> Result<()> {
         let txn = store::begin(&self.db).await?;
-        let current = queries::resources::get(&txn, &caller.organization_id, id).await.or_not_found("resource")?;
+        let current =
+            queries::resources::get_for_update(&txn, &caller.organization_id, id).await.or_not_found("resource")?;
         if queries::resources::has_live_rules(&txn, id).await? {
             return Err(Error::failed_precondition(
                 ErrorReason::ResourceInUse,

@@ -6,6 +6,8 @@ use crate::domain::{
     EndedReason, IpVersion, Requested, ResourceIpStatus, Role, SessionStatus, Tier, Violations, check_session_address,
     new_id, now, parse_session_address, requested,
 };
+use crate::domain::session::{Refusal, StartRefusal};
+use crate::engine::pauses::Point;
 use crate::engine::transitions::{self, NewSession};
 use crate::engine::{Engine, Subscription};
 use crate::error::{Error, Result, StoreResultExt};
@@ -183,13 +185,11 @@ impl SessionManager {
         });
         let stamp = self.engine.cache().stamp();
         let new = NewSession { session, rules, actor: caller.actor() };
-        self.engine.start_session(new).await.map_err(|err| match err {
-            StoreError::AlreadyExists(_) => Error::AlreadyExists {
-                reason: ErrorReason::SessionAlreadyActive,
-                message: "you already have a live session for this address; extend or stop it".into(),
-            },
+        let refusal = self.engine.start_session(new).await.map_err(|err| match err {
+            StoreError::AlreadyExists(_) => address_held(),
             other => other.into(),
         })?;
+        refusal.map_err(start_refused)?;
         self.engine.cache().keep(stamp, started.clone());
         Ok(started)
     }
@@ -256,13 +256,6 @@ impl SessionManager {
                 .parse()
                 .map_err(Error::internal)?
         };
-        let status: SessionStatus = session.status.parse().map_err(Error::internal)?;
-        if !matches!(status, SessionStatus::Active | SessionStatus::Partial) {
-            return Err(Error::failed_precondition(
-                ErrorReason::InvalidState,
-                format!("only ACTIVE or PARTIAL sessions can be extended; this one is {status}"),
-            ));
-        }
         let max_hours = self.max_hours(owner_role, tier);
         // Checked: a request may ask for any amount of time.
         let latest_expires_at = session
@@ -290,7 +283,7 @@ impl SessionManager {
         }
         let record =
             AuditRecord::new("session.extended", "session", id).detail("additional_minutes", additional.minutes);
-        transitions::extend(&txn, session, expires_at, &caller.actor(), record).await?;
+        transitions::extend(&txn, id, expires_at, &caller.actor(), record).await?.map_err(refused)?;
         store::commit(txn).await?;
         self.engine.reschedule_expiry();
         self.engine.publish(&[id]).await;
@@ -350,25 +343,17 @@ impl SessionManager {
         self.visible(caller, id).await?;
         let txn = store::begin(&self.db).await?;
         let session = sessions::get_for_update(&txn, id).await.or_not_found("session")?;
-        if !session.status.parse::<SessionStatus>().is_ok_and(SessionStatus::is_live) {
-            return Err(Error::failed_precondition(
-                ErrorReason::InvalidState,
-                format!("only a live session can change address; this one is {}", session.status),
-            ));
-        }
         let rules = sessions::rules_of(&txn, id).await?;
-        let kept: Vec<&resource_ip::Model> = rules
+        // The resources the session holds now, whichever family and address it holds them for.
+        let resources: std::collections::BTreeMap<&str, &str> = rules
             .iter()
-            .filter(|rule| rule.replaced_by.is_none())
-            .filter(|rule| !matches!(rule.status.parse(), Ok(ResourceIpStatus::Removing | ResourceIpStatus::Removed)))
+            .filter(|rule| !rule.status.parse().is_ok_and(ResourceIpStatus::is_retired))
+            .map(|rule| (rule.resource_id.as_str(), rule.resource_name.as_str()))
             .collect();
-        // The resources the session holds now, whichever family it holds them for.
-        let resources: std::collections::BTreeMap<&str, &str> =
-            kept.iter().map(|rule| (rule.resource_id.as_str(), rule.resource_name.as_str())).collect();
         let at = now();
         let mut changed = session.clone();
         let mut record = AuditRecord::new("session.address_changed", "session", id);
-        let (mut added, mut replaced) = (Vec::new(), Vec::new());
+        let mut added = Vec::new();
         for (version, address) in wanted {
             let Some(address) = address else { continue };
             let current = if version == IpVersion::V4 { &session.ipv4_address } else { &session.ipv6_address };
@@ -376,12 +361,7 @@ impl SessionManager {
                 continue;
             }
             for (&resource_id, &resource_name) in &resources {
-                let rule = new_rule(id, &session.organization_id, (resource_id, resource_name), address, at);
-                let number = i16::from(version.number());
-                for old in kept.iter().filter(|old| old.resource_id == resource_id && old.ip_version == number) {
-                    replaced.push((old.id.clone(), rule.id.clone()));
-                }
-                added.push(rule);
+                added.push(new_rule(id, &session.organization_id, (resource_id, resource_name), address, at));
             }
             let field = if version == IpVersion::V4 { "ipv4" } else { "ipv6" };
             record = record
@@ -395,15 +375,16 @@ impl SessionManager {
             }
         }
         if !added.is_empty() {
-            transitions::change_address(&txn, changed, added, &replaced, &caller.actor(), record).await.map_err(
-                |err| match err {
+            transitions::change_address(&txn, changed, added, &caller.actor(), record)
+                .await
+                .map_err(|err| match err {
                     StoreError::AlreadyExists(_) => Error::AlreadyExists {
                         reason: ErrorReason::SessionAlreadyActive,
                         message: "you already have another live session for this address".into(),
                     },
                     other => other.into(),
-                },
-            )?;
+                })?
+                .map_err(refused)?;
         }
         store::commit(txn).await?;
         self.engine.wake();
@@ -444,27 +425,23 @@ impl SessionManager {
         Ok(sessions::list_rules(&self.reader, &caller.organization_id, &filter, page).await?)
     }
 
-    /// Re-applies a FAILED rule of a live session.
+    /// Re-applies a FAILED rule of a live session (both as read in the transaction that re-queues it).
     pub async fn retry_rule(&self, caller: &Caller, id: &str) -> Result<resource_ip::Model> {
         let rule = self.get_rule(caller, id).await?;
-        let session = sessions::get(&self.reader, &rule.session_id).await.or_not_found("session")?;
-        let live = session.status.parse::<SessionStatus>().is_ok_and(SessionStatus::is_live);
-        if !live || rule.status != ResourceIpStatus::Failed.as_str() {
-            return Err(Error::failed_precondition(
-                ErrorReason::InvalidState,
-                "only a FAILED rule of a live session can be retried",
-            ));
-        }
+        self.engine.pauses().at(Point::RetryBeforeWrite).await;
         let txn = store::begin(&self.db).await?;
-        if !sessions::requeue(&txn, id, ResourceIpStatus::Failed, now()).await? {
-            return Err(Error::failed_precondition(ErrorReason::InvalidState, "the rule is no longer FAILED"));
-        }
-        AuditRecord::new("resource_ip.retried", "resource_ip", id).write(&txn, &caller.actor()).await?;
+        transitions::retry(&txn, &rule.session_id, id, &caller.actor()).await?.map_err(|refusal| {
+            Error::failed_precondition(
+                ErrorReason::InvalidState,
+                format!("only a FAILED rule of a live session can be retried: {refusal}"),
+            )
+        })?;
         // Read before the engine is woken: the answer is the rule as retried (PENDING), not
         // whatever the engine has made of it by then.
         let retried = sessions::get_rule(&txn, &caller.organization_id, id).await?;
         store::commit(txn).await?;
         self.engine.wake();
+        self.engine.publish(&[rule.session_id.as_str()]).await;
         Ok(retried)
     }
 }
@@ -498,6 +475,38 @@ fn new_rule(
         updated_at: at,
         replaced_by: None,
     }
+}
+
+/// The answer to a start refused at commit: its user lost a right after the request was
+/// checked, or holds the address in another live session.
+fn start_refused(refusal: StartRefusal) -> Error {
+    match refusal {
+        StartRefusal::AddressHeld => address_held(),
+        StartRefusal::UserDisabled => Error::failed_precondition(
+            ErrorReason::InvalidState,
+            "your account was disabled while the session was starting; it was not started",
+        ),
+        StartRefusal::OrganizationSuspended => Error::failed_precondition(
+            ErrorReason::OrganizationSuspended,
+            "the organization was suspended while the session was starting; it was not started",
+        ),
+        StartRefusal::Unassigned { resource_id } => Error::failed_precondition(
+            ErrorReason::NoAssignedResources,
+            format!("resource {resource_id} was unassigned while the session was starting; it was not started"),
+        ),
+    }
+}
+
+fn address_held() -> Error {
+    Error::AlreadyExists {
+        reason: ErrorReason::SessionAlreadyActive,
+        message: "you already have a live session for this address; extend or stop it".into(),
+    }
+}
+
+/// A transition the session's state, as read in the transaction, does not allow.
+fn refused(refusal: Refusal) -> Error {
+    Error::failed_precondition(ErrorReason::InvalidState, refusal.to_string())
 }
 
 /// NOT_FOUND unless the session is the caller's, or the call reaches its organization's.

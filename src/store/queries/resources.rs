@@ -31,6 +31,12 @@ pub async fn get(db: &impl ConnectionTrait, organization_id: &str, id: &str) -> 
     found(Entity::find_by_id(id).filter(Column::OrganizationId.eq(organization_id)).one(db).await?)
 }
 
+/// A resource of `organization_id`, locked until the transaction ends (PostgreSQL): starts
+/// share-lock the resources they open, so a change of firewall and a start never pass each other.
+pub async fn get_for_update(db: &impl ConnectionTrait, organization_id: &str, id: &str) -> StoreResult<Model> {
+    found(Entity::find_by_id(id).filter(Column::OrganizationId.eq(organization_id)).lock_exclusive().one(db).await?)
+}
+
 /// Resources of `organization_id`, or only those assigned to `assigned_to`.
 pub async fn list(
     db: &impl ConnectionTrait,

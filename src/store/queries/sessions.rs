@@ -3,7 +3,7 @@
 use super::{fetch_page, found};
 use crate::domain::{ResourceIpStatus, SessionStatus};
 use crate::store::changes::{SESSIONS_CHANNEL, announce, announce_all};
-use crate::store::entity::{resource_ip, resource_lease, session, user};
+use crate::store::entity::{organization, resource, resource_assignment, resource_ip, resource_lease, session, user};
 use crate::store::{Page, PageRequest, StoreResult};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
@@ -11,7 +11,7 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
     QuerySelect,
 };
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// A session with what its API representation needs: its user and its rules.
 #[derive(Debug, Clone, PartialEq)]
@@ -130,15 +130,14 @@ pub async fn get_for_update(db: &impl ConnectionTrait, id: &str) -> StoreResult<
     found(session::Entity::find_by_id(id).lock_exclusive().one(db).await?)
 }
 
-/// When each of `ids` expires.
-pub async fn expiries(db: &impl ConnectionTrait, ids: &[&str]) -> StoreResult<HashMap<String, DateTime<Utc>>> {
-    Ok(session::Entity::find()
-        .filter(session::Column::Id.is_in(ids.iter().copied()))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|session| (session.id, session.expires_at))
-        .collect())
+/// Sessions by id, in one query per 500.
+pub async fn by_ids(db: &impl ConnectionTrait, ids: &[&str]) -> StoreResult<HashMap<String, session::Model>> {
+    let mut found = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let rows = session::Entity::find().filter(session::Column::Id.is_in(chunk.iter().copied())).all(db).await?;
+        found.extend(rows.into_iter().map(|session| (session.id.clone(), session)));
+    }
+    Ok(found)
 }
 
 /// The rules on `resource_id` in one of `statuses`.
@@ -247,9 +246,9 @@ pub async fn update(db: &impl ConnectionTrait, changes: session::ActiveModel) ->
     Ok(updated)
 }
 
-/// Saves sessions a transition moved — rolled up from their rules, or ended — (rows read and
-/// locked in this transaction), in one statement per 500 — an upsert that only updates what a
-/// transition changes — and announces them together.
+/// Saves sessions a transition moved (rows read and locked in this transaction), in one
+/// statement per 500 — an upsert that only updates what a transition changes — and announces
+/// them together.
 pub async fn save_transitions(db: &impl ConnectionTrait, moved: Vec<session::Model>) -> StoreResult<()> {
     use session::Column;
     for chunk in moved.chunks(500) {
@@ -262,6 +261,10 @@ pub async fn save_transitions(db: &impl ConnectionTrait, moved: Vec<session::Mod
                 Column::LiveIpv6Key,
                 Column::EndedAt,
                 Column::EndedReason,
+                Column::ExpiresAt,
+                Column::HeartbeatDueAt,
+                Column::Ipv4Address,
+                Column::Ipv6Address,
             ])
             .to_owned();
         session::Entity::insert_many(chunk.iter().cloned().map(session::ActiveModel::from))
@@ -411,85 +414,6 @@ pub async fn list_rules(
         select = select.filter(resource_ip::Column::Status.is_in(filter.statuses.iter().map(|s| s.as_str())));
     }
     fetch_page(db, select, resource_ip::Column::Id, request, true, |m| &m.id).await
-}
-
-/// Starts removing the unfinished rules of `session_ids` (on `resource_id` only, when given):
-/// they go REMOVING, due now, in one statement per 500 sessions. Answers how many.
-pub async fn begin_removal(
-    db: &impl ConnectionTrait,
-    session_ids: &[String],
-    resource_id: Option<&str>,
-    now: DateTime<Utc>,
-) -> StoreResult<u64> {
-    let mut removing = 0;
-    for chunk in session_ids.chunks(500) {
-        let mut update = resource_ip::Entity::update_many()
-            .col_expr(resource_ip::Column::Status, Expr::value(ResourceIpStatus::Removing.as_str()))
-            .col_expr(resource_ip::Column::NextAttemptAt, Expr::value(now))
-            .col_expr(resource_ip::Column::Attempts, Expr::value(0))
-            .col_expr(resource_ip::Column::UpdatedAt, Expr::value(now))
-            .filter(resource_ip::Column::SessionId.is_in(chunk.iter().map(String::as_str)))
-            .filter(
-                resource_ip::Column::Status
-                    .is_not_in([ResourceIpStatus::Removed.as_str(), ResourceIpStatus::Removing.as_str()]),
-            );
-        if let Some(resource_id) = resource_id {
-            update = update.filter(resource_ip::Column::ResourceId.eq(resource_id));
-        }
-        removing += update.exec(db).await?.rows_affected;
-    }
-    Ok(removing)
-}
-
-/// Rules whose replacements (`applied`) now hold: they go REMOVING. Answers their sessions.
-pub async fn retire_replaced(
-    db: &impl ConnectionTrait,
-    applied: &[String],
-    now: DateTime<Utc>,
-) -> StoreResult<Vec<String>> {
-    if applied.is_empty() {
-        return Ok(Vec::new());
-    }
-    let unfinished = || {
-        resource_ip::Column::Status.is_not_in([ResourceIpStatus::Removed.as_str(), ResourceIpStatus::Removing.as_str()])
-    };
-    let replaced = resource_ip::Entity::find()
-        .filter(resource_ip::Column::ReplacedBy.is_in(applied.iter().map(String::as_str)))
-        .filter(unfinished())
-        .all(db)
-        .await?;
-    if replaced.is_empty() {
-        return Ok(Vec::new());
-    }
-    resource_ip::Entity::update_many()
-        .col_expr(resource_ip::Column::Status, Expr::value(ResourceIpStatus::Removing.as_str()))
-        .col_expr(resource_ip::Column::NextAttemptAt, Expr::value(now))
-        .col_expr(resource_ip::Column::Attempts, Expr::value(0))
-        .col_expr(resource_ip::Column::UpdatedAt, Expr::value(now))
-        .filter(resource_ip::Column::Id.is_in(replaced.iter().map(|rule| rule.id.as_str())))
-        .filter(unfinished())
-        .exec(db)
-        .await?;
-    Ok(replaced.into_iter().map(|rule| rule.session_id).collect())
-}
-
-/// Inserts a session's new rules and marks the rules they replace.
-pub async fn insert_replacements(
-    db: &impl ConnectionTrait,
-    rules: Vec<resource_ip::Model>,
-    replaced: &[(String, String)],
-) -> StoreResult<()> {
-    if !rules.is_empty() {
-        resource_ip::Entity::insert_many(rules.into_iter().map(resource_ip::ActiveModel::from)).exec(db).await?;
-    }
-    for (old, new) in replaced {
-        resource_ip::Entity::update_many()
-            .col_expr(resource_ip::Column::ReplacedBy, Expr::value(new.as_str()))
-            .filter(resource_ip::Column::Id.eq(old.as_str()))
-            .exec(db)
-            .await?;
-    }
-    Ok(())
 }
 
 /// The live sessions of a user, or of every user of an organization, in id order (the order
@@ -692,29 +616,151 @@ pub async fn save_claimed_rules(
     Ok(saved)
 }
 
-/// Re-queues a rule in status `from` (a FAILED rule retried, an APPLIED rule missing at the
-/// provider) for a fresh attempt, due now. Answers false when the rule was no longer in `from`.
-pub async fn requeue(
+/// Reads claimed rules to save their outcome, locked (PostgreSQL) so no claim changes hands
+/// before the outcome is saved.
+pub async fn claimed_rules_for_update(
     db: &impl ConnectionTrait,
-    id: &str,
-    from: ResourceIpStatus,
-    now: DateTime<Utc>,
-) -> StoreResult<bool> {
-    let result = resource_ip::Entity::update_many()
-        .col_expr(resource_ip::Column::Status, Expr::value(ResourceIpStatus::Pending.as_str()))
-        .col_expr(resource_ip::Column::ErrorMessage, Expr::value(Option::<String>::None))
-        .col_expr(resource_ip::Column::NextAttemptAt, Expr::value(now))
-        .col_expr(resource_ip::Column::Attempts, Expr::value(0))
-        .col_expr(resource_ip::Column::UpdatedAt, Expr::value(now))
-        .filter(resource_ip::Column::Id.eq(id))
-        .filter(resource_ip::Column::Status.eq(from.as_str()))
-        .exec(db)
-        .await?;
-    Ok(result.rows_affected > 0)
+    ids: &[&str],
+) -> StoreResult<Vec<resource_ip::Model>> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    let mut found = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let rows = resource_ip::Entity::find()
+            .filter(resource_ip::Column::Id.is_in(chunk.iter().copied()))
+            .order_by_asc(resource_ip::Column::Id)
+            .lock_exclusive()
+            .all(db)
+            .await?;
+        found.extend(rows);
+    }
+    Ok(found)
 }
 
-pub async fn rules_by_ids(db: &impl ConnectionTrait, ids: &[&str]) -> StoreResult<Vec<resource_ip::Model>> {
-    Ok(resource_ip::Entity::find().filter(resource_ip::Column::Id.is_in(ids.iter().copied())).all(db).await?)
+/// A change the state machine made to a rule that is not the worker's to save.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleChange {
+    /// The rule moves from status `from` to `to` (PENDING: to be applied; REMOVING: to be
+    /// removed), due now.
+    Status { id: String, from: String, to: ResourceIpStatus },
+    /// The rule's next call is due now.
+    DueNow { id: String },
+    /// The session moved on from the rule's address: `successor` takes its place.
+    ReplacedBy { id: String, successor: String },
+}
+
+/// Writes rule changes in one statement per kind of change (and per 500 rules). A status
+/// change is made only where the rule still has its `from` status.
+pub async fn change_rules(db: &impl ConnectionTrait, changes: &[RuleChange], now: DateTime<Utc>) -> StoreResult<()> {
+    use resource_ip::Column;
+    let mut moves: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
+    let (mut due, mut successors): (Vec<&str>, BTreeMap<&str, Vec<&str>>) = (Vec::new(), BTreeMap::new());
+    for change in changes {
+        match change {
+            RuleChange::Status { id, from, to } => moves.entry((from.as_str(), to.as_str())).or_default().push(id),
+            RuleChange::DueNow { id } => due.push(id),
+            RuleChange::ReplacedBy { id, successor } => successors.entry(successor).or_default().push(id),
+        }
+    }
+    for ((from, to), ids) in moves {
+        for chunk in ids.chunks(500) {
+            let mut update = resource_ip::Entity::update_many()
+                .col_expr(Column::Status, Expr::value(to))
+                .col_expr(Column::NextAttemptAt, Expr::value(now))
+                .col_expr(Column::Attempts, Expr::value(0))
+                .col_expr(Column::UpdatedAt, Expr::value(now));
+            if to == ResourceIpStatus::Pending.as_str() {
+                update = update.col_expr(Column::ErrorMessage, Expr::value(Option::<String>::None));
+            }
+            update
+                .filter(Column::Id.is_in(chunk.iter().copied()))
+                .filter(Column::Status.eq(from))
+                .exec(db)
+                .await?;
+        }
+    }
+    for chunk in due.chunks(500) {
+        resource_ip::Entity::update_many()
+            .col_expr(Column::NextAttemptAt, Expr::value(now))
+            .filter(Column::Id.is_in(chunk.iter().copied()))
+            .exec(db)
+            .await?;
+    }
+    for (successor, ids) in successors {
+        resource_ip::Entity::update_many()
+            .col_expr(Column::ReplacedBy, Expr::value(successor))
+            .filter(Column::Id.is_in(ids))
+            .exec(db)
+            .await?;
+    }
+    Ok(())
+}
+
+/// What starts depend on, read in the transaction that records them.
+#[derive(Debug, Default)]
+pub struct StartRightsHeld {
+    pub enabled_users: HashSet<String>,
+    pub active_organizations: HashSet<String>,
+    /// (resource id, user id)
+    pub assigned: HashSet<(String, String)>,
+}
+
+/// Reads what the starts of `sessions` (each with its rules) depend on: their users (enabled),
+/// organizations (not suspended), assignments and resources. On PostgreSQL each row read is
+/// share-locked until commit, so a revocation (DisableUser, SuspendOrganization,
+/// UnassignResource, UpdateResource lock the row they change) either commits first and is seen
+/// here, or waits for these starts and then finds their sessions. Starts do not queue on each
+/// other: share locks do not conflict. Rows are locked in id order, table by table.
+pub async fn hold_start_rights<'a>(
+    db: &impl ConnectionTrait,
+    starts: impl Iterator<Item = (&'a session::Model, &'a [resource_ip::Model])>,
+) -> StoreResult<StartRightsHeld> {
+    let (mut users, mut organizations, mut resources) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+    for (session, rules) in starts {
+        users.insert(session.user_id.as_str());
+        organizations.insert(session.organization_id.as_str());
+        resources.extend(rules.iter().map(|rule| rule.resource_id.as_str()));
+    }
+    let mut held = StartRightsHeld::default();
+    if users.is_empty() {
+        return Ok(held);
+    }
+    let users: Vec<&str> = users.into_iter().collect();
+    for chunk in users.chunks(500) {
+        let rows = user::Entity::find()
+            .filter(user::Column::Id.is_in(chunk.iter().copied()))
+            .order_by_asc(user::Column::Id)
+            .lock_shared()
+            .all(db)
+            .await?;
+        held.enabled_users.extend(rows.into_iter().filter(|user| !user.disabled).map(|user| user.id));
+    }
+    let organizations = organization::Entity::find()
+        .filter(organization::Column::Id.is_in(organizations))
+        .order_by_asc(organization::Column::Id)
+        .lock_shared()
+        .all(db)
+        .await?;
+    held.active_organizations.extend(organizations.into_iter().filter(|o| !o.suspended).map(|o| o.id));
+    let resources: Vec<&str> = resources.into_iter().collect();
+    for chunk in resources.chunks(500) {
+        resource::Entity::find()
+            .filter(resource::Column::Id.is_in(chunk.iter().copied()))
+            .order_by_asc(resource::Column::Id)
+            .lock_shared()
+            .all(db)
+            .await?;
+        let assignments = resource_assignment::Entity::find()
+            .filter(resource_assignment::Column::ResourceId.is_in(chunk.iter().copied()))
+            .filter(resource_assignment::Column::UserId.is_in(users.iter().copied()))
+            .order_by_asc(resource_assignment::Column::ResourceId)
+            .order_by_asc(resource_assignment::Column::UserId)
+            .lock_shared()
+            .all(db)
+            .await?;
+        held.assigned.extend(assignments.into_iter().map(|a| (a.resource_id, a.user_id)));
+    }
+    Ok(held)
 }
 
 /// How many sessions (cluster-wide) have each status; absent statuses have none.
