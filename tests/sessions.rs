@@ -4,6 +4,7 @@ mod common;
 
 use common::{Fixture, TestDb, TestServer, each_backend, reason, violated_fields, with_key};
 use portcullis::domain::Permission;
+use portcullis::engine::pauses::Point;
 use portcullis::pb::v1::resource_ip_service_client::ResourceIpServiceClient;
 use portcullis::pb::v1::session_service_client::SessionServiceClient;
 use portcullis::pb::v1::*;
@@ -1368,4 +1369,267 @@ async fn a_session_changes_address_without_a_gap() {
         f.server.stop().await;
     })
     .await;
+}
+
+// Races between two paths. Each test holds one path at a named point (`engine.pauses()`),
+// makes the other happen in the window, checks that it did, then lets the first go on.
+
+/// A retry of a FAILED rule that was checked while its session still lived, and is written after
+/// the session's last rule failed, must not open the address of a FAILED session (nothing would
+/// ever close it).
+#[tokio::test]
+async fn a_retry_racing_the_sessions_failure_opens_nothing() {
+    each_backend(|db: TestDb| async move {
+        let mut f = Fixture::new(&db).await;
+        let refusing = MemoryProvider { fail_addresses: vec![IPV4.into()], ..Default::default() };
+        let fast = f.resource("fast", refusing.clone()).await;
+        let slow = f.resource("slow", MemoryProvider { latency_ms: 1500, ..refusing }).await;
+        let key = f.user_key.clone();
+        let session = f.start(&key, Some(IPV4), None).await.unwrap();
+        let failed_rule = loop {
+            let current = f.sessions.get_session(with_key(GetSessionRequest { id: session.id.clone() }, &key));
+            let current = current.await.unwrap().into_inner().session.unwrap();
+            let fast_rule = current.resource_ips.iter().find(|r| r.resource_id == fast).unwrap().clone();
+            if fast_rule.status() == ResourceIpStatus::Failed {
+                assert_eq!(current.status(), SessionStatus::Pending, "the slow resource's rule is still pending");
+                break fast_rule;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        // The fast firewall would take the address now.
+        let fixed = UpdateResourceRequest {
+            resource: Some(Resource {
+                id: fast.clone(),
+                provider: Some(resource::Provider::Memory(MemoryProvider::default())),
+                ..Default::default()
+            }),
+            update_mask: Some(FieldMask { paths: vec!["provider".into()] }),
+        };
+        f.resources.update_resource(with_key(fixed, &f.server.admin_key)).await.unwrap();
+
+        let gate = f.server.services.engine.pauses().arm(Point::RetryBeforeWrite);
+        let mut rules = ResourceIpServiceClient::new(f.server.channel().await);
+        let retry = tokio::spawn({
+            let request = with_key(RetryResourceIpRequest { id: failed_rule.id.clone() }, &key);
+            async move { rules.retry_resource_ip(request).await }
+        });
+        gate.reached().await;
+        // While the retry is held after its checks, the slow rule fails: the session is FAILED.
+        let failed = settled(&f.server, &session.id, SessionStatus::Failed).await;
+        assert!(!retry.is_finished(), "{}: the retry was held while the session failed", db.backend);
+        assert!(failed.rules.iter().all(|rule| rule.status == "FAILED"), "{:?}", failed.rules);
+        gate.release();
+
+        let answer = retry.await.unwrap();
+        let err = answer.expect_err("a rule of a FAILED session is not retried");
+        assert_eq!(err.code(), Code::FailedPrecondition, "{}: {err:?}", db.backend);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let after = portcullis::store::queries::sessions::load(&f.server.db, &session.id).await.unwrap();
+        assert_eq!(after.session.status, "FAILED");
+        assert!(after.rules.iter().all(|rule| rule.status == "FAILED"), "{}: {:?}", db.backend, after.rules);
+        assert!(f.server.memory_rules(&fast).is_empty(), "{}: nothing opened for a FAILED session", db.backend);
+        assert!(f.server.memory_rules(&slow).is_empty());
+        f.server.stop().await;
+    })
+    .await;
+}
+
+/// How an admin takes away the right to start.
+#[derive(Debug, Clone, Copy)]
+enum Revocation {
+    DisableUser,
+    UnassignResource,
+    SuspendOrganization,
+}
+
+/// Starts already past their checks when the right is taken away never commit: 0 of them open
+/// an address, and each says why.
+#[tokio::test]
+async fn starts_in_flight_do_not_survive_a_revocation() {
+    const IN_FLIGHT: usize = 8;
+    for revocation in [Revocation::DisableUser, Revocation::UnassignResource, Revocation::SuspendOrganization] {
+        each_backend(|db: TestDb| async move {
+            let mut f = Fixture::new(&db).await;
+            let resource = f.resource("db", MemoryProvider::default()).await;
+            let key = f.user_key.clone();
+            let gate = f.server.services.engine.pauses().arm(Point::StartBeforeWrite);
+            let starts: Vec<_> = (0..IN_FLIGHT)
+                .map(|n| {
+                    let mut sessions = f.sessions.clone();
+                    let request = StartSessionRequest {
+                        ipv6_address: Some(format!("2001:db8::{:x}", n + 1)),
+                        ..Default::default()
+                    };
+                    let request = with_key(request, &key);
+                    tokio::spawn(async move { sessions.start_session(request).await })
+                })
+                .collect();
+            gate.reached().await;
+            // Every start has passed authentication and the service's checks and waits at the writer.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let admin = f.server.admin_key.clone();
+            match revocation {
+                Revocation::DisableUser => {
+                    let mut users = user_service_client::UserServiceClient::new(f.server.channel().await);
+                    users.disable_user(with_key(DisableUserRequest { id: f.user_id.clone() }, &admin)).await.unwrap();
+                }
+                Revocation::UnassignResource => {
+                    let request = UnassignResourceRequest { resource_id: resource.clone(), user_id: f.user_id.clone() };
+                    f.resources.unassign_resource(with_key(request, &admin)).await.unwrap();
+                }
+                Revocation::SuspendOrganization => f.server.set_suspended(true).await,
+            }
+            assert!(starts.iter().all(|start| !start.is_finished()), "every start was still in flight");
+            gate.release();
+
+            let mut survived = 0;
+            for start in starts {
+                match start.await.unwrap() {
+                    Ok(_) => survived += 1,
+                    Err(err) => {
+                        // Refused at commit, not at authentication: each was in flight.
+                        assert_eq!(err.code(), Code::FailedPrecondition, "{revocation:?} {}: {err:?}", db.backend)
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let open = f.server.memory_rules(&resource);
+            assert_eq!((survived, open.len()), (0, 0), "{revocation:?} {}: {open:?}", db.backend);
+            if matches!(revocation, Revocation::SuspendOrganization) {
+                f.server.set_suspended(false).await;
+            }
+            f.server.stop().await;
+        })
+        .await;
+    }
+}
+
+/// A → B (B's rule fails) → C: once C is open, neither A nor B is.
+#[tokio::test]
+async fn an_address_left_behind_a_failed_one_is_closed() {
+    const B: &str = "203.0.113.20";
+    const C: &str = "203.0.113.30";
+    each_backend(|db: TestDb| async move {
+        let mut f = Fixture::new(&db).await;
+        let resource = f.resource("db", MemoryProvider { fail_addresses: vec![B.into()], ..Default::default() }).await;
+        let key = f.user_key.clone();
+        let session = f.start(&key, Some(IPV4), None).await.unwrap();
+        f.watch_until(&key, &session.id, SessionStatus::Active).await;
+        let change = |address: &str| {
+            let request =
+                ChangeSessionAddressRequest { id: session.id.clone(), ipv4_address: Some(address.into()), ipv6_address: None };
+            with_key(request, &key)
+        };
+        f.sessions.change_session_address(change(B)).await.unwrap();
+        let partial = f.watch_until(&key, &session.id, SessionStatus::Partial).await.pop().unwrap();
+        let b_rule = partial.resource_ips.iter().find(|rule| rule.ip_address == B).unwrap();
+        assert_eq!(b_rule.status(), ResourceIpStatus::Failed, "{}", db.backend);
+        assert_eq!(f.server.memory_rules(&resource), [ip(IPV4)], "A stays open while B failed");
+
+        f.sessions.change_session_address(change(C)).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let open = f.server.memory_rules(&resource);
+            if open == [ip(C)] {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{}: still open after the move to C: {open:?}", db.backend);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let moved = f.sessions.get_session(with_key(GetSessionRequest { id: session.id.clone() }, &key));
+        let moved = moved.await.unwrap().into_inner().session.unwrap();
+        assert_eq!((moved.status(), moved.ipv4_address.as_str()), (SessionStatus::Active, C));
+        f.server.stop().await;
+    })
+    .await;
+}
+
+/// The expiry scheduler read a session as due, then its owner's watch renewed the heartbeat:
+/// the session lives on.
+#[tokio::test]
+async fn expiry_never_ends_a_session_renewed_after_it_was_read() {
+    each_backend(|db: TestDb| async move {
+        let mut f = Fixture::new(&db).await;
+        f.resource("db", MemoryProvider::default()).await;
+        let key = f.user_key.clone();
+        let gate = f.server.services.engine.pauses().arm(Point::ExpiryBeforeWrite);
+        let request = StartSessionRequest {
+            ipv4_address: Some(IPV4.into()),
+            heartbeat_seconds: Some(5),
+            ..Default::default()
+        };
+        let session = f.sessions.start_session(with_key(request, &key)).await.unwrap().into_inner().session.unwrap();
+        // No watch: five seconds on, the scheduler finds the client gone and is held.
+        tokio::time::timeout(Duration::from_secs(20), gate.reached()).await.expect("the session fell due");
+        let mut watch = f
+            .sessions
+            .watch_session(with_key(WatchSessionRequest { id: session.id.clone() }, &key))
+            .await
+            .unwrap()
+            .into_inner();
+        let first = watch.message().await.unwrap().unwrap().session.unwrap();
+        assert!(first.status().eq(&SessionStatus::Active) || first.status() == SessionStatus::Pending, "{first:?}");
+        gate.release();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let record = portcullis::store::queries::sessions::load(&f.server.db, &session.id).await.unwrap();
+        assert!(
+            matches!(record.session.status.as_str(), "ACTIVE" | "PENDING"),
+            "{}: ended though its client came back: {} {:?}",
+            db.backend,
+            record.session.status,
+            record.session.ended_reason
+        );
+        f.server.stop().await;
+    })
+    .await;
+}
+
+/// PostgreSQL: a change of firewall checks for live rules while a start that will add one is not
+/// yet committed; the two must not pass each other (the start's rule would stay on the old firewall).
+#[cfg(feature = "aws")]
+#[tokio::test]
+async fn a_start_and_a_change_of_firewall_never_pass_each_other() {
+    let Some(db) = common::postgres_if_configured("the start / UpdateResource race").await else { return };
+    let mut f = Fixture::new(&db).await;
+    let resource = f.resource("db", MemoryProvider::default()).await;
+    let key = f.user_key.clone();
+    let gate = f.server.services.engine.pauses().arm(Point::StartBeforeCommit);
+    let start = tokio::spawn({
+        let mut sessions = f.sessions.clone();
+        let request = with_key(StartSessionRequest { ipv4_address: Some(IPV4.into()), ..Default::default() }, &key);
+        async move { sessions.start_session(request).await }
+    });
+    gate.reached().await;
+    let elsewhere = AwsSecurityGroup {
+        region: "eu-west-1".into(),
+        group_id: "sg-0123456789abcdef0".into(),
+        protocol: "tcp".into(),
+        from_port: 22,
+        to_port: 22,
+        endpoint_url: Some("http://127.0.0.1:1".into()),
+        ..Default::default()
+    };
+    let update = tokio::spawn({
+        let mut resources = f.resources.clone();
+        let request = UpdateResourceRequest {
+            resource: Some(Resource {
+                id: resource.clone(),
+                provider: Some(resource::Provider::AwsSecurityGroup(elsewhere)),
+                ..Default::default()
+            }),
+            update_mask: Some(FieldMask { paths: vec!["provider".into()] }),
+        };
+        let request = with_key(request, &f.server.admin_key);
+        async move { resources.update_resource(request).await }
+    });
+    // The change reaches its check while the start holds its transaction open.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let overtook = update.is_finished();
+    gate.release();
+    start.await.unwrap().expect("the start commits");
+    let err = update.await.unwrap().expect_err("the firewall holds a live session's rule now");
+    assert!(!overtook, "the change waited for the start");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert_eq!(reason(&err), "ERROR_REASON_RESOURCE_IN_USE");
+    f.server.stop().await;
 }

@@ -90,8 +90,9 @@ pub enum Event {
     Expire { at: DateTime<Utc> },
     /// A resource was unassigned from the session's user: its rules go.
     Withdraw { resource_id: String },
-    /// A user asks for a later end (only ACTIVE or PARTIAL sessions).
-    Extend { to: DateTime<Utc> },
+    /// A user asks for a later end (only ACTIVE or PARTIAL sessions), at most `latest` (the
+    /// owner's maximum from the session's start).
+    Extend { to: DateTime<Utc>, latest: DateTime<Utc> },
     /// Lowered rights cap the session's end at `to`; a session already past it at `at` ends.
     Shorten { to: DateTime<Utc>, at: DateTime<Utc> },
     /// The owner's watch keeps the session alive until `due`.
@@ -111,14 +112,16 @@ pub enum Refusal {
     NotLive(SessionStatus),
     /// Only ACTIVE or PARTIAL sessions can be extended.
     NotExtendable(SessionStatus),
+    /// The new end is beyond what the owner may have.
+    BeyondMaximum,
     /// The rule is not in the status the event needs (it is in this one).
     RuleStatus(ResourceIpStatus),
     /// The session has no such rule.
     UnknownRule,
     /// The session is not due to expire (it was renewed meanwhile).
     NotDue,
-    /// The event changes nothing (an extension to an earlier end, a withdrawal of a resource the
-    /// session does not hold, a sweep of a healthy session).
+    /// The event changes nothing (an extension to an earlier end, a move to the addresses the
+    /// session has, a withdrawal of a resource it does not hold, a sweep of a healthy session).
     Unchanged,
 }
 
@@ -129,6 +132,7 @@ impl std::fmt::Display for Refusal {
             Refusal::NotExtendable(status) => {
                 write!(f, "only ACTIVE or PARTIAL sessions can be extended; this one is {status}")
             }
+            Refusal::BeyondMaximum => f.write_str("the new end is beyond the owner's maximum"),
             Refusal::RuleStatus(status) => write!(f, "the rule is {status}"),
             Refusal::UnknownRule => f.write_str("the session has no such rule"),
             Refusal::NotDue => f.write_str("the session is not due to end"),
@@ -195,9 +199,12 @@ impl Session {
                 self.require_live()?;
                 next.withdraw(resource_id)?;
             }
-            Event::Extend { to } => {
+            Event::Extend { to, latest } => {
                 if !matches!(self.status, SessionStatus::Active | SessionStatus::Partial) {
                     return Err(Refusal::NotExtendable(self.status));
+                }
+                if *to > *latest {
+                    return Err(Refusal::BeyondMaximum);
                 }
                 if *to <= self.expires_at {
                     return Err(Refusal::Unchanged);
@@ -224,6 +231,9 @@ impl Session {
             }
             Event::ChangeAddress { added } => {
                 self.require_live()?;
+                if added.is_empty() {
+                    return Err(Refusal::Unchanged);
+                }
                 next.change_address(added);
             }
             Event::Sweep => {

@@ -392,16 +392,17 @@ pub async fn withdraw_resource(
     Ok(changed)
 }
 
-/// Moves a live session's end to `expires_at`, with its audit event; refused unless the session
-/// is ACTIVE or PARTIAL when read here.
+/// Moves a live session's end to `expires_at` (at most `latest`), with its audit event; refused
+/// unless the session is ACTIVE or PARTIAL when read here.
 pub async fn extend(
     txn: &DatabaseTransaction,
     session_id: &str,
-    expires_at: DateTime<Utc>,
+    (expires_at, latest): (DateTime<Utc>, DateTime<Utc>),
     actor: &Actor,
     record: AuditRecord,
 ) -> StoreResult<Result<(), Refusal>> {
-    let (mut answers, _) = run(txn, &[(session_id, Event::Extend { to: expires_at })], Some(actor), None).await?;
+    let extend = Event::Extend { to: expires_at, latest };
+    let (mut answers, _) = run(txn, &[(session_id, extend)], Some(actor), None).await?;
     let answer = answers.pop().unwrap_or(Err(Refusal::UnknownRule));
     if answer.is_ok() {
         record.detail("expires_at", expires_at.to_rfc3339()).write(txn, actor).await?;

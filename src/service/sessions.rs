@@ -265,8 +265,7 @@ impl SessionManager {
         let expires_at = additional
             .span()
             .and_then(|span| session.expires_at.checked_add_signed(span))
-            .filter(|at| *at <= latest_expires_at)
-            .ok_or(Error::ExceedsMaximum { field: additional.field, max_hours, latest_expires_at })?;
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
         // A session keeps only what its owner may still open.
         let assigned: BTreeSet<String> =
             resources::assigned_to(&txn, &session.user_id).await?.into_iter().map(|resource| resource.id).collect();
@@ -283,7 +282,12 @@ impl SessionManager {
         }
         let record =
             AuditRecord::new("session.extended", "session", id).detail("additional_minutes", additional.minutes);
-        transitions::extend(&txn, id, expires_at, &caller.actor(), record).await?.map_err(refused)?;
+        transitions::extend(&txn, id, (expires_at, latest_expires_at), &caller.actor(), record).await?.map_err(
+            |refusal| match refusal {
+                Refusal::BeyondMaximum => Error::ExceedsMaximum { field: additional.field, max_hours, latest_expires_at },
+                other => refused(other),
+            },
+        )?;
         store::commit(txn).await?;
         self.engine.reschedule_expiry();
         self.engine.publish(&[id]).await;
@@ -374,17 +378,19 @@ impl SessionManager {
                 (changed.ipv6_address, changed.live_ipv6_key) = (shown, live_key);
             }
         }
-        if !added.is_empty() {
-            transitions::change_address(&txn, changed, added, &caller.actor(), record)
-                .await
-                .map_err(|err| match err {
-                    StoreError::AlreadyExists(_) => Error::AlreadyExists {
-                        reason: ErrorReason::SessionAlreadyActive,
-                        message: "you already have another live session for this address".into(),
-                    },
-                    other => other.into(),
-                })?
-                .map_err(refused)?;
+        let moved = transitions::change_address(&txn, changed, added, &caller.actor(), record).await.map_err(
+            |err| match err {
+                StoreError::AlreadyExists(_) => Error::AlreadyExists {
+                    reason: ErrorReason::SessionAlreadyActive,
+                    message: "you already have another live session for this address".into(),
+                },
+                other => other.into(),
+            },
+        )?;
+        match moved {
+            // Already at these addresses: nothing to do.
+            Ok(()) | Err(Refusal::Unchanged) => {}
+            Err(other) => return Err(refused(other)),
         }
         store::commit(txn).await?;
         self.engine.wake();

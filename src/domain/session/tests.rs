@@ -262,7 +262,9 @@ impl World {
             Op::Expire(secs) => self.event(Event::Expire { at: t0() + TimeDelta::seconds(*secs) }),
             Op::Heartbeat(secs) => self.event(Event::Heartbeat { due: t0() + TimeDelta::seconds(*secs) }),
             Op::Withdraw(resource) => self.event(Event::Withdraw { resource_id: resource.to_string() }),
-            Op::Extend(secs) => self.event(Event::Extend { to: t0() + TimeDelta::seconds(*secs) }),
+            Op::Extend(secs) => {
+                self.event(Event::Extend { to: t0() + TimeDelta::seconds(*secs), latest: t0() + TimeDelta::hours(1) })
+            }
             Op::Shorten(secs) => {
                 self.event(Event::Shorten { to: t0() + TimeDelta::seconds(*secs), at: t0() + TimeDelta::seconds(60) })
             }
