@@ -1516,8 +1516,11 @@ async fn an_address_left_behind_a_failed_one_is_closed() {
         let session = f.start(&key, Some(IPV4), None).await.unwrap();
         f.watch_until(&key, &session.id, SessionStatus::Active).await;
         let change = |address: &str| {
-            let request =
-                ChangeSessionAddressRequest { id: session.id.clone(), ipv4_address: Some(address.into()), ipv6_address: None };
+            let request = ChangeSessionAddressRequest {
+                id: session.id.clone(),
+                ipv4_address: Some(address.into()),
+                ipv6_address: None,
+            };
             with_key(request, &key)
         };
         f.sessions.change_session_address(change(B)).await.unwrap();
@@ -1553,11 +1556,8 @@ async fn expiry_never_ends_a_session_renewed_after_it_was_read() {
         f.resource("db", MemoryProvider::default()).await;
         let key = f.user_key.clone();
         let gate = f.server.services.engine.pauses().arm(Point::ExpiryBeforeWrite);
-        let request = StartSessionRequest {
-            ipv4_address: Some(IPV4.into()),
-            heartbeat_seconds: Some(5),
-            ..Default::default()
-        };
+        let request =
+            StartSessionRequest { ipv4_address: Some(IPV4.into()), heartbeat_seconds: Some(5), ..Default::default() };
         let session = f.sessions.start_session(with_key(request, &key)).await.unwrap().into_inner().session.unwrap();
         // No watch: five seconds on, the scheduler finds the client gone and is held.
         tokio::time::timeout(Duration::from_secs(20), gate.reached()).await.expect("the session fell due");
@@ -1632,4 +1632,54 @@ async fn a_start_and_a_change_of_firewall_never_pass_each_other() {
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert_eq!(reason(&err), "ERROR_REASON_RESOURCE_IN_USE");
     f.server.stop().await;
+}
+
+/// Defence in depth: should a race ever leave an ended session with a rule that holds (or is
+/// about to hold) an address, the reconciler and the worker take it off the firewall rather than
+/// count it as wanted or open it.
+#[tokio::test]
+async fn rules_of_ended_sessions_are_removed_as_orphans() {
+    each_backend(|first: TestDb| async move {
+        // The reconciler finds an APPLIED rule of a session recorded FAILED; the worker (with the
+        // reconciler off) finds one put back PENDING.
+        let second = match first.is_postgres() {
+            true => common::postgres_if_configured("PostgreSQL").await.unwrap(),
+            false => TestDb::sqlite(),
+        };
+        for (db, reconcile, rule_status) in [(first, Some(1), "APPLIED"), (second, Some(0), "PENDING")] {
+            let mut config = common::test_config();
+            config.engine.reconcile_interval_secs = reconcile;
+            let mut f = Fixture::with_server(TestServer::start_with(&db, config).await).await;
+            let resource = f.resource("db", MemoryProvider::default()).await;
+            let key = f.user_key.clone();
+            let session = f.start(&key, Some(IPV4), None).await.unwrap();
+            f.watch_until(&key, &session.id, SessionStatus::Active).await;
+            let id = &session.id;
+            let slipped = [
+                format!("UPDATE sessions SET status = 'FAILED' WHERE id = '{id}'"),
+                format!("UPDATE resource_ips SET status = '{rule_status}', next_attempt_at = created_at WHERE session_id = '{id}'"),
+            ];
+            for statement in slipped {
+                f.server.db.execute_unprepared(&statement).await.unwrap();
+            }
+            f.server.services.engine.wake();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+            loop {
+                let rules = portcullis::store::queries::sessions::rules_of(&f.server.db, id).await.unwrap();
+                let open = f.server.memory_rules(&resource);
+                if open.is_empty() && rules.iter().all(|rule| rule.status == "REMOVED") {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{} {rule_status}: still held: {open:?} {:?}",
+                    db.backend,
+                    rules.iter().map(|rule| &rule.status).collect::<Vec<_>>()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            f.server.stop().await;
+        }
+    })
+    .await;
 }

@@ -185,8 +185,7 @@ impl Session {
             }
             Event::Expire { at } => {
                 self.require_live()?;
-                let client_gone =
-                    self.heartbeat_due_at.is_some_and(|due| due <= *at && due < self.expires_at);
+                let client_gone = self.heartbeat_due_at.is_some_and(|due| due <= *at && due < self.expires_at);
                 if client_gone {
                     next.end(EndedReason::ClientGone);
                 } else if self.expires_at <= *at {
@@ -340,13 +339,8 @@ impl Step {
     fn end(&mut self, reason: EndedReason) {
         self.session.status = SessionStatus::Expiring;
         self.session.ended_reason = Some(reason);
-        let unfinished: Vec<String> = self
-            .session
-            .rules
-            .iter()
-            .filter(|rule| !rule.status.is_retired())
-            .map(|rule| rule.id.clone())
-            .collect();
+        let unfinished: Vec<String> =
+            self.session.rules.iter().filter(|rule| !rule.status.is_retired()).map(|rule| rule.id.clone()).collect();
         for id in unfinished {
             self.retire(&id);
         }

@@ -33,13 +33,11 @@ impl NewSession {
 /// (and, on PostgreSQL, share-locked against revocations) in this transaction: the user
 /// enabled, the organization not suspended, each resource still assigned, no live session of
 /// the user on the address (counting the batch's earlier starts). Answers each start's refusal.
-pub async fn start_all(
-    txn: &DatabaseTransaction,
-    starts: &[NewSession],
-) -> StoreResult<Vec<Result<(), StartRefusal>>> {
+pub async fn start_all(txn: &DatabaseTransaction, starts: &[NewSession]) -> StoreResult<Vec<Result<(), StartRefusal>>> {
     let keys: Vec<&str> = starts.iter().flat_map(NewSession::live_keys).collect();
     let mut held = sessions::live_keys_taken(txn, &keys).await?;
-    let rights = sessions::hold_start_rights(txn, starts.iter().map(|new| (&new.session, new.rules.as_slice()))).await?;
+    let rights =
+        sessions::hold_start_rights(txn, starts.iter().map(|new| (&new.session, new.rules.as_slice()))).await?;
     let mut answers = Vec::with_capacity(starts.len());
     let (mut events, mut new_sessions, mut new_rules) = (Vec::new(), Vec::new(), Vec::new());
     for new in starts {
@@ -106,7 +104,8 @@ fn view(row: &session::Model, rules: &[resource_ip::Model]) -> StoreResult<machi
             Ok(machine::Rule {
                 id: rule.id.clone(),
                 resource_id: rule.resource_id.clone(),
-                family: u8::try_from(rule.ip_version).map_err(|_| corrupt("ip_version", &rule.ip_version.to_string()))?,
+                family: u8::try_from(rule.ip_version)
+                    .map_err(|_| corrupt("ip_version", &rule.ip_version.to_string()))?,
                 status: rule.status.parse().map_err(|_| corrupt("rule status", &rule.status))?,
                 superseded: rule.replaced_by.is_some(),
             })
@@ -460,14 +459,12 @@ pub async fn retry(
 
 /// Re-queues APPLIED rules the provider no longer holds (session id, rule) for the worker to
 /// open again, if their session is still live. Answers the rules re-queued, and the sessions changed.
-pub async fn repair(
-    txn: &DatabaseTransaction,
-    missing: &[(&str, &str)],
-) -> StoreResult<(Vec<String>, Vec<String>)> {
+pub async fn repair(txn: &DatabaseTransaction, missing: &[(&str, &str)]) -> StoreResult<(Vec<String>, Vec<String>)> {
     let events: Vec<(&str, Event)> =
         missing.iter().map(|(session_id, rule)| (*session_id, Event::Missing { rule: (*rule).to_owned() })).collect();
     let (answers, changed) = run(txn, &events, None, None).await?;
-    let repaired = missing.iter().zip(answers).filter(|(_, answer)| answer.is_ok()).map(|((_, rule), _)| (*rule).to_owned());
+    let repaired =
+        missing.iter().zip(answers).filter(|(_, answer)| answer.is_ok()).map(|((_, rule), _)| (*rule).to_owned());
     Ok((repaired.collect(), changed))
 }
 

@@ -2,7 +2,9 @@
 
 use super::Engine;
 use super::lease::ResourceLease;
+use super::transitions::Worked;
 use crate::domain::ProviderConfig;
+use crate::domain::session as machine;
 use crate::domain::{Actor, ResourceIpStatus, now};
 use crate::provider::quota::{Claim, Prepaid};
 use crate::provider::{FirewallProvider, Owner, Pass, ProviderError, RuleRef, RuleRequest, Target, is_unmanaged};
@@ -10,8 +12,6 @@ use crate::store::audit::AuditRecord;
 use crate::store::entity::resource_ip;
 use crate::store::queries::{resources, sessions};
 use crate::store::{self, StoreError, StoreResult};
-use super::transitions::Worked;
-use crate::domain::session as machine;
 use chrono::TimeDelta;
 use rand::Rng;
 use std::collections::HashMap;
@@ -241,7 +241,8 @@ async fn sweep_orphans(engine: &Engine, claimed: Vec<resource_ip::Model>) -> Sto
                 session.status.parse::<crate::domain::SessionStatus>().is_ok_and(|status| status.is_terminal())
             })
     };
-    let mut orphaned: Vec<&str> = claimed.iter().filter(|rule| ended(rule)).map(|rule| rule.session_id.as_str()).collect();
+    let mut orphaned: Vec<&str> =
+        claimed.iter().filter(|rule| ended(rule)).map(|rule| rule.session_id.as_str()).collect();
     if orphaned.is_empty() {
         return Ok(Claimed { rules: claimed, expiries });
     }
@@ -465,11 +466,8 @@ async fn record(
     sessions_of.dedup();
     sessions::lock_all(&txn, &sessions_of).await?;
     let ids: Vec<&str> = outcomes.iter().map(|(rule, _)| rule.id.as_str()).collect();
-    let mut current_rows: HashMap<String, resource_ip::Model> = sessions::claimed_rules_for_update(&txn, &ids)
-        .await?
-        .into_iter()
-        .map(|row| (row.id.clone(), row))
-        .collect();
+    let mut current_rows: HashMap<String, resource_ip::Model> =
+        sessions::claimed_rules_for_update(&txn, &ids).await?.into_iter().map(|row| (row.id.clone(), row)).collect();
     let at = now();
     let (mut worked, mut failures) = (Vec::with_capacity(outcomes.len()), Vec::new());
     for (claimed, outcome) in outcomes {

@@ -2,11 +2,11 @@
 
 use super::Caller;
 use crate::config::SessionConfig;
+use crate::domain::session::{Refusal, StartRefusal};
 use crate::domain::{
     EndedReason, IpVersion, Requested, ResourceIpStatus, Role, SessionStatus, Tier, Violations, check_session_address,
     new_id, now, parse_session_address, requested,
 };
-use crate::domain::session::{Refusal, StartRefusal};
 use crate::engine::pauses::Point;
 use crate::engine::transitions::{self, NewSession};
 use crate::engine::{Engine, Subscription};
@@ -284,7 +284,9 @@ impl SessionManager {
             AuditRecord::new("session.extended", "session", id).detail("additional_minutes", additional.minutes);
         transitions::extend(&txn, id, (expires_at, latest_expires_at), &caller.actor(), record).await?.map_err(
             |refusal| match refusal {
-                Refusal::BeyondMaximum => Error::ExceedsMaximum { field: additional.field, max_hours, latest_expires_at },
+                Refusal::BeyondMaximum => {
+                    Error::ExceedsMaximum { field: additional.field, max_hours, latest_expires_at }
+                }
                 other => refused(other),
             },
         )?;

@@ -1,8 +1,8 @@
 use super::*;
+use ResourceIpStatus::*;
 use chrono::TimeDelta;
 use proptest::prelude::*;
 use std::collections::BTreeSet;
-use ResourceIpStatus::*;
 
 fn t0() -> DateTime<Utc> {
     DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default()
@@ -36,7 +36,11 @@ fn live_sessions_roll_up_from_their_rules() {
     let partial = settle(&s, "2", Pending, Outcome::Failed);
     assert_eq!(partial.status, SessionStatus::Partial);
     let retried = partial.step(&Event::Retry { rule: "2".into() }).map(|step| step.session);
-    assert_eq!(retried.as_ref().map(|s| s.status), Ok(SessionStatus::Partial), "a retry keeps PARTIAL until it settles");
+    assert_eq!(
+        retried.as_ref().map(|s| s.status),
+        Ok(SessionStatus::Partial),
+        "a retry keeps PARTIAL until it settles"
+    );
     // An address opened for a rule the session left meanwhile stays to be removed, due at once.
     let ended = s.step(&Event::End(EndedReason::Manual)).unwrap_or_else(|r| panic!("{r}")).session;
     let late = ended.step(&Event::Settled { rule: "2".into(), claimed: Pending, outcome: Outcome::Applied });
@@ -86,7 +90,8 @@ fn expiry_ends_only_a_session_still_due() {
 fn an_address_left_goes_once_a_later_one_applies_whatever_failed_between() {
     // A applied; the session moves to B, whose rule fails; then to C.
     let s = session(SessionStatus::Active, vec![rule("1", "a", 4, Applied)]);
-    let to_b = s.step(&Event::ChangeAddress { added: vec![rule("2", "a", 4, Pending)] }).unwrap_or_else(|r| panic!("{r}"));
+    let to_b =
+        s.step(&Event::ChangeAddress { added: vec![rule("2", "a", 4, Pending)] }).unwrap_or_else(|r| panic!("{r}"));
     let b_failed = settle(&to_b.session, "2", Pending, Outcome::Failed);
     assert_eq!(statuses(&b_failed), [Applied, Failed], "A stays open while no successor applied");
     let to_c = b_failed
@@ -119,7 +124,8 @@ fn a_sweep_removes_what_a_terminal_session_still_holds() {
 
 #[test]
 fn starts_commit_only_with_every_right_held() {
-    let rights = StartRights { user_enabled: true, organization_suspended: false, unassigned: None, address_held: false };
+    let rights =
+        StartRights { user_enabled: true, organization_suspended: false, unassigned: None, address_held: false };
     assert_eq!(rights.admit(), Ok(()));
     let disabled = StartRights { user_enabled: false, ..rights.clone() };
     assert_eq!(disabled.admit(), Err(StartRefusal::UserDisabled));
@@ -177,7 +183,12 @@ struct World {
 
 impl World {
     fn new(resources: usize, families: &[u8], heartbeat: bool) -> World {
-        let mut world = World { session: session(SessionStatus::Pending, Vec::new()), open: BTreeSet::new(), in_flight: Vec::new(), next_id: 0 };
+        let mut world = World {
+            session: session(SessionStatus::Pending, Vec::new()),
+            open: BTreeSet::new(),
+            in_flight: Vec::new(),
+            next_id: 0,
+        };
         let mut rules = Vec::new();
         for resource in 0..resources {
             for family in families {
@@ -277,7 +288,8 @@ impl World {
                     .filter(|rule| !rule.status.is_retired())
                     .map(|rule| rule.resource_id.clone())
                     .collect();
-                let added = held.into_iter().map(|resource| rule(&self.new_id(), &resource, *family, Pending)).collect();
+                let added =
+                    held.into_iter().map(|resource| rule(&self.new_id(), &resource, *family, Pending)).collect();
                 self.event(Event::ChangeAddress { added });
             }
             Op::Sweep => self.event(Event::Sweep),

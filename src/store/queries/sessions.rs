@@ -618,10 +618,7 @@ pub async fn save_claimed_rules(
 
 /// Reads claimed rules to save their outcome, locked (PostgreSQL) so no claim changes hands
 /// before the outcome is saved.
-pub async fn claimed_rules_for_update(
-    db: &impl ConnectionTrait,
-    ids: &[&str],
-) -> StoreResult<Vec<resource_ip::Model>> {
+pub async fn claimed_rules_for_update(db: &impl ConnectionTrait, ids: &[&str]) -> StoreResult<Vec<resource_ip::Model>> {
     let mut ids = ids.to_vec();
     ids.sort_unstable();
     let mut found = Vec::with_capacity(ids.len());
@@ -672,11 +669,7 @@ pub async fn change_rules(db: &impl ConnectionTrait, changes: &[RuleChange], now
             if to == ResourceIpStatus::Pending.as_str() {
                 update = update.col_expr(Column::ErrorMessage, Expr::value(Option::<String>::None));
             }
-            update
-                .filter(Column::Id.is_in(chunk.iter().copied()))
-                .filter(Column::Status.eq(from))
-                .exec(db)
-                .await?;
+            update.filter(Column::Id.is_in(chunk.iter().copied())).filter(Column::Status.eq(from)).exec(db).await?;
         }
     }
     for chunk in due.chunks(500) {
