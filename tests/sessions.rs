@@ -1683,3 +1683,97 @@ async fn rules_of_ended_sessions_are_removed_as_orphans() {
     })
     .await;
 }
+
+/// The holder of `resource_id`'s lease and when it runs out (as stored), read on `db`.
+async fn lease_of(
+    db: &sea_orm::DatabaseConnection,
+    resource_id: &str,
+) -> Option<(String, chrono::DateTime<chrono::Utc>)> {
+    use portcullis::store::entity::resource_lease;
+    use sea_orm::EntityTrait;
+    resource_lease::Entity::find_by_id(resource_id).one(db).await.unwrap().map(|lease| (lease.holder, lease.expires_at))
+}
+
+/// Waits until `resource_id` is leased (20 s at most); answers the lease.
+async fn leased(db: &sea_orm::DatabaseConnection, resource_id: &str) -> (String, chrono::DateTime<chrono::Utc>) {
+    for _ in 0..2000 {
+        if let Some(lease) = lease_of(db, resource_id).await {
+            return lease;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("resource {resource_id} was never leased");
+}
+
+/// Leases of four seconds renewed every second; a call of 1.8 s within its 2 s deadline.
+fn short_leases() -> portcullis::config::Config {
+    let mut config = common::test_config();
+    config.engine.lease_secs = 4;
+    config.engine.provider_timeout_secs = 2;
+    config
+}
+
+/// PostgreSQL: while every connection of the shared pool is busy, a worker in the middle of a
+/// provider call still renews its lease (renewals have connections of their own); a renewal
+/// queued behind the pool would let the lease run out under a call still running.
+#[tokio::test]
+async fn a_lease_is_renewed_while_the_shared_pool_is_busy() {
+    let Some(db) = common::postgres_if_configured("lease renewals beside a busy pool").await else { return };
+    let mut f = Fixture::with_server(TestServer::start_with(&db, short_leases()).await).await;
+    let resource = f.resource("db", MemoryProvider { latency_ms: 1800, ..Default::default() }).await;
+    let key = f.user_key.clone();
+    let observer = db.connect().await;
+    let session = f.start(&key, Some(IPV4), None).await.unwrap();
+    let (holder, first_end) = leased(&observer, &resource).await;
+    // Every connection of the server's pool (8) is taken by someone else's long transactions.
+    let mut busy = Vec::new();
+    for _ in 0..8 {
+        busy.push(sea_orm::TransactionTrait::begin(&f.server.db).await.unwrap());
+    }
+    // Past the end the lease had when the call started.
+    tokio::time::sleep_until(tokio::time::Instant::now() + (first_end - portcullis::domain::now()).to_std().unwrap())
+        .await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let lease = lease_of(&observer, &resource).await;
+    let now = portcullis::store::database_time(&observer).await.unwrap();
+    drop(busy);
+    let (still, until) = lease.expect("the lease is still held while its work is unfinished");
+    assert_eq!(still, holder);
+    assert!(until > now, "the lease ran out at {until} (now {now}) while its holder was still working");
+    settled(&f.server, &session.id, SessionStatus::Active).await;
+    f.server.stop().await;
+}
+
+/// PostgreSQL: a replica whose clock runs a minute ahead neither takes a lease another replica
+/// holds (on its own clock that lease looks long expired) nor writes one that outlasts its
+/// length: lease times are the database's.
+#[tokio::test]
+async fn a_replica_with_a_wrong_clock_keeps_to_the_database_clock() {
+    let Some(db) = common::postgres_if_configured("leases across replicas' clocks").await else { return };
+    let mut f = Fixture::with_server(TestServer::start_with(&db, short_leases()).await).await;
+    let resource = f.resource("db", MemoryProvider { latency_ms: 1800, ..Default::default() }).await;
+    let ahead = f.server.replica(&db, short_leases()).await;
+    let clock = ahead.services.engine.clock();
+    clock.skew_local_clock(chrono::TimeDelta::seconds(60));
+    clock.measure(&ahead.db).await.unwrap();
+    let key = f.user_key.clone();
+    let observer = db.connect().await;
+    // Sessions on the same firewall through both replicas: each has work there.
+    f.start(&key, Some(IPV4), None).await.unwrap();
+    let mut on_ahead = SessionServiceClient::new(ahead.channel().await);
+    let request = StartSessionRequest { ipv6_address: Some("2001:db8::11".into()), ..Default::default() };
+    on_ahead.start_session(with_key(request, &key)).await.unwrap();
+    let (holder, _) = leased(&observer, &resource).await;
+    // Until the holder's call (1.8 s from when it took the lease) is done, the lease is its own,
+    // and it never runs further ahead than its length.
+    let watched_until = tokio::time::Instant::now() + Duration::from_millis(1200);
+    while tokio::time::Instant::now() < watched_until {
+        let Some((now_held_by, until)) = lease_of(&observer, &resource).await else { break };
+        let now = portcullis::store::database_time(&observer).await.unwrap();
+        assert_eq!(now_held_by, holder, "the lease changed hands under a running call");
+        assert!(until - now <= chrono::TimeDelta::milliseconds(4500), "a 4 s lease runs until {until} at {now}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ahead.stop().await;
+    f.server.stop().await;
+}

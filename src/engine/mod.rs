@@ -6,6 +6,7 @@
 
 pub mod cache;
 mod checks;
+pub mod clock;
 pub mod hub;
 mod lease;
 pub mod pauses;
@@ -95,6 +96,12 @@ impl Default for EngineConfig {
     }
 }
 
+/// Connections for lease renewals: the worker's and the reconciler's may renew at once.
+const LEASE_CONNECTIONS: u32 = 2;
+
+/// How often the offset to the database's clock is measured again.
+const CLOCK_MEASURED_EVERY: Duration = Duration::from_secs(30);
+
 #[derive(Clone)]
 pub struct Engine {
     inner: Arc<Inner>,
@@ -102,6 +109,10 @@ pub struct Engine {
 
 struct Inner {
     db: DatabaseConnection,
+    /// Connections of their own for lease renewals: a renewal never queues behind other work.
+    leases: DatabaseConnection,
+    /// The database's clock, which every lease time is in.
+    clock: clock::Clock,
     /// Plain reads (watcher loads, provider lookups, scheduling) stay off the writer.
     reader: DatabaseConnection,
     providers: Providers,
@@ -134,6 +145,8 @@ impl Engine {
             inner: Arc::new(Inner {
                 starts: starts::Starts::spawn(db.clone(), pauses.clone()),
                 pauses,
+                leases: store::dedicated(&db, LEASE_CONNECTIONS),
+                clock: clock::Clock::default(),
                 db,
                 reader,
                 providers,
@@ -169,6 +182,11 @@ impl Engine {
         Ok(record)
     }
 
+    /// The database's clock, in which leases are taken and compared.
+    pub fn clock(&self) -> &clock::Clock {
+        &self.inner.clock
+    }
+
     /// Points where tests hold the engine's tasks (see [`pauses`]).
     pub fn pauses(&self) -> &pauses::Pauses {
         &self.inner.pauses
@@ -199,7 +217,12 @@ impl Engine {
     pub async fn run(&self, stop: watch::Receiver<bool>) {
         // Lease holders in the database start with this id: it tells which replica holds what.
         tracing::info!(owner = %self.inner.owner, "engine started");
+        // Leases are taken in the database's time: know it before taking any.
+        if let Err(err) = self.inner.clock.measure(&self.inner.leases).await {
+            tracing::warn!(error = %err, "reading the database's clock failed; using this server's until it works");
+        }
         tokio::join!(
+            self.run_clock(stop.clone()),
             worker::run(self.clone(), stop.clone()),
             reconcile::run(self.clone(), stop.clone()),
             checks::run(self.clone(), stop.clone()),
@@ -269,6 +292,19 @@ impl Engine {
             self.publish(&[session_id]).await;
         }
         Ok(ended)
+    }
+
+    /// Measures the offset to the database's clock again now and then (clocks drift).
+    async fn run_clock(&self, mut stop: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(CLOCK_MEASURED_EVERY) => {}
+                _ = stopping(&mut stop) => return,
+            }
+            if let Err(err) = self.inner.clock.measure(&self.inner.leases).await {
+                tracing::warn!(error = %err, "reading the database's clock failed");
+            }
+        }
     }
 
     async fn run_expiry(&self, mut stop: watch::Receiver<bool>) {

@@ -134,6 +134,8 @@ async fn reconcile_leased(
                 return Ok(Repairs::default());
             }
             match engine.provider_for(resource_id).await? {
+                // A listing must end while the lease holds; the renewals carry it on from there.
+                Ok(_) if !lease.has_time_for(engine.inner.config.provider_timeout) => Ok(Repairs::default()),
                 Ok((provider, target)) => reconcile_resource(engine, provider.as_ref(), &target).await,
                 // Deleted, unreadable, or out of the operator's bounds: nothing to compare.
                 Err(_) => Ok(Repairs::default()),

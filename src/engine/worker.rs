@@ -61,8 +61,9 @@ pub(super) async fn run(engine: Engine, mut stop: watch::Receiver<bool>) {
                 Err(err) => tracing::warn!(error = %err, "looking for due rules failed"),
             }
         }
-        let idle = match sessions::next_due(&inner.reader, now()).await {
-            Ok(Some(at)) => (at - now()).to_std().unwrap_or(Duration::ZERO).clamp(MIN_IDLE, LONGEST_IDLE),
+        let at = inner.clock.now();
+        let idle = match sessions::next_due(&inner.reader, at).await {
+            Ok(Some(due)) => (due - at).to_std().unwrap_or(Duration::ZERO).clamp(MIN_IDLE, LONGEST_IDLE),
             Ok(None) => LONGEST_IDLE,
             Err(err) => {
                 tracing::warn!(error = %err, "reading next due rule failed");
@@ -103,7 +104,9 @@ async fn admit(
 ) -> StoreResult<(Vec<(String, Prepaid)>, Option<Duration>)> {
     let inner = &engine.inner;
     let look_at = u64::try_from(room.saturating_mul(CANDIDATES_PER_SLOT)).unwrap_or(u64::MAX);
-    let due = sessions::due_resources(&inner.reader, now(), working, look_at).await?;
+    // Leases and claims are compared on the database's clock, as they were written.
+    let at = inner.clock.now();
+    let due = sessions::due_resources(&inner.reader, at, working, look_at).await?;
     if due.is_empty() {
         return Ok((Vec::new(), None));
     }
@@ -118,7 +121,7 @@ async fn admit(
         if admitted.len() == room {
             break;
         }
-        let unchanged_for = (now() - resource.newest_due_at).to_std().unwrap_or(Duration::ZERO);
+        let unchanged_for = (at - resource.newest_due_at).to_std().unwrap_or(Duration::ZERO);
         let pass = Pass::Rules { removes: resource.removes, applies: resource.applies, unchanged_for };
         // A deleted or unreadable resource goes ahead: its pass records why it cannot call.
         let tickets = match configs.get(&resource.resource_id) {
@@ -193,13 +196,12 @@ async fn work_resource(engine: Engine, resource_id: String) {
 /// applications, each in one provider call. Returns the sessions whose rules changed.
 async fn work_leased(engine: &Engine, lease: &ResourceLease) -> StoreResult<Vec<String>> {
     let inner = &engine.inner;
-    let at = now();
     let claimed = sessions::claim_due_rules(
         &inner.db,
         &lease.resource_id,
         &lease.holder,
-        at,
-        engine.lease_end(at),
+        inner.clock.now(),
+        lease.claims_until(),
         inner.config.batch,
     )
     .await?;
@@ -213,12 +215,32 @@ async fn work_leased(engine: &Engine, lease: &ResourceLease) -> StoreResult<Vec<
     }
     let (removing, pending): (Vec<_>, Vec<_>) =
         claimed.rules.into_iter().partition(|rule| rule.status == ResourceIpStatus::Removing.as_str());
-    let mut outcomes = remove(engine, provider.as_ref(), removing).await?;
-    outcomes.extend(apply(engine, provider.as_ref(), pending, &claimed.expiries).await?);
+    let mut outcomes = match time_for_a_call(engine, lease) {
+        Ok(()) => remove(engine, provider.as_ref(), removing).await?,
+        Err(waiting) => retry_all(removing, &waiting),
+    };
+    outcomes.extend(match time_for_a_call(engine, lease) {
+        Ok(()) => apply(engine, provider.as_ref(), pending, &claimed.expiries).await?,
+        Err(waiting) => retry_all(pending, &waiting),
+    });
     let counted = OutcomeCounts::of(&outcomes);
     let touched = record(engine, &lease.holder, outcomes).await?;
     counted.report(provider.as_ref().map_or("none", |(_, target)| target.config.kind()));
     Ok(touched)
+}
+
+/// A provider call may start only if it would end while the lease holds (a renewal that came
+/// late leaves too little): otherwise the rules wait for the next pass.
+fn time_for_a_call(engine: &Engine, lease: &ResourceLease) -> Result<(), String> {
+    if lease.has_time_for(engine.inner.config.provider_timeout) {
+        return Ok(());
+    }
+    tracing::warn!(resource_id = %lease.resource_id, "resource lease too close to its end for a provider call; retrying later");
+    Err("waiting for the resource lease to be renewed".to_owned())
+}
+
+fn retry_all(rules: Vec<resource_ip::Model>, message: &str) -> Vec<(resource_ip::Model, Outcome)> {
+    rules.into_iter().map(|rule| (rule, Outcome::Retry { message: message.to_owned() })).collect()
 }
 
 /// Claimed rules, and when each of their sessions expires.

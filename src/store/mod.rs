@@ -10,7 +10,9 @@ mod migration;
 mod page;
 pub mod queries;
 
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbErr, SqlErr, TransactionTrait};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbErr, SqlErr, TransactionTrait,
+};
 use sea_orm_migration::MigratorTrait;
 use std::time::Duration;
 
@@ -91,6 +93,31 @@ pub async fn connect_reader(url: &str, writer: &DatabaseConnection, readers: u32
         .sqlx_logging(false)
         .map_sqlx_sqlite_opts(|sqlite| sqlite.pragma("query_only", "ON"));
     Ok(Database::connect(options).await?)
+}
+
+/// A small pool of its own beside `db`'s (PostgreSQL), for work that must never queue behind
+/// the shared pool (lease renewals); SQLite's single writer is shared as it is.
+pub fn dedicated(db: &DatabaseConnection, connections: u32) -> DatabaseConnection {
+    if db.get_database_backend() != sea_orm::DbBackend::Postgres {
+        return db.clone();
+    }
+    let options = db.get_postgres_connection_pool().connect_options();
+    let pool = sea_orm::sqlx::postgres::PgPoolOptions::new()
+        .max_connections(connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with((*options).clone());
+    sea_orm::SqlxPostgresConnector::from_sqlx_postgres_pool(pool)
+}
+
+/// The database server's clock (PostgreSQL), which every replica shares; SQLite serves one
+/// process, whose clock it is.
+pub async fn database_time(db: &DatabaseConnection) -> StoreResult<chrono::DateTime<chrono::Utc>> {
+    if db.get_database_backend() != sea_orm::DbBackend::Postgres {
+        return Ok(crate::domain::now());
+    }
+    let statement = sea_orm::Statement::from_string(sea_orm::DbBackend::Postgres, "SELECT clock_timestamp() AS now");
+    let row = db.query_one_raw(statement).await?.ok_or(StoreError::NotFound)?;
+    Ok(row.try_get::<chrono::DateTime<chrono::Utc>>("", "now")?)
 }
 
 /// Applies every pending migration.
