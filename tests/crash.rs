@@ -374,6 +374,7 @@ async fn soak_sigkill_restart_cycles_against_faulty_ec2() {
 
     let mut sessions: Vec<(usize, String)> = Vec::new();
     let mut kills = 0;
+    let mut chaos = Chaos::default();
     for _ in 0..cycles {
         let (mut server, address) = serve_command(command(0));
         let mut client = SessionServiceClient::new(channel(&address).await);
@@ -400,6 +401,64 @@ async fn soak_sigkill_restart_cycles_against_faulty_ec2() {
             let (who, id) = sessions[rand::rng().random_range(0..sessions.len())].clone();
             let _ = client.stop_session(common::with_key(StopSessionRequest { id }, &keys[who])).await;
         }
+        // Paths that race the engine: retries, address changes, and rights taken away and given back.
+        let mut rules =
+            portcullis::pb::v1::resource_ip_service_client::ResourceIpServiceClient::new(channel(&address).await);
+        let mut users = UserServiceClient::new(channel(&address).await);
+        let mut resources = ResourceServiceClient::new(channel(&address).await);
+        for _ in 0..rand::rng().random_range(0..=2) {
+            let pick = |n: usize| rand::rng().random_range(0..n.max(1));
+            let (who, id) = sessions.get(pick(sessions.len())).cloned().unwrap_or_default();
+            let member = 1 + pick(user_ids.len() - 1);
+            let resource_id = resource_ids[pick(resource_ids.len())].clone();
+            match rand::rng().random_range(0..5) {
+                0 if !id.is_empty() => {
+                    let session = client.get_session(common::with_key(GetSessionRequest { id }, &admin_key)).await;
+                    let rule_ids: Vec<String> = session
+                        .map(|s| {
+                            s.into_inner().session.unwrap_or_default().resource_ips.into_iter().map(|r| r.id).collect()
+                        })
+                        .unwrap_or_default();
+                    if let Some(rule) = rule_ids.get(pick(rule_ids.len())) {
+                        let _ = rules
+                            .retry_resource_ip(common::with_key(
+                                RetryResourceIpRequest { id: rule.clone() },
+                                &admin_key,
+                            ))
+                            .await;
+                        chaos.retries += 1;
+                    }
+                }
+                1 if !id.is_empty() => {
+                    let host = rand::rng().random_range(1..=250);
+                    let request = ChangeSessionAddressRequest {
+                        id,
+                        ipv4_address: Some(format!("203.0.113.{host}")),
+                        ipv6_address: None,
+                    };
+                    let _ = client.change_session_address(common::with_key(request, &keys[who])).await;
+                    chaos.address_changes += 1;
+                }
+                2 => {
+                    let request = DisableUserRequest { id: user_ids[member].clone() };
+                    let _ = users.disable_user(common::with_key(request, &admin_key)).await;
+                    chaos.disables += 1;
+                }
+                3 => {
+                    let request = UnassignResourceRequest { resource_id, user_id: user_ids[member].clone() };
+                    let _ = resources.unassign_resource(common::with_key(request, &admin_key)).await;
+                    chaos.unassigns += 1;
+                }
+                _ => {
+                    // Rights come back, so starts go on being made.
+                    let user = User { id: user_ids[member].clone(), disabled: false, ..Default::default() };
+                    let request = UpdateUserRequest { user: Some(user), update_mask: Some(mask(&["disabled"])) };
+                    let _ = users.update_user(common::with_key(request, &admin_key)).await;
+                    let request = AssignResourceRequest { resource_id, user_id: user_ids[member].clone() };
+                    let _ = resources.assign_resource(common::with_key(request, &admin_key)).await;
+                }
+            }
+        }
         tokio::time::sleep(Duration::from_millis(rand::rng().random_range(0..=1200))).await;
         kill_hard(&mut server);
         kills += 1;
@@ -409,18 +468,24 @@ async fn soak_sigkill_restart_cycles_against_faulty_ec2() {
     // Missing and duplicates while the last sessions live, once nothing is in flight.
     settle_rules(&store).await;
     let (missing, duplicates) = drift(&store, &endpoint, &groups, &resource_ids).await;
-    // Then every session ends, and the leaks are what stays behind.
+    // Then every session ends (stopped by the admin: some owners are disabled), and the leaks
+    // are what stays behind.
     let mut client = SessionServiceClient::new(channel(&address).await);
-    for (who, id) in &sessions {
-        let _ = client.stop_session(common::with_key(StopSessionRequest { id: id.clone() }, &keys[*who])).await;
+    for (_, id) in &sessions {
+        let _ = client.stop_session(common::with_key(StopSessionRequest { id: id.clone() }, &admin_key)).await;
     }
     settle_rules(&store).await;
     let leaked = owned_rules(&endpoint, &groups, &resource_ids).len();
     let injected = faulty.injected();
     println!(
         "soak before the reconcile pass: sessions={} kills={kills} leaked={leaked} missing={missing} duplicates={duplicates} \
-         (EC2 calls {}: {} throttled, {} held before moto, {} answered late)",
+         (retries {}, address changes {}, users disabled {}, resources unassigned {}; \
+         EC2 calls {}: {} throttled, {} held before moto, {} answered late)",
         sessions.len(),
+        chaos.retries,
+        chaos.address_changes,
+        chaos.disables,
+        chaos.unassigns,
         injected.calls,
         injected.throttled,
         injected.lost_requests,
@@ -439,6 +504,16 @@ async fn soak_sigkill_restart_cycles_against_faulty_ec2() {
     kill_hard(&mut server);
     assert_eq!((leaked, missing, duplicates), (0, 0, 0), "nothing outlives its right, before any reconcile pass");
     assert_eq!((leaked_after, missing_after, duplicates_after), (0, 0, 0));
+}
+
+/// How many of each racing call the soak fired.
+#[cfg(feature = "aws")]
+#[derive(Default)]
+struct Chaos {
+    retries: usize,
+    address_changes: usize,
+    disables: usize,
+    unassigns: usize,
 }
 
 /// Waits (bounded: 5 minutes) until no rule waits for a provider call.
