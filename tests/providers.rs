@@ -649,7 +649,7 @@ mod aws {
         loop {
             let record = portcullis::store::queries::sessions::load(&f.server.db, &session.id).await.unwrap();
             let rule = &record.rules[0];
-            if rule.status == "APPLIED" && rule.provider_rule_id.as_deref() != Some(first_rule_id.as_str()) {
+            if rule.status.as_str() == "APPLIED" && rule.provider_rule_id.as_deref() != Some(first_rule_id.as_str()) {
                 break;
             }
             assert!(tokio::time::Instant::now() < deadline, "the repaired rule id was never recorded: {rule:?}");
@@ -931,7 +931,7 @@ mod gcp {
             for id in &started {
                 loop {
                     let record = portcullis::store::queries::sessions::load(&f.server.db, id).await.unwrap();
-                    if record.session.status == portcullis::domain::SessionStatus::Active.as_str() {
+                    if record.session.status == portcullis::domain::SessionStatus::Active {
                         break;
                     }
                     assert!(tokio::time::Instant::now() < deadline, "{record:#?}");
@@ -1252,7 +1252,7 @@ mod azure {
                     for id in ids {
                         loop {
                             let record = portcullis::store::queries::sessions::load(&db, &id).await.unwrap();
-                            if record.session.status == status.as_str() {
+                            if record.session.status == status {
                                 break;
                             }
                             assert!(tokio::time::Instant::now() < deadline, "{record:#?}");

@@ -327,7 +327,7 @@ async fn refused_call(server: &TestServer, key: &str, session_id: &str, resource
         assert!(tokio::time::Instant::now() < deadline, "the refusal was never recorded");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(rule.status, "PENDING", "the rule waits; it neither fails nor opens");
+    assert_eq!(rule.status.as_str(), "PENDING", "the rule waits; it neither fails nor opens");
     let request = ListAuditEventsRequest { types: vec!["resource.call_refused".into()], ..Default::default() };
     let events = audit_service_client::AuditServiceClient::new(server.channel().await)
         .list_audit_events(with_key(request, key))

@@ -69,7 +69,7 @@ fn organization_row(name: &str) -> organization::Model {
     organization::Model {
         id: new_id(),
         name: name.into(),
-        tier: "FREE".into(),
+        tier: portcullis::domain::Tier::Free,
         suspended: false,
         allow_private_addresses: false,
         created_at: at,
@@ -85,7 +85,7 @@ fn user_row(organization_id: &str, email: &str) -> user::Model {
         organization_id: organization_id.into(),
         email: email.into(),
         full_name: "Full Name".into(),
-        role: "USER".into(),
+        role: portcullis::domain::Role::User,
         disabled: false,
         locked_until: None,
         lockouts: 0,
@@ -270,7 +270,7 @@ fn session_row(
         user_id: user_id.into(),
         ipv4_address: Some("203.0.113.1".into()),
         ipv6_address: None,
-        status: status.into(),
+        status: status.parse().expect("a session status"),
         started_at: at,
         expires_at,
         ended_at: None,
@@ -334,7 +334,7 @@ async fn claimed_rules_are_saved_only_under_their_lease() {
         let (mine, theirs) = (rule("203.0.113.1", "claim-a"), rule("203.0.113.2", "claim-b"));
         sessions::insert_all(&db, vec![session.clone()], vec![mine.clone(), theirs.clone()]).await.unwrap();
         let applied = |rule: &resource_ip::Model| resource_ip::Model {
-            status: "APPLIED".into(),
+            status: portcullis::domain::ResourceIpStatus::Applied,
             provider_rule_id: Some(format!("rule-{}", rule.ip_address)),
             applied_at: Some(at),
             lease_owner: None,
@@ -371,7 +371,7 @@ fn rule_row(
         resource_name: resource.name.clone(),
         ip_version: 4,
         ip_address: address.into(),
-        status: status.into(),
+        status: status.parse().expect("a rule status"),
         provider_rule_id: None,
         applied_at: None,
         removed_at: None,
@@ -409,12 +409,22 @@ async fn the_metrics_figures_count_sessions_rules_and_due_work() {
         ];
         sessions::insert_all(&db, vec![active, pending, ended], rules).await.unwrap();
 
-        let mut by_status = sessions::count_by_status(&db).await.unwrap();
+        let mut by_status: Vec<(String, i64)> = sessions::count_by_status(&db)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(status, count)| (status.as_str().to_owned(), count))
+            .collect();
         by_status.sort();
         let expected =
             [("ACTIVE", 1), ("EXPIRED", 1), ("PENDING", 1)].map(|(status, count)| (status.to_string(), count));
         assert_eq!(by_status, expected, "{}", test_db.backend);
-        let mut rules = sessions::count_rules_by_status(&db).await.unwrap();
+        let mut rules: Vec<(String, i64)> = sessions::count_rules_by_status(&db)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(status, count)| (status.as_str().to_owned(), count))
+            .collect();
         rules.sort();
         let expected =
             [("APPLIED", 1), ("PENDING", 2), ("REMOVING", 1)].map(|(status, count)| (status.to_string(), count));

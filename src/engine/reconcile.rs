@@ -11,7 +11,7 @@ use super::Engine;
 use super::lease::ResourceLease;
 use super::transitions;
 use super::worker::ADMIT_AHEAD;
-use crate::domain::{Actor, ResourceIpStatus, SessionStatus, now};
+use crate::domain::{Actor, ResourceIpStatus, now};
 use crate::provider::quota::{Claim, Prepaid};
 use crate::provider::{self, FirewallProvider, RuleRef, Target, is_unmanaged};
 use crate::store::audit::AuditRecord;
@@ -189,7 +189,7 @@ async fn reconcile_resource(engine: &Engine, provider: &dyn FirewallProvider, ta
     let settled_before = now() - engine.repair_grace();
     let missing: Vec<&resource_ip::Model> = live
         .iter()
-        .filter(|rule| rule.status == ResourceIpStatus::Applied.as_str())
+        .filter(|rule| rule.status == ResourceIpStatus::Applied)
         .filter(|rule| rule.applied_at.is_some_and(|at| at < settled_before))
         .filter(|rule| {
             let Ok(address) = rule.ip_address.parse::<IpAddr>() else { return false };
@@ -233,10 +233,8 @@ async fn sweep_orphans(engine: &Engine, live: &[resource_ip::Model]) -> StoreRes
     ids.dedup();
     let sessions = sessions::by_ids(&engine.inner.reader, &ids).await?;
     let ended = |rule: &resource_ip::Model| {
-        rule.status != ResourceIpStatus::Removing.as_str()
-            && sessions
-                .get(&rule.session_id)
-                .is_some_and(|s| s.status.parse::<SessionStatus>().is_ok_and(SessionStatus::is_terminal))
+        rule.status != ResourceIpStatus::Removing
+            && sessions.get(&rule.session_id).is_some_and(|s| s.status.is_terminal())
     };
     let mut orphaned: Vec<&str> = live.iter().filter(|rule| ended(rule)).map(|rule| rule.session_id.as_str()).collect();
     if orphaned.is_empty() {

@@ -106,18 +106,14 @@ fn view(row: &session::Model, rules: &[resource_ip::Model]) -> StoreResult<machi
                 resource_id: rule.resource_id.clone(),
                 family: u8::try_from(rule.ip_version)
                     .map_err(|_| corrupt("ip_version", &rule.ip_version.to_string()))?,
-                status: rule.status.parse().map_err(|_| corrupt("rule status", &rule.status))?,
+                status: rule.status,
                 superseded: rule.replaced_by.is_some(),
             })
         })
         .collect::<StoreResult<Vec<_>>>()?;
-    let ended_reason = match &row.ended_reason {
-        Some(reason) => Some(reason.parse().map_err(|_| corrupt("ended_reason", reason))?),
-        None => None,
-    };
     Ok(machine::Session {
-        status: row.status.parse().map_err(|_| corrupt("status", &row.status))?,
-        ended_reason,
+        status: row.status,
+        ended_reason: row.ended_reason,
         expires_at: row.expires_at,
         heartbeat_due_at: row.heartbeat_due_at,
         rules,
@@ -184,8 +180,8 @@ async fn write(txn: &DatabaseTransaction, decided: Decided, writing: Writing<'_>
         let after = moved.remove(id).unwrap_or_else(|| locked.state.clone());
         let before = &locked.state;
         let mut row = writing.readdressed.get(id).cloned().unwrap_or_else(|| locked.row.clone());
-        row.status = after.status.as_str().to_owned();
-        row.ended_reason = after.ended_reason.map(|reason| reason.as_str().to_owned());
+        row.status = after.status;
+        row.ended_reason = after.ended_reason;
         row.expires_at = after.expires_at;
         row.heartbeat_due_at = after.heartbeat_due_at;
         if !after.status.is_live() {
@@ -238,9 +234,8 @@ fn rule_changes_of(
         }
         // Rules new in this step (a changed address's) were inserted by the caller as they are.
         let Some(before) = stored.iter().find(|stored| stored.id == rule.id) else { continue };
-        let status = rule.status.as_str();
-        if before.status != status {
-            changes.push(RuleChange::Status { id: rule.id.clone(), from: before.status.clone(), to: rule.status });
+        if before.status != rule.status {
+            changes.push(RuleChange::Status { id: rule.id.clone(), from: before.status, to: rule.status });
         } else if due.contains(&rule.id) {
             changes.push(RuleChange::DueNow { id: rule.id.clone() });
         }
@@ -524,7 +519,7 @@ pub async fn settle_worked(
             .and_then(|session| session.rules.iter().find(|r| r.id == rule.id))
             .map(|r| r.status);
         if let Some(status) = decided_status {
-            rule.status = status.as_str().to_owned();
+            rule.status = status;
         }
         if decided.due.contains(&rule.id) {
             rule.next_attempt_at = at;

@@ -11,7 +11,7 @@ use crate::provider::{FirewallProvider, Owner, Pass, ProviderError, RuleRef, Rul
 use crate::store::audit::AuditRecord;
 use crate::store::entity::resource_ip;
 use crate::store::queries::{resources, sessions};
-use crate::store::{self, StoreError, StoreResult};
+use crate::store::{self, StoreResult};
 use chrono::TimeDelta;
 use rand::Rng;
 use std::collections::HashMap;
@@ -214,7 +214,7 @@ async fn work_leased(engine: &Engine, lease: &ResourceLease) -> StoreResult<Vec<
         report_refusal(engine, &lease.resource_id, &claimed.rules, refused).await?;
     }
     let (removing, pending): (Vec<_>, Vec<_>) =
-        claimed.rules.into_iter().partition(|rule| rule.status == ResourceIpStatus::Removing.as_str());
+        claimed.rules.into_iter().partition(|rule| rule.status == ResourceIpStatus::Removing);
     let mut outcomes = match time_for_a_call(engine, lease) {
         Ok(()) => remove(engine, provider.as_ref(), removing).await?,
         Err(waiting) => retry_all(removing, &waiting),
@@ -258,10 +258,8 @@ async fn sweep_orphans(engine: &Engine, claimed: Vec<resource_ip::Model>) -> Sto
     let sessions = sessions::by_ids(&engine.inner.reader, &ids).await?;
     let expiries = sessions.iter().map(|(id, session)| (id.clone(), session.expires_at)).collect();
     let ended = |rule: &resource_ip::Model| {
-        rule.status == ResourceIpStatus::Pending.as_str()
-            && sessions.get(&rule.session_id).is_some_and(|session| {
-                session.status.parse::<crate::domain::SessionStatus>().is_ok_and(|status| status.is_terminal())
-            })
+        rule.status == ResourceIpStatus::Pending
+            && sessions.get(&rule.session_id).is_some_and(|session| session.status.is_terminal())
     };
     let mut orphaned: Vec<&str> =
         claimed.iter().filter(|rule| ended(rule)).map(|rule| rule.session_id.as_str()).collect();
@@ -278,7 +276,7 @@ async fn sweep_orphans(engine: &Engine, claimed: Vec<resource_ip::Model>) -> Sto
         .into_iter()
         .map(|mut rule| {
             if orphans.contains(&rule.id) {
-                rule.status = ResourceIpStatus::Removing.as_str().to_owned();
+                rule.status = ResourceIpStatus::Removing;
             }
             rule
         })
@@ -423,7 +421,7 @@ async fn apply(
     for rule in rules {
         let shared = holders
             .others(&rule)
-            .find(|h| h.status == ResourceIpStatus::Applied.as_str())
+            .find(|h| h.status == ResourceIpStatus::Applied)
             .and_then(|h| h.provider_rule_id.clone());
         if let Some(rule_id) = shared {
             // The address is already open here for another session: share its rule.
@@ -497,7 +495,6 @@ async fn record(
             Some(current) if current.lease_owner.as_deref() == Some(token) => current,
             _ => continue,
         };
-        let claimed_status = claimed.status.parse().map_err(|_| StoreError::Corrupt(claimed.status.clone()))?;
         let moved = current.status != claimed.status;
         let mut next = current.clone();
         next.lease_owner = None;
@@ -537,13 +534,13 @@ async fn record(
         };
         // A settled call always moves its rule, unless the rule had moved already.
         let visible = moved || settled.is_some() || next.error_message != current.error_message;
-        worked.push(Worked { rule: next, claimed: claimed_status, outcome: settled, visible });
+        worked.push(Worked { rule: next, claimed: claimed.status, outcome: settled, visible });
     }
     let (saving, touched) = super::transitions::settle_worked(&txn, worked).await?;
     let saved = sessions::save_claimed_rules(&txn, token, saving.clone()).await?;
     // Claims are only ever PENDING or REMOVING: a saved FAILED rule has just failed.
     for rule in saving.iter().filter(|rule| saved.contains(&rule.id)) {
-        if rule.status == ResourceIpStatus::Failed.as_str() {
+        if rule.status == ResourceIpStatus::Failed {
             let record = AuditRecord::new("rule.failed", "resource_ip", &rule.id)
                 .detail("resource_id", &rule.resource_id)
                 .detail("session_id", &rule.session_id)

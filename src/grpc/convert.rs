@@ -78,12 +78,11 @@ impl UpdateMask {
     }
 }
 
-pub fn role_to_pb(stored: &str) -> pb::Role {
-    match stored.parse() {
-        Ok(domain::Role::Admin) => pb::Role::Admin,
-        Ok(domain::Role::User) => pb::Role::User,
-        Ok(domain::Role::Operator) => pb::Role::Operator,
-        Err(_) => pb::Role::Unspecified,
+pub fn role_to_pb(role: domain::Role) -> pb::Role {
+    match role {
+        domain::Role::Admin => pb::Role::Admin,
+        domain::Role::User => pb::Role::User,
+        domain::Role::Operator => pb::Role::Operator,
     }
 }
 
@@ -106,12 +105,11 @@ pub fn tier_from_pb(value: i32) -> Option<domain::Tier> {
     }
 }
 
-fn tier_to_pb(stored: &str) -> pb::Tier {
-    match stored.parse() {
-        Ok(domain::Tier::Free) => pb::Tier::Free,
-        Ok(domain::Tier::Business) => pb::Tier::Business,
-        Ok(domain::Tier::Enterprise) => pb::Tier::Enterprise,
-        Err(_) => pb::Tier::Unspecified,
+fn tier_to_pb(tier: domain::Tier) -> pb::Tier {
+    match tier {
+        domain::Tier::Free => pb::Tier::Free,
+        domain::Tier::Business => pb::Tier::Business,
+        domain::Tier::Enterprise => pb::Tier::Enterprise,
     }
 }
 
@@ -120,7 +118,7 @@ pub fn organization_to_pb(model: organization::Model) -> pb::Organization {
     let scopes = crate::store::queries::organizations::cloud_scopes(&model).unwrap_or_default();
     pb::Organization {
         cloud_scopes: Some(cloud_scopes_to_pb(scopes)),
-        tier: tier_to_pb(&model.tier).into(),
+        tier: tier_to_pb(model.tier).into(),
         id: model.id,
         name: model.name,
         suspended: model.suspended,
@@ -155,7 +153,7 @@ pub fn cloud_scopes_from_pb(scopes: Option<pb::CloudScopes>) -> domain::CloudSco
 pub fn user_to_pb(model: user::Model) -> pb::User {
     let locked_until = model.locked_until.filter(|_| model.is_locked(domain::now()));
     pb::User {
-        role: role_to_pb(&model.role).into(),
+        role: role_to_pb(model.role).into(),
         id: model.id,
         organization_id: model.organization_id,
         email: model.email,
@@ -414,17 +412,16 @@ pub fn revision_to_pb(stored: i64) -> u64 {
     u64::try_from(stored).unwrap_or_default()
 }
 
-fn session_status_to_pb(stored: &str) -> pb::SessionStatus {
+fn session_status_to_pb(status: domain::SessionStatus) -> pb::SessionStatus {
     use domain::SessionStatus as S;
-    match stored.parse() {
-        Ok(S::Pending) => pb::SessionStatus::Pending,
-        Ok(S::Active) => pb::SessionStatus::Active,
-        Ok(S::Partial) => pb::SessionStatus::Partial,
-        Ok(S::Failed) => pb::SessionStatus::Failed,
-        Ok(S::Expiring) => pb::SessionStatus::Expiring,
-        Ok(S::Expired) => pb::SessionStatus::Expired,
-        Ok(S::Cancelled) => pb::SessionStatus::Cancelled,
-        Err(_) => pb::SessionStatus::Unspecified,
+    match status {
+        S::Pending => pb::SessionStatus::Pending,
+        S::Active => pb::SessionStatus::Active,
+        S::Partial => pb::SessionStatus::Partial,
+        S::Failed => pb::SessionStatus::Failed,
+        S::Expiring => pb::SessionStatus::Expiring,
+        S::Expired => pb::SessionStatus::Expired,
+        S::Cancelled => pb::SessionStatus::Cancelled,
     }
 }
 
@@ -443,15 +440,14 @@ pub fn session_status_from_pb(value: i32) -> Option<domain::SessionStatus> {
     })
 }
 
-fn resource_ip_status_to_pb(stored: &str) -> pb::ResourceIpStatus {
+fn resource_ip_status_to_pb(status: domain::ResourceIpStatus) -> pb::ResourceIpStatus {
     use domain::ResourceIpStatus as R;
-    match stored.parse() {
-        Ok(R::Pending) => pb::ResourceIpStatus::Pending,
-        Ok(R::Applied) => pb::ResourceIpStatus::Applied,
-        Ok(R::Failed) => pb::ResourceIpStatus::Failed,
-        Ok(R::Removing) => pb::ResourceIpStatus::Removing,
-        Ok(R::Removed) => pb::ResourceIpStatus::Removed,
-        Err(_) => pb::ResourceIpStatus::Unspecified,
+    match status {
+        R::Pending => pb::ResourceIpStatus::Pending,
+        R::Applied => pb::ResourceIpStatus::Applied,
+        R::Failed => pb::ResourceIpStatus::Failed,
+        R::Removing => pb::ResourceIpStatus::Removing,
+        R::Removed => pb::ResourceIpStatus::Removed,
     }
 }
 
@@ -468,13 +464,13 @@ pub fn resource_ip_status_from_pb(value: i32) -> Option<domain::ResourceIpStatus
     })
 }
 
-fn ended_reason_to_pb(stored: Option<&str>) -> pb::EndedReason {
-    match stored.map(str::parse) {
-        Some(Ok(domain::EndedReason::Expired)) => pb::EndedReason::Expired,
-        Some(Ok(domain::EndedReason::Manual)) => pb::EndedReason::Manual,
-        Some(Ok(domain::EndedReason::Admin)) => pb::EndedReason::Admin,
-        Some(Ok(domain::EndedReason::ClientGone)) => pb::EndedReason::ClientGone,
-        _ => pb::EndedReason::Unspecified,
+fn ended_reason_to_pb(reason: Option<domain::EndedReason>) -> pb::EndedReason {
+    match reason {
+        Some(domain::EndedReason::Expired) => pb::EndedReason::Expired,
+        Some(domain::EndedReason::Manual) => pb::EndedReason::Manual,
+        Some(domain::EndedReason::Admin) => pb::EndedReason::Admin,
+        Some(domain::EndedReason::ClientGone) => pb::EndedReason::ClientGone,
+        None => pb::EndedReason::Unspecified,
     }
 }
 
@@ -486,7 +482,7 @@ pub fn resource_ip_to_pb(model: &resource_ip::Model) -> pb::ResourceIp {
         resource_name: model.resource_name.clone(),
         ip_version: u32::try_from(model.ip_version).unwrap_or_default(),
         ip_address: model.ip_address.clone(),
-        status: resource_ip_status_to_pb(&model.status).into(),
+        status: resource_ip_status_to_pb(model.status).into(),
         provider_rule_id: model.provider_rule_id.clone().unwrap_or_default(),
         applied_at: model.applied_at.map(timestamp),
         removed_at: model.removed_at.map(timestamp),
@@ -504,11 +500,11 @@ pub fn session_to_pb(record: &SessionRecord) -> pb::Session {
         user_email: record.user_email.clone(),
         ipv4_address: session.ipv4_address.clone().unwrap_or_default(),
         ipv6_address: session.ipv6_address.clone().unwrap_or_default(),
-        status: session_status_to_pb(&session.status).into(),
+        status: session_status_to_pb(session.status).into(),
         started_at: Some(timestamp(session.started_at)),
         expires_at: Some(timestamp(session.expires_at)),
         ended_at: session.ended_at.map(timestamp),
-        ended_reason: ended_reason_to_pb(session.ended_reason.as_deref()).into(),
+        ended_reason: ended_reason_to_pb(session.ended_reason).into(),
         resource_ips: record.rules.iter().map(resource_ip_to_pb).collect(),
         created_at: Some(timestamp(session.created_at)),
         revision: revision_to_pb(session.revision),

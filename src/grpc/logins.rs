@@ -71,7 +71,7 @@ impl AuthService for AuthApi {
             user_id: caller.user_id.clone(),
             alias: caller.email.clone(),
             full_name: caller.full_name.clone(),
-            roles: vec![role_to_pb(caller.role.as_str()).into()],
+            roles: vec![role_to_pb(caller.role).into()],
             groups: Vec::new(),
             expires_at: Some(timestamp(login.expires_at)),
             ip: login.ip.clone(),

@@ -234,7 +234,7 @@ async fn next_message(mut state: WatchState) -> Option<(Result<WatchSessionRespo
         }
     };
     state.last_revision = revision_to_pb(published.record.session.revision);
-    state.finished = published.record.session.status.parse().is_ok_and(SessionStatus::is_terminal);
+    state.finished = published.record.session.status.is_terminal();
     let encoded = published.encoded.get_or_init(|| WatchSessionResponse::encode(&session_to_pb(&published.record)));
     Some((Ok(WatchSessionResponse::pre_encoded(encoded.clone())), state))
 }

@@ -89,12 +89,12 @@ async fn scrape(State(scrape): State<Scrape>) -> Response {
 async fn cluster_gauges(db: &DatabaseConnection) -> StoreResult<()> {
     let sessions = sessions::count_by_status(db).await?;
     for status in SessionStatus::ALL {
-        let count = sessions.iter().find(|(name, _)| name == status.as_str()).map_or(0, |(_, count)| *count);
+        let count = sessions.iter().find(|(counted, _)| counted == status).map_or(0, |(_, count)| *count);
         gauge!(SESSIONS, "status" => status.as_str()).set(count as f64);
     }
     let rules = sessions::count_rules_by_status(db).await?;
     for status in ResourceIpStatus::ALL {
-        let count = rules.iter().find(|(name, _)| name == status.as_str()).map_or(0, |(_, count)| *count);
+        let count = rules.iter().find(|(counted, _)| counted == status).map_or(0, |(_, count)| *count);
         gauge!(RULES, "status" => status.as_str()).set(count as f64);
     }
     let at = now();

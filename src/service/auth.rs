@@ -294,7 +294,7 @@ impl Authenticator {
         if user.disabled {
             return Err(invalid_credentials());
         }
-        let role: Role = user.role.parse().map_err(Error::internal)?;
+        let role = user.role;
         let organization: organization::Model =
             queries::organizations::get(&self.reader, &user.organization_id).await.map_err(or_invalid)?;
         Ok(Caller {

@@ -68,7 +68,7 @@ pub(super) async fn found(
         organization::Model {
             id: new_id(),
             name: founding.name,
-            tier: founding.tier.as_str().to_owned(),
+            tier: founding.tier,
             suspended: false,
             allow_private_addresses: founding.allow_private_addresses,
             created_at: at,
@@ -84,7 +84,7 @@ pub(super) async fn found(
             organization_id: organization.id.clone(),
             email: founding.admin_email,
             full_name: founding.admin_full_name,
-            role: Role::Admin.as_str().to_owned(),
+            role: Role::Admin,
             disabled: false,
             locked_until: None,
             lockouts: 0,

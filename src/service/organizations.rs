@@ -129,7 +129,7 @@ impl OrganizationManager {
             }
             if let Some(tier) = changes.tier {
                 record = record.detail("tier", tier);
-                active.tier = Set(tier.as_str().to_owned());
+                active.tier = Set(tier);
             }
             if let Some(allow) = changes.allow_private_addresses {
                 record = record.detail("allow_private_addresses", allow);
@@ -194,9 +194,9 @@ async fn follow_rights(
     before: &organization::Model,
     after: &organization::Model,
 ) -> Result<Vec<String>> {
-    let max_hours = |stored: &str| stored.parse::<Tier>().ok().map(Tier::max_session_hours);
+    let max_hours = |tier: Tier| Some(tier.max_session_hours());
     let suspended = (after.suspended && !before.suspended).then_some("organization suspended");
-    let loss = Loss::of_change(suspended, max_hours(&before.tier), max_hours(&after.tier), "tier changed");
+    let loss = Loss::of_change(suspended, max_hours(before.tier), max_hours(after.tier), "tier changed");
     let Some(loss) = loss else { return Ok(Vec::new()) };
     Ok(transitions::take_away(txn, Holder::Organization(&after.id), loss, actor).await?)
 }

@@ -70,8 +70,7 @@ impl SessionManager {
     /// The caller's organization (as authenticated) and its tier.
     fn organization_of<'a>(&self, caller: &'a Caller) -> Result<(&'a organization::Model, Tier)> {
         let organization = caller.organization.as_deref().ok_or_else(|| Error::not_found("organization"))?;
-        let tier = organization.tier.parse().map_err(Error::internal)?;
-        Ok((organization, tier))
+        Ok((organization, organization.tier))
     }
 
     pub async fn start(&self, caller: &Caller, request: StartRequest) -> Result<Arc<SessionRecord>> {
@@ -152,7 +151,7 @@ impl SessionManager {
             user_id: caller.user_id.clone(),
             ipv4_address: ipv4.map(|a| a.to_string()),
             ipv6_address: ipv6.map(|a| a.to_string()),
-            status: SessionStatus::Pending.as_str().to_owned(),
+            status: SessionStatus::Pending,
             started_at: at,
             // Within the maximum, checked above: the sum cannot overflow.
             expires_at: at + duration.span().unwrap_or_default(),
@@ -253,8 +252,6 @@ impl SessionManager {
                 .await
                 .or_not_found("user")?
                 .role
-                .parse()
-                .map_err(Error::internal)?
         };
         let max_hours = self.max_hours(owner_role, tier);
         // Checked: a request may ask for any amount of time.
@@ -270,10 +267,7 @@ impl SessionManager {
         let assigned: BTreeSet<String> =
             resources::assigned_to(&txn, &session.user_id).await?.into_iter().map(|resource| resource.id).collect();
         let rules = sessions::rules_of(&txn, id).await?;
-        let unassigned = rules.iter().find(|rule| {
-            let kept = !matches!(rule.status.parse(), Ok(ResourceIpStatus::Removing | ResourceIpStatus::Removed));
-            kept && !assigned.contains(&rule.resource_id)
-        });
+        let unassigned = rules.iter().find(|rule| !rule.status.is_retired() && !assigned.contains(&rule.resource_id));
         if let Some(rule) = unassigned {
             return Err(Error::failed_precondition(
                 ErrorReason::NoAssignedResources,
@@ -353,7 +347,7 @@ impl SessionManager {
         // The resources the session holds now, whichever family and address it holds them for.
         let resources: std::collections::BTreeMap<&str, &str> = rules
             .iter()
-            .filter(|rule| !rule.status.parse().is_ok_and(ResourceIpStatus::is_retired))
+            .filter(|rule| !rule.status.is_retired())
             .map(|rule| (rule.resource_id.as_str(), rule.resource_name.as_str()))
             .collect();
         let at = now();
@@ -470,7 +464,7 @@ fn new_rule(
         resource_name: resource_name.to_owned(),
         ip_version: i16::from(IpVersion::of(address).number()),
         ip_address: address.to_string(),
-        status: ResourceIpStatus::Pending.as_str().to_owned(),
+        status: ResourceIpStatus::Pending,
         provider_rule_id: None,
         applied_at: None,
         removed_at: None,

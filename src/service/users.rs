@@ -60,7 +60,7 @@ impl UserManager {
                 organization_id: caller.organization_id.clone(),
                 email,
                 full_name,
-                role: role.as_str().to_owned(),
+                role,
                 disabled: false,
                 locked_until: None,
                 lockouts: 0,
@@ -116,7 +116,7 @@ impl UserManager {
             }
             if let Some(role) = changes.role {
                 record = record.detail("role", role);
-                active.role = Set(role.as_str().to_owned());
+                active.role = Set(role);
             }
             if let Some(disabled) = changes.disabled {
                 record = record.detail("disabled", disabled);
@@ -193,9 +193,9 @@ impl UserManager {
         before: &user::Model,
         after: &user::Model,
     ) -> Result<Vec<String>> {
-        let max_hours = |stored: &str| stored.parse::<Role>().ok().map(|role| self.sessions.max_hours_for(role));
+        let max_hours = |role: Role| Some(self.sessions.max_hours_for(role));
         let disabled = (after.disabled && !before.disabled).then_some("user disabled");
-        let loss = Loss::of_change(disabled, max_hours(&before.role), max_hours(&after.role), "role changed");
+        let loss = Loss::of_change(disabled, max_hours(before.role), max_hours(after.role), "role changed");
         let Some(loss) = loss else { return Ok(Vec::new()) };
         Ok(transitions::take_away(txn, Holder::User(&after.id), loss, &caller.actor()).await?)
     }

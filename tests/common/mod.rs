@@ -288,7 +288,7 @@ impl TestServer {
                 organization_id: organization_id.to_owned(),
                 email: email.to_owned(),
                 full_name: String::new(),
-                role: role.to_owned(),
+                role: role.parse().expect("a role's name"),
                 disabled: false,
                 locked_until: None,
                 lockouts: 0,
@@ -312,7 +312,7 @@ impl TestServer {
             organization::Model {
                 id: new_id(),
                 name: name.to_owned(),
-                tier: "FREE".into(),
+                tier: portcullis::domain::Tier::Free,
                 suspended: false,
                 allow_private_addresses: false,
                 created_at: at,

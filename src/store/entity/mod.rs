@@ -12,6 +12,7 @@ pub mod resource_ip;
 pub mod resource_lease;
 pub mod session;
 pub mod signing_key;
+mod stored;
 pub mod user;
 pub mod verification_code;
 pub mod webhook;

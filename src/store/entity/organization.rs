@@ -1,3 +1,4 @@
+use crate::domain::Tier;
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -6,7 +7,7 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: String,
     pub name: String,
-    pub tier: String,
+    pub tier: Tier,
     pub suspended: bool,
     pub allow_private_addresses: bool,
     pub created_at: DateTimeUtc,

@@ -1,3 +1,4 @@
+use crate::domain::ResourceIpStatus;
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -11,7 +12,7 @@ pub struct Model {
     pub resource_name: String,
     pub ip_version: i16,
     pub ip_address: String,
-    pub status: String,
+    pub status: ResourceIpStatus,
     pub provider_rule_id: Option<String>,
     pub applied_at: Option<DateTimeUtc>,
     pub removed_at: Option<DateTimeUtc>,

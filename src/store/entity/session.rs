@@ -1,3 +1,4 @@
+use crate::domain::{EndedReason, SessionStatus};
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -9,11 +10,11 @@ pub struct Model {
     pub user_id: String,
     pub ipv4_address: Option<String>,
     pub ipv6_address: Option<String>,
-    pub status: String,
+    pub status: SessionStatus,
     pub started_at: DateTimeUtc,
     pub expires_at: DateTimeUtc,
     pub ended_at: Option<DateTimeUtc>,
-    pub ended_reason: Option<String>,
+    pub ended_reason: Option<EndedReason>,
     pub revision: i64,
     pub live_ipv4_key: Option<String>,
     pub live_ipv6_key: Option<String>,

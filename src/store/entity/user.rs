@@ -1,3 +1,4 @@
+use crate::domain::Role;
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -8,7 +9,7 @@ pub struct Model {
     pub organization_id: String,
     pub email: String,
     pub full_name: String,
-    pub role: String,
+    pub role: Role,
     pub disabled: bool,
     /// Failed logins lock the user until then.
     pub locked_until: Option<DateTimeUtc>,

@@ -91,10 +91,7 @@ pub async fn has_live_rules(db: &impl ConnectionTrait, resource_id: &str) -> Sto
     use crate::store::entity::resource_ip;
     let live = resource_ip::Entity::find()
         .filter(resource_ip::Column::ResourceId.eq(resource_id))
-        .filter(
-            resource_ip::Column::Status
-                .is_not_in([ResourceIpStatus::Removed.as_str(), ResourceIpStatus::Failed.as_str()]),
-        )
+        .filter(resource_ip::Column::Status.is_not_in([ResourceIpStatus::Removed, ResourceIpStatus::Failed]))
         .one(db)
         .await?;
     Ok(live.is_some())

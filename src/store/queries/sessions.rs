@@ -34,7 +34,7 @@ impl SessionRecord {
                 user_id: "u".into(),
                 ipv4_address: None,
                 ipv6_address: None,
-                status: "PENDING".into(),
+                status: SessionStatus::Pending,
                 started_at: at,
                 expires_at: at,
                 ended_at: None,
@@ -148,7 +148,7 @@ pub async fn rules_on(
 ) -> StoreResult<Vec<resource_ip::Model>> {
     Ok(resource_ip::Entity::find()
         .filter(resource_ip::Column::ResourceId.eq(resource_id))
-        .filter(resource_ip::Column::Status.is_in(statuses.iter().map(|status| status.as_str())))
+        .filter(resource_ip::Column::Status.is_in(statuses.iter().copied()))
         .all(db)
         .await?)
 }
@@ -231,7 +231,7 @@ pub async fn list(
         select = select.filter(session::Column::UserId.eq(user_id.as_str()));
     }
     if !filter.statuses.is_empty() {
-        select = select.filter(session::Column::Status.is_in(filter.statuses.iter().map(|s| s.as_str())));
+        select = select.filter(session::Column::Status.is_in(filter.statuses.iter().copied()));
     }
     let page = fetch_page(db, select, session::Column::Id, request, true, |m| &m.id).await?;
     let records = complete(db, page.items).await?;
@@ -367,8 +367,8 @@ pub async fn heartbeat(db: &impl ConnectionTrait, id: &str, at: DateTime<Utc>) -
     Ok(())
 }
 
-fn live_statuses() -> [&'static str; 3] {
-    [SessionStatus::Pending.as_str(), SessionStatus::Active.as_str(), SessionStatus::Partial.as_str()]
+fn live_statuses() -> [SessionStatus; 3] {
+    [SessionStatus::Pending, SessionStatus::Active, SessionStatus::Partial]
 }
 
 pub async fn rules_of(db: &impl ConnectionTrait, session_id: &str) -> StoreResult<Vec<resource_ip::Model>> {
@@ -411,7 +411,7 @@ pub async fn list_rules(
         select = select.filter(resource_ip::Column::ResourceId.eq(resource_id.as_str()));
     }
     if !filter.statuses.is_empty() {
-        select = select.filter(resource_ip::Column::Status.is_in(filter.statuses.iter().map(|s| s.as_str())));
+        select = select.filter(resource_ip::Column::Status.is_in(filter.statuses.iter().copied()));
     }
     fetch_page(db, select, resource_ip::Column::Id, request, true, |m| &m.id).await
 }
@@ -435,8 +435,8 @@ pub enum Holder<'a> {
 }
 
 /// Rules that wait for a provider call.
-fn unsettled() -> [&'static str; 2] {
-    [ResourceIpStatus::Pending.as_str(), ResourceIpStatus::Removing.as_str()]
+fn unsettled() -> [ResourceIpStatus; 2] {
+    [ResourceIpStatus::Pending, ResourceIpStatus::Removing]
 }
 
 fn rule_lease_free(now: DateTime<Utc>) -> sea_orm::sea_query::SimpleExpr {
@@ -469,8 +469,7 @@ pub async fn due_resources(
         .and_where(resource_lease::Column::ExpiresAt.gte(now))
         .to_owned();
     let any_with = |status: ResourceIpStatus| {
-        Expr::expr(Expr::case(resource_ip::Column::Status.eq(status.as_str()), Expr::val(1)).finally(Expr::val(0)))
-            .max()
+        Expr::expr(Expr::case(resource_ip::Column::Status.eq(status), Expr::val(1)).finally(Expr::val(0))).max()
     };
     let rows = resource_ip::Entity::find()
         .select_only()
@@ -567,9 +566,7 @@ pub async fn holders(
     Ok(resource_ip::Entity::find()
         .filter(resource_ip::Column::ResourceId.eq(resource_id))
         .filter(resource_ip::Column::IpAddress.is_in(addresses.iter().copied()))
-        .filter(
-            resource_ip::Column::Status.is_in([ResourceIpStatus::Pending.as_str(), ResourceIpStatus::Applied.as_str()]),
-        )
+        .filter(resource_ip::Column::Status.is_in([ResourceIpStatus::Pending, ResourceIpStatus::Applied]))
         .all(db)
         .await?)
 }
@@ -639,7 +636,7 @@ pub async fn claimed_rules_for_update(db: &impl ConnectionTrait, ids: &[&str]) -
 pub enum RuleChange {
     /// The rule moves from status `from` to `to` (PENDING: to be applied; REMOVING: to be
     /// removed), due now.
-    Status { id: String, from: String, to: ResourceIpStatus },
+    Status { id: String, from: ResourceIpStatus, to: ResourceIpStatus },
     /// The rule's next call is due now.
     DueNow { id: String },
     /// The session moved on from the rule's address: `successor` takes its place.
@@ -650,11 +647,11 @@ pub enum RuleChange {
 /// change is made only where the rule still has its `from` status.
 pub async fn change_rules(db: &impl ConnectionTrait, changes: &[RuleChange], now: DateTime<Utc>) -> StoreResult<()> {
     use resource_ip::Column;
-    let mut moves: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
+    let mut moves: HashMap<(ResourceIpStatus, ResourceIpStatus), Vec<&str>> = HashMap::new();
     let (mut due, mut successors): (Vec<&str>, BTreeMap<&str, Vec<&str>>) = (Vec::new(), BTreeMap::new());
     for change in changes {
         match change {
-            RuleChange::Status { id, from, to } => moves.entry((from.as_str(), to.as_str())).or_default().push(id),
+            RuleChange::Status { id, from, to } => moves.entry((*from, *to)).or_default().push(id),
             RuleChange::DueNow { id } => due.push(id),
             RuleChange::ReplacedBy { id, successor } => successors.entry(successor).or_default().push(id),
         }
@@ -666,7 +663,7 @@ pub async fn change_rules(db: &impl ConnectionTrait, changes: &[RuleChange], now
                 .col_expr(Column::NextAttemptAt, Expr::value(now))
                 .col_expr(Column::Attempts, Expr::value(0))
                 .col_expr(Column::UpdatedAt, Expr::value(now));
-            if to == ResourceIpStatus::Pending.as_str() {
+            if to == ResourceIpStatus::Pending {
                 update = update.col_expr(Column::ErrorMessage, Expr::value(Option::<String>::None));
             }
             update.filter(Column::Id.is_in(chunk.iter().copied())).filter(Column::Status.eq(from)).exec(db).await?;
@@ -757,25 +754,25 @@ pub async fn hold_start_rights<'a>(
 }
 
 /// How many sessions (cluster-wide) have each status; absent statuses have none.
-pub async fn count_by_status(db: &impl ConnectionTrait) -> StoreResult<Vec<(String, i64)>> {
+pub async fn count_by_status(db: &impl ConnectionTrait) -> StoreResult<Vec<(SessionStatus, i64)>> {
     Ok(session::Entity::find()
         .select_only()
         .column(session::Column::Status)
         .column_as(Expr::col(session::Column::Id).count(), "count")
         .group_by(session::Column::Status)
-        .into_tuple::<(String, i64)>()
+        .into_tuple::<(SessionStatus, i64)>()
         .all(db)
         .await?)
 }
 
 /// How many rules (cluster-wide) have each status; absent statuses have none.
-pub async fn count_rules_by_status(db: &impl ConnectionTrait) -> StoreResult<Vec<(String, i64)>> {
+pub async fn count_rules_by_status(db: &impl ConnectionTrait) -> StoreResult<Vec<(ResourceIpStatus, i64)>> {
     Ok(resource_ip::Entity::find()
         .select_only()
         .column(resource_ip::Column::Status)
         .column_as(Expr::col(resource_ip::Column::Id).count(), "count")
         .group_by(resource_ip::Column::Status)
-        .into_tuple::<(String, i64)>()
+        .into_tuple::<(ResourceIpStatus, i64)>()
         .all(db)
         .await?)
 }
