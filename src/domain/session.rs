@@ -95,8 +95,6 @@ pub enum Event {
     Extend { to: DateTime<Utc>, latest: DateTime<Utc> },
     /// Lowered rights cap the session's end at `to`; a session already past it at `at` ends.
     Shorten { to: DateTime<Utc>, at: DateTime<Utc> },
-    /// The owner's watch keeps the session alive until `due`.
-    Heartbeat { due: DateTime<Utc> },
     /// The session moves to new addresses: `added` rules (PENDING), each superseding what its
     /// resource held for its family.
     ChangeAddress { added: Vec<Rule> },
@@ -118,6 +116,8 @@ pub enum Refusal {
     RuleStatus(ResourceIpStatus),
     /// The session has no such rule.
     UnknownRule,
+    /// There is no such session.
+    UnknownSession,
     /// The session is not due to expire (it was renewed meanwhile).
     NotDue,
     /// The event changes nothing (an extension to an earlier end, a move to the addresses the
@@ -135,6 +135,7 @@ impl std::fmt::Display for Refusal {
             Refusal::BeyondMaximum => f.write_str("the new end is beyond the owner's maximum"),
             Refusal::RuleStatus(status) => write!(f, "the rule is {status}"),
             Refusal::UnknownRule => f.write_str("the session has no such rule"),
+            Refusal::UnknownSession => f.write_str("no such session"),
             Refusal::NotDue => f.write_str("the session is not due to end"),
             Refusal::Unchanged => f.write_str("nothing to change"),
         }
@@ -221,13 +222,6 @@ impl Session {
                     next.session.expires_at = *to;
                 }
             }
-            Event::Heartbeat { due } => {
-                self.require_live()?;
-                if self.heartbeat_due_at.is_none() {
-                    return Err(Refusal::Unchanged);
-                }
-                next.session.heartbeat_due_at = Some(*due);
-            }
             Event::ChangeAddress { added } => {
                 self.require_live()?;
                 if added.is_empty() {
@@ -236,20 +230,10 @@ impl Session {
                 next.change_address(added);
             }
             Event::Sweep => {
-                if !self.status.is_terminal() {
+                let holding =
+                    |rule: &Rule| matches!(rule.status, ResourceIpStatus::Pending | ResourceIpStatus::Applied);
+                if !self.status.is_terminal() || next.retire_all(holding) == 0 {
                     return Err(Refusal::Unchanged);
-                }
-                let orphans: Vec<String> = self
-                    .rules
-                    .iter()
-                    .filter(|rule| matches!(rule.status, ResourceIpStatus::Pending | ResourceIpStatus::Applied))
-                    .map(|rule| rule.id.clone())
-                    .collect();
-                if orphans.is_empty() {
-                    return Err(Refusal::Unchanged);
-                }
-                for id in orphans {
-                    next.retire(&id);
                 }
                 return Ok(next);
             }
@@ -302,17 +286,9 @@ impl Step {
 
     /// A newer address applied on a resource: the older ones the session left go.
     fn retire_predecessors(&mut self, resource_id: &str, family: u8, applied: &str) {
-        let left: Vec<String> = self
-            .session
-            .rules
-            .iter()
-            .filter(|rule| rule.resource_id == resource_id && rule.family == family && rule.superseded)
-            .filter(|rule| rule.id.as_str() < applied && !rule.status.is_retired())
-            .map(|rule| rule.id.clone())
-            .collect();
-        for id in left {
-            self.retire(&id);
-        }
+        self.retire_all(|rule| {
+            rule.resource_id == resource_id && rule.family == family && rule.superseded && rule.id.as_str() < applied
+        });
     }
 
     /// Puts a rule in status `from` back in the queue: PENDING, due now.
@@ -326,39 +302,26 @@ impl Step {
         Ok(())
     }
 
-    /// A rule's address is to come off the firewall: REMOVING, due now.
-    fn retire(&mut self, id: &str) {
-        if let Ok(rule) = self.rule_mut(id)
-            && !rule.status.is_retired()
-        {
+    /// The addresses of the rules `which` picks are to come off the firewall: each not retired
+    /// yet goes REMOVING, due now. Answers how many did.
+    fn retire_all(&mut self, which: impl Fn(&Rule) -> bool) -> usize {
+        let before = self.effects.len();
+        for rule in self.session.rules.iter_mut().filter(|rule| !rule.status.is_retired() && which(rule)) {
             rule.status = ResourceIpStatus::Removing;
-            self.effects.push(Effect::Remove(id.to_owned()));
+            self.effects.push(Effect::Remove(rule.id.clone()));
         }
+        self.effects.len() - before
     }
 
     fn end(&mut self, reason: EndedReason) {
         self.session.status = SessionStatus::Expiring;
         self.session.ended_reason = Some(reason);
-        let unfinished: Vec<String> =
-            self.session.rules.iter().filter(|rule| !rule.status.is_retired()).map(|rule| rule.id.clone()).collect();
-        for id in unfinished {
-            self.retire(&id);
-        }
+        self.retire_all(|_| true);
     }
 
     fn withdraw(&mut self, resource_id: &str) -> Result<(), Refusal> {
-        let taken: Vec<String> = self
-            .session
-            .rules
-            .iter()
-            .filter(|rule| rule.resource_id == resource_id && !rule.status.is_retired())
-            .map(|rule| rule.id.clone())
-            .collect();
-        if taken.is_empty() {
+        if self.retire_all(|rule| rule.resource_id == resource_id) == 0 {
             return Err(Refusal::Unchanged);
-        }
-        for id in taken {
-            self.retire(&id);
         }
         if self.session.rules.iter().all(|rule| rule.status.is_retired()) {
             // Nothing left to hold: the session ends as any revocation ends it.

@@ -136,7 +136,7 @@ impl Decided {
     /// Asks the state machine what `event` makes of the session as it now stands (after the
     /// batch's earlier events).
     fn decide(&mut self, session_id: &str, event: &Event) -> Result<(), Refusal> {
-        let Some(locked) = self.locked.get(session_id) else { return Err(Refusal::UnknownRule) };
+        let Some(locked) = self.locked.get(session_id) else { return Err(Refusal::UnknownSession) };
         let current = self.moved.get(session_id).unwrap_or(&locked.state);
         let step = current.step(event)?;
         for effect in step.effects {
@@ -397,7 +397,7 @@ pub async fn extend(
 ) -> StoreResult<Result<(), Refusal>> {
     let extend = Event::Extend { to: expires_at, latest };
     let (mut answers, _) = run(txn, &[(session_id, extend)], Some(actor), None).await?;
-    let answer = answers.pop().unwrap_or(Err(Refusal::UnknownRule));
+    let answer = answers.pop().unwrap_or(Err(Refusal::UnknownSession));
     if answer.is_ok() {
         record.detail("expires_at", expires_at.to_rfc3339()).write(txn, actor).await?;
     }
@@ -445,7 +445,7 @@ pub async fn retry(
     actor: &Actor,
 ) -> StoreResult<Result<(), Refusal>> {
     let (mut answers, _) = run(txn, &[(session_id, Event::Retry { rule: rule_id.to_owned() })], None, None).await?;
-    let answer = answers.pop().unwrap_or(Err(Refusal::UnknownRule));
+    let answer = answers.pop().unwrap_or(Err(Refusal::UnknownSession));
     if answer.is_ok() {
         AuditRecord::new("resource_ip.retried", "resource_ip", rule_id).write(txn, actor).await?;
     }
