@@ -108,7 +108,7 @@ fn resource_row_named(organization_id: &str, name: &str) -> resource::Model {
         organization_id: organization_id.into(),
         name: name.into(),
         description: String::new(),
-        provider_kind: "memory".into(),
+        provider_kind: portcullis::domain::ProviderKind::Memory,
         provider_config: r#"{"kind":"memory","latency_ms":0,"fail_addresses":[]}"#.into(),
         created_at: at,
         updated_at: at,
@@ -185,7 +185,12 @@ async fn a_reconcile_claimed_by_one_replica_counts_for_all() {
         let at = now();
         let later = |secs: i64| at + chrono::TimeDelta::seconds(secs);
         let order = async |db: &sea_orm::DatabaseConnection| -> Vec<String> {
-            least_recently(db, Round::Reconcile, &["memory"], 10).await.unwrap().into_iter().map(|r| r.id).collect()
+            least_recently(db, Round::Reconcile, &[portcullis::domain::ProviderKind::Memory], 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.id)
+                .collect()
         };
         assert!(
             claim(&db, Round::Reconcile, &first.id, at, later(-60)).await.unwrap(),
@@ -199,7 +204,18 @@ async fn a_reconcile_claimed_by_one_replica_counts_for_all() {
         assert_eq!(order(&db).await, vec![first.id.clone(), second.id.clone()], "then the least recently");
         // An interval on, it is due again, for whichever replica comes first.
         assert!(claim(&db, Round::Reconcile, &first.id, later(61), later(1)).await.unwrap(), "{}", test_db.backend);
-        assert!(least_recently(&db, Round::Reconcile, &["aws", "gcp"], 10).await.unwrap().is_empty(), "memory only");
+        assert!(
+            least_recently(
+                &db,
+                Round::Reconcile,
+                &[portcullis::domain::ProviderKind::Aws, portcullis::domain::ProviderKind::Gcp],
+                10
+            )
+            .await
+            .unwrap()
+            .is_empty(),
+            "memory only"
+        );
     })
     .await;
 }
@@ -216,7 +232,7 @@ async fn resource_checks_take_turns_apart_from_reconciles_and_a_stale_finding_is
         let at = now();
         assert!(claim(&db, Round::Reconcile, &second.id, at, at).await.unwrap());
         assert!(claim(&db, Round::Check, &first.id, at, at).await.unwrap(), "{}: its own turn", test_db.backend);
-        let order = least_recently(&db, Round::Check, &["memory"], 10).await.unwrap();
+        let order = least_recently(&db, Round::Check, &[portcullis::domain::ProviderKind::Memory], 10).await.unwrap();
         assert_eq!(order.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), [second.id.as_str(), first.id.as_str()]);
 
         let saved = save_check(&db, &first.id, &first.provider_config, "ACCESS_DENIED", "no").await.unwrap();

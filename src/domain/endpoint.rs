@@ -2,23 +2,25 @@
 //! those the operator allows (`providers.allowed_endpoints`). Anything else would hand the
 //! server's bearer token or signatures to whoever runs that host.
 
+use super::ProviderKind;
+
 /// Azure Resource Manager in the public, US Government and China clouds.
 pub const AZURE_RESOURCE_MANAGERS: &[&str] =
     &["management.azure.com", "management.usgovcloudapi.net", "management.chinacloudapi.cn"];
 
-/// Whether `url` may be called for a resource of `provider_kind` ("aws", "gcp", "azure").
+/// Whether `url` may be called for a resource of `provider_kind`.
 ///
 /// The cloud's own endpoints (HTTPS on `*.amazonaws.com` for AWS, `*.googleapis.com` for GCP,
 /// [`AZURE_RESOURCE_MANAGERS`] for Azure) are always allowed. Otherwise `url` must match an entry of `allowed`: `scheme://host:port`,
 /// where the port may be `*` (any port) and a missing port means the scheme's default.
-pub fn endpoint_allowed(url: &str, provider_kind: &str, allowed: &[String]) -> bool {
+pub fn endpoint_allowed(url: &str, provider_kind: ProviderKind, allowed: &[String]) -> bool {
     let Some(target) = Origin::parse(url) else { return false };
     let host = target.host.as_str();
     let own = match provider_kind {
-        "aws" => host.ends_with(".amazonaws.com"),
-        "gcp" => host.ends_with(".googleapis.com"),
-        "azure" => AZURE_RESOURCE_MANAGERS.contains(&host),
-        _ => return false,
+        ProviderKind::Aws => host.ends_with(".amazonaws.com"),
+        ProviderKind::Gcp => host.ends_with(".googleapis.com"),
+        ProviderKind::Azure => AZURE_RESOURCE_MANAGERS.contains(&host),
+        ProviderKind::Memory => return false,
     };
     if target.scheme == "https" && own {
         return true;
@@ -93,28 +95,31 @@ mod tests {
     #[test]
     fn cloud_endpoints_and_listed_origins_only() {
         let allowed = vec!["http://127.0.0.1:*".to_owned(), "https://proxy.internal:8443".to_owned()];
-        assert!(endpoint_allowed("https://vpce-1.ec2.eu-west-1.vpce.amazonaws.com", "aws", &[]));
-        assert!(endpoint_allowed("https://compute.googleapis.com", "gcp", &[]));
-        assert!(!endpoint_allowed("https://compute.googleapis.com", "aws", &[]), "each cloud its own");
+        assert!(endpoint_allowed("https://vpce-1.ec2.eu-west-1.vpce.amazonaws.com", ProviderKind::Aws, &[]));
+        assert!(endpoint_allowed("https://compute.googleapis.com", ProviderKind::Gcp, &[]));
+        assert!(!endpoint_allowed("https://compute.googleapis.com", ProviderKind::Aws, &[]), "each cloud its own");
         assert!(
-            !endpoint_allowed("http://ec2.amazonaws.com", "aws", &[]),
+            !endpoint_allowed("http://ec2.amazonaws.com", ProviderKind::Aws, &[]),
             "plaintext to the cloud is not its endpoint"
         );
-        assert!(!endpoint_allowed("https://attacker.example", "aws", &[]));
-        assert!(endpoint_allowed("http://127.0.0.1:5000", "aws", &allowed));
-        assert!(endpoint_allowed("http://127.0.0.1:5000/path", "gcp", &allowed));
-        assert!(endpoint_allowed("https://proxy.internal:8443/", "gcp", &allowed));
-        assert!(!endpoint_allowed("https://proxy.internal", "gcp", &allowed), "another port");
-        assert!(!endpoint_allowed("https://127.0.0.1:5000", "aws", &allowed), "another scheme");
-        assert!(!endpoint_allowed("http://127.0.0.1.attacker.example:5000", "aws", &allowed));
-        assert!(!endpoint_allowed("http://127.0.0.1:5000@attacker.example", "aws", &allowed));
-        assert!(!endpoint_allowed("https://ec2.amazonaws.com@attacker.example", "aws", &[]));
-        assert!(!endpoint_allowed("https://attacker.example/.amazonaws.com", "aws", &[]));
-        assert!(endpoint_allowed("https://management.azure.com/", "azure", &[]));
-        assert!(endpoint_allowed("https://management.usgovcloudapi.net", "azure", &[]));
-        assert!(!endpoint_allowed("https://evil.management.azure.com", "azure", &[]), "the exact host only");
-        assert!(!endpoint_allowed("https://management.azure.com.attacker.example", "azure", &[]));
-        assert!(!endpoint_allowed("https://management.azure.com", "gcp", &[]));
+        assert!(!endpoint_allowed("https://attacker.example", ProviderKind::Aws, &[]));
+        assert!(endpoint_allowed("http://127.0.0.1:5000", ProviderKind::Aws, &allowed));
+        assert!(endpoint_allowed("http://127.0.0.1:5000/path", ProviderKind::Gcp, &allowed));
+        assert!(endpoint_allowed("https://proxy.internal:8443/", ProviderKind::Gcp, &allowed));
+        assert!(!endpoint_allowed("https://proxy.internal", ProviderKind::Gcp, &allowed), "another port");
+        assert!(!endpoint_allowed("https://127.0.0.1:5000", ProviderKind::Aws, &allowed), "another scheme");
+        assert!(!endpoint_allowed("http://127.0.0.1.attacker.example:5000", ProviderKind::Aws, &allowed));
+        assert!(!endpoint_allowed("http://127.0.0.1:5000@attacker.example", ProviderKind::Aws, &allowed));
+        assert!(!endpoint_allowed("https://ec2.amazonaws.com@attacker.example", ProviderKind::Aws, &[]));
+        assert!(!endpoint_allowed("https://attacker.example/.amazonaws.com", ProviderKind::Aws, &[]));
+        assert!(endpoint_allowed("https://management.azure.com/", ProviderKind::Azure, &[]));
+        assert!(endpoint_allowed("https://management.usgovcloudapi.net", ProviderKind::Azure, &[]));
+        assert!(
+            !endpoint_allowed("https://evil.management.azure.com", ProviderKind::Azure, &[]),
+            "the exact host only"
+        );
+        assert!(!endpoint_allowed("https://management.azure.com.attacker.example", ProviderKind::Azure, &[]));
+        assert!(!endpoint_allowed("https://management.azure.com", ProviderKind::Gcp, &[]));
     }
 
     #[test]

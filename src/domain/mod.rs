@@ -165,3 +165,17 @@ named_enum!(
         ClientGone => "CLIENT_GONE",
     }
 );
+
+named_enum!(
+    /// A firewall provider, by its short name (as logs, metrics and Cargo features spell it).
+    ProviderKind {
+        /// Rules kept in the server's memory.
+        Memory => "memory",
+        /// AWS security groups (Cargo feature `aws`).
+        Aws => "aws",
+        /// GCP firewall rules (Cargo feature `gcp`).
+        Gcp => "gcp",
+        /// Azure network security groups (Cargo feature `azure`).
+        Azure => "azure",
+    }
+);

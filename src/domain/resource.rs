@@ -1,3 +1,4 @@
+use super::ProviderKind;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
@@ -89,22 +90,13 @@ impl ProviderConfig {
         }
     }
 
-    /// [`ProviderConfig::kind`] of the in-memory provider.
-    pub const MEMORY: &'static str = "memory";
-    /// [`ProviderConfig::kind`] of AWS security groups (Cargo feature `aws`).
-    pub const AWS: &'static str = "aws";
-    /// [`ProviderConfig::kind`] of GCP firewall rules (Cargo feature `gcp`).
-    pub const GCP: &'static str = "gcp";
-    /// [`ProviderConfig::kind`] of Azure network security groups (Cargo feature `azure`).
-    pub const AZURE: &'static str = "azure";
-
-    /// The provider's short name, as used in logs and Cargo features.
-    pub fn kind(&self) -> &'static str {
+    /// Which provider opens the rules.
+    pub fn kind(&self) -> ProviderKind {
         match self {
-            ProviderConfig::Memory(_) => Self::MEMORY,
-            ProviderConfig::AwsSecurityGroup(_) => Self::AWS,
-            ProviderConfig::GcpFirewall(_) => Self::GCP,
-            ProviderConfig::AzureNetworkSecurityGroup(_) => Self::AZURE,
+            ProviderConfig::Memory(_) => ProviderKind::Memory,
+            ProviderConfig::AwsSecurityGroup(_) => ProviderKind::Aws,
+            ProviderConfig::GcpFirewall(_) => ProviderKind::Gcp,
+            ProviderConfig::AzureNetworkSecurityGroup(_) => ProviderKind::Azure,
         }
     }
 }

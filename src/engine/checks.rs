@@ -98,7 +98,7 @@ async fn check(
         // Out of the operator's bounds or the organization's scopes: sessions cannot use it.
         Err(refused) => CheckOutcome::Unsupported(refused.to_string()),
     };
-    monitoring::resource_checked(&resource.provider_kind, outcome.status());
+    monitoring::resource_checked(resource.provider_kind.as_str(), outcome.status());
     record(engine, &resource, &outcome).await
 }
 

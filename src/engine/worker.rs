@@ -225,7 +225,7 @@ async fn work_leased(engine: &Engine, lease: &ResourceLease) -> StoreResult<Vec<
     });
     let counted = OutcomeCounts::of(&outcomes);
     let touched = record(engine, &lease.holder, outcomes).await?;
-    counted.report(provider.as_ref().map_or("none", |(_, target)| target.config.kind()));
+    counted.report(provider.as_ref().map_or("none", |(_, target)| target.config.kind().as_str()));
     Ok(touched)
 }
 

@@ -13,7 +13,7 @@ pub mod memory;
 pub mod quota;
 
 use crate::config::ProvidersConfig;
-use crate::domain::{CloudScopes, ProviderConfig};
+use crate::domain::{CloudScopes, ProviderConfig, ProviderKind};
 use crate::monitoring;
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -237,7 +237,7 @@ struct Bounded {
     inner: Arc<dyn FirewallProvider>,
     deadline: Duration,
     /// The provider's kind, as metrics name it.
-    kind: &'static str,
+    kind: ProviderKind,
 }
 
 impl Bounded {
@@ -265,9 +265,9 @@ impl Bounded {
                 }
             }
         };
-        monitoring::provider_call(self.kind, operation, began.elapsed().saturating_sub(paced.total()));
+        monitoring::provider_call(self.kind.as_str(), operation, began.elapsed().saturating_sub(paced.total()));
         if answer.is_none() {
-            monitoring::provider_error(self.kind, operation, "timeout");
+            monitoring::provider_error(self.kind.as_str(), operation, "timeout");
         }
         answer
     }
@@ -278,7 +278,7 @@ impl Bounded {
         kinds.sort_unstable();
         kinds.dedup();
         for kind in kinds {
-            monitoring::provider_error(self.kind, operation, kind);
+            monitoring::provider_error(self.kind.as_str(), operation, kind);
         }
     }
 }
@@ -385,12 +385,12 @@ impl Providers {
     }
 
     /// The provider kinds ([`ProviderConfig::kind`]) this server was built with.
-    pub fn kinds(&self) -> Vec<&'static str> {
+    pub fn kinds(&self) -> Vec<ProviderKind> {
         let built = [
-            (ProviderConfig::MEMORY, true),
-            (ProviderConfig::AWS, cfg!(feature = "aws")),
-            (ProviderConfig::GCP, cfg!(feature = "gcp")),
-            (ProviderConfig::AZURE, cfg!(feature = "azure")),
+            (ProviderKind::Memory, true),
+            (ProviderKind::Aws, cfg!(feature = "aws")),
+            (ProviderKind::Gcp, cfg!(feature = "gcp")),
+            (ProviderKind::Azure, cfg!(feature = "azure")),
         ];
         built.into_iter().filter_map(|(kind, built)| built.then_some(kind)).collect()
     }
@@ -479,7 +479,7 @@ mod tests {
     async fn five_calls_at_once(on_the_wire: Duration, deadline: Duration) -> Vec<Result<String, ProviderError>> {
         let paced =
             Paced { bucket: quota::TokenBucket::new(quota::Rate { burst: 1, per_second: 1.0 / 0.3 }), on_the_wire };
-        let bounded = Bounded { inner: Arc::new(paced), deadline, kind: "memory" };
+        let bounded = Bounded { inner: Arc::new(paced), deadline, kind: ProviderKind::Memory };
         let target = Target {
             resource_id: "r".into(),
             organization_id: "o".into(),

@@ -1,3 +1,4 @@
+use crate::domain::ProviderKind;
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -8,7 +9,7 @@ pub struct Model {
     pub organization_id: String,
     pub name: String,
     pub description: String,
-    pub provider_kind: String,
+    pub provider_kind: ProviderKind,
     pub provider_config: String,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,

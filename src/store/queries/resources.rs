@@ -1,5 +1,5 @@
 use super::{fetch_page, found};
-use crate::domain::ProviderConfig;
+use crate::domain::{ProviderConfig, ProviderKind};
 use crate::store::StoreError;
 use crate::store::entity::resource::{self, ActiveModel, Column, Entity, Model};
 use crate::store::entity::resource_assignment;
@@ -129,7 +129,7 @@ impl Round {
 pub async fn least_recently(
     db: &impl ConnectionTrait,
     round: Round,
-    kinds: &[&str],
+    kinds: &[ProviderKind],
     limit: u64,
 ) -> StoreResult<Vec<Model>> {
     Ok(Entity::find()
