@@ -179,3 +179,15 @@ named_enum!(
         Azure => "azure",
     }
 );
+
+named_enum!(
+    /// Where one webhook delivery stands.
+    DeliveryStatus {
+        /// Waiting for its (next) attempt.
+        Pending => "PENDING",
+        /// The receiver answered 2xx.
+        Delivered => "DELIVERED",
+        /// Given up: its attempts ran out, or its webhook was disabled.
+        Failed => "FAILED",
+    }
+);

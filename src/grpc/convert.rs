@@ -7,8 +7,8 @@ use crate::service::audit::details_of;
 use crate::store::entity::{
     api_key, audit_event, login_session, organization, resource, resource_ip, user, webhook, webhook_delivery,
 };
+use crate::store::queries::resources;
 use crate::store::queries::sessions::SessionRecord;
-use crate::store::queries::{resources, webhooks};
 use crate::store::{PageRequest, StoreError};
 use chrono::{DateTime, Utc};
 use prost_types::{FieldMask, Timestamp};
@@ -235,11 +235,10 @@ pub fn webhook_to_pb(model: webhook::Model) -> pb::Webhook {
 }
 
 pub fn webhook_delivery_to_pb(model: webhook_delivery::Model) -> pb::WebhookDelivery {
-    let status = match model.status.as_str() {
-        webhooks::PENDING => pb::WebhookDeliveryStatus::Pending,
-        webhooks::DELIVERED => pb::WebhookDeliveryStatus::Delivered,
-        webhooks::FAILED => pb::WebhookDeliveryStatus::Failed,
-        _ => pb::WebhookDeliveryStatus::Unspecified,
+    let status = match model.status {
+        domain::DeliveryStatus::Pending => pb::WebhookDeliveryStatus::Pending,
+        domain::DeliveryStatus::Delivered => pb::WebhookDeliveryStatus::Delivered,
+        domain::DeliveryStatus::Failed => pb::WebhookDeliveryStatus::Failed,
     };
     pb::WebhookDelivery {
         next_attempt_at: (status == pb::WebhookDeliveryStatus::Pending).then(|| timestamp(model.next_attempt_at)),

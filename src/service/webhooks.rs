@@ -1,7 +1,7 @@
 //! Webhooks through WebhookService: where an organization's events go, and their deliveries.
 
 use super::Caller;
-use crate::domain::{Violations, new_id, now};
+use crate::domain::{DeliveryStatus, Violations, new_id, now};
 use crate::error::{Error, Result, StoreResultExt};
 use crate::pb::v1::ErrorReason;
 use crate::store::audit::AuditRecord;
@@ -217,7 +217,7 @@ impl WebhookManager {
         }
         let at = now();
         let mut active = current.into_active_model();
-        active.status = Set(webhooks::PENDING.to_owned());
+        active.status = Set(DeliveryStatus::Pending);
         active.next_attempt_at = Set(at);
         active.give_up_at = Set(at + TimeDelta::from_std(self.setup.settings.retry_window).unwrap_or(TimeDelta::MAX));
         active.lease_owner = Set(None);

@@ -12,7 +12,7 @@ pub mod signing;
 pub use destination::{Answer, Destinations};
 
 use crate::config::WebhooksConfig;
-use crate::domain::{Actor, new_id, now};
+use crate::domain::{Actor, DeliveryStatus, new_id, now};
 use crate::store::audit::AuditRecord;
 use crate::store::entity::{audit_event, webhook, webhook_delivery};
 use crate::store::queries::sessions::SessionRecord;
@@ -271,7 +271,7 @@ impl Dispatcher {
                     event_id: event.id.clone(),
                     event_type: kind.to_owned(),
                     payload: payload.clone(),
-                    status: webhooks::PENDING.to_owned(),
+                    status: DeliveryStatus::Pending,
                     attempts: 0,
                     next_attempt_at: at,
                     give_up_at: at + delta(inner.setup.settings.retry_window),
@@ -331,7 +331,7 @@ impl Dispatcher {
         match outcome {
             Ok(answer) if answer.accepted() => {
                 delivery.attempts = delivery.attempts.saturating_add(1);
-                delivery.status = webhooks::DELIVERED.to_owned();
+                delivery.status = DeliveryStatus::Delivered;
                 delivery.delivered_at = Some(at);
                 delivery.last_response_code = Some(i32::from(answer.status));
                 delivery.last_error = None;
@@ -350,7 +350,7 @@ impl Dispatcher {
                 self.schedule_retry(&mut delivery, at);
             }
             Err(Attempt::Abandoned(reason)) => {
-                delivery.status = webhooks::FAILED.to_owned();
+                delivery.status = DeliveryStatus::Failed;
                 delivery.last_error = Some(reason);
             }
         }
@@ -411,7 +411,7 @@ impl Dispatcher {
     fn schedule_retry(&self, delivery: &mut webhook_delivery::Model, at: DateTime<Utc>) {
         let next = at + backoff(self.inner.setup.settings.retry_base, delivery.attempts);
         if next > delivery.give_up_at {
-            delivery.status = webhooks::FAILED.to_owned();
+            delivery.status = DeliveryStatus::Failed;
         } else {
             delivery.next_attempt_at = next;
         }

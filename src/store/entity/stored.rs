@@ -2,7 +2,7 @@
 //! so no migration and no PostgreSQL enum type), read back typed. Implemented here, not derived
 //! on the domain types, so `domain` depends on nothing of ours or sea-orm's.
 
-use crate::domain::{EndedReason, ProviderKind, ResourceIpStatus, Role, SessionStatus, Tier};
+use crate::domain::{DeliveryStatus, EndedReason, ProviderKind, ResourceIpStatus, Role, SessionStatus, Tier};
 use sea_orm::sea_query::{ArrayType, ColumnType, Nullable, StringLen, ValueType, ValueTypeErr};
 use sea_orm::{ActiveValue, ColIdx, DbErr, IntoActiveValue, QueryResult, TryGetError, TryGetable, Value};
 use std::sync::Arc;
@@ -56,4 +56,4 @@ macro_rules! stored_by_name {
     )+};
 }
 
-stored_by_name!(SessionStatus, ResourceIpStatus, EndedReason, Role, Tier, ProviderKind);
+stored_by_name!(SessionStatus, ResourceIpStatus, EndedReason, Role, Tier, ProviderKind, DeliveryStatus);

@@ -1,3 +1,4 @@
+use crate::domain::DeliveryStatus;
 use sea_orm::entity::prelude::*;
 
 /// One event on its way to one webhook: the body is rendered once, so every attempt posts the
@@ -12,8 +13,7 @@ pub struct Model {
     pub event_id: String,
     pub event_type: String,
     pub payload: String,
-    /// PENDING, DELIVERED or FAILED.
-    pub status: String,
+    pub status: DeliveryStatus,
     pub attempts: i32,
     pub next_attempt_at: DateTimeUtc,
     /// After this, a failed attempt marks the delivery FAILED instead of scheduling another.

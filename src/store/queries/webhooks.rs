@@ -1,6 +1,7 @@
 //! Webhooks, the outbox (undispatched audit events) and deliveries.
 
 use super::{fetch_page, found};
+use crate::domain::DeliveryStatus;
 use crate::store::entity::{audit_event, webhook, webhook_delivery};
 use crate::store::{Page, PageRequest, StoreResult};
 use chrono::{DateTime, Utc};
@@ -8,11 +9,6 @@ use sea_orm::sea_query::{Expr, OnConflict, Query};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
-
-/// Delivery statuses as stored.
-pub const PENDING: &str = "PENDING";
-pub const DELIVERED: &str = "DELIVERED";
-pub const FAILED: &str = "FAILED";
 
 pub async fn insert(db: &impl ConnectionTrait, model: webhook::Model) -> StoreResult<webhook::Model> {
     Ok(webhook::ActiveModel::from(model).insert(db).await?)
@@ -116,7 +112,7 @@ pub async fn claim_due(
     let due = Query::select()
         .column(webhook_delivery::Column::Id)
         .from(webhook_delivery::Entity)
-        .and_where(webhook_delivery::Column::Status.eq(PENDING))
+        .and_where(webhook_delivery::Column::Status.eq(DeliveryStatus::Pending))
         .and_where(webhook_delivery::Column::NextAttemptAt.lte(now))
         .cond_where(delivery_lease_free(now))
         .order_by(webhook_delivery::Column::NextAttemptAt, sea_orm::Order::Asc)
@@ -131,7 +127,7 @@ pub async fn claim_due(
         .await?;
     Ok(webhook_delivery::Entity::find()
         .filter(webhook_delivery::Column::LeaseOwner.eq(token))
-        .filter(webhook_delivery::Column::Status.eq(PENDING))
+        .filter(webhook_delivery::Column::Status.eq(DeliveryStatus::Pending))
         .order_by_asc(webhook_delivery::Column::Id)
         .all(db)
         .await?)
@@ -157,7 +153,7 @@ pub async fn save_attempt(
 /// When the next pending delivery falls due.
 pub async fn next_due(db: &impl ConnectionTrait) -> StoreResult<Option<DateTime<Utc>>> {
     Ok(webhook_delivery::Entity::find()
-        .filter(webhook_delivery::Column::Status.eq(PENDING))
+        .filter(webhook_delivery::Column::Status.eq(DeliveryStatus::Pending))
         .order_by_asc(webhook_delivery::Column::NextAttemptAt)
         .one(db)
         .await?
@@ -240,11 +236,11 @@ pub async fn fail_pending_of(
     at: DateTime<Utc>,
 ) -> StoreResult<()> {
     webhook_delivery::Entity::update_many()
-        .col_expr(webhook_delivery::Column::Status, Expr::value(FAILED))
+        .col_expr(webhook_delivery::Column::Status, Expr::value(DeliveryStatus::Failed))
         .col_expr(webhook_delivery::Column::LastError, Expr::value(reason))
         .col_expr(webhook_delivery::Column::UpdatedAt, Expr::value(at))
         .filter(webhook_delivery::Column::WebhookId.eq(webhook_id))
-        .filter(webhook_delivery::Column::Status.eq(PENDING))
+        .filter(webhook_delivery::Column::Status.eq(DeliveryStatus::Pending))
         .exec(db)
         .await?;
     Ok(())
