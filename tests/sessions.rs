@@ -1098,7 +1098,7 @@ async fn a_removal_waits_for_a_reachable_provider() {
         assert!(rule.error_message.unwrap().contains("cannot remove"));
         assert_eq!(f.server.memory_rules(&resource), vec![ip(IPV4)], "the address is still open at the provider");
 
-        f.server.db.execute_unprepared(&set_config(&stored.provider_config)).await.unwrap();
+        f.server.db.execute_unprepared(&set_config(stored.provider_config.text())).await.unwrap();
         settled(&f.server, &session.id, SessionStatus::Cancelled).await;
         assert!(f.server.memory_rules(&resource).is_empty(), "{}", db.backend);
         f.server.stop().await;

@@ -4,7 +4,7 @@ mod common;
 
 use common::{TestDb, each_backend};
 use portcullis::domain::{new_id, now};
-use portcullis::store::entity::{organization, resource, user};
+use portcullis::store::entity::{StoredProvider, organization, resource, user};
 use portcullis::store::{self, Migrator, StoreError, queries};
 use sea_orm::ConnectionTrait;
 use sea_orm_migration::MigratorTrait;
@@ -109,7 +109,7 @@ fn resource_row_named(organization_id: &str, name: &str) -> resource::Model {
         name: name.into(),
         description: String::new(),
         provider_kind: portcullis::domain::ProviderKind::Memory,
-        provider_config: r#"{"kind":"memory","latency_ms":0,"fail_addresses":[]}"#.into(),
+        provider_config: StoredProvider::from_text(r#"{"kind":"memory","latency_ms":0,"fail_addresses":[]}"#.into()),
         created_at: at,
         updated_at: at,
         reconciled_at: None,
@@ -239,7 +239,8 @@ async fn resource_checks_take_turns_apart_from_reconciles_and_a_stale_finding_is
         assert_eq!(saved, Some(None), "{}: nothing checked before", test_db.backend);
         let saved = save_check(&db, &first.id, &first.provider_config, "OK", "fine").await.unwrap();
         assert_eq!(saved, Some(Some("ACCESS_DENIED".into())));
-        let stale = save_check(&db, &first.id, r#"{"kind":"memory","latency_ms":5}"#, "OK", "x").await.unwrap();
+        let elsewhere = StoredProvider::from_text(r#"{"kind":"memory","latency_ms":5}"#.into());
+        let stale = save_check(&db, &first.id, &elsewhere, "OK", "x").await.unwrap();
         assert_eq!(stale, None, "{}: about another firewall", test_db.backend);
         let stored = queries::resources::get_by_id(&db, &first.id).await.unwrap();
         assert_eq!((stored.check_status.as_deref(), stored.check_message.as_deref()), (Some("OK"), Some("fine")));

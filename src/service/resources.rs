@@ -7,7 +7,7 @@ use crate::error::{Error, Result, StoreResultExt};
 use crate::pb::v1::ErrorReason;
 use crate::provider::{CheckOutcome, Providers, Target};
 use crate::store::audit::AuditRecord;
-use crate::store::entity::{resource, resource_assignment};
+use crate::store::entity::{StoredProvider, resource, resource_assignment};
 use crate::store::{self, Page, PageRequest, queries};
 use sea_orm::{ActiveValue::Set, DatabaseConnection, IntoActiveModel};
 
@@ -105,7 +105,7 @@ impl ResourceManager {
                 name,
                 description,
                 provider_kind: provider.kind().to_owned(),
-                provider_config: queries::resources::encode_provider(&provider),
+                provider_config: StoredProvider::new(&provider),
                 created_at: at,
                 updated_at: at,
                 reconciled_at: None,
@@ -186,7 +186,7 @@ impl ResourceManager {
             }
             record = record.detail("provider", provider.kind());
             active.provider_kind = Set(provider.kind().to_owned());
-            active.provider_config = Set(queries::resources::encode_provider(provider));
+            active.provider_config = Set(StoredProvider::new(provider));
             // What the last check found was about the old firewall: check the new one soon.
             active.checked_at = Set(None);
             active.check_status = Set(None);

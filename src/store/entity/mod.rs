@@ -13,6 +13,8 @@ pub mod resource_lease;
 pub mod session;
 pub mod signing_key;
 mod stored;
+
+pub use stored::StoredProvider;
 pub mod user;
 pub mod verification_code;
 pub mod webhook;

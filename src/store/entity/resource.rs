@@ -1,3 +1,4 @@
+use super::StoredProvider;
 use crate::domain::ProviderKind;
 use sea_orm::entity::prelude::*;
 
@@ -10,7 +11,7 @@ pub struct Model {
     pub name: String,
     pub description: String,
     pub provider_kind: ProviderKind,
-    pub provider_config: String,
+    pub provider_config: StoredProvider,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
     /// When the reconciler last compared this firewall with its rules (on any replica).

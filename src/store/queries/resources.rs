@@ -2,7 +2,7 @@ use super::{fetch_page, found};
 use crate::domain::{ProviderConfig, ProviderKind};
 use crate::store::StoreError;
 use crate::store::entity::resource::{self, ActiveModel, Column, Entity, Model};
-use crate::store::entity::resource_assignment;
+use crate::store::entity::{StoredProvider, resource_assignment};
 use crate::store::{Page, PageRequest, StoreResult};
 use chrono::{DateTime, TimeDelta, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, NullOrdering, OnConflict, Query};
@@ -10,16 +10,13 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, Order, QueryFilter, QueryOrder, QuerySelect,
 };
 
-/// The provider configuration of a stored resource.
+/// The provider configuration of a stored resource (decoded as the row was read).
 pub fn provider_config(resource: &Model) -> StoreResult<ProviderConfig> {
-    serde_json::from_str(&resource.provider_config)
+    resource
+        .provider_config
+        .config()
+        .cloned()
         .map_err(|err| StoreError::Corrupt(format!("provider_config of resource {}: {err}", resource.id)))
-}
-
-/// A provider configuration as it is stored.
-pub fn encode_provider(provider: &ProviderConfig) -> String {
-    // Plain data of strings, numbers and lists: serializing it cannot fail.
-    serde_json::to_string(provider).unwrap_or_default()
 }
 
 pub async fn insert(db: &impl ConnectionTrait, model: Model) -> StoreResult<Model> {
@@ -165,11 +162,11 @@ pub async fn claim(
 pub async fn save_check(
     db: &impl ConnectionTrait,
     id: &str,
-    provider_config: &str,
+    provider_config: &StoredProvider,
     status: &str,
     message: &str,
 ) -> StoreResult<Option<Option<String>>> {
-    let unchanged = || Column::Id.eq(id).and(Column::ProviderConfig.eq(provider_config));
+    let unchanged = || Column::Id.eq(id).and(Column::ProviderConfig.eq(provider_config.text()));
     let Some(current) = Entity::find().filter(unchanged()).one(db).await? else {
         return Ok(None);
     };
