@@ -8,6 +8,7 @@ use portcullis::store::entity::{StoredProvider, organization, resource, user};
 use portcullis::store::{self, Migrator, StoreError, queries};
 use sea_orm::ConnectionTrait;
 use sea_orm_migration::MigratorTrait;
+use std::collections::HashMap;
 
 const TABLES: &[&str] = &[
     "organizations",
@@ -426,26 +427,11 @@ async fn the_metrics_figures_count_sessions_rules_and_due_work() {
         ];
         sessions::insert_all(&db, vec![active, pending, ended], rules).await.unwrap();
 
-        let mut by_status: Vec<(String, i64)> = sessions::count_by_status(&db)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(status, count)| (status.as_str().to_owned(), count))
-            .collect();
-        by_status.sort();
-        let expected =
-            [("ACTIVE", 1), ("EXPIRED", 1), ("PENDING", 1)].map(|(status, count)| (status.to_string(), count));
-        assert_eq!(by_status, expected, "{}", test_db.backend);
-        let mut rules: Vec<(String, i64)> = sessions::count_rules_by_status(&db)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(status, count)| (status.as_str().to_owned(), count))
-            .collect();
-        rules.sort();
-        let expected =
-            [("APPLIED", 1), ("PENDING", 2), ("REMOVING", 1)].map(|(status, count)| (status.to_string(), count));
-        assert_eq!(rules, expected, "{}", test_db.backend);
+        use portcullis::domain::{ResourceIpStatus as R, SessionStatus as S};
+        let by_status: HashMap<S, i64> = sessions::count_by_status(&db).await.unwrap().into_iter().collect();
+        assert_eq!(by_status, HashMap::from([(S::Active, 1), (S::Expired, 1), (S::Pending, 1)]), "{}", test_db.backend);
+        let rules: HashMap<R, i64> = sessions::count_rules_by_status(&db).await.unwrap().into_iter().collect();
+        assert_eq!(rules, HashMap::from([(R::Applied, 1), (R::Pending, 2), (R::Removing, 1)]), "{}", test_db.backend);
         let (due, oldest) = sessions::due_backlog(&db, at).await.unwrap();
         assert_eq!(due, 2, "{}: the pending and the removing rule due by now", test_db.backend);
         assert_eq!(oldest.map(|oldest| oldest.timestamp_millis()), Some(seconds(-20).timestamp_millis()));

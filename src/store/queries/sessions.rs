@@ -106,18 +106,23 @@ pub async fn lock_all(db: &impl ConnectionTrait, ids: &[&str]) -> StoreResult<()
 
 /// Reads and locks sessions (as [`get_for_update`], in id order) that are about to change.
 pub async fn get_all_for_update(db: &impl ConnectionTrait, ids: &[&str]) -> StoreResult<Vec<session::Model>> {
-    // In id order, 500 at a time (within every backend's bound on parameters): everyone who
-    // locks several sessions locks them in the same order.
+    locked_by_id::<session::Entity>(db, session::Column::Id, ids).await
+}
+
+/// Reads and locks rows of `E` by their id `column` (PostgreSQL), in id order and 500 at a time
+/// (within every backend's bound on parameters): everyone who locks several rows of a table
+/// locks them in the same order, so concurrent lockers never deadlock.
+async fn locked_by_id<E: EntityTrait>(
+    db: &impl ConnectionTrait,
+    column: E::Column,
+    ids: &[&str],
+) -> StoreResult<Vec<E::Model>> {
     let mut ids = ids.to_vec();
     ids.sort_unstable();
     let mut found = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(500) {
-        let rows = session::Entity::find()
-            .filter(session::Column::Id.is_in(chunk.iter().copied()))
-            .order_by_asc(session::Column::Id)
-            .lock_exclusive()
-            .all(db)
-            .await?;
+        let rows =
+            E::find().filter(column.is_in(chunk.iter().copied())).order_by_asc(column).lock_exclusive().all(db).await?;
         found.extend(rows);
     }
     Ok(found)
@@ -616,19 +621,7 @@ pub async fn save_claimed_rules(
 /// Reads claimed rules to save their outcome, locked (PostgreSQL) so no claim changes hands
 /// before the outcome is saved.
 pub async fn claimed_rules_for_update(db: &impl ConnectionTrait, ids: &[&str]) -> StoreResult<Vec<resource_ip::Model>> {
-    let mut ids = ids.to_vec();
-    ids.sort_unstable();
-    let mut found = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(500) {
-        let rows = resource_ip::Entity::find()
-            .filter(resource_ip::Column::Id.is_in(chunk.iter().copied()))
-            .order_by_asc(resource_ip::Column::Id)
-            .lock_exclusive()
-            .all(db)
-            .await?;
-        found.extend(rows);
-    }
-    Ok(found)
+    locked_by_id::<resource_ip::Entity>(db, resource_ip::Column::Id, ids).await
 }
 
 /// A change the state machine made to a rule that is not the worker's to save.
