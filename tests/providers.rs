@@ -1214,6 +1214,39 @@ mod azure {
         assert_eq!(elsewhere.calls(), Vec::<String>::new(), "nothing reached the other host");
     }
 
+    /// An endpoint with a path and a fragment would put every URL the provider builds — with the
+    /// server's token — on another subscription's rule (the provider's own path lands in the
+    /// fragment): such an endpoint is refused at the API, and a stored one before any call.
+    #[tokio::test]
+    async fn azure_an_endpoint_with_a_path_never_reaches_another_subscription() {
+        const OTHER: &str = "0b9d8e7f-1a2b-4c3d-8e9f-a0b1c2d3e4f5";
+        let (fake, credential, _dir) = fake_with_credential().await;
+        fake.create_group(OTHER, RG, NSG);
+        let mut theirs = office_vpn();
+        theirs["name"] = json!("SSH");
+        fake.put_rule(OTHER, RG, NSG, theirs.clone());
+        let escape = format!(
+            "{}/subscriptions/{OTHER}/resourceGroups/{RG}/providers/Microsoft.Network/networkSecurityGroups/{NSG}\
+             /securityRules/SSH?api-version=2024-05-01#",
+            fake.url
+        );
+        let results = AzureFirewall::with_credential(credential, &Default::default(), 1.0)
+            .apply(&target(config(&escape)), &[request(V4, "s")])
+            .await;
+        assert_eq!(fake.rule(OTHER, RG, NSG, "SSH").unwrap(), theirs, "the other subscription's rule is untouched");
+        assert!(matches!(&results[..], [Err(ProviderError::Rejected(m))] if m.contains("origin")), "{results:?}");
+        assert!(fake.calls().iter().all(|call| !call.contains(OTHER)), "{:?}", fake.calls());
+
+        let mut f = Fixture::new(&TestDb::sqlite()).await;
+        let resource =
+            pb::Resource { name: "escape".into(), provider: Some(resource_on_fake(&escape)), ..Default::default() };
+        let request = common::with_key(pb::CreateResourceRequest { resource: Some(resource) }, &f.server.admin_key);
+        let err = f.resources.create_resource(request).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert_eq!(common::violated_fields(&err), ["resource.azure_network_security_group.endpoint_url"]);
+        f.server.stop().await;
+    }
+
     fn resource_on_fake(endpoint: &str) -> pb::resource::Provider {
         pb::resource::Provider::AzureNetworkSecurityGroup(pb::AzureNetworkSecurityGroup {
             subscription_id: SUBSCRIPTION.into(),

@@ -42,6 +42,46 @@ pub fn under_prefix(url: &str, prefixes: &[String]) -> bool {
         .any(|(entry, prefix)| entry.admits(&target) && (path.starts_with(prefix) || prefix == "/" && path.is_empty()))
 }
 
+/// `url` as a plain origin, `scheme://host[:port]` (lowercase, the scheme's default port left
+/// out), or why it is not one. A provider builds its request URLs by appending its own paths to
+/// the origin, so anything after it (a path, a query, a fragment), credentials, escapes or
+/// backslashes could move those requests elsewhere: a path naming another subscription, a
+/// fragment swallowing the provider's own path.
+pub fn plain_origin(url: &str) -> Result<String, String> {
+    let refuse =
+        || format!("{url:?} must be an origin, scheme://host[:port], without path, query, fragment or credentials");
+    let (scheme, rest) = url.split_once("://").ok_or_else(refuse)?;
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "http" => 80,
+        "https" => 443,
+        _ => return Err(refuse()),
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']');
+    if authority.is_empty() || !authority.chars().all(plain) {
+        return Err(refuse());
+    }
+    let (host, port) = match authority.rsplit_once(':').filter(|(host, _)| !host.ends_with(':')) {
+        // An IPv6 literal's colons are inside its brackets.
+        Some((host, port)) if !port.contains(']') => (host, Some(port.parse::<u16>().map_err(|_| refuse())?)),
+        _ => (authority, None),
+    };
+    let bracketed =
+        host.starts_with('[') && host.ends_with(']') && host[1..host.len() - 1].parse::<std::net::Ipv6Addr>().is_ok();
+    let named = !host.is_empty()
+        && !host.contains([':', '[', ']'])
+        && host.split('.').all(|label| !label.is_empty() && !label.starts_with('-') && !label.ends_with('-'));
+    if !bracketed && !named {
+        return Err(refuse());
+    }
+    let host = host.to_ascii_lowercase();
+    Ok(match port.filter(|port| *port != default_port) {
+        Some(port) => format!("{scheme}://{host}:{port}"),
+        None => format!("{scheme}://{host}"),
+    })
+}
+
 /// The parts of a URL that say where a request goes.
 #[derive(Debug, PartialEq, Eq)]
 struct Origin {
@@ -91,6 +131,36 @@ impl Origin {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints_are_plain_origins() {
+        let origin = |url: &str| plain_origin(url);
+        assert_eq!(origin("https://Management.Azure.com/"), Ok("https://management.azure.com".into()));
+        assert_eq!(origin("http://127.0.0.1:8080"), Ok("http://127.0.0.1:8080".into()));
+        assert_eq!(origin("https://ec2.amazonaws.com:443"), Ok("https://ec2.amazonaws.com".into()));
+        assert_eq!(origin("http://[::1]:9000"), Ok("http://[::1]:9000".into()));
+        let escapes = [
+            "https://management.azure.com/subscriptions/other/resourceGroups/rg?api-version=2024-05-01#",
+            "https://management.azure.com#",
+            "https://management.azure.com?x",
+            "https://management.azure.com/.",
+            "https://management.azure.com/%2e%2e",
+            "https://management.azure.com/..;",
+            "https://management.azure.com\\evil.example",
+            "https://evil.example%40management.azure.com",
+            "https://user@management.azure.com",
+            "http://[fe80::1%25eth0]",
+            "https://management.azure.com.",
+            "https://management.azure.com:443:443",
+            "https://management.azure.com:99999",
+            "ftp://management.azure.com",
+            "https://",
+            "https:// management.azure.com",
+        ];
+        for url in escapes {
+            assert!(origin(url).is_err(), "{url} passed as an origin");
+        }
+    }
 
     #[test]
     fn cloud_endpoints_and_listed_origins_only() {

@@ -253,15 +253,9 @@ fn is_token(value: &str) -> bool {
 }
 
 fn check_endpoint(endpoint_url: &Option<String>, errors: &mut Vec<(&'static str, String)>) {
-    if let Some(url) = endpoint_url
-        && !is_http_url(url)
-    {
-        errors.push(("endpoint_url", "must be an http:// or https:// URL".to_owned()));
+    if let Some(Err(why)) = endpoint_url.as_deref().map(super::plain_origin) {
+        errors.push(("endpoint_url", why));
     }
-}
-
-fn is_http_url(value: &str) -> bool {
-    (value.starts_with("http://") || value.starts_with("https://")) && !value.chars().any(char::is_whitespace)
 }
 
 /// Whether `value` is a port no lower than `lowest` (22) or a range of them (5432-5433).

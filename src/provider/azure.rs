@@ -77,9 +77,16 @@ pub struct AzureFirewall {
     buckets: Buckets<(Option<String>, String)>,
 }
 
+/// The resource's settings, if every URL built from them stays on its Resource Manager: an
+/// endpoint with a path, query or fragment would carry the token to another tenant's resource.
 fn config_of(target: &Target) -> Result<&AzureNetworkSecurityGroup, ProviderError> {
     match &target.config {
-        ProviderConfig::AzureNetworkSecurityGroup(config) => Ok(config),
+        ProviderConfig::AzureNetworkSecurityGroup(config) => {
+            if let Some(Err(why)) = config.endpoint_url.as_deref().map(crate::domain::plain_origin) {
+                return Err(ProviderError::Rejected(format!("endpoint_url {why}")));
+            }
+            Ok(config)
+        }
         _ => Err(ProviderError::Rejected("not an Azure network security group resource".into())),
     }
 }

@@ -408,6 +408,10 @@ impl Providers {
         config: &ProviderConfig,
         scopes: &CloudScopes,
     ) -> Result<Arc<dyn FirewallProvider>, ProviderError> {
+        // A stored endpoint from before origins were enforced: its calls could land anywhere.
+        if let Some(Err(why)) = config.endpoint_url().map(crate::domain::plain_origin) {
+            return Err(ProviderError::Rejected(format!("endpoint_url {why}")));
+        }
         if let Some((_, why)) = self.refusal(config, scopes) {
             return Err(ProviderError::Forbidden(why));
         }
