@@ -18,12 +18,14 @@ mod worker;
 pub use cache::SessionCache;
 pub use hub::{Hub, Subscription};
 
-use crate::domain::{Actor, EndedReason, now};
+use crate::domain::{Actor, EndedReason, ResourceIpStatus, now};
 use crate::provider::{ProviderError, Providers, Target};
+use crate::store::entity::{resource_ip, session};
 use crate::store::queries::sessions::SessionRecord;
 use crate::store::queries::{organizations, resources, sessions};
 use crate::store::{self, StoreError, StoreResult};
 use sea_orm::DatabaseConnection;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -373,6 +375,35 @@ impl Engine {
         Ok(self.providers().for_config(&config, &scopes).map(|provider| {
             (provider, Target { resource_id: resource.id, organization_id: resource.organization_id, config })
         }))
+    }
+
+    /// Sends to removal the rules among `rules` that still hold, or are about to hold, an
+    /// address for a session that has ended (none should: a guard let a race through), logged
+    /// by [`transitions::sweep`]. Answers the sessions of `rules` as read, and the orphans' ids.
+    async fn sweep_orphans(
+        &self,
+        rules: &[resource_ip::Model],
+    ) -> StoreResult<(HashMap<String, session::Model>, Vec<String>)> {
+        let mut ids: Vec<&str> = rules.iter().map(|rule| rule.session_id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let read = sessions::by_ids(&self.inner.reader, &ids).await?;
+        let orphans: Vec<&resource_ip::Model> = rules
+            .iter()
+            .filter(|rule| matches!(rule.status, ResourceIpStatus::Pending | ResourceIpStatus::Applied))
+            .filter(|rule| read.get(&rule.session_id).is_some_and(|session| session.status.is_terminal()))
+            .collect();
+        if orphans.is_empty() {
+            return Ok((read, Vec::new()));
+        }
+        let mut ended: Vec<&str> = orphans.iter().map(|rule| rule.session_id.as_str()).collect();
+        ended.sort_unstable();
+        ended.dedup();
+        let txn = store::begin(&self.inner.db).await?;
+        let swept = transitions::sweep(&txn, &ended).await?;
+        store::commit(txn).await?;
+        self.announce(&swept).await;
+        Ok((read, orphans.into_iter().map(|rule| rule.id.clone()).collect()))
     }
 
     /// Ends up to `limit` due sessions in one transaction, so the worker then removes each

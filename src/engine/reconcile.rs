@@ -161,7 +161,9 @@ async fn reconcile_resource(engine: &Engine, provider: &dyn FirewallProvider, ta
     };
     // Pending and removing rules count as live: their provider call may be due any moment.
     let live = sessions::rules_on(&engine.inner.reader, resource_id, &ResourceIpStatus::LIVE).await?;
-    sweep_orphans(engine, &live).await?;
+    // Rules of ended sessions are not wanted: they go (their addresses count as held until the
+    // worker has removed them).
+    engine.sweep_orphans(&live).await?;
     let held: BTreeSet<IpAddr> = live.iter().filter_map(|rule| rule.ip_address.parse().ok()).collect();
     let orphans: Vec<RuleRef> = listing
         .owned
@@ -223,28 +225,4 @@ async fn repair(engine: &Engine, missing: &[&resource_ip::Model]) -> StoreResult
     store::commit(txn).await?;
     engine.announce(&changed).await;
     Ok(repaired.len())
-}
-
-/// Sends to removal what rules of ended sessions still hold on this resource (none should: a
-/// guard let a race through). Their addresses count as held until the worker has removed them.
-async fn sweep_orphans(engine: &Engine, live: &[resource_ip::Model]) -> StoreResult<()> {
-    let mut ids: Vec<&str> = live.iter().map(|rule| rule.session_id.as_str()).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let sessions = sessions::by_ids(&engine.inner.reader, &ids).await?;
-    let ended = |rule: &resource_ip::Model| {
-        rule.status != ResourceIpStatus::Removing
-            && sessions.get(&rule.session_id).is_some_and(|s| s.status.is_terminal())
-    };
-    let mut orphaned: Vec<&str> = live.iter().filter(|rule| ended(rule)).map(|rule| rule.session_id.as_str()).collect();
-    if orphaned.is_empty() {
-        return Ok(());
-    }
-    orphaned.sort_unstable();
-    orphaned.dedup();
-    let txn = store::begin(&engine.inner.db).await?;
-    let swept = transitions::sweep(&txn, &orphaned).await?;
-    store::commit(txn).await?;
-    engine.announce(&swept).await;
-    Ok(())
 }

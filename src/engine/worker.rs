@@ -249,40 +249,15 @@ struct Claimed {
     expiries: HashMap<String, chrono::DateTime<chrono::Utc>>,
 }
 
-/// Rules of sessions that have ended can only be orphans (a race the state machine's guards
-/// should never let through): they are sent to removal, with a warning, instead of being opened.
-async fn sweep_orphans(engine: &Engine, claimed: Vec<resource_ip::Model>) -> StoreResult<Claimed> {
-    let mut ids: Vec<&str> = claimed.iter().map(|rule| rule.session_id.as_str()).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let sessions = sessions::by_ids(&engine.inner.reader, &ids).await?;
-    let expiries = sessions.iter().map(|(id, session)| (id.clone(), session.expires_at)).collect();
-    let ended = |rule: &resource_ip::Model| {
-        rule.status == ResourceIpStatus::Pending
-            && sessions.get(&rule.session_id).is_some_and(|session| session.status.is_terminal())
-    };
-    let mut orphaned: Vec<&str> =
-        claimed.iter().filter(|rule| ended(rule)).map(|rule| rule.session_id.as_str()).collect();
-    if orphaned.is_empty() {
-        return Ok(Claimed { rules: claimed, expiries });
+/// Claimed rules of sessions that have ended can only be orphans: they are removed instead of
+/// being opened (see [`Engine::sweep_orphans`]).
+async fn sweep_orphans(engine: &Engine, mut claimed: Vec<resource_ip::Model>) -> StoreResult<Claimed> {
+    let (sessions, orphans) = engine.sweep_orphans(&claimed).await?;
+    for rule in claimed.iter_mut().filter(|rule| orphans.contains(&rule.id)) {
+        rule.status = ResourceIpStatus::Removing;
     }
-    orphaned.sort_unstable();
-    orphaned.dedup();
-    let txn = store::begin(&engine.inner.db).await?;
-    let swept = super::transitions::sweep(&txn, &orphaned).await?;
-    store::commit(txn).await?;
-    let orphans: Vec<String> = claimed.iter().filter(|rule| ended(rule)).map(|rule| rule.id.clone()).collect();
-    let rules = claimed
-        .into_iter()
-        .map(|mut rule| {
-            if orphans.contains(&rule.id) {
-                rule.status = ResourceIpStatus::Removing;
-            }
-            rule
-        })
-        .collect();
-    engine.publish(&swept.iter().map(String::as_str).collect::<Vec<_>>()).await;
-    Ok(Claimed { rules, expiries })
+    let expiries = sessions.into_iter().map(|(id, session)| (id, session.expires_at)).collect();
+    Ok(Claimed { rules: claimed, expiries })
 }
 
 /// How many rules of a pass ended each way, for the metrics.
