@@ -191,6 +191,15 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 Providers::new(memory, &config.providers, config.engine.provider_timeout()),
             )
             .await?;
+            for (resource, why) in services.resources.unusable_endpoints().await? {
+                tracing::warn!(
+                    resource_id = %resource.id,
+                    organization_id = %resource.organization_id,
+                    name = %resource.name,
+                    why = %why,
+                    "resource endpoint is not a plain origin; its rules fail until an admin corrects endpoint_url"
+                );
+            }
             let listener = tokio::net::TcpListener::bind(config.listen).await?;
             tracing::info!(address = %listener.local_addr()?, "listening");
             let interval = Duration::from_secs(config.health_check_interval_secs.max(1));

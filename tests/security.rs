@@ -315,6 +315,77 @@ async fn no_call_goes_to_an_endpoint_the_operator_does_not_allow() {
     server.stop().await;
 }
 
+/// A resource stored before endpoints had to be plain origins does not stop the server: it is
+/// named at start (`unusable_endpoints`), its rules fail saying why, CheckResource reports it,
+/// and no call reaches the endpoint.
+#[tokio::test]
+async fn a_stored_endpoint_with_a_path_is_named_and_never_called() {
+    use portcullis::pb::v1::resource_service_client::ResourceServiceClient;
+    use portcullis::pb::v1::session_service_client::SessionServiceClient;
+    use sea_orm::{ConnectionTrait, Statement};
+    let db = TestDb::sqlite();
+    let (url, caught) = trap().await;
+    let mut config = common::test_config();
+    config.engine.check_interval_secs = 0;
+    let server = TestServer::start_with(&db, config).await;
+    let mut resources = ResourceServiceClient::new(server.channel().await);
+    let spelled = url.replace("http://", "HTTP://") + "/";
+    let create = CreateResourceRequest {
+        resource: Some(Resource { name: "legacy".into(), provider: Some(aws_on(&spelled)), ..Default::default() }),
+    };
+    let created = resources.create_resource(with_key(create, &server.admin_key)).await.unwrap();
+    let resource_id = created.into_inner().resource.unwrap().id;
+    let stored = portcullis::store::queries::resources::get_by_id(&server.db, &resource_id).await.unwrap();
+    assert!(
+        stored.provider_config.text().contains(&format!("\"{url}\"")),
+        "stored normalized: {}",
+        stored.provider_config.text()
+    );
+    assert!(server.services.resources.unusable_endpoints().await.unwrap().is_empty());
+
+    // As an older server stored it: a path and a fragment after the origin.
+    let legacy = stored.provider_config.text().replace(&url, &format!("{url}/x?y#"));
+    let backend = server.db.get_database_backend();
+    let statement = Statement::from_sql_and_values(
+        backend,
+        "UPDATE resources SET provider_config = $1 WHERE id = $2",
+        [legacy.into(), resource_id.clone().into()],
+    );
+    server.db.execute_raw(statement).await.unwrap();
+    let named = server.services.resources.unusable_endpoints().await.unwrap();
+    assert_eq!(named.iter().map(|(resource, _)| resource.id.as_str()).collect::<Vec<_>>(), [resource_id.as_str()]);
+    assert!(named[0].1.contains("must be an origin"), "{}", named[0].1);
+
+    let assign = AssignResourceRequest { resource_id: resource_id.clone(), user_id: server.admin_id.clone() };
+    resources.assign_resource(with_key(assign, &server.admin_key)).await.unwrap();
+    let request = StartSessionRequest { ipv4_address: Some("203.0.113.50".into()), ..Default::default() };
+    let session = SessionServiceClient::new(server.channel().await)
+        .start_session(with_key(request, &server.admin_key))
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let rule = loop {
+        let record = portcullis::store::queries::sessions::load(&server.db, &session.id).await.unwrap();
+        if record.rules[0].status.as_str() == "FAILED" {
+            break record.rules[0].clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the rule never failed: {:?}", record.rules[0]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(rule.error_message.as_deref().unwrap_or_default().contains("must be an origin"), "{rule:?}");
+    let check = resources
+        .check_resource(with_key(CheckResourceRequest { id: resource_id.clone() }, &server.admin_key))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(check.message.contains("must be an origin"), "{check:?}");
+    assert_eq!(caught.load(std::sync::atomic::Ordering::SeqCst), 0, "no connection reached the endpoint");
+    server.stop().await;
+}
+
 /// Waits for the session's first rule to record why its call was not sent, checks that it waits
 /// (neither failed nor open) and that `key`'s audit trail tells of it; answers the reason.
 async fn refused_call(server: &TestServer, key: &str, session_id: &str, resource_id: &str) -> String {

@@ -29,17 +29,53 @@ pub fn endpoint_allowed(url: &str, provider_kind: ProviderKind, allowed: &[Strin
 }
 
 /// Whether `url` falls under one of `prefixes` (`scheme://host[:port][/path]`, the port may be
-/// `*`): the same scheme, host and port, and a path beginning with the prefix's path. A plain
-/// string prefix would let `http://10.0.0.5.attacker.example` pass for `http://10.0.0.5`.
+/// `*`): the same scheme, host and port, and a path under the prefix's path, segment by segment.
+/// A plain string prefix would let `http://10.0.0.5.attacker.example` pass for `http://10.0.0.5`;
+/// paths are compared as a receiver that decodes and resolves them would read them, and a path
+/// that any reading could make climb (see [`clean_path`]) is under no prefix.
 pub fn under_prefix(url: &str, prefixes: &[String]) -> bool {
-    let Some((target, path)) = Origin::parse_with_path(url) else { return false };
+    let Some((target, rest)) = Origin::parse_with_path(url) else { return false };
+    let Some(path) = clean_path(path_of(rest)) else { return false };
     if target.port.is_none() {
         return false;
     }
-    prefixes
-        .iter()
-        .filter_map(|entry| Origin::parse_with_path(entry))
-        .any(|(entry, prefix)| entry.admits(&target) && (path.starts_with(prefix) || prefix == "/" && path.is_empty()))
+    prefixes.iter().filter_map(|entry| Origin::parse_with_path(entry)).any(|(entry, rest)| {
+        let Some(prefix) = clean_path(path_of(rest)) else { return false };
+        entry.admits(&target)
+            && (prefix.ends_with('/') && path.starts_with(&prefix)
+                || path == prefix
+                || path.strip_prefix(&prefix).is_some_and(|below| below.starts_with('/')))
+    })
+}
+
+/// The path part of what follows an origin (`/a/b?q#f` → `/a/b`), `/` when there is none.
+fn path_of(rest: &str) -> &str {
+    match rest.split(['?', '#']).next().unwrap_or_default() {
+        "" => "/",
+        path => path,
+    }
+}
+
+/// `path` percent-decoded, if no way of reading it can climb out of where it appears to be: no
+/// dot segments (also encoded, `%2e%2e`, or with parameters, `..;` as Tomcat reads them), no
+/// backslashes (a slash to some servers), no encoded slashes, no percent sign left after one
+/// decoding (`%252e` is a dot to a server that decodes twice), no control characters.
+pub fn clean_path(path: &str) -> Option<String> {
+    if !path.starts_with('/') {
+        return None;
+    }
+    let mut decoded = Vec::new();
+    for segment in path.split('/') {
+        let plain = percent_encoding::percent_decode_str(segment).decode_utf8().ok()?;
+        if plain.contains(['/', '\\', '%']) || plain.chars().any(char::is_control) {
+            return None;
+        }
+        if matches!(plain.split(';').next(), Some("." | "..")) {
+            return None;
+        }
+        decoded.push(plain);
+    }
+    Some(decoded.join("/"))
 }
 
 /// `url` as a plain origin, `scheme://host[:port]` (lowercase, the scheme's default port left
@@ -64,7 +100,11 @@ pub fn plain_origin(url: &str) -> Result<String, String> {
     }
     let (host, port) = match authority.rsplit_once(':').filter(|(host, _)| !host.ends_with(':')) {
         // An IPv6 literal's colons are inside its brackets.
-        Some((host, port)) if !port.contains(']') => (host, Some(port.parse::<u16>().map_err(|_| refuse())?)),
+        // Written as a port is: `:0443` or `:+443` are spellings parsers disagree on.
+        Some((host, port)) if !port.contains(']') => {
+            let number = port.parse::<u16>().ok().filter(|number| number.to_string() == port).ok_or_else(refuse)?;
+            (host, Some(number))
+        }
         _ => (authority, None),
     };
     let bracketed =
@@ -76,10 +116,16 @@ pub fn plain_origin(url: &str) -> Result<String, String> {
         return Err(refuse());
     }
     let host = host.to_ascii_lowercase();
-    Ok(match port.filter(|port| *port != default_port) {
+    let origin = match port.filter(|port| *port != default_port) {
         Some(port) => format!("{scheme}://{host}:{port}"),
         None => format!("{scheme}://{host}"),
-    })
+    };
+    // What an HTTP client makes of it must be the same origin: hosts it would rewrite
+    // (`0x7f.1` is 127.0.0.1 to it, `[::ffff:1.2.3.4]` another spelling) are not plain.
+    match url::Url::parse(&origin) {
+        Ok(parsed) if parsed.origin().ascii_serialization() == origin => Ok(origin),
+        _ => Err(refuse()),
+    }
 }
 
 /// The parts of a URL that say where a request goes.
@@ -204,5 +250,188 @@ mod tests {
         assert!(under_prefix("http://127.0.0.1:4000", &prefixes));
         assert!(under_prefix("http://127.0.0.1:4000/any", &prefixes));
         assert!(!under_prefix("http://127.0.0.1:*/any", &prefixes), "a URL names one port");
+        let climbs = [
+            "http://10.0.0.5:8080/hooks/../admin/reset",
+            "http://10.0.0.5:8080/hooks/%2e%2e/admin/reset",
+            "http://10.0.0.5:8080/hooks/%2E./admin",
+            "http://10.0.0.5:8080/hooks/..;/admin",
+            "http://10.0.0.5:8080/hooks/..\\admin",
+            "http://10.0.0.5:8080/hooks/%5c..%5cadmin",
+            "http://10.0.0.5:8080/hooks/%2e%2e%2fadmin",
+            "http://10.0.0.5:8080/hooks/%252e%252e/admin",
+            "http://10.0.0.5:8080/hooks/./x",
+        ];
+        for url in climbs {
+            assert!(!under_prefix(url, &prefixes), "{url} passed for a path under /hooks/");
+        }
+        let bare = vec!["http://10.0.0.5:8080/hooks".to_owned()];
+        assert!(under_prefix("http://10.0.0.5:8080/hooks", &bare));
+        assert!(under_prefix("http://10.0.0.5:8080/hooks/a?x=1", &bare));
+        assert!(!under_prefix("http://10.0.0.5:8080/hooksevil", &bare), "segment by segment");
+    }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Pieces an attacker would put together, from the known bypasses.
+        fn origin_like() -> impl Strategy<Value = String> {
+            let scheme = prop::sample::select(vec!["https", "http", "HTTPS", "ftp", "", "https:"]);
+            let userinfo = prop::sample::select(vec!["", "", "user@", "a:b@", "evil.example%40", "x@"]);
+            let host = prop::sample::select(vec![
+                "management.azure.com",
+                "Management.Azure.COM",
+                "management.azure.com.",
+                "ec2.amazonaws.com",
+                "127.0.0.1",
+                "0x7f.1",
+                "2130706433",
+                "[::1]",
+                "[::ffff:127.0.0.1]",
+                "[fe80::1%25eth0]",
+                "[::1",
+                "a..b",
+                "-a.example",
+                "xn--nxasmq6b.example",
+                "",
+            ]);
+            let port =
+                prop::sample::select(vec!["", "", ":443", ":0443", ":80", ":8080", ":", ":99999", ":+443", ":443:443"]);
+            let tail = prop::collection::vec(
+                prop::sample::select(vec![
+                    "/",
+                    "/x",
+                    "?",
+                    "?a=b",
+                    "#",
+                    "#f",
+                    "\\",
+                    "/%2e%2e",
+                    "/..;",
+                    "%2e",
+                    "/.",
+                    "%40evil.example",
+                    "%25",
+                    " ",
+                ]),
+                0..3,
+            );
+            (scheme, userinfo, host, port, tail, "[ -~]{0,6}").prop_map(
+                |(scheme, userinfo, host, port, tail, noise)| {
+                    let mut url = format!("{scheme}://{userinfo}{host}{port}{}", tail.concat());
+                    // Now and then some random printable characters at the end.
+                    if noise.len() > 4 {
+                        url.push_str(&noise);
+                    }
+                    url
+                },
+            )
+        }
+
+        /// Paths a webhook URL might take, from the known bypasses.
+        fn path_like() -> impl Strategy<Value = String> {
+            let segment = prop::sample::select(vec![
+                "hooks",
+                "admin",
+                "reset",
+                "",
+                ".",
+                "..",
+                "%2e%2e",
+                "%2E.",
+                ".%2e",
+                "..;",
+                ";x",
+                "..\\admin",
+                "%5c",
+                "%2f",
+                "%2F..",
+                "%252e%252e",
+                "%40",
+                "a%20b",
+                "%00",
+                "hooks;",
+                "%",
+                "%zz",
+            ]);
+            (prop::collection::vec(segment, 0..6), prop::sample::select(vec!["", "?a=b", "?../..", "#x"]))
+                .prop_map(|(segments, query)| format!("/{}{query}", segments.join("/")))
+        }
+
+        /// How a receiver that decodes again and again, takes `\` and `;` as separators and
+        /// resolves dot segments would read `path`.
+        fn as_a_lenient_server_reads(path: &str) -> String {
+            let mut path = path.split(['?', '#']).next().unwrap_or_default().to_owned();
+            for _ in 0..4 {
+                path = percent_encoding::percent_decode_str(&path).decode_utf8_lossy().into_owned();
+            }
+            let mut resolved: Vec<&str> = Vec::new();
+            for segment in path.split(['/', '\\']).map(|segment| segment.split(';').next().unwrap_or_default()) {
+                match segment {
+                    "" | "." => {}
+                    ".." => {
+                        resolved.pop();
+                    }
+                    segment => resolved.push(segment),
+                }
+            }
+            format!("/{}", resolved.join("/"))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4_000))]
+
+            /// Whatever is accepted as an endpoint is a plain origin, and is the very origin an
+            /// HTTP client would call: no path, query, fragment or credentials survive.
+            #[test]
+            fn an_accepted_endpoint_is_a_plain_origin(url in origin_like()) {
+                if let Ok(origin) = plain_origin(&url) {
+                    let after_scheme = origin.split_once("://").map(|(_, rest)| rest).unwrap_or_default();
+                    prop_assert!(!after_scheme.contains(['/', '?', '#', '@', '%', '\\', ' ']), "{url} gave {origin}");
+                    let parsed = url::Url::parse(&url).map_err(|err| TestCaseError::fail(format!("{url}: {err}")))?;
+                    prop_assert_eq!(parsed.origin().ascii_serialization(), origin.clone(), "{}", url);
+                    prop_assert_eq!(parsed.path(), "/", "{}", url);
+                    prop_assert!(parsed.query().is_none() && parsed.fragment().is_none(), "{url}");
+                    prop_assert!(parsed.username().is_empty() && parsed.password().is_none(), "{url}");
+                    prop_assert_eq!(plain_origin(&origin), Ok(origin.clone()), "normalizing twice changes nothing");
+                }
+            }
+
+            /// Whatever webhook URL passes for being under `/hooks/` is under it however its
+            /// receiver reads the path.
+            #[test]
+            fn an_accepted_webhook_path_stays_under_its_prefix(path in path_like()) {
+                let prefixes = vec!["http://10.0.0.5:8080/hooks/".to_owned()];
+                let url = format!("http://10.0.0.5:8080{path}");
+                if under_prefix(&url, &prefixes) {
+                    let parsed = url::Url::parse(&url).map_err(|err| TestCaseError::fail(format!("{url}: {err}")))?;
+                    prop_assert!(parsed.path().starts_with("/hooks/"), "{url} is {} to a WHATWG parser", parsed.path());
+                    let read = as_a_lenient_server_reads(&path);
+                    prop_assert!(read.starts_with("/hooks/") || read == "/hooks", "{url} reads as {read}");
+                }
+            }
+        }
+
+        #[test]
+        fn known_bypasses_are_refused() {
+            let bypasses = [
+                "https://management.azure.com/%2e%2e",
+                "https://management.azure.com/%2E.",
+                "https://management.azure.com/..;",
+                "https://management.azure.com\\@evil.example",
+                "https://evil.example%40management.azure.com",
+                "http://[fe80::1%25eth0]:80",
+                "https://management.azure.com.",
+                "https://management.azure.com:0443",
+                "https://management.azure.com:+443",
+                "https://management.azure.com?",
+                "https://management.azure.com#",
+                "http://0x7f.1:8080",
+                "http://2130706433:8080",
+            ];
+            for url in bypasses {
+                assert!(plain_origin(url).is_err(), "{url} passed as an origin");
+            }
+        }
     }
 }

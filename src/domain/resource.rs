@@ -90,6 +90,24 @@ impl ProviderConfig {
         }
     }
 
+    /// The same, its endpoint (if any) written as the plain origin it names, so every spelling
+    /// of one endpoint is stored, compared and keyed alike. An endpoint that is no origin stays
+    /// as it is (validation refuses it).
+    pub fn with_plain_endpoint(mut self) -> ProviderConfig {
+        let endpoint = match &mut self {
+            ProviderConfig::Memory(_) => None,
+            ProviderConfig::AwsSecurityGroup(aws) => aws.endpoint_url.as_mut(),
+            ProviderConfig::GcpFirewall(gcp) => gcp.endpoint_url.as_mut(),
+            ProviderConfig::AzureNetworkSecurityGroup(azure) => azure.endpoint_url.as_mut(),
+        };
+        if let Some(endpoint) = endpoint
+            && let Ok(origin) = super::plain_origin(endpoint)
+        {
+            *endpoint = origin;
+        }
+        self
+    }
+
     /// Which provider opens the rules.
     pub fn kind(&self) -> ProviderKind {
         match self {

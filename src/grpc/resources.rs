@@ -63,7 +63,10 @@ impl ResourceService for ResourceApi {
         let mask = UpdateMask::parse(message.update_mask.as_ref(), UPDATABLE)?;
         let provider = if mask.contains("provider") {
             let provider = resource.provider.ok_or_else(|| {
-                Error::invalid("resource.provider", "one of memory, aws_security_group, gcp_firewall is required")
+                Error::invalid(
+                    "resource.provider",
+                    "one of memory, aws_security_group, gcp_firewall, azure_network_security_group is required",
+                )
             })?;
             Some(provider_from_pb(provider)?)
         } else {

@@ -196,6 +196,7 @@ impl AwsFirewall {
             return client.clone();
         }
         let client = build_client(&key).await;
+        super::make_room(&mut clients);
         clients.insert(key, client.clone());
         client
     }

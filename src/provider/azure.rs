@@ -35,7 +35,7 @@ use azure_identity::{
     WorkloadIdentityCredential,
 };
 use reqwest::header::{HeaderMap, RETRY_AFTER};
-use reqwest::{Method, StatusCode};
+use reqwest::{Method, StatusCode, Url};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -77,44 +77,80 @@ pub struct AzureFirewall {
     buckets: Buckets<(Option<String>, String)>,
 }
 
-/// The resource's settings, if every URL built from them stays on its Resource Manager: an
-/// endpoint with a path, query or fragment would carry the token to another tenant's resource.
+/// The resource's settings.
 fn config_of(target: &Target) -> Result<&AzureNetworkSecurityGroup, ProviderError> {
     match &target.config {
-        ProviderConfig::AzureNetworkSecurityGroup(config) => {
-            if let Some(Err(why)) = config.endpoint_url.as_deref().map(crate::domain::plain_origin) {
-                return Err(ProviderError::Rejected(format!("endpoint_url {why}")));
-            }
-            Ok(config)
-        }
+        ProviderConfig::AzureNetworkSecurityGroup(config) => Ok(config),
         _ => Err(ProviderError::Rejected("not an Azure network security group resource".into())),
     }
 }
 
-/// The Resource Manager the resource's calls go to, without a trailing slash.
-fn base_url(config: &AzureNetworkSecurityGroup) -> &str {
-    config.endpoint_url.as_deref().unwrap_or(PUBLIC_RESOURCE_MANAGER).trim_end_matches('/')
+/// The Resource Manager the resource's calls go to, as a parsed origin. An endpoint with a path,
+/// query or fragment would carry the token to another tenant's resource: it is refused.
+fn resource_manager(config: &AzureNetworkSecurityGroup) -> Result<Url, ProviderError> {
+    let origin = match config.endpoint_url.as_deref() {
+        Some(endpoint) => crate::domain::plain_origin(endpoint)
+            .map_err(|why| ProviderError::Rejected(format!("endpoint_url {why}")))?,
+        None => PUBLIC_RESOURCE_MANAGER.to_owned(),
+    };
+    Url::parse(&origin).map_err(|_| ProviderError::Rejected(format!("endpoint_url {origin:?} is not a URL")))
 }
 
-fn group_url(config: &AzureNetworkSecurityGroup) -> String {
-    format!(
-        "{}/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/networkSecurityGroups/{}",
-        base_url(config),
-        config.subscription_id,
-        config.resource_group,
-        config.nsg_name
-    )
+/// `url` with `segments` appended, each encoded as one segment (a `/`, `?` or `#` in a name
+/// stays inside it).
+fn with_segments<'a>(mut url: Url, segments: impl IntoIterator<Item = &'a str>) -> Result<Url, ProviderError> {
+    url.path_segments_mut()
+        .map_err(|()| ProviderError::Rejected("Azure Resource Manager's URL cannot hold a path".into()))?
+        .extend(segments);
+    Ok(url)
 }
 
-fn rule_url(config: &AzureNetworkSecurityGroup, name: &str) -> String {
-    format!("{}/securityRules/{name}", group_url(config))
+fn group_url(config: &AzureNetworkSecurityGroup) -> Result<Url, ProviderError> {
+    let group = [
+        "subscriptions",
+        config.subscription_id.as_str(),
+        "resourceGroups",
+        config.resource_group.as_str(),
+        "providers",
+        "Microsoft.Network",
+        "networkSecurityGroups",
+        config.nsg_name.as_str(),
+    ];
+    with_segments(resource_manager(config)?, group)
 }
 
-/// The token scope for the resource's Resource Manager: a sovereign cloud's own, else the public
-/// one (a private endpoint or a test server stands in for it).
-fn token_scope(config: &AzureNetworkSecurityGroup) -> String {
-    let host = reqwest::Url::parse(base_url(config)).ok().and_then(|url| url.host_str().map(str::to_owned));
-    match host.filter(|host| AZURE_RESOURCE_MANAGERS.contains(&host.as_str())) {
+fn rule_url(config: &AzureNetworkSecurityGroup, name: &str) -> Result<Url, ProviderError> {
+    with_segments(group_url(config)?, ["securityRules", name])
+}
+
+/// Whether `url` is one the resource's calls may go to: on its Resource Manager and inside its
+/// subscription (checked against the organization's scopes when the provider was chosen). Our
+/// URLs are; this holds the operation URLs Resource Manager hands back to the same.
+fn within_scope(url: &Url, config: &AzureNetworkSecurityGroup) -> Result<(), ProviderError> {
+    let base = resource_manager(config)?;
+    let same_origin = url.scheme() == base.scheme()
+        && url.host_str() == base.host_str()
+        && url.port_or_known_default() == base.port_or_known_default();
+    if !same_origin {
+        return Err(ProviderError::Rejected(
+            "Azure Resource Manager pointed at another host; the call was not followed".into(),
+        ));
+    }
+    let mut segments = url.path_segments().into_iter().flatten();
+    let in_subscription = segments.next() == Some("subscriptions")
+        && segments.next().is_some_and(|id| id.eq_ignore_ascii_case(&config.subscription_id));
+    if !in_subscription {
+        return Err(ProviderError::Rejected(
+            "Azure Resource Manager pointed outside the resource's subscription; the call was not followed".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The token scope for the Resource Manager `url` is on: a sovereign cloud's own, else the
+/// public one (a private endpoint or a test server stands in for it).
+fn token_scope(url: &Url) -> String {
+    match url.host_str().filter(|host| AZURE_RESOURCE_MANAGERS.contains(host)) {
         Some(host) => format!("https://{host}/.default"),
         None => format!("{PUBLIC_RESOURCE_MANAGER}/.default"),
     }
@@ -248,12 +284,12 @@ impl AzureFirewall {
         (0..writes).map(|_| self.buckets.admit(write_bucket(config), self.writes, claim)).collect()
     }
 
-    async fn token(&self, config: &AzureNetworkSecurityGroup) -> Result<Option<Secret>, ProviderError> {
+    async fn token(&self, url: &Url) -> Result<Option<Secret>, ProviderError> {
         match &self.credential {
             Credential::Anonymous => Ok(None),
             Credential::Unusable(why) => Err(ProviderError::Rejected(why.clone())),
             Credential::Token(credential) => {
-                let scope = token_scope(config);
+                let scope = token_scope(url);
                 match credential.get_token(&[scope.as_str()], None).await {
                     Ok(token) => Ok(Some(token.token)),
                     Err(err) => {
@@ -265,30 +301,24 @@ impl AzureFirewall {
         }
     }
 
-    /// Sends one request to `url` (which must be on the resource's endpoint), retrying 429 and
-    /// 5xx after their `Retry-After`, and reads the answer whole.
+    /// Sends one request to `url` (which must be [`within_scope`]), retrying 429 and 5xx after
+    /// their `Retry-After`, and reads the answer whole.
     async fn send(
         &self,
         config: &AzureNetworkSecurityGroup,
         method: Method,
-        url: &str,
+        mut url: Url,
         body: Option<&Value>,
     ) -> Result<Answer, ProviderError> {
-        if !same_origin(url, base_url(config)) {
-            return Err(ProviderError::Rejected(
-                "Azure Resource Manager pointed at another host; the call was not followed".into(),
-            ));
-        }
-        let token = self.token(config).await?;
+        within_scope(&url, config)?;
+        let token = self.token(&url).await?;
         // Operation URLs come with their api-version; ours get the Network one.
-        let url = match (url.contains("api-version="), url.contains('?')) {
-            (true, _) => url.to_owned(),
-            (false, true) => format!("{url}&api-version={API_VERSION}"),
-            (false, false) => format!("{url}?api-version={API_VERSION}"),
-        };
+        if !url.query_pairs().any(|(name, _)| name == "api-version") {
+            url.query_pairs_mut().append_pair("api-version", API_VERSION);
+        }
         let mut attempt = 0;
         loop {
-            let mut request = self.http.request(method.clone(), &url);
+            let mut request = self.http.request(method.clone(), url.clone());
             if let Some(token) = &token {
                 request = request.bearer_auth(token.secret());
             }
@@ -318,7 +348,7 @@ impl AzureFirewall {
 
     /// The group, or a refusal (a missing group is one: its sessions cannot be served).
     async fn group(&self, config: &AzureNetworkSecurityGroup) -> Result<Value, ProviderError> {
-        let answer = self.send(config, Method::GET, &group_url(config), None).await?;
+        let answer = self.send(config, Method::GET, group_url(config)?, None).await?;
         match answer.status {
             status if status.is_success() => Ok(answer.json()),
             StatusCode::NOT_FOUND => Err(ProviderError::Rejected(format!(
@@ -337,10 +367,13 @@ impl AzureFirewall {
             (None, Some(url)) => (url, true),
             (None, None) => return Ok(()),
         };
+        let url = Url::parse(&url).map_err(|_| {
+            ProviderError::Transient("Azure Resource Manager answered an operation URL that is not one".into())
+        })?;
         let mut wait = POLL_FIRST;
         loop {
             tokio::time::sleep(wait).await;
-            let answer = self.send(config, Method::GET, &url, None).await?;
+            let answer = self.send(config, Method::GET, url.clone(), None).await?;
             if by_status {
                 // A Location URL answers 202 while the operation runs.
                 match answer.status {
@@ -391,10 +424,10 @@ impl AzureFirewall {
         if unchanged {
             return Ok(());
         }
-        let url = rule_url(config, name);
+        let url = rule_url(config, name)?;
         if hosts.is_empty() {
             self.buckets.take(write_bucket(config), self.writes).await;
-            let answer = self.send(config, Method::DELETE, &url, None).await?;
+            let answer = self.send(config, Method::DELETE, url, None).await?;
             return match answer.status {
                 // Gone already (204), or deleted (200, 202 then the operation).
                 StatusCode::NO_CONTENT | StatusCode::NOT_FOUND => Ok(()),
@@ -424,7 +457,7 @@ impl AzureFirewall {
             "direction": "Inbound",
         }});
         self.buckets.take(write_bucket(config), self.writes).await;
-        let answer = self.send(config, Method::PUT, &url, Some(&body)).await?;
+        let answer = self.send(config, Method::PUT, url, Some(&body)).await?;
         match answer.status {
             status if status.is_success() => self.finish(config, &answer).await,
             status => Err(classify(status, &answer.body)),
@@ -434,11 +467,10 @@ impl AzureFirewall {
     /// What the identity may do on the group, read from Microsoft.Authorization; None when the
     /// permissions cannot be read.
     async fn can_write(&self, config: &AzureNetworkSecurityGroup) -> Option<bool> {
-        let url = format!(
-            "{}/providers/Microsoft.Authorization/permissions?api-version={PERMISSIONS_API_VERSION}",
-            group_url(config)
-        );
-        let answer = self.send(config, Method::GET, &url, None).await.ok()?;
+        let mut url =
+            with_segments(group_url(config).ok()?, ["providers", "Microsoft.Authorization", "permissions"]).ok()?;
+        url.query_pairs_mut().append_pair("api-version", PERMISSIONS_API_VERSION);
+        let answer = self.send(config, Method::GET, url, None).await.ok()?;
         answer.status.is_success().then(|| grants(&answer.json(), WRITE_ACTION))
     }
 }
@@ -461,18 +493,6 @@ fn grants(permissions: &Value, action: &str) -> bool {
         .into_iter()
         .flatten()
         .any(|entry| matches(&entry["actions"]) && !matches(&entry["notActions"]))
-}
-
-/// Whether `url` goes to the same scheme, host and port as `base`.
-fn same_origin(url: &str, base: &str) -> bool {
-    match (reqwest::Url::parse(url), reqwest::Url::parse(base)) {
-        (Ok(url), Ok(base)) => {
-            url.scheme() == base.scheme()
-                && url.host_str() == base.host_str()
-                && url.port_or_known_default() == base.port_or_known_default()
-        }
-        _ => false,
-    }
 }
 
 fn credential_from_environment() -> Credential {
@@ -567,11 +587,11 @@ impl FirewallProvider for AzureFirewall {
 
     #[tracing::instrument(name = "provider.azure.check", skip_all, fields(resource_id = %target.resource_id))]
     async fn check(&self, target: &Target) -> CheckOutcome {
-        let config = match config_of(target) {
-            Ok(config) => config,
+        let (config, url) = match config_of(target).and_then(|config| Ok((config, group_url(config)?))) {
+            Ok(found) => found,
             Err(err) => return CheckOutcome::Unsupported(err.to_string()),
         };
-        let answer = match self.send(config, Method::GET, &group_url(config), None).await {
+        let answer = match self.send(config, Method::GET, url, None).await {
             Ok(answer) => answer,
             Err(err) => return CheckOutcome::Unreachable(err.to_string()),
         };
@@ -629,9 +649,8 @@ mod tests {
         assert!(matches!(classify(StatusCode::TOO_MANY_REQUESTS, b""), ProviderError::Throttled(_)));
     }
 
-    #[test]
-    fn tokens_are_asked_for_the_cloud_the_resource_calls() {
-        let on = |endpoint: Option<&str>| AzureNetworkSecurityGroup {
+    fn group_on(endpoint: Option<&str>) -> AzureNetworkSecurityGroup {
+        AzureNetworkSecurityGroup {
             subscription_id: "6f1c3a52-9d0e-4b8f-a1c2-3d4e5f607182".into(),
             resource_group: "rg".into(),
             nsg_name: "nsg".into(),
@@ -641,30 +660,66 @@ mod tests {
             priority_first: 3000,
             priority_last: 3099,
             endpoint_url: endpoint.map(str::to_owned),
-        };
-        assert_eq!(token_scope(&on(None)), "https://management.azure.com/.default");
+        }
+    }
+
+    #[test]
+    fn tokens_are_asked_for_the_cloud_the_resource_calls() {
+        let scope = |endpoint| token_scope(&group_url(&group_on(endpoint)).unwrap());
+        assert_eq!(scope(None), "https://management.azure.com/.default");
         assert_eq!(
-            token_scope(&on(Some("https://management.usgovcloudapi.net/"))),
+            scope(Some("https://management.usgovcloudapi.net/")),
             "https://management.usgovcloudapi.net/.default"
         );
         // A private endpoint or a test server stands in for the public cloud.
-        assert_eq!(token_scope(&on(Some("http://127.0.0.1:9000"))), "https://management.azure.com/.default");
+        assert_eq!(scope(Some("http://127.0.0.1:9000")), "https://management.azure.com/.default");
         assert_eq!(
-            group_url(&on(Some("http://127.0.0.1:9000/"))),
+            group_url(&group_on(Some("http://127.0.0.1:9000/"))).unwrap().as_str(),
             "http://127.0.0.1:9000/subscriptions/6f1c3a52-9d0e-4b8f-a1c2-3d4e5f607182/resourceGroups/rg/providers/\
              Microsoft.Network/networkSecurityGroups/nsg"
         );
     }
 
     #[test]
-    fn polls_stay_on_the_resource_endpoint() {
-        assert!(same_origin(
-            "https://management.azure.com/subscriptions/x/operations/1?api-version=1",
-            PUBLIC_RESOURCE_MANAGER
-        ));
-        assert!(!same_origin("https://attacker.example/operations/1", PUBLIC_RESOURCE_MANAGER));
-        assert!(!same_origin("http://management.azure.com/x", PUBLIC_RESOURCE_MANAGER));
-        assert!(same_origin("http://127.0.0.1:9000/x", "http://127.0.0.1:9000"));
-        assert!(!same_origin("http://127.0.0.1:9001/x", "http://127.0.0.1:9000"));
+    fn names_stay_inside_their_segment() {
+        let url = rule_url(&group_on(None), "a/../../x?y#z").unwrap();
+        assert!(url.path().ends_with("/securityRules/a%2F..%2F..%2Fx%3Fy%23z"), "{url}");
+        assert!(url.query().is_none() && url.fragment().is_none(), "{url}");
+    }
+
+    #[test]
+    fn calls_stay_on_the_resource_endpoint_and_subscription() {
+        let config = group_on(None);
+        let url = |text: &str| Url::parse(text).unwrap();
+        let operation = "https://management.azure.com/subscriptions/6F1C3A52-9d0e-4b8f-a1c2-3d4e5f607182/providers/\
+                         Microsoft.Network/locations/westeurope/operations/1?api-version=1";
+        assert!(within_scope(&url(operation), &config).is_ok());
+        assert!(
+            within_scope(
+                &url("https://attacker.example/subscriptions/6f1c3a52-9d0e-4b8f-a1c2-3d4e5f607182/x"),
+                &config
+            )
+            .is_err()
+        );
+        assert!(
+            within_scope(
+                &url("http://management.azure.com/subscriptions/6f1c3a52-9d0e-4b8f-a1c2-3d4e5f607182/x"),
+                &config
+            )
+            .is_err()
+        );
+        let other = "https://management.azure.com/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg";
+        assert!(within_scope(&url(other), &config).is_err(), "another subscription");
+        let local = group_on(Some("http://127.0.0.1:9000"));
+        assert!(
+            within_scope(&url("http://127.0.0.1:9000/subscriptions/6f1c3a52-9d0e-4b8f-a1c2-3d4e5f607182/x"), &local)
+                .is_ok()
+        );
+        assert!(
+            within_scope(&url("http://127.0.0.1:9001/subscriptions/6f1c3a52-9d0e-4b8f-a1c2-3d4e5f607182/x"), &local)
+                .is_err()
+        );
+        let pathed = group_on(Some("https://management.azure.com/subscriptions/00000000-0000-0000-0000-000000000000#"));
+        assert!(group_url(&pathed).is_err(), "an endpoint with a path builds no URL");
     }
 }

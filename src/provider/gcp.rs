@@ -191,6 +191,7 @@ impl GcpFirewall {
             .build()
             .await
             .map_err(|err| ProviderError::Transient(format!("building the GCP client failed: {err}")))?;
+        super::make_room(&mut clients);
         clients.insert(config.endpoint_url.clone(), client.clone());
         Ok(client)
     }

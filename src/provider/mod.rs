@@ -62,6 +62,19 @@ pub fn is_owned_description(description: &str) -> bool {
 /// but Portcullis never removes it.
 const UNMANAGED_PREFIX: &str = "unmanaged:";
 
+/// Past this many cached clients (one per endpoint, region, role: values tenants choose), the
+/// cache starts over instead of growing; a client dropped is rebuilt on its next use.
+#[cfg(any(feature = "aws", feature = "gcp"))]
+const KEPT_CLIENTS: usize = 64;
+
+/// Makes room in a client cache for one more (see [`KEPT_CLIENTS`]).
+#[cfg(any(feature = "aws", feature = "gcp"))]
+fn make_room<K, V>(clients: &mut std::collections::HashMap<K, V>) {
+    if clients.len() >= KEPT_CLIENTS {
+        clients.clear();
+    }
+}
+
 /// The rule id to record for a foreign rule that already opens the address.
 pub fn unmanaged_rule_id(provider_rule_id: &str) -> String {
     format!("{UNMANAGED_PREFIX}{provider_rule_id}")

@@ -133,6 +133,13 @@ impl TokenBucket {
         unused.armed = false;
     }
 
+    /// Whether the bucket holds its whole burst: forgetting it then loses nothing, as a new
+    /// one starts full.
+    fn is_full(&self) -> bool {
+        let (tokens, since) = *self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        tokens + since.elapsed().as_secs_f64() * self.rate.per_second >= f64::from(self.rate.burst)
+    }
+
     fn give_back(&self) {
         let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         state.0 = (state.0 + 1.0).min(f64::from(self.rate.burst));
@@ -195,6 +202,9 @@ pub struct Buckets<K> {
     buckets: Mutex<HashMap<K, Arc<TokenBucket>>>,
 }
 
+/// Past this many buckets, idle ones (full, unused) are forgotten before another is made.
+const KEPT_BUCKETS: usize = 1_024;
+
 impl<K> Default for Buckets<K> {
     fn default() -> Self {
         Buckets { buckets: Mutex::default() }
@@ -204,7 +214,18 @@ impl<K> Default for Buckets<K> {
 impl<K: Eq + Hash> Buckets<K> {
     fn bucket(&self, key: K, rate: Rate) -> Arc<TokenBucket> {
         let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Keys come from resources (endpoints, accounts, projects), which tenants choose: keep
+        // only buckets that remember something, those in use or not yet full again.
+        if buckets.len() >= KEPT_BUCKETS && !buckets.contains_key(&key) {
+            buckets.retain(|_, bucket| Arc::strong_count(bucket) > 1 || !bucket.is_full());
+        }
         buckets.entry(key).or_insert_with(|| Arc::new(TokenBucket::new(rate))).clone()
+    }
+
+    /// How many buckets are kept (test hook).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
     }
 
     /// Waits until a call may be made on `key`'s bucket, made with `rate` if it is new.
@@ -224,6 +245,21 @@ impl<K: Eq + Hash> Buckets<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn idle_buckets_are_forgotten_and_busy_ones_kept() {
+        let buckets = Buckets::default();
+        let slow = Rate { burst: 1, per_second: 0.001 };
+        // One bucket emptied: it must be remembered, or its next call would go unpaced.
+        buckets.take("busy".to_owned(), slow).await;
+        let fast = Rate { burst: 1, per_second: 1_000_000.0 };
+        for key in 0..5 * KEPT_BUCKETS {
+            buckets.take(format!("endpoint-{key}"), fast).await;
+        }
+        assert!(buckets.len() <= KEPT_BUCKETS + 1, "{} buckets kept", buckets.len());
+        let refused = buckets.admit("busy".to_owned(), slow, Claim::Within(Duration::ZERO));
+        assert!(refused.is_err(), "the emptied bucket was forgotten");
+    }
 
     #[tokio::test]
     async fn a_bucket_lets_its_burst_through_then_paces() {

@@ -45,14 +45,14 @@ fn validate_description(value: &str) -> Result<String, String> {
 
 /// Checks a provider configuration, and that the server may send its calls (an endpoint the
 /// operator allows, a target inside the organization's cloud scopes); `field` is where it sits
-/// in the request.
+/// in the request. Answers it as stored: its endpoint normalized.
 fn validate_provider(
     violations: &mut Violations,
     field: &str,
     provider: &ProviderConfig,
     providers: &Providers,
     scopes: &CloudScopes,
-) {
+) -> ProviderConfig {
     let (name, mut errors) = match provider {
         ProviderConfig::Memory(memory) => ("memory", memory.validate()),
         ProviderConfig::AwsSecurityGroup(aws) => ("aws_security_group", aws.validate()),
@@ -67,6 +67,7 @@ fn validate_provider(
     for (sub_field, description) in errors {
         violations.add(format!("{field}.{name}.{sub_field}"), description);
     }
+    provider.clone().with_plain_endpoint()
 }
 
 impl ResourceManager {
@@ -86,12 +87,18 @@ impl ResourceManager {
         let mut violations = Violations::default();
         let name = violations.check("resource.name", validate_name(&new.name));
         let description = violations.check("resource.description", validate_description(&new.description));
-        match &new.provider {
-            Some(provider) => validate_provider(&mut violations, "resource", provider, &self.providers, &scopes),
-            None => violations.add("resource.provider", "one of memory, aws_security_group, gcp_firewall is required"),
-        }
+        let provider = match &new.provider {
+            Some(provider) => Some(validate_provider(&mut violations, "resource", provider, &self.providers, &scopes)),
+            None => {
+                violations.add(
+                    "resource.provider",
+                    "one of memory, aws_security_group, gcp_firewall, azure_network_security_group is required",
+                );
+                None
+            }
+        };
         let (Some(name), Some(description), Some(provider), true) =
-            (name, description, new.provider, violations.is_empty())
+            (name, description, provider, violations.is_empty())
         else {
             return Err(violations.into());
         };
@@ -156,10 +163,13 @@ impl ResourceManager {
             .description
             .as_deref()
             .and_then(|d| violations.check("resource.description", validate_description(d)));
-        if let Some(provider) = &changes.provider {
-            let scopes = self.scopes(caller).await?;
-            validate_provider(&mut violations, "resource", provider, &self.providers, &scopes);
-        }
+        let provider = match &changes.provider {
+            Some(provider) => {
+                let scopes = self.scopes(caller).await?;
+                Some(validate_provider(&mut violations, "resource", provider, &self.providers, &scopes))
+            }
+            None => None,
+        };
         if !violations.is_empty() {
             return Err(violations.into());
         }
@@ -175,7 +185,7 @@ impl ResourceManager {
         if let Some(description) = description {
             active.description = Set(description);
         }
-        if let Some(provider) = &changes.provider {
+        if let Some(provider) = &provider {
             let rules_stay = queries::resources::provider_config(&current)?.opens_same_rules_as(provider);
             if !rules_stay && queries::resources::has_live_rules(&txn, id).await? {
                 return Err(Error::failed_precondition(
@@ -260,6 +270,21 @@ impl ResourceManager {
         store::commit(txn).await?;
         self.engine.announce(&changed).await;
         Ok(())
+    }
+
+    /// Stored resources whose endpoint is no plain origin (stored before endpoints had to be),
+    /// with why: they get no provider call (their rules fail, CheckResource says why) until an
+    /// admin corrects the endpoint. The server names them at start.
+    pub async fn unusable_endpoints(&self) -> Result<Vec<(resource::Model, String)>> {
+        let stored = queries::resources::with_endpoints(&self.db).await?;
+        Ok(stored
+            .into_iter()
+            .filter_map(|resource| {
+                let endpoint = resource.provider_config.config().ok()?.endpoint_url()?;
+                let why = crate::domain::plain_origin(endpoint).err()?;
+                Some((resource, why))
+            })
+            .collect())
     }
 
     /// Checks that the resource's firewall is reachable with its credentials.

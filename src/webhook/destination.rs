@@ -5,7 +5,7 @@
 //! followed. Plain http and private destinations are allowed under the URL prefixes the
 //! operator lists in `webhooks.allowed_private_endpoints`.
 
-use crate::domain::{check_public_address, under_prefix};
+use crate::domain::{check_public_address, clean_path, under_prefix};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
@@ -94,6 +94,12 @@ impl Destinations {
         }
         if url.contains('#') {
             return Err("must not have a fragment".into());
+        }
+        // A receiver may read such a path as one elsewhere on its host than the URL shows.
+        if clean_path(uri.path()).is_none() {
+            return Err(
+                "must have a plain path: no dot segments, backslashes, encoded slashes or double encoding".into()
+            );
         }
         let private_allowed = under_prefix(url, &self.allowed_private);
         if !https && !private_allowed {
@@ -194,6 +200,8 @@ mod tests {
         let lenient = destinations(&["http://127.0.0.1:*"]);
         assert!(lenient.check_url("http://127.0.0.1:8080/hook").is_ok());
         assert!(lenient.check_url("http://10.0.0.1:8080/hook").is_err());
+        assert!(lenient.check_url("http://127.0.0.1:8080/hook/%2e%2e/admin").is_err());
+        assert!(strict.check_url("https://hooks.example.com/a/../b").is_err());
     }
 
     #[tokio::test]

@@ -10,13 +10,20 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, Order, QueryFilter, QueryOrder, QuerySelect,
 };
 
-/// The provider configuration of a stored resource (decoded as the row was read).
+/// The provider configuration of a stored resource (decoded as the row was read), its endpoint
+/// normalized (rows stored before endpoints were may spell one origin several ways).
 pub fn provider_config(resource: &Model) -> StoreResult<ProviderConfig> {
     resource
         .provider_config
         .config()
         .cloned()
+        .map(ProviderConfig::with_plain_endpoint)
         .map_err(|err| StoreError::Corrupt(format!("provider_config of resource {}: {err}", resource.id)))
+}
+
+/// Every resource, of any organization, whose stored settings name an endpoint.
+pub async fn with_endpoints(db: &impl ConnectionTrait) -> StoreResult<Vec<Model>> {
+    Ok(Entity::find().filter(Column::ProviderConfig.like("%endpoint_url%")).order_by_asc(Column::Id).all(db).await?)
 }
 
 pub async fn insert(db: &impl ConnectionTrait, model: Model) -> StoreResult<Model> {
