@@ -458,6 +458,24 @@ pub struct MailConfig {
     pub smtp_security: SmtpSecurity,
     pub smtp_username: Option<String>,
     pub smtp_password: Option<Secret>,
+    /// Whether `transport = "log"` may be used serving off loopback: whoever reads that log
+    /// could log in as anyone.
+    pub allow_log: bool,
+}
+
+impl MailConfig {
+    /// Refuses to serve on `listen` with login codes written to the log, off loopback, unless
+    /// `allow_log` says so.
+    pub fn check(&self, listen: std::net::SocketAddr) -> Result<(), String> {
+        if self.transport == MailTransport::Log && !listen.ip().is_loopback() && !self.allow_log {
+            return Err(format!(
+                "refusing to serve on {listen} with mail.transport = \"log\": login codes for any account would be \
+                 written to the server log, and whoever reads it could log in as anyone; set mail.transport = \"smtp\", \
+                 or mail.allow_log = true for a server nobody else can reach"
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for MailConfig {
@@ -470,6 +488,7 @@ impl Default for MailConfig {
             smtp_security: SmtpSecurity::Starttls,
             smtp_username: None,
             smtp_password: None,
+            allow_log: false,
         }
     }
 }

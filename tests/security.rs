@@ -210,31 +210,43 @@ fn which(program: &str) -> Result<std::path::PathBuf, ()> {
 }
 
 /// `serve` on an address other machines reach refuses plaintext, unless told it sits behind a
-/// TLS-terminating proxy (`tls.allow_plaintext`).
+/// TLS-terminating proxy (`tls.allow_plaintext`), and refuses to write login codes to its log
+/// (`mail.transport = "log"`, the default) unless told nobody else reads it (`mail.allow_log`).
 #[test]
-fn plaintext_off_loopback_needs_an_explicit_yes() {
+fn plaintext_or_codes_in_the_log_off_loopback_need_an_explicit_yes() {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
-    let serve = || {
+    // Whether `serve` with `settings` starts listening, and what it said until then.
+    let serve = |settings: &[(&str, &str)]| {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
         command.current_dir(dir.path()).args(["serve", "--listen", "0.0.0.0:0"]).env("RUST_LOG", "info");
         command.env_remove("PORTCULLIS_DATABASE_URL").stdout(std::process::Stdio::null());
-        command
+        command.envs(settings.iter().copied()).stderr(std::process::Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        let mut said = String::new();
+        let mut listening = false;
+        for line in BufReader::new(child.stderr.take().unwrap()).lines().map_while(Result::ok) {
+            said.push_str(&line);
+            said.push('\n');
+            if line.contains("listening") {
+                listening = true;
+                break;
+            }
+        }
+        let _ = child.kill();
+        child.wait().unwrap();
+        (listening, said)
     };
-    let refused = serve().output().unwrap();
-    assert!(!refused.status.success());
-    let said = String::from_utf8_lossy(&refused.stderr);
-    assert!(said.contains("refusing to serve plaintext on 0.0.0.0"), "{said}");
+    let (listening, said) = serve(&[]);
+    assert!(!listening && said.contains("refusing to serve plaintext on 0.0.0.0"), "{said}");
 
-    let mut allowed =
-        serve().env("PORTCULLIS_TLS__ALLOW_PLAINTEXT", "true").stderr(std::process::Stdio::piped()).spawn().unwrap();
-    let listening = BufReader::new(allowed.stderr.take().unwrap())
-        .lines()
-        .map_while(Result::ok)
-        .any(|line| line.contains("listening"));
-    allowed.kill().unwrap();
-    allowed.wait().unwrap();
-    assert!(listening, "with tls.allow_plaintext the server starts");
+    let (listening, said) = serve(&[("PORTCULLIS_TLS__ALLOW_PLAINTEXT", "true")]);
+    assert!(!listening, "codes would go to the log of a server others reach");
+    assert!(said.contains("mail.transport = \"log\""), "{said}");
+
+    let (listening, said) =
+        serve(&[("PORTCULLIS_TLS__ALLOW_PLAINTEXT", "true"), ("PORTCULLIS_MAIL__ALLOW_LOG", "true")]);
+    assert!(listening, "with tls.allow_plaintext and mail.allow_log the server starts: {said}");
 }
 
 /// A listener that counts the connections made to it: where an attacker would collect the
