@@ -223,10 +223,24 @@ async fn run(cli: Cli) -> Result<u8, String> {
     }
     let profile = profile::load(&cli.profile)?;
     let settings = Settings::resolve(cli.server, cli.api_key, cli.ca_file, cli.insecure, profile.clone())?;
-    let channel = settings.connect().await?;
-    if let Command::Login { email, organization, password_stdin } = &cli.command {
-        return login::login(channel, &cli.profile, email, organization.clone(), *password_stdin).await;
+    for warning in &settings.warnings {
+        eprintln!("pcl: warning: {warning}");
     }
+    if let Command::Login { email, organization, password_stdin } = &cli.command {
+        // The token is kept for, and will only be sent to, this server.
+        if let Some(own) = profile.server.as_deref().filter(|_| settings.withheld.is_some()) {
+            return Err(format!(
+                "profile {} belongs to {own}: log in to {} with a profile of its own (--profile NAME)",
+                cli.profile, settings.server
+            ));
+        }
+        let channel = settings.connect().await?;
+        return login::login(channel, &cli.profile, &settings.server, email, organization.clone(), *password_stdin)
+            .await;
+    }
+    // No connection at all when there is nothing this server may be sent.
+    settings.credential()?;
+    let channel = settings.connect().await?;
     let settings = login::renewed(&channel, settings, &cli.profile, &profile).await?;
     let credential = settings.credential()?;
     // A login's token is short-lived: long commands (run, watch, --follow) keep it fresh.

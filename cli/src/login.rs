@@ -26,6 +26,7 @@ async fn read_line() -> Result<String, String> {
 pub async fn login(
     channel: Channel,
     profile_name: &str,
+    server: &str,
     email: &str,
     organization_id: Option<String>,
     password_stdin: bool,
@@ -42,6 +43,8 @@ pub async fn login(
     let verified = auth.verify_login(request).await.map_err(|s| describe(&s))?.into_inner();
     let login = verified.login_session.unwrap_or_default();
     keep(profile_name, &verified.access_token, verified.expires_at, Some(&login.id))?;
+    // The profile's credentials are bound to the server that issued them.
+    profile::store(profile_name, &[("server", Some(toml::Value::String(server.to_owned())))])?;
     let until = login.expires_at.map(|at| at.to_string()).unwrap_or_default();
     println!("logged in as {email} until {until}");
     Ok(0)

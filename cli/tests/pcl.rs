@@ -360,6 +360,33 @@ async fn login_keeps_a_token_that_later_commands_use_and_renew() {
 
     let whoami = server.pcl_without_key(&["whoami"]).output().unwrap();
     assert!(text(&whoami).0.starts_with("ci@example.com"), "{:?}", text(&whoami));
+    let profile = std::fs::read_to_string(server.profile_file()).unwrap();
+    assert!(profile.contains(&format!("server = \"http://{}\"", server.address)), "bound to its server: {profile}");
+
+    // Pointed elsewhere (a flag, or PORTCULLIS_SERVER set by someone else), pcl sends the
+    // profile's token nowhere: it does not even connect.
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    elsewhere.set_nonblocking(true).unwrap();
+    let other = format!("http://{}", elsewhere.local_addr().unwrap());
+    let mut redirected = Command::new(PCL)
+        .args(["whoami"])
+        .env("PORTCULLIS_SERVER", &other)
+        .env_remove("PORTCULLIS_API_KEY")
+        .env("XDG_CONFIG_HOME", server._dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The other server never answers: a pcl that sent the token would wait for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while redirected.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = redirected.kill();
+    let redirected = redirected.wait_with_output().unwrap();
+    assert_eq!(redirected.status.code(), Some(1), "{:?}", text(&redirected));
+    assert!(text(&redirected).1.contains("belong to"), "{:?}", text(&redirected));
+    assert!(elsewhere.accept().is_err(), "pcl connected to the other server");
 
     // About to run out: the next command renews it first.
     let profile = std::fs::read_to_string(server.profile_file()).unwrap();
