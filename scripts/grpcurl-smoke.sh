@@ -23,7 +23,7 @@ metrics_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.
 export PORTCULLIS_METRICS__LISTEN=127.0.0.1:$metrics_port
 export PORTCULLIS_DATABASE_URL="sqlite://$work/portcullis.db?mode=rwc"
 # Webhooks go to a receiver on loopback that checks each signature with the README's Python.
-export PORTCULLIS_WEBHOOKS__SECRET_KEY=$(python3 -c 'import base64, os; print(base64.b64encode(os.urandom(32)).decode())')
+export PORTCULLIS_SEALING_KEY=$(python3 -c 'import base64, os; print(base64.b64encode(os.urandom(32)).decode())')
 export PORTCULLIS_WEBHOOKS__ALLOWED_PRIVATE_ENDPOINTS='["http://127.0.0.1:*"]'
 export PORTCULLIS_WEBHOOKS__POLL_INTERVAL_MS=100 PORTCULLIS_WEBHOOKS__RETRY_BASE_MS=200
 hook_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

@@ -38,6 +38,10 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub webhooks: WebhooksConfig,
     pub notifications: NotificationsConfig,
+    /// Key (base64 of 32 bytes, the same on every replica) under which secrets the server must
+    /// read back are kept in the database: token signing keys, webhook secrets. Without it,
+    /// signing keys are stored in the clear and webhooks cannot be created.
+    pub sealing_key: Option<Secret>,
 }
 
 /// The Prometheus endpoint.
@@ -70,8 +74,7 @@ impl Default for NotificationsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebhooksConfig {
-    /// Key (base64 of 32 bytes) under which webhook signing secrets are stored encrypted; the
-    /// same on every replica. Without it, webhooks cannot be created.
+    /// The old name of the top-level `sealing_key`.
     pub secret_key: Option<Secret>,
     /// URL prefixes (for example `http://10.0.0.5:8080/`) that may be plain http or reach
     /// private, loopback or link-local addresses; every other URL must be https to a public one.
@@ -355,6 +358,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             webhooks: WebhooksConfig::default(),
             notifications: NotificationsConfig::default(),
+            sealing_key: None,
         }
     }
 }
@@ -574,6 +578,19 @@ pub struct NetworkConfig {
 }
 
 impl Config {
+    /// The sealing key: `sealing_key`, or its old name `webhooks.secret_key`.
+    pub fn sealing_key(&self) -> Result<Option<std::sync::Arc<crate::sealing::SealingKey>>, String> {
+        let (setting, text) = match (&self.sealing_key, &self.webhooks.secret_key) {
+            (Some(key), Some(old)) if key != old => {
+                return Err("sealing_key and webhooks.secret_key (its old name) differ: keep sealing_key only".into());
+            }
+            (Some(key), _) => ("sealing_key", key),
+            (None, Some(old)) => ("webhooks.secret_key", old),
+            (None, None) => return Ok(None),
+        };
+        crate::sealing::SealingKey::from_base64(setting, text.expose()).map(|key| Some(std::sync::Arc::new(key)))
+    }
+
     /// Reads the layers below the command line: defaults, then the config file, then the environment.
     /// An explicitly named file must exist; the default one is optional.
     pub fn load(file: Option<&Path>) -> Result<Config, Box<figment::Error>> {

@@ -8,6 +8,7 @@ pub mod grpc;
 pub mod monitoring;
 pub mod pb;
 pub mod provider;
+pub mod sealing;
 pub mod service;
 pub mod store;
 pub mod telemetry;

@@ -155,13 +155,16 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::RotateTokenKey => {
-            println!("{}", rotate_token_key(&db, config.auth.jwt_algorithm).await?);
-            tracing::info!("signing key added; servers sign with it from their next start");
+            let sealing = config.sealing_key().map_err(anyhow::Error::msg)?;
+            println!("{}", rotate_token_key(&db, config.auth.jwt_algorithm, sealing.as_deref()).await?);
+            tracing::info!(
+                "signing key added; servers sign with it at once on PostgreSQL, from their next start on SQLite"
+            );
             Ok(())
         }
         Command::RetireTokenKey { kid } => {
             retire_token_key(&db, &kid).await?;
-            tracing::info!(kid = %kid, "signing key retired; servers refuse its tokens from their next start");
+            tracing::info!(kid = %kid, "signing key retired; servers refuse its tokens at once on PostgreSQL, from their next start on SQLite");
             Ok(())
         }
         Command::OperatorKey { name } => {

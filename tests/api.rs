@@ -810,7 +810,7 @@ async fn generated_token_key_survives_restarts() {
 
         // Rotation: a restarted server signs with the new key and still accepts the old one's
         // tokens, until that key is retired.
-        let kid = portcullis::service::rotate_token_key(&connection, config.auth.jwt_algorithm).await.unwrap();
+        let kid = portcullis::service::rotate_token_key(&connection, config.auth.jwt_algorithm, None).await.unwrap();
         let rotated = portcullis::service::Services::new(connection.clone(), &config, providers()).await.unwrap();
         assert!(rotated.auth.token_keys().verify(&token).is_ok(), "the old key still verifies");
         let fresh = rotated.auth.token_keys().sign(claims.clone()).unwrap();

@@ -1140,6 +1140,83 @@ async fn a_key_made_with_a_key_never_outlives_it() {
     .await;
 }
 
+/// A copy of the database alone mints no token: with `sealing_key` set, the stored signing keys
+/// are sealed, those stored in the clear before it was set are sealed at start, and tokens
+/// signed before keep working (the key is the same, only kept differently).
+#[tokio::test]
+async fn a_database_copy_alone_mints_no_token() {
+    use portcullis::service::credentials::Claims;
+    let db = TestDb::sqlite();
+    let mut clear = common::test_config();
+    clear.auth.jwt_secret = None;
+    let server = TestServer::start_with(&db, clear.clone()).await;
+    let login = common::insert_login_session(&server.db, &server.admin_id).await;
+    let claims = |server: &TestServer| Claims {
+        sub: server.admin_id.clone(),
+        org: server.organization_id.clone(),
+        sid: login.clone(),
+        iss: clear.auth.jwt_issuer.clone(),
+        aud: clear.auth.jwt_audience.clone(),
+        iat: portcullis::domain::now().timestamp(),
+        nbf: portcullis::domain::now().timestamp(),
+        exp: portcullis::domain::now().timestamp() + 600,
+    };
+    let whoami = |server: &TestServer, token: String| {
+        let addr = server.addr;
+        async move {
+            let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+            UserServiceClient::new(channel).get_current_user(common::with_token(GetCurrentUserRequest {}, &token)).await
+        }
+    };
+    let issued = server.services.auth.token_keys().sign(claims(&server)).unwrap();
+    // Without a sealing key (the server warns about it) a copy is enough: what this test guards.
+    let copied = forged(&server.db, claims(&server), &clear).await;
+    assert_eq!(copied.len(), 1);
+    whoami(&server, copied[0].clone()).await.expect("stored in the clear, the key signs");
+
+    let mut sealed = clear.clone();
+    sealed.sealing_key = Some(portcullis::config::Secret("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into()));
+    let restarted = server.replica(&db, sealed.clone()).await;
+    server.stop().await;
+    let rows = portcullis::store::queries::signing_keys::all(&restarted.db).await.unwrap();
+    assert!(rows.iter().all(|row| row.secret.starts_with("sealed:")), "every stored key sealed at start");
+    for token in forged(&restarted.db, claims(&restarted), &sealed).await {
+        let refused = whoami(&restarted, token).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    }
+    whoami(&restarted, issued).await.expect("a token signed before sealing still verifies");
+    let rotated = portcullis::service::rotate_token_key(
+        &restarted.db,
+        sealed.auth.jwt_algorithm,
+        sealed.sealing_key().unwrap().as_deref(),
+    )
+    .await
+    .unwrap();
+    let rows = portcullis::store::queries::signing_keys::all(&restarted.db).await.unwrap();
+    let new = rows.iter().find(|row| row.id == rotated).unwrap();
+    assert!(new.secret.starts_with("sealed:"), "a rotated key is stored sealed");
+    restarted.stop().await;
+}
+
+/// The tokens someone holding a copy of the signing_keys table could sign, one per key they
+/// can read (stored in the clear, base64) among the active ones.
+async fn forged(
+    db: &sea_orm::DatabaseConnection,
+    claims: portcullis::service::credentials::Claims,
+    config: &portcullis::config::Config,
+) -> Vec<String> {
+    use portcullis::service::credentials::{SigningKey, TokenKeys};
+    let rows = portcullis::store::queries::signing_keys::active(db).await.unwrap();
+    rows.into_iter()
+        .filter_map(|row| {
+            let algorithm = portcullis::config::TokenAlgorithm::parse(&row.algorithm)?;
+            let key = SigningKey::from_encoded(row.id, algorithm, &row.secret)?;
+            let keys = TokenKeys::new(vec![key], config.auth.jwt_issuer.clone(), config.auth.jwt_audience.clone())?;
+            keys.sign(claims.clone()).ok()
+        })
+        .collect()
+}
+
 /// Replicas starting together on an empty database end with one signing key, and follow a
 /// rotation or a retirement at once: the new key's tokens work everywhere, the retired key's
 /// nowhere (PostgreSQL, where replicas share a database).
@@ -1151,8 +1228,9 @@ async fn replicas_share_one_signing_key_and_follow_its_changes_at_once() {
     config.auth.jwt_secret = None;
     let connection = db.connect().await;
     portcullis::store::migrate(&connection).await.unwrap();
-    let starting =
-        || Authenticator::new(connection.clone(), connection.clone(), &config.auth, CallerCache::new(Duration::ZERO));
+    let starting = || {
+        Authenticator::new(connection.clone(), connection.clone(), &config.auth, CallerCache::new(Duration::ZERO), None)
+    };
     let (first, second) = tokio::join!(starting(), starting());
     let (first, second) = (first.unwrap(), second.unwrap());
     let stored = portcullis::store::queries::signing_keys::active(&connection).await.unwrap();
@@ -1187,7 +1265,7 @@ async fn replicas_share_one_signing_key_and_follow_its_changes_at_once() {
     let old = sign(&server);
     whoami(&replica, old.clone()).await.expect("the shared key verifies");
 
-    let rotated = rotate_token_key(&server.db, config.auth.jwt_algorithm).await.unwrap();
+    let rotated = rotate_token_key(&server.db, config.auth.jwt_algorithm, None).await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while kid(&sign(&server)) != rotated {
         assert!(tokio::time::Instant::now() < deadline, "the server never signed with the new key");

@@ -7,6 +7,7 @@ use crate::config::AuthConfig;
 use crate::domain::{Actor, Permission, Reach, Role, Rule};
 use crate::error::{Error, Result};
 use crate::pb::v1::ErrorReason;
+use crate::sealing::SealingKey;
 use crate::store::entity::{organization, signing_key, user};
 use crate::store::{StoreError, queries};
 use chrono::{DateTime, Utc};
@@ -133,6 +134,8 @@ pub struct Authenticator {
     /// The algorithm of the keys kept in the database, which [`Authenticator::reload_keys`]
     /// reads again; `None` when `auth.jwt_secret` is the one key.
     stored_keys: Option<TokenAlgorithm>,
+    /// What stored signing keys are sealed with.
+    sealing: Option<Arc<SealingKey>>,
     cache: CallerCache,
 }
 
@@ -156,6 +159,7 @@ impl Authenticator {
         reader: DatabaseConnection,
         config: &AuthConfig,
         cache: CallerCache,
+        sealing: Option<Arc<SealingKey>>,
     ) -> Result<Authenticator> {
         let keys = match (&config.jwt_secret, config.jwt_algorithm) {
             // A short HMAC secret can be guessed offline from any one token.
@@ -173,19 +177,28 @@ impl Authenticator {
             (Some(_), TokenAlgorithm::EdDSA) => {
                 return Err(Error::invalid("auth.jwt_secret", "is an HMAC secret: use it with jwt_algorithm HS256"));
             }
-            (None, algorithm) => load_or_create_keys(&db, algorithm).await?,
+            (None, algorithm) => {
+                match sealing.as_deref() {
+                    Some(sealing) => seal_stored_keys(&db, sealing).await?,
+                    None => tracing::warn!(
+                        "no sealing_key: token signing keys are stored in the clear, and a copy of the database is \
+                         enough to mint tokens"
+                    ),
+                }
+                load_or_create_keys(&db, algorithm, sealing.as_deref()).await?
+            }
         };
         let keys = TokenKeys::new(keys, config.jwt_issuer.clone(), config.jwt_audience.clone())
             .ok_or_else(|| Error::internal(anyhow::anyhow!("no token signing key")))?;
         let stored_keys = config.jwt_secret.is_none().then_some(config.jwt_algorithm);
-        Ok(Authenticator { db, reader, keys, stored_keys, cache })
+        Ok(Authenticator { db, reader, keys, stored_keys, sealing, cache })
     }
 
     /// Reads the stored signing keys again (another process rotated or retired one): tokens are
     /// signed with the newest from now on, and a retired key's are refused.
     pub async fn reload_keys(&self) -> Result<()> {
         let Some(algorithm) = self.stored_keys else { return Ok(()) };
-        self.keys.replace(load_or_create_keys(&self.db, algorithm).await?);
+        self.keys.replace(load_or_create_keys(&self.db, algorithm, self.sealing.as_deref()).await?);
         // Cached callers were vouched for by keys that may be gone.
         self.cache.clear();
         tracing::info!("token signing keys reloaded");
@@ -315,36 +328,80 @@ impl Authenticator {
 
 /// The stored keys not yet retired, the signing one first: the newest of `algorithm`, generated
 /// (and stored, for every replica) when there is none.
-async fn load_or_create_keys(db: &DatabaseConnection, algorithm: TokenAlgorithm) -> Result<Vec<SigningKey>> {
-    if let Some(keys) = signing_first(active_keys(db).await?, algorithm) {
+async fn load_or_create_keys(
+    db: &DatabaseConnection,
+    algorithm: TokenAlgorithm,
+    sealing: Option<&SealingKey>,
+) -> Result<Vec<SigningKey>> {
+    if let Some(keys) = signing_first(active_keys(db, sealing).await?, algorithm) {
         return Ok(keys);
     }
     // Replicas starting together on an empty database each try this insert; the key's id is
     // the same for all, so one insert wins and every replica reads the winner.
     let kid = format!("initial-{}", algorithm.as_str().to_ascii_lowercase());
-    if queries::signing_keys::insert_unless_present(db, stored(kid.clone(), &SigningKey::generate(algorithm))).await? {
+    let initial = stored(kid.clone(), &SigningKey::generate(algorithm), sealing)?;
+    if queries::signing_keys::insert_unless_present(db, initial).await? {
         tracing::info!(kid = %kid, algorithm = algorithm.as_str(), "generated token signing key");
     }
-    if let Some(keys) = signing_first(active_keys(db).await?, algorithm) {
+    if let Some(keys) = signing_first(active_keys(db, sealing).await?, algorithm) {
         return Ok(keys);
     }
     // That id belongs to a retired key: a key of its own then.
-    store_new_key(db, algorithm).await?;
-    signing_first(active_keys(db).await?, algorithm)
+    store_new_key(db, algorithm, sealing).await?;
+    signing_first(active_keys(db, sealing).await?, algorithm)
         .ok_or_else(|| Error::internal(anyhow::anyhow!("no {} signing key after storing one", algorithm.as_str())))
 }
 
 /// The keys not yet retired, newest first.
-async fn active_keys(db: &DatabaseConnection) -> Result<Vec<SigningKey>> {
-    queries::signing_keys::active(db)
-        .await?
-        .into_iter()
-        .map(|row| {
-            TokenAlgorithm::parse(&row.algorithm)
-                .and_then(|stored| SigningKey::from_encoded(row.id.clone(), stored, &row.secret))
-                .ok_or_else(|| Error::internal(anyhow::anyhow!("signing key {} is unreadable", row.id)))
-        })
-        .collect()
+async fn active_keys(db: &DatabaseConnection, sealing: Option<&SealingKey>) -> Result<Vec<SigningKey>> {
+    queries::signing_keys::active(db).await?.into_iter().map(|row| read_key(row, sealing)).collect()
+}
+
+/// Marks a stored key's secret as sealed; older rows hold it in the clear (base64).
+const SEALED: &str = "sealed:";
+
+/// What a key's secret is sealed for: its own row.
+fn key_context(kid: &str) -> String {
+    format!("signing_key:{kid}")
+}
+
+/// A stored key, its secret opened.
+fn read_key(row: signing_key::Model, sealing: Option<&SealingKey>) -> Result<SigningKey> {
+    let unreadable = |why: &str| Error::internal(anyhow::anyhow!("signing key {} is unreadable: {why}", row.id));
+    let algorithm = TokenAlgorithm::parse(&row.algorithm).ok_or_else(|| unreadable("unknown algorithm"))?;
+    match row.secret.strip_prefix(SEALED) {
+        Some(sealed) => {
+            let sealing = sealing.ok_or_else(|| unreadable("it is sealed, and this server has no sealing_key"))?;
+            let secret = sealing.open(&key_context(&row.id), sealed).map_err(|why| unreadable(&why))?;
+            Ok(SigningKey { kid: row.id.clone(), algorithm, secret })
+        }
+        None => {
+            SigningKey::from_encoded(row.id.clone(), algorithm, &row.secret).ok_or_else(|| unreadable("not base64"))
+        }
+    }
+}
+
+/// Seals the stored keys kept in the clear (stored before the server had a sealing key),
+/// retired ones too: a backup must not mint tokens with them either.
+async fn seal_stored_keys(db: &DatabaseConnection, sealing: &SealingKey) -> Result<()> {
+    for row in queries::signing_keys::all(db).await? {
+        if row.secret.starts_with(SEALED) {
+            continue;
+        }
+        let (id, current) = (row.id.clone(), row.secret.clone());
+        let key = read_key(row, None)?;
+        let sealed = seal_secret(&key, sealing)?;
+        if queries::signing_keys::replace_secret(db, &id, &current, &sealed).await? {
+            tracing::info!(kid = %id, "token signing key sealed with sealing_key");
+        }
+    }
+    Ok(())
+}
+
+fn seal_secret(key: &SigningKey, sealing: &SealingKey) -> Result<String> {
+    let sealed =
+        sealing.seal(&key_context(&key.kid), &key.secret).map_err(|why| Error::internal(anyhow::anyhow!(why)))?;
+    Ok(format!("{SEALED}{sealed}"))
 }
 
 /// `keys` (newest first) with the newest of `algorithm` moved to the front; `None` without one.
@@ -354,23 +411,32 @@ fn signing_first(mut keys: Vec<SigningKey>, algorithm: TokenAlgorithm) -> Option
     Some(keys)
 }
 
-/// A key as the database keeps it, under `kid`.
-fn stored(kid: String, key: &SigningKey) -> signing_key::Model {
-    signing_key::Model {
-        id: kid,
+/// A key as the database keeps it, under `kid`: sealed when there is a sealing key.
+fn stored(kid: String, key: &SigningKey, sealing: Option<&SealingKey>) -> Result<signing_key::Model> {
+    let key = SigningKey { kid, ..key.clone() };
+    let secret = match sealing {
+        Some(sealing) => seal_secret(&key, sealing)?,
+        None => key.encoded_secret(),
+    };
+    Ok(signing_key::Model {
+        id: key.kid,
         algorithm: key.algorithm.as_str().to_owned(),
-        secret: key.encoded_secret(),
+        secret,
         created_at: crate::domain::now(),
         retired_at: None,
-    }
+    })
 }
 
 /// Generates a token key and stores it for every replica on the database, announcing it so
 /// running replicas sign with it at once.
-pub async fn store_new_key(db: &DatabaseConnection, algorithm: TokenAlgorithm) -> Result<SigningKey> {
+pub async fn store_new_key(
+    db: &DatabaseConnection,
+    algorithm: TokenAlgorithm,
+    sealing: Option<&SealingKey>,
+) -> Result<SigningKey> {
     let key = SigningKey::generate(algorithm);
     let txn = crate::store::begin(db).await?;
-    queries::signing_keys::insert(&txn, stored(key.kid.clone(), &key)).await?;
+    queries::signing_keys::insert(&txn, stored(key.kid.clone(), &key, sealing)?).await?;
     crate::store::changes::announce(&txn, crate::store::changes::SIGNING_KEYS_CHANNEL, "").await?;
     crate::store::commit(txn).await?;
     Ok(key)

@@ -199,8 +199,12 @@ pub async fn set_password(
 /// `portcullis rotate-token-key`: adds a signing key for access tokens. Servers configured for
 /// its algorithm sign with it at once on PostgreSQL (from their next start on SQLite); tokens
 /// signed with older keys keep verifying until those are retired. Answers the new key's id.
-pub async fn rotate_token_key(db: &DatabaseConnection, algorithm: TokenAlgorithm) -> Result<String> {
-    Ok(super::auth::store_new_key(db, algorithm).await?.kid)
+pub async fn rotate_token_key(
+    db: &DatabaseConnection,
+    algorithm: TokenAlgorithm,
+    sealing: Option<&crate::sealing::SealingKey>,
+) -> Result<String> {
+    Ok(super::auth::store_new_key(db, algorithm, sealing).await?.kid)
 }
 
 /// `portcullis retire-token-key`: tokens signed with `kid` are refused at once on PostgreSQL

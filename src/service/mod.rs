@@ -94,7 +94,10 @@ impl Services {
         engine_config.check().map_err(|message| Error::Internal(anyhow::anyhow!("configuration: {message}")))?;
         let engine = Engine::new(db.clone(), reader.clone(), providers.clone(), engine_config);
         let callers = CallerCache::new(std::time::Duration::from_secs(config.auth.caller_cache_secs));
-        let auth = Authenticator::new(db.clone(), reader.clone(), &config.auth, callers.clone()).await?;
+        let sealing =
+            config.sealing_key().map_err(|message| Error::Internal(anyhow::anyhow!("configuration: {message}")))?;
+        let auth =
+            Authenticator::new(db.clone(), reader.clone(), &config.auth, callers.clone(), sealing.clone()).await?;
         let mailer = mail::mailer(&config.mail)?;
         let logins = LoginManager::new(
             db.clone(),
@@ -104,7 +107,7 @@ impl Services {
             config.auth.access_token_minutes,
             callers.clone(),
         );
-        let webhook_setup = crate::webhook::WebhookSetup::from_config(&config.webhooks)
+        let webhook_setup = crate::webhook::WebhookSetup::from_config(&config.webhooks, sealing)
             .map_err(|message| Error::Internal(anyhow::anyhow!("configuration: {message}")))?;
         Ok(Services {
             webhooks: WebhookManager::new(db.clone(), webhook_setup.clone()),

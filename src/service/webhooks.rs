@@ -4,11 +4,12 @@ use super::Caller;
 use crate::domain::{DeliveryStatus, Violations, new_id, now};
 use crate::error::{Error, Result, StoreResultExt};
 use crate::pb::v1::ErrorReason;
+use crate::sealing::SealingKey;
 use crate::store::audit::AuditRecord;
 use crate::store::entity::{webhook, webhook_delivery};
 use crate::store::queries::webhooks;
 use crate::store::{self, Page, PageRequest};
-use crate::webhook::signing::{self, SealingKey};
+use crate::webhook::signing;
 use crate::webhook::{EVENT_TYPES, WebhookSetup};
 use chrono::TimeDelta;
 use sea_orm::{ActiveValue::Set, DatabaseConnection, IntoActiveModel};
@@ -49,7 +50,7 @@ impl WebhookManager {
         self.setup.key.as_deref().ok_or_else(|| {
             Error::failed_precondition(
                 ErrorReason::NotConfigured,
-                "this server has no webhooks.secret_key, so it cannot keep webhook secrets; ask the operator to set one",
+                "this server has no sealing_key, so it cannot keep webhook secrets; ask the operator to set one",
             )
         })
     }
@@ -70,7 +71,7 @@ impl WebhookManager {
             return Err(violations.into());
         };
         let (id, secret, at) = (new_id(), signing::new_secret(), now());
-        let sealed = key.seal(&id, &secret).map_err(|err| Error::internal(anyhow::Error::msg(err)))?;
+        let sealed = key.seal(&id, secret.as_bytes()).map_err(|err| Error::internal(anyhow::Error::msg(err)))?;
         let txn = store::begin(&self.db).await?;
         let created = webhooks::insert(
             &txn,
@@ -178,7 +179,7 @@ impl WebhookManager {
         let txn = store::begin(&self.db).await?;
         let current = webhooks::get(&txn, &caller.organization_id, id).await.or_not_found("webhook")?;
         let secret = signing::new_secret();
-        let sealed = key.seal(id, &secret).map_err(|err| Error::internal(anyhow::Error::msg(err)))?;
+        let sealed = key.seal(id, secret.as_bytes()).map_err(|err| Error::internal(anyhow::Error::msg(err)))?;
         let at = now();
         let previous = current.secret_sealed.clone();
         let mut active = current.into_active_model();

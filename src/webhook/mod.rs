@@ -13,6 +13,7 @@ pub use destination::{Answer, Destinations};
 
 use crate::config::WebhooksConfig;
 use crate::domain::{Actor, DeliveryStatus, new_id, now};
+use crate::sealing::SealingKey;
 use crate::store::audit::AuditRecord;
 use crate::store::entity::{audit_event, webhook, webhook_delivery};
 use crate::store::queries::sessions::SessionRecord;
@@ -21,7 +22,6 @@ use crate::store::{self, StoreResult};
 use chrono::{DateTime, TimeDelta, Utc};
 use rand::Rng;
 use sea_orm::DatabaseConnection;
-use signing::SealingKey;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -117,11 +117,8 @@ pub struct WebhookSetup {
 }
 
 impl WebhookSetup {
-    pub fn from_config(config: &WebhooksConfig) -> Result<WebhookSetup, String> {
-        let key = match &config.secret_key {
-            Some(key) => Some(Arc::new(SealingKey::from_base64(key.expose())?)),
-            None => None,
-        };
+    /// Webhooks as configured, their secrets sealed with `key` (none: no webhook can be made).
+    pub fn from_config(config: &WebhooksConfig, key: Option<Arc<SealingKey>>) -> Result<WebhookSetup, String> {
         let timeout = Duration::from_secs(config.timeout_secs.clamp(1, 60));
         Ok(WebhookSetup {
             key,
@@ -377,9 +374,10 @@ impl Dispatcher {
 
     /// Signs and posts; an error means the attempt never reached an answer.
     async fn post(&self, hook: &webhook::Model, delivery: &webhook_delivery::Model) -> Result<Answer, Attempt> {
-        let key = self.inner.setup.key.as_ref().ok_or_else(|| {
-            Attempt::Failed("webhooks.secret_key is not set on this server, so it cannot sign".to_owned())
-        })?;
+        let key =
+            self.inner.setup.key.as_ref().ok_or_else(|| {
+                Attempt::Failed("sealing_key is not set on this server, so it cannot sign".to_owned())
+            })?;
         let timestamp = now().timestamp();
         let body = delivery.payload.as_bytes();
         let mut signatures = Vec::new();
@@ -390,7 +388,7 @@ impl Dispatcher {
             secrets.push(previous);
         }
         for sealed in secrets {
-            let secret = key.open(&hook.id, sealed).map_err(Attempt::Failed)?;
+            let secret = key.open_text(&hook.id, sealed).map_err(Attempt::Failed)?;
             signatures.push(signing::sign(&secret, &delivery.event_id, timestamp, body).map_err(Attempt::Failed)?);
         }
         let headers = [

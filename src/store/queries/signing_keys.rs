@@ -32,3 +32,20 @@ pub async fn retire(db: &impl ConnectionTrait, id: &str, at: DateTime<Utc>) -> S
         .await?;
     Ok(())
 }
+
+/// Every key, retired ones too.
+pub async fn all(db: &impl ConnectionTrait) -> StoreResult<Vec<Model>> {
+    Ok(Entity::find().order_by_asc(Column::CreatedAt).all(db).await?)
+}
+
+/// Replaces a key's stored secret if it is still `current` (another replica may have done it);
+/// answers whether it was replaced.
+pub async fn replace_secret(db: &impl ConnectionTrait, id: &str, current: &str, new: &str) -> StoreResult<bool> {
+    let replaced = Entity::update_many()
+        .col_expr(Column::Secret, Expr::value(new))
+        .filter(Column::Id.eq(id))
+        .filter(Column::Secret.eq(current))
+        .exec(db)
+        .await?;
+    Ok(replaced.rows_affected == 1)
+}
