@@ -112,6 +112,12 @@ impl Default for WebhooksConfig {
 pub struct LimitsConfig {
     /// Open WatchSession streams per caller (one API key or one login session) on this server.
     pub max_watch_streams_per_caller: u32,
+    /// Open WatchSession streams per user on this server, whatever credentials they use.
+    pub max_watch_streams_per_user: u32,
+    /// Live (neither revoked nor expired) API keys per user.
+    pub max_api_keys_per_user: u32,
+    /// Webhooks per organization.
+    pub max_webhooks_per_organization: u32,
     /// The largest request message accepted, in bytes.
     pub max_request_bytes: usize,
     /// How often an HTTP/2 ping checks a quiet connection.
@@ -124,6 +130,9 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_watch_streams_per_caller: 100,
+            max_watch_streams_per_user: 200,
+            max_api_keys_per_user: 100,
+            max_webhooks_per_organization: 50,
             max_request_bytes: 1024 * 1024,
             keepalive_interval_secs: 30,
             keepalive_timeout_secs: 10,

@@ -25,6 +25,9 @@ pub enum Error {
     FailedPrecondition { reason: ErrorReason, message: String },
     #[error("rate limited: {message}")]
     ResourceExhausted { message: String, retry_after: Duration },
+    /// A cap on what a user or organization may hold, named by its setting.
+    #[error("limit reached: {message}")]
+    LimitReached { limit: &'static str, max: u32, message: String },
     #[error("unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0:#}")]
@@ -47,6 +50,11 @@ impl Error {
 
     pub fn failed_precondition(reason: ErrorReason, message: impl Into<String>) -> Error {
         Error::FailedPrecondition { reason, message: message.into() }
+    }
+
+    /// `limit` (a setting) allows `max`, and they are all taken: `what` says of what.
+    pub fn limit_reached(limit: &'static str, max: u32, what: &str) -> Error {
+        Error::LimitReached { limit, max, message: format!("{what}: at most {max} ({limit}); give one up first") }
     }
 
     pub fn internal(err: impl Into<anyhow::Error>) -> Error {

@@ -2,6 +2,7 @@
 //! caller, and request messages up to `limits.max_request_bytes`. Either limit answers
 //! RESOURCE_EXHAUSTED.
 
+use crate::error::Error;
 use crate::service::Caller;
 use bytes::{Buf, Bytes};
 use http::Request;
@@ -13,43 +14,59 @@ use std::task::{Context, Poll};
 use tonic::Status;
 use tower::{Layer, Service};
 
-/// Open WatchSession streams per caller on this server.
+/// Open WatchSession streams per caller (credential) and per user on this server.
 #[derive(Clone)]
 pub struct WatchSlots {
-    limit: u32,
+    per_caller: u32,
+    per_user: u32,
     open: Arc<Mutex<HashMap<String, u32>>>,
 }
 
-/// One open stream's place; given back when the stream ends, however it ends.
+/// One open stream's places (its credential's and its user's); given back when the stream
+/// ends, however it ends.
 pub struct WatchSlot {
-    holder: String,
+    holders: [String; 2],
     open: Arc<Mutex<HashMap<String, u32>>>,
 }
 
 impl WatchSlots {
-    pub fn new(limit: u32) -> WatchSlots {
-        WatchSlots { limit, open: Arc::default() }
+    pub fn new(per_caller: u32, per_user: u32) -> WatchSlots {
+        WatchSlots { per_caller, per_user, open: Arc::default() }
     }
 
-    /// A place for one more stream of `caller`'s credential, or RESOURCE_EXHAUSTED.
-    pub fn take(&self, caller: &Caller) -> Result<WatchSlot, Status> {
-        // One API key or one login session is one caller; several keys of a user are several.
-        let holder = caller
+    /// A place for one more stream of `caller`'s credential and user, or RESOURCE_EXHAUSTED.
+    pub fn take(&self, caller: &Caller) -> Result<WatchSlot, Error> {
+        // One API key or one login session is one caller; a user minting keys is still one user.
+        let credential = caller
             .api_key_id
-            .clone()
-            .or_else(|| caller.login_session_id.clone())
-            .unwrap_or_else(|| caller.user_id.clone());
+            .as_ref()
+            .or(caller.login_session_id.as_ref())
+            .map_or_else(|| format!("user:{}", caller.user_id), |id| format!("credential:{id}"));
+        let user = format!("user:{}", caller.user_id);
         let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let count = open.entry(holder.clone()).or_default();
-        if *count >= self.limit {
-            return Err(Status::resource_exhausted(format!(
-                "this credential already has {} open WatchSession streams (limits.max_watch_streams_per_caller); close one first",
-                self.limit
-            )));
+        let held = |holder: &str| open.get(holder).copied().unwrap_or_default();
+        if held(&credential) >= self.per_caller {
+            return Err(Error::limit_reached(
+                "limits.max_watch_streams_per_caller",
+                self.per_caller,
+                "open WatchSession streams of this credential",
+            ));
         }
-        *count += 1;
+        if credential != user && held(&user) >= self.per_user {
+            return Err(Error::limit_reached(
+                "limits.max_watch_streams_per_user",
+                self.per_user,
+                "open WatchSession streams of this user",
+            ));
+        }
+        let holders = [credential, user];
+        // A caller without a credential of its own is its user: counted once.
+        let distinct = if holders[0] == holders[1] { &holders[..1] } else { &holders[..] };
+        for holder in distinct {
+            *open.entry(holder.clone()).or_default() += 1;
+        }
         crate::monitoring::watch_stream_opened();
-        Ok(WatchSlot { holder, open: self.open.clone() })
+        Ok(WatchSlot { holders, open: self.open.clone() })
     }
 }
 
@@ -57,10 +74,13 @@ impl Drop for WatchSlot {
     fn drop(&mut self) {
         crate::monitoring::watch_stream_closed();
         let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(count) = open.get_mut(&self.holder) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.holder);
+        let distinct = if self.holders[0] == self.holders[1] { &self.holders[..1] } else { &self.holders[..] };
+        for holder in distinct {
+            if let Some(count) = open.get_mut(holder) {
+                *count -= 1;
+                if *count == 0 {
+                    open.remove(holder);
+                }
             }
         }
     }

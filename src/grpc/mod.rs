@@ -135,7 +135,10 @@ pub async fn serve(
             trusted_proxies: options.network.trusted_proxies.clone(),
             shutdown: stop_background.subscribe(),
             recheck_every: services.callers.ttl().max(Duration::from_secs(1)),
-            watch_slots: limits::WatchSlots::new(options.limits.max_watch_streams_per_caller),
+            watch_slots: limits::WatchSlots::new(
+                options.limits.max_watch_streams_per_caller,
+                options.limits.max_watch_streams_per_user,
+            ),
         }))
         .add_service(v1::resource_ip_service_server::ResourceIpServiceServer::new(resource_ips::ResourceIpApi(
             services.sessions.clone(),

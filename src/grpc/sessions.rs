@@ -126,6 +126,7 @@ impl SessionService for SessionApi {
         let (current, subscription, beat) = self.sessions.watch(caller(&request)?, id).await?;
         let heartbeat = beat.map(|every| Heartbeat {
             ticks: tokio::time::interval_at(tokio::time::Instant::now() + every, every),
+            every,
             sessions: self.sessions.clone(),
             session_id: id.to_owned(),
         });
@@ -168,6 +169,7 @@ struct WatchState {
 
 struct Heartbeat {
     ticks: tokio::time::Interval,
+    every: std::time::Duration,
     sessions: SessionManager,
     session_id: String,
 }
@@ -176,7 +178,7 @@ impl Heartbeat {
     /// Tells the store the owner is still watching. Awaited outside the `select!` of the stream,
     /// so another branch firing never cancels the write halfway.
     async fn beat(&self) {
-        if let Err(err) = self.sessions.heartbeat(&self.session_id).await {
+        if let Err(err) = self.sessions.heartbeat(&self.session_id, self.every).await {
             // The next beat tries again; two may be lost before the session ends.
             tracing::warn!(session_id = %self.session_id, error = %err, "session heartbeat failed");
         }

@@ -62,6 +62,11 @@ impl From<Error> for Status {
                 message,
                 ErrorDetails::with_retry_info(Some(retry_after)),
             ),
+            Error::LimitReached { limit, max, message } => {
+                metadata.insert("limit".to_owned(), limit.to_owned());
+                metadata.insert("max".to_owned(), max.to_string());
+                (Code::ResourceExhausted, ErrorReason::LimitReached, message, ErrorDetails::new())
+            }
             Error::Unavailable(cause) => {
                 tracing::warn!(error = %cause, "dependency unavailable");
                 (

@@ -34,6 +34,9 @@ pub const RULES_REPAIRED: &str = "portcullis_rules_repaired_total";
 pub const ORPHANS_REMOVED: &str = "portcullis_orphan_rules_removed_total";
 /// Open WatchSession streams on this replica.
 pub const WATCH_STREAMS: &str = "portcullis_watch_streams";
+/// Session heartbeats this replica wrote (one per session and beat interval, however many of
+/// the owner's watches are open).
+pub const HEARTBEAT_WRITES: &str = "portcullis_heartbeat_writes_total";
 /// Rules waiting for a provider call now (cluster-wide): the engine's queue.
 pub const DUE_RULES: &str = "portcullis_due_rules";
 /// How long the longest-waiting due rule has waited (cluster-wide; 0 when none is due).
@@ -84,6 +87,10 @@ pub fn watch_stream_opened() {
 
 pub fn watch_stream_closed() {
     gauge!(WATCH_STREAMS).decrement(1.0);
+}
+
+pub fn heartbeat_written() {
+    counter!(HEARTBEAT_WRITES).increment(1);
 }
 
 pub fn webhook_attempt(outcome: &'static str) {

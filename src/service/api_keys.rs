@@ -23,11 +23,13 @@ pub struct NewApiKey {
 pub struct ApiKeyManager {
     db: DatabaseConnection,
     callers: CallerCache,
+    /// Live keys a user may hold (`limits.max_api_keys_per_user`).
+    max_per_user: u32,
 }
 
 impl ApiKeyManager {
-    pub fn new(db: DatabaseConnection, callers: CallerCache) -> ApiKeyManager {
-        ApiKeyManager { db, callers }
+    pub fn new(db: DatabaseConnection, callers: CallerCache, max_per_user: u32) -> ApiKeyManager {
+        ApiKeyManager { db, callers, max_per_user }
     }
 
     /// Creates a key acting as the caller; returns it with its secret, shown this once. A key
@@ -77,6 +79,14 @@ impl ApiKeyManager {
         }
         let key = generate_api_key(KeyKind::Member);
         let txn = store::begin(&self.db).await?;
+        // Keys held already stay; only one more is refused.
+        if queries::api_keys::count_live(&txn, &caller.user_id, now()).await? >= u64::from(self.max_per_user) {
+            return Err(Error::limit_reached(
+                "limits.max_api_keys_per_user",
+                self.max_per_user,
+                "live API keys of this user",
+            ));
+        }
         let created = queries::api_keys::insert(
             &txn,
             api_key::Model {

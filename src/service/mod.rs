@@ -110,7 +110,11 @@ impl Services {
         let webhook_setup = crate::webhook::WebhookSetup::from_config(&config.webhooks, sealing)
             .map_err(|message| Error::Internal(anyhow::anyhow!("configuration: {message}")))?;
         Ok(Services {
-            webhooks: WebhookManager::new(db.clone(), webhook_setup.clone()),
+            webhooks: WebhookManager::new(
+                db.clone(),
+                webhook_setup.clone(),
+                config.limits.max_webhooks_per_organization,
+            ),
             expiry_warnings: notifications::ExpiryWarnings::new(db.clone(), mailer, &config.notifications),
             webhook_setup,
             sessions: SessionManager::new(db.clone(), reader.clone(), engine.clone(), config.sessions.clone()),
@@ -120,7 +124,7 @@ impl Services {
             logins,
             organizations: OrganizationManager::new(db.clone(), callers.clone(), engine.clone()),
             users: UserManager::new(db.clone(), callers.clone(), engine.clone(), config.sessions.clone()),
-            api_keys: ApiKeyManager::new(db.clone(), callers.clone()),
+            api_keys: ApiKeyManager::new(db.clone(), callers.clone(), config.limits.max_api_keys_per_user),
             callers,
             resources: ResourceManager::new(db.clone(), providers.clone(), engine.clone()),
             audit: AuditLog::new(db.clone()),

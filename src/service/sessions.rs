@@ -46,6 +46,37 @@ pub struct SessionManager {
     reader: DatabaseConnection,
     engine: Engine,
     config: SessionConfig,
+    beats: Arc<Beats>,
+}
+
+/// When this server last wrote each session's heartbeat: however many of the owner's watches
+/// are open (a user can open hundreds), a session's heartbeat is written at most once per beat
+/// interval, so watches cannot fill the database's writer.
+#[derive(Default)]
+struct Beats {
+    written: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    writes: std::sync::atomic::AtomicU64,
+}
+
+/// Past this many sessions remembered, those not beaten for an hour (the longest interval is
+/// 20 minutes) are forgotten.
+const REMEMBERED_BEATS: usize = 10_000;
+
+impl Beats {
+    /// Whether a beat of `id` every `every` should be written now (and notes that it is).
+    /// A tenth of slack, so one watch beating on its own interval writes every time.
+    fn due(&self, id: &str, every: Duration) -> bool {
+        let mut written = self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        if written.get(id).is_some_and(|at| now.duration_since(*at) < every.mul_f64(0.9)) {
+            return false;
+        }
+        if written.len() >= REMEMBERED_BEATS {
+            written.retain(|_, at| now.duration_since(*at) < Duration::from_secs(3600));
+        }
+        written.insert(id.to_owned(), now);
+        true
+    }
 }
 
 impl SessionManager {
@@ -55,7 +86,7 @@ impl SessionManager {
         engine: Engine,
         config: SessionConfig,
     ) -> SessionManager {
-        SessionManager { db, reader, engine, config }
+        SessionManager { db, reader, engine, config, beats: Arc::default() }
     }
 
     pub fn engine(&self) -> &Engine {
@@ -306,8 +337,8 @@ impl SessionManager {
             .and_then(|seconds| u64::try_from(seconds).ok())
             // A third of the heartbeat: two beats may be lost before the session ends.
             .map(|seconds| Duration::from_secs(seconds.div_ceil(3).max(1)));
-        if beat.is_some() {
-            self.heartbeat(id).await?;
+        if let Some(every) = beat {
+            self.heartbeat(id, every).await?;
         }
         let subscription = self.engine.hub().subscribe(id);
         let current = self.engine.session(id).await?;
@@ -394,9 +425,21 @@ impl SessionManager {
         Ok(self.engine.session(id).await?)
     }
 
-    /// The owner's watch of a session with a heartbeat is open: the session lives on.
-    pub async fn heartbeat(&self, id: &str) -> Result<()> {
-        Ok(sessions::heartbeat(&self.db, id, now()).await?)
+    /// The owner's watch of a session with a heartbeat is open, beating every `every`: the
+    /// session lives on. Written once per interval for all the session's watches.
+    pub async fn heartbeat(&self, id: &str, every: Duration) -> Result<()> {
+        if !self.beats.due(id, every) {
+            return Ok(());
+        }
+        sessions::heartbeat(&self.db, id, now()).await?;
+        self.beats.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::monitoring::heartbeat_written();
+        Ok(())
+    }
+
+    /// Heartbeats this server has written.
+    pub fn heartbeat_writes(&self) -> u64 {
+        self.beats.writes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub async fn get_rule(&self, caller: &Caller, id: &str) -> Result<resource_ip::Model> {

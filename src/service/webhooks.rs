@@ -39,11 +39,13 @@ const MAX_DESCRIPTION_CHARS: usize = 2000;
 pub struct WebhookManager {
     db: DatabaseConnection,
     setup: WebhookSetup,
+    /// Webhooks an organization may have (`limits.max_webhooks_per_organization`).
+    max_per_organization: u32,
 }
 
 impl WebhookManager {
-    pub fn new(db: DatabaseConnection, setup: WebhookSetup) -> WebhookManager {
-        WebhookManager { db, setup }
+    pub fn new(db: DatabaseConnection, setup: WebhookSetup, max_per_organization: u32) -> WebhookManager {
+        WebhookManager { db, setup, max_per_organization }
     }
 
     fn key(&self) -> Result<&SealingKey> {
@@ -73,6 +75,13 @@ impl WebhookManager {
         let (id, secret, at) = (new_id(), signing::new_secret(), now());
         let sealed = key.seal(&id, secret.as_bytes()).map_err(|err| Error::internal(anyhow::Error::msg(err)))?;
         let txn = store::begin(&self.db).await?;
+        if webhooks::count(&txn, &caller.organization_id).await? >= u64::from(self.max_per_organization) {
+            return Err(Error::limit_reached(
+                "limits.max_webhooks_per_organization",
+                self.max_per_organization,
+                "webhooks of this organization",
+            ));
+        }
         let created = webhooks::insert(
             &txn,
             webhook::Model {

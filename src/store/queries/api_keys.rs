@@ -3,7 +3,7 @@ use crate::store::entity::api_key::{self, Column, Entity, Model};
 use crate::store::{Page, PageRequest, StoreResult};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter};
 
 pub async fn insert(db: &impl ConnectionTrait, model: Model) -> StoreResult<Model> {
     Ok(api_key::ActiveModel::from(model).insert(db).await?)
@@ -69,4 +69,14 @@ pub async fn revoke(db: &impl ConnectionTrait, id: &str, now: DateTime<Utc>) -> 
         descendants += generation.len();
     }
     Ok(descendants)
+}
+
+/// How many keys `user_id` holds that still work at `at`: neither revoked nor expired.
+pub async fn count_live(db: &impl ConnectionTrait, user_id: &str, at: DateTime<Utc>) -> StoreResult<u64> {
+    Ok(Entity::find()
+        .filter(Column::UserId.eq(user_id))
+        .filter(Column::RevokedAt.is_null())
+        .filter(Column::ExpiresAt.is_null().or(Column::ExpiresAt.gt(at)))
+        .count(db)
+        .await?)
 }

@@ -7,11 +7,17 @@ use crate::store::{Page, PageRequest, StoreResult};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict, Query};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 
 pub async fn insert(db: &impl ConnectionTrait, model: webhook::Model) -> StoreResult<webhook::Model> {
     Ok(webhook::ActiveModel::from(model).insert(db).await?)
+}
+
+/// How many webhooks `organization_id` has.
+pub async fn count(db: &impl ConnectionTrait, organization_id: &str) -> StoreResult<u64> {
+    Ok(webhook::Entity::find().filter(webhook::Column::OrganizationId.eq(organization_id)).count(db).await?)
 }
 
 pub async fn get(db: &impl ConnectionTrait, organization_id: &str, id: &str) -> StoreResult<webhook::Model> {

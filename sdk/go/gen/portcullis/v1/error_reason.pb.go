@@ -74,8 +74,12 @@ const (
 	ErrorReason_ERROR_REASON_VERIFICATION_FAILED ErrorReason = 44
 	// ERROR_REASON_RATE_LIMITED: too many requests; retry after the RetryInfo delay.
 	ErrorReason_ERROR_REASON_RATE_LIMITED ErrorReason = 50
+	// ERROR_REASON_LIMIT_REACHED: a cap on what a user or an organization may hold (API keys, watch
+	// streams, webhooks) is reached; retrying does not help, giving one up does. ErrorInfo.metadata
+	// names the limit ("limit") and its value ("max").
+	ErrorReason_ERROR_REASON_LIMIT_REACHED ErrorReason = 51
 	// ERROR_REASON_NOT_CONFIGURED: the call needs server configuration the operator has not set
-	// (for example webhooks.secret_key).
+	// (for example sealing_key).
 	ErrorReason_ERROR_REASON_NOT_CONFIGURED ErrorReason = 63
 	// ERROR_REASON_NOT_IMPLEMENTED: the method exists in the contract but this server does not serve it yet.
 	ErrorReason_ERROR_REASON_NOT_IMPLEMENTED ErrorReason = 60
@@ -109,6 +113,7 @@ var (
 		43: "ERROR_REASON_ACCOUNT_LOCKED",
 		44: "ERROR_REASON_VERIFICATION_FAILED",
 		50: "ERROR_REASON_RATE_LIMITED",
+		51: "ERROR_REASON_LIMIT_REACHED",
 		63: "ERROR_REASON_NOT_CONFIGURED",
 		60: "ERROR_REASON_NOT_IMPLEMENTED",
 		61: "ERROR_REASON_UNAVAILABLE",
@@ -136,6 +141,7 @@ var (
 		"ERROR_REASON_ACCOUNT_LOCKED":           43,
 		"ERROR_REASON_VERIFICATION_FAILED":      44,
 		"ERROR_REASON_RATE_LIMITED":             50,
+		"ERROR_REASON_LIMIT_REACHED":            51,
 		"ERROR_REASON_NOT_CONFIGURED":           63,
 		"ERROR_REASON_NOT_IMPLEMENTED":          60,
 		"ERROR_REASON_UNAVAILABLE":              61,
@@ -174,7 +180,7 @@ var File_portcullis_v1_error_reason_proto protoreflect.FileDescriptor
 
 const file_portcullis_v1_error_reason_proto_rawDesc = "" +
 	"\n" +
-	" portcullis/v1/error_reason.proto\x12\rportcullis.v1*\xf3\x06\n" +
+	" portcullis/v1/error_reason.proto\x12\rportcullis.v1*\x93\a\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aERROR_REASON_INVALID_INPUT\x10\x01\x12#\n" +
@@ -197,7 +203,8 @@ const file_portcullis_v1_error_reason_proto_rawDesc = "" +
 	"\x1cERROR_REASON_RESOURCE_IN_USE\x10*\x12\x1f\n" +
 	"\x1bERROR_REASON_ACCOUNT_LOCKED\x10+\x12$\n" +
 	" ERROR_REASON_VERIFICATION_FAILED\x10,\x12\x1d\n" +
-	"\x19ERROR_REASON_RATE_LIMITED\x102\x12\x1f\n" +
+	"\x19ERROR_REASON_RATE_LIMITED\x102\x12\x1e\n" +
+	"\x1aERROR_REASON_LIMIT_REACHED\x103\x12\x1f\n" +
 	"\x1bERROR_REASON_NOT_CONFIGURED\x10?\x12 \n" +
 	"\x1cERROR_REASON_NOT_IMPLEMENTED\x10<\x12\x1c\n" +
 	"\x18ERROR_REASON_UNAVAILABLE\x10=\x12\x19\n" +
