@@ -244,6 +244,8 @@ async fn bad_webhooks_are_refused_with_the_field_at_fault() {
     server.stop().await;
 }
 
+/// A webhook whose name resolves to a private address is never posted to, and its deliveries
+/// say only that the destination was not allowed or reachable (the detail is in the log).
 #[tokio::test]
 async fn a_name_that_resolves_to_a_private_address_is_never_posted_to() {
     let db = TestDb::sqlite();
@@ -258,7 +260,8 @@ async fn a_name_that_resolves_to_a_private_address_is_never_posted_to() {
     loop {
         let listed = deliveries(&mut webhooks, &server.admin_key, &id).await;
         if let Some(delivery) = listed.iter().find(|d| d.attempts > 0) {
-            assert!(delivery.last_error.contains("loopback"), "{}", delivery.last_error);
+            // The owner learns that it was not posted, not how this server resolves names.
+            assert_eq!(delivery.last_error, "destination not allowed or not reachable");
             assert_eq!(delivery.last_response_code, 0);
             break;
         }

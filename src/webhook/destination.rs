@@ -34,6 +34,31 @@ impl Answer {
     }
 }
 
+/// Why a post got no answer: a reason fit for the webhook's owner (stored with the delivery)
+/// and the detail, for the server's log only. The detail can tell how this server resolves and
+/// reaches names (an internal name resolving to 10.1.2.3), which is no tenant's business.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undelivered {
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+impl Undelivered {
+    /// Not allowed, not resolved, or not connected: one reason, so the answer is no oracle of
+    /// the operator's network.
+    fn unreachable(detail: impl Into<String>) -> Undelivered {
+        Undelivered { reason: "destination not allowed or not reachable", detail: detail.into() }
+    }
+
+    fn tls(detail: impl Into<String>) -> Undelivered {
+        Undelivered { reason: "the TLS handshake with the receiver failed", detail: detail.into() }
+    }
+
+    fn http(detail: impl Into<String>) -> Undelivered {
+        Undelivered { reason: "the receiver's answer was not HTTP", detail: detail.into() }
+    }
+}
+
 /// A URL taken apart for connecting.
 struct Target {
     https: bool,
@@ -110,16 +135,29 @@ impl Destinations {
     }
 
     /// Posts `body` to `url` with `headers`, within the timeout, following no redirect.
-    pub async fn post(&self, url: &str, headers: &[(&'static str, String)], body: Bytes) -> Result<Answer, String> {
-        let target = self.target(url)?;
+    pub async fn post(
+        &self,
+        url: &str,
+        headers: &[(&'static str, String)],
+        body: Bytes,
+    ) -> Result<Answer, Undelivered> {
+        let target = self.target(url).map_err(|why| Undelivered::unreachable(format!("the URL {why}")))?;
         match tokio::time::timeout(self.timeout, self.send(&target, headers, body)).await {
             Ok(answer) => answer,
-            Err(_) => Err(format!("no answer within {} s", self.timeout.as_secs())),
+            Err(_) => Err(Undelivered {
+                reason: "no answer within the timeout",
+                detail: format!("no answer within {} s", self.timeout.as_secs()),
+            }),
         }
     }
 
-    async fn send(&self, target: &Target, headers: &[(&'static str, String)], body: Bytes) -> Result<Answer, String> {
-        let stream = self.connect(target).await?;
+    async fn send(
+        &self,
+        target: &Target,
+        headers: &[(&'static str, String)],
+        body: Bytes,
+    ) -> Result<Answer, Undelivered> {
+        let stream = self.connect(target).await.map_err(Undelivered::unreachable)?;
         let path = target.uri.path_and_query().map_or("/", |path| path.as_str());
         let mut request = http::Request::post(path)
             .header(http::header::HOST, target.uri.authority().map_or("", |authority| authority.as_str()))
@@ -128,14 +166,14 @@ impl Destinations {
         for (name, value) in headers {
             request = request.header(*name, value);
         }
-        let request = request.body(Full::new(body)).map_err(|err| err.to_string())?;
+        let request = request.body(Full::new(body)).map_err(|err| Undelivered::http(err.to_string()))?;
         let response = if target.https {
             let name = rustls_pki_types::ServerName::try_from(target.host.trim_matches(['[', ']']).to_owned())
-                .map_err(|_| format!("{} is not a valid TLS server name", target.host))?;
-            let tls = self.tls.connect(name, stream).await.map_err(|err| format!("TLS: {err}"))?;
-            exchange(TokioIo::new(tls), request).await?
+                .map_err(|_| Undelivered::tls(format!("{} is not a valid TLS server name", target.host)))?;
+            let tls = self.tls.connect(name, stream).await.map_err(|err| Undelivered::tls(format!("TLS: {err}")))?;
+            exchange(TokioIo::new(tls), request).await.map_err(Undelivered::http)?
         } else {
-            exchange(TokioIo::new(stream), request).await?
+            exchange(TokioIo::new(stream), request).await.map_err(Undelivered::http)?
         };
         Ok(Answer { status: response })
     }
@@ -208,6 +246,9 @@ mod tests {
     async fn a_name_resolving_to_a_private_address_is_not_connected() {
         let strict = destinations(&[]);
         let refused = strict.post("https://localhost:9/", &[], Bytes::new()).await.unwrap_err();
-        assert!(refused.contains("loopback"), "{refused}");
+        assert!(refused.detail.contains("loopback"), "{refused:?}");
+        assert_eq!(refused.reason, "destination not allowed or not reachable", "the owner learns nothing more");
+        let unknown = strict.post("https://no-such-host.invalid/", &[], Bytes::new()).await.unwrap_err();
+        assert_eq!(unknown.reason, refused.reason, "an unknown name reads the same as a refused one");
     }
 }

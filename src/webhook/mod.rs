@@ -9,7 +9,7 @@
 mod destination;
 pub mod signing;
 
-pub use destination::{Answer, Destinations};
+pub use destination::{Answer, Destinations, Undelivered};
 
 use crate::config::WebhooksConfig;
 use crate::domain::{Actor, DeliveryStatus, new_id, now};
@@ -340,10 +340,14 @@ impl Dispatcher {
                 delivery.last_error = Some(format!("the receiver answered HTTP {}", answer.status));
                 self.schedule_retry(&mut delivery, at);
             }
-            Err(Attempt::Failed(error)) => {
+            Err(Attempt::Failed(undelivered)) => {
+                tracing::info!(
+                    delivery_id = %delivery.id, webhook_id = %delivery.webhook_id, detail = %undelivered.detail,
+                    "webhook attempt got no answer"
+                );
                 delivery.attempts = delivery.attempts.saturating_add(1);
                 delivery.last_response_code = None;
-                delivery.last_error = Some(error);
+                delivery.last_error = Some(undelivered.reason.to_owned());
                 self.schedule_retry(&mut delivery, at);
             }
             Err(Attempt::Abandoned(reason)) => {
@@ -374,10 +378,14 @@ impl Dispatcher {
 
     /// Signs and posts; an error means the attempt never reached an answer.
     async fn post(&self, hook: &webhook::Model, delivery: &webhook_delivery::Model) -> Result<Answer, Attempt> {
-        let key =
-            self.inner.setup.key.as_ref().ok_or_else(|| {
-                Attempt::Failed("sealing_key is not set on this server, so it cannot sign".to_owned())
-            })?;
+        let unsigned =
+            |detail: String| Attempt::Failed(Undelivered { reason: "this server could not sign the delivery", detail });
+        let key = self
+            .inner
+            .setup
+            .key
+            .as_ref()
+            .ok_or_else(|| unsigned("sealing_key is not set on this server, so it cannot sign".to_owned()))?;
         let timestamp = now().timestamp();
         let body = delivery.payload.as_bytes();
         let mut signatures = Vec::new();
@@ -388,8 +396,8 @@ impl Dispatcher {
             secrets.push(previous);
         }
         for sealed in secrets {
-            let secret = key.open_text(&hook.id, sealed).map_err(Attempt::Failed)?;
-            signatures.push(signing::sign(&secret, &delivery.event_id, timestamp, body).map_err(Attempt::Failed)?);
+            let secret = key.open_text(&hook.id, sealed).map_err(unsigned)?;
+            signatures.push(signing::sign(&secret, &delivery.event_id, timestamp, body).map_err(unsigned)?);
         }
         let headers = [
             ("webhook-id", delivery.event_id.clone()),
@@ -442,7 +450,7 @@ impl Dispatcher {
 
 enum Attempt {
     /// No answer (connection, TLS, timeout, signing): retried.
-    Failed(String),
+    Failed(Undelivered),
     /// Not to be tried again.
     Abandoned(String),
 }
