@@ -90,6 +90,11 @@ pub struct WebhooksConfig {
     pub disable_after_days: u64,
     /// How often the outbox is looked at when nothing wakes it.
     pub poll_interval_ms: u64,
+    /// Most deliveries in flight at once on one replica.
+    pub concurrency: usize,
+    /// Most deliveries of one organization in flight at once, across replicas: one
+    /// organization's slow receivers never hold every slot.
+    pub max_in_flight_per_organization: usize,
 }
 
 impl Default for WebhooksConfig {
@@ -102,6 +107,8 @@ impl Default for WebhooksConfig {
             retry_hours: 24,
             disable_after_days: 5,
             poll_interval_ms: 1000,
+            concurrency: 64,
+            max_in_flight_per_organization: 8,
         }
     }
 }

@@ -271,6 +271,58 @@ async fn a_name_that_resolves_to_a_private_address_is_never_posted_to() {
     server.stop().await;
 }
 
+/// One organization whose receivers never answer holds at most its share of the delivery slots
+/// (`webhooks.max_in_flight_per_organization`): another organization's event is delivered at
+/// once, not after the slow one's backlog.
+#[tokio::test]
+async fn a_slow_organization_holds_only_its_share_of_delivery_slots() {
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+    let db = TestDb::sqlite();
+    let mut config = webhook_config();
+    config.webhooks.concurrency = 8;
+    config.webhooks.max_in_flight_per_organization = 3;
+    config.webhooks.timeout_secs = 5;
+    let mut f = Fixture::with_server(TestServer::start_with(&db, config).await).await;
+    let mut webhooks = WebhookServiceClient::new(f.server.channel().await);
+    // A tarpit: connections are accepted and never answered.
+    let tarpit = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tarpit_url = format!("http://{}/hook", tarpit.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = tarpit.accept().await {
+            held.push(connection);
+        }
+    });
+    let (slow_org, slow_admin) = f.server.insert_organization("Slow", "admin@slow.example").await;
+    for _ in 0..12 {
+        create(&mut webhooks, &slow_admin, &tarpit_url, &[]).await.unwrap();
+    }
+    // Each webhook hears of the ones made after it: a backlog of 78 deliveries that never end.
+    let deliveries = portcullis::store::entity::webhook_delivery::Entity::find;
+    let column = portcullis::store::entity::webhook_delivery::Column::OrganizationId;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while deliveries().filter(column.eq(slow_org.as_str())).count(&f.server.db).await.unwrap() < 78 {
+        assert!(tokio::time::Instant::now() < deadline, "the slow organization's backlog was never enqueued");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    let receiver = common::receiver::Receiver::start().await;
+    create(&mut webhooks, &f.server.admin_key, &receiver.url, &["resource.created"]).await.unwrap();
+    let began = std::time::Instant::now();
+    f.resource("db", MemoryProvider::default()).await;
+    receiver.wait_for("resource.created", |r| types_of(r).iter().any(|t| t == "resource.created")).await;
+    let waited = began.elapsed();
+    let held = deliveries()
+        .filter(column.eq(slow_org.as_str()))
+        .filter(portcullis::store::entity::webhook_delivery::Column::LeaseExpiresAt.gt(portcullis::domain::now()))
+        .count(&f.server.db)
+        .await
+        .unwrap();
+    assert!(held <= 3, "the slow organization holds {held} slots");
+    assert!(waited < std::time::Duration::from_secs(4), "the other organization's event waited {waited:?}");
+    f.server.stop().await;
+}
+
 /// Every replica runs a dispatcher; between them each event is enqueued and posted once.
 #[tokio::test]
 async fn two_replicas_deliver_each_event_once() {

@@ -104,6 +104,8 @@ pub struct WebhookSettings {
     pub disable_after: Duration,
     /// Most deliveries in flight at once on this replica.
     pub concurrency: usize,
+    /// Most deliveries of one organization in flight at once, across replicas.
+    pub per_organization: usize,
 }
 
 /// What the webhook use-cases and the dispatcher share: the sealing key, where posts may go,
@@ -128,7 +130,8 @@ impl WebhookSetup {
                 retry_base: Duration::from_millis(config.retry_base_ms.max(1)),
                 retry_window: Duration::from_secs(config.retry_hours.saturating_mul(3600)),
                 disable_after: Duration::from_secs(config.disable_after_days.saturating_mul(86_400)),
-                concurrency: 64,
+                concurrency: config.concurrency.max(1),
+                per_organization: config.max_in_flight_per_organization.max(1),
             },
             wake: Arc::new(Notify::new()),
         })
@@ -296,7 +299,9 @@ impl Dispatcher {
         // Long enough for one attempt (the post's own timeout) and its saving.
         let until = at + delta(inner.setup.destinations.timeout()) + TimeDelta::seconds(30);
         let token = format!("{}:{}", inner.owner, new_id());
-        let claimed = webhooks::claim_due(&inner.db, &token, at, until, limit as u64).await?;
+        let settings = &inner.setup.settings;
+        let claimed =
+            webhooks::claim_due(&inner.db, &token, at, until, limit as u64, settings.per_organization as u64).await?;
         if claimed.is_empty() {
             return Ok(Vec::new());
         }

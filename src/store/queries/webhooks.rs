@@ -5,11 +5,12 @@ use crate::domain::DeliveryStatus;
 use crate::store::entity::{audit_event, webhook, webhook_delivery};
 use crate::store::{Page, PageRequest, StoreResult};
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, OnConflict, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query, WindowStatement};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
     QuerySelect,
 };
+use std::collections::HashMap;
 
 pub async fn insert(db: &impl ConnectionTrait, model: webhook::Model) -> StoreResult<webhook::Model> {
     Ok(webhook::ActiveModel::from(model).insert(db).await?)
@@ -107,34 +108,82 @@ fn delivery_lease_free(now: DateTime<Utc>) -> Condition {
         .add(webhook_delivery::Column::LeaseExpiresAt.lt(now))
 }
 
-/// Claims up to `limit` due pending deliveries for `token` until `lease_until`.
+/// Claims up to `limit` due pending deliveries for `token` until `lease_until`, fairly between
+/// organizations: none holds more than `per_organization` claims at once (across replicas), so
+/// one organization's slow receivers cannot take every slot. Within that, the longest due first.
 pub async fn claim_due(
     db: &impl ConnectionTrait,
     token: &str,
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
     limit: u64,
+    per_organization: u64,
 ) -> StoreResult<Vec<webhook_delivery::Model>> {
-    let due = Query::select()
-        .column(webhook_delivery::Column::Id)
+    use webhook_delivery::Column;
+    let held: HashMap<String, u64> = webhook_delivery::Entity::find()
+        .select_only()
+        .column(Column::OrganizationId)
+        .column_as(Column::Id.count(), "held")
+        .filter(Column::Status.eq(DeliveryStatus::Pending))
+        .filter(Column::LeaseExpiresAt.gte(now))
+        .group_by(Column::OrganizationId)
+        .into_tuple::<(String, i64)>()
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|(organization, held)| (organization, u64::try_from(held).unwrap_or_default()))
+        .collect();
+    // Each organization's longest-due deliveries, ranked within it, so a backlog of one cannot
+    // push the others out of the candidates.
+    let place = "place";
+    let ranked = Query::select()
+        .columns([Column::Id, Column::OrganizationId, Column::NextAttemptAt])
+        .expr_window_as(
+            Expr::cust("ROW_NUMBER()"),
+            WindowStatement::partition_by(Column::OrganizationId)
+                .order_by(Column::NextAttemptAt, sea_orm::Order::Asc)
+                .to_owned(),
+            place,
+        )
         .from(webhook_delivery::Entity)
-        .and_where(webhook_delivery::Column::Status.eq(DeliveryStatus::Pending))
-        .and_where(webhook_delivery::Column::NextAttemptAt.lte(now))
+        .and_where(Column::Status.eq(DeliveryStatus::Pending))
+        .and_where(Column::NextAttemptAt.lte(now))
         .cond_where(delivery_lease_free(now))
-        .order_by(webhook_delivery::Column::NextAttemptAt, sea_orm::Order::Asc)
-        .limit(limit)
         .to_owned();
+    let candidates = Query::select()
+        .columns([Column::Id, Column::OrganizationId])
+        .from_subquery(ranked, "ranked")
+        .and_where(Expr::col(place).lte(per_organization))
+        .order_by(Column::NextAttemptAt, sea_orm::Order::Asc)
+        .to_owned();
+    let mut taken: HashMap<String, u64> = HashMap::new();
+    let mut chosen = Vec::new();
+    for row in db.query_all(&candidates).await? {
+        let (id, organization): (String, String) = (row.try_get("", "id")?, row.try_get("", "organization_id")?);
+        let holds = held.get(&organization).copied().unwrap_or_default()
+            + taken.get(&organization).copied().unwrap_or_default();
+        if holds < per_organization {
+            *taken.entry(organization).or_default() += 1;
+            chosen.push(id);
+            if chosen.len() as u64 >= limit {
+                break;
+            }
+        }
+    }
+    if chosen.is_empty() {
+        return Ok(Vec::new());
+    }
     webhook_delivery::Entity::update_many()
-        .col_expr(webhook_delivery::Column::LeaseOwner, Expr::value(token))
-        .col_expr(webhook_delivery::Column::LeaseExpiresAt, Expr::value(lease_until))
-        .filter(webhook_delivery::Column::Id.in_subquery(due))
+        .col_expr(Column::LeaseOwner, Expr::value(token))
+        .col_expr(Column::LeaseExpiresAt, Expr::value(lease_until))
+        .filter(Column::Id.is_in(chosen))
         .filter(delivery_lease_free(now))
         .exec(db)
         .await?;
     Ok(webhook_delivery::Entity::find()
-        .filter(webhook_delivery::Column::LeaseOwner.eq(token))
-        .filter(webhook_delivery::Column::Status.eq(DeliveryStatus::Pending))
-        .order_by_asc(webhook_delivery::Column::Id)
+        .filter(Column::LeaseOwner.eq(token))
+        .filter(Column::Status.eq(DeliveryStatus::Pending))
+        .order_by_asc(Column::Id)
         .all(db)
         .await?)
 }
