@@ -271,6 +271,68 @@ async fn a_name_that_resolves_to_a_private_address_is_never_posted_to() {
     server.stop().await;
 }
 
+/// A webhook sends only what its owner (who last set its URL or events) may read, checked at
+/// each delivery: a key holding only `webhooks:write` cannot subscribe to session events, nor
+/// receive them by asking for every type; an owner whose key is revoked stops its webhook's
+/// events; and ListWebhookDeliveries shows a payload only to a caller who may read its event.
+#[tokio::test]
+async fn a_webhook_sends_only_what_its_owner_may_read() {
+    use portcullis::pb::v1::auth_service_client::AuthServiceClient;
+    let db = TestDb::sqlite();
+    let (mut f, mut webhooks) = fixture(&db).await;
+    let mut auth = AuthServiceClient::new(f.server.channel().await);
+    let mint = |permissions: &[&str]| CreateApiKeyRequest {
+        name: "hooks".into(),
+        permissions: permissions.iter().map(|p| p.to_string()).collect(),
+        expires_at: None,
+    };
+    let hooks_only =
+        auth.create_api_key(with_key(mint(&["webhooks:write"]), &f.server.admin_key)).await.unwrap().into_inner();
+    let refused =
+        create(&mut webhooks, &hooks_only.secret, "http://127.0.0.1:9/hook", &["session.active"]).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&refused), ["event_types"]);
+
+    let (narrow, full, revoked) = (Receiver::start().await, Receiver::start().await, Receiver::start().await);
+    create(&mut webhooks, &hooks_only.secret, &narrow.url, &[]).await.unwrap();
+    let everything = create(&mut webhooks, &f.server.admin_key, &full.url, &[]).await.unwrap();
+    let admin_key = auth
+        .create_api_key(with_key(mint(&["users:read", "webhooks:write"]), &f.server.admin_key))
+        .await
+        .unwrap()
+        .into_inner();
+    create(&mut webhooks, &admin_key.secret, &revoked.url, &["session.active", "session.ended"]).await.unwrap();
+    let revoke = RevokeApiKeyRequest { id: admin_key.api_key.unwrap().id };
+    auth.revoke_api_key(with_key(revoke, &f.server.admin_key)).await.unwrap();
+
+    f.resource("db", MemoryProvider::default()).await;
+    let key = f.user_key.clone();
+    let session = f.start(&key, Some("198.51.100.40"), None).await.unwrap();
+    f.watch_until(&key, &session.id, SessionStatus::Active).await;
+    full.wait_for("the session", |r| types_of(r).iter().any(|t| t == "session.active")).await;
+    // The admin's receiver heard it all: the others had their chance.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let heard = types_of(&narrow.received());
+    assert!(heard.iter().all(|t| t.starts_with("webhook.")), "a webhooks:write key's webhook heard {heard:?}");
+    assert!(heard.iter().any(|t| t == "webhook.created"), "it hears what its owner may read: {heard:?}");
+    assert!(revoked.received().is_empty(), "a revoked owner's webhook still posted {:?}", revoked.received());
+
+    let listed = |key: String| {
+        let mut webhooks = webhooks.clone();
+        let id = everything.webhook.clone().unwrap().id;
+        async move { deliveries(&mut webhooks, &key, &id).await }
+    };
+    let seen_by_admin = listed(f.server.admin_key.clone()).await;
+    let active = seen_by_admin.iter().find(|d| d.event_type == "session.active").expect("a session.active delivery");
+    assert!(active.payload.contains(&session.id), "{}", active.payload);
+    let seen_by_key = listed(hooks_only.secret.clone()).await;
+    for delivery in &seen_by_key {
+        let readable = delivery.event_type.starts_with("webhook.");
+        assert_eq!(!delivery.payload.is_empty(), readable, "{} shown: {}", delivery.event_type, delivery.payload);
+    }
+    f.server.stop().await;
+}
+
 /// One organization whose receivers never answer holds at most its share of the delivery slots
 /// (`webhooks.max_in_flight_per_organization`): another organization's event is delivered at
 /// once, not after the slow one's backlog.

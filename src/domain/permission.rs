@@ -48,6 +48,36 @@ impl Permission {
         Permission::ALL.iter().copied().filter(|p| p.granted_to(role)).collect()
     }
 
+    /// What a user of `role` holds acting through a key that grants `key` (None: as themselves,
+    /// a login): the role's permissions, narrowed by the key's (with what they imply).
+    pub fn held(role: Role, key: Option<&[Permission]>) -> Vec<Permission> {
+        let mut held = Permission::for_role(role);
+        if let Some(key) = key {
+            let granted = Permission::with_implied(key);
+            held.retain(|p| granted.contains(p));
+        }
+        held
+    }
+
+    /// The permission that reads what an audit event (and the webhook event of the same name)
+    /// tells, across the organization: sessions and rules are every member's (`users:read`),
+    /// resources every one, assigned or not (`resources:write`), keys those of other users too
+    /// (`users:write`). `audit:read` reads them all (the audit trail holds every one).
+    pub fn to_see_event(event_type: &str) -> Permission {
+        match event_type.split('.').next().unwrap_or_default() {
+            "resource" => Permission::ResourcesWrite,
+            "api_key" => Permission::UsersWrite,
+            "webhook" => Permission::WebhooksWrite,
+            // Sessions, rules, users, logins, the organization: what members do.
+            _ => Permission::UsersRead,
+        }
+    }
+
+    /// Whether holding `held` reads events of `event_type` (see [`Permission::to_see_event`]).
+    pub fn sees_event(held: &[Permission], event_type: &str) -> bool {
+        held.contains(&Permission::AuditRead) || held.contains(&Permission::to_see_event(event_type))
+    }
+
     /// Encodes a set of permissions for storage: names separated by single spaces.
     pub fn join(permissions: &[Permission]) -> String {
         permissions.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(" ")

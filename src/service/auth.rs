@@ -243,9 +243,8 @@ impl Authenticator {
             return Err(invalid_credentials());
         }
         let user = queries::users::get_any(&self.reader, &key.user_id).await.map_err(or_invalid)?;
-        let granted = Permission::with_implied(&Permission::split(&key.permissions));
         let mut caller = self.caller_for(user).await?;
-        caller.permissions.retain(|p| granted.contains(p));
+        caller.permissions = Permission::held(caller.role, Some(&Permission::split(&key.permissions)));
         caller.api_key_id = Some(key.id.clone());
         // Best effort: a failed bookkeeping write must not fail the call.
         if let Err(err) = queries::api_keys::touch(&self.db, &key.id, now, chrono::TimeDelta::minutes(1)).await {

@@ -1,7 +1,7 @@
 //! Webhooks through WebhookService: where an organization's events go, and their deliveries.
 
 use super::Caller;
-use crate::domain::{DeliveryStatus, Violations, new_id, now};
+use crate::domain::{DeliveryStatus, Permission, Violations, new_id, now};
 use crate::error::{Error, Result, StoreResultExt};
 use crate::pb::v1::ErrorReason;
 use crate::sealing::SealingKey;
@@ -67,7 +67,7 @@ impl WebhookManager {
         let key = self.key()?;
         let mut violations = Violations::default();
         let url = self.check_url(&mut violations, "url", &new.url);
-        let event_types = violations.check("event_types", validate_event_types(&new.event_types));
+        let event_types = violations.check("event_types", validate_event_types(&new.event_types, &caller.permissions));
         let description = violations.check("description", validate_description(&new.description));
         let (Some(url), Some(event_types), Some(description)) = (url, event_types, description) else {
             return Err(violations.into());
@@ -98,6 +98,8 @@ impl WebhookManager {
                 failing_since: None,
                 created_at: at,
                 updated_at: at,
+                owner_user_id: Some(caller.user_id.clone()),
+                owner_api_key_id: caller.api_key_id.clone(),
             },
         )
         .await?;
@@ -125,7 +127,7 @@ impl WebhookManager {
         let event_types = changes
             .event_types
             .as_deref()
-            .map(|types| violations.check("webhook.event_types", validate_event_types(types)));
+            .map(|types| violations.check("webhook.event_types", validate_event_types(types, &caller.permissions)));
         let description = changes
             .description
             .as_deref()
@@ -146,6 +148,13 @@ impl WebhookManager {
         if let Some(Some(types)) = event_types {
             record = record.detail("event_types", &types);
             active.event_types = Set(types);
+        }
+        // Whoever says where it posts and what owns it from now on: its events become those
+        // they may read (else a key holding only webhooks:write could point an admin's
+        // webhook at itself).
+        if changes.url.is_some() || changes.event_types.is_some() {
+            active.owner_user_id = Set(Some(caller.user_id.clone()));
+            active.owner_api_key_id = Set(caller.api_key_id.clone());
         }
         if let Some(Some(description)) = description {
             active.description = Set(description);
@@ -209,7 +218,14 @@ impl WebhookManager {
         page: &PageRequest,
     ) -> Result<Page<webhook_delivery::Model>> {
         webhooks::get(&self.db, &caller.organization_id, webhook_id).await.or_not_found("webhook")?;
-        Ok(webhooks::list_deliveries(&self.db, &caller.organization_id, webhook_id, page).await?)
+        let mut listed = webhooks::list_deliveries(&self.db, &caller.organization_id, webhook_id, page).await?;
+        // A payload tells what its event tells: only to a caller who may read that.
+        for delivery in &mut listed.items {
+            if !Permission::sees_event(&caller.permissions, &delivery.event_type) {
+                delivery.payload = String::new();
+            }
+        }
+        Ok(listed)
     }
 
     /// Queues a delivery again, due now, with a new retry window.
@@ -241,12 +257,20 @@ impl WebhookManager {
 }
 
 /// Event types as stored (a JSON list), each known and named once.
-fn validate_event_types(types: &[String]) -> Result<String, String> {
+/// The event types, each known and readable by a caller holding `held` (none named: every type,
+/// of which those the owner may read are sent).
+fn validate_event_types(types: &[String], held: &[Permission]) -> Result<String, String> {
     let mut kept: Vec<&str> = Vec::new();
     for kind in types {
         let kind = kind.trim();
         if !EVENT_TYPES.contains(&kind) {
             return Err(format!("{kind:?} is not an event type; the types are {}", EVENT_TYPES.join(", ")));
+        }
+        if !Permission::sees_event(held, kind) {
+            return Err(format!(
+                "{kind} needs {} (or audit:read) to be read, which the caller does not hold",
+                Permission::to_see_event(kind)
+            ));
         }
         if !kept.contains(&kind) {
             kept.push(kind);

@@ -12,7 +12,7 @@ pub mod signing;
 pub use destination::{Answer, Destinations, Undelivered};
 
 use crate::config::WebhooksConfig;
-use crate::domain::{Actor, DeliveryStatus, new_id, now};
+use crate::domain::{Actor, DeliveryStatus, Permission, new_id, now};
 use crate::sealing::SealingKey;
 use crate::store::audit::AuditRecord;
 use crate::store::entity::{audit_event, webhook, webhook_delivery};
@@ -215,10 +215,11 @@ impl Dispatcher {
         let mut organizations: Vec<&str> = events.iter().map(|event| event.organization_id.as_str()).collect();
         organizations.sort_unstable();
         organizations.dedup();
-        let mut hooks_of: HashMap<String, Vec<(webhook::Model, Vec<String>)>> = HashMap::new();
+        let mut hooks_of: HashMap<String, Vec<(webhook::Model, Vec<String>, Vec<Permission>)>> = HashMap::new();
         for hook in webhooks::enabled_of(&txn, &organizations).await? {
             let types = serde_json::from_str::<Vec<String>>(&hook.event_types).unwrap_or_default();
-            hooks_of.entry(hook.organization_id.clone()).or_default().push((hook, types));
+            let may_read = owner_permissions(&txn, &hook).await?;
+            hooks_of.entry(hook.organization_id.clone()).or_default().push((hook, types, may_read));
         }
         // Which webhooks want which event, and the sessions their payloads show.
         let mut wanted = Vec::new();
@@ -229,10 +230,12 @@ impl Dispatcher {
                 .get(&event.organization_id)
                 .into_iter()
                 .flatten()
-                .filter(|(hook, types)| {
-                    hook.created_at <= event.time && (types.is_empty() || types.iter().any(|t| t == kind))
+                .filter(|(hook, types, may_read)| {
+                    hook.created_at <= event.time
+                        && (types.is_empty() || types.iter().any(|t| t == kind))
+                        && Permission::sees_event(may_read, kind)
                 })
-                .map(|(hook, _)| hook)
+                .map(|(hook, _, _)| hook)
                 .collect();
             if hooks.is_empty() {
                 continue;
@@ -324,7 +327,17 @@ impl Dispatcher {
         let inner = &self.inner;
         let token = delivery.lease_owner.clone().unwrap_or_default();
         let outcome = match hook.as_ref().filter(|hook| hook.disabled_at.is_none()) {
-            Some(hook) => self.post(hook, &delivery).await,
+            Some(hook) => match owner_permissions(&inner.db, hook).await {
+                Ok(may_read) if Permission::sees_event(&may_read, &delivery.event_type) => {
+                    self.post(hook, &delivery).await
+                }
+                // Demoted, disabled or revoked since: its events stop with its right to them.
+                Ok(_) => Err(Attempt::Abandoned("the webhook's owner may no longer read this event".to_owned())),
+                Err(err) => Err(Attempt::Failed(Undelivered {
+                    reason: "this server could not check the webhook's owner",
+                    detail: err.to_string(),
+                })),
+            },
             None => Err(Attempt::Abandoned("the webhook is disabled".to_owned())),
         };
         let at = now();
@@ -467,6 +480,24 @@ fn session_of(event: &audit_event::Model) -> Option<String> {
     }
     let details: BTreeMap<String, String> = serde_json::from_str(&event.details).ok()?;
     details.get("session_id").cloned()
+}
+
+/// What `hook`'s owner may read now: nothing when the owner is unknown, gone, disabled or of
+/// another organization, or acted through a key since revoked or expired.
+async fn owner_permissions(db: &impl sea_orm::ConnectionTrait, hook: &webhook::Model) -> StoreResult<Vec<Permission>> {
+    let Some(user_id) = &hook.owner_user_id else { return Ok(Vec::new()) };
+    let user = match store::queries::users::get_any(db, user_id).await {
+        Ok(user) if !user.disabled && user.organization_id == hook.organization_id => user,
+        Ok(_) | Err(store::StoreError::NotFound) => return Ok(Vec::new()),
+        Err(err) => return Err(err),
+    };
+    let Some(key_id) = &hook.owner_api_key_id else { return Ok(Permission::held(user.role, None)) };
+    let key = match store::queries::api_keys::get(db, &hook.organization_id, key_id).await {
+        Ok(key) if key.revoked_at.is_none() && key.expires_at.is_none_or(|at| at > now()) => key,
+        Ok(_) | Err(store::StoreError::NotFound) => return Ok(Vec::new()),
+        Err(err) => return Err(err),
+    };
+    Ok(Permission::held(user.role, Some(&Permission::split(&key.permissions))))
 }
 
 fn delta(duration: Duration) -> TimeDelta {

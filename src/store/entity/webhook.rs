@@ -22,6 +22,10 @@ pub struct Model {
     pub failing_since: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// Who last set where it posts and what (the user, and the key if one was used): its events
+    /// are those the owner may still read, checked at delivery (None: unknown, so none).
+    pub owner_user_id: Option<String>,
+    pub owner_api_key_id: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

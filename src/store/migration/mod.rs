@@ -24,6 +24,7 @@ mod m20261203_000018_rule_claims;
 mod m20261204_000019_webhooks;
 mod m20261204_000020_expiry_warnings;
 mod m20261204_000021_resource_checks;
+mod m20261206_000022_webhook_owners;
 
 pub struct Migrator;
 
@@ -52,6 +53,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000019_webhooks::Migration),
             Box::new(m20261204_000020_expiry_warnings::Migration),
             Box::new(m20261204_000021_resource_checks::Migration),
+            Box::new(m20261206_000022_webhook_owners::Migration),
         ]
     }
 }
