@@ -215,11 +215,11 @@ impl Dispatcher {
         let mut organizations: Vec<&str> = events.iter().map(|event| event.organization_id.as_str()).collect();
         organizations.sort_unstable();
         organizations.dedup();
-        let mut hooks_of: HashMap<String, Vec<(webhook::Model, Vec<String>, Vec<Permission>)>> = HashMap::new();
+        let mut hooks_of: HashMap<String, Vec<Subscriber>> = HashMap::new();
         for hook in webhooks::enabled_of(&txn, &organizations).await? {
             let types = serde_json::from_str::<Vec<String>>(&hook.event_types).unwrap_or_default();
             let may_read = owner_permissions(&txn, &hook).await?;
-            hooks_of.entry(hook.organization_id.clone()).or_default().push((hook, types, may_read));
+            hooks_of.entry(hook.organization_id.clone()).or_default().push(Subscriber { hook, types, may_read });
         }
         // Which webhooks want which event, and the sessions their payloads show.
         let mut wanted = Vec::new();
@@ -230,12 +230,8 @@ impl Dispatcher {
                 .get(&event.organization_id)
                 .into_iter()
                 .flatten()
-                .filter(|(hook, types, may_read)| {
-                    hook.created_at <= event.time
-                        && (types.is_empty() || types.iter().any(|t| t == kind))
-                        && Permission::sees_event(may_read, kind)
-                })
-                .map(|(hook, _, _)| hook)
+                .filter(|subscriber| subscriber.wants(event, kind))
+                .map(|subscriber| &subscriber.hook)
                 .collect();
             if hooks.is_empty() {
                 continue;
@@ -480,6 +476,25 @@ fn session_of(event: &audit_event::Model) -> Option<String> {
     }
     let details: BTreeMap<String, String> = serde_json::from_str(&event.details).ok()?;
     details.get("session_id").cloned()
+}
+
+/// A webhook as fan-out sees it.
+struct Subscriber {
+    hook: webhook::Model,
+    /// The types it asked for; empty for all.
+    types: Vec<String>,
+    /// What its owner may read now.
+    may_read: Vec<Permission>,
+}
+
+impl Subscriber {
+    /// Whether `event`, of webhook type `kind`, goes to this webhook: one it existed for, asked
+    /// for, and whose owner may read.
+    fn wants(&self, event: &audit_event::Model, kind: &str) -> bool {
+        self.hook.created_at <= event.time
+            && (self.types.is_empty() || self.types.iter().any(|t| t == kind))
+            && Permission::sees_event(&self.may_read, kind)
+    }
 }
 
 /// What `hook`'s owner may read now: nothing when the owner is unknown, gone, disabled or of
