@@ -115,6 +115,7 @@ fn server_command(dir: &std::path::Path, database_url: &str, args: &[&str]) -> C
         .env("PORTCULLIS_DATABASE_URL", database_url)
         // 10,000 watchers share one key here; a server's default allows a caller 100.
         .env("PORTCULLIS_LIMITS__MAX_WATCH_STREAMS_PER_CALLER", "100000")
+        .env("PORTCULLIS_LIMITS__MAX_WATCH_STREAMS_PER_USER", "100000")
         // P4 and P6 log in hundreds of users from one address.
         .env("PORTCULLIS_LOGIN__STARTS_PER_IP_PER_HOUR", "100000")
         .env("PORTCULLIS_LOGIN__VERIFIES_PER_IP_PER_HOUR", "100000")

@@ -20,7 +20,7 @@ cd "$work"
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 addr=127.0.0.1:$port
 metrics_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-export PORTCULLIS_METRICS__LISTEN=127.0.0.1:$metrics_port
+export PORTCULLIS_METRICS__LISTEN=127.0.0.1:$metrics_port PORTCULLIS_METRICS__DATABASE_REFRESH_SECS=0
 export PORTCULLIS_DATABASE_URL="sqlite://$work/portcullis.db?mode=rwc"
 # Webhooks go to a receiver on loopback that checks each signature with the README's Python.
 export PORTCULLIS_SEALING_KEY=$(python3 -c 'import base64, os; print(base64.b64encode(os.urandom(32)).decode())')

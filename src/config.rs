@@ -45,12 +45,38 @@ pub struct Config {
 }
 
 /// The Prometheus endpoint.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsConfig {
     /// Address serving `/metrics` over plain HTTP (for example `127.0.0.1:9090`); off when unset.
     /// Keep it off the public network: the page shows what the server is doing.
     pub listen: Option<SocketAddr>,
+    /// Whether `listen` may be an address other machines reach (a scraper on a private network
+    /// the operator trusts); refused at start otherwise.
+    pub allow_remote: bool,
+    /// The deployment-wide figures count whole tables: they are read at most this often (in
+    /// seconds), however often the page is scraped; 0 reads them on every scrape.
+    pub database_refresh_secs: u64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { listen: None, allow_remote: false, database_refresh_secs: 10 }
+    }
+}
+
+impl MetricsConfig {
+    /// Refuses a `/metrics` that other machines reach, unless `allow_remote` says so.
+    pub fn check(&self) -> Result<(), String> {
+        match self.listen {
+            Some(listen) if !listen.ip().is_loopback() && !self.allow_remote => Err(format!(
+                "refusing to serve /metrics on {listen}: it has no authentication and tells what the server is \
+                 doing; listen on loopback (127.0.0.1:9090), or set metrics.allow_remote = true for a network only \
+                 your scraper reaches"
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Warnings before a session expires.
@@ -158,6 +184,9 @@ pub struct TlsConfig {
     pub key_file: Option<std::path::PathBuf>,
     /// PEM CA certificates: when set, clients must present a certificate they signed (mTLS).
     pub client_ca_file: Option<std::path::PathBuf>,
+    /// PEM certificate revocation lists of the client CA: client certificates they list are
+    /// refused (reloaded with the other files).
+    pub client_crl_file: Option<std::path::PathBuf>,
     /// Serve plaintext on a non-loopback address (behind a TLS-terminating proxy only).
     pub allow_plaintext: bool,
 }
@@ -655,15 +684,33 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// `scheme://user:password@host/…` → `scheme://user:[redacted]@host/…`; `None` for anything
-/// that is not a URL with a password-free shape we can show safely.
+/// `scheme://user:password@host/…?password=…` → `scheme://user:[redacted]@host/…?password=[redacted]`;
+/// `None` for anything that is not a URL we can show safely. PostgreSQL takes a password in the
+/// query too (`password`, and `sslpassword` for a client key).
 fn redact_url_password(value: &str) -> Option<String> {
     let (scheme, rest) = value.split_once("://")?;
-    let Some((credentials, host)) = rest.rsplit_once('@') else {
-        return Some(value.to_owned());
+    let (rest, query) = match rest.split_once('?') {
+        Some((rest, query)) => (rest, Some(query)),
+        None => (rest, None),
     };
-    let user = credentials.split_once(':').map_or(credentials, |(user, _)| user);
-    Some(format!("{scheme}://{user}:[redacted]@{host}"))
+    let mut shown = match rest.rsplit_once('@') {
+        Some((credentials, host)) => {
+            let user = credentials.split_once(':').map_or(credentials, |(user, _)| user);
+            format!("{scheme}://{user}:[redacted]@{host}")
+        }
+        None => format!("{scheme}://{rest}"),
+    };
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if name.to_ascii_lowercase().contains("password") => format!("{name}=[redacted]"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        shown = format!("{shown}?{}", pairs.join("&"));
+    }
+    Some(shown)
 }
 
 #[cfg(test)]
@@ -681,7 +728,12 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(!shown.contains("jwt-key"), "{shown}");
         assert!(shown.contains("postgres://app:[redacted]@db/portcullis"), "{shown}");
-        assert!(format!("{:?}", Config::default().database_url).contains("sqlite://portcullis.db"));
+        assert!(format!("{:?}", Config::default().database_url).contains("sqlite://portcullis.db?mode=rwc"));
+        let in_query =
+            Secret("postgres://db/portcullis?user=app&password=hunter2&sslpassword=k3y&sslmode=require".into());
+        let shown = format!("{in_query:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("k3y"), "{shown}");
+        assert!(shown.contains("user=app") && shown.contains("sslmode=require"), "{shown}");
     }
 
     // figment's Jail returns its own (large) error type.

@@ -1,5 +1,6 @@
 //! Portcullis: just-in-time IP allowlisting for cloud firewalls, over gRPC.
 
+pub mod chore;
 pub mod config;
 pub mod domain;
 pub mod engine;

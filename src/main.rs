@@ -183,6 +183,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             grpc::tls::check(config.listen, &config.tls).map_err(anyhow::Error::msg)?;
             config.providers.check().map_err(anyhow::Error::msg)?;
             config.mail.check(config.listen).map_err(anyhow::Error::msg)?;
+            config.metrics.check().map_err(anyhow::Error::msg)?;
             let memory = match &config.providers.memory_state_file {
                 Some(path) => MemoryFirewall::with_state_file(path.clone())?,
                 None => MemoryFirewall::in_process(),

@@ -188,7 +188,10 @@ fn sample(page: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 #[tokio::test]
 async fn metrics_follow_a_session_from_start_to_stop() {
     let dir = tempfile::tempdir().unwrap();
-    let served = Served::start(dir.path(), &[("PORTCULLIS_METRICS__LISTEN", "127.0.0.1:0")]);
+    let served = Served::start(
+        dir.path(),
+        &[("PORTCULLIS_METRICS__LISTEN", "127.0.0.1:0"), ("PORTCULLIS_METRICS__DATABASE_REFRESH_SECS", "0")],
+    );
     let channel = Served::channel(&served.logged_address(": listening")).await;
     let metrics = served.logged_address("metrics listening");
     let before = scrape(&metrics).await;

@@ -95,6 +95,28 @@ async fn mutual_tls_refuses_clients_without_a_certificate() {
     server.stop().await;
 }
 
+/// With `tls.client_crl_file`, a client certificate its CA revoked is refused, the others are not.
+#[tokio::test]
+async fn a_revoked_client_certificate_is_refused() {
+    let db = TestDb::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("portcullis test CA");
+    let clients = TestCa::new("client CA");
+    let client_ca = clients.write(dir.path(), "clients.pem");
+    let (revoked, kept) =
+        (clients.client_numbered(dir.path(), "revoked", 4242), clients.client_numbered(dir.path(), "kept", 4343));
+    let mut config = tls_config(dir.path(), &ca, Some(client_ca));
+    config.tls.client_crl_file = Some(clients.revocations(dir.path(), "clients.crl", &[4242]));
+    let server = TestServer::start_with(&db, config).await;
+    let presenting = |issued: &common::certs::Issued| Some((issued.cert_pem.clone(), issued.key_pem.clone()));
+    let revoked_identity = presenting(&revoked);
+    let revoked_identity = revoked_identity.as_ref().map(|(cert, key)| (cert.as_str(), key.as_str()));
+    assert!(turned_away(&server, &ca.pem(), revoked_identity).await, "a revoked client certificate is refused");
+    let channel = tls_channel(&server, &ca.pem(), Some((&kept.cert_pem, &kept.key_pem))).await.unwrap();
+    assert_eq!(whoami(&server, channel).await.unwrap(), "admin@example.com");
+    server.stop().await;
+}
+
 /// A renewed certificate is picked up from its files without a restart; connections made
 /// before keep working.
 #[tokio::test]
@@ -211,7 +233,8 @@ fn which(program: &str) -> Result<std::path::PathBuf, ()> {
 
 /// `serve` on an address other machines reach refuses plaintext, unless told it sits behind a
 /// TLS-terminating proxy (`tls.allow_plaintext`), and refuses to write login codes to its log
-/// (`mail.transport = "log"`, the default) unless told nobody else reads it (`mail.allow_log`).
+/// (`mail.transport = "log"`, the default) unless told nobody else reads it (`mail.allow_log`);
+/// `/metrics` off loopback needs `metrics.allow_remote`.
 #[test]
 fn plaintext_or_codes_in_the_log_off_loopback_need_an_explicit_yes() {
     use std::io::{BufRead, BufReader};
@@ -247,6 +270,15 @@ fn plaintext_or_codes_in_the_log_off_loopback_need_an_explicit_yes() {
     let (listening, said) =
         serve(&[("PORTCULLIS_TLS__ALLOW_PLAINTEXT", "true"), ("PORTCULLIS_MAIL__ALLOW_LOG", "true")]);
     assert!(listening, "with tls.allow_plaintext and mail.allow_log the server starts: {said}");
+
+    // /metrics has no authentication: off loopback only when the operator says so.
+    let allowed = [("PORTCULLIS_TLS__ALLOW_PLAINTEXT", "true"), ("PORTCULLIS_MAIL__ALLOW_LOG", "true")];
+    let remote_metrics = [allowed[0], allowed[1], ("PORTCULLIS_METRICS__LISTEN", "0.0.0.0:0")];
+    let (listening, said) = serve(&remote_metrics);
+    assert!(!listening && said.contains("refusing to serve /metrics on 0.0.0.0"), "{said}");
+    let (listening, said) =
+        serve(&[remote_metrics[0], remote_metrics[1], remote_metrics[2], ("PORTCULLIS_METRICS__ALLOW_REMOTE", "true")]);
+    assert!(listening, "with metrics.allow_remote the server starts: {said}");
 }
 
 /// A listener that counts the connections made to it: where an attacker would collect the
@@ -1541,6 +1573,111 @@ async fn watch_floods_write_one_heartbeat_per_session_per_interval() {
     assert!(writes as f64 <= bound, "{writes} heartbeat writes in {seconds:.1} s for {SESSIONS} sessions");
     assert!(writes >= SESSIONS as u64, "the sessions' heartbeats were written");
     drop(streams);
+    f.server.stop().await;
+}
+
+/// Login codes that ended are forgotten (their hashes and the addresses they were mailed to):
+/// the first StartLogin on a server purges those over for an hour, and hourly after that.
+#[tokio::test]
+async fn ended_login_codes_are_purged() {
+    use portcullis::pb::v1::auth_service_client::AuthServiceClient;
+    use sea_orm::EntityTrait;
+    let db = TestDb::sqlite();
+    let server = TestServer::start(&db).await;
+    let code = |id: &str, expires_at| portcullis::store::entity::verification_code::Model {
+        id: id.into(),
+        user_id: None,
+        email: "someone@example.com".into(),
+        code_hash: "x".into(),
+        failed_attempts: 0,
+        client_ip: "203.0.113.9".into(),
+        authenticators: "otp".into(),
+        created_at: portcullis::domain::now() - chrono::TimeDelta::hours(3),
+        expires_at,
+        consumed_at: None,
+    };
+    let (old, live) = (portcullis::domain::new_id(), portcullis::domain::new_id());
+    let queries = portcullis::store::queries::login_sessions::insert_code;
+    queries(&server.db, code(&old, portcullis::domain::now() - chrono::TimeDelta::hours(2))).await.unwrap();
+    queries(&server.db, code(&live, portcullis::domain::now() + chrono::TimeDelta::minutes(5))).await.unwrap();
+    let request = StartLoginRequest { email: "nobody@example.com".into(), ..Default::default() };
+    AuthServiceClient::new(server.channel().await).start_login(request).await.unwrap();
+    let left: Vec<String> = portcullis::store::entity::verification_code::Entity::find()
+        .all(&server.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|code| code.id)
+        .collect();
+    assert!(!left.contains(&old), "an ended code is still kept");
+    assert!(left.contains(&live), "a live code was purged");
+    server.stop().await;
+}
+
+/// An admin watching another member's session is cut off once demoted to USER: the watch
+/// checks again that its caller still reaches the session's owner, not only its credential.
+#[tokio::test]
+async fn a_demoted_admin_loses_the_watch_of_anothers_session() {
+    use portcullis::pb::v1::session_service_client::SessionServiceClient;
+    let db = TestDb::sqlite();
+    let mut f = common::Fixture::new(&db).await;
+    f.resource("db", MemoryProvider::default()).await;
+    let key = f.user_key.clone();
+    let session = f.start(&key, Some("203.0.113.70"), None).await.unwrap();
+    let deputy = f.server.insert_user(&f.server.organization_id, "deputy@example.com", "ADMIN").await;
+    let deputy_key = f.server.insert_api_key(&deputy, portcullis::domain::Permission::ALL, None).await;
+    let channel = f.server.channel().await;
+    let mut watch = SessionServiceClient::new(channel.clone())
+        .watch_session(with_key(WatchSessionRequest { id: session.id.clone() }, &deputy_key))
+        .await
+        .unwrap()
+        .into_inner();
+    watch.message().await.unwrap().expect("the current state");
+
+    let demote = User { id: deputy.clone(), role: Role::User.into(), ..Default::default() };
+    let request = UpdateUserRequest {
+        user: Some(demote),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["role".into()] }),
+    };
+    UserServiceClient::new(channel).update_user(with_key(request, &f.server.admin_key)).await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match watch.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(status) => return Some(status),
+            }
+        }
+    })
+    .await
+    .expect("the demoted admin's watch stayed open");
+    assert_eq!(ended.map(|status| status.code()), Some(tonic::Code::PermissionDenied));
+    f.server.stop().await;
+}
+
+/// A user's change to their own things (a preference, a key revoked) forgets their cached
+/// callers only: nobody can send every other caller of every replica back to the database.
+#[tokio::test]
+async fn a_users_own_change_forgets_only_their_cached_callers() {
+    let db = TestDb::sqlite();
+    let mut config = common::test_config();
+    config.auth.caller_cache_secs = 60;
+    let f = common::Fixture::with_server(TestServer::start_with(&db, config).await).await;
+    let channel = f.server.channel().await;
+    let whoami = |key: String| {
+        let channel = channel.clone();
+        async move {
+            UserServiceClient::new(channel).get_current_user(with_key(GetCurrentUserRequest {}, &key)).await.unwrap()
+        }
+    };
+    whoami(f.server.admin_key.clone()).await;
+    whoami(f.user_key.clone()).await;
+    let cache = &f.server.services.callers;
+    assert!(cache.get(&f.server.admin_key).is_some() && cache.get(&f.user_key).is_some(), "both cached");
+    let request = UpdateCurrentUserRequest { expiry_emails: Some(false) };
+    UserServiceClient::new(channel.clone()).update_current_user(with_key(request, &f.user_key)).await.unwrap();
+    assert!(cache.get(&f.user_key).is_none(), "the user's own caller is read again");
+    assert!(cache.get(&f.server.admin_key).is_some(), "another user's cached caller stays");
     f.server.stop().await;
 }
 

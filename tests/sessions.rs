@@ -394,6 +394,7 @@ async fn watch_streams_every_change_in_order_and_ends_at_a_terminal_state() {
         // A thousand watchers on one key: past a caller's default share.
         let mut config = common::test_config();
         config.limits.max_watch_streams_per_caller = 2000;
+        config.limits.max_watch_streams_per_user = 2000;
         let mut f = Fixture::with_server(TestServer::start_with(&db, config).await).await;
         f.resource("a", MemoryProvider { latency_ms: 30, ..Default::default() }).await;
         f.resource("b", MemoryProvider { latency_ms: 60, ..Default::default() }).await;

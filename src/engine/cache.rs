@@ -94,8 +94,19 @@ impl SessionCache {
         }
     }
 
-    /// Something every session shows changed (a user's name), or changes may have been missed:
-    /// read everything again.
+    /// A user changed (their name, which their sessions show): read their sessions again.
+    pub fn forget_user(&self, user_id: &str) {
+        let mut state = self.lock();
+        let theirs: Vec<String> = state
+            .entries
+            .iter()
+            .filter(|(_, entry)| matches!(entry, Entry::Read(record) if record.session.user_id == user_id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        state.changed(theirs.iter().map(String::as_str), self.capacity);
+    }
+
+    /// Changes may have been missed: read everything again.
     pub fn clear(&self) {
         self.lock().drop_all();
     }

@@ -34,9 +34,17 @@ pub struct Recheck {
 }
 
 impl Recheck {
-    /// UNAUTHENTICATED or PERMISSION_DENIED once the credential no longer holds.
-    pub async fn check(&self) -> Result<(), Status> {
-        authorize(&self.authenticator, &self.headers, self.rule, self.peer_ip).await.map(|_| ()).map_err(Status::from)
+    /// UNAUTHENTICATED or PERMISSION_DENIED once the credential no longer holds, or no longer
+    /// reaches `owner`'s objects (an admin demoted while watching another member's session).
+    pub async fn check(&self, owner: &str) -> Result<(), Status> {
+        let caller = authorize(&self.authenticator, &self.headers, self.rule, self.peer_ip).await?;
+        if !caller.reaches(owner) {
+            return Err(Status::from(Error::PermissionDenied {
+                reason: ErrorReason::PermissionMissing,
+                message: "the caller may no longer read this session".into(),
+            }));
+        }
+        Ok(())
     }
 }
 

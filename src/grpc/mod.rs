@@ -91,8 +91,9 @@ pub async fn serve(
             tracing::info!(address = %listener.local_addr()?, "metrics listening");
             let mut stopped = background_stopped.clone();
             let stop = async move { crate::engine::stopping(&mut stopped).await };
-            let (writer, reader) = (services.db.clone(), services.reader.clone());
-            Some(tokio::spawn(crate::monitoring::endpoint::serve(listener, handle, writer, reader, stop)))
+            let pools = (services.db.clone(), services.reader.clone());
+            let refresh = Duration::from_secs(options.metrics.database_refresh_secs);
+            Some(tokio::spawn(crate::monitoring::endpoint::serve(listener, handle, pools, refresh, stop)))
         }
         None => None,
     };

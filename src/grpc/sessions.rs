@@ -139,6 +139,7 @@ impl SessionService for SessionApi {
             shutdown: self.shutdown.clone(),
             recheck: request.extensions().get::<Recheck>().cloned(),
             rechecks,
+            owner: current.session.user_id.clone(),
             last_revision: 0,
             finished: false,
             heartbeat,
@@ -156,8 +157,10 @@ struct WatchState {
     first: Option<Session>,
     subscription: Subscription,
     shutdown: tokio::sync::watch::Receiver<bool>,
-    /// Checks the credential again on every tick of `rechecks`.
+    /// Checks the credential again on every tick of `rechecks`, and that it still reaches the
+    /// session's owner.
     recheck: Option<Recheck>,
+    owner: String,
     rechecks: tokio::time::Interval,
     last_revision: u64,
     finished: bool,
@@ -223,7 +226,7 @@ async fn next_message(mut state: WatchState) -> Option<(Result<WatchSessionRespo
             }
             _ = state.rechecks.tick() => {
                 if let Some(recheck) = &state.recheck
-                    && let Err(status) = recheck.check().await
+                    && let Err(status) = recheck.check(&state.owner).await
                 {
                     state.finished = true;
                     return Some((Err(status), state));

@@ -6,7 +6,7 @@ use crate::config::TlsConfig;
 use rustls::ServerConfig;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,6 +35,9 @@ pub fn check(listen: SocketAddr, tls: &TlsConfig) -> Result<(), String> {
         (None, None) if tls.client_ca_file.is_some() => {
             Err("tls.client_ca_file needs tls.cert_file and tls.key_file".into())
         }
+        _ if tls.client_crl_file.is_some() && tls.client_ca_file.is_none() => {
+            Err("tls.client_crl_file revokes client certificates: it needs tls.client_ca_file".into())
+        }
         (None, None) if listen.ip().is_loopback() || tls.allow_plaintext => Ok(()),
         (None, None) => Err(format!(
             "refusing to serve plaintext on {listen}: API keys and tokens would cross the network in the clear; set \
@@ -57,6 +60,7 @@ struct Files {
     cert: PathBuf,
     key: PathBuf,
     client_ca: Option<PathBuf>,
+    client_crl: Option<PathBuf>,
 }
 
 impl Files {
@@ -79,9 +83,18 @@ impl Files {
                 for ca in CertificateDer::pem_slice_iter(&read(path)?) {
                     roots.add(ca.map_err(|err| invalid(path, err))?).map_err(|err| invalid(path, err))?;
                 }
-                let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                    .build()
-                    .map_err(|err| invalid(path, err))?;
+                let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+                // Revoked client certificates are refused; the lists reload with the files.
+                if let Some(crl_path) = &self.client_crl {
+                    let crls = CertificateRevocationListDer::pem_slice_iter(&read(crl_path)?)
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|err| invalid(crl_path, err))?;
+                    if crls.is_empty() {
+                        return Err(invalid(crl_path, "no certificate revocation list in the file"));
+                    }
+                    verifier = verifier.with_crls(crls);
+                }
+                let verifier = verifier.build().map_err(|err| invalid(path, err))?;
                 builder.with_client_cert_verifier(verifier)
             }
         };
@@ -93,7 +106,7 @@ impl Files {
 
     /// When each file last changed, to notice a renewal.
     fn stamps(&self) -> Vec<Option<SystemTime>> {
-        [Some(&self.cert), Some(&self.key), self.client_ca.as_ref()]
+        [Some(&self.cert), Some(&self.key), self.client_ca.as_ref(), self.client_crl.as_ref()]
             .into_iter()
             .flatten()
             .map(|path| std::fs::metadata(path).and_then(|meta| meta.modified()).ok())
@@ -255,7 +268,12 @@ pub fn incoming(
 ) -> io::Result<tokio_stream::wrappers::ReceiverStream<io::Result<Connection>>> {
     let current = match (&tls.cert_file, &tls.key_file) {
         (Some(cert), Some(key)) => {
-            let files = Files { cert: cert.clone(), key: key.clone(), client_ca: tls.client_ca_file.clone() };
+            let files = Files {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: tls.client_ca_file.clone(),
+                client_crl: tls.client_crl_file.clone(),
+            };
             let config = files.load()?;
             let current = Current { files, config: Arc::new(RwLock::new(config)) };
             tokio::spawn(current.clone().watch(stop.clone()));

@@ -2,6 +2,7 @@
 //! gauges read from the database as each scrape comes (a replica nobody scrapes reads nothing).
 
 use super::{BUILD_INFO, DB_CONNECTIONS, DUE_RULES, OLDEST_DUE_AGE, RULES, SESSIONS};
+use crate::chore::Chore;
 use crate::domain::{ResourceIpStatus, SessionStatus, now};
 use crate::store::queries::sessions;
 use crate::store::{self, StoreResult};
@@ -46,14 +47,18 @@ struct Scrape {
     handle: PrometheusHandle,
     writer: DatabaseConnection,
     reader: DatabaseConnection,
+    /// The deployment-wide figures count whole tables: read at most once a period
+    /// (`metrics.database_refresh_secs`), however often the page is scraped.
+    cluster: Chore,
 }
 
-/// Serves `/metrics` of `handle` on `listener` until `stop` completes.
+/// Serves `/metrics` of `handle` on `listener` until `stop` completes, reading the
+/// deployment-wide figures at most once per `database_refresh`.
 pub async fn serve(
     listener: TcpListener,
     handle: PrometheusHandle,
-    writer: DatabaseConnection,
-    reader: DatabaseConnection,
+    (writer, reader): (DatabaseConnection, DatabaseConnection),
+    database_refresh: Duration,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let upkeep = handle.clone();
@@ -64,8 +69,12 @@ pub async fn serve(
             upkeep.run_upkeep();
         }
     });
-    let router =
-        axum::Router::new().route("/metrics", axum::routing::get(scrape)).with_state(Scrape { handle, writer, reader });
+    let router = axum::Router::new().route("/metrics", axum::routing::get(scrape)).with_state(Scrape {
+        handle,
+        writer,
+        reader,
+        cluster: Chore::new(database_refresh, true),
+    });
     let served = axum::serve(listener, router).with_graceful_shutdown(stop).await;
     upkeep.abort();
     served
@@ -73,7 +82,9 @@ pub async fn serve(
 
 async fn scrape(State(scrape): State<Scrape>) -> Response {
     // A database that cannot answer leaves the last values; the rest of the page still helps.
-    if let Err(err) = cluster_gauges(&scrape.reader).await {
+    if scrape.cluster.due()
+        && let Err(err) = cluster_gauges(&scrape.reader).await
+    {
         tracing::warn!(error = %err, "reading the metrics' database figures failed");
     }
     for (pool, db) in [("writer", &scrape.writer), ("reader", &scrape.reader)] {

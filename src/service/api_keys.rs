@@ -1,7 +1,7 @@
 //! API keys through AuthService: a caller creates keys for itself, never stronger than itself.
 
 use super::credentials::{KeyKind, generate_api_key};
-use super::{Caller, CallerCache};
+use super::{Caller, CallerCache, Whose};
 use crate::domain::{Permission, Violations, new_id, now, validate_name};
 use crate::error::{Error, Result, StoreResultExt};
 use crate::pb::v1::ErrorReason;
@@ -136,7 +136,7 @@ impl ApiKeyManager {
                 .await?;
         }
         let revoked = queries::api_keys::get(&txn, &caller.organization_id, id).await?;
-        self.callers.commit_change(txn).await?;
+        self.callers.commit_change(txn, Whose::User(key.user_id.clone())).await?;
         Ok(revoked)
     }
 }

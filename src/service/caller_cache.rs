@@ -100,21 +100,59 @@ impl CallerCache {
             .insert(digest(secret), Entry { caller: caller.clone(), stored_at: Instant::now(), valid_until });
     }
 
-    /// Forgets every caller: a user, organization or credential changed.
+    /// Forgets every caller: changes may have been missed.
     pub fn clear(&self) {
         let mut entries = self.lock();
         entries.callers.clear();
         entries.generation += 1;
     }
 
-    /// Commits a change to users, organizations or credentials and forgets every caller: here
-    /// once committed (so no stale caller is cached again in between), on the other replicas
-    /// through an announcement that the commit delivers.
-    pub async fn commit_change(&self, txn: DatabaseTransaction) -> StoreResult<()> {
-        changes::announce(&txn, changes::CREDENTIALS_CHANNEL, "").await?;
+    /// Forgets the callers a change to `whose` may have made stale, and only those: one user's
+    /// change (a key revoked, a preference set) must not send every other caller back to the
+    /// database, on every replica.
+    pub fn forget(&self, whose: &Whose) {
+        let mut entries = self.lock();
+        entries.callers.retain(|_, entry| match whose {
+            Whose::User(id) => entry.caller.user_id != *id,
+            Whose::Organization(id) => entry.caller.organization_id != *id,
+        });
+        entries.generation += 1;
+    }
+
+    /// Commits a change to `whose` users or credentials and forgets their callers: here once
+    /// committed (so no stale caller is cached again in between), on the other replicas through
+    /// an announcement that the commit delivers.
+    pub async fn commit_change(&self, txn: DatabaseTransaction, whose: Whose) -> StoreResult<()> {
+        changes::announce(&txn, changes::CREDENTIALS_CHANNEL, &whose.to_payload()).await?;
         store::commit(txn).await?;
-        self.clear();
+        self.forget(&whose);
         Ok(())
+    }
+}
+
+/// Whose callers a change concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Whose {
+    User(String),
+    Organization(String),
+}
+
+impl Whose {
+    /// As announced to the other replicas.
+    fn to_payload(&self) -> String {
+        match self {
+            Whose::User(id) => format!("user:{id}"),
+            Whose::Organization(id) => format!("organization:{id}"),
+        }
+    }
+
+    /// What another replica announced; None for anything else (forget everyone then).
+    pub fn from_payload(payload: &str) -> Option<Whose> {
+        match payload.split_once(':')? {
+            ("user", id) => Some(Whose::User(id.to_owned())),
+            ("organization", id) => Some(Whose::Organization(id.to_owned())),
+            _ => None,
+        }
     }
 }
 

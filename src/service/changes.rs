@@ -5,7 +5,7 @@
 //! session cache serves nothing meanwhile, and after every (re)connection all watched sessions
 //! are reloaded and the caches emptied.
 
-use super::{Authenticator, CallerCache};
+use super::{Authenticator, CallerCache, Whose};
 use crate::engine::{Engine, stopping};
 use crate::store::changes::{CREDENTIALS_CHANNEL, SESSIONS_CHANNEL, SIGNING_KEYS_CHANNEL, parse_session_change};
 use sea_orm::sqlx::postgres::{PgListener, PgNotification, PgPoolOptions};
@@ -99,10 +99,18 @@ async fn apply(
 ) {
     match notification.channel() {
         // A user's change may be a new name, which cached sessions show.
-        CREDENTIALS_CHANNEL => {
-            callers.clear();
-            engine.cache().clear();
-        }
+        CREDENTIALS_CHANNEL => match Whose::from_payload(notification.payload()) {
+            Some(whose) => {
+                callers.forget(&whose);
+                if let Whose::User(id) = &whose {
+                    engine.cache().forget_user(id);
+                }
+            }
+            None => {
+                callers.clear();
+                engine.cache().clear();
+            }
+        },
         SIGNING_KEYS_CHANNEL => reload_keys(auth).await,
         _ => {
             if let Some((id, revision)) = parse_session_change(notification.payload()) {

@@ -14,7 +14,8 @@
 use super::credentials::{Claims, TokenKeys, hash_password, hash_secret, password_matches, secret_matches};
 use super::mail::{Mail, Mailer};
 use super::rate_limit::RateLimiter;
-use super::{Caller, CallerCache};
+use super::{Caller, CallerCache, Whose};
+use crate::chore::Chore;
 use crate::config::LoginConfig;
 use crate::domain::Actor;
 use crate::domain::{new_id, normalize_email, now, rate_limit_key};
@@ -63,6 +64,8 @@ pub struct LoginManager {
     per_email: RateLimiter,
     per_ip: RateLimiter,
     verifies_per_ip: RateLimiter,
+    /// Forgetting codes that ended, once an hour on each replica (first on the first login).
+    purge_codes: Chore,
     /// Password checks running at once.
     password_checks: Arc<tokio::sync::Semaphore>,
     callers: CallerCache,
@@ -125,6 +128,7 @@ impl LoginManager {
             per_email: RateLimiter::new(db.clone(), "login-email", config.starts_per_email_per_hour.max(1), HOUR),
             per_ip: RateLimiter::new(db.clone(), "login-ip", config.starts_per_ip_per_hour.max(1), HOUR),
             verifies_per_ip: RateLimiter::new(db.clone(), "verify-ip", config.verifies_per_ip_per_hour.max(1), HOUR),
+            purge_codes: Chore::new(HOUR, true),
             password_checks: Arc::new(tokio::sync::Semaphore::new(PASSWORD_CHECKS_AT_ONCE)),
             db,
             keys,
@@ -146,6 +150,11 @@ impl LoginManager {
         client: &LoginClient,
     ) -> Result<StartedLogin> {
         let email = normalize_email(email).map_err(|message| Error::invalid("email", message))?;
+        if self.purge_codes.due() {
+            // Kept an hour past their end, so a late VerifyLogin still reads "expired".
+            let cutoff = now() - TimeDelta::hours(1);
+            queries::login_sessions::purge_codes(&self.db, cutoff).await?;
+        }
         throttle(&self.per_ip, &rate_limit_key(client.ip)).await?;
         throttle(&self.per_email, &email).await?;
         let (user, several) = match queries::users::find_member(&self.db, &email, organization_id).await? {
@@ -354,7 +363,7 @@ impl LoginManager {
             queries::login_sessions::update(&txn, login).await?;
             AuditRecord::new("login.closed", "login_session", id).write(&txn, &caller.actor()).await?;
         }
-        self.callers.commit_change(txn).await?;
+        self.callers.commit_change(txn, Whose::User(caller.user_id.clone())).await?;
         Ok(())
     }
 

@@ -24,7 +24,7 @@ pub use auth::{Authenticator, Caller, Credential};
 pub use bootstrap::{
     Bootstrap, create_operator_key, initialize, retire_token_key, revoke_operator_key, rotate_token_key, set_password,
 };
-pub use caller_cache::CallerCache;
+pub use caller_cache::{CallerCache, Whose};
 pub use logins::{LoginClient, LoginManager};
 pub use organizations::{NewOrganization, OrganizationChanges, OrganizationManager};
 pub use resources::{NewResource, ResourceChanges, ResourceManager};

@@ -2,7 +2,7 @@
 //! founds, lists, suspends and resumes them and sets their tier and cloud scopes.
 
 use super::bootstrap::{Bootstrap, Founding, found};
-use super::{Caller, CallerCache};
+use super::{Caller, CallerCache, Whose};
 use crate::domain::{CloudScopes, Reach, Tier, Violations, normalize_email, now, validate_full_name, validate_name};
 use crate::engine::{Engine, transitions, transitions::Loss};
 use crate::error::{Error, Result, StoreResultExt};
@@ -180,7 +180,7 @@ impl OrganizationManager {
         record.write(&txn, &actor).await?;
         let changed = follow_rights(&txn, &actor, &current, &updated).await?;
         // Cached callers carry roles, disabled flags and their organization.
-        self.callers.commit_change(txn).await?;
+        self.callers.commit_change(txn, Whose::Organization(id.to_owned())).await?;
         self.engine.announce(&changed).await;
         Ok(updated)
     }

@@ -1,12 +1,12 @@
 //! Fixed-window rate limits kept in the database, so every replica counts the same hits.
 
+use crate::chore::Chore;
 use crate::domain::now;
 use crate::store::{StoreResult, queries};
 use chrono::TimeDelta;
 use sea_orm::DatabaseConnection;
 use sha2::{Digest, Sha256};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Allows `limit` hits per key in each `window`, counted from a key's first hit.
 #[derive(Clone)]
@@ -16,13 +16,13 @@ pub struct RateLimiter {
     scope: &'static str,
     limit: u32,
     window: Duration,
-    /// When this replica last forgot ended windows.
-    purged: Arc<Mutex<Instant>>,
+    /// Forgetting ended windows, once a window on each replica.
+    purge: Chore,
 }
 
 impl RateLimiter {
     pub fn new(db: DatabaseConnection, scope: &'static str, limit: u32, window: Duration) -> RateLimiter {
-        RateLimiter { db, scope, limit, window, purged: Arc::new(Mutex::new(Instant::now())) }
+        RateLimiter { db, scope, limit, window, purge: Chore::new(window, false) }
     }
 
     /// Records a hit on `key`, or answers how long until one is allowed.
@@ -30,7 +30,7 @@ impl RateLimiter {
         let at = now();
         let window = TimeDelta::from_std(self.window).unwrap_or(TimeDelta::MAX);
         let cutoff = at - window;
-        if self.purge_is_due() {
+        if self.purge.due() {
             queries::rate_limits::purge(&self.db, cutoff).await?;
         }
         // Keys are emails and addresses: only their hashes are kept.
@@ -40,15 +40,5 @@ impl RateLimiter {
             return Ok(Ok(()));
         }
         Ok(Err((counted.window_start + window - at).to_std().unwrap_or_default()))
-    }
-
-    /// Whether a window has passed since this replica last purged.
-    fn purge_is_due(&self) -> bool {
-        let mut purged = self.purged.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let due = purged.elapsed() >= self.window;
-        if due {
-            *purged = Instant::now();
-        }
-        due
     }
 }

@@ -1,6 +1,6 @@
 //! Users of an organization.
 
-use super::{Caller, CallerCache};
+use super::{Caller, CallerCache, Whose};
 use crate::config::SessionConfig;
 use crate::domain::{Role, Violations, new_id, normalize_email, now, validate_full_name};
 use crate::engine::{Engine, transitions, transitions::Loss};
@@ -177,9 +177,9 @@ impl UserManager {
         record.write(&txn, &caller.actor()).await?;
         let changed = self.follow_rights(&txn, caller, &current, &updated).await?;
         // Cached callers carry roles, disabled and suspended flags.
-        self.callers.commit_change(txn).await?;
+        self.callers.commit_change(txn, Whose::User(id.to_owned())).await?;
         // Sessions show their user's name and email.
-        self.engine.cache().clear();
+        self.engine.cache().forget_user(id);
         self.engine.announce(&changed).await;
         Ok(updated)
     }

@@ -41,18 +41,56 @@ impl TestCa {
 
     /// A server certificate for localhost and 127.0.0.1, written as `dir/<stem>.pem` and `dir/<stem>.key`.
     pub fn server(&self, dir: &Path, stem: &str) -> Issued {
-        self.issue(dir, stem, &["localhost", "127.0.0.1"], ExtendedKeyUsagePurpose::ServerAuth)
+        self.issue(dir, stem, &["localhost", "127.0.0.1"], ExtendedKeyUsagePurpose::ServerAuth, None)
     }
 
     /// A client certificate.
     pub fn client(&self, dir: &Path, stem: &str) -> Issued {
-        self.issue(dir, stem, &["client.example.com"], ExtendedKeyUsagePurpose::ClientAuth)
+        self.issue(dir, stem, &["client.example.com"], ExtendedKeyUsagePurpose::ClientAuth, None)
     }
 
-    fn issue(&self, dir: &Path, stem: &str, names: &[&str], usage: ExtendedKeyUsagePurpose) -> Issued {
+    /// A client certificate with serial number `serial`.
+    pub fn client_numbered(&self, dir: &Path, stem: &str, serial: u64) -> Issued {
+        self.issue(dir, stem, &["client.example.com"], ExtendedKeyUsagePurpose::ClientAuth, Some(serial))
+    }
+
+    /// A revocation list of this CA naming the certificates numbered `serials`, written to
+    /// `dir/name`; answers its path.
+    pub fn revocations(&self, dir: &Path, name: &str, serials: &[u64]) -> PathBuf {
+        let revoked = serials
+            .iter()
+            .map(|serial| rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from(*serial),
+                revocation_time: rcgen::date_time_ymd(2026, 1, 1),
+                reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            })
+            .collect();
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2026, 1, 1),
+            next_update: rcgen::date_time_ymd(2036, 1, 1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        let path = dir.join(name);
+        std::fs::write(&path, params.signed_by(&self.issuer).unwrap().pem().unwrap()).unwrap();
+        path
+    }
+
+    fn issue(
+        &self,
+        dir: &Path,
+        stem: &str,
+        names: &[&str],
+        usage: ExtendedKeyUsagePurpose,
+        serial: Option<u64>,
+    ) -> Issued {
         let mut params =
             CertificateParams::new(names.iter().map(|name| (*name).to_owned()).collect::<Vec<_>>()).unwrap();
         params.extended_key_usages = vec![usage];
+        params.serial_number = serial.map(rcgen::SerialNumber::from);
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         let (cert_file, key_file) = (dir.join(format!("{stem}.pem")), dir.join(format!("{stem}.key")));

@@ -70,6 +70,16 @@ pub async fn touch(
     Ok(())
 }
 
+/// Forgets the verification codes that ended (expired) before `cutoff`: once over, a code's
+/// hash and the address it was mailed to serve nobody.
+pub async fn purge_codes(db: &impl ConnectionTrait, cutoff: DateTime<Utc>) -> StoreResult<u64> {
+    Ok(verification_code::Entity::delete_many()
+        .filter(verification_code::Column::ExpiresAt.lt(cutoff))
+        .exec(db)
+        .await?
+        .rows_affected)
+}
+
 pub async fn insert_code(
     db: &impl ConnectionTrait,
     model: verification_code::Model,
