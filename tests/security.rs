@@ -309,13 +309,39 @@ fn aws_on(endpoint: &str) -> resource::Provider {
     })
 }
 
+/// Creates an AWS resource on `endpoint` and assigns it to the admin; answers its id.
+async fn admin_resource_on(server: &TestServer, name: &str, endpoint: &str) -> String {
+    use portcullis::pb::v1::resource_service_client::ResourceServiceClient;
+    let mut resources = ResourceServiceClient::new(server.channel().await);
+    let create = CreateResourceRequest {
+        resource: Some(Resource { name: name.into(), provider: Some(aws_on(endpoint)), ..Default::default() }),
+    };
+    let created = resources.create_resource(with_key(create, &server.admin_key)).await.unwrap();
+    let resource_id = created.into_inner().resource.unwrap().id;
+    let assign = AssignResourceRequest { resource_id: resource_id.clone(), user_id: server.admin_id.clone() };
+    resources.assign_resource(with_key(assign, &server.admin_key)).await.unwrap();
+    resource_id
+}
+
+/// Starts the admin's session on 203.0.113.50.
+async fn admin_session(server: &TestServer) -> Session {
+    use portcullis::pb::v1::session_service_client::SessionServiceClient;
+    let request = StartSessionRequest { ipv4_address: Some("203.0.113.50".into()), ..Default::default() };
+    SessionServiceClient::new(server.channel().await)
+        .start_session(with_key(request, &server.admin_key))
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap()
+}
+
 /// `endpoint_url` must be a cloud endpoint or one the operator allows: anything else is refused
 /// when the resource is written, and a stored resource whose endpoint is no longer allowed gets
 /// no call at all (its rules wait, with the reason, and the audit trail says so).
 #[tokio::test]
 async fn no_call_goes_to_an_endpoint_the_operator_does_not_allow() {
     use portcullis::pb::v1::resource_service_client::ResourceServiceClient;
-    use portcullis::pb::v1::session_service_client::SessionServiceClient;
     let db = TestDb::sqlite();
     let (url, caught) = trap().await;
     // Allowed at first, the endpoint could be checked; counting starts once it is not allowed
@@ -334,10 +360,7 @@ async fn no_call_goes_to_an_endpoint_the_operator_does_not_allow() {
         assert_eq!(common::violated_fields(&err), ["resource.aws_security_group.endpoint_url"], "{elsewhere}");
     }
     // Allowed by the test configuration (loopback), so it is stored...
-    let created = resources.create_resource(with_key(create("trapped", &url), &server.admin_key)).await.unwrap();
-    let resource_id = created.into_inner().resource.unwrap().id;
-    let assign = AssignResourceRequest { resource_id: resource_id.clone(), user_id: server.admin_id.clone() };
-    resources.assign_resource(with_key(assign, &server.admin_key)).await.unwrap();
+    let resource_id = admin_resource_on(&server, "trapped", &url).await;
 
     // ...and then the operator narrows the list to the clouds' own endpoints and restarts.
     let mut narrowed = common::test_config();
@@ -345,14 +368,7 @@ async fn no_call_goes_to_an_endpoint_the_operator_does_not_allow() {
     let restarted = server.replica(&db, narrowed).await;
     server.stop().await;
     let server = restarted;
-    let request = StartSessionRequest { ipv4_address: Some("203.0.113.50".into()), ..Default::default() };
-    let session = SessionServiceClient::new(server.channel().await)
-        .start_session(with_key(request, &server.admin_key))
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap();
+    let session = admin_session(&server).await;
     let message = refused_call(&server, &server.admin_key, &session.id, &resource_id).await;
     assert!(message.contains("not among the operator's allowed endpoints"), "{message}");
     assert_eq!(caught.load(std::sync::atomic::Ordering::SeqCst), 0, "no connection reached the endpoint");
@@ -365,7 +381,6 @@ async fn no_call_goes_to_an_endpoint_the_operator_does_not_allow() {
 #[tokio::test]
 async fn a_stored_endpoint_with_a_path_is_named_and_never_called() {
     use portcullis::pb::v1::resource_service_client::ResourceServiceClient;
-    use portcullis::pb::v1::session_service_client::SessionServiceClient;
     use sea_orm::{ConnectionTrait, Statement};
     let db = TestDb::sqlite();
     let (url, caught) = trap().await;
@@ -374,11 +389,7 @@ async fn a_stored_endpoint_with_a_path_is_named_and_never_called() {
     let server = TestServer::start_with(&db, config).await;
     let mut resources = ResourceServiceClient::new(server.channel().await);
     let spelled = url.replace("http://", "HTTP://") + "/";
-    let create = CreateResourceRequest {
-        resource: Some(Resource { name: "legacy".into(), provider: Some(aws_on(&spelled)), ..Default::default() }),
-    };
-    let created = resources.create_resource(with_key(create, &server.admin_key)).await.unwrap();
-    let resource_id = created.into_inner().resource.unwrap().id;
+    let resource_id = admin_resource_on(&server, "legacy", &spelled).await;
     let stored = portcullis::store::queries::resources::get_by_id(&server.db, &resource_id).await.unwrap();
     assert!(
         stored.provider_config.text().contains(&format!("\"{url}\"")),
@@ -400,16 +411,7 @@ async fn a_stored_endpoint_with_a_path_is_named_and_never_called() {
     assert_eq!(named.iter().map(|(resource, _)| resource.id.as_str()).collect::<Vec<_>>(), [resource_id.as_str()]);
     assert!(named[0].1.contains("must be an origin"), "{}", named[0].1);
 
-    let assign = AssignResourceRequest { resource_id: resource_id.clone(), user_id: server.admin_id.clone() };
-    resources.assign_resource(with_key(assign, &server.admin_key)).await.unwrap();
-    let request = StartSessionRequest { ipv4_address: Some("203.0.113.50".into()), ..Default::default() };
-    let session = SessionServiceClient::new(server.channel().await)
-        .start_session(with_key(request, &server.admin_key))
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap();
+    let session = admin_session(&server).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let rule = loop {
         let record = portcullis::store::queries::sessions::load(&server.db, &session.id).await.unwrap();
