@@ -42,7 +42,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 // moto and the metering proxy of the AWS tests.
 #[cfg(feature = "aws")]
 #[allow(dead_code)]
-#[path = "../tests/common/moto.rs"]
+#[path = "../tests/it/common/moto.rs"]
 mod moto;
 
 /// One measured figure and its target.

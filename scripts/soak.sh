@@ -13,4 +13,4 @@ trap 'scripts/moto.sh stop "$motodir"' EXIT
 if [ -z "${PORTCULLIS_TEST_MOTO_URL:-}" ]; then
     eval "$(scripts/moto.sh start "$motodir")"
 fi
-cargo test --test crash soak_sigkill_restart_cycles_against_faulty_ec2 -- --ignored --nocapture --test-threads 1
+cargo test --test it crash::soak_sigkill_restart_cycles_against_faulty_ec2 -- --ignored --nocapture --test-threads 1

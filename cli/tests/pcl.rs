@@ -9,7 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The server tests' SMTP server (aiosmtpd), shared rather than copied.
-#[path = "../../tests/common/smtp.rs"]
+#[path = "../../tests/it/common/smtp.rs"]
 mod smtp;
 
 const PCL: &str = env!("CARGO_BIN_EXE_pcl");

@@ -3,10 +3,10 @@
 //! without a gap, and WebhookService validates what it is given. Expiry warnings: once per end
 //! of a session, by webhook and by mail (a real SMTP server). On SQLite and PostgreSQL.
 
-mod common;
+use crate::common;
 
-use common::receiver::{Receiver, signed_with, signed_with_parts};
-use common::{Fixture, TestDb, TestServer, each_backend, reason, test_config, violated_fields, with_key};
+use crate::common::receiver::{Receiver, signed_with, signed_with_parts};
+use crate::common::{Fixture, TestDb, TestServer, each_backend, reason, test_config, violated_fields, with_key};
 use portcullis::config::{Config, Secret};
 use portcullis::pb::v1::webhook_service_client::WebhookServiceClient;
 use portcullis::pb::v1::*;

@@ -2,8 +2,8 @@
 //! EC2 server (`PORTCULLIS_TEST_MOTO_URL`, started by scripts/test.sh) and is checked through an
 //! independent client (boto3).
 
-mod common;
-
+#[cfg(any(feature = "aws", feature = "gcp", feature = "azure"))]
+use crate::common;
 use chrono::TimeDelta;
 use portcullis::domain::{MemoryProvider, ProviderConfig, now};
 use portcullis::provider::memory::MemoryFirewall;

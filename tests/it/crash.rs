@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tonic::transport::Channel;
 
-mod common;
+use crate::common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 const SESSIONS: usize = 6;
@@ -578,7 +578,7 @@ async fn drift(
 
 /// A measurement, not a check: how soon the claims of a SIGKILLed server are resumed by the
 /// next one on its database, with the default lease and deadline. Prints the figure beside its
-/// target: `cargo test --test crash claims_resume -- --ignored --nocapture`.
+/// target: `cargo test --test it crash::claims_resume -- --ignored --nocapture`.
 #[tokio::test]
 #[ignore = "a measurement: prints how long a killed server's claims wait"]
 async fn claims_resume_after_sigkill() {

@@ -1,8 +1,8 @@
 //! The session engine end to end over gRPC, with the memory provider, on every backend.
 
-mod common;
+use crate::common;
 
-use common::{Fixture, TestDb, TestServer, each_backend, reason, violated_fields, with_key};
+use crate::common::{Fixture, TestDb, TestServer, each_backend, reason, violated_fields, with_key};
 use portcullis::domain::Permission;
 use portcullis::engine::pauses::Point;
 use portcullis::pb::v1::resource_ip_service_client::ResourceIpServiceClient;

@@ -2,10 +2,10 @@
 //! (aiosmtpd), and API keys (created, listed, revoked; never stronger than their creator; their
 //! secret shown once).
 
-mod common;
+use crate::common;
 
-use common::smtp::MailServer;
-use common::{TestDb, TestServer, each_backend, reason, test_config, violated_fields, with_key, with_token};
+use crate::common::smtp::MailServer;
+use crate::common::{TestDb, TestServer, each_backend, reason, test_config, violated_fields, with_key, with_token};
 use portcullis::domain::{Permission, now};
 use portcullis::pb::v1::auth_service_client::AuthServiceClient;
 use portcullis::pb::v1::organization_service_client::OrganizationServiceClient;
@@ -677,7 +677,7 @@ async fn logins_are_rate_limited_per_client_network() {
     server.stop().await;
 }
 
-/// A measurement, not a check (`cargo test --test auth password_checks -- --ignored
+/// A measurement, not a check (`cargo test --test it auth::password_checks -- --ignored
 /// --nocapture`): how long health checks take while 64 StartLogin calls with passwords arrive at
 /// once, on a 2-thread runtime like a small server's. argon2 runs off the async workers, two at
 /// a time, so health checks should not wait for the hashes.

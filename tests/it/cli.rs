@@ -1,6 +1,6 @@
 //! The `portcullis` binary: init, serve, graceful shutdown.
 
-mod common;
+use crate::common;
 
 use portcullis::pb::v1::resource_service_client::ResourceServiceClient;
 use portcullis::pb::v1::session_service_client::SessionServiceClient;

@@ -12,8 +12,7 @@
 //! - two inbound rules may not share a priority (400 `SecurityRuleConflict`), priorities lie in
 //!   100..=4096, and an unknown group is 404 `ResourceNotFound`;
 //! - with tokens required, a call without a token the fake issued is 401
-//!   `InvalidAuthenticationToken`; 429 with `Retry-After` can be injected, and so can a write
-//!   quota.
+//!   `InvalidAuthenticationToken`; 429 with `Retry-After` can be injected.
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -46,9 +45,6 @@ struct Arm {
     client_secret: Option<String>,
     tokens: Vec<String>,
     throttled: u32,
-    /// Writes allowed at once and per second, the tokens left and when.
-    write_quota: Option<(f64, f64, f64, std::time::Instant)>,
-    refused_writes: usize,
     /// The caller's permissions on every group (`actions`, `notActions`).
     permissions: (Vec<String>, Vec<String>),
     forbid_reads: bool,
@@ -167,16 +163,6 @@ impl FakeArm {
         self.lock().throttled = count;
     }
 
-    /// From now on, writes beyond a bucket of `burst` refilled at `per_second` answer 429.
-    pub fn limit_writes(&self, burst: u32, per_second: f64) {
-        let burst = f64::from(burst);
-        self.lock().write_quota = Some((burst, per_second, burst, std::time::Instant::now()));
-    }
-
-    pub fn refused_writes(&self) -> usize {
-        self.lock().refused_writes
-    }
-
     /// The caller's permissions on every group, as Microsoft.Authorization lists them.
     pub fn set_permissions(&self, actions: &[&str], not_actions: &[&str]) {
         let owned = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect();
@@ -209,7 +195,7 @@ impl FakeArm {
         self.lock().calls.clone()
     }
 
-    /// Records the call; answers a refusal if one is due (authentication, throttling, quota).
+    /// Records the call; answers a refusal if one is due (authentication, throttling).
     fn enter(&self, method: &Method, path: &str, headers: &HeaderMap) -> Option<Response> {
         let mut state = self.lock();
         state.calls.push(format!("{method} {path}"));
@@ -224,29 +210,15 @@ impl FakeArm {
                 ));
             }
         }
-        let throttled = || {
+        if state.throttled > 0 {
+            state.throttled -= 1;
             let mut response = error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "SubscriptionRequestsThrottled",
                 "Number of write requests for subscription exceeded the limit.".into(),
             );
             response.headers_mut().insert("retry-after", "1".parse().unwrap());
-            response
-        };
-        if state.throttled > 0 {
-            state.throttled -= 1;
-            return Some(throttled());
-        }
-        let write = [Method::PUT, Method::DELETE].contains(method);
-        if let Some((burst, per_second, tokens, since)) = state.write_quota.as_mut().filter(|_| write) {
-            let now = std::time::Instant::now();
-            *tokens = (*tokens + now.duration_since(*since).as_secs_f64() * *per_second).min(*burst);
-            *since = now;
-            if *tokens < 1.0 {
-                state.refused_writes += 1;
-                return Some(throttled());
-            }
-            *tokens -= 1.0;
+            return Some(response);
         }
         None
     }

@@ -1,10 +1,10 @@
 //! The attack matrix: what an attacker on the network or with a stolen piece could try, and
 //! what the server answers.
 
-mod common;
+use crate::common;
 
-use common::certs::TestCa;
-use common::{TestDb, TestServer, with_key};
+use crate::common::certs::TestCa;
+use crate::common::{TestDb, TestServer, with_key};
 use portcullis::pb::v1::user_service_client::UserServiceClient;
 use portcullis::pb::v1::*;
 use std::time::Duration;

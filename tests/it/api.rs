@@ -1,8 +1,10 @@
 //! End-to-end tests of the administration API over gRPC, on every configured backend.
 
-mod common;
+use crate::common;
 
-use common::{CALLER_CACHE_TTL, TestDb, TestServer, each_backend, reason, violated_fields, with_key, with_token};
+use crate::common::{
+    CALLER_CACHE_TTL, TestDb, TestServer, each_backend, reason, violated_fields, with_key, with_token,
+};
 use portcullis::domain::{Permission, new_id, now};
 use portcullis::pb::v1::audit_service_client::AuditServiceClient;
 use portcullis::pb::v1::resource_service_client::ResourceServiceClient;

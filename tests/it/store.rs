@@ -1,8 +1,6 @@
 //! The store on every configured backend: migrations, error translation, exact round trips.
 
-mod common;
-
-use common::{TestDb, each_backend};
+use crate::common::{TestDb, each_backend};
 use portcullis::domain::{new_id, now};
 use portcullis::store::entity::{StoredProvider, organization, resource, user};
 use portcullis::store::{self, Migrator, StoreError, queries};
