@@ -11,6 +11,7 @@ pub mod pb;
 pub mod provider;
 pub mod sealing;
 pub mod service;
+pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 pub mod webhook;

@@ -36,7 +36,7 @@ pub(super) async fn run(engine: Engine, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
             _ = engine.inner.checks.notified() => {}
-            _ = super::stopping(&mut stop) => return,
+            _ = crate::shutdown::stopping(&mut stop) => return,
         }
     }
 }

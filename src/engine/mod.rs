@@ -20,6 +20,7 @@ pub use hub::{Hub, Subscription};
 
 use crate::domain::{Actor, EndedReason, ResourceIpStatus, now};
 use crate::provider::{ProviderError, Providers, Target};
+use crate::shutdown::stopping;
 use crate::store::entity::{resource_ip, session};
 use crate::store::queries::sessions::SessionRecord;
 use crate::store::queries::{organizations, resources, sessions};
@@ -425,14 +426,5 @@ impl Engine {
             self.publish(&ended.iter().map(String::as_str).collect::<Vec<_>>()).await;
         }
         Ok(due.len() as u64)
-    }
-}
-
-/// Completes once `stop` turns true (or its sender is gone).
-pub async fn stopping(stop: &mut watch::Receiver<bool>) {
-    while !*stop.borrow_and_update() {
-        if stop.changed().await.is_err() {
-            return;
-        }
     }
 }

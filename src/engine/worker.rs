@@ -75,7 +75,7 @@ pub(super) async fn run(engine: Engine, mut stop: watch::Receiver<bool>) {
             Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => finished(&mut busy, done),
             _ = tokio::time::sleep(idle) => {}
             _ = inner.work.notified() => {}
-            _ = super::stopping(&mut stop) => break,
+            _ = crate::shutdown::stopping(&mut stop) => break,
         }
     }
     let grace = inner.config.provider_timeout + SHUTDOWN_MARGIN;

@@ -90,7 +90,7 @@ pub async fn serve(
             let listener = TcpListener::bind(address).await?;
             tracing::info!(address = %listener.local_addr()?, "metrics listening");
             let mut stopped = background_stopped.clone();
-            let stop = async move { crate::engine::stopping(&mut stopped).await };
+            let stop = async move { crate::shutdown::stopping(&mut stopped).await };
             let pools = (services.db.clone(), services.reader.clone());
             let refresh = Duration::from_secs(options.metrics.database_refresh_secs);
             Some(tokio::spawn(crate::monitoring::endpoint::serve(listener, handle, pools, refresh, stop)))
@@ -197,7 +197,7 @@ async fn watch_database(
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
-            _ = crate::engine::stopping(&mut stopped) => return,
+            _ = crate::shutdown::stopping(&mut stopped) => return,
         }
         let status = probe(&db).await;
         if status != last {

@@ -214,7 +214,7 @@ async fn next_message(mut state: WatchState) -> Option<(Result<WatchSessionRespo
     let published = loop {
         let published = tokio::select! {
             published = state.subscription.next() => published?,
-            _ = crate::engine::stopping(&mut state.shutdown) => {
+            _ = crate::shutdown::stopping(&mut state.shutdown) => {
                 state.finished = true;
                 return Some((Err(Status::unavailable("the server is shutting down; watch again")), state));
             }

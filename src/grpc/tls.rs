@@ -156,7 +156,7 @@ impl Current {
                     stamps = self.files.stamps();
                     self.reload("SIGHUP");
                 }
-                _ = crate::engine::stopping(&mut stop) => return,
+                _ = crate::shutdown::stopping(&mut stop) => return,
             }
         }
     }
@@ -295,7 +295,7 @@ async fn accept(
     loop {
         let tcp = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = crate::engine::stopping(&mut stop) => return,
+            _ = crate::shutdown::stopping(&mut stop) => return,
         };
         let tcp = match tcp {
             Ok((tcp, _)) => tcp,

@@ -6,7 +6,8 @@
 //! are reloaded and the caches emptied.
 
 use super::{Authenticator, CallerCache, Whose};
-use crate::engine::{Engine, stopping};
+use crate::engine::Engine;
+use crate::shutdown::stopping;
 use crate::store::changes::{CREDENTIALS_CHANNEL, SESSIONS_CHANNEL, SIGNING_KEYS_CHANNEL, parse_session_change};
 use sea_orm::sqlx::postgres::{PgListener, PgNotification, PgPoolOptions};
 use sea_orm::{DatabaseConnection, DbBackend};

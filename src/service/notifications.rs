@@ -46,7 +46,7 @@ impl ExpiryWarnings {
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.poll) => {}
-                () = crate::engine::stopping(&mut stop) => return,
+                () = crate::shutdown::stopping(&mut stop) => return,
             }
         }
     }

@@ -193,7 +193,7 @@ impl Dispatcher {
                 _ = tokio::time::sleep(settings.poll_interval) => {}
                 () = self.inner.setup.wake.notified() => {}
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
-                () = crate::engine::stopping(&mut stop) => return,
+                () = crate::shutdown::stopping(&mut stop) => return,
             }
         }
     }
