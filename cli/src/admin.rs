@@ -2,7 +2,7 @@
 //! copied ids.
 
 use crate::connect::Credential;
-use crate::errors::describe;
+use crate::errors::Failure;
 use crate::output::Output;
 use crate::pb::v1::resource_service_client::ResourceServiceClient;
 use crate::pb::v1::user_service_client::UserServiceClient;
@@ -15,7 +15,7 @@ pub async fn resources(
     credential: Credential,
     command: ResourcesCommand,
     out: Output,
-) -> Result<u8, String> {
+) -> Result<u8, Failure> {
     let mut resources = ResourceServiceClient::with_interceptor(channel.clone(), credential.clone());
     let assign = matches!(command, ResourcesCommand::Assign { .. });
     match command {
@@ -53,11 +53,11 @@ pub async fn resources(
             let user_id = user_id(&mut users, &user).await?;
             if assign {
                 let request = AssignResourceRequest { resource_id, user_id };
-                resources.assign_resource(request).await.map_err(|s| describe(&s))?;
+                resources.assign_resource(request).await?;
                 println!("{resource} assigned to {user}");
             } else {
                 let request = UnassignResourceRequest { resource_id, user_id };
-                resources.unassign_resource(request).await.map_err(|s| describe(&s))?;
+                resources.unassign_resource(request).await?;
                 println!("{resource} unassigned from {user}");
             }
         }
@@ -65,13 +65,18 @@ pub async fn resources(
     Ok(0)
 }
 
-pub async fn users(channel: Channel, credential: Credential, command: UsersCommand, out: Output) -> Result<u8, String> {
+pub async fn users(
+    channel: Channel,
+    credential: Credential,
+    command: UsersCommand,
+    out: Output,
+) -> Result<u8, Failure> {
     let mut users = UserServiceClient::with_interceptor(channel, credential);
     match command {
         UsersCommand::Create { email, name, admin } => {
             let role = if admin { Role::Admin } else { Role::User };
             let user = User { email, full_name: name.unwrap_or_default(), role: role.into(), ..Default::default() };
-            let created = users.create_user(CreateUserRequest { user: Some(user) }).await.map_err(|s| describe(&s))?;
+            let created = users.create_user(CreateUserRequest { user: Some(user) }).await?;
             let created = created.into_inner();
             if out.json() {
                 out.print_json(&created, "portcullis.v1.CreateUserResponse")?;
@@ -110,11 +115,11 @@ pub async fn users(channel: Channel, credential: Credential, command: UsersComma
 type Resources = ResourceServiceClient<tonic::codegen::InterceptedService<Channel, Credential>>;
 type Users = UserServiceClient<tonic::codegen::InterceptedService<Channel, Credential>>;
 
-async fn all_resources(client: &mut Resources) -> Result<Vec<Resource>, String> {
+async fn all_resources(client: &mut Resources) -> Result<Vec<Resource>, Failure> {
     let (mut all, mut page_token) = (Vec::new(), String::new());
     loop {
         let request = ListResourcesRequest { page_size: 1000, page_token, ..Default::default() };
-        let page = client.list_resources(request).await.map_err(|s| describe(&s))?.into_inner();
+        let page = client.list_resources(request).await?.into_inner();
         all.extend(page.resources);
         if page.next_page_token.is_empty() {
             return Ok(all);
@@ -123,11 +128,11 @@ async fn all_resources(client: &mut Resources) -> Result<Vec<Resource>, String> 
     }
 }
 
-async fn all_users(client: &mut Users) -> Result<Vec<User>, String> {
+async fn all_users(client: &mut Users) -> Result<Vec<User>, Failure> {
     let (mut all, mut page_token) = (Vec::new(), String::new());
     loop {
         let request = ListUsersRequest { page_size: 1000, page_token };
-        let page = client.list_users(request).await.map_err(|s| describe(&s))?.into_inner();
+        let page = client.list_users(request).await?.into_inner();
         all.extend(page.users);
         if page.next_page_token.is_empty() {
             return Ok(all);
@@ -137,14 +142,14 @@ async fn all_users(client: &mut Users) -> Result<Vec<User>, String> {
 }
 
 /// A resource named by id or by name.
-async fn resource_id(client: &mut Resources, named: &str) -> Result<String, String> {
+async fn resource_id(client: &mut Resources, named: &str) -> Result<String, Failure> {
     let found = all_resources(client).await?.into_iter().find(|r| r.id == named || r.name == named);
-    found.map(|resource| resource.id).ok_or_else(|| format!("no resource {named}"))
+    found.map(|resource| resource.id).ok_or_else(|| format!("no resource {named}").into())
 }
 
 /// A user named by id or by email.
-async fn user_id(client: &mut Users, named: &str) -> Result<String, String> {
+async fn user_id(client: &mut Users, named: &str) -> Result<String, Failure> {
     let wanted = named.to_lowercase();
     let found = all_users(client).await?.into_iter().find(|u| u.id == named || u.email == wanted);
-    found.map(|user| user.id).ok_or_else(|| format!("no user {named}"))
+    found.map(|user| user.id).ok_or_else(|| format!("no user {named}").into())
 }

@@ -1,5 +1,6 @@
 //! The channel to the server and the credential every call carries.
 
+use crate::errors::Failure;
 use crate::profile::Profile;
 use std::path::PathBuf;
 use tonic::metadata::MetadataValue;
@@ -32,7 +33,7 @@ impl Settings {
         ca_file: Option<PathBuf>,
         insecure: bool,
         profile: Profile,
-    ) -> Result<Settings, String> {
+    ) -> Result<Settings, Failure> {
         let own = profile.server.as_deref().map(|own| origin(own, insecure)).transpose()?;
         let (server, bound) = match (server, &own) {
             (Some(server), Some(own)) => {
@@ -75,7 +76,8 @@ impl Settings {
                 return Err(format!(
                     "refusing to send credentials in plaintext to {host}, which is not this machine: use https \
                      (HOST:PORT), or --insecure if you accept that anyone on the way can read them"
-                ));
+                )
+                .into());
             }
             settings.warnings.push(format!(
                 "plaintext to {host} (--insecure): anyone on the network between can read and reuse the credential"
@@ -89,7 +91,7 @@ impl Settings {
         url_of(&self.server, self.insecure)
     }
 
-    pub async fn connect(&self) -> Result<Channel, String> {
+    pub async fn connect(&self) -> Result<Channel, Failure> {
         let url = self.url();
         let mut endpoint = Endpoint::from_shared(url.clone()).map_err(|err| format!("--server {url}: {err}"))?;
         if url.starts_with("https://") {
@@ -100,19 +102,19 @@ impl Settings {
             }
             endpoint = endpoint.tls_config(tls).map_err(|err| format!("tls: {err}"))?;
         }
-        endpoint.connect().await.map_err(|err| format!("cannot reach {url}: {err}"))
+        Ok(endpoint.connect().await.map_err(|err| format!("cannot reach {url}: {err}"))?)
     }
 
     /// The credential every call carries: the API key, else the login's token.
-    pub fn credential(&self) -> Result<Credential, String> {
+    pub fn credential(&self) -> Result<Credential, Failure> {
         let (header, value) = match (&self.api_key, &self.access_token) {
             (Some(key), _) => ("x-api-key", key.clone()),
             (None, Some(token)) => ("authorization", format!("Bearer {token}")),
-            (None, None) if self.withheld.is_some() => return Err(self.withheld.clone().unwrap_or_default()),
+            (None, None) if self.withheld.is_some() => return Err(self.withheld.clone().unwrap_or_default().into()),
             (None, None) => {
                 return Err("not logged in: run `pcl login --email …`, or give an API key (--api-key, \
                             PORTCULLIS_API_KEY or `api_key` in the profile)"
-                    .to_owned());
+                    .into());
             }
         };
         let value = MetadataValue::try_from(value).map_err(|_| "the credential must be visible ASCII".to_owned())?;
@@ -132,7 +134,7 @@ fn url_of(server: &str, insecure: bool) -> String {
 }
 
 /// Scheme, host and port `server` names, however it is spelled (`host:443`, `https://HOST/`).
-fn origin(server: &str, insecure: bool) -> Result<(String, String, u16), String> {
+fn origin(server: &str, insecure: bool) -> Result<(String, String, u16), Failure> {
     let uri: tonic::codegen::http::Uri =
         url_of(server, insecure).parse().map_err(|_| format!("server {server:?} is not HOST:PORT or a URL"))?;
     let scheme = uri.scheme_str().unwrap_or_default().to_ascii_lowercase();
@@ -157,7 +159,7 @@ pub struct Credential {
 
 impl Credential {
     /// From now on, calls carry this access token.
-    pub fn renew(&self, token: &str) -> Result<(), String> {
+    pub fn renew(&self, token: &str) -> Result<(), Failure> {
         let value = MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| "the token is not ASCII")?;
         *self.value.write().unwrap_or_else(std::sync::PoisonError::into_inner) = value;
         Ok(())
@@ -198,7 +200,7 @@ mod tests {
             Settings::resolve(elsewhere.clone(), None, None, false, profile(Some("portcullis.example.com"))).unwrap();
         assert!(other.api_key.is_none() && other.access_token.is_none());
         let refused = other.credential().err().unwrap();
-        assert!(refused.contains("belong to portcullis.example.com"), "{refused}");
+        assert!(refused.to_string().contains("belong to portcullis.example.com"), "{refused}");
         let explicit =
             Settings::resolve(elsewhere.clone(), Some("pcl_given".into()), None, false, profile(Some("p.example")))
                 .unwrap();
@@ -212,7 +214,7 @@ mod tests {
         let plain =
             |server: &str, insecure| Settings::resolve(Some(server.into()), None, None, insecure, profile(None));
         let refused = plain("http://portcullis.example.com:50051", false).unwrap_err();
-        assert!(refused.contains("--insecure"), "{refused}");
+        assert!(refused.to_string().contains("--insecure"), "{refused}");
         assert!(plain("portcullis.example.com:50051", true).unwrap().warnings[0].contains("plaintext"));
         assert!(plain("http://203.0.113.1:50051", true).unwrap().warnings[0].contains("203.0.113.1"));
         for local in ["http://127.0.0.1:50051", "http://localhost:50051", "http://[::1]:50051"] {

@@ -1,5 +1,6 @@
-//! Errors as one readable line: what the gRPC code means, the ErrorInfo reason, and each field
-//! violation — never a debug dump.
+//! pcl's one error type, [`Failure`], read as one line: for a refused call, what the gRPC code
+//! means, the ErrorInfo reason and each field violation — never a debug dump. Every failure
+//! exits 1 (see [`crate::exit`] for the others).
 
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -30,4 +31,42 @@ pub fn describe(status: &tonic::Status) -> String {
         }
     }
     line
+}
+
+/// Why a command failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// The server refused a call.
+    Call(tonic::Status),
+    /// Anything else: the settings, a file, the terminal, the command run.
+    Local(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Call(status) => f.write_str(&describe(status)),
+            Failure::Local(message) => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for Failure {}
+
+impl From<tonic::Status> for Failure {
+    fn from(status: tonic::Status) -> Self {
+        Failure::Call(status)
+    }
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure::Local(message)
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(message: &str) -> Self {
+        Failure::Local(message.to_owned())
+    }
 }

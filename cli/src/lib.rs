@@ -10,6 +10,7 @@ pub mod pb;
 pub mod profile;
 mod sessions;
 
+use crate::errors::Failure;
 use clap::{Args, Parser, Subcommand};
 use connect::Settings;
 use std::path::PathBuf;
@@ -216,7 +217,7 @@ pub async fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<u8, String> {
+async fn run(cli: Cli) -> Result<u8, Failure> {
     if let Command::Completions { shell } = cli.command {
         clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "pcl", &mut std::io::stdout());
         return Ok(0);
@@ -232,7 +233,8 @@ async fn run(cli: Cli) -> Result<u8, String> {
             return Err(format!(
                 "profile {} belongs to {own}: log in to {} with a profile of its own (--profile NAME)",
                 cli.profile, settings.server
-            ));
+            )
+            .into());
         }
         let channel = settings.connect().await?;
         return login::login(channel, &cli.profile, &settings.server, email, organization.clone(), *password_stdin)
@@ -254,11 +256,7 @@ async fn run(cli: Cli) -> Result<u8, String> {
         Command::Logout => login::logout(channel, credential, &cli.profile, &profile).await,
         Command::Whoami => {
             let mut users = pb::v1::user_service_client::UserServiceClient::with_interceptor(channel, credential);
-            let answer = users
-                .get_current_user(pb::v1::GetCurrentUserRequest {})
-                .await
-                .map_err(|status| errors::describe(&status))?
-                .into_inner();
+            let answer = users.get_current_user(pb::v1::GetCurrentUserRequest {}).await?.into_inner();
             if out.json() {
                 out.print_json(&answer, "portcullis.v1.GetCurrentUserResponse")?;
                 return Ok(0);

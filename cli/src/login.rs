@@ -2,6 +2,7 @@
 //! renewal through ExtendLoginSession while the login lives.
 
 use crate::connect::{Credential, Settings};
+use crate::errors::Failure;
 use crate::errors::describe;
 use crate::pb::v1::auth_service_client::AuthServiceClient;
 use crate::pb::v1::*;
@@ -12,14 +13,14 @@ use tonic::transport::Channel;
 const RENEW_WITHIN_SECS: i64 = 5 * 60;
 
 /// Reads one line of stdin (a TTY or a pipe), without its line end.
-async fn read_line() -> Result<String, String> {
+async fn read_line() -> Result<String, Failure> {
     tokio::task::spawn_blocking(|| {
         let mut line = String::new();
         std::io::stdin().read_line(&mut line).map(|_| line.trim_end_matches(['\r', '\n']).to_owned())
     })
     .await
     .map_err(|err| err.to_string())?
-    .map_err(|err| format!("reading stdin: {err}"))
+    .map_err(|err| format!("reading stdin: {err}").into())
 }
 
 /// Mails a code, asks for it, and keeps the login's token in the profile.
@@ -30,17 +31,17 @@ pub async fn login(
     email: &str,
     organization_id: Option<String>,
     password_stdin: bool,
-) -> Result<u8, String> {
+) -> Result<u8, Failure> {
     let mut auth = AuthServiceClient::new(channel);
     let password = if password_stdin { Some(read_line().await?) } else { None };
     let request =
         StartLoginRequest { email: email.to_owned(), password, organization_id: organization_id.unwrap_or_default() };
-    let started = auth.start_login(request).await.map_err(|s| describe(&s))?.into_inner();
+    let started = auth.start_login(request).await?.into_inner();
     eprint!("A login code was mailed to {email}. Code: ");
     let code = read_line().await?;
     let request =
         VerifyLoginRequest { verification_code_id: started.verification_code_id, code: code.trim().to_owned() };
-    let verified = auth.verify_login(request).await.map_err(|s| describe(&s))?.into_inner();
+    let verified = auth.verify_login(request).await?.into_inner();
     let login = verified.login_session.unwrap_or_default();
     keep(profile_name, &verified.access_token, verified.expires_at, Some(&login.id))?;
     // The profile's credentials are bound to the server that issued them.
@@ -56,7 +57,7 @@ pub async fn logout(
     credential: Credential,
     profile_name: &str,
     profile: &Profile,
-) -> Result<u8, String> {
+) -> Result<u8, Failure> {
     let id = profile.login_session_id.clone().ok_or("not logged in")?;
     let mut auth = AuthServiceClient::with_interceptor(channel, credential);
     if let Err(status) = auth.close_login_session(CloseLoginSessionRequest { id }).await {
@@ -75,7 +76,7 @@ pub async fn renewed(
     mut settings: Settings,
     profile_name: &str,
     profile: &Profile,
-) -> Result<Settings, String> {
+) -> Result<Settings, Failure> {
     let due = profile.token_expires_at.is_some_and(|at| at - crate::unix_now() < RENEW_WITHIN_SECS);
     if settings.api_key.is_some() || settings.access_token.is_none() || !due {
         return Ok(settings);
@@ -91,9 +92,9 @@ pub async fn renewed(
         Err(status)
             if status.code() == tonic::Code::Unauthenticated || status.code() == tonic::Code::FailedPrecondition =>
         {
-            Err("the login has ended: run `pcl login` again".to_owned())
+            Err("the login has ended: run `pcl login` again".into())
         }
-        Err(status) => Err(describe(&status)),
+        Err(status) => Err(status.into()),
     }
 }
 
@@ -130,7 +131,7 @@ fn keep(
     token: &str,
     expires_at: Option<prost_types::Timestamp>,
     login_session_id: Option<&str>,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let mut values = vec![
         ("access_token", Some(toml::Value::String(token.to_owned()))),
         ("token_expires_at", expires_at.map(|at| toml::Value::Integer(at.seconds))),

@@ -1,6 +1,7 @@
 //! How answers are printed: tables for people, the API's JSON (`--output json`, proto3 JSON as
 //! grpcurl prints it) for scripts, or ids only (`--quiet`).
 
+use crate::errors::Failure;
 use prost_reflect::{DescriptorPool, DynamicMessage};
 use std::sync::OnceLock;
 
@@ -30,7 +31,7 @@ impl Output {
     }
 
     /// Prints `message` (of the API's `full_name`, e.g. "portcullis.v1.GetSessionResponse") as JSON.
-    pub fn print_json<M: prost::Message>(&self, message: &M, full_name: &str) -> Result<(), String> {
+    pub fn print_json<M: prost::Message>(&self, message: &M, full_name: &str) -> Result<(), Failure> {
         println!("{}", to_json(message, full_name)?);
         Ok(())
     }
@@ -44,8 +45,8 @@ fn pool() -> &'static DescriptorPool {
 
 /// The proto3 JSON of `message`: field names in lowerCamelCase, enums by name, 64-bit integers
 /// as strings, defaults left out.
-pub fn to_json<M: prost::Message>(message: &M, full_name: &str) -> Result<String, String> {
+pub fn to_json<M: prost::Message>(message: &M, full_name: &str) -> Result<String, Failure> {
     let descriptor = pool().get_message_by_name(full_name).ok_or_else(|| format!("no descriptor for {full_name}"))?;
     let dynamic = DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice()).map_err(|e| e.to_string())?;
-    serde_json::to_string_pretty(&dynamic).map_err(|err| err.to_string())
+    Ok(serde_json::to_string_pretty(&dynamic).map_err(|err| err.to_string())?)
 }

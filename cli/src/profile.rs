@@ -1,6 +1,7 @@
 //! Where to connect and with what: flags, then the environment, then the profile in
 //! `~/.config/portcullis/config.toml` (XDG_CONFIG_HOME honoured), as the AWS CLI does.
 
+use crate::errors::Failure;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -37,12 +38,12 @@ pub fn config_path() -> Option<PathBuf> {
 }
 
 /// The named profile, empty when the file or the profile is missing.
-pub fn load(name: &str) -> Result<Profile, String> {
+pub fn load(name: &str) -> Result<Profile, Failure> {
     let Some(path) = config_path() else { return Ok(Profile::default()) };
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Profile::default()),
-        Err(err) => return Err(format!("{}: {err}", path.display())),
+        Err(err) => return Err(format!("{}: {err}", path.display()).into()),
     };
     let file: File = toml::from_str(&text).map_err(|err| format!("{}: {err}", path.display()))?;
     Ok(file.profiles.get(name).cloned().unwrap_or_default())
@@ -50,12 +51,12 @@ pub fn load(name: &str) -> Result<Profile, String> {
 
 /// Writes `values` into the named profile (`None` removes a key), keeping the rest of the file;
 /// the file is readable by its owner only, as it holds credentials.
-pub fn store(name: &str, values: &[(&str, Option<toml::Value>)]) -> Result<(), String> {
+pub fn store(name: &str, values: &[(&str, Option<toml::Value>)]) -> Result<(), Failure> {
     let path = config_path().ok_or("no home directory to keep the profile in")?;
     let mut file: toml::Table = match std::fs::read_to_string(&path) {
         Ok(text) => toml::from_str(&text).map_err(|err| format!("{}: {err}", path.display()))?,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
-        Err(err) => return Err(format!("{}: {err}", path.display())),
+        Err(err) => return Err(format!("{}: {err}", path.display()).into()),
     };
     let profiles = file.entry("profiles").or_insert_with(|| toml::Value::Table(toml::Table::new()));
     let profiles = profiles.as_table_mut().ok_or("`profiles` in the config file is not a table")?;
@@ -71,7 +72,7 @@ pub fn store(name: &str, values: &[(&str, Option<toml::Value>)]) -> Result<(), S
         std::fs::create_dir_all(dir).map_err(|err| format!("{}: {err}", dir.display()))?;
     }
     let text = toml::to_string(&file).map_err(|err| err.to_string())?;
-    write_private(&path, &text).map_err(|err| format!("{}: {err}", path.display()))
+    Ok(write_private(&path, &text).map_err(|err| format!("{}: {err}", path.display()))?)
 }
 
 fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {

@@ -1,6 +1,7 @@
 //! `pcl session …`: start and follow, run a command inside a session, list, get, stop.
 
 use crate::connect::Credential;
+use crate::errors::Failure;
 use crate::errors::describe;
 use crate::output::Output;
 use crate::pb::v1::session_service_client::SessionServiceClient;
@@ -13,7 +14,7 @@ use tonic::transport::Channel;
 type Client = SessionServiceClient<InterceptedService<Channel, Credential>>;
 
 /// Prints one session as the API's `response` message, its id, or a line per rule.
-fn print_session(out: &Output, session: Session, response: &str) -> Result<(), String> {
+fn print_session(out: &Output, session: Session, response: &str) -> Result<(), Failure> {
     if out.json() {
         return out.print_json(&GetSessionResponse { session: Some(session) }, response);
     }
@@ -29,7 +30,12 @@ fn print_session(out: &Output, session: Session, response: &str) -> Result<(), S
     Ok(())
 }
 
-pub async fn run(channel: Channel, credential: Credential, command: SessionCommand, out: Output) -> Result<u8, String> {
+pub async fn run(
+    channel: Channel,
+    credential: Credential,
+    command: SessionCommand,
+    out: Output,
+) -> Result<u8, Failure> {
     let mut client = SessionServiceClient::with_interceptor(channel, credential);
     match command {
         SessionCommand::Start { spec, follow, .. } if follow.on => follow_along(&mut client, &spec, &follow, out).await,
@@ -68,7 +74,7 @@ pub async fn run(channel: Channel, credential: Credential, command: SessionComma
         }
         SessionCommand::List => {
             let request = ListSessionsRequest::default();
-            let listed = client.list_sessions(request).await.map_err(|s| describe(&s))?.into_inner();
+            let listed = client.list_sessions(request).await?.into_inner();
             if out.json() {
                 out.print_json(&listed, "portcullis.v1.ListSessionsResponse")?;
                 return Ok(0);
@@ -92,7 +98,7 @@ pub async fn run(channel: Channel, credential: Credential, command: SessionComma
             Ok(0)
         }
         SessionCommand::Get { id } => {
-            let answer = client.get_session(GetSessionRequest { id }).await.map_err(|s| describe(&s))?.into_inner();
+            let answer = client.get_session(GetSessionRequest { id }).await?.into_inner();
             print_session(&out, answer.session.unwrap_or_default(), "portcullis.v1.GetSessionResponse")?;
             Ok(0)
         }
@@ -106,13 +112,7 @@ pub async fn run(channel: Channel, credential: Credential, command: SessionComma
                 additional_hours: hours.unwrap_or_default(),
                 additional_minutes: minutes.unwrap_or_default(),
             };
-            let session = client
-                .extend_session(request)
-                .await
-                .map_err(|s| describe(&s))?
-                .into_inner()
-                .session
-                .unwrap_or_default();
+            let session = client.extend_session(request).await?.into_inner().session.unwrap_or_default();
             let until = session.expires_at.map(|at| at.to_string()).unwrap_or_default();
             println!("{} {} until {until}", session.id, status_name(session.status()));
             Ok(0)
@@ -121,7 +121,7 @@ pub async fn run(channel: Channel, credential: Credential, command: SessionComma
             let mut stream = watch(&mut client, &id).await?;
             let mut progress = Progress::new(out);
             // The server ends the stream once the session has ended.
-            while let Some(message) = stream.message().await.map_err(|s| describe(&s))? {
+            while let Some(message) = stream.message().await? {
                 if out.json() {
                     // One message per line, for a script to read as they come.
                     let line = crate::output::to_json(&message, "portcullis.v1.WatchSessionResponse")?;
@@ -134,7 +134,7 @@ pub async fn run(channel: Channel, credential: Credential, command: SessionComma
     }
 }
 
-async fn start(client: &mut Client, spec: &Spec, heartbeat_seconds: Option<u32>) -> Result<Session, String> {
+async fn start(client: &mut Client, spec: &Spec, heartbeat_seconds: Option<u32>) -> Result<Session, Failure> {
     let request = StartSessionRequest {
         duration_hours: spec.hours,
         duration_minutes: spec.minutes,
@@ -142,22 +142,22 @@ async fn start(client: &mut Client, spec: &Spec, heartbeat_seconds: Option<u32>)
         ipv6_address: spec.ipv6.clone(),
         heartbeat_seconds,
     };
-    let answer = client.start_session(request).await.map_err(|s| describe(&s))?;
-    answer.into_inner().session.ok_or_else(|| "the server answered no session".to_owned())
+    let answer = client.start_session(request).await?;
+    answer.into_inner().session.ok_or_else(|| "the server answered no session".into())
 }
 
-async fn stop(client: &mut Client, id: &str) -> Result<Session, String> {
-    let answer = client.stop_session(StopSessionRequest { id: id.to_owned() }).await.map_err(|s| describe(&s))?;
-    answer.into_inner().session.ok_or_else(|| "the server answered no session".to_owned())
+async fn stop(client: &mut Client, id: &str) -> Result<Session, Failure> {
+    let answer = client.stop_session(StopSessionRequest { id: id.to_owned() }).await?;
+    answer.into_inner().session.ok_or_else(|| "the server answered no session".into())
 }
 
 /// Follows the session, printing each change, until it is ACTIVE, PARTIAL or over.
 async fn follow(
     stream: &mut tonic::Streaming<WatchSessionResponse>,
     progress: &mut Progress,
-) -> Result<Session, String> {
+) -> Result<Session, Failure> {
     loop {
-        match stream.message().await.map_err(|s| describe(&s))? {
+        match stream.message().await? {
             Some(message) => {
                 let session = message.session.unwrap_or_default();
                 progress.show(&session);
@@ -170,9 +170,9 @@ async fn follow(
     }
 }
 
-async fn watch(client: &mut Client, id: &str) -> Result<tonic::Streaming<WatchSessionResponse>, String> {
+async fn watch(client: &mut Client, id: &str) -> Result<tonic::Streaming<WatchSessionResponse>, Failure> {
     let request = WatchSessionRequest { id: id.to_owned() };
-    Ok(client.watch_session(request).await.map_err(|s| describe(&s))?.into_inner())
+    Ok(client.watch_session(request).await?.into_inner())
 }
 
 /// Whether a session with this status is over for good.
@@ -202,7 +202,7 @@ async fn run_command(
     allow_partial: bool,
     command: &[String],
     out: Output,
-) -> Result<u8, String> {
+) -> Result<u8, Failure> {
     let session = start(client, spec, Some(heartbeat)).await?;
     let id = session.id.clone();
     let mut progress = Progress::new(out);
@@ -255,7 +255,7 @@ async fn run_command(
 /// `session start --follow`: a session for a person on the move. Bound by a heartbeat to this
 /// process, it follows the address the server sees (ChangeSessionAddress, no gap), is extended
 /// before it ends as far as the maximum allows, and is stopped on Ctrl-C.
-async fn follow_along(client: &mut Client, spec: &Spec, settings: &Follow, out: Output) -> Result<u8, String> {
+async fn follow_along(client: &mut Client, spec: &Spec, settings: &Follow, out: Output) -> Result<u8, Failure> {
     const HEARTBEAT_SECONDS: u32 = 60;
     let session = start(client, spec, Some(HEARTBEAT_SECONDS)).await?;
     let id = session.id.clone();
@@ -279,7 +279,7 @@ async fn follow_along(client: &mut Client, spec: &Spec, settings: &Follow, out: 
     loop {
         tokio::select! {
             message = stream.message() => {
-                let Some(message) = message.map_err(|s| describe(&s))? else { return Ok(0) };
+                let Some(message) = message? else { return Ok(0) };
                 let current = message.session.unwrap_or_default();
                 progress.show(&current);
                 expires_at = current.expires_at.map_or(expires_at, |at| at.seconds);
@@ -291,14 +291,14 @@ async fn follow_along(client: &mut Client, spec: &Spec, settings: &Follow, out: 
             _ = polls.tick() => {
                 let seen = match &settings.address_file {
                     Some(path) => std::fs::read_to_string(path).map(|text| text.trim().to_owned()).map_err(|e| e.to_string())?,
-                    None => client.get_client_address(GetClientAddressRequest {}).await.map_err(|s| describe(&s))?.into_inner().ip_address,
+                    None => client.get_client_address(GetClientAddressRequest {}).await?.into_inner().ip_address,
                 };
                 let is_v6 = seen.contains(':');
                 let current = if is_v6 { &mut addresses.1 } else { &mut addresses.0 };
                 if !seen.is_empty() && *current != seen {
                     let (ipv4_address, ipv6_address) = if is_v6 { (None, Some(seen.clone())) } else { (Some(seen.clone()), None) };
                     let request = ChangeSessionAddressRequest { id: id.clone(), ipv4_address, ipv6_address };
-                    client.change_session_address(request).await.map_err(|s| describe(&s))?;
+                    client.change_session_address(request).await?;
                     progress.note(&format!("address changed: {} -> {seen}", if current.is_empty() { "none" } else { current.as_str() }));
                     *current = seen;
                 }
@@ -330,7 +330,7 @@ async fn extend_within_maximum(
     id: &str,
     expires_at: i64,
     minutes: u32,
-) -> Result<(Session, bool), String> {
+) -> Result<(Session, bool), Failure> {
     let mut request = ExtendSessionRequest { id: id.to_owned(), additional_hours: 0, additional_minutes: minutes };
     let refusal = match client.extend_session(request.clone()).await {
         Ok(answer) => return Ok((answer.into_inner().session.unwrap_or_default(), false)),
@@ -340,10 +340,10 @@ async fn extend_within_maximum(
     // Whole minutes are what ExtendSession takes; less than one left is as far as it goes.
     request.additional_minutes = u32::try_from((latest - expires_at) / 60).unwrap_or(0);
     if request.additional_minutes == 0 {
-        let session = client.get_session(GetSessionRequest { id: id.to_owned() }).await.map_err(|s| describe(&s))?;
+        let session = client.get_session(GetSessionRequest { id: id.to_owned() }).await?;
         return Ok((session.into_inner().session.unwrap_or_default(), true));
     }
-    let answer = client.extend_session(request).await.map_err(|s| describe(&s))?;
+    let answer = client.extend_session(request).await?;
     Ok((answer.into_inner().session.unwrap_or_default(), true))
 }
 
@@ -361,7 +361,7 @@ fn latest_expiry(refusal: &tonic::Status) -> Option<i64> {
 
 /// Runs the command with the session's id in its environment, passing SIGINT and SIGTERM on;
 /// answers its exit code (128 + the signal that ended it).
-async fn supervise(command: &[String], session_id: &str) -> Result<u8, String> {
+async fn supervise(command: &[String], session_id: &str) -> Result<u8, Failure> {
     use tokio::signal::unix::{SignalKind, signal};
     let (program, args) = command.split_first().ok_or("no command given")?;
     let mut child = tokio::process::Command::new(program)
