@@ -132,8 +132,8 @@ async fn eventually(what: &str, done: impl Fn() -> bool) {
     }
 }
 
-#[tokio::test]
-async fn memory_provider_conforms() {
+/// A memory firewall holding the FOREIGN rule, and its target.
+fn memory_with_foreign_rule() -> (MemoryFirewall, Target) {
     let memory = MemoryFirewall::in_process();
     let target = Target {
         resource_id: "memory-1".into(),
@@ -141,8 +141,27 @@ async fn memory_provider_conforms() {
         config: ProviderConfig::Memory(MemoryProvider::default()),
     };
     memory.plant(&target.resource_id, ip(FOREIGN), "office VPN").unwrap();
+    (memory, target)
+}
+
+#[tokio::test]
+async fn memory_provider_conforms() {
+    let (memory, target) = memory_with_foreign_rule();
     conformance(&memory, &target, Rules::PerAddress).await;
     let left: Vec<IpAddr> = memory.rules(&target.resource_id).into_keys().collect();
+    assert_eq!(left, [ip(FOREIGN)], "only the foreign rule is left");
+}
+
+/// The suite again through what the engine calls: the provider the registry hands out, inside
+/// the decorator that bounds every call by the deadline and counts its errors (`Bounded`).
+#[tokio::test]
+async fn the_registrys_bounded_provider_conforms() {
+    let (memory, target) = memory_with_foreign_rule();
+    let config = portcullis::config::ProvidersConfig::default();
+    let providers = portcullis::provider::Providers::new(memory, &config, std::time::Duration::from_secs(5));
+    let bounded = providers.for_config(&target.config, &portcullis::domain::CloudScopes::unrestricted()).unwrap();
+    conformance(bounded.as_ref(), &target, Rules::PerAddress).await;
+    let left: Vec<IpAddr> = providers.memory().rules(&target.resource_id).into_keys().collect();
     assert_eq!(left, [ip(FOREIGN)], "only the foreign rule is left");
 }
 
