@@ -22,10 +22,10 @@ pub struct WatchSlots {
     open: Arc<Mutex<HashMap<String, u32>>>,
 }
 
-/// One open stream's places (its credential's and its user's); given back when the stream
-/// ends, however it ends.
+/// One open stream's places (its credential's and its user's, once when they are the same);
+/// given back when the stream ends, however it ends.
 pub struct WatchSlot {
-    holders: [String; 2],
+    holders: Vec<String>,
     open: Arc<Mutex<HashMap<String, u32>>>,
 }
 
@@ -59,10 +59,9 @@ impl WatchSlots {
                 "open WatchSession streams of this user",
             ));
         }
-        let holders = [credential, user];
         // A caller without a credential of its own is its user: counted once.
-        let distinct = if holders[0] == holders[1] { &holders[..1] } else { &holders[..] };
-        for holder in distinct {
+        let holders = if credential == user { vec![user] } else { vec![credential, user] };
+        for holder in &holders {
             *open.entry(holder.clone()).or_default() += 1;
         }
         crate::monitoring::watch_stream_opened();
@@ -74,8 +73,7 @@ impl Drop for WatchSlot {
     fn drop(&mut self) {
         crate::monitoring::watch_stream_closed();
         let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let distinct = if self.holders[0] == self.holders[1] { &self.holders[..1] } else { &self.holders[..] };
-        for holder in distinct {
+        for holder in &self.holders {
             if let Some(count) = open.get_mut(holder) {
                 *count -= 1;
                 if *count == 0 {

@@ -239,7 +239,7 @@ impl Authenticator {
             return Err(invalid_credentials());
         }
         let now = crate::domain::now();
-        if key.revoked_at.is_some() || key.expires_at.is_some_and(|at| at <= now) {
+        if !key.works_at(now) {
             return Err(invalid_credentials());
         }
         let user = queries::users::get_any(&self.reader, &key.user_id).await.map_err(or_invalid)?;

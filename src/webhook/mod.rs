@@ -508,7 +508,7 @@ async fn owner_permissions(db: &impl sea_orm::ConnectionTrait, hook: &webhook::M
     };
     let Some(key_id) = &hook.owner_api_key_id else { return Ok(Permission::held(user.role, None)) };
     let key = match store::queries::api_keys::get(db, &hook.organization_id, key_id).await {
-        Ok(key) if key.revoked_at.is_none() && key.expires_at.is_none_or(|at| at > now()) => key,
+        Ok(key) if key.works_at(now()) => key,
         Ok(_) | Err(store::StoreError::NotFound) => return Ok(Vec::new()),
         Err(err) => return Err(err),
     };

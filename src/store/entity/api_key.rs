@@ -23,3 +23,10 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+impl Model {
+    /// Whether the key still works at `at`: neither revoked nor expired.
+    pub fn works_at(&self, at: DateTimeUtc) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|expires| expires > at)
+    }
+}
