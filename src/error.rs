@@ -38,9 +38,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// One bad field.
-    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Error {
+    pub fn invalid(field: impl Into<String>, description: impl std::fmt::Display) -> Error {
         let mut violations = Violations::default();
-        violations.add(field, description);
+        violations.add(field, description.to_string());
         Error::from(violations)
     }
 

@@ -2,17 +2,17 @@
 //! chores.
 
 use clap::{Parser, Subcommand};
-use portcullis::config::{Config, LogFormat, Secret};
+use portcullis::config::{Config, ConfigError, Flags, LogFormat, Secret};
 use portcullis::provider::Providers;
 use portcullis::provider::memory::MemoryFirewall;
+use portcullis::server::{self, ServeOptions};
 use portcullis::service::{
     Services, create_operator_key, initialize, retire_token_key, revoke_operator_key, rotate_token_key, set_password,
 };
-use portcullis::{grpc, store, telemetry};
+use portcullis::{store, telemetry};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 #[derive(Parser)]
 #[command(version, about = "Just-in-time IP allowlisting for cloud firewalls, over gRPC")]
@@ -86,21 +86,15 @@ enum Command {
 }
 
 impl Cli {
-    /// The last configuration layer: flags override file and environment.
-    fn config(&self) -> Result<Config, String> {
-        let mut config = Config::load(self.config.as_deref()).map_err(|err| format!("configuration: {err}"))?;
-        if let Some(url) = &self.database_url {
-            config.database_url = Secret(url.clone());
-        }
-        if let Some(listen) = self.listen {
-            config.listen = listen;
-        }
-        match self.log_format.as_deref() {
-            Some("json") => config.log_format = LogFormat::Json,
-            Some("text") => config.log_format = LogFormat::Text,
-            _ => {}
-        }
-        Ok(config)
+    /// Every configuration layer, flags last, checked.
+    fn config(&self) -> Result<Config, ConfigError> {
+        let log_format = match self.log_format.as_deref() {
+            Some("json") => Some(LogFormat::Json),
+            Some("text") => Some(LogFormat::Text),
+            _ => None,
+        };
+        let flags = Flags { listen: self.listen, database_url: self.database_url.clone().map(Secret), log_format };
+        Config::load(self.config.as_deref(), &flags)
     }
 }
 
@@ -109,8 +103,8 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match cli.config() {
         Ok(config) => config,
-        Err(message) => {
-            eprintln!("error: {message}");
+        Err(err) => {
+            eprintln!("error: {err}");
             return ExitCode::FAILURE;
         }
     };
@@ -125,7 +119,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
-    let db = store::connect(config.database_url.expose(), config.database_max_connections).await?;
+    let db = store::connect(config.database_url.expose(), config.database_max_connections.as_u32()).await?;
     store::migrate(&db).await?;
     match command {
         Command::Migrate => {
@@ -155,7 +149,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::RotateTokenKey => {
-            let sealing = config.sealing_key().map_err(anyhow::Error::msg)?;
+            let sealing = config.sealing_key()?;
             println!("{}", rotate_token_key(&db, config.auth.jwt_algorithm, sealing.as_deref()).await?);
             tracing::info!(
                 "signing key added; servers sign with it at once on PostgreSQL, from their next start on SQLite"
@@ -180,10 +174,6 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Serve => {
             tracing::debug!(?config, "configuration");
-            grpc::tls::check(config.listen, &config.tls).map_err(anyhow::Error::msg)?;
-            config.providers.check().map_err(anyhow::Error::msg)?;
-            config.mail.check(config.listen).map_err(anyhow::Error::msg)?;
-            config.metrics.check().map_err(anyhow::Error::msg)?;
             let memory = match &config.providers.memory_state_file {
                 Some(path) => MemoryFirewall::with_state_file(path.clone())?,
                 None => MemoryFirewall::in_process(),
@@ -207,15 +197,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             }
             let listener = tokio::net::TcpListener::bind(config.listen).await?;
             tracing::info!(address = %listener.local_addr()?, "listening");
-            let interval = Duration::from_secs(config.health_check_interval_secs.max(1));
-            let options = grpc::ServeOptions {
-                health_check_interval: interval,
-                network: config.network.clone(),
-                tls: config.tls.clone(),
-                limits: config.limits.clone(),
-                metrics: config.metrics.clone(),
-            };
-            grpc::serve(listener, services, options, shutdown_signal()).await?;
+            server::serve(listener, services, ServeOptions::from_config(&config), shutdown_signal()).await?;
             tracing::info!("stopped");
             Ok(())
         }

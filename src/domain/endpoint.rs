@@ -2,6 +2,7 @@
 //! those the operator allows (`providers.allowed_endpoints`). Anything else would hand the
 //! server's bearer token or signatures to whoever runs that host.
 
+use super::Invalid;
 use super::ProviderKind;
 
 /// Azure Resource Manager in the public, US Government and China clouds.
@@ -83,9 +84,12 @@ pub fn clean_path(path: &str) -> Option<String> {
 /// the origin, so anything after it (a path, a query, a fragment), credentials, escapes or
 /// backslashes could move those requests elsewhere: a path naming another subscription, a
 /// fragment swallowing the provider's own path.
-pub fn plain_origin(url: &str) -> Result<String, String> {
-    let refuse =
-        || format!("{url:?} must be an origin, scheme://host[:port], without path, query, fragment or credentials");
+pub fn plain_origin(url: &str) -> Result<String, Invalid> {
+    let refuse = || {
+        Invalid(format!(
+            "{url:?} must be an origin, scheme://host[:port], without path, query, fragment or credentials"
+        ))
+    };
     let (scheme, rest) = url.split_once("://").ok_or_else(refuse)?;
     let scheme = scheme.to_ascii_lowercase();
     let default_port = match scheme.as_str() {

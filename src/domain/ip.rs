@@ -1,5 +1,6 @@
 //! Client addresses: which ones a session may open, and how to find the caller's.
 
+use super::Invalid;
 use ipnet::IpNet;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -98,7 +99,7 @@ fn embedded_v4(address: IpAddr) -> Option<(&'static str, Ipv4Addr)> {
 
 /// Checks that `text` is a single host a firewall rule may open, of family `version`.
 /// Private ranges are refused unless `allow_private`.
-pub fn parse_session_address(text: &str, version: IpVersion, allow_private: bool) -> Result<IpAddr, String> {
+pub fn parse_session_address(text: &str, version: IpVersion, allow_private: bool) -> Result<IpAddr, Invalid> {
     let trimmed = text.trim();
     if trimmed.contains('/') {
         return Err("must be a single address, not a network".into());
@@ -109,16 +110,16 @@ pub fn parse_session_address(text: &str, version: IpVersion, allow_private: bool
 }
 
 /// The rules of [`parse_session_address`] for an address already parsed (e.g. detected).
-pub fn check_session_address(address: IpAddr, version: IpVersion, allow_private: bool) -> Result<(), String> {
+pub fn check_session_address(address: IpAddr, version: IpVersion, allow_private: bool) -> Result<(), Invalid> {
     if IpVersion::of(address) != version {
-        return Err(format!("must be an IPv{} address", version.number()));
+        return Err(format!("must be an IPv{} address", version.number()).into());
     }
     check_host(address, allow_private, "private (the organization does not allow private addresses)")
 }
 
 /// Refuses what is not a host (unspecified, multicast, reserved…) and, unless `allow_private`,
 /// private hosts, naming them `private` in the error.
-fn check_host(address: IpAddr, allow_private: bool, private: &str) -> Result<(), String> {
+fn check_host(address: IpAddr, allow_private: bool, private: &str) -> Result<(), Invalid> {
     let refused = if address.is_unspecified() {
         Some("unspecified")
     } else if address.is_loopback() {
@@ -137,20 +138,20 @@ fn check_host(address: IpAddr, allow_private: bool, private: &str) -> Result<(),
         None
     };
     if let Some(kind) = refused {
-        return Err(format!("{address} is a {kind} address"));
+        return Err(format!("{address} is a {kind} address").into());
     }
     // A tunnel or translator address opens what it carries: it is refused as that host would be.
     if let Some((kind, carried)) = embedded_v4(address)
         && let Err(problem) = check_host(IpAddr::V4(carried), allow_private, private)
     {
-        return Err(format!("{address} is a {kind} address carrying {carried}: {problem}"));
+        return Err(format!("{address} is a {kind} address carrying {carried}: {problem}").into());
     }
     Ok(())
 }
 
 /// Checks that `address` is a public host on the internet (no private, loopback, link-local,
 /// reserved or translated-private address): where the server may send a request it is asked to.
-pub fn check_public_address(address: IpAddr) -> Result<(), String> {
+pub fn check_public_address(address: IpAddr) -> Result<(), Invalid> {
     check_host(normalize(address), false, "private")
 }
 
@@ -163,7 +164,7 @@ pub fn client_address(
     forwarded_for: Option<&str>,
     real_ip: Option<&str>,
     trusted_proxies: &[IpNet],
-) -> Result<IpAddr, String> {
+) -> Result<IpAddr, Invalid> {
     let peer = normalize(peer);
     let trusted = |address: IpAddr| trusted_proxies.iter().any(|net| net.contains(&address));
     if !trusted(peer) {
@@ -182,10 +183,10 @@ pub fn client_address(
                 return Ok(address);
             }
         }
-        return last_valid.ok_or_else(|| format!("the trusted proxy {peer} sent a malformed x-forwarded-for"));
+        return last_valid.ok_or_else(|| format!("the trusted proxy {peer} sent a malformed x-forwarded-for").into());
     }
     match real_ip {
-        Some(value) => parse(value).map_err(|_| format!("the trusted proxy {peer} sent a malformed x-real-ip")),
+        Some(value) => parse(value).map_err(|_| format!("the trusted proxy {peer} sent a malformed x-real-ip").into()),
         None => Ok(peer),
     }
 }
@@ -194,7 +195,7 @@ pub fn client_address(
 mod tests {
     use super::*;
 
-    fn v4(text: &str) -> Result<IpAddr, String> {
+    fn v4(text: &str) -> Result<IpAddr, Invalid> {
         parse_session_address(text, IpVersion::V4, false)
     }
 

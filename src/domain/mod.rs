@@ -25,7 +25,9 @@ pub use permission::Permission;
 pub use policy::{MemberAccess, Reach, Rule};
 pub use resource::{AwsSecurityGroup, AzureNetworkSecurityGroup, GcpFirewall, MemoryProvider, ProviderConfig};
 pub use scope::{CloudScopes, glob_matches};
-pub use validate::{FieldViolation, Violations, normalize_email, validate_full_name, validate_name};
+pub use validate::{
+    FieldViolation, Invalid, Violations, normalize_email, validate_description, validate_full_name, validate_name,
+};
 
 /// A new identifier: a UUIDv7, so identifiers sort in creation order (keyset pagination relies on it).
 pub fn new_id() -> String {

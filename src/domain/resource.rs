@@ -272,7 +272,7 @@ fn is_token(value: &str) -> bool {
 
 fn check_endpoint(endpoint_url: &Option<String>, errors: &mut Vec<(&'static str, String)>) {
     if let Some(Err(why)) = endpoint_url.as_deref().map(super::plain_origin) {
-        errors.push(("endpoint_url", why));
+        errors.push(("endpoint_url", why.to_string()));
     }
 }
 

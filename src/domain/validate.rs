@@ -7,6 +7,23 @@ pub struct FieldViolation {
     pub description: String,
 }
 
+/// Why a value is not acceptable, said for people: it becomes a violation's description.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+impl From<&str> for Invalid {
+    fn from(description: &str) -> Invalid {
+        Invalid(description.to_owned())
+    }
+}
+
+impl From<String> for Invalid {
+    fn from(description: String) -> Invalid {
+        Invalid(description)
+    }
+}
+
 /// Collects every violation of a request so the caller can fix them all at once.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Violations(pub Vec<FieldViolation>);
@@ -18,10 +35,10 @@ impl Violations {
     }
 
     /// Records a violation when `result` is an error.
-    pub fn check<T>(&mut self, field: &str, result: Result<T, String>) -> Option<T> {
+    pub fn check<T>(&mut self, field: &str, result: Result<T, Invalid>) -> Option<T> {
         match result {
             Ok(value) => Some(value),
-            Err(description) => {
+            Err(Invalid(description)) => {
                 self.add(field, description);
                 None
             }
@@ -34,16 +51,17 @@ impl Violations {
 }
 
 const MAX_NAME_CHARS: usize = 200;
+const MAX_DESCRIPTION_CHARS: usize = 2000;
 const MAX_EMAIL_CHARS: usize = 254;
 
 /// Trims a display name and checks it is present and of reasonable length.
-pub fn validate_name(value: &str) -> Result<String, String> {
+pub fn validate_name(value: &str) -> Result<String, Invalid> {
     let trimmed = value.trim();
     if trimmed.is_empty() {
         return Err("must not be empty".into());
     }
     if trimmed.chars().count() > MAX_NAME_CHARS {
-        return Err(format!("must be at most {MAX_NAME_CHARS} characters"));
+        return Err(format!("must be at most {MAX_NAME_CHARS} characters").into());
     }
     if trimmed.chars().any(char::is_control) {
         return Err("must not contain control characters".into());
@@ -51,20 +69,28 @@ pub fn validate_name(value: &str) -> Result<String, String> {
     Ok(trimmed.to_owned())
 }
 
+/// Trims a free-text description (of a resource, a webhook) and checks its length.
+pub fn validate_description(value: &str) -> Result<String, Invalid> {
+    if value.chars().count() > MAX_DESCRIPTION_CHARS {
+        return Err(format!("must be at most {MAX_DESCRIPTION_CHARS} characters").into());
+    }
+    Ok(value.trim().to_owned())
+}
+
 /// Lower-cases an email address and checks its shape: one `@`, a non-empty local part,
 /// and a domain with a dot. Delivery is the only real test; this catches typos and junk.
 /// A person's full name is optional: blank means none, anything else must be a valid name.
-pub fn validate_full_name(value: &str) -> Result<String, String> {
+pub fn validate_full_name(value: &str) -> Result<String, Invalid> {
     if value.trim().is_empty() { Ok(String::new()) } else { validate_name(value) }
 }
 
-pub fn normalize_email(value: &str) -> Result<String, String> {
+pub fn normalize_email(value: &str) -> Result<String, Invalid> {
     let email = value.trim().to_lowercase();
     if email.is_empty() {
         return Err("must not be empty".into());
     }
     if email.len() > MAX_EMAIL_CHARS {
-        return Err(format!("must be at most {MAX_EMAIL_CHARS} characters"));
+        return Err(format!("must be at most {MAX_EMAIL_CHARS} characters").into());
     }
     let valid = match email.split_once('@') {
         Some((local, domain)) => {

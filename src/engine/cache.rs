@@ -39,7 +39,7 @@ pub struct ReadStamp(u64);
 
 impl SessionCache {
     pub fn new(capacity: usize) -> SessionCache {
-        SessionCache { capacity: capacity.max(1), state: Mutex::new(State::default()) }
+        SessionCache { capacity, state: Mutex::new(State::default()) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

@@ -27,7 +27,7 @@ const CONCURRENT: usize = 8;
 
 /// Checks until stopped, each sweep over the resources no replica checked for an interval.
 pub(super) async fn run(engine: Engine, mut stop: watch::Receiver<bool>) {
-    let Some(interval) = engine.inner.config.check_interval else { return };
+    let Some(interval) = engine.inner.config.check_interval_secs.nonzero() else { return };
     loop {
         let pause = sweep(&engine, interval).await.unwrap_or_else(|err| {
             tracing::warn!(error = %err, "resource check sweep failed");

@@ -62,7 +62,7 @@ impl ResourceLease {
             loop {
                 ticks.tick().await;
                 if let Err(problem) = self.renew().await {
-                    tracing::warn!(resource_id = %self.resource_id, problem, "resource lease lost; work abandoned");
+                    tracing::warn!(resource_id = %self.resource_id, %problem, "resource lease lost; work abandoned");
                     return;
                 }
             }
@@ -74,18 +74,18 @@ impl ResourceLease {
         }
     }
 
-    async fn renew(&self) -> Result<(), String> {
+    async fn renew(&self) -> Result<(), LeaseLost> {
         let inner = &self.engine.inner;
         let at = inner.clock.now();
         let until = self.engine.lease_end(at);
         match resource_leases::renew(&inner.leases, &self.resource_id, &self.holder, at, until).await {
             Ok(true) => {
-                sessions::renew_claims(&inner.leases, &self.holder, until).await.map_err(|err| err.to_string())?;
+                sessions::renew_claims(&inner.leases, &self.holder, until).await?;
                 self.until_micros.store(until.timestamp_micros(), Ordering::Relaxed);
                 Ok(())
             }
-            Ok(false) => Err("held by another worker".to_owned()),
-            Err(err) => Err(err.to_string()),
+            Ok(false) => Err(LeaseLost::Taken),
+            Err(err) => Err(err.into()),
         }
     }
 
@@ -96,4 +96,13 @@ impl ResourceLease {
             tracing::warn!(resource_id = %self.resource_id, error = %err, "releasing resource lease failed");
         }
     }
+}
+
+/// Why a lease could not be renewed.
+#[derive(Debug, thiserror::Error)]
+enum LeaseLost {
+    #[error("held by another worker")]
+    Taken,
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }

@@ -20,63 +20,92 @@ pub use hub::{Hub, Subscription};
 
 use crate::domain::{Actor, EndedReason, ResourceIpStatus, now};
 use crate::provider::{ProviderError, Providers, Target};
+use crate::settings::Unworkable;
+use crate::settings::{Count, Seconds};
 use crate::shutdown::stopping;
 use crate::store::entity::{resource_ip, session};
 use crate::store::queries::sessions::SessionRecord;
 use crate::store::queries::{organizations, resources, sessions};
 use crate::store::{self, StoreError, StoreResult};
 use sea_orm::DatabaseConnection;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
-/// Engine tuning.
-#[derive(Debug, Clone)]
+/// Engine tuning: the `[engine]` settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct EngineConfig {
-    /// How long a claim on a resource and its rules lasts unless renewed; after a crash, the
-    /// claims of the dead process wait this long.
-    pub lease: Duration,
+    /// How long a claim on a resource and its rules lasts unless renewed (it is renewed every
+    /// quarter of it while work runs); after a crash, the dead process's claims wait this long.
+    pub lease_secs: Seconds<2, 3_600>,
     /// The longest any one provider call may take; a call still running then is abandoned and
-    /// retried like a transient error.
-    pub provider_timeout: Duration,
-    /// Most resources worked at once.
-    pub max_concurrent_resources: usize,
+    /// retried like a transient error. With the renewal interval it must stay below the lease.
+    pub provider_timeout_secs: Seconds<1, 600>,
+    /// Most resources worked on at once; each works independently of the others. A resource
+    /// whose provider quota is spent takes no slot until its calls' tokens are near.
+    pub max_concurrent_resources: Count<1, 10_000>,
     /// Most rules of one resource claimed at once.
-    pub batch: u64,
-    /// First retry delay after a transient provider error; doubles per attempt, with jitter.
-    pub backoff_base: Duration,
-    /// Longest retry delay.
-    pub backoff_max: Duration,
-    /// About how often each resource is reconciled (by any replica); `None` never.
-    pub reconcile_interval: Option<Duration>,
+    pub batch: Count<1, 10_000>,
+    /// About how often each resource is reconciled (by any replica); 0 never. Unset: 60.
+    pub reconcile_interval_secs: Option<Seconds<0, 86_400>>,
+    /// Deprecated name of `reconcile_interval_secs`, still read when that is not set.
+    pub sweep_interval_secs: Option<Seconds<0, 86_400>>,
     /// How long after it was applied a rule may be absent from the provider's listing before
     /// the reconciler calls it missing (listings can lag behind writes).
-    pub repair_grace: Duration,
-    /// Most sessions kept in memory as last read.
-    pub cached_sessions: usize,
-    /// About how often each resource's firewall is checked (by any replica); `None` never.
-    pub check_interval: Option<Duration>,
+    pub repair_grace_secs: Seconds<0, 86_400>,
+    /// Most sessions kept in memory as last read (GetSession and WatchSession read them there).
+    pub cached_sessions: Count<1, 10_000_000>,
+    /// About how often each resource's firewall is checked (by any replica): a check that
+    /// starts failing is audited as `resource.check_failed`; 0 never.
+    pub check_interval_secs: Seconds<0, 604_800>,
+    /// First retry delay after a transient provider error; doubles per attempt, with jitter.
+    #[serde(skip)]
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    #[serde(skip)]
+    pub backoff_max: Duration,
 }
 
 impl EngineConfig {
+    /// The deadline of every provider call.
+    pub fn provider_timeout(&self) -> Duration {
+        self.provider_timeout_secs.get()
+    }
+
+    pub fn lease(&self) -> Duration {
+        self.lease_secs.get()
+    }
+
     /// How often a held lease is renewed.
     pub fn renew_every(&self) -> Duration {
-        self.lease / 4
+        self.lease() / 4
+    }
+
+    /// About how often each resource is reconciled, from the current key or its deprecated
+    /// name; `None` never.
+    pub fn reconcile_interval(&self) -> Option<Duration> {
+        match self.reconcile_interval_secs.or(self.sweep_interval_secs) {
+            Some(interval) => interval.nonzero(),
+            None => Some(Duration::from_secs(60)),
+        }
     }
 
     /// A call that was running when a renewal failed must end before the lease runs out, or
     /// two workers could write to one firewall at once.
-    pub fn check(&self) -> Result<(), String> {
-        if self.provider_timeout + self.renew_every() >= self.lease {
+    pub fn check(&self) -> Result<(), Unworkable> {
+        if self.provider_timeout() + self.renew_every() >= self.lease() {
             return Err(format!(
                 "engine.provider_timeout_secs ({}s) plus the lease renewal interval (a quarter of engine.lease_secs, {:.1}s) \
                  must be below engine.lease_secs ({}s)",
-                self.provider_timeout.as_secs(),
+                self.provider_timeout().as_secs(),
                 self.renew_every().as_secs_f64(),
-                self.lease.as_secs()
-            ));
+                self.lease().as_secs()
+            )
+            .into());
         }
         Ok(())
     }
@@ -85,16 +114,17 @@ impl EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            lease: Duration::from_secs(12),
-            provider_timeout: Duration::from_secs(8),
-            max_concurrent_resources: 32,
-            batch: 500,
+            lease_secs: Seconds::of::<12>(),
+            provider_timeout_secs: Seconds::of::<8>(),
+            max_concurrent_resources: Count::of::<32>(),
+            batch: Count::of::<500>(),
+            reconcile_interval_secs: None,
+            sweep_interval_secs: None,
+            repair_grace_secs: Seconds::of::<30>(),
+            cached_sessions: Count::of::<20_000>(),
+            check_interval_secs: Seconds::of::<1_800>(),
             backoff_base: Duration::from_millis(200),
             backoff_max: Duration::from_secs(60),
-            reconcile_interval: Some(Duration::from_secs(60)),
-            repair_grace: Duration::from_secs(30),
-            cached_sessions: 20_000,
-            check_interval: Some(Duration::from_secs(1800)),
         }
     }
 }
@@ -154,7 +184,7 @@ impl Engine {
                 reader,
                 providers,
                 hub: Hub::default(),
-                cache: SessionCache::new(config.cached_sessions),
+                cache: SessionCache::new(config.cached_sessions.as_usize()),
                 config,
                 owner: crate::domain::new_id(),
                 work: Notify::new(),
@@ -312,7 +342,7 @@ impl Engine {
 
     async fn run_expiry(&self, mut stop: watch::Receiver<bool>) {
         // As many as the worker claims on a resource at once: a batch's removals fit one call.
-        let batch = self.inner.config.batch;
+        let batch = self.inner.config.batch.get();
         const LONGEST_SLEEP: Duration = Duration::from_secs(30);
         loop {
             if *stop.borrow() {
@@ -350,12 +380,12 @@ impl Engine {
     }
 
     fn repair_grace(&self) -> chrono::TimeDelta {
-        chrono::TimeDelta::from_std(self.inner.config.repair_grace).unwrap_or(chrono::TimeDelta::seconds(30))
+        chrono::TimeDelta::from_std(self.inner.config.repair_grace_secs.get()).unwrap_or(chrono::TimeDelta::seconds(30))
     }
 
     /// When a lease taken at `at` runs out: claims on rules and on resources last as long.
     fn lease_end(&self, at: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
-        at + chrono::TimeDelta::from_std(self.inner.config.lease).unwrap_or(chrono::TimeDelta::seconds(30))
+        at + chrono::TimeDelta::from_std(self.inner.config.lease()).unwrap_or(chrono::TimeDelta::seconds(30))
     }
 
     /// The provider of a resource and what to call it with, or why it cannot be reached.

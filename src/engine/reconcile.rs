@@ -33,7 +33,7 @@ const BUSY_RETRY: Duration = Duration::from_secs(1);
 
 /// Sweeps until stopped, each time over the resources no replica reconciled for an interval.
 pub(super) async fn run(engine: Engine, mut stop: watch::Receiver<bool>) {
-    let Some(interval) = engine.inner.config.reconcile_interval else { return };
+    let Some(interval) = engine.inner.config.reconcile_interval() else { return };
     loop {
         let pause = sweep(&engine, interval).await.unwrap_or_else(|err| {
             tracing::warn!(error = %err, "reconcile sweep failed");
@@ -135,7 +135,7 @@ async fn reconcile_leased(
             }
             match engine.provider_for(resource_id).await? {
                 // A listing must end while the lease holds; the renewals carry it on from there.
-                Ok(_) if !lease.has_time_for(engine.inner.config.provider_timeout) => Ok(Repairs::default()),
+                Ok(_) if !lease.has_time_for(engine.inner.config.provider_timeout()) => Ok(Repairs::default()),
                 Ok((provider, target)) => reconcile_resource(engine, provider.as_ref(), &target).await,
                 // Deleted, unreadable, or out of the operator's bounds: nothing to compare.
                 Err(_) => Ok(Repairs::default()),

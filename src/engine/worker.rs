@@ -45,7 +45,7 @@ pub(super) async fn run(engine: Engine, mut stop: watch::Receiver<bool>) {
         if *stop.borrow() {
             break;
         }
-        let room = inner.config.max_concurrent_resources.saturating_sub(tasks.len());
+        let room = inner.config.max_concurrent_resources.as_usize().saturating_sub(tasks.len());
         // When a resource passed over for its quota would be admitted.
         let mut quota_in = None;
         if room > 0 {
@@ -78,7 +78,7 @@ pub(super) async fn run(engine: Engine, mut stop: watch::Receiver<bool>) {
             _ = crate::shutdown::stopping(&mut stop) => break,
         }
     }
-    let grace = inner.config.provider_timeout + SHUTDOWN_MARGIN;
+    let grace = inner.config.provider_timeout() + SHUTDOWN_MARGIN;
     let drained = tokio::time::timeout(grace, async {
         while let Some(done) = tasks.join_next_with_id().await {
             finished(&mut busy, done);
@@ -202,7 +202,7 @@ async fn work_leased(engine: &Engine, lease: &ResourceLease) -> StoreResult<Vec<
         &lease.holder,
         inner.clock.now(),
         lease.claims_until(),
-        inner.config.batch,
+        inner.config.batch.get(),
     )
     .await?;
     if claimed.is_empty() {
@@ -216,12 +216,12 @@ async fn work_leased(engine: &Engine, lease: &ResourceLease) -> StoreResult<Vec<
     let (removing, pending): (Vec<_>, Vec<_>) =
         claimed.rules.into_iter().partition(|rule| rule.status == ResourceIpStatus::Removing);
     let mut outcomes = match time_for_a_call(engine, lease) {
-        Ok(()) => remove(engine, provider.as_ref(), removing).await?,
-        Err(waiting) => retry_all(removing, &waiting),
+        true => remove(engine, provider.as_ref(), removing).await?,
+        false => retry_all(removing, LEASE_TOO_SHORT),
     };
     outcomes.extend(match time_for_a_call(engine, lease) {
-        Ok(()) => apply(engine, provider.as_ref(), pending, &claimed.expiries).await?,
-        Err(waiting) => retry_all(pending, &waiting),
+        true => apply(engine, provider.as_ref(), pending, &claimed.expiries).await?,
+        false => retry_all(pending, LEASE_TOO_SHORT),
     });
     let counted = OutcomeCounts::of(&outcomes);
     let touched = record(engine, &lease.holder, outcomes).await?;
@@ -229,14 +229,17 @@ async fn work_leased(engine: &Engine, lease: &ResourceLease) -> StoreResult<Vec<
     Ok(touched)
 }
 
+/// Why rules wait when [`time_for_a_call`] says no.
+const LEASE_TOO_SHORT: &str = "waiting for the resource lease to be renewed";
+
 /// A provider call may start only if it would end while the lease holds (a renewal that came
 /// late leaves too little): otherwise the rules wait for the next pass.
-fn time_for_a_call(engine: &Engine, lease: &ResourceLease) -> Result<(), String> {
-    if lease.has_time_for(engine.inner.config.provider_timeout) {
-        return Ok(());
+fn time_for_a_call(engine: &Engine, lease: &ResourceLease) -> bool {
+    let enough = lease.has_time_for(engine.inner.config.provider_timeout());
+    if !enough {
+        tracing::warn!(resource_id = %lease.resource_id, "resource lease too close to its end for a provider call; retrying later");
     }
-    tracing::warn!(resource_id = %lease.resource_id, "resource lease too close to its end for a provider call; retrying later");
-    Err("waiting for the resource lease to be renewed".to_owned())
+    enough
 }
 
 fn retry_all(rules: Vec<resource_ip::Model>, message: &str) -> Vec<(resource_ip::Model, Outcome)> {

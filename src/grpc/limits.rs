@@ -84,9 +84,6 @@ impl Drop for WatchSlot {
     }
 }
 
-/// tonic's own ceiling for a request message, past which it answers OUT_OF_RANGE itself.
-pub const CEILING_BYTES: usize = 4 * 1024 * 1024;
-
 /// Refuses request messages above a size, by their length prefix: before they are buffered.
 #[derive(Clone, Copy)]
 pub struct RequestSizeLayer {

@@ -8,7 +8,6 @@ use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use std::io;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
@@ -25,26 +24,6 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the certificate files are looked at for changes.
 const WATCH_INTERVAL: Duration = Duration::from_secs(5);
-
-/// Refuses a configuration that would send credentials in the clear off this machine, or that
-/// names half a certificate.
-pub fn check(listen: SocketAddr, tls: &TlsConfig) -> Result<(), String> {
-    match (&tls.cert_file, &tls.key_file) {
-        (Some(_), Some(_)) => Ok(()),
-        (Some(_), None) | (None, Some(_)) => Err("tls.cert_file and tls.key_file go together".into()),
-        (None, None) if tls.client_ca_file.is_some() => {
-            Err("tls.client_ca_file needs tls.cert_file and tls.key_file".into())
-        }
-        _ if tls.client_crl_file.is_some() && tls.client_ca_file.is_none() => {
-            Err("tls.client_crl_file revokes client certificates: it needs tls.client_ca_file".into())
-        }
-        (None, None) if listen.ip().is_loopback() || tls.allow_plaintext => Ok(()),
-        (None, None) => Err(format!(
-            "refusing to serve plaintext on {listen}: API keys and tokens would cross the network in the clear; set \
-             tls.cert_file and tls.key_file, or tls.allow_plaintext = true behind a TLS-terminating proxy"
-        )),
-    }
-}
 
 fn read(path: &Path) -> io::Result<Vec<u8>> {
     std::fs::read(path).map_err(|err| io::Error::new(err.kind(), format!("{}: {err}", path.display())))

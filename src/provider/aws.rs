@@ -12,8 +12,8 @@ use super::{
     CheckOutcome, FirewallProvider, Listing, OwnedRule, Owner, Pass, ProviderError, RuleRef, RuleRequest, Target,
     fail_all, host_cidr, is_owned_description, single_host, unmanaged_rule_id,
 };
-use crate::config::AwsQuota;
 use crate::domain::{AwsSecurityGroup, ProviderConfig};
+use crate::settings::Millis;
 use async_trait::async_trait;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_ec2::Client;
@@ -21,11 +21,43 @@ use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{
     Filter, IpPermission, IpRange, Ipv6Range, ResourceType, SecurityGroupRule, Tag, TagSpecification,
 };
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
+
+/// EC2 throttles each API on a token bucket of its own per account and region; the engine paces
+/// its calls to stay within them. The defaults are EC2's buckets for mutating and describe calls.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AwsQuota {
+    /// Each of AuthorizeSecurityGroupIngress and RevokeSecurityGroupIngress.
+    pub mutating: Rate,
+    /// Each of DescribeSecurityGroupRules and DescribeSecurityGroups.
+    pub describe: Rate,
+    /// Least time from one write to a security group answering to the next write to it
+    /// starting: sessions started together on one group go out in a call or two instead of one
+    /// per wave, at the price of up to this much more wait for those arriving just after a call.
+    /// 0 writes as soon as there is work and a token.
+    pub group_write_interval_ms: Millis<0, 600_000>,
+    /// A group waiting out its write interval is written as soon as no further work for it has
+    /// come for this long: a burst of sessions goes out once it ends, not a whole
+    /// interval after the last write. 0 always waits out the interval.
+    pub group_write_quiet_ms: Millis<0, 600_000>,
+}
+
+impl Default for AwsQuota {
+    fn default() -> Self {
+        AwsQuota {
+            mutating: Rate { burst: 50, per_second: 5.0 },
+            describe: Rate { burst: 100, per_second: 20.0 },
+            group_write_interval_ms: Millis::of::<1_000>(),
+            group_write_quiet_ms: Millis::of::<100>(),
+        }
+    }
+}
 
 /// Tag naming the Portcullis resource a rule was opened for.
 pub const RESOURCE_TAG: &str = "portcullis:resource";
@@ -108,7 +140,7 @@ impl AwsFirewall {
 
     /// Notes that a write to `group` just answered, forgetting those too old to hold anyone back.
     fn wrote(&self, group: &AwsSecurityGroup) {
-        let interval = self.quota.group_write_interval();
+        let interval = self.quota.group_write_interval_ms.get();
         let mut last_writes = self.last_writes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();
         last_writes.retain(|_, at| now.duration_since(*at) < interval);
@@ -123,8 +155,8 @@ impl AwsFirewall {
     fn write_wait(&self, group: &AwsSecurityGroup, unchanged_for: Duration) -> Option<Duration> {
         let last_writes = self.last_writes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let since = last_writes.get(&GroupKey::of(group))?.elapsed();
-        let interval_left = self.quota.group_write_interval().checked_sub(since)?;
-        let quiet = self.quota.group_write_quiet();
+        let interval_left = self.quota.group_write_interval_ms.get().checked_sub(since)?;
+        let quiet = self.quota.group_write_quiet_ms.get();
         let wait = if quiet.is_zero() { interval_left } else { interval_left.min(quiet.saturating_sub(unchanged_for)) };
         Some(wait).filter(|wait| !wait.is_zero())
     }

@@ -26,7 +26,6 @@ use super::{
     CheckOutcome, FirewallProvider, Listing, OwnedRule, Pass, ProviderError, RuleRef, RuleRequest, Target, host_cidr,
     single_host,
 };
-use crate::config::AzureQuota;
 use crate::domain::{AZURE_RESOURCE_MANAGERS, AzureNetworkSecurityGroup, ProviderConfig, glob_matches};
 use async_trait::async_trait;
 use azure_core::credentials::{Secret, TokenCredential};
@@ -36,11 +35,26 @@ use azure_identity::{
 };
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Resource Manager throttles a subscription's writes on a token bucket: 200 at once, then 10
+/// a second (its documented default); security rule PUTs and DELETEs count against it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AzureQuota {
+    pub writes: Rate,
+}
+
+impl Default for AzureQuota {
+    fn default() -> Self {
+        AzureQuota { writes: Rate { burst: 200, per_second: 10.0 } }
+    }
+}
 
 /// The Microsoft.Network API version every call uses.
 pub const API_VERSION: &str = "2024-05-01";

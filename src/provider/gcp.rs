@@ -18,7 +18,6 @@ use super::{
     CheckOutcome, FirewallProvider, Listing, OwnedRule, Pass, ProviderError, RuleRef, RuleRequest, Target, host_cidr,
     single_host,
 };
-use crate::config::GcpQuota;
 use crate::domain::{GcpFirewall as GcpFirewallConfig, ProviderConfig};
 use async_trait::async_trait;
 use google_cloud_compute_v1::client::Firewalls;
@@ -26,10 +25,25 @@ use google_cloud_compute_v1::model::Firewall;
 use google_cloud_compute_v1::model::firewall::{Allowed, Direction};
 use google_cloud_gax::error::rpc::{Code, StatusDetails};
 use google_cloud_lro::Poller;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::time::Duration;
 use tokio::sync::Mutex;
+
+/// Compute Engine counts a project's firewall writes (insert, patch, delete) per minute: the
+/// default bucket never spends more than 1,500 in any minute (25 at once, then 24/s).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GcpQuota {
+    pub writes: Rate,
+}
+
+impl Default for GcpQuota {
+    fn default() -> Self {
+        GcpQuota { writes: Rate { burst: 25, per_second: 24.0 } }
+    }
+}
 
 type GcpError = google_cloud_compute_v1::Error;
 

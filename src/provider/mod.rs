@@ -12,15 +12,85 @@ pub mod gcp;
 pub mod memory;
 pub mod quota;
 
-use crate::config::ProvidersConfig;
 use crate::domain::{CloudScopes, ProviderConfig, ProviderKind};
 use crate::monitoring;
+use crate::settings::Unworkable;
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The `[providers]` settings; each cloud's quota lives with its provider.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProvidersConfig {
+    /// Mirror the memory provider's rules to this JSON file, so they survive restarts.
+    pub memory_state_file: Option<std::path::PathBuf>,
+    /// Endpoints a resource's `endpoint_url` may name besides the clouds' own (HTTPS on
+    /// `*.amazonaws.com`, `*.googleapis.com`, Azure Resource Manager's hosts):
+    /// `scheme://host:port`, the port `*` for any.
+    pub allowed_endpoints: Vec<String>,
+    /// The part of each cloud quota this server spends: the replicas of one deployment share an
+    /// account's (a project's) quota, so each of three sets 0.33.
+    pub quota_share: f64,
+    /// How fast this server calls EC2, per account and region.
+    #[cfg(feature = "aws")]
+    pub aws_quota: aws::AwsQuota,
+    /// Call GCP without credentials: only for emulators and fakes (with `endpoint_url`).
+    #[cfg(feature = "gcp")]
+    pub gcp_anonymous: bool,
+    /// How fast this server writes GCP firewall rules, per project.
+    #[cfg(feature = "gcp")]
+    pub gcp_quota: gcp::GcpQuota,
+    /// Call Azure Resource Manager without a token: only for fakes (with `endpoint_url`).
+    #[cfg(feature = "azure")]
+    pub azure_anonymous: bool,
+    /// How fast this server writes Azure security rules, per subscription.
+    #[cfg(feature = "azure")]
+    pub azure_quota: azure::AzureQuota,
+}
+
+impl Default for ProvidersConfig {
+    fn default() -> Self {
+        ProvidersConfig {
+            memory_state_file: None,
+            allowed_endpoints: Vec::new(),
+            quota_share: 1.0,
+            #[cfg(feature = "aws")]
+            aws_quota: aws::AwsQuota::default(),
+            #[cfg(feature = "gcp")]
+            gcp_anonymous: false,
+            #[cfg(feature = "gcp")]
+            gcp_quota: gcp::GcpQuota::default(),
+            #[cfg(feature = "azure")]
+            azure_anonymous: false,
+            #[cfg(feature = "azure")]
+            azure_quota: azure::AzureQuota::default(),
+        }
+    }
+}
+
+impl ProvidersConfig {
+    /// Refuses settings the providers cannot work with.
+    pub fn check(&self) -> Result<(), Unworkable> {
+        if !(self.quota_share > 0.0 && self.quota_share <= 1.0) {
+            return Err(format!("providers.quota_share must be above 0 and at most 1, not {}", self.quota_share).into());
+        }
+        #[cfg(feature = "aws")]
+        {
+            self.aws_quota.mutating.check("providers.aws_quota.mutating")?;
+            self.aws_quota.describe.check("providers.aws_quota.describe")?;
+        }
+        #[cfg(feature = "gcp")]
+        self.gcp_quota.writes.check("providers.gcp_quota.writes")?;
+        #[cfg(feature = "azure")]
+        self.azure_quota.writes.check("providers.azure_quota.writes")?;
+        Ok(())
+    }
+}
 
 /// Starts the description of every rule Portcullis opens; rules without it are never touched.
 pub const OWNERSHIP_MARKER: &str = "portcullis";

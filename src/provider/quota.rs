@@ -1,7 +1,8 @@
 //! Client-side token buckets, so the engine paces its calls to a cloud's request quota instead
 //! of meeting throttling errors (which are still retried, never a failure).
 
-pub use crate::config::Rate;
+use crate::settings::Unworkable;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
@@ -38,7 +39,23 @@ impl PacedTime {
     }
 }
 
+/// A token bucket's size: `burst` calls at once, then `per_second`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    pub burst: u32,
+    pub per_second: f64,
+}
+
 impl Rate {
+    /// Refuses a bucket that would never let a call through.
+    pub fn check(self, key: &str) -> Result<(), Unworkable> {
+        if self.burst == 0 || !(self.per_second > 0.0 && self.per_second.is_finite()) {
+            return Err(format!("{key} needs a burst and a rate per second above 0").into());
+        }
+        Ok(())
+    }
+
     /// `share` of this rate (what one of several replicas spends of one account's quota).
     pub fn share(self, share: f64) -> Rate {
         let share = if share.is_finite() { share.clamp(0.0, 1.0) } else { 1.0 };

@@ -371,7 +371,7 @@ fn read_key(row: signing_key::Model, sealing: Option<&SealingKey>) -> Result<Sig
     match row.secret.strip_prefix(SEALED) {
         Some(sealed) => {
             let sealing = sealing.ok_or_else(|| unreadable("it is sealed, and this server has no sealing_key"))?;
-            let secret = sealing.open(&key_context(&row.id), sealed).map_err(|why| unreadable(&why))?;
+            let secret = sealing.open(&key_context(&row.id), sealed).map_err(|why| unreadable(&why.to_string()))?;
             Ok(SigningKey { kid: row.id.clone(), algorithm, secret })
         }
         None => {

@@ -1,6 +1,7 @@
 //! `portcullis init`: the first organization, its admin, and the admin's API key.
 
 use super::credentials::{KeyKind, TokenAlgorithm, generate_api_key};
+use super::credentials::{PasswordError, hash_password};
 use crate::domain::{Actor, CloudScopes, Permission, Role, Tier, new_id, normalize_email, now, validate_name};
 use crate::error::{Error, Result};
 use crate::pb::v1::ErrorReason;
@@ -165,11 +166,11 @@ pub async fn set_password(
     password: Option<&str>,
 ) -> Result<user::Model> {
     use sea_orm::{ActiveValue::Set, IntoActiveModel};
-    let email = normalize_email(email).map_err(|d| Error::invalid("email", d))?;
-    let hash = password
-        .map(super::credentials::hash_password)
-        .transpose()
-        .map_err(|description| Error::invalid("password", description))?;
+    let email = normalize_email(email).map_err(|why| Error::invalid("email", why.to_string()))?;
+    let hash = password.map(hash_password).transpose().map_err(|err| match err {
+        PasswordError::TooShort => Error::invalid("password", err.to_string()),
+        PasswordError::Hash(_) => Error::internal(err),
+    })?;
     let txn = store::begin(db).await?;
     let user = match queries::users::find_member(&txn, &email, organization_id).await? {
         queries::users::ByEmail::One(user) => user,

@@ -91,16 +91,25 @@ pub fn secret_matches(secret: &str, stored_hash: &str) -> bool {
 pub const MIN_PASSWORD_CHARS: usize = 12;
 
 /// An argon2id hash (PHC string, with its own salt) of a user's password.
-pub fn hash_password(password: &str) -> Result<String, String> {
+pub fn hash_password(password: &str) -> Result<String, PasswordError> {
     use argon2::PasswordHasher;
     if password.chars().count() < MIN_PASSWORD_CHARS {
-        return Err(format!("must be at least {MIN_PASSWORD_CHARS} characters"));
+        return Err(PasswordError::TooShort);
     }
     let salt = argon2::password_hash::SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
     argon2::Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|hash| hash.to_string())
-        .map_err(|e| e.to_string())
+        .map_err(PasswordError::Hash)
+}
+
+/// Why a password cannot be set.
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordError {
+    #[error("must be at least {MIN_PASSWORD_CHARS} characters")]
+    TooShort,
+    #[error("hashing the password failed: {0}")]
+    Hash(argon2::password_hash::Error),
 }
 
 /// Checks a password against its stored argon2id hash (the comparison is constant-time).

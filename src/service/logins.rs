@@ -60,7 +60,7 @@ pub struct LoginManager {
     keys: TokenKeys,
     mailer: Arc<dyn Mailer>,
     config: LoginConfig,
-    access_token_minutes: u32,
+    access_token: TimeDelta,
     per_email: RateLimiter,
     per_ip: RateLimiter,
     verifies_per_ip: RateLimiter,
@@ -121,20 +121,20 @@ impl LoginManager {
         keys: TokenKeys,
         mailer: Arc<dyn Mailer>,
         config: LoginConfig,
-        access_token_minutes: u32,
+        access_token: TimeDelta,
         callers: CallerCache,
     ) -> LoginManager {
         LoginManager {
-            per_email: RateLimiter::new(db.clone(), "login-email", config.starts_per_email_per_hour.max(1), HOUR),
-            per_ip: RateLimiter::new(db.clone(), "login-ip", config.starts_per_ip_per_hour.max(1), HOUR),
-            verifies_per_ip: RateLimiter::new(db.clone(), "verify-ip", config.verifies_per_ip_per_hour.max(1), HOUR),
+            per_email: RateLimiter::new(db.clone(), "login-email", config.starts_per_email_per_hour.as_u32(), HOUR),
+            per_ip: RateLimiter::new(db.clone(), "login-ip", config.starts_per_ip_per_hour.as_u32(), HOUR),
+            verifies_per_ip: RateLimiter::new(db.clone(), "verify-ip", config.verifies_per_ip_per_hour.as_u32(), HOUR),
             purge_codes: Chore::new(HOUR, true),
             password_checks: Arc::new(tokio::sync::Semaphore::new(PASSWORD_CHECKS_AT_ONCE)),
             db,
             keys,
             mailer,
             config,
-            access_token_minutes,
+            access_token,
             callers,
         }
     }
@@ -178,7 +178,7 @@ impl LoginManager {
         let id = new_id();
         let code = format!("{:06}", rand::rng().random_range(0..1_000_000));
         let at = now();
-        let expires_at = at + TimeDelta::minutes(i64::from(self.config.code_minutes.max(1)));
+        let expires_at = at + self.config.code_minutes.time_delta();
         queries::login_sessions::insert_code(
             &self.db,
             verification_code::Model {
@@ -247,7 +247,7 @@ impl LoginManager {
         let at = now();
         let usable = row.consumed_at.is_none()
             && row.expires_at > at
-            && row.failed_attempts < i32::try_from(self.config.max_code_attempts).unwrap_or(i32::MAX);
+            && row.failed_attempts < self.config.max_code_attempts.as_i32();
         let user = match &row.user_id {
             Some(user_id) => Some(queries::users::get_any(&txn, user_id).await?),
             None => None,
@@ -280,7 +280,7 @@ impl LoginManager {
                 created_at: at,
                 active_at: at,
                 expires_at: self.grant_until(at, at),
-                idle_timeout_minutes: i32::try_from(self.config.idle_timeout_minutes.max(1)).unwrap_or(i32::MAX),
+                idle_timeout_minutes: i32::try_from(self.config.idle_timeout_minutes.count()).unwrap_or(i32::MAX),
                 ip: client.ip.to_string(),
                 user_agent: client.user_agent.clone(),
                 authenticators: row.authenticators.clone(),
@@ -321,8 +321,7 @@ impl LoginManager {
     /// When a login created at `created_at` ends if granted `login.session_hours` at `at`: never
     /// past `login.max_lifetime_hours` from its creation.
     fn grant_until(&self, created_at: DateTime<Utc>, at: DateTime<Utc>) -> DateTime<Utc> {
-        let hours = |value: u32| TimeDelta::hours(i64::from(value.max(1)));
-        (at + hours(self.config.session_hours)).min(created_at + hours(self.config.max_lifetime_hours))
+        (at + self.config.session_hours.time_delta()).min(created_at + self.config.max_lifetime_hours.time_delta())
     }
 
     /// Extends the caller's login session by `login.session_hours` from now (within its maximum
@@ -375,7 +374,7 @@ impl LoginManager {
         let counted = queries::users::count_failed_login(txn, user_id, at).await?;
         let failures = counted.failed_login_count;
         let until = at + self.lock_duration(counted.lockouts);
-        let lock = failures >= i32::try_from(self.config.lock_after_failures).unwrap_or(i32::MAX)
+        let lock = failures >= self.config.lock_after_failures.as_i32()
             && queries::users::lock(txn, user_id, at, until).await?;
         let organization_id = user.organization_id.clone();
         AuditRecord::new("login.failed", "user", user_id)
@@ -396,16 +395,17 @@ impl LoginManager {
     /// How long the lockout after `earlier` ones lasts: `login.lock_minutes`, doubled for each
     /// earlier one, at most `login.max_lock_hours`.
     fn lock_duration(&self, earlier: i32) -> TimeDelta {
-        let longest = TimeDelta::hours(i64::from(self.config.max_lock_hours.max(1)));
+        let longest = self.config.max_lock_hours.time_delta();
         let doublings = u32::try_from(earlier).unwrap_or(0).min(32);
-        let minutes = i64::from(self.config.lock_minutes.max(1)).saturating_mul(1 << doublings);
+        let minutes =
+            i64::try_from(self.config.lock_minutes.count()).unwrap_or(i64::MAX).saturating_mul(1 << doublings);
         TimeDelta::try_minutes(minutes).map_or(longest, |lock| lock.min(longest))
     }
 
     /// An access token for `session`: lives `auth.access_token_minutes`, never past the session.
     fn issue(&self, user: &user::Model, session: &login_session::Model) -> Result<(String, DateTime<Utc>)> {
         let at = now();
-        let expires_at = (at + TimeDelta::minutes(i64::from(self.access_token_minutes.max(1)))).min(session.expires_at);
+        let expires_at = (at + self.access_token).min(session.expires_at);
         let claims = Claims {
             sub: user.id.clone(),
             org: user.organization_id.clone(),

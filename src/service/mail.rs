@@ -76,10 +76,21 @@ impl Mail {
     }
 }
 
+/// Why a mail could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    #[error("bad recipient: {0}")]
+    Recipient(#[from] lettre::address::AddressError),
+    #[error("cannot build the message: {0}")]
+    Message(#[from] lettre::error::Error),
+    #[error("the relay refused or could not be reached: {0}")]
+    Relay(#[from] lettre::transport::smtp::Error),
+}
+
 #[async_trait]
 pub trait Mailer: Send + Sync {
     /// Sends `mail`; the error says why it could not be sent.
-    async fn send(&self, mail: Mail) -> std::result::Result<(), String>;
+    async fn send(&self, mail: Mail) -> std::result::Result<(), MailError>;
 }
 
 /// The mailer `config` asks for.
@@ -95,7 +106,7 @@ pub struct LogMailer;
 
 #[async_trait]
 impl Mailer for LogMailer {
-    async fn send(&self, mail: Mail) -> std::result::Result<(), String> {
+    async fn send(&self, mail: Mail) -> std::result::Result<(), MailError> {
         tracing::warn!(email = %mail.to, subject = %mail.subject, body = %mail.body, "login mail (mail.transport = log: development only)");
         Ok(())
     }
@@ -126,14 +137,10 @@ impl SmtpMailer {
 
 #[async_trait]
 impl Mailer for SmtpMailer {
-    async fn send(&self, mail: Mail) -> std::result::Result<(), String> {
-        let to: Mailbox = mail.to.parse().map_err(|err| format!("bad recipient: {err}"))?;
-        let message = Message::builder()
-            .from(self.from.clone())
-            .to(to)
-            .subject(mail.subject)
-            .body(mail.body)
-            .map_err(|err| err.to_string())?;
-        self.transport.send(message).await.map(|_| ()).map_err(|err| err.to_string())
+    async fn send(&self, mail: Mail) -> std::result::Result<(), MailError> {
+        let to: Mailbox = mail.to.parse()?;
+        let message = Message::builder().from(self.from.clone()).to(to).subject(mail.subject).body(mail.body)?;
+        self.transport.send(message).await?;
+        Ok(())
     }
 }

@@ -32,8 +32,8 @@ pub use sessions::{SessionManager, StartRequest};
 pub use users::{NewUser, UserChanges, UserManager};
 pub use webhooks::{NewWebhook, WebhookChanges, WebhookManager};
 
-use crate::config::Config;
-use crate::engine::{Engine, EngineConfig};
+use crate::config::{Config, ConfigError};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::provider::Providers;
 use sea_orm::DatabaseConnection;
@@ -60,9 +60,20 @@ pub struct Services {
     pub webhook_setup: crate::webhook::WebhookSetup,
 }
 
+/// Why the services cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("webhooks: {0}")]
+    Webhooks(#[from] crate::webhook::SetupError),
+    #[error(transparent)]
+    Service(#[from] Error),
+}
+
 impl Services {
     /// Every use-case on one connection pool.
-    pub async fn new(db: DatabaseConnection, config: &Config, providers: Providers) -> Result<Services> {
+    pub async fn new(db: DatabaseConnection, config: &Config, providers: Providers) -> Result<Services, StartError> {
         Services::with_reader(db.clone(), db, config, providers).await
     }
 
@@ -72,30 +83,15 @@ impl Services {
         reader: DatabaseConnection,
         config: &Config,
         providers: Providers,
-    ) -> Result<Services> {
-        let engine_config = EngineConfig {
-            lease: std::time::Duration::from_secs(config.engine.lease_secs.max(1)),
-            provider_timeout: config.engine.provider_timeout(),
-            max_concurrent_resources: config.engine.max_concurrent_resources.max(1),
-            batch: config.engine.batch.max(1),
-            reconcile_interval: Some(config.engine.reconcile_interval_secs())
-                .filter(|secs| *secs > 0)
-                .map(std::time::Duration::from_secs),
-            repair_grace: std::time::Duration::from_secs(config.engine.repair_grace_secs),
-            cached_sessions: config.engine.cached_sessions,
-            check_interval: Some(config.engine.check_interval_secs)
-                .filter(|secs| *secs > 0)
-                .map(std::time::Duration::from_secs),
-            ..EngineConfig::default()
-        };
+    ) -> Result<Services, StartError> {
+        // A Config built in code (tests, embedders) gets the checks `Config::load` makes.
+        config.validate()?;
         if config.engine.sweep_interval_secs.is_some() {
             tracing::warn!("engine.sweep_interval_secs is deprecated; set engine.reconcile_interval_secs instead");
         }
-        engine_config.check().map_err(|message| Error::Internal(anyhow::anyhow!("configuration: {message}")))?;
-        let engine = Engine::new(db.clone(), reader.clone(), providers.clone(), engine_config);
-        let callers = CallerCache::new(std::time::Duration::from_secs(config.auth.caller_cache_secs));
-        let sealing =
-            config.sealing_key().map_err(|message| Error::Internal(anyhow::anyhow!("configuration: {message}")))?;
+        let engine = Engine::new(db.clone(), reader.clone(), providers.clone(), config.engine.clone());
+        let callers = CallerCache::new(config.auth.caller_cache_secs.get());
+        let sealing = config.sealing_key()?;
         let auth =
             Authenticator::new(db.clone(), reader.clone(), &config.auth, callers.clone(), sealing.clone()).await?;
         let mailer = mail::mailer(&config.mail)?;
@@ -104,16 +100,15 @@ impl Services {
             auth.token_keys().clone(),
             mailer.clone(),
             config.login.clone(),
-            config.auth.access_token_minutes,
+            config.auth.access_token_minutes.time_delta(),
             callers.clone(),
         );
-        let webhook_setup = crate::webhook::WebhookSetup::from_config(&config.webhooks, sealing)
-            .map_err(|message| Error::Internal(anyhow::anyhow!("configuration: {message}")))?;
+        let webhook_setup = crate::webhook::WebhookSetup::from_config(&config.webhooks, sealing)?;
         Ok(Services {
             webhooks: WebhookManager::new(
                 db.clone(),
                 webhook_setup.clone(),
-                config.limits.max_webhooks_per_organization,
+                config.limits.max_webhooks_per_organization.as_u32(),
             ),
             expiry_warnings: notifications::ExpiryWarnings::new(db.clone(), mailer, &config.notifications),
             webhook_setup,
@@ -124,7 +119,7 @@ impl Services {
             logins,
             organizations: OrganizationManager::new(db.clone(), callers.clone(), engine.clone()),
             users: UserManager::new(db.clone(), callers.clone(), engine.clone(), config.sessions.clone()),
-            api_keys: ApiKeyManager::new(db.clone(), callers.clone(), config.limits.max_api_keys_per_user),
+            api_keys: ApiKeyManager::new(db.clone(), callers.clone(), config.limits.max_api_keys_per_user.as_u32()),
             callers,
             resources: ResourceManager::new(db.clone(), providers.clone(), engine.clone()),
             audit: AuditLog::new(db.clone()),

@@ -30,9 +30,8 @@ pub struct ExpiryWarnings {
 
 impl ExpiryWarnings {
     pub fn new(db: DatabaseConnection, mailer: Arc<dyn Mailer>, config: &NotificationsConfig) -> ExpiryWarnings {
-        let window = Some(TimeDelta::minutes(i64::from(config.expiry_warning_minutes)))
-            .filter(|_| config.expiry_warning_minutes > 0);
-        ExpiryWarnings { db, mailer, window, poll: Duration::from_millis(config.poll_interval_ms.max(10)) }
+        let window = config.expiry_warning_minutes.nonzero().map(|_| config.expiry_warning_minutes.time_delta());
+        ExpiryWarnings { db, mailer, window, poll: config.poll_interval_ms.get() }
     }
 
     /// Sends due warnings until `stop` turns true.

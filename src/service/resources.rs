@@ -2,6 +2,7 @@
 
 use super::Caller;
 use crate::domain::{CloudScopes, ProviderConfig, Violations, new_id, now, validate_name};
+use crate::domain::{Invalid, validate_description};
 use crate::engine::{Engine, transitions};
 use crate::error::{Error, Result, StoreResultExt};
 use crate::pb::v1::ErrorReason;
@@ -27,20 +28,11 @@ pub struct ResourceChanges {
     pub provider: Option<ProviderConfig>,
 }
 
-const MAX_DESCRIPTION_CHARS: usize = 2000;
-
 #[derive(Clone)]
 pub struct ResourceManager {
     db: DatabaseConnection,
     providers: Providers,
     engine: Engine,
-}
-
-fn validate_description(value: &str) -> Result<String, String> {
-    if value.chars().count() > MAX_DESCRIPTION_CHARS {
-        return Err(format!("must be at most {MAX_DESCRIPTION_CHARS} characters"));
-    }
-    Ok(value.trim().to_owned())
 }
 
 /// Checks a provider configuration, and that the server may send its calls (an endpoint the
@@ -275,7 +267,7 @@ impl ResourceManager {
     /// Stored resources whose endpoint is no plain origin (stored before endpoints had to be),
     /// with why: they get no provider call (their rules fail, CheckResource says why) until an
     /// admin corrects the endpoint. The server names them at start.
-    pub async fn unusable_endpoints(&self) -> Result<Vec<(resource::Model, String)>> {
+    pub async fn unusable_endpoints(&self) -> Result<Vec<(resource::Model, Invalid)>> {
         let stored = queries::resources::with_endpoints(&self.db).await?;
         Ok(stored
             .into_iter()

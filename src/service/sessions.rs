@@ -111,7 +111,7 @@ impl SessionManager {
 
         let mut violations = Violations::default();
         let fields = (("duration_hours", request.duration_hours), ("duration_minutes", request.duration_minutes));
-        let default = Requested::hours("duration_hours", self.config.default_duration_hours);
+        let default = Requested::hours("duration_hours", self.config.default_duration_hours.as_u32());
         let duration = match requested(fields.0, fields.1) {
             Ok(asked) => asked.unwrap_or(default),
             Err(violation) => {

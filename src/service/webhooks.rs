@@ -2,6 +2,7 @@
 
 use super::Caller;
 use crate::domain::{DeliveryStatus, Permission, Violations, new_id, now};
+use crate::domain::{Invalid, validate_description};
 use crate::error::{Error, Result, StoreResultExt};
 use crate::pb::v1::ErrorReason;
 use crate::sealing::SealingKey;
@@ -33,7 +34,6 @@ pub struct WebhookChanges {
 
 /// How long a rotated-out secret keeps signing beside the new one.
 const ROTATION_OVERLAP: TimeDelta = TimeDelta::days(1);
-const MAX_DESCRIPTION_CHARS: usize = 2000;
 
 #[derive(Clone)]
 pub struct WebhookManager {
@@ -245,7 +245,8 @@ impl WebhookManager {
         let mut active = current.into_active_model();
         active.status = Set(DeliveryStatus::Pending);
         active.next_attempt_at = Set(at);
-        active.give_up_at = Set(at + TimeDelta::from_std(self.setup.settings.retry_window).unwrap_or(TimeDelta::MAX));
+        active.give_up_at =
+            Set(at + TimeDelta::from_std(self.setup.settings.retry_hours.get()).unwrap_or(TimeDelta::MAX));
         active.lease_owner = Set(None);
         active.lease_expires_at = Set(None);
         active.updated_at = Set(at);
@@ -259,29 +260,23 @@ impl WebhookManager {
 /// Event types as stored (a JSON list), each known and named once.
 /// The event types, each known and readable by a caller holding `held` (none named: every type,
 /// of which those the owner may read are sent).
-fn validate_event_types(types: &[String], held: &[Permission]) -> Result<String, String> {
+fn validate_event_types(types: &[String], held: &[Permission]) -> Result<String, Invalid> {
     let mut kept: Vec<&str> = Vec::new();
     for kind in types {
         let kind = kind.trim();
         if !EVENT_TYPES.contains(&kind) {
-            return Err(format!("{kind:?} is not an event type; the types are {}", EVENT_TYPES.join(", ")));
+            return Err(format!("{kind:?} is not an event type; the types are {}", EVENT_TYPES.join(", ")).into());
         }
         if !Permission::sees_event(held, kind) {
             return Err(format!(
                 "{kind} needs {} (or audit:read) to be read, which the caller does not hold",
                 Permission::to_see_event(kind)
-            ));
+            )
+            .into());
         }
         if !kept.contains(&kind) {
             kept.push(kind);
         }
     }
-    serde_json::to_string(&kept).map_err(|err| err.to_string())
-}
-
-fn validate_description(value: &str) -> Result<String, String> {
-    if value.chars().count() > MAX_DESCRIPTION_CHARS {
-        return Err(format!("must be at most {MAX_DESCRIPTION_CHARS} characters"));
-    }
-    Ok(value.trim().to_owned())
+    serde_json::to_string(&kept).map_err(|err| Invalid(err.to_string()))
 }

@@ -5,7 +5,7 @@
 //! followed. Plain http and private destinations are allowed under the URL prefixes the
 //! operator lists in `webhooks.allowed_private_endpoints`.
 
-use crate::domain::{check_public_address, clean_path, under_prefix};
+use crate::domain::{Invalid, check_public_address, clean_path, under_prefix};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
@@ -59,6 +59,11 @@ impl Undelivered {
     }
 }
 
+/// Why webhook delivery cannot be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the TLS client: {0}")]
+pub struct SetupError(#[from] rustls::Error);
+
 /// A URL taken apart for connecting.
 struct Target {
     https: bool,
@@ -70,12 +75,11 @@ struct Target {
 }
 
 impl Destinations {
-    pub fn new(allowed_private: Vec<String>, timeout: Duration) -> Result<Destinations, String> {
+    pub fn new(allowed_private: Vec<String>, timeout: Duration) -> Result<Destinations, SetupError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|err| err.to_string())?
+            .with_safe_default_protocol_versions()?
             .with_root_certificates(roots)
             .with_no_client_auth();
         Ok(Destinations {
@@ -93,7 +97,7 @@ impl Destinations {
     /// Whether `url` can be a webhook's: absolute http(s) without credentials or fragment,
     /// https unless allowed, and not a literal private address unless allowed. (Names are
     /// resolved and checked on every delivery.)
-    pub fn check_url(&self, url: &str) -> Result<(), String> {
+    pub fn check_url(&self, url: &str) -> Result<(), Invalid> {
         let target = self.target(url)?;
         if !target.private_allowed
             && let Ok(address) = target.host.trim_matches(['[', ']']).parse()
@@ -103,17 +107,17 @@ impl Destinations {
         Ok(())
     }
 
-    fn target(&self, url: &str) -> Result<Target, String> {
+    fn target(&self, url: &str) -> Result<Target, Invalid> {
         if url.len() > 2048 {
             return Err("is longer than 2048 characters".into());
         }
-        let uri: http::Uri = url.parse().map_err(|_| "is not a URL".to_owned())?;
+        let uri: http::Uri = url.parse().map_err(|_| Invalid::from("is not a URL"))?;
         let https = match uri.scheme_str() {
             Some("https") => true,
             Some("http") => false,
             _ => return Err("must be an https URL".into()),
         };
-        let authority = uri.authority().ok_or("must name a host")?;
+        let authority = uri.authority().ok_or(Invalid::from("must name a host"))?;
         if authority.as_str().contains('@') {
             return Err("must not carry credentials".into());
         }
@@ -157,7 +161,7 @@ impl Destinations {
         headers: &[(&'static str, String)],
         body: Bytes,
     ) -> Result<Answer, Undelivered> {
-        let stream = self.connect(target).await.map_err(Undelivered::unreachable)?;
+        let stream = self.connect(target).await?;
         let path = target.uri.path_and_query().map_or("/", |path| path.as_str());
         let mut request = http::Request::post(path)
             .header(http::header::HOST, target.uri.authority().map_or("", |authority| authority.as_str()))
@@ -171,26 +175,26 @@ impl Destinations {
             let name = rustls_pki_types::ServerName::try_from(target.host.trim_matches(['[', ']']).to_owned())
                 .map_err(|_| Undelivered::tls(format!("{} is not a valid TLS server name", target.host)))?;
             let tls = self.tls.connect(name, stream).await.map_err(|err| Undelivered::tls(format!("TLS: {err}")))?;
-            exchange(TokioIo::new(tls), request).await.map_err(Undelivered::http)?
+            exchange(TokioIo::new(tls), request).await?
         } else {
-            exchange(TokioIo::new(stream), request).await.map_err(Undelivered::http)?
+            exchange(TokioIo::new(stream), request).await?
         };
         Ok(Answer { status: response })
     }
 
     /// Resolves the host and connects to the first acceptable address.
-    async fn connect(&self, target: &Target) -> Result<TcpStream, String> {
+    async fn connect(&self, target: &Target) -> Result<TcpStream, Undelivered> {
         let host = target.host.trim_matches(['[', ']']);
         let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host, target.port))
             .await
-            .map_err(|err| format!("{host} does not resolve: {err}"))?
+            .map_err(|err| Undelivered::unreachable(format!("{host} does not resolve: {err}")))?
             .collect();
         let mut refusals = Vec::new();
         for address in addresses {
             if !target.private_allowed
                 && let Err(refused) = check_public_address(address.ip())
             {
-                refusals.push(refused);
+                refusals.push(refused.to_string());
                 continue;
             }
             match TcpStream::connect(address).await {
@@ -198,21 +202,25 @@ impl Destinations {
                 Err(err) => refusals.push(format!("{address}: {err}")),
             }
         }
-        Err(if refusals.is_empty() { format!("{host} has no address") } else { refusals.join("; ") })
+        Err(Undelivered::unreachable(if refusals.is_empty() {
+            format!("{host} has no address")
+        } else {
+            refusals.join("; ")
+        }))
     }
 }
 
 /// One HTTP/1.1 request on a fresh connection; answers the status. The body is not read.
-async fn exchange<S>(io: TokioIo<S>, request: http::Request<Full<Bytes>>) -> Result<u16, String>
+async fn exchange<S>(io: TokioIo<S>, request: http::Request<Full<Bytes>>) -> Result<u16, Undelivered>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(io).await.map_err(|err| format!("HTTP: {err}"))?;
+        hyper::client::conn::http1::handshake(io).await.map_err(|err| Undelivered::http(format!("HTTP: {err}")))?;
     let driver = tokio::spawn(connection);
     let answer = sender.send_request(request).await.map(|response| response.status().as_u16());
     driver.abort();
-    answer.map_err(|err| format!("HTTP: {err}"))
+    answer.map_err(|err| Undelivered::http(format!("HTTP: {err}")))
 }
 
 #[cfg(test)]

@@ -9,11 +9,11 @@
 mod destination;
 pub mod signing;
 
-pub use destination::{Answer, Destinations, Undelivered};
+pub use destination::{Answer, Destinations, SetupError, Undelivered};
 
-use crate::config::WebhooksConfig;
 use crate::domain::{Actor, DeliveryStatus, Permission, new_id, now};
 use crate::sealing::SealingKey;
+use crate::settings::{Count, Days, Hours, Millis, Seconds, Secret};
 use crate::store::audit::AuditRecord;
 use crate::store::entity::{audit_event, webhook, webhook_delivery};
 use crate::store::queries::sessions::SessionRecord;
@@ -22,6 +22,7 @@ use crate::store::{self, StoreResult};
 use chrono::{DateTime, TimeDelta, Utc};
 use rand::Rng;
 use sea_orm::DatabaseConnection;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,20 +93,47 @@ pub trait Render: Send + Sync + 'static {
     fn data(&self, event: &audit_event::Model, session: Option<&SessionRecord>) -> serde_json::Value;
 }
 
-/// Delivery tuning.
-#[derive(Debug, Clone)]
-pub struct WebhookSettings {
-    pub poll_interval: Duration,
-    /// First retry delay; doubles per attempt up to an hour, with jitter.
-    pub retry_base: Duration,
-    /// How long a delivery is retried.
-    pub retry_window: Duration,
-    /// A webhook failing this long without a success is disabled.
-    pub disable_after: Duration,
-    /// Most deliveries in flight at once on this replica.
-    pub concurrency: usize,
-    /// Most deliveries of one organization in flight at once, across replicas.
-    pub per_organization: usize,
+/// Webhook delivery: the `[webhooks]` settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// The old name of the top-level `sealing_key`.
+    pub secret_key: Option<Secret>,
+    /// URL prefixes (for example `http://10.0.0.5:8080/`) that may be plain http or reach
+    /// private, loopback or link-local addresses; every other URL must be https to a public one.
+    pub allowed_private_endpoints: Vec<String>,
+    /// The longest one delivery attempt may take, connecting included.
+    pub timeout_secs: Seconds<1, 60>,
+    /// Before the first retry of a failed delivery; each further one waits twice as long (at
+    /// most an hour), with jitter.
+    pub retry_base_ms: Millis<1, 3_600_000>,
+    /// How long a delivery is retried before it is marked failed.
+    pub retry_hours: Hours<0, 720>,
+    /// A webhook whose deliveries have failed without a success for this long is disabled.
+    pub disable_after_days: Days<1, 365>,
+    /// How often the outbox is looked at when nothing wakes it.
+    pub poll_interval_ms: Millis<10, 3_600_000>,
+    /// Most deliveries in flight at once on one replica.
+    pub concurrency: Count<1, 4_096>,
+    /// Most deliveries of one organization in flight at once, across replicas: one
+    /// organization's slow receivers never hold every slot.
+    pub max_in_flight_per_organization: Count<1, 4_096>,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            secret_key: None,
+            allowed_private_endpoints: Vec::new(),
+            timeout_secs: Seconds::of::<10>(),
+            retry_base_ms: Millis::of::<5_000>(),
+            retry_hours: Hours::of::<24>(),
+            disable_after_days: Days::of::<5>(),
+            poll_interval_ms: Millis::of::<1_000>(),
+            concurrency: Count::of::<64>(),
+            max_in_flight_per_organization: Count::of::<8>(),
+        }
+    }
 }
 
 /// What the webhook use-cases and the dispatcher share: the sealing key, where posts may go,
@@ -114,25 +142,17 @@ pub struct WebhookSettings {
 pub struct WebhookSetup {
     pub key: Option<Arc<SealingKey>>,
     pub destinations: Destinations,
-    pub settings: WebhookSettings,
+    pub settings: WebhooksConfig,
     pub wake: Arc<Notify>,
 }
 
 impl WebhookSetup {
     /// Webhooks as configured, their secrets sealed with `key` (none: no webhook can be made).
-    pub fn from_config(config: &WebhooksConfig, key: Option<Arc<SealingKey>>) -> Result<WebhookSetup, String> {
-        let timeout = Duration::from_secs(config.timeout_secs.clamp(1, 60));
+    pub fn from_config(config: &WebhooksConfig, key: Option<Arc<SealingKey>>) -> Result<WebhookSetup, SetupError> {
         Ok(WebhookSetup {
             key,
-            destinations: Destinations::new(config.allowed_private_endpoints.clone(), timeout)?,
-            settings: WebhookSettings {
-                poll_interval: Duration::from_millis(config.poll_interval_ms.max(10)),
-                retry_base: Duration::from_millis(config.retry_base_ms.max(1)),
-                retry_window: Duration::from_secs(config.retry_hours.saturating_mul(3600)),
-                disable_after: Duration::from_secs(config.disable_after_days.saturating_mul(86_400)),
-                concurrency: config.concurrency.max(1),
-                per_organization: config.max_in_flight_per_organization.max(1),
-            },
+            destinations: Destinations::new(config.allowed_private_endpoints.clone(), config.timeout_secs.get())?,
+            settings: config.clone(),
             wake: Arc::new(Notify::new()),
         })
     }
@@ -171,13 +191,13 @@ impl Dispatcher {
                 tracing::warn!(error = %err, "webhook fan-out failed");
             }
             // Failing for days is not urgent to the second: every sixty polls is soon enough.
-            if last_disable_check.is_none_or(|at| at.elapsed() >= settings.poll_interval.saturating_mul(60)) {
+            if last_disable_check.is_none_or(|at| at.elapsed() >= settings.poll_interval_ms.get().saturating_mul(60)) {
                 last_disable_check = Some(tokio::time::Instant::now());
                 if let Err(err) = self.disable_failing().await {
                     tracing::warn!(error = %err, "disabling failing webhooks failed");
                 }
             }
-            let room = settings.concurrency.saturating_sub(in_flight.len());
+            let room = settings.concurrency.as_usize().saturating_sub(in_flight.len());
             if room > 0 {
                 match self.claim(room).await {
                     Ok(claimed) => {
@@ -190,7 +210,7 @@ impl Dispatcher {
                 }
             }
             tokio::select! {
-                _ = tokio::time::sleep(settings.poll_interval) => {}
+                _ = tokio::time::sleep(settings.poll_interval_ms.get()) => {}
                 () = self.inner.setup.wake.notified() => {}
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
                 () = crate::shutdown::stopping(&mut stop) => return,
@@ -273,7 +293,7 @@ impl Dispatcher {
                     status: DeliveryStatus::Pending,
                     attempts: 0,
                     next_attempt_at: at,
-                    give_up_at: at + delta(inner.setup.settings.retry_window),
+                    give_up_at: at + delta(inner.setup.settings.retry_hours.get()),
                     last_response_code: None,
                     last_error: None,
                     lease_owner: None,
@@ -299,8 +319,15 @@ impl Dispatcher {
         let until = at + delta(inner.setup.destinations.timeout()) + TimeDelta::seconds(30);
         let token = format!("{}:{}", inner.owner, new_id());
         let settings = &inner.setup.settings;
-        let claimed =
-            webhooks::claim_due(&inner.db, &token, at, until, limit as u64, settings.per_organization as u64).await?;
+        let claimed = webhooks::claim_due(
+            &inner.db,
+            &token,
+            at,
+            until,
+            limit as u64,
+            settings.max_in_flight_per_organization.get(),
+        )
+        .await?;
         if claimed.is_empty() {
             return Ok(Vec::new());
         }
@@ -392,14 +419,18 @@ impl Dispatcher {
 
     /// Signs and posts; an error means the attempt never reached an answer.
     async fn post(&self, hook: &webhook::Model, delivery: &webhook_delivery::Model) -> Result<Answer, Attempt> {
-        let unsigned =
-            |detail: String| Attempt::Failed(Undelivered { reason: "this server could not sign the delivery", detail });
+        let unsigned = |detail: &dyn std::fmt::Display| {
+            Attempt::Failed(Undelivered {
+                reason: "this server could not sign the delivery",
+                detail: detail.to_string(),
+            })
+        };
         let key = self
             .inner
             .setup
             .key
             .as_ref()
-            .ok_or_else(|| unsigned("sealing_key is not set on this server, so it cannot sign".to_owned()))?;
+            .ok_or_else(|| unsigned(&"sealing_key is not set on this server, so it cannot sign"))?;
         let timestamp = now().timestamp();
         let body = delivery.payload.as_bytes();
         let mut signatures = Vec::new();
@@ -410,8 +441,8 @@ impl Dispatcher {
             secrets.push(previous);
         }
         for sealed in secrets {
-            let secret = key.open_text(&hook.id, sealed).map_err(unsigned)?;
-            signatures.push(signing::sign(&secret, &delivery.event_id, timestamp, body).map_err(unsigned)?);
+            let secret = key.open_text(&hook.id, sealed).map_err(|err| unsigned(&err))?;
+            signatures.push(signing::sign(&secret, &delivery.event_id, timestamp, body).map_err(|err| unsigned(&err))?);
         }
         let headers = [
             ("webhook-id", delivery.event_id.clone()),
@@ -429,7 +460,7 @@ impl Dispatcher {
     /// Schedules the next attempt after a failed one, or ends the delivery FAILED once the
     /// retry window has closed.
     fn schedule_retry(&self, delivery: &mut webhook_delivery::Model, at: DateTime<Utc>) {
-        let next = at + backoff(self.inner.setup.settings.retry_base, delivery.attempts);
+        let next = at + backoff(self.inner.setup.settings.retry_base_ms.get(), delivery.attempts);
         if next > delivery.give_up_at {
             delivery.status = DeliveryStatus::Failed;
         } else {
@@ -442,7 +473,9 @@ impl Dispatcher {
         let inner = &self.inner;
         let at = now();
         let txn = store::begin(&inner.db).await?;
-        for hook in webhooks::failing_since_before(&txn, at - delta(inner.setup.settings.disable_after)).await? {
+        for hook in
+            webhooks::failing_since_before(&txn, at - delta(inner.setup.settings.disable_after_days.get())).await?
+        {
             let since = hook.failing_since.map(|since| since.to_rfc3339()).unwrap_or_default();
             let reason = format!("every delivery since {since} failed");
             tracing::warn!(webhook_id = %hook.id, %reason, "webhook disabled");

@@ -17,11 +17,14 @@ pub fn new_secret() -> String {
     format!("{PREFIX}{}", STANDARD.encode(key))
 }
 
+/// A stored webhook secret that is not one this module made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a webhook secret is not base64")]
+pub struct NotBase64;
+
 /// The `v1,…` signature of one message under `secret`.
-pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Result<String, String> {
-    let key = STANDARD
-        .decode(secret.strip_prefix(PREFIX).unwrap_or(secret))
-        .map_err(|_| "a webhook secret is not base64".to_owned())?;
+pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Result<String, NotBase64> {
+    let key = STANDARD.decode(secret.strip_prefix(PREFIX).unwrap_or(secret)).map_err(|_| NotBase64)?;
     let key = hmac::Key::new(hmac::HMAC_SHA256, &key);
     let mut context = hmac::Context::with_key(&key);
     context.update(format!("{id}.{timestamp}.").as_bytes());

@@ -3,6 +3,7 @@
 //! secret shown once).
 
 use crate::common;
+use portcullis::settings::{Count, Seconds};
 
 use crate::common::smtp::MailServer;
 use crate::common::{TestDb, TestServer, each_backend, reason, test_config, violated_fields, with_key, with_token};
@@ -124,7 +125,7 @@ async fn a_revoked_key_stops_working_at_once_on_every_replica() {
     let Some(db) = common::postgres_if_configured("replicas").await else { return };
     let mut config = test_config();
     // Long enough that only the announcement can empty the other replica's cache in time.
-    config.auth.caller_cache_secs = 600;
+    config.auth.caller_cache_secs = Seconds::of::<600>();
     let server = TestServer::start_with(&db, config.clone()).await;
     let replica = server.replica(&db, config).await;
     let (mut auth, _) = clients(&server).await;
@@ -158,7 +159,7 @@ async fn server_with_mail(db: &TestDb, mail: &MailServer, lock_after_failures: u
     config.mail.smtp_host = "127.0.0.1".into();
     config.mail.smtp_port = mail.port;
     config.mail.smtp_security = portcullis::config::SmtpSecurity::None;
-    config.login.lock_after_failures = lock_after_failures;
+    config.login.lock_after_failures = Count::try_from(u64::from(lock_after_failures)).unwrap();
     TestServer::start_with(db, config).await
 }
 
@@ -654,8 +655,8 @@ async fn logins_are_rate_limited_per_client_network() {
     let db = TestDb::sqlite();
     let mut config = test_config();
     config.network.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
-    config.login.verifies_per_ip_per_hour = 3;
-    config.login.starts_per_ip_per_hour = 3;
+    config.login.verifies_per_ip_per_hour = Count::of::<3>();
+    config.login.starts_per_ip_per_hour = Count::of::<3>();
     let server = TestServer::start_with(&db, config).await;
     let (mut auth, _) = clients(&server).await;
     let guess = || verify(&portcullis::domain::new_id(), "123456");
@@ -688,8 +689,8 @@ async fn password_checks_leave_the_server_responsive() {
     use tonic_health::pb::health_client::HealthClient;
     let db = TestDb::sqlite();
     let mut config = test_config();
-    config.login.starts_per_email_per_hour = 1000;
-    config.login.starts_per_ip_per_hour = 1000;
+    config.login.starts_per_email_per_hour = Count::of::<1000>();
+    config.login.starts_per_ip_per_hour = Count::of::<1000>();
     let server = TestServer::start_with(&db, config).await;
     let email = "burst@example.com";
     server.insert_user(&server.organization_id, email, "USER").await;

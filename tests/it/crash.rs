@@ -587,8 +587,10 @@ async fn claims_resume_after_sigkill() {
         None => common::TestDb::sqlite(),
     };
     let dir = tempfile::tempdir().unwrap();
-    let defaults = portcullis::config::EngineSettings::default();
-    let command = || portcullis_with_lease(dir.path(), &db.url, defaults.lease_secs, defaults.provider_timeout_secs);
+    let defaults = portcullis::engine::EngineConfig::default();
+    let command = || {
+        portcullis_with_lease(dir.path(), &db.url, defaults.lease_secs.count(), defaults.provider_timeout_secs.count())
+    };
     let key = init(command());
     let (mut server, address) = serve_command(command());
     let my_id = user_id(&address, &key).await;
@@ -626,7 +628,7 @@ async fn claims_resume_after_sigkill() {
         picked_up.as_secs_f64(),
         killed.elapsed().as_secs_f64(),
         db.backend,
-        defaults.lease_secs
+        defaults.lease_secs.count()
     );
     kill_hard(&mut server);
 }

@@ -4,6 +4,7 @@
 //! of a session, by webhook and by mail (a real SMTP server). On SQLite and PostgreSQL.
 
 use crate::common;
+use portcullis::settings::{Count, Millis, Seconds};
 
 use crate::common::receiver::{Receiver, signed_with, signed_with_parts};
 use crate::common::{Fixture, TestDb, TestServer, each_backend, reason, test_config, violated_fields, with_key};
@@ -18,8 +19,8 @@ fn webhook_config() -> Config {
     let mut config = test_config();
     config.webhooks.secret_key = Some(Secret("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into()));
     config.webhooks.allowed_private_endpoints = vec!["http://127.0.0.1:*".into()];
-    config.webhooks.poll_interval_ms = 50;
-    config.webhooks.retry_base_ms = 100;
+    config.webhooks.poll_interval_ms = Millis::of::<50>();
+    config.webhooks.retry_base_ms = Millis::of::<100>();
     config
 }
 
@@ -341,9 +342,9 @@ async fn a_slow_organization_holds_only_its_share_of_delivery_slots() {
     use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
     let db = TestDb::sqlite();
     let mut config = webhook_config();
-    config.webhooks.concurrency = 8;
-    config.webhooks.max_in_flight_per_organization = 3;
-    config.webhooks.timeout_secs = 5;
+    config.webhooks.concurrency = Count::of::<8>();
+    config.webhooks.max_in_flight_per_organization = Count::of::<3>();
+    config.webhooks.timeout_secs = Seconds::of::<5>();
     let mut f = Fixture::with_server(TestServer::start_with(&db, config).await).await;
     let mut webhooks = WebhookServiceClient::new(f.server.channel().await);
     // A tarpit: connections are accepted and never answered.
@@ -453,7 +454,7 @@ async fn a_session_is_warned_of_its_end_once_per_end_by_webhook_and_mail() {
         let mail = mail.as_ref();
         async move {
             let mut config = webhook_config();
-            config.notifications.poll_interval_ms = 50;
+            config.notifications.poll_interval_ms = Millis::of::<50>();
             if let Some(mail) = mail {
                 config.mail.transport = portcullis::config::MailTransport::Smtp;
                 config.mail.smtp_host = "127.0.0.1".into();
@@ -559,7 +560,7 @@ fn checked_at(check: &ResourceCheck) -> i64 {
 async fn a_resource_whose_checks_start_failing_is_reported_once_and_again_when_it_recovers() {
     each_backend(|db| async move {
         let mut config = webhook_config();
-        config.engine.check_interval_secs = 1;
+        config.engine.check_interval_secs = Seconds::of::<1>();
         let mut f = Fixture::with_server(TestServer::start_with(&db, config).await).await;
         let mut webhooks = WebhookServiceClient::new(f.server.channel().await);
         let receiver = Receiver::start().await;

@@ -10,6 +10,8 @@ use portcullis::provider::memory::MemoryFirewall;
 use portcullis::provider::{
     CheckOutcome, FirewallProvider, Owner, RuleRef, RuleRequest, Target, is_owned_description, is_unmanaged,
 };
+#[cfg(any(feature = "aws", feature = "gcp", feature = "azure"))]
+use portcullis::settings::{Count, Millis, Seconds};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
@@ -112,8 +114,8 @@ async fn reconciling_with_a_session(
 ) -> (common::TestDb, common::Fixture, String) {
     let db = common::TestDb::sqlite();
     let mut config = common::test_config();
-    config.engine.reconcile_interval_secs = Some(1);
-    config.engine.repair_grace_secs = 0;
+    config.engine.reconcile_interval_secs = Some(Seconds::of::<1>());
+    config.engine.repair_grace_secs = Seconds::of::<0>();
     let mut f = common::Fixture::with_server(common::TestServer::start_with(&db, config).await).await;
     let resource_id = f.resource_on("bastion", provider).await;
     let key = f.user_key.clone();
@@ -157,7 +159,7 @@ async fn memory_provider_conforms() {
 #[tokio::test]
 async fn the_registrys_bounded_provider_conforms() {
     let (memory, target) = memory_with_foreign_rule();
-    let config = portcullis::config::ProvidersConfig::default();
+    let config = portcullis::provider::ProvidersConfig::default();
     let providers = portcullis::provider::Providers::new(memory, &config, std::time::Duration::from_secs(5));
     let bounded = providers.for_config(&target.config, &portcullis::domain::CloudScopes::unrestricted()).unwrap();
     conformance(bounded.as_ref(), &target, Rules::PerAddress).await;
@@ -426,7 +428,7 @@ mod aws {
         let rate = |(burst, per_second)| common::moto::Rate { burst: burst + 1, per_second };
         let proxy = Ec2Proxy::with_quota(endpoint, rate(mutating), rate(describe)).await;
         let mut config = common::test_config();
-        let rate = |(burst, per_second)| portcullis::config::Rate { burst, per_second };
+        let rate = |(burst, per_second)| portcullis::provider::quota::Rate { burst, per_second };
         config.providers.aws_quota.mutating = rate(mutating);
         config.providers.aws_quota.describe = rate(describe);
         (proxy, config)
@@ -496,7 +498,7 @@ mod aws {
     async fn sessions_starting_one_after_another_on_a_group_share_its_next_write() {
         let Some(endpoint) = moto() else { return };
         let mut config = common::test_config();
-        config.providers.aws_quota.group_write_quiet_ms = 500;
+        config.providers.aws_quota.group_write_quiet_ms = Millis::of::<500>();
         let mut group = JustWritten::start(endpoint, config).await;
         let key = group.f.user_key.clone();
         let mut ids = Vec::new();
@@ -515,7 +517,7 @@ mod aws {
     async fn a_burst_on_a_recently_written_group_goes_out_once_it_ends() {
         let Some(endpoint) = moto() else { return };
         let mut config = common::test_config();
-        config.providers.aws_quota.group_write_interval_ms = 60_000;
+        config.providers.aws_quota.group_write_interval_ms = Millis::of::<60_000>();
         let group = JustWritten::start(endpoint, config).await;
         let burst = futures::future::join_all((1..=4).map(|n| {
             let mut sessions = group.f.sessions.clone();
@@ -541,8 +543,8 @@ mod aws {
         // Resources are made on a server that neither reconciles nor checks them (its calls
         // would draw on the account's bucket beside the next server's)...
         let mut setup = config.clone();
-        setup.engine.reconcile_interval_secs = Some(0);
-        setup.engine.check_interval_secs = 0;
+        setup.engine.reconcile_interval_secs = Some(Seconds::of::<0>());
+        setup.engine.check_interval_secs = Seconds::of::<0>();
         let mut f = Fixture::with_server(TestServer::start_with(&db, setup).await).await;
         let groups = common::moto::new_groups(&endpoint, 11);
         f.resource_on("bastion", resource_on_moto(&proxy.url, &groups[0])).await;
@@ -557,7 +559,7 @@ mod aws {
             f.resources.create_resource(with_key(request, &f.server.admin_key)).await.unwrap();
         }
         // ...and served by one that finds all of them due as it starts.
-        config.engine.reconcile_interval_secs = Some(30);
+        config.engine.reconcile_interval_secs = Some(Seconds::of::<30>());
         let restarted = f.server.replica(&db, config).await;
         std::mem::replace(&mut f.server, restarted).stop().await;
         f.sessions = portcullis::pb::v1::session_service_client::SessionServiceClient::new(f.server.channel().await);
@@ -627,8 +629,8 @@ mod aws {
         let group_id = new_group(&endpoint);
         let db = TestDb::sqlite();
         let mut config = common::test_config();
-        config.engine.reconcile_interval_secs = Some(1);
-        config.engine.repair_grace_secs = 0;
+        config.engine.reconcile_interval_secs = Some(Seconds::of::<1>());
+        config.engine.repair_grace_secs = Seconds::of::<0>();
         let mut f = Fixture::with_server(TestServer::start_with(&db, config).await).await;
         let resource_id = f.resource_on("bastion", resource_on_moto(&endpoint, &group_id)).await;
         let key = f.user_key.clone();
@@ -795,7 +797,7 @@ mod gcp {
         let fake = FakeCompute::start().await;
         fake.limit_writes(2, 4.0);
         let mut config = common::test_config();
-        config.providers.gcp_quota.writes = portcullis::config::Rate { burst: 2, per_second: 4.0 };
+        config.providers.gcp_quota.writes = portcullis::provider::quota::Rate { burst: 2, per_second: 4.0 };
         let db = TestDb::sqlite();
         let mut f = Fixture::with_server(common::TestServer::start_with(&db, config).await).await;
         let resource_id = f.resource_on("bastion", resource_on_fake(&fake.url)).await;
@@ -815,8 +817,8 @@ mod gcp {
         let fake = FakeCompute::start().await;
         let mut config = common::test_config();
         // One write every 4 s after the first, and one worker slot.
-        config.providers.gcp_quota.writes = portcullis::config::Rate { burst: 1, per_second: 0.25 };
-        config.engine.max_concurrent_resources = 1;
+        config.providers.gcp_quota.writes = portcullis::provider::quota::Rate { burst: 1, per_second: 0.25 };
+        config.engine.max_concurrent_resources = Count::of::<1>();
         let db = TestDb::sqlite();
         let mut f = Fixture::with_server(common::TestServer::start_with(&db, config).await).await;
         for name in ["bastion-1", "bastion-2", "bastion-3"] {

@@ -2,6 +2,7 @@
 //! what the server answers.
 
 use crate::common;
+use portcullis::settings::{Count, Seconds};
 
 use crate::common::certs::TestCa;
 use crate::common::{TestDb, TestServer, with_key};
@@ -347,7 +348,7 @@ async fn no_call_goes_to_an_endpoint_the_operator_does_not_allow() {
     // Allowed at first, the endpoint could be checked; counting starts once it is not allowed
     // (the restarted server checks resources as usual, and must not call it either).
     let mut allowing = common::test_config();
-    allowing.engine.check_interval_secs = 0;
+    allowing.engine.check_interval_secs = Seconds::of::<0>();
     let server = TestServer::start_with(&db, allowing).await;
     let mut resources = ResourceServiceClient::new(server.channel().await);
     let create = |name: &str, endpoint: &str| CreateResourceRequest {
@@ -385,7 +386,7 @@ async fn a_stored_endpoint_with_a_path_is_named_and_never_called() {
     let db = TestDb::sqlite();
     let (url, caught) = trap().await;
     let mut config = common::test_config();
-    config.engine.check_interval_secs = 0;
+    config.engine.check_interval_secs = Seconds::of::<0>();
     let server = TestServer::start_with(&db, config).await;
     let mut resources = ResourceServiceClient::new(server.channel().await);
     let spelled = url.replace("http://", "HTTP://") + "/";
@@ -409,7 +410,7 @@ async fn a_stored_endpoint_with_a_path_is_named_and_never_called() {
     server.db.execute_raw(statement).await.unwrap();
     let named = server.services.resources.unusable_endpoints().await.unwrap();
     assert_eq!(named.iter().map(|(resource, _)| resource.id.as_str()).collect::<Vec<_>>(), [resource_id.as_str()]);
-    assert!(named[0].1.contains("must be an origin"), "{}", named[0].1);
+    assert!(named[0].1.to_string().contains("must be an origin"), "{}", named[0].1);
 
     let session = admin_session(&server).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -468,7 +469,7 @@ async fn resources_act_only_inside_their_organizations_cloud_scopes() {
         // Periodic checks would call the resources accepted here: this counts only what is sent
         // once the scopes are withdrawn, when nothing may be.
         let mut config = common::test_config();
-        config.engine.check_interval_secs = 0;
+        config.engine.check_interval_secs = Seconds::of::<0>();
         let server = TestServer::start_with(&db, config).await;
         let channel = server.channel().await;
         let scopes = CloudScopes {
@@ -1383,10 +1384,10 @@ async fn users_and_organizations_hold_bounded_numbers() {
     use portcullis::pb::v1::webhook_service_client::WebhookServiceClient;
     let db = TestDb::sqlite();
     let mut config = common::test_config();
-    config.limits.max_api_keys_per_user = 3;
-    config.limits.max_watch_streams_per_caller = 2;
-    config.limits.max_watch_streams_per_user = 3;
-    config.limits.max_webhooks_per_organization = 1;
+    config.limits.max_api_keys_per_user = Count::of::<3>();
+    config.limits.max_watch_streams_per_caller = Count::of::<2>();
+    config.limits.max_watch_streams_per_user = Count::of::<3>();
+    config.limits.max_webhooks_per_organization = Count::of::<1>();
     config.sealing_key = Some(portcullis::config::Secret("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into()));
     config.webhooks.allowed_private_endpoints = vec!["http://127.0.0.1:*".into()];
     let mut f = common::Fixture::with_server(TestServer::start_with(&db, config.clone()).await).await;
@@ -1444,7 +1445,7 @@ async fn users_and_organizations_hold_bounded_numbers() {
 
     // Lowered below what the user holds: their keys keep working, a new one is refused.
     let mut lowered = config.clone();
-    lowered.limits.max_api_keys_per_user = 1;
+    lowered.limits.max_api_keys_per_user = Count::of::<1>();
     let restarted = f.server.replica(&db, lowered).await;
     let mut auth = AuthServiceClient::new(restarted.channel().await);
     for key in [&f.user_key, &minted[0].1] {
@@ -1488,8 +1489,8 @@ async fn watch_floods_write_one_heartbeat_per_session_per_interval() {
     const SESSIONS: usize = 5;
     let db = TestDb::sqlite();
     let mut config = common::test_config();
-    config.limits.max_api_keys_per_user = 25;
-    config.limits.max_watch_streams_per_user = 2_000;
+    config.limits.max_api_keys_per_user = Count::of::<25>();
+    config.limits.max_watch_streams_per_user = Count::of::<2_000>();
     let mut f = common::Fixture::with_server(TestServer::start_with(&db, config).await).await;
     f.resource("db", MemoryProvider::default()).await;
     let idle_p99 = start_to_active_p99(&mut f, 100, 30).await;
@@ -1663,7 +1664,7 @@ async fn a_demoted_admin_loses_the_watch_of_anothers_session() {
 async fn a_users_own_change_forgets_only_their_cached_callers() {
     let db = TestDb::sqlite();
     let mut config = common::test_config();
-    config.auth.caller_cache_secs = 60;
+    config.auth.caller_cache_secs = Seconds::of::<60>();
     let f = common::Fixture::with_server(TestServer::start_with(&db, config).await).await;
     let channel = f.server.channel().await;
     let whoami = |key: String| {
@@ -1692,10 +1693,10 @@ async fn callers_hold_bounded_resources() {
     use portcullis::pb::v1::session_service_client::SessionServiceClient;
     let db = TestDb::sqlite();
     let mut config = common::test_config();
-    config.limits.max_watch_streams_per_caller = 2;
-    config.limits.max_request_bytes = 4096;
-    config.limits.keepalive_interval_secs = 1;
-    config.limits.keepalive_timeout_secs = 1;
+    config.limits.max_watch_streams_per_caller = Count::of::<2>();
+    config.limits.max_request_bytes = Count::of::<4096>();
+    config.limits.keepalive_interval_secs = Seconds::of::<1>();
+    config.limits.keepalive_timeout_secs = Seconds::of::<1>();
     let mut f = common::Fixture::with_server(TestServer::start_with(&db, config).await).await;
     f.resource("db", MemoryProvider::default()).await;
     let key = f.user_key.clone();

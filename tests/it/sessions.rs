@@ -1,6 +1,7 @@
 //! The session engine end to end over gRPC, with the memory provider, on every backend.
 
 use crate::common;
+use portcullis::settings::{Count, Seconds};
 
 use crate::common::{Fixture, TestDb, TestServer, each_backend, reason, violated_fields, with_key};
 use portcullis::domain::Permission;
@@ -393,8 +394,8 @@ async fn watch_streams_every_change_in_order_and_ends_at_a_terminal_state() {
     each_backend(|db: TestDb| async move {
         // A thousand watchers on one key: past a caller's default share.
         let mut config = common::test_config();
-        config.limits.max_watch_streams_per_caller = 2000;
-        config.limits.max_watch_streams_per_user = 2000;
+        config.limits.max_watch_streams_per_caller = Count::of::<2000>();
+        config.limits.max_watch_streams_per_user = Count::of::<2000>();
         let mut f = Fixture::with_server(TestServer::start_with(&db, config).await).await;
         f.resource("a", MemoryProvider { latency_ms: 30, ..Default::default() }).await;
         f.resource("b", MemoryProvider { latency_ms: 60, ..Default::default() }).await;
@@ -766,8 +767,8 @@ async fn reads_of_a_session_show_every_change() {
 async fn the_reconciler_repairs_drift_both_ways_and_never_touches_foreign_rules() {
     each_backend(|db| async move {
         let mut config = common::test_config();
-        config.engine.sweep_interval_secs = Some(1);
-        config.engine.repair_grace_secs = 0;
+        config.engine.sweep_interval_secs = Some(Seconds::of::<1>());
+        config.engine.repair_grace_secs = Seconds::of::<0>();
         let mut f = Fixture::with_server(TestServer::start_with(&db, config).await).await;
         let resource_id = f.resource("db", MemoryProvider::default()).await;
         let key = f.user_key.clone();
@@ -972,7 +973,7 @@ async fn extending_needs_the_resources_still_assigned() {
 async fn a_lower_maximum_shortens_live_sessions() {
     each_backend(|db: TestDb| async move {
         let mut config = common::test_config();
-        config.sessions.max_hours_user = 4;
+        config.sessions.max_hours_user = Count::of::<4>();
         let server = TestServer::start_with(&db, config).await;
         let mut f = Fixture::with_server(server).await;
         let resource = f.resource("db", MemoryProvider::default()).await;
@@ -1182,8 +1183,8 @@ async fn a_worker_that_loses_its_lease_stops_writing() {
     each_backend(|db: TestDb| async move {
         let mut config = common::test_config();
         // Renewals every second; the provider call takes 1.8 s, within its 2 s deadline.
-        config.engine.lease_secs = 4;
-        config.engine.provider_timeout_secs = 2;
+        config.engine.lease_secs = Seconds::of::<4>();
+        config.engine.provider_timeout_secs = Seconds::of::<2>();
         let mut f = Fixture::with_server(TestServer::start_with(&db, config).await).await;
         let resource = f.resource("db", MemoryProvider { latency_ms: 1800, ..Default::default() }).await;
         let key = f.user_key.clone();
@@ -1660,9 +1661,9 @@ async fn rules_of_ended_sessions_are_removed_as_orphans() {
             true => common::postgres_if_configured("PostgreSQL").await.unwrap(),
             false => TestDb::sqlite(),
         };
-        for (db, reconcile, rule_status) in [(first, Some(1), "APPLIED"), (second, Some(0), "PENDING")] {
+        for (db, reconcile, rule_status) in [(first, Seconds::of::<1>(), "APPLIED"), (second, Seconds::of::<0>(), "PENDING")] {
             let mut config = common::test_config();
-            config.engine.reconcile_interval_secs = reconcile;
+            config.engine.reconcile_interval_secs = Some(reconcile);
             let mut f = Fixture::with_server(TestServer::start_with(&db, config).await).await;
             let resource = f.resource("db", MemoryProvider::default()).await;
             let key = f.user_key.clone();
@@ -1722,8 +1723,8 @@ async fn leased(db: &sea_orm::DatabaseConnection, resource_id: &str) -> (String,
 /// Leases of four seconds renewed every second; a call of 1.8 s within its 2 s deadline.
 fn short_leases() -> portcullis::config::Config {
     let mut config = common::test_config();
-    config.engine.lease_secs = 4;
-    config.engine.provider_timeout_secs = 2;
+    config.engine.lease_secs = Seconds::of::<4>();
+    config.engine.provider_timeout_secs = Seconds::of::<2>();
     config
 }
 

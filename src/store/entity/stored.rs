@@ -66,8 +66,13 @@ stored_by_name!(SessionStatus, ResourceIpStatus, EndedReason, Role, Tier, Provid
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredProvider {
     text: String,
-    decoded: Result<ProviderConfig, String>,
+    decoded: Result<ProviderConfig, Undecodable>,
 }
+
+/// Why stored provider settings do not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Undecodable(String);
 
 impl StoredProvider {
     pub fn new(config: &ProviderConfig) -> StoredProvider {
@@ -78,13 +83,13 @@ impl StoredProvider {
 
     /// Settings as stored, decoded (or why they do not decode).
     pub fn from_text(text: String) -> StoredProvider {
-        let decoded = serde_json::from_str(&text).map_err(|err| err.to_string());
+        let decoded = serde_json::from_str(&text).map_err(|err| Undecodable(err.to_string()));
         StoredProvider { text, decoded }
     }
 
     /// The decoded settings, or why the stored text does not decode.
     pub fn config(&self) -> Result<&ProviderConfig, &str> {
-        self.decoded.as_ref().map_err(String::as_str)
+        self.decoded.as_ref().map_err(|why| why.0.as_str())
     }
 
     /// The settings as stored.

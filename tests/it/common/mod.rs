@@ -16,14 +16,15 @@ pub mod tls_listener;
 
 use portcullis::config::Config;
 use portcullis::domain::{CloudScopes, Permission, new_id, now};
-use portcullis::grpc::ServeOptions;
 use portcullis::pb::v1::resource_service_client::ResourceServiceClient;
 use portcullis::pb::v1::session_service_client::SessionServiceClient;
 use portcullis::pb::v1::*;
 use portcullis::provider::Providers;
 use portcullis::provider::memory::MemoryFirewall;
+use portcullis::server::ServeOptions;
 use portcullis::service::credentials::{KeyKind, generate_api_key};
 use portcullis::service::{Services, create_operator_key, initialize};
+use portcullis::settings::Seconds;
 use portcullis::store::entity::{api_key, organization, user};
 use portcullis::store::{self, queries};
 use sea_orm::{ConnectionTrait, DatabaseConnection};
@@ -153,10 +154,16 @@ pub const CALLER_CACHE_TTL: Duration = Duration::from_secs(1);
 
 pub fn test_config() -> Config {
     let mut config = Config::default();
-    config.auth.caller_cache_secs = CALLER_CACHE_TTL.as_secs();
+    config.auth.caller_cache_secs = Seconds::try_from(CALLER_CACHE_TTL.as_secs()).unwrap();
     // The GCP and server-level Azure tests talk to fakes that take no credentials.
-    config.providers.gcp_anonymous = true;
-    config.providers.azure_anonymous = true;
+    #[cfg(feature = "gcp")]
+    {
+        config.providers.gcp_anonymous = true;
+    }
+    #[cfg(feature = "azure")]
+    {
+        config.providers.azure_anonymous = true;
+    }
     // moto, the Compute fake and the test proxies listen on loopback.
     config.providers.allowed_endpoints = vec!["http://127.0.0.1:*".into()];
     config.auth.jwt_secret = Some(portcullis::config::Secret("test-secret-with-enough-entropy-0123456789".into()));
@@ -200,19 +207,14 @@ impl TestServer {
             Providers::new(MemoryFirewall::in_process(), &config.providers, config.engine.provider_timeout());
         let reader = store::connect_reader(&db.url, &connection, 4).await.expect("reader");
         let services = Services::with_reader(connection.clone(), reader, &config, providers).await.expect("services");
-        let options = ServeOptions {
-            health_check_interval: Duration::from_millis(200),
-            network: config.network.clone(),
-            tls: config.tls.clone(),
-            limits: config.limits.clone(),
-            metrics: config.metrics.clone(),
-        };
+        let options =
+            ServeOptions { health_check_interval: Duration::from_millis(200), ..ServeOptions::from_config(&config) };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (shutdown, stopped) = oneshot::channel::<()>();
         let served = services.clone();
         let task = tokio::spawn(async move {
-            portcullis::grpc::serve(listener, served, options, async {
+            portcullis::server::serve(listener, served, options, async {
                 let _ = stopped.await;
             })
             .await
