@@ -7,13 +7,14 @@
 //! each other's rules for orphans. Tags are set per call, and a call carries many sessions, so the
 //! session and expiry live in the per-rule description rather than in tags.
 
+mod settings;
+
 use super::quota::{Buckets, Claim, Rate, Ticket};
 use super::{
     CheckOutcome, FirewallProvider, Listing, OwnedRule, Owner, Pass, ProviderError, RuleRef, RuleRequest, Target,
     fail_all, host_cidr, is_owned_description, single_host, unmanaged_rule_id,
 };
 use crate::domain::{AwsSecurityGroup, ProviderConfig};
-use crate::settings::Millis;
 use async_trait::async_trait;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_ec2::Client;
@@ -21,43 +22,12 @@ use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{
     Filter, IpPermission, IpRange, Ipv6Range, ResourceType, SecurityGroupRule, Tag, TagSpecification,
 };
-use serde::{Deserialize, Serialize};
+pub use settings::AwsQuota;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
-
-/// EC2 throttles each API on a token bucket of its own per account and region; the engine paces
-/// its calls to stay within them. The defaults are EC2's buckets for mutating and describe calls.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AwsQuota {
-    /// Each of AuthorizeSecurityGroupIngress and RevokeSecurityGroupIngress.
-    pub mutating: Rate,
-    /// Each of DescribeSecurityGroupRules and DescribeSecurityGroups.
-    pub describe: Rate,
-    /// Least time from one write to a security group answering to the next write to it
-    /// starting: sessions started together on one group go out in a call or two instead of one
-    /// per wave, at the price of up to this much more wait for those arriving just after a call.
-    /// 0 writes as soon as there is work and a token.
-    pub group_write_interval_ms: Millis<0, 600_000>,
-    /// A group waiting out its write interval is written as soon as no further work for it has
-    /// come for this long: a burst of sessions goes out once it ends, not a whole
-    /// interval after the last write. 0 always waits out the interval.
-    pub group_write_quiet_ms: Millis<0, 600_000>,
-}
-
-impl Default for AwsQuota {
-    fn default() -> Self {
-        AwsQuota {
-            mutating: Rate { burst: 50, per_second: 5.0 },
-            describe: Rate { burst: 100, per_second: 20.0 },
-            group_write_interval_ms: Millis::of::<1_000>(),
-            group_write_quiet_ms: Millis::of::<100>(),
-        }
-    }
-}
 
 /// Tag naming the Portcullis resource a rule was opened for.
 pub const RESOURCE_TAG: &str = "portcullis:resource";
@@ -185,7 +155,7 @@ impl AwsFirewall {
 
     /// Tickets for the calls of `pass` over `group` (for each of removing and applying, a
     /// listing then the write) if `claim` gets their tokens all.
-    pub fn admit(&self, group: &AwsSecurityGroup, pass: Pass, claim: Claim) -> Result<Vec<Ticket>, Duration> {
+    fn admit_for(&self, group: &AwsSecurityGroup, pass: Pass, claim: Claim) -> Result<Vec<Ticket>, Duration> {
         use Api::RevokeSecurityGroupIngress as Revoke;
         use Api::{AuthorizeSecurityGroupIngress as Authorize, DescribeSecurityGroupRules as Describe};
         // For a pass that writes: how long its work has gone unchanged.
@@ -528,6 +498,13 @@ async fn authorize(
 
 #[async_trait]
 impl FirewallProvider for AwsFirewall {
+    fn admit(&self, config: &ProviderConfig, pass: Pass, claim: Claim) -> Result<Vec<Ticket>, Duration> {
+        match config {
+            ProviderConfig::AwsSecurityGroup(group) => self.admit_for(group, pass, claim),
+            _ => Ok(Vec::new()),
+        }
+    }
+
     #[tracing::instrument(name = "provider.aws.apply", skip_all, fields(resource_id = %target.resource_id, count = rules.len()))]
     async fn apply(&self, target: &Target, rules: &[RuleRequest]) -> Vec<Result<String, ProviderError>> {
         let outcome = match group_of(target) {

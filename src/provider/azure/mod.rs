@@ -20,6 +20,8 @@
 //! redirect). 429 and 5xx answers are retried after their `Retry-After`; other refusals fail
 //! with Resource Manager's error code and message only.
 
+mod settings;
+
 use super::family::{self, Family, FamilyRules, HostsChange, Updated, rule_description, rule_name};
 use super::quota::{Buckets, Claim, Rate, Ticket};
 use super::{
@@ -35,26 +37,12 @@ use azure_identity::{
 };
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+pub use settings::AzureQuota;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Resource Manager throttles a subscription's writes on a token bucket: 200 at once, then 10
-/// a second (its documented default); security rule PUTs and DELETEs count against it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AzureQuota {
-    pub writes: Rate,
-}
-
-impl Default for AzureQuota {
-    fn default() -> Self {
-        AzureQuota { writes: Rate { burst: 200, per_second: 10.0 } }
-    }
-}
 
 /// The Microsoft.Network API version every call uses.
 pub const API_VERSION: &str = "2024-05-01";
@@ -290,7 +278,7 @@ impl AzureFirewall {
 
     /// Tickets for the writes of `pass` over `config`'s rules (one for removing, one for
     /// applying; reads are not paced) if `claim` gets them all.
-    pub fn admit(&self, config: &AzureNetworkSecurityGroup, pass: Pass, claim: Claim) -> Result<Vec<Ticket>, Duration> {
+    fn admit_for(&self, config: &AzureNetworkSecurityGroup, pass: Pass, claim: Claim) -> Result<Vec<Ticket>, Duration> {
         let writes = match pass {
             Pass::Listing => 0,
             Pass::Rules { removes, applies, .. } => usize::from(removes) + usize::from(applies),
@@ -569,6 +557,13 @@ impl FamilyRules for AzureFirewall {
 
 #[async_trait]
 impl FirewallProvider for AzureFirewall {
+    fn admit(&self, config: &ProviderConfig, pass: Pass, claim: Claim) -> Result<Vec<Ticket>, Duration> {
+        match config {
+            ProviderConfig::AzureNetworkSecurityGroup(config) => self.admit_for(config, pass, claim),
+            _ => Ok(Vec::new()),
+        }
+    }
+
     #[tracing::instrument(name = "provider.azure.apply", skip_all, fields(resource_id = %target.resource_id, count = rules.len()))]
     async fn apply(&self, target: &Target, rules: &[RuleRequest]) -> Vec<Result<String, ProviderError>> {
         family::apply(self, target, rules).await

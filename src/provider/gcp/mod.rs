@@ -12,6 +12,8 @@
 //! Ownership: the rule's name is derived from the resource id and its description starts with
 //! the marker; a rule of that name without the marker is someone else's and is never changed.
 
+mod settings;
+
 use super::family::{self, Family, FamilyRules, HostsChange, Updated, rule_description, rule_name};
 use super::quota::{Buckets, Claim, Rate, Ticket};
 use super::{
@@ -25,25 +27,11 @@ use google_cloud_compute_v1::model::Firewall;
 use google_cloud_compute_v1::model::firewall::{Allowed, Direction};
 use google_cloud_gax::error::rpc::{Code, StatusDetails};
 use google_cloud_lro::Poller;
-use serde::{Deserialize, Serialize};
+pub use settings::GcpQuota;
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::time::Duration;
 use tokio::sync::Mutex;
-
-/// Compute Engine counts a project's firewall writes (insert, patch, delete) per minute: the
-/// default bucket never spends more than 1,500 in any minute (25 at once, then 24/s).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct GcpQuota {
-    pub writes: Rate,
-}
-
-impl Default for GcpQuota {
-    fn default() -> Self {
-        GcpQuota { writes: Rate { burst: 25, per_second: 24.0 } }
-    }
-}
 
 type GcpError = google_cloud_compute_v1::Error;
 
@@ -176,7 +164,7 @@ impl GcpFirewall {
 
     /// Tickets for the writes of `pass` over `config`'s rule (one for removing, one for
     /// applying; reads are not paced) if `claim` gets them all.
-    pub fn admit(&self, config: &GcpFirewallConfig, pass: Pass, claim: Claim) -> Result<Vec<Ticket>, Duration> {
+    fn admit_for(&self, config: &GcpFirewallConfig, pass: Pass, claim: Claim) -> Result<Vec<Ticket>, Duration> {
         let writes = match pass {
             Pass::Listing => 0,
             Pass::Rules { removes, applies, .. } => usize::from(removes) + usize::from(applies),
@@ -326,6 +314,13 @@ impl FamilyRules for GcpFirewall {
 
 #[async_trait]
 impl FirewallProvider for GcpFirewall {
+    fn admit(&self, config: &ProviderConfig, pass: Pass, claim: Claim) -> Result<Vec<Ticket>, Duration> {
+        match config {
+            ProviderConfig::GcpFirewall(config) => self.admit_for(config, pass, claim),
+            _ => Ok(Vec::new()),
+        }
+    }
+
     #[tracing::instrument(name = "provider.gcp.apply", skip_all, fields(resource_id = %target.resource_id, count = rules.len()))]
     async fn apply(&self, target: &Target, rules: &[RuleRequest]) -> Vec<Result<String, ProviderError>> {
         family::apply(self, target, rules).await
