@@ -748,14 +748,11 @@ fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
 
 async fn wait_for_health(server: &TestServer, service: &str, wanted: ServingStatus) {
     let mut health = HealthClient::new(server.channel().await);
-    for _ in 0..100 {
+    common::eventually(&format!("{service:?} never reported {wanted:?}"), Duration::from_secs(10), async || {
         let status = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner().status();
-        if status == wanted {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{service:?} never reported {wanted:?}");
+        common::when(status == wanted, status)
+    })
+    .await;
 }
 
 #[tokio::test]

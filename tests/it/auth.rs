@@ -137,15 +137,14 @@ async fn a_revoked_key_stops_working_at_once_on_every_replica() {
 
     let revoke = RevokeApiKeyRequest { id: api_key.unwrap().id };
     auth.revoke_api_key(with_key(revoke, &server.admin_key)).await.unwrap();
-    let mut outcome = replica_users.get_current_user(me()).await;
-    for _ in 0..50 {
-        if outcome.is_err() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        outcome = replica_users.get_current_user(me()).await;
-    }
-    assert_eq!(outcome.unwrap_err().code(), Code::Unauthenticated, "the replica forgot the revoked key");
+    let refused =
+        common::eventually("the replica still takes the revoked key", std::time::Duration::from_secs(5), async || {
+            match replica_users.get_current_user(me()).await {
+                Ok(answer) => Err(answer.into_inner()),
+                Err(refused) => Ok(refused),
+            }
+        });
+    assert_eq!(refused.await.code(), Code::Unauthenticated, "the replica forgot the revoked key");
     replica.stop().await;
     server.stop().await;
 }
@@ -632,14 +631,11 @@ async fn an_address_may_belong_to_users_of_several_organizations() {
 
 /// Waits (bounded) for a message to `email` whose text contains `needle`.
 async fn wait_for_mail(mail: &MailServer, email: &str, needle: &str) -> String {
-    for _ in 0..100 {
-        let found = mail.messages().into_iter().find(|m| m.contains(email) && m.contains(needle));
-        if let Some(message) = found {
-            return message;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("no mail to {email} about {needle:?}; mailbox: {:#?}", mail.messages());
+    common::eventually(&format!("no mail to {email} about {needle:?}"), std::time::Duration::from_secs(5), async || {
+        let messages = mail.messages();
+        messages.iter().find(|m| m.contains(email) && m.contains(needle)).cloned().ok_or(messages)
+    })
+    .await
 }
 
 /// VerifyLogin and StartLogin are limited per client network: an IPv6 client is counted by its

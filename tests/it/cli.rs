@@ -236,14 +236,12 @@ async fn metrics_follow_a_session_from_start_to_stop() {
     sessions.stop_session(common::with_key(StopSessionRequest { id: session_id }, &served.key)).await.unwrap();
     // The stream ends after the terminal state.
     while watch.message().await.unwrap().is_some() {}
-    let mut stopped = scrape(&metrics).await;
-    for _ in 0..50 {
-        if sample(&stopped, "portcullis_watch_streams", &[]) == 0.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        stopped = scrape(&metrics).await;
-    }
+    let stopped =
+        common::eventually("the watch stream was never counted as gone", Duration::from_secs(5), async || {
+            let scraped = scrape(&metrics).await;
+            common::when(sample(&scraped, "portcullis_watch_streams", &[]) == 0.0, scraped)
+        })
+        .await;
     assert_eq!(sample(&stopped, "portcullis_watch_streams", &[]), 0.0, "{stopped}");
     assert_eq!(sample(&stopped, "portcullis_sessions", &[("status", "ACTIVE")]), 0.0, "{stopped}");
     assert_eq!(sample(&stopped, "portcullis_sessions", &[("status", "CANCELLED")]), 1.0, "{stopped}");

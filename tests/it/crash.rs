@@ -111,14 +111,11 @@ async fn wait_for(address: &str, key: &str, ids: &[String], wanted: SessionStatu
 }
 
 async fn wait_for_within(address: &str, key: &str, ids: &[String], wanted: SessionStatus, bound: Duration) {
-    let deadline = tokio::time::Instant::now() + bound;
-    while tokio::time::Instant::now() < deadline {
-        if statuses(address, key, ids).await.iter().all(|s| *s == wanted) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("sessions never all reached {wanted:?}: {:?}", statuses(address, key, ids).await);
+    common::eventually(&format!("sessions never all reached {wanted:?}"), bound, async || {
+        let seen = statuses(address, key, ids).await;
+        common::when(seen.iter().all(|s| *s == wanted), seen)
+    })
+    .await;
 }
 
 /// Where the crash test opens its rules.
@@ -520,7 +517,7 @@ struct Chaos {
 #[cfg(feature = "aws")]
 async fn settle_rules(store: &sea_orm::DatabaseConnection) {
     use sea_orm::{ConnectionTrait, Statement};
-    for _ in 0..1500 {
+    common::eventually("rules never settled", Duration::from_secs(300), async || {
         let row = store
             .query_one_raw(Statement::from_string(
                 store.get_database_backend(),
@@ -529,12 +526,10 @@ async fn settle_rules(store: &sea_orm::DatabaseConnection) {
             .await
             .unwrap()
             .unwrap();
-        if row.try_get::<i64>("", "n").unwrap() == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("rules never settled");
+        let unsettled = row.try_get::<i64>("", "n").unwrap();
+        common::when(unsettled == 0, unsettled)
+    })
+    .await;
 }
 
 /// Our rules at moto (looked at directly, not through the faulty proxy): (group, cidr) of each.

@@ -57,15 +57,12 @@ async fn settled_deliveries(
     webhook_id: &str,
     count: usize,
 ) -> Vec<WebhookDelivery> {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
+    common::eventually("deliveries never settled", std::time::Duration::from_secs(10), async || {
         let listed = deliveries(client, key, webhook_id).await;
-        if listed.len() == count && listed.iter().all(|d| d.status() != WebhookDeliveryStatus::Pending) {
-            return listed;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "deliveries never settled: {listed:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+        let settled = listed.iter().all(|d| d.status() != WebhookDeliveryStatus::Pending);
+        common::when(listed.len() == count && settled, listed)
+    })
+    .await
 }
 
 fn types_of(received: &[common::receiver::Received]) -> Vec<String> {
@@ -257,18 +254,14 @@ async fn a_name_that_resolves_to_a_private_address_is_never_posted_to() {
     let created = create(&mut webhooks, &server.admin_key, "https://localhost:9/hook", &[]).await.unwrap();
     let id = created.webhook.unwrap().id;
     // Its own creation is the first event; the attempt is refused before connecting.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
+    let delivery = common::eventually("no attempt was made", std::time::Duration::from_secs(20), async || {
         let listed = deliveries(&mut webhooks, &server.admin_key, &id).await;
-        if let Some(delivery) = listed.iter().find(|d| d.attempts > 0) {
-            // The owner learns that it was not posted, not how this server resolves names.
-            assert_eq!(delivery.last_error, "destination not allowed or not reachable");
-            assert_eq!(delivery.last_response_code, 0);
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no attempt was made: {listed:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+        listed.iter().find(|d| d.attempts > 0).cloned().ok_or(listed)
+    })
+    .await;
+    // The owner learns that it was not posted, not how this server resolves names.
+    assert_eq!(delivery.last_error, "destination not allowed or not reachable");
+    assert_eq!(delivery.last_response_code, 0);
     server.stop().await;
 }
 
@@ -363,11 +356,12 @@ async fn a_slow_organization_holds_only_its_share_of_delivery_slots() {
     // Each webhook hears of the ones made after it: a backlog of 78 deliveries that never end.
     let deliveries = portcullis::store::entity::webhook_delivery::Entity::find;
     let column = portcullis::store::entity::webhook_delivery::Column::OrganizationId;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while deliveries().filter(column.eq(slow_org.as_str())).count(&f.server.db).await.unwrap() < 78 {
-        assert!(tokio::time::Instant::now() < deadline, "the slow organization's backlog was never enqueued");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let what = "the slow organization's backlog was never enqueued";
+    common::eventually(what, std::time::Duration::from_secs(10), async || {
+        let enqueued = deliveries().filter(column.eq(slow_org.as_str())).count(&f.server.db).await.unwrap();
+        common::when(enqueued >= 78, enqueued)
+    })
+    .await;
 
     let receiver = common::receiver::Receiver::start().await;
     create(&mut webhooks, &f.server.admin_key, &receiver.url, &["resource.created"]).await.unwrap();
@@ -493,12 +487,11 @@ async fn a_session_is_warned_of_its_end_once_per_end_by_webhook_and_mail() {
             let left = sent[0].json["data"]["auditEvent"]["details"]["minutes_left"].as_str().unwrap().to_owned();
             assert!(["5", "6"].contains(&left.as_str()), "{left}");
             if let Some(mail) = mail {
-                for _ in 0..200 {
-                    if mails_for(&long) == Some(1) {
-                        break;
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
+                common::eventually("no warning mail", std::time::Duration::from_secs(10), async || {
+                    let mails = mails_for(&long);
+                    common::when(mails == Some(1), mails)
+                })
+                .await;
                 let messages = mail.messages();
                 let message = messages.iter().find(|m| m.contains(&long)).expect("a warning mail");
                 assert!(message.contains("To: user@example.com"), "{message}");
@@ -543,13 +536,18 @@ async fn last_check(f: &mut Fixture, id: &str) -> Option<ResourceCheck> {
 
 /// Polls the resource until its last check satisfies `done`.
 async fn wait_for_check(f: &mut Fixture, id: &str, what: &str, done: impl Fn(&ResourceCheck) -> bool) -> ResourceCheck {
-    for _ in 0..200 {
-        if let Some(check) = last_check(f, id).await.filter(|check| done(check)) {
-            return check;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("the resource's check never showed {what}: {:?}", last_check(f, id).await);
+    common::eventually(
+        &format!("the resource's check never showed {what}"),
+        std::time::Duration::from_secs(10),
+        async || {
+            let check = last_check(f, id).await;
+            match check {
+                Some(check) if done(&check) => Ok(check),
+                other => Err(other),
+            }
+        },
+    )
+    .await
 }
 
 fn checked_at(check: &ResourceCheck) -> i64 {
@@ -621,11 +619,11 @@ async fn a_receiver_failing_for_days_is_disabled_with_an_audit_event_and_can_be_
         let first = f.start(&key, Some("198.51.100.7"), None).await.unwrap();
         failing.wait_for("a failed attempt", |r| !r.is_empty()).await;
         // The receiver has answered 500; the server records that once the answer reaches it.
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-        while get_webhook(&mut webhooks, &admin, &hook.id).await.failing_since.is_none() {
-            assert!(tokio::time::Instant::now() < deadline, "the failed attempt was never recorded");
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        common::eventually("the failed attempt was never recorded", std::time::Duration::from_secs(10), async || {
+            let hook = get_webhook(&mut webhooks, &admin, &hook.id).await;
+            common::when(hook.failing_since.is_some(), hook)
+        })
+        .await;
 
         // Five days and a minute of failures, as time passing would make them.
         let since = chrono::Utc::now() - chrono::TimeDelta::days(5) - chrono::TimeDelta::minutes(1);

@@ -610,15 +610,11 @@ async fn a_reconnecting_watcher_misses_nothing() {
         assert_eq!(last.status(), SessionStatus::Cancelled);
         // Streams that clients dropped are released by the server shortly after.
         let hub = f.server.services.engine.hub().clone();
-        let mut remaining = hub.watched_sessions();
-        for _ in 0..50 {
-            if remaining == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(40)).await;
-            remaining = hub.watched_sessions();
-        }
-        assert_eq!(remaining, 0, "no channel outlives its watchers");
+        common::eventually("no channel outlives its watchers", Duration::from_secs(2), async || {
+            let remaining = hub.watched_sessions();
+            common::when(remaining == 0, remaining)
+        })
+        .await;
         f.server.stop().await;
     })
     .await;
@@ -748,11 +744,11 @@ async fn reads_of_a_session_show_every_change() {
             let mut elsewhere = SessionServiceClient::new(other.channel().await);
             assert_eq!(get(&mut elsewhere).await.revision, after.revision);
             let stopped = f.stop(&key, &session.id).await;
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            while get(&mut elsewhere).await.revision < stopped.revision {
-                assert!(tokio::time::Instant::now() < deadline, "the other replica never saw the stop");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            common::eventually("the other replica never saw the stop", Duration::from_secs(10), async || {
+                let seen = get(&mut elsewhere).await;
+                common::when(seen.revision >= stopped.revision, seen.revision)
+            })
+            .await;
             other.stop().await;
         }
         f.server.stop().await;
@@ -781,26 +777,22 @@ async fn the_reconciler_repairs_drift_both_ways_and_never_touches_foreign_rules(
         memory.plant(&resource_id, ip("198.51.100.2"), "office VPN").unwrap();
         memory.pull(&resource_id, ip(IPV4)).unwrap();
         let wanted = [ip("198.51.100.2"), ip(IPV4)];
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while f.server.memory_rules(&resource_id) != wanted {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{}: drift outlived the passes: {:?}",
-                db.backend,
-                f.server.memory_rules(&resource_id)
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        common::eventually(
+            &format!("{}: drift outlived the passes", db.backend),
+            Duration::from_secs(10),
+            async || {
+                let open = f.server.memory_rules(&resource_id);
+                common::when(open == wanted, open)
+            },
+        )
+        .await;
         // The firewall holds it again a moment before the worker records it.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        let repaired = loop {
+        let what = format!("{}: the repair was never recorded", db.backend);
+        let repaired = common::eventually(&what, Duration::from_secs(10), async || {
             let record = settled(&f.server, &session.id, SessionStatus::Active).await;
-            if record.rules[0].status.as_str() == "APPLIED" {
-                break record;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "{}: the repair was never recorded", db.backend);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+            common::when(record.rules[0].status.as_str() == "APPLIED", record)
+        })
+        .await;
         let rule_id = repaired.rules[0].id.clone();
         let events = audit_details(&f.server, &rule_id, "rule.repaired").await;
         assert_eq!(events[0].get("address").map(String::as_str), Some(IPV4), "{}", db.backend);
@@ -816,14 +808,12 @@ async fn settled(
     status: SessionStatus,
 ) -> portcullis::store::queries::sessions::SessionRecord {
     let wanted = status.as_str_name().trim_start_matches("SESSION_STATUS_");
-    for _ in 0..200 {
+    common::eventually(&format!("session {id} never reached {status:?}"), Duration::from_secs(20), async || {
         let record = portcullis::store::queries::sessions::load(&server.db, id).await.unwrap();
-        if record.session.status.as_str() == wanted {
-            return record;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("session {id} never reached {status:?}");
+        let reached = record.session.status.as_str() == wanted;
+        common::when(reached, record)
+    })
+    .await
 }
 
 /// The `details` of the audit events about `target_id` of type `event_type`.
@@ -923,13 +913,12 @@ async fn unassigning_a_resource_removes_its_rules_from_live_sessions() {
             |resource_id: &str| UnassignResourceRequest { resource_id: resource_id.into(), user_id: f.user_id.clone() };
         let request = unassign(&first);
         f.resources.unassign_resource(with_key(request, &admin)).await.unwrap();
-        for _ in 0..200 {
-            if f.server.memory_rules(&first).is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(f.server.memory_rules(&first).is_empty(), "{}: the unassigned resource is closed", db.backend);
+        let what = format!("{}: the unassigned resource is closed", db.backend);
+        common::eventually(&what, Duration::from_secs(10), async || {
+            let open = f.server.memory_rules(&first);
+            common::when(open.is_empty(), open)
+        })
+        .await;
         assert_eq!(f.server.memory_rules(&second), vec![ip(IPV4)], "the other resource stays open");
         let kept = settled(&f.server, &session.id, SessionStatus::Active).await;
         let by_resource = |id: &str| kept.rules.iter().find(|rule| rule.resource_id == id).unwrap().status.as_str();
@@ -1086,16 +1075,13 @@ async fn a_removal_waits_for_a_reachable_provider() {
         f.server.db.execute_unprepared(&set_config(r#"{"kind":"unknown"}"#)).await.unwrap();
 
         f.stop(&key, &session.id).await;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        let rule = loop {
+        let what = format!("{}: the removal never reported its problem", db.backend);
+        let rule = common::eventually(&what, Duration::from_secs(10), async || {
             let record = portcullis::store::queries::sessions::load(&f.server.db, &session.id).await.unwrap();
             let rule = record.rules[0].clone();
-            if rule.error_message.is_some() {
-                break rule;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "{}: the removal never reported its problem", db.backend);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+            common::when(rule.error_message.is_some(), rule)
+        })
+        .await;
         assert_eq!(rule.status.as_str(), "REMOVING", "{}: never REMOVED without the provider", db.backend);
         assert!(rule.error_message.unwrap().contains("cannot remove"));
         assert_eq!(f.server.memory_rules(&resource), vec![ip(IPV4)], "the address is still open at the provider");
@@ -1189,19 +1175,7 @@ async fn a_worker_that_loses_its_lease_stops_writing() {
         let resource = f.resource("db", MemoryProvider { latency_ms: 1800, ..Default::default() }).await;
         let key = f.user_key.clone();
         let session = f.start(&key, Some(IPV4), None).await.unwrap();
-        let held = format!("SELECT holder FROM resource_leases WHERE resource_id = '{resource}'");
-        for _ in 0..100 {
-            let row = f
-                .server
-                .db
-                .query_one_raw(sea_orm::Statement::from_string(f.server.db.get_database_backend(), held.clone()))
-                .await
-                .unwrap();
-            if row.is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        leased(&f.server.db, &resource).await;
         // Another worker takes the firewall over while the call is in flight.
         let until = (portcullis::domain::now() + chrono::TimeDelta::minutes(10)).format("%Y-%m-%d %H:%M:%S%.6f+00:00");
         let steal = format!(
@@ -1345,28 +1319,24 @@ async fn a_session_changes_address_without_a_gap() {
         let changed =
             f.sessions.change_session_address(with_key(request, &key)).await.unwrap().into_inner().session.unwrap();
         assert_eq!(changed.ipv4_address, moved, "{}", db.backend);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while f.server.memory_rules(&resource) != vec![ip(moved)] {
-            assert!(tokio::time::Instant::now() < deadline, "never moved: {:?}", f.server.memory_rules(&resource));
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        common::eventually("never moved", Duration::from_secs(20), async || {
+            let open = f.server.memory_rules(&resource);
+            common::when(open == vec![ip(moved)], open)
+        })
+        .await;
         stop_sampling.send(()).unwrap();
         let (gaps, overlaps) = sampler.await.unwrap();
         assert_eq!(gaps, 0, "{}: a moment with neither address open", db.backend);
         assert!(overlaps > 0, "both were open while the new one was applied");
         // The provider answers before the worker records it: wait for the record.
         let wanted = [(IPV4.to_owned(), "REMOVED".to_owned()), (moved.to_owned(), "APPLIED".to_owned())];
-        let mut statuses = Vec::new();
-        for _ in 0..200 {
+        common::eventually("the move was never recorded", Duration::from_secs(10), async || {
             let settled = settled(&f.server, &session.id, SessionStatus::Active).await;
-            statuses =
+            let statuses: Vec<(String, String)> =
                 settled.rules.iter().map(|rule| (rule.ip_address.clone(), rule.status.as_str().to_owned())).collect();
-            if wanted.iter().all(|rule| statuses.contains(rule)) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(wanted.iter().all(|rule| statuses.contains(rule)), "{statuses:?}");
+            common::when(wanted.iter().all(|rule| statuses.contains(rule)), statuses)
+        })
+        .await;
         let changes = audit_details(&f.server, &session.id, "session.address_changed").await;
         assert_eq!(changes[0].get("ipv4_to").map(String::as_str), Some(moved));
 
@@ -1545,15 +1515,12 @@ async fn an_address_left_behind_a_failed_one_is_closed() {
         assert_eq!(f.server.memory_rules(&resource), [ip(IPV4)], "A stays open while B failed");
 
         f.sessions.change_session_address(change(C)).await.unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
+        let what = format!("{}: still open after the move to C", db.backend);
+        common::eventually(&what, Duration::from_secs(10), async || {
             let open = f.server.memory_rules(&resource);
-            if open == [ip(C)] {
-                break;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "{}: still open after the move to C: {open:?}", db.backend);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            common::when(open == [ip(C)], open)
+        })
+        .await;
         let moved = f.sessions.get_session(with_key(GetSessionRequest { id: session.id.clone() }, &key));
         let moved = moved.await.unwrap().into_inner().session.unwrap();
         assert_eq!((moved.status(), moved.ipv4_address.as_str()), (SessionStatus::Active, C));
@@ -1678,21 +1645,14 @@ async fn rules_of_ended_sessions_are_removed_as_orphans() {
                 f.server.db.execute_unprepared(&statement).await.unwrap();
             }
             f.server.services.engine.wake();
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-            loop {
+            let what = format!("{} {rule_status}: still held", db.backend);
+            common::eventually(&what, Duration::from_secs(15), async || {
                 let rules = portcullis::store::queries::sessions::rules_of(&f.server.db, id).await.unwrap();
                 let open = f.server.memory_rules(&resource);
-                if open.is_empty() && rules.iter().all(|rule| rule.status.as_str() == "REMOVED") {
-                    break;
-                }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "{} {rule_status}: still held: {open:?} {:?}",
-                    db.backend,
-                    rules.iter().map(|rule| &rule.status).collect::<Vec<_>>()
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+                let statuses: Vec<String> = rules.iter().map(|rule| rule.status.as_str().to_owned()).collect();
+                common::when(open.is_empty() && statuses.iter().all(|status| status == "REMOVED"), (open, statuses))
+            })
+            .await;
             f.server.stop().await;
         }
     })
@@ -1711,13 +1671,8 @@ async fn lease_of(
 
 /// Waits until `resource_id` is leased (20 s at most); answers the lease.
 async fn leased(db: &sea_orm::DatabaseConnection, resource_id: &str) -> (String, chrono::DateTime<chrono::Utc>) {
-    for _ in 0..2000 {
-        if let Some(lease) = lease_of(db, resource_id).await {
-            return lease;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("resource {resource_id} was never leased");
+    let what = format!("resource {resource_id} was never leased");
+    common::eventually(&what, Duration::from_secs(20), async || lease_of(db, resource_id).await.ok_or("no lease")).await
 }
 
 /// Leases of four seconds renewed every second; a call of 1.8 s within its 2 s deadline.

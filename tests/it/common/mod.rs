@@ -56,6 +56,31 @@ where
     }
 }
 
+/// Asks `probe` until it answers `Ok` (every 50 ms, for at most `within`) and returns that;
+/// otherwise fails the test saying what never happened and what `probe` last saw. The one way
+/// a test waits for something the server does on its own.
+pub async fn eventually<T, E: std::fmt::Debug>(
+    what: &str,
+    within: Duration,
+    mut probe: impl AsyncFnMut() -> Result<T, E>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match probe().await {
+            Ok(found) => return found,
+            Err(seen) => {
+                assert!(tokio::time::Instant::now() < deadline, "{what} (within {within:?}); last seen: {seen:?}")
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `Ok` when `done`, else `Err` of what was seen: a probe's answer for [`eventually`].
+pub fn when<T>(done: bool, seen: T) -> Result<T, T> {
+    if done { Ok(seen) } else { Err(seen) }
+}
+
 /// A fresh PostgreSQL database when `PORTCULLIS_TEST_DATABASE_URL` is set; otherwise says that
 /// `what` is not tested. Replicas share a database only on PostgreSQL, so their tests need one.
 pub async fn postgres_if_configured(what: &str) -> Option<TestDb> {

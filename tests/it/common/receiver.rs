@@ -68,19 +68,12 @@ impl Receiver {
 
     /// Waits (up to 30 s) until `done` holds for what arrived; answers what arrived.
     pub async fn wait_for(&self, what: &str, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
+        let found = super::eventually(what, Duration::from_secs(30), async || {
             let received = self.received();
-            if done(&received) {
-                return received;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{what}: not there after 30 s; received {:?}",
-                received.iter().map(|r| (r.event_type().to_owned(), r.answered)).collect::<Vec<_>>()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            let seen: Vec<_> = received.iter().map(|r| (r.event_type().to_owned(), r.answered)).collect();
+            if done(&received) { Ok(received) } else { Err(seen) }
+        });
+        found.await
     }
 }
 

@@ -471,20 +471,15 @@ async fn aws_reconciler_repairs_drift_and_never_touches_foreign_rules() {
             && has("198.51.100.3/32", lost, "another-resource");
         (orphan_gone && repaired && foreign_intact && rules.len() == 4).then_some(()).ok_or(rules)
     };
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
-    while let Err(rules) = converged() {
-        assert!(tokio::time::Instant::now() < deadline, "drift outlived the passes: {rules:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    }
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
-    loop {
+    common::eventually("drift outlived the passes", std::time::Duration::from_secs(15), async || converged()).await;
+    common::eventually("the repaired rule id was never recorded", std::time::Duration::from_secs(15), async || {
         let record = portcullis::store::queries::sessions::load(&f.server.db, &session.id).await.unwrap();
-        let rule = &record.rules[0];
-        if rule.status.as_str() == "APPLIED" && rule.provider_rule_id.as_deref() != Some(first_rule_id.as_str()) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the repaired rule id was never recorded: {rule:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+        let rule = record.rules[0].clone();
+        common::when(
+            rule.status.as_str() == "APPLIED" && rule.provider_rule_id.as_deref() != Some(first_rule_id.as_str()),
+            rule,
+        )
+    })
+    .await;
     f.server.stop().await;
 }

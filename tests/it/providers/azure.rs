@@ -325,16 +325,12 @@ async fn azure_two_replicas_never_lose_each_others_addresses() {
         let settle = move |status: portcullis::domain::SessionStatus, ids: Vec<String>| {
             let db = store.clone();
             async move {
-                let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
                 for id in ids {
-                    loop {
+                    common::eventually("every session settled", std::time::Duration::from_secs(30), async || {
                         let record = portcullis::store::queries::sessions::load(&db, &id).await.unwrap();
-                        if record.session.status == status {
-                            break;
-                        }
-                        assert!(tokio::time::Instant::now() < deadline, "{record:#?}");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    }
+                        common::when(record.session.status == status, record)
+                    })
+                    .await;
                 }
             }
         };
@@ -376,12 +372,16 @@ async fn azure_reconciler_repairs_drift_and_never_touches_foreign_rules() {
     ours["properties"]["sourceAddressPrefixes"] = json!([format!("{V4}/32"), format!("{FOREIGN}/32")]);
     fake.put_rule(SUBSCRIPTION, RG, NSG, ours);
     let only_live = BTreeSet::from([format!("{V4}/32")]);
-    eventually("the orphan outlived the passes", || {
-        fake.rule(SUBSCRIPTION, RG, NSG, &name).is_some_and(|rule| sources(&rule) == only_live)
+    common::eventually("the orphan outlived the passes", TEN_SECONDS, async || {
+        let rule = fake.rule(SUBSCRIPTION, RG, NSG, &name);
+        common::when(rule.as_ref().is_some_and(|rule| sources(rule) == only_live), rule)
     })
     .await;
     assert!(fake.remove_rule(SUBSCRIPTION, RG, NSG, &name));
-    eventually("the missing rule was never put back", || fake.rule(SUBSCRIPTION, RG, NSG, &name).is_some()).await;
+    common::eventually("the missing rule was never put back", TEN_SECONDS, async || {
+        fake.rule(SUBSCRIPTION, RG, NSG, &name).ok_or("no rule")
+    })
+    .await;
     assert_eq!(sources(&fake.rule(SUBSCRIPTION, RG, NSG, &name).unwrap()), BTreeSet::from([format!("{V4}/32")]));
     assert_eq!(fake.rule(SUBSCRIPTION, RG, NSG, "office-vpn").unwrap(), office_vpn());
     f.server.stop().await;

@@ -232,15 +232,19 @@ async fn gcp_reconciler_repairs_drift_and_never_touches_foreign_rules() {
     // The orphan is an address the foreign rule opens too: only ours loses it.
     ours["sourceRanges"] = json!([format!("{V4}/32"), format!("{FOREIGN}/32")]);
     fake.put_rule(PROJECT, ours);
-    eventually("the orphan outlived the passes", || {
-        !ranges(&fake.rule(PROJECT, &name).unwrap()).contains(&format!("{FOREIGN}/32"))
+    common::eventually("the orphan outlived the passes", TEN_SECONDS, async || {
+        let ranges = ranges(&fake.rule(PROJECT, &name).unwrap());
+        common::when(!ranges.contains(&format!("{FOREIGN}/32")), ranges)
     })
     .await;
     assert_eq!(ranges(&fake.rule(PROJECT, &name).unwrap()), BTreeSet::from([format!("{V4}/32")]));
 
     // Someone deletes our rule by hand (a racing PATCH or a restore could lose it too).
     assert!(fake.remove_rule(PROJECT, &name));
-    eventually("the missing rule was never put back", || fake.rule(PROJECT, &name).is_some()).await;
+    common::eventually("the missing rule was never put back", TEN_SECONDS, async || {
+        fake.rule(PROJECT, &name).ok_or("no rule")
+    })
+    .await;
     assert_eq!(ranges(&fake.rule(PROJECT, &name).unwrap()), BTreeSet::from([format!("{V4}/32")]));
     assert_eq!(fake.rule(PROJECT, "office-vpn").unwrap(), office_vpn());
     f.server.stop().await;
@@ -264,16 +268,12 @@ async fn gcp_two_replicas_never_lose_each_others_addresses() {
         }
         // Read from the store: on SQLite the bare second engine announces its changes to no
         // one, so the server's watchers and session cache never hear of the rules it applied.
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
         for id in &started {
-            loop {
+            common::eventually("every session active", std::time::Duration::from_secs(20), async || {
                 let record = portcullis::store::queries::sessions::load(&f.server.db, id).await.unwrap();
-                if record.session.status == portcullis::domain::SessionStatus::Active {
-                    break;
-                }
-                assert!(tokio::time::Instant::now() < deadline, "{record:#?}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
+                common::when(record.session.status == portcullis::domain::SessionStatus::Active, record)
+            })
+            .await;
         }
         let rule = fake.rule(PROJECT, &rule_name(&resource_id, "v4")).unwrap();
         let expected: BTreeSet<String> = addresses.iter().map(|a| format!("{a}/32")).collect();

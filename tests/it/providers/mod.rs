@@ -158,15 +158,9 @@ async fn reconciling_with_a_session(
     (db, f, resource_id)
 }
 
-/// Waits (up to 10 s) until `done` holds.
+/// How long the cloud tests wait for the reconciler to repair drift.
 #[cfg(any(feature = "gcp", feature = "azure"))]
-async fn eventually(what: &str, done: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !done() {
-        assert!(tokio::time::Instant::now() < deadline, "{what}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}
+const TEN_SECONDS: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A memory firewall holding the FOREIGN rule, and its target.
 fn memory_with_foreign_rule() -> (MemoryFirewall, Target) {

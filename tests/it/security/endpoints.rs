@@ -133,15 +133,11 @@ async fn a_stored_endpoint_with_a_path_is_named_and_never_called() {
     assert!(named[0].1.to_string().contains("must be an origin"), "{}", named[0].1);
 
     let session = admin_session(&server).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let rule = loop {
+    let rule = common::eventually("the rule never failed", Duration::from_secs(10), async || {
         let record = portcullis::store::queries::sessions::load(&server.db, &session.id).await.unwrap();
-        if record.rules[0].status.as_str() == "FAILED" {
-            break record.rules[0].clone();
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the rule never failed: {:?}", record.rules[0]);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        common::when(record.rules[0].status.as_str() == "FAILED", record.rules[0].clone())
+    })
+    .await;
     assert!(rule.error_message.as_deref().unwrap_or_default().contains("must be an origin"), "{rule:?}");
     let check = resources
         .check_resource(with_key(CheckResourceRequest { id: resource_id.clone() }, &server.admin_key))
@@ -156,15 +152,11 @@ async fn a_stored_endpoint_with_a_path_is_named_and_never_called() {
 /// Waits for the session's first rule to record why its call was not sent, checks that it waits
 /// (neither failed nor open) and that `key`'s audit trail tells of it; answers the reason.
 async fn refused_call(server: &TestServer, key: &str, session_id: &str, resource_id: &str) -> String {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let rule = loop {
+    let rule = common::eventually("the refusal was never recorded", Duration::from_secs(10), async || {
         let record = portcullis::store::queries::sessions::load(&server.db, session_id).await.unwrap();
-        if record.rules[0].error_message.is_some() {
-            break record.rules[0].clone();
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the refusal was never recorded");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        common::when(record.rules[0].error_message.is_some(), record.rules[0].clone())
+    })
+    .await;
     assert_eq!(rule.status.as_str(), "PENDING", "the rule waits; it neither fails nor opens");
     let request = ListAuditEventsRequest { types: vec!["resource.call_refused".into()], ..Default::default() };
     let events = audit_service_client::AuditServiceClient::new(server.channel().await)

@@ -107,11 +107,10 @@ async fn users_and_organizations_hold_bounded_numbers() {
     let refused = watch(minted[0].1.clone()).await.unwrap_err();
     assert_eq!(limit_of(&refused).1, "limits.max_watch_streams_per_user", "a new key adds nothing to the user's share");
     open.pop();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while watch(minted[0].1.clone()).await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "a closed watch never gave its place back");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::eventually("a closed watch never gave its place back", Duration::from_secs(10), async || {
+        watch(minted[0].1.clone()).await
+    })
+    .await;
 
     let mut webhooks = WebhookServiceClient::new(channel.clone());
     let hook = || CreateWebhookRequest {
@@ -295,15 +294,15 @@ async fn callers_hold_bounded_resources() {
 
     // The relayed client vanishes: pings go unanswered and the server ends its connection.
     swallow.store(true, std::sync::atomic::Ordering::SeqCst);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    let mut replacement = loop {
-        match watch(channel.clone(), key.clone(), session.id.clone()).await {
-            Ok(stream) => break stream.into_inner(),
-            Err(err) => assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}"),
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the vanished client's watch was never ended");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let ended =
+        common::eventually("the vanished client's watch was never ended", Duration::from_secs(15), async || {
+            let answer = watch(channel.clone(), key.clone(), session.id.clone()).await;
+            if let Err(err) = &answer {
+                assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+            }
+            answer
+        });
+    let mut replacement = ended.await.into_inner();
     replacement.message().await.unwrap().expect("the current state");
 
     // The quiet watch lived through the pings: it still hears the session end.

@@ -2,6 +2,12 @@
 
 use super::*;
 
+/// Whether `server` serves a certificate `ca` signed: a whole call goes through trusting only it.
+async fn served_by(server: &TestServer, ca: &TestCa) -> Result<String, String> {
+    let channel = tls_channel(server, &ca.pem(), None).await.map_err(|err| err.to_string())?;
+    whoami(server, channel).await.map_err(|status| status.to_string())
+}
+
 /// A TLS channel to `server` that trusts `ca_pem`, presenting `identity` (cert, key) if given.
 async fn tls_channel(
     server: &TestServer,
@@ -116,16 +122,10 @@ async fn a_renewed_certificate_is_served_without_dropping_connections() {
     // Renewed in place (same file names), by another CA so the test can tell them apart.
     let new_ca = TestCa::new("new CA");
     new_ca.server(dir.path(), "server");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(channel) = tls_channel(&server, &new_ca.pem(), None).await
-            && whoami(&server, channel).await.is_ok()
-        {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the renewed certificate was never served");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    common::eventually("the renewed certificate was never served", Duration::from_secs(20), async || {
+        served_by(&server, &new_ca).await
+    })
+    .await;
     assert!(tls_channel(&server, &old_ca.pem(), None).await.is_err(), "new connections get the new certificate");
     assert_eq!(whoami(&server, before).await.unwrap(), "admin@example.com", "the old connection still works");
     server.stop().await;
@@ -166,16 +166,10 @@ async fn sighup_reloads_the_certificate() {
 
     let sent = std::process::Command::new("kill").args(["-HUP", &std::process::id().to_string()]).status().unwrap();
     assert!(sent.success());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-    loop {
-        if let Ok(channel) = tls_channel(&server, &new_ca.pem(), None).await
-            && whoami(&server, channel).await.is_ok()
-        {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "SIGHUP did not reload the certificate");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::eventually("SIGHUP did not reload the certificate", Duration::from_secs(3), async || {
+        served_by(&server, &new_ca).await
+    })
+    .await;
     server.stop().await;
 }
 

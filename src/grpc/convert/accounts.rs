@@ -1,0 +1,130 @@
+//! Organizations, users, login sessions and API keys: OrganizationService, UserService and AuthService.
+
+use super::*;
+
+pub fn role_to_pb(role: domain::Role) -> pb::Role {
+    match role {
+        domain::Role::Admin => pb::Role::Admin,
+        domain::Role::User => pb::Role::User,
+        domain::Role::Operator => pb::Role::Operator,
+    }
+}
+
+/// A user's role from a request; `None` for ROLE_UNSPECIFIED, ROLE_OPERATOR (no user's role) or
+/// an unknown number.
+pub fn role_from_pb(value: i32) -> Option<domain::Role> {
+    match pb::Role::try_from(value) {
+        Ok(pb::Role::Admin) => Some(domain::Role::Admin),
+        Ok(pb::Role::User) => Some(domain::Role::User),
+        _ => None,
+    }
+}
+
+pub fn tier_from_pb(value: i32) -> Option<domain::Tier> {
+    match pb::Tier::try_from(value) {
+        Ok(pb::Tier::Free) => Some(domain::Tier::Free),
+        Ok(pb::Tier::Business) => Some(domain::Tier::Business),
+        Ok(pb::Tier::Enterprise) => Some(domain::Tier::Enterprise),
+        _ => None,
+    }
+}
+
+fn tier_to_pb(tier: domain::Tier) -> pb::Tier {
+    match tier {
+        domain::Tier::Free => pb::Tier::Free,
+        domain::Tier::Business => pb::Tier::Business,
+        domain::Tier::Enterprise => pb::Tier::Enterprise,
+    }
+}
+
+pub fn organization_to_pb(model: organization::Model) -> pb::Organization {
+    // Unreadable scopes show as none: the server refuses every cloud call for them too.
+    let scopes = crate::store::queries::organizations::cloud_scopes(&model).unwrap_or_default();
+    pb::Organization {
+        cloud_scopes: Some(cloud_scopes_to_pb(scopes)),
+        tier: tier_to_pb(model.tier).into(),
+        id: model.id,
+        name: model.name,
+        suspended: model.suspended,
+        allow_private_addresses: model.allow_private_addresses,
+        created_at: Some(timestamp(model.created_at)),
+        updated_at: Some(timestamp(model.updated_at)),
+    }
+}
+
+fn cloud_scopes_to_pb(scopes: domain::CloudScopes) -> pb::CloudScopes {
+    pb::CloudScopes {
+        unrestricted: scopes.unrestricted,
+        aws_accounts: scopes.aws_accounts,
+        aws_role_arns: scopes.aws_role_arns,
+        gcp_projects: scopes.gcp_projects,
+        azure_subscriptions: scopes.azure_subscriptions,
+    }
+}
+
+/// Scopes from a request; absent means none.
+pub fn cloud_scopes_from_pb(scopes: Option<pb::CloudScopes>) -> domain::CloudScopes {
+    let scopes = scopes.unwrap_or_default();
+    domain::CloudScopes {
+        unrestricted: scopes.unrestricted,
+        aws_accounts: scopes.aws_accounts,
+        aws_role_arns: scopes.aws_role_arns,
+        gcp_projects: scopes.gcp_projects,
+        azure_subscriptions: scopes.azure_subscriptions,
+    }
+}
+
+pub fn user_to_pb(model: user::Model) -> pb::User {
+    let locked_until = model.locked_until.filter(|_| model.is_locked(domain::now()));
+    pb::User {
+        role: role_to_pb(model.role).into(),
+        id: model.id,
+        organization_id: model.organization_id,
+        email: model.email,
+        full_name: model.full_name,
+        disabled: model.disabled,
+        locked: locked_until.is_some(),
+        locked_until: locked_until.map(timestamp),
+        expiry_emails: model.expiry_emails,
+        created_at: Some(timestamp(model.created_at)),
+        updated_at: Some(timestamp(model.updated_at)),
+    }
+}
+
+/// A login session, with what its user agent says about browser, system and device.
+pub fn login_session_to_pb(model: login_session::Model, current: bool) -> pb::LoginSession {
+    let parsed = woothee::parser::Parser::new().parse(&model.user_agent);
+    let known = |value: &str| if value == woothee::woothee::VALUE_UNKNOWN { String::new() } else { value.to_owned() };
+    pb::LoginSession {
+        browser: parsed.as_ref().map(|ua| pb::Browser { name: known(ua.name), version: known(ua.version) }),
+        operating_system: parsed
+            .as_ref()
+            .map(|ua| pb::OperatingSystem { name: known(ua.os), version: known(&ua.os_version) }),
+        device: parsed.as_ref().map(|ua| pb::Device { r#type: known(ua.category) }),
+        authenticators: model.authenticators.split_whitespace().map(str::to_owned).collect(),
+        id: model.id,
+        user_id: model.user_id,
+        created_at: Some(timestamp(model.created_at)),
+        active_at: Some(timestamp(model.active_at)),
+        expires_at: Some(timestamp(model.expires_at)),
+        idle_timeout_minutes: u32::try_from(model.idle_timeout_minutes).unwrap_or(0),
+        ip: model.ip,
+        user_agent: model.user_agent,
+        current,
+    }
+}
+
+/// A key as listed: never its secret or hash.
+pub fn api_key_to_pb(model: api_key::Model) -> pb::ApiKey {
+    pb::ApiKey {
+        permissions: model.permissions.split_whitespace().map(str::to_owned).collect(),
+        id: model.id,
+        user_id: model.user_id,
+        name: model.name,
+        prefix: model.prefix,
+        created_at: Some(timestamp(model.created_at)),
+        last_used_at: model.last_used_at.map(timestamp),
+        expires_at: model.expires_at.map(timestamp),
+        revoked_at: model.revoked_at.map(timestamp),
+    }
+}
