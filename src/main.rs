@@ -178,7 +178,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 Some(path) => MemoryFirewall::with_state_file(path.clone())?,
                 None => MemoryFirewall::in_process(),
             };
-            let reader = store::connect_reader(config.database_url.expose(), &db, 4).await?;
+            let reader = store::connect_reader(config.database_url.expose(), &db).await?;
             let services = Services::with_reader(
                 db,
                 reader,

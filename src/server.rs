@@ -60,7 +60,9 @@ pub async fn serve(
         shutdown.await;
         let _ = stop_on_signal.send(true);
     };
-    let result = grpc::serve_api(incoming, &services, &options, health_service, stopped, shutdown).await;
+    let result =
+        grpc::serve_api(incoming, &services, &options.network, &options.limits, health_service, stopped, shutdown)
+            .await;
     let _ = stop.send(true);
     while let Some(done) = tasks.join_next().await {
         match done {

@@ -21,8 +21,8 @@ pub mod tls;
 mod users;
 mod webhooks;
 
+use crate::config::{LimitsConfig, NetworkConfig};
 use crate::pb::{self, v1};
-use crate::server::ServeOptions;
 use crate::service::Services;
 use std::future::Future;
 use std::time::Duration;
@@ -57,7 +57,8 @@ pub fn webhook_render() -> std::sync::Arc<dyn crate::webhook::Render> {
 pub async fn serve_api<IO, IE>(
     incoming: impl futures::Stream<Item = Result<IO, IE>>,
     services: &Services,
-    options: &ServeOptions,
+    network: &NetworkConfig,
+    limits: &LimitsConfig,
     health_service: HealthServer<impl Health>,
     stopped: watch::Receiver<bool>,
     shutdown: impl Future<Output = ()>,
@@ -73,24 +74,24 @@ where
     Server::builder()
         // Pings end connections whose peer is gone; a healthy idle client answers them, so an
         // open watch that has nothing to say stays open.
-        .http2_keepalive_interval(Some(options.limits.keepalive_interval_secs.get()))
-        .http2_keepalive_timeout(Some(options.limits.keepalive_timeout_secs.get()))
+        .http2_keepalive_interval(Some(limits.keepalive_interval_secs.get()))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout_secs.get()))
         // Outermost, so calls refused by the layers below are counted too.
         .layer(metering::MeteringLayer)
         .layer(panics::CatchPanicLayer)
-        .layer(limits::RequestSizeLayer { max_bytes: options.limits.max_request_bytes.as_usize() })
-        .layer(auth::AuthLayer::new(services.auth.clone(), &options.network.trusted_proxies))
+        .layer(limits::RequestSizeLayer { max_bytes: limits.max_request_bytes.as_usize() })
+        .layer(auth::AuthLayer::new(services.auth.clone(), &network.trusted_proxies))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(v1::session_service_server::SessionServiceServer::new(sessions::SessionApi {
             sessions: services.sessions.clone(),
-            trusted_proxies: options.network.trusted_proxies.clone(),
+            trusted_proxies: network.trusted_proxies.clone(),
             shutdown: stopped,
             recheck_every: services.callers.ttl().max(Duration::from_secs(1)),
             watch_slots: limits::WatchSlots::new(
-                options.limits.max_watch_streams_per_caller.as_u32(),
-                options.limits.max_watch_streams_per_user.as_u32(),
+                limits.max_watch_streams_per_caller.as_u32(),
+                limits.max_watch_streams_per_user.as_u32(),
             ),
         }))
         .add_service(v1::resource_ip_service_server::ResourceIpServiceServer::new(resource_ips::ResourceIpApi(
@@ -99,7 +100,7 @@ where
         .add_service(v1::auth_service_server::AuthServiceServer::new(logins::AuthApi {
             api_keys: services.api_keys.clone(),
             logins: services.logins.clone(),
-            trusted_proxies: options.network.trusted_proxies.clone(),
+            trusted_proxies: network.trusted_proxies.clone(),
         }))
         .add_service(v1::resource_service_server::ResourceServiceServer::new(resources::ResourceApi(
             services.resources.clone(),

@@ -76,17 +76,20 @@ pub async fn connect(url: &str, max_connections: u32) -> StoreResult<DatabaseCon
     Ok(Database::connect(options).await?)
 }
 
+/// Read-only connections to a SQLite file: enough for the hot reads of one server.
+const SQLITE_READERS: u32 = 4;
+
 /// Read connections for `url`, beside [`connect`]'s writer. SQLite in WAL mode lets readers run
 /// while the single writer works, so the hot read paths (authentication, session reads) get a
 /// small pool of read-only connections; other databases share the writer's pool, which is
 /// returned as is.
-pub async fn connect_reader(url: &str, writer: &DatabaseConnection, readers: u32) -> StoreResult<DatabaseConnection> {
+pub async fn connect_reader(url: &str, writer: &DatabaseConnection) -> StoreResult<DatabaseConnection> {
     if !url.starts_with("sqlite:") {
         return Ok(writer.clone());
     }
     let mut options = ConnectOptions::new(url.to_owned());
     options
-        .max_connections(readers.max(1))
+        .max_connections(SQLITE_READERS)
         .min_connections(0)
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(5))

@@ -230,7 +230,7 @@ impl TestServer {
     async fn serve(db: &TestDb, connection: DatabaseConnection, config: Config, identity: Identity) -> TestServer {
         let providers =
             Providers::new(MemoryFirewall::in_process(), &config.providers, config.engine.provider_timeout());
-        let reader = store::connect_reader(&db.url, &connection, 4).await.expect("reader");
+        let reader = store::connect_reader(&db.url, &connection).await.expect("reader");
         let services = Services::with_reader(connection.clone(), reader, &config, providers).await.expect("services");
         let options =
             ServeOptions { health_check_interval: Duration::from_millis(200), ..ServeOptions::from_config(&config) };
