@@ -14,6 +14,7 @@ pub mod server;
 pub mod service;
 pub mod settings;
 pub mod shutdown;
+pub mod sso;
 pub mod store;
 pub mod telemetry;
 pub mod webhook;
