@@ -3,8 +3,9 @@
 # (started here unless PORTCULLIS_TEST_DATABASE_URL is already set), then the README's grpcurl
 # walkthrough and the Go and Python SDKs' live tests against the server binary; `pcl`'s tests
 # run the real client against it too. The AWS provider
-# tests run against moto's EC2 server (started here unless PORTCULLIS_TEST_MOTO_URL is set).
-# Installs grpcurl, PostgreSQL, moto and the SDKs' dependencies when missing.
+# tests run against moto's EC2 server (started here unless PORTCULLIS_TEST_MOTO_URL is set), the
+# single sign-on tests against Dex (built once by scripts/dex.sh unless PORTCULLIS_TEST_DEX is set).
+# Installs grpcurl, PostgreSQL, moto, Dex and the SDKs' dependencies when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +27,10 @@ if [ -z "${PORTCULLIS_TEST_MOTO_URL:-}" ]; then
     eval "$(scripts/moto.sh start "$motodir")"
 fi
 echo "moto (EC2) for tests: $PORTCULLIS_TEST_MOTO_URL"
+if [ -z "${PORTCULLIS_TEST_DEX:-}" ]; then
+    eval "$(scripts/dex.sh)"
+fi
+echo "Dex (OpenID Connect) for tests: $PORTCULLIS_TEST_DEX"
 
 # The server's tests and pcl's (which run the server binary this builds).
 cargo test --workspace --all-targets

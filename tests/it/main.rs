@@ -12,4 +12,5 @@ mod notifications;
 mod providers;
 mod security;
 mod sessions;
+mod sso;
 mod store;

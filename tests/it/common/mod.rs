@@ -4,6 +4,7 @@
 #[cfg(feature = "azure")]
 pub mod arm_fake;
 pub mod certs;
+pub mod dex;
 #[cfg(feature = "gcp")]
 pub mod gcp_fake;
 #[cfg(feature = "aws")]

@@ -1,0 +1,151 @@
+//! Dex, a real OpenID Connect provider (`PORTCULLIS_TEST_DEX`, built by scripts/dex.sh), started
+//! per test with a generated configuration: static users with groups, this server as a
+//! confidential client, SQLite storage in the test's directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The client Dex knows this server as.
+pub const CLIENT_ID: &str = "portcullis";
+pub const CLIENT_SECRET: &str = "portcullis-test-secret";
+/// Every static user's password.
+pub const PASSWORD: &str = "password";
+/// bcrypt of PASSWORD (cost 10), as Dex's own examples spell it.
+const PASSWORD_HASH: &str = "$2a$10$2b2cU8CPhOTaGrs1HRQuAueS7JTT5ZHsHSzYiFPm1leZck7Mc8T4W";
+
+/// The Dex binary, or None (and a note) when the tests run without it.
+pub fn binary() -> Option<PathBuf> {
+    let binary = std::env::var_os("PORTCULLIS_TEST_DEX").map(PathBuf::from);
+    if binary.is_none() {
+        eprintln!("skipped: PORTCULLIS_TEST_DEX is not set (scripts/test.sh builds Dex)");
+    }
+    binary
+}
+
+/// A user Dex logs in with PASSWORD.
+#[derive(Clone)]
+pub struct User {
+    pub email: String,
+    pub user_id: String,
+    pub groups: Vec<String>,
+}
+
+impl User {
+    pub fn new(email: &str, groups: &[&str]) -> User {
+        let user_id = format!("{:016x}", stable_hash(email));
+        User { email: email.to_owned(), user_id, groups: groups.iter().map(|group| (*group).to_owned()).collect() }
+    }
+}
+
+/// A stable id per email, so a user keeps their `sub` across restarts.
+fn stable_hash(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3))
+}
+
+/// A running Dex; stopped when dropped.
+pub struct Dex {
+    pub issuer: String,
+    /// Where the issuer's URLs live: `http://127.0.0.1:PORT/`, for `sso.allowed_private_issuers`.
+    pub origin: String,
+    redirect_uri: String,
+    child: Child,
+}
+
+impl Dex {
+    /// Starts Dex in `dir` (its configuration and database) with `users`, accepting
+    /// `redirect_uri` for this server's client.
+    pub async fn start(binary: &Path, dir: &Path, users: &[User], redirect_uri: &str) -> Dex {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let origin = format!("http://127.0.0.1:{port}/");
+        let issuer = format!("http://127.0.0.1:{port}/dex");
+        let passwords: Vec<serde_json::Value> = users
+            .iter()
+            .map(|user| {
+                serde_json::json!({
+                    "email": user.email, "hash": PASSWORD_HASH, "username": user.email,
+                    "userID": user.user_id, "groups": user.groups,
+                })
+            })
+            .collect();
+        // JSON is YAML: no YAML writer needed.
+        let config = serde_json::json!({
+            "issuer": issuer,
+            "storage": { "type": "sqlite3", "config": { "file": dir.join("dex.db") } },
+            "web": { "http": format!("127.0.0.1:{port}") },
+            "oauth2": { "skipApprovalScreen": true, "responseTypes": ["code"] },
+            "enablePasswordDB": true,
+            "staticPasswords": passwords,
+            "staticClients": [{
+                "id": CLIENT_ID, "secret": CLIENT_SECRET, "name": "Portcullis",
+                "redirectURIs": [redirect_uri],
+            }],
+            "logger": { "level": "warn" },
+        });
+        let file = dir.join("dex.yaml");
+        std::fs::write(&file, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+        let child = Command::new(binary)
+            .arg("serve")
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("dex.log")).unwrap())
+            .spawn()
+            .expect("start dex");
+        let dex = Dex { issuer, origin, redirect_uri: redirect_uri.to_owned(), child };
+        let discovery = format!("{}/.well-known/openid-configuration", dex.issuer);
+        super::eventually("dex never answered discovery", Duration::from_secs(20), async || {
+            reqwest::get(&discovery).await.and_then(|answer| answer.error_for_status()).map(|_| ())
+        })
+        .await;
+        dex
+    }
+
+    /// Logs `email` in as a browser would: follows `authorization_url` through Dex's password
+    /// form to the redirect back to this server; answers that redirect's `code` and `state`.
+    pub async fn log_in(&self, authorization_url: &str, email: &str) -> (String, String) {
+        let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let mut url = authorization_url.to_owned();
+        let mut form_posted = false;
+        for _ in 0..10 {
+            if url.starts_with(&self.redirect_uri) {
+                let back = url::Url::parse(&url).unwrap();
+                let query: std::collections::HashMap<String, String> = back.query_pairs().into_owned().collect();
+                let code = query.get("code").cloned().unwrap_or_else(|| panic!("no code in {url}"));
+                return (code, query.get("state").cloned().unwrap_or_default());
+            }
+            let answer = browser.get(&url).send().await.unwrap();
+            let answer = if answer.status() == reqwest::StatusCode::OK && !form_posted {
+                form_posted = true;
+                let form = url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("login", email)
+                    .append_pair("password", PASSWORD)
+                    .finish();
+                let post =
+                    browser.post(&url).header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+                post.body(form).send().await.unwrap()
+            } else {
+                answer
+            };
+            let location = answer
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .unwrap_or_else(|| panic!("dex answered {} at {url} without a redirect", answer.status()))
+                .to_str()
+                .unwrap()
+                .to_owned();
+            url = if location.starts_with("http") {
+                location
+            } else {
+                format!("{}{}", self.origin.trim_end_matches('/'), location)
+            };
+        }
+        panic!("the login never came back to {}", self.redirect_uri);
+    }
+}
+
+impl Drop for Dex {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
