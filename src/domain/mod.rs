@@ -3,6 +3,7 @@
 mod actor;
 mod duration;
 mod endpoint;
+pub mod identity_provider;
 mod ip;
 mod permission;
 mod policy;

@@ -22,6 +22,9 @@ pub enum HttpError {
     NotAllowed { url: String, why: String },
     #[error("{0}")]
     Request(#[from] reqwest::Error),
+    /// The provider failed (5xx): whatever its body says, it is no answer about a user.
+    #[error("{url} answered {status}")]
+    ServerError { url: String, status: u16 },
     #[error("the request could not be built: {0}")]
     Build(#[from] http::Error),
 }
@@ -91,6 +94,9 @@ impl IdpHttp {
             outgoing = outgoing.header(name, value);
         }
         let answer = outgoing.send().await?;
+        if answer.status().is_server_error() {
+            return Err(HttpError::ServerError { url, status: answer.status().as_u16() });
+        }
         let mut response = http::Response::builder().status(answer.status());
         for (name, value) in answer.headers() {
             response = response.header(name, value);

@@ -293,9 +293,12 @@ impl Provider {
         Ok(groups_of(&claims.additional_claims().claims, &self.groups_claim))
     }
 
-    /// Asks the provider whether `refresh_token` still holds. Only `invalid_grant` means the
-    /// user lost access; any other failure is the provider's or ours, and says nothing about
-    /// the user.
+    /// Asks the provider whether `refresh_token` still holds. The grant is refused when the
+    /// provider answers 4xx with `invalid_grant`, or with `invalid_request` (what Dex answers
+    /// for a token it no longer has: our refresh request carries nothing else that could be
+    /// wrong). Anything else (`invalid_client` and the other configuration errors, 5xx, no
+    /// answer) is the provider's or ours and says nothing about the user: one bad client
+    /// secret never disables anyone.
     pub async fn refresh(&self, refresh_token: &str) -> Result<Refreshed, SsoError> {
         let token = RefreshToken::new(refresh_token.to_owned());
         let request =
@@ -312,7 +315,10 @@ impl Provider {
                 Ok(Refreshed::Valid { groups, refresh_token: tokens.refresh_token().map(|t| t.secret().clone()) })
             }
             Err(RequestTokenError::ServerResponse(answer))
-                if *answer.error() == CoreErrorResponseType::InvalidGrant =>
+                if matches!(
+                    answer.error(),
+                    CoreErrorResponseType::InvalidGrant | CoreErrorResponseType::InvalidRequest
+                ) =>
             {
                 Ok(Refreshed::Revoked(answer.to_string()))
             }

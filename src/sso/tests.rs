@@ -2,7 +2,7 @@
 //! every forgery the provider client must refuse, and a key rotation it must follow.
 
 use super::http::IdpHttp;
-use super::oidc::{Provider, SsoError, discover};
+use super::oidc::{Provider, Refreshed, SsoError, discover};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::rand::SystemRandom;
@@ -54,6 +54,8 @@ fn encode(value: &Value) -> String {
 struct TestIdp {
     issuer: String,
     keys: Arc<Mutex<Vec<Value>>>,
+    /// What the token endpoint answers: a status and a JSON body.
+    token_answer: Arc<Mutex<(u16, Value)>>,
 }
 
 impl TestIdp {
@@ -71,7 +73,16 @@ impl TestIdp {
             "id_token_signing_alg_values_supported": ["ES256"],
         });
         let served = keys.clone();
+        let token_answer = Arc::new(Mutex::new((500, json!({}))));
+        let answered = token_answer.clone();
         let app = axum::Router::new()
+            .route(
+                "/token",
+                axum::routing::post(move || {
+                    let (status, body) = answered.lock().unwrap().clone();
+                    async move { (http::StatusCode::from_u16(status).unwrap(), axum::Json(body)) }
+                }),
+            )
             .route(
                 "/.well-known/openid-configuration",
                 axum::routing::get(move || {
@@ -87,7 +98,7 @@ impl TestIdp {
                 }),
             );
         tokio::spawn(async move { axum::serve(listener, app).await });
-        TestIdp { issuer, keys }
+        TestIdp { issuer, keys, token_answer }
     }
 
     async fn provider(&self) -> Arc<Provider> {
@@ -198,4 +209,28 @@ async fn a_private_issuer_is_refused_unless_the_operator_allows_it() {
     let strict = IdpHttp::new(Vec::new(), Duration::from_secs(2)).unwrap();
     let refused = discover(&strict, &idp.issuer).await.err().map(|err| err.to_string()).unwrap_or_default();
     assert!(refused.contains("may not be fetched"), "{refused}");
+}
+
+#[tokio::test]
+async fn only_a_refused_grant_says_the_user_lost_access() {
+    let idp = TestIdp::start(vec![Key::new("k1").jwk()]).await;
+    let provider = idp.provider().await;
+    let error = |code: &str| json!({ "error": code, "error_description": "from the test" });
+    let cases = [
+        (400, error("invalid_grant"), true),
+        (400, error("invalid_request"), true),
+        (401, error("invalid_client"), false),
+        (400, error("unauthorized_client"), false),
+        (400, error("invalid_scope"), false),
+        (500, error("invalid_request"), false),
+        (503, json!({}), false),
+    ];
+    for (status, body, refused) in cases {
+        *idp.token_answer.lock().unwrap() = (status, body.clone());
+        match provider.refresh("a-refresh-token").await {
+            Ok(Refreshed::Revoked(_)) => assert!(refused, "{status} {body} must not disable anyone"),
+            Err(_) => assert!(!refused, "{status} {body} is a refused grant"),
+            Ok(valid) => panic!("{status} {body}: {valid:?}"),
+        }
+    }
 }
