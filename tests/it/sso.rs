@@ -1,6 +1,6 @@
 //! Single sign-on against a real Dex: the provider client runs the whole code flow (discovery,
-//! the password form, the code exchange with PKCE, ID token checks), and a refresh holds while
-//! the user is still there.
+//! the password form, the code exchange with PKCE, ID token checks), and a refresh holds until
+//! Dex's admin revokes the user's tokens.
 
 use crate::common::dex::{self, Dex, User};
 use portcullis::sso::http::IdpHttp;
@@ -19,7 +19,7 @@ async fn provider(dex: &Dex) -> Arc<Provider> {
 }
 
 #[tokio::test]
-async fn a_dex_login_names_the_user_with_groups_and_a_refresh_holds_while_they_are_there() {
+async fn a_dex_login_names_the_user_with_groups_and_a_refresh_holds_until_dex_revokes_it() {
     let Some(binary) = dex::binary() else { return };
     let dir = tempfile::tempdir().unwrap();
     let ada = User::new("ada@example.com", &["ops"]);
@@ -40,11 +40,19 @@ async fn a_dex_login_names_the_user_with_groups_and_a_refresh_holds_while_they_a
     );
 
     // Still a user: the refresh holds, with the groups as they are now.
-    match provider.refresh(&refresh_token).await.unwrap() {
+    let refresh_token = match provider.refresh(&refresh_token).await.unwrap() {
         Refreshed::Valid { groups, refresh_token: next } => {
             assert_eq!(groups.as_deref(), Some(&["ops".to_owned()][..]));
-            assert!(next.is_some_and(|next| next != refresh_token), "Dex rotates refresh tokens");
+            next.filter(|next| *next != refresh_token).expect("Dex rotates refresh tokens")
         }
         revoked => panic!("refused while still a user: {revoked:?}"),
+    };
+
+    // The IdP's admin revokes the user's tokens (as when someone leaves): the refresh is a
+    // refused grant, which is what disables a user; Dex says so with 400 invalid_request.
+    dex.revoke_refresh(&identity.subject);
+    match provider.refresh(&refresh_token).await {
+        Ok(Refreshed::Revoked(why)) => assert!(why.contains("invalid_request"), "{why}"),
+        other => panic!("a revoked refresh token must read as a refused grant: {other:?}"),
     }
 }

@@ -48,6 +48,8 @@ pub struct Dex {
     pub issuer: String,
     /// Where the issuer's URLs live: `http://127.0.0.1:PORT/`, for `sso.allowed_private_issuers`.
     pub origin: String,
+    /// Dex's gRPC API (with reflection), for what an IdP admin does: revoking a user's tokens.
+    api: String,
     redirect_uri: String,
     child: Child,
 }
@@ -56,7 +58,8 @@ impl Dex {
     /// Starts Dex in `dir` (its configuration and database) with `users`, accepting
     /// `redirect_uri` for this server's client.
     pub async fn start(binary: &Path, dir: &Path, users: &[User], redirect_uri: &str) -> Dex {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let free_port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (port, api) = (free_port(), format!("127.0.0.1:{}", free_port()));
         let origin = format!("http://127.0.0.1:{port}/");
         let issuer = format!("http://127.0.0.1:{port}/dex");
         let passwords: Vec<serde_json::Value> = users
@@ -73,6 +76,7 @@ impl Dex {
             "issuer": issuer,
             "storage": { "type": "sqlite3", "config": { "file": dir.join("dex.db") } },
             "web": { "http": format!("127.0.0.1:{port}") },
+            "grpc": { "addr": api, "reflection": true },
             "oauth2": { "skipApprovalScreen": true, "responseTypes": ["code"] },
             "enablePasswordDB": true,
             "staticPasswords": passwords,
@@ -91,13 +95,26 @@ impl Dex {
             .stderr(std::fs::File::create(dir.join("dex.log")).unwrap())
             .spawn()
             .expect("start dex");
-        let dex = Dex { issuer, origin, redirect_uri: redirect_uri.to_owned(), child };
+        let dex = Dex { issuer, origin, api, redirect_uri: redirect_uri.to_owned(), child };
         let discovery = format!("{}/.well-known/openid-configuration", dex.issuer);
         super::eventually("dex never answered discovery", Duration::from_secs(20), async || {
             reqwest::get(&discovery).await.and_then(|answer| answer.error_for_status()).map(|_| ())
         })
         .await;
         dex
+    }
+
+    /// Revokes the refresh tokens Dex issued to this server's client for the user whose ID
+    /// tokens carry `subject`, through Dex's API (grpcurl, which scripts/test.sh installs):
+    /// what an IdP does when someone leaves.
+    pub fn revoke_refresh(&self, subject: &str) {
+        let request = serde_json::json!({ "user_id": subject, "client_id": CLIENT_ID }).to_string();
+        let output = Command::new("grpcurl")
+            .args(["-plaintext", "-d", &request, &self.api, "api.Dex/RevokeRefresh"])
+            .output()
+            .expect("grpcurl (scripts/test.sh installs it)");
+        let answer = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success() && !answer.contains("notFound"), "RevokeRefresh: {answer} {:?}", output);
     }
 
     /// Logs `email` in as a browser would: follows `authorization_url` through Dex's password
