@@ -181,6 +181,17 @@ pub enum Pass {
     Listing,
 }
 
+impl Pass {
+    /// The writes of a pass to a firewall written once per change (GCP, Azure): one for the
+    /// removals and one for the additions, none for a listing.
+    pub fn writes(self) -> usize {
+        match self {
+            Pass::Listing => 0,
+            Pass::Rules { removes, applies, .. } => usize::from(removes) + usize::from(applies),
+        }
+    }
+}
+
 /// What CheckResource found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckOutcome {

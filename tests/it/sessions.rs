@@ -1167,11 +1167,8 @@ async fn sessions_in_minutes_and_any_amount_of_time_asked_for() {
 #[tokio::test]
 async fn a_worker_that_loses_its_lease_stops_writing() {
     each_backend(|db: TestDb| async move {
-        let mut config = common::test_config();
         // Renewals every second; the provider call takes 1.8 s, within its 2 s deadline.
-        config.engine.lease_secs = Seconds::of::<4>();
-        config.engine.provider_timeout_secs = Seconds::of::<2>();
-        let mut f = Fixture::with_server(TestServer::start_with(&db, config).await).await;
+        let mut f = Fixture::with_server(TestServer::start_with(&db, short_leases()).await).await;
         let resource = f.resource("db", MemoryProvider { latency_ms: 1800, ..Default::default() }).await;
         let key = f.user_key.clone();
         let session = f.start(&key, Some(IPV4), None).await.unwrap();

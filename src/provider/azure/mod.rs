@@ -279,11 +279,7 @@ impl AzureFirewall {
     /// Tickets for the writes of `pass` over `config`'s rules (one for removing, one for
     /// applying; reads are not paced) if `claim` gets them all.
     fn admit_for(&self, config: &AzureNetworkSecurityGroup, pass: Pass, claim: Claim) -> Result<Vec<Ticket>, Duration> {
-        let writes = match pass {
-            Pass::Listing => 0,
-            Pass::Rules { removes, applies, .. } => usize::from(removes) + usize::from(applies),
-        };
-        (0..writes).map(|_| self.buckets.admit(write_bucket(config), self.writes, claim)).collect()
+        (0..pass.writes()).map(|_| self.buckets.admit(write_bucket(config), self.writes, claim)).collect()
     }
 
     async fn token(&self, url: &Url) -> Result<Option<Secret>, ProviderError> {

@@ -165,11 +165,7 @@ impl GcpFirewall {
     /// Tickets for the writes of `pass` over `config`'s rule (one for removing, one for
     /// applying; reads are not paced) if `claim` gets them all.
     fn admit_for(&self, config: &GcpFirewallConfig, pass: Pass, claim: Claim) -> Result<Vec<Ticket>, Duration> {
-        let writes = match pass {
-            Pass::Listing => 0,
-            Pass::Rules { removes, applies, .. } => usize::from(removes) + usize::from(applies),
-        };
-        (0..writes).map(|_| self.buckets.admit(write_bucket(config), self.writes, claim)).collect()
+        (0..pass.writes()).map(|_| self.buckets.admit(write_bucket(config), self.writes, claim)).collect()
     }
 
     async fn client(&self, config: &GcpFirewallConfig) -> Result<Firewalls, ProviderError> {
