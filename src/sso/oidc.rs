@@ -229,7 +229,7 @@ impl Provider {
         identity.refresh_token = tokens.refresh_token().map(|token| token.secret().clone());
         if identity.groups.is_empty() {
             identity.groups =
-                self.groups_from_userinfo(tokens.access_token(), &identity.subject).await?.unwrap_or_default();
+                self.groups_from_userinfo(tokens.access_token(), Some(&identity.subject)).await?.unwrap_or_default();
         }
         Ok(identity)
     }
@@ -276,16 +276,15 @@ impl Provider {
             .set_allowed_algs(self.algorithms.iter().cloned())
     }
 
-    /// The groups claim from userinfo, when the provider has the endpoint.
+    /// The groups claim from userinfo, when the provider has the endpoint; its `sub` must be
+    /// `subject` when one is known (a refresh without an ID token names none).
     async fn groups_from_userinfo(
         &self,
         access_token: &openidconnect::AccessToken,
-        subject: &str,
+        subject: Option<&str>,
     ) -> Result<Option<Vec<String>>, SsoError> {
-        let Ok(request) = self
-            .client
-            .user_info(access_token.clone(), Some(openidconnect::SubjectIdentifier::new(subject.to_owned())))
-        else {
+        let subject = subject.map(|subject| openidconnect::SubjectIdentifier::new(subject.to_owned()));
+        let Ok(request) = self.client.user_info(access_token.clone(), subject) else {
             return Ok(None);
         };
         let claims: openidconnect::UserInfoClaims<OtherClaims, CoreGenderClaim> =
@@ -310,7 +309,7 @@ impl Provider {
                         .claims(&self.verifier(), |_: Option<&Nonce>| Ok(()))
                         .ok()
                         .and_then(|claims| groups_of(&claims.additional_claims().claims, &self.groups_claim)),
-                    None => self.groups_from_userinfo(tokens.access_token(), "").await.ok().flatten(),
+                    None => self.groups_from_userinfo(tokens.access_token(), None).await.ok().flatten(),
                 };
                 Ok(Refreshed::Valid { groups, refresh_token: tokens.refresh_token().map(|t| t.secret().clone()) })
             }

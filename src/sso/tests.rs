@@ -68,6 +68,7 @@ impl TestIdp {
             "authorization_endpoint": format!("{issuer}/auth"),
             "token_endpoint": format!("{issuer}/token"),
             "jwks_uri": format!("{issuer}/keys"),
+            "userinfo_endpoint": format!("{issuer}/userinfo"),
             "response_types_supported": ["code"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["ES256"],
@@ -76,6 +77,10 @@ impl TestIdp {
         let token_answer = Arc::new(Mutex::new((500, json!({}))));
         let answered = token_answer.clone();
         let app = axum::Router::new()
+            .route(
+                "/userinfo",
+                axum::routing::get(|| async { axum::Json(json!({ "sub": "user-1", "groups": ["ops"] })) }),
+            )
             .route(
                 "/token",
                 axum::routing::post(move || {
@@ -232,5 +237,20 @@ async fn only_a_refused_grant_says_the_user_lost_access() {
             Err(_) => assert!(!refused, "{status} {body} is a refused grant"),
             Ok(valid) => panic!("{status} {body}: {valid:?}"),
         }
+    }
+}
+
+#[tokio::test]
+async fn a_refresh_without_an_id_token_reads_the_groups_from_userinfo() {
+    let idp = TestIdp::start(vec![Key::new("k1").jwk()]).await;
+    let provider = idp.provider().await;
+    let tokens = json!({ "access_token": "at-2", "token_type": "Bearer", "refresh_token": "rt-2" });
+    *idp.token_answer.lock().unwrap() = (200, tokens);
+    match provider.refresh("rt-1").await {
+        Ok(Refreshed::Valid { groups, refresh_token }) => {
+            assert_eq!(groups.as_deref(), Some(&["ops".to_owned()][..]), "the groups as userinfo has them now");
+            assert_eq!(refresh_token.as_deref(), Some("rt-2"));
+        }
+        other => panic!("{other:?}"),
     }
 }
