@@ -6,6 +6,7 @@ const PROTOS: &[&str] = &[
     "proto/portcullis/v1/audit.proto",
     "proto/portcullis/v1/auth.proto",
     "proto/portcullis/v1/error_reason.proto",
+    "proto/portcullis/v1/identity_provider.proto",
     "proto/portcullis/v1/organization.proto",
     "proto/portcullis/v1/resource.proto",
     "proto/portcullis/v1/resource_ip.proto",

@@ -13,6 +13,7 @@ use crate::engine::EngineConfig;
 use crate::provider::ProvidersConfig;
 pub use crate::settings::Secret;
 use crate::settings::{Count, Hours, Millis, Minutes, Seconds};
+use crate::sso::SsoConfig;
 use crate::webhook::WebhooksConfig;
 
 /// The default config file, read from the working directory when present.
@@ -44,10 +45,64 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub webhooks: WebhooksConfig,
     pub notifications: NotificationsConfig,
+    pub server: ServerConfig,
+    pub sso: SsoConfig,
     /// Key (base64 of 32 bytes, the same on every replica) under which secrets the server must
     /// read back are kept in the database: token signing keys, webhook secrets. Without it,
     /// signing keys are stored in the clear and webhooks cannot be created.
     pub sealing_key: Option<Secret>,
+}
+
+/// How the server is reached from outside.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The origin browsers reach this server at, for example `https://portcullis.example.com`:
+    /// identity providers send people back to `{public_url}/sso/callback`. Needed once an
+    /// organization has an identity provider; https, or http on a loopback host.
+    pub public_url: Option<String>,
+}
+
+impl ServerConfig {
+    /// Refuses a public URL that is no origin, or that would carry login codes in the clear
+    /// off this machine.
+    pub fn check(&self) -> Result<(), Unworkable> {
+        let Some(url) = &self.public_url else { return Ok(()) };
+        let origin =
+            crate::domain::plain_origin(url).map_err(|why| Unworkable::from(format!("server.public_url: {why}")))?;
+        let loopback = |host: &str| {
+            host == "localhost"
+                || host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        };
+        match origin.split_once("://") {
+            Some(("https", _)) => Ok(()),
+            Some(("http", authority)) if loopback(host_of(authority)) => Ok(()),
+            _ => Err(format!(
+                "server.public_url {url:?} must be https (plain http only on a loopback host): identity providers send \
+                 login codes to it"
+            )
+            .into()),
+        }
+    }
+
+    /// Where identity providers send people back after they log in (`None` until the public
+    /// URL is set).
+    pub fn sso_callback(&self) -> Option<String> {
+        let origin = crate::domain::plain_origin(self.public_url.as_deref()?).ok()?;
+        Some(format!("{origin}/sso/callback"))
+    }
+}
+
+/// The host of an authority (`host`, `host:port`, `[v6]` or `[v6]:port`).
+fn host_of(authority: &str) -> &str {
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !port.ends_with(']') => host,
+        _ => authority,
+    }
 }
 
 /// The Prometheus endpoint.
@@ -176,6 +231,8 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             webhooks: WebhooksConfig::default(),
             notifications: NotificationsConfig::default(),
+            server: ServerConfig::default(),
+            sso: SsoConfig::default(),
             sealing_key: None,
         }
     }
@@ -478,6 +535,8 @@ impl Config {
         self.tls.check(self.listen)?;
         self.mail.check(self.listen)?;
         self.metrics.check()?;
+        self.server.check()?;
+        self.sso.check()?;
         self.sealing_key()?;
         Ok(())
     }
@@ -716,6 +775,22 @@ mod tests {
         refused("[tls]\ncert_file = \"cert.pem\"", &["tls.cert_file and tls.key_file go together"]);
         let started = start_with("[tls]\nallow_plaintext = true\n[mail]\ntransport = \"smtp\"", public());
         assert!(started.is_ok(), "{started:?}");
+    }
+
+    #[test]
+    fn single_sign_on_settings_are_checked_at_start() {
+        refused("[server]\npublic_url = \"http://portcullis.example.com\"", &["server.public_url", "https"]);
+        refused("[server]\npublic_url = \"https://portcullis.example.com/app\"", &["server.public_url", "origin"]);
+        refused("[sso]\nrefresh_check_secs = 0", &["refresh_check_secs", "from 1 to 86400 seconds"]);
+        refused("[sso]\nlogin_minutes = 61", &["login_minutes", "from 1 to 60"]);
+        refused("[sso]\nallowed_private_issuers = [\"127.0.0.1:5556\"]", &["sso.allowed_private_issuers"]);
+        for url in ["https://portcullis.example.com", "http://127.0.0.1:8080", "http://localhost", "http://[::1]:80"] {
+            let started = start_with(&format!("[server]\npublic_url = \"{url}\""), Flags::default());
+            assert!(started.is_ok(), "{url}: {started:?}");
+        }
+        let config = start_with("[server]\npublic_url = \"https://Portcullis.example.com:443/\"", Flags::default());
+        let callback = config.ok().and_then(|config| config.server.sso_callback());
+        assert_eq!(callback.as_deref(), Some("https://portcullis.example.com/sso/callback"));
     }
 
     #[test]

@@ -17,4 +17,5 @@ pub mod shutdown;
 pub mod sso;
 pub mod store;
 pub mod telemetry;
+pub mod web;
 pub mod webhook;

@@ -106,6 +106,7 @@ async fn start_background(
         crate::webhook::Dispatcher::new(services.db.clone(), services.webhook_setup.clone(), grpc::webhook_render());
     tasks.spawn(done(dispatcher.run(stopped.clone())));
     tasks.spawn(done(services.expiry_warnings.clone().run(stopped.clone())));
+    tasks.spawn(done(services.sso.clone().run(stopped.clone())));
     let engine = services.engine.clone();
     let stopped = stopped.clone();
     tasks.spawn(done(async move { engine.run(stopped).await }));

@@ -18,6 +18,7 @@ use std::str::FromStr;
 pub use actor::Actor;
 pub use duration::{Requested, requested};
 pub use endpoint::{AZURE_RESOURCE_MANAGERS, clean_path, endpoint_allowed, plain_origin, under_prefix};
+pub use identity_provider::{GroupMapping, IdentityProviderInput, IdentityProviderSpec};
 pub use ip::{
     IpVersion, check_public_address, check_session_address, client_address, normalize, parse_session_address,
     rate_limit_key,

@@ -8,13 +8,16 @@ use super::convert::{
 use crate::error::Error;
 use crate::pb::v1::auth_service_server::AuthService;
 use crate::pb::v1::*;
-use crate::service::{ApiKeyManager, LoginClient, LoginManager, NewApiKey};
+use crate::service::{ApiKeyManager, LoginClient, LoginManager, NewApiKey, SsoLogins, SsoOutcome, SsoTarget};
 use ipnet::IpNet;
+use std::pin::Pin;
+use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 pub struct AuthApi {
     pub api_keys: ApiKeyManager,
     pub logins: LoginManager,
+    pub sso: SsoLogins,
     pub trusted_proxies: Vec<IpNet>,
 }
 
@@ -29,8 +32,68 @@ impl AuthApi {
     }
 }
 
+/// How often a waiting WaitSsoLogin looks whether the browser came back (on any replica).
+const SSO_POLL: Duration = Duration::from_millis(500);
+
+type SsoStream = Pin<Box<dyn futures::Stream<Item = Result<WaitSsoLoginResponse, Status>> + Send>>;
+
+fn verified_to_pb(verified: crate::service::logins::VerifiedLogin) -> VerifyLoginResponse {
+    VerifyLoginResponse {
+        access_token: verified.access_token,
+        expires_at: Some(timestamp(verified.token_expires_at)),
+        login_session: Some(login_session_to_pb(verified.login_session, true)),
+    }
+}
+
 #[tonic::async_trait]
 impl AuthService for AuthApi {
+    type WaitSsoLoginStream = SsoStream;
+
+    async fn start_sso_login(
+        &self,
+        request: Request<StartSsoLoginRequest>,
+    ) -> Result<Response<StartSsoLoginResponse>, Status> {
+        let client = self.client(&request)?;
+        let message = request.get_ref();
+        let target = match (message.organization_id.as_str(), message.email.trim()) {
+            ("", "") => return Err(Error::invalid("organization_id", "name the organization or the email").into()),
+            (organization_id, "") => SsoTarget::Organization {
+                organization_id: require_id("organization_id", organization_id)?.to_owned(),
+                identity_provider_id: match message.identity_provider_id.as_str() {
+                    "" => None,
+                    id => Some(require_id("identity_provider_id", id)?.to_owned()),
+                },
+            },
+            ("", email) => SsoTarget::Email(email.to_owned()),
+            _ => return Err(Error::invalid("email", "name the organization or the email, not both").into()),
+        };
+        let started = self.sso.start(target, &client).await?;
+        Ok(Response::new(StartSsoLoginResponse {
+            sso_login_id: started.sso_login_id,
+            poll_secret: started.poll_secret,
+            authorization_url: started.authorization_url,
+            expires_at: Some(timestamp(started.expires_at)),
+        }))
+    }
+
+    async fn wait_sso_login(
+        &self,
+        request: Request<WaitSsoLoginRequest>,
+    ) -> Result<Response<Self::WaitSsoLoginStream>, Status> {
+        let message = request.into_inner();
+        let id = require_id("sso_login_id", &message.sso_login_id)?.to_owned();
+        if message.poll_secret.is_empty() {
+            return Err(Error::invalid("poll_secret", "is required").into());
+        }
+        // A wrong secret or an unknown login is refused before the stream starts.
+        let first = self.sso.poll(&id, &message.poll_secret).await?;
+        let sso = self.sso.clone();
+        let stream = sso_stream(first, move || {
+            let (sso, id, secret) = (sso.clone(), id.clone(), message.poll_secret.clone());
+            async move { sso.poll(&id, &secret).await }
+        });
+        Ok(Response::new(stream))
+    }
     async fn start_login(&self, request: Request<StartLoginRequest>) -> Result<Response<StartLoginResponse>, Status> {
         let client = self.client(&request)?;
         let message = request.get_ref();
@@ -54,11 +117,7 @@ impl AuthService for AuthApi {
         let message = request.get_ref();
         let id = require_id("verification_code_id", &message.verification_code_id)?;
         let verified = self.logins.verify(id, &message.code, &client).await?;
-        Ok(Response::new(VerifyLoginResponse {
-            access_token: verified.access_token,
-            expires_at: Some(timestamp(verified.token_expires_at)),
-            login_session: Some(login_session_to_pb(verified.login_session, true)),
-        }))
+        Ok(Response::new(verified_to_pb(verified)))
     }
 
     async fn get_current_login(
@@ -72,7 +131,7 @@ impl AuthService for AuthApi {
             alias: caller.email.clone(),
             full_name: caller.full_name.clone(),
             roles: vec![role_to_pb(caller.role).into()],
-            groups: Vec::new(),
+            groups: self.sso.groups_of(&caller.user_id).await?,
             expires_at: Some(timestamp(login.expires_at)),
             ip: login.ip.clone(),
             user_agent: login.user_agent.clone(),
@@ -156,5 +215,35 @@ impl AuthService for AuthApi {
         let id = require_id("id", &request.get_ref().id)?;
         let key = self.api_keys.revoke(caller(&request)?, id).await?;
         Ok(Response::new(RevokeApiKeyResponse { api_key: Some(api_key_to_pb(key)) }))
+    }
+}
+
+/// WAITING at once, then the outcome once `poll` has one.
+fn sso_stream<F, Fut>(first: SsoOutcome, poll: F) -> SsoStream
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = crate::error::Result<SsoOutcome>> + Send,
+{
+    let waiting = || WaitSsoLoginResponse { state: SsoLoginState::Waiting.into(), login: None };
+    let done =
+        |verified| WaitSsoLoginResponse { state: SsoLoginState::Done.into(), login: Some(verified_to_pb(verified)) };
+    match first {
+        SsoOutcome::Done(verified) => Box::pin(futures::stream::iter([Ok(done(*verified))])),
+        SsoOutcome::Waiting => {
+            let rest = futures::stream::unfold((poll, false), move |(poll, ended)| async move {
+                if ended {
+                    return None;
+                }
+                loop {
+                    tokio::time::sleep(SSO_POLL).await;
+                    match poll().await {
+                        Ok(SsoOutcome::Waiting) => continue,
+                        Ok(SsoOutcome::Done(verified)) => return Some((Ok(done(*verified)), (poll, true))),
+                        Err(err) => return Some((Err(Status::from(err)), (poll, true))),
+                    }
+                }
+            });
+            Box::pin(futures::StreamExt::chain(futures::stream::iter([Ok(waiting())]), rest))
+        }
     }
 }

@@ -5,6 +5,7 @@
 mod audit;
 pub mod auth;
 mod convert;
+mod identity_providers;
 mod limits;
 mod logins;
 mod metering;
@@ -44,6 +45,7 @@ const SERVICE_NAMES: &[&str] = &[
     <v1::organization_service_server::OrganizationServiceServer<organizations::OrganizationApi> as NamedService>::NAME,
     <v1::audit_service_server::AuditServiceServer<audit::AuditApi> as NamedService>::NAME,
     <v1::webhook_service_server::WebhookServiceServer<webhooks::WebhookApi> as NamedService>::NAME,
+    <v1::identity_provider_service_server::IdentityProviderServiceServer<identity_providers::IdentityProviderApi> as NamedService>::NAME,
 ];
 
 /// The webhook payload renderer: the API's own JSON of events and sessions.
@@ -71,17 +73,7 @@ where
     let reflection_v1 = reflection().build_v1()?;
     // grpcurl before 1.9 and some other clients only speak the v1alpha protocol.
     let reflection_v1alpha = reflection().build_v1alpha()?;
-    Server::builder()
-        // Pings end connections whose peer is gone; a healthy idle client answers them, so an
-        // open watch that has nothing to say stays open.
-        .http2_keepalive_interval(Some(limits.keepalive_interval_secs.get()))
-        .http2_keepalive_timeout(Some(limits.keepalive_timeout_secs.get()))
-        // Outermost, so calls refused by the layers below are counted too.
-        .layer(metering::MeteringLayer)
-        .layer(panics::CatchPanicLayer)
-        .layer(limits::RequestSizeLayer { max_bytes: limits.max_request_bytes.as_usize() })
-        .layer(auth::AuthLayer::new(services.auth.clone(), &network.trusted_proxies))
-        .add_service(health_service)
+    let routes = tonic::service::Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(v1::session_service_server::SessionServiceServer::new(sessions::SessionApi {
@@ -100,6 +92,7 @@ where
         .add_service(v1::auth_service_server::AuthServiceServer::new(logins::AuthApi {
             api_keys: services.api_keys.clone(),
             logins: services.logins.clone(),
+            sso: services.sso.clone(),
             trusted_proxies: network.trusted_proxies.clone(),
         }))
         .add_service(v1::resource_service_server::ResourceServiceServer::new(resources::ResourceApi(
@@ -113,6 +106,24 @@ where
         .add_service(v1::webhook_service_server::WebhookServiceServer::new(webhooks::WebhookApi(
             services.webhooks.clone(),
         )))
+        .add_service(v1::identity_provider_service_server::IdentityProviderServiceServer::new(
+            identity_providers::IdentityProviderApi(services.identity_providers.clone()),
+        ));
+    // The SSO callback shares the port: browsers come back to it over HTTP/1.1 as well as h2.
+    let routes =
+        tonic::service::Routes::from(routes.into_axum_router().merge(crate::web::router(services.sso.clone())));
+    Server::builder()
+        .accept_http1(true)
+        // Pings end connections whose peer is gone; a healthy idle client answers them, so an
+        // open watch that has nothing to say stays open.
+        .http2_keepalive_interval(Some(limits.keepalive_interval_secs.get()))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout_secs.get()))
+        // Outermost, so calls refused by the layers below are counted too.
+        .layer(metering::MeteringLayer)
+        .layer(panics::CatchPanicLayer)
+        .layer(limits::RequestSizeLayer { max_bytes: limits.max_request_bytes.as_usize() })
+        .layer(auth::AuthLayer::new(services.auth.clone(), &network.trusted_proxies))
+        .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())

@@ -15,6 +15,8 @@ pub const PUBLIC_SERVICES: &[&str] =
 pub const POLICY: &[(&str, &str, Rule)] = &[
     ("AuthService", "StartLogin", Rule::Public),
     ("AuthService", "VerifyLogin", Rule::Public),
+    ("AuthService", "StartSsoLogin", Rule::Public),
+    ("AuthService", "WaitSsoLogin", Rule::Public),
     ("AuthService", "GetCurrentLogin", Rule::own(None)),
     ("AuthService", "ListLoginSessions", Rule::own(None)),
     ("AuthService", "ExtendLoginSession", Rule::own(None)),
@@ -56,6 +58,11 @@ pub const POLICY: &[(&str, &str, Rule)] = &[
     ("OrganizationService", "SuspendOrganization", Rule::OPERATOR),
     ("OrganizationService", "ResumeOrganization", Rule::OPERATOR),
     ("AuditService", "ListAuditEvents", Rule::organization(AuditRead)),
+    ("IdentityProviderService", "CreateIdentityProvider", Rule::organization(UsersWrite).and_operators()),
+    ("IdentityProviderService", "GetIdentityProvider", Rule::organization(UsersWrite).and_operators()),
+    ("IdentityProviderService", "ListIdentityProviders", Rule::organization(UsersWrite).and_operators()),
+    ("IdentityProviderService", "UpdateIdentityProvider", Rule::organization(UsersWrite).and_operators()),
+    ("IdentityProviderService", "DeleteIdentityProvider", Rule::organization(UsersWrite).and_operators()),
     ("WebhookService", "CreateWebhook", Rule::organization(WebhooksWrite)),
     ("WebhookService", "GetWebhook", Rule::organization(WebhooksWrite)),
     ("WebhookService", "ListWebhooks", Rule::organization(WebhooksWrite)),
@@ -67,8 +74,11 @@ pub const POLICY: &[(&str, &str, Rule)] = &[
 ];
 
 /// The rule for a request path (`/package.Service/Method`): `Some(Rule::Public)` for the public
-/// services, `None` for a method the policy does not know (refused).
+/// services and the HTTP pages beside them ([`crate::web::PATHS`]), `None` for a method the policy does not know (refused).
 pub fn rule_for(path: &str) -> Option<Rule> {
+    if crate::web::PATHS.contains(&path) {
+        return Some(Rule::Public);
+    }
     let (service, method) = path.strip_prefix('/')?.split_once('/')?;
     if PUBLIC_SERVICES.contains(&service) {
         return Some(Rule::Public);

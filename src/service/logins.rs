@@ -175,6 +175,16 @@ impl LoginManager {
             self.record_failure(&self.db, user).await?;
         }
         let user = user.filter(|_| password_ok);
+        // Its organization logs people in through its identity provider only: no code, a
+        // mail saying so (the answer stays the same, so it tells nothing about the address).
+        let sso_only = match &user {
+            Some(user) => queries::identity_providers::of_organizations(&self.db, &[user.organization_id.as_str()])
+                .await?
+                .iter()
+                .any(|provider| provider.sso_required),
+            None => false,
+        };
+        let (user, sso_only) = if sso_only { (None, user) } else { (user, None) };
         let id = new_id();
         let code = format!("{:06}", rand::rng().random_range(0..1_000_000));
         let at = now();
@@ -197,6 +207,8 @@ impl LoginManager {
         .await?;
         let mail = if user.is_some() {
             Some(Mail::login_code(&email, &code, expires_at))
+        } else if let Some(member) = &sso_only {
+            Some(Mail::sso_required(&email, &member.organization_id))
         } else if !several.is_empty() {
             Some(Mail::organization_choice(&email, &self.organization_names(&several).await?))
         } else {
@@ -271,23 +283,8 @@ impl LoginManager {
         };
         row.consumed_at = Some(at);
         queries::login_sessions::save_code(&txn, row.clone()).await?;
-        let session = queries::login_sessions::insert(
-            &txn,
-            login_session::Model {
-                id: new_id(),
-                organization_id: user.organization_id.clone(),
-                user_id: user.id.clone(),
-                created_at: at,
-                active_at: at,
-                expires_at: self.grant_until(at, at),
-                idle_timeout_minutes: i32::try_from(self.config.idle_timeout_minutes.count()).unwrap_or(i32::MAX),
-                ip: client.ip.to_string(),
-                user_agent: client.user_agent.clone(),
-                authenticators: row.authenticators.clone(),
-                closed_at: None,
-            },
-        )
-        .await?;
+        let session =
+            queries::login_sessions::insert(&txn, self.new_session(&user, client, &row.authenticators)).await?;
         if user.failed_login_count != 0 || user.lockouts != 0 {
             let mut active = user.clone().into_active_model();
             active.failed_login_count = Set(0);
@@ -302,6 +299,29 @@ impl LoginManager {
         store::commit(txn).await?;
         let (access_token, token_expires_at) = self.issue(&user, &session)?;
         Ok(VerifiedLogin { access_token, token_expires_at, login_session: session })
+    }
+
+    /// A login session for `user`, opened now from `client` with `authenticators`.
+    pub(super) fn new_session(
+        &self,
+        user: &user::Model,
+        client: &LoginClient,
+        authenticators: &str,
+    ) -> login_session::Model {
+        let at = now();
+        login_session::Model {
+            id: new_id(),
+            organization_id: user.organization_id.clone(),
+            user_id: user.id.clone(),
+            created_at: at,
+            active_at: at,
+            expires_at: self.grant_until(at, at),
+            idle_timeout_minutes: i32::try_from(self.config.idle_timeout_minutes.count()).unwrap_or(i32::MAX),
+            ip: client.ip.to_string(),
+            user_agent: client.user_agent.clone(),
+            authenticators: authenticators.to_owned(),
+            closed_at: None,
+        }
     }
 
     /// The caller's own login session (calls made with an API key have none).
@@ -403,7 +423,7 @@ impl LoginManager {
     }
 
     /// An access token for `session`: lives `auth.access_token_minutes`, never past the session.
-    fn issue(&self, user: &user::Model, session: &login_session::Model) -> Result<(String, DateTime<Utc>)> {
+    pub(super) fn issue(&self, user: &user::Model, session: &login_session::Model) -> Result<(String, DateTime<Utc>)> {
         let at = now();
         let expires_at = (at + self.access_token).min(session.expires_at);
         let claims = Claims {

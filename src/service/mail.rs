@@ -31,6 +31,19 @@ impl Mail {
         }
     }
 
+    /// The recipient's organization logs its people in through its identity provider only.
+    pub fn sso_required(to: &str, organization_id: &str) -> Mail {
+        Mail {
+            to: to.to_owned(),
+            subject: "Portcullis: log in with single sign-on".to_owned(),
+            body: format!(
+                "Your organization logs you in through its identity provider, so no login code was sent.\n\
+                 Log in with:\n\n  pcl login --sso --organization {organization_id}\n\n\
+                 If you did not try to log in, ignore this mail.\n"
+            ),
+        }
+    }
+
     /// The organizations (name, id) an address belongs to, when a login did not name one.
     pub fn organization_choice(to: &str, organizations: &[(String, String)]) -> Mail {
         let list: String = organizations.iter().map(|(name, id)| format!("  {name}: {id}\n")).collect();

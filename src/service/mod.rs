@@ -8,6 +8,7 @@ mod bootstrap;
 mod caller_cache;
 pub mod changes;
 pub mod credentials;
+pub mod identity_providers;
 pub mod logins;
 pub mod mail;
 pub mod notifications;
@@ -15,6 +16,7 @@ pub mod organizations;
 mod rate_limit;
 pub mod resources;
 pub mod sessions;
+pub mod sso;
 pub mod users;
 pub mod webhooks;
 
@@ -25,10 +27,12 @@ pub use bootstrap::{
     Bootstrap, create_operator_key, initialize, retire_token_key, revoke_operator_key, rotate_token_key, set_password,
 };
 pub use caller_cache::{CallerCache, Whose};
+pub use identity_providers::{IdentityProviderManager, ProviderChanges, SsoSetup};
 pub use logins::{LoginClient, LoginManager};
 pub use organizations::{NewOrganization, OrganizationChanges, OrganizationManager};
 pub use resources::{NewResource, ResourceChanges, ResourceManager};
 pub use sessions::{SessionManager, StartRequest};
+pub use sso::{SsoLogins, SsoOutcome, SsoTarget};
 pub use users::{NewUser, UserChanges, UserManager};
 pub use webhooks::{NewWebhook, WebhookChanges, WebhookManager};
 
@@ -55,6 +59,8 @@ pub struct Services {
     pub engine: Engine,
     pub callers: CallerCache,
     pub webhooks: WebhookManager,
+    pub identity_providers: IdentityProviderManager,
+    pub sso: SsoLogins,
     pub expiry_warnings: notifications::ExpiryWarnings,
     /// What the webhook dispatcher, started with the server, works with.
     pub webhook_setup: crate::webhook::WebhookSetup,
@@ -67,6 +73,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("webhooks: {0}")]
     Webhooks(#[from] crate::webhook::SetupError),
+    #[error("single sign-on: {0}")]
+    Sso(#[from] reqwest::Error),
     #[error(transparent)]
     Service(#[from] Error),
 }
@@ -103,8 +111,27 @@ impl Services {
             config.auth.access_token_minutes.time_delta(),
             callers.clone(),
         );
-        let webhook_setup = crate::webhook::WebhookSetup::from_config(&config.webhooks, sealing)?;
+        let webhook_setup = crate::webhook::WebhookSetup::from_config(&config.webhooks, sealing.clone())?;
+        let sso_setup = SsoSetup {
+            http: crate::sso::http::IdpHttp::new(
+                config.sso.allowed_private_issuers.clone(),
+                config.sso.http_timeout_secs.get(),
+            )?,
+            key: sealing,
+            callback_url: config.server.sso_callback(),
+            config: config.sso.clone(),
+        };
+        let identity_providers = IdentityProviderManager::new(db.clone(), engine.clone(), sso_setup);
         Ok(Services {
+            sso: SsoLogins::new(
+                db.clone(),
+                identity_providers.clone(),
+                logins.clone(),
+                callers.clone(),
+                engine.clone(),
+                config.sessions.clone(),
+            ),
+            identity_providers,
             webhooks: WebhookManager::new(
                 db.clone(),
                 webhook_setup.clone(),

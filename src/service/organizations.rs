@@ -44,7 +44,7 @@ pub struct OrganizationManager {
 
 /// The organization a call names in `field`: members reach only their own (empty names it; any
 /// other is NOT_FOUND), the operator any it names.
-fn target<'a>(caller: &'a Caller, field: &str, id: &'a str) -> Result<&'a str> {
+pub(super) fn target<'a>(caller: &'a Caller, field: &str, id: &'a str) -> Result<&'a str> {
     match caller.reach {
         Reach::Platform if id.is_empty() => Err(Error::invalid(field, "the operator must name the organization")),
         Reach::Platform => Ok(id),

@@ -235,8 +235,12 @@ impl ResourceManager {
             user_id: user_id.to_owned(),
             organization_id: caller.organization_id.clone(),
             created_at: now(),
+            mapped_by: None,
         };
-        if queries::resources::assign(&txn, assignment).await? {
+        // An assignment a group mapping made becomes the admin's own: no mapping takes it back.
+        let assigned = queries::resources::assign(&txn, assignment).await?
+            || queries::resources::adopt_assignment(&txn, resource_id, user_id).await?;
+        if assigned {
             AuditRecord::new("resource.assigned", "resource", resource_id)
                 .detail("user_id", user_id)
                 .write(&txn, &caller.actor())

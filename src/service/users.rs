@@ -2,7 +2,7 @@
 
 use super::{Caller, CallerCache, Whose};
 use crate::config::SessionConfig;
-use crate::domain::{Role, Violations, new_id, normalize_email, now, validate_full_name};
+use crate::domain::{Actor, Role, Violations, new_id, normalize_email, now, validate_full_name};
 use crate::engine::{Engine, transitions, transitions::Loss};
 use crate::error::{Result, StoreResultExt};
 use crate::store::audit::AuditRecord;
@@ -175,7 +175,7 @@ impl UserManager {
         active.updated_at = Set(now());
         let updated = queries::users::update(&txn, active).await?;
         record.write(&txn, &caller.actor()).await?;
-        let changed = self.follow_rights(&txn, caller, &current, &updated).await?;
+        let changed = follow_rights(&txn, &self.sessions, &current, &updated, &caller.actor()).await?;
         // Cached callers carry roles, disabled and suspended flags.
         self.callers.commit_change(txn, Whose::User(id.to_owned())).await?;
         // Sessions show their user's name and email.
@@ -183,22 +183,22 @@ impl UserManager {
         self.engine.announce(&changed).await;
         Ok(updated)
     }
+}
 
-    /// A user's live sessions follow its rights: disabling ends them, a role with a lower
-    /// maximum shortens them. Answers the sessions changed.
-    async fn follow_rights(
-        &self,
-        txn: &DatabaseTransaction,
-        caller: &Caller,
-        before: &user::Model,
-        after: &user::Model,
-    ) -> Result<Vec<String>> {
-        let max_hours = |role: Role| Some(self.sessions.max_hours_for(role));
-        let disabled = (after.disabled && !before.disabled).then_some("user disabled");
-        let loss = Loss::of_change(disabled, max_hours(before.role), max_hours(after.role), "role changed");
-        let Some(loss) = loss else { return Ok(Vec::new()) };
-        Ok(transitions::take_away(txn, Holder::User(&after.id), loss, &caller.actor()).await?)
-    }
+/// A user's live sessions follow its rights: disabling ends them, a role with a lower maximum
+/// shortens them. Answers the sessions changed.
+pub(super) async fn follow_rights(
+    txn: &DatabaseTransaction,
+    sessions: &SessionConfig,
+    before: &user::Model,
+    after: &user::Model,
+    actor: &Actor,
+) -> Result<Vec<String>> {
+    let max_hours = |role: Role| Some(sessions.max_hours_for(role));
+    let disabled = (after.disabled && !before.disabled).then_some("user disabled");
+    let loss = Loss::of_change(disabled, max_hours(before.role), max_hours(after.role), "role changed");
+    let Some(loss) = loss else { return Ok(Vec::new()) };
+    Ok(transitions::take_away(txn, Holder::User(&after.id), loss, actor).await?)
 }
 
 /// Admins may not disable or demote themselves: it could leave the organization without an admin.

@@ -276,8 +276,9 @@ impl Provider {
             .set_allowed_algs(self.algorithms.iter().cloned())
     }
 
-    /// The groups claim from userinfo, when the provider has the endpoint; its `sub` must be
-    /// `subject` when one is known (a refresh without an ID token names none).
+    /// The groups claim from userinfo, when the provider has the endpoint (none when the answer
+    /// lacks the claim); its `sub` must be `subject` when one is known (a refresh without an ID
+    /// token names none). `None`: the provider has no userinfo endpoint.
     async fn groups_from_userinfo(
         &self,
         access_token: &openidconnect::AccessToken,
@@ -289,7 +290,7 @@ impl Provider {
         };
         let claims: openidconnect::UserInfoClaims<OtherClaims, CoreGenderClaim> =
             request.request_async(&self.http).await.map_err(|err| SsoError::Provider(describe(&err)))?;
-        Ok(groups_of(&claims.additional_claims().claims, &self.groups_claim))
+        Ok(Some(groups_of(&claims.additional_claims().claims, &self.groups_claim).unwrap_or_default()))
     }
 
     /// Asks the provider whether `refresh_token` still holds. The grant is refused when the
@@ -304,12 +305,17 @@ impl Provider {
             self.client.exchange_refresh_token(&token).map_err(|err| SsoError::Misconfigured(err.to_string()))?;
         match request.request_async(&self.http).await {
             Ok(tokens) => {
-                let groups = match tokens.id_token() {
-                    Some(id_token) => id_token
-                        .claims(&self.verifier(), |_: Option<&Nonce>| Ok(()))
-                        .ok()
-                        .and_then(|claims| groups_of(&claims.additional_claims().claims, &self.groups_claim)),
-                    None => self.groups_from_userinfo(tokens.access_token(), None).await.ok().flatten(),
+                let verifier = self.verifier();
+                let claims =
+                    tokens.id_token().and_then(|token| token.claims(&verifier, |_: Option<&Nonce>| Ok(())).ok());
+                let subject = claims.map(|claims| claims.subject().as_str().to_owned());
+                // A provider leaves an empty groups claim out (Dex does): without it in the ID
+                // token, userinfo says what the groups are now.
+                let groups = match claims
+                    .and_then(|claims| groups_of(&claims.additional_claims().claims, &self.groups_claim))
+                {
+                    Some(groups) => Some(groups),
+                    None => self.groups_from_userinfo(tokens.access_token(), subject.as_deref()).await.ok().flatten(),
                 };
                 Ok(Refreshed::Valid { groups, refresh_token: tokens.refresh_token().map(|t| t.secret().clone()) })
             }

@@ -254,3 +254,23 @@ async fn a_refresh_without_an_id_token_reads_the_groups_from_userinfo() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_refreshed_id_token_without_the_groups_claim_reads_them_from_userinfo() {
+    let key = Key::new("k1");
+    let idp = TestIdp::start(vec![key.jwk()]).await;
+    let provider = idp.provider().await;
+    // Providers leave an empty groups claim out (Dex does): that must not read as "unchanged".
+    let mut claims = idp.claims();
+    claims.as_object_mut().unwrap().remove("groups");
+    let id_token = key.sign(es256(), &claims);
+    let tokens =
+        json!({ "access_token": "at-2", "token_type": "Bearer", "refresh_token": "rt-2", "id_token": id_token });
+    *idp.token_answer.lock().unwrap() = (200, tokens);
+    match provider.refresh("rt-1").await {
+        Ok(Refreshed::Valid { groups, .. }) => {
+            assert_eq!(groups.as_deref(), Some(&["ops".to_owned()][..]), "the groups as userinfo has them now");
+        }
+        other => panic!("{other:?}"),
+    }
+}

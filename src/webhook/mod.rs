@@ -60,12 +60,15 @@ pub const EVENT_TYPES: &[&str] = &[
     "user.unlocked",
     "user.password_set",
     "user.password_cleared",
+    "user.provisioned",
+    "user.deprovisioned",
     "api_key.created",
     "api_key.revoked",
     "login.succeeded",
     "login.failed",
     "login.extended",
     "login.closed",
+    "login.sso",
     "organization.updated",
     "organization.suspended",
     "organization.resumed",
@@ -74,6 +77,9 @@ pub const EVENT_TYPES: &[&str] = &[
     "webhook.deleted",
     "webhook.secret_rotated",
     "webhook.disabled",
+    "identity_provider.created",
+    "identity_provider.updated",
+    "identity_provider.deleted",
 ];
 
 /// The webhook event an audit event is, if any (the steps in between, a session ending or

@@ -40,6 +40,8 @@ type Client struct {
 	Audit         portcullisv1.AuditServiceClient
 	Auth          portcullisv1.AuthServiceClient
 	Webhooks      portcullisv1.WebhookServiceClient
+	// IdentityProviders manages the organization's single sign-on providers.
+	IdentityProviders portcullisv1.IdentityProviderServiceClient
 
 	watchBackoff Backoff
 }
@@ -130,16 +132,17 @@ func Dial(target string, opts ...Option) (*Client, error) {
 		return nil, err
 	}
 	return &Client{
-		conn:          conn,
-		Sessions:      portcullisv1.NewSessionServiceClient(conn),
-		ResourceIPs:   portcullisv1.NewResourceIpServiceClient(conn),
-		Resources:     portcullisv1.NewResourceServiceClient(conn),
-		Users:         portcullisv1.NewUserServiceClient(conn),
-		Organizations: portcullisv1.NewOrganizationServiceClient(conn),
-		Audit:         portcullisv1.NewAuditServiceClient(conn),
-		Auth:          portcullisv1.NewAuthServiceClient(conn),
-		Webhooks:      portcullisv1.NewWebhookServiceClient(conn),
-		watchBackoff:  o.watchBackoff,
+		conn:              conn,
+		Sessions:          portcullisv1.NewSessionServiceClient(conn),
+		ResourceIPs:       portcullisv1.NewResourceIpServiceClient(conn),
+		Resources:         portcullisv1.NewResourceServiceClient(conn),
+		Users:             portcullisv1.NewUserServiceClient(conn),
+		Organizations:     portcullisv1.NewOrganizationServiceClient(conn),
+		Audit:             portcullisv1.NewAuditServiceClient(conn),
+		Auth:              portcullisv1.NewAuthServiceClient(conn),
+		Webhooks:          portcullisv1.NewWebhookServiceClient(conn),
+		IdentityProviders: portcullisv1.NewIdentityProviderServiceClient(conn),
+		watchBackoff:      o.watchBackoff,
 	}, nil
 }
 

@@ -128,3 +128,42 @@ pub fn api_key_to_pb(model: api_key::Model) -> pb::ApiKey {
         revoked_at: model.revoked_at.map(timestamp),
     }
 }
+
+/// An identity provider as the API shows it: never its client secret.
+pub fn identity_provider_to_pb(model: identity_provider::Model) -> Result<pb::IdentityProvider> {
+    let spec = model.spec()?;
+    Ok(pb::IdentityProvider {
+        id: model.id,
+        organization_id: model.organization_id,
+        display_name: spec.display_name,
+        issuer_url: spec.issuer_url,
+        client_id: spec.client_id,
+        client_secret: String::new(),
+        scopes: spec.scopes,
+        groups_claim: spec.groups_claim,
+        allowed_email_domains: spec.allowed_email_domains,
+        group_mappings: spec
+            .group_mappings
+            .into_iter()
+            .map(|mapping| pb::GroupMapping {
+                group: mapping.group,
+                role: role_to_pb(mapping.role).into(),
+                resource_ids: mapping.resource_ids,
+            })
+            .collect(),
+        jit_users: spec.jit_users,
+        sso_required: spec.sso_required,
+        client_secret_set: model.client_secret_sealed.is_some(),
+        created_at: Some(timestamp(model.created_at)),
+        updated_at: Some(timestamp(model.updated_at)),
+    })
+}
+
+/// A mapping's role from a request: the operator role is read as itself, so the refusal can
+/// name it; `None` for an unknown number or ROLE_UNSPECIFIED.
+pub fn mapped_role_from_pb(value: i32) -> Option<domain::Role> {
+    match pb::Role::try_from(value) {
+        Ok(pb::Role::Operator) => Some(domain::Role::Operator),
+        _ => role_from_pb(value),
+    }
+}

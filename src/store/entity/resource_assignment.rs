@@ -9,6 +9,9 @@ pub struct Model {
     pub user_id: String,
     pub organization_id: String,
     pub created_at: DateTimeUtc,
+    /// The identity provider whose group mapping made it (and may take it back); None: an
+    /// admin's, which no mapping touches.
+    pub mapped_by: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -53,6 +53,18 @@ pub async fn list_open(
     fetch_page(db, select, Column::Id, request, true, |m| &m.id).await
 }
 
+/// Closes every open login session of `user_id`; answers how many.
+pub async fn close_all_of_user(db: &impl ConnectionTrait, user_id: &str, at: DateTime<Utc>) -> StoreResult<u64> {
+    use login_session::Column;
+    let closed = Entity::update_many()
+        .col_expr(Column::ClosedAt, Expr::value(at))
+        .filter(Column::UserId.eq(user_id))
+        .filter(Column::ClosedAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(closed.rows_affected)
+}
+
 /// Records use of a login session, at most once per `granularity`.
 pub async fn touch(
     db: &impl ConnectionTrait,

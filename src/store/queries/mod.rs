@@ -2,6 +2,7 @@
 
 pub mod api_keys;
 pub mod audit_events;
+pub mod identity_providers;
 pub mod login_sessions;
 pub mod operator_keys;
 pub mod organizations;
@@ -10,6 +11,7 @@ pub mod resource_leases;
 pub mod resources;
 pub mod sessions;
 pub mod signing_keys;
+pub mod sso_logins;
 pub mod users;
 pub mod webhooks;
 

@@ -82,6 +82,43 @@ pub async fn assign(db: &impl ConnectionTrait, assignment: resource_assignment::
     Ok(inserted > 0)
 }
 
+/// Makes an assignment a group mapping made an admin's own (which no mapping takes back);
+/// answers whether it was a mapped one.
+pub async fn adopt_assignment(db: &impl ConnectionTrait, resource_id: &str, user_id: &str) -> StoreResult<bool> {
+    let adopted = resource_assignment::Entity::update_many()
+        .col_expr(resource_assignment::Column::MappedBy, Expr::value(Option::<String>::None))
+        .filter(resource_assignment::Column::ResourceId.eq(resource_id))
+        .filter(resource_assignment::Column::UserId.eq(user_id))
+        .filter(resource_assignment::Column::MappedBy.is_not_null())
+        .exec(db)
+        .await?;
+    Ok(adopted.rows_affected > 0)
+}
+
+/// Every (resource, user) assignment provider `provider_id`'s mappings made.
+pub async fn mapped_by(db: &impl ConnectionTrait, provider_id: &str) -> StoreResult<Vec<(String, String)>> {
+    Ok(resource_assignment::Entity::find()
+        .select_only()
+        .column(resource_assignment::Column::ResourceId)
+        .column(resource_assignment::Column::UserId)
+        .filter(resource_assignment::Column::MappedBy.eq(provider_id))
+        .into_tuple()
+        .all(db)
+        .await?)
+}
+
+/// The resources provider `provider_id`'s mappings assigned to `user_id`.
+pub async fn mapped_to(db: &impl ConnectionTrait, user_id: &str, provider_id: &str) -> StoreResult<Vec<String>> {
+    Ok(resource_assignment::Entity::find()
+        .select_only()
+        .column(resource_assignment::Column::ResourceId)
+        .filter(resource_assignment::Column::UserId.eq(user_id))
+        .filter(resource_assignment::Column::MappedBy.eq(provider_id))
+        .into_tuple()
+        .all(db)
+        .await?)
+}
+
 /// Removes the assignment; returns whether there was one.
 pub async fn unassign(db: &impl ConnectionTrait, resource_id: &str, user_id: &str) -> StoreResult<bool> {
     let result =

@@ -51,6 +51,8 @@ pub struct Dex {
     /// Dex's gRPC API (with reflection), for what an IdP admin does: revoking a user's tokens.
     api: String,
     redirect_uri: String,
+    binary: PathBuf,
+    dir: PathBuf,
     child: Child,
 }
 
@@ -62,6 +64,28 @@ impl Dex {
         let (port, api) = (free_port(), format!("127.0.0.1:{}", free_port()));
         let origin = format!("http://127.0.0.1:{port}/");
         let issuer = format!("http://127.0.0.1:{port}/dex");
+        let mut dex = Dex {
+            issuer,
+            origin,
+            api,
+            redirect_uri: redirect_uri.to_owned(),
+            binary: binary.to_owned(),
+            dir: dir.to_owned(),
+            child: Command::new("true").spawn().unwrap(),
+        };
+        dex.launch(users).await;
+        dex
+    }
+
+    /// Stops Dex and starts it again with `users` (the same address, client and database, so
+    /// refresh tokens survive): what an IdP admin's change to its users looks like.
+    pub async fn restart(&mut self, users: &[User]) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.launch(users).await;
+    }
+
+    async fn launch(&mut self, users: &[User]) {
         let passwords: Vec<serde_json::Value> = users
             .iter()
             .map(|user| {
@@ -71,37 +95,37 @@ impl Dex {
                 })
             })
             .collect();
+        let listen = self.origin.trim_start_matches("http://").trim_end_matches('/').to_owned();
         // JSON is YAML: no YAML writer needed.
         let config = serde_json::json!({
-            "issuer": issuer,
-            "storage": { "type": "sqlite3", "config": { "file": dir.join("dex.db") } },
-            "web": { "http": format!("127.0.0.1:{port}") },
-            "grpc": { "addr": api, "reflection": true },
+            "issuer": self.issuer,
+            "storage": { "type": "sqlite3", "config": { "file": self.dir.join("dex.db") } },
+            "web": { "http": listen },
+            "grpc": { "addr": self.api, "reflection": true },
             "oauth2": { "skipApprovalScreen": true, "responseTypes": ["code"] },
             "enablePasswordDB": true,
             "staticPasswords": passwords,
             "staticClients": [{
                 "id": CLIENT_ID, "secret": CLIENT_SECRET, "name": "Portcullis",
-                "redirectURIs": [redirect_uri],
+                "redirectURIs": [self.redirect_uri],
             }],
             "logger": { "level": "warn" },
         });
-        let file = dir.join("dex.yaml");
+        let file = self.dir.join("dex.yaml");
         std::fs::write(&file, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-        let child = Command::new(binary)
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("dex.log")).unwrap();
+        self.child = Command::new(&self.binary)
             .arg("serve")
             .arg(&file)
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("dex.log")).unwrap())
+            .stderr(log)
             .spawn()
             .expect("start dex");
-        let dex = Dex { issuer, origin, api, redirect_uri: redirect_uri.to_owned(), child };
-        let discovery = format!("{}/.well-known/openid-configuration", dex.issuer);
+        let discovery = format!("{}/.well-known/openid-configuration", self.issuer);
         super::eventually("dex never answered discovery", Duration::from_secs(20), async || {
             reqwest::get(&discovery).await.and_then(|answer| answer.error_for_status()).map(|_| ())
         })
         .await;
-        dex
     }
 
     /// Revokes the refresh tokens Dex issued to this server's client for the user whose ID
@@ -120,15 +144,20 @@ impl Dex {
     /// Logs `email` in as a browser would: follows `authorization_url` through Dex's password
     /// form to the redirect back to this server; answers that redirect's `code` and `state`.
     pub async fn log_in(&self, authorization_url: &str, email: &str) -> (String, String) {
+        let back = url::Url::parse(&self.log_in_to_redirect(authorization_url, email).await).unwrap();
+        let query: std::collections::HashMap<String, String> = back.query_pairs().into_owned().collect();
+        let code = query.get("code").cloned().unwrap_or_else(|| panic!("no code in {back}"));
+        (code, query.get("state").cloned().unwrap_or_default())
+    }
+
+    /// As [`Self::log_in`], answering the whole URL Dex sends the browser back to.
+    pub async fn log_in_to_redirect(&self, authorization_url: &str, email: &str) -> String {
         let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
         let mut url = authorization_url.to_owned();
         let mut form_posted = false;
         for _ in 0..10 {
             if url.starts_with(&self.redirect_uri) {
-                let back = url::Url::parse(&url).unwrap();
-                let query: std::collections::HashMap<String, String> = back.query_pairs().into_owned().collect();
-                let code = query.get("code").cloned().unwrap_or_else(|| panic!("no code in {url}"));
-                return (code, query.get("state").cloned().unwrap_or_default());
+                return url;
             }
             let answer = browser.get(&url).send().await.unwrap();
             let answer = if answer.status() == reqwest::StatusCode::OK && !form_posted {

@@ -202,6 +202,13 @@ impl TestServer {
     }
 
     pub async fn start_with(db: &TestDb, config: Config) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        TestServer::start_on(db, config, listener).await
+    }
+
+    /// Starts on `listener`, bound beforehand (so the config can name its address, as
+    /// `server.public_url` does).
+    pub async fn start_on(db: &TestDb, config: Config, listener: tokio::net::TcpListener) -> TestServer {
         // Server logs show up with a failing test's output.
         portcullis::telemetry::init(portcullis::config::LogFormat::Text);
         let connection = db.connect().await;
@@ -214,7 +221,7 @@ impl TestServer {
             admin_id: created.admin.id,
             organization_id: created.organization.id,
         };
-        TestServer::serve(db, connection, config, identity).await
+        TestServer::serve(db, connection, config, identity, listener).await
     }
 
     /// Another server on the same database, as a second replica behind a load balancer is.
@@ -225,17 +232,23 @@ impl TestServer {
             admin_id: self.admin_id.clone(),
             organization_id: self.organization_id.clone(),
         };
-        TestServer::serve(db, db.connect().await, config, identity).await
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        TestServer::serve(db, db.connect().await, config, identity, listener).await
     }
 
-    async fn serve(db: &TestDb, connection: DatabaseConnection, config: Config, identity: Identity) -> TestServer {
+    async fn serve(
+        db: &TestDb,
+        connection: DatabaseConnection,
+        config: Config,
+        identity: Identity,
+        listener: tokio::net::TcpListener,
+    ) -> TestServer {
         let providers =
             Providers::new(MemoryFirewall::in_process(), &config.providers, config.engine.provider_timeout());
         let reader = store::connect_reader(&db.url, &connection).await.expect("reader");
         let services = Services::with_reader(connection.clone(), reader, &config, providers).await.expect("services");
         let options =
             ServeOptions { health_check_interval: Duration::from_millis(200), ..ServeOptions::from_config(&config) };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (shutdown, stopped) = oneshot::channel::<()>();
         let served = services.clone();
@@ -554,6 +567,30 @@ impl Fixture {
 }
 
 /// Inserts an open login session for `user_id` straight into the store; returns its id.
+/// An identity provider of `organization_id`, stored as is (no discovery): an object to aim at.
+pub async fn insert_identity_provider(db: &DatabaseConnection, organization_id: &str) -> String {
+    use portcullis::store::entity::identity_provider;
+    use sea_orm::ActiveModelTrait;
+    let at = now();
+    let model = identity_provider::Model {
+        id: portcullis::domain::new_id(),
+        organization_id: organization_id.to_owned(),
+        display_name: "Okta".into(),
+        issuer_url: "https://example.okta.com".into(),
+        client_id: "portcullis".into(),
+        client_secret_sealed: None,
+        scopes: r#"["openid"]"#.into(),
+        groups_claim: "groups".into(),
+        allowed_email_domains: "[]".into(),
+        group_mappings: "[]".into(),
+        jit_users: false,
+        sso_required: false,
+        created_at: at,
+        updated_at: at,
+    };
+    identity_provider::ActiveModel::from(model).insert(db).await.expect("identity provider").id
+}
+
 pub async fn insert_login_session(db: &DatabaseConnection, user_id: &str) -> String {
     let user = queries::users::get_any(db, user_id).await.expect("user");
     let at = now();

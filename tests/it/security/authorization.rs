@@ -411,6 +411,11 @@ const OPERATOR_MAY_CALL: &[&str] = &[
     "OrganizationService/ListOrganizations",
     "OrganizationService/SuspendOrganization",
     "OrganizationService/ResumeOrganization",
+    "IdentityProviderService/CreateIdentityProvider",
+    "IdentityProviderService/GetIdentityProvider",
+    "IdentityProviderService/ListIdentityProviders",
+    "IdentityProviderService/UpdateIdentityProvider",
+    "IdentityProviderService/DeleteIdentityProvider",
 ];
 
 /// One of each object in a second organization.
@@ -422,6 +427,7 @@ struct ForeignObjects {
     resource_ip: String,
     api_key: String,
     login_session: String,
+    identity_provider: String,
 }
 
 impl ForeignObjects {
@@ -463,6 +469,7 @@ impl ForeignObjects {
             .remove(0)
             .id;
         let login_session = common::insert_login_session(&server.db, &me.id).await;
+        let identity_provider = common::insert_identity_provider(&server.db, &organization).await;
         ForeignObjects {
             organization,
             user: me.id,
@@ -471,10 +478,11 @@ impl ForeignObjects {
             session: session.id,
             api_key,
             login_session,
+            identity_provider,
         }
     }
 
-    fn ids(&self) -> [&str; 7] {
+    fn ids(&self) -> [&str; 8] {
         [
             &self.organization,
             &self.user,
@@ -483,6 +491,7 @@ impl ForeignObjects {
             &self.resource_ip,
             &self.api_key,
             &self.login_session,
+            &self.identity_provider,
         ]
     }
 
@@ -499,16 +508,18 @@ impl ForeignObjects {
             ("ResourceService", _) => text(&self.resource),
             ("UserService", _) => text(&self.user),
             ("OrganizationService", _) => text(&self.organization),
+            ("IdentityProviderService", _) => text(&self.identity_provider),
             ("AuthService", "RevokeApiKey") => text(&self.api_key),
             ("AuthService", "ExtendLoginSession" | "CloseLoginSession") => text(&self.login_session),
             _ => None,
         };
         match path {
-            "id" | "user.id" | "resource.id" | "organization.id" => own_object(),
+            "id" | "user.id" | "resource.id" | "organization.id" | "identity_provider.id" => own_object(),
             "session_id" => text(&self.session),
             "resource_id" => text(&self.resource),
             "user_id" => text(&self.user),
-            "organization_id" => text(&self.organization),
+            "organization_id" | "identity_provider.organization_id" => text(&self.organization),
+            "identity_provider.display_name" => text("Hijacked"),
             // Enough for the changes to pass validation, so only the lookup can refuse them.
             "additional_hours" => Some(Number(1)),
             "ipv4_address" if method == "ChangeSessionAddress" => text("203.0.113.99"),
@@ -517,6 +528,7 @@ impl ForeignObjects {
             "organization.name" => text("Hijacked"),
             "update_mask.paths" => match service {
                 "UserService" => Some(Texts(vec!["full_name".into()])),
+                "IdentityProviderService" => Some(Texts(vec!["display_name".into()])),
                 _ => Some(Texts(vec!["name".into()])),
             },
             _ => None,

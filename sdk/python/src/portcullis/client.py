@@ -13,6 +13,7 @@ from portcullis.errors import PortcullisError, Unavailable, from_status
 from portcullis.v1 import (
     audit_pb2_grpc,
     auth_pb2_grpc,
+    identity_provider_pb2_grpc,
     organization_pb2_grpc,
     resource_ip_pb2_grpc,
     resource_pb2_grpc,
@@ -63,6 +64,7 @@ class Client:
         self.audit = audit_pb2_grpc.AuditServiceStub(self.channel)
         self.auth = auth_pb2_grpc.AuthServiceStub(self.channel)
         self.webhooks = webhook_pb2_grpc.WebhookServiceStub(self.channel)
+        self.identity_providers = identity_provider_pb2_grpc.IdentityProviderServiceStub(self.channel)
         self._watch_backoff = watch_backoff
 
     def watch_session(self, session_id: str) -> Iterator[session_pb2.Session]:

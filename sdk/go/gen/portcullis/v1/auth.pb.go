@@ -22,6 +22,59 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// SsoLoginState says how far a login through an identity provider is.
+type SsoLoginState int32
+
+const (
+	// SSO_LOGIN_STATE_UNSPECIFIED is never sent.
+	SsoLoginState_SSO_LOGIN_STATE_UNSPECIFIED SsoLoginState = 0
+	// SSO_LOGIN_STATE_WAITING: the browser has not come back from the identity provider yet.
+	SsoLoginState_SSO_LOGIN_STATE_WAITING SsoLoginState = 1
+	// SSO_LOGIN_STATE_DONE: the login succeeded; login carries the token.
+	SsoLoginState_SSO_LOGIN_STATE_DONE SsoLoginState = 2
+)
+
+// Enum value maps for SsoLoginState.
+var (
+	SsoLoginState_name = map[int32]string{
+		0: "SSO_LOGIN_STATE_UNSPECIFIED",
+		1: "SSO_LOGIN_STATE_WAITING",
+		2: "SSO_LOGIN_STATE_DONE",
+	}
+	SsoLoginState_value = map[string]int32{
+		"SSO_LOGIN_STATE_UNSPECIFIED": 0,
+		"SSO_LOGIN_STATE_WAITING":     1,
+		"SSO_LOGIN_STATE_DONE":        2,
+	}
+)
+
+func (x SsoLoginState) Enum() *SsoLoginState {
+	p := new(SsoLoginState)
+	*p = x
+	return p
+}
+
+func (x SsoLoginState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SsoLoginState) Descriptor() protoreflect.EnumDescriptor {
+	return file_portcullis_v1_auth_proto_enumTypes[0].Descriptor()
+}
+
+func (SsoLoginState) Type() protoreflect.EnumType {
+	return &file_portcullis_v1_auth_proto_enumTypes[0]
+}
+
+func (x SsoLoginState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SsoLoginState.Descriptor instead.
+func (SsoLoginState) EnumDescriptor() ([]byte, []int) {
+	return file_portcullis_v1_auth_proto_rawDescGZIP(), []int{0}
+}
+
 // Browser is what a login session's user agent says about the browser.
 type Browser struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -203,7 +256,8 @@ type LoginSession struct {
 	OperatingSystem *OperatingSystem `protobuf:"bytes,10,opt,name=operating_system,json=operatingSystem,proto3" json:"operating_system,omitempty"`
 	// device is parsed from user_agent.
 	Device *Device `protobuf:"bytes,11,opt,name=device,proto3" json:"device,omitempty"`
-	// authenticators used to log in: "otp", "pwd".
+	// authenticators used to log in: "otp" (an emailed code), "pwd" (a password), "sso" (an
+	// identity provider).
 	Authenticators []string `protobuf:"bytes,12,rep,name=authenticators,proto3" json:"authenticators,omitempty"`
 	// current is set on the session of the call's own token.
 	Current       bool `protobuf:"varint,13,opt,name=current,proto3" json:"current,omitempty"`
@@ -690,6 +744,254 @@ func (x *VerifyLoginResponse) GetLoginSession() *LoginSession {
 	return nil
 }
 
+// StartSsoLoginRequest names whose identity provider to log in through: an organization (and,
+// when it has several providers, which), or an email address whose domain a provider claims.
+type StartSsoLoginRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// organization_id whose identity provider is used.
+	OrganizationId string `protobuf:"bytes,1,opt,name=organization_id,json=organizationId,proto3" json:"organization_id,omitempty"`
+	// email of the person logging in; its domain picks the provider (IdentityProvider.allowed_email_domains).
+	Email string `protobuf:"bytes,2,opt,name=email,proto3" json:"email,omitempty"`
+	// identity_provider_id picks one of the organization's providers; empty means its first.
+	IdentityProviderId string `protobuf:"bytes,3,opt,name=identity_provider_id,json=identityProviderId,proto3" json:"identity_provider_id,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *StartSsoLoginRequest) Reset() {
+	*x = StartSsoLoginRequest{}
+	mi := &file_portcullis_v1_auth_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartSsoLoginRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartSsoLoginRequest) ProtoMessage() {}
+
+func (x *StartSsoLoginRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_portcullis_v1_auth_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartSsoLoginRequest.ProtoReflect.Descriptor instead.
+func (*StartSsoLoginRequest) Descriptor() ([]byte, []int) {
+	return file_portcullis_v1_auth_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *StartSsoLoginRequest) GetOrganizationId() string {
+	if x != nil {
+		return x.OrganizationId
+	}
+	return ""
+}
+
+func (x *StartSsoLoginRequest) GetEmail() string {
+	if x != nil {
+		return x.Email
+	}
+	return ""
+}
+
+func (x *StartSsoLoginRequest) GetIdentityProviderId() string {
+	if x != nil {
+		return x.IdentityProviderId
+	}
+	return ""
+}
+
+// StartSsoLoginResponse says where to log in and how to wait for it.
+type StartSsoLoginResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// sso_login_id names the login for WaitSsoLogin.
+	SsoLoginId string `protobuf:"bytes,1,opt,name=sso_login_id,json=ssoLoginId,proto3" json:"sso_login_id,omitempty"`
+	// poll_secret proves to WaitSsoLogin that the caller started the login; keep it private.
+	PollSecret string `protobuf:"bytes,2,opt,name=poll_secret,json=pollSecret,proto3" json:"poll_secret,omitempty"`
+	// authorization_url is opened in a browser to log in at the identity provider.
+	AuthorizationUrl string `protobuf:"bytes,3,opt,name=authorization_url,json=authorizationUrl,proto3" json:"authorization_url,omitempty"`
+	// expires_at is when the login stops waiting for the browser.
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartSsoLoginResponse) Reset() {
+	*x = StartSsoLoginResponse{}
+	mi := &file_portcullis_v1_auth_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartSsoLoginResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartSsoLoginResponse) ProtoMessage() {}
+
+func (x *StartSsoLoginResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_portcullis_v1_auth_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartSsoLoginResponse.ProtoReflect.Descriptor instead.
+func (*StartSsoLoginResponse) Descriptor() ([]byte, []int) {
+	return file_portcullis_v1_auth_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *StartSsoLoginResponse) GetSsoLoginId() string {
+	if x != nil {
+		return x.SsoLoginId
+	}
+	return ""
+}
+
+func (x *StartSsoLoginResponse) GetPollSecret() string {
+	if x != nil {
+		return x.PollSecret
+	}
+	return ""
+}
+
+func (x *StartSsoLoginResponse) GetAuthorizationUrl() string {
+	if x != nil {
+		return x.AuthorizationUrl
+	}
+	return ""
+}
+
+func (x *StartSsoLoginResponse) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+// WaitSsoLoginRequest names a started login.
+type WaitSsoLoginRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// sso_login_id from StartSsoLogin.
+	SsoLoginId string `protobuf:"bytes,1,opt,name=sso_login_id,json=ssoLoginId,proto3" json:"sso_login_id,omitempty"`
+	// poll_secret from StartSsoLogin.
+	PollSecret    string `protobuf:"bytes,2,opt,name=poll_secret,json=pollSecret,proto3" json:"poll_secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitSsoLoginRequest) Reset() {
+	*x = WaitSsoLoginRequest{}
+	mi := &file_portcullis_v1_auth_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitSsoLoginRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitSsoLoginRequest) ProtoMessage() {}
+
+func (x *WaitSsoLoginRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_portcullis_v1_auth_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitSsoLoginRequest.ProtoReflect.Descriptor instead.
+func (*WaitSsoLoginRequest) Descriptor() ([]byte, []int) {
+	return file_portcullis_v1_auth_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *WaitSsoLoginRequest) GetSsoLoginId() string {
+	if x != nil {
+		return x.SsoLoginId
+	}
+	return ""
+}
+
+func (x *WaitSsoLoginRequest) GetPollSecret() string {
+	if x != nil {
+		return x.PollSecret
+	}
+	return ""
+}
+
+// WaitSsoLoginResponse is one step of a login through an identity provider.
+type WaitSsoLoginResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// state of the login.
+	State SsoLoginState `protobuf:"varint,1,opt,name=state,proto3,enum=portcullis.v1.SsoLoginState" json:"state,omitempty"`
+	// login is set once state is SSO_LOGIN_STATE_DONE: the same answer as VerifyLogin's.
+	Login         *VerifyLoginResponse `protobuf:"bytes,2,opt,name=login,proto3" json:"login,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitSsoLoginResponse) Reset() {
+	*x = WaitSsoLoginResponse{}
+	mi := &file_portcullis_v1_auth_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitSsoLoginResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitSsoLoginResponse) ProtoMessage() {}
+
+func (x *WaitSsoLoginResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_portcullis_v1_auth_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitSsoLoginResponse.ProtoReflect.Descriptor instead.
+func (*WaitSsoLoginResponse) Descriptor() ([]byte, []int) {
+	return file_portcullis_v1_auth_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *WaitSsoLoginResponse) GetState() SsoLoginState {
+	if x != nil {
+		return x.State
+	}
+	return SsoLoginState_SSO_LOGIN_STATE_UNSPECIFIED
+}
+
+func (x *WaitSsoLoginResponse) GetLogin() *VerifyLoginResponse {
+	if x != nil {
+		return x.Login
+	}
+	return nil
+}
+
 // GetCurrentLoginRequest asks for the caller's login.
 type GetCurrentLoginRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -699,7 +1001,7 @@ type GetCurrentLoginRequest struct {
 
 func (x *GetCurrentLoginRequest) Reset() {
 	*x = GetCurrentLoginRequest{}
-	mi := &file_portcullis_v1_auth_proto_msgTypes[9]
+	mi := &file_portcullis_v1_auth_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -711,7 +1013,7 @@ func (x *GetCurrentLoginRequest) String() string {
 func (*GetCurrentLoginRequest) ProtoMessage() {}
 
 func (x *GetCurrentLoginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_auth_proto_msgTypes[9]
+	mi := &file_portcullis_v1_auth_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -724,7 +1026,7 @@ func (x *GetCurrentLoginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCurrentLoginRequest.ProtoReflect.Descriptor instead.
 func (*GetCurrentLoginRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_auth_proto_rawDescGZIP(), []int{9}
+	return file_portcullis_v1_auth_proto_rawDescGZIP(), []int{13}
 }
 
 // GetCurrentLoginResponse describes the caller's login.
@@ -738,7 +1040,8 @@ type GetCurrentLoginResponse struct {
 	FullName string `protobuf:"bytes,3,opt,name=full_name,json=fullName,proto3" json:"full_name,omitempty"`
 	// roles of the caller.
 	Roles []Role `protobuf:"varint,4,rep,packed,name=roles,proto3,enum=portcullis.v1.Role" json:"roles,omitempty"`
-	// groups the caller belongs to.
+	// groups the caller belongs to at its identity providers, as last reported at a login or
+	// refresh check (empty for people who do not log in through one).
 	Groups []string `protobuf:"bytes,5,rep,name=groups,proto3" json:"groups,omitempty"`
 	// expires_at is when the login session ends at the latest.
 	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
@@ -756,7 +1059,7 @@ type GetCurrentLoginResponse struct {
 
 func (x *GetCurrentLoginResponse) Reset() {
 	*x = GetCurrentLoginResponse{}
-	mi := &file_portcullis_v1_auth_proto_msgTypes[10]
+	mi := &file_portcullis_v1_auth_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -768,7 +1071,7 @@ func (x *GetCurrentLoginResponse) String() string {
 func (*GetCurrentLoginResponse) ProtoMessage() {}
 
 func (x *GetCurrentLoginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_auth_proto_msgTypes[10]
+	mi := &file_portcullis_v1_auth_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -781,7 +1084,7 @@ func (x *GetCurrentLoginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCurrentLoginResponse.ProtoReflect.Descriptor instead.
 func (*GetCurrentLoginResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_auth_proto_rawDescGZIP(), []int{10}
+	return file_portcullis_v1_auth_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetCurrentLoginResponse) GetUserId() string {
@@ -867,7 +1170,7 @@ type ListLoginSessionsRequest struct {
 
 func (x *ListLoginSessionsRequest) Reset() {
 	*x = ListLoginSessionsRequest{}
-	mi := &file_portcullis_v1_auth_proto_msgTypes[11]
+	mi := &file_portcullis_v1_auth_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -879,7 +1182,7 @@ func (x *ListLoginSessionsRequest) String() string {
 func (*ListLoginSessionsRequest) ProtoMessage() {}
 
 func (x *ListLoginSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_auth_proto_msgTypes[11]
+	mi := &file_portcullis_v1_auth_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -892,7 +1195,7 @@ func (x *ListLoginSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLoginSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListLoginSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_auth_proto_rawDescGZIP(), []int{11}
+	return file_portcullis_v1_auth_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListLoginSessionsRequest) GetPageSize() int32 {
@@ -922,7 +1225,7 @@ type ListLoginSessionsResponse struct {
 
 func (x *ListLoginSessionsResponse) Reset() {
 	*x = ListLoginSessionsResponse{}
-	mi := &file_portcullis_v1_auth_proto_msgTypes[12]
+	mi := &file_portcullis_v1_auth_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -934,7 +1237,7 @@ func (x *ListLoginSessionsResponse) String() string {
 func (*ListLoginSessionsResponse) ProtoMessage() {}
 
 func (x *ListLoginSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_auth_proto_msgTypes[12]
+	mi := &file_portcullis_v1_auth_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -947,7 +1250,7 @@ func (x *ListLoginSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLoginSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListLoginSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_auth_proto_rawDescGZIP(), []int{12}
+	return file_portcullis_v1_auth_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListLoginSessionsResponse) GetLoginSessions() []*LoginSession {
@@ -973,7 +1276,7 @@ type ExtendLoginSessionRequest struct {
 
 func (x *ExtendLoginSessionRequest) Reset() {
 	*x = ExtendLoginSessionRequest{}
-	mi := &file_portcullis_v1_auth_proto_msgTypes[13]
+	mi := &file_portcullis_v1_auth_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -985,7 +1288,7 @@ func (x *ExtendLoginSessionRequest) String() string {
 func (*ExtendLoginSessionRequest) ProtoMessage() {}
 
 func (x *ExtendLoginSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_auth_proto_msgTypes[13]
+	mi := &file_portcullis_v1_auth_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -998,7 +1301,7 @@ func (x *ExtendLoginSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtendLoginSessionRequest.ProtoReflect.Descriptor instead.
 func (*ExtendLoginSessionRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_auth_proto_rawDescGZIP(), []int{13}
+	return file_portcullis_v1_auth_proto_rawDescGZIP(), []int{17}
 }
 
 // ExtendLoginSessionResponse carries the extended session and a fresh token.
@@ -1016,7 +1319,7 @@ type ExtendLoginSessionResponse struct {
 
 func (x *ExtendLoginSessionResponse) Reset() {
 	*x = ExtendLoginSessionResponse{}
-	mi := &file_portcullis_v1_auth_proto_msgTypes[14]
+	mi := &file_portcullis_v1_auth_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1028,7 +1331,7 @@ func (x *ExtendLoginSessionResponse) String() string {
 func (*ExtendLoginSessionResponse) ProtoMessage() {}
 
 func (x *ExtendLoginSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_auth_proto_msgTypes[14]
+	mi := &file_portcullis_v1_auth_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1041,7 +1344,7 @@ func (x *ExtendLoginSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtendLoginSessionResponse.ProtoReflect.Descriptor instead.
 func (*ExtendLoginSessionResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_auth_proto_rawDescGZIP(), []int{14}
+	return file_portcullis_v1_auth_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ExtendLoginSessionResponse) GetLoginSession() *LoginSession {
@@ -1076,7 +1379,7 @@ type CloseLoginSessionRequest struct {
 
 func (x *CloseLoginSessionRequest) Reset() {
 	*x = CloseLoginSessionRequest{}
-	mi := &file_portcullis_v1_auth_proto_msgTypes[15]
+	mi := &file_portcullis_v1_auth_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1088,7 +1391,7 @@ func (x *CloseLoginSessionRequest) String() string {
 func (*CloseLoginSessionRequest) ProtoMessage() {}
 
 func (x *CloseLoginSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_auth_proto_msgTypes[15]
+	mi := &file_portcullis_v1_auth_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1101,7 +1404,7 @@ func (x *CloseLoginSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseLoginSessionRequest.ProtoReflect.Descriptor instead.
 func (*CloseLoginSessionRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_auth_proto_rawDescGZIP(), []int{15}
+	return file_portcullis_v1_auth_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CloseLoginSessionRequest) GetId() string {
@@ -1120,7 +1423,7 @@ type CloseLoginSessionResponse struct {
 
 func (x *CloseLoginSessionResponse) Reset() {
 	*x = CloseLoginSessionResponse{}
-	mi := &file_portcullis_v1_auth_proto_msgTypes[16]
+	mi := &file_portcullis_v1_auth_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1132,7 +1435,7 @@ func (x *CloseLoginSessionResponse) String() string {
 func (*CloseLoginSessionResponse) ProtoMessage() {}
 
 func (x *CloseLoginSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_auth_proto_msgTypes[16]
+	mi := &file_portcullis_v1_auth_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1145,7 +1448,7 @@ func (x *CloseLoginSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseLoginSessionResponse.ProtoReflect.Descriptor instead.
 func (*CloseLoginSessionResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_auth_proto_rawDescGZIP(), []int{16}
+	return file_portcullis_v1_auth_proto_rawDescGZIP(), []int{20}
 }
 
 // CreateApiKeyRequest describes the key to create.
@@ -1164,7 +1467,7 @@ type CreateApiKeyRequest struct {
 
 func (x *CreateApiKeyRequest) Reset() {
 	*x = CreateApiKeyRequest{}
-	mi := &file_portcullis_v1_auth_proto_msgTypes[17]
+	mi := &file_portcullis_v1_auth_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1176,7 +1479,7 @@ func (x *CreateApiKeyRequest) String() string {
 func (*CreateApiKeyRequest) ProtoMessage() {}
 
 func (x *CreateApiKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_auth_proto_msgTypes[17]
+	mi := &file_portcullis_v1_auth_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1189,7 +1492,7 @@ func (x *CreateApiKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateApiKeyRequest.ProtoReflect.Descriptor instead.
 func (*CreateApiKeyRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_auth_proto_rawDescGZIP(), []int{17}
+	return file_portcullis_v1_auth_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CreateApiKeyRequest) GetName() string {
@@ -1226,7 +1529,7 @@ type CreateApiKeyResponse struct {
 
 func (x *CreateApiKeyResponse) Reset() {
 	*x = CreateApiKeyResponse{}
-	mi := &file_portcullis_v1_auth_proto_msgTypes[18]
+	mi := &file_portcullis_v1_auth_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1238,7 +1541,7 @@ func (x *CreateApiKeyResponse) String() string {
 func (*CreateApiKeyResponse) ProtoMessage() {}
 
 func (x *CreateApiKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_auth_proto_msgTypes[18]
+	mi := &file_portcullis_v1_auth_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1251,7 +1554,7 @@ func (x *CreateApiKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateApiKeyResponse.ProtoReflect.Descriptor instead.
 func (*CreateApiKeyResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_auth_proto_rawDescGZIP(), []int{18}
+	return file_portcullis_v1_auth_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CreateApiKeyResponse) GetApiKey() *ApiKey {
@@ -1281,7 +1584,7 @@ type ListApiKeysRequest struct {
 
 func (x *ListApiKeysRequest) Reset() {
 	*x = ListApiKeysRequest{}
-	mi := &file_portcullis_v1_auth_proto_msgTypes[19]
+	mi := &file_portcullis_v1_auth_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1293,7 +1596,7 @@ func (x *ListApiKeysRequest) String() string {
 func (*ListApiKeysRequest) ProtoMessage() {}
 
 func (x *ListApiKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_auth_proto_msgTypes[19]
+	mi := &file_portcullis_v1_auth_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1306,7 +1609,7 @@ func (x *ListApiKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListApiKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListApiKeysRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_auth_proto_rawDescGZIP(), []int{19}
+	return file_portcullis_v1_auth_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListApiKeysRequest) GetPageSize() int32 {
@@ -1336,7 +1639,7 @@ type ListApiKeysResponse struct {
 
 func (x *ListApiKeysResponse) Reset() {
 	*x = ListApiKeysResponse{}
-	mi := &file_portcullis_v1_auth_proto_msgTypes[20]
+	mi := &file_portcullis_v1_auth_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1348,7 +1651,7 @@ func (x *ListApiKeysResponse) String() string {
 func (*ListApiKeysResponse) ProtoMessage() {}
 
 func (x *ListApiKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_auth_proto_msgTypes[20]
+	mi := &file_portcullis_v1_auth_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1361,7 +1664,7 @@ func (x *ListApiKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListApiKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListApiKeysResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_auth_proto_rawDescGZIP(), []int{20}
+	return file_portcullis_v1_auth_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListApiKeysResponse) GetApiKeys() []*ApiKey {
@@ -1389,7 +1692,7 @@ type RevokeApiKeyRequest struct {
 
 func (x *RevokeApiKeyRequest) Reset() {
 	*x = RevokeApiKeyRequest{}
-	mi := &file_portcullis_v1_auth_proto_msgTypes[21]
+	mi := &file_portcullis_v1_auth_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1401,7 +1704,7 @@ func (x *RevokeApiKeyRequest) String() string {
 func (*RevokeApiKeyRequest) ProtoMessage() {}
 
 func (x *RevokeApiKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_auth_proto_msgTypes[21]
+	mi := &file_portcullis_v1_auth_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1414,7 +1717,7 @@ func (x *RevokeApiKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeApiKeyRequest.ProtoReflect.Descriptor instead.
 func (*RevokeApiKeyRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_auth_proto_rawDescGZIP(), []int{21}
+	return file_portcullis_v1_auth_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RevokeApiKeyRequest) GetId() string {
@@ -1435,7 +1738,7 @@ type RevokeApiKeyResponse struct {
 
 func (x *RevokeApiKeyResponse) Reset() {
 	*x = RevokeApiKeyResponse{}
-	mi := &file_portcullis_v1_auth_proto_msgTypes[22]
+	mi := &file_portcullis_v1_auth_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1447,7 +1750,7 @@ func (x *RevokeApiKeyResponse) String() string {
 func (*RevokeApiKeyResponse) ProtoMessage() {}
 
 func (x *RevokeApiKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_auth_proto_msgTypes[22]
+	mi := &file_portcullis_v1_auth_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1460,7 +1763,7 @@ func (x *RevokeApiKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeApiKeyResponse.ProtoReflect.Descriptor instead.
 func (*RevokeApiKeyResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_auth_proto_rawDescGZIP(), []int{22}
+	return file_portcullis_v1_auth_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RevokeApiKeyResponse) GetApiKey() *ApiKey {
@@ -1531,7 +1834,27 @@ const file_portcullis_v1_auth_proto_rawDesc = "" +
 	"\faccess_token\x18\x01 \x01(\tR\vaccessToken\x129\n" +
 	"\n" +
 	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12@\n" +
-	"\rlogin_session\x18\x03 \x01(\v2\x1b.portcullis.v1.LoginSessionR\floginSession\"\x18\n" +
+	"\rlogin_session\x18\x03 \x01(\v2\x1b.portcullis.v1.LoginSessionR\floginSession\"\x87\x01\n" +
+	"\x14StartSsoLoginRequest\x12'\n" +
+	"\x0forganization_id\x18\x01 \x01(\tR\x0eorganizationId\x12\x14\n" +
+	"\x05email\x18\x02 \x01(\tR\x05email\x120\n" +
+	"\x14identity_provider_id\x18\x03 \x01(\tR\x12identityProviderId\"\xc2\x01\n" +
+	"\x15StartSsoLoginResponse\x12 \n" +
+	"\fsso_login_id\x18\x01 \x01(\tR\n" +
+	"ssoLoginId\x12\x1f\n" +
+	"\vpoll_secret\x18\x02 \x01(\tR\n" +
+	"pollSecret\x12+\n" +
+	"\x11authorization_url\x18\x03 \x01(\tR\x10authorizationUrl\x129\n" +
+	"\n" +
+	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"X\n" +
+	"\x13WaitSsoLoginRequest\x12 \n" +
+	"\fsso_login_id\x18\x01 \x01(\tR\n" +
+	"ssoLoginId\x12\x1f\n" +
+	"\vpoll_secret\x18\x02 \x01(\tR\n" +
+	"pollSecret\"\x84\x01\n" +
+	"\x14WaitSsoLoginResponse\x122\n" +
+	"\x05state\x18\x01 \x01(\x0e2\x1c.portcullis.v1.SsoLoginStateR\x05state\x128\n" +
+	"\x05login\x18\x02 \x01(\v2\".portcullis.v1.VerifyLoginResponseR\x05login\"\x18\n" +
 	"\x16GetCurrentLoginRequest\"\xf0\x02\n" +
 	"\x17GetCurrentLoginResponse\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x14\n" +
@@ -1581,11 +1904,17 @@ const file_portcullis_v1_auth_proto_rawDesc = "" +
 	"\x13RevokeApiKeyRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"F\n" +
 	"\x14RevokeApiKeyResponse\x12.\n" +
-	"\aapi_key\x18\x01 \x01(\v2\x15.portcullis.v1.ApiKeyR\x06apiKey2\xdb\x06\n" +
+	"\aapi_key\x18\x01 \x01(\v2\x15.portcullis.v1.ApiKeyR\x06apiKey*g\n" +
+	"\rSsoLoginState\x12\x1f\n" +
+	"\x1bSSO_LOGIN_STATE_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17SSO_LOGIN_STATE_WAITING\x10\x01\x12\x18\n" +
+	"\x14SSO_LOGIN_STATE_DONE\x10\x022\x92\b\n" +
 	"\vAuthService\x12Q\n" +
 	"\n" +
 	"StartLogin\x12 .portcullis.v1.StartLoginRequest\x1a!.portcullis.v1.StartLoginResponse\x12T\n" +
-	"\vVerifyLogin\x12!.portcullis.v1.VerifyLoginRequest\x1a\".portcullis.v1.VerifyLoginResponse\x12`\n" +
+	"\vVerifyLogin\x12!.portcullis.v1.VerifyLoginRequest\x1a\".portcullis.v1.VerifyLoginResponse\x12Z\n" +
+	"\rStartSsoLogin\x12#.portcullis.v1.StartSsoLoginRequest\x1a$.portcullis.v1.StartSsoLoginResponse\x12Y\n" +
+	"\fWaitSsoLogin\x12\".portcullis.v1.WaitSsoLoginRequest\x1a#.portcullis.v1.WaitSsoLoginResponse0\x01\x12`\n" +
 	"\x0fGetCurrentLogin\x12%.portcullis.v1.GetCurrentLoginRequest\x1a&.portcullis.v1.GetCurrentLoginResponse\x12f\n" +
 	"\x11ListLoginSessions\x12'.portcullis.v1.ListLoginSessionsRequest\x1a(.portcullis.v1.ListLoginSessionsResponse\x12i\n" +
 	"\x12ExtendLoginSession\x12(.portcullis.v1.ExtendLoginSessionRequest\x1a).portcullis.v1.ExtendLoginSessionResponse\x12f\n" +
@@ -1607,81 +1936,94 @@ func file_portcullis_v1_auth_proto_rawDescGZIP() []byte {
 	return file_portcullis_v1_auth_proto_rawDescData
 }
 
-var file_portcullis_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_portcullis_v1_auth_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_portcullis_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_portcullis_v1_auth_proto_goTypes = []any{
-	(*Browser)(nil),                    // 0: portcullis.v1.Browser
-	(*OperatingSystem)(nil),            // 1: portcullis.v1.OperatingSystem
-	(*Device)(nil),                     // 2: portcullis.v1.Device
-	(*LoginSession)(nil),               // 3: portcullis.v1.LoginSession
-	(*ApiKey)(nil),                     // 4: portcullis.v1.ApiKey
-	(*StartLoginRequest)(nil),          // 5: portcullis.v1.StartLoginRequest
-	(*StartLoginResponse)(nil),         // 6: portcullis.v1.StartLoginResponse
-	(*VerifyLoginRequest)(nil),         // 7: portcullis.v1.VerifyLoginRequest
-	(*VerifyLoginResponse)(nil),        // 8: portcullis.v1.VerifyLoginResponse
-	(*GetCurrentLoginRequest)(nil),     // 9: portcullis.v1.GetCurrentLoginRequest
-	(*GetCurrentLoginResponse)(nil),    // 10: portcullis.v1.GetCurrentLoginResponse
-	(*ListLoginSessionsRequest)(nil),   // 11: portcullis.v1.ListLoginSessionsRequest
-	(*ListLoginSessionsResponse)(nil),  // 12: portcullis.v1.ListLoginSessionsResponse
-	(*ExtendLoginSessionRequest)(nil),  // 13: portcullis.v1.ExtendLoginSessionRequest
-	(*ExtendLoginSessionResponse)(nil), // 14: portcullis.v1.ExtendLoginSessionResponse
-	(*CloseLoginSessionRequest)(nil),   // 15: portcullis.v1.CloseLoginSessionRequest
-	(*CloseLoginSessionResponse)(nil),  // 16: portcullis.v1.CloseLoginSessionResponse
-	(*CreateApiKeyRequest)(nil),        // 17: portcullis.v1.CreateApiKeyRequest
-	(*CreateApiKeyResponse)(nil),       // 18: portcullis.v1.CreateApiKeyResponse
-	(*ListApiKeysRequest)(nil),         // 19: portcullis.v1.ListApiKeysRequest
-	(*ListApiKeysResponse)(nil),        // 20: portcullis.v1.ListApiKeysResponse
-	(*RevokeApiKeyRequest)(nil),        // 21: portcullis.v1.RevokeApiKeyRequest
-	(*RevokeApiKeyResponse)(nil),       // 22: portcullis.v1.RevokeApiKeyResponse
-	(*timestamppb.Timestamp)(nil),      // 23: google.protobuf.Timestamp
-	(Role)(0),                          // 24: portcullis.v1.Role
+	(SsoLoginState)(0),                 // 0: portcullis.v1.SsoLoginState
+	(*Browser)(nil),                    // 1: portcullis.v1.Browser
+	(*OperatingSystem)(nil),            // 2: portcullis.v1.OperatingSystem
+	(*Device)(nil),                     // 3: portcullis.v1.Device
+	(*LoginSession)(nil),               // 4: portcullis.v1.LoginSession
+	(*ApiKey)(nil),                     // 5: portcullis.v1.ApiKey
+	(*StartLoginRequest)(nil),          // 6: portcullis.v1.StartLoginRequest
+	(*StartLoginResponse)(nil),         // 7: portcullis.v1.StartLoginResponse
+	(*VerifyLoginRequest)(nil),         // 8: portcullis.v1.VerifyLoginRequest
+	(*VerifyLoginResponse)(nil),        // 9: portcullis.v1.VerifyLoginResponse
+	(*StartSsoLoginRequest)(nil),       // 10: portcullis.v1.StartSsoLoginRequest
+	(*StartSsoLoginResponse)(nil),      // 11: portcullis.v1.StartSsoLoginResponse
+	(*WaitSsoLoginRequest)(nil),        // 12: portcullis.v1.WaitSsoLoginRequest
+	(*WaitSsoLoginResponse)(nil),       // 13: portcullis.v1.WaitSsoLoginResponse
+	(*GetCurrentLoginRequest)(nil),     // 14: portcullis.v1.GetCurrentLoginRequest
+	(*GetCurrentLoginResponse)(nil),    // 15: portcullis.v1.GetCurrentLoginResponse
+	(*ListLoginSessionsRequest)(nil),   // 16: portcullis.v1.ListLoginSessionsRequest
+	(*ListLoginSessionsResponse)(nil),  // 17: portcullis.v1.ListLoginSessionsResponse
+	(*ExtendLoginSessionRequest)(nil),  // 18: portcullis.v1.ExtendLoginSessionRequest
+	(*ExtendLoginSessionResponse)(nil), // 19: portcullis.v1.ExtendLoginSessionResponse
+	(*CloseLoginSessionRequest)(nil),   // 20: portcullis.v1.CloseLoginSessionRequest
+	(*CloseLoginSessionResponse)(nil),  // 21: portcullis.v1.CloseLoginSessionResponse
+	(*CreateApiKeyRequest)(nil),        // 22: portcullis.v1.CreateApiKeyRequest
+	(*CreateApiKeyResponse)(nil),       // 23: portcullis.v1.CreateApiKeyResponse
+	(*ListApiKeysRequest)(nil),         // 24: portcullis.v1.ListApiKeysRequest
+	(*ListApiKeysResponse)(nil),        // 25: portcullis.v1.ListApiKeysResponse
+	(*RevokeApiKeyRequest)(nil),        // 26: portcullis.v1.RevokeApiKeyRequest
+	(*RevokeApiKeyResponse)(nil),       // 27: portcullis.v1.RevokeApiKeyResponse
+	(*timestamppb.Timestamp)(nil),      // 28: google.protobuf.Timestamp
+	(Role)(0),                          // 29: portcullis.v1.Role
 }
 var file_portcullis_v1_auth_proto_depIdxs = []int32{
-	23, // 0: portcullis.v1.LoginSession.created_at:type_name -> google.protobuf.Timestamp
-	23, // 1: portcullis.v1.LoginSession.active_at:type_name -> google.protobuf.Timestamp
-	23, // 2: portcullis.v1.LoginSession.expires_at:type_name -> google.protobuf.Timestamp
-	0,  // 3: portcullis.v1.LoginSession.browser:type_name -> portcullis.v1.Browser
-	1,  // 4: portcullis.v1.LoginSession.operating_system:type_name -> portcullis.v1.OperatingSystem
-	2,  // 5: portcullis.v1.LoginSession.device:type_name -> portcullis.v1.Device
-	23, // 6: portcullis.v1.ApiKey.created_at:type_name -> google.protobuf.Timestamp
-	23, // 7: portcullis.v1.ApiKey.last_used_at:type_name -> google.protobuf.Timestamp
-	23, // 8: portcullis.v1.ApiKey.expires_at:type_name -> google.protobuf.Timestamp
-	23, // 9: portcullis.v1.ApiKey.revoked_at:type_name -> google.protobuf.Timestamp
-	23, // 10: portcullis.v1.StartLoginResponse.expires_at:type_name -> google.protobuf.Timestamp
-	23, // 11: portcullis.v1.VerifyLoginResponse.expires_at:type_name -> google.protobuf.Timestamp
-	3,  // 12: portcullis.v1.VerifyLoginResponse.login_session:type_name -> portcullis.v1.LoginSession
-	24, // 13: portcullis.v1.GetCurrentLoginResponse.roles:type_name -> portcullis.v1.Role
-	23, // 14: portcullis.v1.GetCurrentLoginResponse.expires_at:type_name -> google.protobuf.Timestamp
-	3,  // 15: portcullis.v1.GetCurrentLoginResponse.login_session:type_name -> portcullis.v1.LoginSession
-	3,  // 16: portcullis.v1.ListLoginSessionsResponse.login_sessions:type_name -> portcullis.v1.LoginSession
-	3,  // 17: portcullis.v1.ExtendLoginSessionResponse.login_session:type_name -> portcullis.v1.LoginSession
-	23, // 18: portcullis.v1.ExtendLoginSessionResponse.expires_at:type_name -> google.protobuf.Timestamp
-	23, // 19: portcullis.v1.CreateApiKeyRequest.expires_at:type_name -> google.protobuf.Timestamp
-	4,  // 20: portcullis.v1.CreateApiKeyResponse.api_key:type_name -> portcullis.v1.ApiKey
-	4,  // 21: portcullis.v1.ListApiKeysResponse.api_keys:type_name -> portcullis.v1.ApiKey
-	4,  // 22: portcullis.v1.RevokeApiKeyResponse.api_key:type_name -> portcullis.v1.ApiKey
-	5,  // 23: portcullis.v1.AuthService.StartLogin:input_type -> portcullis.v1.StartLoginRequest
-	7,  // 24: portcullis.v1.AuthService.VerifyLogin:input_type -> portcullis.v1.VerifyLoginRequest
-	9,  // 25: portcullis.v1.AuthService.GetCurrentLogin:input_type -> portcullis.v1.GetCurrentLoginRequest
-	11, // 26: portcullis.v1.AuthService.ListLoginSessions:input_type -> portcullis.v1.ListLoginSessionsRequest
-	13, // 27: portcullis.v1.AuthService.ExtendLoginSession:input_type -> portcullis.v1.ExtendLoginSessionRequest
-	15, // 28: portcullis.v1.AuthService.CloseLoginSession:input_type -> portcullis.v1.CloseLoginSessionRequest
-	17, // 29: portcullis.v1.AuthService.CreateApiKey:input_type -> portcullis.v1.CreateApiKeyRequest
-	19, // 30: portcullis.v1.AuthService.ListApiKeys:input_type -> portcullis.v1.ListApiKeysRequest
-	21, // 31: portcullis.v1.AuthService.RevokeApiKey:input_type -> portcullis.v1.RevokeApiKeyRequest
-	6,  // 32: portcullis.v1.AuthService.StartLogin:output_type -> portcullis.v1.StartLoginResponse
-	8,  // 33: portcullis.v1.AuthService.VerifyLogin:output_type -> portcullis.v1.VerifyLoginResponse
-	10, // 34: portcullis.v1.AuthService.GetCurrentLogin:output_type -> portcullis.v1.GetCurrentLoginResponse
-	12, // 35: portcullis.v1.AuthService.ListLoginSessions:output_type -> portcullis.v1.ListLoginSessionsResponse
-	14, // 36: portcullis.v1.AuthService.ExtendLoginSession:output_type -> portcullis.v1.ExtendLoginSessionResponse
-	16, // 37: portcullis.v1.AuthService.CloseLoginSession:output_type -> portcullis.v1.CloseLoginSessionResponse
-	18, // 38: portcullis.v1.AuthService.CreateApiKey:output_type -> portcullis.v1.CreateApiKeyResponse
-	20, // 39: portcullis.v1.AuthService.ListApiKeys:output_type -> portcullis.v1.ListApiKeysResponse
-	22, // 40: portcullis.v1.AuthService.RevokeApiKey:output_type -> portcullis.v1.RevokeApiKeyResponse
-	32, // [32:41] is the sub-list for method output_type
-	23, // [23:32] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	28, // 0: portcullis.v1.LoginSession.created_at:type_name -> google.protobuf.Timestamp
+	28, // 1: portcullis.v1.LoginSession.active_at:type_name -> google.protobuf.Timestamp
+	28, // 2: portcullis.v1.LoginSession.expires_at:type_name -> google.protobuf.Timestamp
+	1,  // 3: portcullis.v1.LoginSession.browser:type_name -> portcullis.v1.Browser
+	2,  // 4: portcullis.v1.LoginSession.operating_system:type_name -> portcullis.v1.OperatingSystem
+	3,  // 5: portcullis.v1.LoginSession.device:type_name -> portcullis.v1.Device
+	28, // 6: portcullis.v1.ApiKey.created_at:type_name -> google.protobuf.Timestamp
+	28, // 7: portcullis.v1.ApiKey.last_used_at:type_name -> google.protobuf.Timestamp
+	28, // 8: portcullis.v1.ApiKey.expires_at:type_name -> google.protobuf.Timestamp
+	28, // 9: portcullis.v1.ApiKey.revoked_at:type_name -> google.protobuf.Timestamp
+	28, // 10: portcullis.v1.StartLoginResponse.expires_at:type_name -> google.protobuf.Timestamp
+	28, // 11: portcullis.v1.VerifyLoginResponse.expires_at:type_name -> google.protobuf.Timestamp
+	4,  // 12: portcullis.v1.VerifyLoginResponse.login_session:type_name -> portcullis.v1.LoginSession
+	28, // 13: portcullis.v1.StartSsoLoginResponse.expires_at:type_name -> google.protobuf.Timestamp
+	0,  // 14: portcullis.v1.WaitSsoLoginResponse.state:type_name -> portcullis.v1.SsoLoginState
+	9,  // 15: portcullis.v1.WaitSsoLoginResponse.login:type_name -> portcullis.v1.VerifyLoginResponse
+	29, // 16: portcullis.v1.GetCurrentLoginResponse.roles:type_name -> portcullis.v1.Role
+	28, // 17: portcullis.v1.GetCurrentLoginResponse.expires_at:type_name -> google.protobuf.Timestamp
+	4,  // 18: portcullis.v1.GetCurrentLoginResponse.login_session:type_name -> portcullis.v1.LoginSession
+	4,  // 19: portcullis.v1.ListLoginSessionsResponse.login_sessions:type_name -> portcullis.v1.LoginSession
+	4,  // 20: portcullis.v1.ExtendLoginSessionResponse.login_session:type_name -> portcullis.v1.LoginSession
+	28, // 21: portcullis.v1.ExtendLoginSessionResponse.expires_at:type_name -> google.protobuf.Timestamp
+	28, // 22: portcullis.v1.CreateApiKeyRequest.expires_at:type_name -> google.protobuf.Timestamp
+	5,  // 23: portcullis.v1.CreateApiKeyResponse.api_key:type_name -> portcullis.v1.ApiKey
+	5,  // 24: portcullis.v1.ListApiKeysResponse.api_keys:type_name -> portcullis.v1.ApiKey
+	5,  // 25: portcullis.v1.RevokeApiKeyResponse.api_key:type_name -> portcullis.v1.ApiKey
+	6,  // 26: portcullis.v1.AuthService.StartLogin:input_type -> portcullis.v1.StartLoginRequest
+	8,  // 27: portcullis.v1.AuthService.VerifyLogin:input_type -> portcullis.v1.VerifyLoginRequest
+	10, // 28: portcullis.v1.AuthService.StartSsoLogin:input_type -> portcullis.v1.StartSsoLoginRequest
+	12, // 29: portcullis.v1.AuthService.WaitSsoLogin:input_type -> portcullis.v1.WaitSsoLoginRequest
+	14, // 30: portcullis.v1.AuthService.GetCurrentLogin:input_type -> portcullis.v1.GetCurrentLoginRequest
+	16, // 31: portcullis.v1.AuthService.ListLoginSessions:input_type -> portcullis.v1.ListLoginSessionsRequest
+	18, // 32: portcullis.v1.AuthService.ExtendLoginSession:input_type -> portcullis.v1.ExtendLoginSessionRequest
+	20, // 33: portcullis.v1.AuthService.CloseLoginSession:input_type -> portcullis.v1.CloseLoginSessionRequest
+	22, // 34: portcullis.v1.AuthService.CreateApiKey:input_type -> portcullis.v1.CreateApiKeyRequest
+	24, // 35: portcullis.v1.AuthService.ListApiKeys:input_type -> portcullis.v1.ListApiKeysRequest
+	26, // 36: portcullis.v1.AuthService.RevokeApiKey:input_type -> portcullis.v1.RevokeApiKeyRequest
+	7,  // 37: portcullis.v1.AuthService.StartLogin:output_type -> portcullis.v1.StartLoginResponse
+	9,  // 38: portcullis.v1.AuthService.VerifyLogin:output_type -> portcullis.v1.VerifyLoginResponse
+	11, // 39: portcullis.v1.AuthService.StartSsoLogin:output_type -> portcullis.v1.StartSsoLoginResponse
+	13, // 40: portcullis.v1.AuthService.WaitSsoLogin:output_type -> portcullis.v1.WaitSsoLoginResponse
+	15, // 41: portcullis.v1.AuthService.GetCurrentLogin:output_type -> portcullis.v1.GetCurrentLoginResponse
+	17, // 42: portcullis.v1.AuthService.ListLoginSessions:output_type -> portcullis.v1.ListLoginSessionsResponse
+	19, // 43: portcullis.v1.AuthService.ExtendLoginSession:output_type -> portcullis.v1.ExtendLoginSessionResponse
+	21, // 44: portcullis.v1.AuthService.CloseLoginSession:output_type -> portcullis.v1.CloseLoginSessionResponse
+	23, // 45: portcullis.v1.AuthService.CreateApiKey:output_type -> portcullis.v1.CreateApiKeyResponse
+	25, // 46: portcullis.v1.AuthService.ListApiKeys:output_type -> portcullis.v1.ListApiKeysResponse
+	27, // 47: portcullis.v1.AuthService.RevokeApiKey:output_type -> portcullis.v1.RevokeApiKeyResponse
+	37, // [37:48] is the sub-list for method output_type
+	26, // [26:37] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_portcullis_v1_auth_proto_init() }
@@ -1696,13 +2038,14 @@ func file_portcullis_v1_auth_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_portcullis_v1_auth_proto_rawDesc), len(file_portcullis_v1_auth_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   23,
+			NumEnums:      1,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_portcullis_v1_auth_proto_goTypes,
 		DependencyIndexes: file_portcullis_v1_auth_proto_depIdxs,
+		EnumInfos:         file_portcullis_v1_auth_proto_enumTypes,
 		MessageInfos:      file_portcullis_v1_auth_proto_msgTypes,
 	}.Build()
 	File_portcullis_v1_auth_proto = out.File

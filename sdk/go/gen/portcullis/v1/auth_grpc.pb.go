@@ -21,6 +21,8 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	AuthService_StartLogin_FullMethodName         = "/portcullis.v1.AuthService/StartLogin"
 	AuthService_VerifyLogin_FullMethodName        = "/portcullis.v1.AuthService/VerifyLogin"
+	AuthService_StartSsoLogin_FullMethodName      = "/portcullis.v1.AuthService/StartSsoLogin"
+	AuthService_WaitSsoLogin_FullMethodName       = "/portcullis.v1.AuthService/WaitSsoLogin"
 	AuthService_GetCurrentLogin_FullMethodName    = "/portcullis.v1.AuthService/GetCurrentLogin"
 	AuthService_ListLoginSessions_FullMethodName  = "/portcullis.v1.AuthService/ListLoginSessions"
 	AuthService_ExtendLoginSession_FullMethodName = "/portcullis.v1.AuthService/ExtendLoginSession"
@@ -40,6 +42,14 @@ type AuthServiceClient interface {
 	StartLogin(ctx context.Context, in *StartLoginRequest, opts ...grpc.CallOption) (*StartLoginResponse, error)
 	// VerifyLogin exchanges the code for an access token and a login session.
 	VerifyLogin(ctx context.Context, in *VerifyLoginRequest, opts ...grpc.CallOption) (*VerifyLoginResponse, error)
+	// StartSsoLogin begins a login through the organization's identity provider: open the
+	// authorization_url in a browser (on any machine), then wait with WaitSsoLogin. An email no
+	// provider claims gets the same kind of answer.
+	StartSsoLogin(ctx context.Context, in *StartSsoLoginRequest, opts ...grpc.CallOption) (*StartSsoLoginResponse, error)
+	// WaitSsoLogin waits for the browser to come back from the identity provider: it sends
+	// SSO_LOGIN_STATE_WAITING at once, then ends with the same answer as VerifyLogin, or with an
+	// error saying why the login was refused or expired. The answer is delivered once.
+	WaitSsoLogin(ctx context.Context, in *WaitSsoLoginRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WaitSsoLoginResponse], error)
 	// GetCurrentLogin describes the caller's login session.
 	GetCurrentLogin(ctx context.Context, in *GetCurrentLoginRequest, opts ...grpc.CallOption) (*GetCurrentLoginResponse, error)
 	// ListLoginSessions lists the caller's live login sessions.
@@ -84,6 +94,35 @@ func (c *authServiceClient) VerifyLogin(ctx context.Context, in *VerifyLoginRequ
 	}
 	return out, nil
 }
+
+func (c *authServiceClient) StartSsoLogin(ctx context.Context, in *StartSsoLoginRequest, opts ...grpc.CallOption) (*StartSsoLoginResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StartSsoLoginResponse)
+	err := c.cc.Invoke(ctx, AuthService_StartSsoLogin_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authServiceClient) WaitSsoLogin(ctx context.Context, in *WaitSsoLoginRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WaitSsoLoginResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AuthService_ServiceDesc.Streams[0], AuthService_WaitSsoLogin_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WaitSsoLoginRequest, WaitSsoLoginResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AuthService_WaitSsoLoginClient = grpc.ServerStreamingClient[WaitSsoLoginResponse]
 
 func (c *authServiceClient) GetCurrentLogin(ctx context.Context, in *GetCurrentLoginRequest, opts ...grpc.CallOption) (*GetCurrentLoginResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
@@ -165,6 +204,14 @@ type AuthServiceServer interface {
 	StartLogin(context.Context, *StartLoginRequest) (*StartLoginResponse, error)
 	// VerifyLogin exchanges the code for an access token and a login session.
 	VerifyLogin(context.Context, *VerifyLoginRequest) (*VerifyLoginResponse, error)
+	// StartSsoLogin begins a login through the organization's identity provider: open the
+	// authorization_url in a browser (on any machine), then wait with WaitSsoLogin. An email no
+	// provider claims gets the same kind of answer.
+	StartSsoLogin(context.Context, *StartSsoLoginRequest) (*StartSsoLoginResponse, error)
+	// WaitSsoLogin waits for the browser to come back from the identity provider: it sends
+	// SSO_LOGIN_STATE_WAITING at once, then ends with the same answer as VerifyLogin, or with an
+	// error saying why the login was refused or expired. The answer is delivered once.
+	WaitSsoLogin(*WaitSsoLoginRequest, grpc.ServerStreamingServer[WaitSsoLoginResponse]) error
 	// GetCurrentLogin describes the caller's login session.
 	GetCurrentLogin(context.Context, *GetCurrentLoginRequest) (*GetCurrentLoginResponse, error)
 	// ListLoginSessions lists the caller's live login sessions.
@@ -195,6 +242,12 @@ func (UnimplementedAuthServiceServer) StartLogin(context.Context, *StartLoginReq
 }
 func (UnimplementedAuthServiceServer) VerifyLogin(context.Context, *VerifyLoginRequest) (*VerifyLoginResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method VerifyLogin not implemented")
+}
+func (UnimplementedAuthServiceServer) StartSsoLogin(context.Context, *StartSsoLoginRequest) (*StartSsoLoginResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method StartSsoLogin not implemented")
+}
+func (UnimplementedAuthServiceServer) WaitSsoLogin(*WaitSsoLoginRequest, grpc.ServerStreamingServer[WaitSsoLoginResponse]) error {
+	return status.Error(codes.Unimplemented, "method WaitSsoLogin not implemented")
 }
 func (UnimplementedAuthServiceServer) GetCurrentLogin(context.Context, *GetCurrentLoginRequest) (*GetCurrentLoginResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetCurrentLogin not implemented")
@@ -273,6 +326,35 @@ func _AuthService_VerifyLogin_Handler(srv interface{}, ctx context.Context, dec 
 	}
 	return interceptor(ctx, in, info, handler)
 }
+
+func _AuthService_StartSsoLogin_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StartSsoLoginRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).StartSsoLogin(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_StartSsoLogin_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).StartSsoLogin(ctx, req.(*StartSsoLoginRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthService_WaitSsoLogin_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WaitSsoLoginRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AuthServiceServer).WaitSsoLogin(m, &grpc.GenericServerStream[WaitSsoLoginRequest, WaitSsoLoginResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AuthService_WaitSsoLoginServer = grpc.ServerStreamingServer[WaitSsoLoginResponse]
 
 func _AuthService_GetCurrentLogin_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetCurrentLoginRequest)
@@ -416,6 +498,10 @@ var AuthService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _AuthService_VerifyLogin_Handler,
 		},
 		{
+			MethodName: "StartSsoLogin",
+			Handler:    _AuthService_StartSsoLogin_Handler,
+		},
+		{
 			MethodName: "GetCurrentLogin",
 			Handler:    _AuthService_GetCurrentLogin_Handler,
 		},
@@ -444,6 +530,12 @@ var AuthService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _AuthService_RevokeApiKey_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WaitSsoLogin",
+			Handler:       _AuthService_WaitSsoLogin_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "portcullis/v1/auth.proto",
 }

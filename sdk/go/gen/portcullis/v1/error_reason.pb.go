@@ -56,6 +56,13 @@ const (
 	// ERROR_REASON_MEMBER_REQUIRED: the call acts inside an organization; the platform operator is
 	// a member of none.
 	ErrorReason_ERROR_REASON_MEMBER_REQUIRED ErrorReason = 24
+	// ERROR_REASON_SSO_ACCESS_DENIED: the identity provider logged the person in, but that gives
+	// no access here: no account (and jit_users off), no mapped group, an email domain the
+	// provider does not allow, or a disabled account. The message says which.
+	ErrorReason_ERROR_REASON_SSO_ACCESS_DENIED ErrorReason = 25
+	// ERROR_REASON_SSO_REQUIRED: the organization logs its people in through its identity
+	// provider only (IdentityProvider.sso_required); use StartSsoLogin.
+	ErrorReason_ERROR_REASON_SSO_REQUIRED ErrorReason = 26
 	// ERROR_REASON_NOT_FOUND: the object does not exist or is not visible to the caller.
 	ErrorReason_ERROR_REASON_NOT_FOUND ErrorReason = 30
 	// ERROR_REASON_ALREADY_EXISTS: an object with the same unique key exists.
@@ -104,6 +111,8 @@ var (
 		22: "ERROR_REASON_ORGANIZATION_SUSPENDED",
 		23: "ERROR_REASON_OPERATOR_REQUIRED",
 		24: "ERROR_REASON_MEMBER_REQUIRED",
+		25: "ERROR_REASON_SSO_ACCESS_DENIED",
+		26: "ERROR_REASON_SSO_REQUIRED",
 		30: "ERROR_REASON_NOT_FOUND",
 		31: "ERROR_REASON_ALREADY_EXISTS",
 		32: "ERROR_REASON_SESSION_ALREADY_ACTIVE",
@@ -132,6 +141,8 @@ var (
 		"ERROR_REASON_ORGANIZATION_SUSPENDED":   22,
 		"ERROR_REASON_OPERATOR_REQUIRED":        23,
 		"ERROR_REASON_MEMBER_REQUIRED":          24,
+		"ERROR_REASON_SSO_ACCESS_DENIED":        25,
+		"ERROR_REASON_SSO_REQUIRED":             26,
 		"ERROR_REASON_NOT_FOUND":                30,
 		"ERROR_REASON_ALREADY_EXISTS":           31,
 		"ERROR_REASON_SESSION_ALREADY_ACTIVE":   32,
@@ -180,7 +191,7 @@ var File_portcullis_v1_error_reason_proto protoreflect.FileDescriptor
 
 const file_portcullis_v1_error_reason_proto_rawDesc = "" +
 	"\n" +
-	" portcullis/v1/error_reason.proto\x12\rportcullis.v1*\x93\a\n" +
+	" portcullis/v1/error_reason.proto\x12\rportcullis.v1*\xd6\a\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aERROR_REASON_INVALID_INPUT\x10\x01\x12#\n" +
@@ -194,7 +205,9 @@ const file_portcullis_v1_error_reason_proto_rawDesc = "" +
 	"\x1bERROR_REASON_ADMIN_REQUIRED\x10\x15\x12'\n" +
 	"#ERROR_REASON_ORGANIZATION_SUSPENDED\x10\x16\x12\"\n" +
 	"\x1eERROR_REASON_OPERATOR_REQUIRED\x10\x17\x12 \n" +
-	"\x1cERROR_REASON_MEMBER_REQUIRED\x10\x18\x12\x1a\n" +
+	"\x1cERROR_REASON_MEMBER_REQUIRED\x10\x18\x12\"\n" +
+	"\x1eERROR_REASON_SSO_ACCESS_DENIED\x10\x19\x12\x1d\n" +
+	"\x19ERROR_REASON_SSO_REQUIRED\x10\x1a\x12\x1a\n" +
 	"\x16ERROR_REASON_NOT_FOUND\x10\x1e\x12\x1f\n" +
 	"\x1bERROR_REASON_ALREADY_EXISTS\x10\x1f\x12'\n" +
 	"#ERROR_REASON_SESSION_ALREADY_ACTIVE\x10 \x12&\n" +

@@ -3,12 +3,22 @@ import datetime
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from portcullis.v1 import user_pb2 as _user_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class SsoLoginState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SSO_LOGIN_STATE_UNSPECIFIED: _ClassVar[SsoLoginState]
+    SSO_LOGIN_STATE_WAITING: _ClassVar[SsoLoginState]
+    SSO_LOGIN_STATE_DONE: _ClassVar[SsoLoginState]
+SSO_LOGIN_STATE_UNSPECIFIED: SsoLoginState
+SSO_LOGIN_STATE_WAITING: SsoLoginState
+SSO_LOGIN_STATE_DONE: SsoLoginState
 
 class Browser(_message.Message):
     __slots__ = ("name", "version")
@@ -119,6 +129,44 @@ class VerifyLoginResponse(_message.Message):
     expires_at: _timestamp_pb2.Timestamp
     login_session: LoginSession
     def __init__(self, access_token: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., login_session: _Optional[_Union[LoginSession, _Mapping]] = ...) -> None: ...
+
+class StartSsoLoginRequest(_message.Message):
+    __slots__ = ("organization_id", "email", "identity_provider_id")
+    ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
+    organization_id: str
+    email: str
+    identity_provider_id: str
+    def __init__(self, organization_id: _Optional[str] = ..., email: _Optional[str] = ..., identity_provider_id: _Optional[str] = ...) -> None: ...
+
+class StartSsoLoginResponse(_message.Message):
+    __slots__ = ("sso_login_id", "poll_secret", "authorization_url", "expires_at")
+    SSO_LOGIN_ID_FIELD_NUMBER: _ClassVar[int]
+    POLL_SECRET_FIELD_NUMBER: _ClassVar[int]
+    AUTHORIZATION_URL_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    sso_login_id: str
+    poll_secret: str
+    authorization_url: str
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, sso_login_id: _Optional[str] = ..., poll_secret: _Optional[str] = ..., authorization_url: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class WaitSsoLoginRequest(_message.Message):
+    __slots__ = ("sso_login_id", "poll_secret")
+    SSO_LOGIN_ID_FIELD_NUMBER: _ClassVar[int]
+    POLL_SECRET_FIELD_NUMBER: _ClassVar[int]
+    sso_login_id: str
+    poll_secret: str
+    def __init__(self, sso_login_id: _Optional[str] = ..., poll_secret: _Optional[str] = ...) -> None: ...
+
+class WaitSsoLoginResponse(_message.Message):
+    __slots__ = ("state", "login")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    LOGIN_FIELD_NUMBER: _ClassVar[int]
+    state: SsoLoginState
+    login: VerifyLoginResponse
+    def __init__(self, state: _Optional[_Union[SsoLoginState, str]] = ..., login: _Optional[_Union[VerifyLoginResponse, _Mapping]] = ...) -> None: ...
 
 class GetCurrentLoginRequest(_message.Message):
     __slots__ = ()

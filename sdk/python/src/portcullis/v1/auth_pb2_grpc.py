@@ -45,6 +45,16 @@ class AuthServiceStub:
                 request_serializer=portcullis_dot_v1_dot_auth__pb2.VerifyLoginRequest.SerializeToString,
                 response_deserializer=portcullis_dot_v1_dot_auth__pb2.VerifyLoginResponse.FromString,
                 _registered_method=True)
+        self.StartSsoLogin = channel.unary_unary(
+                '/portcullis.v1.AuthService/StartSsoLogin',
+                request_serializer=portcullis_dot_v1_dot_auth__pb2.StartSsoLoginRequest.SerializeToString,
+                response_deserializer=portcullis_dot_v1_dot_auth__pb2.StartSsoLoginResponse.FromString,
+                _registered_method=True)
+        self.WaitSsoLogin = channel.unary_stream(
+                '/portcullis.v1.AuthService/WaitSsoLogin',
+                request_serializer=portcullis_dot_v1_dot_auth__pb2.WaitSsoLoginRequest.SerializeToString,
+                response_deserializer=portcullis_dot_v1_dot_auth__pb2.WaitSsoLoginResponse.FromString,
+                _registered_method=True)
         self.GetCurrentLogin = channel.unary_unary(
                 '/portcullis.v1.AuthService/GetCurrentLogin',
                 request_serializer=portcullis_dot_v1_dot_auth__pb2.GetCurrentLoginRequest.SerializeToString,
@@ -95,6 +105,24 @@ class AuthServiceServicer:
 
     def VerifyLogin(self, request, context):
         """VerifyLogin exchanges the code for an access token and a login session.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartSsoLogin(self, request, context):
+        """StartSsoLogin begins a login through the organization's identity provider: open the
+        authorization_url in a browser (on any machine), then wait with WaitSsoLogin. An email no
+        provider claims gets the same kind of answer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WaitSsoLogin(self, request, context):
+        """WaitSsoLogin waits for the browser to come back from the identity provider: it sends
+        SSO_LOGIN_STATE_WAITING at once, then ends with the same answer as VerifyLogin, or with an
+        error saying why the login was refused or expired. The answer is delivered once.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -162,6 +190,16 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.VerifyLogin,
                     request_deserializer=portcullis_dot_v1_dot_auth__pb2.VerifyLoginRequest.FromString,
                     response_serializer=portcullis_dot_v1_dot_auth__pb2.VerifyLoginResponse.SerializeToString,
+            ),
+            'StartSsoLogin': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartSsoLogin,
+                    request_deserializer=portcullis_dot_v1_dot_auth__pb2.StartSsoLoginRequest.FromString,
+                    response_serializer=portcullis_dot_v1_dot_auth__pb2.StartSsoLoginResponse.SerializeToString,
+            ),
+            'WaitSsoLogin': grpc.unary_stream_rpc_method_handler(
+                    servicer.WaitSsoLogin,
+                    request_deserializer=portcullis_dot_v1_dot_auth__pb2.WaitSsoLoginRequest.FromString,
+                    response_serializer=portcullis_dot_v1_dot_auth__pb2.WaitSsoLoginResponse.SerializeToString,
             ),
             'GetCurrentLogin': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCurrentLogin,
@@ -254,6 +292,60 @@ class AuthService:
             '/portcullis.v1.AuthService/VerifyLogin',
             portcullis_dot_v1_dot_auth__pb2.VerifyLoginRequest.SerializeToString,
             portcullis_dot_v1_dot_auth__pb2.VerifyLoginResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartSsoLogin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portcullis.v1.AuthService/StartSsoLogin',
+            portcullis_dot_v1_dot_auth__pb2.StartSsoLoginRequest.SerializeToString,
+            portcullis_dot_v1_dot_auth__pb2.StartSsoLoginResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WaitSsoLogin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/portcullis.v1.AuthService/WaitSsoLogin',
+            portcullis_dot_v1_dot_auth__pb2.WaitSsoLoginRequest.SerializeToString,
+            portcullis_dot_v1_dot_auth__pb2.WaitSsoLoginResponse.FromString,
             options,
             channel_credentials,
             insecure,

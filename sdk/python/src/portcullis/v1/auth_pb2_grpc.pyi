@@ -37,6 +37,16 @@ class AuthServiceStub:
     """StartLogin mails a one-time code to the user. Unknown emails get the same answer."""
     VerifyLogin: _grpc.UnaryUnaryMultiCallable[_auth_pb2.VerifyLoginRequest, _auth_pb2.VerifyLoginResponse]
     """VerifyLogin exchanges the code for an access token and a login session."""
+    StartSsoLogin: _grpc.UnaryUnaryMultiCallable[_auth_pb2.StartSsoLoginRequest, _auth_pb2.StartSsoLoginResponse]
+    """StartSsoLogin begins a login through the organization's identity provider: open the
+    authorization_url in a browser (on any machine), then wait with WaitSsoLogin. An email no
+    provider claims gets the same kind of answer.
+    """
+    WaitSsoLogin: _grpc.UnaryStreamMultiCallable[_auth_pb2.WaitSsoLoginRequest, _auth_pb2.WaitSsoLoginResponse]
+    """WaitSsoLogin waits for the browser to come back from the identity provider: it sends
+    SSO_LOGIN_STATE_WAITING at once, then ends with the same answer as VerifyLogin, or with an
+    error saying why the login was refused or expired. The answer is delivered once.
+    """
     GetCurrentLogin: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetCurrentLoginRequest, _auth_pb2.GetCurrentLoginResponse]
     """GetCurrentLogin describes the caller's login session."""
     ListLoginSessions: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ListLoginSessionsRequest, _auth_pb2.ListLoginSessionsResponse]
@@ -63,6 +73,16 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """StartLogin mails a one-time code to the user. Unknown emails get the same answer."""
     VerifyLogin: _aio.UnaryUnaryMultiCallable[_auth_pb2.VerifyLoginRequest, _auth_pb2.VerifyLoginResponse]  # type: ignore[assignment]
     """VerifyLogin exchanges the code for an access token and a login session."""
+    StartSsoLogin: _aio.UnaryUnaryMultiCallable[_auth_pb2.StartSsoLoginRequest, _auth_pb2.StartSsoLoginResponse]  # type: ignore[assignment]
+    """StartSsoLogin begins a login through the organization's identity provider: open the
+    authorization_url in a browser (on any machine), then wait with WaitSsoLogin. An email no
+    provider claims gets the same kind of answer.
+    """
+    WaitSsoLogin: _aio.UnaryStreamMultiCallable[_auth_pb2.WaitSsoLoginRequest, _auth_pb2.WaitSsoLoginResponse]  # type: ignore[assignment]
+    """WaitSsoLogin waits for the browser to come back from the identity provider: it sends
+    SSO_LOGIN_STATE_WAITING at once, then ends with the same answer as VerifyLogin, or with an
+    error saying why the login was refused or expired. The answer is delivered once.
+    """
     GetCurrentLogin: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetCurrentLoginRequest, _auth_pb2.GetCurrentLoginResponse]  # type: ignore[assignment]
     """GetCurrentLogin describes the caller's login session."""
     ListLoginSessions: _aio.UnaryUnaryMultiCallable[_auth_pb2.ListLoginSessionsRequest, _auth_pb2.ListLoginSessionsResponse]  # type: ignore[assignment]
@@ -98,6 +118,28 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.VerifyLoginResponse, _abc.Awaitable[_auth_pb2.VerifyLoginResponse]]:
         """VerifyLogin exchanges the code for an access token and a login session."""
+
+    @_abc_1.abstractmethod
+    def StartSsoLogin(
+        self,
+        request: _auth_pb2.StartSsoLoginRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.StartSsoLoginResponse, _abc.Awaitable[_auth_pb2.StartSsoLoginResponse]]:
+        """StartSsoLogin begins a login through the organization's identity provider: open the
+        authorization_url in a browser (on any machine), then wait with WaitSsoLogin. An email no
+        provider claims gets the same kind of answer.
+        """
+
+    @_abc_1.abstractmethod
+    def WaitSsoLogin(
+        self,
+        request: _auth_pb2.WaitSsoLoginRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_auth_pb2.WaitSsoLoginResponse], _abc.AsyncIterator[_auth_pb2.WaitSsoLoginResponse]]:
+        """WaitSsoLogin waits for the browser to come back from the identity provider: it sends
+        SSO_LOGIN_STATE_WAITING at once, then ends with the same answer as VerifyLogin, or with an
+        error saying why the login was refused or expired. The answer is delivered once.
+        """
 
     @_abc_1.abstractmethod
     def GetCurrentLogin(
