@@ -9,8 +9,10 @@ grpcurl=${GRPCURL:-grpcurl}
 work=$(mktemp -d)
 server_pid=
 receiver_pid=
+dex_pid=
 cleanup() {
     [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+    [ -n "$dex_pid" ] && kill "$dex_pid" 2>/dev/null
     [ -n "$receiver_pid" ] && kill "$receiver_pid" 2>/dev/null
     rm -rf "$work"
 }
@@ -52,6 +54,27 @@ class Hook(http.server.BaseHTTPRequestHandler):
 http.server.HTTPServer(("127.0.0.1", port), Hook).serve_forever()
 PY
 receiver_pid=$!
+# Single sign-on: the README's Dex (PORTCULLIS_TEST_DEX, which scripts/test.sh builds) on a free
+# port, its redirect pointing at this server.
+if [ -n "${PORTCULLIS_TEST_DEX:-}" ]; then
+    dex_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    python3 - "$readme" "$dex_port" "$addr" "$work" >dex.yaml <<'PY'
+import re, sys
+readme, port, addr, work = sys.argv[1:]
+config = re.search(r"```yaml\n# dex.yaml[^\n]*\n(.*?)```", open(readme).read(), re.S).group(1)
+config = config.replace("127.0.0.1:5556", f"127.0.0.1:{port}").replace("127.0.0.1:50051", addr)
+print(config.replace("file: dex.db", f"file: {work}/dex.db"))
+PY
+    "$PORTCULLIS_TEST_DEX" serve dex.yaml 2>dex.log &
+    dex_pid=$!
+    export PORTCULLIS_SERVER__PUBLIC_URL="http://$addr"
+    export PORTCULLIS_SSO__ALLOWED_PRIVATE_ISSUERS="[\"http://127.0.0.1:$dex_port/dex\"]"
+    for _ in $(seq 100); do
+        python3 -c "import urllib.request, sys; urllib.request.urlopen(sys.argv[1])" \
+            "http://127.0.0.1:$dex_port/dex/.well-known/openid-configuration" 2>/dev/null && break
+        sleep 0.2
+    done
+fi
 KEY=$("$bin" init --admin-email admin@example.com 2>init.log)
 "$bin" serve --listen "$addr" 2>server.log &
 server_pid=$!
@@ -116,6 +139,29 @@ check "plain http elsewhere refused" '"field": "url"' "$grpcurl" -plaintext -H "
 # Sessions: assign the resource to the admin, start, stop, and watch the session to its end.
 json() { python3 -c "import json, sys; print(json.load(sys.stdin)$1)"; }
 RESOURCE_ID=$("$grpcurl" -plaintext -H "x-api-key: $KEY" "$addr" portcullis.v1.ResourceService/ListResources | json "['resources'][0]['id']")
+
+# The README's identity provider, registered against that Dex; its secret is never shown.
+if [ -n "$dex_pid" ]; then
+    idp=$(python3 - "$readme" "$dex_port" "$RESOURCE_ID" <<'PY'
+import re, sys
+readme, port, resource = sys.argv[1:]
+found = re.search(r"-d '(\{\"identity_provider\": .*?)' localhost:50051", open(readme).read(), re.S).group(1)
+print(found.replace("127.0.0.1:5556", f"127.0.0.1:{port}").replace("RESOURCE_ID", resource))
+PY
+    )
+    CREATED=$("$grpcurl" -plaintext -H "x-api-key: $KEY" -d "$idp" "$addr" portcullis.v1.IdentityProviderService/CreateIdentityProvider 2>&1)
+    check "create identity provider" '"clientSecretSet": true' echo "$CREATED"
+    IDP_ID=$(json "['identityProvider']['id']" <<<"$CREATED")
+    GOT=$("$grpcurl" -plaintext -H "x-api-key: $KEY" -d "{\"id\": \"$IDP_ID\"}" "$addr" portcullis.v1.IdentityProviderService/GetIdentityProvider)
+    check "identity provider shown" '"groupMappings"' echo "$GOT"
+    if grep -q "portcullis-dex-secret" <<<"$CREATED$GOT"; then
+        echo "FAILED: the identity provider's client secret was shown"
+        failures=$((failures + 1))
+    fi
+    check "sso login starts" '"authorizationUrl": "http://127.0.0.1:'"$dex_port"'/dex/auth' "$grpcurl" -plaintext \
+        -d "{\"organization_id\": \"$(json "['identityProvider']['organizationId']" <<<"$CREATED")\"}" \
+        "$addr" portcullis.v1.AuthService/StartSsoLogin
+fi
 ADMIN_ID=$("$grpcurl" -plaintext -H "x-api-key: $KEY" "$addr" portcullis.v1.UserService/GetCurrentUser | json "['user']['id']")
 check "assign" "{}" "$grpcurl" -plaintext -H "x-api-key: $KEY" \
     -d "{\"resource_id\": \"$RESOURCE_ID\", \"user_id\": \"$ADMIN_ID\"}" \

@@ -112,9 +112,11 @@ impl Settings {
             (None, Some(token)) => ("authorization", format!("Bearer {token}")),
             (None, None) if self.withheld.is_some() => return Err(self.withheld.clone().unwrap_or_default().into()),
             (None, None) => {
-                return Err("not logged in: run `pcl login --email …`, or give an API key (--api-key, \
+                return Err(
+                    "not logged in: run `pcl login --email …` (or `pcl login --sso`), or give an API key (--api-key, \
                             PORTCULLIS_API_KEY or `api_key` in the profile)"
-                    .into());
+                        .into(),
+                );
             }
         };
         let value = MetadataValue::try_from(value).map_err(|_| "the credential must be visible ASCII".to_owned())?;
@@ -158,6 +160,12 @@ pub struct Credential {
 }
 
 impl Credential {
+    /// Calls carrying access token `token`.
+    pub fn bearer(token: &str) -> Result<Credential, Failure> {
+        let value = MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| "the token is not ASCII")?;
+        Ok(Credential { header: "authorization", value: std::sync::Arc::new(std::sync::RwLock::new(value)) })
+    }
+
     /// From now on, calls carry this access token.
     pub fn renew(&self, token: &str) -> Result<(), Failure> {
         let value = MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| "the token is not ASCII")?;

@@ -54,17 +54,25 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Log in with the code mailed to EMAIL; the token is kept in the profile and renewed
-    /// while the login lasts.
+    /// Log in with the code mailed to EMAIL, or with --sso through your organization's
+    /// identity provider; the token is kept in the profile and renewed while the login lasts.
     Login {
-        #[arg(long)]
-        email: String,
-        /// The organization, when the address belongs to users of several.
+        #[arg(long, required_unless_present_any = ["sso"])]
+        email: Option<String>,
+        /// The organization, when the address belongs to users of several (with --sso: whose
+        /// identity provider to log in through).
         #[arg(long)]
         organization: Option<String>,
         /// Read the password from the first line of stdin (users who have one), the code after it.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "sso")]
         password_stdin: bool,
+        /// Log in through the organization's identity provider (name it with --organization, or
+        /// give --email whose domain it logs in): open the printed URL in any browser.
+        #[arg(long, required_unless_present_any = ["email"])]
+        sso: bool,
+        /// With --sso, also open the URL in this machine's browser.
+        #[arg(long, requires = "sso")]
+        open: bool,
     },
     /// End the login and forget its token.
     Logout,
@@ -227,7 +235,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
     for warning in &settings.warnings {
         eprintln!("pcl: warning: {warning}");
     }
-    if let Command::Login { email, organization, password_stdin } = &cli.command {
+    if let Command::Login { email, organization, password_stdin, sso, open } = &cli.command {
         // The token is kept for, and will only be sent to, this server.
         if let Some(own) = profile.server.as_deref().filter(|_| settings.withheld.is_some()) {
             return Err(format!(
@@ -237,6 +245,11 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             .into());
         }
         let channel = settings.connect().await?;
+        if *sso {
+            let whose = login::SsoTarget { email: email.clone(), organization_id: organization.clone() };
+            return login::sso_login(channel, &cli.profile, &settings.server, whose, *open).await;
+        }
+        let email = email.as_deref().unwrap_or_default();
         return login::login(channel, &cli.profile, &settings.server, email, organization.clone(), *password_stdin)
             .await;
     }

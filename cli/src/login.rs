@@ -51,6 +51,74 @@ pub async fn login(
     Ok(0)
 }
 
+/// Whose identity provider `pcl login --sso` logs in through.
+pub struct SsoTarget {
+    pub email: Option<String>,
+    pub organization_id: Option<String>,
+}
+
+/// Starts a login at the organization's identity provider, prints the URL to open (in a
+/// browser on any machine: the provider sends it back to the server, not here), waits for it,
+/// and keeps the token in the profile as a code login does.
+pub async fn sso_login(
+    channel: Channel,
+    profile_name: &str,
+    server: &str,
+    whose: SsoTarget,
+    open: bool,
+) -> Result<u8, Failure> {
+    let mut auth = AuthServiceClient::new(channel.clone());
+    let request = StartSsoLoginRequest {
+        organization_id: whose.organization_id.unwrap_or_default(),
+        email: whose.email.unwrap_or_default(),
+        identity_provider_id: String::new(),
+    };
+    let started = auth.start_sso_login(request).await?.into_inner();
+    eprintln!("To log in, open this URL in a browser:\n\n  {}\n", started.authorization_url);
+    if open {
+        open_browser(&started.authorization_url);
+    }
+    eprintln!("Waiting for the browser to come back...");
+    let wait = WaitSsoLoginRequest { sso_login_id: started.sso_login_id, poll_secret: started.poll_secret };
+    let mut stream = auth.wait_sso_login(wait).await?.into_inner();
+    let verified = loop {
+        let Some(step) = stream.message().await? else {
+            return Err("the server stopped waiting for the login; run `pcl login --sso` again".into());
+        };
+        let done = step.state() == SsoLoginState::Done;
+        if let Some(verified) = step.login.filter(|_| done) {
+            break verified;
+        }
+    };
+    let login = verified.login_session.unwrap_or_default();
+    keep(profile_name, &verified.access_token, verified.expires_at, Some(&login.id))?;
+    profile::store(profile_name, &[("server", Some(toml::Value::String(server.to_owned())))])?;
+    let credential = Credential::bearer(&verified.access_token)?;
+    let current = AuthServiceClient::with_interceptor(channel, credential)
+        .get_current_login(GetCurrentLoginRequest {})
+        .await?
+        .into_inner();
+    let until = login.expires_at.map(|at| at.to_string()).unwrap_or_default();
+    let groups =
+        if current.groups.is_empty() { String::new() } else { format!(" (groups: {})", current.groups.join(", ")) };
+    println!("logged in as {}{groups} until {until}", current.alias);
+    Ok(0)
+}
+
+/// Opens `url` in this machine's browser, when it has one; the URL is printed either way.
+fn open_browser(url: &str) {
+    let opener = if cfg!(target_os = "macos") { "open" } else { "xdg-open" };
+    let spawned = std::process::Command::new(opener)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    if spawned.is_err() {
+        eprintln!("pcl: no browser to open here ({opener}); open the URL above yourself");
+    }
+}
+
 /// Closes the login session and forgets its token.
 pub async fn logout(
     channel: Channel,

@@ -12,6 +12,11 @@ use std::time::{Duration, Instant};
 #[path = "../../tests/it/common/smtp.rs"]
 mod smtp;
 
+/// The server tests' Dex (a real OpenID Connect provider), likewise; pcl needs only its login.
+#[path = "../../tests/it/common/dex.rs"]
+#[allow(dead_code)]
+mod dex;
+
 const PCL: &str = env!("CARGO_BIN_EXE_pcl");
 
 /// The server binary built beside this test (`cargo test --workspace` builds it).
@@ -57,6 +62,11 @@ impl Server {
 
     /// A server with extra configuration from the environment (`PORTCULLIS_…`).
     async fn start_with(settings: &[(&str, &str)]) -> Server {
+        Server::start_on("127.0.0.1:0", settings).await
+    }
+
+    /// As [`Server::start_with`], listening on `listen`.
+    async fn start_on(listen: &str, settings: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let database = format!("sqlite://{}?mode=rwc", dir.path().join("portcullis.db").display());
         let command = |args: &[&str]| {
@@ -68,10 +78,8 @@ impl Server {
         let init = command(&["init", "--admin-email", "ci@example.com"]).output().unwrap();
         assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
         let key = String::from_utf8(init.stdout).unwrap().trim().to_owned();
-        let mut child = command(&["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child =
+            command(&["serve", "--listen", listen, "--log-format", "json"]).stderr(Stdio::piped()).spawn().unwrap();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let address = loop {
             let line = lines.next().expect("the server exited").unwrap();
@@ -693,4 +701,74 @@ async fn session_run_opens_a_security_group_on_moto_for_the_command_only() {
 
     server.latest_reaches(SessionStatus::Cancelled, Duration::from_secs(20)).await;
     assert_eq!(ec2(&["rules", &group]), serde_json::json!([]), "the rule is removed once the session ended");
+}
+
+/// `pcl login --sso` prints the identity provider's URL, waits while a browser logs in there
+/// (Dex's form, followed here by an HTTP client) and comes back to the server, then keeps the
+/// token: later commands use it.
+#[tokio::test]
+async fn login_with_sso_waits_for_the_browser_and_keeps_the_token() {
+    use std::io::Read;
+    let Some(binary) = dex::binary() else { return };
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let public_url = format!("http://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let admin = dex::User::new("ci@example.com", &["ops"]);
+    let dex =
+        dex::Dex::start(&binary, dir.path(), std::slice::from_ref(&admin), &format!("{public_url}/sso/callback")).await;
+    let private = format!("[\"{}\"]", dex.origin);
+    let settings = [
+        ("PORTCULLIS_SEALING_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
+        ("PORTCULLIS_SERVER__PUBLIC_URL", public_url.as_str()),
+        ("PORTCULLIS_SSO__ALLOWED_PRIVATE_ISSUERS", private.as_str()),
+    ];
+    let server = Server::start_on(&format!("127.0.0.1:{port}"), &settings).await;
+    let me = pcl::pb::v1::user_service_client::UserServiceClient::new(server.channel().await)
+        .get_current_user(server.authed(GetCurrentUserRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    let provider = IdentityProvider {
+        display_name: "Dex".into(),
+        issuer_url: dex.issuer.clone(),
+        client_id: dex::CLIENT_ID.into(),
+        client_secret: dex::CLIENT_SECRET.into(),
+        scopes: ["openid", "email", "profile", "groups", "offline_access"].map(str::to_owned).to_vec(),
+        group_mappings: vec![GroupMapping { group: "ops".into(), role: Role::Admin.into(), resource_ids: Vec::new() }],
+        ..Default::default()
+    };
+    let mut providers =
+        pcl::pb::v1::identity_provider_service_client::IdentityProviderServiceClient::new(server.channel().await);
+    let request = CreateIdentityProviderRequest { identity_provider: Some(provider) };
+    providers.create_identity_provider(server.authed(request)).await.unwrap();
+
+    let mut login = server
+        .pcl_without_key(&["login", "--sso", "--organization", &me.organization_id])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(login.stderr.take().unwrap());
+    let url = loop {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "pcl ended without printing a URL");
+        if let Some(url) = line.trim().strip_prefix("http") {
+            break format!("http{url}");
+        }
+    };
+    let back = dex.log_in_to_redirect(&url, &admin.email).await;
+    let page = reqwest::get(&back).await.unwrap();
+    assert!(page.status().is_success(), "{}", page.text().await.unwrap_or_default());
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    let output = login.wait_with_output().unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{printed} {rest}");
+    assert!(printed.contains("logged in as ci@example.com (groups: ops)"), "{printed}");
+
+    let whoami = server.pcl_without_key(&["whoami"]).output().unwrap();
+    assert!(whoami.status.success(), "{:?}", text(&whoami));
+    assert!(text(&whoami).0.contains("ci@example.com"), "{:?}", text(&whoami));
 }

@@ -1,6 +1,7 @@
 //! Dex, a real OpenID Connect provider (`PORTCULLIS_TEST_DEX`, built by scripts/dex.sh), started
 //! per test with a generated configuration: static users with groups, this server as a
-//! confidential client, SQLite storage in the test's directory.
+//! confidential client, SQLite storage in the test's directory. Shared with pcl's tests, so it
+//! stands alone (no other test helper).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -122,10 +123,11 @@ impl Dex {
             .spawn()
             .expect("start dex");
         let discovery = format!("{}/.well-known/openid-configuration", self.issuer);
-        super::eventually("dex never answered discovery", Duration::from_secs(20), async || {
-            reqwest::get(&discovery).await.and_then(|answer| answer.error_for_status()).map(|_| ())
-        })
-        .await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while reqwest::get(&discovery).await.and_then(|answer| answer.error_for_status()).is_err() {
+            assert!(std::time::Instant::now() < deadline, "dex never answered discovery; see {}", self.dir.display());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Revokes the refresh tokens Dex issued to this server's client for the user whose ID
