@@ -48,6 +48,10 @@ pub const DB_CONNECTIONS: &str = "portcullis_db_connections";
 pub const RESOURCE_CHECKS: &str = "portcullis_resource_checks_total";
 /// Webhook delivery attempts made by this replica, by `outcome` (`delivered`, `failed`).
 pub const WEBHOOK_ATTEMPTS: &str = "portcullis_webhook_attempts_total";
+/// SSO refresh checks made by this replica, by `outcome` (`valid`, `revoked`, `no_answer`): a
+/// growing `no_answer` means a provider (or its client secret) is broken, and its users are
+/// not being checked.
+pub const SSO_REFRESH_CHECKS: &str = "portcullis_sso_refresh_checks_total";
 /// Always 1, labelled with the server's `version`.
 pub const BUILD_INFO: &str = "portcullis_build_info";
 
@@ -91,6 +95,10 @@ pub fn watch_stream_closed() {
 
 pub fn heartbeat_written() {
     counter!(HEARTBEAT_WRITES).increment(1);
+}
+
+pub fn sso_refresh_checked(outcome: &'static str) {
+    counter!(SSO_REFRESH_CHECKS, "outcome" => outcome).increment(1);
 }
 
 pub fn webhook_attempt(outcome: &'static str) {

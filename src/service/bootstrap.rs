@@ -80,21 +80,7 @@ pub(super) async fn found(
     .await?;
     let admin = queries::users::insert(
         txn,
-        user::Model {
-            id: new_id(),
-            organization_id: organization.id.clone(),
-            email: founding.admin_email,
-            full_name: founding.admin_full_name,
-            role: Role::Admin,
-            disabled: false,
-            locked_until: None,
-            lockouts: 0,
-            failed_login_count: 0,
-            password_hash: None,
-            expiry_emails: true,
-            created_at: at,
-            updated_at: at,
-        },
+        user::Model::new_member(&organization.id, founding.admin_email, founding.admin_full_name, Role::Admin, at),
     )
     .await?;
     let key = generate_api_key(KeyKind::Member);

@@ -431,21 +431,7 @@ impl SsoLogins {
             .unwrap_or_else(|| email.split('@').next().unwrap_or(email).to_owned());
         let created = queries::users::insert(
             txn,
-            user::Model {
-                id: new_id(),
-                organization_id: provider.organization_id.clone(),
-                email: email.to_owned(),
-                full_name,
-                role: Role::User,
-                disabled: false,
-                locked_until: None,
-                lockouts: 0,
-                failed_login_count: 0,
-                password_hash: None,
-                expiry_emails: true,
-                created_at: at,
-                updated_at: at,
-            },
+            user::Model::new_member(&provider.organization_id, email.to_owned(), full_name, Role::User, at),
         )
         .await
         .map_err(internal_refusal)?;
@@ -655,6 +641,7 @@ impl SsoLogins {
             Err(err) => {
                 // Not an answer about the user (network, 5xx, a refused client secret): the
                 // user keeps access and the check is retried; the log says since when.
+                crate::monitoring::sso_refresh_checked("no_answer");
                 let txn = store::begin(&self.db).await?;
                 if identity.check_failing_since.is_none() {
                     let mut active = identity.clone().into_active_model();
@@ -666,8 +653,12 @@ impl SsoLogins {
                     failing_since = ?identity.check_failing_since, error = %err, "sso refresh check got no answer");
                 Ok(())
             }
-            Ok(Refreshed::Revoked(why)) => self.deprovision(&provider, identity, &why, &actor).await,
+            Ok(Refreshed::Revoked(why)) => {
+                crate::monitoring::sso_refresh_checked("revoked");
+                self.deprovision(&provider, identity, &why, &actor).await
+            }
             Ok(Refreshed::Valid { groups, refresh_token }) => {
+                crate::monitoring::sso_refresh_checked("valid");
                 let spec = provider.spec()?;
                 let txn = store::begin(&self.db).await?;
                 let user = queries::users::get_any(&txn, &identity.user_id).await?;

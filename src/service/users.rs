@@ -2,7 +2,7 @@
 
 use super::{Caller, CallerCache, Whose};
 use crate::config::SessionConfig;
-use crate::domain::{Actor, Role, Violations, new_id, normalize_email, now, validate_full_name};
+use crate::domain::{Actor, Role, Violations, normalize_email, now, validate_full_name};
 use crate::engine::{Engine, transitions, transitions::Loss};
 use crate::error::{Result, StoreResultExt};
 use crate::store::audit::AuditRecord;
@@ -53,26 +53,10 @@ impl UserManager {
         };
         let at = now();
         let txn = store::begin(&self.db).await?;
-        let created = queries::users::insert(
-            &txn,
-            user::Model {
-                id: new_id(),
-                organization_id: caller.organization_id.clone(),
-                email,
-                full_name,
-                role,
-                disabled: false,
-                locked_until: None,
-                lockouts: 0,
-                failed_login_count: 0,
-                password_hash: None,
-                expiry_emails: true,
-                created_at: at,
-                updated_at: at,
-            },
-        )
-        .await
-        .or_already_exists("a user with this email already exists")?;
+        let created =
+            queries::users::insert(&txn, user::Model::new_member(&caller.organization_id, email, full_name, role, at))
+                .await
+                .or_already_exists("a user with this email already exists")?;
         AuditRecord::new("user.created", "user", &created.id)
             .detail("email", &created.email)
             .detail("role", role)

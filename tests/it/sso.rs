@@ -81,6 +81,16 @@ const SEALING_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 impl SsoSetup {
     async fn start(db: &TestDb, binary: &std::path::Path, users: &[User], refresh_check_secs: u64) -> SsoSetup {
+        let seconds = Seconds::try_from(refresh_check_secs).unwrap();
+        SsoSetup::start_with(db, binary, users, |config| config.sso.refresh_check_secs = seconds).await
+    }
+
+    async fn start_with(
+        db: &TestDb,
+        binary: &std::path::Path,
+        users: &[User],
+        adjust: impl FnOnce(&mut portcullis::config::Config),
+    ) -> SsoSetup {
         let dir = tempfile::tempdir().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let public_url = format!("http://{}", listener.local_addr().unwrap());
@@ -89,7 +99,7 @@ impl SsoSetup {
         config.sealing_key = Some(portcullis::config::Secret(SEALING_KEY.into()));
         config.server.public_url = Some(public_url);
         config.sso.allowed_private_issuers = vec![dex.origin.clone()];
-        config.sso.refresh_check_secs = Seconds::try_from(refresh_check_secs).unwrap();
+        adjust(&mut config);
         let server = TestServer::start_on(db, config, listener).await;
         let channel = server.channel().await;
         SsoSetup {
@@ -103,12 +113,12 @@ impl SsoSetup {
     }
 
     async fn resource(&mut self, name: &str) -> String {
+        self.resource_on(name, resource::Provider::Memory(MemoryProvider::default())).await
+    }
+
+    async fn resource_on(&mut self, name: &str, provider: resource::Provider) -> String {
         let request = CreateResourceRequest {
-            resource: Some(Resource {
-                name: name.into(),
-                provider: Some(resource::Provider::Memory(MemoryProvider::default())),
-                ..Default::default()
-            }),
+            resource: Some(Resource { name: name.into(), provider: Some(provider), ..Default::default() }),
         };
         let created = self.resources.create_resource(with_key(request, &self.server.admin_key)).await.unwrap();
         created.into_inner().resource.unwrap().id
@@ -318,4 +328,83 @@ async fn dex_subject(setup: &SsoSetup, user: &User) -> String {
     let identity =
         user_identity::Entity::find().filter(user_identity::Column::UserId.eq(row.id)).one(&setup.server.db).await;
     identity.unwrap().unwrap().subject
+}
+
+/// The same login on a real cloud API: the mapped resource is a security group on moto's EC2,
+/// and the SSO user's session puts their address in it.
+#[cfg(feature = "aws")]
+#[tokio::test]
+async fn an_sso_users_session_opens_the_security_group_on_moto() {
+    use crate::common::moto::{moto, new_group, resource_on_moto, rules_in};
+    let (Some(binary), Some(endpoint)) = (dex::binary(), moto()) else { return };
+    let db = TestDb::sqlite();
+    let ada = User::new("ada@example.com", &["ops"]);
+    let mut setup = SsoSetup::start(&db, &binary, std::slice::from_ref(&ada), 900).await;
+    let group = new_group(&endpoint);
+    let mapped = setup.resource_on("bastion", resource_on_moto(&endpoint, &group)).await;
+    setup.register_dex(std::slice::from_ref(&mapped)).await;
+    let login = setup.sso_login(&ada.email, 200).await.unwrap();
+    let mut sessions = SessionServiceClient::new(setup.server.channel().await);
+    let start = StartSessionRequest { ipv4_address: Some("203.0.113.7".into()), ..Default::default() };
+    sessions.start_session(with_token(start, &login.access_token)).await.unwrap();
+    common::eventually("the SSO user's address in the security group", Duration::from_secs(20), async || {
+        let rules = rules_in(&endpoint, &group);
+        common::when(rules.iter().any(|(cidr, _, _)| cidr == "203.0.113.7/32"), rules)
+    })
+    .await;
+    setup.server.stop().await;
+}
+
+/// An organization that requires single sign-on gets no login codes (a mail says how to log in
+/// instead), and an update is checked like a creation: no operator role, no foreign resource.
+#[tokio::test]
+async fn sso_required_stops_login_codes_and_updates_are_checked() {
+    use crate::common::smtp::MailServer;
+    let (Some(binary), Some(mail)) = (dex::binary(), MailServer::start().await) else { return };
+    let db = TestDb::sqlite();
+    let mut setup = SsoSetup::start_with(&db, &binary, &[], |config| {
+        config.mail.transport = portcullis::config::MailTransport::Smtp;
+        config.mail.smtp_host = "127.0.0.1".into();
+        config.mail.smtp_port = mail.port;
+        config.mail.smtp_security = portcullis::config::SmtpSecurity::None;
+    })
+    .await;
+    let registered = setup.register_dex(&[]).await;
+    let admin = setup.server.admin_key.clone();
+    let update = |provider: IdentityProvider, paths: &[&str]| UpdateIdentityProviderRequest {
+        identity_provider: Some(provider),
+        update_mask: Some(prost_types::FieldMask { paths: paths.iter().map(|path| (*path).to_owned()).collect() }),
+    };
+
+    let operator = GroupMapping { group: "ops".into(), role: Role::Operator.into(), resource_ids: Vec::new() };
+    let bad = IdentityProvider { id: registered.id.clone(), group_mappings: vec![operator], ..Default::default() };
+    let refused = setup.providers.update_identity_provider(with_key(update(bad, &["group_mappings"]), &admin)).await;
+    let refused = refused.unwrap_err();
+    assert_eq!(common::violated_fields(&refused), ["identity_provider.group_mappings[0].role"]);
+    let foreign =
+        GroupMapping { group: "ops".into(), role: Role::User.into(), resource_ids: vec![portcullis::domain::new_id()] };
+    let bad = IdentityProvider { id: registered.id.clone(), group_mappings: vec![foreign], ..Default::default() };
+    let refused = setup.providers.update_identity_provider(with_key(update(bad, &["group_mappings"]), &admin)).await;
+    assert_eq!(
+        common::violated_fields(&refused.unwrap_err()),
+        ["identity_provider.group_mappings[0].resource_ids"],
+        "a resource the organization does not have"
+    );
+
+    let required = IdentityProvider { id: registered.id.clone(), sso_required: true, ..Default::default() };
+    let updated = setup.providers.update_identity_provider(with_key(update(required, &["sso_required"]), &admin)).await;
+    let updated = updated.unwrap().into_inner().identity_provider.unwrap();
+    assert!(updated.sso_required && updated.client_secret_set, "only the named field changed");
+    assert_eq!(updated.group_mappings, registered.group_mappings);
+
+    let start = StartLoginRequest { email: "admin@example.com".into(), ..Default::default() };
+    setup.auth.start_login(start).await.expect("answered like any other address");
+    let mail = &mail;
+    common::eventually("the single sign-on mail", Duration::from_secs(10), async || {
+        let messages = mail.messages();
+        common::when(messages.iter().any(|message| message.contains("log in with single sign-on")), messages)
+    })
+    .await;
+    assert!(mail.codes_for("admin@example.com").is_empty(), "no code for an organization that requires SSO");
+    setup.server.stop().await;
 }

@@ -78,22 +78,7 @@ fn organization_row(name: &str) -> organization::Model {
 }
 
 fn user_row(organization_id: &str, email: &str) -> user::Model {
-    let at = now();
-    user::Model {
-        id: new_id(),
-        organization_id: organization_id.into(),
-        email: email.into(),
-        full_name: "Full Name".into(),
-        role: portcullis::domain::Role::User,
-        disabled: false,
-        locked_until: None,
-        lockouts: 0,
-        failed_login_count: 0,
-        password_hash: None,
-        expiry_emails: true,
-        created_at: at,
-        updated_at: at,
-    }
+    user::Model::new_member(organization_id, email.into(), "Full Name".into(), portcullis::domain::Role::User, now())
 }
 
 fn resource_row(organization_id: &str) -> resource::Model {

@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import Server
+import portcullis
+from conftest import Dex, Server
+from portcullis.v1 import user_pb2
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "start_session.py"
 
@@ -43,3 +45,24 @@ def test_example_opens_and_stops(server: Server) -> None:
     unauthenticated = run_example(server, api_key=None)
     assert unauthenticated.returncode == 2
     assert "PORTCULLIS_API_KEY" in unauthenticated.stderr
+
+
+SSO_EXAMPLE = Path(__file__).parent.parent / "examples" / "sso_login.py"
+
+
+def test_sso_example_waits_for_the_browser_and_uses_the_token(sso_server: tuple[Server, Dex]) -> None:
+    server, dex = sso_server
+    with portcullis.Client(server.addr, api_key=server.admin_key, insecure=True) as client:
+        organization = client.users.GetCurrentUser(user_pb2.GetCurrentUserRequest()).user.organization_id
+    example = subprocess.Popen(
+        [sys.executable, str(SSO_EXAMPLE), "--addr", server.addr, "--insecure", "--organization", organization],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert example.stdout is not None
+    url = next(line.strip() for line in example.stdout if line.strip().startswith("http"))
+    assert dex.log_in(url) == 200
+    out, err = example.communicate(timeout=60)
+    assert example.returncode == 0, err
+    assert "logged in as admin@example.com, groups ['ops']" in out

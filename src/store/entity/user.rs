@@ -24,6 +24,26 @@ pub struct Model {
 }
 
 impl Model {
+    /// A new, enabled member of `organization_id` created at `at`: no password, never locked,
+    /// mailed before their sessions expire.
+    pub fn new_member(organization_id: &str, email: String, full_name: String, role: Role, at: DateTimeUtc) -> Model {
+        Model {
+            id: crate::domain::new_id(),
+            organization_id: organization_id.to_owned(),
+            email,
+            full_name,
+            role,
+            disabled: false,
+            locked_until: None,
+            lockouts: 0,
+            failed_login_count: 0,
+            password_hash: None,
+            expiry_emails: true,
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
     /// Whether failed logins keep the user out at `at`.
     pub fn is_locked(&self, at: DateTimeUtc) -> bool {
         self.locked_until.is_some_and(|until| until > at)

@@ -322,21 +322,13 @@ impl TestServer {
         let at = now();
         queries::users::insert(
             &self.db,
-            user::Model {
-                id: new_id(),
-                organization_id: organization_id.to_owned(),
-                email: email.to_owned(),
-                full_name: String::new(),
-                role: role.parse().expect("a role's name"),
-                disabled: false,
-                locked_until: None,
-                lockouts: 0,
-                failed_login_count: 0,
-                password_hash: None,
-                expiry_emails: true,
-                created_at: at,
-                updated_at: at,
-            },
+            user::Model::new_member(
+                organization_id,
+                email.to_owned(),
+                String::new(),
+                role.parse().expect("a role's name"),
+                at,
+            ),
         )
         .await
         .expect("insert user")

@@ -59,11 +59,22 @@ func StartTLS(t testing.TB) *Server {
 
 func start(t testing.TB, withTLS bool) *Server {
 	t.Helper()
+	return startWith(t, withTLS, freeAddr(t))
+}
+
+// startOn starts a plaintext server on addr with extra environment (`PORTCULLIS_…=…`).
+func startOn(t testing.TB, addr string, env ...string) *Server {
+	t.Helper()
+	return startWith(t, false, addr, env...)
+}
+
+func startWith(t testing.TB, withTLS bool, addr string, env ...string) *Server {
+	t.Helper()
 	binary := os.Getenv(BinaryEnv)
 	if binary == "" {
 		t.Fatalf("%s must name the server binary (cargo build; see the README's SDK section)", BinaryEnv)
 	}
-	s := &Server{t: t, binary: binary, dir: t.TempDir()}
+	s := &Server{t: t, binary: binary, dir: t.TempDir(), env: env}
 	if withTLS {
 		s.RootCAs = s.issueCertificate()
 	}
@@ -75,7 +86,7 @@ func start(t testing.TB, withTLS bool) *Server {
 		t.Fatalf("portcullis init: %v\n%s", err, stderr.String())
 	}
 	s.AdminKey = strings.TrimSpace(string(key))
-	s.Addr = freeAddr(t)
+	s.Addr = addr
 	s.serve()
 	t.Cleanup(s.Stop)
 	return s
@@ -219,4 +230,19 @@ func (s *Server) AssignMemoryResource(name string) {
 	}); err != nil {
 		s.t.Fatalf("assign resource: %v", err)
 	}
+}
+
+// OrganizationID is the id of the organization `portcullis init` made.
+func (s *Server) OrganizationID(t testing.TB) string {
+	t.Helper()
+	client, err := portcullis.Dial(s.Addr, portcullis.WithAPIKey(s.AdminKey), portcullis.WithInsecure())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	me, err := client.Users.GetCurrentUser(context.Background(), &portcullisv1.GetCurrentUserRequest{})
+	if err != nil {
+		t.Fatalf("current user: %v", err)
+	}
+	return me.GetUser().GetOrganizationId()
 }
