@@ -152,7 +152,7 @@ fn check_issuer(url: &str, private_issuer: bool) -> Result<String, Invalid> {
 }
 
 /// A client id, a group name: printable, no spaces at the ends, not too long.
-fn check_token_text(value: &str, what: &str) -> Result<String, Invalid> {
+pub(super) fn check_token_text(value: &str, what: &str) -> Result<String, Invalid> {
     if value.is_empty() {
         return Err("is required".into());
     }

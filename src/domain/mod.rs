@@ -1,6 +1,7 @@
 //! Pure types and rules of Portcullis: no tonic, no sea-orm, no I/O.
 
 mod actor;
+mod approval;
 mod duration;
 mod endpoint;
 pub mod identity_provider;
@@ -16,6 +17,7 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use actor::Actor;
+pub use approval::{ApprovalInput, ApprovalPolicy};
 pub use duration::{Requested, requested};
 pub use endpoint::{AZURE_RESOURCE_MANAGERS, clean_path, endpoint_allowed, plain_origin, under_prefix};
 pub use identity_provider::{GroupMapping, IdentityProviderInput, IdentityProviderSpec};

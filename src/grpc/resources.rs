@@ -1,5 +1,5 @@
 use super::auth::caller;
-use super::convert::{UpdateMask, page_request, provider_from_pb, require_id, resource_to_pb};
+use super::convert::{UpdateMask, approval_from_pb, page_request, provider_from_pb, require_id, resource_to_pb};
 use crate::error::Error;
 use crate::pb::v1::resource_service_server::ResourceService;
 use crate::pb::v1::*;
@@ -9,7 +9,9 @@ use tonic::{Request, Response, Status};
 
 pub struct ResourceApi(pub ResourceManager);
 
-const UPDATABLE: &[&str] = &["name", "description", "provider"];
+const UPDATABLE: &[&str] = &["name", "description", "provider", "approval"];
+/// An empty mask changes these (an approval policy changes only when named).
+const UPDATED_BY_DEFAULT: &[&str] = &["name", "description", "provider"];
 
 fn to_pb(model: crate::store::entity::resource::Model) -> Result<Resource, Status> {
     resource_to_pb(model).map_err(|err| Status::from(Error::from(err)))
@@ -24,7 +26,8 @@ impl ResourceService for ResourceApi {
         let caller = caller(&request)?;
         let resource = request.get_ref().resource.clone().ok_or_else(|| Error::invalid("resource", "is required"))?;
         let provider = resource.provider.map(provider_from_pb).transpose()?;
-        let new = NewResource { name: resource.name, description: resource.description, provider };
+        let approval = approval_from_pb(resource.approval.as_ref())?;
+        let new = NewResource { name: resource.name, description: resource.description, provider, approval };
         let created = self.0.create(caller, new).await?;
         Ok(Response::new(CreateResourceResponse { resource: Some(to_pb(created)?) }))
     }
@@ -60,7 +63,8 @@ impl ResourceService for ResourceApi {
         let message = request.get_ref();
         let resource = message.resource.clone().ok_or_else(|| Error::invalid("resource", "is required"))?;
         let id = require_id("resource.id", &resource.id)?.to_owned();
-        let mask = UpdateMask::parse(message.update_mask.as_ref(), UPDATABLE)?;
+        let named = message.update_mask.as_ref().is_some_and(|mask| !mask.paths.is_empty());
+        let mask = UpdateMask::parse(message.update_mask.as_ref(), if named { UPDATABLE } else { UPDATED_BY_DEFAULT })?;
         let provider = if mask.contains("provider") {
             let provider = resource.provider.ok_or_else(|| {
                 Error::invalid(
@@ -76,6 +80,11 @@ impl ResourceService for ResourceApi {
             name: mask.contains("name").then_some(resource.name),
             description: mask.contains("description").then_some(resource.description),
             provider,
+            approval: if mask.contains("approval") {
+                Some(approval_from_pb(resource.approval.as_ref())?)
+            } else {
+                None
+            },
         };
         let updated = self.0.update(caller, &id, changes).await?;
         Ok(Response::new(UpdateResourceResponse { resource: Some(to_pb(updated)?) }))

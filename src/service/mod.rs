@@ -2,6 +2,7 @@
 //! transaction with the audit event, and returns store models; the gRPC layer only translates.
 
 pub mod api_keys;
+pub mod approvals;
 pub mod audit;
 pub mod auth;
 mod bootstrap;

@@ -1,13 +1,14 @@
 //! Firewall resources and who may open them.
 
 use super::Caller;
-use crate::domain::{CloudScopes, ProviderConfig, Violations, new_id, now, validate_name};
+use crate::domain::{ApprovalPolicy, CloudScopes, ProviderConfig, Violations, new_id, now, validate_name};
 use crate::domain::{Invalid, validate_description};
 use crate::engine::{Engine, transitions};
 use crate::error::{Error, Result, StoreResultExt};
 use crate::pb::v1::ErrorReason;
 use crate::provider::{CheckOutcome, Providers, Target};
 use crate::store::audit::AuditRecord;
+use crate::store::entity::resource::approval_json;
 use crate::store::entity::{StoredProvider, resource, resource_assignment};
 use crate::store::{self, Page, PageRequest, queries};
 use sea_orm::{ActiveValue::Set, DatabaseConnection, IntoActiveModel};
@@ -18,6 +19,8 @@ pub struct NewResource {
     pub name: String,
     pub description: String,
     pub provider: Option<ProviderConfig>,
+    /// Who must approve its sessions, if anyone (checked in shape by the caller).
+    pub approval: Option<ApprovalPolicy>,
 }
 
 /// Changes requested by UpdateResource; `None` leaves a field alone.
@@ -26,6 +29,8 @@ pub struct ResourceChanges {
     pub name: Option<String>,
     pub description: Option<String>,
     pub provider: Option<ProviderConfig>,
+    /// `Some(None)` turns approvals off.
+    pub approval: Option<Option<ApprovalPolicy>>,
 }
 
 #[derive(Clone)]
@@ -96,6 +101,9 @@ impl ResourceManager {
         };
         let at = now();
         let txn = store::begin(&self.db).await?;
+        if let Some(policy) = &new.approval {
+            super::approvals::check_policy(&txn, &caller.organization_id, policy, &[], "resource.approval").await?;
+        }
         let created = queries::resources::insert(
             &txn,
             resource::Model {
@@ -111,15 +119,18 @@ impl ResourceManager {
                 checked_at: None,
                 check_status: None,
                 check_message: None,
+                approval: approval_json(new.approval.as_ref()),
             },
         )
         .await
         .or_already_exists("a resource with this name already exists")?;
-        AuditRecord::new("resource.created", "resource", &created.id)
+        let mut record = AuditRecord::new("resource.created", "resource", &created.id)
             .detail("name", &created.name)
-            .detail("provider", provider.kind())
-            .write(&txn, &caller.actor())
-            .await?;
+            .detail("provider", provider.kind());
+        if let Some(approval) = &created.approval {
+            record = record.detail("approval", approval);
+        }
+        record.write(&txn, &caller.actor()).await?;
         store::commit(txn).await?;
         self.engine.check_soon();
         Ok(created)
@@ -176,6 +187,16 @@ impl ResourceManager {
         }
         if let Some(description) = description {
             active.description = Set(description);
+        }
+        if let Some(approval) = &changes.approval {
+            if let Some(policy) = approval {
+                let requesters = queries::resources::assignees(&txn, id).await?;
+                super::approvals::check_policy(&txn, &caller.organization_id, policy, &requesters, "resource.approval")
+                    .await?;
+            }
+            let stored = approval_json(approval.as_ref());
+            record = record.detail("approval", stored.as_deref().unwrap_or("none"));
+            active.approval = Set(stored);
         }
         if let Some(provider) = &provider {
             let rules_stay = queries::resources::provider_config(&current)?.opens_same_rules_as(provider);

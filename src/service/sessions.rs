@@ -173,6 +173,16 @@ impl SessionManager {
                 "no resource is assigned to you; ask an admin to assign one",
             ));
         }
+        // Fail closed until sessions can wait for their approvers: a resource that needs
+        // approval is never opened without it.
+        for resource in &assigned {
+            if resource.approval_policy()?.is_some() {
+                return Err(Error::failed_precondition(
+                    ErrorReason::ApprovalRequired,
+                    format!("opening {} needs approval, which this server cannot collect yet", resource.name),
+                ));
+            }
+        }
         let at = now();
         let session_id = new_id();
         let live_key = |address: Option<IpAddr>| address.map(|a| format!("{}|{a}", caller.user_id));

@@ -100,6 +100,7 @@ fn resource_row_named(organization_id: &str, name: &str) -> resource::Model {
         checked_at: None,
         check_status: None,
         check_message: None,
+        approval: None,
     }
 }
 

@@ -3,6 +3,7 @@
 use super::*;
 
 pub fn resource_to_pb(model: resource::Model) -> Result<pb::Resource, StoreError> {
+    let approval = model.approval_policy()?.map(|policy| approval_to_pb(&policy));
     let provider = match crate::store::queries::resources::provider_config(&model)? {
         ProviderConfig::Memory(memory) => pb::resource::Provider::Memory(pb::MemoryProvider {
             latency_ms: memory.latency_ms,
@@ -53,7 +54,39 @@ pub fn resource_to_pb(model: resource::Model) -> Result<pb::Resource, StoreError
         created_at: Some(timestamp(model.created_at)),
         updated_at: Some(timestamp(model.updated_at)),
         last_check: last_check(model.checked_at, model.check_status.as_deref(), model.check_message),
+        approval,
     })
+}
+
+fn approval_to_pb(policy: &domain::ApprovalPolicy) -> pb::ApprovalPolicy {
+    pb::ApprovalPolicy {
+        required: true,
+        approvals: policy.approvals,
+        approver_user_ids: policy.approver_user_ids.clone(),
+        approver_groups: policy.approver_groups.clone(),
+        justification_required: policy.justification_required,
+        pending_timeout: Some(prost_types::Duration { seconds: i64::from(policy.pending_timeout_secs), nanos: 0 }),
+        auto_approve_groups: policy.auto_approve_groups.clone(),
+    }
+}
+
+/// A request's approval policy, checked in shape (`None`: not required), or violations under
+/// `resource.approval.…`.
+pub fn approval_from_pb(approval: Option<&pb::ApprovalPolicy>) -> Result<Option<domain::ApprovalPolicy>> {
+    let Some(approval) = approval else { return Ok(None) };
+    let input = domain::ApprovalInput {
+        required: approval.required,
+        approvals: approval.approvals,
+        approver_user_ids: &approval.approver_user_ids,
+        approver_groups: &approval.approver_groups,
+        justification_required: approval.justification_required,
+        // A fraction of a second rounds up, so it is never read as "unset".
+        pending_timeout_secs: approval.pending_timeout.map(|d| d.seconds.saturating_add(i64::from(d.nanos > 0))),
+        auto_approve_groups: &approval.auto_approve_groups,
+    };
+    let mut violations = Violations::default();
+    let policy = domain::ApprovalPolicy::check(&input, "resource.approval", &mut violations);
+    if violations.is_empty() { Ok(policy) } else { Err(violations.into()) }
 }
 
 /// A resource's last periodic check, once one has finished.

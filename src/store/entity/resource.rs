@@ -21,9 +21,27 @@ pub struct Model {
     /// What that check found: a `CheckStatus` name without its prefix (`OK`, `ACCESS_DENIED`, …).
     pub check_status: Option<String>,
     pub check_message: Option<String>,
+    /// JSON of its `ApprovalPolicy`; None: sessions open it at once.
+    pub approval: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+impl Model {
+    /// Who must approve a session on this resource, if anyone.
+    pub fn approval_policy(&self) -> crate::store::StoreResult<Option<crate::domain::ApprovalPolicy>> {
+        self.approval
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|err| crate::store::StoreError::Corrupt(format!("resource {} approval: {err}", self.id)))
+    }
+}
+
+/// The stored form of an approval policy.
+pub fn approval_json(policy: Option<&crate::domain::ApprovalPolicy>) -> Option<String> {
+    policy.and_then(|policy| serde_json::to_string(policy).ok())
+}

@@ -169,3 +169,27 @@ pub async fn claim_check(
         .await?;
     Ok(claimed.rows_affected == 1)
 }
+
+/// The users of `organization_id` whose providers last reported one of `groups`.
+pub async fn users_in_groups(
+    db: &impl ConnectionTrait,
+    organization_id: &str,
+    groups: &[String],
+) -> StoreResult<Vec<String>> {
+    if groups.is_empty() {
+        return Ok(Vec::new());
+    }
+    let identities =
+        user_identity::Entity::find().filter(user_identity::Column::OrganizationId.eq(organization_id)).all(db).await?;
+    let mut users: Vec<String> = identities
+        .into_iter()
+        .filter(|identity| {
+            serde_json::from_str::<Vec<String>>(&identity.groups)
+                .is_ok_and(|held| held.iter().any(|group| groups.contains(group)))
+        })
+        .map(|identity| identity.user_id)
+        .collect();
+    users.sort_unstable();
+    users.dedup();
+    Ok(users)
+}

@@ -69,6 +69,17 @@ pub async fn is_assigned(db: &impl ConnectionTrait, resource_id: &str, user_id: 
     Ok(resource_assignment::Entity::find_by_id((resource_id.to_owned(), user_id.to_owned())).one(db).await?.is_some())
 }
 
+/// The users `resource_id` is assigned to.
+pub async fn assignees(db: &impl ConnectionTrait, resource_id: &str) -> StoreResult<Vec<String>> {
+    Ok(resource_assignment::Entity::find()
+        .select_only()
+        .column(resource_assignment::Column::UserId)
+        .filter(resource_assignment::Column::ResourceId.eq(resource_id))
+        .into_tuple()
+        .all(db)
+        .await?)
+}
+
 /// Assigns the resource; returns whether the assignment is new.
 pub async fn assign(db: &impl ConnectionTrait, assignment: resource_assignment::Model) -> StoreResult<bool> {
     let inserted = resource_assignment::Entity::insert(resource_assignment::ActiveModel::from(assignment))

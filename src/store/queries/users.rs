@@ -84,3 +84,33 @@ pub async fn lock(db: &impl ConnectionTrait, id: &str, at: DateTime<Utc>, until:
         .await?;
     Ok(result.rows_affected == 1)
 }
+
+/// The enabled admins of `organization_id`.
+pub async fn enabled_admins(db: &impl ConnectionTrait, organization_id: &str) -> StoreResult<Vec<String>> {
+    Ok(Entity::find()
+        .filter(Column::OrganizationId.eq(organization_id))
+        .filter(Column::Role.eq(crate::domain::Role::Admin))
+        .filter(Column::Disabled.eq(false))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|user| user.id)
+        .collect())
+}
+
+/// Which of `ids` are enabled users of `organization_id`.
+pub async fn enabled_among(
+    db: &impl ConnectionTrait,
+    organization_id: &str,
+    ids: &[String],
+) -> StoreResult<Vec<String>> {
+    Ok(Entity::find()
+        .filter(Column::OrganizationId.eq(organization_id))
+        .filter(Column::Id.is_in(ids.iter().map(String::as_str)))
+        .filter(Column::Disabled.eq(false))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|user| user.id)
+        .collect())
+}

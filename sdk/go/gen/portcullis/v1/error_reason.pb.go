@@ -63,6 +63,9 @@ const (
 	// ERROR_REASON_SSO_REQUIRED: the organization logs its people in through its identity
 	// provider only (IdentityProvider.sso_required); use StartSsoLogin.
 	ErrorReason_ERROR_REASON_SSO_REQUIRED ErrorReason = 26
+	// ERROR_REASON_APPROVAL_REQUIRED: the call needs an approval it does not have: a session past
+	// the duration its approvers granted, or a resource whose policy this call cannot satisfy.
+	ErrorReason_ERROR_REASON_APPROVAL_REQUIRED ErrorReason = 27
 	// ERROR_REASON_NOT_FOUND: the object does not exist or is not visible to the caller.
 	ErrorReason_ERROR_REASON_NOT_FOUND ErrorReason = 30
 	// ERROR_REASON_ALREADY_EXISTS: an object with the same unique key exists.
@@ -113,6 +116,7 @@ var (
 		24: "ERROR_REASON_MEMBER_REQUIRED",
 		25: "ERROR_REASON_SSO_ACCESS_DENIED",
 		26: "ERROR_REASON_SSO_REQUIRED",
+		27: "ERROR_REASON_APPROVAL_REQUIRED",
 		30: "ERROR_REASON_NOT_FOUND",
 		31: "ERROR_REASON_ALREADY_EXISTS",
 		32: "ERROR_REASON_SESSION_ALREADY_ACTIVE",
@@ -143,6 +147,7 @@ var (
 		"ERROR_REASON_MEMBER_REQUIRED":          24,
 		"ERROR_REASON_SSO_ACCESS_DENIED":        25,
 		"ERROR_REASON_SSO_REQUIRED":             26,
+		"ERROR_REASON_APPROVAL_REQUIRED":        27,
 		"ERROR_REASON_NOT_FOUND":                30,
 		"ERROR_REASON_ALREADY_EXISTS":           31,
 		"ERROR_REASON_SESSION_ALREADY_ACTIVE":   32,
@@ -191,7 +196,7 @@ var File_portcullis_v1_error_reason_proto protoreflect.FileDescriptor
 
 const file_portcullis_v1_error_reason_proto_rawDesc = "" +
 	"\n" +
-	" portcullis/v1/error_reason.proto\x12\rportcullis.v1*\xd6\a\n" +
+	" portcullis/v1/error_reason.proto\x12\rportcullis.v1*\xfa\a\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aERROR_REASON_INVALID_INPUT\x10\x01\x12#\n" +
@@ -207,7 +212,8 @@ const file_portcullis_v1_error_reason_proto_rawDesc = "" +
 	"\x1eERROR_REASON_OPERATOR_REQUIRED\x10\x17\x12 \n" +
 	"\x1cERROR_REASON_MEMBER_REQUIRED\x10\x18\x12\"\n" +
 	"\x1eERROR_REASON_SSO_ACCESS_DENIED\x10\x19\x12\x1d\n" +
-	"\x19ERROR_REASON_SSO_REQUIRED\x10\x1a\x12\x1a\n" +
+	"\x19ERROR_REASON_SSO_REQUIRED\x10\x1a\x12\"\n" +
+	"\x1eERROR_REASON_APPROVAL_REQUIRED\x10\x1b\x12\x1a\n" +
 	"\x16ERROR_REASON_NOT_FOUND\x10\x1e\x12\x1f\n" +
 	"\x1bERROR_REASON_ALREADY_EXISTS\x10\x1f\x12'\n" +
 	"#ERROR_REASON_SESSION_ALREADY_ACTIVE\x10 \x12&\n" +

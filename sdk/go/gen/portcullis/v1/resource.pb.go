@@ -9,6 +9,7 @@ package portcullisv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
@@ -563,7 +564,10 @@ type Resource struct {
 	// last_check is what the server's latest periodic check of the firewall found (see
 	// engine.check_interval_secs); unset until the first check, and again after the provider
 	// changes. Ignored on input.
-	LastCheck     *ResourceCheck `protobuf:"bytes,22,opt,name=last_check,json=lastCheck,proto3" json:"last_check,omitempty"`
+	LastCheck *ResourceCheck `protobuf:"bytes,22,opt,name=last_check,json=lastCheck,proto3" json:"last_check,omitempty"`
+	// approval says who must approve a session before it opens this resource; unset or
+	// required false: sessions open it at once.
+	Approval      *ApprovalPolicy `protobuf:"bytes,23,opt,name=approval,proto3" json:"approval,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -683,6 +687,13 @@ func (x *Resource) GetLastCheck() *ResourceCheck {
 	return nil
 }
 
+func (x *Resource) GetApproval() *ApprovalPolicy {
+	if x != nil {
+		return x.Approval
+	}
+	return nil
+}
+
 type isResource_Provider interface {
 	isResource_Provider()
 }
@@ -715,6 +726,108 @@ func (*Resource_GcpFirewall) isResource_Provider() {}
 
 func (*Resource_AzureNetworkSecurityGroup) isResource_Provider() {}
 
+// ApprovalPolicy is who must say yes, and within how long, before a session opens a resource.
+type ApprovalPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// required turns the policy on; the other fields apply only then.
+	Required bool `protobuf:"varint,1,opt,name=required,proto3" json:"required,omitempty"`
+	// approvals needed, from distinct approvers other than the requester: 0 means 1, at most 10.
+	Approvals uint32 `protobuf:"varint,2,opt,name=approvals,proto3" json:"approvals,omitempty"`
+	// approver_user_ids may approve; with approver_groups empty too, the organization's admins do.
+	ApproverUserIds []string `protobuf:"bytes,3,rep,name=approver_user_ids,json=approverUserIds,proto3" json:"approver_user_ids,omitempty"`
+	// approver_groups are identity provider groups whose members may approve (as single sign-on
+	// last saw their groups).
+	ApproverGroups []string `protobuf:"bytes,4,rep,name=approver_groups,json=approverGroups,proto3" json:"approver_groups,omitempty"`
+	// justification_required refuses a StartSession on this resource without a justification.
+	JustificationRequired bool `protobuf:"varint,5,opt,name=justification_required,json=justificationRequired,proto3" json:"justification_required,omitempty"`
+	// pending_timeout is how long a request waits for its approvals before it expires: unset means
+	// one hour; from 10 seconds to 24 hours.
+	PendingTimeout *durationpb.Duration `protobuf:"bytes,6,opt,name=pending_timeout,json=pendingTimeout,proto3" json:"pending_timeout,omitempty"`
+	// auto_approve_groups are identity provider groups whose members start without waiting.
+	AutoApproveGroups []string `protobuf:"bytes,7,rep,name=auto_approve_groups,json=autoApproveGroups,proto3" json:"auto_approve_groups,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *ApprovalPolicy) Reset() {
+	*x = ApprovalPolicy{}
+	mi := &file_portcullis_v1_resource_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApprovalPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApprovalPolicy) ProtoMessage() {}
+
+func (x *ApprovalPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_portcullis_v1_resource_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApprovalPolicy.ProtoReflect.Descriptor instead.
+func (*ApprovalPolicy) Descriptor() ([]byte, []int) {
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ApprovalPolicy) GetRequired() bool {
+	if x != nil {
+		return x.Required
+	}
+	return false
+}
+
+func (x *ApprovalPolicy) GetApprovals() uint32 {
+	if x != nil {
+		return x.Approvals
+	}
+	return 0
+}
+
+func (x *ApprovalPolicy) GetApproverUserIds() []string {
+	if x != nil {
+		return x.ApproverUserIds
+	}
+	return nil
+}
+
+func (x *ApprovalPolicy) GetApproverGroups() []string {
+	if x != nil {
+		return x.ApproverGroups
+	}
+	return nil
+}
+
+func (x *ApprovalPolicy) GetJustificationRequired() bool {
+	if x != nil {
+		return x.JustificationRequired
+	}
+	return false
+}
+
+func (x *ApprovalPolicy) GetPendingTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.PendingTimeout
+	}
+	return nil
+}
+
+func (x *ApprovalPolicy) GetAutoApproveGroups() []string {
+	if x != nil {
+		return x.AutoApproveGroups
+	}
+	return nil
+}
+
 // ResourceCheck is what a periodic check of a resource's firewall found.
 type ResourceCheck struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -730,7 +843,7 @@ type ResourceCheck struct {
 
 func (x *ResourceCheck) Reset() {
 	*x = ResourceCheck{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[6]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -742,7 +855,7 @@ func (x *ResourceCheck) String() string {
 func (*ResourceCheck) ProtoMessage() {}
 
 func (x *ResourceCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[6]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -755,7 +868,7 @@ func (x *ResourceCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceCheck.ProtoReflect.Descriptor instead.
 func (*ResourceCheck) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{6}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ResourceCheck) GetStatus() CheckStatus {
@@ -790,7 +903,7 @@ type CreateResourceRequest struct {
 
 func (x *CreateResourceRequest) Reset() {
 	*x = CreateResourceRequest{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[7]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -802,7 +915,7 @@ func (x *CreateResourceRequest) String() string {
 func (*CreateResourceRequest) ProtoMessage() {}
 
 func (x *CreateResourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[7]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -815,7 +928,7 @@ func (x *CreateResourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateResourceRequest.ProtoReflect.Descriptor instead.
 func (*CreateResourceRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{7}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CreateResourceRequest) GetResource() *Resource {
@@ -836,7 +949,7 @@ type CreateResourceResponse struct {
 
 func (x *CreateResourceResponse) Reset() {
 	*x = CreateResourceResponse{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[8]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -848,7 +961,7 @@ func (x *CreateResourceResponse) String() string {
 func (*CreateResourceResponse) ProtoMessage() {}
 
 func (x *CreateResourceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[8]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -861,7 +974,7 @@ func (x *CreateResourceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateResourceResponse.ProtoReflect.Descriptor instead.
 func (*CreateResourceResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{8}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CreateResourceResponse) GetResource() *Resource {
@@ -882,7 +995,7 @@ type GetResourceRequest struct {
 
 func (x *GetResourceRequest) Reset() {
 	*x = GetResourceRequest{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[9]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -894,7 +1007,7 @@ func (x *GetResourceRequest) String() string {
 func (*GetResourceRequest) ProtoMessage() {}
 
 func (x *GetResourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[9]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -907,7 +1020,7 @@ func (x *GetResourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResourceRequest.ProtoReflect.Descriptor instead.
 func (*GetResourceRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{9}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetResourceRequest) GetId() string {
@@ -928,7 +1041,7 @@ type GetResourceResponse struct {
 
 func (x *GetResourceResponse) Reset() {
 	*x = GetResourceResponse{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[10]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -940,7 +1053,7 @@ func (x *GetResourceResponse) String() string {
 func (*GetResourceResponse) ProtoMessage() {}
 
 func (x *GetResourceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[10]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -953,7 +1066,7 @@ func (x *GetResourceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResourceResponse.ProtoReflect.Descriptor instead.
 func (*GetResourceResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{10}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetResourceResponse) GetResource() *Resource {
@@ -978,7 +1091,7 @@ type ListResourcesRequest struct {
 
 func (x *ListResourcesRequest) Reset() {
 	*x = ListResourcesRequest{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[11]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -990,7 +1103,7 @@ func (x *ListResourcesRequest) String() string {
 func (*ListResourcesRequest) ProtoMessage() {}
 
 func (x *ListResourcesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[11]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1003,7 +1116,7 @@ func (x *ListResourcesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResourcesRequest.ProtoReflect.Descriptor instead.
 func (*ListResourcesRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{11}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListResourcesRequest) GetPageSize() int32 {
@@ -1040,7 +1153,7 @@ type ListResourcesResponse struct {
 
 func (x *ListResourcesResponse) Reset() {
 	*x = ListResourcesResponse{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[12]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1052,7 +1165,7 @@ func (x *ListResourcesResponse) String() string {
 func (*ListResourcesResponse) ProtoMessage() {}
 
 func (x *ListResourcesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[12]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1065,7 +1178,7 @@ func (x *ListResourcesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResourcesResponse.ProtoReflect.Descriptor instead.
 func (*ListResourcesResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{12}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListResourcesResponse) GetResources() []*Resource {
@@ -1087,7 +1200,8 @@ type UpdateResourceRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// resource carries the id and the new values.
 	Resource *Resource `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
-	// update_mask names the fields to change: name, description, provider. Empty means all of them.
+	// update_mask names the fields to change: name, description, provider, approval. Empty means
+	// name, description and provider (the approval policy changes only when named).
 	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1095,7 +1209,7 @@ type UpdateResourceRequest struct {
 
 func (x *UpdateResourceRequest) Reset() {
 	*x = UpdateResourceRequest{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[13]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1107,7 +1221,7 @@ func (x *UpdateResourceRequest) String() string {
 func (*UpdateResourceRequest) ProtoMessage() {}
 
 func (x *UpdateResourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[13]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1120,7 +1234,7 @@ func (x *UpdateResourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateResourceRequest.ProtoReflect.Descriptor instead.
 func (*UpdateResourceRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{13}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *UpdateResourceRequest) GetResource() *Resource {
@@ -1148,7 +1262,7 @@ type UpdateResourceResponse struct {
 
 func (x *UpdateResourceResponse) Reset() {
 	*x = UpdateResourceResponse{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[14]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1160,7 +1274,7 @@ func (x *UpdateResourceResponse) String() string {
 func (*UpdateResourceResponse) ProtoMessage() {}
 
 func (x *UpdateResourceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[14]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1173,7 +1287,7 @@ func (x *UpdateResourceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateResourceResponse.ProtoReflect.Descriptor instead.
 func (*UpdateResourceResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{14}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UpdateResourceResponse) GetResource() *Resource {
@@ -1194,7 +1308,7 @@ type DeleteResourceRequest struct {
 
 func (x *DeleteResourceRequest) Reset() {
 	*x = DeleteResourceRequest{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[15]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1206,7 +1320,7 @@ func (x *DeleteResourceRequest) String() string {
 func (*DeleteResourceRequest) ProtoMessage() {}
 
 func (x *DeleteResourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[15]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1219,7 +1333,7 @@ func (x *DeleteResourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResourceRequest.ProtoReflect.Descriptor instead.
 func (*DeleteResourceRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{15}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DeleteResourceRequest) GetId() string {
@@ -1238,7 +1352,7 @@ type DeleteResourceResponse struct {
 
 func (x *DeleteResourceResponse) Reset() {
 	*x = DeleteResourceResponse{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[16]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1250,7 +1364,7 @@ func (x *DeleteResourceResponse) String() string {
 func (*DeleteResourceResponse) ProtoMessage() {}
 
 func (x *DeleteResourceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[16]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1263,7 +1377,7 @@ func (x *DeleteResourceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResourceResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResourceResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{16}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{17}
 }
 
 // AssignResourceRequest names a resource and a user.
@@ -1279,7 +1393,7 @@ type AssignResourceRequest struct {
 
 func (x *AssignResourceRequest) Reset() {
 	*x = AssignResourceRequest{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[17]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1291,7 +1405,7 @@ func (x *AssignResourceRequest) String() string {
 func (*AssignResourceRequest) ProtoMessage() {}
 
 func (x *AssignResourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[17]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1304,7 +1418,7 @@ func (x *AssignResourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignResourceRequest.ProtoReflect.Descriptor instead.
 func (*AssignResourceRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{17}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AssignResourceRequest) GetResourceId() string {
@@ -1330,7 +1444,7 @@ type AssignResourceResponse struct {
 
 func (x *AssignResourceResponse) Reset() {
 	*x = AssignResourceResponse{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[18]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1342,7 +1456,7 @@ func (x *AssignResourceResponse) String() string {
 func (*AssignResourceResponse) ProtoMessage() {}
 
 func (x *AssignResourceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[18]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1355,7 +1469,7 @@ func (x *AssignResourceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignResourceResponse.ProtoReflect.Descriptor instead.
 func (*AssignResourceResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{18}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{19}
 }
 
 // UnassignResourceRequest names a resource and a user.
@@ -1371,7 +1485,7 @@ type UnassignResourceRequest struct {
 
 func (x *UnassignResourceRequest) Reset() {
 	*x = UnassignResourceRequest{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[19]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1383,7 +1497,7 @@ func (x *UnassignResourceRequest) String() string {
 func (*UnassignResourceRequest) ProtoMessage() {}
 
 func (x *UnassignResourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[19]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1396,7 +1510,7 @@ func (x *UnassignResourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnassignResourceRequest.ProtoReflect.Descriptor instead.
 func (*UnassignResourceRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{19}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UnassignResourceRequest) GetResourceId() string {
@@ -1422,7 +1536,7 @@ type UnassignResourceResponse struct {
 
 func (x *UnassignResourceResponse) Reset() {
 	*x = UnassignResourceResponse{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[20]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1434,7 +1548,7 @@ func (x *UnassignResourceResponse) String() string {
 func (*UnassignResourceResponse) ProtoMessage() {}
 
 func (x *UnassignResourceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[20]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1447,7 +1561,7 @@ func (x *UnassignResourceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnassignResourceResponse.ProtoReflect.Descriptor instead.
 func (*UnassignResourceResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{20}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{21}
 }
 
 // CheckResourceRequest names a resource to check.
@@ -1461,7 +1575,7 @@ type CheckResourceRequest struct {
 
 func (x *CheckResourceRequest) Reset() {
 	*x = CheckResourceRequest{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[21]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1473,7 +1587,7 @@ func (x *CheckResourceRequest) String() string {
 func (*CheckResourceRequest) ProtoMessage() {}
 
 func (x *CheckResourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[21]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1486,7 +1600,7 @@ func (x *CheckResourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckResourceRequest.ProtoReflect.Descriptor instead.
 func (*CheckResourceRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{21}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CheckResourceRequest) GetId() string {
@@ -1509,7 +1623,7 @@ type CheckResourceResponse struct {
 
 func (x *CheckResourceResponse) Reset() {
 	*x = CheckResourceResponse{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[22]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1521,7 +1635,7 @@ func (x *CheckResourceResponse) String() string {
 func (*CheckResourceResponse) ProtoMessage() {}
 
 func (x *CheckResourceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[22]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1534,7 +1648,7 @@ func (x *CheckResourceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckResourceResponse.ProtoReflect.Descriptor instead.
 func (*CheckResourceResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{22}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CheckResourceResponse) GetStatus() CheckStatus {
@@ -1555,7 +1669,7 @@ var File_portcullis_v1_resource_proto protoreflect.FileDescriptor
 
 const file_portcullis_v1_resource_proto_rawDesc = "" +
 	"\n" +
-	"\x1cportcullis/v1/resource.proto\x12\rportcullis.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x85\x01\n" +
+	"\x1cportcullis/v1/resource.proto\x12\rportcullis.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x85\x01\n" +
 	"\x0eMemoryProvider\x12\x1d\n" +
 	"\n" +
 	"latency_ms\x18\x01 \x01(\rR\tlatencyMs\x12%\n" +
@@ -1597,7 +1711,7 @@ const file_portcullis_v1_resource_proto_rawDesc = "" +
 	"\r_endpoint_url\"9\n" +
 	"\rPriorityRange\x12\x14\n" +
 	"\x05first\x18\x01 \x01(\rR\x05first\x12\x12\n" +
-	"\x04last\x18\x02 \x01(\rR\x04last\"\xc7\x04\n" +
+	"\x04last\x18\x02 \x01(\rR\x04last\"\x82\x05\n" +
 	"\bResource\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
@@ -1612,9 +1726,18 @@ const file_portcullis_v1_resource_proto_rawDesc = "" +
 	"\n" +
 	"updated_at\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12;\n" +
 	"\n" +
-	"last_check\x18\x16 \x01(\v2\x1c.portcullis.v1.ResourceCheckR\tlastCheckB\n" +
+	"last_check\x18\x16 \x01(\v2\x1c.portcullis.v1.ResourceCheckR\tlastCheck\x129\n" +
+	"\bapproval\x18\x17 \x01(\v2\x1d.portcullis.v1.ApprovalPolicyR\bapprovalB\n" +
 	"\n" +
-	"\bprovider\"\x98\x01\n" +
+	"\bprovider\"\xca\x02\n" +
+	"\x0eApprovalPolicy\x12\x1a\n" +
+	"\brequired\x18\x01 \x01(\bR\brequired\x12\x1c\n" +
+	"\tapprovals\x18\x02 \x01(\rR\tapprovals\x12*\n" +
+	"\x11approver_user_ids\x18\x03 \x03(\tR\x0fapproverUserIds\x12'\n" +
+	"\x0fapprover_groups\x18\x04 \x03(\tR\x0eapproverGroups\x125\n" +
+	"\x16justification_required\x18\x05 \x01(\bR\x15justificationRequired\x12B\n" +
+	"\x0fpending_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x0ependingTimeout\x12.\n" +
+	"\x13auto_approve_groups\x18\a \x03(\tR\x11autoApproveGroups\"\x98\x01\n" +
 	"\rResourceCheck\x122\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x1a.portcullis.v1.CheckStatusR\x06status\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x129\n" +
@@ -1691,7 +1814,7 @@ func file_portcullis_v1_resource_proto_rawDescGZIP() []byte {
 }
 
 var file_portcullis_v1_resource_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_portcullis_v1_resource_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_portcullis_v1_resource_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_portcullis_v1_resource_proto_goTypes = []any{
 	(CheckStatus)(0),                  // 0: portcullis.v1.CheckStatus
 	(*MemoryProvider)(nil),            // 1: portcullis.v1.MemoryProvider
@@ -1700,25 +1823,27 @@ var file_portcullis_v1_resource_proto_goTypes = []any{
 	(*AzureNetworkSecurityGroup)(nil), // 4: portcullis.v1.AzureNetworkSecurityGroup
 	(*PriorityRange)(nil),             // 5: portcullis.v1.PriorityRange
 	(*Resource)(nil),                  // 6: portcullis.v1.Resource
-	(*ResourceCheck)(nil),             // 7: portcullis.v1.ResourceCheck
-	(*CreateResourceRequest)(nil),     // 8: portcullis.v1.CreateResourceRequest
-	(*CreateResourceResponse)(nil),    // 9: portcullis.v1.CreateResourceResponse
-	(*GetResourceRequest)(nil),        // 10: portcullis.v1.GetResourceRequest
-	(*GetResourceResponse)(nil),       // 11: portcullis.v1.GetResourceResponse
-	(*ListResourcesRequest)(nil),      // 12: portcullis.v1.ListResourcesRequest
-	(*ListResourcesResponse)(nil),     // 13: portcullis.v1.ListResourcesResponse
-	(*UpdateResourceRequest)(nil),     // 14: portcullis.v1.UpdateResourceRequest
-	(*UpdateResourceResponse)(nil),    // 15: portcullis.v1.UpdateResourceResponse
-	(*DeleteResourceRequest)(nil),     // 16: portcullis.v1.DeleteResourceRequest
-	(*DeleteResourceResponse)(nil),    // 17: portcullis.v1.DeleteResourceResponse
-	(*AssignResourceRequest)(nil),     // 18: portcullis.v1.AssignResourceRequest
-	(*AssignResourceResponse)(nil),    // 19: portcullis.v1.AssignResourceResponse
-	(*UnassignResourceRequest)(nil),   // 20: portcullis.v1.UnassignResourceRequest
-	(*UnassignResourceResponse)(nil),  // 21: portcullis.v1.UnassignResourceResponse
-	(*CheckResourceRequest)(nil),      // 22: portcullis.v1.CheckResourceRequest
-	(*CheckResourceResponse)(nil),     // 23: portcullis.v1.CheckResourceResponse
-	(*timestamppb.Timestamp)(nil),     // 24: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),     // 25: google.protobuf.FieldMask
+	(*ApprovalPolicy)(nil),            // 7: portcullis.v1.ApprovalPolicy
+	(*ResourceCheck)(nil),             // 8: portcullis.v1.ResourceCheck
+	(*CreateResourceRequest)(nil),     // 9: portcullis.v1.CreateResourceRequest
+	(*CreateResourceResponse)(nil),    // 10: portcullis.v1.CreateResourceResponse
+	(*GetResourceRequest)(nil),        // 11: portcullis.v1.GetResourceRequest
+	(*GetResourceResponse)(nil),       // 12: portcullis.v1.GetResourceResponse
+	(*ListResourcesRequest)(nil),      // 13: portcullis.v1.ListResourcesRequest
+	(*ListResourcesResponse)(nil),     // 14: portcullis.v1.ListResourcesResponse
+	(*UpdateResourceRequest)(nil),     // 15: portcullis.v1.UpdateResourceRequest
+	(*UpdateResourceResponse)(nil),    // 16: portcullis.v1.UpdateResourceResponse
+	(*DeleteResourceRequest)(nil),     // 17: portcullis.v1.DeleteResourceRequest
+	(*DeleteResourceResponse)(nil),    // 18: portcullis.v1.DeleteResourceResponse
+	(*AssignResourceRequest)(nil),     // 19: portcullis.v1.AssignResourceRequest
+	(*AssignResourceResponse)(nil),    // 20: portcullis.v1.AssignResourceResponse
+	(*UnassignResourceRequest)(nil),   // 21: portcullis.v1.UnassignResourceRequest
+	(*UnassignResourceResponse)(nil),  // 22: portcullis.v1.UnassignResourceResponse
+	(*CheckResourceRequest)(nil),      // 23: portcullis.v1.CheckResourceRequest
+	(*CheckResourceResponse)(nil),     // 24: portcullis.v1.CheckResourceResponse
+	(*timestamppb.Timestamp)(nil),     // 25: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 26: google.protobuf.Duration
+	(*fieldmaskpb.FieldMask)(nil),     // 27: google.protobuf.FieldMask
 }
 var file_portcullis_v1_resource_proto_depIdxs = []int32{
 	5,  // 0: portcullis.v1.AzureNetworkSecurityGroup.priority_range:type_name -> portcullis.v1.PriorityRange
@@ -1726,40 +1851,42 @@ var file_portcullis_v1_resource_proto_depIdxs = []int32{
 	2,  // 2: portcullis.v1.Resource.aws_security_group:type_name -> portcullis.v1.AwsSecurityGroup
 	3,  // 3: portcullis.v1.Resource.gcp_firewall:type_name -> portcullis.v1.GcpFirewall
 	4,  // 4: portcullis.v1.Resource.azure_network_security_group:type_name -> portcullis.v1.AzureNetworkSecurityGroup
-	24, // 5: portcullis.v1.Resource.created_at:type_name -> google.protobuf.Timestamp
-	24, // 6: portcullis.v1.Resource.updated_at:type_name -> google.protobuf.Timestamp
-	7,  // 7: portcullis.v1.Resource.last_check:type_name -> portcullis.v1.ResourceCheck
-	0,  // 8: portcullis.v1.ResourceCheck.status:type_name -> portcullis.v1.CheckStatus
-	24, // 9: portcullis.v1.ResourceCheck.checked_at:type_name -> google.protobuf.Timestamp
-	6,  // 10: portcullis.v1.CreateResourceRequest.resource:type_name -> portcullis.v1.Resource
-	6,  // 11: portcullis.v1.CreateResourceResponse.resource:type_name -> portcullis.v1.Resource
-	6,  // 12: portcullis.v1.GetResourceResponse.resource:type_name -> portcullis.v1.Resource
-	6,  // 13: portcullis.v1.ListResourcesResponse.resources:type_name -> portcullis.v1.Resource
-	6,  // 14: portcullis.v1.UpdateResourceRequest.resource:type_name -> portcullis.v1.Resource
-	25, // 15: portcullis.v1.UpdateResourceRequest.update_mask:type_name -> google.protobuf.FieldMask
-	6,  // 16: portcullis.v1.UpdateResourceResponse.resource:type_name -> portcullis.v1.Resource
-	0,  // 17: portcullis.v1.CheckResourceResponse.status:type_name -> portcullis.v1.CheckStatus
-	8,  // 18: portcullis.v1.ResourceService.CreateResource:input_type -> portcullis.v1.CreateResourceRequest
-	10, // 19: portcullis.v1.ResourceService.GetResource:input_type -> portcullis.v1.GetResourceRequest
-	12, // 20: portcullis.v1.ResourceService.ListResources:input_type -> portcullis.v1.ListResourcesRequest
-	14, // 21: portcullis.v1.ResourceService.UpdateResource:input_type -> portcullis.v1.UpdateResourceRequest
-	16, // 22: portcullis.v1.ResourceService.DeleteResource:input_type -> portcullis.v1.DeleteResourceRequest
-	18, // 23: portcullis.v1.ResourceService.AssignResource:input_type -> portcullis.v1.AssignResourceRequest
-	20, // 24: portcullis.v1.ResourceService.UnassignResource:input_type -> portcullis.v1.UnassignResourceRequest
-	22, // 25: portcullis.v1.ResourceService.CheckResource:input_type -> portcullis.v1.CheckResourceRequest
-	9,  // 26: portcullis.v1.ResourceService.CreateResource:output_type -> portcullis.v1.CreateResourceResponse
-	11, // 27: portcullis.v1.ResourceService.GetResource:output_type -> portcullis.v1.GetResourceResponse
-	13, // 28: portcullis.v1.ResourceService.ListResources:output_type -> portcullis.v1.ListResourcesResponse
-	15, // 29: portcullis.v1.ResourceService.UpdateResource:output_type -> portcullis.v1.UpdateResourceResponse
-	17, // 30: portcullis.v1.ResourceService.DeleteResource:output_type -> portcullis.v1.DeleteResourceResponse
-	19, // 31: portcullis.v1.ResourceService.AssignResource:output_type -> portcullis.v1.AssignResourceResponse
-	21, // 32: portcullis.v1.ResourceService.UnassignResource:output_type -> portcullis.v1.UnassignResourceResponse
-	23, // 33: portcullis.v1.ResourceService.CheckResource:output_type -> portcullis.v1.CheckResourceResponse
-	26, // [26:34] is the sub-list for method output_type
-	18, // [18:26] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	25, // 5: portcullis.v1.Resource.created_at:type_name -> google.protobuf.Timestamp
+	25, // 6: portcullis.v1.Resource.updated_at:type_name -> google.protobuf.Timestamp
+	8,  // 7: portcullis.v1.Resource.last_check:type_name -> portcullis.v1.ResourceCheck
+	7,  // 8: portcullis.v1.Resource.approval:type_name -> portcullis.v1.ApprovalPolicy
+	26, // 9: portcullis.v1.ApprovalPolicy.pending_timeout:type_name -> google.protobuf.Duration
+	0,  // 10: portcullis.v1.ResourceCheck.status:type_name -> portcullis.v1.CheckStatus
+	25, // 11: portcullis.v1.ResourceCheck.checked_at:type_name -> google.protobuf.Timestamp
+	6,  // 12: portcullis.v1.CreateResourceRequest.resource:type_name -> portcullis.v1.Resource
+	6,  // 13: portcullis.v1.CreateResourceResponse.resource:type_name -> portcullis.v1.Resource
+	6,  // 14: portcullis.v1.GetResourceResponse.resource:type_name -> portcullis.v1.Resource
+	6,  // 15: portcullis.v1.ListResourcesResponse.resources:type_name -> portcullis.v1.Resource
+	6,  // 16: portcullis.v1.UpdateResourceRequest.resource:type_name -> portcullis.v1.Resource
+	27, // 17: portcullis.v1.UpdateResourceRequest.update_mask:type_name -> google.protobuf.FieldMask
+	6,  // 18: portcullis.v1.UpdateResourceResponse.resource:type_name -> portcullis.v1.Resource
+	0,  // 19: portcullis.v1.CheckResourceResponse.status:type_name -> portcullis.v1.CheckStatus
+	9,  // 20: portcullis.v1.ResourceService.CreateResource:input_type -> portcullis.v1.CreateResourceRequest
+	11, // 21: portcullis.v1.ResourceService.GetResource:input_type -> portcullis.v1.GetResourceRequest
+	13, // 22: portcullis.v1.ResourceService.ListResources:input_type -> portcullis.v1.ListResourcesRequest
+	15, // 23: portcullis.v1.ResourceService.UpdateResource:input_type -> portcullis.v1.UpdateResourceRequest
+	17, // 24: portcullis.v1.ResourceService.DeleteResource:input_type -> portcullis.v1.DeleteResourceRequest
+	19, // 25: portcullis.v1.ResourceService.AssignResource:input_type -> portcullis.v1.AssignResourceRequest
+	21, // 26: portcullis.v1.ResourceService.UnassignResource:input_type -> portcullis.v1.UnassignResourceRequest
+	23, // 27: portcullis.v1.ResourceService.CheckResource:input_type -> portcullis.v1.CheckResourceRequest
+	10, // 28: portcullis.v1.ResourceService.CreateResource:output_type -> portcullis.v1.CreateResourceResponse
+	12, // 29: portcullis.v1.ResourceService.GetResource:output_type -> portcullis.v1.GetResourceResponse
+	14, // 30: portcullis.v1.ResourceService.ListResources:output_type -> portcullis.v1.ListResourcesResponse
+	16, // 31: portcullis.v1.ResourceService.UpdateResource:output_type -> portcullis.v1.UpdateResourceResponse
+	18, // 32: portcullis.v1.ResourceService.DeleteResource:output_type -> portcullis.v1.DeleteResourceResponse
+	20, // 33: portcullis.v1.ResourceService.AssignResource:output_type -> portcullis.v1.AssignResourceResponse
+	22, // 34: portcullis.v1.ResourceService.UnassignResource:output_type -> portcullis.v1.UnassignResourceResponse
+	24, // 35: portcullis.v1.ResourceService.CheckResource:output_type -> portcullis.v1.CheckResourceResponse
+	28, // [28:36] is the sub-list for method output_type
+	20, // [20:28] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_portcullis_v1_resource_proto_init() }
@@ -1782,7 +1909,7 @@ func file_portcullis_v1_resource_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_portcullis_v1_resource_proto_rawDesc), len(file_portcullis_v1_resource_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   23,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

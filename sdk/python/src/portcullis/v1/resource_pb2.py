@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cportcullis/v1/resource.proto\x12\rportcullis.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x85\x01\n\x0eMemoryProvider\x12\x1d\n\nlatency_ms\x18\x01 \x01(\rR\tlatencyMs\x12%\n\x0e\x66\x61il_addresses\x18\x02 \x03(\tR\rfailAddresses\x12-\n\x12transient_failures\x18\x03 \x01(\rR\x11transientFailures\"\xad\x02\n\x10\x41wsSecurityGroup\x12\x16\n\x06region\x18\x01 \x01(\tR\x06region\x12\x19\n\x08group_id\x18\x02 \x01(\tR\x07groupId\x12\x1a\n\x08protocol\x18\x03 \x01(\tR\x08protocol\x12\x1b\n\tfrom_port\x18\x04 \x01(\rR\x08\x66romPort\x12\x17\n\x07to_port\x18\x05 \x01(\rR\x06toPort\x12&\n\x0c\x65ndpoint_url\x18\x06 \x01(\tH\x00R\x0b\x65ndpointUrl\x88\x01\x01\x12\x1e\n\x08role_arn\x18\x07 \x01(\tH\x01R\x07roleArn\x88\x01\x01\x12 \n\tmax_rules\x18\x08 \x01(\rH\x02R\x08maxRules\x88\x01\x01\x42\x0f\n\r_endpoint_urlB\x0b\n\t_role_arnB\x0c\n\n_max_rules\"\xa1\x02\n\x0bGcpFirewall\x12\x18\n\x07project\x18\x01 \x01(\tR\x07project\x12\x18\n\x07network\x18\x02 \x01(\tR\x07network\x12\x1a\n\x08protocol\x18\x03 \x01(\tR\x08protocol\x12\x14\n\x05ports\x18\x04 \x03(\tR\x05ports\x12\x1f\n\x0btarget_tags\x18\x05 \x03(\tR\ntargetTags\x12\x36\n\x17target_service_accounts\x18\x06 \x03(\tR\x15targetServiceAccounts\x12\x1a\n\x08priority\x18\x07 \x01(\rR\x08priority\x12&\n\x0c\x65ndpoint_url\x18\x08 \x01(\tH\x00R\x0b\x65ndpointUrl\x88\x01\x01\x42\x0f\n\r_endpoint_url\"\x96\x03\n\x19\x41zureNetworkSecurityGroup\x12\'\n\x0fsubscription_id\x18\x01 \x01(\tR\x0esubscriptionId\x12%\n\x0eresource_group\x18\x02 \x01(\tR\rresourceGroup\x12\x19\n\x08nsg_name\x18\x03 \x01(\tR\x07nsgName\x12\x1a\n\x08protocol\x18\x04 \x01(\tR\x08protocol\x12\x36\n\x17\x64\x65stination_port_ranges\x18\x05 \x03(\tR\x15\x64\x65stinationPortRanges\x12<\n\x1a\x64\x65stination_address_prefix\x18\x06 \x01(\tR\x18\x64\x65stinationAddressPrefix\x12\x43\n\x0epriority_range\x18\x07 \x01(\x0b\x32\x1c.portcullis.v1.PriorityRangeR\rpriorityRange\x12&\n\x0c\x65ndpoint_url\x18\x08 \x01(\tH\x00R\x0b\x65ndpointUrl\x88\x01\x01\x42\x0f\n\r_endpoint_url\"9\n\rPriorityRange\x12\x14\n\x05\x66irst\x18\x01 \x01(\rR\x05\x66irst\x12\x12\n\x04last\x18\x02 \x01(\rR\x04last\"\xc7\x04\n\x08Resource\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12 \n\x0b\x64\x65scription\x18\x03 \x01(\tR\x0b\x64\x65scription\x12\x37\n\x06memory\x18\n \x01(\x0b\x32\x1d.portcullis.v1.MemoryProviderH\x00R\x06memory\x12O\n\x12\x61ws_security_group\x18\x0b \x01(\x0b\x32\x1f.portcullis.v1.AwsSecurityGroupH\x00R\x10\x61wsSecurityGroup\x12?\n\x0cgcp_firewall\x18\x0c \x01(\x0b\x32\x1a.portcullis.v1.GcpFirewallH\x00R\x0bgcpFirewall\x12k\n\x1c\x61zure_network_security_group\x18\r \x01(\x0b\x32(.portcullis.v1.AzureNetworkSecurityGroupH\x00R\x19\x61zureNetworkSecurityGroup\x12\x39\n\ncreated_at\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x39\n\nupdated_at\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tupdatedAt\x12;\n\nlast_check\x18\x16 \x01(\x0b\x32\x1c.portcullis.v1.ResourceCheckR\tlastCheckB\n\n\x08provider\"\x98\x01\n\rResourceCheck\x12\x32\n\x06status\x18\x01 \x01(\x0e\x32\x1a.portcullis.v1.CheckStatusR\x06status\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\x12\x39\n\nchecked_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcheckedAt\"L\n\x15\x43reateResourceRequest\x12\x33\n\x08resource\x18\x01 \x01(\x0b\x32\x17.portcullis.v1.ResourceR\x08resource\"M\n\x16\x43reateResourceResponse\x12\x33\n\x08resource\x18\x01 \x01(\x0b\x32\x17.portcullis.v1.ResourceR\x08resource\"$\n\x12GetResourceRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"J\n\x13GetResourceResponse\x12\x33\n\x08resource\x18\x01 \x01(\x0b\x32\x17.portcullis.v1.ResourceR\x08resource\"k\n\x14ListResourcesRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\x12\x17\n\x07user_id\x18\x03 \x01(\tR\x06userId\"v\n\x15ListResourcesResponse\x12\x35\n\tresources\x18\x01 \x03(\x0b\x32\x17.portcullis.v1.ResourceR\tresources\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x89\x01\n\x15UpdateResourceRequest\x12\x33\n\x08resource\x18\x01 \x01(\x0b\x32\x17.portcullis.v1.ResourceR\x08resource\x12;\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskR\nupdateMask\"M\n\x16UpdateResourceResponse\x12\x33\n\x08resource\x18\x01 \x01(\x0b\x32\x17.portcullis.v1.ResourceR\x08resource\"\'\n\x15\x44\x65leteResourceRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"\x18\n\x16\x44\x65leteResourceResponse\"Q\n\x15\x41ssignResourceRequest\x12\x1f\n\x0bresource_id\x18\x01 \x01(\tR\nresourceId\x12\x17\n\x07user_id\x18\x02 \x01(\tR\x06userId\"\x18\n\x16\x41ssignResourceResponse\"S\n\x17UnassignResourceRequest\x12\x1f\n\x0bresource_id\x18\x01 \x01(\tR\nresourceId\x12\x17\n\x07user_id\x18\x02 \x01(\tR\x06userId\"\x1a\n\x18UnassignResourceResponse\"&\n\x14\x43heckResourceRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"e\n\x15\x43heckResourceResponse\x12\x32\n\x06status\x18\x01 \x01(\x0e\x32\x1a.portcullis.v1.CheckStatusR\x06status\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message*\xb8\x01\n\x0b\x43heckStatus\x12\x1c\n\x18\x43HECK_STATUS_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43HECK_STATUS_OK\x10\x01\x12\x1a\n\x16\x43HECK_STATUS_NOT_FOUND\x10\x02\x12\x1e\n\x1a\x43HECK_STATUS_ACCESS_DENIED\x10\x03\x12\x1c\n\x18\x43HECK_STATUS_UNREACHABLE\x10\x04\x12\x1c\n\x18\x43HECK_STATUS_UNSUPPORTED\x10\x05\x32\x80\x06\n\x0fResourceService\x12]\n\x0e\x43reateResource\x12$.portcullis.v1.CreateResourceRequest\x1a%.portcullis.v1.CreateResourceResponse\x12T\n\x0bGetResource\x12!.portcullis.v1.GetResourceRequest\x1a\".portcullis.v1.GetResourceResponse\x12Z\n\rListResources\x12#.portcullis.v1.ListResourcesRequest\x1a$.portcullis.v1.ListResourcesResponse\x12]\n\x0eUpdateResource\x12$.portcullis.v1.UpdateResourceRequest\x1a%.portcullis.v1.UpdateResourceResponse\x12]\n\x0e\x44\x65leteResource\x12$.portcullis.v1.DeleteResourceRequest\x1a%.portcullis.v1.DeleteResourceResponse\x12]\n\x0e\x41ssignResource\x12$.portcullis.v1.AssignResourceRequest\x1a%.portcullis.v1.AssignResourceResponse\x12\x63\n\x10UnassignResource\x12&.portcullis.v1.UnassignResourceRequest\x1a\'.portcullis.v1.UnassignResourceResponse\x12Z\n\rCheckResource\x12#.portcullis.v1.CheckResourceRequest\x1a$.portcullis.v1.CheckResourceResponseB\xbf\x01\n\x11\x63om.portcullis.v1B\rResourceProtoP\x01ZFgithub.com/portcullis/portcullis/sdk/go/gen/portcullis/v1;portcullisv1\xa2\x02\x03PXX\xaa\x02\rPortcullis.V1\xca\x02\rPortcullis\\V1\xe2\x02\x19Portcullis\\V1\\GPBMetadata\xea\x02\x0ePortcullis::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cportcullis/v1/resource.proto\x12\rportcullis.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x85\x01\n\x0eMemoryProvider\x12\x1d\n\nlatency_ms\x18\x01 \x01(\rR\tlatencyMs\x12%\n\x0e\x66\x61il_addresses\x18\x02 \x03(\tR\rfailAddresses\x12-\n\x12transient_failures\x18\x03 \x01(\rR\x11transientFailures\"\xad\x02\n\x10\x41wsSecurityGroup\x12\x16\n\x06region\x18\x01 \x01(\tR\x06region\x12\x19\n\x08group_id\x18\x02 \x01(\tR\x07groupId\x12\x1a\n\x08protocol\x18\x03 \x01(\tR\x08protocol\x12\x1b\n\tfrom_port\x18\x04 \x01(\rR\x08\x66romPort\x12\x17\n\x07to_port\x18\x05 \x01(\rR\x06toPort\x12&\n\x0c\x65ndpoint_url\x18\x06 \x01(\tH\x00R\x0b\x65ndpointUrl\x88\x01\x01\x12\x1e\n\x08role_arn\x18\x07 \x01(\tH\x01R\x07roleArn\x88\x01\x01\x12 \n\tmax_rules\x18\x08 \x01(\rH\x02R\x08maxRules\x88\x01\x01\x42\x0f\n\r_endpoint_urlB\x0b\n\t_role_arnB\x0c\n\n_max_rules\"\xa1\x02\n\x0bGcpFirewall\x12\x18\n\x07project\x18\x01 \x01(\tR\x07project\x12\x18\n\x07network\x18\x02 \x01(\tR\x07network\x12\x1a\n\x08protocol\x18\x03 \x01(\tR\x08protocol\x12\x14\n\x05ports\x18\x04 \x03(\tR\x05ports\x12\x1f\n\x0btarget_tags\x18\x05 \x03(\tR\ntargetTags\x12\x36\n\x17target_service_accounts\x18\x06 \x03(\tR\x15targetServiceAccounts\x12\x1a\n\x08priority\x18\x07 \x01(\rR\x08priority\x12&\n\x0c\x65ndpoint_url\x18\x08 \x01(\tH\x00R\x0b\x65ndpointUrl\x88\x01\x01\x42\x0f\n\r_endpoint_url\"\x96\x03\n\x19\x41zureNetworkSecurityGroup\x12\'\n\x0fsubscription_id\x18\x01 \x01(\tR\x0esubscriptionId\x12%\n\x0eresource_group\x18\x02 \x01(\tR\rresourceGroup\x12\x19\n\x08nsg_name\x18\x03 \x01(\tR\x07nsgName\x12\x1a\n\x08protocol\x18\x04 \x01(\tR\x08protocol\x12\x36\n\x17\x64\x65stination_port_ranges\x18\x05 \x03(\tR\x15\x64\x65stinationPortRanges\x12<\n\x1a\x64\x65stination_address_prefix\x18\x06 \x01(\tR\x18\x64\x65stinationAddressPrefix\x12\x43\n\x0epriority_range\x18\x07 \x01(\x0b\x32\x1c.portcullis.v1.PriorityRangeR\rpriorityRange\x12&\n\x0c\x65ndpoint_url\x18\x08 \x01(\tH\x00R\x0b\x65ndpointUrl\x88\x01\x01\x42\x0f\n\r_endpoint_url\"9\n\rPriorityRange\x12\x14\n\x05\x66irst\x18\x01 \x01(\rR\x05\x66irst\x12\x12\n\x04last\x18\x02 \x01(\rR\x04last\"\x82\x05\n\x08Resource\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12 \n\x0b\x64\x65scription\x18\x03 \x01(\tR\x0b\x64\x65scription\x12\x37\n\x06memory\x18\n \x01(\x0b\x32\x1d.portcullis.v1.MemoryProviderH\x00R\x06memory\x12O\n\x12\x61ws_security_group\x18\x0b \x01(\x0b\x32\x1f.portcullis.v1.AwsSecurityGroupH\x00R\x10\x61wsSecurityGroup\x12?\n\x0cgcp_firewall\x18\x0c \x01(\x0b\x32\x1a.portcullis.v1.GcpFirewallH\x00R\x0bgcpFirewall\x12k\n\x1c\x61zure_network_security_group\x18\r \x01(\x0b\x32(.portcullis.v1.AzureNetworkSecurityGroupH\x00R\x19\x61zureNetworkSecurityGroup\x12\x39\n\ncreated_at\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x39\n\nupdated_at\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tupdatedAt\x12;\n\nlast_check\x18\x16 \x01(\x0b\x32\x1c.portcullis.v1.ResourceCheckR\tlastCheck\x12\x39\n\x08\x61pproval\x18\x17 \x01(\x0b\x32\x1d.portcullis.v1.ApprovalPolicyR\x08\x61pprovalB\n\n\x08provider\"\xca\x02\n\x0e\x41pprovalPolicy\x12\x1a\n\x08required\x18\x01 \x01(\x08R\x08required\x12\x1c\n\tapprovals\x18\x02 \x01(\rR\tapprovals\x12*\n\x11\x61pprover_user_ids\x18\x03 \x03(\tR\x0f\x61pproverUserIds\x12\'\n\x0f\x61pprover_groups\x18\x04 \x03(\tR\x0e\x61pproverGroups\x12\x35\n\x16justification_required\x18\x05 \x01(\x08R\x15justificationRequired\x12\x42\n\x0fpending_timeout\x18\x06 \x01(\x0b\x32\x19.google.protobuf.DurationR\x0ependingTimeout\x12.\n\x13\x61uto_approve_groups\x18\x07 \x03(\tR\x11\x61utoApproveGroups\"\x98\x01\n\rResourceCheck\x12\x32\n\x06status\x18\x01 \x01(\x0e\x32\x1a.portcullis.v1.CheckStatusR\x06status\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\x12\x39\n\nchecked_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcheckedAt\"L\n\x15\x43reateResourceRequest\x12\x33\n\x08resource\x18\x01 \x01(\x0b\x32\x17.portcullis.v1.ResourceR\x08resource\"M\n\x16\x43reateResourceResponse\x12\x33\n\x08resource\x18\x01 \x01(\x0b\x32\x17.portcullis.v1.ResourceR\x08resource\"$\n\x12GetResourceRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"J\n\x13GetResourceResponse\x12\x33\n\x08resource\x18\x01 \x01(\x0b\x32\x17.portcullis.v1.ResourceR\x08resource\"k\n\x14ListResourcesRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\x12\x17\n\x07user_id\x18\x03 \x01(\tR\x06userId\"v\n\x15ListResourcesResponse\x12\x35\n\tresources\x18\x01 \x03(\x0b\x32\x17.portcullis.v1.ResourceR\tresources\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x89\x01\n\x15UpdateResourceRequest\x12\x33\n\x08resource\x18\x01 \x01(\x0b\x32\x17.portcullis.v1.ResourceR\x08resource\x12;\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskR\nupdateMask\"M\n\x16UpdateResourceResponse\x12\x33\n\x08resource\x18\x01 \x01(\x0b\x32\x17.portcullis.v1.ResourceR\x08resource\"\'\n\x15\x44\x65leteResourceRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"\x18\n\x16\x44\x65leteResourceResponse\"Q\n\x15\x41ssignResourceRequest\x12\x1f\n\x0bresource_id\x18\x01 \x01(\tR\nresourceId\x12\x17\n\x07user_id\x18\x02 \x01(\tR\x06userId\"\x18\n\x16\x41ssignResourceResponse\"S\n\x17UnassignResourceRequest\x12\x1f\n\x0bresource_id\x18\x01 \x01(\tR\nresourceId\x12\x17\n\x07user_id\x18\x02 \x01(\tR\x06userId\"\x1a\n\x18UnassignResourceResponse\"&\n\x14\x43heckResourceRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"e\n\x15\x43heckResourceResponse\x12\x32\n\x06status\x18\x01 \x01(\x0e\x32\x1a.portcullis.v1.CheckStatusR\x06status\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message*\xb8\x01\n\x0b\x43heckStatus\x12\x1c\n\x18\x43HECK_STATUS_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43HECK_STATUS_OK\x10\x01\x12\x1a\n\x16\x43HECK_STATUS_NOT_FOUND\x10\x02\x12\x1e\n\x1a\x43HECK_STATUS_ACCESS_DENIED\x10\x03\x12\x1c\n\x18\x43HECK_STATUS_UNREACHABLE\x10\x04\x12\x1c\n\x18\x43HECK_STATUS_UNSUPPORTED\x10\x05\x32\x80\x06\n\x0fResourceService\x12]\n\x0e\x43reateResource\x12$.portcullis.v1.CreateResourceRequest\x1a%.portcullis.v1.CreateResourceResponse\x12T\n\x0bGetResource\x12!.portcullis.v1.GetResourceRequest\x1a\".portcullis.v1.GetResourceResponse\x12Z\n\rListResources\x12#.portcullis.v1.ListResourcesRequest\x1a$.portcullis.v1.ListResourcesResponse\x12]\n\x0eUpdateResource\x12$.portcullis.v1.UpdateResourceRequest\x1a%.portcullis.v1.UpdateResourceResponse\x12]\n\x0e\x44\x65leteResource\x12$.portcullis.v1.DeleteResourceRequest\x1a%.portcullis.v1.DeleteResourceResponse\x12]\n\x0e\x41ssignResource\x12$.portcullis.v1.AssignResourceRequest\x1a%.portcullis.v1.AssignResourceResponse\x12\x63\n\x10UnassignResource\x12&.portcullis.v1.UnassignResourceRequest\x1a\'.portcullis.v1.UnassignResourceResponse\x12Z\n\rCheckResource\x12#.portcullis.v1.CheckResourceRequest\x1a$.portcullis.v1.CheckResourceResponseB\xbf\x01\n\x11\x63om.portcullis.v1B\rResourceProtoP\x01ZFgithub.com/portcullis/portcullis/sdk/go/gen/portcullis/v1;portcullisv1\xa2\x02\x03PXX\xaa\x02\rPortcullis.V1\xca\x02\rPortcullis\\V1\xe2\x02\x19Portcullis\\V1\\GPBMetadata\xea\x02\x0ePortcullis::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,54 +35,56 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'portcullis.v1.resource_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\021com.portcullis.v1B\rResourceProtoP\001ZFgithub.com/portcullis/portcullis/sdk/go/gen/portcullis/v1;portcullisv1\242\002\003PXX\252\002\rPortcullis.V1\312\002\rPortcullis\\V1\342\002\031Portcullis\\V1\\GPBMetadata\352\002\016Portcullis::V1'
-  _globals['_CHECKSTATUS']._serialized_start=3207
-  _globals['_CHECKSTATUS']._serialized_end=3391
-  _globals['_MEMORYPROVIDER']._serialized_start=115
-  _globals['_MEMORYPROVIDER']._serialized_end=248
-  _globals['_AWSSECURITYGROUP']._serialized_start=251
-  _globals['_AWSSECURITYGROUP']._serialized_end=552
-  _globals['_GCPFIREWALL']._serialized_start=555
-  _globals['_GCPFIREWALL']._serialized_end=844
-  _globals['_AZURENETWORKSECURITYGROUP']._serialized_start=847
-  _globals['_AZURENETWORKSECURITYGROUP']._serialized_end=1253
-  _globals['_PRIORITYRANGE']._serialized_start=1255
-  _globals['_PRIORITYRANGE']._serialized_end=1312
-  _globals['_RESOURCE']._serialized_start=1315
-  _globals['_RESOURCE']._serialized_end=1898
-  _globals['_RESOURCECHECK']._serialized_start=1901
-  _globals['_RESOURCECHECK']._serialized_end=2053
-  _globals['_CREATERESOURCEREQUEST']._serialized_start=2055
-  _globals['_CREATERESOURCEREQUEST']._serialized_end=2131
-  _globals['_CREATERESOURCERESPONSE']._serialized_start=2133
-  _globals['_CREATERESOURCERESPONSE']._serialized_end=2210
-  _globals['_GETRESOURCEREQUEST']._serialized_start=2212
-  _globals['_GETRESOURCEREQUEST']._serialized_end=2248
-  _globals['_GETRESOURCERESPONSE']._serialized_start=2250
-  _globals['_GETRESOURCERESPONSE']._serialized_end=2324
-  _globals['_LISTRESOURCESREQUEST']._serialized_start=2326
-  _globals['_LISTRESOURCESREQUEST']._serialized_end=2433
-  _globals['_LISTRESOURCESRESPONSE']._serialized_start=2435
-  _globals['_LISTRESOURCESRESPONSE']._serialized_end=2553
-  _globals['_UPDATERESOURCEREQUEST']._serialized_start=2556
-  _globals['_UPDATERESOURCEREQUEST']._serialized_end=2693
-  _globals['_UPDATERESOURCERESPONSE']._serialized_start=2695
-  _globals['_UPDATERESOURCERESPONSE']._serialized_end=2772
-  _globals['_DELETERESOURCEREQUEST']._serialized_start=2774
-  _globals['_DELETERESOURCEREQUEST']._serialized_end=2813
-  _globals['_DELETERESOURCERESPONSE']._serialized_start=2815
-  _globals['_DELETERESOURCERESPONSE']._serialized_end=2839
-  _globals['_ASSIGNRESOURCEREQUEST']._serialized_start=2841
-  _globals['_ASSIGNRESOURCEREQUEST']._serialized_end=2922
-  _globals['_ASSIGNRESOURCERESPONSE']._serialized_start=2924
-  _globals['_ASSIGNRESOURCERESPONSE']._serialized_end=2948
-  _globals['_UNASSIGNRESOURCEREQUEST']._serialized_start=2950
-  _globals['_UNASSIGNRESOURCEREQUEST']._serialized_end=3033
-  _globals['_UNASSIGNRESOURCERESPONSE']._serialized_start=3035
-  _globals['_UNASSIGNRESOURCERESPONSE']._serialized_end=3061
-  _globals['_CHECKRESOURCEREQUEST']._serialized_start=3063
-  _globals['_CHECKRESOURCEREQUEST']._serialized_end=3101
-  _globals['_CHECKRESOURCERESPONSE']._serialized_start=3103
-  _globals['_CHECKRESOURCERESPONSE']._serialized_end=3204
-  _globals['_RESOURCESERVICE']._serialized_start=3394
-  _globals['_RESOURCESERVICE']._serialized_end=4162
+  _globals['_CHECKSTATUS']._serialized_start=3631
+  _globals['_CHECKSTATUS']._serialized_end=3815
+  _globals['_MEMORYPROVIDER']._serialized_start=147
+  _globals['_MEMORYPROVIDER']._serialized_end=280
+  _globals['_AWSSECURITYGROUP']._serialized_start=283
+  _globals['_AWSSECURITYGROUP']._serialized_end=584
+  _globals['_GCPFIREWALL']._serialized_start=587
+  _globals['_GCPFIREWALL']._serialized_end=876
+  _globals['_AZURENETWORKSECURITYGROUP']._serialized_start=879
+  _globals['_AZURENETWORKSECURITYGROUP']._serialized_end=1285
+  _globals['_PRIORITYRANGE']._serialized_start=1287
+  _globals['_PRIORITYRANGE']._serialized_end=1344
+  _globals['_RESOURCE']._serialized_start=1347
+  _globals['_RESOURCE']._serialized_end=1989
+  _globals['_APPROVALPOLICY']._serialized_start=1992
+  _globals['_APPROVALPOLICY']._serialized_end=2322
+  _globals['_RESOURCECHECK']._serialized_start=2325
+  _globals['_RESOURCECHECK']._serialized_end=2477
+  _globals['_CREATERESOURCEREQUEST']._serialized_start=2479
+  _globals['_CREATERESOURCEREQUEST']._serialized_end=2555
+  _globals['_CREATERESOURCERESPONSE']._serialized_start=2557
+  _globals['_CREATERESOURCERESPONSE']._serialized_end=2634
+  _globals['_GETRESOURCEREQUEST']._serialized_start=2636
+  _globals['_GETRESOURCEREQUEST']._serialized_end=2672
+  _globals['_GETRESOURCERESPONSE']._serialized_start=2674
+  _globals['_GETRESOURCERESPONSE']._serialized_end=2748
+  _globals['_LISTRESOURCESREQUEST']._serialized_start=2750
+  _globals['_LISTRESOURCESREQUEST']._serialized_end=2857
+  _globals['_LISTRESOURCESRESPONSE']._serialized_start=2859
+  _globals['_LISTRESOURCESRESPONSE']._serialized_end=2977
+  _globals['_UPDATERESOURCEREQUEST']._serialized_start=2980
+  _globals['_UPDATERESOURCEREQUEST']._serialized_end=3117
+  _globals['_UPDATERESOURCERESPONSE']._serialized_start=3119
+  _globals['_UPDATERESOURCERESPONSE']._serialized_end=3196
+  _globals['_DELETERESOURCEREQUEST']._serialized_start=3198
+  _globals['_DELETERESOURCEREQUEST']._serialized_end=3237
+  _globals['_DELETERESOURCERESPONSE']._serialized_start=3239
+  _globals['_DELETERESOURCERESPONSE']._serialized_end=3263
+  _globals['_ASSIGNRESOURCEREQUEST']._serialized_start=3265
+  _globals['_ASSIGNRESOURCEREQUEST']._serialized_end=3346
+  _globals['_ASSIGNRESOURCERESPONSE']._serialized_start=3348
+  _globals['_ASSIGNRESOURCERESPONSE']._serialized_end=3372
+  _globals['_UNASSIGNRESOURCEREQUEST']._serialized_start=3374
+  _globals['_UNASSIGNRESOURCEREQUEST']._serialized_end=3457
+  _globals['_UNASSIGNRESOURCERESPONSE']._serialized_start=3459
+  _globals['_UNASSIGNRESOURCERESPONSE']._serialized_end=3485
+  _globals['_CHECKRESOURCEREQUEST']._serialized_start=3487
+  _globals['_CHECKRESOURCEREQUEST']._serialized_end=3525
+  _globals['_CHECKRESOURCERESPONSE']._serialized_start=3527
+  _globals['_CHECKRESOURCERESPONSE']._serialized_end=3628
+  _globals['_RESOURCESERVICE']._serialized_start=3818
+  _globals['_RESOURCESERVICE']._serialized_end=4586
 # @@protoc_insertion_point(module_scope)

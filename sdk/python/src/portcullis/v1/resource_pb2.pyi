@@ -1,5 +1,6 @@
 import datetime
 
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -105,7 +106,7 @@ class PriorityRange(_message.Message):
     def __init__(self, first: _Optional[int] = ..., last: _Optional[int] = ...) -> None: ...
 
 class Resource(_message.Message):
-    __slots__ = ("id", "name", "description", "memory", "aws_security_group", "gcp_firewall", "azure_network_security_group", "created_at", "updated_at", "last_check")
+    __slots__ = ("id", "name", "description", "memory", "aws_security_group", "gcp_firewall", "azure_network_security_group", "created_at", "updated_at", "last_check", "approval")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -116,6 +117,7 @@ class Resource(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     LAST_CHECK_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     description: str
@@ -126,7 +128,26 @@ class Resource(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
     last_check: ResourceCheck
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., memory: _Optional[_Union[MemoryProvider, _Mapping]] = ..., aws_security_group: _Optional[_Union[AwsSecurityGroup, _Mapping]] = ..., gcp_firewall: _Optional[_Union[GcpFirewall, _Mapping]] = ..., azure_network_security_group: _Optional[_Union[AzureNetworkSecurityGroup, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_check: _Optional[_Union[ResourceCheck, _Mapping]] = ...) -> None: ...
+    approval: ApprovalPolicy
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., memory: _Optional[_Union[MemoryProvider, _Mapping]] = ..., aws_security_group: _Optional[_Union[AwsSecurityGroup, _Mapping]] = ..., gcp_firewall: _Optional[_Union[GcpFirewall, _Mapping]] = ..., azure_network_security_group: _Optional[_Union[AzureNetworkSecurityGroup, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_check: _Optional[_Union[ResourceCheck, _Mapping]] = ..., approval: _Optional[_Union[ApprovalPolicy, _Mapping]] = ...) -> None: ...
+
+class ApprovalPolicy(_message.Message):
+    __slots__ = ("required", "approvals", "approver_user_ids", "approver_groups", "justification_required", "pending_timeout", "auto_approve_groups")
+    REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    APPROVALS_FIELD_NUMBER: _ClassVar[int]
+    APPROVER_USER_IDS_FIELD_NUMBER: _ClassVar[int]
+    APPROVER_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    JUSTIFICATION_REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    PENDING_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    AUTO_APPROVE_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    required: bool
+    approvals: int
+    approver_user_ids: _containers.RepeatedScalarFieldContainer[str]
+    approver_groups: _containers.RepeatedScalarFieldContainer[str]
+    justification_required: bool
+    pending_timeout: _duration_pb2.Duration
+    auto_approve_groups: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, required: _Optional[bool] = ..., approvals: _Optional[int] = ..., approver_user_ids: _Optional[_Iterable[str]] = ..., approver_groups: _Optional[_Iterable[str]] = ..., justification_required: _Optional[bool] = ..., pending_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., auto_approve_groups: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ResourceCheck(_message.Message):
     __slots__ = ("status", "message", "checked_at")
