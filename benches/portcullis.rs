@@ -354,9 +354,7 @@ async fn active_session(client: &mut SessionServiceClient<Channel>, key: &str, c
     let request = StartSessionRequest {
         ipv4_address: Some(address(counter.fetch_add(1, Ordering::Relaxed))),
         duration_hours: Some(1),
-        ipv6_address: None,
-        duration_minutes: None,
-        heartbeat_seconds: None,
+        ..Default::default()
     };
     let id = client.start_session(authed(request, key)).await.expect("start").into_inner().session.expect("s").id;
     let mut stream =

@@ -206,6 +206,15 @@ pub struct Spec {
     /// IPv6 address to open.
     #[arg(long)]
     pub ipv6: Option<String>,
+    /// Open only this resource (by id; repeat for several); default: every one assigned to you.
+    #[arg(long = "resource")]
+    pub resources: Vec<String>,
+    /// Why you need the access: shown to approvers, and required by some approval policies.
+    #[arg(long)]
+    pub justification: Option<String>,
+    /// A change or incident reference for the record.
+    #[arg(long)]
+    pub ticket: Option<String>,
 }
 
 /// The time in Unix seconds, as the API's timestamps count it.

@@ -141,6 +141,9 @@ async fn start(client: &mut Client, spec: &Spec, heartbeat_seconds: Option<u32>)
         ipv4_address: spec.ipv4.clone(),
         ipv6_address: spec.ipv6.clone(),
         heartbeat_seconds,
+        resource_ids: spec.resources.clone(),
+        justification: spec.justification.clone().unwrap_or_default(),
+        ticket: spec.ticket.clone().unwrap_or_default(),
     };
     let answer = client.start_session(request).await?;
     answer.into_inner().session.ok_or_else(|| "the server answered no session".into())
@@ -180,8 +183,9 @@ fn ended(status: SessionStatus) -> bool {
     matches!(status, SessionStatus::Failed | SessionStatus::Expired | SessionStatus::Cancelled)
 }
 
+/// Whether the session is done getting its rules: not waiting for approval, nor applying.
 fn settled(session: &Session) -> bool {
-    !matches!(session.status(), SessionStatus::Pending | SessionStatus::Unspecified)
+    !matches!(session.status(), SessionStatus::AwaitingApproval | SessionStatus::Pending | SessionStatus::Unspecified)
 }
 
 /// The exit code for a session that settled.
@@ -396,6 +400,8 @@ async fn supervise(command: &[String], session_id: &str) -> Result<u8, Failure> 
 struct Progress {
     view: View,
     status: Option<SessionStatus>,
+    /// Approvals seen so far, while the session has an approval.
+    approvals: Option<usize>,
     rules: HashMap<String, (ResourceIpStatus, String)>,
 }
 
@@ -422,13 +428,25 @@ impl Progress {
         } else {
             View::Lines
         };
-        Progress { view, status: None, rules: HashMap::new() }
+        Progress { view, status: None, approvals: None, rules: HashMap::new() }
     }
 
     fn show(&mut self, session: &Session) {
-        if self.status != Some(session.status()) {
+        let approvals =
+            session.approval.as_ref().map(|approval| approval.decisions.iter().filter(|d| d.approve).count());
+        if self.status != Some(session.status()) || self.approvals != approvals {
             self.status = Some(session.status());
-            let line = format!("session {} {}", session.id, status_name(session.status()));
+            self.approvals = approvals;
+            let line = match (&session.approval, session.status()) {
+                (Some(approval), SessionStatus::AwaitingApproval) => format!(
+                    "session {} waiting for approval ({}/{}) until {}",
+                    session.id,
+                    approvals.unwrap_or_default(),
+                    approval.required,
+                    approval.deadline.map(|at| at.to_string()).unwrap_or_default()
+                ),
+                _ => format!("session {} {}", session.id, status_name(session.status())),
+            };
             match &self.view {
                 View::Silent => {}
                 View::Lines => println!("{line}"),

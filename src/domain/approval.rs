@@ -131,6 +131,78 @@ impl ApprovalPolicy {
     }
 }
 
+/// Where a session's approval stands: kept with the session, so every watcher sees each decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionApproval {
+    /// Approvals needed: the strictest policy among the session's resources.
+    pub required: u32,
+    /// The duration the requester asked for, granted from the deciding approval.
+    pub requested_minutes: u32,
+    /// When the request expires unless approved.
+    pub deadline: chrono::DateTime<chrono::Utc>,
+    pub approved_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub decisions: Vec<Decision>,
+}
+
+/// One approver's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub user_id: String,
+    pub user_email: String,
+    pub approve: bool,
+    pub reason: String,
+    pub decided_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl SessionApproval {
+    /// Whether `user_id` has decided already (each approver counts once).
+    pub fn decided_by(&self, user_id: &str) -> bool {
+        self.decisions.iter().any(|decision| decision.user_id == user_id)
+    }
+
+    /// Approvals so far.
+    pub fn approvals(&self) -> u32 {
+        u32::try_from(self.decisions.iter().filter(|decision| decision.approve).count()).unwrap_or(u32::MAX)
+    }
+}
+
+/// What the approval policies of a session's resources ask of it together: the largest number
+/// of approvals and the shortest wait, with a justification if any asks for one; an approver
+/// must be eligible under every one of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Combined<'a> {
+    pub policies: Vec<&'a ApprovalPolicy>,
+}
+
+impl<'a> Combined<'a> {
+    pub fn of(policies: impl IntoIterator<Item = &'a ApprovalPolicy>) -> Option<Combined<'a>> {
+        let policies: Vec<&ApprovalPolicy> = policies.into_iter().collect();
+        (!policies.is_empty()).then_some(Combined { policies })
+    }
+
+    pub fn approvals(&self) -> u32 {
+        self.policies.iter().map(|policy| policy.approvals).max().unwrap_or(DEFAULT_APPROVALS)
+    }
+
+    pub fn pending_timeout_secs(&self) -> u32 {
+        self.policies.iter().map(|policy| policy.pending_timeout_secs).min().unwrap_or(DEFAULT_PENDING_TIMEOUT_SECS)
+    }
+
+    pub fn justification_required(&self) -> bool {
+        self.policies.iter().any(|policy| policy.justification_required)
+    }
+
+    /// Whether someone is an approver under every policy.
+    pub fn may_approve(&self, user_id: &str, groups: &[String], admin: bool) -> bool {
+        self.policies.iter().all(|policy| policy.may_approve(user_id, groups, admin))
+    }
+
+    /// Whether someone in `groups` starts without waiting: auto-approved under every policy.
+    pub fn approves_itself_for(&self, groups: &[String]) -> bool {
+        self.policies.iter().all(|policy| policy.approves_itself_for(groups))
+    }
+}
+
 fn check_ids(ids: &[String]) -> Result<Vec<String>, Invalid> {
     if ids.len() > MAX_ITEMS {
         return Err(format!("at most {MAX_ITEMS} users").into());

@@ -17,7 +17,7 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use actor::Actor;
-pub use approval::{ApprovalInput, ApprovalPolicy};
+pub use approval::{ApprovalInput, ApprovalPolicy, Combined as CombinedApproval, Decision, SessionApproval};
 pub use duration::{Requested, requested};
 pub use endpoint::{AZURE_RESOURCE_MANAGERS, clean_path, endpoint_allowed, plain_origin, under_prefix};
 pub use identity_provider::{GroupMapping, IdentityProviderInput, IdentityProviderSpec};
@@ -134,6 +134,8 @@ impl Tier {
 named_enum!(
     /// The roll-up of a session's rules.
     SessionStatus {
+        /// Waiting for its approvers: no rule is opened until they say yes.
+        AwaitingApproval => "AWAITING_APPROVAL",
         Pending => "PENDING",
         Active => "ACTIVE",
         Partial => "PARTIAL",
@@ -147,6 +149,8 @@ named_enum!(
 named_enum!(
     /// The lifecycle of one rule on one resource.
     ResourceIpStatus {
+        /// Its session waits for approval: nothing is sent to the provider yet.
+        AwaitingApproval => "AWAITING_APPROVAL",
         Pending => "PENDING",
         Applied => "APPLIED",
         Failed => "FAILED",
@@ -169,6 +173,10 @@ named_enum!(
         Admin => "ADMIN",
         /// No watch of its owner was open for its heartbeat: the client is gone.
         ClientGone => "CLIENT_GONE",
+        /// An approver said no.
+        Denied => "DENIED",
+        /// The approvals did not come within the policy's pending timeout.
+        ApprovalTimeout => "APPROVAL_TIMEOUT",
     }
 );
 

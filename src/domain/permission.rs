@@ -14,6 +14,11 @@ named_enum!(
         UsersWrite => "users:write",
         AuditRead => "audit:read",
         WebhooksWrite => "webhooks:write",
+        /// Approving or denying sessions waiting for approval (whom the resources' policies name).
+        ApprovalsWrite => "approvals:write",
+        /// Sessions started with an API key carrying it skip approval (CI, break-glass); only
+        /// admins hold it, and a login never uses it.
+        SessionsAutoApprove => "sessions:auto-approve",
     }
 );
 
@@ -24,7 +29,13 @@ impl Permission {
         match role {
             Role::Admin => true,
             Role::User => {
-                matches!(self, Permission::SessionsRead | Permission::SessionsWrite | Permission::ResourcesRead)
+                matches!(
+                    self,
+                    Permission::SessionsRead
+                        | Permission::SessionsWrite
+                        | Permission::ResourcesRead
+                        | Permission::ApprovalsWrite
+                )
             }
             Role::Operator => false,
         }

@@ -22,10 +22,15 @@ impl SessionStatus {
         matches!(self, SessionStatus::Failed | SessionStatus::Expired | SessionStatus::Cancelled)
     }
 
-    /// Live sessions hold (or are acquiring) their rules and can be stopped, extended or expire.
+    /// Live sessions hold (or are acquiring, or waiting for approval to acquire) their rules and
+    /// their addresses, and can be stopped or expire.
     pub fn is_live(self) -> bool {
-        matches!(self, SessionStatus::Pending | SessionStatus::Active | SessionStatus::Partial)
+        SessionStatus::LIVE.contains(&self)
     }
+
+    /// Every live status.
+    pub const LIVE: [SessionStatus; 4] =
+        [SessionStatus::AwaitingApproval, SessionStatus::Pending, SessionStatus::Active, SessionStatus::Partial];
 }
 
 impl ResourceIpStatus {
@@ -95,6 +100,9 @@ pub enum Event {
     Extend { to: DateTime<Utc>, latest: DateTime<Utc> },
     /// Lowered rights cap the session's end at `to`; a session already past it at `at` ends.
     Shorten { to: DateTime<Utc>, at: DateTime<Utc> },
+    /// The approvals a waiting session needs are in: its rules go to the provider, and it lasts
+    /// until `expires_at` (its duration counted from now), with its heartbeat due then.
+    Approve { expires_at: DateTime<Utc>, heartbeat_due_at: Option<DateTime<Utc>> },
     /// The session moves to new addresses: `added` rules (PENDING), each superseding what its
     /// resource held for its family.
     ChangeAddress { added: Vec<Rule> },
@@ -123,6 +131,10 @@ pub enum Refusal {
     /// The event changes nothing (an extension to an earlier end, a move to the addresses the
     /// session has, a withdrawal of a resource it does not hold, a sweep of a healthy session).
     Unchanged,
+    /// The session waits for approval: only approving, ending or its expiry apply.
+    AwaitingApproval,
+    /// Only a session waiting for approval can be approved (this one is in this status).
+    NotAwaiting(SessionStatus),
 }
 
 impl std::fmt::Display for Refusal {
@@ -138,6 +150,8 @@ impl std::fmt::Display for Refusal {
             Refusal::UnknownSession => f.write_str("no such session"),
             Refusal::NotDue => f.write_str("the session is not due to end"),
             Refusal::Unchanged => f.write_str("nothing to change"),
+            Refusal::AwaitingApproval => f.write_str("the session is waiting for approval"),
+            Refusal::NotAwaiting(status) => write!(f, "the session is {status}, not waiting for approval"),
         }
     }
 }
@@ -167,6 +181,19 @@ impl Session {
         Step { session, effects }
     }
 
+    /// A new session that waits for approval until `deadline`: no rule goes to a provider.
+    pub fn await_approval(deadline: DateTime<Utc>, rules: Vec<Rule>) -> Step {
+        let rules = rules.into_iter().map(|rule| Rule { status: ResourceIpStatus::AwaitingApproval, ..rule }).collect();
+        let session = Session {
+            status: SessionStatus::AwaitingApproval,
+            ended_reason: None,
+            expires_at: deadline,
+            heartbeat_due_at: None,
+            rules,
+        };
+        Step { session, effects: Vec::new() }
+    }
+
     /// The next state after `event`, or why the event does not apply.
     pub fn step(&self, event: &Event) -> Result<Step, Refusal> {
         let mut next = Step { session: self.clone(), effects: Vec::new() };
@@ -189,10 +216,26 @@ impl Session {
                 let client_gone = self.heartbeat_due_at.is_some_and(|due| due <= *at && due < self.expires_at);
                 if client_gone {
                     next.end(EndedReason::ClientGone);
+                } else if self.expires_at <= *at && self.status == SessionStatus::AwaitingApproval {
+                    next.end(EndedReason::ApprovalTimeout);
                 } else if self.expires_at <= *at {
                     next.end(EndedReason::Expired);
                 } else {
                     return Err(Refusal::NotDue);
+                }
+            }
+            Event::Approve { expires_at, heartbeat_due_at } => {
+                if self.status != SessionStatus::AwaitingApproval {
+                    return Err(Refusal::NotAwaiting(self.status));
+                }
+                next.session.status = SessionStatus::Pending;
+                next.session.expires_at = *expires_at;
+                next.session.heartbeat_due_at = *heartbeat_due_at;
+                for rule in
+                    next.session.rules.iter_mut().filter(|rule| rule.status == ResourceIpStatus::AwaitingApproval)
+                {
+                    rule.status = ResourceIpStatus::Pending;
+                    next.effects.push(Effect::Apply(rule.id.clone()));
                 }
             }
             Event::Withdraw { resource_id } => {
@@ -213,6 +256,11 @@ impl Session {
             }
             Event::Shorten { to, at } => {
                 self.require_live()?;
+                // A waiting session's end is its approval deadline; its duration is capped when
+                // it is approved.
+                if self.status == SessionStatus::AwaitingApproval {
+                    return Err(Refusal::Unchanged);
+                }
                 if *to >= self.expires_at {
                     return Err(Refusal::Unchanged);
                 }
@@ -224,6 +272,9 @@ impl Session {
             }
             Event::ChangeAddress { added } => {
                 self.require_live()?;
+                if self.status == SessionStatus::AwaitingApproval {
+                    return Err(Refusal::AwaitingApproval);
+                }
                 if added.is_empty() {
                     return Err(Refusal::Unchanged);
                 }
@@ -305,12 +356,18 @@ impl Step {
     /// The addresses of the rules `which` picks are to come off the firewall: each not retired
     /// yet goes REMOVING, due now. Answers how many did.
     fn retire_all(&mut self, which: impl Fn(&Rule) -> bool) -> usize {
-        let before = self.effects.len();
+        let mut retired = 0;
         for rule in self.session.rules.iter_mut().filter(|rule| !rule.status.is_retired() && which(rule)) {
+            retired += 1;
+            if rule.status == ResourceIpStatus::AwaitingApproval {
+                // Never sent to a provider: nothing to take off.
+                rule.status = ResourceIpStatus::Removed;
+                continue;
+            }
             rule.status = ResourceIpStatus::Removing;
             self.effects.push(Effect::Remove(rule.id.clone()));
         }
-        self.effects.len() - before
+        retired
     }
 
     fn end(&mut self, reason: EndedReason) {
@@ -366,8 +423,8 @@ fn roll_up(current: SessionStatus, ended_reason: Option<EndedReason>, rules: &[R
         SessionStatus::Expiring => {
             if rules.iter().all(|s| *s == ResourceIpStatus::Removed) {
                 match ended_reason {
-                    Some(EndedReason::Expired) | None => SessionStatus::Expired,
-                    Some(EndedReason::Manual | EndedReason::Admin | EndedReason::ClientGone) => {
+                    Some(EndedReason::Expired | EndedReason::ApprovalTimeout) | None => SessionStatus::Expired,
+                    Some(EndedReason::Manual | EndedReason::Admin | EndedReason::ClientGone | EndedReason::Denied) => {
                         SessionStatus::Cancelled
                     }
                 }

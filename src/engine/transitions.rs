@@ -65,6 +65,17 @@ pub async fn start_all(txn: &DatabaseTransaction, starts: &[NewSession]) -> Stor
                 }
             }
             events.push((record, new.actor.clone()));
+            if session.status == SessionStatus::AwaitingApproval {
+                let mut requested = AuditRecord::new("approval.requested", "session", &session.id)
+                    .detail("deadline", session.expires_at.to_rfc3339());
+                if let Some(justification) = &session.justification {
+                    requested = requested.detail("justification", justification);
+                }
+                if let Some(ticket) = &session.ticket {
+                    requested = requested.detail("ticket", ticket);
+                }
+                events.push((requested, new.actor.clone()));
+            }
             new_sessions.push(session.clone());
             new_rules.extend(new.rules.iter().cloned());
         }
@@ -192,6 +203,9 @@ async fn write(txn: &DatabaseTransaction, decided: Decided, writing: Writing<'_>
             organization_id: row.organization_id.clone(),
             ..actor.clone()
         });
+        if after.ended_reason == Some(EndedReason::ApprovalTimeout) && before.ended_reason.is_none() {
+            events.push((AuditRecord::new("approval.expired", "session", id), organization.clone()));
+        }
         if after.ended_reason.is_some() && before.ended_reason.is_none() {
             row.ended_at = Some(at);
             let mut record = AuditRecord::new("session.expiring", "session", id);
@@ -282,6 +296,20 @@ pub async fn end(
     cause: Option<&str>,
 ) -> StoreResult<bool> {
     let (answers, _) = run(txn, &[(session_id, Event::End(reason))], Some(actor), cause).await?;
+    Ok(answers.first().is_some_and(Result::is_ok))
+}
+
+/// Opens a session that waited for approval: its rules go to the provider, and it lasts until
+/// `expires_at`. Answers false when it no longer waits (ended, or approved meanwhile).
+pub async fn approve(
+    txn: &DatabaseTransaction,
+    session_id: &str,
+    expires_at: DateTime<Utc>,
+    heartbeat_due_at: Option<DateTime<Utc>>,
+    actor: &Actor,
+) -> StoreResult<bool> {
+    let event = Event::Approve { expires_at, heartbeat_due_at };
+    let (answers, _) = run(txn, &[(session_id, event)], Some(actor), None).await?;
     Ok(answers.first().is_some_and(Result::is_ok))
 }
 
@@ -537,6 +565,7 @@ pub async fn settle_worked(
 /// The audit event type of a session reaching `status`.
 fn session_event(status: SessionStatus) -> &'static str {
     match status {
+        SessionStatus::AwaitingApproval => "session.awaiting_approval",
         SessionStatus::Pending => "session.pending",
         SessionStatus::Active => "session.active",
         SessionStatus::Partial => "session.partial",

@@ -2,6 +2,7 @@
 //! call passes (metering, panics, request size, authentication), health and reflection. The
 //! supervisor (`server`) runs it beside the background work.
 
+mod approvals;
 mod audit;
 pub mod auth;
 mod convert;
@@ -46,6 +47,7 @@ const SERVICE_NAMES: &[&str] = &[
     <v1::audit_service_server::AuditServiceServer<audit::AuditApi> as NamedService>::NAME,
     <v1::webhook_service_server::WebhookServiceServer<webhooks::WebhookApi> as NamedService>::NAME,
     <v1::identity_provider_service_server::IdentityProviderServiceServer<identity_providers::IdentityProviderApi> as NamedService>::NAME,
+    <v1::approval_service_server::ApprovalServiceServer<approvals::ApprovalApi> as NamedService>::NAME,
 ];
 
 /// The webhook payload renderer: the API's own JSON of events and sessions.
@@ -108,7 +110,11 @@ where
         )))
         .add_service(v1::identity_provider_service_server::IdentityProviderServiceServer::new(
             identity_providers::IdentityProviderApi(services.identity_providers.clone()),
-        ));
+        ))
+        .add_service(v1::approval_service_server::ApprovalServiceServer::new(approvals::ApprovalApi {
+            approvals: services.approvals.clone(),
+            sessions: services.sessions.clone(),
+        }));
     // The SSO callback shares the port: browsers come back to it over HTTP/1.1 as well as h2.
     let routes =
         tonic::service::Routes::from(routes.into_axum_router().merge(crate::web::router(services.sso.clone())));

@@ -3,7 +3,8 @@
 //! a method missing here is refused, and a test checks the table against the descriptor set.
 
 use crate::domain::Permission::{
-    AuditRead, ResourcesRead, ResourcesWrite, SessionsRead, SessionsWrite, UsersRead, UsersWrite, WebhooksWrite,
+    ApprovalsWrite, AuditRead, ResourcesRead, ResourcesWrite, SessionsRead, SessionsWrite, UsersRead, UsersWrite,
+    WebhooksWrite,
 };
 use crate::domain::Rule;
 
@@ -58,6 +59,9 @@ pub const POLICY: &[(&str, &str, Rule)] = &[
     ("OrganizationService", "SuspendOrganization", Rule::OPERATOR),
     ("OrganizationService", "ResumeOrganization", Rule::OPERATOR),
     ("AuditService", "ListAuditEvents", Rule::organization(AuditRead)),
+    ("ApprovalService", "ListApprovalRequests", Rule::organization(ApprovalsWrite)),
+    ("ApprovalService", "ApproveSession", Rule::organization(ApprovalsWrite)),
+    ("ApprovalService", "DenySession", Rule::organization(ApprovalsWrite)),
     ("IdentityProviderService", "CreateIdentityProvider", Rule::organization(UsersWrite).and_operators()),
     ("IdentityProviderService", "GetIdentityProvider", Rule::organization(UsersWrite).and_operators()),
     ("IdentityProviderService", "ListIdentityProviders", Rule::organization(UsersWrite).and_operators()),

@@ -47,6 +47,13 @@ impl SessionService for SessionApi {
             ipv6_address: message.ipv6_address.clone(),
             detected_address,
             heartbeat_seconds: message.heartbeat_seconds,
+            resource_ids: message
+                .resource_ids
+                .iter()
+                .map(|id| require_id("resource_ids", id).map(str::to_owned))
+                .collect::<Result<_, _>>()?,
+            justification: message.justification.clone(),
+            ticket: message.ticket.clone(),
         };
         let record = self.sessions.start(caller(&request)?, start).await?;
         Ok(Response::new(StartSessionResponse { session: Some(session_to_pb(&record)) }))

@@ -43,3 +43,149 @@ pub async fn check_policy(
     violations.check(&format!("{field}.approvals"), policy.check_feasible(&eligible, requesters));
     if violations.is_empty() { Ok(()) } else { Err(violations.into()) }
 }
+
+/// ApprovalService: approvers decide on sessions waiting for approval.
+#[derive(Clone)]
+pub struct ApprovalManager {
+    db: sea_orm::DatabaseConnection,
+    engine: crate::engine::Engine,
+}
+
+/// One approver's answer to a waiting session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Approve,
+    Deny,
+}
+
+impl ApprovalManager {
+    pub fn new(db: sea_orm::DatabaseConnection, engine: crate::engine::Engine) -> ApprovalManager {
+        ApprovalManager { db, engine }
+    }
+
+    /// The policies of the session's resources together, and whether `caller` may decide under
+    /// all of them.
+    async fn may_decide(
+        &self,
+        db: &impl ConnectionTrait,
+        caller: &super::Caller,
+        session: &crate::store::entity::session::Model,
+    ) -> Result<bool> {
+        let rules = queries::sessions::rules_of(db, &session.id).await?;
+        let mut policies = Vec::new();
+        let mut seen: Vec<&str> = Vec::new();
+        for rule in &rules {
+            if seen.contains(&rule.resource_id.as_str()) {
+                continue;
+            }
+            seen.push(&rule.resource_id);
+            let resource = queries::resources::get(db, &session.organization_id, &rule.resource_id).await?;
+            if let Some(policy) = resource.approval_policy()? {
+                policies.push(policy);
+            }
+        }
+        let groups: Vec<String> = queries::identity_providers::identities_of_user(db, &caller.user_id)
+            .await?
+            .iter()
+            .flat_map(super::sso::stored_groups)
+            .collect();
+        let admin = caller.role == crate::domain::Role::Admin;
+        // A session whose policies were all lifted since: the admins decide.
+        Ok(match crate::domain::CombinedApproval::of(&policies) {
+            Some(combined) => combined.may_approve(&caller.user_id, &groups, admin),
+            None => admin,
+        })
+    }
+
+    /// The sessions waiting for approval that `caller` may decide and has not, oldest first.
+    pub async fn inbox(&self, caller: &super::Caller) -> Result<Vec<crate::store::entity::session::Model>> {
+        let mut inbox = Vec::new();
+        for session in queries::sessions::awaiting_approval(&self.db, &caller.organization_id).await? {
+            if session.user_id == caller.user_id {
+                continue;
+            }
+            let decided = session.approval_state()?.is_some_and(|approval| approval.decided_by(&caller.user_id));
+            if !decided && self.may_decide(&self.db, caller, &session).await? {
+                inbox.push(session);
+            }
+        }
+        Ok(inbox)
+    }
+
+    /// Records `caller`'s verdict on session `id`. A denial ends the request; the approval that
+    /// completes the count opens the session, its duration counted from now. An approver who
+    /// decided already changes nothing.
+    pub async fn decide(&self, caller: &super::Caller, id: &str, verdict: Verdict, reason: &str) -> Result<()> {
+        use crate::domain::{Decision, EndedReason, SessionStatus, now};
+        use crate::error::{Error, StoreResultExt};
+        use crate::pb::v1::ErrorReason;
+        let reason = reason.trim();
+        if reason.chars().count() > 1000 {
+            return Err(Error::invalid("reason", "must be at most 1000 characters"));
+        }
+        if verdict == Verdict::Deny && reason.is_empty() {
+            return Err(Error::invalid("reason", "is required to deny: the requester is told it"));
+        }
+        let txn = crate::store::begin(&self.db).await?;
+        let session = queries::sessions::get_for_update(&txn, id).await.or_not_found("session")?;
+        if session.organization_id != caller.organization_id {
+            return Err(Error::not_found("session"));
+        }
+        if session.user_id == caller.user_id {
+            return Err(Error::PermissionDenied {
+                reason: ErrorReason::PermissionMissing,
+                message: "a requester never approves or denies their own request".into(),
+            });
+        }
+        if !self.may_decide(&txn, caller, &session).await? {
+            return Err(Error::PermissionDenied {
+                reason: ErrorReason::PermissionMissing,
+                message: "the approval policy of this session's resources does not name you as an approver".into(),
+            });
+        }
+        let Some(mut approval) =
+            session.approval_state()?.filter(|_| session.status == SessionStatus::AwaitingApproval)
+        else {
+            return Err(Error::failed_precondition(
+                ErrorReason::InvalidState,
+                format!("the session is {}, not waiting for approval", session.status),
+            ));
+        };
+        if approval.decided_by(&caller.user_id) {
+            return Ok(());
+        }
+        let at = now();
+        approval.decisions.push(Decision {
+            user_id: caller.user_id.clone(),
+            user_email: caller.email.clone(),
+            approve: verdict == Verdict::Approve,
+            reason: reason.to_owned(),
+            decided_at: at,
+        });
+        let opens = verdict == Verdict::Approve && approval.approvals() >= approval.required;
+        if opens {
+            approval.approved_at = Some(at);
+        }
+        let json = serde_json::to_string(&approval).map_err(Error::internal)?;
+        queries::sessions::save_approval(&txn, id, json, session.revision + 1, at).await?;
+        let actor = caller.actor();
+        crate::store::audit::AuditRecord::new("approval.decided", "session", id)
+            .detail("approve", verdict == Verdict::Approve)
+            .detail("reason", reason)
+            .detail("approvals", approval.approvals())
+            .detail("required", approval.required)
+            .write(&txn, &actor)
+            .await?;
+        if verdict == Verdict::Deny {
+            crate::engine::transitions::end(&txn, id, EndedReason::Denied, &actor, Some("denied")).await?;
+        } else if opens {
+            let expires_at = at + chrono::TimeDelta::minutes(i64::from(approval.requested_minutes));
+            let heartbeat_due_at =
+                session.heartbeat_seconds.map(|seconds| at + chrono::TimeDelta::seconds(i64::from(seconds)));
+            crate::engine::transitions::approve(&txn, id, expires_at, heartbeat_due_at, &actor).await?;
+        }
+        crate::store::commit(txn).await?;
+        self.engine.announce(&[id.to_owned()]).await;
+        Ok(())
+    }
+}

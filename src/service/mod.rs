@@ -22,6 +22,7 @@ pub mod users;
 pub mod webhooks;
 
 pub use api_keys::{ApiKeyManager, NewApiKey};
+pub use approvals::{ApprovalManager, Verdict};
 pub use audit::AuditLog;
 pub use auth::{Authenticator, Caller, Credential};
 pub use bootstrap::{
@@ -60,6 +61,7 @@ pub struct Services {
     pub engine: Engine,
     pub callers: CallerCache,
     pub webhooks: WebhookManager,
+    pub approvals: ApprovalManager,
     pub identity_providers: IdentityProviderManager,
     pub sso: SsoLogins,
     pub expiry_warnings: notifications::ExpiryWarnings,
@@ -133,6 +135,7 @@ impl Services {
                 config.sessions.clone(),
             ),
             identity_providers,
+            approvals: ApprovalManager::new(db.clone(), engine.clone()),
             webhooks: WebhookManager::new(
                 db.clone(),
                 webhook_setup.clone(),

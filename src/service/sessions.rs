@@ -1,11 +1,12 @@
 //! Sessions: start, read, stop, extend, watch; and their individual rules.
 
-use super::Caller;
+use super::{Caller, approvals};
 use crate::config::SessionConfig;
 use crate::domain::session::{Refusal, StartRefusal};
 use crate::domain::{
-    EndedReason, IpVersion, Requested, ResourceIpStatus, Role, SessionStatus, Tier, Violations, check_session_address,
-    new_id, now, parse_session_address, requested,
+    ApprovalPolicy, CombinedApproval, EndedReason, IpVersion, Permission, Requested, ResourceIpStatus, Role,
+    SessionApproval, SessionStatus, Tier, Violations, check_session_address, new_id, now, parse_session_address,
+    requested,
 };
 use crate::engine::pauses::Point;
 use crate::engine::transitions::{self, NewSession};
@@ -13,9 +14,9 @@ use crate::engine::{Engine, Subscription};
 use crate::error::{Error, Result, StoreResultExt};
 use crate::pb::v1::ErrorReason;
 use crate::store::audit::AuditRecord;
-use crate::store::entity::{organization, resource_ip, session};
-use crate::store::queries::resources;
+use crate::store::entity::{organization, resource, resource_ip, session};
 use crate::store::queries::sessions::{self, RuleFilter, SessionFilter, SessionRecord};
+use crate::store::queries::{self, resources};
 use crate::store::{self, Page, PageRequest, StoreError};
 use chrono::{DateTime, TimeDelta, Utc};
 use sea_orm::DatabaseConnection;
@@ -34,6 +35,40 @@ pub struct StartRequest {
     /// The caller's address as seen by the server (see `domain::client_address`).
     pub detected_address: Option<IpAddr>,
     pub heartbeat_seconds: Option<u32>,
+    /// The assigned resources to open; empty: all of them.
+    pub resource_ids: Vec<String>,
+    pub justification: String,
+    pub ticket: String,
+}
+
+/// The longest justification and ticket reference kept.
+const MAX_JUSTIFICATION_CHARS: usize = 1000;
+const MAX_TICKET_CHARS: usize = 255;
+
+/// The resources a start opens: those of `assigned` it names (each must be assigned), or all.
+fn chosen(assigned: Vec<resource::Model>, named: &[String]) -> Result<Vec<resource::Model>> {
+    if named.is_empty() {
+        return Ok(assigned);
+    }
+    let mut violations = Violations::default();
+    for id in named {
+        if !assigned.iter().any(|resource| resource.id == *id) {
+            violations.add("resource_ids", format!("{id} is not a resource assigned to you"));
+        }
+    }
+    if !violations.is_empty() {
+        return Err(violations.into());
+    }
+    Ok(assigned.into_iter().filter(|resource| named.contains(&resource.id)).collect())
+}
+
+/// Free text trimmed, at most `max` characters; `None` when empty.
+fn bounded_text(field: &str, text: &str, max: usize) -> Result<Option<String>> {
+    let text = text.trim();
+    if text.chars().count() > max || text.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(Error::invalid(field, format!("must be at most {max} characters, without control characters")));
+    }
+    Ok((!text.is_empty()).then(|| text.to_owned()))
 }
 
 /// The heartbeats a session may have: long enough to reconnect a watch, short enough to matter.
@@ -173,16 +208,18 @@ impl SessionManager {
                 "no resource is assigned to you; ask an admin to assign one",
             ));
         }
-        // Fail closed until sessions can wait for their approvers: a resource that needs
-        // approval is never opened without it.
-        for resource in &assigned {
-            if resource.approval_policy()?.is_some() {
-                return Err(Error::failed_precondition(
-                    ErrorReason::ApprovalRequired,
-                    format!("opening {} needs approval, which this server cannot collect yet", resource.name),
-                ));
-            }
-        }
+        let assigned = chosen(assigned, &request.resource_ids)?;
+        let justification = bounded_text("justification", &request.justification, MAX_JUSTIFICATION_CHARS)?;
+        let ticket = bounded_text("ticket", &request.ticket, MAX_TICKET_CHARS)?;
+        let policies: Vec<ApprovalPolicy> = assigned
+            .iter()
+            .map(|resource| resource.approval_policy())
+            .filter_map(Result::transpose)
+            .collect::<Result<_, _>>()?;
+        let waits = match CombinedApproval::of(&policies) {
+            None => None,
+            Some(combined) => self.approval_needed(caller, &combined, justification.is_some(), &assigned).await?,
+        };
         let at = now();
         let session_id = new_id();
         let live_key = |address: Option<IpAddr>| address.map(|a| format!("{}|{a}", caller.user_id));
@@ -192,10 +229,14 @@ impl SessionManager {
             user_id: caller.user_id.clone(),
             ipv4_address: ipv4.map(|a| a.to_string()),
             ipv6_address: ipv6.map(|a| a.to_string()),
-            status: SessionStatus::Pending,
+            status: if waits.is_some() { SessionStatus::AwaitingApproval } else { SessionStatus::Pending },
             started_at: at,
-            // Within the maximum, checked above: the sum cannot overflow.
-            expires_at: at + duration.span().unwrap_or_default(),
+            // Within the maximum, checked above: the sum cannot overflow. A session waiting for
+            // approval ends at its deadline unless approved (its duration starts then).
+            expires_at: match &waits {
+                Some(timeout) => at + *timeout,
+                None => at + duration.span().unwrap_or_default(),
+            },
             ended_at: None,
             ended_reason: None,
             revision: 1,
@@ -205,14 +246,34 @@ impl SessionManager {
             updated_at: at,
             // In range, checked above.
             heartbeat_seconds: request.heartbeat_seconds.and_then(|seconds| i32::try_from(seconds).ok()),
-            heartbeat_due_at: request.heartbeat_seconds.map(|seconds| at + TimeDelta::seconds(i64::from(seconds))),
+            // No heartbeat runs while the session waits: it starts with the approval.
+            heartbeat_due_at: request
+                .heartbeat_seconds
+                .filter(|_| waits.is_none())
+                .map(|seconds| at + TimeDelta::seconds(i64::from(seconds))),
             expiry_warned_for: None,
+            approval: waits.map(|timeout| {
+                let approval = SessionApproval {
+                    required: CombinedApproval::of(&policies).map_or(1, |combined| combined.approvals()),
+                    requested_minutes: u32::try_from(duration.minutes).unwrap_or(u32::MAX),
+                    deadline: at + timeout,
+                    approved_at: None,
+                    decisions: Vec::new(),
+                };
+                serde_json::to_string(&approval).unwrap_or_default()
+            }),
+            justification,
+            ticket,
         };
         let rules: Vec<resource_ip::Model> = assigned
             .iter()
             .flat_map(|resource| ipv4.iter().chain(ipv6.iter()).map(move |address| (resource, *address)))
             .map(|(resource, address)| {
-                new_rule(&session_id, &caller.organization_id, (&resource.id, &resource.name), address, at)
+                let rule = new_rule(&session_id, &caller.organization_id, (&resource.id, &resource.name), address, at);
+                match waits {
+                    Some(_) => resource_ip::Model { status: ResourceIpStatus::AwaitingApproval, ..rule },
+                    None => rule,
+                }
             })
             .collect();
         // What was written is what the caller gets back, and what the cache keeps (the first
@@ -232,6 +293,55 @@ impl SessionManager {
         refusal.map_err(start_refused)?;
         self.engine.cache().keep(stamp, started.clone());
         Ok(started)
+    }
+
+    /// How long a start on resources under `combined` waits for approval, or `None` when it
+    /// needs none: an API key carrying `sessions:auto-approve`, or a caller whose groups every
+    /// policy auto-approves. Refuses a start missing a justification a policy asks for, or one
+    /// no one could ever approve (the requester never counts).
+    async fn approval_needed(
+        &self,
+        caller: &Caller,
+        combined: &CombinedApproval<'_>,
+        justified: bool,
+        resources: &[resource::Model],
+    ) -> Result<Option<TimeDelta>> {
+        if combined.justification_required() && !justified {
+            return Err(Error::invalid(
+                "justification",
+                "is required by the approval policy of a resource of the session",
+            ));
+        }
+        let key_skips = caller.api_key_id.is_some() && caller.permissions.contains(&Permission::SessionsAutoApprove);
+        let groups = queries::identity_providers::identities_of_user(&self.reader, &caller.user_id)
+            .await?
+            .iter()
+            .flat_map(crate::service::sso::stored_groups)
+            .collect::<Vec<_>>();
+        if key_skips || combined.approves_itself_for(&groups) {
+            return Ok(None);
+        }
+        let mut eligible: Option<Vec<String>> = None;
+        for policy in &combined.policies {
+            let of_policy = approvals::eligible_approvers(&self.reader, &caller.organization_id, policy).await?;
+            eligible = Some(match eligible {
+                None => of_policy,
+                Some(so_far) => so_far.into_iter().filter(|user| of_policy.contains(user)).collect(),
+            });
+        }
+        let others = eligible.unwrap_or_default().into_iter().filter(|user| *user != caller.user_id).count();
+        if u32::try_from(others).unwrap_or(u32::MAX) < combined.approvals() {
+            let names: Vec<&str> = resources.iter().map(|resource| resource.name.as_str()).collect();
+            return Err(Error::failed_precondition(
+                ErrorReason::ApprovalRequired,
+                format!(
+                    "opening {} needs {} approvals, and only {others} other people may give them; ask an admin",
+                    names.join(", "),
+                    combined.approvals()
+                ),
+            ));
+        }
+        Ok(Some(TimeDelta::seconds(i64::from(combined.pending_timeout_secs()))))
     }
 
     /// A session the call reaches: the caller's own, or any of the organization's (see [`Caller::reaches`]).
@@ -286,6 +396,12 @@ impl SessionManager {
         let (_, tier) = self.organization_of(caller)?;
         let txn = store::begin(&self.db).await?;
         let session = sessions::get_for_update(&txn, id).await.or_not_found("session")?;
+        if session.approval_state()?.is_some() {
+            return Err(Error::failed_precondition(
+                ErrorReason::ApprovalRequired,
+                "this session's approvers granted the duration it asked for; for more time, start a new request",
+            ));
+        }
         let owner_role = if session.user_id == caller.user_id {
             caller.role
         } else {

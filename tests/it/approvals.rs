@@ -1,7 +1,7 @@
 //! Approvals: a resource's approval policy, checked when it is set (shape, named approvers, and
 //! whether anyone could ever satisfy it), on every backend.
 
-use crate::common::{TestDb, TestServer, each_backend, reason, violated_fields, with_key};
+use crate::common::{TestDb, TestServer, each_backend, violated_fields, with_key};
 use portcullis::pb::v1::resource_service_client::ResourceServiceClient;
 use portcullis::pb::v1::session_service_client::SessionServiceClient;
 use portcullis::pb::v1::*;
@@ -70,14 +70,6 @@ async fn an_approval_policy_is_refused_when_no_one_could_ever_satisfy_it() {
         let refused = resources.update_resource(with_key(set_approval(&created.id, quick), &key)).await.unwrap_err();
         assert_eq!(violated_fields(&refused), ["resource.approval.pending_timeout"]);
 
-        // No session opens it without the approvals.
-        let grace = server.insert_api_key(&second, portcullis::domain::Permission::ALL, None).await;
-        let mut sessions = SessionServiceClient::new(server.channel().await);
-        let start = StartSessionRequest { ipv4_address: Some("203.0.113.7".into()), ..Default::default() };
-        let refused = sessions.start_session(with_key(start, &grace)).await.unwrap_err();
-        assert_eq!(reason(&refused), "ERROR_REASON_APPROVAL_REQUIRED", "{refused:?}");
-        assert!(server.memory_rules(&created.id).is_empty());
-
         // An update that does not name the policy keeps it; naming it with required false ends it.
         let renamed = UpdateResourceRequest {
             resource: Some(Resource { id: created.id.clone(), name: "db-prod".into(), ..created.clone() }),
@@ -91,4 +83,133 @@ async fn an_approval_policy_is_refused_when_no_one_could_ever_satisfy_it() {
         server.stop().await;
     })
     .await;
+}
+
+/// Two admins approve a user's session: nothing opens before the second approval, the
+/// requester and a repeated approver do not count, and the duration starts at the deciding
+/// approval. A denial and a timeout open nothing, ever; an auto-approve key starts at once.
+#[tokio::test]
+async fn a_session_waits_for_its_approvers_and_its_clock_starts_at_the_deciding_approval() {
+    use crate::common::{self, insert_api_key};
+    use portcullis::domain::Permission;
+    use portcullis::pb::v1::approval_service_client::ApprovalServiceClient;
+    use std::time::Duration;
+    each_backend(|db: TestDb| async move {
+        let server = TestServer::start(&db).await;
+        let channel = server.channel().await;
+        let (mut resources, mut sessions) =
+            (ResourceServiceClient::new(channel.clone()), SessionServiceClient::new(channel.clone()));
+        let mut approvals = ApprovalServiceClient::new(channel);
+        let (first, key) = (server.admin_id.clone(), server.admin_key.clone());
+        let second = server.insert_user(&server.organization_id, "grace@example.com", "ADMIN").await;
+        let second_key = server.insert_api_key(&second, Permission::ALL, None).await;
+        let user = server.insert_user(&server.organization_id, "ada@example.com", "USER").await;
+        let user_key = server.insert_api_key(&user, Permission::ALL, None).await;
+        let created = create(&mut resources, &key, "prod-db", policy(2)).await.unwrap();
+        for assignee in [&user, &first] {
+            let assign = AssignResourceRequest { resource_id: created.id.clone(), user_id: assignee.clone() };
+            resources.assign_resource(with_key(assign, &key)).await.unwrap();
+        }
+        let start = |address: &str| StartSessionRequest {
+            ipv4_address: Some(address.into()),
+            duration_minutes: Some(30),
+            justification: "INC-42: replica lag".into(),
+            ..Default::default()
+        };
+
+        let waiting = sessions.start_session(with_key(start("203.0.113.7"), &user_key)).await.unwrap().into_inner();
+        let waiting = waiting.session.unwrap();
+        assert_eq!(waiting.status(), SessionStatus::AwaitingApproval);
+        assert_eq!(
+            (waiting.approval.as_ref().unwrap().required, waiting.justification.as_str()),
+            (2, "INC-42: replica lag")
+        );
+        assert!(server.memory_rules(&created.id).is_empty(), "no rule before the approvals");
+        let inbox = approvals.list_approval_requests(with_key(ListApprovalRequestsRequest::default(), &key)).await;
+        assert_eq!(inbox.unwrap().into_inner().sessions.len(), 1, "the admins' inbox");
+        let own = approvals.list_approval_requests(with_key(ListApprovalRequestsRequest::default(), &user_key)).await;
+        assert!(own.unwrap().into_inner().sessions.is_empty(), "nobody decides their own request");
+
+        let approve = |id: &str| ApproveSessionRequest { id: id.into(), reason: "ok".into() };
+        let refused = approvals.approve_session(with_key(approve(&waiting.id), &user_key)).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "self-approval: {refused:?}");
+        for _ in 0..2 {
+            let once = approvals.approve_session(with_key(approve(&waiting.id), &key)).await.unwrap().into_inner();
+            let once = once.session.unwrap();
+            assert_eq!((once.status(), once.approval.unwrap().decisions.len()), (SessionStatus::AwaitingApproval, 1));
+        }
+        assert!(server.memory_rules(&created.id).is_empty(), "one approval of two opens nothing");
+        let opened = approvals.approve_session(with_key(approve(&waiting.id), &second_key)).await.unwrap();
+        let opened = opened.into_inner().session.unwrap();
+        assert_ne!(opened.status(), SessionStatus::AwaitingApproval);
+        let approval = opened.approval.clone().unwrap();
+        let decided = approval.decisions[1].decided_at.unwrap();
+        assert_eq!(
+            opened.expires_at.unwrap().seconds,
+            decided.seconds + 30 * 60,
+            "the duration counts from the deciding approval"
+        );
+        assert_eq!(approval.approved_at, Some(decided));
+        let address: std::net::IpAddr = "203.0.113.7".parse().unwrap();
+        common::eventually("the approved rule", Duration::from_secs(10), async || {
+            let rules = server.memory_rules(&created.id);
+            common::when(rules.contains(&address), rules)
+        })
+        .await;
+
+        // The approvers granted 30 minutes: more needs a new request.
+        let extend = ExtendSessionRequest { id: opened.id.clone(), additional_minutes: 30, ..Default::default() };
+        let refused = sessions.extend_session(with_key(extend, &user_key)).await.unwrap_err();
+        assert_eq!(crate::common::reason(&refused), "ERROR_REASON_APPROVAL_REQUIRED", "{refused:?}");
+
+        // A denial ends the request at once, with the reason; nothing ever opens.
+        let denied_one = sessions.start_session(with_key(start("203.0.113.8"), &user_key)).await.unwrap();
+        let denied_one = denied_one.into_inner().session.unwrap();
+        let deny = DenySessionRequest { id: denied_one.id.clone(), reason: "not during the freeze".into() };
+        let denied = approvals.deny_session(with_key(deny, &second_key)).await.unwrap().into_inner().session.unwrap();
+        assert_eq!((denied.status(), denied.ended_reason()), (SessionStatus::Cancelled, EndedReason::Denied));
+        assert!(!server.memory_rules(&created.id).contains(&"203.0.113.8".parse().unwrap()));
+
+        // An admin's key carrying sessions:auto-approve starts at once.
+        let breakglass =
+            insert_api_key(&server.db, &first, &[Permission::SessionsWrite, Permission::SessionsAutoApprove], None)
+                .await;
+        let at_once = sessions.start_session(with_key(start("203.0.113.9"), &breakglass)).await.unwrap();
+        assert_ne!(at_once.into_inner().session.unwrap().status(), SessionStatus::AwaitingApproval);
+        server.stop().await;
+    })
+    .await;
+}
+
+/// A request nobody decides expires at its pending timeout, with nothing ever opened.
+#[tokio::test]
+async fn an_undecided_request_expires_at_its_pending_timeout() {
+    use crate::common;
+    use portcullis::domain::Permission;
+    use std::time::{Duration, Instant};
+    let db = TestDb::sqlite();
+    let server = TestServer::start(&db).await;
+    let channel = server.channel().await;
+    let (mut resources, mut sessions) =
+        (ResourceServiceClient::new(channel.clone()), SessionServiceClient::new(channel));
+    let user = server.insert_user(&server.organization_id, "ada@example.com", "USER").await;
+    let user_key = server.insert_api_key(&user, Permission::ALL, None).await;
+    let quick = ApprovalPolicy { pending_timeout: Some(prost_types::Duration { seconds: 10, nanos: 0 }), ..policy(1) };
+    let created = create(&mut resources, &server.admin_key, "prod-db", quick).await.unwrap();
+    let assign = AssignResourceRequest { resource_id: created.id.clone(), user_id: user.clone() };
+    resources.assign_resource(with_key(assign, &server.admin_key)).await.unwrap();
+    let start = StartSessionRequest { ipv4_address: Some("203.0.113.7".into()), ..Default::default() };
+    let waiting = sessions.start_session(with_key(start, &user_key)).await.unwrap().into_inner().session.unwrap();
+    let asked = Instant::now();
+    let id = waiting.id.clone();
+    let ended = common::eventually("the request to expire", Duration::from_secs(30), async || {
+        let got = sessions.get_session(with_key(GetSessionRequest { id: id.clone() }, &user_key)).await;
+        let session = got.map_err(|err| err.to_string())?.into_inner().session.unwrap();
+        common::when(session.status() == SessionStatus::Expired, session).map_err(|s| format!("{:?}", s.status()))
+    })
+    .await;
+    println!("the request expired {:.1} s after it was made (pending timeout 10 s)", asked.elapsed().as_secs_f64());
+    assert_eq!(ended.ended_reason(), EndedReason::ApprovalTimeout);
+    assert!(server.memory_rules(&created.id).is_empty(), "nothing opened, ever");
+    server.stop().await;
 }

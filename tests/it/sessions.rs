@@ -191,6 +191,7 @@ async fn start_session_refuses_what_it_must() {
             ipv6_address: None,
             duration_minutes: None,
             heartbeat_seconds: None,
+            ..Default::default()
         };
         let err = f.sessions.start_session(with_key(too_long.clone(), &key)).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
@@ -979,6 +980,7 @@ async fn a_lower_maximum_shortens_live_sessions() {
             ipv6_address: None,
             duration_minutes: None,
             heartbeat_seconds: None,
+            ..Default::default()
         };
         let long =
             f.sessions.start_session(with_key(start(IPV4), &boss_key)).await.unwrap().into_inner().session.unwrap();
@@ -1109,6 +1111,7 @@ async fn sessions_in_minutes_and_any_amount_of_time_asked_for() {
             ipv4_address: Some(IPV4.into()),
             ipv6_address: None,
             heartbeat_seconds: None,
+            ..Default::default()
         };
         for (hours, minutes, field) in [
             (Some(1), Some(15), "duration_minutes"),

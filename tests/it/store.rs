@@ -285,6 +285,9 @@ fn session_row(
         heartbeat_seconds: None,
         heartbeat_due_at: None,
         expiry_warned_for: None,
+        approval: None,
+        justification: None,
+        ticket: None,
     }
 }
 

@@ -42,6 +42,8 @@ type Client struct {
 	Webhooks      portcullisv1.WebhookServiceClient
 	// IdentityProviders manages the organization's single sign-on providers.
 	IdentityProviders portcullisv1.IdentityProviderServiceClient
+	// Approvals lists and decides sessions waiting for approval.
+	Approvals portcullisv1.ApprovalServiceClient
 
 	watchBackoff Backoff
 }
@@ -142,6 +144,7 @@ func Dial(target string, opts ...Option) (*Client, error) {
 		Auth:              portcullisv1.NewAuthServiceClient(conn),
 		Webhooks:          portcullisv1.NewWebhookServiceClient(conn),
 		IdentityProviders: portcullisv1.NewIdentityProviderServiceClient(conn),
+		Approvals:         portcullisv1.NewApprovalServiceClient(conn),
 		watchBackoff:      o.watchBackoff,
 	}, nil
 }

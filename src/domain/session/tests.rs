@@ -67,6 +67,43 @@ fn ending_sessions_finish_when_every_rule_is_removed() {
 }
 
 #[test]
+fn a_session_waiting_for_approval_sends_nothing_until_approved() {
+    let rules = vec![rule("1", "a", 4, Pending), rule("2", "b", 4, Pending)];
+    let deadline = t0() + TimeDelta::minutes(10);
+    let waiting = Session::await_approval(deadline, rules);
+    assert!(waiting.effects.is_empty(), "no provider call while waiting");
+    let waiting = waiting.session;
+    assert_eq!((waiting.status, statuses(&waiting)), (SessionStatus::AwaitingApproval, vec![AwaitingApproval; 2]));
+    let later = t0() + TimeDelta::hours(2);
+    assert_eq!(waiting.step(&Event::Extend { to: later, latest: later }), Err(Refusal::NotExtendable(waiting.status)));
+    assert_eq!(
+        waiting.step(&Event::ChangeAddress { added: vec![rule("3", "a", 4, Pending)] }),
+        Err(Refusal::AwaitingApproval)
+    );
+
+    // Approved: the rules go out and the duration starts now.
+    let approved = waiting.step(&Event::Approve { expires_at: later, heartbeat_due_at: None }).unwrap();
+    assert_eq!(approved.session.status, SessionStatus::Pending);
+    assert_eq!(approved.session.expires_at, later);
+    assert_eq!(approved.effects, [Effect::Apply("1".into()), Effect::Apply("2".into())]);
+    let twice = approved.session.step(&Event::Approve { expires_at: later, heartbeat_due_at: None });
+    assert_eq!(twice, Err(Refusal::NotAwaiting(SessionStatus::Pending)));
+
+    // Denied or withdrawn: over at once, nothing to remove anywhere.
+    let denied = waiting.step(&Event::End(EndedReason::Denied)).unwrap();
+    assert_eq!((denied.session.status, denied.effects.len()), (SessionStatus::Cancelled, 0));
+    assert_eq!(statuses(&denied.session), [Removed, Removed]);
+
+    // Not approved in time: expired, for that reason.
+    assert_eq!(waiting.step(&Event::Expire { at: deadline - TimeDelta::seconds(1) }), Err(Refusal::NotDue));
+    let timed_out = waiting.step(&Event::Expire { at: deadline }).unwrap().session;
+    assert_eq!(
+        (timed_out.status, timed_out.ended_reason),
+        (SessionStatus::Expired, Some(EndedReason::ApprovalTimeout))
+    );
+}
+
+#[test]
 fn a_failed_session_takes_no_retry() {
     let failed = session(SessionStatus::Failed, vec![rule("1", "a", 4, Failed), rule("2", "b", 4, Failed)]);
     assert_eq!(failed.step(&Event::Retry { rule: "1".into() }), Err(Refusal::NotLive(SessionStatus::Failed)));
@@ -152,6 +189,7 @@ enum Op {
     Shorten(i64),
     ChangeAddress(u8),
     Sweep,
+    Approve,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -167,6 +205,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0i64..7200).prop_map(Op::Shorten),
         2 => prop_oneof![Just(4u8), Just(6u8)].prop_map(Op::ChangeAddress),
         1 => Just(Op::Sweep),
+        1 => Just(Op::Approve),
     ]
 }
 
@@ -180,7 +219,7 @@ struct World {
 }
 
 impl World {
-    fn new(resources: usize, families: &[u8], heartbeat: bool) -> World {
+    fn new(resources: usize, families: &[u8], heartbeat: bool, awaiting: bool) -> World {
         let mut world = World {
             session: session(SessionStatus::Pending, Vec::new()),
             open: BTreeSet::new(),
@@ -194,7 +233,11 @@ impl World {
             }
         }
         let heartbeat_due_at = heartbeat.then(|| t0() + TimeDelta::seconds(60));
-        world.session = Session::start(t0() + TimeDelta::hours(1), heartbeat_due_at, rules).session;
+        world.session = if awaiting {
+            Session::await_approval(t0() + TimeDelta::minutes(30), rules).session
+        } else {
+            Session::start(t0() + TimeDelta::hours(1), heartbeat_due_at, rules).session
+        };
         world
     }
 
@@ -290,6 +333,10 @@ impl World {
                 self.event(Event::ChangeAddress { added });
             }
             Op::Sweep => self.event(Event::Sweep),
+            Op::Approve => self.event(Event::Approve {
+                expires_at: t0() + TimeDelta::hours(1),
+                heartbeat_due_at: Some(t0() + TimeDelta::seconds(60)),
+            }),
         }
     }
 
@@ -314,6 +361,11 @@ impl World {
             let holding: Vec<&Rule> = s.rules.iter().filter(|rule| matches!(rule.status, Pending | Applied)).collect();
             assert!(holding.is_empty(), "terminal session {:?} keeps {holding:?}", s.status);
         }
+        if s.status == SessionStatus::AwaitingApproval {
+            assert!(self.open.is_empty(), "a session waiting for approval has {:?} open", self.open);
+            let sent = s.rules.iter().filter(|rule| !matches!(rule.status, AwaitingApproval | Removed));
+            assert_eq!(sent.count(), 0, "a session waiting for approval sent rules: {s:?}");
+        }
         for id in &self.open {
             let status = s.rules.iter().find(|rule| rule.id == *id).map(|rule| rule.status);
             assert!(matches!(status, Some(Applied | Removing)), "open address of rule {id} is {status:?} in {s:?}");
@@ -329,10 +381,11 @@ proptest! {
         resources in 1usize..4,
         dual_stack in any::<bool>(),
         heartbeat in any::<bool>(),
+        awaiting in any::<bool>(),
         ops in prop::collection::vec(op(), 0..60),
     ) {
         let families: &[u8] = if dual_stack { &[4, 6] } else { &[4] };
-        let mut world = World::new(resources, families, heartbeat);
+        let mut world = World::new(resources, families, heartbeat, awaiting);
         for op in &ops {
             world.run(op);
             world.check_invariants();

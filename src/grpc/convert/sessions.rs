@@ -5,6 +5,7 @@ use super::*;
 fn session_status_to_pb(status: domain::SessionStatus) -> pb::SessionStatus {
     use domain::SessionStatus as S;
     match status {
+        S::AwaitingApproval => pb::SessionStatus::AwaitingApproval,
         S::Pending => pb::SessionStatus::Pending,
         S::Active => pb::SessionStatus::Active,
         S::Partial => pb::SessionStatus::Partial,
@@ -20,6 +21,7 @@ pub fn session_status_from_pb(value: i32) -> Option<domain::SessionStatus> {
     use domain::SessionStatus as S;
     Some(match pb::SessionStatus::try_from(value).ok()? {
         pb::SessionStatus::Unspecified => return None,
+        pb::SessionStatus::AwaitingApproval => S::AwaitingApproval,
         pb::SessionStatus::Pending => S::Pending,
         pb::SessionStatus::Active => S::Active,
         pb::SessionStatus::Partial => S::Partial,
@@ -33,6 +35,7 @@ pub fn session_status_from_pb(value: i32) -> Option<domain::SessionStatus> {
 fn resource_ip_status_to_pb(status: domain::ResourceIpStatus) -> pb::ResourceIpStatus {
     use domain::ResourceIpStatus as R;
     match status {
+        R::AwaitingApproval => pb::ResourceIpStatus::AwaitingApproval,
         R::Pending => pb::ResourceIpStatus::Pending,
         R::Applied => pb::ResourceIpStatus::Applied,
         R::Failed => pb::ResourceIpStatus::Failed,
@@ -46,6 +49,7 @@ pub fn resource_ip_status_from_pb(value: i32) -> Option<domain::ResourceIpStatus
     use domain::ResourceIpStatus as R;
     Some(match pb::ResourceIpStatus::try_from(value).ok()? {
         pb::ResourceIpStatus::Unspecified => return None,
+        pb::ResourceIpStatus::AwaitingApproval => R::AwaitingApproval,
         pb::ResourceIpStatus::Pending => R::Pending,
         pb::ResourceIpStatus::Applied => R::Applied,
         pb::ResourceIpStatus::Failed => R::Failed,
@@ -60,6 +64,8 @@ fn ended_reason_to_pb(reason: Option<domain::EndedReason>) -> pb::EndedReason {
         Some(domain::EndedReason::Manual) => pb::EndedReason::Manual,
         Some(domain::EndedReason::Admin) => pb::EndedReason::Admin,
         Some(domain::EndedReason::ClientGone) => pb::EndedReason::ClientGone,
+        Some(domain::EndedReason::Denied) => pb::EndedReason::Denied,
+        Some(domain::EndedReason::ApprovalTimeout) => pb::EndedReason::ApprovalTimeout,
         None => pb::EndedReason::Unspecified,
     }
 }
@@ -100,5 +106,24 @@ pub fn session_to_pb(record: &SessionRecord) -> pb::Session {
         revision: revision_to_pb(session.revision),
         organization_id: session.organization_id.clone(),
         heartbeat_seconds: session.heartbeat_seconds.and_then(|seconds| u32::try_from(seconds).ok()),
+        // A stored approval that cannot be read is left out rather than failing every read.
+        approval: session.approval_state().ok().flatten().map(|approval| pb::SessionApproval {
+            required: approval.required,
+            decisions: approval
+                .decisions
+                .into_iter()
+                .map(|decision| pb::ApprovalDecision {
+                    user_id: decision.user_id,
+                    user_email: decision.user_email,
+                    approve: decision.approve,
+                    reason: decision.reason,
+                    decided_at: Some(timestamp(decision.decided_at)),
+                })
+                .collect(),
+            deadline: Some(timestamp(approval.deadline)),
+            approved_at: approval.approved_at.map(timestamp),
+        }),
+        justification: session.justification.clone().unwrap_or_default(),
+        ticket: session.ticket.clone().unwrap_or_default(),
     }
 }

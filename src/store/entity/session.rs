@@ -26,9 +26,24 @@ pub struct Model {
     pub heartbeat_due_at: Option<DateTimeUtc>,
     /// The end (`expires_at`) the expiry warning was sent for; None before any.
     pub expiry_warned_for: Option<DateTimeUtc>,
+    /// JSON of its `SessionApproval`, when a resource of it needs approval.
+    pub approval: Option<String>,
+    pub justification: Option<String>,
+    pub ticket: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+impl Model {
+    /// Where the session's approval stands, if it needs one.
+    pub fn approval_state(&self) -> crate::store::StoreResult<Option<crate::domain::SessionApproval>> {
+        self.approval
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|err| crate::store::StoreError::Corrupt(format!("session {} approval: {err}", self.id)))
+    }
+}

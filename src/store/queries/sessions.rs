@@ -47,6 +47,9 @@ impl SessionRecord {
                 heartbeat_seconds: None,
                 heartbeat_due_at: None,
                 expiry_warned_for: None,
+                approval: None,
+                justification: None,
+                ticket: None,
             },
             user_name: String::new(),
             user_email: String::new(),
@@ -281,6 +284,35 @@ pub async fn save_transitions(db: &impl ConnectionTrait, moved: Vec<session::Mod
     announce_all(db, SESSIONS_CHANNEL, &announcements).await
 }
 
+/// Records where session `id`'s approval stands (`approval`, JSON) as its next revision, and
+/// announces the change to other replicas' watchers.
+pub async fn save_approval(
+    db: &impl ConnectionTrait,
+    id: &str,
+    approval: String,
+    revision: i64,
+    at: DateTime<Utc>,
+) -> StoreResult<()> {
+    session::Entity::update_many()
+        .col_expr(session::Column::Approval, Expr::value(approval))
+        .col_expr(session::Column::Revision, Expr::value(revision))
+        .col_expr(session::Column::UpdatedAt, Expr::value(at))
+        .filter(session::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    announce(db, SESSIONS_CHANNEL, &format!("{id} {revision}")).await
+}
+
+/// Sessions of `organization_id` waiting for approval, oldest first.
+pub async fn awaiting_approval(db: &impl ConnectionTrait, organization_id: &str) -> StoreResult<Vec<session::Model>> {
+    Ok(session::Entity::find()
+        .filter(session::Column::OrganizationId.eq(organization_id))
+        .filter(session::Column::Status.eq(SessionStatus::AwaitingApproval))
+        .order_by_asc(session::Column::Id)
+        .all(db)
+        .await?)
+}
+
 /// Live sessions whose time is up.
 pub async fn due_to_expire(
     db: &impl ConnectionTrait,
@@ -372,8 +404,8 @@ pub async fn heartbeat(db: &impl ConnectionTrait, id: &str, at: DateTime<Utc>) -
     Ok(())
 }
 
-fn live_statuses() -> [SessionStatus; 3] {
-    [SessionStatus::Pending, SessionStatus::Active, SessionStatus::Partial]
+fn live_statuses() -> [SessionStatus; 4] {
+    SessionStatus::LIVE
 }
 
 pub async fn rules_of(db: &impl ConnectionTrait, session_id: &str) -> StoreResult<Vec<resource_ip::Model>> {

@@ -486,6 +486,7 @@ impl Fixture {
             ipv6_address: ipv6.map(str::to_owned),
             duration_minutes: None,
             heartbeat_seconds: None,
+            ..Default::default()
         };
         self.sessions.start_session(with_key(request, key)).await.map(|r| r.into_inner().session.unwrap())
     }

@@ -401,6 +401,9 @@ const USER_MAY_CALL: &[&str] = &[
     "UserService/GetCurrentUser",
     "UserService/UpdateCurrentUser",
     "OrganizationService/GetOrganization",
+    "ApprovalService/ListApprovalRequests",
+    "ApprovalService/ApproveSession",
+    "ApprovalService/DenySession",
 ];
 
 /// What the platform operator may call, likewise written out apart from the policy.
@@ -503,7 +506,7 @@ impl ForeignObjects {
         let own_object = || match (service, method) {
             // A new object's id is the server's to choose.
             (_, create) if create.starts_with("Create") => None,
-            ("SessionService", _) => text(&self.session),
+            ("SessionService" | "ApprovalService", _) => text(&self.session),
             ("ResourceIpService", _) => text(&self.resource_ip),
             ("ResourceService", _) => text(&self.resource),
             ("UserService", _) => text(&self.user),
@@ -520,6 +523,7 @@ impl ForeignObjects {
             "user_id" => text(&self.user),
             "organization_id" | "identity_provider.organization_id" => text(&self.organization),
             "identity_provider.display_name" => text("Hijacked"),
+            "reason" => text("reviewed"),
             // Enough for the changes to pass validation, so only the lookup can refuse them.
             "additional_hours" => Some(Number(1)),
             "ipv4_address" if method == "ChangeSessionAddress" => text("203.0.113.99"),

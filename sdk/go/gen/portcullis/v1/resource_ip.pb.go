@@ -38,6 +38,9 @@ const (
 	ResourceIpStatus_RESOURCE_IP_STATUS_REMOVING ResourceIpStatus = 4
 	// RESOURCE_IP_STATUS_REMOVED: the rule is gone from the provider.
 	ResourceIpStatus_RESOURCE_IP_STATUS_REMOVED ResourceIpStatus = 5
+	// RESOURCE_IP_STATUS_AWAITING_APPROVAL: its session waits for approval; nothing is sent to the
+	// provider until it is approved.
+	ResourceIpStatus_RESOURCE_IP_STATUS_AWAITING_APPROVAL ResourceIpStatus = 6
 )
 
 // Enum value maps for ResourceIpStatus.
@@ -49,14 +52,16 @@ var (
 		3: "RESOURCE_IP_STATUS_FAILED",
 		4: "RESOURCE_IP_STATUS_REMOVING",
 		5: "RESOURCE_IP_STATUS_REMOVED",
+		6: "RESOURCE_IP_STATUS_AWAITING_APPROVAL",
 	}
 	ResourceIpStatus_value = map[string]int32{
-		"RESOURCE_IP_STATUS_UNSPECIFIED": 0,
-		"RESOURCE_IP_STATUS_PENDING":     1,
-		"RESOURCE_IP_STATUS_APPLIED":     2,
-		"RESOURCE_IP_STATUS_FAILED":      3,
-		"RESOURCE_IP_STATUS_REMOVING":    4,
-		"RESOURCE_IP_STATUS_REMOVED":     5,
+		"RESOURCE_IP_STATUS_UNSPECIFIED":       0,
+		"RESOURCE_IP_STATUS_PENDING":           1,
+		"RESOURCE_IP_STATUS_APPLIED":           2,
+		"RESOURCE_IP_STATUS_FAILED":            3,
+		"RESOURCE_IP_STATUS_REMOVING":          4,
+		"RESOURCE_IP_STATUS_REMOVED":           5,
+		"RESOURCE_IP_STATUS_AWAITING_APPROVAL": 6,
 	}
 )
 
@@ -601,14 +606,15 @@ const file_portcullis_v1_resource_ip_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"U\n" +
 	"\x17RetryResourceIpResponse\x12:\n" +
 	"\vresource_ip\x18\x01 \x01(\v2\x19.portcullis.v1.ResourceIpR\n" +
-	"resourceIp*\xd6\x01\n" +
+	"resourceIp*\x80\x02\n" +
 	"\x10ResourceIpStatus\x12\"\n" +
 	"\x1eRESOURCE_IP_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aRESOURCE_IP_STATUS_PENDING\x10\x01\x12\x1e\n" +
 	"\x1aRESOURCE_IP_STATUS_APPLIED\x10\x02\x12\x1d\n" +
 	"\x19RESOURCE_IP_STATUS_FAILED\x10\x03\x12\x1f\n" +
 	"\x1bRESOURCE_IP_STATUS_REMOVING\x10\x04\x12\x1e\n" +
-	"\x1aRESOURCE_IP_STATUS_REMOVED\x10\x052\xb3\x02\n" +
+	"\x1aRESOURCE_IP_STATUS_REMOVED\x10\x05\x12(\n" +
+	"$RESOURCE_IP_STATUS_AWAITING_APPROVAL\x10\x062\xb3\x02\n" +
 	"\x11ResourceIpService\x12Z\n" +
 	"\rGetResourceIp\x12#.portcullis.v1.GetResourceIpRequest\x1a$.portcullis.v1.GetResourceIpResponse\x12`\n" +
 	"\x0fListResourceIps\x12%.portcullis.v1.ListResourceIpsRequest\x1a&.portcullis.v1.ListResourceIpsResponse\x12`\n" +

@@ -42,6 +42,9 @@ const (
 	SessionStatus_SESSION_STATUS_EXPIRED SessionStatus = 6
 	// SESSION_STATUS_CANCELLED: the session was stopped and its rules are removed (terminal).
 	SessionStatus_SESSION_STATUS_CANCELLED SessionStatus = 7
+	// SESSION_STATUS_AWAITING_APPROVAL: a resource of the session needs approval, which has not
+	// come yet; no rule is written anywhere. Approved, it goes PENDING and its duration starts.
+	SessionStatus_SESSION_STATUS_AWAITING_APPROVAL SessionStatus = 8
 )
 
 // Enum value maps for SessionStatus.
@@ -55,16 +58,18 @@ var (
 		5: "SESSION_STATUS_EXPIRING",
 		6: "SESSION_STATUS_EXPIRED",
 		7: "SESSION_STATUS_CANCELLED",
+		8: "SESSION_STATUS_AWAITING_APPROVAL",
 	}
 	SessionStatus_value = map[string]int32{
-		"SESSION_STATUS_UNSPECIFIED": 0,
-		"SESSION_STATUS_PENDING":     1,
-		"SESSION_STATUS_ACTIVE":      2,
-		"SESSION_STATUS_PARTIAL":     3,
-		"SESSION_STATUS_FAILED":      4,
-		"SESSION_STATUS_EXPIRING":    5,
-		"SESSION_STATUS_EXPIRED":     6,
-		"SESSION_STATUS_CANCELLED":   7,
+		"SESSION_STATUS_UNSPECIFIED":       0,
+		"SESSION_STATUS_PENDING":           1,
+		"SESSION_STATUS_ACTIVE":            2,
+		"SESSION_STATUS_PARTIAL":           3,
+		"SESSION_STATUS_FAILED":            4,
+		"SESSION_STATUS_EXPIRING":          5,
+		"SESSION_STATUS_EXPIRED":           6,
+		"SESSION_STATUS_CANCELLED":         7,
+		"SESSION_STATUS_AWAITING_APPROVAL": 8,
 	}
 )
 
@@ -110,6 +115,11 @@ const (
 	// ENDED_REASON_CLIENT_GONE: it had a heartbeat, and no WatchSession of its owner was open for
 	// that long.
 	EndedReason_ENDED_REASON_CLIENT_GONE EndedReason = 4
+	// ENDED_REASON_DENIED: an approver said no (with SESSION_STATUS_CANCELLED).
+	EndedReason_ENDED_REASON_DENIED EndedReason = 5
+	// ENDED_REASON_APPROVAL_TIMEOUT: the approvals did not come within the pending timeout (with
+	// SESSION_STATUS_EXPIRED).
+	EndedReason_ENDED_REASON_APPROVAL_TIMEOUT EndedReason = 6
 )
 
 // Enum value maps for EndedReason.
@@ -120,13 +130,17 @@ var (
 		2: "ENDED_REASON_MANUAL",
 		3: "ENDED_REASON_ADMIN",
 		4: "ENDED_REASON_CLIENT_GONE",
+		5: "ENDED_REASON_DENIED",
+		6: "ENDED_REASON_APPROVAL_TIMEOUT",
 	}
 	EndedReason_value = map[string]int32{
-		"ENDED_REASON_UNSPECIFIED": 0,
-		"ENDED_REASON_EXPIRED":     1,
-		"ENDED_REASON_MANUAL":      2,
-		"ENDED_REASON_ADMIN":       3,
-		"ENDED_REASON_CLIENT_GONE": 4,
+		"ENDED_REASON_UNSPECIFIED":      0,
+		"ENDED_REASON_EXPIRED":          1,
+		"ENDED_REASON_MANUAL":           2,
+		"ENDED_REASON_ADMIN":            3,
+		"ENDED_REASON_CLIENT_GONE":      4,
+		"ENDED_REASON_DENIED":           5,
+		"ENDED_REASON_APPROVAL_TIMEOUT": 6,
 	}
 )
 
@@ -193,8 +207,15 @@ type Session struct {
 	// heartbeat_seconds, when set, ends the session once no WatchSession of its owner has been
 	// open that long (see StartSessionRequest).
 	HeartbeatSeconds *uint32 `protobuf:"varint,16,opt,name=heartbeat_seconds,json=heartbeatSeconds,proto3,oneof" json:"heartbeat_seconds,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// approval is set when a resource of the session needs approval: how many, who decided what,
+	// and until when the request waits.
+	Approval *SessionApproval `protobuf:"bytes,17,opt,name=approval,proto3" json:"approval,omitempty"`
+	// justification the requester gave, if any.
+	Justification string `protobuf:"bytes,18,opt,name=justification,proto3" json:"justification,omitempty"`
+	// ticket the requester named (a change or incident reference), if any.
+	Ticket        string `protobuf:"bytes,19,opt,name=ticket,proto3" json:"ticket,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Session) Reset() {
@@ -339,6 +360,182 @@ func (x *Session) GetHeartbeatSeconds() uint32 {
 	return 0
 }
 
+func (x *Session) GetApproval() *SessionApproval {
+	if x != nil {
+		return x.Approval
+	}
+	return nil
+}
+
+func (x *Session) GetJustification() string {
+	if x != nil {
+		return x.Justification
+	}
+	return ""
+}
+
+func (x *Session) GetTicket() string {
+	if x != nil {
+		return x.Ticket
+	}
+	return ""
+}
+
+// SessionApproval is where the approval of a session stands.
+type SessionApproval struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// required is the number of approvals needed (the strictest policy of the session's resources).
+	Required uint32 `protobuf:"varint,1,opt,name=required,proto3" json:"required,omitempty"`
+	// decisions made so far, in order.
+	Decisions []*ApprovalDecision `protobuf:"bytes,2,rep,name=decisions,proto3" json:"decisions,omitempty"`
+	// deadline is when the request expires unless approved (ENDED_REASON_APPROVAL_TIMEOUT).
+	Deadline *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	// approved_at is when the deciding approval came: the session's duration counts from then.
+	ApprovedAt    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=approved_at,json=approvedAt,proto3" json:"approved_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionApproval) Reset() {
+	*x = SessionApproval{}
+	mi := &file_portcullis_v1_session_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionApproval) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionApproval) ProtoMessage() {}
+
+func (x *SessionApproval) ProtoReflect() protoreflect.Message {
+	mi := &file_portcullis_v1_session_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionApproval.ProtoReflect.Descriptor instead.
+func (*SessionApproval) Descriptor() ([]byte, []int) {
+	return file_portcullis_v1_session_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SessionApproval) GetRequired() uint32 {
+	if x != nil {
+		return x.Required
+	}
+	return 0
+}
+
+func (x *SessionApproval) GetDecisions() []*ApprovalDecision {
+	if x != nil {
+		return x.Decisions
+	}
+	return nil
+}
+
+func (x *SessionApproval) GetDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Deadline
+	}
+	return nil
+}
+
+func (x *SessionApproval) GetApprovedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ApprovedAt
+	}
+	return nil
+}
+
+// ApprovalDecision is one approver's answer.
+type ApprovalDecision struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// user_id of the approver.
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// user_email of the approver.
+	UserEmail string `protobuf:"bytes,2,opt,name=user_email,json=userEmail,proto3" json:"user_email,omitempty"`
+	// approve is true for yes, false for no.
+	Approve bool `protobuf:"varint,3,opt,name=approve,proto3" json:"approve,omitempty"`
+	// reason the approver gave.
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// decided_at is when the answer came.
+	DecidedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=decided_at,json=decidedAt,proto3" json:"decided_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApprovalDecision) Reset() {
+	*x = ApprovalDecision{}
+	mi := &file_portcullis_v1_session_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApprovalDecision) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApprovalDecision) ProtoMessage() {}
+
+func (x *ApprovalDecision) ProtoReflect() protoreflect.Message {
+	mi := &file_portcullis_v1_session_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApprovalDecision.ProtoReflect.Descriptor instead.
+func (*ApprovalDecision) Descriptor() ([]byte, []int) {
+	return file_portcullis_v1_session_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ApprovalDecision) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *ApprovalDecision) GetUserEmail() string {
+	if x != nil {
+		return x.UserEmail
+	}
+	return ""
+}
+
+func (x *ApprovalDecision) GetApprove() bool {
+	if x != nil {
+		return x.Approve
+	}
+	return false
+}
+
+func (x *ApprovalDecision) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ApprovalDecision) GetDecidedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DecidedAt
+	}
+	return nil
+}
+
 // StartSessionRequest starts a session for the caller. Every field is optional.
 type StartSessionRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -356,13 +553,20 @@ type StartSessionRequest struct {
 	// once no WatchSession stream of its owner has been open, on any server, for this long (5 to
 	// 3600). The first watch must open within it too.
 	HeartbeatSeconds *uint32 `protobuf:"varint,5,opt,name=heartbeat_seconds,json=heartbeatSeconds,proto3,oneof" json:"heartbeat_seconds,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// resource_ids to open, a subset of the caller's assigned resources; empty means all of them.
+	ResourceIds []string `protobuf:"bytes,6,rep,name=resource_ids,json=resourceIds,proto3" json:"resource_ids,omitempty"`
+	// justification says why the access is needed; required by resources whose approval policy
+	// says so, and shown to approvers.
+	Justification string `protobuf:"bytes,7,opt,name=justification,proto3" json:"justification,omitempty"`
+	// ticket names a change or incident for the record.
+	Ticket        string `protobuf:"bytes,8,opt,name=ticket,proto3" json:"ticket,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StartSessionRequest) Reset() {
 	*x = StartSessionRequest{}
-	mi := &file_portcullis_v1_session_proto_msgTypes[1]
+	mi := &file_portcullis_v1_session_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -374,7 +578,7 @@ func (x *StartSessionRequest) String() string {
 func (*StartSessionRequest) ProtoMessage() {}
 
 func (x *StartSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_session_proto_msgTypes[1]
+	mi := &file_portcullis_v1_session_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -387,7 +591,7 @@ func (x *StartSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartSessionRequest.ProtoReflect.Descriptor instead.
 func (*StartSessionRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_session_proto_rawDescGZIP(), []int{1}
+	return file_portcullis_v1_session_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *StartSessionRequest) GetDurationHours() uint32 {
@@ -425,7 +629,29 @@ func (x *StartSessionRequest) GetHeartbeatSeconds() uint32 {
 	return 0
 }
 
-// StartSessionResponse carries the new PENDING session.
+func (x *StartSessionRequest) GetResourceIds() []string {
+	if x != nil {
+		return x.ResourceIds
+	}
+	return nil
+}
+
+func (x *StartSessionRequest) GetJustification() string {
+	if x != nil {
+		return x.Justification
+	}
+	return ""
+}
+
+func (x *StartSessionRequest) GetTicket() string {
+	if x != nil {
+		return x.Ticket
+	}
+	return ""
+}
+
+// StartSessionResponse carries the new session: PENDING, or AWAITING_APPROVAL when a resource
+// needs approval.
 type StartSessionResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// session is the new session.
@@ -436,7 +662,7 @@ type StartSessionResponse struct {
 
 func (x *StartSessionResponse) Reset() {
 	*x = StartSessionResponse{}
-	mi := &file_portcullis_v1_session_proto_msgTypes[2]
+	mi := &file_portcullis_v1_session_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -448,7 +674,7 @@ func (x *StartSessionResponse) String() string {
 func (*StartSessionResponse) ProtoMessage() {}
 
 func (x *StartSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_session_proto_msgTypes[2]
+	mi := &file_portcullis_v1_session_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -461,7 +687,7 @@ func (x *StartSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartSessionResponse.ProtoReflect.Descriptor instead.
 func (*StartSessionResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_session_proto_rawDescGZIP(), []int{2}
+	return file_portcullis_v1_session_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *StartSessionResponse) GetSession() *Session {
@@ -482,7 +708,7 @@ type GetSessionRequest struct {
 
 func (x *GetSessionRequest) Reset() {
 	*x = GetSessionRequest{}
-	mi := &file_portcullis_v1_session_proto_msgTypes[3]
+	mi := &file_portcullis_v1_session_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -494,7 +720,7 @@ func (x *GetSessionRequest) String() string {
 func (*GetSessionRequest) ProtoMessage() {}
 
 func (x *GetSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_session_proto_msgTypes[3]
+	mi := &file_portcullis_v1_session_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -507,7 +733,7 @@ func (x *GetSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSessionRequest.ProtoReflect.Descriptor instead.
 func (*GetSessionRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_session_proto_rawDescGZIP(), []int{3}
+	return file_portcullis_v1_session_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetSessionRequest) GetId() string {
@@ -528,7 +754,7 @@ type GetSessionResponse struct {
 
 func (x *GetSessionResponse) Reset() {
 	*x = GetSessionResponse{}
-	mi := &file_portcullis_v1_session_proto_msgTypes[4]
+	mi := &file_portcullis_v1_session_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -540,7 +766,7 @@ func (x *GetSessionResponse) String() string {
 func (*GetSessionResponse) ProtoMessage() {}
 
 func (x *GetSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_session_proto_msgTypes[4]
+	mi := &file_portcullis_v1_session_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -553,7 +779,7 @@ func (x *GetSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSessionResponse.ProtoReflect.Descriptor instead.
 func (*GetSessionResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_session_proto_rawDescGZIP(), []int{4}
+	return file_portcullis_v1_session_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetSessionResponse) GetSession() *Session {
@@ -580,7 +806,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_portcullis_v1_session_proto_msgTypes[5]
+	mi := &file_portcullis_v1_session_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -592,7 +818,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_session_proto_msgTypes[5]
+	mi := &file_portcullis_v1_session_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -605,7 +831,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_session_proto_rawDescGZIP(), []int{5}
+	return file_portcullis_v1_session_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListSessionsRequest) GetPageSize() int32 {
@@ -649,7 +875,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_portcullis_v1_session_proto_msgTypes[6]
+	mi := &file_portcullis_v1_session_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -661,7 +887,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_session_proto_msgTypes[6]
+	mi := &file_portcullis_v1_session_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -674,7 +900,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_session_proto_rawDescGZIP(), []int{6}
+	return file_portcullis_v1_session_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListSessionsResponse) GetSessions() []*Session {
@@ -702,7 +928,7 @@ type StopSessionRequest struct {
 
 func (x *StopSessionRequest) Reset() {
 	*x = StopSessionRequest{}
-	mi := &file_portcullis_v1_session_proto_msgTypes[7]
+	mi := &file_portcullis_v1_session_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -714,7 +940,7 @@ func (x *StopSessionRequest) String() string {
 func (*StopSessionRequest) ProtoMessage() {}
 
 func (x *StopSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_session_proto_msgTypes[7]
+	mi := &file_portcullis_v1_session_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -727,7 +953,7 @@ func (x *StopSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopSessionRequest.ProtoReflect.Descriptor instead.
 func (*StopSessionRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_session_proto_rawDescGZIP(), []int{7}
+	return file_portcullis_v1_session_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StopSessionRequest) GetId() string {
@@ -748,7 +974,7 @@ type StopSessionResponse struct {
 
 func (x *StopSessionResponse) Reset() {
 	*x = StopSessionResponse{}
-	mi := &file_portcullis_v1_session_proto_msgTypes[8]
+	mi := &file_portcullis_v1_session_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -760,7 +986,7 @@ func (x *StopSessionResponse) String() string {
 func (*StopSessionResponse) ProtoMessage() {}
 
 func (x *StopSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_session_proto_msgTypes[8]
+	mi := &file_portcullis_v1_session_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -773,7 +999,7 @@ func (x *StopSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopSessionResponse.ProtoReflect.Descriptor instead.
 func (*StopSessionResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_session_proto_rawDescGZIP(), []int{8}
+	return file_portcullis_v1_session_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StopSessionResponse) GetSession() *Session {
@@ -799,7 +1025,7 @@ type ExtendSessionRequest struct {
 
 func (x *ExtendSessionRequest) Reset() {
 	*x = ExtendSessionRequest{}
-	mi := &file_portcullis_v1_session_proto_msgTypes[9]
+	mi := &file_portcullis_v1_session_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -811,7 +1037,7 @@ func (x *ExtendSessionRequest) String() string {
 func (*ExtendSessionRequest) ProtoMessage() {}
 
 func (x *ExtendSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_session_proto_msgTypes[9]
+	mi := &file_portcullis_v1_session_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -824,7 +1050,7 @@ func (x *ExtendSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtendSessionRequest.ProtoReflect.Descriptor instead.
 func (*ExtendSessionRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_session_proto_rawDescGZIP(), []int{9}
+	return file_portcullis_v1_session_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ExtendSessionRequest) GetId() string {
@@ -859,7 +1085,7 @@ type ExtendSessionResponse struct {
 
 func (x *ExtendSessionResponse) Reset() {
 	*x = ExtendSessionResponse{}
-	mi := &file_portcullis_v1_session_proto_msgTypes[10]
+	mi := &file_portcullis_v1_session_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -871,7 +1097,7 @@ func (x *ExtendSessionResponse) String() string {
 func (*ExtendSessionResponse) ProtoMessage() {}
 
 func (x *ExtendSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_session_proto_msgTypes[10]
+	mi := &file_portcullis_v1_session_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -884,7 +1110,7 @@ func (x *ExtendSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtendSessionResponse.ProtoReflect.Descriptor instead.
 func (*ExtendSessionResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_session_proto_rawDescGZIP(), []int{10}
+	return file_portcullis_v1_session_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ExtendSessionResponse) GetSession() *Session {
@@ -905,7 +1131,7 @@ type WatchSessionRequest struct {
 
 func (x *WatchSessionRequest) Reset() {
 	*x = WatchSessionRequest{}
-	mi := &file_portcullis_v1_session_proto_msgTypes[11]
+	mi := &file_portcullis_v1_session_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -917,7 +1143,7 @@ func (x *WatchSessionRequest) String() string {
 func (*WatchSessionRequest) ProtoMessage() {}
 
 func (x *WatchSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_session_proto_msgTypes[11]
+	mi := &file_portcullis_v1_session_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -930,7 +1156,7 @@ func (x *WatchSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchSessionRequest.ProtoReflect.Descriptor instead.
 func (*WatchSessionRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_session_proto_rawDescGZIP(), []int{11}
+	return file_portcullis_v1_session_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WatchSessionRequest) GetId() string {
@@ -951,7 +1177,7 @@ type WatchSessionResponse struct {
 
 func (x *WatchSessionResponse) Reset() {
 	*x = WatchSessionResponse{}
-	mi := &file_portcullis_v1_session_proto_msgTypes[12]
+	mi := &file_portcullis_v1_session_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -963,7 +1189,7 @@ func (x *WatchSessionResponse) String() string {
 func (*WatchSessionResponse) ProtoMessage() {}
 
 func (x *WatchSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_session_proto_msgTypes[12]
+	mi := &file_portcullis_v1_session_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -976,7 +1202,7 @@ func (x *WatchSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchSessionResponse.ProtoReflect.Descriptor instead.
 func (*WatchSessionResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_session_proto_rawDescGZIP(), []int{12}
+	return file_portcullis_v1_session_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WatchSessionResponse) GetSession() *Session {
@@ -995,7 +1221,7 @@ type GetClientAddressRequest struct {
 
 func (x *GetClientAddressRequest) Reset() {
 	*x = GetClientAddressRequest{}
-	mi := &file_portcullis_v1_session_proto_msgTypes[13]
+	mi := &file_portcullis_v1_session_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1007,7 +1233,7 @@ func (x *GetClientAddressRequest) String() string {
 func (*GetClientAddressRequest) ProtoMessage() {}
 
 func (x *GetClientAddressRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_session_proto_msgTypes[13]
+	mi := &file_portcullis_v1_session_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1020,7 +1246,7 @@ func (x *GetClientAddressRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClientAddressRequest.ProtoReflect.Descriptor instead.
 func (*GetClientAddressRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_session_proto_rawDescGZIP(), []int{13}
+	return file_portcullis_v1_session_proto_rawDescGZIP(), []int{15}
 }
 
 // GetClientAddressResponse carries the caller's address.
@@ -1036,7 +1262,7 @@ type GetClientAddressResponse struct {
 
 func (x *GetClientAddressResponse) Reset() {
 	*x = GetClientAddressResponse{}
-	mi := &file_portcullis_v1_session_proto_msgTypes[14]
+	mi := &file_portcullis_v1_session_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1048,7 +1274,7 @@ func (x *GetClientAddressResponse) String() string {
 func (*GetClientAddressResponse) ProtoMessage() {}
 
 func (x *GetClientAddressResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_session_proto_msgTypes[14]
+	mi := &file_portcullis_v1_session_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1061,7 +1287,7 @@ func (x *GetClientAddressResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClientAddressResponse.ProtoReflect.Descriptor instead.
 func (*GetClientAddressResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_session_proto_rawDescGZIP(), []int{14}
+	return file_portcullis_v1_session_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetClientAddressResponse) GetIpAddress() string {
@@ -1093,7 +1319,7 @@ type ChangeSessionAddressRequest struct {
 
 func (x *ChangeSessionAddressRequest) Reset() {
 	*x = ChangeSessionAddressRequest{}
-	mi := &file_portcullis_v1_session_proto_msgTypes[15]
+	mi := &file_portcullis_v1_session_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1105,7 +1331,7 @@ func (x *ChangeSessionAddressRequest) String() string {
 func (*ChangeSessionAddressRequest) ProtoMessage() {}
 
 func (x *ChangeSessionAddressRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_session_proto_msgTypes[15]
+	mi := &file_portcullis_v1_session_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1118,7 +1344,7 @@ func (x *ChangeSessionAddressRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeSessionAddressRequest.ProtoReflect.Descriptor instead.
 func (*ChangeSessionAddressRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_session_proto_rawDescGZIP(), []int{15}
+	return file_portcullis_v1_session_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ChangeSessionAddressRequest) GetId() string {
@@ -1153,7 +1379,7 @@ type ChangeSessionAddressResponse struct {
 
 func (x *ChangeSessionAddressResponse) Reset() {
 	*x = ChangeSessionAddressResponse{}
-	mi := &file_portcullis_v1_session_proto_msgTypes[16]
+	mi := &file_portcullis_v1_session_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1165,7 +1391,7 @@ func (x *ChangeSessionAddressResponse) String() string {
 func (*ChangeSessionAddressResponse) ProtoMessage() {}
 
 func (x *ChangeSessionAddressResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_session_proto_msgTypes[16]
+	mi := &file_portcullis_v1_session_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1178,7 +1404,7 @@ func (x *ChangeSessionAddressResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeSessionAddressResponse.ProtoReflect.Descriptor instead.
 func (*ChangeSessionAddressResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_session_proto_rawDescGZIP(), []int{16}
+	return file_portcullis_v1_session_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ChangeSessionAddressResponse) GetSession() *Session {
@@ -1192,7 +1418,7 @@ var File_portcullis_v1_session_proto protoreflect.FileDescriptor
 
 const file_portcullis_v1_session_proto_rawDesc = "" +
 	"\n" +
-	"\x1bportcullis/v1/session.proto\x12\rportcullis.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fportcullis/v1/resource_ip.proto\"\xdc\x05\n" +
+	"\x1bportcullis/v1/session.proto\x12\rportcullis.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fportcullis/v1/resource_ip.proto\"\xd6\x06\n" +
 	"\aSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x1b\n" +
@@ -1214,14 +1440,34 @@ const file_portcullis_v1_session_proto_rawDesc = "" +
 	"created_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1a\n" +
 	"\brevision\x18\x0e \x01(\x04R\brevision\x12'\n" +
 	"\x0forganization_id\x18\x0f \x01(\tR\x0eorganizationId\x120\n" +
-	"\x11heartbeat_seconds\x18\x10 \x01(\rH\x00R\x10heartbeatSeconds\x88\x01\x01B\x14\n" +
-	"\x12_heartbeat_seconds\"\xd3\x02\n" +
+	"\x11heartbeat_seconds\x18\x10 \x01(\rH\x00R\x10heartbeatSeconds\x88\x01\x01\x12:\n" +
+	"\bapproval\x18\x11 \x01(\v2\x1e.portcullis.v1.SessionApprovalR\bapproval\x12$\n" +
+	"\rjustification\x18\x12 \x01(\tR\rjustification\x12\x16\n" +
+	"\x06ticket\x18\x13 \x01(\tR\x06ticketB\x14\n" +
+	"\x12_heartbeat_seconds\"\xe1\x01\n" +
+	"\x0fSessionApproval\x12\x1a\n" +
+	"\brequired\x18\x01 \x01(\rR\brequired\x12=\n" +
+	"\tdecisions\x18\x02 \x03(\v2\x1f.portcullis.v1.ApprovalDecisionR\tdecisions\x126\n" +
+	"\bdeadline\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12;\n" +
+	"\vapproved_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"approvedAt\"\xb7\x01\n" +
+	"\x10ApprovalDecision\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1d\n" +
+	"\n" +
+	"user_email\x18\x02 \x01(\tR\tuserEmail\x12\x18\n" +
+	"\aapprove\x18\x03 \x01(\bR\aapprove\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x129\n" +
+	"\n" +
+	"decided_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tdecidedAt\"\xb4\x03\n" +
 	"\x13StartSessionRequest\x12*\n" +
 	"\x0eduration_hours\x18\x01 \x01(\rH\x00R\rdurationHours\x88\x01\x01\x12&\n" +
 	"\fipv4_address\x18\x02 \x01(\tH\x01R\vipv4Address\x88\x01\x01\x12&\n" +
 	"\fipv6_address\x18\x03 \x01(\tH\x02R\vipv6Address\x88\x01\x01\x12.\n" +
 	"\x10duration_minutes\x18\x04 \x01(\rH\x03R\x0fdurationMinutes\x88\x01\x01\x120\n" +
-	"\x11heartbeat_seconds\x18\x05 \x01(\rH\x04R\x10heartbeatSeconds\x88\x01\x01B\x11\n" +
+	"\x11heartbeat_seconds\x18\x05 \x01(\rH\x04R\x10heartbeatSeconds\x88\x01\x01\x12!\n" +
+	"\fresource_ids\x18\x06 \x03(\tR\vresourceIds\x12$\n" +
+	"\rjustification\x18\a \x01(\tR\rjustification\x12\x16\n" +
+	"\x06ticket\x18\b \x01(\tR\x06ticketB\x11\n" +
 	"\x0f_duration_hoursB\x0f\n" +
 	"\r_ipv4_addressB\x0f\n" +
 	"\r_ipv6_addressB\x13\n" +
@@ -1269,7 +1515,7 @@ const file_portcullis_v1_session_proto_rawDesc = "" +
 	"\r_ipv4_addressB\x0f\n" +
 	"\r_ipv6_address\"P\n" +
 	"\x1cChangeSessionAddressResponse\x120\n" +
-	"\asession\x18\x01 \x01(\v2\x16.portcullis.v1.SessionR\asession*\xf4\x01\n" +
+	"\asession\x18\x01 \x01(\v2\x16.portcullis.v1.SessionR\asession*\x9a\x02\n" +
 	"\rSessionStatus\x12\x1e\n" +
 	"\x1aSESSION_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16SESSION_STATUS_PENDING\x10\x01\x12\x19\n" +
@@ -1278,13 +1524,16 @@ const file_portcullis_v1_session_proto_rawDesc = "" +
 	"\x15SESSION_STATUS_FAILED\x10\x04\x12\x1b\n" +
 	"\x17SESSION_STATUS_EXPIRING\x10\x05\x12\x1a\n" +
 	"\x16SESSION_STATUS_EXPIRED\x10\x06\x12\x1c\n" +
-	"\x18SESSION_STATUS_CANCELLED\x10\a*\x94\x01\n" +
+	"\x18SESSION_STATUS_CANCELLED\x10\a\x12$\n" +
+	" SESSION_STATUS_AWAITING_APPROVAL\x10\b*\xd0\x01\n" +
 	"\vEndedReason\x12\x1c\n" +
 	"\x18ENDED_REASON_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14ENDED_REASON_EXPIRED\x10\x01\x12\x17\n" +
 	"\x13ENDED_REASON_MANUAL\x10\x02\x12\x16\n" +
 	"\x12ENDED_REASON_ADMIN\x10\x03\x12\x1c\n" +
-	"\x18ENDED_REASON_CLIENT_GONE\x10\x042\xf8\x05\n" +
+	"\x18ENDED_REASON_CLIENT_GONE\x10\x04\x12\x17\n" +
+	"\x13ENDED_REASON_DENIED\x10\x05\x12!\n" +
+	"\x1dENDED_REASON_APPROVAL_TIMEOUT\x10\x062\xf8\x05\n" +
 	"\x0eSessionService\x12W\n" +
 	"\fStartSession\x12\".portcullis.v1.StartSessionRequest\x1a#.portcullis.v1.StartSessionResponse\x12Q\n" +
 	"\n" +
@@ -1310,67 +1559,74 @@ func file_portcullis_v1_session_proto_rawDescGZIP() []byte {
 }
 
 var file_portcullis_v1_session_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_portcullis_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_portcullis_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_portcullis_v1_session_proto_goTypes = []any{
 	(SessionStatus)(0),                   // 0: portcullis.v1.SessionStatus
 	(EndedReason)(0),                     // 1: portcullis.v1.EndedReason
 	(*Session)(nil),                      // 2: portcullis.v1.Session
-	(*StartSessionRequest)(nil),          // 3: portcullis.v1.StartSessionRequest
-	(*StartSessionResponse)(nil),         // 4: portcullis.v1.StartSessionResponse
-	(*GetSessionRequest)(nil),            // 5: portcullis.v1.GetSessionRequest
-	(*GetSessionResponse)(nil),           // 6: portcullis.v1.GetSessionResponse
-	(*ListSessionsRequest)(nil),          // 7: portcullis.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),         // 8: portcullis.v1.ListSessionsResponse
-	(*StopSessionRequest)(nil),           // 9: portcullis.v1.StopSessionRequest
-	(*StopSessionResponse)(nil),          // 10: portcullis.v1.StopSessionResponse
-	(*ExtendSessionRequest)(nil),         // 11: portcullis.v1.ExtendSessionRequest
-	(*ExtendSessionResponse)(nil),        // 12: portcullis.v1.ExtendSessionResponse
-	(*WatchSessionRequest)(nil),          // 13: portcullis.v1.WatchSessionRequest
-	(*WatchSessionResponse)(nil),         // 14: portcullis.v1.WatchSessionResponse
-	(*GetClientAddressRequest)(nil),      // 15: portcullis.v1.GetClientAddressRequest
-	(*GetClientAddressResponse)(nil),     // 16: portcullis.v1.GetClientAddressResponse
-	(*ChangeSessionAddressRequest)(nil),  // 17: portcullis.v1.ChangeSessionAddressRequest
-	(*ChangeSessionAddressResponse)(nil), // 18: portcullis.v1.ChangeSessionAddressResponse
-	(*timestamppb.Timestamp)(nil),        // 19: google.protobuf.Timestamp
-	(*ResourceIp)(nil),                   // 20: portcullis.v1.ResourceIp
+	(*SessionApproval)(nil),              // 3: portcullis.v1.SessionApproval
+	(*ApprovalDecision)(nil),             // 4: portcullis.v1.ApprovalDecision
+	(*StartSessionRequest)(nil),          // 5: portcullis.v1.StartSessionRequest
+	(*StartSessionResponse)(nil),         // 6: portcullis.v1.StartSessionResponse
+	(*GetSessionRequest)(nil),            // 7: portcullis.v1.GetSessionRequest
+	(*GetSessionResponse)(nil),           // 8: portcullis.v1.GetSessionResponse
+	(*ListSessionsRequest)(nil),          // 9: portcullis.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),         // 10: portcullis.v1.ListSessionsResponse
+	(*StopSessionRequest)(nil),           // 11: portcullis.v1.StopSessionRequest
+	(*StopSessionResponse)(nil),          // 12: portcullis.v1.StopSessionResponse
+	(*ExtendSessionRequest)(nil),         // 13: portcullis.v1.ExtendSessionRequest
+	(*ExtendSessionResponse)(nil),        // 14: portcullis.v1.ExtendSessionResponse
+	(*WatchSessionRequest)(nil),          // 15: portcullis.v1.WatchSessionRequest
+	(*WatchSessionResponse)(nil),         // 16: portcullis.v1.WatchSessionResponse
+	(*GetClientAddressRequest)(nil),      // 17: portcullis.v1.GetClientAddressRequest
+	(*GetClientAddressResponse)(nil),     // 18: portcullis.v1.GetClientAddressResponse
+	(*ChangeSessionAddressRequest)(nil),  // 19: portcullis.v1.ChangeSessionAddressRequest
+	(*ChangeSessionAddressResponse)(nil), // 20: portcullis.v1.ChangeSessionAddressResponse
+	(*timestamppb.Timestamp)(nil),        // 21: google.protobuf.Timestamp
+	(*ResourceIp)(nil),                   // 22: portcullis.v1.ResourceIp
 }
 var file_portcullis_v1_session_proto_depIdxs = []int32{
 	0,  // 0: portcullis.v1.Session.status:type_name -> portcullis.v1.SessionStatus
-	19, // 1: portcullis.v1.Session.started_at:type_name -> google.protobuf.Timestamp
-	19, // 2: portcullis.v1.Session.expires_at:type_name -> google.protobuf.Timestamp
-	19, // 3: portcullis.v1.Session.ended_at:type_name -> google.protobuf.Timestamp
+	21, // 1: portcullis.v1.Session.started_at:type_name -> google.protobuf.Timestamp
+	21, // 2: portcullis.v1.Session.expires_at:type_name -> google.protobuf.Timestamp
+	21, // 3: portcullis.v1.Session.ended_at:type_name -> google.protobuf.Timestamp
 	1,  // 4: portcullis.v1.Session.ended_reason:type_name -> portcullis.v1.EndedReason
-	20, // 5: portcullis.v1.Session.resource_ips:type_name -> portcullis.v1.ResourceIp
-	19, // 6: portcullis.v1.Session.created_at:type_name -> google.protobuf.Timestamp
-	2,  // 7: portcullis.v1.StartSessionResponse.session:type_name -> portcullis.v1.Session
-	2,  // 8: portcullis.v1.GetSessionResponse.session:type_name -> portcullis.v1.Session
-	0,  // 9: portcullis.v1.ListSessionsRequest.statuses:type_name -> portcullis.v1.SessionStatus
-	2,  // 10: portcullis.v1.ListSessionsResponse.sessions:type_name -> portcullis.v1.Session
-	2,  // 11: portcullis.v1.StopSessionResponse.session:type_name -> portcullis.v1.Session
-	2,  // 12: portcullis.v1.ExtendSessionResponse.session:type_name -> portcullis.v1.Session
-	2,  // 13: portcullis.v1.WatchSessionResponse.session:type_name -> portcullis.v1.Session
-	2,  // 14: portcullis.v1.ChangeSessionAddressResponse.session:type_name -> portcullis.v1.Session
-	3,  // 15: portcullis.v1.SessionService.StartSession:input_type -> portcullis.v1.StartSessionRequest
-	5,  // 16: portcullis.v1.SessionService.GetSession:input_type -> portcullis.v1.GetSessionRequest
-	7,  // 17: portcullis.v1.SessionService.ListSessions:input_type -> portcullis.v1.ListSessionsRequest
-	9,  // 18: portcullis.v1.SessionService.StopSession:input_type -> portcullis.v1.StopSessionRequest
-	11, // 19: portcullis.v1.SessionService.ExtendSession:input_type -> portcullis.v1.ExtendSessionRequest
-	13, // 20: portcullis.v1.SessionService.WatchSession:input_type -> portcullis.v1.WatchSessionRequest
-	15, // 21: portcullis.v1.SessionService.GetClientAddress:input_type -> portcullis.v1.GetClientAddressRequest
-	17, // 22: portcullis.v1.SessionService.ChangeSessionAddress:input_type -> portcullis.v1.ChangeSessionAddressRequest
-	4,  // 23: portcullis.v1.SessionService.StartSession:output_type -> portcullis.v1.StartSessionResponse
-	6,  // 24: portcullis.v1.SessionService.GetSession:output_type -> portcullis.v1.GetSessionResponse
-	8,  // 25: portcullis.v1.SessionService.ListSessions:output_type -> portcullis.v1.ListSessionsResponse
-	10, // 26: portcullis.v1.SessionService.StopSession:output_type -> portcullis.v1.StopSessionResponse
-	12, // 27: portcullis.v1.SessionService.ExtendSession:output_type -> portcullis.v1.ExtendSessionResponse
-	14, // 28: portcullis.v1.SessionService.WatchSession:output_type -> portcullis.v1.WatchSessionResponse
-	16, // 29: portcullis.v1.SessionService.GetClientAddress:output_type -> portcullis.v1.GetClientAddressResponse
-	18, // 30: portcullis.v1.SessionService.ChangeSessionAddress:output_type -> portcullis.v1.ChangeSessionAddressResponse
-	23, // [23:31] is the sub-list for method output_type
-	15, // [15:23] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	22, // 5: portcullis.v1.Session.resource_ips:type_name -> portcullis.v1.ResourceIp
+	21, // 6: portcullis.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	3,  // 7: portcullis.v1.Session.approval:type_name -> portcullis.v1.SessionApproval
+	4,  // 8: portcullis.v1.SessionApproval.decisions:type_name -> portcullis.v1.ApprovalDecision
+	21, // 9: portcullis.v1.SessionApproval.deadline:type_name -> google.protobuf.Timestamp
+	21, // 10: portcullis.v1.SessionApproval.approved_at:type_name -> google.protobuf.Timestamp
+	21, // 11: portcullis.v1.ApprovalDecision.decided_at:type_name -> google.protobuf.Timestamp
+	2,  // 12: portcullis.v1.StartSessionResponse.session:type_name -> portcullis.v1.Session
+	2,  // 13: portcullis.v1.GetSessionResponse.session:type_name -> portcullis.v1.Session
+	0,  // 14: portcullis.v1.ListSessionsRequest.statuses:type_name -> portcullis.v1.SessionStatus
+	2,  // 15: portcullis.v1.ListSessionsResponse.sessions:type_name -> portcullis.v1.Session
+	2,  // 16: portcullis.v1.StopSessionResponse.session:type_name -> portcullis.v1.Session
+	2,  // 17: portcullis.v1.ExtendSessionResponse.session:type_name -> portcullis.v1.Session
+	2,  // 18: portcullis.v1.WatchSessionResponse.session:type_name -> portcullis.v1.Session
+	2,  // 19: portcullis.v1.ChangeSessionAddressResponse.session:type_name -> portcullis.v1.Session
+	5,  // 20: portcullis.v1.SessionService.StartSession:input_type -> portcullis.v1.StartSessionRequest
+	7,  // 21: portcullis.v1.SessionService.GetSession:input_type -> portcullis.v1.GetSessionRequest
+	9,  // 22: portcullis.v1.SessionService.ListSessions:input_type -> portcullis.v1.ListSessionsRequest
+	11, // 23: portcullis.v1.SessionService.StopSession:input_type -> portcullis.v1.StopSessionRequest
+	13, // 24: portcullis.v1.SessionService.ExtendSession:input_type -> portcullis.v1.ExtendSessionRequest
+	15, // 25: portcullis.v1.SessionService.WatchSession:input_type -> portcullis.v1.WatchSessionRequest
+	17, // 26: portcullis.v1.SessionService.GetClientAddress:input_type -> portcullis.v1.GetClientAddressRequest
+	19, // 27: portcullis.v1.SessionService.ChangeSessionAddress:input_type -> portcullis.v1.ChangeSessionAddressRequest
+	6,  // 28: portcullis.v1.SessionService.StartSession:output_type -> portcullis.v1.StartSessionResponse
+	8,  // 29: portcullis.v1.SessionService.GetSession:output_type -> portcullis.v1.GetSessionResponse
+	10, // 30: portcullis.v1.SessionService.ListSessions:output_type -> portcullis.v1.ListSessionsResponse
+	12, // 31: portcullis.v1.SessionService.StopSession:output_type -> portcullis.v1.StopSessionResponse
+	14, // 32: portcullis.v1.SessionService.ExtendSession:output_type -> portcullis.v1.ExtendSessionResponse
+	16, // 33: portcullis.v1.SessionService.WatchSession:output_type -> portcullis.v1.WatchSessionResponse
+	18, // 34: portcullis.v1.SessionService.GetClientAddress:output_type -> portcullis.v1.GetClientAddressResponse
+	20, // 35: portcullis.v1.SessionService.ChangeSessionAddress:output_type -> portcullis.v1.ChangeSessionAddressResponse
+	28, // [28:36] is the sub-list for method output_type
+	20, // [20:28] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_portcullis_v1_session_proto_init() }
@@ -1380,15 +1636,15 @@ func file_portcullis_v1_session_proto_init() {
 	}
 	file_portcullis_v1_resource_ip_proto_init()
 	file_portcullis_v1_session_proto_msgTypes[0].OneofWrappers = []any{}
-	file_portcullis_v1_session_proto_msgTypes[1].OneofWrappers = []any{}
-	file_portcullis_v1_session_proto_msgTypes[15].OneofWrappers = []any{}
+	file_portcullis_v1_session_proto_msgTypes[3].OneofWrappers = []any{}
+	file_portcullis_v1_session_proto_msgTypes[17].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_portcullis_v1_session_proto_rawDesc), len(file_portcullis_v1_session_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   17,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -18,12 +18,14 @@ class ResourceIpStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RESOURCE_IP_STATUS_FAILED: _ClassVar[ResourceIpStatus]
     RESOURCE_IP_STATUS_REMOVING: _ClassVar[ResourceIpStatus]
     RESOURCE_IP_STATUS_REMOVED: _ClassVar[ResourceIpStatus]
+    RESOURCE_IP_STATUS_AWAITING_APPROVAL: _ClassVar[ResourceIpStatus]
 RESOURCE_IP_STATUS_UNSPECIFIED: ResourceIpStatus
 RESOURCE_IP_STATUS_PENDING: ResourceIpStatus
 RESOURCE_IP_STATUS_APPLIED: ResourceIpStatus
 RESOURCE_IP_STATUS_FAILED: ResourceIpStatus
 RESOURCE_IP_STATUS_REMOVING: ResourceIpStatus
 RESOURCE_IP_STATUS_REMOVED: ResourceIpStatus
+RESOURCE_IP_STATUS_AWAITING_APPROVAL: ResourceIpStatus
 
 class ResourceIp(_message.Message):
     __slots__ = ("id", "session_id", "resource_id", "resource_name", "ip_version", "ip_address", "status", "provider_rule_id", "applied_at", "removed_at", "error_message", "created_at")

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from portcullis.v1 import resource_ip_pb2 as portcullis_dot_v1_dot_resource__ip__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bportcullis/v1/session.proto\x12\rportcullis.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fportcullis/v1/resource_ip.proto\"\xdc\x05\n\x07Session\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n\x07user_id\x18\x02 \x01(\tR\x06userId\x12\x1b\n\tuser_name\x18\x03 \x01(\tR\x08userName\x12\x1d\n\nuser_email\x18\x04 \x01(\tR\tuserEmail\x12!\n\x0cipv4_address\x18\x05 \x01(\tR\x0bipv4Address\x12!\n\x0cipv6_address\x18\x06 \x01(\tR\x0bipv6Address\x12\x34\n\x06status\x18\x07 \x01(\x0e\x32\x1c.portcullis.v1.SessionStatusR\x06status\x12\x39\n\nstarted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartedAt\x12\x39\n\nexpires_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\texpiresAt\x12\x35\n\x08\x65nded_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndedAt\x12=\n\x0c\x65nded_reason\x18\x0b \x01(\x0e\x32\x1a.portcullis.v1.EndedReasonR\x0b\x65ndedReason\x12<\n\x0cresource_ips\x18\x0c \x03(\x0b\x32\x19.portcullis.v1.ResourceIpR\x0bresourceIps\x12\x39\n\ncreated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1a\n\x08revision\x18\x0e \x01(\x04R\x08revision\x12\'\n\x0forganization_id\x18\x0f \x01(\tR\x0eorganizationId\x12\x30\n\x11heartbeat_seconds\x18\x10 \x01(\rH\x00R\x10heartbeatSeconds\x88\x01\x01\x42\x14\n\x12_heartbeat_seconds\"\xd3\x02\n\x13StartSessionRequest\x12*\n\x0e\x64uration_hours\x18\x01 \x01(\rH\x00R\rdurationHours\x88\x01\x01\x12&\n\x0cipv4_address\x18\x02 \x01(\tH\x01R\x0bipv4Address\x88\x01\x01\x12&\n\x0cipv6_address\x18\x03 \x01(\tH\x02R\x0bipv6Address\x88\x01\x01\x12.\n\x10\x64uration_minutes\x18\x04 \x01(\rH\x03R\x0f\x64urationMinutes\x88\x01\x01\x12\x30\n\x11heartbeat_seconds\x18\x05 \x01(\rH\x04R\x10heartbeatSeconds\x88\x01\x01\x42\x11\n\x0f_duration_hoursB\x0f\n\r_ipv4_addressB\x0f\n\r_ipv6_addressB\x13\n\x11_duration_minutesB\x14\n\x12_heartbeat_seconds\"H\n\x14StartSessionResponse\x12\x30\n\x07session\x18\x01 \x01(\x0b\x32\x16.portcullis.v1.SessionR\x07session\"#\n\x11GetSessionRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"F\n\x12GetSessionResponse\x12\x30\n\x07session\x18\x01 \x01(\x0b\x32\x16.portcullis.v1.SessionR\x07session\"\xa4\x01\n\x13ListSessionsRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\x12\x38\n\x08statuses\x18\x03 \x03(\x0e\x32\x1c.portcullis.v1.SessionStatusR\x08statuses\x12\x17\n\x07user_id\x18\x04 \x01(\tR\x06userId\"r\n\x14ListSessionsResponse\x12\x32\n\x08sessions\x18\x01 \x03(\x0b\x32\x16.portcullis.v1.SessionR\x08sessions\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"$\n\x12StopSessionRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"G\n\x13StopSessionResponse\x12\x30\n\x07session\x18\x01 \x01(\x0b\x32\x16.portcullis.v1.SessionR\x07session\"\x80\x01\n\x14\x45xtendSessionRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12)\n\x10\x61\x64\x64itional_hours\x18\x02 \x01(\rR\x0f\x61\x64\x64itionalHours\x12-\n\x12\x61\x64\x64itional_minutes\x18\x03 \x01(\rR\x11\x61\x64\x64itionalMinutes\"I\n\x15\x45xtendSessionResponse\x12\x30\n\x07session\x18\x01 \x01(\x0b\x32\x16.portcullis.v1.SessionR\x07session\"%\n\x13WatchSessionRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"H\n\x14WatchSessionResponse\x12\x30\n\x07session\x18\x01 \x01(\x0b\x32\x16.portcullis.v1.SessionR\x07session\"\x19\n\x17GetClientAddressRequest\"X\n\x18GetClientAddressResponse\x12\x1d\n\nip_address\x18\x01 \x01(\tR\tipAddress\x12\x1d\n\nip_version\x18\x02 \x01(\rR\tipVersion\"\x9f\x01\n\x1b\x43hangeSessionAddressRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12&\n\x0cipv4_address\x18\x02 \x01(\tH\x00R\x0bipv4Address\x88\x01\x01\x12&\n\x0cipv6_address\x18\x03 \x01(\tH\x01R\x0bipv6Address\x88\x01\x01\x42\x0f\n\r_ipv4_addressB\x0f\n\r_ipv6_address\"P\n\x1c\x43hangeSessionAddressResponse\x12\x30\n\x07session\x18\x01 \x01(\x0b\x32\x16.portcullis.v1.SessionR\x07session*\xf4\x01\n\rSessionStatus\x12\x1e\n\x1aSESSION_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16SESSION_STATUS_PENDING\x10\x01\x12\x19\n\x15SESSION_STATUS_ACTIVE\x10\x02\x12\x1a\n\x16SESSION_STATUS_PARTIAL\x10\x03\x12\x19\n\x15SESSION_STATUS_FAILED\x10\x04\x12\x1b\n\x17SESSION_STATUS_EXPIRING\x10\x05\x12\x1a\n\x16SESSION_STATUS_EXPIRED\x10\x06\x12\x1c\n\x18SESSION_STATUS_CANCELLED\x10\x07*\x94\x01\n\x0b\x45ndedReason\x12\x1c\n\x18\x45NDED_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45NDED_REASON_EXPIRED\x10\x01\x12\x17\n\x13\x45NDED_REASON_MANUAL\x10\x02\x12\x16\n\x12\x45NDED_REASON_ADMIN\x10\x03\x12\x1c\n\x18\x45NDED_REASON_CLIENT_GONE\x10\x04\x32\xf8\x05\n\x0eSessionService\x12W\n\x0cStartSession\x12\".portcullis.v1.StartSessionRequest\x1a#.portcullis.v1.StartSessionResponse\x12Q\n\nGetSession\x12 .portcullis.v1.GetSessionRequest\x1a!.portcullis.v1.GetSessionResponse\x12W\n\x0cListSessions\x12\".portcullis.v1.ListSessionsRequest\x1a#.portcullis.v1.ListSessionsResponse\x12T\n\x0bStopSession\x12!.portcullis.v1.StopSessionRequest\x1a\".portcullis.v1.StopSessionResponse\x12Z\n\rExtendSession\x12#.portcullis.v1.ExtendSessionRequest\x1a$.portcullis.v1.ExtendSessionResponse\x12Y\n\x0cWatchSession\x12\".portcullis.v1.WatchSessionRequest\x1a#.portcullis.v1.WatchSessionResponse0\x01\x12\x63\n\x10GetClientAddress\x12&.portcullis.v1.GetClientAddressRequest\x1a\'.portcullis.v1.GetClientAddressResponse\x12o\n\x14\x43hangeSessionAddress\x12*.portcullis.v1.ChangeSessionAddressRequest\x1a+.portcullis.v1.ChangeSessionAddressResponseB\xbe\x01\n\x11\x63om.portcullis.v1B\x0cSessionProtoP\x01ZFgithub.com/portcullis/portcullis/sdk/go/gen/portcullis/v1;portcullisv1\xa2\x02\x03PXX\xaa\x02\rPortcullis.V1\xca\x02\rPortcullis\\V1\xe2\x02\x19Portcullis\\V1\\GPBMetadata\xea\x02\x0ePortcullis::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bportcullis/v1/session.proto\x12\rportcullis.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fportcullis/v1/resource_ip.proto\"\xd6\x06\n\x07Session\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n\x07user_id\x18\x02 \x01(\tR\x06userId\x12\x1b\n\tuser_name\x18\x03 \x01(\tR\x08userName\x12\x1d\n\nuser_email\x18\x04 \x01(\tR\tuserEmail\x12!\n\x0cipv4_address\x18\x05 \x01(\tR\x0bipv4Address\x12!\n\x0cipv6_address\x18\x06 \x01(\tR\x0bipv6Address\x12\x34\n\x06status\x18\x07 \x01(\x0e\x32\x1c.portcullis.v1.SessionStatusR\x06status\x12\x39\n\nstarted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartedAt\x12\x39\n\nexpires_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\texpiresAt\x12\x35\n\x08\x65nded_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndedAt\x12=\n\x0c\x65nded_reason\x18\x0b \x01(\x0e\x32\x1a.portcullis.v1.EndedReasonR\x0b\x65ndedReason\x12<\n\x0cresource_ips\x18\x0c \x03(\x0b\x32\x19.portcullis.v1.ResourceIpR\x0bresourceIps\x12\x39\n\ncreated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1a\n\x08revision\x18\x0e \x01(\x04R\x08revision\x12\'\n\x0forganization_id\x18\x0f \x01(\tR\x0eorganizationId\x12\x30\n\x11heartbeat_seconds\x18\x10 \x01(\rH\x00R\x10heartbeatSeconds\x88\x01\x01\x12:\n\x08\x61pproval\x18\x11 \x01(\x0b\x32\x1e.portcullis.v1.SessionApprovalR\x08\x61pproval\x12$\n\rjustification\x18\x12 \x01(\tR\rjustification\x12\x16\n\x06ticket\x18\x13 \x01(\tR\x06ticketB\x14\n\x12_heartbeat_seconds\"\xe1\x01\n\x0fSessionApproval\x12\x1a\n\x08required\x18\x01 \x01(\rR\x08required\x12=\n\tdecisions\x18\x02 \x03(\x0b\x32\x1f.portcullis.v1.ApprovalDecisionR\tdecisions\x12\x36\n\x08\x64\x65\x61\x64line\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x08\x64\x65\x61\x64line\x12;\n\x0b\x61pproved_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\napprovedAt\"\xb7\x01\n\x10\x41pprovalDecision\x12\x17\n\x07user_id\x18\x01 \x01(\tR\x06userId\x12\x1d\n\nuser_email\x18\x02 \x01(\tR\tuserEmail\x12\x18\n\x07\x61pprove\x18\x03 \x01(\x08R\x07\x61pprove\x12\x16\n\x06reason\x18\x04 \x01(\tR\x06reason\x12\x39\n\ndecided_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tdecidedAt\"\xb4\x03\n\x13StartSessionRequest\x12*\n\x0e\x64uration_hours\x18\x01 \x01(\rH\x00R\rdurationHours\x88\x01\x01\x12&\n\x0cipv4_address\x18\x02 \x01(\tH\x01R\x0bipv4Address\x88\x01\x01\x12&\n\x0cipv6_address\x18\x03 \x01(\tH\x02R\x0bipv6Address\x88\x01\x01\x12.\n\x10\x64uration_minutes\x18\x04 \x01(\rH\x03R\x0f\x64urationMinutes\x88\x01\x01\x12\x30\n\x11heartbeat_seconds\x18\x05 \x01(\rH\x04R\x10heartbeatSeconds\x88\x01\x01\x12!\n\x0cresource_ids\x18\x06 \x03(\tR\x0bresourceIds\x12$\n\rjustification\x18\x07 \x01(\tR\rjustification\x12\x16\n\x06ticket\x18\x08 \x01(\tR\x06ticketB\x11\n\x0f_duration_hoursB\x0f\n\r_ipv4_addressB\x0f\n\r_ipv6_addressB\x13\n\x11_duration_minutesB\x14\n\x12_heartbeat_seconds\"H\n\x14StartSessionResponse\x12\x30\n\x07session\x18\x01 \x01(\x0b\x32\x16.portcullis.v1.SessionR\x07session\"#\n\x11GetSessionRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"F\n\x12GetSessionResponse\x12\x30\n\x07session\x18\x01 \x01(\x0b\x32\x16.portcullis.v1.SessionR\x07session\"\xa4\x01\n\x13ListSessionsRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\x12\x38\n\x08statuses\x18\x03 \x03(\x0e\x32\x1c.portcullis.v1.SessionStatusR\x08statuses\x12\x17\n\x07user_id\x18\x04 \x01(\tR\x06userId\"r\n\x14ListSessionsResponse\x12\x32\n\x08sessions\x18\x01 \x03(\x0b\x32\x16.portcullis.v1.SessionR\x08sessions\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"$\n\x12StopSessionRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"G\n\x13StopSessionResponse\x12\x30\n\x07session\x18\x01 \x01(\x0b\x32\x16.portcullis.v1.SessionR\x07session\"\x80\x01\n\x14\x45xtendSessionRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12)\n\x10\x61\x64\x64itional_hours\x18\x02 \x01(\rR\x0f\x61\x64\x64itionalHours\x12-\n\x12\x61\x64\x64itional_minutes\x18\x03 \x01(\rR\x11\x61\x64\x64itionalMinutes\"I\n\x15\x45xtendSessionResponse\x12\x30\n\x07session\x18\x01 \x01(\x0b\x32\x16.portcullis.v1.SessionR\x07session\"%\n\x13WatchSessionRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"H\n\x14WatchSessionResponse\x12\x30\n\x07session\x18\x01 \x01(\x0b\x32\x16.portcullis.v1.SessionR\x07session\"\x19\n\x17GetClientAddressRequest\"X\n\x18GetClientAddressResponse\x12\x1d\n\nip_address\x18\x01 \x01(\tR\tipAddress\x12\x1d\n\nip_version\x18\x02 \x01(\rR\tipVersion\"\x9f\x01\n\x1b\x43hangeSessionAddressRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12&\n\x0cipv4_address\x18\x02 \x01(\tH\x00R\x0bipv4Address\x88\x01\x01\x12&\n\x0cipv6_address\x18\x03 \x01(\tH\x01R\x0bipv6Address\x88\x01\x01\x42\x0f\n\r_ipv4_addressB\x0f\n\r_ipv6_address\"P\n\x1c\x43hangeSessionAddressResponse\x12\x30\n\x07session\x18\x01 \x01(\x0b\x32\x16.portcullis.v1.SessionR\x07session*\x9a\x02\n\rSessionStatus\x12\x1e\n\x1aSESSION_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16SESSION_STATUS_PENDING\x10\x01\x12\x19\n\x15SESSION_STATUS_ACTIVE\x10\x02\x12\x1a\n\x16SESSION_STATUS_PARTIAL\x10\x03\x12\x19\n\x15SESSION_STATUS_FAILED\x10\x04\x12\x1b\n\x17SESSION_STATUS_EXPIRING\x10\x05\x12\x1a\n\x16SESSION_STATUS_EXPIRED\x10\x06\x12\x1c\n\x18SESSION_STATUS_CANCELLED\x10\x07\x12$\n SESSION_STATUS_AWAITING_APPROVAL\x10\x08*\xd0\x01\n\x0b\x45ndedReason\x12\x1c\n\x18\x45NDED_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45NDED_REASON_EXPIRED\x10\x01\x12\x17\n\x13\x45NDED_REASON_MANUAL\x10\x02\x12\x16\n\x12\x45NDED_REASON_ADMIN\x10\x03\x12\x1c\n\x18\x45NDED_REASON_CLIENT_GONE\x10\x04\x12\x17\n\x13\x45NDED_REASON_DENIED\x10\x05\x12!\n\x1d\x45NDED_REASON_APPROVAL_TIMEOUT\x10\x06\x32\xf8\x05\n\x0eSessionService\x12W\n\x0cStartSession\x12\".portcullis.v1.StartSessionRequest\x1a#.portcullis.v1.StartSessionResponse\x12Q\n\nGetSession\x12 .portcullis.v1.GetSessionRequest\x1a!.portcullis.v1.GetSessionResponse\x12W\n\x0cListSessions\x12\".portcullis.v1.ListSessionsRequest\x1a#.portcullis.v1.ListSessionsResponse\x12T\n\x0bStopSession\x12!.portcullis.v1.StopSessionRequest\x1a\".portcullis.v1.StopSessionResponse\x12Z\n\rExtendSession\x12#.portcullis.v1.ExtendSessionRequest\x1a$.portcullis.v1.ExtendSessionResponse\x12Y\n\x0cWatchSession\x12\".portcullis.v1.WatchSessionRequest\x1a#.portcullis.v1.WatchSessionResponse0\x01\x12\x63\n\x10GetClientAddress\x12&.portcullis.v1.GetClientAddressRequest\x1a\'.portcullis.v1.GetClientAddressResponse\x12o\n\x14\x43hangeSessionAddress\x12*.portcullis.v1.ChangeSessionAddressRequest\x1a+.portcullis.v1.ChangeSessionAddressResponseB\xbe\x01\n\x11\x63om.portcullis.v1B\x0cSessionProtoP\x01ZFgithub.com/portcullis/portcullis/sdk/go/gen/portcullis/v1;portcullisv1\xa2\x02\x03PXX\xaa\x02\rPortcullis.V1\xca\x02\rPortcullis\\V1\xe2\x02\x19Portcullis\\V1\\GPBMetadata\xea\x02\x0ePortcullis::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,44 +34,48 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'portcullis.v1.session_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\021com.portcullis.v1B\014SessionProtoP\001ZFgithub.com/portcullis/portcullis/sdk/go/gen/portcullis/v1;portcullisv1\242\002\003PXX\252\002\rPortcullis.V1\312\002\rPortcullis\\V1\342\002\031Portcullis\\V1\\GPBMetadata\352\002\016Portcullis::V1'
-  _globals['_SESSIONSTATUS']._serialized_start=2447
-  _globals['_SESSIONSTATUS']._serialized_end=2691
-  _globals['_ENDEDREASON']._serialized_start=2694
-  _globals['_ENDEDREASON']._serialized_end=2842
+  _globals['_SESSIONSTATUS']._serialized_start=3080
+  _globals['_SESSIONSTATUS']._serialized_end=3362
+  _globals['_ENDEDREASON']._serialized_start=3365
+  _globals['_ENDEDREASON']._serialized_end=3573
   _globals['_SESSION']._serialized_start=113
-  _globals['_SESSION']._serialized_end=845
-  _globals['_STARTSESSIONREQUEST']._serialized_start=848
-  _globals['_STARTSESSIONREQUEST']._serialized_end=1187
-  _globals['_STARTSESSIONRESPONSE']._serialized_start=1189
-  _globals['_STARTSESSIONRESPONSE']._serialized_end=1261
-  _globals['_GETSESSIONREQUEST']._serialized_start=1263
-  _globals['_GETSESSIONREQUEST']._serialized_end=1298
-  _globals['_GETSESSIONRESPONSE']._serialized_start=1300
-  _globals['_GETSESSIONRESPONSE']._serialized_end=1370
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=1373
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=1537
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1539
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1653
-  _globals['_STOPSESSIONREQUEST']._serialized_start=1655
-  _globals['_STOPSESSIONREQUEST']._serialized_end=1691
-  _globals['_STOPSESSIONRESPONSE']._serialized_start=1693
-  _globals['_STOPSESSIONRESPONSE']._serialized_end=1764
-  _globals['_EXTENDSESSIONREQUEST']._serialized_start=1767
-  _globals['_EXTENDSESSIONREQUEST']._serialized_end=1895
-  _globals['_EXTENDSESSIONRESPONSE']._serialized_start=1897
-  _globals['_EXTENDSESSIONRESPONSE']._serialized_end=1970
-  _globals['_WATCHSESSIONREQUEST']._serialized_start=1972
-  _globals['_WATCHSESSIONREQUEST']._serialized_end=2009
-  _globals['_WATCHSESSIONRESPONSE']._serialized_start=2011
-  _globals['_WATCHSESSIONRESPONSE']._serialized_end=2083
-  _globals['_GETCLIENTADDRESSREQUEST']._serialized_start=2085
-  _globals['_GETCLIENTADDRESSREQUEST']._serialized_end=2110
-  _globals['_GETCLIENTADDRESSRESPONSE']._serialized_start=2112
-  _globals['_GETCLIENTADDRESSRESPONSE']._serialized_end=2200
-  _globals['_CHANGESESSIONADDRESSREQUEST']._serialized_start=2203
-  _globals['_CHANGESESSIONADDRESSREQUEST']._serialized_end=2362
-  _globals['_CHANGESESSIONADDRESSRESPONSE']._serialized_start=2364
-  _globals['_CHANGESESSIONADDRESSRESPONSE']._serialized_end=2444
-  _globals['_SESSIONSERVICE']._serialized_start=2845
-  _globals['_SESSIONSERVICE']._serialized_end=3605
+  _globals['_SESSION']._serialized_end=967
+  _globals['_SESSIONAPPROVAL']._serialized_start=970
+  _globals['_SESSIONAPPROVAL']._serialized_end=1195
+  _globals['_APPROVALDECISION']._serialized_start=1198
+  _globals['_APPROVALDECISION']._serialized_end=1381
+  _globals['_STARTSESSIONREQUEST']._serialized_start=1384
+  _globals['_STARTSESSIONREQUEST']._serialized_end=1820
+  _globals['_STARTSESSIONRESPONSE']._serialized_start=1822
+  _globals['_STARTSESSIONRESPONSE']._serialized_end=1894
+  _globals['_GETSESSIONREQUEST']._serialized_start=1896
+  _globals['_GETSESSIONREQUEST']._serialized_end=1931
+  _globals['_GETSESSIONRESPONSE']._serialized_start=1933
+  _globals['_GETSESSIONRESPONSE']._serialized_end=2003
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=2006
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=2170
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=2172
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=2286
+  _globals['_STOPSESSIONREQUEST']._serialized_start=2288
+  _globals['_STOPSESSIONREQUEST']._serialized_end=2324
+  _globals['_STOPSESSIONRESPONSE']._serialized_start=2326
+  _globals['_STOPSESSIONRESPONSE']._serialized_end=2397
+  _globals['_EXTENDSESSIONREQUEST']._serialized_start=2400
+  _globals['_EXTENDSESSIONREQUEST']._serialized_end=2528
+  _globals['_EXTENDSESSIONRESPONSE']._serialized_start=2530
+  _globals['_EXTENDSESSIONRESPONSE']._serialized_end=2603
+  _globals['_WATCHSESSIONREQUEST']._serialized_start=2605
+  _globals['_WATCHSESSIONREQUEST']._serialized_end=2642
+  _globals['_WATCHSESSIONRESPONSE']._serialized_start=2644
+  _globals['_WATCHSESSIONRESPONSE']._serialized_end=2716
+  _globals['_GETCLIENTADDRESSREQUEST']._serialized_start=2718
+  _globals['_GETCLIENTADDRESSREQUEST']._serialized_end=2743
+  _globals['_GETCLIENTADDRESSRESPONSE']._serialized_start=2745
+  _globals['_GETCLIENTADDRESSRESPONSE']._serialized_end=2833
+  _globals['_CHANGESESSIONADDRESSREQUEST']._serialized_start=2836
+  _globals['_CHANGESESSIONADDRESSREQUEST']._serialized_end=2995
+  _globals['_CHANGESESSIONADDRESSRESPONSE']._serialized_start=2997
+  _globals['_CHANGESESSIONADDRESSRESPONSE']._serialized_end=3077
+  _globals['_SESSIONSERVICE']._serialized_start=3576
+  _globals['_SESSIONSERVICE']._serialized_end=4336
 # @@protoc_insertion_point(module_scope)

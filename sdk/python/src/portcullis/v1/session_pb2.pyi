@@ -21,6 +21,7 @@ class SessionStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SESSION_STATUS_EXPIRING: _ClassVar[SessionStatus]
     SESSION_STATUS_EXPIRED: _ClassVar[SessionStatus]
     SESSION_STATUS_CANCELLED: _ClassVar[SessionStatus]
+    SESSION_STATUS_AWAITING_APPROVAL: _ClassVar[SessionStatus]
 
 class EndedReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -29,6 +30,8 @@ class EndedReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ENDED_REASON_MANUAL: _ClassVar[EndedReason]
     ENDED_REASON_ADMIN: _ClassVar[EndedReason]
     ENDED_REASON_CLIENT_GONE: _ClassVar[EndedReason]
+    ENDED_REASON_DENIED: _ClassVar[EndedReason]
+    ENDED_REASON_APPROVAL_TIMEOUT: _ClassVar[EndedReason]
 SESSION_STATUS_UNSPECIFIED: SessionStatus
 SESSION_STATUS_PENDING: SessionStatus
 SESSION_STATUS_ACTIVE: SessionStatus
@@ -37,14 +40,17 @@ SESSION_STATUS_FAILED: SessionStatus
 SESSION_STATUS_EXPIRING: SessionStatus
 SESSION_STATUS_EXPIRED: SessionStatus
 SESSION_STATUS_CANCELLED: SessionStatus
+SESSION_STATUS_AWAITING_APPROVAL: SessionStatus
 ENDED_REASON_UNSPECIFIED: EndedReason
 ENDED_REASON_EXPIRED: EndedReason
 ENDED_REASON_MANUAL: EndedReason
 ENDED_REASON_ADMIN: EndedReason
 ENDED_REASON_CLIENT_GONE: EndedReason
+ENDED_REASON_DENIED: EndedReason
+ENDED_REASON_APPROVAL_TIMEOUT: EndedReason
 
 class Session(_message.Message):
-    __slots__ = ("id", "user_id", "user_name", "user_email", "ipv4_address", "ipv6_address", "status", "started_at", "expires_at", "ended_at", "ended_reason", "resource_ips", "created_at", "revision", "organization_id", "heartbeat_seconds")
+    __slots__ = ("id", "user_id", "user_name", "user_email", "ipv4_address", "ipv6_address", "status", "started_at", "expires_at", "ended_at", "ended_reason", "resource_ips", "created_at", "revision", "organization_id", "heartbeat_seconds", "approval", "justification", "ticket")
     ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     USER_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +67,9 @@ class Session(_message.Message):
     REVISION_FIELD_NUMBER: _ClassVar[int]
     ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_FIELD_NUMBER: _ClassVar[int]
+    JUSTIFICATION_FIELD_NUMBER: _ClassVar[int]
+    TICKET_FIELD_NUMBER: _ClassVar[int]
     id: str
     user_id: str
     user_name: str
@@ -77,21 +86,56 @@ class Session(_message.Message):
     revision: int
     organization_id: str
     heartbeat_seconds: int
-    def __init__(self, id: _Optional[str] = ..., user_id: _Optional[str] = ..., user_name: _Optional[str] = ..., user_email: _Optional[str] = ..., ipv4_address: _Optional[str] = ..., ipv6_address: _Optional[str] = ..., status: _Optional[_Union[SessionStatus, str]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_reason: _Optional[_Union[EndedReason, str]] = ..., resource_ips: _Optional[_Iterable[_Union[_resource_ip_pb2.ResourceIp, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revision: _Optional[int] = ..., organization_id: _Optional[str] = ..., heartbeat_seconds: _Optional[int] = ...) -> None: ...
+    approval: SessionApproval
+    justification: str
+    ticket: str
+    def __init__(self, id: _Optional[str] = ..., user_id: _Optional[str] = ..., user_name: _Optional[str] = ..., user_email: _Optional[str] = ..., ipv4_address: _Optional[str] = ..., ipv6_address: _Optional[str] = ..., status: _Optional[_Union[SessionStatus, str]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_reason: _Optional[_Union[EndedReason, str]] = ..., resource_ips: _Optional[_Iterable[_Union[_resource_ip_pb2.ResourceIp, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revision: _Optional[int] = ..., organization_id: _Optional[str] = ..., heartbeat_seconds: _Optional[int] = ..., approval: _Optional[_Union[SessionApproval, _Mapping]] = ..., justification: _Optional[str] = ..., ticket: _Optional[str] = ...) -> None: ...
+
+class SessionApproval(_message.Message):
+    __slots__ = ("required", "decisions", "deadline", "approved_at")
+    REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_FIELD_NUMBER: _ClassVar[int]
+    APPROVED_AT_FIELD_NUMBER: _ClassVar[int]
+    required: int
+    decisions: _containers.RepeatedCompositeFieldContainer[ApprovalDecision]
+    deadline: _timestamp_pb2.Timestamp
+    approved_at: _timestamp_pb2.Timestamp
+    def __init__(self, required: _Optional[int] = ..., decisions: _Optional[_Iterable[_Union[ApprovalDecision, _Mapping]]] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., approved_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ApprovalDecision(_message.Message):
+    __slots__ = ("user_id", "user_email", "approve", "reason", "decided_at")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_EMAIL_FIELD_NUMBER: _ClassVar[int]
+    APPROVE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_AT_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    user_email: str
+    approve: bool
+    reason: str
+    decided_at: _timestamp_pb2.Timestamp
+    def __init__(self, user_id: _Optional[str] = ..., user_email: _Optional[str] = ..., approve: _Optional[bool] = ..., reason: _Optional[str] = ..., decided_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class StartSessionRequest(_message.Message):
-    __slots__ = ("duration_hours", "ipv4_address", "ipv6_address", "duration_minutes", "heartbeat_seconds")
+    __slots__ = ("duration_hours", "ipv4_address", "ipv6_address", "duration_minutes", "heartbeat_seconds", "resource_ids", "justification", "ticket")
     DURATION_HOURS_FIELD_NUMBER: _ClassVar[int]
     IPV4_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     IPV6_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     DURATION_MINUTES_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_IDS_FIELD_NUMBER: _ClassVar[int]
+    JUSTIFICATION_FIELD_NUMBER: _ClassVar[int]
+    TICKET_FIELD_NUMBER: _ClassVar[int]
     duration_hours: int
     ipv4_address: str
     ipv6_address: str
     duration_minutes: int
     heartbeat_seconds: int
-    def __init__(self, duration_hours: _Optional[int] = ..., ipv4_address: _Optional[str] = ..., ipv6_address: _Optional[str] = ..., duration_minutes: _Optional[int] = ..., heartbeat_seconds: _Optional[int] = ...) -> None: ...
+    resource_ids: _containers.RepeatedScalarFieldContainer[str]
+    justification: str
+    ticket: str
+    def __init__(self, duration_hours: _Optional[int] = ..., ipv4_address: _Optional[str] = ..., ipv6_address: _Optional[str] = ..., duration_minutes: _Optional[int] = ..., heartbeat_seconds: _Optional[int] = ..., resource_ids: _Optional[_Iterable[str]] = ..., justification: _Optional[str] = ..., ticket: _Optional[str] = ...) -> None: ...
 
 class StartSessionResponse(_message.Message):
     __slots__ = ("session",)
