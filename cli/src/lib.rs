@@ -87,6 +87,21 @@ enum Command {
     /// Users of your organization (admins).
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Sessions waiting for your approval, and your decisions on them.
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
+    /// Approve a session waiting for approval (shortcut for `approvals approve`).
+    Approve {
+        id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Deny a session waiting for approval; the requester is told REASON.
+    Deny {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
     /// Print a shell completion script (bash, zsh, fish, …).
     Completions { shell: clap_complete::Shell },
 }
@@ -106,6 +121,24 @@ pub enum ResourcesCommand {
         resource: String,
         #[arg(long)]
         user: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ApprovalsCommand {
+    /// The sessions you may approve or deny, oldest first.
+    List,
+    /// Approve a session; it opens once it has every approval it needs.
+    Approve {
+        id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Deny a session; it ends at once and the requester is told REASON.
+    Deny {
+        id: String,
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -295,5 +328,12 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Session(command) => sessions::run(channel, credential, command, out).await,
         Command::Resources(command) => admin::resources(channel, credential, command, out).await,
         Command::Users(command) => admin::users(channel, credential, command, out).await,
+        Command::Approvals(command) => sessions::approvals(channel, credential, command, out).await,
+        Command::Approve { id, reason } => {
+            sessions::approvals(channel, credential, ApprovalsCommand::Approve { id, reason }, out).await
+        }
+        Command::Deny { id, reason } => {
+            sessions::approvals(channel, credential, ApprovalsCommand::Deny { id, reason }, out).await
+        }
     }
 }

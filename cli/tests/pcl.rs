@@ -148,16 +148,21 @@ impl Server {
 
     /// Runs `pcl login` as the admin, typing the code from the server's log.
     async fn login(&self) -> Output {
+        self.login_as("ci@example.com").await
+    }
+
+    /// Runs `pcl login` as `email`, typing the code mailed to it.
+    async fn login_as(&self, email: &str) -> Output {
         use std::io::Write;
         let mut login = self
-            .pcl_without_key(&["login", "--email", "ci@example.com"])
+            .pcl_without_key(&["login", "--email", email])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let mail = self.mail.as_ref().expect("a server with mail (Server::with_mail)");
-        let code = mail.wait_for_code("ci@example.com", &[]).await;
+        let code = mail.wait_for_code(email, &[]).await;
         writeln!(login.stdin.take().unwrap(), "{code}").unwrap();
         login.wait_with_output().unwrap()
     }
@@ -771,4 +776,48 @@ async fn login_with_sso_waits_for_the_browser_and_keeps_the_token() {
     let whoami = server.pcl_without_key(&["whoami"]).output().unwrap();
     assert!(whoami.status.success(), "{:?}", text(&whoami));
     assert!(text(&whoami).0.contains("ci@example.com"), "{:?}", text(&whoami));
+}
+
+/// `pcl session start` waits on a resource that needs approval, showing it, and finishes once
+/// an approver (logged in with pcl) runs `pcl approve`; `pcl deny` ends another request.
+#[tokio::test]
+async fn session_start_waits_for_an_approver_who_approves_or_denies_with_pcl() {
+    let Some(server) = Server::with_mail(&[]).await else { return };
+    let mut users = pcl::pb::v1::user_service_client::UserServiceClient::new(server.channel().await);
+    let grace = User { email: "grace@example.com".into(), role: Role::Admin.into(), ..Default::default() };
+    users.create_user(server.authed(CreateUserRequest { user: Some(grace) })).await.unwrap();
+    let mut resources = ResourceServiceClient::new(server.channel().await);
+    let listed = resources.list_resources(server.authed(ListResourcesRequest::default())).await.unwrap();
+    let db = listed.into_inner().resources.remove(0);
+    let approval = ApprovalPolicy { required: true, ..Default::default() };
+    let update = UpdateResourceRequest {
+        resource: Some(Resource { id: db.id.clone(), approval: Some(approval), ..Default::default() }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["approval".into()] }),
+    };
+    resources.update_resource(server.authed(update)).await.unwrap();
+    assert!(server.login_as("grace@example.com").await.status.success(), "the approver logs in");
+
+    let start = server
+        .pcl(&["session", "start", "--ipv4", "203.0.113.7", "--minutes", "30", "--justification", "deploy"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let waiting = server.latest_reaches(SessionStatus::AwaitingApproval, Duration::from_secs(10)).await;
+    let inbox = server.pcl_without_key(&["approvals", "list"]).output().unwrap();
+    assert!(text(&inbox).0.contains(&waiting.id) && text(&inbox).0.contains("0/1"), "{:?}", text(&inbox));
+    let approved = server.pcl_without_key(&["approve", &waiting.id, "--reason", "ok"]).output().unwrap();
+    assert!(approved.status.success(), "{:?}", text(&approved));
+    let started = start.wait_with_output().unwrap();
+    let (stdout, stderr) = text(&started);
+    assert!(started.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("waiting for approval (0/1)"), "the wait was shown: {stdout}");
+    assert!(stdout.contains("ACTIVE"), "{stdout}");
+
+    let other = server.pcl(&["session", "start", "--ipv4", "203.0.113.8", "--no-wait", "-q"]).output().unwrap();
+    let id = text(&other).0.trim().to_owned();
+    let denied = server.pcl_without_key(&["deny", &id, "--reason", "freeze"]).output().unwrap();
+    assert!(denied.status.success(), "{:?}", text(&denied));
+    assert!(text(&denied).0.contains("CANCELLED"), "{:?}", text(&denied));
+    assert_eq!(server.session(&id).await.ended_reason(), EndedReason::Denied);
 }

@@ -59,14 +59,24 @@ impl Permission {
         Permission::ALL.iter().copied().filter(|p| p.granted_to(role)).collect()
     }
 
+    /// Permissions a key holds only when it names them: never a login's, nor part of "all".
+    pub const EXPLICIT_ONLY: &'static [Permission] = &[Permission::SessionsAutoApprove];
+
+    /// What `role` holds acting as itself (a login): the role's permissions but those a key
+    /// must name.
+    pub fn for_login(role: Role) -> Vec<Permission> {
+        let mut held = Permission::for_role(role);
+        held.retain(|p| !Permission::EXPLICIT_ONLY.contains(p));
+        held
+    }
+
     /// What a user of `role` holds acting through a key that grants `key` (None: as themselves,
     /// a login): the role's permissions, narrowed by the key's (with what they imply).
     pub fn held(role: Role, key: Option<&[Permission]>) -> Vec<Permission> {
+        let Some(key) = key else { return Permission::for_login(role) };
         let mut held = Permission::for_role(role);
-        if let Some(key) = key {
-            let granted = Permission::with_implied(key);
-            held.retain(|p| granted.contains(p));
-        }
+        let granted = Permission::with_implied(key);
+        held.retain(|p| granted.contains(p));
         held
     }
 
@@ -103,6 +113,15 @@ impl Permission {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn skipping_approval_is_never_implied() {
+        assert!(!Permission::for_login(Role::Admin).contains(&Permission::SessionsAutoApprove));
+        assert!(!Permission::held(Role::Admin, None).contains(&Permission::SessionsAutoApprove));
+        let named = Permission::held(Role::Admin, Some(&[Permission::SessionsAutoApprove]));
+        assert_eq!(named, [Permission::SessionsAutoApprove], "a key that names it holds it");
+        assert!(Permission::held(Role::User, Some(&[Permission::SessionsAutoApprove])).is_empty());
+    }
 
     #[test]
     fn users_cannot_administer() {

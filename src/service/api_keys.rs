@@ -71,7 +71,13 @@ impl ApiKeyManager {
         }
         let Some(name) = name.filter(|_| violations.is_empty()) else { return Err(violations.into()) };
         // A key never holds more than its creator: the role's permissions, narrowed by the key in use.
-        if let Some(missing) = permissions.iter().find(|p| !caller.permissions.contains(p)) {
+        // Permissions a key must name are the role's to grant from a login; a key passes on
+        // only what it holds.
+        let grantable = |p: &Permission| {
+            caller.permissions.contains(p)
+                || (caller.api_key_id.is_none() && Permission::EXPLICIT_ONLY.contains(p) && p.granted_to(caller.role))
+        };
+        if let Some(missing) = permissions.iter().find(|p| !grantable(p)) {
             return Err(Error::PermissionDenied {
                 reason: ErrorReason::PermissionMissing,
                 message: format!("a key cannot grant {missing}: the caller does not hold it"),

@@ -315,7 +315,7 @@ impl Authenticator {
             email: user.email,
             full_name: user.full_name,
             role,
-            permissions: Permission::for_role(role),
+            permissions: Permission::for_login(role),
             api_key_id: None,
             login_session_id: None,
             peer_ip: None,

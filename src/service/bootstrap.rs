@@ -93,7 +93,7 @@ pub(super) async fn found(
             name: "bootstrap admin key".into(),
             prefix: key.lookup.clone(),
             secret_hash: key.secret_hash.clone(),
-            permissions: Permission::join(Permission::ALL),
+            permissions: Permission::join(&Permission::for_login(Role::Admin)),
             created_at: at,
             last_used_at: None,
             expires_at: None,

@@ -170,6 +170,16 @@ async fn a_session_waits_for_its_approvers_and_its_clock_starts_at_the_deciding_
         assert_eq!((denied.status(), denied.ended_reason()), (SessionStatus::Cancelled, EndedReason::Denied));
         assert!(!server.memory_rules(&created.id).contains(&"203.0.113.8".parse().unwrap()));
 
+        // Skipping approval is never implied: a key passes it on only when it holds it by name.
+        let mut auth = portcullis::pb::v1::auth_service_client::AuthServiceClient::new(server.channel().await);
+        let skip = CreateApiKeyRequest {
+            name: "ci".into(),
+            permissions: vec!["sessions:write".into(), "sessions:auto-approve".into()],
+            expires_at: None,
+        };
+        let refused = auth.create_api_key(with_key(skip, &key)).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "the bootstrap key does not hold it: {refused:?}");
+
         // An admin's key carrying sessions:auto-approve starts at once.
         let breakglass =
             insert_api_key(&server.db, &first, &[Permission::SessionsWrite, Permission::SessionsAutoApprove], None)
