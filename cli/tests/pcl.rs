@@ -806,6 +806,14 @@ async fn session_start_waits_for_an_approver_who_approves_or_denies_with_pcl() {
     let waiting = server.latest_reaches(SessionStatus::AwaitingApproval, Duration::from_secs(10)).await;
     let inbox = server.pcl_without_key(&["approvals", "list"]).output().unwrap();
     assert!(text(&inbox).0.contains(&waiting.id) && text(&inbox).0.contains("0/1"), "{:?}", text(&inbox));
+    // The approver was mailed the commands to answer with.
+    let mail = server.mail.as_ref().unwrap();
+    let asked = format!("pcl approve {}", waiting.id);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !mail.messages().iter().any(|message| message.contains("To: grace@example.com") && message.contains(&asked)) {
+        assert!(Instant::now() < deadline, "no approval mail to grace: {:?}", mail.messages());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let approved = server.pcl_without_key(&["approve", &waiting.id, "--reason", "ok"]).output().unwrap();
     assert!(approved.status.success(), "{:?}", text(&approved));
     let started = start.wait_with_output().unwrap();
@@ -813,6 +821,12 @@ async fn session_start_waits_for_an_approver_who_approves_or_denies_with_pcl() {
     assert!(started.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("waiting for approval (0/1)"), "the wait was shown: {stdout}");
     assert!(stdout.contains("ACTIVE"), "{stdout}");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !mail.messages().iter().any(|message| message.contains("grace@example.com approved your session")) {
+        assert!(Instant::now() < deadline, "the requester was not told: {:?}", mail.messages());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let other = server.pcl(&["session", "start", "--ipv4", "203.0.113.8", "--no-wait", "-q"]).output().unwrap();
     let id = text(&other).0.trim().to_owned();

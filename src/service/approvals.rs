@@ -49,6 +49,7 @@ pub async fn check_policy(
 pub struct ApprovalManager {
     db: sea_orm::DatabaseConnection,
     engine: crate::engine::Engine,
+    mailer: std::sync::Arc<dyn super::mail::Mailer>,
 }
 
 /// One approver's answer to a waiting session.
@@ -59,16 +60,64 @@ pub enum Verdict {
 }
 
 impl ApprovalManager {
-    pub fn new(db: sea_orm::DatabaseConnection, engine: crate::engine::Engine) -> ApprovalManager {
-        ApprovalManager { db, engine }
+    pub fn new(
+        db: sea_orm::DatabaseConnection,
+        engine: crate::engine::Engine,
+        mailer: std::sync::Arc<dyn super::mail::Mailer>,
+    ) -> ApprovalManager {
+        ApprovalManager { db, engine, mailer }
     }
 
-    /// The policies of the session's resources together, and whether `caller` may decide under
-    /// all of them.
+    /// Sends `mails` after the answer, as login mail goes: how long mail takes is nobody's wait.
+    fn send_later(&self, mails: Vec<super::mail::Mail>) {
+        let mailer = self.mailer.clone();
+        tokio::spawn(async move {
+            for mail in mails {
+                let to = mail.to.clone();
+                if let Err(err) = mailer.send(mail).await {
+                    tracing::warn!(email = %to, error = %err, "sending approval mail failed");
+                }
+            }
+        });
+    }
+
+    /// Tells everyone who may decide that session `session` (just started, waiting) asks for
+    /// their approval, with the `pcl` commands to answer.
+    pub async fn announce_request(
+        &self,
+        session: &crate::store::entity::session::Model,
+        requester: &str,
+    ) -> Result<()> {
+        let rules = queries::sessions::rules_of(&self.db, &session.id).await?;
+        let mut names: Vec<&str> = rules.iter().map(|rule| rule.resource_name.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        let mut mails = Vec::new();
+        for user in queries::users::enabled_of_organization(&self.db, &session.organization_id).await? {
+            if user.id == session.user_id {
+                continue;
+            }
+            if self.may_decide(&self.db, &user.id, user.role == crate::domain::Role::Admin, session).await? {
+                mails.push(super::mail::Mail::approval_requested(
+                    &user.email,
+                    requester,
+                    &session.id,
+                    &names.join(", "),
+                    session.justification.as_deref().unwrap_or_default(),
+                ));
+            }
+        }
+        self.send_later(mails);
+        Ok(())
+    }
+
+    /// Whether `user_id` (an admin or not) may decide on `session` under the policies of all
+    /// its resources.
     async fn may_decide(
         &self,
         db: &impl ConnectionTrait,
-        caller: &super::Caller,
+        user_id: &str,
+        admin: bool,
         session: &crate::store::entity::session::Model,
     ) -> Result<bool> {
         let rules = queries::sessions::rules_of(db, &session.id).await?;
@@ -84,15 +133,14 @@ impl ApprovalManager {
                 policies.push(policy);
             }
         }
-        let groups: Vec<String> = queries::identity_providers::identities_of_user(db, &caller.user_id)
+        let groups: Vec<String> = queries::identity_providers::identities_of_user(db, user_id)
             .await?
             .iter()
             .flat_map(super::sso::stored_groups)
             .collect();
-        let admin = caller.role == crate::domain::Role::Admin;
         // A session whose policies were all lifted since: the admins decide.
         Ok(match crate::domain::CombinedApproval::of(&policies) {
-            Some(combined) => combined.may_approve(&caller.user_id, &groups, admin),
+            Some(combined) => combined.may_approve(user_id, &groups, admin),
             None => admin,
         })
     }
@@ -105,7 +153,8 @@ impl ApprovalManager {
                 continue;
             }
             let decided = session.approval_state()?.is_some_and(|approval| approval.decided_by(&caller.user_id));
-            if !decided && self.may_decide(&self.db, caller, &session).await? {
+            let admin = caller.role == crate::domain::Role::Admin;
+            if !decided && self.may_decide(&self.db, &caller.user_id, admin, &session).await? {
                 inbox.push(session);
             }
         }
@@ -137,7 +186,7 @@ impl ApprovalManager {
                 message: "a requester never approves or denies their own request".into(),
             });
         }
-        if !self.may_decide(&txn, caller, &session).await? {
+        if !self.may_decide(&txn, &caller.user_id, caller.role == crate::domain::Role::Admin, &session).await? {
             return Err(Error::PermissionDenied {
                 reason: ErrorReason::PermissionMissing,
                 message: "the approval policy of this session's resources does not name you as an approver".into(),
@@ -186,6 +235,12 @@ impl ApprovalManager {
         }
         crate::store::commit(txn).await?;
         self.engine.announce(&[id.to_owned()]).await;
+        if let Ok(requester) = queries::users::get_any(&self.db, &session.user_id).await {
+            let approved = verdict == Verdict::Approve;
+            let mail =
+                super::mail::Mail::approval_decided(&requester.email, &caller.email, id, approved, opens, reason);
+            self.send_later(vec![mail]);
+        }
         Ok(())
     }
 }

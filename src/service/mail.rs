@@ -31,6 +31,47 @@ impl Mail {
         }
     }
 
+    /// Someone asks the recipient to approve their session.
+    pub fn approval_requested(
+        to: &str,
+        requester: &str,
+        session_id: &str,
+        resources: &str,
+        justification: &str,
+    ) -> Mail {
+        let why = if justification.is_empty() { "no justification given".to_owned() } else { justification.to_owned() };
+        Mail {
+            to: to.to_owned(),
+            subject: format!("Portcullis: {requester} asks to open {resources}"),
+            body: format!(
+                "{requester} asks to open {resources} (session {session_id}).\n\nWhy: {why}\n\n\
+                 Approve:  pcl approve {session_id} --reason \"WHY\"\n\
+                 Deny:     pcl deny {session_id} --reason \"WHY\"\n"
+            ),
+        }
+    }
+
+    /// An approver decided on the recipient's session.
+    pub fn approval_decided(
+        to: &str,
+        approver: &str,
+        session_id: &str,
+        approved: bool,
+        opened: bool,
+        reason: &str,
+    ) -> Mail {
+        let (verb, outcome) = match (approved, opened) {
+            (false, _) => ("denied", "It will not open."),
+            (true, true) => ("approved", "It has every approval it needs and is opening now."),
+            (true, false) => ("approved", "It still waits for more approvals."),
+        };
+        Mail {
+            to: to.to_owned(),
+            subject: format!("Portcullis: {approver} {verb} your session"),
+            body: format!("{approver} {verb} your session {session_id}: {reason}\n\n{outcome}\n"),
+        }
+    }
+
     /// The recipient's organization logs its people in through its identity provider only.
     pub fn sso_required(to: &str, organization_id: &str) -> Mail {
         Mail {

@@ -125,6 +125,7 @@ impl Services {
             config: config.sso.clone(),
         };
         let identity_providers = IdentityProviderManager::new(db.clone(), engine.clone(), sso_setup);
+        let approvals = ApprovalManager::new(db.clone(), engine.clone(), mailer.clone());
         Ok(Services {
             sso: SsoLogins::new(
                 db.clone(),
@@ -135,15 +136,21 @@ impl Services {
                 config.sessions.clone(),
             ),
             identity_providers,
-            approvals: ApprovalManager::new(db.clone(), engine.clone()),
+            approvals: approvals.clone(),
             webhooks: WebhookManager::new(
                 db.clone(),
                 webhook_setup.clone(),
                 config.limits.max_webhooks_per_organization.as_u32(),
             ),
-            expiry_warnings: notifications::ExpiryWarnings::new(db.clone(), mailer, &config.notifications),
+            expiry_warnings: notifications::ExpiryWarnings::new(db.clone(), mailer.clone(), &config.notifications),
             webhook_setup,
-            sessions: SessionManager::new(db.clone(), reader.clone(), engine.clone(), config.sessions.clone()),
+            sessions: SessionManager::new(
+                db.clone(),
+                reader.clone(),
+                engine.clone(),
+                config.sessions.clone(),
+                approvals.clone(),
+            ),
             reader,
             engine: engine.clone(),
             auth,

@@ -82,6 +82,8 @@ pub struct SessionManager {
     engine: Engine,
     config: SessionConfig,
     beats: Arc<Beats>,
+    /// Tells approvers about sessions that wait for them.
+    approvals: approvals::ApprovalManager,
 }
 
 /// When this server last wrote each session's heartbeat: however many of the owner's watches
@@ -120,8 +122,9 @@ impl SessionManager {
         reader: DatabaseConnection,
         engine: Engine,
         config: SessionConfig,
+        approvals: approvals::ApprovalManager,
     ) -> SessionManager {
-        SessionManager { db, reader, engine, config, beats: Arc::default() }
+        SessionManager { db, reader, engine, config, beats: Arc::default(), approvals }
     }
 
     pub fn engine(&self) -> &Engine {
@@ -292,6 +295,12 @@ impl SessionManager {
         })?;
         refusal.map_err(start_refused)?;
         self.engine.cache().keep(stamp, started.clone());
+        if started.session.status == SessionStatus::AwaitingApproval
+            && let Err(err) = self.approvals.announce_request(&started.session, &caller.email).await
+        {
+            // The request stands: approvers find it in their inbox.
+            tracing::warn!(session_id = %started.session.id, error = %err, "telling approvers failed");
+        }
         Ok(started)
     }
 

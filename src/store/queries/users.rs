@@ -114,3 +114,13 @@ pub async fn enabled_among(
         .map(|user| user.id)
         .collect())
 }
+
+/// The enabled users of `organization_id`.
+pub async fn enabled_of_organization(db: &impl ConnectionTrait, organization_id: &str) -> StoreResult<Vec<Model>> {
+    Ok(Entity::find()
+        .filter(Column::OrganizationId.eq(organization_id))
+        .filter(Column::Disabled.eq(false))
+        .order_by_asc(Column::Id)
+        .all(db)
+        .await?)
+}
