@@ -223,3 +223,56 @@ async fn an_undecided_request_expires_at_its_pending_timeout() {
     assert!(server.memory_rules(&created.id).is_empty(), "nothing opened, ever");
     server.stop().await;
 }
+
+/// On a real cloud API (moto's EC2): a waiting session writes nothing to the security group; the
+/// request survives its server's restart; the deciding approval, made on the new server, opens
+/// the address.
+#[cfg(feature = "aws")]
+#[tokio::test]
+async fn on_moto_nothing_is_written_before_the_deciding_approval_which_survives_a_restart() {
+    use crate::common::moto::{moto, new_group, resource_on_moto, rules_in};
+    use crate::common::{self, test_config};
+    use portcullis::domain::Permission;
+    use portcullis::pb::v1::approval_service_client::ApprovalServiceClient;
+    use std::time::Duration;
+    let Some(endpoint) = moto() else { return };
+    let db = TestDb::sqlite();
+    let server = TestServer::start(&db).await;
+    let mut resources = ResourceServiceClient::new(server.channel().await);
+    let group = new_group(&endpoint);
+    let resource = Resource {
+        name: "bastion".into(),
+        provider: Some(resource_on_moto(&endpoint, &group)),
+        approval: Some(policy(1)),
+        ..Default::default()
+    };
+    let created =
+        resources.create_resource(with_key(CreateResourceRequest { resource: Some(resource) }, &server.admin_key));
+    let created = created.await.unwrap().into_inner().resource.unwrap();
+    let user = server.insert_user(&server.organization_id, "ada@example.com", "USER").await;
+    let user_key = server.insert_api_key(&user, Permission::ALL, None).await;
+    let assign = AssignResourceRequest { resource_id: created.id.clone(), user_id: user.clone() };
+    resources.assign_resource(with_key(assign, &server.admin_key)).await.unwrap();
+    let start = StartSessionRequest { ipv4_address: Some("203.0.113.7".into()), ..Default::default() };
+    let mut sessions = SessionServiceClient::new(server.channel().await);
+    let waiting = sessions.start_session(with_key(start, &user_key)).await.unwrap().into_inner().session.unwrap();
+    assert_eq!(waiting.status(), SessionStatus::AwaitingApproval);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(rules_in(&endpoint, &group).is_empty(), "nothing written while waiting");
+
+    // The server restarts (a new one on the same database first, then the old one stops).
+    let restarted = server.replica(&db, test_config()).await;
+    let admin_key = server.admin_key.clone();
+    server.stop().await;
+    let mut approvals = ApprovalServiceClient::new(restarted.channel().await);
+    let inbox = approvals.list_approval_requests(with_key(ListApprovalRequestsRequest::default(), &admin_key)).await;
+    assert_eq!(inbox.unwrap().into_inner().sessions[0].id, waiting.id, "the request outlived its server");
+    let approve = ApproveSessionRequest { id: waiting.id.clone(), reason: "ok".into() };
+    approvals.approve_session(with_key(approve, &admin_key)).await.unwrap();
+    common::eventually("the approved address in the security group", Duration::from_secs(20), async || {
+        let rules = rules_in(&endpoint, &group);
+        common::when(rules.iter().any(|(cidr, _, _)| cidr == "203.0.113.7/32"), rules)
+    })
+    .await;
+    restarted.stop().await;
+}
