@@ -191,25 +191,42 @@ async fn a_session_waits_for_its_approvers_and_its_clock_starts_at_the_deciding_
     .await;
 }
 
-/// A request nobody decides expires at its pending timeout, with nothing ever opened.
+/// A request nobody decides expires at its pending timeout, with nothing ever opened; a webhook
+/// receiver gets the request, the decision on another and the expiry, each signed.
 #[tokio::test]
-async fn an_undecided_request_expires_at_its_pending_timeout() {
-    use crate::common;
+async fn an_undecided_request_expires_at_its_pending_timeout_and_webhooks_tell_each_step() {
+    use crate::common::receiver::{Receiver, signed_with};
+    use crate::common::{self, test_config};
     use portcullis::domain::Permission;
+    use portcullis::pb::v1::approval_service_client::ApprovalServiceClient;
+    use portcullis::pb::v1::webhook_service_client::WebhookServiceClient;
     use std::time::{Duration, Instant};
     let db = TestDb::sqlite();
-    let server = TestServer::start(&db).await;
+    let mut config = test_config();
+    config.sealing_key = Some(portcullis::config::Secret("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into()));
+    config.webhooks.allowed_private_endpoints = vec!["http://127.0.0.1:*".into()];
+    config.webhooks.poll_interval_ms = portcullis::settings::Millis::try_from(50).unwrap();
+    let server = TestServer::start_with(&db, config).await;
     let channel = server.channel().await;
+    let receiver = Receiver::start().await;
+    let hook = CreateWebhookRequest { url: receiver.url.clone(), ..Default::default() };
+    let hook = WebhookServiceClient::new(channel.clone()).create_webhook(with_key(hook, &server.admin_key)).await;
+    let secret = hook.unwrap().into_inner().secret;
     let (mut resources, mut sessions) =
-        (ResourceServiceClient::new(channel.clone()), SessionServiceClient::new(channel));
+        (ResourceServiceClient::new(channel.clone()), SessionServiceClient::new(channel.clone()));
     let user = server.insert_user(&server.organization_id, "ada@example.com", "USER").await;
     let user_key = server.insert_api_key(&user, Permission::ALL, None).await;
     let quick = ApprovalPolicy { pending_timeout: Some(prost_types::Duration { seconds: 10, nanos: 0 }), ..policy(1) };
     let created = create(&mut resources, &server.admin_key, "prod-db", quick).await.unwrap();
     let assign = AssignResourceRequest { resource_id: created.id.clone(), user_id: user.clone() };
     resources.assign_resource(with_key(assign, &server.admin_key)).await.unwrap();
-    let start = StartSessionRequest { ipv4_address: Some("203.0.113.7".into()), ..Default::default() };
-    let waiting = sessions.start_session(with_key(start, &user_key)).await.unwrap().into_inner().session.unwrap();
+    let start = |address: &str| StartSessionRequest { ipv4_address: Some(address.into()), ..Default::default() };
+
+    let decided = sessions.start_session(with_key(start("203.0.113.6"), &user_key)).await.unwrap();
+    let approve = ApproveSessionRequest { id: decided.into_inner().session.unwrap().id, reason: "ok".into() };
+    ApprovalServiceClient::new(channel).approve_session(with_key(approve, &server.admin_key)).await.unwrap();
+    let waiting = sessions.start_session(with_key(start("203.0.113.7"), &user_key)).await.unwrap();
+    let waiting = waiting.into_inner().session.unwrap();
     let asked = Instant::now();
     let id = waiting.id.clone();
     let ended = common::eventually("the request to expire", Duration::from_secs(30), async || {
@@ -220,7 +237,19 @@ async fn an_undecided_request_expires_at_its_pending_timeout() {
     .await;
     println!("the request expired {:.1} s after it was made (pending timeout 10 s)", asked.elapsed().as_secs_f64());
     assert_eq!(ended.ended_reason(), EndedReason::ApprovalTimeout);
-    assert!(server.memory_rules(&created.id).is_empty(), "nothing opened, ever");
+    assert!(!server.memory_rules(&created.id).contains(&"203.0.113.7".parse().unwrap()), "nothing opened, ever");
+
+    let count = |posts: &[crate::common::receiver::Received], kind: &str| {
+        posts.iter().filter(|p| p.event_type() == kind).count()
+    };
+    let received = receiver
+        .wait_for("the approval events", |posts| {
+            count(posts, "approval.requested") == 2
+                && count(posts, "approval.decided") == 1
+                && count(posts, "approval.expired") == 1
+        })
+        .await;
+    assert!(received.iter().all(|post| signed_with(&secret, post)), "every post signed");
     server.stop().await;
 }
 
