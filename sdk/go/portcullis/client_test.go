@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	portcullisv1 "github.com/portcullis/portcullis/sdk/go/gen/portcullis/v1"
 	"github.com/portcullis/portcullis/sdk/go/internal/testserver"
@@ -263,5 +264,46 @@ func TestTLS(t *testing.T) {
 	defer cancel()
 	if _, err := plain.Users.GetCurrentUser(short, &portcullisv1.GetCurrentUserRequest{}); err == nil {
 		t.Fatal("a plaintext client must not get through to a TLS server")
+	}
+}
+
+func TestASessionOnAResourceThatNeedsApprovalWaitsForIt(t *testing.T) {
+	_, client, ctx := startAsAdmin(t)
+	// A second admin, so that someone other than the requester may approve.
+	if _, err := client.Users.CreateUser(ctx, &portcullisv1.CreateUserRequest{User: &portcullisv1.User{
+		Email: "grace@example.com", Role: portcullisv1.Role_ROLE_ADMIN,
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	listed, err := client.Resources.ListResources(ctx, &portcullisv1.ListResourcesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Resources.UpdateResource(ctx, &portcullisv1.UpdateResourceRequest{
+		Resource: &portcullisv1.Resource{
+			Id:       listed.GetResources()[0].GetId(),
+			Approval: &portcullisv1.ApprovalPolicy{Required: true},
+		},
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"approval"}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	session := startSession(ctx, t, client)
+	if session.GetStatus() != portcullisv1.SessionStatus_SESSION_STATUS_AWAITING_APPROVAL || session.GetApproval().GetRequired() != 1 {
+		t.Fatalf("the session waits for one approval, got %v", session)
+	}
+	_, err = client.Approvals.ApproveSession(ctx, &portcullisv1.ApproveSessionRequest{Id: session.GetId()})
+	if portcullis.Code(err) != codes.PermissionDenied {
+		t.Fatalf("a requester never approves their own session, got %v", err)
+	}
+	// Withdrawn by its requester, it ends having opened nothing.
+	stopped, err := client.Sessions.StopSession(ctx, &portcullisv1.StopSessionRequest{Id: session.GetId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := stopped.GetSession(); got.GetStatus() != portcullisv1.SessionStatus_SESSION_STATUS_CANCELLED ||
+		got.GetResourceIps()[0].GetStatus() != portcullisv1.ResourceIpStatus_RESOURCE_IP_STATUS_REMOVED {
+		t.Fatalf("a withdrawn request ends at once, got %v", got)
 	}
 }

@@ -8,9 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 from conftest import Server
+from google.protobuf import field_mask_pb2
 
 import portcullis
-from portcullis.v1 import error_reason_pb2, resource_ip_pb2, resource_pb2, session_pb2, user_pb2
+from portcullis.v1 import approval_pb2, error_reason_pb2, resource_ip_pb2, resource_pb2, session_pb2, user_pb2
 
 ADDRESS = "203.0.113.7"
 FAST = portcullis.Backoff(initial=0.05, maximum=0.5)
@@ -125,3 +126,27 @@ def test_tls(tls_server: Server) -> None:
     with portcullis.Client(tls_server.addr, api_key=tls_server.admin_key, insecure=True) as plain:
         with pytest.raises(portcullis.PortcullisError):
             plain.users.GetCurrentUser(user_pb2.GetCurrentUserRequest(), timeout=5)
+
+
+def test_a_session_on_a_resource_that_needs_approval_waits_for_it(server: Server) -> None:
+    with client_for(server, api_key=server.admin_key) as client:
+        # A second admin, so that someone other than the requester may approve.
+        client.users.CreateUser(
+            user_pb2.CreateUserRequest(user=user_pb2.User(email="grace@example.com", role=user_pb2.ROLE_ADMIN))
+        )
+        resource = client.resources.ListResources(resource_pb2.ListResourcesRequest()).resources[0]
+        client.resources.UpdateResource(
+            resource_pb2.UpdateResourceRequest(
+                resource=resource_pb2.Resource(id=resource.id, approval=resource_pb2.ApprovalPolicy(required=True)),
+                update_mask=field_mask_pb2.FieldMask(paths=["approval"]),
+            )
+        )
+        session = start(client)
+        assert session.status == session_pb2.SESSION_STATUS_AWAITING_APPROVAL
+        assert session.approval.required == 1
+        with pytest.raises(portcullis.PermissionDenied):
+            client.approvals.ApproveSession(approval_pb2.ApproveSessionRequest(id=session.id))
+        # Withdrawn by its requester, it ends having opened nothing.
+        stopped = client.sessions.StopSession(session_pb2.StopSessionRequest(id=session.id)).session
+        assert stopped.status == session_pb2.SESSION_STATUS_CANCELLED
+        assert stopped.resource_ips[0].status == resource_ip_pb2.RESOURCE_IP_STATUS_REMOVED
