@@ -271,8 +271,9 @@ async fn follow_along(client: &mut Client, spec: &Spec, settings: &Follow, out: 
     let mut addresses = (session.ipv4_address.clone(), session.ipv6_address.clone());
     let mut expires_at = session.expires_at.map_or(i64::MAX, |at| at.seconds);
     let mut at_maximum = false;
-    // Only a live session (ACTIVE or PARTIAL) can be extended.
+    // Only a live session (ACTIVE or PARTIAL) can be extended, and not past what approvers granted.
     let mut extendable = false;
+    let mut approved = false;
     let mut stream = watch(client, &id).await?;
     let mut progress = Progress::new(out);
     let mut polls = tokio::time::interval(std::time::Duration::from_secs(settings.poll_seconds.max(1)));
@@ -288,6 +289,7 @@ async fn follow_along(client: &mut Client, spec: &Spec, settings: &Follow, out: 
                 progress.show(&current);
                 expires_at = current.expires_at.map_or(expires_at, |at| at.seconds);
                 extendable = matches!(current.status(), SessionStatus::Active | SessionStatus::Partial);
+                approved = current.approval.is_some();
                 if current.status() == SessionStatus::Expired || current.status() == SessionStatus::Cancelled {
                     return Ok(0);
                 }
@@ -308,7 +310,16 @@ async fn follow_along(client: &mut Client, spec: &Spec, settings: &Follow, out: 
                 }
                 if extendable && !at_maximum && expires_at - crate::unix_now() < extend_before_secs {
                     let extended;
-                    (extended, at_maximum) = extend_within_maximum(client, &id, expires_at, length_minutes).await?;
+                    (extended, at_maximum) = match extend_within_maximum(client, &id, expires_at, length_minutes).await {
+                        Ok(answer) => answer,
+                        Err(refused) if approved => {
+                            // The approvers granted this long: follow on to the end, unextended.
+                            progress.note(&format!("not extending: {refused}"));
+                            at_maximum = true;
+                            continue;
+                        }
+                        Err(failure) => return Err(failure),
+                    };
                     expires_at = extended.expires_at.map_or(expires_at, |at| at.seconds);
                     let until = extended.expires_at.map(|at| at.to_string()).unwrap_or_default();
                     match at_maximum {
@@ -340,6 +351,10 @@ async fn extend_within_maximum(
         Ok(answer) => return Ok((answer.into_inner().session.unwrap_or_default(), false)),
         Err(status) => status,
     };
+    if reason_of(&refusal) == Some(ErrorReason::ApprovalRequired) {
+        // Its approvers granted this long: following goes on to the end, without extending.
+        return Err(Failure::from(refusal.message().to_owned()));
+    }
     let latest = latest_expiry(&refusal).ok_or_else(|| describe(&refusal))?;
     // Whole minutes are what ExtendSession takes; less than one left is as far as it goes.
     request.additional_minutes = u32::try_from((latest - expires_at) / 60).unwrap_or(0);
@@ -351,12 +366,18 @@ async fn extend_within_maximum(
     Ok((answer.into_inner().session.unwrap_or_default(), true))
 }
 
+/// The `ErrorInfo` reason of a refusal, when it carries one this client knows.
+fn reason_of(refusal: &tonic::Status) -> Option<ErrorReason> {
+    use tonic_types::StatusExt;
+    ErrorReason::from_str_name(&refusal.get_error_details().error_info()?.reason)
+}
+
 /// The latest end a session may have, from ExtendSession's refusal to go past its maximum.
 fn latest_expiry(refusal: &tonic::Status) -> Option<i64> {
     use tonic_types::StatusExt;
     let details = refusal.get_error_details();
     let info = details.error_info()?;
-    if info.reason != ErrorReason::DurationExceedsMaximum.as_str_name() {
+    if reason_of(refusal) != Some(ErrorReason::DurationExceedsMaximum) {
         return None;
     }
     let latest: prost_types::Timestamp = info.metadata.get("latest_expires_at")?.parse().ok()?;

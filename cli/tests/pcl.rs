@@ -834,4 +834,36 @@ async fn session_start_waits_for_an_approver_who_approves_or_denies_with_pcl() {
     assert!(denied.status.success(), "{:?}", text(&denied));
     assert!(text(&denied).0.contains("CANCELLED"), "{:?}", text(&denied));
     assert_eq!(server.session(&id).await.ended_reason(), EndedReason::Denied);
+
+    // Following an approved session never extends it past what was approved, and says so.
+    let dir = tempfile::tempdir().unwrap();
+    let address_file = dir.path().join("address");
+    std::fs::write(&address_file, "203.0.113.9\n").unwrap();
+    let file = address_file.display().to_string();
+    let args = [
+        "session",
+        "start",
+        "--ipv4",
+        "203.0.113.9",
+        "--minutes",
+        "1",
+        "--follow",
+        "--poll-seconds",
+        "1",
+        "--address-file",
+        &file,
+    ];
+    let follow = server.pcl(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let waiting = server.latest_reaches(SessionStatus::AwaitingApproval, Duration::from_secs(10)).await;
+    let approved = server.pcl_without_key(&["approve", &waiting.id]).output().unwrap();
+    assert!(approved.status.success(), "{:?}", text(&approved));
+    let approved = server.latest_reaches(SessionStatus::Active, Duration::from_secs(10)).await;
+    // One minute left, under the ten before which --follow extends: it tries once, and stops.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(Command::new("kill").args(["-INT", &follow.id().to_string()]).status().unwrap().success());
+    let output = follow.wait_with_output().unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("not extending"), "{stdout}");
+    assert_eq!(server.session(&approved.id).await.expires_at, approved.expires_at, "never extended");
 }
