@@ -186,6 +186,16 @@ async fn a_session_waits_for_its_approvers_and_its_clock_starts_at_the_deciding_
                 .await;
         let at_once = sessions.start_session(with_key(start("203.0.113.9"), &breakglass)).await.unwrap();
         assert_ne!(at_once.into_inner().session.unwrap().status(), SessionStatus::AwaitingApproval);
+
+        // A waiting request holds its address, and taking the user's access away ends it.
+        let held = sessions.start_session(with_key(start("203.0.113.10"), &user_key)).await.unwrap();
+        let held = held.into_inner().session.unwrap();
+        let again = sessions.start_session(with_key(start("203.0.113.10"), &user_key)).await.unwrap_err();
+        assert_eq!(again.code(), tonic::Code::AlreadyExists, "{again:?}");
+        let mut users = portcullis::pb::v1::user_service_client::UserServiceClient::new(server.channel().await);
+        users.disable_user(with_key(DisableUserRequest { id: user.clone() }, &key)).await.unwrap();
+        let ended = server.services.engine.session(&held.id).await.unwrap();
+        assert_eq!(ended.session.status, portcullis::domain::SessionStatus::Cancelled, "{:?}", ended.session);
         server.stop().await;
     })
     .await;
