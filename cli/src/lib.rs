@@ -90,7 +90,7 @@ enum Command {
     /// Sessions waiting for your approval, and your decisions on them.
     #[command(subcommand)]
     Approvals(ApprovalsCommand),
-    /// Approve a session waiting for approval (shortcut for `approvals approve`).
+    /// Approve a session waiting for approval; it opens once it has every approval it needs.
     Approve {
         id: String,
         #[arg(long, default_value = "")]
@@ -126,20 +126,8 @@ pub enum ResourcesCommand {
 
 #[derive(Subcommand)]
 pub enum ApprovalsCommand {
-    /// The sessions you may approve or deny, oldest first.
+    /// The sessions you may approve (`pcl approve`) or deny (`pcl deny`), oldest first.
     List,
-    /// Approve a session; it opens once it has every approval it needs.
-    Approve {
-        id: String,
-        #[arg(long, default_value = "")]
-        reason: String,
-    },
-    /// Deny a session; it ends at once and the requester is told REASON.
-    Deny {
-        id: String,
-        #[arg(long)]
-        reason: String,
-    },
 }
 
 #[derive(Subcommand)]
@@ -328,12 +316,8 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Session(command) => sessions::run(channel, credential, command, out).await,
         Command::Resources(command) => admin::resources(channel, credential, command, out).await,
         Command::Users(command) => admin::users(channel, credential, command, out).await,
-        Command::Approvals(command) => sessions::approvals(channel, credential, command, out).await,
-        Command::Approve { id, reason } => {
-            sessions::approvals(channel, credential, ApprovalsCommand::Approve { id, reason }, out).await
-        }
-        Command::Deny { id, reason } => {
-            sessions::approvals(channel, credential, ApprovalsCommand::Deny { id, reason }, out).await
-        }
+        Command::Approvals(ApprovalsCommand::List) => sessions::approval_inbox(channel, credential, out).await,
+        Command::Approve { id, reason } => sessions::decide(channel, credential, id, reason, true, out).await,
+        Command::Deny { id, reason } => sessions::decide(channel, credential, id, reason, false, out).await,
     }
 }

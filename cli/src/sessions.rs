@@ -6,7 +6,7 @@ use crate::errors::describe;
 use crate::output::Output;
 use crate::pb::v1::session_service_client::SessionServiceClient;
 use crate::pb::v1::*;
-use crate::{ApprovalsCommand, Follow, SessionCommand, Spec, exit};
+use crate::{Follow, SessionCommand, Spec, exit};
 use std::collections::HashMap;
 use tonic::codegen::InterceptedService;
 use tonic::transport::Channel;
@@ -548,53 +548,53 @@ fn status_name(status: SessionStatus) -> &'static str {
     status.as_str_name().trim_start_matches("SESSION_STATUS_")
 }
 
-/// `pcl approvals …`: the caller's approval inbox and decisions.
-pub async fn approvals(
+/// `pcl approvals list`: the sessions the caller may decide.
+pub async fn approval_inbox(channel: Channel, credential: Credential, out: Output) -> Result<u8, Failure> {
+    use crate::pb::v1::approval_service_client::ApprovalServiceClient;
+    let mut approvals = ApprovalServiceClient::with_interceptor(channel, credential);
+    let inbox = approvals.list_approval_requests(ListApprovalRequestsRequest::default()).await?.into_inner();
+    if out.json() {
+        out.print_json(&inbox, "portcullis.v1.ListApprovalRequestsResponse")?;
+        return Ok(0);
+    }
+    if out.quiet {
+        inbox.sessions.iter().for_each(|session| println!("{}", session.id));
+        return Ok(0);
+    }
+    println!("{:<38} {:<28} {:<10} {:<20} JUSTIFICATION", "ID", "REQUESTER", "APPROVALS", "RESOURCES");
+    for session in inbox.sessions {
+        let approval = session.approval.clone().unwrap_or_default();
+        let given = approval.decisions.iter().filter(|decision| decision.approve).count();
+        let mut names: Vec<&str> = session.resource_ips.iter().map(|rule| rule.resource_name.as_str()).collect();
+        names.dedup();
+        let counted = format!("{given}/{}", approval.required);
+        let resources = names.join(",");
+        println!(
+            "{:<38} {:<28} {counted:<10} {resources:<20} {}",
+            session.id, session.user_email, session.justification
+        );
+    }
+    Ok(0)
+}
+
+/// `pcl approve` / `pcl deny`: the caller's decision on a waiting session.
+pub async fn decide(
     channel: Channel,
     credential: Credential,
-    command: ApprovalsCommand,
+    id: String,
+    reason: String,
+    approve: bool,
     out: Output,
 ) -> Result<u8, Failure> {
     use crate::pb::v1::approval_service_client::ApprovalServiceClient;
     let mut approvals = ApprovalServiceClient::with_interceptor(channel, credential);
-    let (session, kind) = match command {
-        ApprovalsCommand::List => {
-            let inbox = approvals.list_approval_requests(ListApprovalRequestsRequest::default()).await?.into_inner();
-            if out.json() {
-                out.print_json(&inbox, "portcullis.v1.ListApprovalRequestsResponse")?;
-                return Ok(0);
-            }
-            if out.quiet {
-                inbox.sessions.iter().for_each(|session| println!("{}", session.id));
-                return Ok(0);
-            }
-            println!("{:<38} {:<28} {:<10} {:<20} JUSTIFICATION", "ID", "REQUESTER", "APPROVALS", "RESOURCES");
-            for session in inbox.sessions {
-                let approval = session.approval.clone().unwrap_or_default();
-                let given = approval.decisions.iter().filter(|decision| decision.approve).count();
-                let mut names: Vec<&str> =
-                    session.resource_ips.iter().map(|rule| rule.resource_name.as_str()).collect();
-                names.dedup();
-                let counted = format!("{given}/{}", approval.required);
-                println!(
-                    "{:<38} {:<28} {counted:<10} {:<20} {}",
-                    session.id,
-                    session.user_email,
-                    names.join(","),
-                    session.justification
-                );
-            }
-            return Ok(0);
-        }
-        ApprovalsCommand::Approve { id, reason } => {
-            let answer = approvals.approve_session(ApproveSessionRequest { id, reason }).await?.into_inner();
-            (answer.session.unwrap_or_default(), "portcullis.v1.ApproveSessionResponse")
-        }
-        ApprovalsCommand::Deny { id, reason } => {
-            let answer = approvals.deny_session(DenySessionRequest { id, reason }).await?.into_inner();
-            (answer.session.unwrap_or_default(), "portcullis.v1.DenySessionResponse")
-        }
+    let (session, kind) = if approve {
+        let answer = approvals.approve_session(ApproveSessionRequest { id, reason }).await?.into_inner();
+        (answer.session, "portcullis.v1.ApproveSessionResponse")
+    } else {
+        let answer = approvals.deny_session(DenySessionRequest { id, reason }).await?.into_inner();
+        (answer.session, "portcullis.v1.DenySessionResponse")
     };
-    print_session(&out, session, kind)?;
+    print_session(&out, session.unwrap_or_default(), kind)?;
     Ok(0)
 }
