@@ -17,14 +17,62 @@ async fn create(
     name: &str,
     approval: ApprovalPolicy,
 ) -> Result<Resource, tonic::Status> {
-    let resource = Resource {
-        name: name.into(),
-        provider: Some(resource::Provider::Memory(MemoryProvider::default())),
-        approval: Some(approval),
-        ..Default::default()
-    };
+    create_on(resources, key, name, approval, resource::Provider::Memory(MemoryProvider::default())).await
+}
+
+async fn create_on(
+    resources: &mut ResourceServiceClient<Channel>,
+    key: &str,
+    name: &str,
+    approval: ApprovalPolicy,
+    provider: resource::Provider,
+) -> Result<Resource, tonic::Status> {
+    let resource =
+        Resource { name: name.into(), provider: Some(provider), approval: Some(approval), ..Default::default() };
     let created = resources.create_resource(with_key(CreateResourceRequest { resource: Some(resource) }, key)).await?;
     Ok(created.into_inner().resource.unwrap())
+}
+
+/// Where a test's resource lives: moto's EC2 when the suite has it (a real cloud API), else the
+/// memory provider.
+enum Firewall {
+    Memory,
+    #[cfg(feature = "aws")]
+    Moto {
+        endpoint: String,
+        group: String,
+    },
+}
+
+impl Firewall {
+    fn pick() -> Firewall {
+        #[cfg(feature = "aws")]
+        if let Ok(endpoint) = std::env::var("PORTCULLIS_TEST_MOTO_URL") {
+            let group = crate::common::moto::new_group(&endpoint);
+            return Firewall::Moto { endpoint, group };
+        }
+        Firewall::Memory
+    }
+
+    fn provider(&self) -> resource::Provider {
+        match self {
+            Firewall::Memory => resource::Provider::Memory(MemoryProvider::default()),
+            #[cfg(feature = "aws")]
+            Firewall::Moto { endpoint, group } => crate::common::moto::resource_on_moto(endpoint, group),
+        }
+    }
+
+    /// The addresses open on the firewall now.
+    fn open(&self, server: &TestServer, resource_id: &str) -> Vec<std::net::IpAddr> {
+        match self {
+            Firewall::Memory => server.memory_rules(resource_id),
+            #[cfg(feature = "aws")]
+            Firewall::Moto { endpoint, group } => crate::common::moto::rules_in(endpoint, group)
+                .into_iter()
+                .filter_map(|(cidr, _, _)| cidr.split('/').next().and_then(|ip| ip.parse().ok()))
+                .collect(),
+        }
+    }
 }
 
 fn set_approval(id: &str, approval: ApprovalPolicy) -> UpdateResourceRequest {
@@ -85,9 +133,10 @@ async fn an_approval_policy_is_refused_when_no_one_could_ever_satisfy_it() {
     .await;
 }
 
-/// Two admins approve a user's session: nothing opens before the second approval, the
-/// requester and a repeated approver do not count, and the duration starts at the deciding
-/// approval. A denial and a timeout open nothing, ever; an auto-approve key starts at once.
+/// Two admins approve a user's session on a security group (moto's EC2 when the suite has it):
+/// nothing opens before the second approval, the requester and a repeated approver do not
+/// count, and the duration starts at the deciding approval. A denial opens nothing, ever; an
+/// auto-approve key starts at once.
 #[tokio::test]
 async fn a_session_waits_for_its_approvers_and_its_clock_starts_at_the_deciding_approval() {
     use crate::common::{self, insert_api_key};
@@ -105,7 +154,8 @@ async fn a_session_waits_for_its_approvers_and_its_clock_starts_at_the_deciding_
         let second_key = server.insert_api_key(&second, Permission::ALL, None).await;
         let user = server.insert_user(&server.organization_id, "ada@example.com", "USER").await;
         let user_key = server.insert_api_key(&user, Permission::ALL, None).await;
-        let created = create(&mut resources, &key, "prod-db", policy(2)).await.unwrap();
+        let firewall = Firewall::pick();
+        let created = create_on(&mut resources, &key, "prod-db", policy(2), firewall.provider()).await.unwrap();
         for assignee in [&user, &first] {
             let assign = AssignResourceRequest { resource_id: created.id.clone(), user_id: assignee.clone() };
             resources.assign_resource(with_key(assign, &key)).await.unwrap();
@@ -124,7 +174,7 @@ async fn a_session_waits_for_its_approvers_and_its_clock_starts_at_the_deciding_
             (waiting.approval.as_ref().unwrap().required, waiting.justification.as_str()),
             (2, "INC-42: replica lag")
         );
-        assert!(server.memory_rules(&created.id).is_empty(), "no rule before the approvals");
+        assert!(firewall.open(&server, &created.id).is_empty(), "no rule before the approvals");
         let inbox = approvals.list_approval_requests(with_key(ListApprovalRequestsRequest::default(), &key)).await;
         assert_eq!(inbox.unwrap().into_inner().sessions.len(), 1, "the admins' inbox");
         let own = approvals.list_approval_requests(with_key(ListApprovalRequestsRequest::default(), &user_key)).await;
@@ -138,7 +188,7 @@ async fn a_session_waits_for_its_approvers_and_its_clock_starts_at_the_deciding_
             let once = once.session.unwrap();
             assert_eq!((once.status(), once.approval.unwrap().decisions.len()), (SessionStatus::AwaitingApproval, 1));
         }
-        assert!(server.memory_rules(&created.id).is_empty(), "one approval of two opens nothing");
+        assert!(firewall.open(&server, &created.id).is_empty(), "one approval of two opens nothing");
         let opened = approvals.approve_session(with_key(approve(&waiting.id), &second_key)).await.unwrap();
         let opened = opened.into_inner().session.unwrap();
         assert_ne!(opened.status(), SessionStatus::AwaitingApproval);
@@ -152,7 +202,7 @@ async fn a_session_waits_for_its_approvers_and_its_clock_starts_at_the_deciding_
         assert_eq!(approval.approved_at, Some(decided));
         let address: std::net::IpAddr = "203.0.113.7".parse().unwrap();
         common::eventually("the approved rule", Duration::from_secs(10), async || {
-            let rules = server.memory_rules(&created.id);
+            let rules = firewall.open(&server, &created.id);
             common::when(rules.contains(&address), rules)
         })
         .await;
@@ -168,7 +218,7 @@ async fn a_session_waits_for_its_approvers_and_its_clock_starts_at_the_deciding_
         let deny = DenySessionRequest { id: denied_one.id.clone(), reason: "not during the freeze".into() };
         let denied = approvals.deny_session(with_key(deny, &second_key)).await.unwrap().into_inner().session.unwrap();
         assert_eq!((denied.status(), denied.ended_reason()), (SessionStatus::Cancelled, EndedReason::Denied));
-        assert!(!server.memory_rules(&created.id).contains(&"203.0.113.8".parse().unwrap()));
+        assert!(!firewall.open(&server, &created.id).contains(&"203.0.113.8".parse().unwrap()));
 
         // Skipping approval is never implied: a key passes it on only when it holds it by name.
         let mut auth = portcullis::pb::v1::auth_service_client::AuthServiceClient::new(server.channel().await);
