@@ -234,6 +234,32 @@ check "resume" '"name": "Globex"' "$grpcurl" -plaintext -H "x-api-key: $OPERATOR
 check "operators are members of nothing" "ERROR_REASON_MEMBER_REQUIRED" "$grpcurl" -plaintext \
     -H "x-api-key: $OPERATOR_KEY" "$addr" portcullis.v1.SessionService/ListSessions
 
+# Approvals: the README's policy on the resource (two more admins may approve), a session that
+# waits for them, the requester's own decision refused, and a withdrawal.
+for approver in grace hank; do
+    "$grpcurl" -plaintext -H "x-api-key: $KEY" -d "{\"user\": {\"email\": \"$approver@example.com\", \"role\": \"ROLE_ADMIN\"}}" \
+        "$addr" portcullis.v1.UserService/CreateUser >/dev/null
+done
+policy=$(python3 - "$readme" "$RESOURCE_ID" <<'PY'
+import re, sys
+readme, resource = sys.argv[1:]
+found = re.search(r"-d '(\{\"resource\": \{\"id\": \"RESOURCE_ID\", \"approval\".*?)' localhost:50051", open(readme).read(), re.S)
+print(found.group(1).replace("RESOURCE_ID", resource))
+PY
+)
+check "approval policy" '"approvals": 2' "$grpcurl" -plaintext -H "x-api-key: $KEY" -d "$policy" \
+    "$addr" portcullis.v1.ResourceService/UpdateResource
+WAITING=$("$grpcurl" -plaintext -H "x-api-key: $KEY" -d '{"ipv4_address": "203.0.113.20", "justification": "INC-42"}' \
+    "$addr" portcullis.v1.SessionService/StartSession)
+check "waits for approval" '"status": "SESSION_STATUS_AWAITING_APPROVAL"' echo "$WAITING"
+WAITING_ID=$(json "['session']['id']" <<<"$WAITING")
+check "nobody decides their own" "{}" "$grpcurl" -plaintext -H "x-api-key: $KEY" \
+    "$addr" portcullis.v1.ApprovalService/ListApprovalRequests
+check "self-approval refused" "Code: PermissionDenied" "$grpcurl" -plaintext -H "x-api-key: $KEY" \
+    -d "{\"id\": \"$WAITING_ID\", \"reason\": \"ok\"}" "$addr" portcullis.v1.ApprovalService/ApproveSession
+check "withdrawn" '"status": "SESSION_STATUS_CANCELLED"' "$grpcurl" -plaintext -H "x-api-key: $KEY" \
+    -d "{\"id\": \"$WAITING_ID\"}" "$addr" portcullis.v1.SessionService/StopSession
+
 check "expiry mails off" '"user"' "$grpcurl" -plaintext -H "x-api-key: $KEY" -d '{"expiry_emails": false}' \
     "$addr" portcullis.v1.UserService/UpdateCurrentUser
 
