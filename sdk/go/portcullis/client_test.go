@@ -268,7 +268,7 @@ func TestTLS(t *testing.T) {
 }
 
 func TestASessionOnAResourceThatNeedsApprovalWaitsForIt(t *testing.T) {
-	_, client, ctx := startAsAdmin(t)
+	srv, client, ctx := startAsAdmin(t)
 	// A second admin, so that someone other than the requester may approve.
 	if _, err := client.Users.CreateUser(ctx, &portcullisv1.CreateUserRequest{User: &portcullisv1.User{
 		Email: "grace@example.com", Role: portcullisv1.Role_ROLE_ADMIN,
@@ -297,13 +297,22 @@ func TestASessionOnAResourceThatNeedsApprovalWaitsForIt(t *testing.T) {
 	if portcullis.Code(err) != codes.PermissionDenied {
 		t.Fatalf("a requester never approves their own session, got %v", err)
 	}
-	// Withdrawn by its requester, it ends having opened nothing.
-	stopped, err := client.Sessions.StopSession(ctx, &portcullisv1.StopSessionRequest{Id: session.GetId()})
+
+	// The other admin finds it in their inbox and approves it: it opens.
+	grace := dial(t, srv, portcullis.WithBearerToken(srv.LogIn(t, "grace@example.com")))
+	inbox, err := grace.Approvals.ListApprovalRequests(ctx, &portcullisv1.ListApprovalRequestsRequest{})
+	if err != nil || len(inbox.GetSessions()) != 1 || inbox.GetSessions()[0].GetId() != session.GetId() {
+		t.Fatalf("the approver's inbox holds the session, got %v %v", inbox, err)
+	}
+	approved, err := grace.Approvals.ApproveSession(ctx, &portcullisv1.ApproveSessionRequest{Id: session.GetId(), Reason: "ok"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := stopped.GetSession(); got.GetStatus() != portcullisv1.SessionStatus_SESSION_STATUS_CANCELLED ||
-		got.GetResourceIps()[0].GetStatus() != portcullisv1.ResourceIpStatus_RESOURCE_IP_STATUS_REMOVED {
-		t.Fatalf("a withdrawn request ends at once, got %v", got)
+	decisions := approved.GetSession().GetApproval().GetDecisions()
+	if len(decisions) != 1 || decisions[0].GetUserEmail() != "grace@example.com" {
+		t.Fatalf("the decision is recorded, got %v", approved.GetSession().GetApproval())
 	}
+	pull, stop := iter.Pull2(client.WatchSession(ctx, session.GetId()))
+	next(t, pull, portcullisv1.SessionStatus_SESSION_STATUS_ACTIVE)
+	stop()
 }

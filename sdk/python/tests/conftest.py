@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import portcullis
-from portcullis.v1 import identity_provider_pb2, resource_pb2, user_pb2
+from portcullis.v1 import auth_pb2, identity_provider_pb2, resource_pb2, user_pb2
 
 
 class Server:
@@ -93,6 +93,23 @@ class Server:
             self._process.kill()
             self._process.wait()
             self._process = None
+
+    def log_in(self, email: str) -> str:
+        """Log `email` in by the emailed code, read from the server's log (the default
+        mail.transport = log prints it); answer the login's access token."""
+        with portcullis.Client(self.addr, insecure=True) as client:
+            started = client.auth.StartLogin(auth_pb2.StartLoginRequest(email=email))
+            deadline = time.monotonic() + 10
+            code = ""
+            while not code:
+                assert time.monotonic() < deadline, f"no login code for {email} in the server log"
+                for line in (self._directory / "server.log").read_text(errors="replace").splitlines():
+                    at = line.find("login code: ")
+                    if at >= 0 and f"email={email}" in line:
+                        code = line[at + 12 : at + 18]
+                time.sleep(0.05)
+            request = auth_pb2.VerifyLoginRequest(verification_code_id=started.verification_code_id, code=code)
+            return str(client.auth.VerifyLogin(request).access_token)
 
     def assign_memory_resource(self, name: str) -> None:
         """Create an in-memory resource and assign it to the admin, so sessions have a rule."""

@@ -23,6 +23,10 @@ def client_for(server: Server, api_key: str | None = None) -> portcullis.Client:
     return portcullis.Client(server.addr, api_key=api_key, insecure=True, watch_backoff=FAST)
 
 
+def client_for_token(server: Server, token: str) -> portcullis.Client:
+    return portcullis.Client(server.addr, bearer_token=token, insecure=True, watch_backoff=FAST)
+
+
 def start(client: portcullis.Client) -> session_pb2.Session:
     request = session_pb2.StartSessionRequest(ipv4_address=ADDRESS, duration_hours=1)
     return client.sessions.StartSession(request).session
@@ -146,7 +150,15 @@ def test_a_session_on_a_resource_that_needs_approval_waits_for_it(server: Server
         assert session.approval.required == 1
         with pytest.raises(portcullis.PermissionDenied):
             client.approvals.ApproveSession(approval_pb2.ApproveSessionRequest(id=session.id))
-        # Withdrawn by its requester, it ends having opened nothing.
-        stopped = client.sessions.StopSession(session_pb2.StopSessionRequest(id=session.id)).session
-        assert stopped.status == session_pb2.SESSION_STATUS_CANCELLED
-        assert stopped.resource_ips[0].status == resource_ip_pb2.RESOURCE_IP_STATUS_REMOVED
+
+    # The other admin finds it in their inbox and approves it: it opens.
+    with client_for_token(server, server.log_in("grace@example.com")) as grace:
+        inbox = grace.approvals.ListApprovalRequests(approval_pb2.ListApprovalRequestsRequest())
+        assert [waiting.id for waiting in inbox.sessions] == [session.id]
+        approved = grace.approvals.ApproveSession(approval_pb2.ApproveSessionRequest(id=session.id, reason="ok"))
+        assert [d.user_email for d in approved.session.approval.decisions] == ["grace@example.com"]
+    with client_for(server, api_key=server.admin_key) as client:
+        for state in client.watch_session(session.id):
+            if state.status == session_pb2.SESSION_STATUS_ACTIVE:
+                break
+            assert not portcullis.is_terminal(state.status), state
