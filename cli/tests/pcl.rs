@@ -784,8 +784,10 @@ async fn login_with_sso_waits_for_the_browser_and_keeps_the_token() {
 async fn session_start_waits_for_an_approver_who_approves_or_denies_with_pcl() {
     let Some(server) = Server::with_mail(&[]).await else { return };
     let mut users = pcl::pb::v1::user_service_client::UserServiceClient::new(server.channel().await);
-    let grace = User { email: "grace@example.com".into(), role: Role::Admin.into(), ..Default::default() };
-    users.create_user(server.authed(CreateUserRequest { user: Some(grace) })).await.unwrap();
+    for email in ["grace@example.com", "hank@example.com"] {
+        let approver = User { email: email.into(), role: Role::Admin.into(), ..Default::default() };
+        users.create_user(server.authed(CreateUserRequest { user: Some(approver) })).await.unwrap();
+    }
     let mut resources = ResourceServiceClient::new(server.channel().await);
     let listed = resources.list_resources(server.authed(ListResourcesRequest::default())).await.unwrap();
     let db = listed.into_inner().resources.remove(0);
@@ -823,9 +825,15 @@ async fn session_start_waits_for_an_approver_who_approves_or_denies_with_pcl() {
     assert!(stdout.contains("ACTIVE"), "{stdout}");
 
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !mail.messages().iter().any(|message| message.contains("grace@example.com approved your session")) {
-        assert!(Instant::now() < deadline, "the requester was not told: {:?}", mail.messages());
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    for (to, told) in [
+        ("ci@example.com", "grace@example.com approved your session"),
+        ("hank@example.com", "grace@example.com approved the session of ci@example.com"),
+    ] {
+        let addressed = format!("To: {to}");
+        while !mail.messages().iter().any(|message| message.contains(&addressed) && message.contains(told)) {
+            assert!(Instant::now() < deadline, "{to} was not told: {:?}", mail.messages());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     let other = server.pcl(&["session", "start", "--ipv4", "203.0.113.8", "--no-wait", "-q"]).output().unwrap();

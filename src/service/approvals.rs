@@ -92,23 +92,37 @@ impl ApprovalManager {
         let mut names: Vec<&str> = rules.iter().map(|rule| rule.resource_name.as_str()).collect();
         names.sort_unstable();
         names.dedup();
-        let mut mails = Vec::new();
-        for user in queries::users::enabled_of_organization(&self.db, &session.organization_id).await? {
-            if user.id == session.user_id {
-                continue;
-            }
-            if self.may_decide(&self.db, &user.id, user.role == crate::domain::Role::Admin, session).await? {
-                mails.push(super::mail::Mail::approval_requested(
+        let mails = self
+            .approvers_of(session)
+            .await?
+            .into_iter()
+            .map(|user| {
+                super::mail::Mail::approval_requested(
                     &user.email,
                     requester,
                     &session.id,
                     &names.join(", "),
                     session.justification.as_deref().unwrap_or_default(),
-                ));
-            }
-        }
+                )
+            })
+            .collect();
         self.send_later(mails);
         Ok(())
+    }
+
+    /// The enabled users who may decide on `session`, its requester left out.
+    async fn approvers_of(
+        &self,
+        session: &crate::store::entity::session::Model,
+    ) -> Result<Vec<crate::store::entity::user::Model>> {
+        let mut approvers = Vec::new();
+        for user in queries::users::enabled_of_organization(&self.db, &session.organization_id).await? {
+            let admin = user.role == crate::domain::Role::Admin;
+            if user.id != session.user_id && self.may_decide(&self.db, &user.id, admin, session).await? {
+                approvers.push(user);
+            }
+        }
+        Ok(approvers)
     }
 
     /// Whether `user_id` (an admin or not) may decide on `session` under the policies of all
@@ -235,12 +249,17 @@ impl ApprovalManager {
         }
         crate::store::commit(txn).await?;
         self.engine.announce(&[id.to_owned()]).await;
-        if let Ok(requester) = queries::users::get_any(&self.db, &session.user_id).await {
-            let approved = verdict == Verdict::Approve;
-            let mail =
-                super::mail::Mail::approval_decided(&requester.email, &caller.email, id, approved, opens, reason);
-            self.send_later(vec![mail]);
+        // The requester and the other approvers hear of it.
+        let approved = verdict == Verdict::Approve;
+        let requester = queries::users::get_any(&self.db, &session.user_id).await?;
+        let decided = |to: &str, whose: Option<&str>| {
+            super::mail::Mail::approval_decided(to, whose, &caller.email, id, approved, opens, reason)
+        };
+        let mut mails = vec![decided(&requester.email, None)];
+        for approver in self.approvers_of(&session).await?.into_iter().filter(|user| user.id != caller.user_id) {
+            mails.push(decided(&approver.email, Some(&requester.email)));
         }
+        self.send_later(mails);
         Ok(())
     }
 }

@@ -51,9 +51,11 @@ impl Mail {
         }
     }
 
-    /// An approver decided on the recipient's session.
+    /// An approver decided on a session: the recipient's own (`whose` None), or, for another
+    /// approver, `whose` requester's.
     pub fn approval_decided(
         to: &str,
+        whose: Option<&str>,
         approver: &str,
         session_id: &str,
         approved: bool,
@@ -65,10 +67,14 @@ impl Mail {
             (true, true) => ("approved", "It has every approval it needs and is opening now."),
             (true, false) => ("approved", "It still waits for more approvals."),
         };
+        let session = match whose {
+            None => "your session".to_owned(),
+            Some(requester) => format!("the session of {requester}"),
+        };
         Mail {
             to: to.to_owned(),
-            subject: format!("Portcullis: {approver} {verb} your session"),
-            body: format!("{approver} {verb} your session {session_id}: {reason}\n\n{outcome}\n"),
+            subject: format!("Portcullis: {approver} {verb} {session}"),
+            body: format!("{approver} {verb} {session} {session_id}: {reason}\n\n{outcome}\n"),
         }
     }
 
