@@ -365,3 +365,73 @@ async fn on_moto_nothing_is_written_before_the_deciding_approval_which_survives_
     .await;
     restarted.stop().await;
 }
+
+/// Identity provider groups decide who approves and who needs no approval: a member of the
+/// approver group approves (an admin outside it may not), a member of an auto-approve group
+/// starts at once.
+#[tokio::test]
+async fn identity_provider_groups_name_the_approvers_and_the_auto_approved() {
+    use crate::common::insert_identity_provider;
+    use portcullis::domain::Permission;
+    use portcullis::pb::v1::approval_service_client::ApprovalServiceClient;
+    use portcullis::store::entity::user_identity;
+    use sea_orm::ActiveModelTrait;
+    let db = TestDb::sqlite();
+    let server = TestServer::start(&db).await;
+    let provider = insert_identity_provider(&server.db, &server.organization_id).await;
+    let member = |email: &'static str, groups: &'static str| {
+        let server = &server;
+        let provider = provider.clone();
+        async move {
+            let id = server.insert_user(&server.organization_id, email, "USER").await;
+            let at = portcullis::domain::now();
+            let identity = user_identity::Model {
+                id: portcullis::domain::new_id(),
+                organization_id: server.organization_id.clone(),
+                user_id: id.clone(),
+                identity_provider_id: provider,
+                subject: email.into(),
+                groups: groups.into(),
+                mapped_role: None,
+                refresh_token_sealed: None,
+                checked_at: at,
+                check_failing_since: None,
+                created_at: at,
+                updated_at: at,
+            };
+            user_identity::ActiveModel::from(identity).insert(&server.db).await.unwrap();
+            let key = server.insert_api_key(&id, Permission::ALL, None).await;
+            (id, key)
+        }
+    };
+    let (dba, dba_key) = member("bob@example.com", r#"["dba"]"#).await;
+    let (oncall, oncall_key) = member("ada@example.com", r#"["oncall"]"#).await;
+    let (carl, carl_key) = member("carl@example.com", "[]").await;
+    let channel = server.channel().await;
+    let mut resources = ResourceServiceClient::new(channel.clone());
+    let grouped =
+        ApprovalPolicy { approver_groups: vec!["dba".into()], auto_approve_groups: vec!["oncall".into()], ..policy(1) };
+    let created = create(&mut resources, &server.admin_key, "prod-db", grouped).await.unwrap();
+    for user in [&dba, &oncall, &carl] {
+        let assign = AssignResourceRequest { resource_id: created.id.clone(), user_id: user.clone() };
+        resources.assign_resource(with_key(assign, &server.admin_key)).await.unwrap();
+    }
+    let mut sessions = SessionServiceClient::new(channel.clone());
+    let start = |address: &str| StartSessionRequest { ipv4_address: Some(address.into()), ..Default::default() };
+
+    let at_once = sessions.start_session(with_key(start("203.0.113.5"), &oncall_key)).await.unwrap();
+    assert_eq!(at_once.into_inner().session.unwrap().status(), SessionStatus::Pending, "oncall needs no approval");
+    let waiting = sessions.start_session(with_key(start("203.0.113.6"), &carl_key)).await.unwrap();
+    let waiting = waiting.into_inner().session.unwrap();
+    assert_eq!(waiting.status(), SessionStatus::AwaitingApproval);
+
+    let mut approvals = ApprovalServiceClient::new(channel);
+    let approve = || ApproveSessionRequest { id: waiting.id.clone(), reason: "ok".into() };
+    let refused = approvals.approve_session(with_key(approve(), &server.admin_key)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "an admin outside the approver group: {refused:?}");
+    let inbox = approvals.list_approval_requests(with_key(ListApprovalRequestsRequest::default(), &dba_key)).await;
+    assert_eq!(inbox.unwrap().into_inner().sessions.len(), 1, "the dba's inbox");
+    let opened = approvals.approve_session(with_key(approve(), &dba_key)).await.unwrap().into_inner();
+    assert_eq!(opened.session.unwrap().status(), SessionStatus::Pending, "a dba's approval opens it");
+    server.stop().await;
+}
