@@ -460,6 +460,11 @@ impl SessionConfig {
             crate::domain::Role::Operator => 0,
         }
     }
+
+    /// The longest session a user of `role` may hold in an organization on `tier`.
+    pub fn max_hours_within(&self, role: crate::domain::Role, tier: crate::domain::Tier) -> u32 {
+        tier.max_session_hours().min(self.max_hours_for(role))
+    }
 }
 
 impl Default for SessionConfig {

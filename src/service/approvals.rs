@@ -50,6 +50,9 @@ pub struct ApprovalManager {
     db: sea_orm::DatabaseConnection,
     engine: crate::engine::Engine,
     mailer: std::sync::Arc<dyn super::mail::Mailer>,
+    /// The longest sessions each role may hold: an approval grants no more than the requester
+    /// may hold when it comes.
+    sessions: crate::config::SessionConfig,
 }
 
 /// One approver's answer to a waiting session.
@@ -64,8 +67,9 @@ impl ApprovalManager {
         db: sea_orm::DatabaseConnection,
         engine: crate::engine::Engine,
         mailer: std::sync::Arc<dyn super::mail::Mailer>,
+        sessions: crate::config::SessionConfig,
     ) -> ApprovalManager {
-        ApprovalManager { db, engine, mailer }
+        ApprovalManager { db, engine, mailer, sessions }
     }
 
     /// Sends `mails` after the answer, as login mail goes: how long mail takes is nobody's wait.
@@ -242,7 +246,13 @@ impl ApprovalManager {
         if verdict == Verdict::Deny {
             crate::engine::transitions::end(&txn, id, EndedReason::Denied, &actor, Some("denied")).await?;
         } else if opens {
-            let expires_at = at + chrono::TimeDelta::minutes(i64::from(approval.requested_minutes));
+            // What was asked for, within what the requester may hold now (a demotion while the
+            // request waited lowers it).
+            let requester = queries::users::get_any(&txn, &session.user_id).await?;
+            let organization = queries::organizations::get(&txn, &session.organization_id).await?;
+            let max_minutes = self.sessions.max_hours_within(requester.role, organization.tier).saturating_mul(60);
+            let minutes = approval.requested_minutes.min(max_minutes);
+            let expires_at = at + chrono::TimeDelta::minutes(i64::from(minutes));
             let heartbeat_due_at =
                 session.heartbeat_seconds.map(|seconds| at + chrono::TimeDelta::seconds(i64::from(seconds)));
             crate::engine::transitions::approve(&txn, id, expires_at, heartbeat_due_at, &actor).await?;

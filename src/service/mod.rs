@@ -125,7 +125,7 @@ impl Services {
             config: config.sso.clone(),
         };
         let identity_providers = IdentityProviderManager::new(db.clone(), engine.clone(), sso_setup);
-        let approvals = ApprovalManager::new(db.clone(), engine.clone(), mailer.clone());
+        let approvals = ApprovalManager::new(db.clone(), engine.clone(), mailer.clone(), config.sessions.clone());
         Ok(Services {
             sso: SsoLogins::new(
                 db.clone(),

@@ -133,7 +133,7 @@ impl SessionManager {
 
     /// The longest session the caller may start.
     fn max_hours(&self, role: Role, tier: Tier) -> u32 {
-        tier.max_session_hours().min(self.config.max_hours_for(role))
+        self.config.max_hours_within(role, tier)
     }
 
     /// The caller's organization (as authenticated) and its tier.
