@@ -4,7 +4,7 @@ use super::auth::caller;
 use super::convert::{page_request, require_id, session_to_pb};
 use crate::pb::v1::approval_service_server::ApprovalService;
 use crate::pb::v1::*;
-use crate::service::{ApprovalManager, SessionManager, Verdict};
+use crate::service::{ApprovalManager, Caller, SessionManager, Verdict};
 use tonic::{Request, Response, Status};
 
 pub struct ApprovalApi {
@@ -13,29 +13,11 @@ pub struct ApprovalApi {
 }
 
 impl ApprovalApi {
-    async fn decide(&self, request: &Request<impl Decided>, verdict: Verdict) -> Result<Session, Status> {
-        let caller = caller(request)?;
-        let (id, reason) = request.get_ref().parts();
+    /// Records the caller's `verdict` on session `id`; answers the session as it is now.
+    async fn decide(&self, caller: &Caller, id: &str, reason: &str, verdict: Verdict) -> Result<Session, Status> {
         let id = require_id("id", id)?;
         self.approvals.decide(caller, id, verdict, reason).await?;
-        Ok(session_to_pb(&*self.sessions.get(caller, id).await.map_err(Status::from)?))
-    }
-}
-
-/// ApproveSession and DenySession name a session and give a reason.
-trait Decided {
-    fn parts(&self) -> (&str, &str);
-}
-
-impl Decided for ApproveSessionRequest {
-    fn parts(&self) -> (&str, &str) {
-        (&self.id, &self.reason)
-    }
-}
-
-impl Decided for DenySessionRequest {
-    fn parts(&self) -> (&str, &str) {
-        (&self.id, &self.reason)
+        Ok(session_to_pb(&*self.sessions.get(caller, id).await?))
     }
 }
 
@@ -60,7 +42,8 @@ impl ApprovalService for ApprovalApi {
         &self,
         request: Request<ApproveSessionRequest>,
     ) -> Result<Response<ApproveSessionResponse>, Status> {
-        let session = self.decide(&request, Verdict::Approve).await?;
+        let message = request.get_ref();
+        let session = self.decide(caller(&request)?, &message.id, &message.reason, Verdict::Approve).await?;
         Ok(Response::new(ApproveSessionResponse { session: Some(session) }))
     }
 
@@ -68,7 +51,8 @@ impl ApprovalService for ApprovalApi {
         &self,
         request: Request<DenySessionRequest>,
     ) -> Result<Response<DenySessionResponse>, Status> {
-        let session = self.decide(&request, Verdict::Deny).await?;
+        let message = request.get_ref();
+        let session = self.decide(caller(&request)?, &message.id, &message.reason, Verdict::Deny).await?;
         Ok(Response::new(DenySessionResponse { session: Some(session) }))
     }
 }

@@ -23,6 +23,24 @@ pub async fn eligible_approvers(
     Ok(eligible)
 }
 
+/// The enabled users of `organization_id` who may approve under every one of `policies` (none:
+/// the organization's admins, who decide a session whose policies were lifted since).
+pub async fn eligible_for_all(
+    db: &impl ConnectionTrait,
+    organization_id: &str,
+    policies: &[&ApprovalPolicy],
+) -> Result<Vec<String>> {
+    let Some((first, rest)) = policies.split_first() else {
+        return Ok(queries::users::enabled_admins(db, organization_id).await?);
+    };
+    let mut eligible = eligible_approvers(db, organization_id, first).await?;
+    for policy in rest {
+        let of_policy = eligible_approvers(db, organization_id, policy).await?;
+        eligible.retain(|user| of_policy.contains(user));
+    }
+    Ok(eligible)
+}
+
 /// Refuses a policy naming people who are not enabled users of the organization, or one no one
 /// could ever satisfy: fewer eligible approvers than approvals, counting that `requesters`
 /// (the resource's assignees) never approve their own request.
@@ -119,13 +137,11 @@ impl ApprovalManager {
         &self,
         session: &crate::store::entity::session::Model,
     ) -> Result<Vec<crate::store::entity::user::Model>> {
-        let mut approvers = Vec::new();
-        for user in queries::users::enabled_of_organization(&self.db, &session.organization_id).await? {
-            let admin = user.role == crate::domain::Role::Admin;
-            if user.id != session.user_id && self.may_decide(&self.db, &user.id, admin, session).await? {
-                approvers.push(user);
-            }
-        }
+        let policies = policies_of(&self.db, session).await?;
+        let eligible =
+            eligible_for_all(&self.db, &session.organization_id, &policies.iter().collect::<Vec<_>>()).await?;
+        let mut approvers = queries::users::enabled_of_organization(&self.db, &session.organization_id).await?;
+        approvers.retain(|user| user.id != session.user_id && eligible.contains(&user.id));
         Ok(approvers)
     }
 
@@ -138,24 +154,8 @@ impl ApprovalManager {
         admin: bool,
         session: &crate::store::entity::session::Model,
     ) -> Result<bool> {
-        let rules = queries::sessions::rules_of(db, &session.id).await?;
-        let mut policies = Vec::new();
-        let mut seen: Vec<&str> = Vec::new();
-        for rule in &rules {
-            if seen.contains(&rule.resource_id.as_str()) {
-                continue;
-            }
-            seen.push(&rule.resource_id);
-            let resource = queries::resources::get(db, &session.organization_id, &rule.resource_id).await?;
-            if let Some(policy) = resource.approval_policy()? {
-                policies.push(policy);
-            }
-        }
-        let groups: Vec<String> = queries::identity_providers::identities_of_user(db, user_id)
-            .await?
-            .iter()
-            .flat_map(super::sso::stored_groups)
-            .collect();
+        let policies = policies_of(db, session).await?;
+        let groups = queries::identity_providers::groups_of_user(db, user_id).await?;
         // A session whose policies were all lifted since: the admins decide.
         Ok(match crate::domain::CombinedApproval::of(&policies) {
             Some(combined) => combined.may_approve(user_id, &groups, admin),
@@ -272,4 +272,21 @@ impl ApprovalManager {
         self.send_later(mails);
         Ok(())
     }
+}
+
+/// The approval policies of the resources `session` holds rules on, each resource once.
+async fn policies_of(
+    db: &impl ConnectionTrait,
+    session: &crate::store::entity::session::Model,
+) -> Result<Vec<ApprovalPolicy>> {
+    let mut resource_ids: Vec<String> =
+        queries::sessions::rules_of(db, &session.id).await?.into_iter().map(|rule| rule.resource_id).collect();
+    resource_ids.sort_unstable();
+    resource_ids.dedup();
+    let mut policies = Vec::new();
+    for resource_id in &resource_ids {
+        let resource = queries::resources::get(db, &session.organization_id, resource_id).await?;
+        policies.extend(resource.approval_policy()?);
+    }
+    Ok(policies)
 }

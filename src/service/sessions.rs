@@ -322,23 +322,12 @@ impl SessionManager {
             ));
         }
         let key_skips = caller.api_key_id.is_some() && caller.permissions.contains(&Permission::SessionsAutoApprove);
-        let groups = queries::identity_providers::identities_of_user(&self.reader, &caller.user_id)
-            .await?
-            .iter()
-            .flat_map(crate::service::sso::stored_groups)
-            .collect::<Vec<_>>();
+        let groups = queries::identity_providers::groups_of_user(&self.reader, &caller.user_id).await?;
         if key_skips || combined.approves_itself_for(&groups) {
             return Ok(None);
         }
-        let mut eligible: Option<Vec<String>> = None;
-        for policy in &combined.policies {
-            let of_policy = approvals::eligible_approvers(&self.reader, &caller.organization_id, policy).await?;
-            eligible = Some(match eligible {
-                None => of_policy,
-                Some(so_far) => so_far.into_iter().filter(|user| of_policy.contains(user)).collect(),
-            });
-        }
-        let others = eligible.unwrap_or_default().into_iter().filter(|user| *user != caller.user_id).count();
+        let eligible = approvals::eligible_for_all(&self.reader, &caller.organization_id, &combined.policies).await?;
+        let others = eligible.into_iter().filter(|user| *user != caller.user_id).count();
         if u32::try_from(others).unwrap_or(u32::MAX) < combined.approvals() {
             let names: Vec<&str> = resources.iter().map(|resource| resource.name.as_str()).collect();
             return Err(Error::failed_precondition(

@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::pb::v1::ErrorReason;
 use crate::sso::oidc::{Identity, Refreshed, SsoError};
 use crate::store::audit::AuditRecord;
+use crate::store::entity::identity_provider::json_list;
 use crate::store::entity::{identity_provider, resource_assignment, sso_login, user, user_identity};
 use crate::store::queries::{self, identity_providers, sso_logins};
 use crate::store::{self, StoreError};
@@ -80,15 +81,6 @@ fn random_secret() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     hex::encode(bytes)
-}
-
-fn groups_json(groups: &[String]) -> String {
-    serde_json::to_string(groups).unwrap_or_else(|_| "[]".to_owned())
-}
-
-/// The groups an identity last reported.
-pub fn stored_groups(identity: &user_identity::Model) -> Vec<String> {
-    serde_json::from_str(&identity.groups).unwrap_or_default()
 }
 
 #[derive(Clone)]
@@ -405,7 +397,7 @@ impl SsoLogins {
         AuditRecord::new("login.sso", "login_session", &session.id)
             .detail("user_id", &user.id)
             .detail("identity_provider_id", &provider.id)
-            .detail("groups", groups_json(&identity.groups))
+            .detail("groups", json_list(&identity.groups))
             .detail("ip", client.ip)
             .write(&txn, &actor)
             .await
@@ -517,7 +509,7 @@ impl SsoLogins {
             }
         }
         let mut active = identity.into_active_model();
-        active.groups = Set(groups_json(groups));
+        active.groups = Set(json_list(groups));
         active.mapped_role = Set(mapped.map(|role| role.as_str().to_owned()));
         active.checked_at = Set(at);
         active.check_failing_since = Set(None);
@@ -577,11 +569,7 @@ impl SsoLogins {
 
     /// The groups `user_id`'s providers last reported, each once.
     pub async fn groups_of(&self, user_id: &str) -> Result<Vec<String>> {
-        let mut groups: Vec<String> =
-            identity_providers::identities_of_user(&self.db, user_id).await?.iter().flat_map(stored_groups).collect();
-        groups.sort_unstable();
-        groups.dedup();
-        Ok(groups)
+        Ok(identity_providers::groups_of_user(&self.db, user_id).await?)
     }
 
     /// Runs the refresh check until `stop` turns true: it looks for due identities a tenth of
@@ -662,7 +650,7 @@ impl SsoLogins {
                 let spec = provider.spec()?;
                 let txn = store::begin(&self.db).await?;
                 let user = queries::users::get_any(&txn, &identity.user_id).await?;
-                let groups = groups.unwrap_or_else(|| stored_groups(&identity));
+                let groups = groups.unwrap_or_else(|| identity.groups());
                 let sealed = refresh_token
                     .map(|token| key.seal(&identity.id, token.as_bytes()))
                     .transpose()

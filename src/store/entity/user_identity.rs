@@ -30,3 +30,10 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+impl Model {
+    /// The groups the provider last reported (none when the stored list cannot be read).
+    pub fn groups(&self) -> Vec<String> {
+        serde_json::from_str(&self.groups).unwrap_or_default()
+    }
+}

@@ -114,13 +114,13 @@ pub async fn identity_of_user(
         .await?)
 }
 
-/// Every identity of `user_id` (the groups it reports, at every provider).
-pub async fn identities_of_user(db: &impl ConnectionTrait, user_id: &str) -> StoreResult<Vec<user_identity::Model>> {
-    Ok(user_identity::Entity::find()
-        .filter(user_identity::Column::UserId.eq(user_id))
-        .order_by_asc(user_identity::Column::Id)
-        .all(db)
-        .await?)
+/// The groups `user_id`'s providers last reported, each once.
+pub async fn groups_of_user(db: &impl ConnectionTrait, user_id: &str) -> StoreResult<Vec<String>> {
+    let identities = user_identity::Entity::find().filter(user_identity::Column::UserId.eq(user_id)).all(db).await?;
+    let mut groups: Vec<String> = identities.iter().flat_map(user_identity::Model::groups).collect();
+    groups.sort_unstable();
+    groups.dedup();
+    Ok(groups)
 }
 
 pub async fn insert_identity(
@@ -183,10 +183,7 @@ pub async fn users_in_groups(
         user_identity::Entity::find().filter(user_identity::Column::OrganizationId.eq(organization_id)).all(db).await?;
     let mut users: Vec<String> = identities
         .into_iter()
-        .filter(|identity| {
-            serde_json::from_str::<Vec<String>>(&identity.groups)
-                .is_ok_and(|held| held.iter().any(|group| groups.contains(group)))
-        })
+        .filter(|identity| identity.groups().iter().any(|group| groups.contains(group)))
         .map(|identity| identity.user_id)
         .collect();
     users.sort_unstable();

@@ -321,7 +321,7 @@ pub async fn due_to_expire(
 ) -> StoreResult<Vec<session::Model>> {
     let due = Condition::any().add(session::Column::ExpiresAt.lte(now)).add(session::Column::HeartbeatDueAt.lte(now));
     Ok(session::Entity::find()
-        .filter(session::Column::Status.is_in(live_statuses()))
+        .filter(session::Column::Status.is_in(SessionStatus::LIVE))
         .filter(due)
         .order_by_asc(session::Column::ExpiresAt)
         .limit(limit)
@@ -341,7 +341,7 @@ pub async fn due_for_warning(
         .add(session::Column::ExpiryWarnedFor.is_null())
         .add(Expr::col(session::Column::ExpiryWarnedFor).ne(Expr::col(session::Column::ExpiresAt)));
     Ok(session::Entity::find()
-        .filter(session::Column::Status.is_in(live_statuses()))
+        .filter(session::Column::Status.is_in(SessionStatus::LIVE))
         .filter(session::Column::ExpiresAt.gt(now))
         .filter(session::Column::ExpiresAt.lte(until))
         .filter(unwarned)
@@ -361,7 +361,7 @@ pub async fn take_warning(db: &impl ConnectionTrait, id: &str, expires_at: DateT
         .col_expr(session::Column::ExpiryWarnedFor, Expr::value(expires_at))
         .filter(session::Column::Id.eq(id))
         .filter(session::Column::ExpiresAt.eq(expires_at))
-        .filter(session::Column::Status.is_in(live_statuses()))
+        .filter(session::Column::Status.is_in(SessionStatus::LIVE))
         .filter(unwarned)
         .exec(db)
         .await?;
@@ -374,7 +374,7 @@ pub async fn take_warning(db: &impl ConnectionTrait, id: &str, expires_at: DateT
 /// every wake of the expiry scheduler).
 pub async fn next_expiry(db: &impl ConnectionTrait) -> StoreResult<Option<DateTime<Utc>>> {
     let mut next = None;
-    for status in live_statuses() {
+    for status in SessionStatus::LIVE {
         let live = || session::Entity::find().filter(session::Column::Status.eq(status));
         let expiry = live().order_by_asc(session::Column::ExpiresAt).one(db).await?.map(|s| s.expires_at);
         let heartbeat = live()
@@ -397,15 +397,11 @@ pub async fn heartbeat(db: &impl ConnectionTrait, id: &str, at: DateTime<Utc>) -
     session::Entity::update_many()
         .col_expr(session::Column::HeartbeatDueAt, Expr::value(due))
         .filter(session::Column::Id.eq(id))
-        .filter(session::Column::Status.is_in(live_statuses()))
+        .filter(session::Column::Status.is_in(SessionStatus::LIVE))
         .filter(session::Column::HeartbeatDueAt.lt(due))
         .exec(db)
         .await?;
     Ok(())
-}
-
-fn live_statuses() -> [SessionStatus; 4] {
-    SessionStatus::LIVE
 }
 
 pub async fn rules_of(db: &impl ConnectionTrait, session_id: &str) -> StoreResult<Vec<resource_ip::Model>> {
@@ -456,7 +452,7 @@ pub async fn list_rules(
 /// The live sessions of a user, or of every user of an organization, in id order (the order
 /// sessions are locked in).
 pub async fn live_of(db: &impl ConnectionTrait, holder: &Holder<'_>) -> StoreResult<Vec<session::Model>> {
-    let select = session::Entity::find().filter(session::Column::Status.is_in(live_statuses()));
+    let select = session::Entity::find().filter(session::Column::Status.is_in(SessionStatus::LIVE));
     let select = match holder {
         Holder::User(id) => select.filter(session::Column::UserId.eq(*id)),
         Holder::Organization(id) => select.filter(session::Column::OrganizationId.eq(*id)),
