@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Regenerates the SDKs' protobuf and gRPC code from proto/ with buf and local plugins at pinned
-# versions (installed here when missing). `--check` fails when the committed code is stale.
+# Regenerates the SDKs' protobuf and gRPC code and the web page's TypeScript from proto/ with buf
+# and local plugins at pinned versions (installed here when missing), then rebuilds the page's
+# bundle (web/dist, embedded in the server). `--check` fails when any committed output is stale.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,16 +38,27 @@ if [ "$(cat "$venv/stamp" 2>/dev/null)" != "$stamp" ]; then
     echo "$stamp" >"$venv/stamp"
 fi
 
+# The page's toolchain (protoc-gen-es, esbuild, TypeScript) at the versions package-lock.json pins.
+if [ ! -d web/node_modules ] || ! cmp -s web/package-lock.json web/node_modules/.package-lock.json; then
+    (cd web && npm ci --no-audit --no-fund --silent)
+fi
+
 # Old output goes first so a removed proto file leaves nothing behind. The Python package's
 # hand-written modules sit beside the generated `portcullis/v1`, so only that directory is cleared.
-rm -rf sdk/go/gen sdk/python/src/portcullis/v1
-PATH="$go_dir:$grpc_dir:$venv/bin:$PATH" "$buf" generate
+rm -rf sdk/go/gen sdk/python/src/portcullis/v1 web/src/gen web/dist
+PATH="$go_dir:$grpc_dir:$venv/bin:$PWD/web/node_modules/.bin:$PATH" "$buf" generate
 touch sdk/python/src/portcullis/v1/__init__.py
+(
+    cd web
+    npm run --silent typecheck
+    npm run --silent build
+)
 
 if [ "${1:-}" = "--check" ]; then
-    if ! git diff --exit-code --stat -- sdk || [ -n "$(git status --porcelain -- sdk)" ]; then
-        echo "the generated SDK code is stale: run scripts/generate-sdks.sh and commit the result" >&2
-        git status --short -- sdk >&2
+    generated=(sdk web/src/gen web/dist)
+    if ! git diff --exit-code --stat -- "${generated[@]}" || [ -n "$(git status --porcelain -- "${generated[@]}")" ]; then
+        echo "the generated code is stale: run scripts/generate-sdks.sh and commit the result" >&2
+        git status --short -- "${generated[@]}" >&2
         exit 1
     fi
 fi

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: unit and integration tests on SQLite and on a throwaway PostgreSQL
 # (started here unless PORTCULLIS_TEST_DATABASE_URL is already set), then the README's grpcurl
-# walkthrough and the Go and Python SDKs' live tests against the server binary; `pcl`'s tests
-# run the real client against it too. The AWS provider
+# walkthrough, the Go and Python SDKs' live tests and the web page's browser tests (Debian's
+# chromium) against the server binary; `pcl`'s tests run the real client against it too. The AWS provider
 # tests run against moto's EC2 server (started here unless PORTCULLIS_TEST_MOTO_URL is set), the
 # single sign-on tests against Dex (built once by scripts/dex.sh unless PORTCULLIS_TEST_DEX is set).
 # Installs grpcurl, PostgreSQL, moto, Dex and the SDKs' dependencies when missing.
@@ -36,3 +36,4 @@ echo "Dex (OpenID Connect) for tests: $PORTCULLIS_TEST_DEX"
 cargo test --workspace --all-targets
 scripts/grpcurl-smoke.sh "${CARGO_TARGET_DIR:-target}/debug/portcullis"
 scripts/sdk-tests.sh "${CARGO_TARGET_DIR:-target}/debug/portcullis"
+scripts/web-tests.sh "${CARGO_TARGET_DIR:-target}/debug/portcullis"

@@ -47,6 +47,7 @@ pub struct Config {
     pub notifications: NotificationsConfig,
     pub server: ServerConfig,
     pub sso: SsoConfig,
+    pub web: WebConfig,
     /// Key (base64 of 32 bytes, the same on every replica) under which secrets the server must
     /// read back are kept in the database: token signing keys, webhook secrets. Without it,
     /// signing keys are stored in the clear and webhooks cannot be created.
@@ -94,6 +95,31 @@ impl ServerConfig {
     pub fn sso_callback(&self) -> Option<String> {
         let origin = crate::domain::plain_origin(self.public_url.as_deref()?).ok()?;
         Some(format!("{origin}/sso/callback"))
+    }
+}
+
+/// The web page and browsers calling the API through gRPC-Web.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebConfig {
+    /// Origins (`https://host[:port]`) of pages hosted elsewhere that may call the API from a
+    /// browser. Empty by default: the page this server serves at `/` is same-origin and needs none.
+    pub allowed_origins: Vec<String>,
+}
+
+impl WebConfig {
+    /// Refuses an allowed origin that is no plain origin (a browser's `Origin` header never
+    /// carries a path, so one with a path would silently match nothing).
+    pub fn check(&self) -> Result<(), Unworkable> {
+        for origin in &self.allowed_origins {
+            crate::domain::plain_origin(origin).map_err(|why| format!("web.allowed_origins: {why}"))?;
+        }
+        Ok(())
+    }
+
+    /// The allowed origins as browsers send them: lowercase, no default port.
+    pub fn origins(&self) -> Vec<String> {
+        self.allowed_origins.iter().filter_map(|origin| crate::domain::plain_origin(origin).ok()).collect()
     }
 }
 
@@ -233,6 +259,7 @@ impl Default for Config {
             notifications: NotificationsConfig::default(),
             server: ServerConfig::default(),
             sso: SsoConfig::default(),
+            web: WebConfig::default(),
             sealing_key: None,
         }
     }
@@ -542,6 +569,7 @@ impl Config {
         self.metrics.check()?;
         self.server.check()?;
         self.sso.check()?;
+        self.web.check()?;
         self.sealing_key()?;
         Ok(())
     }
@@ -796,6 +824,14 @@ mod tests {
         let config = start_with("[server]\npublic_url = \"https://Portcullis.example.com:443/\"", Flags::default());
         let callback = config.ok().and_then(|config| config.server.sso_callback());
         assert_eq!(callback.as_deref(), Some("https://portcullis.example.com/sso/callback"));
+    }
+
+    #[test]
+    fn allowed_web_origins_are_plain_origins() {
+        refused("[web]\nallowed_origins = [\"https://pages.example.com/app\"]", &["web.allowed_origins", "origin"]);
+        refused("[web]\nallowed_origins = [\"pages.example.com\"]", &["web.allowed_origins"]);
+        let config = start_with("[web]\nallowed_origins = [\"https://Pages.example.com:443\"]", Flags::default());
+        assert_eq!(config.map(|config| config.web.origins()).ok(), Some(vec!["https://pages.example.com".to_owned()]));
     }
 
     #[test]

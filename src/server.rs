@@ -3,7 +3,7 @@
 //! the gRPC API, and on shutdown stops taking calls, lets in-flight ones and provider calls
 //! finish, and waits for every task.
 
-use crate::config::{Config, LimitsConfig, MetricsConfig, NetworkConfig, TlsConfig};
+use crate::config::{Config, LimitsConfig, MetricsConfig, NetworkConfig, TlsConfig, WebConfig};
 use crate::grpc;
 use crate::service::Services;
 use crate::shutdown::stopping;
@@ -23,6 +23,7 @@ pub struct ServeOptions {
     pub tls: TlsConfig,
     pub limits: LimitsConfig,
     pub metrics: MetricsConfig,
+    pub web: WebConfig,
 }
 
 impl ServeOptions {
@@ -33,6 +34,7 @@ impl ServeOptions {
             tls: config.tls.clone(),
             limits: config.limits.clone(),
             metrics: config.metrics.clone(),
+            web: config.web.clone(),
         }
     }
 }
@@ -60,9 +62,15 @@ pub async fn serve(
         shutdown.await;
         let _ = stop_on_signal.send(true);
     };
-    let result =
-        grpc::serve_api(incoming, &services, &options.network, &options.limits, health_service, stopped, shutdown)
-            .await;
+    let result = grpc::serve_api(
+        incoming,
+        &services,
+        grpc::ApiSettings { network: &options.network, limits: &options.limits, web: &options.web },
+        health_service,
+        stopped,
+        shutdown,
+    )
+    .await;
     let _ = stop.send(true);
     while let Some(done) = tasks.join_next().await {
         match done {

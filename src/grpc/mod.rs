@@ -1,10 +1,12 @@
 //! The gRPC API: thin adapters from protobuf to the use-cases in `service`, the layers every
-//! call passes (metering, panics, request size, authentication), health and reflection. The
+//! call passes (gRPC-Web for browsers, metering, panics, request size, authentication), health
+//! and reflection. The
 //! supervisor (`server`) runs it beside the background work.
 
 mod approvals;
 mod audit;
 pub mod auth;
+mod browser;
 mod convert;
 mod identity_providers;
 mod limits;
@@ -23,7 +25,7 @@ pub mod tls;
 mod users;
 mod webhooks;
 
-use crate::config::{LimitsConfig, NetworkConfig};
+use crate::config::{LimitsConfig, NetworkConfig, WebConfig};
 use crate::pb::{self, v1};
 use crate::service::Services;
 use std::future::Future;
@@ -55,14 +57,20 @@ pub fn webhook_render() -> std::sync::Arc<dyn crate::webhook::Render> {
     std::sync::Arc::new(webhooks::ProtoJson)
 }
 
+/// The settings that shape how the API is served.
+pub struct ApiSettings<'a> {
+    pub network: &'a NetworkConfig,
+    pub limits: &'a LimitsConfig,
+    pub web: &'a WebConfig,
+}
+
 /// Serves every API service with its layers on `incoming` until `shutdown` completes, then
 /// drains in-flight calls. Watch streams end once `stopped` turns true, so connections can
 /// drain.
 pub async fn serve_api<IO, IE>(
     incoming: impl futures::Stream<Item = Result<IO, IE>>,
     services: &Services,
-    network: &NetworkConfig,
-    limits: &LimitsConfig,
+    ApiSettings { network, limits, web }: ApiSettings<'_>,
     health_service: HealthServer<impl Health>,
     stopped: watch::Receiver<bool>,
     shutdown: impl Future<Output = ()>,
@@ -115,11 +123,16 @@ where
             approvals: services.approvals.clone(),
             sessions: services.sessions.clone(),
         }));
-    // The SSO callback shares the port: browsers come back to it over HTTP/1.1 as well as h2.
+    // The page and the SSO callback share the port: browsers reach them over HTTP/1.1 as well as h2.
     let routes =
         tonic::service::Routes::from(routes.into_axum_router().merge(crate::web::router(services.sso.clone())));
     Server::builder()
         .accept_http1(true)
+        // Browsers call from pages hosted elsewhere only when the operator allows their origins.
+        .layer(tower::util::option_layer(crate::web::cors(&web.origins())))
+        // Outside the size and auth layers: a `grpc-web-text` body is sized once decoded, and
+        // every layer below sees a plain gRPC call whichever protocol the browser spoke.
+        .layer(browser::BrowserLayer)
         // Pings end connections whose peer is gone; a healthy idle client answers them, so an
         // open watch that has nothing to say stays open.
         .http2_keepalive_interval(Some(limits.keepalive_interval_secs.get()))

@@ -32,9 +32,14 @@ impl UserService for UserApi {
         request: Request<GetCurrentUserRequest>,
     ) -> Result<Response<GetCurrentUserResponse>, Status> {
         let caller = caller(&request)?;
-        let user = self.0.get_current(caller).await?;
+        let current = self.0.get_current(caller).await?;
         let permissions = caller.permissions.iter().map(|p| p.as_str().to_owned()).collect();
-        Ok(Response::new(GetCurrentUserResponse { user: Some(user_to_pb(user)), permissions }))
+        Ok(Response::new(GetCurrentUserResponse {
+            user: Some(user_to_pb(current.user)),
+            permissions,
+            max_session_minutes: current.max_session_minutes,
+            default_session_minutes: current.default_session_minutes,
+        }))
     }
 
     async fn update_current_user(

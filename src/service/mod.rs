@@ -35,7 +35,7 @@ pub use organizations::{NewOrganization, OrganizationChanges, OrganizationManage
 pub use resources::{NewResource, ResourceChanges, ResourceManager};
 pub use sessions::{SessionManager, StartRequest};
 pub use sso::{SsoLogins, SsoOutcome, SsoTarget};
-pub use users::{NewUser, UserChanges, UserManager};
+pub use users::{CurrentUser, NewUser, UserChanges, UserManager};
 pub use webhooks::{NewWebhook, WebhookChanges, WebhookManager};
 
 use crate::config::{Config, ConfigError};

@@ -27,6 +27,13 @@ pub struct UserChanges {
     pub disabled: Option<bool>,
 }
 
+/// The caller as a user, with the session lengths open to them.
+pub struct CurrentUser {
+    pub user: user::Model,
+    pub max_session_minutes: u32,
+    pub default_session_minutes: u32,
+}
+
 #[derive(Clone)]
 pub struct UserManager {
     db: DatabaseConnection,
@@ -74,8 +81,17 @@ impl UserManager {
         queries::users::get(&self.db, &caller.organization_id, id).await.or_not_found("user")
     }
 
-    pub async fn get_current(&self, caller: &Caller) -> Result<user::Model> {
-        queries::users::get(&self.db, &caller.organization_id, &caller.user_id).await.or_not_found("user")
+    pub async fn get_current(&self, caller: &Caller) -> Result<CurrentUser> {
+        let user =
+            queries::users::get(&self.db, &caller.organization_id, &caller.user_id).await.or_not_found("user")?;
+        let max_hours = match caller.organization.as_deref() {
+            Some(organization) => self.sessions.max_hours_within(caller.role, organization.tier),
+            None => 0,
+        };
+        let max_session_minutes = max_hours.saturating_mul(60);
+        let default_session_minutes =
+            self.sessions.default_duration_hours.as_u32().saturating_mul(60).min(max_session_minutes);
+        Ok(CurrentUser { user, max_session_minutes, default_session_minutes })
     }
 
     pub async fn list(&self, caller: &Caller, page: &PageRequest) -> Result<Page<user::Model>> {

@@ -15,3 +15,4 @@ mod security;
 mod sessions;
 mod sso;
 mod store;
+mod web;

@@ -446,9 +446,15 @@ type GetCurrentUserResponse struct {
 	// user is the caller.
 	User *User `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
 	// permissions are what the caller's credential allows.
-	Permissions   []string `protobuf:"bytes,2,rep,name=permissions,proto3" json:"permissions,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Permissions []string `protobuf:"bytes,2,rep,name=permissions,proto3" json:"permissions,omitempty"`
+	// max_session_minutes is the longest session the caller may start (their role's and their
+	// organization's limits; 0 for operators, who hold no sessions).
+	MaxSessionMinutes uint32 `protobuf:"varint,3,opt,name=max_session_minutes,json=maxSessionMinutes,proto3" json:"max_session_minutes,omitempty"`
+	// default_session_minutes is how long a session lasts when StartSession names no duration
+	// (never more than max_session_minutes).
+	DefaultSessionMinutes uint32 `protobuf:"varint,4,opt,name=default_session_minutes,json=defaultSessionMinutes,proto3" json:"default_session_minutes,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *GetCurrentUserResponse) Reset() {
@@ -493,6 +499,20 @@ func (x *GetCurrentUserResponse) GetPermissions() []string {
 		return x.Permissions
 	}
 	return nil
+}
+
+func (x *GetCurrentUserResponse) GetMaxSessionMinutes() uint32 {
+	if x != nil {
+		return x.MaxSessionMinutes
+	}
+	return 0
+}
+
+func (x *GetCurrentUserResponse) GetDefaultSessionMinutes() uint32 {
+	if x != nil {
+		return x.DefaultSessionMinutes
+	}
+	return 0
 }
 
 // UpdateCurrentUserRequest changes the caller's preferences; an unset field stays as it is.
@@ -1010,10 +1030,12 @@ const file_portcullis_v1_user_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\":\n" +
 	"\x0fGetUserResponse\x12'\n" +
 	"\x04user\x18\x01 \x01(\v2\x13.portcullis.v1.UserR\x04user\"\x17\n" +
-	"\x15GetCurrentUserRequest\"c\n" +
+	"\x15GetCurrentUserRequest\"\xcb\x01\n" +
 	"\x16GetCurrentUserResponse\x12'\n" +
 	"\x04user\x18\x01 \x01(\v2\x13.portcullis.v1.UserR\x04user\x12 \n" +
-	"\vpermissions\x18\x02 \x03(\tR\vpermissions\"V\n" +
+	"\vpermissions\x18\x02 \x03(\tR\vpermissions\x12.\n" +
+	"\x13max_session_minutes\x18\x03 \x01(\rR\x11maxSessionMinutes\x126\n" +
+	"\x17default_session_minutes\x18\x04 \x01(\rR\x15defaultSessionMinutes\"V\n" +
 	"\x18UpdateCurrentUserRequest\x12(\n" +
 	"\rexpiry_emails\x18\x01 \x01(\bH\x00R\fexpiryEmails\x88\x01\x01B\x10\n" +
 	"\x0e_expiry_emails\"D\n" +

@@ -26,7 +26,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18portcullis/v1/user.proto\x12\rportcullis.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa9\x03\n\x04User\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\'\n\x0forganization_id\x18\x02 \x01(\tR\x0eorganizationId\x12\x14\n\x05\x65mail\x18\x03 \x01(\tR\x05\x65mail\x12\x1b\n\tfull_name\x18\x04 \x01(\tR\x08\x66ullName\x12\'\n\x04role\x18\x05 \x01(\x0e\x32\x13.portcullis.v1.RoleR\x04role\x12\x1a\n\x08\x64isabled\x18\x06 \x01(\x08R\x08\x64isabled\x12\x16\n\x06locked\x18\x07 \x01(\x08R\x06locked\x12\x39\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x39\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tupdatedAt\x12=\n\x0clocked_until\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0blockedUntil\x12#\n\rexpiry_emails\x18\x0b \x01(\x08R\x0c\x65xpiryEmails\"<\n\x11\x43reateUserRequest\x12\'\n\x04user\x18\x01 \x01(\x0b\x32\x13.portcullis.v1.UserR\x04user\"=\n\x12\x43reateUserResponse\x12\'\n\x04user\x18\x01 \x01(\x0b\x32\x13.portcullis.v1.UserR\x04user\" \n\x0eGetUserRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\":\n\x0fGetUserResponse\x12\'\n\x04user\x18\x01 \x01(\x0b\x32\x13.portcullis.v1.UserR\x04user\"\x17\n\x15GetCurrentUserRequest\"c\n\x16GetCurrentUserResponse\x12\'\n\x04user\x18\x01 \x01(\x0b\x32\x13.portcullis.v1.UserR\x04user\x12 \n\x0bpermissions\x18\x02 \x03(\tR\x0bpermissions\"V\n\x18UpdateCurrentUserRequest\x12(\n\rexpiry_emails\x18\x01 \x01(\x08H\x00R\x0c\x65xpiryEmails\x88\x01\x01\x42\x10\n\x0e_expiry_emails\"D\n\x19UpdateCurrentUserResponse\x12\'\n\x04user\x18\x01 \x01(\x0b\x32\x13.portcullis.v1.UserR\x04user\"N\n\x10ListUsersRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"f\n\x11ListUsersResponse\x12)\n\x05users\x18\x01 \x03(\x0b\x32\x13.portcullis.v1.UserR\x05users\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"y\n\x11UpdateUserRequest\x12\'\n\x04user\x18\x01 \x01(\x0b\x32\x13.portcullis.v1.UserR\x04user\x12;\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskR\nupdateMask\"=\n\x12UpdateUserResponse\x12\'\n\x04user\x18\x01 \x01(\x0b\x32\x13.portcullis.v1.UserR\x04user\"$\n\x12\x44isableUserRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\">\n\x13\x44isableUserResponse\x12\'\n\x04user\x18\x01 \x01(\x0b\x32\x13.portcullis.v1.UserR\x04user\"#\n\x11UnlockUserRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"=\n\x12UnlockUserResponse\x12\'\n\x04user\x18\x01 \x01(\x0b\x32\x13.portcullis.v1.UserR\x04user*N\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_USER\x10\x01\x12\x0e\n\nROLE_ADMIN\x10\x02\x12\x11\n\rROLE_OPERATOR\x10\x03\x32\xbd\x05\n\x0bUserService\x12Q\n\nCreateUser\x12 .portcullis.v1.CreateUserRequest\x1a!.portcullis.v1.CreateUserResponse\x12H\n\x07GetUser\x12\x1d.portcullis.v1.GetUserRequest\x1a\x1e.portcullis.v1.GetUserResponse\x12]\n\x0eGetCurrentUser\x12$.portcullis.v1.GetCurrentUserRequest\x1a%.portcullis.v1.GetCurrentUserResponse\x12\x66\n\x11UpdateCurrentUser\x12\'.portcullis.v1.UpdateCurrentUserRequest\x1a(.portcullis.v1.UpdateCurrentUserResponse\x12N\n\tListUsers\x12\x1f.portcullis.v1.ListUsersRequest\x1a .portcullis.v1.ListUsersResponse\x12Q\n\nUpdateUser\x12 .portcullis.v1.UpdateUserRequest\x1a!.portcullis.v1.UpdateUserResponse\x12T\n\x0b\x44isableUser\x12!.portcullis.v1.DisableUserRequest\x1a\".portcullis.v1.DisableUserResponse\x12Q\n\nUnlockUser\x12 .portcullis.v1.UnlockUserRequest\x1a!.portcullis.v1.UnlockUserResponseB\xbb\x01\n\x11\x63om.portcullis.v1B\tUserProtoP\x01ZFgithub.com/portcullis/portcullis/sdk/go/gen/portcullis/v1;portcullisv1\xa2\x02\x03PXX\xaa\x02\rPortcullis.V1\xca\x02\rPortcullis\\V1\xe2\x02\x19Portcullis\\V1\\GPBMetadata\xea\x02\x0ePortcullis::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18portcullis/v1/user.proto\x12\rportcullis.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa9\x03\n\x04User\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\'\n\x0forganization_id\x18\x02 \x01(\tR\x0eorganizationId\x12\x14\n\x05\x65mail\x18\x03 \x01(\tR\x05\x65mail\x12\x1b\n\tfull_name\x18\x04 \x01(\tR\x08\x66ullName\x12\'\n\x04role\x18\x05 \x01(\x0e\x32\x13.portcullis.v1.RoleR\x04role\x12\x1a\n\x08\x64isabled\x18\x06 \x01(\x08R\x08\x64isabled\x12\x16\n\x06locked\x18\x07 \x01(\x08R\x06locked\x12\x39\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x39\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tupdatedAt\x12=\n\x0clocked_until\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0blockedUntil\x12#\n\rexpiry_emails\x18\x0b \x01(\x08R\x0c\x65xpiryEmails\"<\n\x11\x43reateUserRequest\x12\'\n\x04user\x18\x01 \x01(\x0b\x32\x13.portcullis.v1.UserR\x04user\"=\n\x12\x43reateUserResponse\x12\'\n\x04user\x18\x01 \x01(\x0b\x32\x13.portcullis.v1.UserR\x04user\" \n\x0eGetUserRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\":\n\x0fGetUserResponse\x12\'\n\x04user\x18\x01 \x01(\x0b\x32\x13.portcullis.v1.UserR\x04user\"\x17\n\x15GetCurrentUserRequest\"\xcb\x01\n\x16GetCurrentUserResponse\x12\'\n\x04user\x18\x01 \x01(\x0b\x32\x13.portcullis.v1.UserR\x04user\x12 \n\x0bpermissions\x18\x02 \x03(\tR\x0bpermissions\x12.\n\x13max_session_minutes\x18\x03 \x01(\rR\x11maxSessionMinutes\x12\x36\n\x17\x64\x65\x66\x61ult_session_minutes\x18\x04 \x01(\rR\x15\x64\x65\x66\x61ultSessionMinutes\"V\n\x18UpdateCurrentUserRequest\x12(\n\rexpiry_emails\x18\x01 \x01(\x08H\x00R\x0c\x65xpiryEmails\x88\x01\x01\x42\x10\n\x0e_expiry_emails\"D\n\x19UpdateCurrentUserResponse\x12\'\n\x04user\x18\x01 \x01(\x0b\x32\x13.portcullis.v1.UserR\x04user\"N\n\x10ListUsersRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"f\n\x11ListUsersResponse\x12)\n\x05users\x18\x01 \x03(\x0b\x32\x13.portcullis.v1.UserR\x05users\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"y\n\x11UpdateUserRequest\x12\'\n\x04user\x18\x01 \x01(\x0b\x32\x13.portcullis.v1.UserR\x04user\x12;\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskR\nupdateMask\"=\n\x12UpdateUserResponse\x12\'\n\x04user\x18\x01 \x01(\x0b\x32\x13.portcullis.v1.UserR\x04user\"$\n\x12\x44isableUserRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\">\n\x13\x44isableUserResponse\x12\'\n\x04user\x18\x01 \x01(\x0b\x32\x13.portcullis.v1.UserR\x04user\"#\n\x11UnlockUserRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"=\n\x12UnlockUserResponse\x12\'\n\x04user\x18\x01 \x01(\x0b\x32\x13.portcullis.v1.UserR\x04user*N\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_USER\x10\x01\x12\x0e\n\nROLE_ADMIN\x10\x02\x12\x11\n\rROLE_OPERATOR\x10\x03\x32\xbd\x05\n\x0bUserService\x12Q\n\nCreateUser\x12 .portcullis.v1.CreateUserRequest\x1a!.portcullis.v1.CreateUserResponse\x12H\n\x07GetUser\x12\x1d.portcullis.v1.GetUserRequest\x1a\x1e.portcullis.v1.GetUserResponse\x12]\n\x0eGetCurrentUser\x12$.portcullis.v1.GetCurrentUserRequest\x1a%.portcullis.v1.GetCurrentUserResponse\x12\x66\n\x11UpdateCurrentUser\x12\'.portcullis.v1.UpdateCurrentUserRequest\x1a(.portcullis.v1.UpdateCurrentUserResponse\x12N\n\tListUsers\x12\x1f.portcullis.v1.ListUsersRequest\x1a .portcullis.v1.ListUsersResponse\x12Q\n\nUpdateUser\x12 .portcullis.v1.UpdateUserRequest\x1a!.portcullis.v1.UpdateUserResponse\x12T\n\x0b\x44isableUser\x12!.portcullis.v1.DisableUserRequest\x1a\".portcullis.v1.DisableUserResponse\x12Q\n\nUnlockUser\x12 .portcullis.v1.UnlockUserRequest\x1a!.portcullis.v1.UnlockUserResponseB\xbb\x01\n\x11\x63om.portcullis.v1B\tUserProtoP\x01ZFgithub.com/portcullis/portcullis/sdk/go/gen/portcullis/v1;portcullisv1\xa2\x02\x03PXX\xaa\x02\rPortcullis.V1\xca\x02\rPortcullis\\V1\xe2\x02\x19Portcullis\\V1\\GPBMetadata\xea\x02\x0ePortcullis::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,8 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'portcullis.v1.user_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\021com.portcullis.v1B\tUserProtoP\001ZFgithub.com/portcullis/portcullis/sdk/go/gen/portcullis/v1;portcullisv1\242\002\003PXX\252\002\rPortcullis.V1\312\002\rPortcullis\\V1\342\002\031Portcullis\\V1\\GPBMetadata\352\002\016Portcullis::V1'
-  _globals['_ROLE']._serialized_start=1613
-  _globals['_ROLE']._serialized_end=1691
+  _globals['_ROLE']._serialized_start=1718
+  _globals['_ROLE']._serialized_end=1796
   _globals['_USER']._serialized_start=111
   _globals['_USER']._serialized_end=536
   _globals['_CREATEUSERREQUEST']._serialized_start=538
@@ -48,28 +48,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETUSERRESPONSE']._serialized_end=755
   _globals['_GETCURRENTUSERREQUEST']._serialized_start=757
   _globals['_GETCURRENTUSERREQUEST']._serialized_end=780
-  _globals['_GETCURRENTUSERRESPONSE']._serialized_start=782
-  _globals['_GETCURRENTUSERRESPONSE']._serialized_end=881
-  _globals['_UPDATECURRENTUSERREQUEST']._serialized_start=883
-  _globals['_UPDATECURRENTUSERREQUEST']._serialized_end=969
-  _globals['_UPDATECURRENTUSERRESPONSE']._serialized_start=971
-  _globals['_UPDATECURRENTUSERRESPONSE']._serialized_end=1039
-  _globals['_LISTUSERSREQUEST']._serialized_start=1041
-  _globals['_LISTUSERSREQUEST']._serialized_end=1119
-  _globals['_LISTUSERSRESPONSE']._serialized_start=1121
-  _globals['_LISTUSERSRESPONSE']._serialized_end=1223
-  _globals['_UPDATEUSERREQUEST']._serialized_start=1225
-  _globals['_UPDATEUSERREQUEST']._serialized_end=1346
-  _globals['_UPDATEUSERRESPONSE']._serialized_start=1348
-  _globals['_UPDATEUSERRESPONSE']._serialized_end=1409
-  _globals['_DISABLEUSERREQUEST']._serialized_start=1411
-  _globals['_DISABLEUSERREQUEST']._serialized_end=1447
-  _globals['_DISABLEUSERRESPONSE']._serialized_start=1449
-  _globals['_DISABLEUSERRESPONSE']._serialized_end=1511
-  _globals['_UNLOCKUSERREQUEST']._serialized_start=1513
-  _globals['_UNLOCKUSERREQUEST']._serialized_end=1548
-  _globals['_UNLOCKUSERRESPONSE']._serialized_start=1550
-  _globals['_UNLOCKUSERRESPONSE']._serialized_end=1611
-  _globals['_USERSERVICE']._serialized_start=1694
-  _globals['_USERSERVICE']._serialized_end=2395
+  _globals['_GETCURRENTUSERRESPONSE']._serialized_start=783
+  _globals['_GETCURRENTUSERRESPONSE']._serialized_end=986
+  _globals['_UPDATECURRENTUSERREQUEST']._serialized_start=988
+  _globals['_UPDATECURRENTUSERREQUEST']._serialized_end=1074
+  _globals['_UPDATECURRENTUSERRESPONSE']._serialized_start=1076
+  _globals['_UPDATECURRENTUSERRESPONSE']._serialized_end=1144
+  _globals['_LISTUSERSREQUEST']._serialized_start=1146
+  _globals['_LISTUSERSREQUEST']._serialized_end=1224
+  _globals['_LISTUSERSRESPONSE']._serialized_start=1226
+  _globals['_LISTUSERSRESPONSE']._serialized_end=1328
+  _globals['_UPDATEUSERREQUEST']._serialized_start=1330
+  _globals['_UPDATEUSERREQUEST']._serialized_end=1451
+  _globals['_UPDATEUSERRESPONSE']._serialized_start=1453
+  _globals['_UPDATEUSERRESPONSE']._serialized_end=1514
+  _globals['_DISABLEUSERREQUEST']._serialized_start=1516
+  _globals['_DISABLEUSERREQUEST']._serialized_end=1552
+  _globals['_DISABLEUSERRESPONSE']._serialized_start=1554
+  _globals['_DISABLEUSERRESPONSE']._serialized_end=1616
+  _globals['_UNLOCKUSERREQUEST']._serialized_start=1618
+  _globals['_UNLOCKUSERREQUEST']._serialized_end=1653
+  _globals['_UNLOCKUSERRESPONSE']._serialized_start=1655
+  _globals['_UNLOCKUSERRESPONSE']._serialized_end=1716
+  _globals['_USERSERVICE']._serialized_start=1799
+  _globals['_USERSERVICE']._serialized_end=2500
 # @@protoc_insertion_point(module_scope)

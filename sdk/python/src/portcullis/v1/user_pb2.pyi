@@ -77,12 +77,16 @@ class GetCurrentUserRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetCurrentUserResponse(_message.Message):
-    __slots__ = ("user", "permissions")
+    __slots__ = ("user", "permissions", "max_session_minutes", "default_session_minutes")
     USER_FIELD_NUMBER: _ClassVar[int]
     PERMISSIONS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SESSION_MINUTES_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_SESSION_MINUTES_FIELD_NUMBER: _ClassVar[int]
     user: User
     permissions: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, user: _Optional[_Union[User, _Mapping]] = ..., permissions: _Optional[_Iterable[str]] = ...) -> None: ...
+    max_session_minutes: int
+    default_session_minutes: int
+    def __init__(self, user: _Optional[_Union[User, _Mapping]] = ..., permissions: _Optional[_Iterable[str]] = ..., max_session_minutes: _Optional[int] = ..., default_session_minutes: _Optional[int] = ...) -> None: ...
 
 class UpdateCurrentUserRequest(_message.Message):
     __slots__ = ("expiry_emails",)
