@@ -39,9 +39,7 @@ if [ "$(cat "$venv/stamp" 2>/dev/null)" != "$stamp" ]; then
 fi
 
 # The page's toolchain (protoc-gen-es, esbuild, TypeScript) at the versions package-lock.json pins.
-if [ ! -d web/node_modules ] || ! cmp -s web/package-lock.json web/node_modules/.package-lock.json; then
-    (cd web && npm ci --no-audit --no-fund --silent)
-fi
+scripts/web-install.sh
 
 # Old output goes first so a removed proto file leaves nothing behind. The Python package's
 # hand-written modules sit beside the generated `portcullis/v1`, so only that directory is cleared.

@@ -14,9 +14,7 @@ if [ ! -x "$PORTCULLIS_TEST_CHROMIUM" ]; then
     exit 1
 fi
 
-if [ ! -d web/node_modules ] || ! cmp -s web/package-lock.json web/node_modules/.package-lock.json; then
-    (cd web && npm ci --no-audit --no-fund --silent)
-fi
+scripts/web-install.sh
 cd web
 node --test --test-reporter=spec tests/
 echo "screenshots: web/test-results/"

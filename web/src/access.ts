@@ -60,6 +60,8 @@ function startForm(me: Me, resources: { id: string; name: string; description: s
     ),
   );
   const justification = h("input", { type: "text", name: "justification", maxlength: 1000 });
+  const ipv4 = h("input", { type: "text", name: "ipv4", inputmode: "decimal", autocomplete: "off" });
+  const ipv6 = h("input", { type: "text", name: "ipv6", autocomplete: "off" });
   const start = h("button", { type: "submit" }, "Start");
   const form = h(
     "form",
@@ -81,6 +83,14 @@ function startForm(me: Me, resources: { id: string; name: string; description: s
     ),
     field("Duration", duration, `At most ${hoursText(me.maxSessionMinutes)} for you.`),
     field("Justification", justification, "Needed for resources that require approval."),
+    h(
+      "details",
+      {},
+      h("summary", {}, "Another address"),
+      h("p", { class: "muted" }, "Left empty, the address this page connects from is opened."),
+      field("IPv4 address", ipv4),
+      field("IPv6 address", ipv6),
+    ),
     h("div", { class: "actions" }, start),
     status.element,
   );
@@ -98,6 +108,8 @@ function startForm(me: Me, resources: { id: string; name: string; description: s
           durationMinutes: Number(duration.value),
           resourceIds,
           justification: justification.value.trim(),
+          ipv4Address: ipv4.value.trim() || undefined,
+          ipv6Address: ipv6.value.trim() || undefined,
         });
         if (started.session) follow(started.session);
         status.info("Started: your address is being added to the firewalls.");

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { mkdirSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { chromium } from "playwright-core";
-import { Server, ec2, eventually } from "./harness.mjs";
+import { Dex, Server, ec2, eventually, freePort } from "./harness.mjs";
 
 const CHROMIUM = process.env.PORTCULLIS_TEST_CHROMIUM || "/usr/bin/chromium";
 /** The browser's address as the trusted proxy reports it (TEST-NET-3). */
@@ -17,24 +17,36 @@ const SHOTS = new URL("../test-results/", import.meta.url).pathname;
 mkdirSync(SHOTS, { recursive: true });
 
 let server;
+let dex;
 let browser;
 /** Every Content-Security-Policy refusal any page reported: the page must work under its CSP. */
 const cspViolations = [];
 
 before(async () => {
-  server = await Server.start({
+  const port = await freePort();
+  const env = {
     // moto listens on loopback; the operator allows that endpoint for the AWS resource below.
     PORTCULLIS_PROVIDERS__ALLOWED_ENDPOINTS: '["http://127.0.0.1:*"]',
     // The browser runs on this machine, so it reaches the server from 127.0.0.1, an address no
     // firewall rule is made for: as behind a reverse proxy, the proxy on loopback names it.
     PORTCULLIS_NETWORK__TRUSTED_PROXIES: '["127.0.0.1/32"]',
-  });
+  };
+  if (process.env.PORTCULLIS_TEST_DEX) {
+    dex = await Dex.start(`http://127.0.0.1:${port}/sso/callback`);
+    Object.assign(env, {
+      PORTCULLIS_SEALING_KEY: "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+      PORTCULLIS_SERVER__PUBLIC_URL: `http://127.0.0.1:${port}`,
+      PORTCULLIS_SSO__ALLOWED_PRIVATE_ISSUERS: JSON.stringify([dex.origin]),
+    });
+  }
+  server = await Server.start(env, port);
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
 });
 
 after(async () => {
   await browser?.close();
   server?.stop();
+  dex?.stop();
   assert.deepEqual(cspViolations, [], "the page broke its own Content-Security-Policy");
 });
 
@@ -134,6 +146,15 @@ test("a session turns from PENDING to ACTIVE, then CANCELLED when an admin stops
   assert.match(await card(page).locator(".countdown").innerText(), /ends in/);
   await page.screenshot({ path: `${SHOTS}05-active.png` });
 
+  const expiresBefore = Date.parse(active.expiresAt);
+  await card(page).getByRole("button", { name: "Extend by 1 h" }).click();
+  await card(page).getByText("Extended.").waitFor();
+  const extended = server.call("SessionService/GetSession", { id: sessionId }).session;
+  assert.equal(Date.parse(extended.expiresAt) - expiresBefore, 3_600_000, "one hour more");
+  await eventually("the countdown shows the new expiry", async () =>
+    /ends in 1 h 5\d min/.test(await card(page).locator(".countdown").innerText()),
+  );
+
   // The admin stops it from elsewhere (grpcurl with the admin's key); the page only listens.
   server.call("SessionService/StopSession", { id: sessionId });
   // The first update says the session ended; CANCELLED follows once the rule is removed (the
@@ -198,6 +219,33 @@ test("on moto's EC2 the rule is in the security group while the session is activ
   await page.context().close();
 });
 
+test("a failed rule shows its error, and Retry applies it once the firewall takes the address", async () => {
+  const dave = server.call("UserService/CreateUser", { user: { email: "dave@example.com", role: "ROLE_USER" } }).user;
+  memoryResource("steady", 0, dave.id);
+  const flaky = memoryResource("flaky", 0, dave.id);
+  server.call("ResourceService/UpdateResource", {
+    resource: { id: flaky.id, memory: { failAddresses: [BROWSER_ADDRESS] } },
+    updateMask: { paths: ["provider"] },
+  });
+  const page = await newPage();
+  await logIn(page, "dave@example.com");
+  await page.getByRole("button", { name: "Start" }).click();
+  await card(page).locator('h2 .status[data-status="PARTIAL"]').waitFor({ timeout: 20_000 });
+  const row = card(page).locator('tr[data-resource="flaky"]');
+  await row.locator('[data-status="FAILED"]').waitFor();
+  assert.notEqual((await row.locator(".rule-error").innerText()).trim(), "", "the provider's error is shown");
+  await page.screenshot({ path: `${SHOTS}09-failed-rule.png` });
+
+  server.call("ResourceService/UpdateResource", {
+    resource: { id: flaky.id, memory: {} },
+    updateMask: { paths: ["provider"] },
+  });
+  await row.getByRole("button", { name: "Retry" }).click();
+  await row.locator('[data-status="APPLIED"]').waitFor({ timeout: 20_000 });
+  await card(page).locator('h2 .status[data-status="ACTIVE"]').waitFor();
+  await page.context().close();
+});
+
 test("an admin creates a user and assigns them a resource", async () => {
   const resource = memoryResource("web-admin", 0);
   const page = await newPage();
@@ -207,7 +255,7 @@ test("an admin creates a user and assigns them a resource", async () => {
   await page.getByLabel("Full name", { exact: true }).fill("Bob Builder");
   await page.getByRole("button", { name: "Create user" }).click();
   await page.locator('tr[data-email="bob@example.com"]').waitFor();
-  await page.screenshot({ path: `${SHOTS}09-users.png` });
+  await page.screenshot({ path: `${SHOTS}10-users.png` });
   const bob = server.call("UserService/ListUsers").users.find((user) => user.email === "bob@example.com");
   assert.equal(bob?.fullName, "Bob Builder");
 
@@ -218,7 +266,7 @@ test("an admin creates a user and assigns them a resource", async () => {
   await eventually("the table shows bob on web-admin", async () =>
     (await page.locator('tr[data-resource="web-admin"] .holders').innerText()).includes("bob@example.com"),
   );
-  await page.screenshot({ path: `${SHOTS}10-assigned.png` });
+  await page.screenshot({ path: `${SHOTS}11-assigned.png` });
   const held = server.call("ResourceService/ListResources", { userId: bob.id }).resources ?? [];
   assert.deepEqual(held.map((item) => item.id), [resource.id]);
   await page.context().close();
@@ -249,4 +297,77 @@ test("axe-core finds no serious accessibility violation on any section", async (
     await check(section);
   }
   await page.context().close();
+});
+
+test("an admin logs in through the identity provider and approves a request, which the requester's page sees", async (t) => {
+  if (!dex) {
+    if (process.env.CI) assert.fail("PORTCULLIS_TEST_DEX is not set (scripts/test.sh builds Dex)");
+    t.skip("PORTCULLIS_TEST_DEX is not set");
+    return;
+  }
+  server.call("IdentityProviderService/CreateIdentityProvider", {
+    identityProvider: {
+      displayName: "Dex",
+      issuerUrl: dex.issuer,
+      clientId: "portcullis",
+      clientSecret: "portcullis-test-secret",
+      scopes: ["openid", "email", "profile", "groups", "offline_access"],
+      allowedEmailDomains: ["example.com"],
+      groupMappings: [{ group: "ops", role: "ROLE_ADMIN" }],
+    },
+  });
+
+  // The approver: single sign-on in a second tab, this one waiting for it.
+  const approver = await newPage();
+  await approver.goto(server.url);
+  await approver.getByLabel("Email", { exact: true }).fill("admin@example.com");
+  await approver.getByRole("button", { name: "Log in with single sign-on" }).click();
+  const [idp] = await Promise.all([
+    approver.context().waitForEvent("page"),
+    approver.getByRole("link", { name: "Open your identity provider" }).click(),
+  ]);
+  await idp.waitForLoadState();
+  await idp.screenshot({ path: `${SHOTS}12-identity-provider.png` });
+  await idp.getByLabel(/email|username/i).first().fill("admin@example.com");
+  await idp.getByLabel(/password/i).first().fill("password");
+  await idp.getByRole("button", { name: /log ?in/i }).click();
+  await idp.getByRole("heading", { name: "Logged in" }).waitFor();
+  await approver.getByRole("heading", { name: "Your access" }).waitFor();
+  await idp.close();
+
+  // Requests need one approval from the IdP's "ops" group, which the approver is now in.
+  const carol = server.call("UserService/CreateUser", { user: { email: "carol@example.com", role: "ROLE_USER" } }).user;
+  const guarded = server.call("ResourceService/CreateResource", {
+    resource: {
+      name: "prod-db",
+      memory: {},
+      approval: { required: true, approverGroups: ["ops"], justificationRequired: true },
+    },
+  }).resource;
+  server.call("ResourceService/AssignResource", { resourceId: guarded.id, userId: carol.id });
+
+  const requester = await newPage();
+  await logIn(requester, "carol@example.com");
+  await markNoReload(requester);
+  await requester.getByLabel("Justification", { exact: true }).fill("INC-42: replica lag");
+  await requester.getByRole("button", { name: "Start" }).click();
+  await card(requester).locator('h2 .status[data-status="AWAITING_APPROVAL"]').waitFor();
+  assert.match(await card(requester).locator(".approval").innerText(), /Waiting for approval \(0\/1\)/);
+  await requester.screenshot({ path: `${SHOTS}13-awaiting-approval.png` });
+
+  await approver.getByRole("link", { name: "Approvals" }).click();
+  const request = approver.getByRole("article", { name: "Request of carol@example.com" });
+  await request.waitFor();
+  assert.match(await request.innerText(), /INC-42: replica lag/);
+  await request.getByLabel("Reason", { exact: true }).fill("on call");
+  await approver.screenshot({ path: `${SHOTS}14-approvals-inbox.png` });
+  await request.getByRole("button", { name: "Approve" }).click();
+  await approver.getByText("Nothing waits for your decision.").waitFor();
+
+  await card(requester).locator('h2 .status[data-status="ACTIVE"]').waitFor({ timeout: 20_000 });
+  await assertNotReloaded(requester);
+  assert.match(await card(requester).locator(".approval").innerText(), /approved by admin@example.com: on call/);
+  await requester.screenshot({ path: `${SHOTS}15-approved.png` });
+  await approver.context().close();
+  await requester.context().close();
 });

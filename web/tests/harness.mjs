@@ -3,7 +3,7 @@
 // made "from outside" with grpcurl, and login codes read from the server's log (mail.transport
 // = log prints them).
 import { execFileSync, spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, openSync } from "node:fs";
+import { mkdtempSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer, connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -21,7 +21,8 @@ export async function freePort() {
 }
 
 export class Server {
-  static async start(env = {}) {
+  /** Starts a server on `port` (a free one when not given) with `env` over this process's. */
+  static async start(env = {}, port = undefined) {
     const binary = process.env.PORTCULLIS_BIN;
     if (!binary) throw new Error("PORTCULLIS_BIN must name the server binary (scripts/web-tests.sh sets it)");
     const directory = mkdtempSync(join(tmpdir(), "portcullis-web-"));
@@ -35,7 +36,7 @@ export class Server {
       env: serverEnv,
       encoding: "utf8",
     }).trim();
-    const port = await freePort();
+    port ??= await freePort();
     const log = join(directory, "server.log");
     const output = openSync(log, "a");
     const child = spawn(binary, ["serve", "--listen", `127.0.0.1:${port}`], {
@@ -124,4 +125,62 @@ export async function eventually(what, check, timeoutMs = 15_000) {
     await sleep(100);
   }
   throw new Error(`${what} (within ${timeoutMs} ms); last seen: ${JSON.stringify(last)}`);
+}
+
+/**
+ * A real OpenID Connect provider ($PORTCULLIS_TEST_DEX, which scripts/dex.sh builds) whose one
+ * user, admin@example.com (password "password"), is in group "ops"; its client sends browsers
+ * back to `redirect`.
+ */
+export class Dex {
+  // bcrypt of "password", as Dex's own examples spell it.
+  static PASSWORD_HASH = "$2a$10$2b2cU8CPhOTaGrs1HRQuAueS7JTT5ZHsHSzYiFPm1leZck7Mc8T4W";
+
+  static async start(redirect) {
+    const directory = mkdtempSync(join(tmpdir(), "portcullis-dex-"));
+    const port = await freePort();
+    const issuer = `http://127.0.0.1:${port}/dex`;
+    // JSON is YAML: no YAML writer needed.
+    const config = {
+      issuer,
+      storage: { type: "memory" },
+      web: { http: `127.0.0.1:${port}` },
+      oauth2: { skipApprovalScreen: true },
+      enablePasswordDB: true,
+      staticPasswords: [
+        {
+          email: "admin@example.com",
+          hash: Dex.PASSWORD_HASH,
+          username: "admin",
+          userID: "b7d2c2a4-5e84-4b7c-9d55-8d0c1f3e8a11",
+          groups: ["ops"],
+        },
+      ],
+      staticClients: [{ id: "portcullis", secret: "portcullis-test-secret", name: "Portcullis", redirectURIs: [redirect] }],
+    };
+    writeFileSync(join(directory, "dex.yaml"), JSON.stringify(config));
+    const output = openSync(join(directory, "dex.log"), "a");
+    const child = spawn(process.env.PORTCULLIS_TEST_DEX, ["serve", join(directory, "dex.yaml")], {
+      stdio: ["ignore", output, output],
+    });
+    const dex = new Dex(child, issuer, `http://127.0.0.1:${port}/`);
+    await eventually("Dex answers discovery", async () => {
+      try {
+        return (await fetch(`${issuer}/.well-known/openid-configuration`)).ok;
+      } catch {
+        return false;
+      }
+    }, 20_000);
+    return dex;
+  }
+
+  constructor(child, issuer, origin) {
+    this.child = child;
+    this.issuer = issuer;
+    this.origin = origin;
+  }
+
+  stop() {
+    this.child.kill("SIGKILL");
+  }
 }
