@@ -1,12 +1,27 @@
 // My login sessions (close any) and API keys (create one, its secret shown once; revoke).
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { api, explain, toDate } from "./api";
 import { busy, field, formatTime, h, notice, show } from "./dom";
+import type { Me } from "./main";
 
-export async function accountView(main: HTMLElement): Promise<void> {
+/** What a new key may do unless its maker chooses otherwise: run sessions, as CI jobs do. */
+const DEFAULT_KEY_PERMISSIONS = ["sessions:read", "sessions:write"];
+const KEY_LIFETIMES: [string, number | undefined][] = [
+  ["30 days", 30],
+  ["90 days", 90],
+  ["1 year", 365],
+  ["never", undefined],
+];
+
+export async function accountView(main: HTMLElement, me: Me): Promise<void> {
   const logins = h("tbody");
   const keys = h("tbody");
   const status = notice();
   const keyName = h("input", { type: "text", name: "key-name", required: true, maxlength: 100 });
+  const permissions = me.permissions.map((permission) =>
+    h("input", { type: "checkbox", name: "key-permission", value: permission, checked: DEFAULT_KEY_PERMISSIONS.includes(permission) }),
+  );
+  const lifetime = h("select", { name: "key-lifetime" }, ...KEY_LIFETIMES.map(([label, days]) => h("option", { value: days ?? "" }, label)));
   const create = h("button", { type: "submit" }, "Create key");
   const secret = h("div", { class: "secret", "aria-live": "polite" });
   const keyForm = h(
@@ -14,6 +29,13 @@ export async function accountView(main: HTMLElement): Promise<void> {
     { "aria-labelledby": "new-key-title", novalidate: true },
     h("h3", { id: "new-key-title" }, "New API key"),
     field("Name", keyName, "What the key is for, e.g. the CI job that uses it."),
+    h(
+      "fieldset",
+      {},
+      h("legend", {}, "It may"),
+      ...permissions.map((box) => h("label", { class: "choice" }, box, ` ${box.value}`)),
+    ),
+    field("Expires after", lifetime),
     h("div", { class: "actions" }, create),
     secret,
   );
@@ -101,7 +123,12 @@ export async function accountView(main: HTMLElement): Promise<void> {
     void busy(create, async () => {
       secret.replaceChildren();
       try {
-        const created = await api.auth.createApiKey({ name: keyName.value.trim() });
+        const days = lifetime.value === "" ? undefined : Number(lifetime.value);
+        const created = await api.auth.createApiKey({
+          name: keyName.value.trim(),
+          permissions: permissions.filter((box) => box.checked).map((box) => box.value),
+          expiresAt: days === undefined ? undefined : timestampFromDate(new Date(Date.now() + days * 86_400_000)),
+        });
         secret.replaceChildren(
           h("p", {}, "Copy the key now: it is not shown again."),
           h("code", { class: "key", tabindex: 0 }, created.secret),

@@ -27,6 +27,7 @@ export function loginView(main: HTMLElement, done: (login: VerifyLoginResponse) 
     ),
     h("div", { class: "actions" }, send, sso),
     status.element,
+    h("p", { class: "muted" }, "This page keeps your login in memory only: reloading it, or a new tab, asks you to log in again."),
   );
   form.addEventListener("submit", (event) => {
     event.preventDefault();

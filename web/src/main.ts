@@ -28,7 +28,7 @@ interface Section {
 const SECTIONS: Section[] = [
   { path: "", title: "Access", view: accessView },
   { path: "history", title: "History", view: (main, me) => historyView(main, me) },
-  { path: "account", title: "Account", view: (main) => accountView(main) },
+  { path: "account", title: "Account", view: (main, me) => accountView(main, me) },
   { path: "approvals", title: "Approvals", permission: "approvals:write", view: (main) => approvalsView(main) },
   { path: "users", title: "Users", permission: "users:write", view: (main, me) => usersView(main, me) },
   { path: "resources", title: "Resources", permission: "resources:write", view: (main) => resourcesView(main) },

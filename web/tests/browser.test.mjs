@@ -272,6 +272,27 @@ test("an admin creates a user and assigns them a resource", async () => {
   await page.context().close();
 });
 
+test("a person creates an API key, sees its secret once, and revokes it", async () => {
+  server.call("UserService/CreateUser", { user: { email: "erin@example.com", role: "ROLE_USER" } });
+  const page = await newPage();
+  await logIn(page, "erin@example.com");
+  await page.getByRole("link", { name: "Account" }).click();
+  await page.getByLabel("Name", { exact: true }).fill("nightly backup job");
+  await page.getByRole("button", { name: "Create key" }).click();
+  const secret = (await page.locator("code.key").innerText()).trim();
+  assert.equal(server.call("UserService/GetCurrentUser", {}, secret).user.email, "erin@example.com", "the key works");
+  await page.screenshot({ path: `${SHOTS}16-api-key.png` });
+
+  await page.getByRole("link", { name: "History" }).click();
+  await page.getByRole("link", { name: "Account" }).click();
+  await page.getByRole("button", { name: "Revoke nightly backup job" }).waitFor();
+  assert.equal(await page.locator("code.key").count(), 0, "the secret is shown once");
+  await page.getByRole("button", { name: "Revoke nightly backup job" }).click();
+  await page.getByText(/^revoked /).waitFor();
+  assert.throws(() => server.call("UserService/GetCurrentUser", {}, secret), /Unauthenticated|revoked/i);
+  await page.context().close();
+});
+
 test("axe-core finds no serious accessibility violation on any section", async () => {
   // axe is injected as a script, which the page's own CSP rightly refuses: this context skips it.
   const page = await newPage({ bypassCSP: true });

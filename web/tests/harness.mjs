@@ -78,12 +78,13 @@ export class Server {
     this.child.kill("SIGKILL");
   }
 
-  /** Calls `method` (`Service/Method` of portcullis.v1) as the admin key; answers the JSON. */
-  call(method, body = {}) {
+  /** Calls `method` (`Service/Method` of portcullis.v1) with an API key (the admin's unless
+   * given); answers the JSON, or throws with grpcurl's error. */
+  call(method, body = {}, key = this.adminKey) {
     const output = execFileSync(
       "grpcurl",
-      ["-plaintext", "-H", `x-api-key: ${this.adminKey}`, "-d", JSON.stringify(body), this.addr, `portcullis.v1.${method}`],
-      { encoding: "utf8" },
+      ["-plaintext", "-H", `x-api-key: ${key}`, "-d", JSON.stringify(body), this.addr, `portcullis.v1.${method}`],
+      { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] },
     );
     return JSON.parse(output || "{}");
   }
