@@ -1,8 +1,8 @@
 // Home: my live sessions, followed live, and the form that starts one on my resources.
 import { api, explain, toDate } from "./api";
-import { busy, field, formatTime, h, notice, show, words } from "./dom";
+import { busy, field, formatTime, h, notice, show, table, words } from "./dom";
 import { SessionStatus, type Session } from "./gen/portcullis/v1/session_pb";
-import type { Me } from "./main";
+import type { Me } from "./me";
 import { SessionCard, hoursText } from "./session";
 
 const DURATIONS = [15, 30, 60, 120, 240, 480, 720, 1440, 2880, 10080];
@@ -140,12 +140,7 @@ export async function historyView(main: HTMLElement, me: Me): Promise<void> {
       "section",
       { "aria-labelledby": "history-title" },
       h("h1", { id: "history-title" }, "Session history"),
-      h(
-        "table",
-        {},
-        h("thead", {}, h("tr", {}, ...["Started", "Status", "Resources", "Address", "Ended"].map((title) => h("th", { scope: "col" }, title)))),
-        body,
-      ),
+      table(["Started", "Status", "Resources", "Address", "Ended"], body),
       status.element,
     ),
   );

@@ -1,8 +1,8 @@
 // My login sessions (close any) and API keys (create one, its secret shown once; revoke).
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { api, explain, toDate } from "./api";
-import { busy, field, formatTime, h, notice, show } from "./dom";
-import type { Me } from "./main";
+import { busy, field, formatTime, h, notice, show, table } from "./dom";
+import type { Me } from "./me";
 
 /** What a new key may do unless its maker chooses otherwise: run sessions, as CI jobs do. */
 const DEFAULT_KEY_PERMISSIONS = ["sessions:read", "sessions:write"];
@@ -141,21 +141,4 @@ export async function accountView(main: HTMLElement, me: Me): Promise<void> {
     });
   });
   await load();
-}
-
-export function table(titles: string[], body: HTMLElement): HTMLElement {
-  return h(
-    "div",
-    { class: "scroll" },
-    h(
-      "table",
-      {},
-      h(
-        "thead",
-        {},
-        h("tr", {}, ...titles.map((title) => h("th", { scope: "col" }, title || h("span", { class: "visually-hidden" }, "Actions")))),
-      ),
-      body,
-    ),
-  );
 }

@@ -1,10 +1,9 @@
 // What administrators do from the page: decide approval requests, create and disable users,
 // assign resources, read the audit log.
 import { api, explain, toDate } from "./api";
-import { table } from "./account";
-import { busy, field, formatTime, h, notice, show, words } from "./dom";
+import { busy, field, formatTime, h, notice, show, table, words } from "./dom";
 import { Role, type User } from "./gen/portcullis/v1/user_pb";
-import type { Me } from "./main";
+import type { Me } from "./me";
 
 export async function approvalsView(main: HTMLElement): Promise<void> {
   const status = notice();

@@ -88,3 +88,21 @@ export function remaining(until: Date, now = Date.now()): string {
 export function words(name: string | undefined): string {
   return (name ?? "unknown").replaceAll("_", " ").toLowerCase();
 }
+
+/** A table with a header row (an empty title names an actions column for screen readers). */
+export function table(titles: string[], body: HTMLElement): HTMLElement {
+  return h(
+    "div",
+    { class: "scroll" },
+    h(
+      "table",
+      {},
+      h(
+        "thead",
+        {},
+        h("tr", {}, ...titles.map((title) => h("th", { scope: "col" }, title || h("span", { class: "visually-hidden" }, "Actions")))),
+      ),
+      body,
+    ),
+  );
+}

@@ -5,17 +5,9 @@ import { accountView } from "./account";
 import { accessView, historyView } from "./access";
 import { approvalsView, auditView, resourcesView, usersView } from "./admin";
 import { h, show } from "./dom";
-import type { User } from "./gen/portcullis/v1/user_pb";
 import { loginView } from "./login";
+import type { Me } from "./me";
 import type { SessionCard } from "./session";
-
-/** The logged-in person and what their login allows. */
-export interface Me {
-  user: User;
-  permissions: string[];
-  maxSessionMinutes: number;
-  defaultSessionMinutes: number;
-}
 
 interface Section {
   path: string;
