@@ -16,6 +16,12 @@ if ! command -v grpcurl >/dev/null; then
     GOBIN="$tools/bin" go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3
 fi
 
+# The host agent's tests drive nftables in namespaces of their own (unshare -Urn, no root needed).
+if ! command -v nft >/dev/null; then
+    echo "installing nftables" >&2
+    (apt-get install -y -qq nftables >/dev/null || (apt-get update -qq && apt-get install -y -qq nftables >/dev/null)) >&2
+fi
+
 pgdir=$(mktemp -d -u "${TMPDIR:-/tmp}/portcullis-pg.XXXXXX")
 motodir=$(mktemp -d -u "${TMPDIR:-/tmp}/portcullis-moto.XXXXXX")
 trap 'scripts/postgres.sh stop "$pgdir"; scripts/moto.sh stop "$motodir"' EXIT
