@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 const PROTOS: &[&str] = &[
+    "proto/portcullis/v1/agent.proto",
     "proto/portcullis/v1/approval.proto",
     "proto/portcullis/v1/audit.proto",
     "proto/portcullis/v1/auth.proto",

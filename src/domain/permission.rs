@@ -19,6 +19,8 @@ named_enum!(
         /// Sessions started with an API key carrying it skip approval (CI, break-glass); only
         /// admins hold it, and a login never uses it.
         SessionsAutoApprove => "sessions:auto-approve",
+        /// Creating, listing and revoking host agents (admins).
+        AgentsWrite => "agents:write",
     }
 );
 

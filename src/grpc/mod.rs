@@ -3,6 +3,7 @@
 //! and reflection. The
 //! supervisor (`server`) runs it beside the background work.
 
+mod agents;
 mod approvals;
 mod audit;
 pub mod auth;
@@ -50,6 +51,7 @@ const SERVICE_NAMES: &[&str] = &[
     <v1::webhook_service_server::WebhookServiceServer<webhooks::WebhookApi> as NamedService>::NAME,
     <v1::identity_provider_service_server::IdentityProviderServiceServer<identity_providers::IdentityProviderApi> as NamedService>::NAME,
     <v1::approval_service_server::ApprovalServiceServer<approvals::ApprovalApi> as NamedService>::NAME,
+    <v1::agent_service_server::AgentServiceServer<agents::AgentApi> as NamedService>::NAME,
 ];
 
 /// The webhook payload renderer: the API's own JSON of events and sessions.
@@ -122,7 +124,8 @@ where
         .add_service(v1::approval_service_server::ApprovalServiceServer::new(approvals::ApprovalApi {
             approvals: services.approvals.clone(),
             sessions: services.sessions.clone(),
-        }));
+        }))
+        .add_service(v1::agent_service_server::AgentServiceServer::new(agents::AgentApi(services.agents.clone())));
     // The page and the SSO callback share the port: browsers reach them over HTTP/1.1 as well as h2.
     let routes =
         tonic::service::Routes::from(routes.into_axum_router().merge(crate::web::router(services.sso.clone())));

@@ -3,8 +3,8 @@
 //! a method missing here is refused, and a test checks the table against the descriptor set.
 
 use crate::domain::Permission::{
-    ApprovalsWrite, AuditRead, ResourcesRead, ResourcesWrite, SessionsRead, SessionsWrite, UsersRead, UsersWrite,
-    WebhooksWrite,
+    AgentsWrite, ApprovalsWrite, AuditRead, ResourcesRead, ResourcesWrite, SessionsRead, SessionsWrite, UsersRead,
+    UsersWrite, WebhooksWrite,
 };
 use crate::domain::Rule;
 
@@ -62,6 +62,9 @@ pub const POLICY: &[(&str, &str, Rule)] = &[
     ("ApprovalService", "ListApprovalRequests", Rule::organization(ApprovalsWrite)),
     ("ApprovalService", "ApproveSession", Rule::organization(ApprovalsWrite)),
     ("ApprovalService", "DenySession", Rule::organization(ApprovalsWrite)),
+    ("AgentService", "CreateAgent", Rule::organization(AgentsWrite)),
+    ("AgentService", "ListAgents", Rule::organization(AgentsWrite)),
+    ("AgentService", "RevokeAgent", Rule::organization(AgentsWrite)),
     ("IdentityProviderService", "CreateIdentityProvider", Rule::organization(UsersWrite).and_operators()),
     ("IdentityProviderService", "GetIdentityProvider", Rule::organization(UsersWrite).and_operators()),
     ("IdentityProviderService", "ListIdentityProviders", Rule::organization(UsersWrite).and_operators()),

@@ -18,6 +18,8 @@ pub enum KeyKind {
     Member,
     /// The platform operator: `pco_…`.
     Operator,
+    /// A host agent: `pca_…`.
+    Agent,
 }
 
 impl KeyKind {
@@ -25,6 +27,7 @@ impl KeyKind {
         match self {
             KeyKind::Member => "pcl_",
             KeyKind::Operator => "pco_",
+            KeyKind::Agent => "pca_",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Use-cases. Each manager checks who may do what, validates input, runs its queries in one
 //! transaction with the audit event, and returns store models; the gRPC layer only translates.
 
+pub mod agents;
 pub mod api_keys;
 pub mod approvals;
 pub mod audit;
@@ -21,6 +22,7 @@ pub mod sso;
 pub mod users;
 pub mod webhooks;
 
+pub use agents::AgentManager;
 pub use api_keys::{ApiKeyManager, NewApiKey};
 pub use approvals::{ApprovalManager, Verdict};
 pub use audit::AuditLog;
@@ -56,6 +58,7 @@ pub struct Services {
     pub resources: ResourceManager,
     pub audit: AuditLog,
     pub api_keys: ApiKeyManager,
+    pub agents: AgentManager,
     pub logins: LoginManager,
     pub sessions: SessionManager,
     pub engine: Engine,
@@ -157,6 +160,7 @@ impl Services {
             logins,
             organizations: OrganizationManager::new(db.clone(), callers.clone(), engine.clone()),
             users: UserManager::new(db.clone(), callers.clone(), engine.clone(), config.sessions.clone()),
+            agents: AgentManager::new(db.clone()),
             api_keys: ApiKeyManager::new(db.clone(), callers.clone(), config.limits.max_api_keys_per_user.as_u32()),
             callers,
             resources: ResourceManager::new(db.clone(), providers.clone(), engine.clone()),

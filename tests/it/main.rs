@@ -4,6 +4,7 @@
 
 mod common;
 
+mod agents;
 mod api;
 mod approvals;
 mod auth;

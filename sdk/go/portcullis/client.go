@@ -44,6 +44,8 @@ type Client struct {
 	IdentityProviders portcullisv1.IdentityProviderServiceClient
 	// Approvals lists and decides sessions waiting for approval.
 	Approvals portcullisv1.ApprovalServiceClient
+	// Agents creates, lists and revokes host agents.
+	Agents portcullisv1.AgentServiceClient
 
 	watchBackoff Backoff
 }
@@ -145,6 +147,7 @@ func Dial(target string, opts ...Option) (*Client, error) {
 		Webhooks:          portcullisv1.NewWebhookServiceClient(conn),
 		IdentityProviders: portcullisv1.NewIdentityProviderServiceClient(conn),
 		Approvals:         portcullisv1.NewApprovalServiceClient(conn),
+		Agents:            portcullisv1.NewAgentServiceClient(conn),
 		watchBackoff:      o.watchBackoff,
 	}, nil
 }

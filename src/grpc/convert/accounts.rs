@@ -167,3 +167,15 @@ pub fn mapped_role_from_pb(value: i32) -> Option<domain::Role> {
         _ => role_from_pb(value),
     }
 }
+
+/// An agent as the API shows it: never its credential's hash.
+pub fn agent_to_pb(model: agent::Model) -> pb::Agent {
+    pb::Agent {
+        id: model.id,
+        organization_id: model.organization_id,
+        name: model.name,
+        credential_prefix: model.prefix,
+        created_at: Some(timestamp(model.created_at)),
+        revoked_at: model.revoked_at.map(timestamp),
+    }
+}

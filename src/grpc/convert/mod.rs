@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::pb::v1 as pb;
 use crate::service::audit::details_of;
 use crate::store::entity::{
-    api_key, audit_event, identity_provider, login_session, organization, resource, resource_ip, user, webhook,
+    agent, api_key, audit_event, identity_provider, login_session, organization, resource, resource_ip, user, webhook,
     webhook_delivery,
 };
 use crate::store::queries::sessions::SessionRecord;

@@ -1,5 +1,6 @@
 //! sea-orm entities, one per table.
 
+pub mod agent;
 pub mod api_key;
 pub mod audit_event;
 pub mod identity_provider;

@@ -26,6 +26,7 @@ mod m20261204_000020_expiry_warnings;
 mod m20261204_000021_resource_checks;
 mod m20261206_000022_webhook_owners;
 mod m20261207_000023_single_sign_on;
+mod m20261207_000024_agents;
 mod m20261207_000024_approval_policies;
 mod m20261207_000025_session_approvals;
 
@@ -58,6 +59,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000021_resource_checks::Migration),
             Box::new(m20261206_000022_webhook_owners::Migration),
             Box::new(m20261207_000023_single_sign_on::Migration),
+            Box::new(m20261207_000024_agents::Migration),
             Box::new(m20261207_000024_approval_policies::Migration),
             Box::new(m20261207_000025_session_approvals::Migration),
         ]

@@ -1,5 +1,6 @@
 //! Queries, grouped by table. Each function translates database errors into [`StoreError`].
 
+pub mod agents;
 pub mod api_keys;
 pub mod audit_events;
 pub mod identity_providers;

@@ -431,10 +431,12 @@ struct ForeignObjects {
     api_key: String,
     login_session: String,
     identity_provider: String,
+    agent: String,
 }
 
 impl ForeignObjects {
     async fn create(server: &TestServer) -> ForeignObjects {
+        use portcullis::pb::v1::agent_service_client::AgentServiceClient;
         use portcullis::pb::v1::auth_service_client::AuthServiceClient;
         use portcullis::pb::v1::resource_service_client::ResourceServiceClient;
         use portcullis::pb::v1::session_service_client::SessionServiceClient;
@@ -473,6 +475,14 @@ impl ForeignObjects {
             .id;
         let login_session = common::insert_login_session(&server.db, &me.id).await;
         let identity_provider = common::insert_identity_provider(&server.db, &organization).await;
+        let agent = AgentServiceClient::new(server.channel().await)
+            .create_agent(with_key(CreateAgentRequest { name: "globex-bastion".into() }, &key))
+            .await
+            .unwrap()
+            .into_inner()
+            .agent
+            .unwrap()
+            .id;
         ForeignObjects {
             organization,
             user: me.id,
@@ -482,10 +492,11 @@ impl ForeignObjects {
             api_key,
             login_session,
             identity_provider,
+            agent,
         }
     }
 
-    fn ids(&self) -> [&str; 8] {
+    fn ids(&self) -> [&str; 9] {
         [
             &self.organization,
             &self.user,
@@ -495,6 +506,7 @@ impl ForeignObjects {
             &self.api_key,
             &self.login_session,
             &self.identity_provider,
+            &self.agent,
         ]
     }
 
@@ -512,6 +524,7 @@ impl ForeignObjects {
             ("UserService", _) => text(&self.user),
             ("OrganizationService", _) => text(&self.organization),
             ("IdentityProviderService", _) => text(&self.identity_provider),
+            ("AgentService", _) => text(&self.agent),
             ("AuthService", "RevokeApiKey") => text(&self.api_key),
             ("AuthService", "ExtendLoginSession" | "CloseLoginSession") => text(&self.login_session),
             _ => None,

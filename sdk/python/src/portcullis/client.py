@@ -11,6 +11,7 @@ import grpc
 from portcullis._common import Backoff, Revisions, credential_metadata, is_terminal
 from portcullis.errors import PortcullisError, Unavailable, from_status
 from portcullis.v1 import (
+    agent_pb2_grpc,
     approval_pb2_grpc,
     audit_pb2_grpc,
     auth_pb2_grpc,
@@ -67,6 +68,7 @@ class Client:
         self.webhooks = webhook_pb2_grpc.WebhookServiceStub(self.channel)
         self.identity_providers = identity_provider_pb2_grpc.IdentityProviderServiceStub(self.channel)
         self.approvals = approval_pb2_grpc.ApprovalServiceStub(self.channel)
+        self.agents = agent_pb2_grpc.AgentServiceStub(self.channel)
         self._watch_backoff = watch_backoff
 
     def watch_session(self, session_id: str) -> Iterator[session_pb2.Session]:
