@@ -29,6 +29,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // Written by hand (src/pb.rs), so one encoding of a session state serves every watcher.
         .extern_path(".portcullis.v1.WatchSessionResponse", "crate::pb::WatchSessionResponse")
+        // Clients are made from channels (`XClient::new`): a generated `connect` constructor
+        // would clash with AgentService's `Connect` method.
+        .build_transport(false)
         .file_descriptor_set_path(out_dir.join("portcullis_descriptor.bin"))
         .compile_with_config(config, PROTOS, &["proto"])?;
     Ok(())

@@ -15,10 +15,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     // The descriptors too, for printing answers as the API's JSON.
     let descriptors = std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("portcullis_descriptor.bin");
-    tonic_prost_build::configure().build_server(false).file_descriptor_set_path(descriptors).compile_with_config(
-        config,
-        &protos,
-        &[std::path::PathBuf::from("../proto")],
-    )?;
+    tonic_prost_build::configure()
+        .build_server(false)
+        .build_transport(false)
+        .file_descriptor_set_path(descriptors)
+        .compile_with_config(config, &protos, &[std::path::PathBuf::from("../proto")])?;
     Ok(())
 }

@@ -37,6 +37,7 @@ pub async fn resources(
                     Some(resource::Provider::AwsSecurityGroup(_)) => "aws_security_group",
                     Some(resource::Provider::GcpFirewall(_)) => "gcp_firewall",
                     Some(resource::Provider::AzureNetworkSecurityGroup(_)) => "azure_network_security_group",
+                    Some(resource::Provider::HostFirewall(_)) => "host_firewall",
                     None => "none",
                 };
                 // The periodic check's finding: OK, ACCESS_DENIED, … or - before the first.

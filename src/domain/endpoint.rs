@@ -21,7 +21,7 @@ pub fn endpoint_allowed(url: &str, provider_kind: ProviderKind, allowed: &[Strin
         ProviderKind::Aws => host.ends_with(".amazonaws.com"),
         ProviderKind::Gcp => host.ends_with(".googleapis.com"),
         ProviderKind::Azure => AZURE_RESOURCE_MANAGERS.contains(&host),
-        ProviderKind::Memory => return false,
+        ProviderKind::Memory | ProviderKind::Host => return false,
     };
     if target.scheme == "https" && own {
         return true;

@@ -4,6 +4,7 @@ mod actor;
 mod approval;
 mod duration;
 mod endpoint;
+pub mod host;
 pub mod identity_provider;
 mod ip;
 mod permission;
@@ -27,7 +28,9 @@ pub use ip::{
 };
 pub use permission::Permission;
 pub use policy::{MemberAccess, Reach, Rule};
-pub use resource::{AwsSecurityGroup, AzureNetworkSecurityGroup, GcpFirewall, MemoryProvider, ProviderConfig};
+pub use resource::{
+    AwsSecurityGroup, AzureNetworkSecurityGroup, GcpFirewall, HostFirewall, MemoryProvider, ProviderConfig,
+};
 pub use scope::{CloudScopes, glob_matches};
 pub use validate::{
     FieldViolation, Invalid, Violations, normalize_email, validate_description, validate_full_name, validate_name,
@@ -191,6 +194,8 @@ named_enum!(
         Gcp => "gcp",
         /// Azure network security groups (Cargo feature `azure`).
         Azure => "azure",
+        /// Linux hosts, through their agents.
+        Host => "host",
     }
 );
 

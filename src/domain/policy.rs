@@ -11,6 +11,8 @@ pub enum Rule {
     /// Authenticated callers: members of an organization as `members` says (`None`: no member may
     /// make the call), and platform operators, on any organization, when `operators` is set.
     Guarded { members: Option<MemberAccess>, operators: bool },
+    /// Host agents only, each by its own credential (`agent:connect`); no member or operator.
+    Agent,
 }
 
 /// What a member of an organization needs to make a call.
@@ -61,7 +63,7 @@ impl Rule {
     pub const fn and_operators(self) -> Rule {
         match self {
             Rule::Guarded { members, .. } => Rule::Guarded { members, operators: true },
-            Rule::Public => Rule::Public,
+            other => other,
         }
     }
 

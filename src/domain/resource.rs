@@ -10,6 +10,15 @@ pub enum ProviderConfig {
     AwsSecurityGroup(AwsSecurityGroup),
     GcpFirewall(GcpFirewall),
     AzureNetworkSecurityGroup(AzureNetworkSecurityGroup),
+    HostFirewall(HostFirewall),
+}
+
+/// Ports on a Linux host, opened by the host's agent in its nftables table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostFirewall {
+    pub agent_id: String,
+    pub protocol: String,
+    pub ports: Vec<u16>,
 }
 
 /// Rules kept in the server's memory, with optional latency and failure injection.
@@ -87,6 +96,7 @@ impl ProviderConfig {
             ProviderConfig::AwsSecurityGroup(aws) => aws.endpoint_url.as_deref(),
             ProviderConfig::GcpFirewall(gcp) => gcp.endpoint_url.as_deref(),
             ProviderConfig::AzureNetworkSecurityGroup(azure) => azure.endpoint_url.as_deref(),
+            ProviderConfig::HostFirewall(_) => None,
         }
     }
 
@@ -99,6 +109,7 @@ impl ProviderConfig {
             ProviderConfig::AwsSecurityGroup(aws) => aws.endpoint_url.as_mut(),
             ProviderConfig::GcpFirewall(gcp) => gcp.endpoint_url.as_mut(),
             ProviderConfig::AzureNetworkSecurityGroup(azure) => azure.endpoint_url.as_mut(),
+            ProviderConfig::HostFirewall(_) => None,
         };
         if let Some(endpoint) = endpoint
             && let Ok(origin) = super::plain_origin(endpoint)
@@ -108,6 +119,18 @@ impl ProviderConfig {
         self
     }
 
+    /// Checks the fields: the provider message's name in the API, and each error with the field
+    /// relative to that message.
+    pub fn validate(&self) -> (&'static str, Vec<(&'static str, String)>) {
+        match self {
+            ProviderConfig::Memory(memory) => ("memory", memory.validate()),
+            ProviderConfig::AwsSecurityGroup(aws) => ("aws_security_group", aws.validate()),
+            ProviderConfig::GcpFirewall(gcp) => ("gcp_firewall", gcp.validate()),
+            ProviderConfig::AzureNetworkSecurityGroup(azure) => ("azure_network_security_group", azure.validate()),
+            ProviderConfig::HostFirewall(host) => ("host_firewall", host.validate()),
+        }
+    }
+
     /// Which provider opens the rules.
     pub fn kind(&self) -> ProviderKind {
         match self {
@@ -115,6 +138,7 @@ impl ProviderConfig {
             ProviderConfig::AwsSecurityGroup(_) => ProviderKind::Aws,
             ProviderConfig::GcpFirewall(_) => ProviderKind::Gcp,
             ProviderConfig::AzureNetworkSecurityGroup(_) => ProviderKind::Azure,
+            ProviderConfig::HostFirewall(_) => ProviderKind::Host,
         }
     }
 }
@@ -194,6 +218,35 @@ impl GcpFirewall {
             errors.push(("ports", "each must be a port (22) or a range (5432-5433)".to_owned()));
         }
         check_endpoint(&self.endpoint_url, &mut errors);
+        errors
+    }
+}
+
+impl HostFirewall {
+    pub const PROTOCOLS: &'static [&'static str] = &["tcp", "udp"];
+    /// The most ports one host resource opens.
+    pub const MAX_PORTS: usize = 32;
+
+    /// Checks the fields; each error names the field relative to the provider message. (That
+    /// the agent exists in the organization is the service's to check.)
+    pub fn validate(&self) -> Vec<(&'static str, String)> {
+        let mut errors = Vec::new();
+        if self.agent_id.trim().is_empty() {
+            errors.push(("agent_id", "is required".to_owned()));
+        }
+        if !Self::PROTOCOLS.contains(&self.protocol.as_str()) {
+            errors.push(("protocol", format!("must be one of {}", Self::PROTOCOLS.join(", "))));
+        }
+        let mut distinct = self.ports.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if self.ports.is_empty() || self.ports.len() > Self::MAX_PORTS {
+            errors.push(("ports", format!("must name from 1 to {} ports", Self::MAX_PORTS)));
+        } else if self.ports.contains(&0) {
+            errors.push(("ports", "each must be from 1 to 65535".to_owned()));
+        } else if distinct.len() != self.ports.len() {
+            errors.push(("ports", "must not repeat a port".to_owned()));
+        }
         errors
     }
 }

@@ -36,8 +36,9 @@ impl CloudScopes {
             return None;
         }
         match config {
-            // Nothing leaves the server.
-            ProviderConfig::Memory(_) => None,
+            // Nothing leaves the server. (A host's agent must be the organization's own, which
+            // the resource service checks.)
+            ProviderConfig::Memory(_) | ProviderConfig::HostFirewall(_) => None,
             ProviderConfig::AwsSecurityGroup(group) => match &group.role_arn {
                 None => Some((
                     "role_arn",

@@ -7,7 +7,7 @@ use super::policy::rule_for;
 use crate::domain::{Rule, client_address};
 use crate::error::Error;
 use crate::pb::v1::ErrorReason;
-use crate::service::{Authenticator, Caller, Credential};
+use crate::service::{AgentCaller, Authenticator, Caller, Credential};
 use http::{Request, Response};
 use ipnet::IpNet;
 use std::future::Future;
@@ -107,6 +107,23 @@ where
             let path = request.uri().path().to_owned();
             let rule = match rule_for(&path) {
                 Some(Rule::Public) => return inner.call(request).await,
+                Some(Rule::Agent) => {
+                    let agent = match credential_from(request.headers()) {
+                        Ok(Credential::ApiKey(secret)) => authenticator.authenticate_agent(secret).await,
+                        Ok(Credential::Bearer(_)) => Err(unauthenticated(
+                            ErrorReason::InvalidCredentials,
+                            "an agent authenticates with `x-api-key: <its credential>`",
+                        )),
+                        Err(err) => Err(err),
+                    };
+                    return match agent {
+                        Ok(agent) => {
+                            request.extensions_mut().insert(agent);
+                            inner.call(request).await
+                        }
+                        Err(err) => Ok(Status::from(err).into_http()),
+                    };
+                }
                 Some(rule) => rule,
                 // Fail closed: a method without a policy entry never reaches a handler.
                 None => return Ok(Status::unimplemented(format!("unknown method {path}")).into_http()),
@@ -184,6 +201,15 @@ fn credential_from(headers: &http::HeaderMap) -> Result<Credential<'_>, Error> {
         },
         _ => Err(unauthenticated(ErrorReason::InvalidCredentials, "credentials must be visible ASCII")),
     }
+}
+
+/// The host agent of a call that passed [`AuthLayer`] under [`Rule::Agent`].
+pub fn agent_caller<T>(request: &tonic::Request<T>) -> Result<AgentCaller, Status> {
+    request
+        .extensions()
+        .get::<AgentCaller>()
+        .cloned()
+        .ok_or_else(|| Status::from(unauthenticated(ErrorReason::MissingCredentials, "the call was not authenticated")))
 }
 
 /// The authenticated caller of a request that passed [`AuthLayer`].

@@ -91,7 +91,7 @@ where
         .add_service(v1::session_service_server::SessionServiceServer::new(sessions::SessionApi {
             sessions: services.sessions.clone(),
             trusted_proxies: network.trusted_proxies.clone(),
-            shutdown: stopped,
+            shutdown: stopped.clone(),
             recheck_every: services.callers.ttl().max(Duration::from_secs(1)),
             watch_slots: limits::WatchSlots::new(
                 limits.max_watch_streams_per_caller.as_u32(),
@@ -125,7 +125,10 @@ where
             approvals: services.approvals.clone(),
             sessions: services.sessions.clone(),
         }))
-        .add_service(v1::agent_service_server::AgentServiceServer::new(agents::AgentApi(services.agents.clone())));
+        .add_service(v1::agent_service_server::AgentServiceServer::new(agents::AgentApi {
+            agents: services.agents.clone(),
+            shutdown: stopped.clone(),
+        }));
     // The page and the SSO callback share the port: browsers reach them over HTTP/1.1 as well as h2.
     let routes =
         tonic::service::Routes::from(routes.into_axum_router().merge(crate::web::router(services.sso.clone())));

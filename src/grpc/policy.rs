@@ -65,6 +65,7 @@ pub const POLICY: &[(&str, &str, Rule)] = &[
     ("AgentService", "CreateAgent", Rule::organization(AgentsWrite)),
     ("AgentService", "ListAgents", Rule::organization(AgentsWrite)),
     ("AgentService", "RevokeAgent", Rule::organization(AgentsWrite)),
+    ("AgentService", "Connect", Rule::Agent),
     ("IdentityProviderService", "CreateIdentityProvider", Rule::organization(UsersWrite).and_operators()),
     ("IdentityProviderService", "GetIdentityProvider", Rule::organization(UsersWrite).and_operators()),
     ("IdentityProviderService", "ListIdentityProviders", Rule::organization(UsersWrite).and_operators()),

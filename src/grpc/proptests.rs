@@ -3,8 +3,7 @@
 
 use super::convert::{UpdateMask, page_request, parse_timestamp, provider_from_pb, require_id};
 use crate::domain::{
-    self, IpVersion, ProviderConfig, Requested, client_address, normalize_email, parse_session_address, requested,
-    validate_name,
+    self, IpVersion, Requested, client_address, normalize_email, parse_session_address, requested, validate_name,
 };
 use crate::pb::v1 as pb;
 use crate::service::credentials::parse_api_key;
@@ -73,7 +72,10 @@ fn provider() -> impl Strategy<Value = pb::resource::Provider> {
                 ..Default::default()
             })
         });
-    prop_oneof![memory, aws, gcp, azure]
+    let host = (text(), text(), prop::collection::vec(any::<u32>(), 0..40)).prop_map(|(agent_id, protocol, ports)| {
+        pb::resource::Provider::HostFirewall(pb::HostFirewall { agent_id, protocol, ports })
+    });
+    prop_oneof![memory, aws, gcp, azure, host]
 }
 
 proptest! {
@@ -126,12 +128,7 @@ proptest! {
     #[test]
     fn providers_convert_and_validate(provider in provider()) {
         if let Ok(config) = provider_from_pb(provider) {
-            let _ = match &config {
-                ProviderConfig::Memory(memory) => memory.validate(),
-                ProviderConfig::AwsSecurityGroup(aws) => aws.validate(),
-                ProviderConfig::GcpFirewall(gcp) => gcp.validate(),
-                ProviderConfig::AzureNetworkSecurityGroup(azure) => azure.validate(),
-            };
+            let _ = config.validate();
         }
     }
 

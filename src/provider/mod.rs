@@ -10,6 +10,7 @@ mod bounded;
 mod family;
 #[cfg(feature = "gcp")]
 pub mod gcp;
+pub mod host;
 pub mod memory;
 pub mod quota;
 mod registry;

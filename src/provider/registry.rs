@@ -116,6 +116,12 @@ impl Providers {
         Providers { by_kind, memory, deadline, allowed_endpoints: config.allowed_endpoints.clone().into() }
     }
 
+    /// The same, with host resources served through `hosts` (which needs the database).
+    pub fn with_hosts(mut self, hosts: super::host::HostFirewalls) -> Providers {
+        self.by_kind.insert(ProviderKind::Host, Arc::new(hosts));
+        self
+    }
+
     /// Why calls for a resource configured as `config`, of an organization with `scopes`, may
     /// not be sent, with the config field that makes it so: they would carry the server's cloud
     /// identity to an endpoint the operator does not allow, or to a target outside the scopes.

@@ -1,8 +1,10 @@
-//! Host agents as the organization's admins manage them: each is created with a credential,
-//! shown once and kept only as a hash, and may be revoked for good.
+//! Host agents: as the organization's admins manage them (each created with a credential, shown
+//! once and kept only as a hash, and revocable for good), and as they connect: what each one's
+//! host should allow, and what it reports its firewall holds.
 
-use super::Caller;
 use super::credentials::{KeyKind, generate_api_key};
+use super::{AgentCaller, Caller};
+use crate::domain::host::HostResourceState;
 use crate::domain::{Violations, new_id, now, validate_name};
 use crate::error::{Result, StoreResultExt};
 use crate::store::audit::AuditRecord;
@@ -37,6 +39,10 @@ impl AgentManager {
                 secret_hash: credential.secret_hash,
                 created_at: now(),
                 revoked_at: None,
+                hostname: String::new(),
+                version: String::new(),
+                last_seen_at: None,
+                report_error: String::new(),
             },
         )
         .await
@@ -67,5 +73,44 @@ impl AgentManager {
         let revoked = queries::agents::get(&txn, &caller.organization_id, id).await?;
         store::commit(txn).await?;
         Ok(revoked)
+    }
+
+    /// Notes an agent's hello: its host's name and its version.
+    pub async fn hello(&self, agent: &AgentCaller, hostname: &str, version: &str) -> Result<()> {
+        let clip = |text: &str| text.chars().take(200).collect::<String>();
+        let hello = (clip(hostname), clip(version));
+        Ok(queries::hosts::seen(&self.db, &agent.agent_id, Some((&hello.0, &hello.1)), now()).await?)
+    }
+
+    /// Notes that a connected agent is still there.
+    pub async fn heartbeat(&self, agent: &AgentCaller) -> Result<()> {
+        Ok(queries::hosts::seen(&self.db, &agent.agent_id, None, now()).await?)
+    }
+
+    /// Whether the agent's credential still works (a revoked agent is disconnected).
+    pub async fn still_allowed(&self, agent: &AgentCaller) -> Result<bool> {
+        let current = queries::agents::get(&self.db, &agent.organization_id, &agent.agent_id).await;
+        Ok(current.ok().is_some_and(|current| current.revoked_at.is_none()))
+    }
+
+    /// What the agent's host should allow now.
+    pub async fn desired(&self, agent: &AgentCaller) -> Result<Vec<HostResourceState>> {
+        Ok(queries::hosts::desired(&self.db, &agent.organization_id, &agent.agent_id).await?)
+    }
+
+    /// Stores what the agent reports its firewall holds; resources it does not serve are left out.
+    pub async fn report(&self, agent: &AgentCaller, resources: Vec<HostResourceState>, error: &str) -> Result<()> {
+        let txn = store::begin(&self.db).await?;
+        let served: Vec<String> = queries::hosts::resources_of(&txn, &agent.organization_id, &agent.agent_id)
+            .await?
+            .into_iter()
+            .map(|(model, _)| model.id)
+            .collect();
+        let resources: Vec<HostResourceState> =
+            resources.into_iter().filter(|resource| served.contains(&resource.resource_id)).collect();
+        let error: String = error.chars().take(1_000).collect();
+        queries::hosts::record_report(&txn, &agent.agent_id, &resources, &error, now()).await?;
+        store::commit(txn).await?;
+        Ok(())
     }
 }

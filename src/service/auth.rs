@@ -15,6 +15,14 @@ use sea_orm::DatabaseConnection;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+/// A host agent, authenticated by its credential for AgentService.Connect.
+#[derive(Debug, Clone)]
+pub struct AgentCaller {
+    pub agent_id: String,
+    pub organization_id: String,
+    pub name: String,
+}
+
 /// The authenticated principal of a call.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -56,9 +64,18 @@ impl Caller {
     /// Admits this call under `rule`, its RPC's entry in the policy, and records how far it
     /// reaches; PERMISSION_DENIED otherwise. The one place a call's rights are decided.
     pub fn admit(&mut self, rule: Rule) -> Result<()> {
-        let Rule::Guarded { members, operators } = rule else {
-            self.reach = Reach::Own;
-            return Ok(());
+        let (members, operators) = match rule {
+            Rule::Public => {
+                self.reach = Reach::Own;
+                return Ok(());
+            }
+            Rule::Agent => {
+                return Err(denied(
+                    ErrorReason::PermissionMissing,
+                    "only a host agent's own credential makes this call",
+                ));
+            }
+            Rule::Guarded { members, operators } => (members, operators),
         };
         if self.role == Role::Operator {
             if !operators {
@@ -228,11 +245,28 @@ impl Authenticator {
         Ok(caller)
     }
 
+    /// The host agent behind an agent credential (`pca_…`), which opens AgentService.Connect
+    /// only. Agents of a suspended organization still connect: they take rules away too.
+    pub async fn authenticate_agent(&self, secret: &str) -> Result<AgentCaller> {
+        let (kind, lookup) = credentials::parse_api_key(secret).ok_or_else(invalid_credentials)?;
+        if kind != KeyKind::Agent {
+            return Err(invalid_credentials());
+        }
+        let agent = queries::agents::find_by_prefix(&self.reader, lookup).await.map_err(or_invalid)?;
+        if !credentials::secret_matches(secret, &agent.secret_hash) || agent.revoked_at.is_some() {
+            return Err(invalid_credentials());
+        }
+        Ok(AgentCaller { agent_id: agent.id, organization_id: agent.organization_id, name: agent.name })
+    }
+
     /// The key's caller and when the key expires.
     async fn authenticate_api_key(&self, secret: &str) -> Result<(Caller, Option<DateTime<Utc>>)> {
         let (kind, lookup) = credentials::parse_api_key(secret).ok_or_else(invalid_credentials)?;
-        if kind == KeyKind::Operator {
-            return self.authenticate_operator_key(secret, lookup).await;
+        match kind {
+            KeyKind::Operator => return self.authenticate_operator_key(secret, lookup).await,
+            // An agent's credential is no API key: it opens nothing but its stream.
+            KeyKind::Agent => return Err(invalid_credentials()),
+            KeyKind::Member => {}
         }
         let key = queries::api_keys::find_by_prefix(&self.reader, lookup).await.map_err(or_invalid)?;
         if !credentials::secret_matches(secret, &key.secret_hash) {

@@ -57,7 +57,9 @@ pub fn generate_api_key(kind: KeyKind) -> GeneratedApiKey {
 /// The kind and public part (to find its row) of a well-formed key, or `None` when the key is
 /// malformed or its checksum is wrong (a typo or a forgery: no database lookup needed).
 pub fn parse_api_key(secret: &str) -> Option<(KeyKind, &str)> {
-    let kind = [KeyKind::Member, KeyKind::Operator].into_iter().find(|kind| secret.starts_with(kind.prefix()))?;
+    let kind = [KeyKind::Member, KeyKind::Operator, KeyKind::Agent]
+        .into_iter()
+        .find(|kind| secret.starts_with(kind.prefix()))?;
     let body = &secret[PREFIX_LEN..];
     if body.len() != BODY_LEN + CHECKSUM_LEN || !body.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return None;

@@ -26,7 +26,7 @@ pub use agents::AgentManager;
 pub use api_keys::{ApiKeyManager, NewApiKey};
 pub use approvals::{ApprovalManager, Verdict};
 pub use audit::AuditLog;
-pub use auth::{Authenticator, Caller, Credential};
+pub use auth::{AgentCaller, Authenticator, Caller, Credential};
 pub use bootstrap::{
     Bootstrap, create_operator_key, initialize, retire_token_key, revoke_operator_key, rotate_token_key, set_password,
 };
@@ -103,6 +103,7 @@ impl Services {
         if config.engine.sweep_interval_secs.is_some() {
             tracing::warn!("engine.sweep_interval_secs is deprecated; set engine.reconcile_interval_secs instead");
         }
+        let providers = providers.with_hosts(crate::provider::host::HostFirewalls::new(db.clone()));
         let engine = Engine::new(db.clone(), reader.clone(), providers.clone(), config.engine.clone());
         let callers = CallerCache::new(config.auth.caller_cache_secs.get());
         let sealing = config.sealing_key()?;

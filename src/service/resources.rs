@@ -50,12 +50,7 @@ fn validate_provider(
     providers: &Providers,
     scopes: &CloudScopes,
 ) -> ProviderConfig {
-    let (name, mut errors) = match provider {
-        ProviderConfig::Memory(memory) => ("memory", memory.validate()),
-        ProviderConfig::AwsSecurityGroup(aws) => ("aws_security_group", aws.validate()),
-        ProviderConfig::GcpFirewall(gcp) => ("gcp_firewall", gcp.validate()),
-        ProviderConfig::AzureNetworkSecurityGroup(azure) => ("azure_network_security_group", azure.validate()),
-    };
+    let (name, mut errors) = provider.validate();
     if errors.is_empty()
         && let Some(refused) = providers.refusal(provider, scopes)
     {
@@ -79,17 +74,38 @@ impl ResourceManager {
         Ok(queries::organizations::cloud_scopes(&organization)?)
     }
 
+    /// A host resource's agent must be a working agent of the caller's organization.
+    async fn check_agent(&self, caller: &Caller, provider: &ProviderConfig, violations: &mut Violations) -> Result<()> {
+        let ProviderConfig::HostFirewall(host) = provider else { return Ok(()) };
+        if host.agent_id.trim().is_empty() {
+            return Ok(());
+        }
+        match queries::agents::get(&self.db, &caller.organization_id, &host.agent_id).await {
+            Ok(agent) if agent.revoked_at.is_none() => {}
+            Ok(_) => violations.add("resource.host_firewall.agent_id", "names a revoked agent"),
+            Err(crate::store::StoreError::NotFound) => {
+                violations.add("resource.host_firewall.agent_id", "names no agent of this organization")
+            }
+            Err(err) => return Err(err.into()),
+        }
+        Ok(())
+    }
+
     pub async fn create(&self, caller: &Caller, new: NewResource) -> Result<resource::Model> {
         let scopes = self.scopes(caller).await?;
         let mut violations = Violations::default();
         let name = violations.check("resource.name", validate_name(&new.name));
         let description = violations.check("resource.description", validate_description(&new.description));
         let provider = match &new.provider {
-            Some(provider) => Some(validate_provider(&mut violations, "resource", provider, &self.providers, &scopes)),
+            Some(provider) => {
+                self.check_agent(caller, provider, &mut violations).await?;
+                Some(validate_provider(&mut violations, "resource", provider, &self.providers, &scopes))
+            }
             None => {
                 violations.add(
                     "resource.provider",
-                    "one of memory, aws_security_group, gcp_firewall, azure_network_security_group is required",
+                    "one of memory, aws_security_group, gcp_firewall, azure_network_security_group, host_firewall is \
+                     required",
                 );
                 None
             }
@@ -169,6 +185,7 @@ impl ResourceManager {
         let provider = match &changes.provider {
             Some(provider) => {
                 let scopes = self.scopes(caller).await?;
+                self.check_agent(caller, provider, &mut violations).await?;
                 Some(validate_provider(&mut violations, "resource", provider, &self.providers, &scopes))
             }
             None => None,

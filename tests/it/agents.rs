@@ -1,12 +1,14 @@
 //! Host agents as admins manage them (AgentService): credentials shown once and stored hashed,
 //! unique names, revocation, and the audit trail.
 
-use crate::common::{self, TestDb, TestServer, with_key};
+use crate::common::{self, Fixture, TestDb, TestServer, with_key};
 use portcullis::pb::v1::agent_service_client::AgentServiceClient;
 use portcullis::pb::v1::audit_service_client::AuditServiceClient;
+use portcullis::pb::v1::resource_service_client::ResourceServiceClient;
 use portcullis::pb::v1::*;
 use portcullis::store::entity::agent;
 use sea_orm::EntityTrait;
+use std::time::Duration;
 
 #[tokio::test]
 async fn an_agent_is_created_with_a_credential_shown_once_and_revoked_for_good() {
@@ -88,6 +90,155 @@ async fn an_agent_is_created_with_a_credential_shown_once_and_revoked_for_good()
             .unwrap_err();
         assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
         server.stop().await;
+    })
+    .await;
+}
+
+/// An agent as a script: its stream, driven message by message.
+struct ScriptedAgent {
+    outbound: tokio::sync::mpsc::Sender<ConnectRequest>,
+    inbound: tonic::Streaming<ConnectResponse>,
+}
+
+impl ScriptedAgent {
+    async fn connect(server: &TestServer, credential: &str) -> Result<ScriptedAgent, tonic::Status> {
+        let (outbound, receiver) = tokio::sync::mpsc::channel(8);
+        let hello = AgentHello { hostname: "bastion-1.example".into(), version: "test".into() };
+        outbound.send(ConnectRequest { message: Some(connect_request::Message::Hello(hello)) }).await.unwrap();
+        let requests = tokio_stream::wrappers::ReceiverStream::new(receiver);
+        let inbound =
+            AgentServiceClient::new(server.channel().await).connect(with_key(requests, credential)).await?.into_inner();
+        Ok(ScriptedAgent { outbound, inbound })
+    }
+
+    async fn next(&mut self) -> Result<ConnectResponse, tonic::Status> {
+        let next = tokio::time::timeout(Duration::from_secs(10), self.inbound.message()).await;
+        next.expect("a message within 10 s")?.ok_or_else(|| tonic::Status::aborted("the stream ended"))
+    }
+
+    /// Reports the firewall holding exactly `resources`.
+    async fn report(&self, generation: u64, resources: Vec<HostResourceState>) {
+        let report = AgentReport { generation, resources, error: String::new() };
+        self.outbound.send(ConnectRequest { message: Some(connect_request::Message::Report(report)) }).await.unwrap();
+    }
+}
+
+async fn create_agent(server: &TestServer, name: &str) -> (String, String) {
+    let created = AgentServiceClient::new(server.channel().await)
+        .create_agent(with_key(CreateAgentRequest { name: name.into() }, &server.admin_key))
+        .await
+        .unwrap()
+        .into_inner();
+    (created.agent.unwrap().id, created.credential)
+}
+
+fn host_firewall(agent_id: &str) -> resource::Provider {
+    resource::Provider::HostFirewall(HostFirewall {
+        agent_id: agent_id.into(),
+        protocol: "tcp".into(),
+        ports: vec![22],
+    })
+}
+
+#[tokio::test]
+async fn a_connected_agent_gets_the_desired_state_and_its_reports_move_the_rules() {
+    common::each_backend(|db: TestDb| async move {
+        let mut f = Fixture::new(&db).await;
+        let (agent_id, credential) = create_agent(&f.server, "bastion-1").await;
+        let resource_id = f.resource_on("ssh-bastion", host_firewall(&agent_id)).await;
+        let mut agent = ScriptedAgent::connect(&f.server, &credential).await.unwrap();
+
+        let first = agent.next().await.unwrap();
+        assert!(first.full, "{first:?}");
+        assert_eq!(first.resources.len(), 1);
+        assert_eq!(
+            (first.resources[0].resource_id.as_str(), first.resources[0].ports.as_slice()),
+            (resource_id.as_str(), &[22][..])
+        );
+        assert!(first.resources[0].grants.is_empty());
+
+        let key = f.user_key.clone();
+        let session = f.start(&key, Some("203.0.113.7"), None).await.unwrap();
+        let change = agent.next().await.unwrap();
+        assert!(!change.full);
+        let grant = &change.resources[0].grants[0];
+        assert_eq!(grant.ip_address, "203.0.113.7");
+        assert_eq!(grant.session_ids, vec![session.id.clone()]);
+        assert_eq!(grant.expires_at, session.expires_at, "the element lives as long as the session");
+
+        // Until the agent reports the address held, the rule waits.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let pending =
+            f.sessions.get_session(with_key(GetSessionRequest { id: session.id.clone() }, &key)).await.unwrap();
+        assert_eq!(pending.into_inner().session.unwrap().status(), SessionStatus::Pending);
+        agent.report(change.generation, change.resources.clone()).await;
+        f.watch_until(&key, &session.id, SessionStatus::Active).await;
+
+        // Stopping takes the address out of the state; the rule is removed once the agent says so.
+        f.stop(&key, &session.id).await;
+        let emptied = agent.next().await.unwrap();
+        assert!(emptied.resources[0].grants.is_empty(), "{emptied:?}");
+        agent.report(emptied.generation, emptied.resources.clone()).await;
+        let ended = f.watch_until(&key, &session.id, SessionStatus::Cancelled).await;
+        let rules = &ended.last().unwrap().resource_ips;
+        assert_eq!(rules[0].status(), ResourceIpStatus::Removed, "{rules:?}");
+
+        let listed = AgentServiceClient::new(f.server.channel().await)
+            .list_agents(with_key(ListAgentsRequest::default(), &f.server.admin_key))
+            .await
+            .unwrap()
+            .into_inner()
+            .agents;
+        assert!(listed[0].connected && listed[0].hostname == "bastion-1.example", "{listed:?}");
+        f.server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn rules_of_an_offline_agent_wait_and_revoking_an_agent_disconnects_it() {
+    common::each_backend(|db: TestDb| async move {
+        let mut f = Fixture::new(&db).await;
+        let (agent_id, credential) = create_agent(&f.server, "bastion-2").await;
+        let resource_id = f.resource_on("ssh-offline", host_firewall(&agent_id)).await;
+        let key = f.user_key.clone();
+        let session = f.start(&key, Some("203.0.113.8"), None).await.unwrap();
+        let sessions = f.sessions.clone();
+        let waiting = common::eventually("the rule says the agent is offline", Duration::from_secs(15), async || {
+            let request = with_key(GetSessionRequest { id: session.id.clone() }, &key);
+            let session = sessions.clone().get_session(request).await.unwrap().into_inner().session.unwrap();
+            let message = session.resource_ips[0].error_message.clone();
+            common::when(message.contains("offline"), (session.status(), message))
+        })
+        .await;
+        assert_eq!(waiting.0, SessionStatus::Pending, "{waiting:?}");
+
+        let check = ResourceServiceClient::new(f.server.channel().await)
+            .check_resource(with_key(CheckResourceRequest { id: resource_id }, &f.server.admin_key))
+            .await;
+        let check = check.unwrap().into_inner();
+        assert!(format!("{check:?}").contains("offline"), "{check:?}");
+
+        let mut agent = ScriptedAgent::connect(&f.server, &credential).await.unwrap();
+        agent.next().await.unwrap();
+        AgentServiceClient::new(f.server.channel().await)
+            .revoke_agent(with_key(RevokeAgentRequest { id: agent_id.clone() }, &f.server.admin_key))
+            .await
+            .unwrap();
+        let ended = loop {
+            match agent.next().await {
+                Ok(_) => continue,
+                Err(status) => break status,
+            }
+        };
+        assert_eq!(ended.code(), tonic::Code::Unauthenticated, "{ended:?}");
+        let again = ScriptedAgent::connect(&f.server, &credential).await;
+        let refused = match again {
+            Ok(mut agent) => agent.next().await.unwrap_err(),
+            Err(status) => status,
+        };
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated, "a revoked credential cannot connect: {refused:?}");
+        f.server.stop().await;
     })
     .await;
 }

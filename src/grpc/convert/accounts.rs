@@ -177,5 +177,51 @@ pub fn agent_to_pb(model: agent::Model) -> pb::Agent {
         credential_prefix: model.prefix,
         created_at: Some(timestamp(model.created_at)),
         revoked_at: model.revoked_at.map(timestamp),
+        connected: model.revoked_at.is_none() && domain::host::agent_connected(model.last_seen_at, domain::now()),
+        last_seen_at: model.last_seen_at.map(timestamp),
+        hostname: model.hostname,
+        version: model.version,
+    }
+}
+
+/// A host resource's state as the agent stream carries it.
+pub fn host_resource_to_pb(state: domain::host::HostResourceState) -> pb::HostResourceState {
+    pb::HostResourceState {
+        resource_id: state.resource_id,
+        protocol: state.protocol,
+        ports: state.ports.into_iter().map(u32::from).collect(),
+        grants: state
+            .grants
+            .into_iter()
+            .map(|grant| pb::HostGrant {
+                ip_address: grant.address.to_string(),
+                expires_at: Some(timestamp(grant.expires_at)),
+                session_ids: grant.session_ids,
+            })
+            .collect(),
+    }
+}
+
+/// A host resource's state from an agent's report; violations under `field`.
+pub fn host_resource_from_pb(state: pb::HostResourceState, field: &str) -> Result<domain::host::HostResourceState> {
+    let mut violations = Violations::default();
+    let mut grants = Vec::with_capacity(state.grants.len());
+    for (index, grant) in state.grants.into_iter().enumerate() {
+        let Ok(address) = grant.ip_address.parse::<IpAddr>() else {
+            violations.add(format!("{field}.grants[{index}].ip_address"), "must be an IP address");
+            continue;
+        };
+        let expires_at = grant.expires_at.and_then(|at| DateTime::from_timestamp(at.seconds, 0));
+        let Some(expires_at) = expires_at else {
+            violations.add(format!("{field}.grants[{index}].expires_at"), "must be a time");
+            continue;
+        };
+        grants.push(domain::host::HostGrant { address, expires_at, session_ids: grant.session_ids });
+    }
+    let ports = state.ports.iter().filter_map(|port| u16::try_from(*port).ok()).collect();
+    if violations.is_empty() {
+        Ok(domain::host::HostResourceState { resource_id: state.resource_id, protocol: state.protocol, ports, grants })
+    } else {
+        Err(violations.into())
     }
 }

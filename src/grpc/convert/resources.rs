@@ -45,6 +45,11 @@ pub fn resource_to_pb(model: resource::Model) -> Result<pb::Resource, StoreError
                 endpoint_url: azure.endpoint_url,
             })
         }
+        ProviderConfig::HostFirewall(host) => pb::resource::Provider::HostFirewall(pb::HostFirewall {
+            agent_id: host.agent_id,
+            protocol: host.protocol,
+            ports: host.ports.into_iter().map(u32::from).collect(),
+        }),
     };
     Ok(pb::Resource {
         id: model.id,
@@ -179,6 +184,17 @@ pub fn provider_from_pb(provider: pb::resource::Provider) -> Result<ProviderConf
                 priority_first: first,
                 priority_last: last,
                 endpoint_url: azure.endpoint_url,
+            })
+        }
+        pb::resource::Provider::HostFirewall(host) => {
+            let mut ports = Vec::with_capacity(host.ports.len());
+            for (index, value) in host.ports.iter().enumerate() {
+                ports.push(port(&mut violations, &format!("resource.host_firewall.ports[{index}]"), *value));
+            }
+            ProviderConfig::HostFirewall(domain::HostFirewall {
+                agent_id: host.agent_id,
+                protocol: host.protocol,
+                ports,
             })
         }
     };

@@ -12,6 +12,10 @@ pub struct Model {
     pub secret_hash: String,
     pub created_at: DateTimeUtc,
     pub revoked_at: Option<DateTimeUtc>,
+    pub hostname: String,
+    pub version: String,
+    pub last_seen_at: Option<DateTimeUtc>,
+    pub report_error: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

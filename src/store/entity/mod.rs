@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod api_key;
 pub mod audit_event;
+pub mod host_element;
 pub mod identity_provider;
 pub mod login_session;
 pub mod operator_key;

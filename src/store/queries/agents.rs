@@ -14,6 +14,11 @@ pub async fn get(db: &impl ConnectionTrait, organization_id: &str, id: &str) -> 
     found(Entity::find_by_id(id).filter(Column::OrganizationId.eq(organization_id)).one(db).await?)
 }
 
+/// The agent whose credential starts with `prefix`.
+pub async fn find_by_prefix(db: &impl ConnectionTrait, prefix: &str) -> StoreResult<Model> {
+    found(Entity::find().filter(Column::Prefix.eq(prefix)).one(db).await?)
+}
+
 /// The organization's agents, newest first.
 pub async fn list(db: &impl ConnectionTrait, organization_id: &str, request: &PageRequest) -> StoreResult<Page<Model>> {
     let select = Entity::find().filter(Column::OrganizationId.eq(organization_id));

@@ -3,6 +3,7 @@
 pub mod agents;
 pub mod api_keys;
 pub mod audit_events;
+pub mod hosts;
 pub mod identity_providers;
 pub mod login_sessions;
 pub mod operator_keys;

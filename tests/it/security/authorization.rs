@@ -109,6 +109,14 @@ async fn every_rpc_is_authorized_by_one_policy() {
             let name = format!("{}/{}", method.service, method.name);
             let rule = POLICY.iter().find(|(s, m, _)| *s == method.service && *m == method.name).map(|(_, _, r)| *r);
             let Some(Rule::Guarded { members, .. }) = rule else {
+                if rule == Some(Rule::Agent) {
+                    // Only an agent's own credential opens it: no member's or operator's key.
+                    for key in [&server.admin_key, &user_key, &server.operator_key] {
+                        let refused = call(&channel, method, Vec::new(), key).await.unwrap_err();
+                        assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{name}: {refused:?}");
+                    }
+                    continue;
+                }
                 assert_eq!(rule, Some(Rule::Public), "{name} has no policy entry");
                 continue;
             };

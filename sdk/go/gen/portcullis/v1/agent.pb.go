@@ -36,7 +36,15 @@ type Agent struct {
 	// created_at is when the agent was created.
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	// revoked_at is when its credential was revoked; absent while it works.
-	RevokedAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	RevokedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	// connected is whether the agent holds a stream now (it was seen in the last 30 seconds).
+	Connected bool `protobuf:"varint,7,opt,name=connected,proto3" json:"connected,omitempty"`
+	// last_seen_at is when the agent last spoke.
+	LastSeenAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=last_seen_at,json=lastSeenAt,proto3" json:"last_seen_at,omitempty"`
+	// hostname is what the agent said its host is called.
+	Hostname string `protobuf:"bytes,9,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	// version is the agent's version.
+	Version       string `protobuf:"bytes,10,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -113,6 +121,451 @@ func (x *Agent) GetRevokedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Agent) GetConnected() bool {
+	if x != nil {
+		return x.Connected
+	}
+	return false
+}
+
+func (x *Agent) GetLastSeenAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeenAt
+	}
+	return nil
+}
+
+func (x *Agent) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+func (x *Agent) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+// ConnectRequest is one message from an agent.
+type ConnectRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// message is a hello (first) or a report.
+	//
+	// Types that are valid to be assigned to Message:
+	//
+	//	*ConnectRequest_Hello
+	//	*ConnectRequest_Report
+	Message       isConnectRequest_Message `protobuf_oneof:"message"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConnectRequest) Reset() {
+	*x = ConnectRequest{}
+	mi := &file_portcullis_v1_agent_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConnectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConnectRequest) ProtoMessage() {}
+
+func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_portcullis_v1_agent_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConnectRequest.ProtoReflect.Descriptor instead.
+func (*ConnectRequest) Descriptor() ([]byte, []int) {
+	return file_portcullis_v1_agent_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ConnectRequest) GetMessage() isConnectRequest_Message {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+func (x *ConnectRequest) GetHello() *AgentHello {
+	if x != nil {
+		if x, ok := x.Message.(*ConnectRequest_Hello); ok {
+			return x.Hello
+		}
+	}
+	return nil
+}
+
+func (x *ConnectRequest) GetReport() *AgentReport {
+	if x != nil {
+		if x, ok := x.Message.(*ConnectRequest_Report); ok {
+			return x.Report
+		}
+	}
+	return nil
+}
+
+type isConnectRequest_Message interface {
+	isConnectRequest_Message()
+}
+
+type ConnectRequest_Hello struct {
+	// hello opens the stream.
+	Hello *AgentHello `protobuf:"bytes,1,opt,name=hello,proto3,oneof"`
+}
+
+type ConnectRequest_Report struct {
+	// report tells what the firewall holds after applying a state.
+	Report *AgentReport `protobuf:"bytes,2,opt,name=report,proto3,oneof"`
+}
+
+func (*ConnectRequest_Hello) isConnectRequest_Message() {}
+
+func (*ConnectRequest_Report) isConnectRequest_Message() {}
+
+// AgentHello introduces the agent's host.
+type AgentHello struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// hostname of the host.
+	Hostname string `protobuf:"bytes,1,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	// version of the agent.
+	Version       string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentHello) Reset() {
+	*x = AgentHello{}
+	mi := &file_portcullis_v1_agent_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentHello) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentHello) ProtoMessage() {}
+
+func (x *AgentHello) ProtoReflect() protoreflect.Message {
+	mi := &file_portcullis_v1_agent_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentHello.ProtoReflect.Descriptor instead.
+func (*AgentHello) Descriptor() ([]byte, []int) {
+	return file_portcullis_v1_agent_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *AgentHello) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+func (x *AgentHello) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+// AgentReport is what the agent's firewall holds after it applied the state of `generation`.
+type AgentReport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// generation of the state applied.
+	Generation uint64 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
+	// resources as the firewall holds them: for each resource the agent serves, its addresses.
+	Resources []*HostResourceState `protobuf:"bytes,2,rep,name=resources,proto3" json:"resources,omitempty"`
+	// error says why the state could not be applied (empty when it was).
+	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentReport) Reset() {
+	*x = AgentReport{}
+	mi := &file_portcullis_v1_agent_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentReport) ProtoMessage() {}
+
+func (x *AgentReport) ProtoReflect() protoreflect.Message {
+	mi := &file_portcullis_v1_agent_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentReport.ProtoReflect.Descriptor instead.
+func (*AgentReport) Descriptor() ([]byte, []int) {
+	return file_portcullis_v1_agent_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *AgentReport) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *AgentReport) GetResources() []*HostResourceState {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+func (x *AgentReport) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// ConnectResponse is the desired state of the agent's host, whole or changed.
+type ConnectResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// generation numbers the states sent on this stream; reports name the one they applied.
+	Generation uint64 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
+	// full: `resources` is everything the agent serves (on connect); otherwise only the
+	// resources that changed, whole, and `removed_resource_ids` those it serves no more.
+	Full bool `protobuf:"varint,2,opt,name=full,proto3" json:"full,omitempty"`
+	// resources as the host should allow them.
+	Resources []*HostResourceState `protobuf:"bytes,3,rep,name=resources,proto3" json:"resources,omitempty"`
+	// removed_resource_ids are resources the agent no longer serves: their chain and sets go.
+	RemovedResourceIds []string `protobuf:"bytes,4,rep,name=removed_resource_ids,json=removedResourceIds,proto3" json:"removed_resource_ids,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *ConnectResponse) Reset() {
+	*x = ConnectResponse{}
+	mi := &file_portcullis_v1_agent_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConnectResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConnectResponse) ProtoMessage() {}
+
+func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_portcullis_v1_agent_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConnectResponse.ProtoReflect.Descriptor instead.
+func (*ConnectResponse) Descriptor() ([]byte, []int) {
+	return file_portcullis_v1_agent_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ConnectResponse) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *ConnectResponse) GetFull() bool {
+	if x != nil {
+		return x.Full
+	}
+	return false
+}
+
+func (x *ConnectResponse) GetResources() []*HostResourceState {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+func (x *ConnectResponse) GetRemovedResourceIds() []string {
+	if x != nil {
+		return x.RemovedResourceIds
+	}
+	return nil
+}
+
+// HostResourceState is one host resource: its ports and who may reach them until when.
+type HostResourceState struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// resource_id of the resource.
+	ResourceId string `protobuf:"bytes,1,opt,name=resource_id,json=resourceId,proto3" json:"resource_id,omitempty"`
+	// protocol is "tcp" or "udp".
+	Protocol string `protobuf:"bytes,2,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// ports the resource opens.
+	Ports []uint32 `protobuf:"varint,3,rep,packed,name=ports,proto3" json:"ports,omitempty"`
+	// grants are the addresses allowed, one each.
+	Grants        []*HostGrant `protobuf:"bytes,4,rep,name=grants,proto3" json:"grants,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HostResourceState) Reset() {
+	*x = HostResourceState{}
+	mi := &file_portcullis_v1_agent_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HostResourceState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HostResourceState) ProtoMessage() {}
+
+func (x *HostResourceState) ProtoReflect() protoreflect.Message {
+	mi := &file_portcullis_v1_agent_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HostResourceState.ProtoReflect.Descriptor instead.
+func (*HostResourceState) Descriptor() ([]byte, []int) {
+	return file_portcullis_v1_agent_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *HostResourceState) GetResourceId() string {
+	if x != nil {
+		return x.ResourceId
+	}
+	return ""
+}
+
+func (x *HostResourceState) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *HostResourceState) GetPorts() []uint32 {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+func (x *HostResourceState) GetGrants() []*HostGrant {
+	if x != nil {
+		return x.Grants
+	}
+	return nil
+}
+
+// HostGrant lets one address reach a host resource until its expiry.
+type HostGrant struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ip_address allowed (IPv4 or IPv6).
+	IpAddress string `protobuf:"bytes,1,opt,name=ip_address,json=ipAddress,proto3" json:"ip_address,omitempty"`
+	// expires_at is the latest expiry among the sessions holding the address.
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// session_ids are the sessions holding it.
+	SessionIds    []string `protobuf:"bytes,3,rep,name=session_ids,json=sessionIds,proto3" json:"session_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HostGrant) Reset() {
+	*x = HostGrant{}
+	mi := &file_portcullis_v1_agent_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HostGrant) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HostGrant) ProtoMessage() {}
+
+func (x *HostGrant) ProtoReflect() protoreflect.Message {
+	mi := &file_portcullis_v1_agent_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HostGrant.ProtoReflect.Descriptor instead.
+func (*HostGrant) Descriptor() ([]byte, []int) {
+	return file_portcullis_v1_agent_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *HostGrant) GetIpAddress() string {
+	if x != nil {
+		return x.IpAddress
+	}
+	return ""
+}
+
+func (x *HostGrant) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *HostGrant) GetSessionIds() []string {
+	if x != nil {
+		return x.SessionIds
+	}
+	return nil
+}
+
 // CreateAgentRequest names the new agent.
 type CreateAgentRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -124,7 +577,7 @@ type CreateAgentRequest struct {
 
 func (x *CreateAgentRequest) Reset() {
 	*x = CreateAgentRequest{}
-	mi := &file_portcullis_v1_agent_proto_msgTypes[1]
+	mi := &file_portcullis_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -136,7 +589,7 @@ func (x *CreateAgentRequest) String() string {
 func (*CreateAgentRequest) ProtoMessage() {}
 
 func (x *CreateAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_agent_proto_msgTypes[1]
+	mi := &file_portcullis_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -149,7 +602,7 @@ func (x *CreateAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAgentRequest.ProtoReflect.Descriptor instead.
 func (*CreateAgentRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_agent_proto_rawDescGZIP(), []int{1}
+	return file_portcullis_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CreateAgentRequest) GetName() string {
@@ -172,7 +625,7 @@ type CreateAgentResponse struct {
 
 func (x *CreateAgentResponse) Reset() {
 	*x = CreateAgentResponse{}
-	mi := &file_portcullis_v1_agent_proto_msgTypes[2]
+	mi := &file_portcullis_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -184,7 +637,7 @@ func (x *CreateAgentResponse) String() string {
 func (*CreateAgentResponse) ProtoMessage() {}
 
 func (x *CreateAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_agent_proto_msgTypes[2]
+	mi := &file_portcullis_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -197,7 +650,7 @@ func (x *CreateAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAgentResponse.ProtoReflect.Descriptor instead.
 func (*CreateAgentResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_agent_proto_rawDescGZIP(), []int{2}
+	return file_portcullis_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CreateAgentResponse) GetAgent() *Agent {
@@ -227,7 +680,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_portcullis_v1_agent_proto_msgTypes[3]
+	mi := &file_portcullis_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -239,7 +692,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_agent_proto_msgTypes[3]
+	mi := &file_portcullis_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -252,7 +705,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_agent_proto_rawDescGZIP(), []int{3}
+	return file_portcullis_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListAgentsRequest) GetPageSize() int32 {
@@ -282,7 +735,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_portcullis_v1_agent_proto_msgTypes[4]
+	mi := &file_portcullis_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -294,7 +747,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_agent_proto_msgTypes[4]
+	mi := &file_portcullis_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -307,7 +760,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_portcullis_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -335,7 +788,7 @@ type RevokeAgentRequest struct {
 
 func (x *RevokeAgentRequest) Reset() {
 	*x = RevokeAgentRequest{}
-	mi := &file_portcullis_v1_agent_proto_msgTypes[5]
+	mi := &file_portcullis_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -347,7 +800,7 @@ func (x *RevokeAgentRequest) String() string {
 func (*RevokeAgentRequest) ProtoMessage() {}
 
 func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_agent_proto_msgTypes[5]
+	mi := &file_portcullis_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -360,7 +813,7 @@ func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAgentRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_portcullis_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RevokeAgentRequest) GetId() string {
@@ -381,7 +834,7 @@ type RevokeAgentResponse struct {
 
 func (x *RevokeAgentResponse) Reset() {
 	*x = RevokeAgentResponse{}
-	mi := &file_portcullis_v1_agent_proto_msgTypes[6]
+	mi := &file_portcullis_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -393,7 +846,7 @@ func (x *RevokeAgentResponse) String() string {
 func (*RevokeAgentResponse) ProtoMessage() {}
 
 func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_agent_proto_msgTypes[6]
+	mi := &file_portcullis_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -406,7 +859,7 @@ func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAgentResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_portcullis_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RevokeAgentResponse) GetAgent() *Agent {
@@ -420,7 +873,7 @@ var File_portcullis_v1_agent_proto protoreflect.FileDescriptor
 
 const file_portcullis_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x19portcullis/v1/agent.proto\x12\rportcullis.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf7\x01\n" +
+	"\x19portcullis/v1/agent.proto\x12\rportcullis.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x89\x03\n" +
 	"\x05Agent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12'\n" +
 	"\x0forganization_id\x18\x02 \x01(\tR\x0eorganizationId\x12\x12\n" +
@@ -429,7 +882,47 @@ const file_portcullis_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
-	"revoked_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\"(\n" +
+	"revoked_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x12\x1c\n" +
+	"\tconnected\x18\a \x01(\bR\tconnected\x12<\n" +
+	"\flast_seen_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"lastSeenAt\x12\x1a\n" +
+	"\bhostname\x18\t \x01(\tR\bhostname\x12\x18\n" +
+	"\aversion\x18\n" +
+	" \x01(\tR\aversion\"\x84\x01\n" +
+	"\x0eConnectRequest\x121\n" +
+	"\x05hello\x18\x01 \x01(\v2\x19.portcullis.v1.AgentHelloH\x00R\x05hello\x124\n" +
+	"\x06report\x18\x02 \x01(\v2\x1a.portcullis.v1.AgentReportH\x00R\x06reportB\t\n" +
+	"\amessage\"B\n" +
+	"\n" +
+	"AgentHello\x12\x1a\n" +
+	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\"\x83\x01\n" +
+	"\vAgentReport\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x01 \x01(\x04R\n" +
+	"generation\x12>\n" +
+	"\tresources\x18\x02 \x03(\v2 .portcullis.v1.HostResourceStateR\tresources\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"\xb7\x01\n" +
+	"\x0fConnectResponse\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x01 \x01(\x04R\n" +
+	"generation\x12\x12\n" +
+	"\x04full\x18\x02 \x01(\bR\x04full\x12>\n" +
+	"\tresources\x18\x03 \x03(\v2 .portcullis.v1.HostResourceStateR\tresources\x120\n" +
+	"\x14removed_resource_ids\x18\x04 \x03(\tR\x12removedResourceIds\"\x98\x01\n" +
+	"\x11HostResourceState\x12\x1f\n" +
+	"\vresource_id\x18\x01 \x01(\tR\n" +
+	"resourceId\x12\x1a\n" +
+	"\bprotocol\x18\x02 \x01(\tR\bprotocol\x12\x14\n" +
+	"\x05ports\x18\x03 \x03(\rR\x05ports\x120\n" +
+	"\x06grants\x18\x04 \x03(\v2\x18.portcullis.v1.HostGrantR\x06grants\"\x86\x01\n" +
+	"\tHostGrant\x12\x1d\n" +
+	"\n" +
+	"ip_address\x18\x01 \x01(\tR\tipAddress\x129\n" +
+	"\n" +
+	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x1f\n" +
+	"\vsession_ids\x18\x03 \x03(\tR\n" +
+	"sessionIds\"(\n" +
 	"\x12CreateAgentRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"a\n" +
 	"\x13CreateAgentResponse\x12*\n" +
@@ -447,12 +940,13 @@ const file_portcullis_v1_agent_proto_rawDesc = "" +
 	"\x12RevokeAgentRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"A\n" +
 	"\x13RevokeAgentResponse\x12*\n" +
-	"\x05agent\x18\x01 \x01(\v2\x14.portcullis.v1.AgentR\x05agent2\x8d\x02\n" +
+	"\x05agent\x18\x01 \x01(\v2\x14.portcullis.v1.AgentR\x05agent2\xdb\x02\n" +
 	"\fAgentService\x12T\n" +
 	"\vCreateAgent\x12!.portcullis.v1.CreateAgentRequest\x1a\".portcullis.v1.CreateAgentResponse\x12Q\n" +
 	"\n" +
 	"ListAgents\x12 .portcullis.v1.ListAgentsRequest\x1a!.portcullis.v1.ListAgentsResponse\x12T\n" +
-	"\vRevokeAgent\x12!.portcullis.v1.RevokeAgentRequest\x1a\".portcullis.v1.RevokeAgentResponseB\xbc\x01\n" +
+	"\vRevokeAgent\x12!.portcullis.v1.RevokeAgentRequest\x1a\".portcullis.v1.RevokeAgentResponse\x12L\n" +
+	"\aConnect\x12\x1d.portcullis.v1.ConnectRequest\x1a\x1e.portcullis.v1.ConnectResponse(\x010\x01B\xbc\x01\n" +
 	"\x11com.portcullis.v1B\n" +
 	"AgentProtoP\x01ZFgithub.com/portcullis/portcullis/sdk/go/gen/portcullis/v1;portcullisv1\xa2\x02\x03PXX\xaa\x02\rPortcullis.V1\xca\x02\rPortcullis\\V1\xe2\x02\x19Portcullis\\V1\\GPBMetadata\xea\x02\x0ePortcullis::V1b\x06proto3"
 
@@ -468,34 +962,49 @@ func file_portcullis_v1_agent_proto_rawDescGZIP() []byte {
 	return file_portcullis_v1_agent_proto_rawDescData
 }
 
-var file_portcullis_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_portcullis_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_portcullis_v1_agent_proto_goTypes = []any{
 	(*Agent)(nil),                 // 0: portcullis.v1.Agent
-	(*CreateAgentRequest)(nil),    // 1: portcullis.v1.CreateAgentRequest
-	(*CreateAgentResponse)(nil),   // 2: portcullis.v1.CreateAgentResponse
-	(*ListAgentsRequest)(nil),     // 3: portcullis.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),    // 4: portcullis.v1.ListAgentsResponse
-	(*RevokeAgentRequest)(nil),    // 5: portcullis.v1.RevokeAgentRequest
-	(*RevokeAgentResponse)(nil),   // 6: portcullis.v1.RevokeAgentResponse
-	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
+	(*ConnectRequest)(nil),        // 1: portcullis.v1.ConnectRequest
+	(*AgentHello)(nil),            // 2: portcullis.v1.AgentHello
+	(*AgentReport)(nil),           // 3: portcullis.v1.AgentReport
+	(*ConnectResponse)(nil),       // 4: portcullis.v1.ConnectResponse
+	(*HostResourceState)(nil),     // 5: portcullis.v1.HostResourceState
+	(*HostGrant)(nil),             // 6: portcullis.v1.HostGrant
+	(*CreateAgentRequest)(nil),    // 7: portcullis.v1.CreateAgentRequest
+	(*CreateAgentResponse)(nil),   // 8: portcullis.v1.CreateAgentResponse
+	(*ListAgentsRequest)(nil),     // 9: portcullis.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),    // 10: portcullis.v1.ListAgentsResponse
+	(*RevokeAgentRequest)(nil),    // 11: portcullis.v1.RevokeAgentRequest
+	(*RevokeAgentResponse)(nil),   // 12: portcullis.v1.RevokeAgentResponse
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
 }
 var file_portcullis_v1_agent_proto_depIdxs = []int32{
-	7, // 0: portcullis.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
-	7, // 1: portcullis.v1.Agent.revoked_at:type_name -> google.protobuf.Timestamp
-	0, // 2: portcullis.v1.CreateAgentResponse.agent:type_name -> portcullis.v1.Agent
-	0, // 3: portcullis.v1.ListAgentsResponse.agents:type_name -> portcullis.v1.Agent
-	0, // 4: portcullis.v1.RevokeAgentResponse.agent:type_name -> portcullis.v1.Agent
-	1, // 5: portcullis.v1.AgentService.CreateAgent:input_type -> portcullis.v1.CreateAgentRequest
-	3, // 6: portcullis.v1.AgentService.ListAgents:input_type -> portcullis.v1.ListAgentsRequest
-	5, // 7: portcullis.v1.AgentService.RevokeAgent:input_type -> portcullis.v1.RevokeAgentRequest
-	2, // 8: portcullis.v1.AgentService.CreateAgent:output_type -> portcullis.v1.CreateAgentResponse
-	4, // 9: portcullis.v1.AgentService.ListAgents:output_type -> portcullis.v1.ListAgentsResponse
-	6, // 10: portcullis.v1.AgentService.RevokeAgent:output_type -> portcullis.v1.RevokeAgentResponse
-	8, // [8:11] is the sub-list for method output_type
-	5, // [5:8] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	13, // 0: portcullis.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
+	13, // 1: portcullis.v1.Agent.revoked_at:type_name -> google.protobuf.Timestamp
+	13, // 2: portcullis.v1.Agent.last_seen_at:type_name -> google.protobuf.Timestamp
+	2,  // 3: portcullis.v1.ConnectRequest.hello:type_name -> portcullis.v1.AgentHello
+	3,  // 4: portcullis.v1.ConnectRequest.report:type_name -> portcullis.v1.AgentReport
+	5,  // 5: portcullis.v1.AgentReport.resources:type_name -> portcullis.v1.HostResourceState
+	5,  // 6: portcullis.v1.ConnectResponse.resources:type_name -> portcullis.v1.HostResourceState
+	6,  // 7: portcullis.v1.HostResourceState.grants:type_name -> portcullis.v1.HostGrant
+	13, // 8: portcullis.v1.HostGrant.expires_at:type_name -> google.protobuf.Timestamp
+	0,  // 9: portcullis.v1.CreateAgentResponse.agent:type_name -> portcullis.v1.Agent
+	0,  // 10: portcullis.v1.ListAgentsResponse.agents:type_name -> portcullis.v1.Agent
+	0,  // 11: portcullis.v1.RevokeAgentResponse.agent:type_name -> portcullis.v1.Agent
+	7,  // 12: portcullis.v1.AgentService.CreateAgent:input_type -> portcullis.v1.CreateAgentRequest
+	9,  // 13: portcullis.v1.AgentService.ListAgents:input_type -> portcullis.v1.ListAgentsRequest
+	11, // 14: portcullis.v1.AgentService.RevokeAgent:input_type -> portcullis.v1.RevokeAgentRequest
+	1,  // 15: portcullis.v1.AgentService.Connect:input_type -> portcullis.v1.ConnectRequest
+	8,  // 16: portcullis.v1.AgentService.CreateAgent:output_type -> portcullis.v1.CreateAgentResponse
+	10, // 17: portcullis.v1.AgentService.ListAgents:output_type -> portcullis.v1.ListAgentsResponse
+	12, // 18: portcullis.v1.AgentService.RevokeAgent:output_type -> portcullis.v1.RevokeAgentResponse
+	4,  // 19: portcullis.v1.AgentService.Connect:output_type -> portcullis.v1.ConnectResponse
+	16, // [16:20] is the sub-list for method output_type
+	12, // [12:16] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_portcullis_v1_agent_proto_init() }
@@ -503,13 +1012,17 @@ func file_portcullis_v1_agent_proto_init() {
 	if File_portcullis_v1_agent_proto != nil {
 		return
 	}
+	file_portcullis_v1_agent_proto_msgTypes[1].OneofWrappers = []any{
+		(*ConnectRequest_Hello)(nil),
+		(*ConnectRequest_Report)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_portcullis_v1_agent_proto_rawDesc), len(file_portcullis_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

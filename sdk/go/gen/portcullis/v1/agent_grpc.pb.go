@@ -22,6 +22,7 @@ const (
 	AgentService_CreateAgent_FullMethodName = "/portcullis.v1.AgentService/CreateAgent"
 	AgentService_ListAgents_FullMethodName  = "/portcullis.v1.AgentService/ListAgents"
 	AgentService_RevokeAgent_FullMethodName = "/portcullis.v1.AgentService/RevokeAgent"
+	AgentService_Connect_FullMethodName     = "/portcullis.v1.AgentService/Connect"
 )
 
 // AgentServiceClient is the client API for AgentService service.
@@ -37,8 +38,13 @@ type AgentServiceClient interface {
 	CreateAgent(ctx context.Context, in *CreateAgentRequest, opts ...grpc.CallOption) (*CreateAgentResponse, error)
 	// ListAgents lists the organization's agents, newest first.
 	ListAgents(ctx context.Context, in *ListAgentsRequest, opts ...grpc.CallOption) (*ListAgentsResponse, error)
-	// RevokeAgent revokes an agent's credential for good.
+	// RevokeAgent revokes an agent's credential for good; a connected agent is disconnected.
 	RevokeAgent(ctx context.Context, in *RevokeAgentRequest, opts ...grpc.CallOption) (*RevokeAgentResponse, error)
+	// Connect is the agent's one stream, opened by the agent (`x-api-key: pca_…`; no other
+	// credential may call it, and an agent's credential may call nothing else). The agent says
+	// hello; the server sends the whole desired state of the agent's host resources, then each
+	// change; the agent answers each state it applied with what its firewall holds.
+	Connect(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ConnectRequest, ConnectResponse], error)
 }
 
 type agentServiceClient struct {
@@ -79,6 +85,19 @@ func (c *agentServiceClient) RevokeAgent(ctx context.Context, in *RevokeAgentReq
 	return out, nil
 }
 
+func (c *agentServiceClient) Connect(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ConnectRequest, ConnectResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AgentService_ServiceDesc.Streams[0], AgentService_Connect_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ConnectRequest, ConnectResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_ConnectClient = grpc.BidiStreamingClient[ConnectRequest, ConnectResponse]
+
 // AgentServiceServer is the server API for AgentService service.
 // All implementations must embed UnimplementedAgentServiceServer
 // for forward compatibility.
@@ -92,8 +111,13 @@ type AgentServiceServer interface {
 	CreateAgent(context.Context, *CreateAgentRequest) (*CreateAgentResponse, error)
 	// ListAgents lists the organization's agents, newest first.
 	ListAgents(context.Context, *ListAgentsRequest) (*ListAgentsResponse, error)
-	// RevokeAgent revokes an agent's credential for good.
+	// RevokeAgent revokes an agent's credential for good; a connected agent is disconnected.
 	RevokeAgent(context.Context, *RevokeAgentRequest) (*RevokeAgentResponse, error)
+	// Connect is the agent's one stream, opened by the agent (`x-api-key: pca_…`; no other
+	// credential may call it, and an agent's credential may call nothing else). The agent says
+	// hello; the server sends the whole desired state of the agent's host resources, then each
+	// change; the agent answers each state it applied with what its firewall holds.
+	Connect(grpc.BidiStreamingServer[ConnectRequest, ConnectResponse]) error
 	mustEmbedUnimplementedAgentServiceServer()
 }
 
@@ -112,6 +136,9 @@ func (UnimplementedAgentServiceServer) ListAgents(context.Context, *ListAgentsRe
 }
 func (UnimplementedAgentServiceServer) RevokeAgent(context.Context, *RevokeAgentRequest) (*RevokeAgentResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RevokeAgent not implemented")
+}
+func (UnimplementedAgentServiceServer) Connect(grpc.BidiStreamingServer[ConnectRequest, ConnectResponse]) error {
+	return status.Error(codes.Unimplemented, "method Connect not implemented")
 }
 func (UnimplementedAgentServiceServer) mustEmbedUnimplementedAgentServiceServer() {}
 func (UnimplementedAgentServiceServer) testEmbeddedByValue()                      {}
@@ -188,6 +215,13 @@ func _AgentService_RevokeAgent_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AgentService_Connect_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(AgentServiceServer).Connect(&grpc.GenericServerStream[ConnectRequest, ConnectResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_ConnectServer = grpc.BidiStreamingServer[ConnectRequest, ConnectResponse]
+
 // AgentService_ServiceDesc is the grpc.ServiceDesc for AgentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -208,6 +242,13 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _AgentService_RevokeAgent_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Connect",
+			Handler:       _AgentService_Connect_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "portcullis/v1/agent.proto",
 }

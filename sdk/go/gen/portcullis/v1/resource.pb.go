@@ -373,6 +373,72 @@ func (x *GcpFirewall) GetEndpointUrl() string {
 	return ""
 }
 
+// HostFirewall opens ports on a Linux host through its agent (portcullis-agent, see
+// AgentService), which keeps an nftables set of allowed addresses per resource whose elements
+// expire in the kernel at the session's end.
+type HostFirewall struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// agent_id is the agent serving the host.
+	AgentId string `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// protocol is "tcp" or "udp".
+	Protocol string `protobuf:"bytes,2,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// ports are the ports opened (1 to 65535): at least one, at most 32.
+	Ports         []uint32 `protobuf:"varint,3,rep,packed,name=ports,proto3" json:"ports,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HostFirewall) Reset() {
+	*x = HostFirewall{}
+	mi := &file_portcullis_v1_resource_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HostFirewall) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HostFirewall) ProtoMessage() {}
+
+func (x *HostFirewall) ProtoReflect() protoreflect.Message {
+	mi := &file_portcullis_v1_resource_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HostFirewall.ProtoReflect.Descriptor instead.
+func (*HostFirewall) Descriptor() ([]byte, []int) {
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *HostFirewall) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *HostFirewall) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *HostFirewall) GetPorts() []uint32 {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
 // AzureNetworkSecurityGroup opens inbound security rules on an Azure network security group.
 type AzureNetworkSecurityGroup struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -400,7 +466,7 @@ type AzureNetworkSecurityGroup struct {
 
 func (x *AzureNetworkSecurityGroup) Reset() {
 	*x = AzureNetworkSecurityGroup{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[3]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -412,7 +478,7 @@ func (x *AzureNetworkSecurityGroup) String() string {
 func (*AzureNetworkSecurityGroup) ProtoMessage() {}
 
 func (x *AzureNetworkSecurityGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[3]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -425,7 +491,7 @@ func (x *AzureNetworkSecurityGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AzureNetworkSecurityGroup.ProtoReflect.Descriptor instead.
 func (*AzureNetworkSecurityGroup) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{3}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *AzureNetworkSecurityGroup) GetSubscriptionId() string {
@@ -497,7 +563,7 @@ type PriorityRange struct {
 
 func (x *PriorityRange) Reset() {
 	*x = PriorityRange{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[4]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -509,7 +575,7 @@ func (x *PriorityRange) String() string {
 func (*PriorityRange) ProtoMessage() {}
 
 func (x *PriorityRange) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[4]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -522,7 +588,7 @@ func (x *PriorityRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PriorityRange.ProtoReflect.Descriptor instead.
 func (*PriorityRange) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{4}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PriorityRange) GetFirst() uint32 {
@@ -556,6 +622,7 @@ type Resource struct {
 	//	*Resource_AwsSecurityGroup
 	//	*Resource_GcpFirewall
 	//	*Resource_AzureNetworkSecurityGroup
+	//	*Resource_HostFirewall
 	Provider isResource_Provider `protobuf_oneof:"provider"`
 	// created_at is when the resource was created.
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
@@ -574,7 +641,7 @@ type Resource struct {
 
 func (x *Resource) Reset() {
 	*x = Resource{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[5]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -586,7 +653,7 @@ func (x *Resource) String() string {
 func (*Resource) ProtoMessage() {}
 
 func (x *Resource) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[5]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -599,7 +666,7 @@ func (x *Resource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resource.ProtoReflect.Descriptor instead.
 func (*Resource) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{5}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Resource) GetId() string {
@@ -666,6 +733,15 @@ func (x *Resource) GetAzureNetworkSecurityGroup() *AzureNetworkSecurityGroup {
 	return nil
 }
 
+func (x *Resource) GetHostFirewall() *HostFirewall {
+	if x != nil {
+		if x, ok := x.Provider.(*Resource_HostFirewall); ok {
+			return x.HostFirewall
+		}
+	}
+	return nil
+}
+
 func (x *Resource) GetCreatedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.CreatedAt
@@ -718,6 +794,11 @@ type Resource_AzureNetworkSecurityGroup struct {
 	AzureNetworkSecurityGroup *AzureNetworkSecurityGroup `protobuf:"bytes,13,opt,name=azure_network_security_group,json=azureNetworkSecurityGroup,proto3,oneof"`
 }
 
+type Resource_HostFirewall struct {
+	// host_firewall opens ports on a Linux host through its agent.
+	HostFirewall *HostFirewall `protobuf:"bytes,14,opt,name=host_firewall,json=hostFirewall,proto3,oneof"`
+}
+
 func (*Resource_Memory) isResource_Provider() {}
 
 func (*Resource_AwsSecurityGroup) isResource_Provider() {}
@@ -725,6 +806,8 @@ func (*Resource_AwsSecurityGroup) isResource_Provider() {}
 func (*Resource_GcpFirewall) isResource_Provider() {}
 
 func (*Resource_AzureNetworkSecurityGroup) isResource_Provider() {}
+
+func (*Resource_HostFirewall) isResource_Provider() {}
 
 // ApprovalPolicy is who must say yes, and within how long, before a session opens a resource.
 type ApprovalPolicy struct {
@@ -751,7 +834,7 @@ type ApprovalPolicy struct {
 
 func (x *ApprovalPolicy) Reset() {
 	*x = ApprovalPolicy{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[6]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -763,7 +846,7 @@ func (x *ApprovalPolicy) String() string {
 func (*ApprovalPolicy) ProtoMessage() {}
 
 func (x *ApprovalPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[6]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -776,7 +859,7 @@ func (x *ApprovalPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApprovalPolicy.ProtoReflect.Descriptor instead.
 func (*ApprovalPolicy) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{6}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ApprovalPolicy) GetRequired() bool {
@@ -843,7 +926,7 @@ type ResourceCheck struct {
 
 func (x *ResourceCheck) Reset() {
 	*x = ResourceCheck{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[7]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -855,7 +938,7 @@ func (x *ResourceCheck) String() string {
 func (*ResourceCheck) ProtoMessage() {}
 
 func (x *ResourceCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[7]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -868,7 +951,7 @@ func (x *ResourceCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceCheck.ProtoReflect.Descriptor instead.
 func (*ResourceCheck) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{7}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ResourceCheck) GetStatus() CheckStatus {
@@ -903,7 +986,7 @@ type CreateResourceRequest struct {
 
 func (x *CreateResourceRequest) Reset() {
 	*x = CreateResourceRequest{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[8]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -915,7 +998,7 @@ func (x *CreateResourceRequest) String() string {
 func (*CreateResourceRequest) ProtoMessage() {}
 
 func (x *CreateResourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[8]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -928,7 +1011,7 @@ func (x *CreateResourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateResourceRequest.ProtoReflect.Descriptor instead.
 func (*CreateResourceRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{8}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CreateResourceRequest) GetResource() *Resource {
@@ -949,7 +1032,7 @@ type CreateResourceResponse struct {
 
 func (x *CreateResourceResponse) Reset() {
 	*x = CreateResourceResponse{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[9]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -961,7 +1044,7 @@ func (x *CreateResourceResponse) String() string {
 func (*CreateResourceResponse) ProtoMessage() {}
 
 func (x *CreateResourceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[9]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -974,7 +1057,7 @@ func (x *CreateResourceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateResourceResponse.ProtoReflect.Descriptor instead.
 func (*CreateResourceResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{9}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CreateResourceResponse) GetResource() *Resource {
@@ -995,7 +1078,7 @@ type GetResourceRequest struct {
 
 func (x *GetResourceRequest) Reset() {
 	*x = GetResourceRequest{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[10]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1007,7 +1090,7 @@ func (x *GetResourceRequest) String() string {
 func (*GetResourceRequest) ProtoMessage() {}
 
 func (x *GetResourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[10]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1020,7 +1103,7 @@ func (x *GetResourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResourceRequest.ProtoReflect.Descriptor instead.
 func (*GetResourceRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{10}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetResourceRequest) GetId() string {
@@ -1041,7 +1124,7 @@ type GetResourceResponse struct {
 
 func (x *GetResourceResponse) Reset() {
 	*x = GetResourceResponse{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[11]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1053,7 +1136,7 @@ func (x *GetResourceResponse) String() string {
 func (*GetResourceResponse) ProtoMessage() {}
 
 func (x *GetResourceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[11]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1066,7 +1149,7 @@ func (x *GetResourceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResourceResponse.ProtoReflect.Descriptor instead.
 func (*GetResourceResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{11}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetResourceResponse) GetResource() *Resource {
@@ -1091,7 +1174,7 @@ type ListResourcesRequest struct {
 
 func (x *ListResourcesRequest) Reset() {
 	*x = ListResourcesRequest{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[12]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1103,7 +1186,7 @@ func (x *ListResourcesRequest) String() string {
 func (*ListResourcesRequest) ProtoMessage() {}
 
 func (x *ListResourcesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[12]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1116,7 +1199,7 @@ func (x *ListResourcesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResourcesRequest.ProtoReflect.Descriptor instead.
 func (*ListResourcesRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{12}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListResourcesRequest) GetPageSize() int32 {
@@ -1153,7 +1236,7 @@ type ListResourcesResponse struct {
 
 func (x *ListResourcesResponse) Reset() {
 	*x = ListResourcesResponse{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[13]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1165,7 +1248,7 @@ func (x *ListResourcesResponse) String() string {
 func (*ListResourcesResponse) ProtoMessage() {}
 
 func (x *ListResourcesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[13]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1178,7 +1261,7 @@ func (x *ListResourcesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResourcesResponse.ProtoReflect.Descriptor instead.
 func (*ListResourcesResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{13}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListResourcesResponse) GetResources() []*Resource {
@@ -1209,7 +1292,7 @@ type UpdateResourceRequest struct {
 
 func (x *UpdateResourceRequest) Reset() {
 	*x = UpdateResourceRequest{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[14]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1221,7 +1304,7 @@ func (x *UpdateResourceRequest) String() string {
 func (*UpdateResourceRequest) ProtoMessage() {}
 
 func (x *UpdateResourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[14]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1234,7 +1317,7 @@ func (x *UpdateResourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateResourceRequest.ProtoReflect.Descriptor instead.
 func (*UpdateResourceRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{14}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UpdateResourceRequest) GetResource() *Resource {
@@ -1262,7 +1345,7 @@ type UpdateResourceResponse struct {
 
 func (x *UpdateResourceResponse) Reset() {
 	*x = UpdateResourceResponse{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[15]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1274,7 +1357,7 @@ func (x *UpdateResourceResponse) String() string {
 func (*UpdateResourceResponse) ProtoMessage() {}
 
 func (x *UpdateResourceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[15]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1287,7 +1370,7 @@ func (x *UpdateResourceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateResourceResponse.ProtoReflect.Descriptor instead.
 func (*UpdateResourceResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{15}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *UpdateResourceResponse) GetResource() *Resource {
@@ -1308,7 +1391,7 @@ type DeleteResourceRequest struct {
 
 func (x *DeleteResourceRequest) Reset() {
 	*x = DeleteResourceRequest{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[16]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1320,7 +1403,7 @@ func (x *DeleteResourceRequest) String() string {
 func (*DeleteResourceRequest) ProtoMessage() {}
 
 func (x *DeleteResourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[16]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1333,7 +1416,7 @@ func (x *DeleteResourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResourceRequest.ProtoReflect.Descriptor instead.
 func (*DeleteResourceRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{16}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DeleteResourceRequest) GetId() string {
@@ -1352,7 +1435,7 @@ type DeleteResourceResponse struct {
 
 func (x *DeleteResourceResponse) Reset() {
 	*x = DeleteResourceResponse{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[17]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1364,7 +1447,7 @@ func (x *DeleteResourceResponse) String() string {
 func (*DeleteResourceResponse) ProtoMessage() {}
 
 func (x *DeleteResourceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[17]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1377,7 +1460,7 @@ func (x *DeleteResourceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResourceResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResourceResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{17}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{18}
 }
 
 // AssignResourceRequest names a resource and a user.
@@ -1393,7 +1476,7 @@ type AssignResourceRequest struct {
 
 func (x *AssignResourceRequest) Reset() {
 	*x = AssignResourceRequest{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[18]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1405,7 +1488,7 @@ func (x *AssignResourceRequest) String() string {
 func (*AssignResourceRequest) ProtoMessage() {}
 
 func (x *AssignResourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[18]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1418,7 +1501,7 @@ func (x *AssignResourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignResourceRequest.ProtoReflect.Descriptor instead.
 func (*AssignResourceRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{18}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *AssignResourceRequest) GetResourceId() string {
@@ -1444,7 +1527,7 @@ type AssignResourceResponse struct {
 
 func (x *AssignResourceResponse) Reset() {
 	*x = AssignResourceResponse{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[19]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1456,7 +1539,7 @@ func (x *AssignResourceResponse) String() string {
 func (*AssignResourceResponse) ProtoMessage() {}
 
 func (x *AssignResourceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[19]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1469,7 +1552,7 @@ func (x *AssignResourceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignResourceResponse.ProtoReflect.Descriptor instead.
 func (*AssignResourceResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{19}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{20}
 }
 
 // UnassignResourceRequest names a resource and a user.
@@ -1485,7 +1568,7 @@ type UnassignResourceRequest struct {
 
 func (x *UnassignResourceRequest) Reset() {
 	*x = UnassignResourceRequest{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[20]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1497,7 +1580,7 @@ func (x *UnassignResourceRequest) String() string {
 func (*UnassignResourceRequest) ProtoMessage() {}
 
 func (x *UnassignResourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[20]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1510,7 +1593,7 @@ func (x *UnassignResourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnassignResourceRequest.ProtoReflect.Descriptor instead.
 func (*UnassignResourceRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{20}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *UnassignResourceRequest) GetResourceId() string {
@@ -1536,7 +1619,7 @@ type UnassignResourceResponse struct {
 
 func (x *UnassignResourceResponse) Reset() {
 	*x = UnassignResourceResponse{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[21]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1548,7 +1631,7 @@ func (x *UnassignResourceResponse) String() string {
 func (*UnassignResourceResponse) ProtoMessage() {}
 
 func (x *UnassignResourceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[21]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1561,7 +1644,7 @@ func (x *UnassignResourceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnassignResourceResponse.ProtoReflect.Descriptor instead.
 func (*UnassignResourceResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{21}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{22}
 }
 
 // CheckResourceRequest names a resource to check.
@@ -1575,7 +1658,7 @@ type CheckResourceRequest struct {
 
 func (x *CheckResourceRequest) Reset() {
 	*x = CheckResourceRequest{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[22]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1587,7 +1670,7 @@ func (x *CheckResourceRequest) String() string {
 func (*CheckResourceRequest) ProtoMessage() {}
 
 func (x *CheckResourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[22]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1600,7 +1683,7 @@ func (x *CheckResourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckResourceRequest.ProtoReflect.Descriptor instead.
 func (*CheckResourceRequest) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{22}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CheckResourceRequest) GetId() string {
@@ -1623,7 +1706,7 @@ type CheckResourceResponse struct {
 
 func (x *CheckResourceResponse) Reset() {
 	*x = CheckResourceResponse{}
-	mi := &file_portcullis_v1_resource_proto_msgTypes[23]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1635,7 +1718,7 @@ func (x *CheckResourceResponse) String() string {
 func (*CheckResourceResponse) ProtoMessage() {}
 
 func (x *CheckResourceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portcullis_v1_resource_proto_msgTypes[23]
+	mi := &file_portcullis_v1_resource_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1648,7 +1731,7 @@ func (x *CheckResourceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckResourceResponse.ProtoReflect.Descriptor instead.
 func (*CheckResourceResponse) Descriptor() ([]byte, []int) {
-	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{23}
+	return file_portcullis_v1_resource_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CheckResourceResponse) GetStatus() CheckStatus {
@@ -1698,7 +1781,11 @@ const file_portcullis_v1_resource_proto_rawDesc = "" +
 	"\x17target_service_accounts\x18\x06 \x03(\tR\x15targetServiceAccounts\x12\x1a\n" +
 	"\bpriority\x18\a \x01(\rR\bpriority\x12&\n" +
 	"\fendpoint_url\x18\b \x01(\tH\x00R\vendpointUrl\x88\x01\x01B\x0f\n" +
-	"\r_endpoint_url\"\x96\x03\n" +
+	"\r_endpoint_url\"[\n" +
+	"\fHostFirewall\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x1a\n" +
+	"\bprotocol\x18\x02 \x01(\tR\bprotocol\x12\x14\n" +
+	"\x05ports\x18\x03 \x03(\rR\x05ports\"\x96\x03\n" +
 	"\x19AzureNetworkSecurityGroup\x12'\n" +
 	"\x0fsubscription_id\x18\x01 \x01(\tR\x0esubscriptionId\x12%\n" +
 	"\x0eresource_group\x18\x02 \x01(\tR\rresourceGroup\x12\x19\n" +
@@ -1711,7 +1798,7 @@ const file_portcullis_v1_resource_proto_rawDesc = "" +
 	"\r_endpoint_url\"9\n" +
 	"\rPriorityRange\x12\x14\n" +
 	"\x05first\x18\x01 \x01(\rR\x05first\x12\x12\n" +
-	"\x04last\x18\x02 \x01(\rR\x04last\"\x82\x05\n" +
+	"\x04last\x18\x02 \x01(\rR\x04last\"\xc6\x05\n" +
 	"\bResource\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
@@ -1720,7 +1807,8 @@ const file_portcullis_v1_resource_proto_rawDesc = "" +
 	" \x01(\v2\x1d.portcullis.v1.MemoryProviderH\x00R\x06memory\x12O\n" +
 	"\x12aws_security_group\x18\v \x01(\v2\x1f.portcullis.v1.AwsSecurityGroupH\x00R\x10awsSecurityGroup\x12?\n" +
 	"\fgcp_firewall\x18\f \x01(\v2\x1a.portcullis.v1.GcpFirewallH\x00R\vgcpFirewall\x12k\n" +
-	"\x1cazure_network_security_group\x18\r \x01(\v2(.portcullis.v1.AzureNetworkSecurityGroupH\x00R\x19azureNetworkSecurityGroup\x129\n" +
+	"\x1cazure_network_security_group\x18\r \x01(\v2(.portcullis.v1.AzureNetworkSecurityGroupH\x00R\x19azureNetworkSecurityGroup\x12B\n" +
+	"\rhost_firewall\x18\x0e \x01(\v2\x1b.portcullis.v1.HostFirewallH\x00R\fhostFirewall\x129\n" +
 	"\n" +
 	"created_at\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
@@ -1814,79 +1902,81 @@ func file_portcullis_v1_resource_proto_rawDescGZIP() []byte {
 }
 
 var file_portcullis_v1_resource_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_portcullis_v1_resource_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_portcullis_v1_resource_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_portcullis_v1_resource_proto_goTypes = []any{
 	(CheckStatus)(0),                  // 0: portcullis.v1.CheckStatus
 	(*MemoryProvider)(nil),            // 1: portcullis.v1.MemoryProvider
 	(*AwsSecurityGroup)(nil),          // 2: portcullis.v1.AwsSecurityGroup
 	(*GcpFirewall)(nil),               // 3: portcullis.v1.GcpFirewall
-	(*AzureNetworkSecurityGroup)(nil), // 4: portcullis.v1.AzureNetworkSecurityGroup
-	(*PriorityRange)(nil),             // 5: portcullis.v1.PriorityRange
-	(*Resource)(nil),                  // 6: portcullis.v1.Resource
-	(*ApprovalPolicy)(nil),            // 7: portcullis.v1.ApprovalPolicy
-	(*ResourceCheck)(nil),             // 8: portcullis.v1.ResourceCheck
-	(*CreateResourceRequest)(nil),     // 9: portcullis.v1.CreateResourceRequest
-	(*CreateResourceResponse)(nil),    // 10: portcullis.v1.CreateResourceResponse
-	(*GetResourceRequest)(nil),        // 11: portcullis.v1.GetResourceRequest
-	(*GetResourceResponse)(nil),       // 12: portcullis.v1.GetResourceResponse
-	(*ListResourcesRequest)(nil),      // 13: portcullis.v1.ListResourcesRequest
-	(*ListResourcesResponse)(nil),     // 14: portcullis.v1.ListResourcesResponse
-	(*UpdateResourceRequest)(nil),     // 15: portcullis.v1.UpdateResourceRequest
-	(*UpdateResourceResponse)(nil),    // 16: portcullis.v1.UpdateResourceResponse
-	(*DeleteResourceRequest)(nil),     // 17: portcullis.v1.DeleteResourceRequest
-	(*DeleteResourceResponse)(nil),    // 18: portcullis.v1.DeleteResourceResponse
-	(*AssignResourceRequest)(nil),     // 19: portcullis.v1.AssignResourceRequest
-	(*AssignResourceResponse)(nil),    // 20: portcullis.v1.AssignResourceResponse
-	(*UnassignResourceRequest)(nil),   // 21: portcullis.v1.UnassignResourceRequest
-	(*UnassignResourceResponse)(nil),  // 22: portcullis.v1.UnassignResourceResponse
-	(*CheckResourceRequest)(nil),      // 23: portcullis.v1.CheckResourceRequest
-	(*CheckResourceResponse)(nil),     // 24: portcullis.v1.CheckResourceResponse
-	(*timestamppb.Timestamp)(nil),     // 25: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),       // 26: google.protobuf.Duration
-	(*fieldmaskpb.FieldMask)(nil),     // 27: google.protobuf.FieldMask
+	(*HostFirewall)(nil),              // 4: portcullis.v1.HostFirewall
+	(*AzureNetworkSecurityGroup)(nil), // 5: portcullis.v1.AzureNetworkSecurityGroup
+	(*PriorityRange)(nil),             // 6: portcullis.v1.PriorityRange
+	(*Resource)(nil),                  // 7: portcullis.v1.Resource
+	(*ApprovalPolicy)(nil),            // 8: portcullis.v1.ApprovalPolicy
+	(*ResourceCheck)(nil),             // 9: portcullis.v1.ResourceCheck
+	(*CreateResourceRequest)(nil),     // 10: portcullis.v1.CreateResourceRequest
+	(*CreateResourceResponse)(nil),    // 11: portcullis.v1.CreateResourceResponse
+	(*GetResourceRequest)(nil),        // 12: portcullis.v1.GetResourceRequest
+	(*GetResourceResponse)(nil),       // 13: portcullis.v1.GetResourceResponse
+	(*ListResourcesRequest)(nil),      // 14: portcullis.v1.ListResourcesRequest
+	(*ListResourcesResponse)(nil),     // 15: portcullis.v1.ListResourcesResponse
+	(*UpdateResourceRequest)(nil),     // 16: portcullis.v1.UpdateResourceRequest
+	(*UpdateResourceResponse)(nil),    // 17: portcullis.v1.UpdateResourceResponse
+	(*DeleteResourceRequest)(nil),     // 18: portcullis.v1.DeleteResourceRequest
+	(*DeleteResourceResponse)(nil),    // 19: portcullis.v1.DeleteResourceResponse
+	(*AssignResourceRequest)(nil),     // 20: portcullis.v1.AssignResourceRequest
+	(*AssignResourceResponse)(nil),    // 21: portcullis.v1.AssignResourceResponse
+	(*UnassignResourceRequest)(nil),   // 22: portcullis.v1.UnassignResourceRequest
+	(*UnassignResourceResponse)(nil),  // 23: portcullis.v1.UnassignResourceResponse
+	(*CheckResourceRequest)(nil),      // 24: portcullis.v1.CheckResourceRequest
+	(*CheckResourceResponse)(nil),     // 25: portcullis.v1.CheckResourceResponse
+	(*timestamppb.Timestamp)(nil),     // 26: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 27: google.protobuf.Duration
+	(*fieldmaskpb.FieldMask)(nil),     // 28: google.protobuf.FieldMask
 }
 var file_portcullis_v1_resource_proto_depIdxs = []int32{
-	5,  // 0: portcullis.v1.AzureNetworkSecurityGroup.priority_range:type_name -> portcullis.v1.PriorityRange
+	6,  // 0: portcullis.v1.AzureNetworkSecurityGroup.priority_range:type_name -> portcullis.v1.PriorityRange
 	1,  // 1: portcullis.v1.Resource.memory:type_name -> portcullis.v1.MemoryProvider
 	2,  // 2: portcullis.v1.Resource.aws_security_group:type_name -> portcullis.v1.AwsSecurityGroup
 	3,  // 3: portcullis.v1.Resource.gcp_firewall:type_name -> portcullis.v1.GcpFirewall
-	4,  // 4: portcullis.v1.Resource.azure_network_security_group:type_name -> portcullis.v1.AzureNetworkSecurityGroup
-	25, // 5: portcullis.v1.Resource.created_at:type_name -> google.protobuf.Timestamp
-	25, // 6: portcullis.v1.Resource.updated_at:type_name -> google.protobuf.Timestamp
-	8,  // 7: portcullis.v1.Resource.last_check:type_name -> portcullis.v1.ResourceCheck
-	7,  // 8: portcullis.v1.Resource.approval:type_name -> portcullis.v1.ApprovalPolicy
-	26, // 9: portcullis.v1.ApprovalPolicy.pending_timeout:type_name -> google.protobuf.Duration
-	0,  // 10: portcullis.v1.ResourceCheck.status:type_name -> portcullis.v1.CheckStatus
-	25, // 11: portcullis.v1.ResourceCheck.checked_at:type_name -> google.protobuf.Timestamp
-	6,  // 12: portcullis.v1.CreateResourceRequest.resource:type_name -> portcullis.v1.Resource
-	6,  // 13: portcullis.v1.CreateResourceResponse.resource:type_name -> portcullis.v1.Resource
-	6,  // 14: portcullis.v1.GetResourceResponse.resource:type_name -> portcullis.v1.Resource
-	6,  // 15: portcullis.v1.ListResourcesResponse.resources:type_name -> portcullis.v1.Resource
-	6,  // 16: portcullis.v1.UpdateResourceRequest.resource:type_name -> portcullis.v1.Resource
-	27, // 17: portcullis.v1.UpdateResourceRequest.update_mask:type_name -> google.protobuf.FieldMask
-	6,  // 18: portcullis.v1.UpdateResourceResponse.resource:type_name -> portcullis.v1.Resource
-	0,  // 19: portcullis.v1.CheckResourceResponse.status:type_name -> portcullis.v1.CheckStatus
-	9,  // 20: portcullis.v1.ResourceService.CreateResource:input_type -> portcullis.v1.CreateResourceRequest
-	11, // 21: portcullis.v1.ResourceService.GetResource:input_type -> portcullis.v1.GetResourceRequest
-	13, // 22: portcullis.v1.ResourceService.ListResources:input_type -> portcullis.v1.ListResourcesRequest
-	15, // 23: portcullis.v1.ResourceService.UpdateResource:input_type -> portcullis.v1.UpdateResourceRequest
-	17, // 24: portcullis.v1.ResourceService.DeleteResource:input_type -> portcullis.v1.DeleteResourceRequest
-	19, // 25: portcullis.v1.ResourceService.AssignResource:input_type -> portcullis.v1.AssignResourceRequest
-	21, // 26: portcullis.v1.ResourceService.UnassignResource:input_type -> portcullis.v1.UnassignResourceRequest
-	23, // 27: portcullis.v1.ResourceService.CheckResource:input_type -> portcullis.v1.CheckResourceRequest
-	10, // 28: portcullis.v1.ResourceService.CreateResource:output_type -> portcullis.v1.CreateResourceResponse
-	12, // 29: portcullis.v1.ResourceService.GetResource:output_type -> portcullis.v1.GetResourceResponse
-	14, // 30: portcullis.v1.ResourceService.ListResources:output_type -> portcullis.v1.ListResourcesResponse
-	16, // 31: portcullis.v1.ResourceService.UpdateResource:output_type -> portcullis.v1.UpdateResourceResponse
-	18, // 32: portcullis.v1.ResourceService.DeleteResource:output_type -> portcullis.v1.DeleteResourceResponse
-	20, // 33: portcullis.v1.ResourceService.AssignResource:output_type -> portcullis.v1.AssignResourceResponse
-	22, // 34: portcullis.v1.ResourceService.UnassignResource:output_type -> portcullis.v1.UnassignResourceResponse
-	24, // 35: portcullis.v1.ResourceService.CheckResource:output_type -> portcullis.v1.CheckResourceResponse
-	28, // [28:36] is the sub-list for method output_type
-	20, // [20:28] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	5,  // 4: portcullis.v1.Resource.azure_network_security_group:type_name -> portcullis.v1.AzureNetworkSecurityGroup
+	4,  // 5: portcullis.v1.Resource.host_firewall:type_name -> portcullis.v1.HostFirewall
+	26, // 6: portcullis.v1.Resource.created_at:type_name -> google.protobuf.Timestamp
+	26, // 7: portcullis.v1.Resource.updated_at:type_name -> google.protobuf.Timestamp
+	9,  // 8: portcullis.v1.Resource.last_check:type_name -> portcullis.v1.ResourceCheck
+	8,  // 9: portcullis.v1.Resource.approval:type_name -> portcullis.v1.ApprovalPolicy
+	27, // 10: portcullis.v1.ApprovalPolicy.pending_timeout:type_name -> google.protobuf.Duration
+	0,  // 11: portcullis.v1.ResourceCheck.status:type_name -> portcullis.v1.CheckStatus
+	26, // 12: portcullis.v1.ResourceCheck.checked_at:type_name -> google.protobuf.Timestamp
+	7,  // 13: portcullis.v1.CreateResourceRequest.resource:type_name -> portcullis.v1.Resource
+	7,  // 14: portcullis.v1.CreateResourceResponse.resource:type_name -> portcullis.v1.Resource
+	7,  // 15: portcullis.v1.GetResourceResponse.resource:type_name -> portcullis.v1.Resource
+	7,  // 16: portcullis.v1.ListResourcesResponse.resources:type_name -> portcullis.v1.Resource
+	7,  // 17: portcullis.v1.UpdateResourceRequest.resource:type_name -> portcullis.v1.Resource
+	28, // 18: portcullis.v1.UpdateResourceRequest.update_mask:type_name -> google.protobuf.FieldMask
+	7,  // 19: portcullis.v1.UpdateResourceResponse.resource:type_name -> portcullis.v1.Resource
+	0,  // 20: portcullis.v1.CheckResourceResponse.status:type_name -> portcullis.v1.CheckStatus
+	10, // 21: portcullis.v1.ResourceService.CreateResource:input_type -> portcullis.v1.CreateResourceRequest
+	12, // 22: portcullis.v1.ResourceService.GetResource:input_type -> portcullis.v1.GetResourceRequest
+	14, // 23: portcullis.v1.ResourceService.ListResources:input_type -> portcullis.v1.ListResourcesRequest
+	16, // 24: portcullis.v1.ResourceService.UpdateResource:input_type -> portcullis.v1.UpdateResourceRequest
+	18, // 25: portcullis.v1.ResourceService.DeleteResource:input_type -> portcullis.v1.DeleteResourceRequest
+	20, // 26: portcullis.v1.ResourceService.AssignResource:input_type -> portcullis.v1.AssignResourceRequest
+	22, // 27: portcullis.v1.ResourceService.UnassignResource:input_type -> portcullis.v1.UnassignResourceRequest
+	24, // 28: portcullis.v1.ResourceService.CheckResource:input_type -> portcullis.v1.CheckResourceRequest
+	11, // 29: portcullis.v1.ResourceService.CreateResource:output_type -> portcullis.v1.CreateResourceResponse
+	13, // 30: portcullis.v1.ResourceService.GetResource:output_type -> portcullis.v1.GetResourceResponse
+	15, // 31: portcullis.v1.ResourceService.ListResources:output_type -> portcullis.v1.ListResourcesResponse
+	17, // 32: portcullis.v1.ResourceService.UpdateResource:output_type -> portcullis.v1.UpdateResourceResponse
+	19, // 33: portcullis.v1.ResourceService.DeleteResource:output_type -> portcullis.v1.DeleteResourceResponse
+	21, // 34: portcullis.v1.ResourceService.AssignResource:output_type -> portcullis.v1.AssignResourceResponse
+	23, // 35: portcullis.v1.ResourceService.UnassignResource:output_type -> portcullis.v1.UnassignResourceResponse
+	25, // 36: portcullis.v1.ResourceService.CheckResource:output_type -> portcullis.v1.CheckResourceResponse
+	29, // [29:37] is the sub-list for method output_type
+	21, // [21:29] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_portcullis_v1_resource_proto_init() }
@@ -1896,12 +1986,13 @@ func file_portcullis_v1_resource_proto_init() {
 	}
 	file_portcullis_v1_resource_proto_msgTypes[1].OneofWrappers = []any{}
 	file_portcullis_v1_resource_proto_msgTypes[2].OneofWrappers = []any{}
-	file_portcullis_v1_resource_proto_msgTypes[3].OneofWrappers = []any{}
-	file_portcullis_v1_resource_proto_msgTypes[5].OneofWrappers = []any{
+	file_portcullis_v1_resource_proto_msgTypes[4].OneofWrappers = []any{}
+	file_portcullis_v1_resource_proto_msgTypes[6].OneofWrappers = []any{
 		(*Resource_Memory)(nil),
 		(*Resource_AwsSecurityGroup)(nil),
 		(*Resource_GcpFirewall)(nil),
 		(*Resource_AzureNetworkSecurityGroup)(nil),
+		(*Resource_HostFirewall)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1909,7 +2000,7 @@ func file_portcullis_v1_resource_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_portcullis_v1_resource_proto_rawDesc), len(file_portcullis_v1_resource_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   24,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

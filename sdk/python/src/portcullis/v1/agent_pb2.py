@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19portcullis/v1/agent.proto\x12\rportcullis.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf7\x01\n\x05\x41gent\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\'\n\x0forganization_id\x18\x02 \x01(\tR\x0eorganizationId\x12\x12\n\x04name\x18\x03 \x01(\tR\x04name\x12+\n\x11\x63redential_prefix\x18\x04 \x01(\tR\x10\x63redentialPrefix\x12\x39\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x39\n\nrevoked_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\trevokedAt\"(\n\x12\x43reateAgentRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\"a\n\x13\x43reateAgentResponse\x12*\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x14.portcullis.v1.AgentR\x05\x61gent\x12\x1e\n\ncredential\x18\x02 \x01(\tR\ncredential\"O\n\x11ListAgentsRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"j\n\x12ListAgentsResponse\x12,\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x14.portcullis.v1.AgentR\x06\x61gents\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"$\n\x12RevokeAgentRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"A\n\x13RevokeAgentResponse\x12*\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x14.portcullis.v1.AgentR\x05\x61gent2\x8d\x02\n\x0c\x41gentService\x12T\n\x0b\x43reateAgent\x12!.portcullis.v1.CreateAgentRequest\x1a\".portcullis.v1.CreateAgentResponse\x12Q\n\nListAgents\x12 .portcullis.v1.ListAgentsRequest\x1a!.portcullis.v1.ListAgentsResponse\x12T\n\x0bRevokeAgent\x12!.portcullis.v1.RevokeAgentRequest\x1a\".portcullis.v1.RevokeAgentResponseB\xbc\x01\n\x11\x63om.portcullis.v1B\nAgentProtoP\x01ZFgithub.com/portcullis/portcullis/sdk/go/gen/portcullis/v1;portcullisv1\xa2\x02\x03PXX\xaa\x02\rPortcullis.V1\xca\x02\rPortcullis\\V1\xe2\x02\x19Portcullis\\V1\\GPBMetadata\xea\x02\x0ePortcullis::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19portcullis/v1/agent.proto\x12\rportcullis.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x89\x03\n\x05\x41gent\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\'\n\x0forganization_id\x18\x02 \x01(\tR\x0eorganizationId\x12\x12\n\x04name\x18\x03 \x01(\tR\x04name\x12+\n\x11\x63redential_prefix\x18\x04 \x01(\tR\x10\x63redentialPrefix\x12\x39\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x39\n\nrevoked_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\trevokedAt\x12\x1c\n\tconnected\x18\x07 \x01(\x08R\tconnected\x12<\n\x0clast_seen_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nlastSeenAt\x12\x1a\n\x08hostname\x18\t \x01(\tR\x08hostname\x12\x18\n\x07version\x18\n \x01(\tR\x07version\"\x84\x01\n\x0e\x43onnectRequest\x12\x31\n\x05hello\x18\x01 \x01(\x0b\x32\x19.portcullis.v1.AgentHelloH\x00R\x05hello\x12\x34\n\x06report\x18\x02 \x01(\x0b\x32\x1a.portcullis.v1.AgentReportH\x00R\x06reportB\t\n\x07message\"B\n\nAgentHello\x12\x1a\n\x08hostname\x18\x01 \x01(\tR\x08hostname\x12\x18\n\x07version\x18\x02 \x01(\tR\x07version\"\x83\x01\n\x0b\x41gentReport\x12\x1e\n\ngeneration\x18\x01 \x01(\x04R\ngeneration\x12>\n\tresources\x18\x02 \x03(\x0b\x32 .portcullis.v1.HostResourceStateR\tresources\x12\x14\n\x05\x65rror\x18\x03 \x01(\tR\x05\x65rror\"\xb7\x01\n\x0f\x43onnectResponse\x12\x1e\n\ngeneration\x18\x01 \x01(\x04R\ngeneration\x12\x12\n\x04\x66ull\x18\x02 \x01(\x08R\x04\x66ull\x12>\n\tresources\x18\x03 \x03(\x0b\x32 .portcullis.v1.HostResourceStateR\tresources\x12\x30\n\x14removed_resource_ids\x18\x04 \x03(\tR\x12removedResourceIds\"\x98\x01\n\x11HostResourceState\x12\x1f\n\x0bresource_id\x18\x01 \x01(\tR\nresourceId\x12\x1a\n\x08protocol\x18\x02 \x01(\tR\x08protocol\x12\x14\n\x05ports\x18\x03 \x03(\rR\x05ports\x12\x30\n\x06grants\x18\x04 \x03(\x0b\x32\x18.portcullis.v1.HostGrantR\x06grants\"\x86\x01\n\tHostGrant\x12\x1d\n\nip_address\x18\x01 \x01(\tR\tipAddress\x12\x39\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\texpiresAt\x12\x1f\n\x0bsession_ids\x18\x03 \x03(\tR\nsessionIds\"(\n\x12\x43reateAgentRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\"a\n\x13\x43reateAgentResponse\x12*\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x14.portcullis.v1.AgentR\x05\x61gent\x12\x1e\n\ncredential\x18\x02 \x01(\tR\ncredential\"O\n\x11ListAgentsRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"j\n\x12ListAgentsResponse\x12,\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x14.portcullis.v1.AgentR\x06\x61gents\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"$\n\x12RevokeAgentRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"A\n\x13RevokeAgentResponse\x12*\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x14.portcullis.v1.AgentR\x05\x61gent2\xdb\x02\n\x0c\x41gentService\x12T\n\x0b\x43reateAgent\x12!.portcullis.v1.CreateAgentRequest\x1a\".portcullis.v1.CreateAgentResponse\x12Q\n\nListAgents\x12 .portcullis.v1.ListAgentsRequest\x1a!.portcullis.v1.ListAgentsResponse\x12T\n\x0bRevokeAgent\x12!.portcullis.v1.RevokeAgentRequest\x1a\".portcullis.v1.RevokeAgentResponse\x12L\n\x07\x43onnect\x12\x1d.portcullis.v1.ConnectRequest\x1a\x1e.portcullis.v1.ConnectResponse(\x01\x30\x01\x42\xbc\x01\n\x11\x63om.portcullis.v1B\nAgentProtoP\x01ZFgithub.com/portcullis/portcullis/sdk/go/gen/portcullis/v1;portcullisv1\xa2\x02\x03PXX\xaa\x02\rPortcullis.V1\xca\x02\rPortcullis\\V1\xe2\x02\x19Portcullis\\V1\\GPBMetadata\xea\x02\x0ePortcullis::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,19 +34,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\021com.portcullis.v1B\nAgentProtoP\001ZFgithub.com/portcullis/portcullis/sdk/go/gen/portcullis/v1;portcullisv1\242\002\003PXX\252\002\rPortcullis.V1\312\002\rPortcullis\\V1\342\002\031Portcullis\\V1\\GPBMetadata\352\002\016Portcullis::V1'
   _globals['_AGENT']._serialized_start=78
-  _globals['_AGENT']._serialized_end=325
-  _globals['_CREATEAGENTREQUEST']._serialized_start=327
-  _globals['_CREATEAGENTREQUEST']._serialized_end=367
-  _globals['_CREATEAGENTRESPONSE']._serialized_start=369
-  _globals['_CREATEAGENTRESPONSE']._serialized_end=466
-  _globals['_LISTAGENTSREQUEST']._serialized_start=468
-  _globals['_LISTAGENTSREQUEST']._serialized_end=547
-  _globals['_LISTAGENTSRESPONSE']._serialized_start=549
-  _globals['_LISTAGENTSRESPONSE']._serialized_end=655
-  _globals['_REVOKEAGENTREQUEST']._serialized_start=657
-  _globals['_REVOKEAGENTREQUEST']._serialized_end=693
-  _globals['_REVOKEAGENTRESPONSE']._serialized_start=695
-  _globals['_REVOKEAGENTRESPONSE']._serialized_end=760
-  _globals['_AGENTSERVICE']._serialized_start=763
-  _globals['_AGENTSERVICE']._serialized_end=1032
+  _globals['_AGENT']._serialized_end=471
+  _globals['_CONNECTREQUEST']._serialized_start=474
+  _globals['_CONNECTREQUEST']._serialized_end=606
+  _globals['_AGENTHELLO']._serialized_start=608
+  _globals['_AGENTHELLO']._serialized_end=674
+  _globals['_AGENTREPORT']._serialized_start=677
+  _globals['_AGENTREPORT']._serialized_end=808
+  _globals['_CONNECTRESPONSE']._serialized_start=811
+  _globals['_CONNECTRESPONSE']._serialized_end=994
+  _globals['_HOSTRESOURCESTATE']._serialized_start=997
+  _globals['_HOSTRESOURCESTATE']._serialized_end=1149
+  _globals['_HOSTGRANT']._serialized_start=1152
+  _globals['_HOSTGRANT']._serialized_end=1286
+  _globals['_CREATEAGENTREQUEST']._serialized_start=1288
+  _globals['_CREATEAGENTREQUEST']._serialized_end=1328
+  _globals['_CREATEAGENTRESPONSE']._serialized_start=1330
+  _globals['_CREATEAGENTRESPONSE']._serialized_end=1427
+  _globals['_LISTAGENTSREQUEST']._serialized_start=1429
+  _globals['_LISTAGENTSREQUEST']._serialized_end=1508
+  _globals['_LISTAGENTSRESPONSE']._serialized_start=1510
+  _globals['_LISTAGENTSRESPONSE']._serialized_end=1616
+  _globals['_REVOKEAGENTREQUEST']._serialized_start=1618
+  _globals['_REVOKEAGENTREQUEST']._serialized_end=1654
+  _globals['_REVOKEAGENTRESPONSE']._serialized_start=1656
+  _globals['_REVOKEAGENTRESPONSE']._serialized_end=1721
+  _globals['_AGENTSERVICE']._serialized_start=1724
+  _globals['_AGENTSERVICE']._serialized_end=2071
 # @@protoc_insertion_point(module_scope)

@@ -52,6 +52,11 @@ class AgentServiceStub:
                 request_serializer=portcullis_dot_v1_dot_agent__pb2.RevokeAgentRequest.SerializeToString,
                 response_deserializer=portcullis_dot_v1_dot_agent__pb2.RevokeAgentResponse.FromString,
                 _registered_method=True)
+        self.Connect = channel.stream_stream(
+                '/portcullis.v1.AgentService/Connect',
+                request_serializer=portcullis_dot_v1_dot_agent__pb2.ConnectRequest.SerializeToString,
+                response_deserializer=portcullis_dot_v1_dot_agent__pb2.ConnectResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -76,7 +81,17 @@ class AgentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RevokeAgent(self, request, context):
-        """RevokeAgent revokes an agent's credential for good.
+        """RevokeAgent revokes an agent's credential for good; a connected agent is disconnected.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Connect(self, request_iterator, context):
+        """Connect is the agent's one stream, opened by the agent (`x-api-key: pca_…`; no other
+        credential may call it, and an agent's credential may call nothing else). The agent says
+        hello; the server sends the whole desired state of the agent's host resources, then each
+        change; the agent answers each state it applied with what its firewall holds.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -99,6 +114,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.RevokeAgent,
                     request_deserializer=portcullis_dot_v1_dot_agent__pb2.RevokeAgentRequest.FromString,
                     response_serializer=portcullis_dot_v1_dot_agent__pb2.RevokeAgentResponse.SerializeToString,
+            ),
+            'Connect': grpc.stream_stream_rpc_method_handler(
+                    servicer.Connect,
+                    request_deserializer=portcullis_dot_v1_dot_agent__pb2.ConnectRequest.FromString,
+                    response_serializer=portcullis_dot_v1_dot_agent__pb2.ConnectResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -185,6 +205,33 @@ class AgentService:
             '/portcullis.v1.AgentService/RevokeAgent',
             portcullis_dot_v1_dot_agent__pb2.RevokeAgentRequest.SerializeToString,
             portcullis_dot_v1_dot_agent__pb2.RevokeAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Connect(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/portcullis.v1.AgentService/Connect',
+            portcullis_dot_v1_dot_agent__pb2.ConnectRequest.SerializeToString,
+            portcullis_dot_v1_dot_agent__pb2.ConnectResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,7 +43,13 @@ class AgentServiceStub:
     ListAgents: _grpc.UnaryUnaryMultiCallable[_agent_pb2.ListAgentsRequest, _agent_pb2.ListAgentsResponse]
     """ListAgents lists the organization's agents, newest first."""
     RevokeAgent: _grpc.UnaryUnaryMultiCallable[_agent_pb2.RevokeAgentRequest, _agent_pb2.RevokeAgentResponse]
-    """RevokeAgent revokes an agent's credential for good."""
+    """RevokeAgent revokes an agent's credential for good; a connected agent is disconnected."""
+    Connect: _grpc.StreamStreamMultiCallable[_agent_pb2.ConnectRequest, _agent_pb2.ConnectResponse]
+    """Connect is the agent's one stream, opened by the agent (`x-api-key: pca_…`; no other
+    credential may call it, and an agent's credential may call nothing else). The agent says
+    hello; the server sends the whole desired state of the agent's host resources, then each
+    change; the agent answers each state it applied with what its firewall holds.
+    """
 
 @_typing.type_check_only
 class AgentServiceAsyncStub(AgentServiceStub):
@@ -60,7 +66,13 @@ class AgentServiceAsyncStub(AgentServiceStub):
     ListAgents: _aio.UnaryUnaryMultiCallable[_agent_pb2.ListAgentsRequest, _agent_pb2.ListAgentsResponse]  # type: ignore[assignment]
     """ListAgents lists the organization's agents, newest first."""
     RevokeAgent: _aio.UnaryUnaryMultiCallable[_agent_pb2.RevokeAgentRequest, _agent_pb2.RevokeAgentResponse]  # type: ignore[assignment]
-    """RevokeAgent revokes an agent's credential for good."""
+    """RevokeAgent revokes an agent's credential for good; a connected agent is disconnected."""
+    Connect: _aio.StreamStreamMultiCallable[_agent_pb2.ConnectRequest, _agent_pb2.ConnectResponse]  # type: ignore[assignment]
+    """Connect is the agent's one stream, opened by the agent (`x-api-key: pca_…`; no other
+    credential may call it, and an agent's credential may call nothing else). The agent says
+    hello; the server sends the whole desired state of the agent's host resources, then each
+    change; the agent answers each state it applied with what its firewall holds.
+    """
 
 class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
     """AgentService manages host agents: portcullis-agent processes on Linux hosts that keep each
@@ -92,6 +104,18 @@ class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _agent_pb2.RevokeAgentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_agent_pb2.RevokeAgentResponse, _abc.Awaitable[_agent_pb2.RevokeAgentResponse]]:
-        """RevokeAgent revokes an agent's credential for good."""
+        """RevokeAgent revokes an agent's credential for good; a connected agent is disconnected."""
+
+    @_abc_1.abstractmethod
+    def Connect(
+        self,
+        request_iterator: _MaybeAsyncIterator[_agent_pb2.ConnectRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_agent_pb2.ConnectResponse], _abc.AsyncIterator[_agent_pb2.ConnectResponse]]:
+        """Connect is the agent's one stream, opened by the agent (`x-api-key: pca_…`; no other
+        credential may call it, and an agent's credential may call nothing else). The agent says
+        hello; the server sends the whole desired state of the agent's host resources, then each
+        change; the agent answers each state it applied with what its firewall holds.
+        """
 
 def add_AgentServiceServicer_to_server(servicer: AgentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

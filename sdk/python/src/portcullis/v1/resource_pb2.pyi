@@ -77,6 +77,16 @@ class GcpFirewall(_message.Message):
     endpoint_url: str
     def __init__(self, project: _Optional[str] = ..., network: _Optional[str] = ..., protocol: _Optional[str] = ..., ports: _Optional[_Iterable[str]] = ..., target_tags: _Optional[_Iterable[str]] = ..., target_service_accounts: _Optional[_Iterable[str]] = ..., priority: _Optional[int] = ..., endpoint_url: _Optional[str] = ...) -> None: ...
 
+class HostFirewall(_message.Message):
+    __slots__ = ("agent_id", "protocol", "ports")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    protocol: str
+    ports: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, agent_id: _Optional[str] = ..., protocol: _Optional[str] = ..., ports: _Optional[_Iterable[int]] = ...) -> None: ...
+
 class AzureNetworkSecurityGroup(_message.Message):
     __slots__ = ("subscription_id", "resource_group", "nsg_name", "protocol", "destination_port_ranges", "destination_address_prefix", "priority_range", "endpoint_url")
     SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -106,7 +116,7 @@ class PriorityRange(_message.Message):
     def __init__(self, first: _Optional[int] = ..., last: _Optional[int] = ...) -> None: ...
 
 class Resource(_message.Message):
-    __slots__ = ("id", "name", "description", "memory", "aws_security_group", "gcp_firewall", "azure_network_security_group", "created_at", "updated_at", "last_check", "approval")
+    __slots__ = ("id", "name", "description", "memory", "aws_security_group", "gcp_firewall", "azure_network_security_group", "host_firewall", "created_at", "updated_at", "last_check", "approval")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +124,7 @@ class Resource(_message.Message):
     AWS_SECURITY_GROUP_FIELD_NUMBER: _ClassVar[int]
     GCP_FIREWALL_FIELD_NUMBER: _ClassVar[int]
     AZURE_NETWORK_SECURITY_GROUP_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIREWALL_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     LAST_CHECK_FIELD_NUMBER: _ClassVar[int]
@@ -125,11 +136,12 @@ class Resource(_message.Message):
     aws_security_group: AwsSecurityGroup
     gcp_firewall: GcpFirewall
     azure_network_security_group: AzureNetworkSecurityGroup
+    host_firewall: HostFirewall
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
     last_check: ResourceCheck
     approval: ApprovalPolicy
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., memory: _Optional[_Union[MemoryProvider, _Mapping]] = ..., aws_security_group: _Optional[_Union[AwsSecurityGroup, _Mapping]] = ..., gcp_firewall: _Optional[_Union[GcpFirewall, _Mapping]] = ..., azure_network_security_group: _Optional[_Union[AzureNetworkSecurityGroup, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_check: _Optional[_Union[ResourceCheck, _Mapping]] = ..., approval: _Optional[_Union[ApprovalPolicy, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., memory: _Optional[_Union[MemoryProvider, _Mapping]] = ..., aws_security_group: _Optional[_Union[AwsSecurityGroup, _Mapping]] = ..., gcp_firewall: _Optional[_Union[GcpFirewall, _Mapping]] = ..., azure_network_security_group: _Optional[_Union[AzureNetworkSecurityGroup, _Mapping]] = ..., host_firewall: _Optional[_Union[HostFirewall, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_check: _Optional[_Union[ResourceCheck, _Mapping]] = ..., approval: _Optional[_Union[ApprovalPolicy, _Mapping]] = ...) -> None: ...
 
 class ApprovalPolicy(_message.Message):
     __slots__ = ("required", "approvals", "approver_user_ids", "approver_groups", "justification_required", "pending_timeout", "auto_approve_groups")

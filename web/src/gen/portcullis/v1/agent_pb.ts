@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file portcullis/v1/agent.proto.
  */
 export const file_portcullis_v1_agent: GenFile = /*@__PURE__*/
-  fileDesc("Chlwb3J0Y3VsbGlzL3YxL2FnZW50LnByb3RvEg1wb3J0Y3VsbGlzLnYxIrUBCgVBZ2VudBIKCgJpZBgBIAEoCRIXCg9vcmdhbml6YXRpb25faWQYAiABKAkSDAoEbmFtZRgDIAEoCRIZChFjcmVkZW50aWFsX3ByZWZpeBgEIAEoCRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpyZXZva2VkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIiChJDcmVhdGVBZ2VudFJlcXVlc3QSDAoEbmFtZRgBIAEoCSJOChNDcmVhdGVBZ2VudFJlc3BvbnNlEiMKBWFnZW50GAEgASgLMhQucG9ydGN1bGxpcy52MS5BZ2VudBISCgpjcmVkZW50aWFsGAIgASgJIjoKEUxpc3RBZ2VudHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJIlMKEkxpc3RBZ2VudHNSZXNwb25zZRIkCgZhZ2VudHMYASADKAsyFC5wb3J0Y3VsbGlzLnYxLkFnZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIgChJSZXZva2VBZ2VudFJlcXVlc3QSCgoCaWQYASABKAkiOgoTUmV2b2tlQWdlbnRSZXNwb25zZRIjCgVhZ2VudBgBIAEoCzIULnBvcnRjdWxsaXMudjEuQWdlbnQyjQIKDEFnZW50U2VydmljZRJUCgtDcmVhdGVBZ2VudBIhLnBvcnRjdWxsaXMudjEuQ3JlYXRlQWdlbnRSZXF1ZXN0GiIucG9ydGN1bGxpcy52MS5DcmVhdGVBZ2VudFJlc3BvbnNlElEKCkxpc3RBZ2VudHMSIC5wb3J0Y3VsbGlzLnYxLkxpc3RBZ2VudHNSZXF1ZXN0GiEucG9ydGN1bGxpcy52MS5MaXN0QWdlbnRzUmVzcG9uc2USVAoLUmV2b2tlQWdlbnQSIS5wb3J0Y3VsbGlzLnYxLlJldm9rZUFnZW50UmVxdWVzdBoiLnBvcnRjdWxsaXMudjEuUmV2b2tlQWdlbnRSZXNwb25zZUK8AQoRY29tLnBvcnRjdWxsaXMudjFCCkFnZW50UHJvdG9QAVpGZ2l0aHViLmNvbS9wb3J0Y3VsbGlzL3BvcnRjdWxsaXMvc2RrL2dvL2dlbi9wb3J0Y3VsbGlzL3YxO3BvcnRjdWxsaXN2MaICA1BYWKoCDVBvcnRjdWxsaXMuVjHKAg1Qb3J0Y3VsbGlzXFYx4gIZUG9ydGN1bGxpc1xWMVxHUEJNZXRhZGF0YeoCDlBvcnRjdWxsaXM6OlYxYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("Chlwb3J0Y3VsbGlzL3YxL2FnZW50LnByb3RvEg1wb3J0Y3VsbGlzLnYxIp0CCgVBZ2VudBIKCgJpZBgBIAEoCRIXCg9vcmdhbml6YXRpb25faWQYAiABKAkSDAoEbmFtZRgDIAEoCRIZChFjcmVkZW50aWFsX3ByZWZpeBgEIAEoCRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpyZXZva2VkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCgljb25uZWN0ZWQYByABKAgSMAoMbGFzdF9zZWVuX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghob3N0bmFtZRgJIAEoCRIPCgd2ZXJzaW9uGAogASgJInUKDkNvbm5lY3RSZXF1ZXN0EioKBWhlbGxvGAEgASgLMhkucG9ydGN1bGxpcy52MS5BZ2VudEhlbGxvSAASLAoGcmVwb3J0GAIgASgLMhoucG9ydGN1bGxpcy52MS5BZ2VudFJlcG9ydEgAQgkKB21lc3NhZ2UiLwoKQWdlbnRIZWxsbxIQCghob3N0bmFtZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgJImUKC0FnZW50UmVwb3J0EhIKCmdlbmVyYXRpb24YASABKAQSMwoJcmVzb3VyY2VzGAIgAygLMiAucG9ydGN1bGxpcy52MS5Ib3N0UmVzb3VyY2VTdGF0ZRINCgVlcnJvchgDIAEoCSKGAQoPQ29ubmVjdFJlc3BvbnNlEhIKCmdlbmVyYXRpb24YASABKAQSDAoEZnVsbBgCIAEoCBIzCglyZXNvdXJjZXMYAyADKAsyIC5wb3J0Y3VsbGlzLnYxLkhvc3RSZXNvdXJjZVN0YXRlEhwKFHJlbW92ZWRfcmVzb3VyY2VfaWRzGAQgAygJInMKEUhvc3RSZXNvdXJjZVN0YXRlEhMKC3Jlc291cmNlX2lkGAEgASgJEhAKCHByb3RvY29sGAIgASgJEg0KBXBvcnRzGAMgAygNEigKBmdyYW50cxgEIAMoCzIYLnBvcnRjdWxsaXMudjEuSG9zdEdyYW50ImQKCUhvc3RHcmFudBISCgppcF9hZGRyZXNzGAEgASgJEi4KCmV4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC3Nlc3Npb25faWRzGAMgAygJIiIKEkNyZWF0ZUFnZW50UmVxdWVzdBIMCgRuYW1lGAEgASgJIk4KE0NyZWF0ZUFnZW50UmVzcG9uc2USIwoFYWdlbnQYASABKAsyFC5wb3J0Y3VsbGlzLnYxLkFnZW50EhIKCmNyZWRlbnRpYWwYAiABKAkiOgoRTGlzdEFnZW50c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiUwoSTGlzdEFnZW50c1Jlc3BvbnNlEiQKBmFnZW50cxgBIAMoCzIULnBvcnRjdWxsaXMudjEuQWdlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiAKElJldm9rZUFnZW50UmVxdWVzdBIKCgJpZBgBIAEoCSI6ChNSZXZva2VBZ2VudFJlc3BvbnNlEiMKBWFnZW50GAEgASgLMhQucG9ydGN1bGxpcy52MS5BZ2VudDLbAgoMQWdlbnRTZXJ2aWNlElQKC0NyZWF0ZUFnZW50EiEucG9ydGN1bGxpcy52MS5DcmVhdGVBZ2VudFJlcXVlc3QaIi5wb3J0Y3VsbGlzLnYxLkNyZWF0ZUFnZW50UmVzcG9uc2USUQoKTGlzdEFnZW50cxIgLnBvcnRjdWxsaXMudjEuTGlzdEFnZW50c1JlcXVlc3QaIS5wb3J0Y3VsbGlzLnYxLkxpc3RBZ2VudHNSZXNwb25zZRJUCgtSZXZva2VBZ2VudBIhLnBvcnRjdWxsaXMudjEuUmV2b2tlQWdlbnRSZXF1ZXN0GiIucG9ydGN1bGxpcy52MS5SZXZva2VBZ2VudFJlc3BvbnNlEkwKB0Nvbm5lY3QSHS5wb3J0Y3VsbGlzLnYxLkNvbm5lY3RSZXF1ZXN0Gh4ucG9ydGN1bGxpcy52MS5Db25uZWN0UmVzcG9uc2UoATABQrwBChFjb20ucG9ydGN1bGxpcy52MUIKQWdlbnRQcm90b1ABWkZnaXRodWIuY29tL3BvcnRjdWxsaXMvcG9ydGN1bGxpcy9zZGsvZ28vZ2VuL3BvcnRjdWxsaXMvdjE7cG9ydGN1bGxpc3YxogIDUFhYqgINUG9ydGN1bGxpcy5WMcoCDVBvcnRjdWxsaXNcVjHiAhlQb3J0Y3VsbGlzXFYxXEdQQk1ldGFkYXRh6gIOUG9ydGN1bGxpczo6VjFiBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * Agent is one host agent and its credential.
@@ -61,6 +61,34 @@ export type Agent = Message<"portcullis.v1.Agent"> & {
    * @generated from field: google.protobuf.Timestamp revoked_at = 6;
    */
   revokedAt?: Timestamp | undefined;
+
+  /**
+   * connected is whether the agent holds a stream now (it was seen in the last 30 seconds).
+   *
+   * @generated from field: bool connected = 7;
+   */
+  connected: boolean;
+
+  /**
+   * last_seen_at is when the agent last spoke.
+   *
+   * @generated from field: google.protobuf.Timestamp last_seen_at = 8;
+   */
+  lastSeenAt?: Timestamp | undefined;
+
+  /**
+   * hostname is what the agent said its host is called.
+   *
+   * @generated from field: string hostname = 9;
+   */
+  hostname: string;
+
+  /**
+   * version is the agent's version.
+   *
+   * @generated from field: string version = 10;
+   */
+  version: string;
 };
 
 /**
@@ -69,6 +97,226 @@ export type Agent = Message<"portcullis.v1.Agent"> & {
  */
 export const AgentSchema: GenMessage<Agent> = /*@__PURE__*/
   messageDesc(file_portcullis_v1_agent, 0);
+
+/**
+ * ConnectRequest is one message from an agent.
+ *
+ * @generated from message portcullis.v1.ConnectRequest
+ */
+export type ConnectRequest = Message<"portcullis.v1.ConnectRequest"> & {
+  /**
+   * message is a hello (first) or a report.
+   *
+   * @generated from oneof portcullis.v1.ConnectRequest.message
+   */
+  message: {
+    /**
+     * hello opens the stream.
+     *
+     * @generated from field: portcullis.v1.AgentHello hello = 1;
+     */
+    value: AgentHello;
+    case: "hello";
+  } | {
+    /**
+     * report tells what the firewall holds after applying a state.
+     *
+     * @generated from field: portcullis.v1.AgentReport report = 2;
+     */
+    value: AgentReport;
+    case: "report";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message portcullis.v1.ConnectRequest.
+ * Use `create(ConnectRequestSchema)` to create a new message.
+ */
+export const ConnectRequestSchema: GenMessage<ConnectRequest> = /*@__PURE__*/
+  messageDesc(file_portcullis_v1_agent, 1);
+
+/**
+ * AgentHello introduces the agent's host.
+ *
+ * @generated from message portcullis.v1.AgentHello
+ */
+export type AgentHello = Message<"portcullis.v1.AgentHello"> & {
+  /**
+   * hostname of the host.
+   *
+   * @generated from field: string hostname = 1;
+   */
+  hostname: string;
+
+  /**
+   * version of the agent.
+   *
+   * @generated from field: string version = 2;
+   */
+  version: string;
+};
+
+/**
+ * Describes the message portcullis.v1.AgentHello.
+ * Use `create(AgentHelloSchema)` to create a new message.
+ */
+export const AgentHelloSchema: GenMessage<AgentHello> = /*@__PURE__*/
+  messageDesc(file_portcullis_v1_agent, 2);
+
+/**
+ * AgentReport is what the agent's firewall holds after it applied the state of `generation`.
+ *
+ * @generated from message portcullis.v1.AgentReport
+ */
+export type AgentReport = Message<"portcullis.v1.AgentReport"> & {
+  /**
+   * generation of the state applied.
+   *
+   * @generated from field: uint64 generation = 1;
+   */
+  generation: bigint;
+
+  /**
+   * resources as the firewall holds them: for each resource the agent serves, its addresses.
+   *
+   * @generated from field: repeated portcullis.v1.HostResourceState resources = 2;
+   */
+  resources: HostResourceState[];
+
+  /**
+   * error says why the state could not be applied (empty when it was).
+   *
+   * @generated from field: string error = 3;
+   */
+  error: string;
+};
+
+/**
+ * Describes the message portcullis.v1.AgentReport.
+ * Use `create(AgentReportSchema)` to create a new message.
+ */
+export const AgentReportSchema: GenMessage<AgentReport> = /*@__PURE__*/
+  messageDesc(file_portcullis_v1_agent, 3);
+
+/**
+ * ConnectResponse is the desired state of the agent's host, whole or changed.
+ *
+ * @generated from message portcullis.v1.ConnectResponse
+ */
+export type ConnectResponse = Message<"portcullis.v1.ConnectResponse"> & {
+  /**
+   * generation numbers the states sent on this stream; reports name the one they applied.
+   *
+   * @generated from field: uint64 generation = 1;
+   */
+  generation: bigint;
+
+  /**
+   * full: `resources` is everything the agent serves (on connect); otherwise only the
+   * resources that changed, whole, and `removed_resource_ids` those it serves no more.
+   *
+   * @generated from field: bool full = 2;
+   */
+  full: boolean;
+
+  /**
+   * resources as the host should allow them.
+   *
+   * @generated from field: repeated portcullis.v1.HostResourceState resources = 3;
+   */
+  resources: HostResourceState[];
+
+  /**
+   * removed_resource_ids are resources the agent no longer serves: their chain and sets go.
+   *
+   * @generated from field: repeated string removed_resource_ids = 4;
+   */
+  removedResourceIds: string[];
+};
+
+/**
+ * Describes the message portcullis.v1.ConnectResponse.
+ * Use `create(ConnectResponseSchema)` to create a new message.
+ */
+export const ConnectResponseSchema: GenMessage<ConnectResponse> = /*@__PURE__*/
+  messageDesc(file_portcullis_v1_agent, 4);
+
+/**
+ * HostResourceState is one host resource: its ports and who may reach them until when.
+ *
+ * @generated from message portcullis.v1.HostResourceState
+ */
+export type HostResourceState = Message<"portcullis.v1.HostResourceState"> & {
+  /**
+   * resource_id of the resource.
+   *
+   * @generated from field: string resource_id = 1;
+   */
+  resourceId: string;
+
+  /**
+   * protocol is "tcp" or "udp".
+   *
+   * @generated from field: string protocol = 2;
+   */
+  protocol: string;
+
+  /**
+   * ports the resource opens.
+   *
+   * @generated from field: repeated uint32 ports = 3;
+   */
+  ports: number[];
+
+  /**
+   * grants are the addresses allowed, one each.
+   *
+   * @generated from field: repeated portcullis.v1.HostGrant grants = 4;
+   */
+  grants: HostGrant[];
+};
+
+/**
+ * Describes the message portcullis.v1.HostResourceState.
+ * Use `create(HostResourceStateSchema)` to create a new message.
+ */
+export const HostResourceStateSchema: GenMessage<HostResourceState> = /*@__PURE__*/
+  messageDesc(file_portcullis_v1_agent, 5);
+
+/**
+ * HostGrant lets one address reach a host resource until its expiry.
+ *
+ * @generated from message portcullis.v1.HostGrant
+ */
+export type HostGrant = Message<"portcullis.v1.HostGrant"> & {
+  /**
+   * ip_address allowed (IPv4 or IPv6).
+   *
+   * @generated from field: string ip_address = 1;
+   */
+  ipAddress: string;
+
+  /**
+   * expires_at is the latest expiry among the sessions holding the address.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 2;
+   */
+  expiresAt?: Timestamp | undefined;
+
+  /**
+   * session_ids are the sessions holding it.
+   *
+   * @generated from field: repeated string session_ids = 3;
+   */
+  sessionIds: string[];
+};
+
+/**
+ * Describes the message portcullis.v1.HostGrant.
+ * Use `create(HostGrantSchema)` to create a new message.
+ */
+export const HostGrantSchema: GenMessage<HostGrant> = /*@__PURE__*/
+  messageDesc(file_portcullis_v1_agent, 6);
 
 /**
  * CreateAgentRequest names the new agent.
@@ -89,7 +337,7 @@ export type CreateAgentRequest = Message<"portcullis.v1.CreateAgentRequest"> & {
  * Use `create(CreateAgentRequestSchema)` to create a new message.
  */
 export const CreateAgentRequestSchema: GenMessage<CreateAgentRequest> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_agent, 1);
+  messageDesc(file_portcullis_v1_agent, 7);
 
 /**
  * CreateAgentResponse carries the agent and its credential.
@@ -117,7 +365,7 @@ export type CreateAgentResponse = Message<"portcullis.v1.CreateAgentResponse"> &
  * Use `create(CreateAgentResponseSchema)` to create a new message.
  */
 export const CreateAgentResponseSchema: GenMessage<CreateAgentResponse> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_agent, 2);
+  messageDesc(file_portcullis_v1_agent, 8);
 
 /**
  * ListAgentsRequest pages through the organization's agents.
@@ -145,7 +393,7 @@ export type ListAgentsRequest = Message<"portcullis.v1.ListAgentsRequest"> & {
  * Use `create(ListAgentsRequestSchema)` to create a new message.
  */
 export const ListAgentsRequestSchema: GenMessage<ListAgentsRequest> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_agent, 3);
+  messageDesc(file_portcullis_v1_agent, 9);
 
 /**
  * ListAgentsResponse is one page of agents.
@@ -173,7 +421,7 @@ export type ListAgentsResponse = Message<"portcullis.v1.ListAgentsResponse"> & {
  * Use `create(ListAgentsResponseSchema)` to create a new message.
  */
 export const ListAgentsResponseSchema: GenMessage<ListAgentsResponse> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_agent, 4);
+  messageDesc(file_portcullis_v1_agent, 10);
 
 /**
  * RevokeAgentRequest names the agent.
@@ -194,7 +442,7 @@ export type RevokeAgentRequest = Message<"portcullis.v1.RevokeAgentRequest"> & {
  * Use `create(RevokeAgentRequestSchema)` to create a new message.
  */
 export const RevokeAgentRequestSchema: GenMessage<RevokeAgentRequest> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_agent, 5);
+  messageDesc(file_portcullis_v1_agent, 11);
 
 /**
  * RevokeAgentResponse carries the agent as revoked.
@@ -215,7 +463,7 @@ export type RevokeAgentResponse = Message<"portcullis.v1.RevokeAgentResponse"> &
  * Use `create(RevokeAgentResponseSchema)` to create a new message.
  */
 export const RevokeAgentResponseSchema: GenMessage<RevokeAgentResponse> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_agent, 6);
+  messageDesc(file_portcullis_v1_agent, 12);
 
 /**
  * AgentService manages host agents: portcullis-agent processes on Linux hosts that keep each
@@ -247,7 +495,7 @@ export const AgentService: GenService<{
     output: typeof ListAgentsResponseSchema;
   },
   /**
-   * RevokeAgent revokes an agent's credential for good.
+   * RevokeAgent revokes an agent's credential for good; a connected agent is disconnected.
    *
    * @generated from rpc portcullis.v1.AgentService.RevokeAgent
    */
@@ -255,6 +503,19 @@ export const AgentService: GenService<{
     methodKind: "unary";
     input: typeof RevokeAgentRequestSchema;
     output: typeof RevokeAgentResponseSchema;
+  },
+  /**
+   * Connect is the agent's one stream, opened by the agent (`x-api-key: pca_…`; no other
+   * credential may call it, and an agent's credential may call nothing else). The agent says
+   * hello; the server sends the whole desired state of the agent's host resources, then each
+   * change; the agent answers each state it applied with what its firewall holds.
+   *
+   * @generated from rpc portcullis.v1.AgentService.Connect
+   */
+  connect: {
+    methodKind: "bidi_streaming";
+    input: typeof ConnectRequestSchema;
+    output: typeof ConnectResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_portcullis_v1_agent, 0);

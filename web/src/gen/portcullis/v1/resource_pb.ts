@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file portcullis/v1/resource.proto.
  */
 export const file_portcullis_v1_resource: GenFile = /*@__PURE__*/
-  fileDesc("Chxwb3J0Y3VsbGlzL3YxL3Jlc291cmNlLnByb3RvEg1wb3J0Y3VsbGlzLnYxIlgKDk1lbW9yeVByb3ZpZGVyEhIKCmxhdGVuY3lfbXMYASABKA0SFgoOZmFpbF9hZGRyZXNzZXMYAiADKAkSGgoSdHJhbnNpZW50X2ZhaWx1cmVzGAMgASgNIuABChBBd3NTZWN1cml0eUdyb3VwEg4KBnJlZ2lvbhgBIAEoCRIQCghncm91cF9pZBgCIAEoCRIQCghwcm90b2NvbBgDIAEoCRIRCglmcm9tX3BvcnQYBCABKA0SDwoHdG9fcG9ydBgFIAEoDRIZCgxlbmRwb2ludF91cmwYBiABKAlIAIgBARIVCghyb2xlX2FybhgHIAEoCUgBiAEBEhYKCW1heF9ydWxlcxgIIAEoDUgCiAEBQg8KDV9lbmRwb2ludF91cmxCCwoJX3JvbGVfYXJuQgwKCl9tYXhfcnVsZXMixAEKC0djcEZpcmV3YWxsEg8KB3Byb2plY3QYASABKAkSDwoHbmV0d29yaxgCIAEoCRIQCghwcm90b2NvbBgDIAEoCRINCgVwb3J0cxgEIAMoCRITCgt0YXJnZXRfdGFncxgFIAMoCRIfChd0YXJnZXRfc2VydmljZV9hY2NvdW50cxgGIAMoCRIQCghwcmlvcml0eRgHIAEoDRIZCgxlbmRwb2ludF91cmwYCCABKAlIAIgBAUIPCg1fZW5kcG9pbnRfdXJsIpcCChlBenVyZU5ldHdvcmtTZWN1cml0eUdyb3VwEhcKD3N1YnNjcmlwdGlvbl9pZBgBIAEoCRIWCg5yZXNvdXJjZV9ncm91cBgCIAEoCRIQCghuc2dfbmFtZRgDIAEoCRIQCghwcm90b2NvbBgEIAEoCRIfChdkZXN0aW5hdGlvbl9wb3J0X3JhbmdlcxgFIAMoCRIiChpkZXN0aW5hdGlvbl9hZGRyZXNzX3ByZWZpeBgGIAEoCRI0Cg5wcmlvcml0eV9yYW5nZRgHIAEoCzIcLnBvcnRjdWxsaXMudjEuUHJpb3JpdHlSYW5nZRIZCgxlbmRwb2ludF91cmwYCCABKAlIAIgBAUIPCg1fZW5kcG9pbnRfdXJsIiwKDVByaW9yaXR5UmFuZ2USDQoFZmlyc3QYASABKA0SDAoEbGFzdBgCIAEoDSL+AwoIUmVzb3VyY2USCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRIvCgZtZW1vcnkYCiABKAsyHS5wb3J0Y3VsbGlzLnYxLk1lbW9yeVByb3ZpZGVySAASPQoSYXdzX3NlY3VyaXR5X2dyb3VwGAsgASgLMh8ucG9ydGN1bGxpcy52MS5Bd3NTZWN1cml0eUdyb3VwSAASMgoMZ2NwX2ZpcmV3YWxsGAwgASgLMhoucG9ydGN1bGxpcy52MS5HY3BGaXJld2FsbEgAElAKHGF6dXJlX25ldHdvcmtfc2VjdXJpdHlfZ3JvdXAYDSABKAsyKC5wb3J0Y3VsbGlzLnYxLkF6dXJlTmV0d29ya1NlY3VyaXR5R3JvdXBIABIuCgpjcmVhdGVkX2F0GBQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GBUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgpsYXN0X2NoZWNrGBYgASgLMhwucG9ydGN1bGxpcy52MS5SZXNvdXJjZUNoZWNrEi8KCGFwcHJvdmFsGBcgASgLMh0ucG9ydGN1bGxpcy52MS5BcHByb3ZhbFBvbGljeUIKCghwcm92aWRlciLaAQoOQXBwcm92YWxQb2xpY3kSEAoIcmVxdWlyZWQYASABKAgSEQoJYXBwcm92YWxzGAIgASgNEhkKEWFwcHJvdmVyX3VzZXJfaWRzGAMgAygJEhcKD2FwcHJvdmVyX2dyb3VwcxgEIAMoCRIeChZqdXN0aWZpY2F0aW9uX3JlcXVpcmVkGAUgASgIEjIKD3BlbmRpbmdfdGltZW91dBgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIbChNhdXRvX2FwcHJvdmVfZ3JvdXBzGAcgAygJInwKDVJlc291cmNlQ2hlY2sSKgoGc3RhdHVzGAEgASgOMhoucG9ydGN1bGxpcy52MS5DaGVja1N0YXR1cxIPCgdtZXNzYWdlGAIgASgJEi4KCmNoZWNrZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkIKFUNyZWF0ZVJlc291cmNlUmVxdWVzdBIpCghyZXNvdXJjZRgBIAEoCzIXLnBvcnRjdWxsaXMudjEuUmVzb3VyY2UiQwoWQ3JlYXRlUmVzb3VyY2VSZXNwb25zZRIpCghyZXNvdXJjZRgBIAEoCzIXLnBvcnRjdWxsaXMudjEuUmVzb3VyY2UiIAoSR2V0UmVzb3VyY2VSZXF1ZXN0EgoKAmlkGAEgASgJIkAKE0dldFJlc291cmNlUmVzcG9uc2USKQoIcmVzb3VyY2UYASABKAsyFy5wb3J0Y3VsbGlzLnYxLlJlc291cmNlIk4KFExpc3RSZXNvdXJjZXNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEg8KB3VzZXJfaWQYAyABKAkiXAoVTGlzdFJlc291cmNlc1Jlc3BvbnNlEioKCXJlc291cmNlcxgBIAMoCzIXLnBvcnRjdWxsaXMudjEuUmVzb3VyY2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJInMKFVVwZGF0ZVJlc291cmNlUmVxdWVzdBIpCghyZXNvdXJjZRgBIAEoCzIXLnBvcnRjdWxsaXMudjEuUmVzb3VyY2USLwoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrIkMKFlVwZGF0ZVJlc291cmNlUmVzcG9uc2USKQoIcmVzb3VyY2UYASABKAsyFy5wb3J0Y3VsbGlzLnYxLlJlc291cmNlIiMKFURlbGV0ZVJlc291cmNlUmVxdWVzdBIKCgJpZBgBIAEoCSIYChZEZWxldGVSZXNvdXJjZVJlc3BvbnNlIj0KFUFzc2lnblJlc291cmNlUmVxdWVzdBITCgtyZXNvdXJjZV9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJIhgKFkFzc2lnblJlc291cmNlUmVzcG9uc2UiPwoXVW5hc3NpZ25SZXNvdXJjZVJlcXVlc3QSEwoLcmVzb3VyY2VfaWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCSIaChhVbmFzc2lnblJlc291cmNlUmVzcG9uc2UiIgoUQ2hlY2tSZXNvdXJjZVJlcXVlc3QSCgoCaWQYASABKAkiVAoVQ2hlY2tSZXNvdXJjZVJlc3BvbnNlEioKBnN0YXR1cxgBIAEoDjIaLnBvcnRjdWxsaXMudjEuQ2hlY2tTdGF0dXMSDwoHbWVzc2FnZRgCIAEoCSq4AQoLQ2hlY2tTdGF0dXMSHAoYQ0hFQ0tfU1RBVFVTX1VOU1BFQ0lGSUVEEAASEwoPQ0hFQ0tfU1RBVFVTX09LEAESGgoWQ0hFQ0tfU1RBVFVTX05PVF9GT1VORBACEh4KGkNIRUNLX1NUQVRVU19BQ0NFU1NfREVOSUVEEAMSHAoYQ0hFQ0tfU1RBVFVTX1VOUkVBQ0hBQkxFEAQSHAoYQ0hFQ0tfU1RBVFVTX1VOU1VQUE9SVEVEEAUygAYKD1Jlc291cmNlU2VydmljZRJdCg5DcmVhdGVSZXNvdXJjZRIkLnBvcnRjdWxsaXMudjEuQ3JlYXRlUmVzb3VyY2VSZXF1ZXN0GiUucG9ydGN1bGxpcy52MS5DcmVhdGVSZXNvdXJjZVJlc3BvbnNlElQKC0dldFJlc291cmNlEiEucG9ydGN1bGxpcy52MS5HZXRSZXNvdXJjZVJlcXVlc3QaIi5wb3J0Y3VsbGlzLnYxLkdldFJlc291cmNlUmVzcG9uc2USWgoNTGlzdFJlc291cmNlcxIjLnBvcnRjdWxsaXMudjEuTGlzdFJlc291cmNlc1JlcXVlc3QaJC5wb3J0Y3VsbGlzLnYxLkxpc3RSZXNvdXJjZXNSZXNwb25zZRJdCg5VcGRhdGVSZXNvdXJjZRIkLnBvcnRjdWxsaXMudjEuVXBkYXRlUmVzb3VyY2VSZXF1ZXN0GiUucG9ydGN1bGxpcy52MS5VcGRhdGVSZXNvdXJjZVJlc3BvbnNlEl0KDkRlbGV0ZVJlc291cmNlEiQucG9ydGN1bGxpcy52MS5EZWxldGVSZXNvdXJjZVJlcXVlc3QaJS5wb3J0Y3VsbGlzLnYxLkRlbGV0ZVJlc291cmNlUmVzcG9uc2USXQoOQXNzaWduUmVzb3VyY2USJC5wb3J0Y3VsbGlzLnYxLkFzc2lnblJlc291cmNlUmVxdWVzdBolLnBvcnRjdWxsaXMudjEuQXNzaWduUmVzb3VyY2VSZXNwb25zZRJjChBVbmFzc2lnblJlc291cmNlEiYucG9ydGN1bGxpcy52MS5VbmFzc2lnblJlc291cmNlUmVxdWVzdBonLnBvcnRjdWxsaXMudjEuVW5hc3NpZ25SZXNvdXJjZVJlc3BvbnNlEloKDUNoZWNrUmVzb3VyY2USIy5wb3J0Y3VsbGlzLnYxLkNoZWNrUmVzb3VyY2VSZXF1ZXN0GiQucG9ydGN1bGxpcy52MS5DaGVja1Jlc291cmNlUmVzcG9uc2VCvwEKEWNvbS5wb3J0Y3VsbGlzLnYxQg1SZXNvdXJjZVByb3RvUAFaRmdpdGh1Yi5jb20vcG9ydGN1bGxpcy9wb3J0Y3VsbGlzL3Nkay9nby9nZW4vcG9ydGN1bGxpcy92MTtwb3J0Y3VsbGlzdjGiAgNQWFiqAg1Qb3J0Y3VsbGlzLlYxygINUG9ydGN1bGxpc1xWMeICGVBvcnRjdWxsaXNcVjFcR1BCTWV0YWRhdGHqAg5Qb3J0Y3VsbGlzOjpWMWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("Chxwb3J0Y3VsbGlzL3YxL3Jlc291cmNlLnByb3RvEg1wb3J0Y3VsbGlzLnYxIlgKDk1lbW9yeVByb3ZpZGVyEhIKCmxhdGVuY3lfbXMYASABKA0SFgoOZmFpbF9hZGRyZXNzZXMYAiADKAkSGgoSdHJhbnNpZW50X2ZhaWx1cmVzGAMgASgNIuABChBBd3NTZWN1cml0eUdyb3VwEg4KBnJlZ2lvbhgBIAEoCRIQCghncm91cF9pZBgCIAEoCRIQCghwcm90b2NvbBgDIAEoCRIRCglmcm9tX3BvcnQYBCABKA0SDwoHdG9fcG9ydBgFIAEoDRIZCgxlbmRwb2ludF91cmwYBiABKAlIAIgBARIVCghyb2xlX2FybhgHIAEoCUgBiAEBEhYKCW1heF9ydWxlcxgIIAEoDUgCiAEBQg8KDV9lbmRwb2ludF91cmxCCwoJX3JvbGVfYXJuQgwKCl9tYXhfcnVsZXMixAEKC0djcEZpcmV3YWxsEg8KB3Byb2plY3QYASABKAkSDwoHbmV0d29yaxgCIAEoCRIQCghwcm90b2NvbBgDIAEoCRINCgVwb3J0cxgEIAMoCRITCgt0YXJnZXRfdGFncxgFIAMoCRIfChd0YXJnZXRfc2VydmljZV9hY2NvdW50cxgGIAMoCRIQCghwcmlvcml0eRgHIAEoDRIZCgxlbmRwb2ludF91cmwYCCABKAlIAIgBAUIPCg1fZW5kcG9pbnRfdXJsIkEKDEhvc3RGaXJld2FsbBIQCghhZ2VudF9pZBgBIAEoCRIQCghwcm90b2NvbBgCIAEoCRINCgVwb3J0cxgDIAMoDSKXAgoZQXp1cmVOZXR3b3JrU2VjdXJpdHlHcm91cBIXCg9zdWJzY3JpcHRpb25faWQYASABKAkSFgoOcmVzb3VyY2VfZ3JvdXAYAiABKAkSEAoIbnNnX25hbWUYAyABKAkSEAoIcHJvdG9jb2wYBCABKAkSHwoXZGVzdGluYXRpb25fcG9ydF9yYW5nZXMYBSADKAkSIgoaZGVzdGluYXRpb25fYWRkcmVzc19wcmVmaXgYBiABKAkSNAoOcHJpb3JpdHlfcmFuZ2UYByABKAsyHC5wb3J0Y3VsbGlzLnYxLlByaW9yaXR5UmFuZ2USGQoMZW5kcG9pbnRfdXJsGAggASgJSACIAQFCDwoNX2VuZHBvaW50X3VybCIsCg1Qcmlvcml0eVJhbmdlEg0KBWZpcnN0GAEgASgNEgwKBGxhc3QYAiABKA0itAQKCFJlc291cmNlEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEwoLZGVzY3JpcHRpb24YAyABKAkSLwoGbWVtb3J5GAogASgLMh0ucG9ydGN1bGxpcy52MS5NZW1vcnlQcm92aWRlckgAEj0KEmF3c19zZWN1cml0eV9ncm91cBgLIAEoCzIfLnBvcnRjdWxsaXMudjEuQXdzU2VjdXJpdHlHcm91cEgAEjIKDGdjcF9maXJld2FsbBgMIAEoCzIaLnBvcnRjdWxsaXMudjEuR2NwRmlyZXdhbGxIABJQChxhenVyZV9uZXR3b3JrX3NlY3VyaXR5X2dyb3VwGA0gASgLMigucG9ydGN1bGxpcy52MS5BenVyZU5ldHdvcmtTZWN1cml0eUdyb3VwSAASNAoNaG9zdF9maXJld2FsbBgOIAEoCzIbLnBvcnRjdWxsaXMudjEuSG9zdEZpcmV3YWxsSAASLgoKY3JlYXRlZF9hdBgUIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgVIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoKbGFzdF9jaGVjaxgWIAEoCzIcLnBvcnRjdWxsaXMudjEuUmVzb3VyY2VDaGVjaxIvCghhcHByb3ZhbBgXIAEoCzIdLnBvcnRjdWxsaXMudjEuQXBwcm92YWxQb2xpY3lCCgoIcHJvdmlkZXIi2gEKDkFwcHJvdmFsUG9saWN5EhAKCHJlcXVpcmVkGAEgASgIEhEKCWFwcHJvdmFscxgCIAEoDRIZChFhcHByb3Zlcl91c2VyX2lkcxgDIAMoCRIXCg9hcHByb3Zlcl9ncm91cHMYBCADKAkSHgoWanVzdGlmaWNhdGlvbl9yZXF1aXJlZBgFIAEoCBIyCg9wZW5kaW5nX3RpbWVvdXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGwoTYXV0b19hcHByb3ZlX2dyb3VwcxgHIAMoCSJ8Cg1SZXNvdXJjZUNoZWNrEioKBnN0YXR1cxgBIAEoDjIaLnBvcnRjdWxsaXMudjEuQ2hlY2tTdGF0dXMSDwoHbWVzc2FnZRgCIAEoCRIuCgpjaGVja2VkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJCChVDcmVhdGVSZXNvdXJjZVJlcXVlc3QSKQoIcmVzb3VyY2UYASABKAsyFy5wb3J0Y3VsbGlzLnYxLlJlc291cmNlIkMKFkNyZWF0ZVJlc291cmNlUmVzcG9uc2USKQoIcmVzb3VyY2UYASABKAsyFy5wb3J0Y3VsbGlzLnYxLlJlc291cmNlIiAKEkdldFJlc291cmNlUmVxdWVzdBIKCgJpZBgBIAEoCSJAChNHZXRSZXNvdXJjZVJlc3BvbnNlEikKCHJlc291cmNlGAEgASgLMhcucG9ydGN1bGxpcy52MS5SZXNvdXJjZSJOChRMaXN0UmVzb3VyY2VzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRIPCgd1c2VyX2lkGAMgASgJIlwKFUxpc3RSZXNvdXJjZXNSZXNwb25zZRIqCglyZXNvdXJjZXMYASADKAsyFy5wb3J0Y3VsbGlzLnYxLlJlc291cmNlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJzChVVcGRhdGVSZXNvdXJjZVJlcXVlc3QSKQoIcmVzb3VyY2UYASABKAsyFy5wb3J0Y3VsbGlzLnYxLlJlc291cmNlEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayJDChZVcGRhdGVSZXNvdXJjZVJlc3BvbnNlEikKCHJlc291cmNlGAEgASgLMhcucG9ydGN1bGxpcy52MS5SZXNvdXJjZSIjChVEZWxldGVSZXNvdXJjZVJlcXVlc3QSCgoCaWQYASABKAkiGAoWRGVsZXRlUmVzb3VyY2VSZXNwb25zZSI9ChVBc3NpZ25SZXNvdXJjZVJlcXVlc3QSEwoLcmVzb3VyY2VfaWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCSIYChZBc3NpZ25SZXNvdXJjZVJlc3BvbnNlIj8KF1VuYXNzaWduUmVzb3VyY2VSZXF1ZXN0EhMKC3Jlc291cmNlX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkiGgoYVW5hc3NpZ25SZXNvdXJjZVJlc3BvbnNlIiIKFENoZWNrUmVzb3VyY2VSZXF1ZXN0EgoKAmlkGAEgASgJIlQKFUNoZWNrUmVzb3VyY2VSZXNwb25zZRIqCgZzdGF0dXMYASABKA4yGi5wb3J0Y3VsbGlzLnYxLkNoZWNrU3RhdHVzEg8KB21lc3NhZ2UYAiABKAkquAEKC0NoZWNrU3RhdHVzEhwKGENIRUNLX1NUQVRVU19VTlNQRUNJRklFRBAAEhMKD0NIRUNLX1NUQVRVU19PSxABEhoKFkNIRUNLX1NUQVRVU19OT1RfRk9VTkQQAhIeChpDSEVDS19TVEFUVVNfQUNDRVNTX0RFTklFRBADEhwKGENIRUNLX1NUQVRVU19VTlJFQUNIQUJMRRAEEhwKGENIRUNLX1NUQVRVU19VTlNVUFBPUlRFRBAFMoAGCg9SZXNvdXJjZVNlcnZpY2USXQoOQ3JlYXRlUmVzb3VyY2USJC5wb3J0Y3VsbGlzLnYxLkNyZWF0ZVJlc291cmNlUmVxdWVzdBolLnBvcnRjdWxsaXMudjEuQ3JlYXRlUmVzb3VyY2VSZXNwb25zZRJUCgtHZXRSZXNvdXJjZRIhLnBvcnRjdWxsaXMudjEuR2V0UmVzb3VyY2VSZXF1ZXN0GiIucG9ydGN1bGxpcy52MS5HZXRSZXNvdXJjZVJlc3BvbnNlEloKDUxpc3RSZXNvdXJjZXMSIy5wb3J0Y3VsbGlzLnYxLkxpc3RSZXNvdXJjZXNSZXF1ZXN0GiQucG9ydGN1bGxpcy52MS5MaXN0UmVzb3VyY2VzUmVzcG9uc2USXQoOVXBkYXRlUmVzb3VyY2USJC5wb3J0Y3VsbGlzLnYxLlVwZGF0ZVJlc291cmNlUmVxdWVzdBolLnBvcnRjdWxsaXMudjEuVXBkYXRlUmVzb3VyY2VSZXNwb25zZRJdCg5EZWxldGVSZXNvdXJjZRIkLnBvcnRjdWxsaXMudjEuRGVsZXRlUmVzb3VyY2VSZXF1ZXN0GiUucG9ydGN1bGxpcy52MS5EZWxldGVSZXNvdXJjZVJlc3BvbnNlEl0KDkFzc2lnblJlc291cmNlEiQucG9ydGN1bGxpcy52MS5Bc3NpZ25SZXNvdXJjZVJlcXVlc3QaJS5wb3J0Y3VsbGlzLnYxLkFzc2lnblJlc291cmNlUmVzcG9uc2USYwoQVW5hc3NpZ25SZXNvdXJjZRImLnBvcnRjdWxsaXMudjEuVW5hc3NpZ25SZXNvdXJjZVJlcXVlc3QaJy5wb3J0Y3VsbGlzLnYxLlVuYXNzaWduUmVzb3VyY2VSZXNwb25zZRJaCg1DaGVja1Jlc291cmNlEiMucG9ydGN1bGxpcy52MS5DaGVja1Jlc291cmNlUmVxdWVzdBokLnBvcnRjdWxsaXMudjEuQ2hlY2tSZXNvdXJjZVJlc3BvbnNlQr8BChFjb20ucG9ydGN1bGxpcy52MUINUmVzb3VyY2VQcm90b1ABWkZnaXRodWIuY29tL3BvcnRjdWxsaXMvcG9ydGN1bGxpcy9zZGsvZ28vZ2VuL3BvcnRjdWxsaXMvdjE7cG9ydGN1bGxpc3YxogIDUFhYqgINUG9ydGN1bGxpcy5WMcoCDVBvcnRjdWxsaXNcVjHiAhlQb3J0Y3VsbGlzXFYxXEdQQk1ldGFkYXRh6gIOUG9ydGN1bGxpczo6VjFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
 
 /**
  * MemoryProvider keeps rules in the server's memory: for development, demos and tests.
@@ -192,6 +192,43 @@ export const GcpFirewallSchema: GenMessage<GcpFirewall> = /*@__PURE__*/
   messageDesc(file_portcullis_v1_resource, 2);
 
 /**
+ * HostFirewall opens ports on a Linux host through its agent (portcullis-agent, see
+ * AgentService), which keeps an nftables set of allowed addresses per resource whose elements
+ * expire in the kernel at the session's end.
+ *
+ * @generated from message portcullis.v1.HostFirewall
+ */
+export type HostFirewall = Message<"portcullis.v1.HostFirewall"> & {
+  /**
+   * agent_id is the agent serving the host.
+   *
+   * @generated from field: string agent_id = 1;
+   */
+  agentId: string;
+
+  /**
+   * protocol is "tcp" or "udp".
+   *
+   * @generated from field: string protocol = 2;
+   */
+  protocol: string;
+
+  /**
+   * ports are the ports opened (1 to 65535): at least one, at most 32.
+   *
+   * @generated from field: repeated uint32 ports = 3;
+   */
+  ports: number[];
+};
+
+/**
+ * Describes the message portcullis.v1.HostFirewall.
+ * Use `create(HostFirewallSchema)` to create a new message.
+ */
+export const HostFirewallSchema: GenMessage<HostFirewall> = /*@__PURE__*/
+  messageDesc(file_portcullis_v1_resource, 3);
+
+/**
  * AzureNetworkSecurityGroup opens inbound security rules on an Azure network security group.
  *
  * @generated from message portcullis.v1.AzureNetworkSecurityGroup
@@ -261,7 +298,7 @@ export type AzureNetworkSecurityGroup = Message<"portcullis.v1.AzureNetworkSecur
  * Use `create(AzureNetworkSecurityGroupSchema)` to create a new message.
  */
 export const AzureNetworkSecurityGroupSchema: GenMessage<AzureNetworkSecurityGroup> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_resource, 3);
+  messageDesc(file_portcullis_v1_resource, 4);
 
 /**
  * PriorityRange is a range of Azure security rule priorities, both ends included.
@@ -289,7 +326,7 @@ export type PriorityRange = Message<"portcullis.v1.PriorityRange"> & {
  * Use `create(PriorityRangeSchema)` to create a new message.
  */
 export const PriorityRangeSchema: GenMessage<PriorityRange> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_resource, 4);
+  messageDesc(file_portcullis_v1_resource, 5);
 
 /**
  * Resource is a firewall that sessions can open.
@@ -355,6 +392,14 @@ export type Resource = Message<"portcullis.v1.Resource"> & {
      */
     value: AzureNetworkSecurityGroup;
     case: "azureNetworkSecurityGroup";
+  } | {
+    /**
+     * host_firewall opens ports on a Linux host through its agent.
+     *
+     * @generated from field: portcullis.v1.HostFirewall host_firewall = 14;
+     */
+    value: HostFirewall;
+    case: "hostFirewall";
   } | { case: undefined; value?: undefined };
 
   /**
@@ -394,7 +439,7 @@ export type Resource = Message<"portcullis.v1.Resource"> & {
  * Use `create(ResourceSchema)` to create a new message.
  */
 export const ResourceSchema: GenMessage<Resource> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_resource, 5);
+  messageDesc(file_portcullis_v1_resource, 6);
 
 /**
  * ApprovalPolicy is who must say yes, and within how long, before a session opens a resource.
@@ -459,7 +504,7 @@ export type ApprovalPolicy = Message<"portcullis.v1.ApprovalPolicy"> & {
  * Use `create(ApprovalPolicySchema)` to create a new message.
  */
 export const ApprovalPolicySchema: GenMessage<ApprovalPolicy> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_resource, 6);
+  messageDesc(file_portcullis_v1_resource, 7);
 
 /**
  * ResourceCheck is what a periodic check of a resource's firewall found.
@@ -494,7 +539,7 @@ export type ResourceCheck = Message<"portcullis.v1.ResourceCheck"> & {
  * Use `create(ResourceCheckSchema)` to create a new message.
  */
 export const ResourceCheckSchema: GenMessage<ResourceCheck> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_resource, 7);
+  messageDesc(file_portcullis_v1_resource, 8);
 
 /**
  * CreateResourceRequest carries the new resource: name and provider are required.
@@ -515,7 +560,7 @@ export type CreateResourceRequest = Message<"portcullis.v1.CreateResourceRequest
  * Use `create(CreateResourceRequestSchema)` to create a new message.
  */
 export const CreateResourceRequestSchema: GenMessage<CreateResourceRequest> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_resource, 8);
+  messageDesc(file_portcullis_v1_resource, 9);
 
 /**
  * CreateResourceResponse carries the created resource.
@@ -536,7 +581,7 @@ export type CreateResourceResponse = Message<"portcullis.v1.CreateResourceRespon
  * Use `create(CreateResourceResponseSchema)` to create a new message.
  */
 export const CreateResourceResponseSchema: GenMessage<CreateResourceResponse> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_resource, 9);
+  messageDesc(file_portcullis_v1_resource, 10);
 
 /**
  * GetResourceRequest names a resource.
@@ -557,7 +602,7 @@ export type GetResourceRequest = Message<"portcullis.v1.GetResourceRequest"> & {
  * Use `create(GetResourceRequestSchema)` to create a new message.
  */
 export const GetResourceRequestSchema: GenMessage<GetResourceRequest> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_resource, 10);
+  messageDesc(file_portcullis_v1_resource, 11);
 
 /**
  * GetResourceResponse carries the resource.
@@ -578,7 +623,7 @@ export type GetResourceResponse = Message<"portcullis.v1.GetResourceResponse"> &
  * Use `create(GetResourceResponseSchema)` to create a new message.
  */
 export const GetResourceResponseSchema: GenMessage<GetResourceResponse> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_resource, 11);
+  messageDesc(file_portcullis_v1_resource, 12);
 
 /**
  * ListResourcesRequest selects resources.
@@ -613,7 +658,7 @@ export type ListResourcesRequest = Message<"portcullis.v1.ListResourcesRequest">
  * Use `create(ListResourcesRequestSchema)` to create a new message.
  */
 export const ListResourcesRequestSchema: GenMessage<ListResourcesRequest> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_resource, 12);
+  messageDesc(file_portcullis_v1_resource, 13);
 
 /**
  * ListResourcesResponse is one page of resources.
@@ -641,7 +686,7 @@ export type ListResourcesResponse = Message<"portcullis.v1.ListResourcesResponse
  * Use `create(ListResourcesResponseSchema)` to create a new message.
  */
 export const ListResourcesResponseSchema: GenMessage<ListResourcesResponse> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_resource, 13);
+  messageDesc(file_portcullis_v1_resource, 14);
 
 /**
  * UpdateResourceRequest changes a resource.
@@ -670,7 +715,7 @@ export type UpdateResourceRequest = Message<"portcullis.v1.UpdateResourceRequest
  * Use `create(UpdateResourceRequestSchema)` to create a new message.
  */
 export const UpdateResourceRequestSchema: GenMessage<UpdateResourceRequest> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_resource, 14);
+  messageDesc(file_portcullis_v1_resource, 15);
 
 /**
  * UpdateResourceResponse carries the changed resource.
@@ -691,7 +736,7 @@ export type UpdateResourceResponse = Message<"portcullis.v1.UpdateResourceRespon
  * Use `create(UpdateResourceResponseSchema)` to create a new message.
  */
 export const UpdateResourceResponseSchema: GenMessage<UpdateResourceResponse> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_resource, 15);
+  messageDesc(file_portcullis_v1_resource, 16);
 
 /**
  * DeleteResourceRequest names a resource to delete.
@@ -712,7 +757,7 @@ export type DeleteResourceRequest = Message<"portcullis.v1.DeleteResourceRequest
  * Use `create(DeleteResourceRequestSchema)` to create a new message.
  */
 export const DeleteResourceRequestSchema: GenMessage<DeleteResourceRequest> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_resource, 16);
+  messageDesc(file_portcullis_v1_resource, 17);
 
 /**
  * DeleteResourceResponse confirms the deletion.
@@ -727,7 +772,7 @@ export type DeleteResourceResponse = Message<"portcullis.v1.DeleteResourceRespon
  * Use `create(DeleteResourceResponseSchema)` to create a new message.
  */
 export const DeleteResourceResponseSchema: GenMessage<DeleteResourceResponse> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_resource, 17);
+  messageDesc(file_portcullis_v1_resource, 18);
 
 /**
  * AssignResourceRequest names a resource and a user.
@@ -755,7 +800,7 @@ export type AssignResourceRequest = Message<"portcullis.v1.AssignResourceRequest
  * Use `create(AssignResourceRequestSchema)` to create a new message.
  */
 export const AssignResourceRequestSchema: GenMessage<AssignResourceRequest> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_resource, 18);
+  messageDesc(file_portcullis_v1_resource, 19);
 
 /**
  * AssignResourceResponse confirms the assignment (also when it already existed).
@@ -770,7 +815,7 @@ export type AssignResourceResponse = Message<"portcullis.v1.AssignResourceRespon
  * Use `create(AssignResourceResponseSchema)` to create a new message.
  */
 export const AssignResourceResponseSchema: GenMessage<AssignResourceResponse> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_resource, 19);
+  messageDesc(file_portcullis_v1_resource, 20);
 
 /**
  * UnassignResourceRequest names a resource and a user.
@@ -798,7 +843,7 @@ export type UnassignResourceRequest = Message<"portcullis.v1.UnassignResourceReq
  * Use `create(UnassignResourceRequestSchema)` to create a new message.
  */
 export const UnassignResourceRequestSchema: GenMessage<UnassignResourceRequest> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_resource, 20);
+  messageDesc(file_portcullis_v1_resource, 21);
 
 /**
  * UnassignResourceResponse confirms the removal (also when there was no assignment).
@@ -813,7 +858,7 @@ export type UnassignResourceResponse = Message<"portcullis.v1.UnassignResourceRe
  * Use `create(UnassignResourceResponseSchema)` to create a new message.
  */
 export const UnassignResourceResponseSchema: GenMessage<UnassignResourceResponse> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_resource, 21);
+  messageDesc(file_portcullis_v1_resource, 22);
 
 /**
  * CheckResourceRequest names a resource to check.
@@ -834,7 +879,7 @@ export type CheckResourceRequest = Message<"portcullis.v1.CheckResourceRequest">
  * Use `create(CheckResourceRequestSchema)` to create a new message.
  */
 export const CheckResourceRequestSchema: GenMessage<CheckResourceRequest> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_resource, 22);
+  messageDesc(file_portcullis_v1_resource, 23);
 
 /**
  * CheckResourceResponse reports the check.
@@ -862,7 +907,7 @@ export type CheckResourceResponse = Message<"portcullis.v1.CheckResourceResponse
  * Use `create(CheckResourceResponseSchema)` to create a new message.
  */
 export const CheckResourceResponseSchema: GenMessage<CheckResourceResponse> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_resource, 23);
+  messageDesc(file_portcullis_v1_resource, 24);
 
 /**
  * CheckStatus is the outcome of a resource check.
