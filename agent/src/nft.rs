@@ -43,6 +43,15 @@ pub struct Current {
     pub sets: BTreeMap<String, BTreeMap<IpAddr, Element>>,
 }
 
+impl Current {
+    /// The element for `address` in `resource_id`'s set, if the table holds one.
+    pub fn element(&self, resource_id: &str, address: IpAddr) -> Option<&Element> {
+        let key = key(resource_id);
+        let set = if address.is_ipv4() { format!("allow4_{key}") } else { format!("allow6_{key}") };
+        self.sets.get(&set)?.get(&address)
+    }
+}
+
 /// One element of a set as the kernel holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Element {

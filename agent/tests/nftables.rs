@@ -2,65 +2,15 @@
 //! namespace of its own (`unshare -Urn`, no root needed), entered with nsenter, so nothing
 //! touches the host's firewall.
 
-use portcullis_agent::nft::{Changes, Nft};
+#[path = "support/netns.rs"]
+mod netns;
+
+use netns::Namespace;
+use portcullis_agent::nft::Changes;
 use portcullis_agent::state::{Desired, Grant, HostResource, Protocol};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
-
-/// A user + network namespace held open by a sleeping process.
-struct Namespace {
-    holder: Child,
-}
-
-impl Namespace {
-    fn new() -> Namespace {
-        let holder = Command::new("unshare")
-            .args(["-Urn", "sleep", "3600"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("unshare (util-linux) runs");
-        // The holder is in the namespace once its user map is written.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mine = std::fs::read_link("/proc/self/ns/net").expect("own namespace");
-        while std::fs::read_link(format!("/proc/{}/ns/net", holder.id())).ok().as_ref() == Some(&mine) {
-            assert!(Instant::now() < deadline, "unshare -Urn did not make a namespace");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Namespace { holder }
-    }
-
-    fn enter(&self) -> Vec<String> {
-        let pid = self.holder.id().to_string();
-        ["nsenter", "--target", &pid, "--user", "--net", "--preserve-credentials"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
-    }
-
-    /// The agent's nft, in this namespace.
-    fn nft(&self, table: &str) -> Nft {
-        let mut command = self.enter();
-        command.push("nft".into());
-        Nft::with_command(command, table)
-    }
-
-    /// Runs an nft command line in the namespace (as someone else would): its stdout.
-    fn run(&self, args: &[&str]) -> String {
-        let command = self.enter();
-        let output = Command::new(&command[0]).args(&command[1..]).arg("nft").args(args).output().expect("nft runs");
-        assert!(output.status.success(), "nft {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-}
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        let _ = self.holder.kill();
-        let _ = self.holder.wait();
-    }
-}
 
 fn ssh(resource_id: &str, grants: &[(&str, Duration, &[&str])]) -> HostResource {
     let now = SystemTime::now();

@@ -8,6 +8,7 @@ use portcullis::pb::v1::resource_service_client::ResourceServiceClient;
 use portcullis::pb::v1::*;
 use portcullis::store::entity::agent;
 use sea_orm::EntityTrait;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 #[tokio::test]
@@ -241,4 +242,107 @@ async fn rules_of_an_offline_agent_wait_and_revoking_an_agent_disconnects_it() {
         f.server.stop().await;
     })
     .await;
+}
+
+#[path = "../../agent/tests/support/netns.rs"]
+mod netns;
+
+/// The real agent, in this process, keeping a table in a namespace of its own.
+struct RunningAgent {
+    namespace: netns::Namespace,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningAgent {
+    fn start(server: &TestServer, credential: &str) -> RunningAgent {
+        use portcullis_agent::client::{Connection, Keeping, run};
+        let namespace = netns::Namespace::new();
+        let nft = namespace.nft("portcullis");
+        let connection = Connection {
+            server: format!("http://{}", server.addr),
+            credential: credential.to_owned(),
+            ca_pem: None,
+            hostname: "bastion-1.example".into(),
+        };
+        let keeping = Keeping { resync: Duration::from_secs(1), max_backoff: Duration::from_secs(2) };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = run(connection, nft, keeping, async {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+        RunningAgent { namespace, stop: Some(stop), task }
+    }
+
+    /// What the kernel holds in the resource's IPv4 set: address → (seconds left, comment).
+    fn held(&self, resource_id: &str) -> BTreeMap<String, (u64, String)> {
+        let set = format!("allow4_r{}", resource_id.replace('-', ""));
+        let listing = self.namespace.run(&["-j", "list", "set", "inet", "portcullis", &set]);
+        let listing: serde_json::Value = serde_json::from_str(&listing).unwrap();
+        let elements = listing["nftables"][1]["set"]["elem"].as_array().cloned().unwrap_or_default();
+        elements
+            .iter()
+            .map(|element| {
+                let element = &element["elem"];
+                let address = element["val"].as_str().unwrap().to_owned();
+                (address, (element["expires"].as_u64().unwrap(), element["comment"].as_str().unwrap_or("").to_owned()))
+            })
+            .collect()
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = self.task.await;
+    }
+}
+
+#[tokio::test]
+async fn the_agent_keeps_its_kernel_table_as_the_sessions_want_it() {
+    let db = TestDb::sqlite();
+    let mut f = Fixture::new(&db).await;
+    let (agent_id, credential) = create_agent(&f.server, "bastion-1").await;
+    let resource_id = f.resource_on("ssh-bastion", host_firewall(&agent_id)).await;
+    let agent = RunningAgent::start(&f.server, &credential);
+    let key = f.user_key.clone();
+    let session = f.start(&key, Some("203.0.113.7"), None).await.unwrap();
+    f.watch_until(&key, &session.id, SessionStatus::Active).await;
+
+    let held = agent.held(&resource_id);
+    let (left, comment) = &held["203.0.113.7"];
+    assert_eq!(comment, &format!("portcullis {}", session.id), "the element names its session");
+    let expires = session.expires_at.unwrap().seconds - chrono::Utc::now().timestamp();
+    assert!(left.abs_diff(u64::try_from(expires).unwrap()) <= 3, "kernel: {left} s, session: {expires} s");
+
+    // Extending moves the kernel's expiry.
+    let request = ExtendSessionRequest { id: session.id.clone(), additional_minutes: 30, ..Default::default() };
+    f.sessions.extend_session(with_key(request, &key)).await.unwrap();
+    let before = *left;
+    let moved = common::eventually("the kernel expiry moves", Duration::from_secs(10), async || {
+        let left = agent.held(&resource_id).get("203.0.113.7").map(|(left, _)| *left).unwrap_or_default();
+        common::when(left > before + 1_700, left)
+    })
+    .await;
+    println!("extended by 30 min: the kernel expiry went from {before} s to {moved} s");
+
+    // An element deleted by hand is put back within one resync (1 s here).
+    let set = format!("allow4_r{}", resource_id.replace('-', ""));
+    agent.namespace.run(&["delete", "element", "inet", "portcullis", &set, "{ 203.0.113.7 }"]);
+    let deleted_at = std::time::Instant::now();
+    common::eventually("the element comes back", Duration::from_secs(5), async || {
+        common::when(agent.held(&resource_id).contains_key("203.0.113.7"), ())
+    })
+    .await;
+    println!("an element deleted by hand was back after {:?}", deleted_at.elapsed());
+
+    // Stopping removes it; the rule is REMOVED once the agent reports so.
+    f.stop(&key, &session.id).await;
+    let ended = f.watch_until(&key, &session.id, SessionStatus::Cancelled).await;
+    assert_eq!(ended.last().unwrap().resource_ips[0].status(), ResourceIpStatus::Removed);
+    assert!(agent.held(&resource_id).is_empty(), "{:?}", agent.held(&resource_id));
+    agent.stop().await;
+    f.server.stop().await;
 }
