@@ -255,12 +255,13 @@ struct RunningAgent {
 }
 
 impl RunningAgent {
-    fn start(server: &TestServer, credential: &str) -> RunningAgent {
+    /// Connects to the server at `addr`.
+    fn start(addr: std::net::SocketAddr, credential: &str) -> RunningAgent {
         use portcullis_agent::client::{Connection, Keeping, run};
         let namespace = netns::Namespace::new();
         let nft = namespace.nft("portcullis");
         let connection = Connection {
-            server: format!("http://{}", server.addr),
+            server: format!("http://{addr}"),
             credential: credential.to_owned(),
             ca_pem: None,
             hostname: "bastion-1.example".into(),
@@ -306,7 +307,7 @@ async fn the_agent_keeps_its_kernel_table_as_the_sessions_want_it() {
     let mut f = Fixture::new(&db).await;
     let (agent_id, credential) = create_agent(&f.server, "bastion-1").await;
     let resource_id = f.resource_on("ssh-bastion", host_firewall(&agent_id)).await;
-    let agent = RunningAgent::start(&f.server, &credential);
+    let agent = RunningAgent::start(f.server.addr, &credential);
     let key = f.user_key.clone();
     let session = f.start(&key, Some("203.0.113.7"), None).await.unwrap();
     f.watch_until(&key, &session.id, SessionStatus::Active).await;
@@ -344,5 +345,40 @@ async fn the_agent_keeps_its_kernel_table_as_the_sessions_want_it() {
     assert_eq!(ended.last().unwrap().resource_ips[0].status(), ResourceIpStatus::Removed);
     assert!(agent.held(&resource_id).is_empty(), "{:?}", agent.held(&resource_id));
     agent.stop().await;
+    f.server.stop().await;
+}
+
+/// The agent's stream may land on one replica while another works the rule: desired state and
+/// reports cross through the database. Whichever replica's engine leases the rule, the one
+/// holding the stream plays no part in it.
+#[tokio::test]
+async fn the_stream_on_one_replica_serves_rules_worked_anywhere() {
+    let Some(db) = common::postgres_if_configured("replicas").await else { return };
+    let mut f = Fixture::new(&db).await;
+    let other = f.server.replica(&db, common::test_config()).await;
+    let (agent_id, credential) = create_agent(&f.server, "bastion-1").await;
+    let resource_id = f.resource_on("ssh-bastion", host_firewall(&agent_id)).await;
+    let key = f.user_key.clone();
+    let mut on_other = portcullis::pb::v1::session_service_client::SessionServiceClient::new(other.channel().await);
+
+    for (round, (stream_on, address)) in
+        [(other.addr, "203.0.113.7"), (f.server.addr, "203.0.113.8")].into_iter().enumerate()
+    {
+        let agent = RunningAgent::start(stream_on, &credential);
+        // Started through the replica that does not hold the stream.
+        let session = if round == 0 {
+            f.start(&key, Some(address), None).await.unwrap()
+        } else {
+            let request = StartSessionRequest { ipv4_address: Some(address.into()), ..Default::default() };
+            on_other.start_session(with_key(request, &key)).await.unwrap().into_inner().session.unwrap()
+        };
+        f.watch_until(&key, &session.id, SessionStatus::Active).await;
+        assert!(agent.held(&resource_id).contains_key(address), "round {round}: {:?}", agent.held(&resource_id));
+        f.stop(&key, &session.id).await;
+        f.watch_until(&key, &session.id, SessionStatus::Cancelled).await;
+        assert!(!agent.held(&resource_id).contains_key(address), "round {round}");
+        agent.stop().await;
+    }
+    other.stop().await;
     f.server.stop().await;
 }
