@@ -38,8 +38,22 @@ if [ -z "${PORTCULLIS_TEST_DEX:-}" ]; then
 fi
 echo "Dex (OpenID Connect) for tests: $PORTCULLIS_TEST_DEX"
 
-# The server's tests and pcl's (which run the server binary this builds).
+# The server's tests, pcl's and the host agent's (the first two run the binaries this builds).
 cargo test --workspace --all-targets
+# The agent's systemd unit, as systemd reads it (with the binary this built in place).
+if command -v systemd-analyze >/dev/null; then
+    unit=$(mktemp -d)/portcullis-agent.service
+    sed "s#/usr/local/bin/portcullis-agent#$(realpath "${CARGO_TARGET_DIR:-target}/debug/portcullis-agent")#" \
+        agent/systemd/portcullis-agent.service >"$unit"
+    # It exits 0 on unknown keys and other warnings: any word from it is a failure.
+    verdict=$(systemd-analyze verify "$unit" 2>&1)
+    if [ -n "$verdict" ]; then
+        echo "systemd-analyze verify agent/systemd/portcullis-agent.service:" >&2
+        echo "$verdict" >&2
+        exit 1
+    fi
+    echo "systemd-analyze verify: agent/systemd/portcullis-agent.service is sound"
+fi
 scripts/grpcurl-smoke.sh "${CARGO_TARGET_DIR:-target}/debug/portcullis"
 scripts/sdk-tests.sh "${CARGO_TARGET_DIR:-target}/debug/portcullis"
 scripts/web-tests.sh "${CARGO_TARGET_DIR:-target}/debug/portcullis"

@@ -27,6 +27,9 @@ struct Args {
     /// The nftables table the agent owns (family inet); it never touches another.
     #[arg(long, env = "PORTCULLIS_AGENT_TABLE", default_value = "portcullis")]
     table: String,
+    /// The nft program the agent runs (a path, or a name looked up on PATH).
+    #[arg(long, env = "PORTCULLIS_AGENT_NFT", default_value = "nft")]
+    nft: String,
     /// Seconds between resyncs of the table with the last state, news or not.
     #[arg(long, env = "PORTCULLIS_AGENT_RESYNC_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     resync_secs: u64,
@@ -72,5 +75,7 @@ async fn run(args: Args) -> Result<(), String> {
         }
     };
     // Stopping leaves the table as it is: each element still ends at its own expiry.
-    client::run(connection, Nft::new(args.table), keeping, stop).await.map_err(|err| err.to_string())
+    client::run(connection, Nft::with_command(vec![args.nft], args.table), keeping, stop)
+        .await
+        .map_err(|err| err.to_string())
 }

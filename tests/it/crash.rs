@@ -16,10 +16,10 @@ use tonic::transport::Channel;
 
 use crate::common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 const SESSIONS: usize = 6;
 
-fn portcullis(dir: &Path, database_url: &str) -> Command {
+pub(crate) fn portcullis(dir: &Path, database_url: &str) -> Command {
     portcullis_with_lease(dir, database_url, 4, 2)
 }
 
@@ -39,7 +39,7 @@ fn portcullis_with_lease(dir: &Path, database_url: &str, lease_secs: u64, provid
 }
 
 /// Starts `serve` on a free port and returns the process and its address.
-fn serve(dir: &Path, database_url: &str) -> (Child, String) {
+pub(crate) fn serve(dir: &Path, database_url: &str) -> (Child, String) {
     serve_command(portcullis(dir, database_url))
 }
 
@@ -63,7 +63,7 @@ fn serve_command(mut command: Command) -> (Child, String) {
 }
 
 /// Runs `portcullis init` with `command`; answers the admin's API key.
-fn init(mut command: Command) -> String {
+pub(crate) fn init(mut command: Command) -> String {
     let init = command.args(["init", "--admin-email", "admin@example.com"]).output().unwrap();
     assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
     String::from_utf8(init.stdout).unwrap().trim().to_owned()
@@ -78,7 +78,7 @@ async fn user_id(address: &str, key: &str) -> String {
     answer.into_inner().user.unwrap().id
 }
 
-fn kill_hard(child: &mut Child) {
+pub(crate) fn kill_hard(child: &mut Child) {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 }
@@ -91,7 +91,7 @@ fn memory_rules(dir: &Path) -> usize {
         .map_or(0, |resources| resources.values().map(|r| r.as_object().map_or(0, |m| m.len())).sum())
 }
 
-async fn channel(address: &str) -> Channel {
+pub(crate) async fn channel(address: &str) -> Channel {
     Channel::from_shared(format!("http://{address}")).unwrap().connect().await.unwrap()
 }
 
