@@ -263,6 +263,21 @@ check "withdrawn" '"status": "SESSION_STATUS_CANCELLED"' "$grpcurl" -plaintext -
 check "expiry mails off" '"user"' "$grpcurl" -plaintext -H "x-api-key: $KEY" -d '{"expiry_emails": false}' \
     "$addr" portcullis.v1.UserService/UpdateCurrentUser
 
+# The README's host agent and host resource: the credential is shown once, the resource names it.
+AGENT=$("$grpcurl" -plaintext -H "x-api-key: $KEY" -d '{"name": "bastion-1"}' "$addr" portcullis.v1.AgentService/CreateAgent)
+check "create agent" '"credential": "pca_' echo "$AGENT"
+host=$(python3 - "$readme" "$(python3 -c "import json, sys; print(json.load(sys.stdin)['agent']['id'])" <<<"$AGENT")" <<'PY'
+import re, sys
+readme, agent = sys.argv[1:]
+found = re.search(r"-d '(\{\"resource\": \{\"name\": \"host-ssh\",\n  \"host_firewall\".*?)' \\\n", open(readme).read(), re.S)
+print(found.group(1).replace("AGENT_ID", agent))
+PY
+)
+check "host resource" '"hostFirewall"' "$grpcurl" -plaintext -H "x-api-key: $KEY" -d "$host" \
+    "$addr" portcullis.v1.ResourceService/CreateResource
+check "agents listed, none connected" '"name": "bastion-1"' "$grpcurl" -plaintext -H "x-api-key: $KEY" \
+    "$addr" portcullis.v1.AgentService/ListAgents
+
 # Every event so far reached the receiver, signed (checked by the README's Python).
 for _ in $(seq 50); do grep -q "^session.ended" "$work/webhooks.log" 2>/dev/null && break; sleep 0.2; done
 check "webhook delivered and verified" "session.ended verified" cat "$work/webhooks.log"
