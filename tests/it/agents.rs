@@ -55,21 +55,12 @@ async fn an_agent_is_created_with_a_credential_shown_once_and_revoked_for_good()
             .unwrap_err();
         assert_eq!(common::violated_fields(&nameless), ["name"], "{nameless:?}");
 
-        let revoked = agents
-            .revoke_agent(with_key(RevokeAgentRequest { id: agent.id.clone() }, &server.admin_key))
-            .await
-            .unwrap()
-            .into_inner()
-            .agent
-            .unwrap();
-        let first_revocation = revoked.revoked_at.expect("revoked");
-        let again = agents
-            .revoke_agent(with_key(RevokeAgentRequest { id: agent.id.clone() }, &server.admin_key))
-            .await
-            .unwrap()
-            .into_inner()
-            .agent
-            .unwrap();
+        let revoke = async || {
+            let request = with_key(RevokeAgentRequest { id: agent.id.clone() }, &server.admin_key);
+            agents.clone().revoke_agent(request).await.unwrap().into_inner().agent.unwrap()
+        };
+        let first_revocation = revoke().await.revoked_at.expect("revoked");
+        let again = revoke().await;
         assert_eq!(again.revoked_at, Some(first_revocation), "revoking twice changes nothing");
 
         let request = ListAuditEventsRequest {
