@@ -118,7 +118,7 @@ impl ScriptedAgent {
     }
 }
 
-async fn create_agent(server: &TestServer, name: &str) -> (String, String) {
+pub(crate) async fn create_agent(server: &TestServer, name: &str) -> (String, String) {
     let created = AgentServiceClient::new(server.channel().await)
         .create_agent(with_key(CreateAgentRequest { name: name.into() }, &server.admin_key))
         .await
@@ -127,7 +127,7 @@ async fn create_agent(server: &TestServer, name: &str) -> (String, String) {
     (created.agent.unwrap().id, created.credential)
 }
 
-fn host_firewall(agent_id: &str) -> resource::Provider {
+pub(crate) fn host_firewall(agent_id: &str) -> resource::Provider {
     resource::Provider::HostFirewall(HostFirewall {
         agent_id: agent_id.into(),
         protocol: "tcp".into(),
@@ -239,18 +239,18 @@ async fn rules_of_an_offline_agent_wait_and_revoking_an_agent_disconnects_it() {
 }
 
 #[path = "../../agent/tests/support/netns.rs"]
-mod netns;
+pub(crate) mod netns;
 
 /// The real agent, in this process, keeping a table in a namespace of its own.
-struct RunningAgent {
-    namespace: netns::Namespace,
+pub(crate) struct RunningAgent {
+    pub(crate) namespace: netns::Namespace,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl RunningAgent {
     /// Connects to the server at `addr`.
-    fn start(addr: std::net::SocketAddr, credential: &str) -> RunningAgent {
+    pub(crate) fn start(addr: std::net::SocketAddr, credential: &str) -> RunningAgent {
         use portcullis_agent::client::{Connection, Keeping, run};
         let namespace = netns::Namespace::new();
         let nft = namespace.nft("portcullis");
@@ -287,7 +287,7 @@ impl RunningAgent {
             .collect()
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

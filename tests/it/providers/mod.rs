@@ -1,6 +1,7 @@
 //! Every firewall provider passes one conformance suite; the AWS provider runs against moto's
 //! EC2 server (`PORTCULLIS_TEST_MOTO_URL`, started by scripts/test.sh) and is checked through an
-//! independent client (boto3).
+//! independent client (boto3); the host provider with the real agent in process, its nftables
+//! table in a network namespace.
 
 #[cfg(any(feature = "aws", feature = "gcp", feature = "azure"))]
 use crate::common;
@@ -21,6 +22,7 @@ mod aws;
 mod azure;
 #[cfg(feature = "gcp")]
 mod gcp;
+mod host;
 
 const V4: &str = "203.0.113.10";
 const V6: &str = "2001:db8::10";
@@ -43,8 +45,8 @@ fn request(address: &str, session_id: &str) -> RuleRequest {
 enum Rules {
     /// A rule per address, described with its owner; a foreign rule for an address is ridden on.
     PerAddress,
-    /// Many addresses share one rule per family (GCP, Azure), described with the resource.
-    #[cfg_attr(not(any(feature = "gcp", feature = "azure")), allow(dead_code))]
+    /// Many addresses share one rule per family (GCP, Azure, a host's sets), described with the
+    /// resource.
     Shared,
 }
 
