@@ -164,16 +164,17 @@ async fn serve(connection: &Connection, nft: &Nft, keeping: &Keeping) -> Result<
 async fn keep(nft: &Nft, resources: &BTreeMap<String, pb::HostResourceState>, generation: u64) -> pb::AgentReport {
     let (desired, refused) = desired(resources);
     let nft = nft.clone();
-    let outcome = tokio::task::spawn_blocking(move || -> Result<Vec<pb::HostResourceState>, NftError> {
-        nft.sync(&desired, SystemTime::now())?;
-        held(&nft, &desired)
+    // What the table holds is read back even when the sync failed; when it cannot be read
+    // either, the report holds no resources: the server keeps what it last knew.
+    let outcome = tokio::task::spawn_blocking(move || -> (Vec<pb::HostResourceState>, String) {
+        let synced = nft.sync(&desired, SystemTime::now()).err().map(|err| err.to_string());
+        match held(&nft, &desired) {
+            Ok(held) => (held, synced.unwrap_or_default()),
+            Err(err) => (Vec::new(), synced.unwrap_or_else(|| err.to_string())),
+        }
     })
     .await;
-    let (held, error) = match outcome {
-        Ok(Ok(held)) => (held, String::new()),
-        Ok(Err(err)) => (Vec::new(), err.to_string()),
-        Err(err) => (Vec::new(), format!("the sync panicked: {err}")),
-    };
+    let (held, error) = outcome.unwrap_or_else(|err| (Vec::new(), format!("the sync panicked: {err}")));
     let error = if error.is_empty() { refused.join("; ") } else { error };
     if !error.is_empty() {
         eprintln!("portcullis-agent: {error}");

@@ -57,13 +57,16 @@ impl HostFirewalls {
         Ok(elements.into_iter().filter(|element| element.agent_id == agent.id).collect())
     }
 
-    /// Waits until `done` holds for every item of the agent's report; answers each item.
+    /// Waits until `done` holds for every item of the agent's report; answers each item. An
+    /// agent that reports it cannot apply its state fails what is not done when `final_on_error`
+    /// (an apply: the rule FAILED, retried by RetryResourceIp); otherwise it is tried again later.
     async fn wait_for<T>(
         &self,
         target: &Target,
         items: &[T],
         done: impl Fn(&T, &[host_element::Model]) -> bool,
         what: &str,
+        final_on_error: bool,
     ) -> Vec<Result<(), ProviderError>> {
         let started = tokio::time::Instant::now();
         loop {
@@ -84,14 +87,15 @@ impl HostFirewalls {
                 return items.iter().map(|_| Ok(())).collect();
             }
             if started.elapsed() >= CONFIRM_WITHIN {
-                let why = if agent.report_error.is_empty() {
-                    format!("waiting for agent {} to {what}", agent.name)
+                let not_done = if agent.report_error.is_empty() {
+                    ProviderError::Transient(format!("waiting for agent {} to {what}", agent.name))
                 } else {
-                    format!("agent {} could not apply its state: {}", agent.name, agent.report_error)
+                    let why = format!("agent {} could not apply its state: {}", agent.name, agent.report_error);
+                    if final_on_error { ProviderError::Rejected(why) } else { ProviderError::Transient(why) }
                 };
                 return items
                     .iter()
-                    .map(|item| if done(item, &elements) { Ok(()) } else { Err(ProviderError::Transient(why.clone())) })
+                    .map(|item| if done(item, &elements) { Ok(()) } else { Err(not_done.clone()) })
                     .collect();
             }
             tokio::time::sleep(POLL).await;
@@ -116,7 +120,7 @@ impl FirewallProvider for HostFirewalls {
                     && element.expires_at + EXPIRY_SLACK >= rule.owner.expires_at
             })
         };
-        let answers = self.wait_for(target, rules, held, "add the address").await;
+        let answers = self.wait_for(target, rules, held, "add the address", true).await;
         answers.into_iter().zip(rules).map(|(answer, rule)| answer.map(|()| rule_id(rule.address))).collect()
     }
 
@@ -130,7 +134,7 @@ impl FirewallProvider for HostFirewalls {
                 tracing::warn!(resource_id = %target.resource_id, reason = %why, "host rules left to their kernel expiry");
                 rules.iter().map(|_| Ok(())).collect()
             }
-            _ => self.wait_for(target, rules, gone, "remove the address").await,
+            _ => self.wait_for(target, rules, gone, "remove the address", false).await,
         }
     }
 

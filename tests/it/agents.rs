@@ -251,9 +251,19 @@ pub(crate) struct RunningAgent {
 impl RunningAgent {
     /// Connects to the server at `addr`.
     pub(crate) fn start(addr: std::net::SocketAddr, credential: &str) -> RunningAgent {
-        use portcullis_agent::client::{Connection, Keeping, run};
         let namespace = netns::Namespace::new();
         let nft = namespace.nft("portcullis");
+        RunningAgent::start_with(addr, credential, namespace, nft)
+    }
+
+    /// The agent with its own `nft` (the namespace is still what `held` reads).
+    fn start_with(
+        addr: std::net::SocketAddr,
+        credential: &str,
+        namespace: netns::Namespace,
+        nft: portcullis_agent::nft::Nft,
+    ) -> RunningAgent {
+        use portcullis_agent::client::{Connection, Keeping, run};
         let connection = Connection {
             server: format!("http://{addr}"),
             credential: credential.to_owned(),
@@ -293,6 +303,25 @@ impl RunningAgent {
         }
         let _ = self.task.await;
     }
+}
+
+#[tokio::test]
+async fn an_agent_that_cannot_apply_its_state_fails_the_rule_with_its_error() {
+    let db = TestDb::sqlite();
+    let mut f = Fixture::new(&db).await;
+    let (agent_id, credential) = create_agent(&f.server, "bastion-1").await;
+    f.resource_on("ssh-broken", host_firewall(&agent_id)).await;
+    let refusing = ["sh", "-c", "echo 'Error: Operation not permitted' >&2; exit 1", "nft"];
+    let nft = portcullis_agent::nft::Nft::with_command(refusing.map(str::to_owned).to_vec(), "portcullis");
+    let agent = RunningAgent::start_with(f.server.addr, &credential, netns::Namespace::new(), nft);
+    let key = f.user_key.clone();
+    let session = f.start(&key, Some("203.0.113.7"), None).await.unwrap();
+    let seen = f.watch_until(&key, &session.id, SessionStatus::Failed).await;
+    let rule = &seen.last().unwrap().resource_ips[0];
+    assert_eq!(rule.status(), ResourceIpStatus::Failed, "{rule:?}");
+    assert!(rule.error_message.contains("Operation not permitted"), "the agent's error is the rule's: {rule:?}");
+    agent.stop().await;
+    f.server.stop().await;
 }
 
 #[tokio::test]

@@ -81,7 +81,9 @@ pub async fn desired(
         .collect())
 }
 
-/// Replaces what `agent_id` reported its firewall holds, and notes when it spoke.
+/// Replaces what `agent_id` reported its firewall holds, and notes when it spoke. A report of
+/// an error and no resources says the agent could not read its table: what it held before stays
+/// as the last known state.
 pub async fn record_report(
     db: &impl ConnectionTrait,
     agent_id: &str,
@@ -89,7 +91,10 @@ pub async fn record_report(
     error: &str,
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
-    host_element::Entity::delete_many().filter(host_element::Column::AgentId.eq(agent_id)).exec(db).await?;
+    let unknown = !error.is_empty() && resources.is_empty();
+    if !unknown {
+        host_element::Entity::delete_many().filter(host_element::Column::AgentId.eq(agent_id)).exec(db).await?;
+    }
     let rows: Vec<host_element::ActiveModel> = resources
         .iter()
         .flat_map(|resource| {
