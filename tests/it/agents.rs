@@ -371,6 +371,33 @@ async fn the_agent_keeps_its_kernel_table_as_the_sessions_want_it() {
     f.server.stop().await;
 }
 
+/// A server restart breaks the stream: the agent connects again with backoff and, from the full
+/// state it then gets, puts back what was lost meanwhile.
+#[tokio::test]
+async fn after_a_server_restart_the_agent_reconnects_and_resyncs_in_full() {
+    let db = TestDb::sqlite();
+    let mut f = Fixture::new(&db).await;
+    let (agent_id, credential) = create_agent(&f.server, "bastion-1").await;
+    let resource_id = f.resource_on("ssh-bastion", host_firewall(&agent_id)).await;
+    let agent = RunningAgent::start(f.server.addr, &credential);
+    let key = f.user_key.clone();
+    let session = f.start(&key, Some("203.0.113.7"), None).await.unwrap();
+    f.watch_until(&key, &session.id, SessionStatus::Active).await;
+
+    // The server restarts; meanwhile someone deletes the element by hand.
+    let set = format!("allow4_r{}", resource_id.replace('-', ""));
+    agent.namespace.run(&["delete", "element", "inet", "portcullis", &set, "{ 203.0.113.7 }"]);
+    let server = f.server.restart(&db, common::test_config()).await;
+    let back_at = std::time::Instant::now();
+    common::eventually("the agent reconnects and puts the element back", Duration::from_secs(15), async || {
+        common::when(agent.held(&resource_id).contains_key("203.0.113.7"), ())
+    })
+    .await;
+    println!("the element was back {:?} after the server came back", back_at.elapsed());
+    agent.stop().await;
+    server.stop().await;
+}
+
 /// The agent's stream may land on one replica while another works the rule: desired state and
 /// reports cross through the database. Whichever replica's engine leases the rule, the one
 /// holding the stream plays no part in it.

@@ -226,14 +226,25 @@ impl TestServer {
 
     /// Another server on the same database, as a second replica behind a load balancer is.
     pub async fn replica(&self, db: &TestDb, config: Config) -> TestServer {
-        let identity = Identity {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        TestServer::serve(db, db.connect().await, config, self.identity(), listener).await
+    }
+
+    /// Stops this server and starts it again on the same address and database.
+    pub async fn restart(mut self, db: &TestDb, config: Config) -> TestServer {
+        let (identity, addr) = (self.identity(), self.addr);
+        self.halt().await;
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("the old address is free again");
+        TestServer::serve(db, db.connect().await, config, identity, listener).await
+    }
+
+    fn identity(&self) -> Identity {
+        Identity {
             admin_key: self.admin_key.clone(),
             operator_key: self.operator_key.clone(),
             admin_id: self.admin_id.clone(),
             organization_id: self.organization_id.clone(),
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        TestServer::serve(db, db.connect().await, config, identity, listener).await
+        }
     }
 
     async fn serve(
@@ -282,6 +293,10 @@ impl TestServer {
     }
 
     pub async fn stop(mut self) {
+        self.halt().await;
+    }
+
+    async fn halt(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
