@@ -18,12 +18,13 @@ impl Namespace {
             .stdout(Stdio::null())
             .spawn()
             .expect("unshare (util-linux) runs");
-        // The holder is in the namespace once its user map is written.
+        // unshare makes the namespaces, then writes the user map, then runs sleep: entering
+        // before the map is written would find no root in it. So wait for sleep.
         let deadline = Instant::now() + Duration::from_secs(5);
-        let mine = std::fs::read_link("/proc/self/ns/net").expect("own namespace");
-        while std::fs::read_link(format!("/proc/{}/ns/net", holder.id())).ok().as_ref() == Some(&mine) {
-            assert!(Instant::now() < deadline, "unshare -Urn did not make a namespace");
-            std::thread::sleep(Duration::from_millis(10));
+        while std::fs::read_to_string(format!("/proc/{}/comm", holder.id())).map_or(true, |comm| comm.trim() != "sleep")
+        {
+            assert!(Instant::now() < deadline, "unshare -Urn did not start its namespace");
+            std::thread::sleep(Duration::from_millis(5));
         }
         Namespace { holder }
     }
