@@ -4,10 +4,11 @@
 use crate::connect::Credential;
 use crate::errors::Failure;
 use crate::output::Output;
+use crate::pb::v1::agent_service_client::AgentServiceClient;
 use crate::pb::v1::resource_service_client::ResourceServiceClient;
 use crate::pb::v1::user_service_client::UserServiceClient;
 use crate::pb::v1::*;
-use crate::{ResourcesCommand, UsersCommand};
+use crate::{AgentsCommand, ResourcesCommand, UsersCommand};
 use tonic::transport::Channel;
 
 pub async fn resources(
@@ -111,6 +112,76 @@ pub async fn users(
         }
     }
     Ok(0)
+}
+
+pub async fn agents(
+    channel: Channel,
+    credential: Credential,
+    command: AgentsCommand,
+    out: Output,
+) -> Result<u8, Failure> {
+    let mut agents = AgentServiceClient::with_interceptor(channel, credential);
+    match command {
+        AgentsCommand::Create { name } => {
+            let created = agents.create_agent(CreateAgentRequest { name }).await?.into_inner();
+            if out.json() {
+                out.print_json(&created, "portcullis.v1.CreateAgentResponse")?;
+            } else {
+                println!("{}", created.credential);
+            }
+        }
+        AgentsCommand::List => {
+            let all = all_agents(&mut agents).await?;
+            if out.json() {
+                let listed = ListAgentsResponse { agents: all, next_page_token: String::new() };
+                out.print_json(&listed, "portcullis.v1.ListAgentsResponse")?;
+                return Ok(0);
+            }
+            if out.quiet {
+                all.iter().for_each(|agent| println!("{}", agent.id));
+                return Ok(0);
+            }
+            println!("{:<38} {:<24} {:<26} HOST", "ID", "NAME", "STATE");
+            for agent in all {
+                let state = if agent.revoked_at.is_some() {
+                    "revoked".to_owned()
+                } else if agent.connected {
+                    "connected".to_owned()
+                } else {
+                    match &agent.last_seen_at {
+                        Some(seen) => format!("offline since {seen}"),
+                        None => "never connected".to_owned(),
+                    }
+                };
+                println!("{:<38} {:<24} {state:<26} {}", agent.id, agent.name, agent.hostname);
+            }
+        }
+        AgentsCommand::Revoke { agent } => {
+            let found = all_agents(&mut agents).await?.into_iter().find(|a| a.id == agent || a.name == agent);
+            let id = found.map(|found| found.id).ok_or_else(|| format!("no agent {agent}"))?;
+            let revoked = agents.revoke_agent(RevokeAgentRequest { id }).await?.into_inner();
+            if out.json() {
+                out.print_json(&revoked, "portcullis.v1.RevokeAgentResponse")?;
+            } else {
+                println!("{agent} revoked");
+            }
+        }
+    }
+    Ok(0)
+}
+
+async fn all_agents(
+    client: &mut AgentServiceClient<tonic::codegen::InterceptedService<Channel, Credential>>,
+) -> Result<Vec<Agent>, Failure> {
+    let (mut all, mut page_token) = (Vec::new(), String::new());
+    loop {
+        let page = client.list_agents(ListAgentsRequest { page_size: 1000, page_token }).await?.into_inner();
+        all.extend(page.agents);
+        if page.next_page_token.is_empty() {
+            return Ok(all);
+        }
+        page_token = page.next_page_token;
+    }
 }
 
 type Resources = ResourceServiceClient<tonic::codegen::InterceptedService<Channel, Credential>>;

@@ -87,6 +87,9 @@ enum Command {
     /// Users of your organization (admins).
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Host agents: the programs that keep Linux hosts' firewalls (admins).
+    #[command(subcommand)]
+    Agents(AgentsCommand),
     /// Sessions waiting for your approval, and your decisions on them.
     #[command(subcommand)]
     Approvals(ApprovalsCommand),
@@ -122,6 +125,17 @@ pub enum ResourcesCommand {
         #[arg(long)]
         user: String,
     },
+}
+
+#[derive(Subcommand)]
+pub enum AgentsCommand {
+    /// Register an agent; prints only its credential (shown this once), so it can go straight
+    /// into the host's credential file.
+    Create { name: String },
+    /// The organization's agents: connected or when last seen, and from which host.
+    List,
+    /// Revoke an agent (by id or name): its stream ends and its credential never works again.
+    Revoke { agent: String },
 }
 
 #[derive(Subcommand)]
@@ -316,6 +330,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Session(command) => sessions::run(channel, credential, command, out).await,
         Command::Resources(command) => admin::resources(channel, credential, command, out).await,
         Command::Users(command) => admin::users(channel, credential, command, out).await,
+        Command::Agents(command) => admin::agents(channel, credential, command, out).await,
         Command::Approvals(ApprovalsCommand::List) => sessions::approval_inbox(channel, credential, out).await,
         Command::Approve { id, reason } => sessions::decide(channel, credential, id, reason, true, out).await,
         Command::Deny { id, reason } => sessions::decide(channel, credential, id, reason, false, out).await,

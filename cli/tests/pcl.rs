@@ -463,6 +463,34 @@ async fn users_and_assignments_by_name_and_email() {
     assert!(text(&unknown).1.contains("no resource nope"), "{:?}", text(&unknown));
 }
 
+/// An agent's credential goes straight from `pcl agents create` into a file; list shows it never
+/// connected; revoke by name.
+#[tokio::test]
+async fn agents_are_created_listed_and_revoked_by_name() {
+    let server = Server::start().await;
+    let created = server.pcl(&["agents", "create", "bastion-1"]).output().unwrap();
+    assert!(created.status.success(), "{:?}", text(&created));
+    let credential = text(&created).0;
+    assert!(
+        credential.starts_with("pca_") && credential.trim().lines().count() == 1,
+        "only the credential: {credential}"
+    );
+    let listed = server.pcl(&["agents", "list"]).output().unwrap();
+    let line = text(&listed).0.lines().find(|line| line.contains("bastion-1")).map(str::to_owned);
+    assert!(line.as_deref().is_some_and(|line| line.contains("never connected")), "{:?}", text(&listed));
+    let revoked = server.pcl(&["agents", "revoke", "bastion-1"]).output().unwrap();
+    assert!(revoked.status.success(), "{:?}", text(&revoked));
+    let listed = server.pcl(&["agents", "list"]).output().unwrap();
+    assert!(
+        text(&listed).0.lines().any(|line| line.contains("bastion-1") && line.contains("revoked")),
+        "{:?}",
+        text(&listed)
+    );
+    let unknown = server.pcl(&["agents", "revoke", "nope"]).output().unwrap();
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(text(&unknown).1.contains("no agent nope"), "{:?}", text(&unknown));
+}
+
 /// `--output json` prints the API's own JSON: parsed, the same as grpcurl's for the same call;
 /// `--quiet` prints only ids.
 #[tokio::test]
