@@ -2,7 +2,7 @@
 //! from the rules of live sessions, and what the agent says its firewall holds.
 
 use crate::domain::host::{HostGrant, HostResourceState};
-use crate::domain::{ProviderConfig, ResourceIpStatus};
+use crate::domain::{ProviderConfig, ProviderKind, ResourceIpStatus};
 use crate::store::StoreResult;
 use crate::store::entity::{agent, host_element, resource, resource_ip, session};
 use chrono::{DateTime, Utc};
@@ -17,9 +17,14 @@ pub async fn resources_of(
     organization_id: &str,
     agent_id: &str,
 ) -> StoreResult<Vec<(resource::Model, crate::domain::HostFirewall)>> {
-    let all = resource::Entity::find().filter(resource::Column::OrganizationId.eq(organization_id)).all(db).await?;
+    // Read twice a second per connected agent: only the organization's host resources.
+    let hosts = resource::Entity::find()
+        .filter(resource::Column::OrganizationId.eq(organization_id))
+        .filter(resource::Column::ProviderKind.eq(ProviderKind::Host))
+        .all(db)
+        .await?;
     let mut served = Vec::new();
-    for model in all {
+    for model in hosts {
         if let ProviderConfig::HostFirewall(host) = super::resources::provider_config(&model)?
             && host.agent_id == agent_id
         {
