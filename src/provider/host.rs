@@ -9,7 +9,7 @@ use super::{CheckOutcome, FirewallProvider, Listing, OwnedRule, ProviderError, R
 use crate::domain::host::agent_connected;
 use crate::domain::{ProviderConfig, now};
 use crate::store::entity::{agent, host_element};
-use crate::store::queries;
+use crate::store::{StoreError, queries};
 use async_trait::async_trait;
 use chrono::TimeDelta;
 use sea_orm::DatabaseConnection;
@@ -39,11 +39,13 @@ impl HostFirewalls {
         let ProviderConfig::HostFirewall(host) = &target.config else {
             return Err(ProviderError::Rejected("not a host resource".into()));
         };
-        let agent = queries::hosts::agent(&self.db, &host.agent_id)
-            .await
-            .map_err(|err| ProviderError::Transient(format!("reading the agent failed: {err}")))?
-            .filter(|agent| agent.organization_id == target.organization_id)
-            .ok_or_else(|| ProviderError::Rejected(format!("agent {} does not exist", host.agent_id)))?;
+        let agent = match queries::agents::get(&self.db, &target.organization_id, &host.agent_id).await {
+            Ok(agent) => agent,
+            Err(StoreError::NotFound) => {
+                return Err(ProviderError::Rejected(format!("agent {} does not exist", host.agent_id)));
+            }
+            Err(err) => return Err(ProviderError::Transient(format!("reading the agent failed: {err}"))),
+        };
         if agent.revoked_at.is_some() {
             return Err(ProviderError::Rejected(format!("agent {} was revoked", agent.name)));
         }
@@ -51,10 +53,9 @@ impl HostFirewalls {
     }
 
     async fn elements(&self, target: &Target, agent: &agent::Model) -> Result<Vec<host_element::Model>, ProviderError> {
-        let elements = queries::hosts::elements_of(&self.db, &target.resource_id)
+        queries::hosts::elements_of(&self.db, &agent.id, &target.resource_id)
             .await
-            .map_err(|err| ProviderError::Transient(format!("reading the agent's report failed: {err}")))?;
-        Ok(elements.into_iter().filter(|element| element.agent_id == agent.id).collect())
+            .map_err(|err| ProviderError::Transient(format!("reading the agent's report failed: {err}")))
     }
 
     /// Waits until `done` holds for every item of the agent's report; answers each item. An
@@ -75,8 +76,7 @@ impl HostFirewalls {
                 Err(err) => return items.iter().map(|_| Err(err.clone())).collect(),
             };
             if !agent_connected(agent.last_seen_at, now()) {
-                let seen = agent.last_seen_at.map_or("never".to_owned(), |at| at.to_rfc3339());
-                let offline = ProviderError::Transient(format!("agent {} offline (last seen: {seen})", agent.name));
+                let offline = ProviderError::Transient(offline(&agent));
                 return items.iter().map(|_| Err(offline.clone())).collect();
             }
             let elements = match self.elements(target, &agent).await {
@@ -101,6 +101,12 @@ impl HostFirewalls {
             tokio::time::sleep(POLL).await;
         }
     }
+}
+
+/// Why an agent's rules wait: it is not connected.
+fn offline(agent: &agent::Model) -> String {
+    let seen = agent.last_seen_at.map_or("never".to_owned(), |at| at.to_rfc3339());
+    format!("agent {} offline (last seen: {seen})", agent.name)
 }
 
 fn element_for(elements: &[host_element::Model], address: IpAddr) -> Option<&host_element::Model> {
@@ -159,10 +165,7 @@ impl FirewallProvider for HostFirewalls {
         match self.agent(target).await {
             Err(ProviderError::Rejected(why)) => CheckOutcome::NotFound(why),
             Err(err) => CheckOutcome::Unreachable(err.to_string()),
-            Ok(agent) if !agent_connected(agent.last_seen_at, now()) => {
-                let seen = agent.last_seen_at.map_or("never".to_owned(), |at| at.to_rfc3339());
-                CheckOutcome::Unreachable(format!("agent {} offline (last seen: {seen})", agent.name))
-            }
+            Ok(agent) if !agent_connected(agent.last_seen_at, now()) => CheckOutcome::Unreachable(offline(&agent)),
             Ok(agent) if !agent.report_error.is_empty() => CheckOutcome::AccessDenied(format!(
                 "agent {} could not apply its state: {}",
                 agent.name, agent.report_error

@@ -142,12 +142,15 @@ pub async fn seen(
     Ok(())
 }
 
-/// What the agents reported for one resource: its elements by address.
-pub async fn elements_of(db: &impl ConnectionTrait, resource_id: &str) -> StoreResult<Vec<host_element::Model>> {
-    Ok(host_element::Entity::find().filter(host_element::Column::ResourceId.eq(resource_id)).all(db).await?)
-}
-
-/// An agent by id, whatever its organization (the provider works from a resource's config).
-pub async fn agent(db: &impl ConnectionTrait, agent_id: &str) -> StoreResult<Option<agent::Model>> {
-    Ok(agent::Entity::find_by_id(agent_id).one(db).await?)
+/// What `agent_id` reported for one resource: its elements by address.
+pub async fn elements_of(
+    db: &impl ConnectionTrait,
+    agent_id: &str,
+    resource_id: &str,
+) -> StoreResult<Vec<host_element::Model>> {
+    Ok(host_element::Entity::find()
+        .filter(host_element::Column::AgentId.eq(agent_id))
+        .filter(host_element::Column::ResourceId.eq(resource_id))
+        .all(db)
+        .await?)
 }
