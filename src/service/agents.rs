@@ -87,10 +87,15 @@ impl AgentManager {
         Ok(queries::hosts::seen(&self.db, &agent.agent_id, None, now()).await?)
     }
 
-    /// Whether the agent's credential still works (a revoked agent is disconnected).
+    /// Whether the agent's credential still works (a revoked or deleted agent is disconnected).
+    /// A database that does not answer is an error, not a revocation: the agent gives up for good
+    /// on a revocation, but connects again after an error.
     pub async fn still_allowed(&self, agent: &AgentCaller) -> Result<bool> {
-        let current = queries::agents::get(&self.db, &agent.organization_id, &agent.agent_id).await;
-        Ok(current.ok().is_some_and(|current| current.revoked_at.is_none()))
+        match queries::agents::get(&self.db, &agent.organization_id, &agent.agent_id).await {
+            Ok(current) => Ok(current.revoked_at.is_none()),
+            Err(crate::store::StoreError::NotFound) => Ok(false),
+            Err(err) => Err(err.into()),
+        }
     }
 
     /// What the agent's host should allow now.
