@@ -46,10 +46,19 @@ pub struct Current {
 impl Current {
     /// The element for `address` in `resource_id`'s set, if the table holds one.
     pub fn element(&self, resource_id: &str, address: IpAddr) -> Option<&Element> {
-        let key = key(resource_id);
-        let set = if address.is_ipv4() { format!("allow4_{key}") } else { format!("allow6_{key}") };
-        self.sets.get(&set)?.get(&address)
+        self.sets.get(&set_name(resource_id, address))?.get(&address)
     }
+}
+
+/// The set holding `resource_id`'s addresses of `address`'s family.
+pub fn set_name(resource_id: &str, address: IpAddr) -> String {
+    let (set4, set6) = sets(&key(resource_id));
+    if address.is_ipv4() { set4 } else { set6 }
+}
+
+/// A resource's IPv4 and IPv6 sets, by its key.
+fn sets(key: &str) -> (String, String) {
+    (format!("allow4_{key}"), format!("allow6_{key}"))
 }
 
 /// One element of a set as the kernel holds it.
@@ -210,7 +219,7 @@ pub fn plan(table: &str, desired: &Desired, current: &Current, now: SystemTime) 
     let empty = BTreeMap::new();
     for resource in &desired.resources {
         let key = key(&resource.resource_id);
-        let (set4, set6, chain) = (format!("allow4_{key}"), format!("allow6_{key}"), chain_name(&key));
+        let ((set4, set6), chain) = (sets(&key), chain_name(&key));
         for (set, kind) in [(&set4, "ipv4_addr"), (&set6, "ipv6_addr")] {
             batch.push(json!({ "add": { "set": {
                 "family": "inet", "table": table, "name": set, "type": kind, "flags": ["timeout"] } } }));

@@ -127,6 +127,11 @@ pub(crate) async fn create_agent(server: &TestServer, name: &str) -> (String, St
     (created.agent.unwrap().id, created.credential)
 }
 
+/// The agent's set for a resource's IPv4 addresses.
+fn ipv4_set(resource_id: &str) -> String {
+    portcullis_agent::nft::set_name(resource_id, std::net::Ipv4Addr::UNSPECIFIED.into())
+}
+
 pub(crate) fn host_firewall(agent_id: &str) -> resource::Provider {
     resource::Provider::HostFirewall(HostFirewall {
         agent_id: agent_id.into(),
@@ -283,17 +288,10 @@ impl RunningAgent {
 
     /// What the kernel holds in the resource's IPv4 set: address → (seconds left, comment).
     fn held(&self, resource_id: &str) -> BTreeMap<String, (u64, String)> {
-        let set = format!("allow4_r{}", resource_id.replace('-', ""));
-        let listing = self.namespace.run(&["-j", "list", "set", "inet", "portcullis", &set]);
-        let listing: serde_json::Value = serde_json::from_str(&listing).unwrap();
-        let elements = listing["nftables"][1]["set"]["elem"].as_array().cloned().unwrap_or_default();
-        elements
-            .iter()
-            .map(|element| {
-                let element = &element["elem"];
-                let address = element["val"].as_str().unwrap().to_owned();
-                (address, (element["expires"].as_u64().unwrap(), element["comment"].as_str().unwrap_or("").to_owned()))
-            })
+        let current = self.namespace.nft("portcullis").read().unwrap();
+        let set = current.sets.get(&ipv4_set(resource_id)).cloned().unwrap_or_default();
+        set.into_iter()
+            .map(|(address, element)| (address.to_string(), (element.expires_in.as_secs(), element.comment)))
             .collect()
     }
 
@@ -353,7 +351,7 @@ async fn the_agent_keeps_its_kernel_table_as_the_sessions_want_it() {
     println!("extended by 30 min: the kernel expiry went from {before} s to {moved} s");
 
     // An element deleted by hand is put back within one resync (1 s here).
-    let set = format!("allow4_r{}", resource_id.replace('-', ""));
+    let set = ipv4_set(&resource_id);
     agent.namespace.run(&["delete", "element", "inet", "portcullis", &set, "{ 203.0.113.7 }"]);
     let deleted_at = std::time::Instant::now();
     common::eventually("the element comes back", Duration::from_secs(5), async || {
@@ -385,7 +383,7 @@ async fn after_a_server_restart_the_agent_reconnects_and_resyncs_in_full() {
     f.watch_until(&key, &session.id, SessionStatus::Active).await;
 
     // The server restarts; meanwhile someone deletes the element by hand.
-    let set = format!("allow4_r{}", resource_id.replace('-', ""));
+    let set = ipv4_set(&resource_id);
     agent.namespace.run(&["delete", "element", "inet", "portcullis", &set, "{ 203.0.113.7 }"]);
     let server = f.server.restart(&db, common::test_config()).await;
     let back_at = std::time::Instant::now();
