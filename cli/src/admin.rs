@@ -173,14 +173,25 @@ pub async fn agents(
 async fn all_agents(
     client: &mut AgentServiceClient<tonic::codegen::InterceptedService<Channel, Credential>>,
 ) -> Result<Vec<Agent>, Failure> {
-    let (mut all, mut page_token) = (Vec::new(), String::new());
-    loop {
+    every_page(async |page_token| {
         let page = client.list_agents(ListAgentsRequest { page_size: 1000, page_token }).await?.into_inner();
-        all.extend(page.agents);
-        if page.next_page_token.is_empty() {
+        Ok((page.agents, page.next_page_token))
+    })
+    .await
+}
+
+/// Every item of a list, `page` answering one page (its items and the next token) for a token.
+async fn every_page<T>(
+    mut page: impl AsyncFnMut(String) -> Result<(Vec<T>, String), Failure>,
+) -> Result<Vec<T>, Failure> {
+    let (mut all, mut token) = (Vec::new(), String::new());
+    loop {
+        let (items, next) = page(token).await?;
+        all.extend(items);
+        if next.is_empty() {
             return Ok(all);
         }
-        page_token = page.next_page_token;
+        token = next;
     }
 }
 
@@ -188,29 +199,20 @@ type Resources = ResourceServiceClient<tonic::codegen::InterceptedService<Channe
 type Users = UserServiceClient<tonic::codegen::InterceptedService<Channel, Credential>>;
 
 async fn all_resources(client: &mut Resources) -> Result<Vec<Resource>, Failure> {
-    let (mut all, mut page_token) = (Vec::new(), String::new());
-    loop {
+    every_page(async |page_token| {
         let request = ListResourcesRequest { page_size: 1000, page_token, ..Default::default() };
         let page = client.list_resources(request).await?.into_inner();
-        all.extend(page.resources);
-        if page.next_page_token.is_empty() {
-            return Ok(all);
-        }
-        page_token = page.next_page_token;
-    }
+        Ok((page.resources, page.next_page_token))
+    })
+    .await
 }
 
 async fn all_users(client: &mut Users) -> Result<Vec<User>, Failure> {
-    let (mut all, mut page_token) = (Vec::new(), String::new());
-    loop {
-        let request = ListUsersRequest { page_size: 1000, page_token };
-        let page = client.list_users(request).await?.into_inner();
-        all.extend(page.users);
-        if page.next_page_token.is_empty() {
-            return Ok(all);
-        }
-        page_token = page.next_page_token;
-    }
+    every_page(async |page_token| {
+        let page = client.list_users(ListUsersRequest { page_size: 1000, page_token }).await?.into_inner();
+        Ok((page.users, page.next_page_token))
+    })
+    .await
 }
 
 /// A resource named by id or by name.
